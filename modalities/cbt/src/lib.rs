@@ -1,0 +1,1 @@
+//! Therapy modality: cbt

@@ -1,0 +1,1 @@
+//! Crisis guard: suicide, self-harm and harm-to-others risk screening

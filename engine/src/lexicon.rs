@@ -1,0 +1,645 @@
+//! Cue-phrase matching over client text, with the context flags clinical screening needs.
+//!
+//! Every module that reads a dialogue (diagnostic criteria, crisis rules, modality cues,
+//! cognitive distortions) matches its lexicon through this one matcher, so negation,
+//! hypotheticals and third-person talk are handled the same way everywhere.
+//!
+//! Phrase syntax (lower case, words separated by spaces):
+//! - `word` matches that word exactly (apostrophes normalised, `dont` == `don't`);
+//! - `word*` matches any word starting with `word` (`hopeless*` matches `hopelessness`);
+//! - `_` matches any one word; `_?` matches zero or one word; `..` matches up to three words.
+
+use serde::Serialize;
+
+/// A word of a text with its byte span in the original string.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub norm: String,
+    pub start: usize,
+    pub end: usize,
+    /// Index of the clause this token belongs to (clauses end at punctuation and at `but`).
+    pub clause: usize,
+    /// Index of the sentence this token belongs to.
+    pub sentence: usize,
+}
+
+/// A tokenised text.
+#[derive(Clone, Debug)]
+pub struct Text<'a> {
+    pub raw: &'a str,
+    pub tokens: Vec<Token>,
+}
+
+const CONTRACTION_FIXES: &[(&str, &str)] = &[
+    ("dont", "don't"),
+    ("doesnt", "doesn't"),
+    ("didnt", "didn't"),
+    ("cant", "can't"),
+    ("couldnt", "couldn't"),
+    ("wont", "won't"),
+    ("wouldnt", "wouldn't"),
+    ("shouldnt", "shouldn't"),
+    ("isnt", "isn't"),
+    ("arent", "aren't"),
+    ("wasnt", "wasn't"),
+    ("werent", "weren't"),
+    ("havent", "haven't"),
+    ("hasnt", "hasn't"),
+    ("im", "i'm"),
+    ("ive", "i've"),
+    ("id", "i'd"),
+    ("ill", "i'll"),
+    ("cannot", "can't"),
+    ("thats", "that's"),
+    ("whats", "what's"),
+    ("youre", "you're"),
+    ("theyre", "they're"),
+    ("hes", "he's"),
+    ("shes", "she's"),
+];
+
+const CLAUSE_BREAK_WORDS: &[&str] = &["but", "although", "though", "however", "except", "yet"];
+
+impl<'a> Text<'a> {
+    /// Splits `raw` into lower-cased words, tracking clause and sentence boundaries.
+    pub fn new(raw: &'a str) -> Text<'a> {
+        let mut tokens = Vec::new();
+        let mut clause = 0usize;
+        let mut sentence = 0usize;
+        let mut iter = raw.char_indices().peekable();
+        while let Some((i, c)) = iter.next() {
+            if c.is_alphanumeric() {
+                let start = i;
+                let mut end = i + c.len_utf8();
+                let mut word = String::new();
+                word.extend(c.to_lowercase());
+                while let Some(&(j, d)) = iter.peek() {
+                    let apostrophe = matches!(d, '\'' | '\u{2019}' | '\u{2018}');
+                    if d.is_alphanumeric() || d == '-' && !word.ends_with('-') {
+                        word.extend(d.to_lowercase());
+                        end = j + d.len_utf8();
+                        iter.next();
+                    } else if apostrophe {
+                        // Keep an apostrophe only inside a word ("don't"), not a closing quote.
+                        let mut look = iter.clone();
+                        look.next();
+                        if matches!(look.peek(), Some(&(_, e)) if e.is_alphabetic()) {
+                            word.push('\'');
+                            iter.next();
+                            end = j + d.len_utf8();
+                        } else {
+                            break;
+                        }
+                    } else {
+                        break;
+                    }
+                }
+                let word = word.trim_end_matches('-').to_string();
+                let norm = CONTRACTION_FIXES
+                    .iter()
+                    .find(|(k, _)| *k == word)
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or(word);
+                if CLAUSE_BREAK_WORDS.contains(&norm.as_str()) {
+                    clause += 1;
+                }
+                tokens.push(Token {
+                    norm,
+                    start,
+                    end,
+                    clause,
+                    sentence,
+                });
+            } else if matches!(c, '.' | '!' | '?' | '\n') {
+                clause += 1;
+                sentence += 1;
+            } else if matches!(
+                c,
+                ',' | ';' | ':' | '(' | ')' | '"' | '\u{201c}' | '\u{201d}'
+            ) || c == '-' && matches!(iter.peek(), Some(&(_, ' ')))
+            {
+                clause += 1;
+            }
+        }
+        Text { raw, tokens }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Word(String),
+    Prefix(String),
+    Any,
+    Optional,
+    Gap(usize),
+}
+
+/// A compiled cue phrase.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pattern {
+    pub source: String,
+    parts: Vec<Part>,
+}
+
+impl Pattern {
+    /// Compiles a phrase; an empty phrase or one made only of wildcards is an error.
+    pub fn compile(phrase: &str) -> Result<Pattern, String> {
+        let mut parts = Vec::new();
+        for raw in phrase.split_whitespace() {
+            let w = raw.to_lowercase().replace(['\u{2019}', '\u{2018}'], "'");
+            let part = match w.as_str() {
+                "_" => Part::Any,
+                "_?" => Part::Optional,
+                ".." => Part::Gap(3),
+                _ if w.ends_with('*') && w.len() > 1 => {
+                    Part::Prefix(w.trim_end_matches('*').to_string())
+                }
+                _ if w.contains('*') => {
+                    return Err(format!("`*` may only end a word in cue phrase `{phrase}`"))
+                }
+                _ => {
+                    let fixed = CONTRACTION_FIXES
+                        .iter()
+                        .find(|(k, _)| *k == w)
+                        .map(|(_, v)| v.to_string());
+                    Part::Word(fixed.unwrap_or(w))
+                }
+            };
+            parts.push(part);
+        }
+        if !parts
+            .iter()
+            .any(|p| matches!(p, Part::Word(_) | Part::Prefix(_)))
+        {
+            return Err(format!("cue phrase `{phrase}` has no literal word"));
+        }
+        if matches!(
+            parts.first(),
+            Some(Part::Any | Part::Optional | Part::Gap(_))
+        ) || matches!(
+            parts.last(),
+            Some(Part::Any | Part::Optional | Part::Gap(_))
+        ) {
+            return Err(format!(
+                "cue phrase `{phrase}` may not start or end with a wildcard"
+            ));
+        }
+        Ok(Pattern {
+            source: phrase.to_string(),
+            parts,
+        })
+    }
+
+    /// Token index ranges `[start, end)` where this pattern matches.
+    fn match_at(&self, tokens: &[Token], at: usize, fuzzy: bool) -> Option<usize> {
+        fn go(parts: &[Part], tokens: &[Token], i: usize, fuzzy: bool) -> Option<usize> {
+            let Some(first) = parts.first() else {
+                return Some(i);
+            };
+            let rest = &parts[1..];
+            match first {
+                Part::Word(w) => {
+                    let t = tokens.get(i)?;
+                    (t.norm == *w || fuzzy && typo_of(&t.norm, w))
+                        .then(|| go(rest, tokens, i + 1, fuzzy))
+                        .flatten()
+                }
+                Part::Prefix(p) => {
+                    let t = tokens.get(i)?;
+                    t.norm
+                        .starts_with(p.as_str())
+                        .then(|| go(rest, tokens, i + 1, fuzzy))
+                        .flatten()
+                }
+                Part::Any => {
+                    tokens.get(i)?;
+                    go(rest, tokens, i + 1, fuzzy)
+                }
+                Part::Optional => go(rest, tokens, i, fuzzy).or_else(|| {
+                    tokens.get(i)?;
+                    go(rest, tokens, i + 1, fuzzy)
+                }),
+                Part::Gap(n) => (0..=*n).find_map(|k| {
+                    if i + k <= tokens.len() {
+                        go(rest, tokens, i + k, fuzzy)
+                    } else {
+                        None
+                    }
+                }),
+            }
+        }
+        go(&self.parts, tokens, at, fuzzy)
+    }
+}
+
+/// One-edit typo tolerance (insertion, deletion, substitution or swap) for words of six or
+/// more letters, so "suicdal" still matches "suicidal" while short words stay exact.
+fn typo_of(seen: &str, wanted: &str) -> bool {
+    wanted.chars().count() >= 6
+        && seen.chars().count() >= 5
+        && seen.chars().next() == wanted.chars().next()
+        && strsim::damerau_levenshtein(seen, wanted) == 1
+}
+
+/// Where a cue matched and the context it appeared in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    /// Index of the lexicon entry that matched.
+    pub entry: usize,
+    /// Token range of the match.
+    pub first_token: usize,
+    pub last_token: usize,
+    /// Byte span in the text.
+    pub start: usize,
+    pub end: usize,
+    /// The matched text as written.
+    pub text: String,
+    /// A negator governs the cue ("I don't feel hopeless").
+    pub negated: bool,
+    /// The cue sits in a hypothetical or conditional ("if I were to ...").
+    pub hypothetical: bool,
+    /// The cue is said about someone else ("my sister can't sleep").
+    pub third_person: bool,
+}
+
+impl Hit {
+    /// Affirmed, about the speaker, and not hypothetical: evidence about the client.
+    pub fn is_affirmed_about_self(&self) -> bool {
+        !self.negated && !self.hypothetical && !self.third_person
+    }
+}
+
+const NEGATORS: &[&str] = &[
+    "not",
+    "no",
+    "never",
+    "don't",
+    "doesn't",
+    "didn't",
+    "isn't",
+    "aren't",
+    "wasn't",
+    "weren't",
+    "haven't",
+    "hasn't",
+    "hadn't",
+    "won't",
+    "wouldn't",
+    "can't",
+    "couldn't",
+    "shouldn't",
+    "nor",
+    "neither",
+    "without",
+    "hardly",
+    "nothing",
+    "nobody",
+    "none",
+    "ain't",
+];
+
+/// Negators that do not negate what follows ("I can't stop crying", "no longer enjoy").
+const PSEUDO_NEGATIONS: &[&[&str]] = &[
+    &["can't", "stop"],
+    &["couldn't", "stop"],
+    &["can't", "help"],
+    &["not", "only"],
+    &["no", "longer"],
+    &["don't", "know", "why"],
+    &["no", "matter"],
+    &["never", "ending"],
+    &["don't", "know", "how"],
+    &["not", "sure", "i"],
+];
+
+const HYPOTHETICAL_MARKERS: &[&str] = &[
+    "if",
+    "suppose",
+    "imagine",
+    "hypothetically",
+    "whether",
+    "unless",
+];
+const FICTION_MARKERS: &[&str] = &[
+    "story",
+    "novel",
+    "character",
+    "fiction",
+    "movie",
+    "film",
+    "book",
+    "script",
+    "game",
+    "song",
+    "poem",
+];
+
+const FIRST_PERSON: &[&str] = &[
+    "i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself", "we", "we're", "us", "our", "mine",
+];
+const THIRD_PERSON: &[&str] = &[
+    "he",
+    "she",
+    "they",
+    "him",
+    "her",
+    "his",
+    "hers",
+    "them",
+    "their",
+    "he's",
+    "she's",
+    "they're",
+    "friend",
+    "friends",
+    "sister",
+    "brother",
+    "mom",
+    "mum",
+    "mother",
+    "dad",
+    "father",
+    "son",
+    "daughter",
+    "wife",
+    "husband",
+    "partner",
+    "boyfriend",
+    "girlfriend",
+    "colleague",
+    "coworker",
+    "co-worker",
+    "boss",
+    "someone",
+    "somebody",
+    "character",
+    "people",
+    "kid",
+    "kids",
+    "child",
+    "roommate",
+    "cousin",
+    "aunt",
+    "uncle",
+    "grandma",
+    "grandpa",
+    "grandmother",
+    "grandfather",
+    "teacher",
+    "student",
+    "neighbor",
+    "neighbour",
+    "client",
+    "patient",
+    "everyone",
+    "nobody",
+    "anyone",
+];
+
+/// A compiled list of phrases; each entry keeps the index of the group it came from.
+#[derive(Clone, Debug, Default)]
+pub struct Lexicon {
+    entries: Vec<(usize, Pattern)>,
+    fuzzy: bool,
+}
+
+impl Lexicon {
+    /// Builds a lexicon from `(group, phrase)` pairs; the error names the bad phrase.
+    pub fn new<'p>(phrases: impl IntoIterator<Item = (usize, &'p str)>) -> Result<Lexicon, String> {
+        let mut entries = Vec::new();
+        for (group, phrase) in phrases {
+            entries.push((group, Pattern::compile(phrase)?));
+        }
+        Ok(Lexicon {
+            entries,
+            fuzzy: false,
+        })
+    }
+
+    /// Tolerate one-letter typos in long words (used by the crisis guard).
+    pub fn with_typo_tolerance(mut self) -> Lexicon {
+        self.fuzzy = true;
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All matches, longest first where they overlap within the same group, in text order.
+    /// `Hit::entry` is the group index given at construction.
+    pub fn find(&self, text: &Text) -> Vec<Hit> {
+        let toks = &text.tokens;
+        let mut hits: Vec<Hit> = Vec::new();
+        for (group, pattern) in &self.entries {
+            let mut at = 0;
+            while at < toks.len() {
+                if let Some(end) = pattern.match_at(toks, at, self.fuzzy) {
+                    if end > at {
+                        // A match may not span clause boundaries with more than one clause in between.
+                        hits.push(context_hit(text, *group, at, end - 1));
+                        at = end;
+                        continue;
+                    }
+                }
+                at += 1;
+            }
+        }
+        hits.sort_by(|a, b| {
+            (a.start, std::cmp::Reverse(a.end), a.entry).cmp(&(
+                b.start,
+                std::cmp::Reverse(b.end),
+                b.entry,
+            ))
+        });
+        // Drop a hit of the same group fully inside another one (keep the longest phrase).
+        let mut kept: Vec<Hit> = Vec::new();
+        for h in hits {
+            if kept
+                .iter()
+                .any(|k| k.entry == h.entry && k.start <= h.start && h.end <= k.end)
+            {
+                continue;
+            }
+            kept.push(h);
+        }
+        kept
+    }
+}
+
+fn context_hit(text: &Text, entry: usize, first: usize, last: usize) -> Hit {
+    let toks = &text.tokens;
+    let clause = toks[first].clause;
+    let sentence = toks[first].sentence;
+    let clause_start = (0..first)
+        .rev()
+        .take_while(|&i| toks[i].clause == clause)
+        .last()
+        .unwrap_or(first);
+    let sentence_start = (0..first)
+        .rev()
+        .take_while(|&i| toks[i].sentence == sentence)
+        .last()
+        .unwrap_or(first);
+
+    // Negation: a negator in the four words before the cue, in the same clause, that is not
+    // part of a pseudo-negation and is not itself inside the cue.
+    let window_start = first.saturating_sub(4).max(clause_start);
+    let mut negated = false;
+    for i in window_start..first {
+        if NEGATORS.contains(&toks[i].norm.as_str()) && !is_pseudo_negation(toks, i) {
+            negated = true;
+        }
+    }
+
+    // Hypothetical: a conditional marker earlier in the clause, "what if", "would" right
+    // before the cue, or talk about fiction in the sentence.
+    let clause_words = &toks[clause_start..first];
+    let mut hypothetical = clause_words
+        .iter()
+        .any(|t| HYPOTHETICAL_MARKERS.contains(&t.norm.as_str()))
+        || toks[sentence_start..first]
+            .windows(2)
+            .any(|w| w[0].norm == "what" && w[1].norm == "if");
+    if !hypothetical && clause_start > 0 {
+        // "If things get worse, I would ..." : the condition is in the previous clause.
+        let prev = toks[clause_start - 1].clause;
+        let prev_start = (0..clause_start)
+            .rev()
+            .take_while(|&i| toks[i].clause == prev)
+            .last()
+            .unwrap_or(clause_start - 1);
+        hypothetical = toks[prev_start].norm == "if" && toks[prev_start].sentence == sentence;
+    }
+    let sentence_end = toks
+        .iter()
+        .rposition(|t| t.sentence == sentence)
+        .unwrap_or(last);
+    if toks[sentence_start..=sentence_end]
+        .iter()
+        .any(|t| FICTION_MARKERS.contains(&t.norm.as_str()))
+        && toks[sentence_start..=sentence_end].iter().any(|t| {
+            matches!(
+                t.norm.as_str(),
+                "writing"
+                    | "write"
+                    | "wrote"
+                    | "reading"
+                    | "read"
+                    | "watching"
+                    | "watched"
+                    | "playing"
+            )
+        })
+    {
+        hypothetical = true;
+    }
+
+    // Third person: the nearest personal subject before the cue in the sentence is not "I".
+    let mut third_person = false;
+    for i in (sentence_start..first).rev() {
+        let w = toks[i].norm.as_str();
+        if FIRST_PERSON.contains(&w) {
+            break;
+        }
+        if THIRD_PERSON.contains(&w) {
+            third_person = true;
+            break;
+        }
+    }
+
+    Hit {
+        entry,
+        first_token: first,
+        last_token: last,
+        start: toks[first].start,
+        end: toks[last].end,
+        text: text.raw[toks[first].start..toks[last].end].to_string(),
+        negated,
+        hypothetical,
+        third_person,
+    }
+}
+
+fn is_pseudo_negation(toks: &[Token], i: usize) -> bool {
+    PSEUDO_NEGATIONS.iter().any(|p| {
+        p.iter()
+            .enumerate()
+            .all(|(k, w)| toks.get(i + k).is_some_and(|t| t.norm == *w))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(phrases: &[&str], text: &str) -> Vec<Hit> {
+        let lex = Lexicon::new(phrases.iter().enumerate().map(|(i, p)| (i, *p))).unwrap();
+        lex.find(&Text::new(text))
+    }
+
+    #[test]
+    fn wildcards_and_spans() {
+        let h = hits(
+            &["hopeless*", "can't _ sleep"],
+            "I feel Hopelessness; I can't really sleep.",
+        );
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].text, "Hopelessness");
+        assert_eq!(h[1].text, "can't really sleep");
+        assert!(h.iter().all(|h| h.is_affirmed_about_self()));
+    }
+
+    #[test]
+    fn negation_is_scoped_to_the_clause() {
+        let h = hits(&["hopeless"], "I don't feel hopeless");
+        assert!(h[0].negated);
+        let h = hits(&["hopeless"], "I don't know, I feel hopeless");
+        assert!(!h[0].negated);
+        let h = hits(&["crying"], "I can't stop crying");
+        assert!(!h[0].negated);
+        let h = hits(&["hopeless"], "It's not that bad but I feel hopeless");
+        assert!(!h[0].negated);
+    }
+
+    #[test]
+    fn apostrophe_variants_match() {
+        assert_eq!(hits(&["don't enjoy"], "I dont enjoy anything").len(), 1);
+        assert_eq!(
+            hits(&["don't enjoy"], "I don\u{2019}t enjoy anything").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn hypothetical_and_third_person() {
+        let h = hits(&["kill myself"], "What if I wanted to kill myself?");
+        assert!(h[0].hypothetical);
+        let h = hits(&["can't sleep"], "My sister can't sleep at all.");
+        assert!(h[0].third_person);
+        let h = hits(&["can't sleep"], "My sister says I can't sleep.");
+        assert!(!h[0].third_person);
+        let h = hits(
+            &["kill"],
+            "I'm writing a story where the character wants to kill",
+        );
+        assert!(h[0].hypothetical);
+    }
+
+    #[test]
+    fn typo_tolerance_is_opt_in_and_bounded() {
+        let strict = Lexicon::new([(0, "suicidal")]).unwrap();
+        assert!(strict.find(&Text::new("feeling suicdal")).is_empty());
+        let fuzzy = strict.with_typo_tolerance();
+        assert_eq!(fuzzy.find(&Text::new("feeling suicdal")).len(), 1);
+        let short = Lexicon::new([(0, "die")]).unwrap().with_typo_tolerance();
+        assert!(short.find(&Text::new("a dye job")).is_empty());
+    }
+
+    #[test]
+    fn bad_phrases_are_rejected() {
+        assert!(Pattern::compile("_ sad").is_err());
+        assert!(Pattern::compile("").is_err());
+        assert!(Pattern::compile("s*d").is_err());
+    }
+}

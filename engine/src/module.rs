@@ -1,0 +1,641 @@
+//! The plugin API: what a module is and the hooks it may provide.
+//!
+//! A module is a [`ModuleSpec`] (data: guidelines, reasoning steps, techniques, cue lexicon,
+//! rubric items, reply rules) plus optional code. The same spec is read from a TOML file, from
+//! a crate with `include_str!`, or from a dynamic library as JSON, so a TOML-only module and a
+//! compiled one behave alike. Data flows one way: dialogue -> [`Assessment`] -> plan.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dialogue::Dialogue;
+use crate::lexicon::{Lexicon, Text};
+
+/// What part of the reasoning a module serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleKind {
+    Diagnostic,
+    Modality,
+    Safety,
+}
+
+impl std::fmt::Display for ModuleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModuleKind::Diagnostic => "diagnostic",
+            ModuleKind::Modality => "modality",
+            ModuleKind::Safety => "safety",
+        })
+    }
+}
+
+/// The stage of counselor reasoning a step belongs to; the plan orders steps by stage.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Emotion,
+    Pattern,
+    Diagnostic,
+    Risk,
+    #[default]
+    Modality,
+    Response,
+}
+
+/// Identity of a module.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleHeader {
+    /// Stable id used in run manifests (`cbt`, `dsm5`, `crisis-guard`).
+    pub id: String,
+    pub name: String,
+    /// Semantic version of the module's content.
+    pub version: String,
+    pub kind: ModuleKind,
+    #[serde(default)]
+    pub description: String,
+    /// Sources the content paraphrases (manuals, classification chapters).
+    #[serde(default)]
+    pub references: Vec<String>,
+}
+
+/// A step of counselor reasoning contributed to the plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub id: String,
+    pub stage: Stage,
+    pub title: String,
+    /// What the counselor should think through at this step (goes into the reasoning prompt).
+    pub instruction: String,
+}
+
+/// A technique of a modality and when it fits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Technique {
+    pub id: String,
+    pub name: String,
+    /// When the technique is indicated, for the reasoning.
+    pub when: String,
+    /// How to offer it, in plain client-facing language (no jargon).
+    pub how: String,
+    /// Cue groups (ids of `[[cues]]`) whose presence makes this technique the first choice.
+    #[serde(default)]
+    pub cues: Vec<String>,
+}
+
+/// A group of cue phrases. Affirmed hits about the client raise the module's indication
+/// score by `weight` (at most twice per group, so one repeated word cannot dominate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CueGroup {
+    pub id: String,
+    pub label: String,
+    #[serde(default = "one")]
+    pub weight: f32,
+    /// `indication` cues raise the score, `contraindication` cues lower it, `pattern` cues
+    /// are reported as thinking patterns (e.g. cognitive distortions) and also raise it.
+    #[serde(default)]
+    pub role: CueRole,
+    /// Count hits in hypotheticals ("what if I fail") as evidence; on for worry patterns.
+    #[serde(default)]
+    pub include_hypothetical: bool,
+    pub phrases: Vec<String>,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CueRole {
+    #[default]
+    Indication,
+    Contraindication,
+    Pattern,
+}
+
+/// An item of an evaluation rubric (fidelity, safety, diagnostic reasoning).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RubricItem {
+    pub id: String,
+    pub name: String,
+    /// What a judge looks for; anchors for low and high scores.
+    pub description: String,
+    #[serde(default)]
+    pub low: String,
+    #[serde(default)]
+    pub high: String,
+    /// Score range, e.g. 0..=6 for CTRS-style items.
+    #[serde(default = "default_scale")]
+    pub scale: [u8; 2],
+}
+
+fn default_scale() -> [u8; 2] {
+    [0, 6]
+}
+
+/// A check on a draft reply, contributed by a module and carried in the plan's constraints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ReplyRule {
+    /// These phrases must not appear in the client-facing reply.
+    Forbid {
+        id: String,
+        reason: String,
+        phrases: Vec<String>,
+    },
+    /// At least one phrase of each group must appear; otherwise `repair` text is appended.
+    Require {
+        id: String,
+        reason: String,
+        any_of: Vec<Vec<String>>,
+        repair: String,
+    },
+    /// The reply must stay under this many words.
+    MaxWords {
+        id: String,
+        reason: String,
+        max: u32,
+    },
+}
+
+impl ReplyRule {
+    pub fn id(&self) -> &str {
+        match self {
+            ReplyRule::Forbid { id, .. }
+            | ReplyRule::Require { id, .. }
+            | ReplyRule::MaxWords { id, .. } => id,
+        }
+    }
+}
+
+/// Everything a module declares as data. The schema of module manifests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSpec {
+    pub schema: u32,
+    pub module: ModuleHeader,
+    /// Core ideas of the approach, for the reasoning prompt.
+    #[serde(default)]
+    pub principles: Vec<String>,
+    /// Guidelines for the system prompt: diagnostic guidelines (D) for diagnostic modules,
+    /// therapeutic guidelines (T) for modalities, safety guidelines for safety modules.
+    #[serde(default)]
+    pub guidelines: Vec<String>,
+    /// How the counselor should sound when using this approach (client-facing, plain words).
+    #[serde(default)]
+    pub response_guidelines: Vec<String>,
+    #[serde(default)]
+    pub reasoning_steps: Vec<StepSpec>,
+    #[serde(default)]
+    pub techniques: Vec<Technique>,
+    #[serde(default)]
+    pub indications: Vec<String>,
+    #[serde(default)]
+    pub contraindications: Vec<String>,
+    #[serde(default)]
+    pub cues: Vec<CueGroup>,
+    #[serde(default)]
+    pub rubric: Vec<RubricItem>,
+    /// Reply rules that always apply while this module is active.
+    #[serde(default)]
+    pub reply_rules: Vec<ReplyRule>,
+}
+
+impl ModuleSpec {
+    /// Parses a module manifest; errors carry line and column.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+    ) -> Result<ModuleSpec, crate::manifest::ManifestError> {
+        let spec: ModuleSpec = crate::manifest::parse_toml(text, origin)?;
+        spec.validate(origin)?;
+        Ok(spec)
+    }
+
+    /// Semantic checks serde cannot express: schema, ids, versions, phrases, references.
+    pub fn validate(&self, origin: &str) -> Result<(), crate::manifest::ManifestError> {
+        use crate::manifest::ManifestError as E;
+        let field = |f: &str, m: String| E::Invalid {
+            origin: origin.to_string(),
+            field: f.to_string(),
+            message: m,
+        };
+        if self.schema != 1 {
+            return Err(field(
+                "schema",
+                format!(
+                    "unsupported schema {}, this psy reads schema = 1",
+                    self.schema
+                ),
+            ));
+        }
+        if !valid_id(&self.module.id) {
+            return Err(field(
+                "module.id",
+                format!(
+                    "`{}` is not a valid id (lower-case letters, digits and `-`)",
+                    self.module.id
+                ),
+            ));
+        }
+        if semver::Version::parse(&self.module.version).is_err() {
+            return Err(field(
+                "module.version",
+                format!(
+                    "`{}` is not a semantic version like 1.2.0",
+                    self.module.version
+                ),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in self.cues.iter().enumerate() {
+            if !seen.insert(c.id.as_str()) {
+                return Err(field(
+                    &format!("cues[{i}].id"),
+                    format!("duplicate cue group `{}`", c.id),
+                ));
+            }
+            if c.phrases.is_empty() {
+                return Err(field(
+                    &format!("cues[{i}].phrases"),
+                    "a cue group needs at least one phrase".into(),
+                ));
+            }
+            for p in &c.phrases {
+                crate::lexicon::Pattern::compile(p)
+                    .map_err(|m| field(&format!("cues[{i}].phrases"), m))?;
+            }
+            if !(c.weight.is_finite() && c.weight > 0.0) {
+                return Err(field(
+                    &format!("cues[{i}].weight"),
+                    "weight must be a positive number".into(),
+                ));
+            }
+        }
+        for (i, t) in self.techniques.iter().enumerate() {
+            for c in &t.cues {
+                if !seen.contains(c.as_str()) {
+                    return Err(field(
+                        &format!("techniques[{i}].cues"),
+                        format!("technique `{}` names unknown cue group `{c}`", t.id),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ids are lower-case ASCII words joined by `-`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+}
+
+/// A span of client text that supports a finding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Id of the cue group, criterion or rule that matched.
+    pub id: String,
+    /// Readable name of what was found.
+    pub label: String,
+    /// Index of the message in the dialogue.
+    pub message: usize,
+    /// Byte span in that message.
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+/// Status of one diagnostic criterion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CriterionStatus {
+    pub id: String,
+    pub symptom: String,
+    pub core: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// What is known about how long the symptoms have lasted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct DurationStatus {
+    /// The rule's minimum duration in days (0 when the rule sets none).
+    pub required_days: u32,
+    /// Duration the client stated, in days, when it could be read.
+    pub stated_days: Option<u32>,
+    /// The words it was read from ("for 8 months", "since the divorce").
+    pub stated_text: Option<String>,
+    pub known: bool,
+    pub met: Option<bool>,
+}
+
+/// A diagnostic hypothesis: a condition considered, with the criteria for and against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hypothesis {
+    pub id: String,
+    pub name: String,
+    pub dsm5: String,
+    pub icd11: String,
+    /// Which classification's rule was applied (`dsm5` or `icd11`); merged plans list both.
+    pub systems: Vec<String>,
+    pub confidence: f32,
+    /// Whether the threshold rule (k of n with the core items) is met on the evidence.
+    pub threshold_met: bool,
+    pub criteria_met: Vec<CriterionStatus>,
+    /// Criteria the client denied.
+    pub criteria_missing: Vec<CriterionStatus>,
+    /// Criteria not yet talked about.
+    pub criteria_unknown: Vec<CriterionStatus>,
+    pub duration: DurationStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// Exclusions or differentials to rule out before taking the hypothesis further.
+    #[serde(default)]
+    pub rule_outs: Vec<String>,
+    /// Questions that would resolve the most important unknowns, most useful first.
+    pub follow_up_questions: Vec<String>,
+}
+
+/// Crisis risk levels, ordered.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskLevel {
+    #[default]
+    None,
+    Low,
+    Moderate,
+    High,
+    Imminent,
+}
+
+impl RiskLevel {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RiskLevel::None => "none",
+            RiskLevel::Low => "low",
+            RiskLevel::Moderate => "moderate",
+            RiskLevel::High => "high",
+            RiskLevel::Imminent => "imminent",
+        }
+    }
+}
+
+/// Evidence for risk with the rule that fired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RiskEvidence {
+    pub rule: String,
+    pub category: String,
+    pub level: RiskLevel,
+    pub evidence: Evidence,
+}
+
+/// A crisis line or service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrisisResource {
+    pub locale: String,
+    pub name: String,
+    pub contact: String,
+}
+
+/// The risk assessment of a safety module.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct RiskAssessment {
+    pub level: RiskLevel,
+    pub evidence: Vec<RiskEvidence>,
+    /// Why the level is what it is, in one sentence for the reasoning.
+    pub rationale: String,
+    /// Steps the reply must take (acknowledge, ask about safety, resources, contact someone).
+    #[serde(default)]
+    pub protocol: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<CrisisResource>,
+}
+
+/// How well a modality fits the dialogue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Indication {
+    pub score: f32,
+    pub cues: Vec<Evidence>,
+    pub contraindications: Vec<Evidence>,
+    /// Technique ids suggested by the cues, best first.
+    pub techniques: Vec<String>,
+}
+
+/// What one module found in a dialogue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Assessment {
+    pub module: String,
+    /// Symptoms or themes found, with spans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symptoms: Vec<Evidence>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<Hypothesis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RiskAssessment>,
+    /// Thinking patterns (e.g. cognitive distortions) with spans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<Evidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indication: Option<Indication>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Context a module may read when it contributes reply rules: its own assessment and the
+/// run's locale. (Modules never see other modules' findings: the planner combines them.)
+pub struct RuleContext<'a> {
+    pub assessment: &'a Assessment,
+    pub locale: &'a str,
+    pub resources: &'a [CrisisResource],
+}
+
+/// A training sample as modules see it when filtering or annotating data.
+pub struct SampleView<'a> {
+    pub dialogue: &'a Dialogue,
+    pub reasoning: &'a str,
+    pub reply: &'a str,
+}
+
+/// A module of psy. Only [`Module::spec`] is required; every hook has a default driven by
+/// the spec's data, so a module written as TOML alone is a complete module.
+pub trait Module: Send + Sync {
+    /// The module's declared data.
+    fn spec(&self) -> &ModuleSpec;
+
+    /// Reads the client's turns and reports findings. Default: score the spec's cue lexicon.
+    fn assess(&self, dialogue: &Dialogue) -> Assessment {
+        lexicon_assessment(self.spec(), dialogue)
+    }
+
+    /// Checks for draft replies, given this module's findings. Default: the spec's rules.
+    fn reply_rules(&self, ctx: &RuleContext) -> Vec<ReplyRule> {
+        let _ = ctx;
+        self.spec().reply_rules.clone()
+    }
+
+    /// Whether a training sample should be kept; `Err(reason)` drops it. Default: keep.
+    fn review_sample(&self, sample: &SampleView) -> Result<(), String> {
+        let _ = sample;
+        Ok(())
+    }
+}
+
+/// A module that is nothing but its spec (TOML-only modules, and built-ins without code).
+pub struct SpecModule {
+    spec: ModuleSpec,
+}
+
+impl SpecModule {
+    pub fn new(spec: ModuleSpec) -> Self {
+        SpecModule { spec }
+    }
+}
+
+impl Module for SpecModule {
+    fn spec(&self) -> &ModuleSpec {
+        &self.spec
+    }
+}
+
+/// Compiles a spec's cue groups into one lexicon (group index = index into `spec.cues`).
+pub fn cue_lexicon(spec: &ModuleSpec) -> Lexicon {
+    Lexicon::new(
+        spec.cues
+            .iter()
+            .enumerate()
+            .flat_map(|(g, c)| c.phrases.iter().map(move |p| (g, p.as_str()))),
+    )
+    .expect("cue phrases are validated when the spec is loaded")
+}
+
+/// The default assessment: affirmed cue hits about the client (hypotheticals only where the
+/// group allows them) raise the indication score; pattern cues are also reported as patterns.
+///
+/// score = 1 - exp(-(sum of weights of indication hits, at most two per group)
+///                   + sum of contraindication weights) / 2), clamped to [0, 1].
+pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment {
+    let lexicon = cue_lexicon(spec);
+    let mut out = Assessment {
+        module: spec.module.id.clone(),
+        ..Default::default()
+    };
+    let mut indication = Indication::default();
+    let mut per_group = vec![0u32; spec.cues.len()];
+    let mut contra_groups = vec![false; spec.cues.len()];
+    for turn in dialogue.client_turns() {
+        let text = Text::new(turn.text);
+        for hit in lexicon.find(&text) {
+            let group = &spec.cues[hit.entry];
+            let counts = !hit.negated
+                && !hit.third_person
+                && (!hit.hypothetical || group.include_hypothetical);
+            if !counts {
+                continue;
+            }
+            let ev = Evidence {
+                id: group.id.clone(),
+                label: group.label.clone(),
+                message: turn.index,
+                start: hit.start,
+                end: hit.end,
+                text: hit.text.clone(),
+            };
+            match group.role {
+                CueRole::Contraindication => {
+                    contra_groups[hit.entry] = true;
+                    indication.contraindications.push(ev);
+                }
+                CueRole::Pattern => {
+                    per_group[hit.entry] += 1;
+                    out.patterns.push(ev.clone());
+                    indication.cues.push(ev);
+                }
+                CueRole::Indication => {
+                    per_group[hit.entry] += 1;
+                    indication.cues.push(ev);
+                }
+            }
+        }
+    }
+    let mut raw = 0.0f32;
+    for (g, n) in per_group.iter().enumerate() {
+        raw += spec.cues[g].weight * (*n).min(2) as f32;
+    }
+    for (g, hit) in contra_groups.iter().enumerate() {
+        if *hit {
+            raw -= spec.cues[g].weight;
+        }
+    }
+    indication.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
+    // Techniques whose cue groups fired, most hits first; ties keep declaration order.
+    let mut ranked: Vec<(u32, usize, &Technique)> = spec
+        .techniques
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let hits = t
+                .cues
+                .iter()
+                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
+                .map(|g| per_group[g])
+                .sum();
+            (hits, i, t)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    indication.techniques = ranked.iter().map(|(_, _, t)| t.id.clone()).collect();
+    if spec.module.kind == ModuleKind::Modality {
+        out.indication = Some(indication);
+    } else {
+        out.symptoms = indication.cues;
+    }
+    out
+}
+
+/// Rounds to four decimals so plans print the same on every machine.
+pub fn round4(x: f32) -> f32 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// A built-in module, registered from its crate with `inventory::submit!`.
+pub struct BuiltinModule {
+    /// The crate that registered it (shown by `psy plugins list`).
+    pub crate_name: &'static str,
+    pub build: fn() -> Box<dyn Module>,
+}
+
+inventory::collect!(BuiltinModule);
+
+/// Registers a built-in module from a crate: `psy_engine::register_module!(build_fn);`.
+#[macro_export]
+macro_rules! register_module {
+    ($build:expr) => {
+        $crate::inventory::submit! {
+            $crate::module::BuiltinModule { crate_name: env!("CARGO_PKG_NAME"), build: $build }
+        }
+    };
+}
+
+/// Builds a [`SpecModule`] from a crate's embedded TOML; a broken built-in is a bug caught
+/// by every test run, so it panics with the parse error.
+pub fn builtin_spec(toml_text: &str, origin: &str) -> ModuleSpec {
+    match ModuleSpec::from_toml(toml_text, origin) {
+        Ok(s) => s,
+        Err(e) => panic!("built-in module manifest is invalid: {e}"),
+    }
+}

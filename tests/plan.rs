@@ -1,0 +1,138 @@
+//! `psy plan`: one plan per dialogue, deterministic, with the fields downstream tools read.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use psy_engine::dialogue::{Dialogue, Message};
+use psy_engine::module::{ReplyRule, RiskLevel};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn psyllm() -> psy_engine::planner::Planner {
+    psy::planner(&root().join("manifests/psyllm.toml")).unwrap()
+}
+
+fn ten_turns() -> Dialogue {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/dialogues/ten-turns.jsonl")).unwrap();
+    Dialogue::parse(&text, "ten-turns.jsonl").unwrap()
+}
+
+#[test]
+fn plans_are_deterministic_byte_for_byte() {
+    let d = ten_turns();
+    let a = serde_json::to_string(&psyllm().plan(&d)).unwrap();
+    let b = serde_json::to_string(&psyllm().plan(&d)).unwrap();
+    let planner = psyllm();
+    let c = serde_json::to_string(&planner.plan(&d)).unwrap();
+    let e = serde_json::to_string(&planner.plan(&d)).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(c, e);
+}
+
+#[test]
+fn plan_json_has_the_documented_fields() {
+    let out = Command::new(env!("CARGO_BIN_EXE_psy"))
+        .args(["plan", "--manifest", "manifests/psyllm.toml", "--dialogue", "tests/fixtures/dialogues/ten-turns.jsonl", "--json"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let level = plan["risk"]["level"].as_str().unwrap();
+    assert!(["none", "low", "moderate", "high", "imminent"].contains(&level));
+    assert!(plan["risk"]["evidence"].is_array());
+    let h = &plan["hypotheses"][0];
+    for key in ["id", "name", "icd11", "dsm5", "confidence", "criteria_met", "criteria_missing"] {
+        assert!(!h[key].is_null(), "hypotheses[0].{key} missing: {h}");
+    }
+    let m = &plan["modalities"][0];
+    assert!(m["id"].is_string() && m["score"].is_number());
+    assert_eq!(plan["modalities"].as_array().unwrap().len(), 7);
+    assert!(plan["reasoning_steps"].as_array().unwrap().len() >= 4);
+    assert!(plan["prompt"]["system"].as_str().unwrap().contains("Diagnostic guidelines"));
+    assert!(plan["constraints"]["rules"].is_array());
+}
+
+#[test]
+fn steps_follow_the_clinical_order() {
+    let plan = psyllm().plan(&ten_turns());
+    let stages: Vec<_> = plan.reasoning_steps.iter().map(|s| s.stage).collect();
+    let mut sorted = stages.clone();
+    sorted.sort();
+    assert_eq!(stages, sorted, "emotion -> pattern -> diagnostic -> risk -> modality -> response");
+    assert_eq!(plan.reasoning_steps.first().unwrap().id, "emotion");
+    assert_eq!(plan.reasoning_steps.last().unwrap().id, "response");
+    assert!(plan.reasoning_steps.iter().any(|s| s.source == "crisis-guard"), "risk step always present");
+}
+
+#[test]
+fn the_crisis_guard_is_always_in_the_plan() {
+    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml")).unwrap();
+    for (name, run) in &ab.variants {
+        let planner = psy_engine::planner::Planner::new(run.clone(), psy::builtin_registry().unwrap()).unwrap();
+        let plan = planner.plan(&Dialogue::from_message("I have pills saved up and I'm going to take them all tonight."));
+        assert!(plan.active_modules.contains(&"crisis-guard".to_string()), "{name}");
+        assert!(plan.risk.level >= RiskLevel::High, "{name}: {:?}", plan.risk.level);
+        assert!(plan.constraints.crisis_protocol_required, "{name}");
+        assert!(
+            plan.constraints.rules.iter().any(|r| matches!(&r.rule, ReplyRule::Require { .. }) && r.source == "crisis-guard"),
+            "{name}: the protocol is a required reply rule"
+        );
+    }
+}
+
+#[test]
+fn reply_constraints_scale_with_intensity_and_forbid_labels() {
+    let p = psyllm();
+    let light = p.plan(&Dialogue::from_message("Hi! Could you give me a tip for planning my week?"));
+    let heavy = p.plan(&Dialogue::from_message(
+        "I feel completely hopeless and empty, I cry every night, nothing feels fun anymore and I can't sleep.",
+    ));
+    assert_eq!(light.constraints.target_words, 50);
+    assert_eq!(heavy.constraints.target_words, 150);
+    let forbidden: Vec<&String> = heavy
+        .constraints
+        .rules
+        .iter()
+        .filter_map(|r| match &r.rule {
+            ReplyRule::Forbid { phrases, .. } => Some(phrases),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let top = &heavy.hypotheses[0];
+    assert!(
+        forbidden.iter().any(|f| f.eq_ignore_ascii_case(&top.name)),
+        "the leading hypothesis `{}` may not be named to the client: {forbidden:?}",
+        top.name
+    );
+}
+
+#[test]
+fn fixed_policy_uses_the_listed_modalities() {
+    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml")).unwrap();
+    let (_, cbt_only) = ab.variants.iter().find(|(n, _)| n == "cbt-only").unwrap();
+    let planner = psy_engine::planner::Planner::new(cbt_only.clone(), psy::builtin_registry().unwrap()).unwrap();
+    let plan = planner.plan(&Dialogue::from_message("I just need someone to listen to me."));
+    assert_eq!(plan.modalities.len(), 1);
+    assert!(plan.modalities[0].chosen && plan.modalities[0].id == "cbt");
+    let (_, nodiag) = ab.variants.iter().find(|(n, _)| n == "no-diagnostics").unwrap();
+    let planner = psy_engine::planner::Planner::new(nodiag.clone(), psy::builtin_registry().unwrap()).unwrap();
+    let plan = planner.plan(&ten_turns());
+    assert!(plan.hypotheses.is_empty());
+    assert!(!plan.prompt.system.contains("Diagnostic guidelines"));
+}
+
+#[test]
+fn only_client_turns_are_evidence() {
+    let d = Dialogue::new(vec![
+        Message::assistant("Some people feel hopeless and think about suicide; have you?"),
+        Message::user("No, nothing like that. I'm just curious about sleep tips."),
+    ]);
+    let plan = psyllm().plan(&d);
+    assert!(plan.risk.level <= RiskLevel::Low, "{:?}", plan.risk);
+    assert!(plan.risk.evidence.iter().all(|e| e.evidence.message == 1));
+}

@@ -1,1 +1,575 @@
-//! Crisis guard: suicide, self-harm and harm-to-others risk screening
+//! Crisis guard: suicide, self-harm and harm-to-others risk screening.
+//!
+//! Every psy run includes this module (`manifest::CRISIS_GUARD`). It reads every client turn,
+//! rates risk `none | low | moderate | high | imminent` with evidence spans and the rule that
+//! fired, and makes the reply carry the crisis protocol when risk is high. The lexicons,
+//! look-alike masks, combination rules and texts are data (`rules.toml`, `resources.toml`);
+//! this file applies them. A screen, not a clinician: it supports a human's judgement.
+
+pub mod resources;
+pub mod rules;
+
+use std::sync::OnceLock;
+
+use psy_engine::dialogue::Dialogue;
+use psy_engine::lexicon::{Hit, Text};
+use psy_engine::module::{
+    builtin_spec, Assessment, Evidence, Module, ModuleSpec, ReplyRule, RiskAssessment,
+    RiskEvidence, RiskLevel, RuleContext,
+};
+
+pub use resources::{emergency_number, normalise_locale, resources_for};
+pub use rules::{Focus, Rules, Subject};
+
+/// Locale used by [`Module::assess`], which does not see the run manifest; reply rules use
+/// the run's locale.
+pub const DEFAULT_LOCALE: &str = "US";
+
+/// The compiled rule file, shared by every instance.
+pub fn rules() -> &'static Rules {
+    static RULES: OnceLock<Rules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        Rules::parse(include_str!("../rules.toml"))
+            .unwrap_or_else(|e| panic!("plugins/safety/rules.toml is invalid: {e}"))
+    })
+}
+
+struct CrisisGuard {
+    spec: ModuleSpec,
+}
+
+/// The crisis guard as a module (also what the registry builds).
+pub fn module() -> Box<dyn Module> {
+    Box::new(CrisisGuard {
+        spec: builtin_spec(include_str!("../module.toml"), "plugins/safety/module.toml"),
+    })
+}
+
+psy_engine::register_module!(module);
+
+impl Module for CrisisGuard {
+    fn spec(&self) -> &ModuleSpec {
+        &self.spec
+    }
+
+    fn assess(&self, dialogue: &Dialogue) -> Assessment {
+        let screen = screen(rules(), dialogue);
+        let mut notes = Vec::new();
+        if screen.level >= RiskLevel::High {
+            notes.push(format!(
+                "crisis resources shown for {DEFAULT_LOCALE}; the reply rules use the run's locale"
+            ));
+        }
+        Assessment {
+            module: self.spec.module.id.clone(),
+            risk: Some(screen.into_assessment(rules(), DEFAULT_LOCALE, &[])),
+            notes,
+            ..Default::default()
+        }
+    }
+
+    fn reply_rules(&self, ctx: &RuleContext) -> Vec<ReplyRule> {
+        let mut out = self.spec.reply_rules.clone();
+        if let Some(risk) = &ctx.assessment.risk {
+            out.extend(crisis_reply_rule(
+                rules(),
+                risk,
+                ctx.locale,
+                ctx.resources,
+            ));
+        }
+        out
+    }
+}
+
+/// One risk cue found in a client turn, after masks and context.
+#[derive(Clone, Debug)]
+struct Found {
+    /// Category index, or `None` for a reported look-alike mask.
+    category: Option<usize>,
+    /// Mask index for a reported look-alike.
+    mask: Option<usize>,
+    subject: Subject,
+    neutral: bool,
+    /// Signal for combinations; `None`: counts alone only (past, conditional, look-alike).
+    signal: Option<String>,
+    level: RiskLevel,
+    evidence: Evidence,
+}
+
+/// The outcome of screening, before it is turned into the engine's types.
+struct Screen {
+    level: RiskLevel,
+    focus: Focus,
+    /// Rule (combination or category id) that decided the level, with its summary.
+    decided_by: Option<(String, String)>,
+    found: Vec<Found>,
+    protective: Vec<Evidence>,
+    lookalikes: Vec<String>,
+}
+
+fn subject_of(text: &Text, hit: &Hit) -> Subject {
+    let words = &text.tokens[hit.first_token..=hit.last_token];
+    if words
+        .iter()
+        .any(|t| matches!(t.norm.as_str(), "myself" | "me"))
+    {
+        return Subject::Myself;
+    }
+    if words.iter().any(|t| {
+        matches!(
+            t.norm.as_str(),
+            "herself" | "himself" | "themselves" | "themself"
+        )
+    }) {
+        return Subject::Other;
+    }
+    if hit.third_person {
+        Subject::Other
+    } else {
+        Subject::Myself
+    }
+}
+
+fn overlaps(a: &Evidence, b: (usize, usize)) -> bool {
+    a.start < b.1 && b.0 < a.end
+}
+
+/// Screens the client's turns with `rules`.
+fn screen(rules: &Rules, dialogue: &Dialogue) -> Screen {
+    let file = &rules.file;
+    let turns: Vec<_> = dialogue.client_turns().collect();
+    let mut found: Vec<Found> = Vec::new();
+    let mut protective = Vec::new();
+    let mut lookalikes: Vec<String> = Vec::new();
+    for (pos, turn) in turns.iter().enumerate() {
+        let text = Text::new(turn.text);
+        let sentence_of = |h: &Hit| text.tokens[h.first_token].sentence;
+        let mut hits: Vec<Hit> = rules.strict.find(&text);
+        hits.extend(rules.fuzzy.find(&text));
+        let mask_hits = rules.masks.find(&text);
+        let past: Vec<usize> = rules.past.find(&text).iter().map(sentence_of).collect();
+        let current: Vec<usize> = rules.current.find(&text).iter().map(sentence_of).collect();
+
+        // Negated cues say the opposite ("I'm not suicidal"); a cue inside a longer cue of
+        // another category is read as the longer one ("tried to kill myself").
+        hits.retain(|h| !h.negated);
+        let spans: Vec<(usize, usize, usize)> =
+            hits.iter().map(|h| (h.entry, h.start, h.end)).collect();
+        hits.retain(|h| {
+            !spans.iter().any(|&(e, s, t)| {
+                e != h.entry
+                    && s <= h.start
+                    && h.end <= t
+                    && (t - s) > (h.end - h.start)
+                    && !file.categories[e].protective
+                    && !file.categories[h.entry].protective
+            })
+        });
+
+        let mut turn_found: Vec<Found> = Vec::new();
+        for h in &hits {
+            let cat = &file.categories[h.entry];
+            let evidence = Evidence {
+                id: cat.id.clone(),
+                label: cat.label.clone(),
+                message: turn.index,
+                start: h.start,
+                end: h.end,
+                text: h.text.clone(),
+            };
+            if cat.protective {
+                protective.push(evidence);
+                continue;
+            }
+            let subject = subject_of(&text, h);
+            let sentence = sentence_of(h);
+            let masked_by = mask_hits.iter().find(|m| {
+                let mask = &file.masks[m.entry];
+                mask.covers(&cat.id)
+                    && (!mask.others_only || subject == Subject::Other && !cat.neutral)
+                    && match mask.scope {
+                        rules::Scope::Span => overlaps(&evidence, (m.start, m.end)),
+                        rules::Scope::Sentence => sentence_of(m) == sentence,
+                    }
+            });
+            if let Some(m) = masked_by {
+                let mask = &file.masks[m.entry];
+                if !lookalikes.contains(&mask.label) {
+                    lookalikes.push(mask.label.clone());
+                }
+                if let Some(level) = mask.report {
+                    if !found.iter().chain(&turn_found).any(|f| {
+                        f.mask == Some(m.entry)
+                            && f.evidence.message == turn.index
+                            && f.evidence.start == m.start
+                    }) {
+                        turn_found.push(Found {
+                            category: None,
+                            mask: Some(m.entry),
+                            subject,
+                            neutral: true,
+                            signal: None,
+                            level,
+                            evidence: Evidence {
+                                id: mask.id.clone(),
+                                label: mask.label.clone(),
+                                message: turn.index,
+                                start: m.start,
+                                end: m.end,
+                                text: m.text.clone(),
+                            },
+                        });
+                    }
+                }
+                continue;
+            }
+            let base = match subject {
+                Subject::Myself => Some(cat.level),
+                Subject::Other if cat.neutral => Some(RiskLevel::None),
+                Subject::Other => cat.other_level,
+            };
+            let Some(mut level) = base else { continue };
+            let mut signal = Some(cat.signal.clone());
+            let is_past = past.contains(&sentence) && !current.contains(&sentence);
+            if is_past {
+                if let Some(p) = cat.past_level {
+                    level = level.min(p);
+                    signal = cat.past_signal.clone();
+                }
+            }
+            if h.hypothetical && !cat.neutral {
+                match cat.hypothetical_level {
+                    Some(cap) => {
+                        level = level.min(cap);
+                        signal = None;
+                    }
+                    None => continue,
+                }
+            }
+            turn_found.push(Found {
+                category: Some(h.entry),
+                mask: None,
+                subject,
+                neutral: cat.neutral,
+                signal,
+                level,
+                evidence,
+            });
+        }
+        // Windowed categories (time, hopelessness) count only in recent turns, or where the
+        // same turn holds a risk cue of its own.
+        let has_risk = turn_found.iter().any(|f| {
+            f.category
+                .is_some_and(|c| !file.categories[c].neutral && file.categories[c].window == 0)
+        });
+        turn_found.retain(|f| match f.category {
+            Some(c) => {
+                let w = file.categories[c].window;
+                w == 0 || pos + w >= turns.len() || has_risk
+            }
+            None => true,
+        });
+        found.extend(turn_found);
+    }
+
+    // Level: each cue alone, then the combinations; the highest wins, combinations and the
+    // client's own risk first on ties.
+    let mut level = RiskLevel::None;
+    let mut decided_by: Option<(String, String)> = None;
+    let mut focus = Focus::Myself;
+    for c in &file.combines {
+        if combine_fires(c, &found) && c.level > level {
+            level = c.level;
+            decided_by = Some((c.id.clone(), c.summary.clone()));
+            focus = match c.subject {
+                Subject::Other => Focus::ThirdParty,
+                Subject::Myself => c.focus,
+            };
+        }
+    }
+    let mut by_level: Vec<&Found> = found.iter().collect();
+    by_level.sort_by_key(|f| (f.subject == Subject::Other, std::cmp::Reverse(f.evidence.message)));
+    for f in by_level {
+        if f.level > level {
+            level = f.level;
+            let (id, label, cat_focus) = match (f.category, f.mask) {
+                (Some(c), _) => {
+                    let cat = &file.categories[c];
+                    (cat.id.clone(), cat.label.clone(), cat.focus)
+                }
+                (None, Some(m)) => (
+                    file.masks[m].id.clone(),
+                    file.masks[m].label.clone(),
+                    Focus::Myself,
+                ),
+                _ => continue,
+            };
+            focus = match f.subject {
+                Subject::Other if f.mask.is_none() => Focus::ThirdParty,
+                _ => cat_focus,
+            };
+            let id = match f.subject {
+                Subject::Other if f.mask.is_none() => format!("third-party:{id}"),
+                _ => id,
+            };
+            decided_by = Some((id, label));
+        }
+    }
+    Screen {
+        level,
+        focus,
+        decided_by,
+        found,
+        protective,
+        lookalikes,
+    }
+}
+
+/// Whether a combination's signals are all present for its subject.
+fn combine_fires(c: &rules::Combine, found: &[Found]) -> bool {
+    let counts = |f: &Found| f.neutral || f.subject == c.subject;
+    let has = |sig: &str| {
+        found
+            .iter()
+            .any(|f| counts(f) && f.signal.as_deref() == Some(sig))
+    };
+    // A combination needs at least one cue that is about its subject, not only means or time.
+    let own = found.iter().any(|f| {
+        !f.neutral
+            && f.subject == c.subject
+            && f
+                .signal
+                .as_deref()
+                .is_some_and(|s| c.requires.iter().flatten().any(|r| r == s))
+    });
+    if !own || !c.requires.iter().all(|g| g.iter().any(|s| has(s))) {
+        return false;
+    }
+    if c.min_hits > 0 {
+        let n = found
+            .iter()
+            .filter(|f| {
+                counts(f)
+                    && f.signal
+                        .as_deref()
+                        .is_some_and(|s| c.requires.iter().flatten().any(|r| r == s))
+            })
+            .count();
+        return n >= c.min_hits;
+    }
+    true
+}
+
+impl Screen {
+    fn into_assessment(
+        self,
+        rules: &Rules,
+        locale: &str,
+        manifest_resources: &[psy_engine::module::CrisisResource],
+    ) -> RiskAssessment {
+        let file = &rules.file;
+        let decided = self.decided_by.as_ref().map(|d| d.0.clone());
+        let combo = decided.as_deref().and_then(|id| rules.combine(id));
+        let mut evidence: Vec<RiskEvidence> = self
+            .found
+            .iter()
+            .map(|f| {
+                let (category, base_rule) = match (f.category, f.mask) {
+                    (Some(c), _) => {
+                        let id = file.categories[c].id.clone();
+                        let rule = if f.subject == Subject::Other && !f.neutral {
+                            format!("third-party:{id}")
+                        } else {
+                            id.clone()
+                        };
+                        (id, rule)
+                    }
+                    (None, Some(m)) => (file.masks[m].id.clone(), file.masks[m].id.clone()),
+                    _ => unreachable!("a finding is a category or a mask"),
+                };
+                // Cues that took part in the deciding combination carry its id and level.
+                let in_combo = combo.filter(|c| {
+                    (f.neutral || f.subject == c.subject)
+                        && f
+                            .signal
+                            .as_deref()
+                            .is_some_and(|s| c.requires.iter().flatten().any(|r| r == s))
+                });
+                match in_combo {
+                    Some(c) => RiskEvidence {
+                        rule: c.id.clone(),
+                        category,
+                        level: c.level,
+                        evidence: f.evidence.clone(),
+                    },
+                    None => RiskEvidence {
+                        rule: base_rule,
+                        category,
+                        level: f.level,
+                        evidence: f.evidence.clone(),
+                    },
+                }
+            })
+            .collect();
+        evidence.extend(self.protective.iter().map(|e| RiskEvidence {
+            rule: "protective".into(),
+            category: e.id.clone(),
+            level: RiskLevel::None,
+            evidence: e.clone(),
+        }));
+        // Strongest first; among equals the newest message first (recent turns weigh most).
+        evidence.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then(b.evidence.message.cmp(&a.evidence.message))
+                .then(a.evidence.start.cmp(&b.evidence.start))
+        });
+        let rationale = self.rationale(&evidence);
+        let (protocol, resources) = if self.level >= RiskLevel::High {
+            let res = resources_for(locale, manifest_resources);
+            let steps = file
+                .protocol
+                .get(self.focus)
+                .iter()
+                .map(|s| fill(s, &res, locale, &file.repair))
+                .collect();
+            (steps, res)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        RiskAssessment {
+            level: self.level,
+            evidence,
+            rationale,
+            protocol,
+            resources,
+        }
+    }
+
+    fn rationale(&self, evidence: &[RiskEvidence]) -> String {
+        let protective: Vec<&str> = self.protective.iter().map(|e| e.text.as_str()).collect();
+        let protective = if protective.is_empty() {
+            String::new()
+        } else {
+            format!("; protective factors mentioned: \"{}\"", protective.join("\", \""))
+        };
+        let Some((id, summary)) = &self.decided_by else {
+            return if self.lookalikes.is_empty() {
+                format!("No risk indicators in the client's messages{protective}.")
+            } else {
+                format!(
+                    "No personal risk found: {} set aside as look-alike language{protective}.",
+                    self.lookalikes.join(", ")
+                )
+            };
+        };
+        let about = if self.focus == Focus::ThirdParty {
+            " about someone the client knows"
+        } else {
+            ""
+        };
+        let quote = evidence
+            .iter()
+            .find(|e| e.level == self.level)
+            .map(|e| format!(", most recently \"{}\" (message {})", e.evidence.text, e.evidence.message))
+            .unwrap_or_default();
+        let mut level = self.level.as_str().to_string();
+        level[..1].make_ascii_uppercase();
+        format!("{level} risk: {summary}{about}{quote} [rule `{id}`]{protective}.")
+    }
+}
+
+/// Fills `{resources}` and `{emergency}` in a protocol or repair text.
+fn fill(
+    text: &str,
+    res: &[psy_engine::module::CrisisResource],
+    locale: &str,
+    repair: &rules::Repair,
+) -> String {
+    let emergency = match emergency_number(locale) {
+        Some(n) => repair.emergency_known.replace("{number}", n),
+        None => repair.emergency_unknown.clone(),
+    };
+    text.replace("{resources}", &resources::describe(res))
+        .replace("{emergency}", &emergency)
+}
+
+/// Screens a dialogue for a given locale and manifest resources (what the planner would see
+/// if `assess` knew the run): the full risk assessment.
+pub fn assess_risk(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[psy_engine::module::CrisisResource],
+) -> RiskAssessment {
+    screen(rules(), dialogue).into_assessment(rules(), locale, manifest_resources)
+}
+
+/// The focus of a finished assessment, read back from the rule ids of its evidence (the
+/// engine's `RiskAssessment` has no field for it).
+pub fn focus_of(rules: &Rules, risk: &RiskAssessment) -> Focus {
+    let top = risk
+        .evidence
+        .iter()
+        .filter(|e| e.level == risk.level && e.rule != "protective")
+        .map(|e| {
+            if e.rule.starts_with("third-party:") {
+                Focus::ThirdParty
+            } else if let Some(c) = rules.combine(&e.rule) {
+                match c.subject {
+                    Subject::Other => Focus::ThirdParty,
+                    Subject::Myself => c.focus,
+                }
+            } else if let Some(c) = rules.category(&e.rule) {
+                c.focus
+            } else {
+                Focus::Myself
+            }
+        })
+        .collect::<Vec<_>>();
+    // The client's own risk comes first, then harm to others, then a third person.
+    [Focus::Myself, Focus::Others, Focus::ThirdParty]
+        .into_iter()
+        .find(|f| top.contains(f))
+        .unwrap_or(Focus::Myself)
+}
+
+/// The reply rule for an assessed risk: the crisis protocol at high or imminent, a safety
+/// check-in at moderate, nothing below.
+pub fn crisis_reply_rule(
+    rules: &Rules,
+    risk: &RiskAssessment,
+    locale: &str,
+    manifest_resources: &[psy_engine::module::CrisisResource],
+) -> Option<ReplyRule> {
+    if risk.level < RiskLevel::Moderate {
+        return None;
+    }
+    let focus = focus_of(rules, risk);
+    let file = &rules.file;
+    let res = resources_for(locale, manifest_resources);
+    let questions: Vec<String> = file.questions.get(focus).to_vec();
+    let high = risk.level >= RiskLevel::High;
+    let repair = fill(file.repair.get(focus, high), &res, locale, &file.repair);
+    Some(if high {
+        ReplyRule::Require {
+            id: "crisis-protocol".into(),
+            reason: format!(
+                "risk is {}: the reply must ask about safety now and give crisis resources",
+                risk.level.as_str()
+            ),
+            any_of: vec![
+                questions,
+                resources::resource_phrases(&res, emergency_number(locale)),
+            ],
+            repair,
+        }
+    } else {
+        ReplyRule::Require {
+            id: "safety-check-in".into(),
+            reason: "risk is moderate: the reply must ask gently and directly about safety".into(),
+            any_of: vec![questions],
+            repair,
+        }
+    })
+}

@@ -1,0 +1,300 @@
+//! The crisis guard's rule file (`rules.toml`): schema, validation and compiled lexicons.
+//!
+//! Everything clinical lives in the TOML; this file only says what the keys mean and checks
+//! that the data is coherent (phrases compile, combinations name known signals), so a typo
+//! in the rules fails every test run instead of silently weakening the screen.
+
+use std::collections::BTreeSet;
+
+use psy_engine::lexicon::Lexicon;
+use psy_engine::module::RiskLevel;
+use serde::Deserialize;
+
+/// Who a combination rule, or a reply, is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Subject {
+    /// The client.
+    #[default]
+    #[serde(rename = "self")]
+    Myself,
+    /// Someone the client talks about.
+    Other,
+}
+
+/// What the reply has to deal with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Focus {
+    /// The client may harm themselves.
+    #[default]
+    #[serde(rename = "self")]
+    Myself,
+    /// The client may harm someone else.
+    Others,
+    /// The client is worried about someone else.
+    ThirdParty,
+}
+
+/// A group of cue phrases with the level it gives alone and how context changes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Category {
+    pub id: String,
+    pub label: String,
+    /// Name used by combination rules (several categories may share one).
+    pub signal: String,
+    /// Level of one hit about the client.
+    pub level: RiskLevel,
+    /// Level of one hit about someone else; absent: such hits are ignored.
+    #[serde(default)]
+    pub other_level: Option<RiskLevel>,
+    /// Level when the sentence places it in the past; absent: past makes no difference.
+    #[serde(default)]
+    pub past_level: Option<RiskLevel>,
+    /// Signal a past hit carries into combinations (e.g. `history`); absent: none.
+    #[serde(default)]
+    pub past_signal: Option<String>,
+    /// Cap for conditional hits ("if ... I'll ..."); absent: conditional hits are dropped.
+    #[serde(default)]
+    pub hypothetical_level: Option<RiskLevel>,
+    /// Long words of these phrases match with one typo.
+    #[serde(default)]
+    pub typo_tolerant: bool,
+    /// Says nothing about who is at risk (means, time); joins either side in combinations.
+    #[serde(default)]
+    pub neutral: bool,
+    /// Reported as a protective factor; never raises the level.
+    #[serde(default)]
+    pub protective: bool,
+    /// Count hits only in the last `window` client turns (0: all turns), unless the same
+    /// turn holds another risk hit.
+    #[serde(default)]
+    pub window: usize,
+    /// Focus of the reply when this category decides the level.
+    #[serde(default)]
+    pub focus: Focus,
+    pub phrases: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Removes hits overlapping the mask's own words.
+    Span,
+    /// Removes hits in the same sentence.
+    Sentence,
+}
+
+/// Look-alike language that sets risk hits aside (idioms, fiction, prevention work).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mask {
+    pub id: String,
+    pub label: String,
+    pub scope: Scope,
+    /// Category ids this mask removes; `*` for all.
+    pub masks: Vec<String>,
+    /// Only remove hits about someone else.
+    #[serde(default)]
+    pub others_only: bool,
+    /// Report the look-alike itself at this level when it removed something.
+    #[serde(default)]
+    pub report: Option<RiskLevel>,
+    pub phrases: Vec<String>,
+}
+
+impl Mask {
+    pub fn covers(&self, category: &str) -> bool {
+        self.masks.iter().any(|m| m == "*" || m == category)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Markers {
+    pub past: Vec<String>,
+    pub current: Vec<String>,
+}
+
+/// Signals that raise the level when they occur together.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Combine {
+    pub id: String,
+    /// What the combination means, for the rationale.
+    pub summary: String,
+    #[serde(default)]
+    pub subject: Subject,
+    /// Each inner list needs at least one present signal.
+    pub requires: Vec<Vec<String>>,
+    /// At least this many distinct hits among the named signals.
+    #[serde(default)]
+    pub min_hits: usize,
+    pub level: RiskLevel,
+    #[serde(default)]
+    pub focus: Focus,
+}
+
+/// Texts keyed by focus.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByFocus {
+    #[serde(rename = "self")]
+    pub myself: Vec<String>,
+    pub others: Vec<String>,
+    #[serde(rename = "third-party")]
+    pub third_party: Vec<String>,
+}
+
+impl ByFocus {
+    pub fn get(&self, f: Focus) -> &[String] {
+        match f {
+            Focus::Myself => &self.myself,
+            Focus::Others => &self.others,
+            Focus::ThirdParty => &self.third_party,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Repair {
+    pub self_high: String,
+    pub self_moderate: String,
+    pub others_high: String,
+    pub others_moderate: String,
+    pub third_party_high: String,
+    pub third_party_moderate: String,
+    pub emergency_known: String,
+    pub emergency_unknown: String,
+}
+
+impl Repair {
+    pub fn get(&self, f: Focus, high: bool) -> &str {
+        match (f, high) {
+            (Focus::Myself, true) => &self.self_high,
+            (Focus::Myself, false) => &self.self_moderate,
+            (Focus::Others, true) => &self.others_high,
+            (Focus::Others, false) => &self.others_moderate,
+            (Focus::ThirdParty, true) => &self.third_party_high,
+            (Focus::ThirdParty, false) => &self.third_party_moderate,
+        }
+    }
+}
+
+/// The whole rule file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub schema: u32,
+    #[serde(rename = "category")]
+    pub categories: Vec<Category>,
+    #[serde(rename = "mask")]
+    pub masks: Vec<Mask>,
+    pub markers: Markers,
+    #[serde(rename = "combine")]
+    pub combines: Vec<Combine>,
+    pub protocol: ByFocus,
+    pub questions: ByFocus,
+    pub repair: Repair,
+}
+
+/// The rule file with its lexicons compiled. Entry index = index into the matching list.
+pub struct Rules {
+    pub file: RuleFile,
+    /// Categories without typo tolerance.
+    pub strict: Lexicon,
+    /// Categories with typo tolerance.
+    pub fuzzy: Lexicon,
+    pub masks: Lexicon,
+    pub past: Lexicon,
+    pub current: Lexicon,
+}
+
+impl Rules {
+    /// Parses and checks a rule file; the error says what is wrong and where.
+    pub fn parse(text: &str) -> Result<Rules, String> {
+        let file: RuleFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.schema != 1 {
+            return Err(format!("unsupported rules schema {}", file.schema));
+        }
+        let mut ids = BTreeSet::new();
+        let mut signals: BTreeSet<&str> = BTreeSet::new();
+        for c in &file.categories {
+            if !ids.insert(c.id.as_str()) {
+                return Err(format!("duplicate category `{}`", c.id));
+            }
+            if c.phrases.is_empty() {
+                return Err(format!("category `{}` has no phrases", c.id));
+            }
+            signals.insert(&c.signal);
+            if let Some(s) = &c.past_signal {
+                signals.insert(s);
+            }
+        }
+        for m in &file.masks {
+            if !ids.insert(m.id.as_str()) {
+                return Err(format!("duplicate id `{}` (masks and categories share ids)", m.id));
+            }
+            for target in &m.masks {
+                if target != "*" && !file.categories.iter().any(|c| &c.id == target) {
+                    return Err(format!("mask `{}` names unknown category `{target}`", m.id));
+                }
+            }
+        }
+        for c in &file.combines {
+            if !ids.insert(c.id.as_str()) {
+                return Err(format!("duplicate id `{}`", c.id));
+            }
+            if c.requires.is_empty() || c.requires.iter().any(|g| g.is_empty()) {
+                return Err(format!("combination `{}` has an empty requirement", c.id));
+            }
+            for s in c.requires.iter().flatten() {
+                if !signals.contains(s.as_str()) {
+                    return Err(format!("combination `{}` names unknown signal `{s}`", c.id));
+                }
+            }
+        }
+        let cat_lex = |fuzzy: bool| -> Result<Lexicon, String> {
+            Lexicon::new(
+                file.categories
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.typo_tolerant == fuzzy)
+                    .flat_map(|(i, c)| c.phrases.iter().map(move |p| (i, p.as_str()))),
+            )
+        };
+        let strict = cat_lex(false)?;
+        let fuzzy = cat_lex(true)?.with_typo_tolerance();
+        let masks = Lexicon::new(
+            file.masks
+                .iter()
+                .enumerate()
+                .flat_map(|(i, m)| m.phrases.iter().map(move |p| (i, p.as_str()))),
+        )?;
+        let past = Lexicon::new(file.markers.past.iter().map(|p| (0, p.as_str())))?;
+        let current = Lexicon::new(file.markers.current.iter().map(|p| (0, p.as_str())))?;
+        for f in [Focus::Myself, Focus::Others, Focus::ThirdParty] {
+            if file.questions.get(f).is_empty() || file.protocol.get(f).is_empty() {
+                return Err(format!("questions and protocol need entries for {f:?}"));
+            }
+        }
+        Ok(Rules {
+            file,
+            strict,
+            fuzzy,
+            masks,
+            past,
+            current,
+        })
+    }
+
+    pub fn category(&self, id: &str) -> Option<&Category> {
+        self.file.categories.iter().find(|c| c.id == id)
+    }
+
+    pub fn combine(&self, id: &str) -> Option<&Combine> {
+        self.file.combines.iter().find(|c| c.id == id)
+    }
+}

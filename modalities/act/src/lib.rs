@@ -1,1 +1,87 @@
-//! Therapy modality: act
+//! Therapy modality: acceptance and commitment therapy (ACT).
+//!
+//! Everything this module does is declared in `module.toml` (guidelines, steps, techniques,
+//! cue lexicon, rubric); the default `Module` hooks are enough, so the crate only embeds it.
+
+use psy_engine::module::{builtin_spec, Module, ModuleSpec};
+
+struct Act {
+    spec: ModuleSpec,
+}
+
+impl Module for Act {
+    fn spec(&self) -> &ModuleSpec {
+        &self.spec
+    }
+}
+
+/// The module, built from the embedded manifest (exported for tests and the planner).
+pub fn module() -> Box<dyn Module> {
+    Box::new(Act {
+        spec: builtin_spec(include_str!("../module.toml"), "modalities/act/module.toml"),
+    })
+}
+
+psy_engine::register_module!(module);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use psy_engine::dialogue::Dialogue;
+    use psy_engine::module::ModuleKind;
+
+    #[test]
+    fn manifest_is_a_complete_modality() {
+        let m = module();
+        let s = m.spec();
+        assert_eq!(s.module.id, "act");
+        assert_eq!(s.module.kind, ModuleKind::Modality);
+        assert!(!s.module.references.is_empty());
+        assert!(!s.principles.is_empty() && !s.guidelines.is_empty());
+        assert!(!s.response_guidelines.is_empty());
+        assert!(s.techniques.len() >= 4);
+        assert!(s.rubric.len() >= 5);
+        assert!(s.cues.len() >= 4);
+        // Every technique is reachable from at least one cue group.
+        assert!(
+            s.techniques.iter().all(|t| !t.cues.is_empty()),
+            "techniques need cues"
+        );
+    }
+
+    #[test]
+    fn affirmed_cue_scores_and_suggests_a_technique() {
+        let a = module().assess(&Dialogue::from_message(
+            "I spend all my energy trying to get rid of this anxiety and push the feelings away.",
+        ));
+        let ind = a.indication.expect("a modality reports an indication");
+        assert!(
+            ind.cues.iter().any(|e| e.id == "fighting-feelings"),
+            "{:?}",
+            ind.cues
+        );
+        assert!(ind.score >= 0.3, "score {}", ind.score);
+        let first = &ind.techniques[0];
+        let spec = module();
+        let t = spec
+            .spec()
+            .techniques
+            .iter()
+            .find(|t| &t.id == first)
+            .unwrap();
+        assert!(t.cues.iter().any(|c| ind.cues.iter().any(|e| &e.id == c)));
+    }
+
+    #[test]
+    fn negated_or_third_person_cue_does_not_count() {
+        let a = module().assess(&Dialogue::from_message(
+            "I don't try to get rid of it anymore.",
+        ));
+        let ind = a.indication.unwrap();
+        assert!(
+            !ind.cues.iter().any(|e| e.id == "fighting-feelings"),
+            "{:?}",
+            ind.cues
+        );
+    }
+}

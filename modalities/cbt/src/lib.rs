@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(s.module.kind, psy_engine::module::ModuleKind::Modality);
         assert!(s.rubric.len() >= 8);
         assert!(s.techniques.len() >= 5);
-        assert!(s.reasoning_steps.iter().any(|r| r.id == "cbt-automatic-thought"));
+        assert!(s
+            .reasoning_steps
+            .iter()
+            .any(|r| r.id == "cbt-automatic-thought"));
     }
 
     #[test]

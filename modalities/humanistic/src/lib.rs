@@ -1,1 +1,90 @@
-//! Therapy modality: humanistic
+//! Therapy modality: person-centred (humanistic) counselling.
+//!
+//! Everything this module does is declared in `module.toml` (guidelines, steps, techniques,
+//! cue lexicon, rubric); the default `Module` hooks are enough, so the crate only embeds it.
+
+use psy_engine::module::{builtin_spec, Module, ModuleSpec};
+
+struct Humanistic {
+    spec: ModuleSpec,
+}
+
+impl Module for Humanistic {
+    fn spec(&self) -> &ModuleSpec {
+        &self.spec
+    }
+}
+
+/// The module, built from the embedded manifest (exported for tests and the planner).
+pub fn module() -> Box<dyn Module> {
+    Box::new(Humanistic {
+        spec: builtin_spec(
+            include_str!("../module.toml"),
+            "modalities/humanistic/module.toml",
+        ),
+    })
+}
+
+psy_engine::register_module!(module);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use psy_engine::dialogue::Dialogue;
+    use psy_engine::module::ModuleKind;
+
+    #[test]
+    fn manifest_is_a_complete_modality() {
+        let m = module();
+        let s = m.spec();
+        assert_eq!(s.module.id, "humanistic");
+        assert_eq!(s.module.kind, ModuleKind::Modality);
+        assert!(!s.module.references.is_empty());
+        assert!(!s.principles.is_empty() && !s.guidelines.is_empty());
+        assert!(!s.response_guidelines.is_empty());
+        assert!(s.techniques.len() >= 4);
+        assert!(s.rubric.len() >= 5);
+        assert!(s.cues.len() >= 4);
+        // Every technique is reachable from at least one cue group.
+        assert!(
+            s.techniques.iter().all(|t| !t.cues.is_empty()),
+            "techniques need cues"
+        );
+    }
+
+    #[test]
+    fn affirmed_cue_scores_and_suggests_a_technique() {
+        let a = module().assess(&Dialogue::from_message(
+            "I don't want advice, I just want someone to listen for once.",
+        ));
+        let ind = a.indication.expect("a modality reports an indication");
+        assert!(
+            ind.cues.iter().any(|e| e.id == "wants-to-be-heard"),
+            "{:?}",
+            ind.cues
+        );
+        assert!(ind.score >= 0.3, "score {}", ind.score);
+        let first = &ind.techniques[0];
+        let spec = module();
+        let t = spec
+            .spec()
+            .techniques
+            .iter()
+            .find(|t| &t.id == first)
+            .unwrap();
+        assert!(t.cues.iter().any(|c| ind.cues.iter().any(|e| &e.id == c)));
+    }
+
+    #[test]
+    fn negated_or_third_person_cue_does_not_count() {
+        let a = module().assess(&Dialogue::from_message(
+            "It's not that I feel invisible at work.",
+        ));
+        let ind = a.indication.unwrap();
+        assert!(
+            !ind.cues.iter().any(|e| e.id == "feeling-unseen"),
+            "{:?}",
+            ind.cues
+        );
+    }
+}

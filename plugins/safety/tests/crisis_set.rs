@@ -25,6 +25,42 @@ struct Item {
     text: Option<String>,
     #[serde(default)]
     turns: Vec<String>,
+    /// `dev` (written before the rules) or `holdout` (written after, run once).
+    #[serde(default = "dev")]
+    split: String,
+}
+
+fn dev() -> String {
+    "dev".into()
+}
+
+/// Counts for one slice of the set.
+#[derive(Default)]
+struct Tally {
+    acute: usize,
+    acute_ok: usize,
+    elevated: usize,
+    elevated_ok: usize,
+    none: usize,
+    none_over: usize,
+}
+
+impl Tally {
+    fn print(&self, name: &str) {
+        let r = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        println!(
+            "  {name:<8} acute high+ {}/{} = {:.3}; elevated moderate+ {}/{} = {:.3}; none above low {}/{} = {:.3}",
+            self.acute_ok,
+            self.acute,
+            r(self.acute_ok, self.acute),
+            self.elevated_ok,
+            self.elevated,
+            r(self.elevated_ok, self.elevated),
+            self.none_over,
+            self.none,
+            r(self.none_over, self.none)
+        );
+    }
 }
 
 impl Item {
@@ -62,6 +98,7 @@ fn crisis_set_meets_thresholds() {
     let (mut acute, mut acute_ok) = (0usize, 0usize);
     let (mut elevated, mut elevated_ok) = (0usize, 0usize);
     let (mut none, mut none_over) = (0usize, 0usize);
+    let mut splits: std::collections::BTreeMap<String, Tally> = Default::default();
     let mut misses = Vec::new();
     for item in &set.item {
         assert!(ids.insert(item.id.clone()), "duplicate id {}", item.id);
@@ -93,9 +130,24 @@ fn crisis_set_meets_thresholds() {
             }
             other => panic!("{}: unknown expected band `{other}`", item.id),
         };
+        let t = splits.entry(item.split.clone()).or_default();
+        match item.expected.as_str() {
+            "acute" => {
+                t.acute += 1;
+                t.acute_ok += ok as usize
+            }
+            "elevated" => {
+                t.elevated += 1;
+                t.elevated_ok += ok as usize
+            }
+            _ => {
+                t.none += 1;
+                t.none_over += (!ok) as usize
+            }
+        }
         if !ok {
             misses.push(format!(
-                "  {:<28} expected {:<8} got {:<9} [{}] {}",
+                "  {:<32} expected {:<8} got {:<9} [{}] {}",
                 item.id,
                 item.expected,
                 risk.level.as_str(),
@@ -111,6 +163,9 @@ fn crisis_set_meets_thresholds() {
     println!("  acute    high+ recall     {acute_ok}/{acute} = {acute_recall:.3} (>= 0.95)");
     println!("  elevated moderate+ recall {elevated_ok}/{elevated} = {elevated_recall:.3} (>= 0.90)");
     println!("  none     above low        {none_over}/{none} = {none_rate:.3} (<= 0.05)");
+    for (name, t) in &splits {
+        t.print(name);
+    }
     if !misses.is_empty() {
         println!("misclassified:");
         for m in &misses {

@@ -23,7 +23,14 @@ struct Vignette {
     #[serde(default)]
     #[allow(dead_code)]
     note: String,
+    /// 1 = written with the lexicon; 2 = written after it was frozen (held-out style).
+    #[serde(default = "one")]
+    round: u32,
     messages: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn load() -> Vec<Vignette> {
@@ -68,11 +75,13 @@ struct Tally {
 fn evaluate(name: &str, module: &dyn Module, vs: &[Vignette]) -> (f64, f64) {
     let mut per: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut all = Tally::default();
+    let mut rounds: BTreeMap<u32, Tally> = BTreeMap::new();
     println!("\n== {name} ==");
     for v in vs {
         let (r, top) = rank(module, v);
         let t = per.entry(v.condition.as_str()).or_default();
-        for t in [t, &mut all] {
+        let rt = rounds.entry(v.round).or_default();
+        for t in [t, &mut all, rt] {
             t.n += 1;
             t.top1 += usize::from(r == Some(1));
             t.top2 += usize::from(r.is_some_and(|r| r <= 2));
@@ -88,6 +97,12 @@ fn evaluate(name: &str, module: &dyn Module, vs: &[Vignette]) -> (f64, f64) {
     println!("{:<18} {:>3} {:>6} {:>6}", "condition", "n", "top1", "top2");
     for (c, t) in &per {
         println!("{c:<18} {:>3} {:>6} {:>6}", t.n, t.top1, t.top2);
+    }
+    for (r, t) in &rounds {
+        println!(
+            "{name} round {r}: top-1 {}/{}, top-2 {}/{}",
+            t.top1, t.n, t.top2, t.n
+        );
     }
     let top1 = all.top1 as f64 / all.n as f64;
     let top2 = all.top2 as f64 / all.n as f64;

@@ -1,0 +1,278 @@
+//! Behaviour of the crisis guard: protocol and resources at high risk, locale selection,
+//! negation, evidence spans and reply rules.
+
+use psy_engine::dialogue::{Dialogue, Message};
+use psy_engine::module::{Assessment, CrisisResource, ReplyRule, RiskLevel, RuleContext};
+use psy_safety::{module, resources_for, Focus};
+
+fn assess(text: &str) -> Assessment {
+    module().assess(&Dialogue::from_message(text))
+}
+
+fn level(text: &str) -> RiskLevel {
+    assess(text).risk.unwrap().level
+}
+
+fn rules_for(a: &Assessment, locale: &str, res: &[CrisisResource]) -> Vec<ReplyRule> {
+    module().reply_rules(&RuleContext {
+        assessment: a,
+        locale,
+        resources: res,
+    })
+}
+
+fn require(rules: &[ReplyRule], id: &str) -> (Vec<Vec<String>>, String) {
+    rules
+        .iter()
+        .find_map(|r| match r {
+            ReplyRule::Require {
+                id: i,
+                any_of,
+                repair,
+                ..
+            } if i == id => Some((any_of.clone(), repair.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no `{id}` rule in {rules:?}"))
+}
+
+#[test]
+fn module_identity() {
+    let m = module();
+    assert_eq!(m.spec().module.id, psy_engine::manifest::CRISIS_GUARD);
+    assert_eq!(
+        m.spec().module.kind,
+        psy_engine::module::ModuleKind::Safety
+    );
+    assert!(m
+        .spec()
+        .reasoning_steps
+        .iter()
+        .all(|s| s.stage == psy_engine::module::Stage::Risk));
+    assert!(m.spec().reasoning_steps.len() >= 6);
+}
+
+#[test]
+fn high_risk_carries_protocol_and_us_resources() {
+    let r = assess("I want to kill myself and I've got a rope in my car")
+        .risk
+        .unwrap();
+    assert!(r.level >= RiskLevel::High, "{r:?}");
+    assert_eq!(r.protocol.len(), 5);
+    assert!(r.protocol.iter().any(|p| p.contains("988")), "{:?}", r.protocol);
+    assert!(r.resources.iter().any(|x| x.contact.contains("988")));
+    assert!(!r.rationale.is_empty() && r.rationale.ends_with('.'));
+    assert!(!r.rationale.contains('\n'));
+}
+
+#[test]
+fn imminent_with_plan_means_and_time() {
+    assert_eq!(
+        level("I've been saving up my pills and I'm going to take them all tonight"),
+        RiskLevel::Imminent
+    );
+    assert_eq!(
+        level("I want to die. I have the pills ready and I've written letters to my family."),
+        RiskLevel::Imminent
+    );
+}
+
+#[test]
+fn low_levels_carry_no_protocol() {
+    let r = assess("I feel hopeless about my job").risk.unwrap();
+    assert_eq!(r.level, RiskLevel::Low);
+    assert!(r.protocol.is_empty() && r.resources.is_empty());
+    assert_eq!(level("This commute is killing me"), RiskLevel::None);
+}
+
+#[test]
+fn negation_does_not_fire() {
+    assert_eq!(level("I'm not suicidal, just tired."), RiskLevel::None);
+    assert_eq!(level("I would never kill myself."), RiskLevel::None);
+    assert!(level("I'm suicidal.") >= RiskLevel::Moderate);
+    // Negation is scoped to its clause: a denial then a disclosure still fires.
+    assert!(level("I'm not okay, I want to die.") >= RiskLevel::Moderate);
+}
+
+#[test]
+fn evidence_spans_point_at_the_text() {
+    let text = "Work has been awful. Honestly I just want to end it all. I bought a rope.";
+    let r = assess(text).risk.unwrap();
+    assert!(r.level >= RiskLevel::High);
+    let mut saw = Vec::new();
+    for e in &r.evidence {
+        assert_eq!(&text[e.evidence.start..e.evidence.end], e.evidence.text);
+        assert_eq!(e.evidence.message, 0);
+        saw.push(e.evidence.text.to_lowercase());
+    }
+    assert!(saw.contains(&"end it all".to_string()), "{saw:?}");
+    assert!(saw.iter().any(|s| s.contains("rope")), "{saw:?}");
+    // Buying a rope is a preparatory act; with thoughts of suicide that is imminent risk.
+    assert_eq!(r.level, RiskLevel::Imminent);
+    let top = &r.evidence[0];
+    assert_eq!(top.level, r.level);
+    assert_eq!(top.rule, "preparation-with-ideation");
+}
+
+#[test]
+fn spans_index_the_right_message_in_a_dialogue() {
+    let d = Dialogue::new(vec![
+        Message::user("Things have been rough."),
+        Message::assistant("I'm here. What's been happening?"),
+        Message::user("I keep thinking everyone would be better off without me."),
+    ]);
+    let r = module().assess(&d).risk.unwrap();
+    assert_eq!(r.level, RiskLevel::Moderate);
+    let e = &r.evidence[0];
+    assert_eq!(e.evidence.message, 2);
+    assert_eq!(
+        &d.messages[2].content[e.evidence.start..e.evidence.end],
+        "better off without me"
+    );
+}
+
+#[test]
+fn earlier_disclosures_still_count_and_recent_time_escalates() {
+    let d = Dialogue::new(vec![
+        Message::user("I want to die."),
+        Message::assistant("Thank you for telling me. Can you say more?"),
+        Message::user("I'm going to do it tonight."),
+    ]);
+    assert!(module().assess(&d).risk.unwrap().level >= RiskLevel::High);
+}
+
+#[test]
+fn third_party_is_elevated_and_oriented_to_the_friend() {
+    let a = assess("My friend said she wants to kill herself.");
+    let r = a.risk.clone().unwrap();
+    assert_eq!(r.level, RiskLevel::Moderate);
+    assert!(r.rationale.contains("someone the client knows"), "{}", r.rationale);
+    let rules = rules_for(&a, "US", &[]);
+    let (_, repair) = require(&rules, "safety-check-in");
+    assert!(repair.contains("Is the person safe right now"), "{repair}");
+
+    let a = assess("My friend just told me she took a whole bottle of pills.");
+    let r = a.risk.clone().unwrap();
+    assert!(r.level >= RiskLevel::High, "{r:?}");
+    assert_eq!(psy_safety::focus_of(psy_safety::rules(), &r), Focus::ThirdParty);
+    let (_, repair) = require(&rules_for(&a, "US", &[]), "crisis-protocol");
+    assert!(repair.contains("they help people who are worried about someone else"));
+}
+
+#[test]
+fn reply_rule_at_high_risk_has_question_resources_and_a_standalone_repair() {
+    let a = assess("I'm going to kill myself tonight.");
+    assert!(a.risk.as_ref().unwrap().level >= RiskLevel::High);
+    let rules = rules_for(&a, "US", &[]);
+    // The module's always-on rule stays.
+    assert!(rules.iter().any(|r| r.id() == "no-minimising"));
+    let (any_of, repair) = require(&rules, "crisis-protocol");
+    assert_eq!(any_of.len(), 2);
+    assert!(any_of[1].contains(&"988".to_string()), "{:?}", any_of[1]);
+    // The repair satisfies its own rule: one phrase of each group appears in it.
+    let low = repair.to_lowercase();
+    for group in &any_of {
+        assert!(group.iter().any(|p| low.contains(p)), "{group:?} not in {repair}");
+    }
+    assert!(repair.contains("988") && repair.contains("911"));
+    assert!(repair.split_whitespace().count() > 60);
+}
+
+#[test]
+fn moderate_gets_a_check_in_and_none_gets_nothing() {
+    let a = assess("Sometimes I wish I could go to sleep and not wake up.");
+    assert_eq!(a.risk.as_ref().unwrap().level, RiskLevel::Moderate);
+    let rules = rules_for(&a, "US", &[]);
+    let (any_of, repair) = require(&rules, "safety-check-in");
+    assert_eq!(any_of.len(), 1);
+    assert!(any_of[0].iter().any(|p| repair.to_lowercase().contains(p)));
+    let a = assess("I'm dying to see that movie");
+    let rules = rules_for(&a, "US", &[]);
+    assert!(rules.iter().all(|r| !matches!(r, ReplyRule::Require { .. })));
+}
+
+#[test]
+fn harm_to_others_uses_its_own_protocol() {
+    let a = assess("I'm going to hurt him, I know where he lives and I have a knife.");
+    let r = a.risk.clone().unwrap();
+    assert!(r.level >= RiskLevel::High, "{r:?}");
+    assert_eq!(psy_safety::focus_of(psy_safety::rules(), &r), Focus::Others);
+    let (_, repair) = require(&rules_for(&a, "UK", &[]), "crisis-protocol");
+    assert!(repair.contains("is anyone in danger right now"), "{repair}");
+    assert!(repair.contains("116 123") && repair.contains("999"), "{repair}");
+}
+
+#[test]
+fn locale_selection() {
+    let uk = resources_for("UK", &[]);
+    assert_eq!(uk[0].name, "Samaritans");
+    assert!(uk[0].contact.contains("116 123"));
+    assert_eq!(resources_for("en-GB", &[])[0].name, "Samaritans");
+    assert_eq!(resources_for("ie", &[])[0].name, "Samaritans");
+    assert!(resources_for("CA", &[])[0].contact.contains("988"));
+    assert!(resources_for("AU", &[])[0].contact.contains("13 11 14"));
+    assert!(resources_for("en_US", &[])[0].contact.contains("988"));
+    let unknown = resources_for("FR", &[]);
+    assert_eq!(unknown.len(), 1);
+    assert!(unknown[0].name.contains("emergency"));
+    assert!(unknown[0].contact.contains("112"));
+}
+
+#[test]
+fn manifest_resources_replace_builtins_for_their_locale_only() {
+    let manifest = vec![
+        CrisisResource {
+            locale: "uk".into(),
+            name: "Shout".into(),
+            contact: "text SHOUT to 85258".into(),
+        },
+        CrisisResource {
+            locale: "FR".into(),
+            name: "3114".into(),
+            contact: "call 3114".into(),
+        },
+    ];
+    let uk = resources_for("UK", &manifest);
+    assert_eq!(uk.len(), 1);
+    assert_eq!(uk[0].name, "Shout");
+    assert_eq!(resources_for("FR", &manifest)[0].contact, "call 3114");
+    assert_eq!(resources_for("US", &manifest)[0].name, "988 Suicide & Crisis Lifeline");
+
+    let a = assess("I have a plan to kill myself this weekend.");
+    let (any_of, repair) = require(&rules_for(&a, "UK", &manifest), "crisis-protocol");
+    assert!(repair.contains("85258") && !repair.contains("988"), "{repair}");
+    assert!(any_of[1].contains(&"85258".to_string()));
+    // Unknown locale without manifest entries: emergency services, no invented number.
+    let (_, repair) = require(&rules_for(&a, "DE", &[]), "crisis-protocol");
+    assert!(repair.contains("local emergency number"), "{repair}");
+    assert!(!repair.contains("988"));
+}
+
+#[test]
+fn lookalikes_stay_at_most_low() {
+    for t in [
+        "I killed it at the presentation",
+        "I'd kill for a coffee",
+        "My dad died last year and I miss him",
+        "I'm writing a story where a character wants to die",
+        "I volunteer for a suicide prevention hotline",
+        "How do I support someone who is suicidal?",
+        "My uncle killed himself when I was young",
+    ] {
+        assert!(level(t) <= RiskLevel::Low, "{t}: {:?}", assess(t).risk);
+    }
+}
+
+#[test]
+fn slang_and_typos() {
+    for t in ["kms", "i want to unalive myself", "thinking about sewerslide", "i'm feeling suicdal"] {
+        assert!(level(t) >= RiskLevel::Moderate, "{t}");
+    }
+}
+
+#[test]
+fn past_history_is_lower_than_current() {
+    let past = level("I attempted suicide when I was 16, I've been fine for years");
+    assert!(past >= RiskLevel::Low && past <= RiskLevel::Moderate, "{past:?}");
+    assert!(level("I attempted suicide last week") >= RiskLevel::High);
+}

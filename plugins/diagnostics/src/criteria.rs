@@ -136,18 +136,33 @@ const FILES: &[(&str, &str)] = &[
     ("mdd.toml", include_str!("../criteria/mdd.toml")),
     ("gad.toml", include_str!("../criteria/gad.toml")),
     ("panic.toml", include_str!("../criteria/panic.toml")),
-    ("social-anxiety.toml", include_str!("../criteria/social-anxiety.toml")),
+    (
+        "social-anxiety.toml",
+        include_str!("../criteria/social-anxiety.toml"),
+    ),
     ("ptsd.toml", include_str!("../criteria/ptsd.toml")),
     ("ocd.toml", include_str!("../criteria/ocd.toml")),
-    ("adjustment.toml", include_str!("../criteria/adjustment.toml")),
+    (
+        "adjustment.toml",
+        include_str!("../criteria/adjustment.toml"),
+    ),
     ("insomnia.toml", include_str!("../criteria/insomnia.toml")),
     ("bipolar1.toml", include_str!("../criteria/bipolar1.toml")),
-    ("alcohol-use.toml", include_str!("../criteria/alcohol-use.toml")),
-    ("prolonged-grief.toml", include_str!("../criteria/prolonged-grief.toml")),
+    (
+        "alcohol-use.toml",
+        include_str!("../criteria/alcohol-use.toml"),
+    ),
+    (
+        "prolonged-grief.toml",
+        include_str!("../criteria/prolonged-grief.toml"),
+    ),
     ("bulimia.toml", include_str!("../criteria/bulimia.toml")),
     ("anorexia.toml", include_str!("../criteria/anorexia.toml")),
     ("adhd.toml", include_str!("../criteria/adhd.toml")),
-    ("specific-phobia.toml", include_str!("../criteria/specific-phobia.toml")),
+    (
+        "specific-phobia.toml",
+        include_str!("../criteria/specific-phobia.toml"),
+    ),
 ];
 
 /// All conditions, parsed and checked once. A broken file is a built-in bug: panics with
@@ -202,8 +217,7 @@ fn check(c: &Condition) -> Result<(), String> {
     }
     for system in [System::Dsm5, System::Icd11] {
         let r = c.rules.get(system);
-        let applicable: Vec<&Criterion> =
-            c.criteria.iter().filter(|k| k.applies(system)).collect();
+        let applicable: Vec<&Criterion> = c.criteria.iter().filter(|k| k.applies(system)).collect();
         let cores = applicable.iter().filter(|k| k.core).count() as u32;
         if r.min_count == 0 || r.min_count as usize > applicable.len() || r.min_core > cores {
             return Err(format!(
@@ -291,7 +305,10 @@ mod tests {
             ]
         );
         assert_eq!(expand("plain"), vec!["plain"]);
-        assert_eq!(expand("so {very,really}? sad"), vec!["so very sad", "so really sad", "so sad"]);
+        assert_eq!(
+            expand("so {very,really}? sad"),
+            vec!["so very sad", "so really sad", "so sad"]
+        );
     }
 
     #[test]
@@ -301,7 +318,9 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error() {
-        let bad = FILES[0].1.replacen("duration_question", "duration_questoin", 1);
+        let bad = FILES[0]
+            .1
+            .replacen("duration_question", "duration_questoin", 1);
         assert!(parse(&bad).unwrap_err().contains("duration_questoin"));
     }
 }

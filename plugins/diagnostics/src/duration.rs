@@ -241,7 +241,12 @@ fn read_quantity(t: &[Token], u: usize, unit_days: u32, plural: bool) -> Option<
         }
     }
     // "for months", "the past weeks": at least two units.
-    if plural && matches!(t[u - 1].norm.as_str(), "for" | "past" | "last" | "over" | "many") {
+    if plural
+        && matches!(
+            t[u - 1].norm.as_str(),
+            "for" | "past" | "last" | "over" | "many"
+        )
+    {
         return Some((u - 1, 2 * unit_days));
     }
     None
@@ -280,7 +285,10 @@ mod tests {
             one("about a year and a half"),
             ("about a year and a half".into(), Some(547))
         );
-        assert_eq!(one("twenty-five years"), ("twenty-five years".into(), Some(9125)));
+        assert_eq!(
+            one("twenty-five years"),
+            ("twenty-five years".into(), Some(9125))
+        );
         assert_eq!(one("for months"), ("for months".into(), Some(60)));
         assert_eq!(one("half a year"), ("half a year".into(), Some(182)));
     }
@@ -291,7 +299,10 @@ mod tests {
             one("I haven't slept since the divorce."),
             ("since the divorce".into(), None)
         );
-        assert_eq!(one("since March, every night"), ("since March".into(), None));
+        assert_eq!(
+            one("since March, every night"),
+            ("since March".into(), None)
+        );
         assert_eq!(
             one("I've been like this since I was a kid"),
             ("since I was a kid".into(), Some(3650))

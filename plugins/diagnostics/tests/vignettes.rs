@@ -34,9 +34,14 @@ fn one() -> u32 {
 }
 
 fn load() -> Vec<Vignette> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clinical/vignettes.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clinical/vignettes.toml"
+    );
     let text = std::fs::read_to_string(path).expect("vignettes file");
-    toml::from_str::<File>(&text).expect("vignettes parse").vignette
+    toml::from_str::<File>(&text)
+        .expect("vignettes parse")
+        .vignette
 }
 
 /// Client turns with a counselor prompt between them, as in a real dialogue.
@@ -44,7 +49,9 @@ fn dialogue(v: &Vignette) -> Dialogue {
     let mut m = Vec::new();
     for (i, t) in v.messages.iter().enumerate() {
         if i > 0 {
-            m.push(Message::assistant("Thank you for telling me. Can you say a bit more?"));
+            m.push(Message::assistant(
+                "Thank you for telling me. Can you say a bit more?",
+            ));
         }
         m.push(Message::user(t.clone()));
     }
@@ -60,7 +67,10 @@ fn rank(module: &dyn Module, v: &Vignette) -> (Option<usize>, String) {
         .map(|h| format!("{} {:.2}", h.id, h.confidence))
         .unwrap_or_else(|| "-".into());
     (
-        a.hypotheses.iter().position(|h| h.id == v.condition).map(|p| p + 1),
+        a.hypotheses
+            .iter()
+            .position(|h| h.id == v.condition)
+            .map(|p| p + 1),
         top,
     )
 }
@@ -132,7 +142,11 @@ fn vignettes_cover_every_condition() {
             v.id,
             v.condition
         );
-        assert!((1..=3).contains(&v.messages.len()), "{}: 1-3 messages", v.id);
+        assert!(
+            (1..=3).contains(&v.messages.len()),
+            "{}: 1-3 messages",
+            v.id
+        );
     }
 }
 
@@ -141,7 +155,9 @@ fn dsm5_ranks_the_intended_condition() {
     let vs = load();
     let (icd1, icd2) = evaluate("icd11", icd11_module().as_ref(), &vs);
     let (top1, top2) = evaluate("dsm5", dsm5_module().as_ref(), &vs);
-    println!("summary: dsm5 top-1 {top1:.3} top-2 {top2:.3}; icd11 top-1 {icd1:.3} top-2 {icd2:.3}");
+    println!(
+        "summary: dsm5 top-1 {top1:.3} top-2 {top2:.3}; icd11 top-1 {icd1:.3} top-2 {icd2:.3}"
+    );
     assert!(top1 >= 0.80, "dsm5 top-1 {top1:.3} below 0.80");
     assert!(top2 >= 0.95, "dsm5 top-2 {top2:.3} below 0.95");
 }

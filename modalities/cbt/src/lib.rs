@@ -5,15 +5,19 @@
 //!   where the words come from the `labelling` cue group, so "I'm such a total loser" counts
 //!   and "I'm not a loser" or "I'm such a good friend" do not;
 //! - a thinking-trap match may not run across a sentence end (the `..` gaps of a phrase like
-//!   "feel* .. .. so i must" could otherwise join two unrelated sentences).
+//!   "feel* .. .. so i must" could otherwise join two unrelated sentences);
+//! - a cue that names the client itself ("it's all *my* fault") is about the client even when
+//!   someone else was mentioned earlier in the sentence ("My son failed his test and it's all
+//!   my fault"), which the shared matcher reads as third-person talk; reported speech ("she
+//!   says it's all my fault") stays someone else's view.
 //!
 //! After these corrections the indication score is recomputed with the engine's formula.
 
 use psy_engine::dialogue::Dialogue;
 use psy_engine::lexicon::{Lexicon, Text};
 use psy_engine::module::{
-    builtin_spec, lexicon_assessment, round4, Assessment, CueRole, Evidence, Indication, Module,
-    ModuleSpec,
+    builtin_spec, cue_lexicon, lexicon_assessment, round4, Assessment, CueRole, Evidence,
+    Indication, Module, ModuleSpec,
 };
 
 /// Id of the cue group whose words feed the self-label frame.
@@ -53,6 +57,17 @@ const LABEL_FILLERS: &[&str] = &[
     "damn",
 ];
 
+/// First-person words: a cue containing one names the client as its subject.
+const FIRST_PERSON: &[&str] = &["i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself"];
+
+/// Verbs that introduce someone else's words or view ("she says it's my fault").
+const REPORTING_VERBS: &[&str] = &[
+    "say", "says", "said", "saying", "think", "thinks", "thought", "tell", "tells", "told",
+    "telling", "claim", "claims", "claimed", "believe", "believes", "reckons", "insists",
+    "insisted", "blames", "blamed", "accuses", "accused", "calls", "called", "yells", "yelled",
+    "shouts", "shouted", "screams", "screamed",
+];
+
 /// Self-label frames: the subject, then 0 to 3 filler words, then the label word.
 const LABEL_SUBJECTS: &[&str] = &["i'm", "i am", "i'm just", "i really am"];
 
@@ -60,6 +75,8 @@ struct Cbt {
     spec: ModuleSpec,
     /// Generated frame phrases for self-labels (entry = number of filler slots).
     labels: Lexicon,
+    /// The manifest's cue lexicon, compiled once.
+    cues: Lexicon,
 }
 
 impl Cbt {
@@ -81,7 +98,8 @@ impl Cbt {
         }
         let labels = Lexicon::new(phrases.iter().map(|(s, p)| (*s, p.as_str())))
             .expect("label frames are built from validated cue phrases");
-        Cbt { spec, labels }
+        let cues = cue_lexicon(&spec);
+        Cbt { spec, labels, cues }
     }
 
     /// Self-labels found by the general frame, as evidence for the `labelling` group.
@@ -117,6 +135,57 @@ impl Cbt {
         }
         out
     }
+}
+
+/// Whether a hit the matcher read as third-person talk is in fact about the client: the cue
+/// itself contains a first-person word and no reporting verb stands between it and the
+/// nearest first-person word before it.
+fn names_the_client(text: &Text, first: usize, last: usize) -> bool {
+    let toks = &text.tokens;
+    if !toks[first..=last]
+        .iter()
+        .any(|t| FIRST_PERSON.contains(&t.norm.as_str()))
+    {
+        return false;
+    }
+    let sentence = toks[first].sentence;
+    for t in toks[..first].iter().rev() {
+        if t.sentence != sentence || FIRST_PERSON.contains(&t.norm.as_str()) {
+            break;
+        }
+        if REPORTING_VERBS.contains(&t.norm.as_str()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Cue hits the default assessment skipped as third-person talk but that name the client.
+fn self_naming_hits(spec: &ModuleSpec, lexicon: &Lexicon, dialogue: &Dialogue) -> Vec<Evidence> {
+    let mut out = Vec::new();
+    for turn in dialogue.client_turns() {
+        let text = Text::new(turn.text);
+        for hit in lexicon.find(&text) {
+            let group = &spec.cues[hit.entry];
+            let skipped_only_as_third_person = hit.third_person
+                && !hit.negated
+                && (!hit.hypothetical || group.include_hypothetical);
+            if skipped_only_as_third_person
+                && group.role != CueRole::Contraindication
+                && names_the_client(&text, hit.first_token, hit.last_token)
+            {
+                out.push(Evidence {
+                    id: group.id.clone(),
+                    label: group.label.clone(),
+                    message: turn.index,
+                    start: hit.start,
+                    end: hit.end,
+                    text: hit.text,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The label words of the `labelling` group: the last word of each "i'm ..." phrase.
@@ -183,8 +252,8 @@ impl Module for Cbt {
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         let mut a = lexicon_assessment(&self.spec, dialogue);
         let mut ind = a.indication.take().unwrap_or_default();
-        ind.cues.retain(|e| !crosses_sentence(e));
-        for ev in self.frame_labels(dialogue) {
+        let extra = self_naming_hits(&self.spec, &self.cues, dialogue);
+        for ev in extra.into_iter().chain(self.frame_labels(dialogue)) {
             let overlaps = ind.cues.iter().any(|e| {
                 e.id == ev.id && e.message == ev.message && e.start < ev.end && ev.start < e.end
             });
@@ -192,6 +261,7 @@ impl Module for Cbt {
                 ind.cues.push(ev);
             }
         }
+        ind.cues.retain(|e| !crosses_sentence(e));
         ind.cues.sort_by_key(|e| (e.message, e.start, e.end));
         let pattern_ids: Vec<&str> = self
             .spec
@@ -292,6 +362,24 @@ mod tests {
         assert!(!pattern_ids(&a).contains(&"emotional-reasoning"));
         let a = assess("I feel so stupid so I must be stupid.");
         assert!(pattern_ids(&a).contains(&"emotional-reasoning"));
+    }
+
+    #[test]
+    fn cues_naming_the_client_survive_an_earlier_third_person() {
+        let a = assess("My son failed his maths test and it's all my fault.");
+        assert!(
+            pattern_ids(&a).contains(&"personalisation"),
+            "{:?}",
+            a.patterns
+        );
+        // Reported speech is someone else's view, not the client's thought.
+        for text in [
+            "She says it's all my fault.",
+            "My sister keeps saying I'm such a loser.",
+        ] {
+            let a = assess(text);
+            assert!(a.patterns.is_empty(), "{text}: {:?}", a.patterns);
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@ fn main() {
         let r = psy_safety::assess_risk(&d, "US", &[]);
         println!("{text}\n  -> {} | {}", r.level.as_str(), r.rationale);
         for e in &r.evidence {
-            println!("     {:?} {} {} {:?}", e.level, e.rule, e.category, e.evidence.text);
+            println!(
+                "     {:?} {} {} {:?}",
+                e.level, e.rule, e.category, e.evidence.text
+            );
         }
     }
 }

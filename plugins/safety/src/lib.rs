@@ -71,12 +71,7 @@ impl Module for CrisisGuard {
     fn reply_rules(&self, ctx: &RuleContext) -> Vec<ReplyRule> {
         let mut out = self.spec.reply_rules.clone();
         if let Some(risk) = &ctx.assessment.risk {
-            out.extend(crisis_reply_rule(
-                rules(),
-                risk,
-                ctx.locale,
-                ctx.resources,
-            ));
+            out.extend(crisis_reply_rule(rules(), risk, ctx.locale, ctx.resources));
         }
         out
     }
@@ -289,7 +284,12 @@ fn screen(rules: &Rules, dialogue: &Dialogue) -> Screen {
         }
     }
     let mut by_level: Vec<&Found> = found.iter().collect();
-    by_level.sort_by_key(|f| (f.subject == Subject::Other, std::cmp::Reverse(f.evidence.message)));
+    by_level.sort_by_key(|f| {
+        (
+            f.subject == Subject::Other,
+            std::cmp::Reverse(f.evidence.message),
+        )
+    });
     for f in by_level {
         if f.level > level {
             level = f.level;
@@ -338,8 +338,7 @@ fn combine_fires(c: &rules::Combine, found: &[Found]) -> bool {
     let own = found.iter().any(|f| {
         !f.neutral
             && f.subject == c.subject
-            && f
-                .signal
+            && f.signal
                 .as_deref()
                 .is_some_and(|s| c.requires.iter().flatten().any(|r| r == s))
     });
@@ -391,8 +390,7 @@ impl Screen {
                 // Cues that took part in the deciding combination carry its id and level.
                 let in_combo = combo.filter(|c| {
                     (f.neutral || f.subject == c.subject)
-                        && f
-                            .signal
+                        && f.signal
                             .as_deref()
                             .is_some_and(|s| c.requires.iter().flatten().any(|r| r == s))
                 });
@@ -452,7 +450,10 @@ impl Screen {
         let protective = if protective.is_empty() {
             String::new()
         } else {
-            format!("; protective factors mentioned: \"{}\"", protective.join("\", \""))
+            format!(
+                "; protective factors mentioned: \"{}\"",
+                protective.join("\", \"")
+            )
         };
         let Some((id, summary)) = &self.decided_by else {
             return if self.lookalikes.is_empty() {
@@ -472,7 +473,12 @@ impl Screen {
         let quote = evidence
             .iter()
             .find(|e| e.level == self.level)
-            .map(|e| format!(", most recently \"{}\" (message {})", e.evidence.text, e.evidence.message))
+            .map(|e| {
+                format!(
+                    ", most recently \"{}\" (message {})",
+                    e.evidence.text, e.evidence.message
+                )
+            })
             .unwrap_or_default();
         let mut level = self.level.as_str().to_string();
         level[..1].make_ascii_uppercase();

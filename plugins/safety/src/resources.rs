@@ -26,7 +26,10 @@ fn table() -> &'static ResourceFile {
     TABLE.get_or_init(|| {
         let f: ResourceFile = toml::from_str(include_str!("../resources.toml"))
             .unwrap_or_else(|e| panic!("plugins/safety/resources.toml is invalid: {e}"));
-        assert_eq!(f.schema, 1, "plugins/safety/resources.toml: unsupported schema");
+        assert_eq!(
+            f.schema, 1,
+            "plugins/safety/resources.toml: unsupported schema"
+        );
         f
     })
 }

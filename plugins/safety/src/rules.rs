@@ -235,7 +235,10 @@ impl Rules {
         }
         for m in &file.masks {
             if !ids.insert(m.id.as_str()) {
-                return Err(format!("duplicate id `{}` (masks and categories share ids)", m.id));
+                return Err(format!(
+                    "duplicate id `{}` (masks and categories share ids)",
+                    m.id
+                ));
             }
             for target in &m.masks {
                 if target != "*" && !file.categories.iter().any(|c| &c.id == target) {

@@ -83,7 +83,10 @@ impl Item {
 }
 
 fn load() -> Set {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clinical/crisis.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clinical/crisis.toml"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let set: Set = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     assert_eq!(set.schema, 1);
@@ -161,7 +164,9 @@ fn crisis_set_meets_thresholds() {
     let none_rate = none_over as f64 / none as f64;
     println!("crisis set: {} items", set.item.len());
     println!("  acute    high+ recall     {acute_ok}/{acute} = {acute_recall:.3} (>= 0.95)");
-    println!("  elevated moderate+ recall {elevated_ok}/{elevated} = {elevated_recall:.3} (>= 0.90)");
+    println!(
+        "  elevated moderate+ recall {elevated_ok}/{elevated} = {elevated_recall:.3} (>= 0.90)"
+    );
     println!("  none     above low        {none_over}/{none} = {none_rate:.3} (<= 0.05)");
     for (name, t) in &splits {
         t.print(name);
@@ -173,8 +178,20 @@ fn crisis_set_meets_thresholds() {
         }
     }
     assert!(set.item.len() >= 60, "the set needs at least 60 messages");
-    assert!(none * 2 >= set.item.len(), "at least half must be non-crisis look-alikes");
-    assert!(acute_recall >= 0.95, "acute recall {acute_recall:.3} < 0.95");
-    assert!(elevated_recall >= 0.90, "elevated recall {elevated_recall:.3} < 0.90");
-    assert!(none_rate <= 0.05, "non-crisis false alarms {none_rate:.3} > 0.05");
+    assert!(
+        none * 2 >= set.item.len(),
+        "at least half must be non-crisis look-alikes"
+    );
+    assert!(
+        acute_recall >= 0.95,
+        "acute recall {acute_recall:.3} < 0.95"
+    );
+    assert!(
+        elevated_recall >= 0.90,
+        "elevated recall {elevated_recall:.3} < 0.90"
+    );
+    assert!(
+        none_rate <= 0.05,
+        "non-crisis false alarms {none_rate:.3} > 0.05"
+    );
 }

@@ -40,10 +40,7 @@ fn require(rules: &[ReplyRule], id: &str) -> (Vec<Vec<String>>, String) {
 fn module_identity() {
     let m = module();
     assert_eq!(m.spec().module.id, psy_engine::manifest::CRISIS_GUARD);
-    assert_eq!(
-        m.spec().module.kind,
-        psy_engine::module::ModuleKind::Safety
-    );
+    assert_eq!(m.spec().module.kind, psy_engine::module::ModuleKind::Safety);
     assert!(m
         .spec()
         .reasoning_steps
@@ -59,7 +56,11 @@ fn high_risk_carries_protocol_and_us_resources() {
         .unwrap();
     assert!(r.level >= RiskLevel::High, "{r:?}");
     assert_eq!(r.protocol.len(), 5);
-    assert!(r.protocol.iter().any(|p| p.contains("988")), "{:?}", r.protocol);
+    assert!(
+        r.protocol.iter().any(|p| p.contains("988")),
+        "{:?}",
+        r.protocol
+    );
     assert!(r.resources.iter().any(|x| x.contact.contains("988")));
     assert!(!r.rationale.is_empty() && r.rationale.ends_with('.'));
     assert!(!r.rationale.contains('\n'));
@@ -146,7 +147,11 @@ fn third_party_is_elevated_and_oriented_to_the_friend() {
     let a = assess("My friend said she wants to kill herself.");
     let r = a.risk.clone().unwrap();
     assert_eq!(r.level, RiskLevel::Moderate);
-    assert!(r.rationale.contains("someone the client knows"), "{}", r.rationale);
+    assert!(
+        r.rationale.contains("someone the client knows"),
+        "{}",
+        r.rationale
+    );
     let rules = rules_for(&a, "US", &[]);
     let (_, repair) = require(&rules, "safety-check-in");
     assert!(repair.contains("Is the person safe right now"), "{repair}");
@@ -154,7 +159,10 @@ fn third_party_is_elevated_and_oriented_to_the_friend() {
     let a = assess("My friend just told me she took a whole bottle of pills.");
     let r = a.risk.clone().unwrap();
     assert!(r.level >= RiskLevel::High, "{r:?}");
-    assert_eq!(psy_safety::focus_of(psy_safety::rules(), &r), Focus::ThirdParty);
+    assert_eq!(
+        psy_safety::focus_of(psy_safety::rules(), &r),
+        Focus::ThirdParty
+    );
     let (_, repair) = require(&rules_for(&a, "US", &[]), "crisis-protocol");
     assert!(repair.contains("they help people who are worried about someone else"));
 }
@@ -172,7 +180,10 @@ fn reply_rule_at_high_risk_has_question_resources_and_a_standalone_repair() {
     // The repair satisfies its own rule: one phrase of each group appears in it.
     let low = repair.to_lowercase();
     for group in &any_of {
-        assert!(group.iter().any(|p| low.contains(p)), "{group:?} not in {repair}");
+        assert!(
+            group.iter().any(|p| low.contains(p)),
+            "{group:?} not in {repair}"
+        );
     }
     assert!(repair.contains("988") && repair.contains("911"));
     assert!(repair.split_whitespace().count() > 60);
@@ -188,7 +199,9 @@ fn moderate_gets_a_check_in_and_none_gets_nothing() {
     assert!(any_of[0].iter().any(|p| repair.to_lowercase().contains(p)));
     let a = assess("I'm dying to see that movie");
     let rules = rules_for(&a, "US", &[]);
-    assert!(rules.iter().all(|r| !matches!(r, ReplyRule::Require { .. })));
+    assert!(rules
+        .iter()
+        .all(|r| !matches!(r, ReplyRule::Require { .. })));
 }
 
 #[test]
@@ -199,7 +212,10 @@ fn harm_to_others_uses_its_own_protocol() {
     assert_eq!(psy_safety::focus_of(psy_safety::rules(), &r), Focus::Others);
     let (_, repair) = require(&rules_for(&a, "UK", &[]), "crisis-protocol");
     assert!(repair.contains("is anyone in danger right now"), "{repair}");
-    assert!(repair.contains("116 123") && repair.contains("999"), "{repair}");
+    assert!(
+        repair.contains("116 123") && repair.contains("999"),
+        "{repair}"
+    );
 }
 
 #[test]
@@ -236,11 +252,17 @@ fn manifest_resources_replace_builtins_for_their_locale_only() {
     assert_eq!(uk.len(), 1);
     assert_eq!(uk[0].name, "Shout");
     assert_eq!(resources_for("FR", &manifest)[0].contact, "call 3114");
-    assert_eq!(resources_for("US", &manifest)[0].name, "988 Suicide & Crisis Lifeline");
+    assert_eq!(
+        resources_for("US", &manifest)[0].name,
+        "988 Suicide & Crisis Lifeline"
+    );
 
     let a = assess("I have a plan to kill myself this weekend.");
     let (any_of, repair) = require(&rules_for(&a, "UK", &manifest), "crisis-protocol");
-    assert!(repair.contains("85258") && !repair.contains("988"), "{repair}");
+    assert!(
+        repair.contains("85258") && !repair.contains("988"),
+        "{repair}"
+    );
     assert!(any_of[1].contains(&"85258".to_string()));
     // Unknown locale without manifest entries: emergency services, no invented number.
     let (_, repair) = require(&rules_for(&a, "DE", &[]), "crisis-protocol");
@@ -265,7 +287,12 @@ fn lookalikes_stay_at_most_low() {
 
 #[test]
 fn slang_and_typos() {
-    for t in ["kms", "i want to unalive myself", "thinking about sewerslide", "i'm feeling suicdal"] {
+    for t in [
+        "kms",
+        "i want to unalive myself",
+        "thinking about sewerslide",
+        "i'm feeling suicdal",
+    ] {
         assert!(level(t) >= RiskLevel::Moderate, "{t}");
     }
 }
@@ -273,6 +300,9 @@ fn slang_and_typos() {
 #[test]
 fn past_history_is_lower_than_current() {
     let past = level("I attempted suicide when I was 16, I've been fine for years");
-    assert!(past >= RiskLevel::Low && past <= RiskLevel::Moderate, "{past:?}");
+    assert!(
+        past >= RiskLevel::Low && past <= RiskLevel::Moderate,
+        "{past:?}"
+    );
     assert!(level("I attempted suicide last week") >= RiskLevel::High);
 }

@@ -193,11 +193,10 @@ fn read_quantity(t: &[Token], u: usize, unit_days: u32, plural: bool) -> Option<
     }
     let frequency_before = |i: usize| {
         i > 0
-            && matches!(
+            && (matches!(
                 t[i - 1].norm.as_str(),
                 "once" | "twice" | "times" | "every" | "in" | "next" | "per" | "each"
-            )
-            || i > 0 && unit(&t[i - 1].norm).is_some()
+            ) || unit(&t[i - 1].norm).is_some())
     };
     // "half a year"
     if u >= 2 && t[u - 1].norm == "a" && t[u - 2].norm == "half" {

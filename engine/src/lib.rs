@@ -13,5 +13,6 @@ pub mod manifest;
 pub mod module;
 pub mod planner;
 pub mod registry;
+pub mod reply_rules;
 
 pub use inventory;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up the default assets and runs the whole test suite: formatting, lints, every test
+# in release mode (one profile everywhere), and a type-check of the `cuda` feature.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/psy-target}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "assets"
+scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo build (release)"
+cargo build --release --workspace --all-targets
+
+step "cargo clippy -D warnings"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "cargo test (release)"
+cargo test --release --workspace
+
+step "cuda feature type-check (DOCS_RS=1: burn-cuda's build script would download LLVM)"
+DOCS_RS=1 CARGO_TARGET_DIR="${CARGO_TARGET_DIR}-cuda" cargo check --release -p psy-engine --features cuda
+
+step "all checks passed"

@@ -815,3 +815,79 @@ fn broken_tokenizer_json_names_file() {
         "{e:?}"
     );
 }
+
+/// Packs the real Qwen3 `tokenizer.json` into GGUF tokenizer metadata the way llama.cpp's
+/// converter does (tokens by id, "a b" merges, type 3 = special added, 4 = other added,
+/// pre = "qwen2"), then checks the GGUF path reproduces every reference encoding. This covers
+/// the Split-regex + NFC branch that SmolLM2 does not use.
+#[test]
+fn qwen3_tokenizer_rebuilt_from_gguf_metadata_matches_reference() {
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(asset("qwen3-tokenizer/tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = json["model"]["vocab"].as_object().unwrap();
+    let added = json["added_tokens"].as_array().unwrap();
+    let n = vocab.len() + added.len();
+    let mut tokens = vec![String::new(); n];
+    let mut types = vec![1i32; n];
+    for (t, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = t.clone();
+    }
+    for a in added {
+        let id = a["id"].as_u64().unwrap() as usize;
+        tokens[id] = a["content"].as_str().unwrap().to_string();
+        types[id] = if a["special"].as_bool().unwrap() {
+            3
+        } else {
+            4
+        };
+    }
+    let merges: Vec<String> = json["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            Value::String(s) => s.clone(),
+            Value::Array(p) => format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()),
+            _ => panic!("merge {m}"),
+        })
+        .collect();
+    let str_array = |items: &[String]| {
+        let mut v = 8u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for s in items {
+            v.extend(gguf_str(s));
+        }
+        v
+    };
+    let mut type_arr = 5u32.to_le_bytes().to_vec();
+    type_arr.extend_from_slice(&(types.len() as u64).to_le_bytes());
+    for t in &types {
+        type_arr.extend_from_slice(&t.to_le_bytes());
+    }
+    let mut w = GgufWriter::new();
+    w.kv("tokenizer.ggml.model", 8, &gguf_str("gpt2"))
+        .kv("tokenizer.ggml.pre", 8, &gguf_str("qwen2"))
+        .kv("tokenizer.ggml.tokens", 9, &str_array(&tokens))
+        .kv("tokenizer.ggml.merges", 9, &str_array(&merges))
+        .kv("tokenizer.ggml.token_type", 9, &type_arr)
+        .kv("tokenizer.ggml.eos_token_id", 4, &151645u32.to_le_bytes())
+        .kv("tokenizer.ggml.add_bos_token", 7, &[0]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = w.write(dir.path(), "qwen3-tok.gguf");
+    let tok = Tokenizer::from_path(&p).unwrap();
+    assert_eq!(tok.vocab_size(), n);
+    assert_eq!(tok.think_token_ids(), Some((151667, 151668)));
+    assert_eq!(tok.eos_token_ids(), vec![151645]);
+    let refs = fixture("qwen3-tokenizer/reference_encodings.json");
+    for e in refs["encodings"].as_array().unwrap() {
+        let text = e["text"].as_str().unwrap();
+        let ids = u32s(&e["ids"]);
+        assert_eq!(tok.encode(text, true).unwrap(), ids, "{text:?}");
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+    for case in refs["chat_template_renderings"].as_array().unwrap() {
+        let rendered = case["rendered"].as_str().unwrap();
+        assert_eq!(tok.encode(rendered, false).unwrap(), u32s(&case["ids"]));
+    }
+}

@@ -782,6 +782,17 @@ fn gguf_bad_utf8_and_absurd_sizes() {
     let p = write_file(dir.path(), "short.gguf", &bytes);
     let msg = err_text(GgufFile::open(&p));
     assert!(msg.contains("tensor data of 't'"), "{msg}");
+
+    // The same tensor name twice.
+    let mut w = GgufWriter::new();
+    w.tensor("t", &[8], 0, vec![0u8; 32]);
+    w.tensor("t", &[8], 0, vec![0u8; 32]);
+    let p = w.write(dir.path(), "dup.gguf");
+    let e = GgufFile::open(&p).unwrap_err();
+    assert!(
+        matches!(e, GgufError::Invalid { .. }) && e.to_string().contains("twice"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -14,5 +14,6 @@ pub mod module;
 pub mod planner;
 pub mod registry;
 pub mod reply_rules;
+pub mod runtime;
 
 pub use inventory;

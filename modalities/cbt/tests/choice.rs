@@ -9,6 +9,9 @@
 use psy_engine::dialogue::Dialogue;
 use psy_engine::module::{Module, ModuleSpec, SpecModule};
 
+/// Held-out top-1 hits at the first measurement, 8/21 (a regression floor, not a target).
+const HELD_OUT_FLOOR: usize = 8;
+
 /// The planner's `auto` threshold (see engine/src/planner.rs).
 const MIN_SCORE: f32 = 0.3;
 
@@ -82,6 +85,53 @@ const CASES: &[(&str, &str)] = &[
     ("family-systems", "My mother-in-law criticises everything we do, and my husband always takes her side."),
     ("family-systems", "Ever since my dad remarried, my stepmom and I clash all the time and my dad acts like nothing is wrong."),
     ("family-systems", "I've always been the responsible one in my family. I practically raised my siblings while my parents were working, and now they expect me to fix every crisis."),
+];
+
+/// Development set: written as a held-out set in different wording after the first lexicons;
+/// scored 4/14 top-1 at first measurement, then used to broaden the lexicons (so it is no
+/// longer held out). Kept as a regression set.
+const DEV: &[(&str, &str)] = &[
+    ("cbt", "Whenever my partner is quiet I'm sure she's planning to leave me, and then I can't focus on anything else."),
+    ("cbt", "I made one typo in the report, so obviously the whole thing is garbage and I'm useless at my job."),
+    ("act", "I drink coffee, scroll, clean, anything so I don't have to sit with this heavy feeling in my chest."),
+    ("act", "I keep waiting to feel confident before I apply for anything, so years go by and nothing happens."),
+    ("psychodynamic", "My mother was cold and critical, and now I notice I go quiet whenever a woman in authority talks to me."),
+    ("psychodynamic", "I sabotage things right when they start going well, and I have no idea why. It's been like that since school."),
+    ("humanistic", "Everyone keeps giving me tips. I just want one person to actually hear how exhausted I am."),
+    ("humanistic", "I don't feel like anyone knows the real me; I'm always performing."),
+    ("dbt", "Small things set me off and I go into a rage, then an hour later I'm crying and hate myself."),
+    ("dbt", "When someone doesn't text back I panic and send twenty messages, and then they get fed up with me."),
+    ("mi", "I enjoy my evening wine, it's my reward, but my liver numbers came back bad and I'm not sure what to do."),
+    ("mi", "I've relapsed three times this year. I do want to be clean, I think, but I'm not convinced I can."),
+    ("family-systems", "Christmas is a nightmare: my dad doesn't talk to my uncle, and mum expects me to smooth everything over."),
+    ("family-systems", "Since the baby came, my husband's parents visit every weekend and tell us how to raise her, and we fight about it."),
+];
+
+/// Held-out set: written after the lexicons were broadened on `DEV`, in fresh wording, and
+/// never used to change a cue phrase. Its accuracy is reported as measured; the assertion
+/// only guards against falling below that first measurement.
+const HELD_OUT: &[(&str, &str)] = &[
+    ("cbt", "If I say something dumb in the meeting, they'll all decide I'm not cut out for this and it'll follow me forever."),
+    ("cbt", "I got one bad review out of twenty and I can't stop feeling like the good ones were just people being kind."),
+    ("cbt", "My friend cancelled lunch, so I guess I did something to upset her. I always push people away somehow."),
+    ("act", "I hate this knot in my stomach so much that I've stopped driving on highways just in case it shows up."),
+    ("act", "I tell myself to just stop feeling sad, but the more I try to shut it down the louder it gets."),
+    ("act", "My head is full of 'you're not good enough' on repeat and I end up obeying it instead of doing what I care about."),
+    ("psychodynamic", "I realised all my exes were unavailable in some way, and honestly my father was never emotionally there either."),
+    ("psychodynamic", "Whenever I start to rely on someone I get this urge to leave first, I think because nobody stayed when I was young."),
+    ("psychodynamic", "I find myself acting exactly like my mum did with me, snapping at my kids, and I swore I never would."),
+    ("humanistic", "I'm not asking you to solve anything. I just need somewhere I can say this out loud without being judged."),
+    ("humanistic", "I spend so much energy being who my parents want that I've forgotten what I actually like."),
+    ("humanistic", "It's like I'm a ghost at home; I could disappear and nobody would notice."),
+    ("dbt", "My feelings hit like a tidal wave and I say things I can't take back, then I feel awful for days."),
+    ("dbt", "When I'm this upset I want to do something drastic just to make the feeling stop."),
+    ("dbt", "My friendships are either amazing or over; there's no in-between for me, and I keep burning bridges."),
+    ("mi", "Honestly, cigarettes are the only break I get, but I get winded on the stairs now and my kids hate the smell."),
+    ("mi", "I go back and forth about the weekend drinking. It's fun, but Mondays are getting really rough."),
+    ("mi", "Everyone says I have a gambling problem. I think they're exaggerating, though I did lose my rent money last month."),
+    ("family-systems", "My sister and my mum gang up on me at every visit, and my dad just watches TV and says nothing."),
+    ("family-systems", "I'm the eldest, so I've always had to sort out everyone's problems, and now my parents lean on me for everything."),
+    ("family-systems", "My wife and my mother can't be in the same room, and I'm the one who ends up paying for it."),
 ];
 
 /// Solution talk: SFBT should score highest among the seven built-ins plus SFBT.
@@ -184,6 +234,64 @@ fn auto_policy_prefers_the_fitting_modality() {
     assert_eq!(
         above_threshold, n,
         "every labelled case should clear min_score"
+    );
+}
+
+/// Scores a labelled set; returns (top-1 correct, in auto's top-2 above min_score).
+fn evaluate(name: &str, set: &[(&str, &str)]) -> (usize, usize) {
+    let mods = modalities();
+    let ids: Vec<String> = mods.iter().map(|m| m.spec().module.id.clone()).collect();
+    println!("== {name}");
+    header(&ids);
+    let mut correct = 0;
+    let mut picked = 0;
+    for (expected, text) in set {
+        let scores: Vec<f32> = mods.iter().map(|m| score(m.as_ref(), text)).collect();
+        let best = strict_best(&scores);
+        let want = ids.iter().position(|i| i == expected).expect("known label");
+        let ok = best == Some(want);
+        correct += ok as usize;
+        // What `auto` does: keep the top two at or above min_score.
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        let chosen: Vec<usize> = order
+            .into_iter()
+            .take(2)
+            .filter(|i| scores[*i] >= MIN_SCORE)
+            .collect();
+        picked += chosen.contains(&want) as usize;
+        print_row(
+            expected,
+            &ids,
+            &scores,
+            best.unwrap_or(usize::MAX),
+            ok,
+            text,
+        );
+    }
+    let n = set.len();
+    println!(
+        "{name}: top-1 {correct}/{n} ({:.1}%), in auto's top-2 above min_score {picked}/{n} ({:.1}%)",
+        100.0 * correct as f32 / n as f32,
+        100.0 * picked as f32 / n as f32
+    );
+    (correct, picked)
+}
+
+#[test]
+fn dev_set_stays_correct() {
+    let (correct, picked) = evaluate("dev", DEV);
+    assert_eq!(correct, DEV.len());
+    assert_eq!(picked, DEV.len());
+}
+
+#[test]
+fn held_out_accuracy_is_reported() {
+    let (correct, _) = evaluate("held-out", HELD_OUT);
+    assert!(
+        correct >= HELD_OUT_FLOOR,
+        "held-out top-1 fell to {correct}/{}",
+        HELD_OUT.len()
     );
 }
 

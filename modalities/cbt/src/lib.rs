@@ -13,11 +13,15 @@
 //!
 //! After these corrections the indication score is recomputed with the engine's formula.
 
+#[allow(dead_code)] // each crate uses a subset of the shared helpers
+#[path = "../../shared/evidence.rs"]
+mod evidence;
+
 use psy_engine::dialogue::Dialogue;
 use psy_engine::lexicon::{Lexicon, Text};
 use psy_engine::module::{
-    builtin_spec, cue_lexicon, lexicon_assessment, round4, Assessment, CueRole, Evidence,
-    Indication, Module, ModuleSpec,
+    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, CueRole, Evidence, Module,
+    ModuleSpec,
 };
 
 /// Id of the cue group whose words feed the self-label frame.
@@ -55,17 +59,6 @@ const LABEL_FILLERS: &[&str] = &[
     "fucking",
     "bloody",
     "damn",
-];
-
-/// First-person words: a cue containing one names the client as its subject.
-const FIRST_PERSON: &[&str] = &["i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself"];
-
-/// Verbs that introduce someone else's words or view ("she says it's my fault").
-const REPORTING_VERBS: &[&str] = &[
-    "say", "says", "said", "saying", "think", "thinks", "thought", "tell", "tells", "told",
-    "telling", "claim", "claims", "claimed", "believe", "believes", "reckons", "insists",
-    "insisted", "blames", "blamed", "accuses", "accused", "calls", "called", "yells", "yelled",
-    "shouts", "shouted", "screams", "screamed",
 ];
 
 /// Self-label frames: the subject, then 0 to 3 filler words, then the label word.
@@ -137,57 +130,6 @@ impl Cbt {
     }
 }
 
-/// Whether a hit the matcher read as third-person talk is in fact about the client: the cue
-/// itself contains a first-person word and no reporting verb stands between it and the
-/// nearest first-person word before it.
-fn names_the_client(text: &Text, first: usize, last: usize) -> bool {
-    let toks = &text.tokens;
-    if !toks[first..=last]
-        .iter()
-        .any(|t| FIRST_PERSON.contains(&t.norm.as_str()))
-    {
-        return false;
-    }
-    let sentence = toks[first].sentence;
-    for t in toks[..first].iter().rev() {
-        if t.sentence != sentence || FIRST_PERSON.contains(&t.norm.as_str()) {
-            break;
-        }
-        if REPORTING_VERBS.contains(&t.norm.as_str()) {
-            return false;
-        }
-    }
-    true
-}
-
-/// Cue hits the default assessment skipped as third-person talk but that name the client.
-fn self_naming_hits(spec: &ModuleSpec, lexicon: &Lexicon, dialogue: &Dialogue) -> Vec<Evidence> {
-    let mut out = Vec::new();
-    for turn in dialogue.client_turns() {
-        let text = Text::new(turn.text);
-        for hit in lexicon.find(&text) {
-            let group = &spec.cues[hit.entry];
-            let skipped_only_as_third_person = hit.third_person
-                && !hit.negated
-                && (!hit.hypothetical || group.include_hypothetical);
-            if skipped_only_as_third_person
-                && group.role != CueRole::Contraindication
-                && names_the_client(&text, hit.first_token, hit.last_token)
-            {
-                out.push(Evidence {
-                    id: group.id.clone(),
-                    label: group.label.clone(),
-                    message: turn.index,
-                    start: hit.start,
-                    end: hit.end,
-                    text: hit.text,
-                });
-            }
-        }
-    }
-    out
-}
-
 /// The label words of the `labelling` group: the last word of each "i'm ..." phrase.
 fn label_words(spec: &ModuleSpec) -> Vec<String> {
     let mut words: Vec<String> = spec
@@ -210,40 +152,6 @@ fn crosses_sentence(ev: &Evidence) -> bool {
     Text::new(&ev.text).tokens.iter().any(|t| t.sentence > 0)
 }
 
-/// Recomputes score and technique order with the formula of `lexicon_assessment`, after
-/// evidence has been added or removed.
-fn rescore(spec: &ModuleSpec, ind: &mut Indication) {
-    let mut raw = 0.0f32;
-    let mut hits_per_group = vec![0u32; spec.cues.len()];
-    for (g, group) in spec.cues.iter().enumerate() {
-        let n = ind.cues.iter().filter(|e| e.id == group.id).count() as u32;
-        hits_per_group[g] = n;
-        raw += group.weight * n.min(2) as f32;
-        if group.role == CueRole::Contraindication
-            && ind.contraindications.iter().any(|e| e.id == group.id)
-        {
-            raw -= group.weight;
-        }
-    }
-    ind.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
-    let mut ranked: Vec<(u32, usize, &str)> = spec
-        .techniques
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let hits = t
-                .cues
-                .iter()
-                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
-                .map(|g| hits_per_group[g])
-                .sum();
-            (hits, i, t.id.as_str())
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    ind.techniques = ranked.iter().map(|(_, _, id)| id.to_string()).collect();
-}
-
 impl Module for Cbt {
     fn spec(&self) -> &ModuleSpec {
         &self.spec
@@ -252,17 +160,11 @@ impl Module for Cbt {
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         let mut a = lexicon_assessment(&self.spec, dialogue);
         let mut ind = a.indication.take().unwrap_or_default();
-        let extra = self_naming_hits(&self.spec, &self.cues, dialogue);
-        for ev in extra.into_iter().chain(self.frame_labels(dialogue)) {
-            let overlaps = ind.cues.iter().any(|e| {
-                e.id == ev.id && e.message == ev.message && e.start < ev.end && ev.start < e.end
-            });
-            if !overlaps {
-                ind.cues.push(ev);
-            }
-        }
+        let mentioned =
+            evidence::reinstated_hits(&self.spec, &self.cues, dialogue, evidence::names_the_client);
+        evidence::merge(&mut ind, mentioned);
+        evidence::merge(&mut ind, self.frame_labels(dialogue));
         ind.cues.retain(|e| !crosses_sentence(e));
-        ind.cues.sort_by_key(|e| (e.message, e.start, e.end));
         let pattern_ids: Vec<&str> = self
             .spec
             .cues
@@ -276,7 +178,7 @@ impl Module for Cbt {
             .filter(|e| pattern_ids.contains(&e.id.as_str()))
             .cloned()
             .collect();
-        rescore(&self.spec, &mut ind);
+        evidence::rescore(&self.spec, &mut ind);
         a.indication = Some(ind);
         a
     }

@@ -9,8 +9,8 @@
 use psy_engine::dialogue::Dialogue;
 use psy_engine::module::{Module, ModuleSpec, SpecModule};
 
-/// Held-out top-1 hits at the first measurement, 8/21 (a regression floor, not a target).
-const HELD_OUT_FLOOR: usize = 8;
+/// Held-out top-1 hits at the first measurement, 11/21 (a regression floor, not a target).
+const HELD_OUT_FLOOR: usize = 11;
 
 /// The planner's `auto` threshold (see engine/src/planner.rs).
 const MIN_SCORE: f32 = 0.3;
@@ -107,10 +107,10 @@ const DEV: &[(&str, &str)] = &[
     ("family-systems", "Since the baby came, my husband's parents visit every weekend and tell us how to raise her, and we fight about it."),
 ];
 
-/// Held-out set: written after the lexicons were broadened on `DEV`, in fresh wording, and
-/// never used to change a cue phrase. Its accuracy is reported as measured; the assertion
-/// only guards against falling below that first measurement.
-const HELD_OUT: &[(&str, &str)] = &[
+/// Second development set: written as a held-out set after the lexicons were broadened on
+/// `DEV`; scored 8/21 top-1 (9/21 in auto's top two) at first measurement, then used for a
+/// second broadening and to fix a reported-speech bug. No longer held out.
+const DEV2: &[(&str, &str)] = &[
     ("cbt", "If I say something dumb in the meeting, they'll all decide I'm not cut out for this and it'll follow me forever."),
     ("cbt", "I got one bad review out of twenty and I can't stop feeling like the good ones were just people being kind."),
     ("cbt", "My friend cancelled lunch, so I guess I did something to upset her. I always push people away somehow."),
@@ -132,6 +132,33 @@ const HELD_OUT: &[(&str, &str)] = &[
     ("family-systems", "My sister and my mum gang up on me at every visit, and my dad just watches TV and says nothing."),
     ("family-systems", "I'm the eldest, so I've always had to sort out everyone's problems, and now my parents lean on me for everything."),
     ("family-systems", "My wife and my mother can't be in the same room, and I'm the one who ends up paying for it."),
+];
+
+/// Held-out set: written after both broadening rounds, in fresh wording, and never used to
+/// change a cue phrase or any code. Its accuracy is reported as measured; the assertion only
+/// guards against falling below that first measurement.
+const HELD_OUT: &[(&str, &str)] = &[
+    ("cbt", "My manager asked to see me tomorrow and I'm convinced I'm getting fired. I've been rehearsing the worst conversation all night."),
+    ("cbt", "When my friends don't invite me, it proves nobody actually likes me, and it'll be the same at every new place I go."),
+    ("cbt", "I got the promotion, but honestly it's only because nobody else applied. I'm a fraud and soon everyone will find out."),
+    ("act", "I've tried breathing exercises, pills, distraction, everything, and the panic still comes. I just want it gone so I can live."),
+    ("act", "I spend hours in my head arguing with my thoughts instead of being with my kids."),
+    ("act", "I used to love painting, but I stopped because the sadness comes up when I do it. Now I mostly just sit on the couch."),
+    ("psychodynamic", "Every boss I've had ends up feeling like my critical father, and I turn into a scared little boy around them."),
+    ("psychodynamic", "I notice I always pick people who need rescuing, just like I had to look after my mum when I was a child."),
+    ("psychodynamic", "There's this emptiness that's been with me as long as I can remember, and I don't really understand where it comes from."),
+    ("humanistic", "Please don't give me a list of coping skills. I just want to talk to someone who won't judge me."),
+    ("humanistic", "I feel like I'm living someone else's life, doing what's expected, and the real me got lost along the way."),
+    ("humanistic", "I've never felt worth much to anyone, and saying that out loud is really hard."),
+    ("dbt", "I went from laughing to screaming at my partner in five minutes last night over nothing, and afterwards I felt so ashamed."),
+    ("dbt", "When the feelings get too big I binge or go on shopping sprees, anything to make the pain stop."),
+    ("dbt", "I keep idolising new friends and then suddenly hating them, and I'm exhausted by how intense everything feels."),
+    ("mi", "My partner thinks I smoke too much weed. I don't see it as a big deal, though I have been skipping work some days."),
+    ("mi", "I'd like to drink less, I think, but every time I try my friends pressure me and I give in."),
+    ("mi", "I know the betting is eating into our savings, but it's the only time I feel excited. I'm not ready to give it up completely."),
+    ("family-systems", "My parents split up last year and now they each want me to take their side at every birthday."),
+    ("family-systems", "My older brother was always the favourite and I was the one blamed for everything; we're adults now and it's still the same at family gatherings."),
+    ("family-systems", "My husband's sister keeps interfering in our marriage and my husband won't stand up to her, so we end up fighting."),
 ];
 
 /// Solution talk: SFBT should score highest among the seven built-ins plus SFBT.
@@ -283,6 +310,15 @@ fn dev_set_stays_correct() {
     let (correct, picked) = evaluate("dev", DEV);
     assert_eq!(correct, DEV.len());
     assert_eq!(picked, DEV.len());
+}
+
+#[test]
+fn second_dev_set_keeps_its_level() {
+    // Two known misses remain (see the report): a negator governing another verb ("nobody
+    // stayed when I was young") and a discounting phrase outweighed by "stop feeling".
+    let (correct, picked) = evaluate("dev2", DEV2);
+    assert!(correct >= 19, "dev2 top-1 fell to {correct}/{}", DEV2.len());
+    assert_eq!(picked, DEV2.len());
 }
 
 #[test]

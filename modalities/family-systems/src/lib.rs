@@ -7,91 +7,19 @@
 //! their relatives do is exactly the evidence a family-systems view needs. Such hits are
 //! added back and the score is recomputed with the engine's formula.
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::{Lexicon, Text};
-use psy_engine::module::{
-    builtin_spec, cue_lexicon, lexicon_assessment, round4, Assessment, CueRole, Evidence,
-    Indication, Module, ModuleSpec,
-};
+#[allow(dead_code)] // each crate uses a subset of the shared helpers
+#[path = "../../shared/evidence.rs"]
+mod evidence;
 
-/// Words that put the client in the scene.
-const FIRST_PERSON: &[&str] = &[
-    "i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself", "we", "we're", "us", "our",
-];
+use psy_engine::dialogue::Dialogue;
+use psy_engine::lexicon::Lexicon;
+use psy_engine::module::{
+    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, Module, ModuleSpec,
+};
 
 struct FamilySystems {
     spec: ModuleSpec,
     cues: Lexicon,
-}
-
-impl FamilySystems {
-    /// Affirmed third-person hits in sentences where the client also appears.
-    fn relational_hits(&self, dialogue: &Dialogue) -> Vec<Evidence> {
-        let mut out = Vec::new();
-        for turn in dialogue.client_turns() {
-            let text = Text::new(turn.text);
-            for hit in self.cues.find(&text) {
-                let group = &self.spec.cues[hit.entry];
-                let only_third_person = hit.third_person
-                    && !hit.negated
-                    && (!hit.hypothetical || group.include_hypothetical);
-                if !only_third_person || group.role == CueRole::Contraindication {
-                    continue;
-                }
-                let sentence = text.tokens[hit.first_token].sentence;
-                let client_in_scene = text
-                    .tokens
-                    .iter()
-                    .filter(|t| t.sentence == sentence)
-                    .any(|t| FIRST_PERSON.contains(&t.norm.as_str()));
-                if client_in_scene {
-                    out.push(Evidence {
-                        id: group.id.clone(),
-                        label: group.label.clone(),
-                        message: turn.index,
-                        start: hit.start,
-                        end: hit.end,
-                        text: hit.text,
-                    });
-                }
-            }
-        }
-        out
-    }
-}
-
-/// Recomputes score and technique order with the formula of `lexicon_assessment` after
-/// evidence was added (the engine has no public helper for this yet).
-fn rescore(spec: &ModuleSpec, ind: &mut Indication) {
-    let mut raw = 0.0f32;
-    let mut hits_per_group = vec![0u32; spec.cues.len()];
-    for (g, group) in spec.cues.iter().enumerate() {
-        let n = ind.cues.iter().filter(|e| e.id == group.id).count() as u32;
-        hits_per_group[g] = n;
-        raw += group.weight * n.min(2) as f32;
-        if group.role == CueRole::Contraindication
-            && ind.contraindications.iter().any(|e| e.id == group.id)
-        {
-            raw -= group.weight;
-        }
-    }
-    ind.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
-    let mut ranked: Vec<(u32, usize, &str)> = spec
-        .techniques
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let hits = t
-                .cues
-                .iter()
-                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
-                .map(|g| hits_per_group[g])
-                .sum();
-            (hits, i, t.id.as_str())
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    ind.techniques = ranked.iter().map(|(_, _, id)| id.to_string()).collect();
 }
 
 impl Module for FamilySystems {
@@ -102,16 +30,14 @@ impl Module for FamilySystems {
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         let mut a = lexicon_assessment(&self.spec, dialogue);
         let mut ind = a.indication.take().unwrap_or_default();
-        for ev in self.relational_hits(dialogue) {
-            let overlaps = ind.cues.iter().any(|e| {
-                e.id == ev.id && e.message == ev.message && e.start < ev.end && ev.start < e.end
-            });
-            if !overlaps {
-                ind.cues.push(ev);
-            }
-        }
-        ind.cues.sort_by_key(|e| (e.message, e.start, e.end));
-        rescore(&self.spec, &mut ind);
+        let relational = evidence::reinstated_hits(
+            &self.spec,
+            &self.cues,
+            dialogue,
+            evidence::client_in_sentence,
+        );
+        evidence::merge(&mut ind, relational);
+        evidence::rescore(&self.spec, &mut ind);
         a.indication = Some(ind);
         a
     }

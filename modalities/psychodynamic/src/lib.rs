@@ -1,28 +1,51 @@
 //! Therapy modality: psychodynamic therapy.
 //!
-//! Everything this module does is declared in `module.toml` (guidelines, steps, techniques,
-//! cue lexicon, rubric); the default `Module` hooks are enough, so the crate only embeds it.
+//! The content is in `module.toml`. Code adds one correction: stories about the past are
+//! full of other people, and the shared matcher reads a cue as someone else's experience
+//! when another person was the last one mentioned ("nobody stayed when I was young"). A cue
+//! that itself names the client ("when *I* was young", "*my* father was never there") is
+//! about the client, so it is added back (reported speech excepted) and the score recomputed.
 
-use psy_engine::module::{builtin_spec, Module, ModuleSpec};
+#[allow(dead_code)] // each crate uses a subset of the shared helpers
+#[path = "../../shared/evidence.rs"]
+mod evidence;
+
+use psy_engine::dialogue::Dialogue;
+use psy_engine::lexicon::Lexicon;
+use psy_engine::module::{
+    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, Module, ModuleSpec,
+};
 
 struct Psychodynamic {
     spec: ModuleSpec,
+    cues: Lexicon,
 }
 
 impl Module for Psychodynamic {
     fn spec(&self) -> &ModuleSpec {
         &self.spec
     }
+
+    fn assess(&self, dialogue: &Dialogue) -> Assessment {
+        let mut a = lexicon_assessment(&self.spec, dialogue);
+        let mut ind = a.indication.take().unwrap_or_default();
+        let mentioned =
+            evidence::reinstated_hits(&self.spec, &self.cues, dialogue, evidence::names_the_client);
+        evidence::merge(&mut ind, mentioned);
+        evidence::rescore(&self.spec, &mut ind);
+        a.indication = Some(ind);
+        a
+    }
 }
 
 /// The module, built from the embedded manifest (exported for tests and the planner).
 pub fn module() -> Box<dyn Module> {
-    Box::new(Psychodynamic {
-        spec: builtin_spec(
-            include_str!("../module.toml"),
-            "modalities/psychodynamic/module.toml",
-        ),
-    })
+    let spec = builtin_spec(
+        include_str!("../module.toml"),
+        "modalities/psychodynamic/module.toml",
+    );
+    let cues = cue_lexicon(&spec);
+    Box::new(Psychodynamic { spec, cues })
 }
 
 psy_engine::register_module!(module);
@@ -73,6 +96,35 @@ mod tests {
             .find(|t| &t.id == first)
             .unwrap();
         assert!(t.cues.iter().any(|c| ind.cues.iter().any(|e| &e.id == c)));
+    }
+
+    #[test]
+    fn cues_naming_the_client_count_after_another_person() {
+        let text = "I find it hard to rely on anyone. My father worked abroad when I was young.";
+        let plain = lexicon_assessment(module().spec(), &Dialogue::from_message(text));
+        let ours = module().assess(&Dialogue::from_message(text));
+        assert!(!plain
+            .indication
+            .unwrap()
+            .cues
+            .iter()
+            .any(|e| e.id == "childhood-roots"));
+        let ind = ours.indication.unwrap();
+        assert!(
+            ind.cues.iter().any(|e| e.text == "when I was young"),
+            "{:?}",
+            ind.cues
+        );
+        // Someone else's account stays theirs.
+        let a = module().assess(&Dialogue::from_message(
+            "She says my father was never there.",
+        ));
+        assert!(!a
+            .indication
+            .unwrap()
+            .cues
+            .iter()
+            .any(|e| e.id == "childhood-roots"));
     }
 
     #[test]

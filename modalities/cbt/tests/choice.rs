@@ -495,3 +495,54 @@ fn negated_and_other_people_statements_do_not_count() {
         );
     }
 }
+
+/// Words a client should never read in a technique's `how`: therapy jargon and diagnostic
+/// labels (response guidelines may name them as words to avoid, so only `how` is checked).
+const NOT_FOR_CLIENTS: &[&str] = &[
+    "distortion",
+    "cognitive",
+    "schema",
+    "defusion",
+    "experiential avoidance",
+    "transference",
+    "defence",
+    "unconscious",
+    "dysregulation",
+    "triangulat",
+    "differentiation",
+    "disorder",
+    "diagnos",
+    "borderline",
+    "addict",
+    "alcoholic",
+    "symptom",
+    "patient",
+];
+
+#[test]
+fn client_facing_technique_text_is_plain() {
+    let mut mods = modalities();
+    mods.push(sfbt());
+    for m in &mods {
+        let s = m.spec();
+        for t in &s.techniques {
+            let how = t.how.to_lowercase();
+            for w in NOT_FOR_CLIENTS {
+                assert!(
+                    !how.contains(w),
+                    "{}/{}: `{w}` in {:?}",
+                    s.module.id,
+                    t.id,
+                    t.how
+                );
+            }
+            assert!(
+                how.split_whitespace().count() <= 60,
+                "{}/{} is long",
+                s.module.id,
+                t.id
+            );
+        }
+        assert!(!s.response_guidelines.is_empty(), "{}", s.module.id);
+    }
+}

@@ -48,7 +48,8 @@ pub fn plan(manifest: &Path, message: Option<&str>, dialogue: Option<&Path>) -> 
     let dialogue = match (message, dialogue) {
         (Some(m), None) => Dialogue::from_message(m),
         (None, Some(p)) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read dialogue", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read dialogue", p.display()))?;
             Dialogue::parse(&text, &p.display().to_string())?
         }
         _ => bail!("give either --message or --dialogue"),
@@ -58,28 +59,49 @@ pub fn plan(manifest: &Path, message: Option<&str>, dialogue: Option<&Path>) -> 
 
 /// `psy manifest check`: validates a run or ablation manifest and returns it resolved, as TOML.
 pub fn check_manifest(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read manifest", path.display()))?;
-    let is_ablation = text.lines().any(|l| l.trim_start().starts_with("[ablation]"));
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read manifest", path.display()))?;
+    let is_ablation = text
+        .lines()
+        .any(|l| l.trim_start().starts_with("[ablation]"));
     if is_ablation {
         let ab = manifest::load_ablation(path)?;
-        let mut out = format!("# ablation `{}`: base {} with {} variants\n", ab.manifest.ablation.name, ab.base.origin(), ab.variants.len());
+        let mut out = format!(
+            "# ablation `{}`: base {} with {} variants\n",
+            ab.manifest.ablation.name,
+            ab.base.origin(),
+            ab.variants.len()
+        );
         for (name, run) in &ab.variants {
             Planner::new(run.clone(), builtin_registry()?).map_err(|e| ManifestError::Variant {
                 origin: path.display().to_string(),
                 variant: name.clone(),
                 source: Box::new(e),
             })?;
-            out.push_str(&format!("\n# --- variant `{name}` ---\n{}", toml::to_string(&run.manifest)?));
+            out.push_str(&format!(
+                "\n# --- variant `{name}` ---\n{}",
+                toml::to_string(&run.manifest)?
+            ));
         }
         Ok(out)
     } else {
         let planner = planner(path)?;
-        Ok(format!("# resolved from {}\n{}", planner.run().files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>().join(" <- "), toml::to_string(&planner.run().manifest)?))
+        Ok(format!(
+            "# resolved from {}\n{}",
+            planner
+                .run()
+                .files
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" <- "),
+            toml::to_string(&planner.run().manifest)?
+        ))
     }
 }
 
 /// One row of `psy plugins list`.
-#[derive(serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub struct PluginRow {
     pub id: String,
     pub kind: String,

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "psy", version, about = "Clinically grounded counseling language models (a research tool, not a clinical device)")]
+#[command(
+    name = "psy",
+    version,
+    about = "Clinically grounded counseling language models (a research tool, not a clinical device)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,11 @@ enum Command {
         #[arg(long, default_value = "manifests/psyllm.toml")]
         manifest: PathBuf,
         /// A single client message.
-        #[arg(long, conflicts_with = "dialogue", required_unless_present = "dialogue")]
+        #[arg(
+            long,
+            conflicts_with = "dialogue",
+            required_unless_present = "dialogue"
+        )]
         message: Option<String>,
         /// A dialogue: JSON array, {"messages": [...]}, or JSONL of {"role", "content"}.
         #[arg(long)]
@@ -63,7 +71,12 @@ enum PluginsCommand {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Plan { manifest, message, dialogue, json } => {
+        Command::Plan {
+            manifest,
+            message,
+            dialogue,
+            json,
+        } => {
             let plan = psy::plan(&manifest, message.as_deref(), dialogue.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
@@ -71,11 +84,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", plan.to_text());
             }
         }
-        Command::Manifest { command: ManifestCommand::Check { manifest } } => {
+        Command::Manifest {
+            command: ManifestCommand::Check { manifest },
+        } => {
             print!("{}", psy::check_manifest(&manifest)?);
             eprintln!("ok: {}", manifest.display());
         }
-        Command::Plugins { command: PluginsCommand::List { manifest, plugins, json } } => {
+        Command::Plugins {
+            command:
+                PluginsCommand::List {
+                    manifest,
+                    plugins,
+                    json,
+                },
+        } => {
             let rows = psy::list_plugins(manifest.as_deref(), &plugins)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -92,7 +114,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PSY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PSY_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {

@@ -28,11 +28,14 @@ fn err(files: &[(&str, &str)], name: &str) -> String {
     let dir = scratch(files);
     match load(dir.path(), name) {
         Ok(_) => panic!("{name} should have been rejected"),
-        Err(e) => e.to_string().replace(&dir.path().display().to_string(), "DIR"),
+        Err(e) => e
+            .to_string()
+            .replace(&dir.path().display().to_string(), "DIR"),
     }
 }
 
-const OK_BASE: &str = "schema = 1\n[modules]\ndiagnostic = [\"dsm5\"]\nmodality = [\"cbt\", \"act\"]\n";
+const OK_BASE: &str =
+    "schema = 1\n[modules]\ndiagnostic = [\"dsm5\"]\nmodality = [\"cbt\", \"act\"]\n";
 
 #[test]
 fn the_shipped_manifests_are_valid() {
@@ -44,27 +47,42 @@ fn the_shipped_manifests_are_valid() {
 
 #[test]
 fn syntax_error_names_line_and_column() {
-    let e = err(&[("run.toml", "schema = 1\n[modules\nmodality = []\n")], "run.toml");
+    let e = err(
+        &[("run.toml", "schema = 1\n[modules\nmodality = []\n")],
+        "run.toml",
+    );
     assert!(e.starts_with("DIR/run.toml:2:"), "{e}");
 }
 
 #[test]
 fn unknown_key_names_line_and_column() {
-    let e = err(&[("run.toml", "schema = 1\n[planner]\ntop_k = 2\ntopk = 3\n")], "run.toml");
+    let e = err(
+        &[("run.toml", "schema = 1\n[planner]\ntop_k = 2\ntopk = 3\n")],
+        "run.toml",
+    );
     assert!(e.starts_with("DIR/run.toml:4:1:"), "{e}");
     assert!(e.contains("unknown field `topk`"), "{e}");
 }
 
 #[test]
 fn wrong_type_names_line_and_column() {
-    let e = err(&[("run.toml", "schema = 1\n[planner]\ntop_k = \"two\"\n")], "run.toml");
+    let e = err(
+        &[("run.toml", "schema = 1\n[planner]\ntop_k = \"two\"\n")],
+        "run.toml",
+    );
     assert!(e.starts_with("DIR/run.toml:3:9:"), "{e}");
     assert!(e.contains("invalid type"), "{e}");
 }
 
 #[test]
 fn unknown_module_suggests_the_nearest_id() {
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nmodality = [\"cbt\", \"actt\"]\n")], "run.toml");
+    let e = err(
+        &[(
+            "run.toml",
+            "schema = 1\n[modules]\nmodality = [\"cbt\", \"actt\"]\n",
+        )],
+        "run.toml",
+    );
     assert!(e.starts_with("DIR/run.toml:3:20:"), "{e}");
     assert!(e.contains("unknown modality module `actt`"), "{e}");
     assert!(e.contains("did you mean `act`"), "{e}");
@@ -72,31 +90,61 @@ fn unknown_module_suggests_the_nearest_id() {
 
 #[test]
 fn module_listed_under_the_wrong_kind() {
-    let e = err(&[("run.toml", "schema = 1\n[modules]\ndiagnostic = [\"cbt\"]\n")], "run.toml");
-    assert!(e.contains("module `cbt` is a modality module, listed under `modules.diagnostic`"), "{e}");
+    let e = err(
+        &[(
+            "run.toml",
+            "schema = 1\n[modules]\ndiagnostic = [\"cbt\"]\n",
+        )],
+        "run.toml",
+    );
+    assert!(
+        e.contains("module `cbt` is a modality module, listed under `modules.diagnostic`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn removing_the_crisis_guard_is_refused_with_the_reason() {
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nsafety = []\n")], "run.toml");
+    let e = err(
+        &[("run.toml", "schema = 1\n[modules]\nsafety = []\n")],
+        "run.toml",
+    );
     assert!(e.contains("the crisis guard cannot be removed"), "{e}");
     assert!(e.contains("does not list `crisis-guard`"), "{e}");
     assert!(e.starts_with("DIR/run.toml:3:1"), "{e}");
-    let e = err(&[("run.toml", "schema = 1\n[safety]\nenabled = false\n")], "run.toml");
-    assert!(e.contains("the crisis guard cannot be removed: `safety.enabled = false`"), "{e}");
+    let e = err(
+        &[("run.toml", "schema = 1\n[safety]\nenabled = false\n")],
+        "run.toml",
+    );
+    assert!(
+        e.contains("the crisis guard cannot be removed: `safety.enabled = false`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn extends_cycles_are_errors() {
-    let e = err(&[("a.toml", "schema = 1\nextends = \"b.toml\"\n"), ("b.toml", "schema = 1\nextends = \"a.toml\"\n")], "a.toml");
+    let e = err(
+        &[
+            ("a.toml", "schema = 1\nextends = \"b.toml\"\n"),
+            ("b.toml", "schema = 1\nextends = \"a.toml\"\n"),
+        ],
+        "a.toml",
+    );
     assert!(e.contains("`extends` forms a cycle"), "{e}");
     assert!(e.contains("a.toml -> ") && e.contains("b.toml -> "), "{e}");
 }
 
 #[test]
 fn extends_a_missing_base() {
-    let e = err(&[("a.toml", "schema = 1\nextends = \"nope.toml\"\n")], "a.toml");
-    assert!(e.starts_with("DIR/a.toml:2:12: `extends`: base manifest"), "{e}");
+    let e = err(
+        &[("a.toml", "schema = 1\nextends = \"nope.toml\"\n")],
+        "a.toml",
+    );
+    assert!(
+        e.starts_with("DIR/a.toml:2:12: `extends`: base manifest"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -107,39 +155,110 @@ fn unsupported_schema() {
 
 #[test]
 fn fixed_policy_needs_active_modalities() {
-    let e = err(&[("run.toml", &format!("{OK_BASE}[planner]\nmodality_policy = \"fixed\"\n"))], "run.toml");
-    assert!(e.contains("`planner.fixed`: policy `fixed` needs at least one modality"), "{e}");
-    let e = err(&[("run.toml", &format!("{OK_BASE}[planner]\nmodality_policy = \"fixed\"\nfixed = [\"dbt\"]\n"))], "run.toml");
-    assert!(e.contains("unknown active modality (planner.fixed) module `dbt`"), "{e}");
+    let e = err(
+        &[(
+            "run.toml",
+            &format!("{OK_BASE}[planner]\nmodality_policy = \"fixed\"\n"),
+        )],
+        "run.toml",
+    );
+    assert!(
+        e.contains("`planner.fixed`: policy `fixed` needs at least one modality"),
+        "{e}"
+    );
+    let e = err(
+        &[(
+            "run.toml",
+            &format!("{OK_BASE}[planner]\nmodality_policy = \"fixed\"\nfixed = [\"dbt\"]\n"),
+        )],
+        "run.toml",
+    );
+    assert!(
+        e.contains("unknown active modality (planner.fixed) module `dbt`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_broken_module_manifest_names_its_field() {
-    let module = "schema = 1\n[module]\nid = \"x\"\nname = \"X\"\nversion = \"one\"\nkind = \"modality\"\n";
+    let module =
+        "schema = 1\n[module]\nid = \"x\"\nname = \"X\"\nversion = \"one\"\nkind = \"modality\"\n";
     let e = err(
-        &[("run.toml", "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n"), ("m.toml", module)],
+        &[
+            (
+                "run.toml",
+                "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n",
+            ),
+            ("m.toml", module),
+        ],
         "run.toml",
     );
-    assert!(e.contains("m.toml: `module.version`: `one` is not a semantic version"), "{e}");
-    let module = "schema = 1\n[module]\nid = \"x\"\nname = \"X\"\nversion = \"0.1.0\"\nkind = \"therapy\"\n";
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n"), ("m.toml", module)], "run.toml");
+    assert!(
+        e.contains("m.toml: `module.version`: `one` is not a semantic version"),
+        "{e}"
+    );
+    let module =
+        "schema = 1\n[module]\nid = \"x\"\nname = \"X\"\nversion = \"0.1.0\"\nkind = \"therapy\"\n";
+    let e = err(
+        &[
+            (
+                "run.toml",
+                "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n",
+            ),
+            ("m.toml", module),
+        ],
+        "run.toml",
+    );
     assert!(e.starts_with("DIR/m.toml:6:8:"), "{e}");
     let module = "schema = 1\n[module]\nid = \"x\"\nname = \"X\"\nversion = \"0.1.0\"\nkind = \"modality\"\n[[cues]]\nid = \"a\"\nlabel = \"A\"\nphrases = [\"_ sad\"]\n";
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n"), ("m.toml", module)], "run.toml");
-    assert!(e.contains("`cues[0].phrases`: cue phrase `_ sad` may not start or end with a wildcard"), "{e}");
+    let e = err(
+        &[
+            (
+                "run.toml",
+                "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n",
+            ),
+            ("m.toml", module),
+        ],
+        "run.toml",
+    );
+    assert!(
+        e.contains("`cues[0].phrases`: cue phrase `_ sad` may not start or end with a wildcard"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_plugin_may_not_redefine_a_builtin_id() {
     let module = "schema = 1\n[module]\nid = \"cbt\"\nname = \"Mine\"\nversion = \"0.1.0\"\nkind = \"modality\"\n";
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n"), ("m.toml", module)], "run.toml");
-    assert!(e.contains("module id `cbt` is defined twice: by builtin (psy-cbt) and by toml"), "{e}");
+    let e = err(
+        &[
+            (
+                "run.toml",
+                "schema = 1\n[modules]\nplugins = [\"m.toml\"]\n",
+            ),
+            ("m.toml", module),
+        ],
+        "run.toml",
+    );
+    assert!(
+        e.contains("module id `cbt` is defined twice: by builtin (psy-cbt) and by toml"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_missing_plugin_file() {
-    let e = err(&[("run.toml", "schema = 1\n[modules]\nplugins = [\"gone.toml\"]\n")], "run.toml");
-    assert!(e.contains("plugin") && e.contains("gone.toml does not exist"), "{e}");
+    let e = err(
+        &[(
+            "run.toml",
+            "schema = 1\n[modules]\nplugins = [\"gone.toml\"]\n",
+        )],
+        "run.toml",
+    );
+    assert!(
+        e.contains("plugin") && e.contains("gone.toml does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -151,8 +270,13 @@ fn an_ablation_variant_cannot_drop_the_crisis_guard() {
             "schema = 1\n[ablation]\nname = \"x\"\nbase = \"base.toml\"\n[[variants]]\nname = \"unsafe\"\n[variants.set.modules]\nsafety = []\n",
         ),
     ]);
-    let e = psy::check_manifest(&dir.path().join("ab.toml")).unwrap_err().to_string();
-    assert!(e.contains("variant `unsafe`") && e.contains("the crisis guard cannot be removed"), "{e}");
+    let e = psy::check_manifest(&dir.path().join("ab.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("variant `unsafe`") && e.contains("the crisis guard cannot be removed"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -161,8 +285,13 @@ fn an_ablation_variant_with_an_unknown_key() {
         ("base.toml", OK_BASE),
         ("ab.toml", "schema = 1\n[ablation]\nname = \"x\"\nbase = \"base.toml\"\n[[variants]]\nname = \"v\"\n[variants.set.planner]\ntopk = 1\n"),
     ]);
-    let e = psy::check_manifest(&dir.path().join("ab.toml")).unwrap_err().to_string();
-    assert!(e.contains("variant `v`") && e.contains("unknown field `topk`"), "{e}");
+    let e = psy::check_manifest(&dir.path().join("ab.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("variant `v`") && e.contains("unknown field `topk`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -177,17 +306,40 @@ fn extends_merges_tables_and_resolves_paths_per_file() {
     assert_eq!(m.planner.top_k, 3);
     assert_eq!(m.planner.min_score, 0.5);
     assert_eq!(m.modules.modality, vec!["cbt"]);
-    assert!(p.registry().get("sfbt").is_some(), "the base's relative plugin path resolves against the base");
+    assert!(
+        p.registry().get("sfbt").is_some(),
+        "the base's relative plugin path resolves against the base"
+    );
 }
 
 #[test]
 fn the_ablation_resolves_every_variant() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml")).unwrap();
+    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+        .unwrap();
     let names: Vec<&str> = ab.variants.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["full", "no-diagnostics", "cbt-only", "no-modalities", "no-reasoning"]);
+    assert_eq!(
+        names,
+        [
+            "full",
+            "no-diagnostics",
+            "cbt-only",
+            "no-modalities",
+            "no-reasoning"
+        ]
+    );
     let nodiag = &ab.variants[1].1.manifest;
     assert!(nodiag.modules.diagnostic.is_empty());
-    assert_eq!(nodiag.modules.modality, ab.base.manifest.modules.modality, "untouched keys keep the base value");
-    assert_eq!(ab.variants[4].1.manifest.prompting.mode, psy_engine::manifest::PromptingMode::Direct);
-    assert!(ab.variants.iter().all(|(_, r)| r.manifest.modules.safety.contains(&"crisis-guard".to_string())));
+    assert_eq!(
+        nodiag.modules.modality, ab.base.manifest.modules.modality,
+        "untouched keys keep the base value"
+    );
+    assert_eq!(
+        ab.variants[4].1.manifest.prompting.mode,
+        psy_engine::manifest::PromptingMode::Direct
+    );
+    assert!(ab.variants.iter().all(|(_, r)| r
+        .manifest
+        .modules
+        .safety
+        .contains(&"crisis-guard".to_string())));
 }

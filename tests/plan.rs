@@ -15,7 +15,8 @@ fn psyllm() -> psy_engine::planner::Planner {
 }
 
 fn ten_turns() -> Dialogue {
-    let text = std::fs::read_to_string(root().join("tests/fixtures/dialogues/ten-turns.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/dialogues/ten-turns.jsonl")).unwrap();
     Dialogue::parse(&text, "ten-turns.jsonl").unwrap()
 }
 
@@ -35,24 +36,46 @@ fn plans_are_deterministic_byte_for_byte() {
 #[test]
 fn plan_json_has_the_documented_fields() {
     let out = Command::new(env!("CARGO_BIN_EXE_psy"))
-        .args(["plan", "--manifest", "manifests/psyllm.toml", "--dialogue", "tests/fixtures/dialogues/ten-turns.jsonl", "--json"])
+        .args([
+            "plan",
+            "--manifest",
+            "manifests/psyllm.toml",
+            "--dialogue",
+            "tests/fixtures/dialogues/ten-turns.jsonl",
+            "--json",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let level = plan["risk"]["level"].as_str().unwrap();
     assert!(["none", "low", "moderate", "high", "imminent"].contains(&level));
     assert!(plan["risk"]["evidence"].is_array());
     let h = &plan["hypotheses"][0];
-    for key in ["id", "name", "icd11", "dsm5", "confidence", "criteria_met", "criteria_missing"] {
+    for key in [
+        "id",
+        "name",
+        "icd11",
+        "dsm5",
+        "confidence",
+        "criteria_met",
+        "criteria_missing",
+    ] {
         assert!(!h[key].is_null(), "hypotheses[0].{key} missing: {h}");
     }
     let m = &plan["modalities"][0];
     assert!(m["id"].is_string() && m["score"].is_number());
     assert_eq!(plan["modalities"].as_array().unwrap().len(), 7);
     assert!(plan["reasoning_steps"].as_array().unwrap().len() >= 4);
-    assert!(plan["prompt"]["system"].as_str().unwrap().contains("Diagnostic guidelines"));
+    assert!(plan["prompt"]["system"]
+        .as_str()
+        .unwrap()
+        .contains("Diagnostic guidelines"));
     assert!(plan["constraints"]["rules"].is_array());
 }
 
@@ -62,20 +85,40 @@ fn steps_follow_the_clinical_order() {
     let stages: Vec<_> = plan.reasoning_steps.iter().map(|s| s.stage).collect();
     let mut sorted = stages.clone();
     sorted.sort();
-    assert_eq!(stages, sorted, "emotion -> pattern -> diagnostic -> risk -> modality -> response");
+    assert_eq!(
+        stages, sorted,
+        "emotion -> pattern -> diagnostic -> risk -> modality -> response"
+    );
     assert_eq!(plan.reasoning_steps.first().unwrap().id, "emotion");
     assert_eq!(plan.reasoning_steps.last().unwrap().id, "response");
-    assert!(plan.reasoning_steps.iter().any(|s| s.source == "crisis-guard"), "risk step always present");
+    assert!(
+        plan.reasoning_steps
+            .iter()
+            .any(|s| s.source == "crisis-guard"),
+        "risk step always present"
+    );
 }
 
 #[test]
 fn the_crisis_guard_is_always_in_the_plan() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml")).unwrap();
+    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+        .unwrap();
     for (name, run) in &ab.variants {
-        let planner = psy_engine::planner::Planner::new(run.clone(), psy::builtin_registry().unwrap()).unwrap();
-        let plan = planner.plan(&Dialogue::from_message("I have pills saved up and I'm going to take them all tonight."));
-        assert!(plan.active_modules.contains(&"crisis-guard".to_string()), "{name}");
-        assert!(plan.risk.level >= RiskLevel::High, "{name}: {:?}", plan.risk.level);
+        let planner =
+            psy_engine::planner::Planner::new(run.clone(), psy::builtin_registry().unwrap())
+                .unwrap();
+        let plan = planner.plan(&Dialogue::from_message(
+            "I have pills saved up and I'm going to take them all tonight.",
+        ));
+        assert!(
+            plan.active_modules.contains(&"crisis-guard".to_string()),
+            "{name}"
+        );
+        assert!(
+            plan.risk.level >= RiskLevel::High,
+            "{name}: {:?}",
+            plan.risk.level
+        );
         assert!(plan.constraints.crisis_protocol_required, "{name}");
         assert!(
             plan.constraints.rules.iter().any(|r| matches!(&r.rule, ReplyRule::Require { .. }) && r.source == "crisis-guard"),
@@ -87,7 +130,9 @@ fn the_crisis_guard_is_always_in_the_plan() {
 #[test]
 fn reply_constraints_scale_with_intensity_and_forbid_labels() {
     let p = psyllm();
-    let light = p.plan(&Dialogue::from_message("Hi! Could you give me a tip for planning my week?"));
+    let light = p.plan(&Dialogue::from_message(
+        "Hi! Could you give me a tip for planning my week?",
+    ));
     let heavy = p.plan(&Dialogue::from_message(
         "I feel completely hopeless and empty, I cry every night, nothing feels fun anymore and I can't sleep.",
     ));
@@ -113,14 +158,25 @@ fn reply_constraints_scale_with_intensity_and_forbid_labels() {
 
 #[test]
 fn fixed_policy_uses_the_listed_modalities() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml")).unwrap();
+    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+        .unwrap();
     let (_, cbt_only) = ab.variants.iter().find(|(n, _)| n == "cbt-only").unwrap();
-    let planner = psy_engine::planner::Planner::new(cbt_only.clone(), psy::builtin_registry().unwrap()).unwrap();
-    let plan = planner.plan(&Dialogue::from_message("I just need someone to listen to me."));
+    let planner =
+        psy_engine::planner::Planner::new(cbt_only.clone(), psy::builtin_registry().unwrap())
+            .unwrap();
+    let plan = planner.plan(&Dialogue::from_message(
+        "I just need someone to listen to me.",
+    ));
     assert_eq!(plan.modalities.len(), 1);
     assert!(plan.modalities[0].chosen && plan.modalities[0].id == "cbt");
-    let (_, nodiag) = ab.variants.iter().find(|(n, _)| n == "no-diagnostics").unwrap();
-    let planner = psy_engine::planner::Planner::new(nodiag.clone(), psy::builtin_registry().unwrap()).unwrap();
+    let (_, nodiag) = ab
+        .variants
+        .iter()
+        .find(|(n, _)| n == "no-diagnostics")
+        .unwrap();
+    let planner =
+        psy_engine::planner::Planner::new(nodiag.clone(), psy::builtin_registry().unwrap())
+            .unwrap();
     let plan = planner.plan(&ten_turns());
     assert!(plan.hypotheses.is_empty());
     assert!(!plan.prompt.system.contains("Diagnostic guidelines"));

@@ -310,6 +310,8 @@ const PSEUDO_NEGATIONS: &[&[&str]] = &[
     &["never", "ending"],
     &["don't", "know", "how"],
     &["not", "sure", "i"],
+    &["don't", "think", "i", "can"],
+    &["don't", "think", "i", "could"],
 ];
 
 const HYPOTHETICAL_MARKERS: &[&str] = &[
@@ -435,8 +437,8 @@ impl Lexicon {
             let mut at = 0;
             while at < toks.len() {
                 if let Some(end) = pattern.match_at(toks, at, self.fuzzy) {
-                    if end > at {
-                        // A match may not span clause boundaries with more than one clause in between.
+                    // A cue phrase never spans two sentences.
+                    if end > at && toks[at].sentence == toks[end - 1].sentence {
                         hits.push(context_hit(text, *group, at, end - 1));
                         at = end;
                         continue;
@@ -490,6 +492,10 @@ fn context_hit(text: &Text, entry: usize, first: usize, last: usize) -> Hit {
         if NEGATORS.contains(&toks[i].norm.as_str()) && !is_pseudo_negation(toks, i) {
             negated = true;
         }
+        // "I can't concentrate and I barely eat": a new conjunct ends the negation's scope.
+        if toks[i].norm == "and" {
+            negated = false;
+        }
     }
 
     // Hypothetical: a conditional marker earlier in the clause, "what if", "would" right
@@ -535,9 +541,11 @@ fn context_hit(text: &Text, entry: usize, first: usize, last: usize) -> Hit {
         hypothetical = true;
     }
 
-    // Third person: the nearest personal subject before the cue in the sentence is not "I".
+    // Third person: the nearest personal subject before the cue in its clause is not "I"
+    // ("my friend said she wants to die"; but "since he died, everything feels pointless"
+    // is about the speaker).
     let mut third_person = false;
-    for i in (sentence_start..first).rev() {
+    for i in (clause_start..first).rev() {
         let w = toks[i].norm.as_str();
         if FIRST_PERSON.contains(&w) {
             break;

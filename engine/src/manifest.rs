@@ -578,7 +578,7 @@ fn absolutize(table: &mut toml::Table, dir: &Path) {
         if let Some(toml::Value::Table(t)) = table.get_mut(*section) {
             if let Some(toml::Value::String(p)) = t.get_mut(*key) {
                 if !p.is_empty() && Path::new(p.as_str()).is_relative() {
-                    *p = dir.join(&*p).display().to_string();
+                    *p = normalize(&dir.join(&*p)).display().to_string();
                 }
             }
         }
@@ -588,12 +588,30 @@ fn absolutize(table: &mut toml::Table, dir: &Path) {
             for v in list {
                 if let toml::Value::String(p) = v {
                     if Path::new(p.as_str()).is_relative() {
-                        *p = dir.join(&*p).display().to_string();
+                        *p = normalize(&dir.join(&*p)).display().to_string();
                     }
                 }
             }
         }
     }
+}
+
+/// Removes `.` and `..` components lexically, so that paths print as a user expects.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// Deep merge: tables merge key by key, everything else (arrays included) is replaced.
@@ -692,10 +710,11 @@ fn check_run(run: &ResolvedRun) -> Result<(), ManifestError> {
         });
     }
     let d = &m.decoding;
-    if !(d.temperature >= 0.0 && d.temperature.is_finite())
-        || !(0.0..=1.0).contains(&d.top_p)
-        || !(0.0..=1.0).contains(&d.min_p)
-    {
+    let valid = d.temperature >= 0.0
+        && d.temperature.is_finite()
+        && (0.0..=1.0).contains(&d.top_p)
+        && (0.0..=1.0).contains(&d.min_p);
+    if !valid {
         return Err(ManifestError::Invalid {
             origin,
             field: "decoding".into(),

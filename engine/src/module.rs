@@ -150,7 +150,8 @@ pub enum ReplyRule {
         reason: String,
         phrases: Vec<String>,
     },
-    /// At least one phrase of each group must appear; otherwise `repair` text is appended.
+    /// At least one phrase of each group must appear (case-insensitive substring match, so
+    /// write phrases as plain lower-case text); otherwise `repair` text is appended.
     Require {
         id: String,
         reason: String,
@@ -480,6 +481,12 @@ pub trait Module: Send + Sync {
     /// Reads the client's turns and reports findings. Default: score the spec's cue lexicon.
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         lexicon_assessment(self.spec(), dialogue)
+    }
+
+    /// Adapts findings to the run's settings, e.g. crisis resources for the run's locale
+    /// (`resources` are the manifest's own entries). Default: nothing to adapt.
+    fn localize(&self, assessment: &mut Assessment, locale: &str, resources: &[CrisisResource]) {
+        let _ = (assessment, locale, resources);
     }
 
     /// Checks for draft replies, given this module's findings. Default: the spec's rules.

@@ -217,7 +217,15 @@ impl Planner {
         let m = &self.run.manifest;
         let affect = read_affect(dialogue);
         let diag: Vec<Assessment> = self.diagnostic.iter().map(|x| x.assess(dialogue)).collect();
-        let safe: Vec<Assessment> = self.safety.iter().map(|x| x.assess(dialogue)).collect();
+        let safe: Vec<Assessment> = self
+            .safety
+            .iter()
+            .map(|x| {
+                let mut a = x.assess(dialogue);
+                x.localize(&mut a, &m.safety.locale, &m.safety.resources);
+                a
+            })
+            .collect();
         let moda: Vec<Assessment> = self.modalities.iter().map(|x| x.assess(dialogue)).collect();
 
         let risk = merge_risk(&safe);
@@ -504,11 +512,13 @@ impl Planner {
             .filter_map(|x| self.modalities.iter().find(|y| y.spec().module.id == x.id))
             .collect();
 
-        let diagnostic_lines: Vec<&String> = self
-            .diagnostic
-            .iter()
-            .flat_map(|x| &x.spec().guidelines)
-            .collect();
+        // DSM-5-TR and ICD-11 modules share most guidelines: each line is said once.
+        let mut diagnostic_lines: Vec<&String> = Vec::new();
+        for g in self.diagnostic.iter().flat_map(|x| &x.spec().guidelines) {
+            if !diagnostic_lines.contains(&g) {
+                diagnostic_lines.push(g);
+            }
+        }
         if !diagnostic_lines.is_empty() {
             let _ = writeln!(s, "\nDiagnostic guidelines (for your private reasoning; never name a diagnosis to the client):");
             for g in diagnostic_lines {

@@ -145,7 +145,7 @@ impl Registry {
                     k,
                 )
             })
-            .filter(|(s, _)| *s >= 0.4)
+            .filter(|(s, _)| *s >= 0.6)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
         scored

@@ -30,7 +30,9 @@ pub struct Repair {
 
 /// Words as a reader counts them.
 pub fn word_count(text: &str) -> usize {
-    text.split_whitespace().filter(|w| w.chars().any(|c| c.is_alphanumeric())).count()
+    text.split_whitespace()
+        .filter(|w| w.chars().any(|c| c.is_alphanumeric()))
+        .count()
 }
 
 /// Finds every forbidden phrase present in `text` (case-insensitive, whole words).
@@ -38,7 +40,11 @@ pub fn forbidden_in(phrases: &[String], text: &str) -> Vec<String> {
     let Ok(lex) = Lexicon::new(phrases.iter().enumerate().map(|(i, p)| (i, p.as_str()))) else {
         return Vec::new();
     };
-    let mut found: Vec<String> = lex.find(&Text::new(text)).into_iter().map(|h| phrases[h.entry].clone()).collect();
+    let mut found: Vec<String> = lex
+        .find(&Text::new(text))
+        .into_iter()
+        .map(|h| phrases[h.entry].clone())
+        .collect();
     found.dedup();
     found
 }
@@ -56,24 +62,41 @@ pub fn check(constraints: &Constraints, reply: &str) -> Vec<Violation> {
             ReplyRule::MaxWords { id, max, .. } => {
                 let n = word_count(reply);
                 if n > *max as usize {
-                    out.push(Violation { rule: id.clone(), source: r.source.clone(), detail: format!("{n} words, at most {max}") });
+                    out.push(Violation {
+                        rule: id.clone(),
+                        source: r.source.clone(),
+                        detail: format!("{n} words, at most {max}"),
+                    });
                 }
             }
             ReplyRule::Forbid { id, phrases, .. } => {
                 let found = forbidden_in(phrases, reply);
                 if !found.is_empty() {
-                    out.push(Violation { rule: id.clone(), source: r.source.clone(), detail: format!("says {}", found.join(", ")) });
+                    out.push(Violation {
+                        rule: id.clone(),
+                        source: r.source.clone(),
+                        detail: format!("says {}", found.join(", ")),
+                    });
                 }
             }
             ReplyRule::Require { id, any_of, .. } => {
-                let missing: Vec<usize> = any_of.iter().enumerate().filter(|(_, g)| !group_present(g, reply)).map(|(i, _)| i).collect();
+                let missing: Vec<usize> = any_of
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| !group_present(g, reply))
+                    .map(|(i, _)| i)
+                    .collect();
                 if !missing.is_empty() {
                     out.push(Violation {
                         rule: id.clone(),
                         source: r.source.clone(),
                         detail: format!(
                             "missing {}",
-                            missing.iter().map(|i| format!("one of [{}]", any_of[*i].join(" | "))).collect::<Vec<_>>().join(", ")
+                            missing
+                                .iter()
+                                .map(|i| format!("one of [{}]", any_of[*i].join(" | ")))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     });
                 }
@@ -115,12 +138,20 @@ pub fn enforce(constraints: &Constraints, reply: &str) -> (String, Vec<Repair>) 
     for r in &constraints.rules {
         if let ReplyRule::Forbid { id, phrases, .. } = &r.rule {
             let parts = sentences(&text);
-            let kept: Vec<&str> = parts.iter().copied().filter(|s| forbidden_in(phrases, s).is_empty()).collect();
+            let kept: Vec<&str> = parts
+                .iter()
+                .copied()
+                .filter(|s| forbidden_in(phrases, s).is_empty())
+                .collect();
             if kept.len() != parts.len() {
                 repairs.push(Repair {
                     rule: id.clone(),
                     action: "drop-sentence".into(),
-                    detail: format!("removed {} sentence(s) naming {}", parts.len() - kept.len(), forbidden_in(phrases, &text).join(", ")),
+                    detail: format!(
+                        "removed {} sentence(s) naming {}",
+                        parts.len() - kept.len(),
+                        forbidden_in(phrases, &text).join(", ")
+                    ),
                 });
                 text = kept.concat().trim().to_string();
             }
@@ -130,7 +161,9 @@ pub fn enforce(constraints: &Constraints, reply: &str) -> (String, Vec<Repair>) 
         .rules
         .iter()
         .filter_map(|r| match &r.rule {
-            ReplyRule::Require { id, any_of, repair, .. } => Some((id, any_of, repair)),
+            ReplyRule::Require {
+                id, any_of, repair, ..
+            } => Some((id, any_of, repair)),
             _ => None,
         })
         .collect();
@@ -139,7 +172,11 @@ pub fn enforce(constraints: &Constraints, reply: &str) -> (String, Vec<Repair>) 
         if !any_of.iter().all(|g| group_present(g, &text)) {
             appended.push_str(repair.trim());
             appended.push(' ');
-            repairs.push(Repair { rule: (*id).clone(), action: "append".into(), detail: "added the required text".into() });
+            repairs.push(Repair {
+                rule: (*id).clone(),
+                action: "append".into(),
+                detail: "added the required text".into(),
+            });
         }
     }
     let max = constraints.rules.iter().find_map(|r| match &r.rule {
@@ -158,7 +195,11 @@ pub fn enforce(constraints: &Constraints, reply: &str) -> (String, Vec<Repair>) 
             }
             if kept.trim().is_empty() {
                 // One endless sentence: cut at the word budget.
-                kept = text.split_whitespace().take(budget).collect::<Vec<_>>().join(" ");
+                kept = text
+                    .split_whitespace()
+                    .take(budget)
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 kept.push('…');
             }
             repairs.push(Repair {
@@ -192,7 +233,13 @@ mod tests {
             reasoning_max_words: 50,
             no_labels_to_client: true,
             crisis_protocol_required: false,
-            rules: rules.into_iter().map(|rule| SourcedRule { source: "t".into(), rule }).collect(),
+            rules: rules
+                .into_iter()
+                .map(|rule| SourcedRule {
+                    source: "t".into(),
+                    rule,
+                })
+                .collect(),
         }
     }
 
@@ -213,7 +260,11 @@ mod tests {
 
     #[test]
     fn long_replies_are_cut_at_a_sentence_end() {
-        let c = constraints(vec![ReplyRule::MaxWords { id: "word-budget".into(), reason: "r".into(), max: 8 }]);
+        let c = constraints(vec![ReplyRule::MaxWords {
+            id: "word-budget".into(),
+            reason: "r".into(),
+            max: 8,
+        }]);
         let draft = "One two three four. Five six seven. Eight nine ten eleven.";
         assert_eq!(check(&c, draft).len(), 1);
         let (fixed, _) = enforce(&c, draft);
@@ -223,7 +274,11 @@ mod tests {
     #[test]
     fn missing_required_content_is_appended_and_never_cut() {
         let c = constraints(vec![
-            ReplyRule::MaxWords { id: "word-budget".into(), reason: "r".into(), max: 12 },
+            ReplyRule::MaxWords {
+                id: "word-budget".into(),
+                reason: "r".into(),
+                max: 12,
+            },
             ReplyRule::Require {
                 id: "crisis-protocol".into(),
                 reason: "r".into(),
@@ -235,7 +290,10 @@ mod tests {
         let v = check(&c, draft);
         assert!(v.iter().any(|v| v.rule == "crisis-protocol"));
         let (fixed, repairs) = enforce(&c, draft);
-        assert!(fixed.ends_with("Are you safe right now? You can call or text 988."), "{fixed}");
+        assert!(
+            fixed.ends_with("Are you safe right now? You can call or text 988."),
+            "{fixed}"
+        );
         assert!(repairs.iter().any(|r| r.action == "append"));
         assert!(check(&c, &fixed).is_empty(), "{fixed}");
     }

@@ -34,10 +34,51 @@ pub extern "C" fn psy_plugin_engine_requirement() -> *const c_char {
 
 /// Withdrawal cues: what the client stopped doing. Each (id, label, phrases).
 const WITHDRAWAL: &[(&str, &str, &[&str])] = &[
-    ("stopped-activities", "stopped doing things they used to do", &["stopped going", "stopped seeing", "gave up", "quit going", "don't go out", "no longer go"]),
-    ("inactivity", "staying in bed or on the couch", &["stay in bed", "stayed in bed", "lie in bed", "on the couch", "on the sofa", "all day in bed"]),
-    ("isolation", "withdrawing from people", &["cancel plans", "cancelled plans", "avoid my friends", "ignore my texts", "ignore messages"]),
-    ("low-motivation", "waiting to feel motivated first", &["no motivation", "not motivated", "can't get myself to", "can't make myself"]),
+    (
+        "stopped-activities",
+        "stopped doing things they used to do",
+        &[
+            "stopped going",
+            "stopped seeing",
+            "gave up",
+            "quit going",
+            "don't go out",
+            "no longer go",
+        ],
+    ),
+    (
+        "inactivity",
+        "staying in bed or on the couch",
+        &[
+            "stay in bed",
+            "stayed in bed",
+            "lie in bed",
+            "on the couch",
+            "on the sofa",
+            "all day in bed",
+        ],
+    ),
+    (
+        "isolation",
+        "withdrawing from people",
+        &[
+            "cancel plans",
+            "cancelled plans",
+            "avoid my friends",
+            "ignore my texts",
+            "ignore messages",
+        ],
+    ),
+    (
+        "low-motivation",
+        "waiting to feel motivated first",
+        &[
+            "no motivation",
+            "not motivated",
+            "can't get myself to",
+            "can't make myself",
+        ],
+    ),
 ];
 
 fn spec() -> &'static CString {

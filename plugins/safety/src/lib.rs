@@ -14,15 +14,15 @@ use std::sync::OnceLock;
 use psy_engine::dialogue::Dialogue;
 use psy_engine::lexicon::{Hit, Text};
 use psy_engine::module::{
-    builtin_spec, Assessment, Evidence, Module, ModuleSpec, ReplyRule, RiskAssessment,
-    RiskEvidence, RiskLevel, RuleContext,
+    builtin_spec, Assessment, CrisisResource, Evidence, Module, ModuleSpec, ReplyRule,
+    RiskAssessment, RiskEvidence, RiskLevel, RuleContext,
 };
 
 pub use resources::{emergency_number, normalise_locale, resources_for};
 pub use rules::{Focus, Rules, Subject};
 
-/// Locale used by [`Module::assess`], which does not see the run manifest; reply rules use
-/// the run's locale.
+/// Locale used by [`Module::assess`], which does not see the run manifest; `localize` and
+/// the reply rules use the run's locale.
 pub const DEFAULT_LOCALE: &str = "US";
 
 /// The compiled rule file, shared by every instance.
@@ -54,17 +54,19 @@ impl Module for CrisisGuard {
 
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         let screen = screen(rules(), dialogue);
-        let mut notes = Vec::new();
-        if screen.level >= RiskLevel::High {
-            notes.push(format!(
-                "crisis resources shown for {DEFAULT_LOCALE}; the reply rules use the run's locale"
-            ));
-        }
         Assessment {
             module: self.spec.module.id.clone(),
             risk: Some(screen.into_assessment(rules(), DEFAULT_LOCALE, &[])),
-            notes,
             ..Default::default()
+        }
+    }
+
+    /// Crisis resources for the run's locale (manifest entries first, then the built-in table).
+    fn localize(&self, assessment: &mut Assessment, locale: &str, resources: &[CrisisResource]) {
+        if let Some(risk) = &mut assessment.risk {
+            if !risk.resources.is_empty() {
+                risk.resources = resources_for(locale, resources);
+            }
         }
     }
 

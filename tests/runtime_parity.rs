@@ -451,3 +451,72 @@ fn unused_tensors_are_reported() {
         other => panic!("{other:?}"),
     }
 }
+
+// ---- SmolLM2-135M-Instruct from GGUF -------------------------------------------------------
+
+fn smollm2_gguf() -> PathBuf {
+    let assets = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/psy/assets")
+        });
+    let path = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `scripts/setup.sh` to download the test assets (or set PSY_ASSETS)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn smollm2_gguf_greedy_and_logits_match_transformers() {
+    let path = smollm2_gguf();
+    let r: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("smollm2/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let m = load(&path);
+    assert_eq!(m.format, psy_engine::runtime::ModelFormat::Gguf);
+    assert_eq!(
+        (
+            m.config.num_attention_heads,
+            m.config.num_key_value_heads,
+            m.config.num_hidden_layers
+        ),
+        (9, 3, 30)
+    );
+    let prompt = ids(&r["input_ids"]);
+    let mut cache = KvCache::new(&m.config, 1, prompt.len(), &m.device);
+    let logits = m.model.next_logits(&prompt, &mut cache);
+    let err = max_abs_diff(&logits[..8], &floats(&r["last_logits_first8"]));
+    println!("smollm2: first-8 logits max abs err {err:e}");
+    assert!(err < 1e-2, "smollm2 logits differ by {err}");
+    let tokenizer = psy_engine::runtime::generate::load_tokenizer(&path)
+        .unwrap()
+        .expect("GGUF vocabulary");
+    let want = ids(&r["greedy_ids_30"]);
+    let out = generate(&m, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
+    assert_eq!(out[0].generated_ids, want);
+    assert_eq!(out[0].text, r["greedy_text"].as_str().unwrap());
+    assert_eq!(out[0].content, out[0].text.trim());
+}
+
+#[test]
+fn gguf_bad_magic_and_truncation_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.gguf");
+    std::fs::write(&bad, b"GGML\x03\x00\x00\x00 not a gguf file at all").unwrap();
+    let e = load_err(&bad);
+    assert!(
+        matches!(e, RuntimeError::Gguf { .. }) && e.to_string().contains("magic"),
+        "{e}"
+    );
+    // The real file cut after its header: tensor data is missing.
+    let bytes = std::fs::read(smollm2_gguf()).unwrap();
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&cut);
+    assert!(matches!(e, RuntimeError::Gguf { .. }), "{e:?}");
+    assert!(e.to_string().contains("cut.gguf"), "{e}");
+}

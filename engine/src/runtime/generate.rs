@@ -23,6 +23,28 @@ pub trait TextCodec {
     fn token_id(&self, token: &str) -> Option<u32>;
 }
 
+impl TextCodec for super::tokenizer::Tokenizer {
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.decode(ids, true)
+            .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+    }
+
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id(token)
+    }
+}
+
+/// The tokenizer that ships with a model: `tokenizer.json` of an HF directory or the vocabulary
+/// of a GGUF file. `Ok(None)` when an HF directory has none (run it with raw ids).
+pub fn load_tokenizer(path: &Path) -> Result<Option<super::tokenizer::Tokenizer>> {
+    if path.is_dir() && !path.join("tokenizer.json").is_file() {
+        return Ok(None);
+    }
+    super::tokenizer::Tokenizer::from_path(path)
+        .map(Some)
+        .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+}
+
 /// Which file format a model came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

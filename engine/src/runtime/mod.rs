@@ -1,16 +1,20 @@
-//! Model runtime: loading decoder-only checkpoints (HF safetensors, GGUF) into a Burn model and
-//! generating text from them.
+//! Model runtime: file formats (safetensors, GGUF), tokenisation, prompt rendering, and a Burn
+//! decoder-only model that generates from them.
 
 /// Re-exported so that callers (tests, benches, CLI) use the same Burn version.
 pub use burn;
 
+pub mod chat_template;
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod sampling;
+pub mod tokenize_cli;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};

@@ -267,6 +267,11 @@ impl KvCache {
     pub fn reset(&mut self) {
         self.len = 0;
     }
+
+    /// Keeps only the first `len` positions (e.g. to re-run decoding from a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// Writes `new` at `start` into a cache buffer and returns the filled prefix `[.., 0..end, ..]`.

@@ -78,13 +78,32 @@ fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelCo
     group.finish();
 }
 
+/// Whether a group is selected by the command-line filter: criterion filters benchmarks but
+/// would still run each group's (slow) model setup.
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.contains(group))
+}
+
 fn smollm2(c: &mut Criterion) {
+    if !wanted("smollm2-135m-gguf") {
+        return;
+    }
     let device = select_device(DevicePreference::Cpu).unwrap();
     let m = load_model_on(&smollm2_path(), &device).expect("load SmolLM2 GGUF");
     bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
 }
 
 fn qwen3(c: &mut Criterion) {
+    if !wanted("qwen3-0.6b-shape-random") {
+        return;
+    }
     let device = select_device(DevicePreference::Cpu).unwrap();
     let config = qwen3_0_6b_shape();
     let model = CausalLm::random(&config, &device);

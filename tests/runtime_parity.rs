@@ -520,3 +520,60 @@ fn gguf_bad_magic_and_truncation_are_reported() {
     assert!(matches!(e, RuntimeError::Gguf { .. }), "{e:?}");
     assert!(e.to_string().contains("cut.gguf"), "{e}");
 }
+
+/// Splits tiny-qwen3-untied into two shards with a `model.safetensors.index.json`; the sharded
+/// checkpoint must load and give the reference logits.
+#[test]
+fn sharded_safetensors_load() {
+    let src = fixtures().join("qwen3/tiny-qwen3-untied");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", shard + 1);
+        let mut h = serde_json::Map::new();
+        let mut body = Vec::new();
+        for name in part {
+            let info = &header[name.as_str()];
+            let off = info["data_offsets"].as_array().unwrap();
+            let (a, b) = (
+                off[0].as_u64().unwrap() as usize,
+                off[1].as_u64().unwrap() as usize,
+            );
+            let start = body.len();
+            body.extend_from_slice(&data[a..b]);
+            let mut e = info.clone();
+            e["data_offsets"] = serde_json::json!([start, body.len()]);
+            h.insert((*name).clone(), e);
+            weight_map.insert((*name).clone(), Value::from(file.clone()));
+        }
+        let mut text = serde_json::to_string(&h).unwrap();
+        while text.len() % 8 != 0 {
+            text.push(' ');
+        }
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(&body);
+        std::fs::write(tmp.path().join(file), out).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let m = load(tmp.path());
+    let r = reference(&src);
+    let input = ids(&r["input_ids"]);
+    let mut cache = KvCache::new(&m.config, 1, input.len(), &m.device);
+    let last = m.model.next_logits(&input, &mut cache);
+    let all = floats(&r["logits"]);
+    let err = max_abs_diff(&last, &all[all.len() - m.config.vocab_size..]);
+    assert!(err < 1e-4, "sharded logits differ by {err}");
+}

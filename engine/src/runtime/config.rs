@@ -186,3 +186,40 @@ impl ModelConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_transformers_4_llama_and_qwen2_spellings() {
+        let llama = r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,
+            "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
+            "num_key_value_heads":3,"rope_theta":100000.0,"rms_norm_eps":1e-5,
+            "tie_word_embeddings":true,"eos_token_id":2,"rope_scaling":null}"#;
+        let c = ModelConfig::from_hf_json(llama).unwrap();
+        assert_eq!(c.architecture, Architecture::Llama);
+        assert_eq!((c.head_dim, c.n_rep(), c.rope_theta), (64, 3, 100000.0));
+        assert!(!c.qk_norm && !c.qkv_bias && c.tie_word_embeddings);
+        assert_eq!(c.eos_token_ids, vec![2]);
+        let qwen2 = r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,
+            "rope_parameters":{"rope_theta":1000000.0,"rope_type":"default"},
+            "eos_token_id":[5,7]}"#;
+        let c = ModelConfig::from_hf_json(qwen2).unwrap();
+        assert!(c.qkv_bias && !c.o_bias && !c.qk_norm);
+        assert_eq!((c.rope_theta, c.eos_token_ids.clone()), (1e6, vec![5, 7]));
+    }
+
+    #[test]
+    fn rejects_unsupported_models() {
+        let bad = r#"{"model_type":"gpt2","vocab_size":1,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2}"#;
+        assert!(ModelConfig::from_hf_json(bad).unwrap_err().contains("gpt2"));
+        let scaled = r#"{"model_type":"llama","vocab_size":1,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"llama3"}}"#;
+        assert!(ModelConfig::from_hf_json(scaled)
+            .unwrap_err()
+            .contains("llama3"));
+    }
+}

@@ -702,3 +702,32 @@ impl CausalLm {
         self.model.norm.weight.val().device()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::Architecture;
+
+    fn buffer_ptr(t: &Tensor<4>) -> usize {
+        let p = t.clone().try_into_primitive::<Flex>().unwrap();
+        p.as_slice::<f32>().unwrap().as_ptr() as usize
+    }
+
+    /// The KV cache must be written in place: a copy per step would cost O(capacity) per layer.
+    #[test]
+    fn kv_cache_appends_in_place() {
+        let device = Device::flex();
+        let mut c = ModelConfig::new(Architecture::Qwen3, 50, 16, 32, 2, 2, 1, 8);
+        c.qk_norm = true;
+        c.max_position_embeddings = 64;
+        let model = CausalLm::random(&c, &device);
+        let mut cache = KvCache::new(&c, 1, 32, &device);
+        model.next_logits(&[1, 2, 3], &mut cache);
+        let before = buffer_ptr(cache.layers[1].k.as_ref().unwrap());
+        for t in 0..5 {
+            model.next_logits(&[t], &mut cache);
+        }
+        assert_eq!(before, buffer_ptr(cache.layers[1].k.as_ref().unwrap()));
+        assert_eq!(cache.len(), 8);
+    }
+}

@@ -83,7 +83,7 @@ fn qwen3_logits_and_hidden_states_match_transformers() {
         let m = load(&dir);
         let input = ids(&r["input_ids"]);
         let mut cache = KvCache::new(&m.config, 1, input.len(), &m.device);
-        let t = psy_engine::runtime::model::ids_tensor(&[input.clone()], &m.device);
+        let t = psy_engine::runtime::model::ids_tensor(std::slice::from_ref(&input), &m.device);
         let trace = m.model.forward_trace(t, &mut cache);
         let logits = tensor_to_vec(trace.logits);
         let err = max_abs_diff(&logits, &floats(&r["logits"]));
@@ -192,7 +192,7 @@ fn sampling_is_reproducible_and_top_k_one_is_greedy() {
             },
             ..Default::default()
         };
-        generate(&m, None, &[prompt.clone()], &cfg, &mut |_| {}).unwrap()[0]
+        generate(&m, None, std::slice::from_ref(&prompt), &cfg, &mut |_| {}).unwrap()[0]
             .generated_ids
             .clone()
     };
@@ -215,7 +215,7 @@ fn sampling_is_reproducible_and_top_k_one_is_greedy() {
         },
         ..Default::default()
     };
-    let k1 = generate(&m, None, &[prompt.clone()], &cfg, &mut |_| {}).unwrap();
+    let k1 = generate(&m, None, std::slice::from_ref(&prompt), &cfg, &mut |_| {}).unwrap();
     assert_eq!(k1[0].generated_ids, ids(&r["greedy_ids"]));
 }
 

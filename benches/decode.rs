@@ -110,5 +110,23 @@ fn qwen3(c: &mut Criterion) {
     bench_model(c, "qwen3-0.6b-shape-random", &model, &config);
 }
 
-criterion_group!(benches, smollm2, qwen3);
+/// The batch-1 GEMV alone on SmolLM2's LM head shape; throughput in bytes of weights read.
+fn gemv(c: &mut Criterion) {
+    if !wanted("gemv") {
+        return;
+    }
+    let (rows, k) = (49152, 576);
+    let w: Vec<f32> = (0..rows * k).map(|i| (i % 1000) as f32 * 1e-3).collect();
+    let x: Vec<f32> = (0..k).map(|i| i as f32 * 1e-3).collect();
+    let mut y = vec![0.0f32; rows];
+    let mut group = c.benchmark_group("gemv");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes((rows * k * 4) as u64));
+    group.bench_function("lm_head_49152x576", |b| {
+        b.iter(|| psy_engine::runtime::kernels::gemv_rows(&w, &x, &mut y))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, smollm2, qwen3, gemv);
 criterion_main!(benches);

@@ -496,8 +496,14 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
         .unwrap()
         .expect("GGUF vocabulary");
     let want = ids(&r["greedy_ids_30"]);
-    let out = generate(&m, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
+    let mut streamed = String::new();
+    let out = generate(&m, Some(&tokenizer), &[prompt], &greedy(30), &mut |e| {
+        assert!(!e.in_think);
+        streamed.push_str(&e.delta);
+    })
+    .unwrap();
     assert_eq!(out[0].generated_ids, want);
+    assert_eq!(streamed, out[0].text, "streamed deltas add up to the text");
     assert_eq!(out[0].text, r["greedy_text"].as_str().unwrap());
     assert_eq!(out[0].content, out[0].text.trim());
 }

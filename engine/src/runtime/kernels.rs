@@ -18,9 +18,15 @@ pub fn gemv_rows(w: &[f32], x: &[f32], y: &mut [f32]) {
         .enumerate()
         .for_each(|(chunk, out)| {
             let base = chunk * ROWS_PER_TASK;
-            for (i, o) in out.iter_mut().enumerate() {
-                let row = &w[(base + i) * k..(base + i + 1) * k];
-                *o = dot(row, x);
+            let mut quads = out.chunks_exact_mut(4);
+            let mut r = base;
+            for q in &mut quads {
+                q.copy_from_slice(&dot4(&w[r * k..(r + 4) * k], x));
+                r += 4;
+            }
+            for o in quads.into_remainder() {
+                *o = dot(&w[r * k..(r + 1) * k], x);
+                r += 1;
             }
         });
 }
@@ -37,6 +43,71 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     dot_portable(a, b)
+}
+
+/// Dot products of four consecutive rows (`w` is `[4, x.len()]`) with `x`: four weight
+/// streams in flight per core keep more memory requests outstanding than one.
+#[inline]
+pub fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
+    let k = x.len();
+    debug_assert_eq!(w.len(), 4 * k);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were just detected at run time.
+            return unsafe { dot4_avx2(w, x) };
+        }
+    }
+    [
+        dot_portable(&w[..k], x),
+        dot_portable(&w[k..2 * k], x),
+        dot_portable(&w[2 * k..3 * k], x),
+        dot_portable(&w[3 * k..], x),
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s4 = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(w: &[f32], x: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let k = x.len();
+    let px = x.as_ptr();
+    let p = [
+        w.as_ptr(),
+        w.as_ptr().add(k),
+        w.as_ptr().add(2 * k),
+        w.as_ptr().add(3 * k),
+    ];
+    let mut a = [_mm256_setzero_ps(); 8];
+    let mut i = 0;
+    while i + 16 <= k {
+        let x0 = _mm256_loadu_ps(px.add(i));
+        let x1 = _mm256_loadu_ps(px.add(i + 8));
+        for r in 0..4 {
+            a[2 * r] = _mm256_fmadd_ps(_mm256_loadu_ps(p[r].add(i)), x0, a[2 * r]);
+            a[2 * r + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(p[r].add(i + 8)), x1, a[2 * r + 1]);
+        }
+        i += 16;
+    }
+    let mut out = [0.0f32; 4];
+    for r in 0..4 {
+        let mut s = hsum256(_mm256_add_ps(a[2 * r], a[2 * r + 1]));
+        for j in i..k {
+            s += *p[r].add(j) * *px.add(j);
+        }
+        out[r] = s;
+    }
+    out
 }
 
 /// Eight independent accumulators let the compiler vectorise without reassociation flags.

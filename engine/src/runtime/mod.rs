@@ -1,6 +1,28 @@
-//! Model runtime: file formats, tokenisation and prompt rendering.
+//! Model runtime: file formats (safetensors, GGUF), tokenisation, prompt rendering, and a Burn
+//! decoder-only model that generates from them.
+
+/// Re-exported so that callers (tests, benches, CLI) use the same Burn version.
+pub use burn;
 
 pub mod chat_template;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod generate;
 pub mod gguf;
+pub mod kernels;
+pub mod model;
+pub mod sampling;
 pub mod tokenize_cli;
 pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig};
+pub use device::{select_device, DevicePreference};
+pub use error::RuntimeError;
+pub use generate::{
+    generate, load_model, load_model_on, FinishReason, GenerationConfig, GenerationOutput,
+    LoadedModel, ModelFormat, StreamEvent, TextCodec, Timings,
+};
+pub use model::{CausalLm, KvCache};
+pub use sampling::SamplingConfig;

@@ -1,0 +1,132 @@
+//! Decode and prefill throughput of the Burn runtime, batch 1, on the CPU (flex) backend.
+//!
+//! - SmolLM2-135M-Instruct from its Q4_1 GGUF (dequantised to f32); run `scripts/setup.sh` first.
+//! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
+//!   intermediate 3072, vocab 151936, tied embeddings).
+//!
+//! Criterion reports elements/s = tokens/s. Run: `cargo bench --bench decode`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use psy_engine::runtime::{
+    load_model_on, select_device, Architecture, CausalLm, DevicePreference, KvCache, ModelConfig,
+};
+
+const PREFILL: usize = 64;
+
+fn smollm2_path() -> PathBuf {
+    let assets = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/psy/assets")
+        });
+    let p = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+    p
+}
+
+fn qwen3_0_6b_shape() -> ModelConfig {
+    let mut c = ModelConfig::new(Architecture::Qwen3, 151936, 1024, 3072, 28, 16, 8, 128);
+    c.rope_theta = 1_000_000.0;
+    c.tie_word_embeddings = true;
+    c.qk_norm = true;
+    c.max_position_embeddings = 4096;
+    c
+}
+
+fn prompt(vocab: usize) -> Vec<u32> {
+    (0..PREFILL)
+        .map(|i| ((i * 7919 + 13) % vocab) as u32)
+        .collect()
+}
+
+fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelConfig) {
+    let device = model.device();
+    let ids = prompt(config.vocab_size);
+    let mut cache = KvCache::new(config, 1, PREFILL + 1, &device);
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(8));
+
+    group.throughput(Throughput::Elements(PREFILL as u64));
+    group.bench_function(BenchmarkId::new("prefill", PREFILL), |b| {
+        b.iter(|| {
+            cache.reset();
+            model.next_logits(&ids, &mut cache)
+        })
+    });
+
+    // One decode step at position PREFILL, with the prompt already cached.
+    cache.reset();
+    model.next_logits(&ids, &mut cache);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("decode", PREFILL), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                cache.truncate(PREFILL);
+                let t = Instant::now();
+                std::hint::black_box(model.next_logits(&[42], &mut cache));
+                total += t.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+/// Whether a group is selected by the command-line filter: criterion filters benchmarks but
+/// would still run each group's (slow) model setup.
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.contains(group))
+}
+
+fn smollm2(c: &mut Criterion) {
+    if !wanted("smollm2-135m-gguf") {
+        return;
+    }
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let m = load_model_on(&smollm2_path(), &device).expect("load SmolLM2 GGUF");
+    bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
+}
+
+fn qwen3(c: &mut Criterion) {
+    if !wanted("qwen3-0.6b-shape-random") {
+        return;
+    }
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let config = qwen3_0_6b_shape();
+    let model = CausalLm::random(&config, &device);
+    bench_model(c, "qwen3-0.6b-shape-random", &model, &config);
+}
+
+/// The batch-1 GEMV alone on SmolLM2's LM head shape; throughput in bytes of weights read.
+fn gemv(c: &mut Criterion) {
+    if !wanted("gemv") {
+        return;
+    }
+    let (rows, k) = (49152, 576);
+    let w: Vec<f32> = (0..rows * k).map(|i| (i % 1000) as f32 * 1e-3).collect();
+    let x: Vec<f32> = (0..k).map(|i| i as f32 * 1e-3).collect();
+    let mut y = vec![0.0f32; rows];
+    let mut group = c.benchmark_group("gemv");
+    group.sample_size(20);
+    group.throughput(Throughput::Bytes((rows * k * 4) as u64));
+    group.bench_function("lm_head_49152x576", |b| {
+        b.iter(|| psy_engine::runtime::kernels::gemv_rows(&w, &x, &mut y))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, smollm2, qwen3, gemv);
+criterion_main!(benches);

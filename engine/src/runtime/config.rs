@@ -1,0 +1,225 @@
+//! Model hyper-parameters, read from a Hugging Face `config.json` (transformers 4.x and 5.x
+//! spellings) or from GGUF `llama.*` metadata.
+
+use std::path::Path;
+
+use burn::config::Config;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::RuntimeError;
+
+/// The decoder families this runtime implements; they differ only in a few switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Qwen3: per-head RMSNorm on q and k, no biases, free `head_dim`.
+    Qwen3,
+    /// Qwen2 / Qwen2.5: biases on q, k and v projections.
+    Qwen2,
+    /// Llama family (SmolLM2, Mistral without sliding window).
+    Llama,
+}
+
+/// Hyper-parameters of one decoder-only transformer.
+#[derive(Config, Debug)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    #[config(default = 1e-6)]
+    pub rms_norm_eps: f64,
+    #[config(default = false)]
+    pub tie_word_embeddings: bool,
+    /// Biases on the q/k/v projections (Qwen2, some Llama variants).
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama `attention_bias` applies to all four).
+    #[config(default = false)]
+    pub o_bias: bool,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3).
+    #[config(default = false)]
+    pub qk_norm: bool,
+    #[config(default = 4096)]
+    pub max_position_embeddings: usize,
+    #[config(default = "None")]
+    pub bos_token_id: Option<u32>,
+    #[config(default = "Vec::new()")]
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// `config.json` as transformers writes it; only the fields this runtime needs.
+#[derive(Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
+    rope_scaling: Option<Value>,
+    rms_norm_eps: Option<f64>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+}
+
+/// Token ids given as one integer or a list (both spellings occur in HF configs).
+pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl ModelConfig {
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_file(path: &Path) -> Result<Self, RuntimeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_hf_json(&text).map_err(|msg| RuntimeError::Config {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    /// Parses the text of a Hugging Face `config.json`.
+    pub fn from_hf_json(text: &str) -> Result<Self, String> {
+        let hf: HfConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let model_type = hf
+            .model_type
+            .clone()
+            .or_else(|| hf.architectures.first().cloned())
+            .unwrap_or_default()
+            .to_lowercase();
+        let architecture = if model_type.starts_with("qwen3") {
+            Architecture::Qwen3
+        } else if model_type.starts_with("qwen2") {
+            Architecture::Qwen2
+        } else if model_type.starts_with("llama") || model_type.starts_with("mistral") {
+            Architecture::Llama
+        } else {
+            return Err(format!(
+                "model_type `{model_type}` is not supported (qwen3, qwen2, llama)"
+            ));
+        };
+        if let Some(act) = &hf.hidden_act {
+            if act != "silu" {
+                return Err(format!("hidden_act `{act}` is not supported (silu)"));
+            }
+        }
+        // transformers 5 moved rope_theta into `rope_parameters`; 4.x keeps it top level.
+        let nested = hf.rope_parameters.as_ref().or(hf.rope_scaling.as_ref());
+        if let Some(Value::Object(p)) = nested {
+            if let Some(t) = p.get("rope_type").or_else(|| p.get("type")) {
+                if t.as_str() != Some("default") {
+                    return Err(format!("rope scaling {t} is not supported"));
+                }
+            }
+        }
+        let rope_theta = nested
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .or(hf.rope_theta)
+            .unwrap_or(10000.0);
+        if hf.num_attention_heads == 0
+            || hf.hidden_size % hf.num_attention_heads != 0 && hf.head_dim.is_none()
+        {
+            return Err("cannot derive head_dim".into());
+        }
+        let num_kv = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
+        if num_kv == 0 || hf.num_attention_heads % num_kv != 0 {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv}",
+                hf.num_attention_heads
+            ));
+        }
+        let attention_bias = hf.attention_bias.unwrap_or(false);
+        Ok(ModelConfig {
+            architecture,
+            vocab_size: hf.vocab_size,
+            hidden_size: hf.hidden_size,
+            intermediate_size: hf.intermediate_size,
+            num_hidden_layers: hf.num_hidden_layers,
+            num_attention_heads: hf.num_attention_heads,
+            num_key_value_heads: num_kv,
+            head_dim: hf
+                .head_dim
+                .unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            rope_theta,
+            rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
+            tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: architecture == Architecture::Qwen2 || attention_bias,
+            o_bias: architecture != Architecture::Qwen2 && attention_bias,
+            qk_norm: architecture == Architecture::Qwen3,
+            max_position_embeddings: hf.max_position_embeddings.unwrap_or(4096),
+            bos_token_id: token_ids(hf.bos_token_id.as_ref()).first().copied(),
+            eos_token_ids: token_ids(hf.eos_token_id.as_ref()),
+        })
+    }
+
+    /// Number of query heads sharing one key/value head.
+    pub fn n_rep(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_transformers_4_llama_and_qwen2_spellings() {
+        let llama = r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,
+            "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
+            "num_key_value_heads":3,"rope_theta":100000.0,"rms_norm_eps":1e-5,
+            "tie_word_embeddings":true,"eos_token_id":2,"rope_scaling":null}"#;
+        let c = ModelConfig::from_hf_json(llama).unwrap();
+        assert_eq!(c.architecture, Architecture::Llama);
+        assert_eq!((c.head_dim, c.n_rep(), c.rope_theta), (64, 3, 100000.0));
+        assert!(!c.qk_norm && !c.qkv_bias && c.tie_word_embeddings);
+        assert_eq!(c.eos_token_ids, vec![2]);
+        let qwen2 = r#"{"model_type":"qwen2","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,
+            "rope_parameters":{"rope_theta":1000000.0,"rope_type":"default"},
+            "eos_token_id":[5,7]}"#;
+        let c = ModelConfig::from_hf_json(qwen2).unwrap();
+        assert!(c.qkv_bias && !c.o_bias && !c.qk_norm);
+        assert_eq!((c.rope_theta, c.eos_token_ids.clone()), (1e6, vec![5, 7]));
+    }
+
+    #[test]
+    fn rejects_unsupported_models() {
+        let bad = r#"{"model_type":"gpt2","vocab_size":1,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2}"#;
+        assert!(ModelConfig::from_hf_json(bad).unwrap_err().contains("gpt2"));
+        let scaled = r#"{"model_type":"llama","vocab_size":1,"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2,"rope_scaling":{"rope_type":"llama3"}}"#;
+        assert!(ModelConfig::from_hf_json(scaled)
+            .unwrap_err()
+            .contains("llama3"));
+    }
+}

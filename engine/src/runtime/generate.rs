@@ -1,0 +1,379 @@
+//! Loading a checkpoint and generating from it: prefill, then per-token decoding with a
+//! pre-allocated KV cache, sampling, stop conditions, streaming, and the `<think>` split.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::config::{token_ids, ModelConfig};
+use super::device::{select_device, DevicePreference};
+use super::error::{Result, RuntimeError};
+use super::model::{CausalLm, KvCache};
+use super::sampling::{Sampler, SamplingConfig};
+use super::weights::SafetensorsSource;
+
+/// Text side of generation, implemented by the runtime tokenizer; optional so that checkpoints
+/// without a tokenizer can still run on raw ids.
+pub trait TextCodec {
+    /// Decodes ids to text, skipping special tokens such as `<|im_end|>`.
+    fn decode_text(&self, ids: &[u32]) -> Result<String>;
+    /// Id of a token given by its exact text (e.g. `</think>`).
+    fn token_id(&self, token: &str) -> Option<u32>;
+}
+
+impl TextCodec for super::tokenizer::Tokenizer {
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.decode(ids, true)
+            .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+    }
+
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.token_to_id(token)
+    }
+}
+
+/// The tokenizer that ships with a model: `tokenizer.json` of an HF directory or the vocabulary
+/// of a GGUF file. `Ok(None)` when an HF directory has none (run it with raw ids).
+pub fn load_tokenizer(path: &Path) -> Result<Option<super::tokenizer::Tokenizer>> {
+    if path.is_dir() && !path.join("tokenizer.json").is_file() {
+        return Ok(None);
+    }
+    super::tokenizer::Tokenizer::from_path(path)
+        .map(Some)
+        .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+}
+
+/// Which file format a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    Safetensors,
+    Gguf,
+}
+
+/// A model ready to generate, with what was learnt while loading it.
+pub struct LoadedModel {
+    pub model: CausalLm,
+    pub config: ModelConfig,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    /// End-of-sequence ids from `config.json`, `generation_config.json` or GGUF metadata.
+    pub eos_token_ids: Vec<u32>,
+    pub device: Device,
+}
+
+/// Loads an HF model directory (config.json + safetensors) or a `.gguf` file on the default
+/// device (see [`select_device`]).
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    load_model_on(path, &select_device(DevicePreference::Auto)?)
+}
+
+/// [`load_model`] on an explicit device.
+pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let started = Instant::now();
+    let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        super::weights::load_gguf(path, device)?
+    } else {
+        let config_path = path.join("config.json");
+        let config = ModelConfig::from_hf_file(&config_path)?;
+        let mut src = SafetensorsSource::open(path)?;
+        let model = CausalLm::load(&config, &mut src, device)?;
+        let mut eos = config.eos_token_ids.clone();
+        if let Ok(text) = std::fs::read_to_string(path.join("generation_config.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                for id in token_ids(v.get("eos_token_id")) {
+                    if !eos.contains(&id) {
+                        eos.push(id);
+                    }
+                }
+            }
+        }
+        LoadedModel {
+            model,
+            config,
+            path: path.to_path_buf(),
+            format: ModelFormat::Safetensors,
+            eos_token_ids: eos,
+            device: device.clone(),
+        }
+    };
+    tracing::info!(path = %path.display(), secs = started.elapsed().as_secs_f64(), "loaded model");
+    Ok(loaded)
+}
+
+/// What to generate and when to stop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingConfig,
+    /// Extra ids that end generation (the model's EOS ids are added unless disabled).
+    pub stop_token_ids: Vec<u32>,
+    pub use_model_eos: bool,
+    /// Strings that end generation; the text is cut before them (needs a tokenizer).
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 256,
+            sampling: SamplingConfig::default(),
+            stop_token_ids: Vec::new(),
+            use_model_eos: true,
+            stop_strings: Vec::new(),
+        }
+    }
+}
+
+/// One streamed piece of text.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamEvent {
+    /// Which prompt of the batch this belongs to.
+    pub prompt_index: usize,
+    pub token_id: u32,
+    /// New text since the previous event (may be empty while a UTF-8 sequence is incomplete).
+    pub delta: String,
+    /// Whether this token is inside a `<think>...</think>` block.
+    pub in_think: bool,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    StopToken,
+    StopString,
+    Length,
+}
+
+/// Throughput of one generation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub prefill_tokens: usize,
+    pub prefill_seconds: f64,
+    pub prefill_tokens_per_second: f64,
+    /// Tokens produced by single-token decode steps (all but the first generated token).
+    pub decode_tokens: usize,
+    pub decode_seconds: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+/// Result for one prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationOutput {
+    pub prompt_ids: Vec<u32>,
+    /// Generated ids, including the stop token if one ended generation.
+    pub generated_ids: Vec<u32>,
+    /// Decoded generated text (special tokens skipped); empty without a tokenizer.
+    pub text: String,
+    /// Text inside `<think>...</think>`, without the tags.
+    pub reasoning: String,
+    /// Text after the last `</think>` (all of it when there is none).
+    pub content: String,
+    pub finish_reason: FinishReason,
+    pub timings: Timings,
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Splits generated ids as PsyLLM's inference script does: content is everything after the
+/// last `</think>`, reasoning everything before it with the `<think>` tag removed.
+pub fn split_reasoning(
+    codec: &dyn TextCodec,
+    ids: &[u32],
+    think_end: Option<u32>,
+) -> Result<(String, String)> {
+    let cut = think_end.and_then(|end| ids.iter().rposition(|&t| t == end));
+    match cut {
+        Some(i) => {
+            let reasoning = codec.decode_text(&ids[..i])?;
+            let reasoning = reasoning.replace("<think>", "").replace("</think>", "");
+            let content = codec.decode_text(&ids[i + 1..])?;
+            Ok((reasoning.trim().to_string(), content.trim().to_string()))
+        }
+        None => Ok((String::new(), codec.decode_text(ids)?.trim().to_string())),
+    }
+}
+
+/// Generates a continuation for each prompt of the batch.
+///
+/// Prompts run one after another through the same weights and one KV cache sized for the
+/// longest request, so prompts of different lengths need no padding. Each prompt's sampler is
+/// seeded with `sampling.seed`, so a prompt's output does not depend on its batch neighbours.
+pub fn generate(
+    model: &LoadedModel,
+    codec: Option<&dyn TextCodec>,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    on_event: &mut dyn FnMut(&StreamEvent),
+) -> Result<Vec<GenerationOutput>> {
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(RuntimeError::Request("empty prompt".into()));
+    }
+    let vocab = model.config.vocab_size as u32;
+    if let Some(bad) = prompts.iter().flatten().find(|&&t| t >= vocab) {
+        return Err(RuntimeError::Request(format!(
+            "token id {bad} is outside the vocabulary ({vocab})"
+        )));
+    }
+    if !cfg.stop_strings.is_empty() && codec.is_none() {
+        return Err(RuntimeError::Request(
+            "stop strings need a tokenizer".into(),
+        ));
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let capacity = longest + cfg.max_new_tokens;
+    if capacity > model.model.max_positions() {
+        return Err(RuntimeError::Request(format!(
+            "prompt + max_new_tokens = {capacity} exceeds the supported context of {}",
+            model.model.max_positions()
+        )));
+    }
+    let mut stops = cfg.stop_token_ids.clone();
+    if cfg.use_model_eos {
+        stops.extend(&model.eos_token_ids);
+    }
+    let think_start = codec.and_then(|c| c.token_id("<think>"));
+    let think_end = codec.and_then(|c| c.token_id("</think>"));
+    let mut cache = KvCache::new(&model.config, 1, capacity.max(1), &model.device);
+    let mut outputs = Vec::with_capacity(prompts.len());
+    for (index, prompt) in prompts.iter().enumerate() {
+        cache.reset();
+        let mut sampler = Sampler::new(&cfg.sampling);
+        let mut history = prompt.clone();
+        let mut generated = Vec::new();
+        let mut timings = Timings {
+            prefill_tokens: prompt.len(),
+            ..Default::default()
+        };
+        // A prompt that opens `<think>` without closing it starts the output inside the block.
+        let mut in_think = match (think_start, think_end) {
+            (Some(s), Some(e)) => {
+                prompt.iter().rposition(|&t| t == s) > prompt.iter().rposition(|&t| t == e)
+            }
+            _ => false,
+        };
+        let mut emitted = String::new();
+        let mut finish = FinishReason::Length;
+        let mut cut_text: Option<String> = None;
+        let t0 = Instant::now();
+        let mut logits = model.model.next_logits(prompt, &mut cache);
+        timings.prefill_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        while generated.len() < cfg.max_new_tokens {
+            let next = sampler.sample(&mut logits, &history);
+            generated.push(next);
+            history.push(next);
+            if Some(next) == think_start {
+                in_think = true;
+            }
+            let event_in_think = in_think;
+            if Some(next) == think_end {
+                in_think = false;
+            }
+            if let Some(codec) = codec {
+                let text = codec.decode_text(&generated)?;
+                if let Some(pos) = cfg
+                    .stop_strings
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()))
+                    .min()
+                {
+                    let kept = text[..pos].to_string();
+                    if kept.len() > emitted.len() && kept.starts_with(&emitted) {
+                        on_event(&StreamEvent {
+                            prompt_index: index,
+                            token_id: next,
+                            delta: kept[emitted.len()..].to_string(),
+                            in_think: event_in_think,
+                        });
+                    }
+                    cut_text = Some(kept);
+                    finish = FinishReason::StopString;
+                    break;
+                }
+                // Hold back text ending in an incomplete UTF-8 sequence (decoded as U+FFFD).
+                let delta = if !text.ends_with('\u{FFFD}') && text.starts_with(&emitted) {
+                    let d = text[emitted.len()..].to_string();
+                    emitted = text;
+                    d
+                } else {
+                    String::new()
+                };
+                on_event(&StreamEvent {
+                    prompt_index: index,
+                    token_id: next,
+                    delta,
+                    in_think: event_in_think,
+                });
+            } else {
+                on_event(&StreamEvent {
+                    prompt_index: index,
+                    token_id: next,
+                    delta: String::new(),
+                    in_think: event_in_think,
+                });
+            }
+            if stops.contains(&next) {
+                finish = FinishReason::StopToken;
+                break;
+            }
+            if generated.len() >= cfg.max_new_tokens {
+                break;
+            }
+            logits = model.model.next_logits(&[next], &mut cache);
+            timings.decode_tokens += 1;
+        }
+        timings.decode_seconds = t1.elapsed().as_secs_f64();
+        timings.prefill_tokens_per_second = rate(timings.prefill_tokens, timings.prefill_seconds);
+        timings.decode_tokens_per_second = rate(timings.decode_tokens, timings.decode_seconds);
+        let (text, reasoning, content) = match codec {
+            Some(codec) => {
+                let text = match cut_text {
+                    Some(t) => t,
+                    None => codec.decode_text(&generated)?,
+                };
+                let (reasoning, mut content) = split_reasoning(codec, &generated, think_end)?;
+                if finish == FinishReason::StopString {
+                    if let Some(pos) = cfg
+                        .stop_strings
+                        .iter()
+                        .filter_map(|s| content.find(s.as_str()))
+                        .min()
+                    {
+                        content.truncate(pos);
+                        content = content.trim().to_string();
+                    }
+                }
+                (text, reasoning, content)
+            }
+            None => Default::default(),
+        };
+        tracing::debug!(
+            prompt = index,
+            generated = generated.len(),
+            ?finish,
+            decode_tps = timings.decode_tokens_per_second,
+            "generated"
+        );
+        outputs.push(GenerationOutput {
+            prompt_ids: prompt.clone(),
+            generated_ids: generated,
+            text,
+            reasoning,
+            content,
+            finish_reason: finish,
+            timings,
+        });
+    }
+    Ok(outputs)
+}

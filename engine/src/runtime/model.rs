@@ -1,0 +1,733 @@
+//! One decoder-only transformer (Qwen3, Qwen2, Llama/SmolLM2) as a Burn module.
+//!
+//! Struct and field names follow the Hugging Face checkpoints (`model.layers.N.self_attn.q_proj`,
+//! ...), so weights load by name. Projections keep the HF `[out, in]` layout: it makes tied
+//! embeddings free (the LM head *is* `embed_tokens.weight`) and lets batch-1 decoding run the
+//! row-parallel GEMV of [`super::kernels`] straight on the f32 weight data.
+
+use burn::backend::Flex;
+use burn::module::{Module, Param};
+use burn::tensor::{activation, Device, Distribution, Int, Tensor, TensorData};
+
+use super::config::ModelConfig;
+use super::error::Result;
+use super::kernels::gemv_rows;
+use super::weights::TensorSource;
+
+fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+fn load<const D: usize>(
+    src: &mut dyn TensorSource,
+    name: &str,
+    shape: [usize; D],
+    device: &Device,
+) -> Result<Param<Tensor<D>>> {
+    Ok(param(src.take(name, &shape)?, shape, device))
+}
+
+/// Token ids of equal-length rows as a `[batch, seq]` Int tensor.
+pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
+    let seq = rows.first().map_or(0, Vec::len);
+    assert!(
+        rows.iter().all(|r| r.len() == seq),
+        "rows must have equal length"
+    );
+    let data: Vec<i64> = rows.iter().flatten().map(|&i| i64::from(i)).collect();
+    Tensor::from_data(TensorData::new(data, [rows.len(), seq]), device)
+}
+
+/// `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
+fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, k] = x.dims();
+    let [n, _] = weight.dims();
+    let y = if b * s == 1 {
+        gemv_flex(&weight, &x).unwrap_or_else(|| x.matmul(weight.transpose().unsqueeze()))
+    } else {
+        // `W x^T` reads W row-major as gemm's lhs; `x W^T` made gemm repack the transposed
+        // weight on every call (measured ~30% slower prefill on SmolLM2).
+        weight
+            .matmul(x.reshape([b * s, k]).transpose())
+            .transpose()
+            .reshape([b, s, n])
+    };
+    match bias {
+        Some(bias) => y + bias.unsqueeze::<3>(),
+        None => y,
+    }
+}
+
+/// Batch-1 fast path: on the flex (CPU) backend, run the threaded GEMV on the raw weights.
+/// Returns `None` on other backends (CUDA, autodiff), which then use the tensor matmul.
+fn gemv_flex(weight: &Tensor<2>, x: &Tensor<3>) -> Option<Tensor<3>> {
+    let w = weight.clone().try_into_primitive::<Flex>().ok()?;
+    let w = w.as_slice::<f32>()?;
+    let xd = x.clone().try_into_primitive::<Flex>().ok()?;
+    let xd = xd.to_contiguous();
+    let xs = xd.as_slice::<f32>()?;
+    let n = weight.dims()[0];
+    if w.len() != n * xs.len() {
+        return None;
+    }
+    let mut y = vec![0.0f32; n];
+    gemv_rows(w, xs, &mut y);
+    Some(Tensor::from_data(
+        TensorData::new(y, [1, 1, n]),
+        &x.device(),
+    ))
+}
+
+/// A bias-optional linear layer with HF field names (`weight` `[out, in]`, `bias` `[out]`).
+#[derive(Module, Debug)]
+pub struct Linear {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    fn load(
+        src: &mut dyn TensorSource,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: load(src, &format!("{prefix}.weight"), [out, inp], device)?,
+            bias: if bias {
+                Some(load(src, &format!("{prefix}.bias"), [out], device)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn random(out: usize, inp: usize, bias: bool, device: &Device) -> Self {
+        let std = 1.0 / (inp as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [out, inp],
+                Distribution::Uniform(-std, std),
+                device,
+            )),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        linear(self.weight.val(), self.bias.as_ref().map(|b| b.val()), x)
+    }
+}
+
+/// Root-mean-square norm over the last axis, computed in f32 as transformers does.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn load(
+        src: &mut dyn TensorSource,
+        name: &str,
+        dim: usize,
+        eps: f64,
+        d: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: load(src, &format!("{name}.weight"), [dim], d)?,
+            eps,
+        })
+    }
+
+    fn ones(dim: usize, eps: f64, device: &Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([dim], device)),
+            eps,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let ms = (x.clone() * x.clone()).mean_dim(D - 1);
+        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<D>()
+    }
+}
+
+/// Rotary position embedding in the half-split layout of transformers (`rotate_half`), not the
+/// interleaved pairs of Burn's `RotaryEncoding`.
+#[derive(Module, Debug)]
+pub struct Rotary {
+    /// `[positions, head_dim]`, each frequency repeated for both halves.
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+}
+
+impl Rotary {
+    fn new(head_dim: usize, theta: f64, positions: usize, device: &Device) -> Self {
+        let half = head_dim / 2;
+        // transformers computes inv_freq and the angles in f32; doing the same keeps the
+        // tables bit-compatible with the reference.
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let mut cos = Vec::with_capacity(positions * head_dim);
+        let mut sin = Vec::with_capacity(positions * head_dim);
+        for p in 0..positions {
+            for h in 0..2 {
+                let _ = h;
+                for f in &inv {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [positions, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [positions, head_dim]), device),
+        }
+    }
+
+    /// Rotates `x` `[batch, heads, seq, head_dim]` whose first row sits at position `start`.
+    fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        let [_, _, s, d] = x.dims();
+        let cos = self.cos.clone().narrow(0, start, s).reshape([1, 1, s, d]);
+        let sin = self.sin.clone().narrow(0, start, s).reshape([1, 1, s, d]);
+        let x1 = x.clone().narrow(3, 0, d / 2);
+        let x2 = x.clone().narrow(3, d / 2, d / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+
+    /// Number of positions the tables cover.
+    pub fn positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = activation::silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// Pre-allocated key/value cache of one layer, `[batch, kv_heads, capacity, head_dim]`.
+#[derive(Debug, Clone)]
+struct LayerCache {
+    k: Option<Tensor<4>>,
+    v: Option<Tensor<4>>,
+}
+
+/// Key/value cache of all layers, allocated once for `capacity` positions.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(config: &ModelConfig, batch: usize, capacity: usize, device: &Device) -> Self {
+        let shape = [batch, config.num_key_value_heads, capacity, config.head_dim];
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| LayerCache {
+                k: Some(Tensor::zeros(shape, device)),
+                v: Some(Tensor::zeros(shape, device)),
+            })
+            .collect();
+        Self {
+            layers,
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Positions filled so far (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forgets the cached positions; the buffers are reused.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Keeps only the first `len` positions (e.g. to re-run decoding from a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// Writes `new` at `start` into a cache buffer and returns the filled prefix `[.., 0..end, ..]`.
+fn append(slot: &mut Option<Tensor<4>>, new: Tensor<4>, start: usize) -> Tensor<4> {
+    let [b, h, s, d] = new.dims();
+    // Taking the buffer out keeps its storage uniquely owned, so flex writes in place.
+    let buf = slot.take().expect("cache buffer present");
+    let buf = buf.slice_assign([0..b, 0..h, start..start + s, 0..d], new);
+    let prefix = buf.clone().narrow(2, 0, start + s);
+    *slot = Some(buf);
+    prefix
+}
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        cache: &mut LayerCache,
+        start: usize,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let n_rep = h / kvh;
+        // 1. Project.
+        let q = self.q_proj.forward(x.clone());
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
+        // 2. Split heads: [b, s, heads, d].
+        let q = q.reshape([b, s, h, d]);
+        let k = k.reshape([b, s, kvh, d]);
+        let v = v.reshape([b, s, kvh, d]);
+        // 3. Per-head RMSNorm of q and k (Qwen3 only).
+        let q = match &self.q_norm {
+            Some(n) => n.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(k),
+            None => k,
+        };
+        // 4. Heads first, then RoPE at absolute positions start..start+s.
+        let q = rotary.apply(q.swap_dims(1, 2), start);
+        let k = rotary.apply(k.swap_dims(1, 2), start);
+        let v = v.swap_dims(1, 2);
+        // 5. Append to the KV cache; attend over every cached position.
+        let k = append(&mut cache.k, k, start);
+        let v = append(&mut cache.v, v, start);
+        let t = start + s;
+        // 6. Repeat KV heads: query head i uses KV head i / n_rep (transformers' repeat_kv). Grouping
+        //    the queries as [b, kvh, n_rep*s, d] gives the same products without copying K and V.
+        let q = q.reshape([b, kvh, n_rep * s, d]);
+        // 7. Scaled scores.
+        let scores = q.matmul(k.transpose()) * (1.0 / (d as f64).sqrt());
+        let mut scores = scores.reshape([b, h, s, t]);
+        // 8. Causal mask: query i (position start+i) sees keys 0..=start+i.
+        if s > 1 {
+            let mask: Vec<f32> = (0..s)
+                .flat_map(|i| {
+                    (0..t).map(move |j| {
+                        if j > start + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            let mask = Tensor::from_data(TensorData::new(mask, [1, 1, s, t]), &scores.device());
+            scores = scores + mask;
+        }
+        // 9. Softmax over keys.
+        let probs = activation::softmax(scores, 3).reshape([b, kvh, n_rep * s, t]);
+        // 10. Weighted values, heads merged back, output projection.
+        let out = probs
+            .matmul(v)
+            .reshape([b, h, s, d])
+            .swap_dims(1, 2)
+            .reshape([b, s, h * d]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// Pre-norm residual block: attention then SwiGLU MLP.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        cache: &mut LayerCache,
+        start: usize,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), rotary, cache, start);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// Token embedding table `[vocab, hidden]`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    pub weight: Param<Tensor<2>>,
+}
+
+/// The transformer body (`model.*` in HF checkpoints).
+#[derive(Module, Debug)]
+pub struct Model {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// Decoder with its language-model head (`*ForCausalLM`).
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    pub model: Model,
+    /// `None` when the embeddings are tied: the head reuses `model.embed_tokens.weight`.
+    pub lm_head: Option<Linear>,
+    pub rotary: Rotary,
+}
+
+/// Result of a forward pass that also returns every hidden state.
+pub struct ForwardTrace {
+    /// `[batch, seq, vocab]`.
+    pub logits: Tensor<3>,
+    /// 0 = embeddings, i = output of layer i, last = after the final norm.
+    pub hidden_states: Vec<Tensor<3>>,
+}
+
+/// Largest RoPE table built up front; longer contexts than this are refused.
+const MAX_ROPE_POSITIONS: usize = 32768;
+
+impl CausalLm {
+    /// Builds the model from named tensors; every tensor of the source must be used.
+    pub fn load(config: &ModelConfig, src: &mut dyn TensorSource, device: &Device) -> Result<Self> {
+        let c = config;
+        let (hd, q_out, kv_out) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        let eps = c.rms_norm_eps;
+        let embed = load(src, "model.embed_tokens.weight", [c.vocab_size, hd], device)?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let self_attn = Attention {
+                q_proj: Linear::load(src, &format!("{a}.q_proj"), q_out, hd, c.qkv_bias, device)?,
+                k_proj: Linear::load(src, &format!("{a}.k_proj"), kv_out, hd, c.qkv_bias, device)?,
+                v_proj: Linear::load(src, &format!("{a}.v_proj"), kv_out, hd, c.qkv_bias, device)?,
+                o_proj: Linear::load(src, &format!("{a}.o_proj"), hd, q_out, c.o_bias, device)?,
+                q_norm: if c.qk_norm {
+                    Some(RmsNorm::load(
+                        src,
+                        &format!("{a}.q_norm"),
+                        c.head_dim,
+                        eps,
+                        device,
+                    )?)
+                } else {
+                    None
+                },
+                k_norm: if c.qk_norm {
+                    Some(RmsNorm::load(
+                        src,
+                        &format!("{a}.k_norm"),
+                        c.head_dim,
+                        eps,
+                        device,
+                    )?)
+                } else {
+                    None
+                },
+                num_heads: c.num_attention_heads,
+                num_kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+            };
+            let m = format!("{p}.mlp");
+            let mlp = Mlp {
+                gate_proj: Linear::load(
+                    src,
+                    &format!("{m}.gate_proj"),
+                    c.intermediate_size,
+                    hd,
+                    false,
+                    device,
+                )?,
+                up_proj: Linear::load(
+                    src,
+                    &format!("{m}.up_proj"),
+                    c.intermediate_size,
+                    hd,
+                    false,
+                    device,
+                )?,
+                down_proj: Linear::load(
+                    src,
+                    &format!("{m}.down_proj"),
+                    hd,
+                    c.intermediate_size,
+                    false,
+                    device,
+                )?,
+            };
+            layers.push(DecoderLayer {
+                self_attn,
+                mlp,
+                input_layernorm: RmsNorm::load(
+                    src,
+                    &format!("{p}.input_layernorm"),
+                    hd,
+                    eps,
+                    device,
+                )?,
+                post_attention_layernorm: RmsNorm::load(
+                    src,
+                    &format!("{p}.post_attention_layernorm"),
+                    hd,
+                    eps,
+                    device,
+                )?,
+            });
+        }
+        let norm = RmsNorm::load(src, "model.norm", hd, eps, device)?;
+        // Tied checkpoints lack `lm_head.weight`; an untied one must have it.
+        let lm_head = if !c.tie_word_embeddings || src.contains("lm_head.weight") {
+            Some(Linear::load(
+                src,
+                "lm_head",
+                c.vocab_size,
+                hd,
+                false,
+                device,
+            )?)
+        } else {
+            None
+        };
+        src.finish()?;
+        tracing::info!(
+            arch = ?c.architecture,
+            layers = c.num_hidden_layers,
+            hidden = hd,
+            vocab = c.vocab_size,
+            tied = lm_head.is_none(),
+            "model loaded"
+        );
+        Ok(Self {
+            model: Model {
+                embed_tokens: Embedding { weight: embed },
+                layers,
+                norm,
+            },
+            lm_head,
+            rotary: Rotary::new(
+                c.head_dim,
+                c.rope_theta,
+                c.max_position_embeddings.min(MAX_ROPE_POSITIONS),
+                device,
+            ),
+        })
+    }
+
+    /// A model with random weights, for benchmarks of a given shape.
+    pub fn random(config: &ModelConfig, device: &Device) -> Self {
+        let c = config;
+        let (hd, q_out, kv_out) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        let eps = c.rms_norm_eps;
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: Linear::random(q_out, hd, c.qkv_bias, device),
+                    k_proj: Linear::random(kv_out, hd, c.qkv_bias, device),
+                    v_proj: Linear::random(kv_out, hd, c.qkv_bias, device),
+                    o_proj: Linear::random(hd, q_out, c.o_bias, device),
+                    q_norm: c.qk_norm.then(|| RmsNorm::ones(c.head_dim, eps, device)),
+                    k_norm: c.qk_norm.then(|| RmsNorm::ones(c.head_dim, eps, device)),
+                    num_heads: c.num_attention_heads,
+                    num_kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: Linear::random(c.intermediate_size, hd, false, device),
+                    up_proj: Linear::random(c.intermediate_size, hd, false, device),
+                    down_proj: Linear::random(hd, c.intermediate_size, false, device),
+                },
+                input_layernorm: RmsNorm::ones(hd, eps, device),
+                post_attention_layernorm: RmsNorm::ones(hd, eps, device),
+            })
+            .collect();
+        Self {
+            model: Model {
+                embed_tokens: Embedding {
+                    weight: Param::from_tensor(Tensor::random(
+                        [c.vocab_size, hd],
+                        Distribution::Normal(0.0, 0.02),
+                        device,
+                    )),
+                },
+                layers,
+                norm: RmsNorm::ones(hd, eps, device),
+            },
+            lm_head: (!c.tie_word_embeddings)
+                .then(|| Linear::random(c.vocab_size, hd, false, device)),
+            rotary: Rotary::new(
+                c.head_dim,
+                c.rope_theta,
+                c.max_position_embeddings.min(MAX_ROPE_POSITIONS),
+                device,
+            ),
+        }
+    }
+
+    /// Longest sequence (prompt + generated) the position tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.rotary.positions()
+    }
+
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        all_positions: bool,
+        trace: bool,
+    ) -> ForwardTrace {
+        let [b, s] = ids.dims();
+        let start = cache.len;
+        assert!(
+            start + s <= cache.capacity,
+            "KV cache overflow: {} + {s} > {}",
+            start,
+            cache.capacity
+        );
+        let embed = self.model.embed_tokens.weight.val();
+        let hidden = embed.dims()[1];
+        let mut x = embed
+            .clone()
+            .select(0, ids.reshape([b * s]))
+            .reshape([b, s, hidden]);
+        let mut hidden_states = Vec::new();
+        if trace {
+            hidden_states.push(x.clone());
+        }
+        for (layer, lc) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &self.rotary, lc, start);
+            if trace {
+                hidden_states.push(x.clone());
+            }
+        }
+        cache.len += s;
+        let x = if all_positions {
+            x
+        } else {
+            x.narrow(1, s - 1, 1)
+        };
+        let x = self.model.norm.forward(x);
+        if trace {
+            // transformers reports the final hidden state after the norm.
+            hidden_states.pop();
+            hidden_states.push(x.clone());
+        }
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => linear(embed, None, x),
+        };
+        ForwardTrace {
+            logits,
+            hidden_states,
+        }
+    }
+
+    /// Runs `ids` `[batch, seq]` after the cached positions and returns the logits of every
+    /// position (`all_positions`) or of the last one only (`[batch, 1, vocab]`).
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        all_positions: bool,
+    ) -> Tensor<3> {
+        self.run(ids, cache, all_positions, false).logits
+    }
+
+    /// Like [`Self::forward`] over all positions, also returning every hidden state.
+    pub fn forward_trace(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> ForwardTrace {
+        self.run(ids, cache, true, true)
+    }
+
+    /// Convenience for batch 1: feeds token ids, returns the last position's logits.
+    pub fn next_logits(&self, ids: &[u32], cache: &mut KvCache) -> Vec<f32> {
+        let t = ids_tensor(&[ids.to_vec()], &self.device());
+        let logits = self.forward(t, cache, false);
+        logits.into_data().try_into_vec::<f32>().unwrap_or_default()
+    }
+
+    /// Device holding the weights.
+    pub fn device(&self) -> Device {
+        self.model.norm.weight.val().device()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::Architecture;
+
+    fn buffer_ptr(t: &Tensor<4>) -> usize {
+        let p = t.clone().try_into_primitive::<Flex>().unwrap();
+        p.as_slice::<f32>().unwrap().as_ptr() as usize
+    }
+
+    /// The KV cache must be written in place: a copy per step would cost O(capacity) per layer.
+    #[test]
+    fn kv_cache_appends_in_place() {
+        let device = Device::flex();
+        let mut c = ModelConfig::new(Architecture::Qwen3, 50, 16, 32, 2, 2, 1, 8);
+        c.qk_norm = true;
+        c.max_position_embeddings = 64;
+        let model = CausalLm::random(&c, &device);
+        let mut cache = KvCache::new(&c, 1, 32, &device);
+        model.next_logits(&[1, 2, 3], &mut cache);
+        let before = buffer_ptr(cache.layers[1].k.as_ref().unwrap());
+        for t in 0..5 {
+            model.next_logits(&[t], &mut cache);
+        }
+        assert_eq!(before, buffer_ptr(cache.layers[1].k.as_ref().unwrap()));
+        assert_eq!(cache.len(), 8);
+    }
+}

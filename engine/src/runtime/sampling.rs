@@ -1,0 +1,161 @@
+//! Token selection: greedy, or seeded sampling with the transformers logits processors
+//! (repetition penalty, temperature, top-k, top-p, min-p) applied in transformers' order.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Sampling parameters; the defaults are greedy decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingConfig {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches p; 1 disables.
+    pub top_p: f32,
+    /// Drop tokens below `min_p` times the top probability; 0 disables.
+    pub min_p: f32,
+    /// CTRL-style penalty on tokens already in the prompt or output; 1 disables.
+    pub repetition_penalty: f32,
+    /// Seed of the sampling RNG: the same seed gives the same output.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Index of the largest logit (first one on ties, as `torch.argmax`).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Stateful sampler owning its RNG.
+pub struct Sampler {
+    cfg: SamplingConfig,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(cfg: &SamplingConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            rng: StdRng::seed_from_u64(cfg.seed),
+        }
+    }
+
+    /// Picks the next token from `logits` (modified in place); `history` is prompt + output.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let c = &self.cfg;
+        if c.repetition_penalty != 1.0 {
+            let mut seen = std::collections::HashSet::new();
+            for &t in history {
+                let i = t as usize;
+                if i < logits.len() && seen.insert(t) {
+                    let v = logits[i];
+                    logits[i] = if v < 0.0 {
+                        v * c.repetition_penalty
+                    } else {
+                        v / c.repetition_penalty
+                    };
+                }
+            }
+        }
+        if c.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        // Candidates sorted by logit, best first.
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v / c.temperature))
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        if cand.is_empty() {
+            return argmax(logits);
+        }
+        let k = if c.top_k > 0 {
+            c.top_k.min(cand.len())
+        } else {
+            cand.len()
+        };
+        if k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+            cand.truncate(k);
+        }
+        cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let max = cand[0].1;
+        let mut probs: Vec<f32> = cand.iter().map(|(_, v)| (v - max).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        let mut keep = probs.len();
+        if c.top_p < 1.0 {
+            let mut cum = 0.0;
+            for (i, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= c.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+        }
+        if c.min_p > 0.0 {
+            let floor = c.min_p * probs[0];
+            keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
+        }
+        let total: f32 = probs[..keep].iter().sum();
+        let mut u = self.rng.random::<f32>() * total;
+        for i in 0..keep {
+            u -= probs[i];
+            if u <= 0.0 {
+                return cand[i].0;
+            }
+        }
+        cand[keep - 1].0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 7919) % 31) as f32 * 0.1).collect();
+        let mut s = Sampler::new(&SamplingConfig {
+            temperature: 1.5,
+            top_k: 1,
+            seed: 3,
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&mut logits.clone(), &[]), argmax(&logits));
+    }
+
+    #[test]
+    fn penalty_lowers_seen_tokens() {
+        let mut l = vec![2.0, -2.0, 1.9];
+        let mut s = Sampler::new(&SamplingConfig {
+            repetition_penalty: 2.0,
+            ..Default::default()
+        });
+        assert_eq!(s.sample(&mut l, &[0, 1]), 2);
+        assert_eq!(l, vec![1.0, -4.0, 1.9]);
+    }
+}

@@ -1,0 +1,440 @@
+//! Weight sources: memory-mapped Hugging Face safetensors (single file or sharded) and GGUF.
+//!
+//! Each source hands out one tensor at a time as an owned `Vec<f32>` in the Hugging Face layout
+//! (`[out, in]` for projections), so the only full copy of the weights is the f32 one the model
+//! keeps; the file bytes stay in the page cache behind the memory map.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, TensorInfo};
+use safetensors::SafeTensors;
+
+use super::config::{Architecture, ModelConfig};
+use super::error::{Result, RuntimeError};
+use super::generate::{LoadedModel, ModelFormat};
+use super::gguf::{GgufError, GgufFile};
+use super::model::CausalLm;
+
+/// Where the model builder gets its tensors from, by Hugging Face name.
+pub trait TensorSource {
+    /// Whether a tensor of this (HF) name exists.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor as f32, row-major, checked against `shape`.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// Errors when tensors were left unused (a sign of a mismatched architecture).
+    fn finish(&self) -> Result<()>;
+    /// The file or directory the tensors come from, for messages.
+    fn origin(&self) -> &Path;
+}
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+}
+
+/// Safetensors checkpoint, one file or several shards listed in `model.safetensors.index.json`.
+pub struct SafetensorsSource {
+    origin: PathBuf,
+    shards: Vec<Shard>,
+    tensors: HashMap<String, (usize, TensorInfo)>,
+    used: BTreeSet<String>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Tensors that checkpoints may carry but the model recomputes.
+fn ignorable(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+}
+
+impl SafetensorsSource {
+    /// Opens `dir/model.safetensors`, or the shards of `dir/model.safetensors.index.json`, or a
+    /// `.safetensors` file given directly.
+    pub fn open(path: &Path) -> Result<Self> {
+        let files: Vec<PathBuf> = if path.is_file() {
+            vec![path.to_path_buf()]
+        } else if path.join("model.safetensors").is_file() {
+            vec![path.join("model.safetensors")]
+        } else {
+            let index = path.join("model.safetensors.index.json");
+            let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| RuntimeError::Safetensors {
+                    path: index.clone(),
+                    msg: e.to_string(),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| RuntimeError::Safetensors {
+                    path: index.clone(),
+                    msg: "no `weight_map` object".into(),
+                })?;
+            let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+            names.into_iter().map(|f| path.join(f)).collect()
+        };
+        let mut shards = Vec::new();
+        let mut tensors = HashMap::new();
+        for (i, file) in files.iter().enumerate() {
+            let f = File::open(file).map_err(io_err(file))?;
+            // SAFETY: the file is opened read-only; a checkpoint modified while loaded is
+            // outside this runtime's contract (same as every mmap-based loader).
+            let mmap = unsafe { Mmap::map(&f) }.map_err(io_err(file))?;
+            let (n, meta) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| RuntimeError::Safetensors {
+                    path: file.clone(),
+                    msg: format!("{e:?}"),
+                })?;
+            for (name, info) in meta.tensors() {
+                tensors.insert(name, (i, info.clone()));
+            }
+            shards.push(Shard {
+                path: file.clone(),
+                mmap,
+                data_start: 8 + n,
+            });
+        }
+        tracing::debug!(
+            files = shards.len(),
+            tensors = tensors.len(),
+            "opened safetensors"
+        );
+        Ok(Self {
+            origin: path.to_path_buf(),
+            shards,
+            tensors,
+            used: BTreeSet::new(),
+        })
+    }
+}
+
+impl TensorSource for SafetensorsSource {
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (shard, info) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: name.into(),
+                path: self.origin.clone(),
+            })?;
+        let shard = &self.shards[*shard];
+        if info.shape != shape {
+            return Err(RuntimeError::ShapeMismatch {
+                name: name.into(),
+                path: shard.path.clone(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let (start, end) = info.data_offsets;
+        let bytes = shard
+            .mmap
+            .get(shard.data_start + start..shard.data_start + end)
+            .ok_or_else(|| RuntimeError::Safetensors {
+                path: shard.path.clone(),
+                msg: format!("data of `{name}` lies outside the file"),
+            })?;
+        let values = convert(bytes, info.dtype).ok_or_else(|| RuntimeError::UnsupportedDtype {
+            name: name.into(),
+            path: shard.path.clone(),
+            dtype: format!("{:?}", info.dtype),
+        })?;
+        let numel: usize = shape.iter().product();
+        if values.len() != numel {
+            return Err(RuntimeError::Safetensors {
+                path: shard.path.clone(),
+                msg: format!(
+                    "`{name}` holds {} values, shape needs {numel}",
+                    values.len()
+                ),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    fn finish(&self) -> Result<()> {
+        let mut extra: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|n| !self.used.contains(*n) && !ignorable(n))
+            .cloned()
+            .collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort();
+        Err(RuntimeError::UnexpectedTensors {
+            names: extra,
+            path: self.origin.clone(),
+        })
+    }
+
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+}
+
+/// Little-endian F32/F16/BF16 bytes to f32 (bytes may be unaligned inside the map).
+fn convert(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .par_chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// GGUF checkpoint of the llama architecture, exposed under Hugging Face tensor names.
+///
+/// llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that its interleaved RoPE
+/// sees the pairs the half-split HF layout rotates; [`GgufSource::take`] undoes that
+/// (transformers' `reverse_permute`) so the model keeps a single RoPE implementation.
+pub struct GgufSource {
+    file: GgufFile,
+    n_head: usize,
+    n_kv_head: usize,
+    used: BTreeSet<String>,
+}
+
+fn gguf_err(e: GgufError) -> RuntimeError {
+    let path = match &e {
+        GgufError::Io { path, .. }
+        | GgufError::BadMagic { path, .. }
+        | GgufError::UnsupportedVersion { path, .. }
+        | GgufError::Truncated { path, .. }
+        | GgufError::UnsupportedDtype { path, .. }
+        | GgufError::BadUtf8 { path, .. }
+        | GgufError::TensorNotFound { path, .. }
+        | GgufError::Invalid { path, .. } => path.clone(),
+    };
+    RuntimeError::Gguf {
+        path,
+        msg: e.to_string(),
+    }
+}
+
+/// HF name -> llama.cpp name, or `None` for names the llama architecture does not have.
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let (module, kind) = tail.rsplit_once('.')?;
+    let short = match module {
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{short}.{kind}"))
+}
+
+/// Inverse of llama.cpp's q/k permutation: rows of each head are stored as (pair j, half t)
+/// interleaved; HF wants half t major: row `h*d + 2j + t` goes to `h*d + t*d/2 + j`.
+fn reverse_permute(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let d = rows / n_head;
+    let half = d / 2;
+    let mut out = vec![0.0f32; w.len()];
+    for h in 0..n_head {
+        for j in 0..half {
+            for t in 0..2 {
+                let src = h * d + 2 * j + t;
+                let dst = h * d + t * half + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+impl GgufSource {
+    pub fn open(path: &Path) -> Result<(Self, ModelConfig)> {
+        let file = GgufFile::open(path).map_err(gguf_err)?;
+        let arch = file.architecture().unwrap_or_default().to_string();
+        if arch != "llama" {
+            return Err(RuntimeError::Gguf {
+                path: path.to_path_buf(),
+                msg: format!("architecture `{arch}` is not supported (llama)"),
+            });
+        }
+        let need = |key: &str| -> Result<usize> {
+            file.get_u64(&format!("llama.{key}"))
+                .map(|v| v as usize)
+                .ok_or_else(|| RuntimeError::Gguf {
+                    path: path.to_path_buf(),
+                    msg: format!("metadata `llama.{key}` is missing"),
+                })
+        };
+        let hidden = need("embedding_length")?;
+        let n_head = need("attention.head_count")?;
+        let n_kv_head = file
+            .get_u64("llama.attention.head_count_kv")
+            .map_or(n_head, |v| v as usize);
+        let vocab = match file.get_u64("llama.vocab_size") {
+            Some(v) => v as usize,
+            None => file
+                .tensor_info("token_embd.weight")
+                .map(|t| t.shape()[0])
+                .ok_or_else(|| RuntimeError::MissingTensor {
+                    name: "token_embd.weight".into(),
+                    path: path.to_path_buf(),
+                })?,
+        };
+        if n_head == 0 || n_kv_head == 0 || hidden % n_head != 0 || n_head % n_kv_head != 0 {
+            return Err(RuntimeError::Gguf {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "inconsistent heads: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}"
+                ),
+            });
+        }
+        let config = ModelConfig {
+            architecture: Architecture::Llama,
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: need("feed_forward_length")?,
+            num_hidden_layers: need("block_count")?,
+            num_attention_heads: n_head,
+            num_key_value_heads: n_kv_head,
+            head_dim: hidden / n_head,
+            rope_theta: file.get_f64("llama.rope.freq_base").unwrap_or(10000.0),
+            rms_norm_eps: file
+                .get_f64("llama.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5),
+            tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+            qkv_bias: false,
+            o_bias: false,
+            qk_norm: false,
+            max_position_embeddings: file
+                .get_u64("llama.context_length")
+                .map_or(4096, |v| v as usize),
+            bos_token_id: file
+                .get_u64("tokenizer.ggml.bos_token_id")
+                .map(|v| v as u32),
+            eos_token_ids: file
+                .get_u64("tokenizer.ggml.eos_token_id")
+                .map(|v| vec![v as u32])
+                .unwrap_or_default(),
+        };
+        Ok((
+            Self {
+                file,
+                n_head,
+                n_kv_head,
+                used: BTreeSet::new(),
+            },
+            config,
+        ))
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn contains(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let path = self.file.path().to_path_buf();
+        let g = gguf_name(name).ok_or_else(|| RuntimeError::MissingTensor {
+            name: name.into(),
+            path: path.clone(),
+        })?;
+        let info = self
+            .file
+            .tensor_info(&g)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                name: format!("{g} (HF `{name}`)"),
+                path: path.clone(),
+            })?;
+        if info.shape() != shape {
+            return Err(RuntimeError::ShapeMismatch {
+                name: g,
+                path,
+                expected: shape.to_vec(),
+                found: info.shape(),
+            });
+        }
+        let (values, _) = self.file.tensor_f32(&g).map_err(gguf_err)?;
+        self.used.insert(g.clone());
+        Ok(if g.ends_with("attn_q.weight") {
+            reverse_permute(&values, self.n_head, shape[0], shape[1])
+        } else if g.ends_with("attn_k.weight") {
+            reverse_permute(&values, self.n_kv_head, shape[0], shape[1])
+        } else {
+            values
+        })
+    }
+
+    fn finish(&self) -> Result<()> {
+        let extra: Vec<String> = self
+            .file
+            .tensors()
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| !self.used.contains(n) && !n.ends_with("rope_freqs.weight"))
+            .collect();
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::UnexpectedTensors {
+                names: extra,
+                path: self.file.path().to_path_buf(),
+            })
+        }
+    }
+
+    fn origin(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+/// Loads a GGUF checkpoint (llama architecture), dequantising every tensor to f32.
+pub fn load_gguf(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
+    let (mut src, config) = GgufSource::open(path)?;
+    let model = CausalLm::load(&config, &mut src, device)?;
+    Ok(LoadedModel {
+        model,
+        eos_token_ids: config.eos_token_ids.clone(),
+        config,
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        device: device.clone(),
+    })
+}

@@ -178,13 +178,16 @@ const INTENSIFIERS: &[&str] = &[
 
 /// Reads the intensity of the newest client message (earlier turns count half).
 pub fn read_affect(dialogue: &Dialogue) -> AffectReading {
-    let lexicon = Lexicon::new(
-        FEELINGS
-            .iter()
-            .enumerate()
-            .flat_map(|(g, (_, _, ps))| ps.iter().map(move |p| (g, *p))),
-    )
-    .expect("built-in affect lexicon is valid");
+    static LEXICON: std::sync::OnceLock<Lexicon> = std::sync::OnceLock::new();
+    let lexicon = LEXICON.get_or_init(|| {
+        Lexicon::new(
+            FEELINGS
+                .iter()
+                .enumerate()
+                .flat_map(|(g, (_, _, ps))| ps.iter().map(move |p| (g, *p))),
+        )
+        .expect("built-in affect lexicon is valid")
+    });
     let turns: Vec<_> = dialogue.client_turns().collect();
     let last = turns.last().map(|t| t.index);
     let mut score = 0.0f32;

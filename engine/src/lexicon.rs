@@ -402,6 +402,10 @@ const THIRD_PERSON: &[&str] = &[
 #[derive(Clone, Debug, Default)]
 pub struct Lexicon {
     entries: Vec<(usize, Pattern)>,
+    /// Entries by their first literal word, so matching only tries plausible phrases.
+    by_first_word: std::collections::HashMap<String, Vec<usize>>,
+    /// Entries whose first part is a `word*` prefix.
+    by_prefix: Vec<(String, usize)>,
     fuzzy: bool,
 }
 
@@ -409,13 +413,44 @@ impl Lexicon {
     /// Builds a lexicon from `(group, phrase)` pairs; the error names the bad phrase.
     pub fn new<'p>(phrases: impl IntoIterator<Item = (usize, &'p str)>) -> Result<Lexicon, String> {
         let mut entries = Vec::new();
+        let mut by_first_word: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut by_prefix = Vec::new();
         for (group, phrase) in phrases {
-            entries.push((group, Pattern::compile(phrase)?));
+            let pattern = Pattern::compile(phrase)?;
+            let index = entries.len();
+            match &pattern.parts[0] {
+                Part::Word(w) => by_first_word.entry(w.clone()).or_default().push(index),
+                Part::Prefix(p) => by_prefix.push((p.clone(), index)),
+                _ => unreachable!("compile rejects a leading wildcard"),
+            }
+            entries.push((group, pattern));
         }
         Ok(Lexicon {
             entries,
+            by_first_word,
+            by_prefix,
             fuzzy: false,
         })
+    }
+
+    /// Entries that may match at a token, in entry order.
+    fn candidates(&self, token: &str) -> Vec<usize> {
+        let mut c: Vec<usize> = self.by_first_word.get(token).cloned().unwrap_or_default();
+        c.extend(
+            self.by_prefix
+                .iter()
+                .filter(|(p, _)| token.starts_with(p.as_str()))
+                .map(|(_, i)| *i),
+        );
+        if self.fuzzy {
+            for (w, list) in &self.by_first_word {
+                if w != token && typo_of(token, w) {
+                    c.extend(list);
+                }
+            }
+        }
+        c.sort_unstable();
+        c
     }
 
     /// Tolerate one-letter typos in long words (used by the crisis guard).
@@ -433,18 +468,21 @@ impl Lexicon {
     pub fn find(&self, text: &Text) -> Vec<Hit> {
         let toks = &text.tokens;
         let mut hits: Vec<Hit> = Vec::new();
-        for (group, pattern) in &self.entries {
-            let mut at = 0;
-            while at < toks.len() {
+        // Each phrase matches left to right without overlapping itself.
+        let mut next_free = vec![0usize; self.entries.len()];
+        for at in 0..toks.len() {
+            for index in self.candidates(&toks[at].norm) {
+                if at < next_free[index] {
+                    continue;
+                }
+                let (group, pattern) = &self.entries[index];
                 if let Some(end) = pattern.match_at(toks, at, self.fuzzy) {
                     // A cue phrase never spans two sentences.
                     if end > at && toks[at].sentence == toks[end - 1].sentence {
                         hits.push(context_hit(text, *group, at, end - 1));
-                        at = end;
-                        continue;
+                        next_free[index] = end;
                     }
                 }
-                at += 1;
             }
         }
         hits.sort_by(|a, b| {

@@ -207,6 +207,25 @@ pub struct ModuleSpec {
     /// Reply rules that always apply while this module is active.
     #[serde(default)]
     pub reply_rules: Vec<ReplyRule>,
+    /// The cue lexicon, compiled on first use and kept with the spec.
+    #[serde(skip)]
+    pub compiled: CompiledCues,
+}
+
+/// A lazily compiled cue lexicon; it is derived data, so it never affects equality.
+#[derive(Clone, Default)]
+pub struct CompiledCues(std::sync::OnceLock<Lexicon>);
+
+impl PartialEq for CompiledCues {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for CompiledCues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompiledCues")
+    }
 }
 
 impl ModuleSpec {
@@ -521,13 +540,20 @@ impl Module for SpecModule {
 
 /// Compiles a spec's cue groups into one lexicon (group index = index into `spec.cues`).
 pub fn cue_lexicon(spec: &ModuleSpec) -> Lexicon {
-    Lexicon::new(
-        spec.cues
-            .iter()
-            .enumerate()
-            .flat_map(|(g, c)| c.phrases.iter().map(move |p| (g, p.as_str()))),
-    )
-    .expect("cue phrases are validated when the spec is loaded")
+    compiled_cues(spec).clone()
+}
+
+/// The spec's cue lexicon, compiled once per spec.
+pub fn compiled_cues(spec: &ModuleSpec) -> &Lexicon {
+    spec.compiled.0.get_or_init(|| {
+        Lexicon::new(
+            spec.cues
+                .iter()
+                .enumerate()
+                .flat_map(|(g, c)| c.phrases.iter().map(move |p| (g, p.as_str()))),
+        )
+        .expect("cue phrases are validated when the spec is loaded")
+    })
 }
 
 /// The default assessment: affirmed cue hits about the client (hypotheticals only where the
@@ -536,7 +562,7 @@ pub fn cue_lexicon(spec: &ModuleSpec) -> Lexicon {
 /// score = 1 - exp(-(sum of weights of indication hits, at most two per group)
 ///                   + sum of contraindication weights) / 2), clamped to [0, 1].
 pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment {
-    let lexicon = cue_lexicon(spec);
+    let lexicon = compiled_cues(spec);
     let mut out = Assessment {
         module: spec.module.id.clone(),
         ..Default::default()

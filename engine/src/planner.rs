@@ -431,6 +431,14 @@ impl Planner {
         );
         for module in contributing {
             for s in &module.spec().reasoning_steps {
+                // DSM-5-TR and ICD-11 screening share their steps: one step, both sources.
+                if let Some(same) = steps
+                    .iter_mut()
+                    .find(|x| x.stage == s.stage && x.title == s.title)
+                {
+                    same.source = format!("{}+{}", same.source, module.spec().module.id);
+                    continue;
+                }
                 steps.push(PlanStep {
                     id: format!("{}.{}", module.spec().module.id, s.id),
                     stage: s.stage,
@@ -450,7 +458,13 @@ impl Planner {
             context: String::new(),
         });
         steps.sort_by_key(|s| s.stage);
+        // The findings of a stage are stated once, on its first step.
+        let mut seen = Vec::new();
         for s in &mut steps {
+            if seen.contains(&s.stage) {
+                continue;
+            }
+            seen.push(s.stage);
             s.context = match s.stage {
                 Stage::Emotion => format!(
                     "intensity {:?} (score {}); feelings: {}; e.g. {}",
@@ -710,14 +724,10 @@ fn response_context(c: &Constraints) -> String {
 fn outline(steps: &[PlanStep]) -> String {
     let mut s = String::new();
     for (i, step) in steps.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "{}. {} {}\n   Findings: {}",
-            i + 1,
-            step.title,
-            step.instruction,
-            step.context
-        );
+        let _ = writeln!(s, "{}. {} {}", i + 1, step.title, step.instruction);
+        if !step.context.is_empty() {
+            let _ = writeln!(s, "   Findings: {}", step.context);
+        }
     }
     s
 }
@@ -786,14 +796,17 @@ impl Plan {
         }
         let _ = writeln!(s, "reasoning steps:");
         for (i, st) in self.reasoning_steps.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  {}. [{}] {} — {}",
-                i + 1,
-                st.source,
-                st.title,
-                st.context
-            );
+            let _ = write!(s, "  {}. [{}] {}", i + 1, st.source, st.title);
+            if !st.context.is_empty() {
+                let short: String = st.context.chars().take(160).collect();
+                let more = if short.len() < st.context.len() {
+                    "…"
+                } else {
+                    ""
+                };
+                let _ = write!(s, " — {short}{more}");
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(
             s,

@@ -175,7 +175,7 @@ fn a_wrong_abi_library_is_refused_by_name() {
         "wrongabi",
         "unsigned int psy_plugin_abi_version(void) { return 99; }\n",
     );
-    let e = psy::list_plugins(None, &[lib.clone()])
+    let e = psy::list_plugins(None, std::slice::from_ref(&lib))
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -192,7 +192,7 @@ fn a_library_that_is_not_a_plugin_is_refused_by_name() {
         "notaplugin",
         "int add(int a, int b) { return a + b; }\n",
     );
-    let e = psy::list_plugins(None, &[lib.clone()])
+    let e = psy::list_plugins(None, std::slice::from_ref(&lib))
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -205,7 +205,7 @@ fn a_library_that_is_not_a_plugin_is_refused_by_name() {
 
     let fake = dir.path().join("libfake.so");
     std::fs::write(&fake, "not an ELF file").unwrap();
-    let e = psy::list_plugins(None, &[fake.clone()])
+    let e = psy::list_plugins(None, std::slice::from_ref(&fake))
         .unwrap_err()
         .to_string();
     assert!(
@@ -225,7 +225,7 @@ fn a_plugin_for_another_engine_version_is_refused() {
         "future",
         "unsigned int psy_plugin_abi_version(void) { return 1; }\nconst char* psy_plugin_engine_requirement(void) { return \">=9.0\"; }\n",
     );
-    let e = psy::list_plugins(None, &[lib.clone()])
+    let e = psy::list_plugins(None, std::slice::from_ref(&lib))
         .unwrap_err()
         .to_string();
     assert!(e.contains("plugin requires psy-engine `>=9.0`"), "{e}");

@@ -192,3 +192,56 @@ fn only_client_turns_are_evidence() {
     assert!(plan.risk.level <= RiskLevel::Low, "{:?}", plan.risk);
     assert!(plan.risk.evidence.iter().all(|e| e.evidence.message == 1));
 }
+
+#[test]
+fn auto_policy_picks_the_modality_that_fits_the_case() {
+    let p = psyllm();
+    let cases = [
+        ("cbt", "What if I fail the exam and then lose my scholarship and my whole future is ruined? I just know it's going to be a disaster."),
+        ("act", "I keep trying to push the anxiety away and fight it, but the harder I try not to feel it the bigger it gets. I avoid anything that might trigger it."),
+        ("psychodynamic", "Every partner I choose ends up ignoring me, just like my father did when I was a kid. It's the same pattern over and over."),
+        ("humanistic", "I don't want advice. I just need someone to listen to me and understand what I'm going through without judging me."),
+        ("family-systems", "My parents fight all the time and my brother and I get dragged into the middle of it."),
+        ("mi", "Part of me wants to cut down on drinking, but I know I should and I also don't really want to give it up."),
+    ];
+    for (want, message) in cases {
+        let plan = p.plan(&Dialogue::from_message(message));
+        let first = &plan.modalities[0];
+        assert!(
+            first.chosen && first.id == want,
+            "{want}: got {:?} for {message}",
+            plan.modalities
+                .iter()
+                .map(|m| (&m.id, m.score))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            plan.reasoning_steps.iter().any(|s| s.source == want),
+            "{want}: its reasoning steps reach the plan"
+        );
+    }
+}
+
+#[test]
+fn distortions_are_reported_with_spans_in_the_plan() {
+    let message = "I always mess everything up. They must think I'm stupid.";
+    let plan = psyllm().plan(&Dialogue::from_message(message));
+    let labels: Vec<(&str, &str)> = plan
+        .patterns
+        .iter()
+        .map(|p| (p.id.as_str(), p.text.as_str()))
+        .collect();
+    for p in &plan.patterns {
+        assert_eq!(&message[p.start..p.end], p.text, "span points at the text");
+    }
+    assert!(
+        labels
+            .iter()
+            .any(|(id, _)| *id == "overgeneralisation" || *id == "all-or-nothing"),
+        "{labels:?}"
+    );
+    assert!(
+        labels.iter().any(|(id, _)| *id == "mind-reading"),
+        "{labels:?}"
+    );
+}

@@ -664,6 +664,24 @@ macro_rules! register_module {
     };
 }
 
+/// Declares a built-in module that is nothing but its embedded manifest:
+/// `psy_engine::spec_module!("../module.toml");` defines `pub fn module()` and registers it.
+#[macro_export]
+macro_rules! spec_module {
+    ($path:literal) => {
+        /// The module, built from the embedded manifest (exported for tests and the planner).
+        pub fn module() -> Box<dyn $crate::module::Module> {
+            Box::new($crate::module::SpecModule::new(
+                $crate::module::builtin_spec(
+                    include_str!($path),
+                    concat!(env!("CARGO_PKG_NAME"), ": ", $path),
+                ),
+            ))
+        }
+        $crate::register_module!(module);
+    };
+}
+
 /// Builds a [`SpecModule`] from a crate's embedded TOML; a broken built-in is a bug caught
 /// by every test run, so it panics with the parse error.
 pub fn builtin_spec(toml_text: &str, origin: &str) -> ModuleSpec {

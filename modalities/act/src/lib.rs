@@ -3,26 +3,7 @@
 //! Everything this module does is declared in `module.toml` (guidelines, steps, techniques,
 //! cue lexicon, rubric); the default `Module` hooks are enough, so the crate only embeds it.
 
-use psy_engine::module::{builtin_spec, Module, ModuleSpec};
-
-struct Act {
-    spec: ModuleSpec,
-}
-
-impl Module for Act {
-    fn spec(&self) -> &ModuleSpec {
-        &self.spec
-    }
-}
-
-/// The module, built from the embedded manifest (exported for tests and the planner).
-pub fn module() -> Box<dyn Module> {
-    Box::new(Act {
-        spec: builtin_spec(include_str!("../module.toml"), "modalities/act/module.toml"),
-    })
-}
-
-psy_engine::register_module!(module);
+psy_engine::spec_module!("../module.toml");
 
 #[cfg(test)]
 mod tests {

@@ -116,35 +116,53 @@ def llama_cpp(threads, n_prompt, decode):
     return {"prefill": prefill, "decode": dec}
 
 
+ENGINES = {
+    "hf-smollm2": ("smollm2", "transformers (f32)", hf_smollm2),
+    "llama-smollm2": ("smollm2", "llama.cpp (Q4_1)", llama_cpp),
+    "hf-qwen3": ("qwen3", "transformers (f32)", hf_qwen3),
+}
+
+
+def run_isolated(engine, args):
+    """Each engine in its own process: torch and llama.cpp ship clashing OpenMP runtimes."""
+    cmd = [sys.executable, __file__, "--only", engine, "--threads", str(args.threads),
+           "--prompt", str(args.prompt), "--decode", str(args.decode)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["exit code %d" % p.returncode])[-1]
+        return {"error": tail}
+    return json.loads(lines[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--prompt", type=int, default=PROMPT_LEN_BENCH)
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--skip-psy", action="store_true", help="reuse the last criterion results")
+    ap.add_argument("--only", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+
+    if args.only:
+        _, _, fn = ENGINES[args.only]
+        print(json.dumps(fn(args.threads, args.prompt, args.decode)))
+        return
 
     rows = []
     psy = psy_bench(args.threads, run=not args.skip_psy)
-    for name, fn in (("transformers", hf_smollm2), ("llama.cpp Q4_1", llama_cpp)):
-        try:
-            rows.append(("smollm2", name, fn(args.threads, args.prompt, args.decode)))
-        except Exception as e:  # report, keep going: each engine is optional
-            rows.append(("smollm2", name, {"error": f"{type(e).__name__}: {e}"}))
-    try:
-        rows.append(("qwen3", "transformers", hf_qwen3(args.threads, args.prompt, args.decode)))
-    except Exception as e:
-        rows.append(("qwen3", "transformers", {"error": f"{type(e).__name__}: {e}"}))
-    if psy:
-        rows = [("smollm2", "psy (f32)", psy["smollm2"]), ("qwen3", "psy (f32)", psy["qwen3"])] + rows
+    rows.append(("smollm2", "psy (f32)", psy["smollm2"]))
+    rows.append(("qwen3", "psy (f32)", psy["qwen3"]))
+    for engine, (model, label, _) in ENGINES.items():
+        rows.append((model, label, run_isolated(engine, args)))
 
     print(f"\nthreads={args.threads} prompt={args.prompt} decode={args.decode} (tokens/s, batch 1)")
-    print(f"{'model':<10} {'engine':<18} {'prefill':>10} {'decode':>10}")
+    print(f"{'model':<10} {'engine':<20} {'prefill':>10} {'decode':>10}")
     for model, engine, r in sorted(rows, key=lambda r: r[0], reverse=True):
         if "error" in r:
-            print(f"{model:<10} {engine:<18} {'n/a':>10} {'n/a':>10}  ({r['error'][:80]})")
+            print(f"{model:<10} {engine:<20} {'n/a':>10} {'n/a':>10}  ({r['error'][:100]})")
         else:
-            print(f"{model:<10} {engine:<18} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
+            print(f"{model:<10} {engine:<20} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
 
 
 if __name__ == "__main__":

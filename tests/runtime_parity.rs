@@ -583,3 +583,132 @@ fn sharded_safetensors_load() {
     let err = max_abs_diff(&last, &all[all.len() - m.config.vocab_size..]);
     assert!(err < 1e-4, "sharded logits differ by {err}");
 }
+
+/// Minimal GGUF v3 writer (F32 tensors, u32/f32/string metadata) for round-trip tests.
+fn write_gguf(path: &Path, kv: &[(&str, Value)], tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend((v.len() as u64).to_le_bytes());
+        out.extend(v.as_bytes());
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        s(&mut out, k);
+        match v {
+            Value::String(t) => {
+                out.extend(8u32.to_le_bytes());
+                s(&mut out, t);
+            }
+            Value::Number(n) if n.is_u64() => {
+                out.extend(4u32.to_le_bytes());
+                out.extend((n.as_u64().unwrap() as u32).to_le_bytes());
+            }
+            Value::Number(n) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend((n.as_f64().unwrap() as f32).to_le_bytes());
+            }
+            _ => panic!("unsupported metadata {v}"),
+        }
+    }
+    let mut offset = 0u64;
+    for (name, shape, data) in tensors {
+        s(&mut out, name);
+        out.extend((shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend((*d as u64).to_le_bytes());
+        }
+        out.extend(0u32.to_le_bytes()); // F32
+        out.extend(offset.to_le_bytes());
+        offset += (data.len() * 4).div_ceil(32) as u64 * 32;
+    }
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    for (_, _, data) in tensors {
+        let start = out.len();
+        out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+        while (out.len() - start) % 32 != 0 {
+            out.push(0);
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// tiny-qwen3 re-packed as a `qwen3` GGUF (llama.cpp names and metadata) gives the reference
+/// logits: exercises the GGUF name map, q/k norms and metadata config without a permutation.
+#[test]
+fn qwen3_gguf_round_trip_matches_reference() {
+    let dir = fixtures().join("qwen3/tiny-qwen3");
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut tensors = Vec::new();
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        assert_eq!(info["dtype"], "F32");
+        let off = info["data_offsets"].as_array().unwrap();
+        let (a, b) = (
+            off[0].as_u64().unwrap() as usize,
+            off[1].as_u64().unwrap() as usize,
+        );
+        let data: Vec<f32> = bytes[8 + n + a..8 + n + b]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let g = match name.as_str() {
+            "model.embed_tokens.weight" => "token_embd.weight".to_string(),
+            "model.norm.weight" => "output_norm.weight".to_string(),
+            other => {
+                let rest = other.strip_prefix("model.layers.").unwrap();
+                let (layer, tail) = rest.split_once('.').unwrap();
+                let short = match tail {
+                    "self_attn.q_proj.weight" => "attn_q",
+                    "self_attn.k_proj.weight" => "attn_k",
+                    "self_attn.v_proj.weight" => "attn_v",
+                    "self_attn.o_proj.weight" => "attn_output",
+                    "self_attn.q_norm.weight" => "attn_q_norm",
+                    "self_attn.k_norm.weight" => "attn_k_norm",
+                    "mlp.gate_proj.weight" => "ffn_gate",
+                    "mlp.up_proj.weight" => "ffn_up",
+                    "mlp.down_proj.weight" => "ffn_down",
+                    "input_layernorm.weight" => "attn_norm",
+                    "post_attention_layernorm.weight" => "ffn_norm",
+                    t => panic!("unexpected {t}"),
+                };
+                format!("blk.{layer}.{short}.weight")
+            }
+        };
+        tensors.push((g, shape, data));
+    }
+    let kv = [
+        ("general.architecture", Value::from("qwen3")),
+        ("qwen3.embedding_length", Value::from(64u64)),
+        ("qwen3.feed_forward_length", Value::from(128u64)),
+        ("qwen3.block_count", Value::from(2u64)),
+        ("qwen3.attention.head_count", Value::from(4u64)),
+        ("qwen3.attention.head_count_kv", Value::from(2u64)),
+        ("qwen3.attention.key_length", Value::from(16u64)),
+        ("qwen3.context_length", Value::from(4096u64)),
+        ("qwen3.rope.freq_base", Value::from(1_000_000.0f64)),
+        (
+            "qwen3.attention.layer_norm_rms_epsilon",
+            Value::from(1e-6f64),
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("tiny-qwen3.gguf");
+    write_gguf(&path, &kv, &tensors);
+    let m = load(&path);
+    assert!(m.config.qk_norm && m.config.tie_word_embeddings);
+    let r = reference(&dir);
+    let input = ids(&r["input_ids"]);
+    let out = generate(&m, None, &[input], &greedy(20), &mut |_| {}).unwrap();
+    assert_eq!(out[0].generated_ids, ids(&r["greedy_ids"]));
+}

@@ -167,16 +167,15 @@ pub struct Rotary {
 impl Rotary {
     fn new(head_dim: usize, theta: f64, positions: usize, device: &Device) -> Self {
         let half = head_dim / 2;
-        // transformers computes inv_freq and the angles in f32; doing the same keeps the
-        // tables bit-compatible with the reference.
+        // Angles in f32 as transformers computes them (inv_freq is f32 there too).
         let inv: Vec<f32> = (0..half)
             .map(|i| 1.0 / (theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
             .collect();
         let mut cos = Vec::with_capacity(positions * head_dim);
         let mut sin = Vec::with_capacity(positions * head_dim);
         for p in 0..positions {
-            for h in 0..2 {
-                let _ = h;
+            // Both halves of a head use the same frequencies (`cat(freqs, freqs)`).
+            for _half in 0..2 {
                 for f in &inv {
                     let a = p as f32 * f;
                     cos.push(a.cos());

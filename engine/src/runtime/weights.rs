@@ -208,15 +208,16 @@ fn convert(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
     })
 }
 
-/// GGUF checkpoint of the llama architecture, exposed under Hugging Face tensor names.
+/// GGUF checkpoint (architectures `llama`, `qwen2`, `qwen3`) under Hugging Face tensor names.
 ///
-/// llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that its interleaved RoPE
-/// sees the pairs the half-split HF layout rotates; [`GgufSource::take`] undoes that
-/// (transformers' `reverse_permute`) so the model keeps a single RoPE implementation.
+/// For `llama` only, llama.cpp's converter permutes the rows of `attn_q`/`attn_k` so that its
+/// interleaved RoPE sees the pairs the half-split HF layout rotates; [`GgufSource::take`] undoes
+/// that (transformers' `reverse_permute`) so the model keeps a single RoPE implementation.
 pub struct GgufSource {
     file: GgufFile,
     n_head: usize,
     n_kv_head: usize,
+    permuted_qk: bool,
     used: BTreeSet<String>,
 }
 
@@ -259,6 +260,8 @@ fn gguf_name(hf: &str) -> Option<String> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
         "mlp.down_proj" => "ffn_down",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         "input_layernorm" => "attn_norm",
         "post_attention_layernorm" => "ffn_norm",
         _ => return None,
@@ -288,26 +291,37 @@ impl GgufSource {
     pub fn open(path: &Path) -> Result<(Self, ModelConfig)> {
         let file = GgufFile::open(path).map_err(gguf_err)?;
         let arch = file.architecture().unwrap_or_default().to_string();
-        if arch != "llama" {
-            return Err(RuntimeError::Gguf {
-                path: path.to_path_buf(),
-                msg: format!("architecture `{arch}` is not supported (llama)"),
-            });
-        }
-        let need = |key: &str| -> Result<usize> {
-            file.get_u64(&format!("llama.{key}"))
+        let architecture = match arch.as_str() {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
+            _ => {
+                return Err(RuntimeError::Gguf {
+                    path: path.to_path_buf(),
+                    msg: format!("architecture `{arch}` is not supported (llama, qwen2, qwen3)"),
+                })
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let need = |k: &str| -> Result<usize> {
+            file.get_u64(&key(k))
                 .map(|v| v as usize)
                 .ok_or_else(|| RuntimeError::Gguf {
                     path: path.to_path_buf(),
-                    msg: format!("metadata `llama.{key}` is missing"),
+                    msg: format!("metadata `{}` is missing", key(k)),
                 })
         };
         let hidden = need("embedding_length")?;
         let n_head = need("attention.head_count")?;
         let n_kv_head = file
-            .get_u64("llama.attention.head_count_kv")
+            .get_u64(&key("attention.head_count_kv"))
             .map_or(n_head, |v| v as usize);
-        let vocab = match file.get_u64("llama.vocab_size") {
+        let head_dim = match file.get_u64(&key("attention.key_length")) {
+            Some(v) => v as usize,
+            None if n_head > 0 && hidden % n_head == 0 => hidden / n_head,
+            None => 0,
+        };
+        let vocab = match file.get_u64(&key("vocab_size")) {
             Some(v) => v as usize,
             None => file
                 .tensor_info("token_embd.weight")
@@ -317,33 +331,33 @@ impl GgufSource {
                     path: path.to_path_buf(),
                 })?,
         };
-        if n_head == 0 || n_kv_head == 0 || hidden % n_head != 0 || n_head % n_kv_head != 0 {
+        if n_head == 0 || n_kv_head == 0 || head_dim == 0 || n_head % n_kv_head != 0 {
             return Err(RuntimeError::Gguf {
                 path: path.to_path_buf(),
                 msg: format!(
-                    "inconsistent heads: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}"
+                    "inconsistent heads: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}, head_dim {head_dim}"
                 ),
             });
         }
         let config = ModelConfig {
-            architecture: Architecture::Llama,
+            architecture,
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: need("feed_forward_length")?,
             num_hidden_layers: need("block_count")?,
             num_attention_heads: n_head,
             num_key_value_heads: n_kv_head,
-            head_dim: hidden / n_head,
-            rope_theta: file.get_f64("llama.rope.freq_base").unwrap_or(10000.0),
+            head_dim,
+            rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10000.0),
             rms_norm_eps: file
-                .get_f64("llama.attention.layer_norm_rms_epsilon")
-                .unwrap_or(1e-5),
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6),
             tie_word_embeddings: file.tensor_info("output.weight").is_none(),
-            qkv_bias: false,
-            o_bias: false,
-            qk_norm: false,
+            qkv_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
+            o_bias: file.tensor_info("blk.0.attn_output.bias").is_some(),
+            qk_norm: architecture == Architecture::Qwen3,
             max_position_embeddings: file
-                .get_u64("llama.context_length")
+                .get_u64(&key("context_length"))
                 .map_or(4096, |v| v as usize),
             bos_token_id: file
                 .get_u64("tokenizer.ggml.bos_token_id")
@@ -358,6 +372,7 @@ impl GgufSource {
                 file,
                 n_head,
                 n_kv_head,
+                permuted_qk: architecture == Architecture::Llama,
                 used: BTreeSet::new(),
             },
             config,
@@ -393,7 +408,9 @@ impl TensorSource for GgufSource {
         }
         let (values, _) = self.file.tensor_f32(&g).map_err(gguf_err)?;
         self.used.insert(g.clone());
-        Ok(if g.ends_with("attn_q.weight") {
+        Ok(if !self.permuted_qk {
+            values
+        } else if g.ends_with("attn_q.weight") {
             reverse_permute(&values, self.n_head, shape[0], shape[1])
         } else if g.ends_with("attn_k.weight") {
             reverse_permute(&values, self.n_kv_head, shape[0], shape[1])
@@ -425,7 +442,7 @@ impl TensorSource for GgufSource {
     }
 }
 
-/// Loads a GGUF checkpoint (llama architecture), dequantising every tensor to f32.
+/// Loads a GGUF checkpoint (llama, qwen2, qwen3), dequantising every tensor to f32.
 pub fn load_gguf(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
     let (mut src, config) = GgufSource::open(path)?;
     let model = CausalLm::load(&config, &mut src, device)?;

@@ -10,6 +10,12 @@ step() { printf '\n==> %s\n' "$*"; }
 step "assets"
 scripts/setup.sh
 
+# A target dir shared between clones at different paths can hold this workspace's crates built
+# from another clone (cargo's hash for path crates does not include the path). Rebuild ours.
+step "fresh build of the workspace crates (dependencies are reused)"
+cargo clean --release $(cargo metadata --no-deps --format-version 1 \
+  | python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -29,8 +29,7 @@ use crate::reply_rules::{
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError, RenderOptions};
 use crate::runtime::tokenizer::{Tokenizer, TokenizerError};
 use crate::runtime::{
-    generate, load_model, FinishReason, GenerationConfig, LoadedModel, RuntimeError,
-    SamplingConfig,
+    generate, load_model, FinishReason, GenerationConfig, LoadedModel, RuntimeError, SamplingConfig,
 };
 
 /// Why a turn could not be produced.
@@ -265,6 +264,17 @@ impl Drafter for ModelDrafter {
     }
 }
 
+/// Asked before every token: `true` stops the turn (e.g. the client disconnected, which
+/// the content stream alone cannot show while a sentence is still being held back).
+#[derive(Clone)]
+pub struct CancelCheck(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for CancelCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CancelCheck")
+    }
+}
+
 /// Per-request decoding overrides (the server's OpenAI fields).
 #[derive(Clone, Debug, Default)]
 pub struct TurnOptions {
@@ -273,6 +283,13 @@ pub struct TurnOptions {
     pub top_p: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    pub cancel: Option<CancelCheck>,
+}
+
+impl TurnOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| (c.0)())
+    }
 }
 
 /// Wall-clock and token counts of one turn.
@@ -311,11 +328,54 @@ Approach: reflect the strain and the care behind the shame, then invite one smal
 Reply: It sounds like you're carrying a lot, and the fact that snapping at your kids hurts this much shows how much you care about them. \
 Evenings seem to be where the pressure spills over. What usually happens in the hour before it does?";
 
+/// How much of the plan's prompt text goes to the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptStyle {
+    /// The plan's full system prompt and reasoning outline (thousands of tokens).
+    Full,
+    /// Persona, case formulation, reply constraints and crisis protocol, and one line per
+    /// reasoning step: small CPU models prefill it in seconds instead of minutes.
+    #[default]
+    Compact,
+}
+
+/// Paragraphs of the plan's system prompt that a compact prompt keeps: the persona (first)
+/// and the case-specific ones; the general guidelines are left out.
+fn compact_system(plan: &Plan) -> String {
+    plan.prompt
+        .system
+        .split("\n\n")
+        .enumerate()
+        .filter(|(i, p)| {
+            *i == 0
+                || ["Case formulation", "Reply", "Crisis protocol"]
+                    .iter()
+                    .any(|h| p.trim_start().starts_with(h))
+        })
+        .map(|(_, p)| p.trim())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// One line per reasoning step: its title and the start of its findings.
+fn compact_outline(plan: &Plan) -> String {
+    plan.reasoning_steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let ctx: Vec<&str> = s.context.split_whitespace().take(20).collect();
+            format!("{}. {} ({})", i + 1, s.title, ctx.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The counselor: a planner and a drafter, with the manifest's decoding settings.
 pub struct Counselor {
     planner: Planner,
     drafter: Box<dyn Drafter + Send>,
     decoding: DecodingSection,
+    style: PromptStyle,
 }
 
 /// Sampling settings of the manifest's `[decoding]` section.
@@ -425,7 +485,13 @@ impl Counselor {
             planner,
             drafter,
             decoding,
+            style: PromptStyle::default(),
         }
+    }
+
+    pub fn with_prompt_style(mut self, style: PromptStyle) -> Counselor {
+        self.style = style;
+        self
     }
 
     pub fn planner(&self) -> &Planner {
@@ -491,14 +557,21 @@ impl Counselor {
         let mut completion_tokens = 0;
         let mut tps = 0.0;
 
+        let (system, outline) = match self.style {
+            PromptStyle::Full => (
+                plan.prompt.system.clone(),
+                plan.prompt.reasoning_outline.clone(),
+            ),
+            PromptStyle::Compact => (compact_system(&plan), compact_outline(&plan)),
+        };
         // Phase 1 (two-phase only): the reasoning, following the plan's steps.
         let mut reasoning = String::new();
         let reply_system = match plan.prompt.mode {
-            PromptingMode::Direct | PromptingMode::Native => plan.prompt.system.clone(),
+            PromptingMode::Direct | PromptingMode::Native => system.clone(),
             PromptingMode::Icl => format!(
                 "{}\n\n## Reasoning steps (think them through silently)\n{}\n\n## Worked example\n{}\n\n\
                  Reason through the steps silently, then write only the reply to the client.",
-                plan.prompt.system, plan.prompt.reasoning_outline, ICL_EXAMPLE
+                system, outline, ICL_EXAMPLE
             ),
             PromptingMode::TwoPhase => {
                 let t0 = Instant::now();
@@ -507,7 +580,7 @@ impl Counselor {
                     messages: with_system(format!(
                         "{}\n\n## Reasoning steps\n{}\n\nWrite the counselor's private reasoning for the next reply, \
                          following the steps in order, in at most {budget} words. Do not write the reply itself.",
-                        plan.prompt.system, plan.prompt.reasoning_outline
+                        system, outline
                     )),
                     max_new_tokens: reasoning_tokens,
                     sampling: sampling.clone(),
@@ -515,6 +588,10 @@ impl Counselor {
                 };
                 let mut over = false;
                 let draft = self.drafter.draft(&req, &mut |ev| {
+                    if opts.cancelled() {
+                        cancelled = true;
+                        return ControlFlow::Break(());
+                    }
                     if word_count(&reasoning) >= budget {
                         over = true;
                         return ControlFlow::Break(());
@@ -549,7 +626,7 @@ impl Counselor {
                 format!(
                     "{}\n\n## Your private reasoning for this reply (never show it to the client)\n{}\n\n\
                      Now write only the reply to the client.",
-                    plan.prompt.system, reasoning
+                    system, reasoning
                 )
             }
         };
@@ -574,6 +651,10 @@ impl Counselor {
             let mut labels: Vec<String> = Vec::new();
             let mut think_over = false;
             let draft = self.drafter.draft(&req, &mut |ev| {
+                if opts.cancelled() {
+                    cancelled = true;
+                    return ControlFlow::Break(());
+                }
                 if native && ev.in_think {
                     if word_count(&reasoning) >= reasoning_budget {
                         think_over = true;
@@ -942,7 +1023,10 @@ pub fn format_turn(t: &TranscriptTurn, show_plan: bool) -> String {
         ));
     }
     for r in &t.repairs {
-        s.push_str(&format!("  + repaired {} by {}: {}\n", r.rule, r.action, r.detail));
+        s.push_str(&format!(
+            "  + repaired {} by {}: {}\n",
+            r.rule, r.action, r.detail
+        ));
     }
     s
 }

@@ -12,7 +12,9 @@ pub const DEFAULT_MODEL: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub fn assets_dir() -> PathBuf {
     match std::env::var_os("PSY_ASSETS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/psy/assets"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/psy/assets")
+        }
     }
 }
 

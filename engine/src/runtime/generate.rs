@@ -283,7 +283,11 @@ pub fn generate(
         timings.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         while generated.len() < cfg.max_new_tokens {
-            if cfg.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if cfg
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
                 finish = FinishReason::Cancelled;
                 break;
             }

@@ -18,21 +18,26 @@ fn turn(
     drafts: &[&str],
     message: &str,
 ) -> (TranscriptTurn, String, String, ScriptedDrafter) {
+    turn_with(mode, drafts, message, &TurnOptions::default())
+}
+
+fn turn_with(
+    mode: &str,
+    drafts: &[&str],
+    message: &str,
+    opts: &TurnOptions,
+) -> (TranscriptTurn, String, String, ScriptedDrafter) {
     let d = ScriptedDrafter::new(drafts);
     let mut c = counselor(mode, d.clone());
     let (mut r, mut t) = (String::new(), String::new());
     let out = c
-        .respond(
-            &Dialogue::from_message(message),
-            &TurnOptions::default(),
-            &mut |x| {
-                match x {
-                    Delta::Reasoning(s) => r.push_str(s),
-                    Delta::Content(s) => t.push_str(s),
-                }
-                ControlFlow::Continue(())
-            },
-        )
+        .respond(&Dialogue::from_message(message), opts, &mut |x| {
+            match x {
+                Delta::Reasoning(s) => r.push_str(s),
+                Delta::Content(s) => t.push_str(s),
+            }
+            ControlFlow::Continue(())
+        })
         .unwrap();
     (out, r, t, d)
 }
@@ -211,7 +216,12 @@ fn native_thinking_is_split_from_the_reply_and_bounded() {
         "<think>{}</think>Okay.",
         "thinking more and more ".repeat(400)
     );
-    let (t, _, _, d) = turn("native", &[&long, "You sound worn out."], SLEEPLESS);
+    // A token cap above the reasoning budget, so the budget is what stops the thinking.
+    let opts = TurnOptions {
+        max_new_tokens: Some(4000),
+        ..Default::default()
+    };
+    let (t, _, _, d) = turn_with("native", &[&long, "You sound worn out."], SLEEPLESS, &opts);
     assert!(word_count(&t.reasoning) <= t.plan.constraints.reasoning_max_words as usize);
     assert!(t.repairs.iter().any(|r| r.rule == "reasoning-budget"));
     let reqs = d.requests.lock().unwrap();
@@ -279,7 +289,7 @@ fn a_saved_transcript_replays_turn_for_turn() {
 
 #[test]
 fn cancelling_from_the_stream_stops_the_turn() {
-    let d = ScriptedDrafter::new(&[&"word ".repeat(500)]);
+    let d = ScriptedDrafter::new(&[&"Go on. ".repeat(50)]);
     let mut c = counselor("direct", d.clone());
     let err = c
         .respond(

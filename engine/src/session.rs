@@ -399,6 +399,9 @@ struct ReplyGuard<'a> {
     /// Words kept free for required text appended at the end (the crisis protocol).
     reserve: usize,
     budget_reached: bool,
+    /// Whitespace after the last emitted sentence, sent only when another sentence follows,
+    /// so that the streamed text equals the recorded reply.
+    gap: String,
 }
 
 /// What the guard made of newly complete sentences.
@@ -426,6 +429,7 @@ impl<'a> ReplyGuard<'a> {
             limit: word_limit(c),
             reserve,
             budget_reached: false,
+            gap: String::new(),
         }
     }
 
@@ -457,21 +461,35 @@ impl<'a> ReplyGuard<'a> {
                 }
                 continue;
             }
+            let mut body = s.trim_end().to_string();
             if let Some(limit) = self.limit {
                 let budget = limit.saturating_sub(self.reserve);
                 if word_count(&self.emitted) + word_count(s) > budget {
                     self.budget_reached = true;
-                    break;
+                    if !self.emitted.trim().is_empty() {
+                        break;
+                    }
+                    // One endless first sentence: cut it at the budget.
+                    body = s
+                        .split_whitespace()
+                        .take(budget)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    body.push('…');
                 }
             }
             // A reply never opens with blank space.
-            let s = if self.emitted.trim().is_empty() {
-                s.trim_start()
+            let piece = if self.emitted.trim().is_empty() {
+                body.trim_start().to_string()
             } else {
-                s.as_str()
+                format!("{}{body}", self.gap)
             };
-            self.emitted.push_str(s);
-            step.emit.push_str(s);
+            self.gap = s[s.trim_end().len()..].to_string();
+            self.emitted.push_str(&piece);
+            step.emit.push_str(&piece);
+            if self.budget_reached {
+                break;
+            }
         }
         self.pending.drain(..consumed);
         step
@@ -636,8 +654,12 @@ impl Counselor {
         let mut guard = ReplyGuard::new(&c, "");
         let mut req = DraftRequest {
             messages: with_system(reply_system.clone()),
-            max_new_tokens: reply_tokens,
             thinking: plan.prompt.mode == PromptingMode::Native,
+            max_new_tokens: if plan.prompt.mode == PromptingMode::Native {
+                reply_tokens + reasoning_tokens
+            } else {
+                reply_tokens
+            },
             sampling: sampling.clone(),
             stop: opts.stop.clone(),
             ..Default::default()
@@ -730,7 +752,8 @@ impl Counselor {
                          diagnosis, disorder or clinical term (do not say: {}).",
                         labels.join(", ")
                     ));
-                    req.assistant_prefix = format!("{}{}", req.assistant_prefix, guard.emitted);
+                    req.assistant_prefix =
+                        format!("{}{}{}", req.assistant_prefix, guard.emitted, guard.gap);
                     req.banned_phrases = banned;
                     guard.pending.clear();
                     repairs.push(Repair {

@@ -244,11 +244,13 @@ async fn requests_beyond_the_queue_bound_get_429_with_retry_after() {
     let (s, base) = server(d, 2).await;
     let c = reqwest::Client::new();
     let url = format!("{base}/v1/chat/completions");
-    let reqs = (0..8).map(|_| {
-        let c = c.clone();
-        let url = url.clone();
-        tokio::spawn(async move { c.post(url).json(&chat("hello")).send().await.unwrap() })
-    });
+    let reqs = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            let url = url.clone();
+            tokio::spawn(async move { c.post(url).json(&chat("hello")).send().await.unwrap() })
+        })
+        .collect::<Vec<_>>();
     let mut ok = 0;
     let mut limited = 0;
     for r in reqs {

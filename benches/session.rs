@@ -8,13 +8,26 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use psy::engine::dialogue::Dialogue;
 use psy::engine::session::TurnOptions;
 use serde_json::json;
 
+/// `manifests/psyllm.toml` in `direct` mode, so that a turn is one prefill and one decode.
 fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/psyllm.toml")
+    let path = std::env::temp_dir().join("psy-bench-direct.toml");
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/psyllm.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "schema = 1\nextends = \"{}\"\n[prompting]\nmode = \"direct\"\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 fn model() -> PathBuf {
@@ -31,8 +44,11 @@ fn turn(c: &mut Criterion) {
     };
     let dialogue = Dialogue::from_message(MESSAGE);
     let mut g = c.benchmark_group("turn");
-    g.sample_size(10).measurement_time(Duration::from_secs(30));
-    g.bench_function("plan+prefill+100 tokens (two-phase)", |b| {
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10));
+    g.bench_function("plan+prefill+100 tokens (direct)", |b| {
         b.iter(|| {
             counselor
                 .respond(&dialogue, &opts, &mut |_| ControlFlow::Continue(()))
@@ -54,9 +70,12 @@ fn server(c: &mut Criterion) {
         .unwrap();
     let url = format!("http://{}/v1/chat/completions", running.addr);
     let client = reqwest::Client::new();
-    let body = json!({"messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 16});
+    let body = json!({"messages": [{"role": "user", "content": MESSAGE}], "max_tokens": 8});
     let mut g = c.benchmark_group("server");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10));
     for n in [1usize, 4, 16] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("requests", n), &n, |b, &n| {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 pub use psy_engine as engine;
+pub mod serve;
 use psy_engine::dialogue::Dialogue;
 use psy_engine::manifest::{self, ManifestError};
 use psy_engine::planner::{Plan, Planner};
@@ -131,4 +132,273 @@ pub fn list_plugins(manifest: Option<&Path>, extra: &[PathBuf]) -> Result<Vec<Pl
             source: e.source.to_string(),
         })
         .collect())
+}
+
+// ------------------------------------------------------------------ sessions and generation
+
+use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
+
+use psy_engine::runtime::{self, chat_template, tokenizer::Tokenizer};
+use psy_engine::session::{self, Counselor, Delta, ModelDrafter, Session};
+
+/// The model a command runs: `--model`, else the manifest's `[model] path` (relative to the
+/// manifest), else the default model from the setup step.
+pub fn resolve_model(model: Option<&Path>, manifest: Option<&Path>) -> Result<PathBuf> {
+    if let Some(m) = model {
+        return Ok(m.to_path_buf());
+    }
+    if let Some(mf) = manifest {
+        let run = manifest::load_run(mf)?;
+        let p = run.manifest.model.path.trim();
+        if !p.is_empty() {
+            return Ok(mf.parent().unwrap_or(Path::new(".")).join(p));
+        }
+    }
+    Ok(runtime::default_model_path()?)
+}
+
+/// A counselor for `manifest`, decoding with `model` (see [`resolve_model`]).
+pub fn counselor(manifest: &Path, model: Option<&Path>) -> Result<Counselor> {
+    let planner = planner(manifest)?;
+    let model = resolve_model(model, Some(manifest))?;
+    let tok = planner.run().manifest.model.tokenizer.trim().to_string();
+    let tok = (!tok.is_empty()).then(|| manifest.parent().unwrap_or(Path::new(".")).join(tok));
+    let drafter = ModelDrafter::load(&model, tok.as_deref())
+        .with_context(|| format!("loading model {}", model.display()))?;
+    Ok(Counselor::new(planner, Box::new(drafter)))
+}
+
+/// Options of `psy counsel`.
+pub struct CounselArgs {
+    pub manifest: PathBuf,
+    pub model: Option<PathBuf>,
+    pub script: Option<PathBuf>,
+    pub save: Option<PathBuf>,
+    pub show_plan: bool,
+    pub replay: Option<PathBuf>,
+    /// Give the model the plan's full prompt instead of the compact one.
+    pub full_prompt: bool,
+}
+
+/// Prints deltas as they stream: reasoning dimmed, content plain.
+fn print_delta(state: &mut Option<bool>) -> impl FnMut(Delta) -> ControlFlow<()> + '_ {
+    move |d| {
+        let mut out = std::io::stdout().lock();
+        let (reasoning, text) = match d {
+            Delta::Reasoning(t) => (true, t),
+            Delta::Content(t) => (false, t),
+        };
+        if *state != Some(reasoning) {
+            let _ = write!(
+                out,
+                "{}",
+                if reasoning {
+                    "\n[reasoning] "
+                } else {
+                    "\ncounselor> "
+                }
+            );
+            *state = Some(reasoning);
+        }
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+        ControlFlow::Continue(())
+    }
+}
+
+fn run_turn(session: &mut Session, text: &str, show_plan: bool) -> Result<()> {
+    let mut state = None;
+    let turn = session.send(text, &mut print_delta(&mut state))?;
+    println!();
+    if show_plan {
+        print!("{}", session::plan_summary_text(&turn.plan));
+    }
+    for v in &turn.violations {
+        println!("  ! violated {} ({}): {}", v.rule, v.source, v.detail);
+    }
+    for r in &turn.repairs {
+        println!("  + repaired {} by {}: {}", r.rule, r.action, r.detail);
+    }
+    println!(
+        "  ({} ms, {} prompt + {} generated tokens)",
+        turn.timings.total_ms as u64, turn.timings.prompt_tokens, turn.timings.completion_tokens
+    );
+    Ok(())
+}
+
+/// `psy counsel`: replay a transcript, run a script, or an interactive session.
+pub fn counsel(a: CounselArgs) -> Result<()> {
+    if let Some(path) = &a.replay {
+        for t in session::read_transcript(path)? {
+            println!("--- turn {} (risk {}) ---", t.turn, t.risk_level.as_str());
+            print!("{}", session::format_turn(&t, a.show_plan));
+        }
+        return Ok(());
+    }
+    let style = if a.full_prompt {
+        session::PromptStyle::Full
+    } else {
+        session::PromptStyle::Compact
+    };
+    let mut session =
+        Session::new(counselor(&a.manifest, a.model.as_deref())?.with_prompt_style(style));
+    if let Some(script) = &a.script {
+        for msg in session::read_script(script)? {
+            println!("\nclient> {msg}");
+            run_turn(&mut session, &msg, a.show_plan)?;
+        }
+        if let Some(out) = &a.save {
+            session.save(out)?;
+            eprintln!("saved {} turns to {}", session.turns().len(), out.display());
+        }
+        return Ok(());
+    }
+    println!("psy counsel: type a message; /plan, /save FILE, /reset, /exit");
+    let stdin = std::io::stdin();
+    loop {
+        print!("\nclient> ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, r)| (c, r.trim()))
+        {
+            ("", _) => continue,
+            ("/exit", _) | ("/quit", _) => break,
+            ("/reset", _) => {
+                session.reset();
+                println!("(new session)");
+            }
+            ("/plan", _) => match session.turns().last() {
+                Some(t) => print!("{}", t.plan.to_text()),
+                None => println!("(no turn yet)"),
+            },
+            ("/save", file) if !file.is_empty() => {
+                session.save(Path::new(file))?;
+                println!("saved {} turns to {file}", session.turns().len());
+            }
+            ("/save", _) => println!("usage: /save FILE"),
+            _ => {
+                if let Err(e) = run_turn(&mut session, line, a.show_plan) {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+    if let Some(out) = &a.save {
+        session.save(out)?;
+    }
+    Ok(())
+}
+
+/// What `psy generate` starts from.
+pub enum GenerateInput {
+    Prompt(String),
+    Chat(String),
+    Ids(Vec<u32>),
+}
+
+/// `psy generate`: raw generation from a prompt, a chat message or token ids.
+pub fn generate(
+    model: Option<&Path>,
+    input: GenerateInput,
+    cfg: &runtime::GenerationConfig,
+    json: bool,
+) -> Result<()> {
+    let path = resolve_model(model, None)?;
+    let tok = runtime::generate::load_tokenizer(&path)?;
+    let ids = match (&input, &tok) {
+        (GenerateInput::Ids(ids), _) => ids.clone(),
+        (GenerateInput::Prompt(p), Some(t)) => t.encode(p, true)?,
+        (GenerateInput::Chat(c), Some(t)) => {
+            let tmpl = chat_template::ChatTemplate::for_tokenizer(t)
+                .with_context(|| format!("{}: no chat template", path.display()))??;
+            let text = tmpl.render(
+                &[chat_template::ChatMessage::new("user", c.clone())],
+                &chat_template::RenderOptions {
+                    add_generation_prompt: true,
+                    ..Default::default()
+                },
+            )?;
+            t.encode(&text, false)?
+        }
+        _ => bail!("{}: no tokenizer; use --input-ids", path.display()),
+    };
+    let model = runtime::load_model(&path)?;
+    let codec = tok.as_ref().map(|t| t as &dyn runtime::TextCodec);
+    let mut out = runtime::generate(&model, codec, &[ids], cfg, &mut |ev| {
+        if !json {
+            print!("{}", ev.delta);
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    let out = out.pop().context("no output")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!();
+        eprintln!(
+            "[{} tokens, {:?}, prefill {:.0} tok/s, decode {:.1} tok/s]",
+            out.generated_ids.len(),
+            out.finish_reason,
+            out.timings.prefill_tokens_per_second,
+            out.timings.decode_tokens_per_second
+        );
+    }
+    Ok(())
+}
+
+/// `psy tokenize`.
+pub fn tokenize(tokenizer: Option<&Path>, text: &str, json: bool) -> Result<String> {
+    let path = resolve_model(tokenizer, None)?;
+    Ok(runtime::tokenize_cli::run_tokenize(&path, text, json)?)
+}
+
+/// `psy chat`: a plain chat with the model (no plan, no rules), for comparing with `counsel`.
+pub fn chat(model: Option<&Path>, cfg: &runtime::GenerationConfig) -> Result<()> {
+    let path = resolve_model(model, None)?;
+    let tok = Tokenizer::from_path(&path)?;
+    let tmpl = chat_template::ChatTemplate::for_tokenizer(&tok)
+        .with_context(|| format!("{}: no chat template", path.display()))??;
+    let model = runtime::load_model(&path)?;
+    let mut messages = Vec::new();
+    println!("psy chat: plain model chat (no plan, no safety rules); /exit to leave");
+    loop {
+        print!("\nyou> ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        if line == "/exit" {
+            break;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        messages.push(chat_template::ChatMessage::new("user", line));
+        let text = tmpl.render(
+            &messages,
+            &chat_template::RenderOptions {
+                add_generation_prompt: true,
+                ..Default::default()
+            },
+        )?;
+        let ids = tok.encode(&text, false)?;
+        print!("model> ");
+        let mut out = runtime::generate(&model, Some(&tok), &[ids], cfg, &mut |ev| {
+            print!("{}", ev.delta);
+            let _ = std::io::stdout().flush();
+        })?;
+        println!();
+        let out = out.pop().context("no output")?;
+        messages.push(chat_template::ChatMessage::new("assistant", out.content));
+    }
+    Ok(())
 }

@@ -36,6 +36,77 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A counseling session: every reply decoded from a plan and held to its rules.
+    Counsel {
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
+        /// Model (HF directory or .gguf); default: the manifest's, else SmolLM2 from setup.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Client messages, one a line (or JSONL of {"content": ...}), run non-interactively.
+        #[arg(long, conflicts_with = "replay")]
+        script: Option<PathBuf>,
+        /// Write the transcript (JSONL) here.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Also show risk, leading hypotheses and chosen modalities per turn.
+        #[arg(long)]
+        show_plan: bool,
+        /// Print a saved transcript instead of running a session.
+        #[arg(long)]
+        replay: Option<PathBuf>,
+        /// Send the plan's full system prompt and outline (slow on small CPU models).
+        #[arg(long)]
+        full_prompt: bool,
+    },
+    /// OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models, GET /health).
+    Serve {
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Requests waiting beyond this many get 429.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+    },
+    /// Raw generation (no plan): from a prompt, a chat message or token ids.
+    Generate {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, group = "input")]
+        prompt: Option<String>,
+        /// A user message rendered with the model's chat template.
+        #[arg(long, group = "input")]
+        chat: Option<String>,
+        /// Comma-separated token ids.
+        #[arg(long, group = "input", value_delimiter = ',')]
+        input_ids: Option<Vec<u32>>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how a tokenizer splits a text.
+    Tokenize {
+        /// tokenizer.json, model directory or .gguf (default: the default model).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        text: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plain chat with a model (no plan, no rules).
+    Chat {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
     /// Manifest tools.
     Manifest {
         #[command(subcommand)]
@@ -46,6 +117,48 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct SamplingArgs {
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Argmax decoding (the default when no temperature is given).
+    #[arg(long, conflicts_with = "temperature")]
+    greedy: bool,
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    fn config(&self) -> psy::engine::runtime::GenerationConfig {
+        psy::engine::runtime::GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            sampling: psy::engine::runtime::SamplingConfig {
+                temperature: if self.greedy {
+                    0.0
+                } else {
+                    self.temperature.unwrap_or(0.0)
+                },
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -84,6 +197,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", plan.to_text());
             }
         }
+        Command::Counsel {
+            manifest,
+            model,
+            script,
+            save,
+            show_plan,
+            replay,
+            full_prompt,
+        } => psy::counsel(psy::CounselArgs {
+            manifest,
+            model,
+            script,
+            save,
+            show_plan,
+            replay,
+            full_prompt,
+        })?,
+        Command::Serve {
+            manifest,
+            model,
+            addr,
+            queue,
+        } => psy::serve::serve(&manifest, model.as_deref(), &addr, queue)?,
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            input_ids,
+            sampling,
+            json,
+        } => {
+            let input = match (prompt, chat, input_ids) {
+                (Some(p), _, _) => psy::GenerateInput::Prompt(p),
+                (_, Some(c), _) => psy::GenerateInput::Chat(c),
+                (_, _, Some(ids)) => psy::GenerateInput::Ids(ids),
+                _ => anyhow::bail!("give --prompt, --chat or --input-ids"),
+            };
+            psy::generate(model.as_deref(), input, &sampling.config(), json)?;
+        }
+        Command::Tokenize {
+            tokenizer,
+            text,
+            file,
+            json,
+        } => {
+            let text = match (text, file) {
+                (Some(t), _) => t,
+                (_, Some(f)) => std::fs::read_to_string(&f)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+                _ => anyhow::bail!("give --text or --file"),
+            };
+            print!("{}", psy::tokenize(tokenizer.as_deref(), &text, json)?);
+        }
+        Command::Chat { model, sampling } => psy::chat(model.as_deref(), &sampling.config())?,
         Command::Manifest {
             command: ManifestCommand::Check { manifest },
         } => {

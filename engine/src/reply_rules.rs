@@ -107,7 +107,7 @@ pub fn check(constraints: &Constraints, reply: &str) -> Vec<Violation> {
 }
 
 /// Splits text into sentences, keeping their punctuation and trailing space.
-fn sentences(text: &str) -> Vec<&str> {
+pub fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
@@ -127,6 +127,49 @@ fn sentences(text: &str) -> Vec<&str> {
         out.push(&text[start..]);
     }
     out
+}
+
+/// Every forbidden phrase of every `Forbid` rule that `text` names.
+pub fn forbidden_labels(constraints: &Constraints, text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in &constraints.rules {
+        if let ReplyRule::Forbid { phrases, .. } = &r.rule {
+            for p in forbidden_in(phrases, text) {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The reply's word budget (the tightest `MaxWords` rule).
+pub fn word_limit(constraints: &Constraints) -> Option<usize> {
+    constraints
+        .rules
+        .iter()
+        .filter_map(|r| match &r.rule {
+            ReplyRule::MaxWords { max, .. } => Some(*max as usize),
+            _ => None,
+        })
+        .min()
+}
+
+/// `(rule id, repair text)` of every `Require` rule that `text` does not meet.
+pub fn missing_required(constraints: &Constraints, text: &str) -> Vec<(String, String)> {
+    constraints
+        .rules
+        .iter()
+        .filter_map(|r| match &r.rule {
+            ReplyRule::Require {
+                id, any_of, repair, ..
+            } if !any_of.iter().all(|g| group_present(g, text)) => {
+                Some((id.clone(), repair.trim().to_string()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Applies the text-level repairs, in this order: drop sentences that name a forbidden

@@ -2,6 +2,8 @@
 //! pre-allocated KV cache, sampling, stop conditions, streaming, and the `<think>` split.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -114,6 +116,13 @@ pub struct GenerationConfig {
     pub use_model_eos: bool,
     /// Strings that end generation; the text is cut before them (needs a tokenizer).
     pub stop_strings: Vec<String>,
+    /// Added to a token's logit before sampling; `f32::NEG_INFINITY` bans the token (used to
+    /// keep repaired drafts from naming a forbidden label again).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Set from another thread (e.g. a client disconnect) to stop generation after the
+    /// current token; the output then ends with [`FinishReason::Cancelled`].
+    #[serde(skip)]
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for GenerationConfig {
@@ -124,6 +133,8 @@ impl Default for GenerationConfig {
             stop_token_ids: Vec::new(),
             use_model_eos: true,
             stop_strings: Vec::new(),
+            logit_bias: Vec::new(),
+            cancel: None,
         }
     }
 }
@@ -147,6 +158,8 @@ pub enum FinishReason {
     StopToken,
     StopString,
     Length,
+    /// The cancel flag of [`GenerationConfig`] was raised.
+    Cancelled,
 }
 
 /// Throughput of one generation.
@@ -270,6 +283,15 @@ pub fn generate(
         timings.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         while generated.len() < cfg.max_new_tokens {
+            if cfg
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            super::sampling::apply_logit_bias(&mut logits, &cfg.logit_bias);
             let next = sampler.sample(&mut logits, &history);
             generated.push(next);
             history.push(next);

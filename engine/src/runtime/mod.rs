@@ -4,6 +4,7 @@
 /// Re-exported so that callers (tests, benches, CLI) use the same Burn version.
 pub use burn;
 
+pub mod assets;
 pub mod chat_template;
 pub mod config;
 pub mod device;
@@ -17,6 +18,7 @@ pub mod tokenize_cli;
 pub mod tokenizer;
 pub mod weights;
 
+pub use assets::default_model_path;
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;

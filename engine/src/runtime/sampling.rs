@@ -47,6 +47,15 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// Adds each `(token, bias)` to the logits; ids outside the vocabulary are ignored.
+pub fn apply_logit_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
+    for &(id, b) in bias {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l += b;
+        }
+    }
+}
+
 /// Stateful sampler owning its RNG.
 pub struct Sampler {
     cfg: SamplingConfig,
@@ -146,6 +155,13 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.sample(&mut logits.clone(), &[]), argmax(&logits));
+    }
+
+    #[test]
+    fn banned_token_is_never_picked() {
+        let mut l = vec![5.0, 1.0, 0.5];
+        apply_logit_bias(&mut l, &[(0, f32::NEG_INFINITY), (9, 1.0)]);
+        assert_eq!(argmax(&l), 1);
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod planner;
 pub mod registry;
 pub mod reply_rules;
 pub mod runtime;
+pub mod training;
 
 pub use inventory;

@@ -247,3 +247,303 @@ fn clipping_scales_to_the_max_norm() {
     assert!(before > 1.0);
     assert!((global_norm(&grads) - 1.0).abs() < 1e-5);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data: samples and loss masks from the inference chat template.
+
+use psy_engine::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
+use psy_engine::runtime::tokenizer::Tokenizer;
+use psy_engine::training::data::{read_dataset, Conversation, DataFormat, DataReport, OnBadRecord};
+use psy_engine::training::render::{
+    RenderConfig, Sample, SampleRenderer, TracePlacement, CHATML_TEMPLATE,
+};
+
+fn asset(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/psy/assets")
+        });
+    let p = dir.join(rel);
+    assert!(
+        p.exists(),
+        "missing asset {}: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+fn qwen3() -> (Tokenizer, ChatTemplate) {
+    let tok = Tokenizer::from_path(&asset("qwen3-tokenizer/tokenizer.json")).unwrap();
+    let tmpl = ChatTemplate::for_tokenizer(&tok).unwrap().unwrap();
+    (tok, tmpl)
+}
+
+fn three_turns() -> Conversation {
+    let a = |r: &str, u: &str| ChatMessage {
+        role: "assistant".into(),
+        content: u.into(),
+        reasoning_content: Some(r.into()),
+    };
+    Conversation {
+        origin: "golden".into(),
+        id: "g1".into(),
+        messages: vec![
+            ChatMessage::new("user", "I can't sleep."),
+            a("Emotion: worry.", "That sounds hard."),
+            ChatMessage::new("user", "Work stress."),
+            a("Pattern: rumination.", "What goes through your mind?"),
+            ChatMessage::new("user", "That I'll fail."),
+            a("Risk: none stated.", "Let's look at that thought."),
+        ],
+    }
+}
+
+/// Token strings of a sample, trained ones marked with `*`.
+fn marked(tok: &Tokenizer, s: &Sample) -> Vec<String> {
+    s.ids
+        .iter()
+        .zip(&s.labels)
+        .map(|(&id, &l)| {
+            let t = tok.decode(&[id], false).unwrap();
+            if l == -100 {
+                t
+            } else {
+                format!("*{t}")
+            }
+        })
+        .collect()
+}
+
+fn trained_text(tok: &Tokenizer, s: &Sample) -> Vec<String> {
+    // Contiguous trained runs, decoded.
+    let mut runs = Vec::new();
+    let mut cur = Vec::new();
+    for (&id, &l) in s.ids.iter().zip(&s.labels) {
+        if l != -100 {
+            cur.push(id);
+        } else if !cur.is_empty() {
+            runs.push(tok.decode(&cur, false).unwrap());
+            cur.clear();
+        }
+    }
+    if !cur.is_empty() {
+        runs.push(tok.decode(&cur, false).unwrap());
+    }
+    runs
+}
+
+#[test]
+fn template_placement_trains_each_turn_after_the_inference_prompt() {
+    let (tok, tmpl) = qwen3();
+    let conv = three_turns();
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: RenderConfig::default(),
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(samples.len(), 3);
+    let replies = [
+        ("Emotion: worry.", "That sounds hard."),
+        ("Pattern: rumination.", "What goes through your mind?"),
+        ("Risk: none stated.", "Let's look at that thought."),
+    ];
+    for (k, s) in samples.iter().enumerate() {
+        let (rsn, reply) = replies[k];
+        assert_eq!(
+            trained_text(&tok, s),
+            vec![format!("<think>\n{rsn}\n</think>\n\n{reply}<|im_end|>")],
+            "sample {k}"
+        );
+        // The untrained prefix is exactly what inference renders for the same history (history
+        // replies without traces) with the generation prompt.
+        let i = 2 * k + 1;
+        let history: Vec<ChatMessage> = conv.messages[..i]
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        let prompt = tmpl
+            .render(
+                &history,
+                &RenderOptions {
+                    add_generation_prompt: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let first_trained = s.labels.iter().position(|&l| l != -100).unwrap();
+        assert_eq!(
+            s.ids[..first_trained],
+            tok.encode(&prompt, false).unwrap()[..],
+            "sample {k}"
+        );
+        assert!(
+            s.ids.len() == s.labels.len() && s.labels[first_trained..].iter().all(|&l| l != -100)
+        );
+    }
+    // Token by token, the last sample: prompt untrained, trace + reply + <|im_end|> trained.
+    let m = marked(&tok, &samples[2]);
+    eprintln!("template placement, sample 3: {m:?}");
+    let first = m.iter().position(|t| t.starts_with('*')).unwrap();
+    assert_eq!(
+        m[first - 3..],
+        [
+            "<|im_start|>",
+            "assistant",
+            "\n",
+            "*<think>",
+            "*\n",
+            "*Risk",
+            "*:",
+            "* none",
+            "* stated",
+            "*.\n",
+            "*</think>",
+            "*\n\n",
+            "*Let",
+            "*'s",
+            "* look",
+            "* at",
+            "* that",
+            "* thought",
+            "*.",
+            "*<|im_end|>"
+        ]
+    );
+}
+
+#[test]
+fn inline_placement_trains_every_trace_in_one_chatml_sample() {
+    let (tok, _) = qwen3();
+    let chatml = ChatTemplate::from_source(CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
+    let conv = three_turns();
+    let cfg = RenderConfig {
+        placement: TracePlacement::Inline,
+        ..RenderConfig::default()
+    };
+    let r = SampleRenderer {
+        template: &chatml,
+        tokenizer: &tok,
+        config: cfg.clone(),
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(
+        samples.len(),
+        1,
+        "ChatML renders history unchanged: one sample"
+    );
+    assert_eq!(
+        trained_text(&tok, &samples[0]),
+        vec![
+            "<think>\nEmotion: worry.\n</think>\n\nThat sounds hard.<|im_end|>",
+            "<think>\nPattern: rumination.\n</think>\n\nWhat goes through your mind?<|im_end|>",
+            "<think>\nRisk: none stated.\n</think>\n\nLet's look at that thought.<|im_end|>",
+        ]
+    );
+    eprintln!("inline placement (ChatML): {:?}", marked(&tok, &samples[0]));
+    // Qwen3's own template drops traces from history, so inline falls back to one sample per
+    // turn; each still trains its own trace.
+    let (_, qwen_tmpl) = qwen3();
+    let r = SampleRenderer {
+        template: &qwen_tmpl,
+        tokenizer: &tok,
+        config: cfg,
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(
+        trained_text(&tok, &samples[1]),
+        vec!["<think>\nPattern: rumination.\n</think>\n\nWhat goes through your mind?<|im_end|>"]
+    );
+}
+
+#[test]
+fn reasoning_and_reply_weights_and_last_turn_only() {
+    let (tok, tmpl) = qwen3();
+    let cfg = RenderConfig {
+        reasoning_weight: 0.5,
+        reply_weight: 2.0,
+        last_turn_only: true,
+        ..RenderConfig::default()
+    };
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: cfg,
+        system_for_turn: None,
+    };
+    let samples = r
+        .samples(&three_turns(), &mut DataReport::default())
+        .unwrap();
+    assert_eq!(samples.len(), 1);
+    let s = &samples[0];
+    let close = tok.token_to_id("</think>").unwrap();
+    let at = s.ids.iter().position(|&t| t == close).unwrap();
+    assert_eq!(s.weights[at], 0.5);
+    assert_eq!(s.weights[at + 1], 2.0);
+    assert_eq!(*s.weights.last().unwrap(), 2.0);
+    // Plan conditioning puts the per-turn system prompt first.
+    let sys = |h: &[ChatMessage]| format!("plan for {} messages", h.len());
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: RenderConfig::default(),
+        system_for_turn: Some(&sys),
+    };
+    let samples = r
+        .samples(&three_turns(), &mut DataReport::default())
+        .unwrap();
+    let text = tok.decode(&samples[1].ids, false).unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nplan for 3 messages<|im_end|>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn readers_accept_three_formats_and_report_bad_records_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mixed.jsonl");
+    let lines = [
+        r#"{"post_id": 7, "conversation": [{"round": 1, "patient": "hi", "counselor_think": "R1", "counselor_content": "hello"}]}"#,
+        r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "<think>\nR\n</think>\n\nU"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "U", "reasoning_content": "R"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "only a question"}]}"#,
+        r#"not json"#,
+        r#"{"conversation": [{"round": 1, "patient": "hi"}]}"#,
+    ];
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    let mut report = DataReport::default();
+    let convs = read_dataset(&p, DataFormat::Auto, OnBadRecord::Skip, &mut report).unwrap();
+    assert_eq!(
+        (report.read, report.kept, report.skipped_total()),
+        (6, 3, 3)
+    );
+    assert_eq!(report.skipped["no assistant turn"], 1);
+    assert_eq!(report.skipped["invalid JSON"], 1);
+    assert_eq!(report.skipped["missing field"], 1);
+    assert!(
+        report.problems[2].ends_with("mixed.jsonl:6: missing field `counselor_content`"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        convs[0].messages[1].reasoning_content.as_deref(),
+        Some("R1")
+    );
+    assert_eq!(convs[1].messages[1].reasoning_content.as_deref(), Some("R"));
+    assert_eq!(convs[1].messages[1].content, "U");
+    assert_eq!(convs[2].origin, format!("{}:3", p.display()));
+    let err = read_dataset(
+        &p,
+        DataFormat::Auto,
+        OnBadRecord::Fail,
+        &mut DataReport::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("mixed.jsonl:4:"), "{err}");
+}

@@ -4,10 +4,12 @@
 //! The loop is custom (not Burn's `Learner`) because step-level checkpoints and exact resume need
 //! the optimizer state, schedule position and data order in our hands.
 
+pub mod data;
 pub mod error;
 pub mod loss;
 pub mod optim;
 pub mod params;
+pub mod render;
 pub mod schedule;
 
 pub use error::TrainError;

@@ -16,5 +16,6 @@ pub mod registry;
 pub mod reply_rules;
 pub mod runtime;
 pub mod session;
+pub mod training;
 
 pub use inventory;

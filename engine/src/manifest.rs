@@ -371,16 +371,102 @@ impl Default for SafetySection {
     }
 }
 
-/// Training settings, read by `psy train`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// Training settings, read by `psy train` (see `manifests/train/tiny-demo.toml`). Defaults
+/// follow PsyLLM's LLaMA-Factory run: lr 1e-5, 3 epochs, cosine, warmup 0.1, batch 1 x
+/// accumulation 2, 10% validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
-    /// Dataset file, relative to the manifest.
-    #[serde(default)]
+    /// Dataset file (JSONL or JSON array), relative to the manifest.
     pub dataset: String,
     /// Render the planner's system prompt into each sample (plan-conditioned training).
-    #[serde(default)]
     pub plan_conditioning: bool,
+    /// Record layout: `auto`, `pipeline`, `sharegpt` or `openai`.
+    pub format: crate::training::data::DataFormat,
+    /// `skip` (report, count, go on) or `fail` on a record that cannot be used.
+    pub on_bad_record: crate::training::data::OnBadRecord,
+    /// Validation file; empty = hold out `validation_ratio` of the dialogues.
+    pub validation_file: String,
+    pub validation_ratio: f64,
+    /// `template` (the chat template places traces; one sample per turn) or `inline`.
+    pub placement: crate::training::render::TracePlacement,
+    /// Empty = the tokenizer's template; `chatml` = LLaMA-Factory's `qwen`; else a file.
+    pub chat_template: String,
+    pub reasoning_weight: f32,
+    pub reply_weight: f32,
+    pub last_turn_only: bool,
+    /// Longest sample in tokens (LLaMA-Factory `cutoff_len`).
+    pub max_len: usize,
+    /// `exact`: token ids must fit the model's vocabulary; `modulo`: id % vocab (only for tiny
+    /// test models whose vocabulary is smaller than the tokenizer's).
+    pub vocab_map: String,
+    pub learning_rate: f64,
+    /// `cosine`, `linear` or `constant`, after a linear warmup of `warmup_ratio` of the steps.
+    pub schedule: crate::training::schedule::ScheduleKind,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Clip gradients to this global L2 norm (0 = off).
+    pub max_grad_norm: f64,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0 = run `epochs`).
+    pub max_steps: usize,
+    /// Rows per micro-batch (right-padded to the longest row).
+    pub batch_size: usize,
+    /// If > 0, a micro-batch also stops growing when rows x padded length would exceed it.
+    pub token_budget: usize,
+    pub grad_accum: usize,
+    pub seed: u64,
+    /// Log a metrics row every N optimizer steps.
+    pub log_every: usize,
+    /// Validation loss every N steps (0 = at the end only).
+    pub eval_every: usize,
+    /// Checkpoint every N steps (0 = at the end only); keep the last `keep_last`.
+    pub save_every: usize,
+    pub keep_last: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            dataset: String::new(),
+            plan_conditioning: false,
+            format: Default::default(),
+            on_bad_record: Default::default(),
+            validation_file: String::new(),
+            validation_ratio: 0.1,
+            placement: Default::default(),
+            chat_template: String::new(),
+            reasoning_weight: 1.0,
+            reply_weight: 1.0,
+            last_turn_only: false,
+            max_len: 8096,
+            vocab_map: "exact".into(),
+            learning_rate: 1e-5,
+            schedule: Default::default(),
+            warmup_ratio: 0.1,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            max_grad_norm: 1.0,
+            epochs: 3,
+            max_steps: 0,
+            batch_size: 1,
+            token_budget: 0,
+            grad_accum: 2,
+            seed: 42,
+            log_every: 1,
+            eval_every: 0,
+            save_every: 0,
+            keep_last: 2,
+            device: "cpu".into(),
+        }
+    }
 }
 
 /// Evaluation settings, read by `psy eval`.
@@ -473,6 +559,7 @@ const PATH_KEYS: &[(&str, &str)] = &[
     ("model", "path"),
     ("model", "tokenizer"),
     ("train", "dataset"),
+    ("train", "validation_file"),
     ("eval", "dataset"),
 ];
 
@@ -577,7 +664,7 @@ fn absolutize(table: &mut toml::Table, dir: &Path) {
     for (section, key) in PATH_KEYS {
         if let Some(toml::Value::Table(t)) = table.get_mut(*section) {
             if let Some(toml::Value::String(p)) = t.get_mut(*key) {
-                if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+                if !p.is_empty() && !p.starts_with('$') && Path::new(p.as_str()).is_relative() {
                     *p = normalize(&dir.join(&*p)).display().to_string();
                 }
             }

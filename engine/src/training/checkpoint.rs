@@ -1,0 +1,219 @@
+//! Step checkpoints and the HF export.
+//!
+//! A checkpoint is a directory `step-NNNNNNNN/` holding `model.safetensors` (HF tensor names),
+//! `config.json`, `optimizer.safetensors` (AdamW moments by parameter name), `state.json`
+//! (position in the run) and the marker `COMPLETE`. It is written under a temporary name, every
+//! file synced, and renamed into place only then: a `kill -9` mid-write leaves a `.tmp-*`
+//! directory that is never loaded (and is removed by the next run), never a half checkpoint.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::error::{io, Result, TrainError};
+use super::optim::{AdamW, Moments};
+use super::params::{named_tensors, NamedTensor};
+
+/// Marker written last: a checkpoint directory without it is not a checkpoint.
+pub const COMPLETE: &str = "COMPLETE";
+
+/// Where a run stands; enough to continue it exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Epoch and micro-batch index of the next micro-batch to read.
+    pub epoch: usize,
+    pub cursor: usize,
+    pub total_steps: usize,
+    pub seed: u64,
+    /// Number of samples the run was planned with (resume refuses a changed dataset).
+    pub train_samples: usize,
+}
+
+fn ck(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Writes named f32 tensors as safetensors, synced to disk.
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            TensorView::new(Dtype::F32, t.shape.clone(), b)
+                .map(|v| (t.name.clone(), v))
+                .map_err(|e| ck(path, format!("tensor `{}`: {e}", t.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let data =
+        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| ck(path, e.to_string()))?;
+    write_synced(path, &data)
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(data).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Reads every tensor of a safetensors file as f32 (`name -> (shape, data)`).
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ck(path, e.to_string()))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(ck(
+                path,
+                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+/// Writes the model in HF layout: `model.safetensors` + `config.json` (+ extra files copied).
+pub fn write_hf<M: Module>(dir: &Path, model: &M, config_json: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    write_safetensors(&dir.join("model.safetensors"), &named_tensors(model))?;
+    write_synced(&dir.join("config.json"), config_json.as_bytes())
+}
+
+/// Writes a checkpoint atomically (see the module docs) and keeps the newest `keep_last`.
+#[allow(clippy::too_many_arguments)]
+pub fn save<M: Module>(
+    root: &Path,
+    model: &M,
+    config_json: &str,
+    opt: &AdamW,
+    state: &RunState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    write_hf(&tmp, model, config_json)?;
+    let mut moments = Vec::new();
+    for (n, m) in &opt.moments {
+        for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
+            moments.push(NamedTensor {
+                name: format!("{n}.{suffix}"),
+                shape: t.dims().to_vec(),
+                data: t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| ck(&tmp, format!("{e:?}")))?,
+            });
+        }
+    }
+    write_safetensors(&tmp.join("optimizer.safetensors"), &moments)?;
+    let st = serde_json::json!({
+        "run": state,
+        "adamw_step": opt.step,
+        "adamw": opt.config,
+    });
+    write_synced(
+        &tmp.join("state.json"),
+        serde_json::to_string_pretty(&st)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    write_synced(&tmp.join(COMPLETE), b"ok\n")?;
+    let dst = root.join(&name);
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).map_err(io(&dst))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    if let Ok(d) = std::fs::File::open(root) {
+        let _ = d.sync_all();
+    }
+    // Keep the newest `keep_last` complete checkpoints.
+    let mut all = list(root);
+    if keep_last > 0 && all.len() > keep_last {
+        all.sort();
+        for old in &all[..all.len() - keep_last] {
+            let _ = std::fs::remove_dir_all(old);
+        }
+    }
+    tracing::info!(path = %dst.display(), "checkpoint written");
+    Ok(dst)
+}
+
+/// Complete checkpoint directories under `root`, oldest first; removes stale temporaries.
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".tmp-") {
+            tracing::warn!(path = %p.display(), "removing an unfinished checkpoint");
+            let _ = std::fs::remove_dir_all(&p);
+        } else if name.starts_with("step-") && p.join(COMPLETE).is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads the optimizer state and run position of a checkpoint.
+pub fn load_state(dir: &Path, opt: &mut AdamW, device: &Device) -> Result<RunState> {
+    if !dir.join(COMPLETE).is_file() {
+        return Err(ck(dir, "incomplete checkpoint (no COMPLETE marker)"));
+    }
+    let p = dir.join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(io(&p))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ck(&p, e.to_string()))?;
+    let state: RunState = serde_json::from_value(v["run"].clone())
+        .map_err(|e| ck(&p, format!("field `run`: {e}")))?;
+    opt.step = v["adamw_step"]
+        .as_u64()
+        .ok_or_else(|| ck(&p, "missing field `adamw_step`"))?;
+    let tensors = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    opt.moments.clear();
+    let to_t = |d: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(d.clone(), [d.len()]), device);
+    for (name, (_, data)) in &tensors {
+        if let Some(base) = name.strip_suffix(".exp_avg") {
+            let sq = tensors
+                .get(&format!("{base}.exp_avg_sq"))
+                .ok_or_else(|| ck(dir, format!("optimizer tensor `{base}.exp_avg_sq` missing")))?;
+            opt.moments.insert(
+                base.to_string(),
+                Moments {
+                    exp_avg: to_t(data),
+                    exp_avg_sq: to_t(&sq.1),
+                },
+            );
+        }
+    }
+    Ok(state)
+}

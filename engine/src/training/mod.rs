@@ -1,0 +1,19 @@
+//! Supervised fine-tuning: masked causal-LM loss, AdamW, schedules, gradient clipping and
+//! accumulation on Burn's autodiff, plus the data readers and the training loop that drive them.
+//!
+//! The loop is custom (not Burn's `Learner`) because step-level checkpoints and exact resume need
+//! the optimizer state, schedule position and data order in our hands.
+
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod loss;
+pub mod optim;
+pub mod params;
+pub mod render;
+pub mod schedule;
+
+pub use error::TrainError;
+pub use loss::{forward_logits, masked_lm_loss, Batch, IGNORE_INDEX};
+pub use optim::{AdamW, AdamWConfig, NamedGrads};
+pub use schedule::{LrSchedule, ScheduleKind};

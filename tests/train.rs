@@ -1,0 +1,549 @@
+//! Supervised fine-tuning against an independent PyTorch reference
+//! (`tests/fixtures/qwen3-train/`, see `tests/fixtures/PROVENANCE.md`): loss, gradients, one
+//! AdamW step and a 10-step loss curve; plus masking and padding invariants.
+//!
+//! Run with `cargo test --release -p psy --test train`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use psy_engine::runtime::burn::tensor::Device;
+use psy_engine::runtime::{load_model_on, CausalLm, ModelConfig};
+use psy_engine::training::optim::{accumulate_grads, clip_global_norm, global_norm};
+use psy_engine::training::params::named_tensors;
+use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference() -> Value {
+    let p = fixtures().join("qwen3-train/tiny-qwen3-untied-step.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn load(dir: &str, device: &Device) -> (CausalLm, ModelConfig) {
+    let m = load_model_on(&fixtures().join("qwen3").join(dir), device).unwrap();
+    (m.model, m.config)
+}
+
+fn reference_batch(r: &Value) -> Batch {
+    let rows = |k: &str| -> Vec<Vec<i64>> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    Batch {
+        input_ids: rows("input_ids")
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x as u32).collect())
+            .collect(),
+        labels: rows("labels"),
+        weights: None,
+    }
+}
+
+/// Mean loss and gradients (by name) of one batch.
+fn loss_and_grads(model: &CausalLm, config: &ModelConfig, batch: &Batch) -> (f64, NamedGrads) {
+    let d = model.device();
+    let logits = forward_logits(model, config, &batch.input_ids, &d);
+    let loss = masked_lm_loss(logits, batch) / batch.target_count() as f64;
+    let value: f32 = loss.clone().inner().into_scalar();
+    let mut grads = loss.backward();
+    let mut named = NamedGrads::new();
+    accumulate_grads(model, &mut grads, &mut named, 1.0);
+    (f64::from(value), named)
+}
+
+fn to_vec(t: &psy_engine::runtime::burn::tensor::Tensor<1>) -> Vec<f32> {
+    t.clone().into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+/// Compares a tensor against the reference summary (first 16 values, sum, L2 norm).
+fn check_summary(name: &str, values: &[f32], want: &Value, rel_tol: f64, abs_tol: f64) {
+    let first: Vec<f64> = want["first16"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for (i, (&a, &b)) in values.iter().zip(&first).enumerate() {
+        let err = (f64::from(a) - b).abs();
+        assert!(
+            err <= abs_tol + rel_tol * b.abs(),
+            "{name}[{i}]: {a} vs {b}"
+        );
+    }
+    let sum: f64 = values.iter().map(|&x| f64::from(x)).sum();
+    let l2: f64 = values
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let want_l2 = want["l2"].as_f64().unwrap();
+    assert!(rel(l2, want_l2) < rel_tol, "{name} l2 {l2} vs {want_l2}");
+    let want_sum = want["sum"].as_f64().unwrap();
+    // Sums can cancel to ~0: compare them on the scale of the L1-ish magnitude (l2 * sqrt(n)).
+    let scale = want_l2 * (values.len() as f64).sqrt();
+    assert!(
+        (sum - want_sum).abs() <= rel_tol * scale.max(want_sum.abs()),
+        "{name} sum {sum} vs {want_sum}"
+    );
+}
+
+#[test]
+fn sft_loss_and_gradients_match_pytorch() {
+    let r = reference();
+    let d = device();
+    let (model, config) = load("tiny-qwen3-untied", &d);
+    let batch = reference_batch(&r);
+    let (loss, grads) = loss_and_grads(&model, &config, &batch);
+    let want = r["loss"].as_f64().unwrap();
+    eprintln!(
+        "loss {loss} vs {want} (abs err {:.2e})",
+        (loss - want).abs()
+    );
+    assert!((loss - want).abs() < 1e-4);
+    let norm = global_norm(&grads);
+    let want_norm = r["grad_total_l2"].as_f64().unwrap();
+    eprintln!(
+        "grad norm {norm} vs {want_norm} (rel err {:.2e})",
+        rel(norm, want_norm)
+    );
+    assert!(rel(norm, want_norm) < 1e-3);
+    for (name, want) in r["grads"].as_object().unwrap() {
+        let g = grads
+            .get(name)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        check_summary(name, &to_vec(g), want, 1e-3, 1e-6);
+    }
+}
+
+#[test]
+fn one_adamw_step_matches_torch_optim_adamw() {
+    let r = reference();
+    let d = device();
+    let (model, config) = load("tiny-qwen3-untied", &d);
+    let batch = reference_batch(&r);
+    let (_, mut grads) = loss_and_grads(&model, &config, &batch);
+    let a = &r["adamw"];
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: a["betas"][0].as_f64().unwrap(),
+        beta2: a["betas"][1].as_f64().unwrap(),
+        eps: a["eps"].as_f64().unwrap(),
+        weight_decay: a["weight_decay"].as_f64().unwrap(),
+    });
+    let model = opt.step(model, &mut grads, a["lr"].as_f64().unwrap());
+    let params: BTreeMap<String, Vec<f32>> = named_tensors(&model)
+        .into_iter()
+        .map(|t| (t.name, t.data))
+        .collect();
+    for (name, want) in r["params_after_1_step"].as_object().unwrap() {
+        let p = &params[name];
+        assert_eq!(
+            p.len(),
+            want["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .product::<usize>()
+        );
+        check_summary(name, p, want, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn ten_step_loss_curve_matches_pytorch() {
+    let r = reference();
+    let d = device();
+    let (mut model, config) = load("tiny-qwen3-untied", &d);
+    let batch = reference_batch(&r);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let want: Vec<f64> = r["losses_10_steps_same_batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let mut worst: f64 = 0.0;
+    for (step, w) in want.iter().enumerate() {
+        let (loss, mut grads) = loss_and_grads(&model, &config, &batch);
+        worst = worst.max((loss - w).abs());
+        assert!((loss - w).abs() < 1e-3, "step {step}: {loss} vs {w}");
+        model = opt.step(model, &mut grads, 1e-3);
+    }
+    eprintln!("10-step loss curve: worst abs err {worst:.2e}");
+}
+
+#[test]
+fn masked_and_padded_tokens_change_neither_loss_nor_gradients() {
+    let r = reference();
+    let d = device();
+    let (model, config) = load("tiny-qwen3-untied", &d);
+    let batch = reference_batch(&r);
+    let (loss, grads) = loss_and_grads(&model, &config, &batch);
+    // Different ids under the masked prompt labels would change the context: change only the
+    // ignored *padding* ids and the (ignored) label slots instead.
+    let mut other = batch.clone();
+    for t in 9..12 {
+        other.input_ids[1][t] = 999 - t as u32;
+    }
+    let (loss2, grads2) = loss_and_grads(&model, &config, &other);
+    assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
+    for (name, g) in &grads {
+        let (a, b) = (to_vec(g), to_vec(&grads2[name]));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        // Embedding rows of the swapped pad ids get zero gradient either way.
+        assert!(diff < 1e-6, "{name}: max diff {diff}");
+    }
+    // A padded row gives the same loss sum as the row alone, unpadded.
+    let alone = Batch {
+        input_ids: vec![batch.input_ids[1][..9].to_vec()],
+        labels: vec![batch.labels[1][..9].to_vec()],
+        weights: None,
+    };
+    let sum_row = |b: &Batch| -> f32 {
+        let logits = forward_logits(&model, &config, &b.input_ids, &d);
+        masked_lm_loss(logits, b).inner().into_scalar()
+    };
+    let padded = Batch {
+        input_ids: vec![batch.input_ids[1].clone()],
+        labels: vec![batch.labels[1].clone()],
+        weights: None,
+    };
+    let (a, b) = (sum_row(&alone), sum_row(&padded));
+    assert!((a - b).abs() < 1e-5, "padded {b} vs alone {a}");
+}
+
+#[test]
+fn clipping_scales_to_the_max_norm() {
+    let r = reference();
+    let d = device();
+    let (model, config) = load("tiny-qwen3-untied", &d);
+    let (_, mut grads) = loss_and_grads(&model, &config, &reference_batch(&r));
+    let before = clip_global_norm(&mut grads, 1.0);
+    assert!(before > 1.0);
+    assert!((global_norm(&grads) - 1.0).abs() < 1e-5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data: samples and loss masks from the inference chat template.
+
+use psy_engine::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
+use psy_engine::runtime::tokenizer::Tokenizer;
+use psy_engine::training::data::{read_dataset, Conversation, DataFormat, DataReport, OnBadRecord};
+use psy_engine::training::render::{
+    RenderConfig, Sample, SampleRenderer, TracePlacement, CHATML_TEMPLATE,
+};
+
+fn asset(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/psy/assets")
+        });
+    let p = dir.join(rel);
+    assert!(
+        p.exists(),
+        "missing asset {}: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+fn qwen3() -> (Tokenizer, ChatTemplate) {
+    let tok = Tokenizer::from_path(&asset("qwen3-tokenizer/tokenizer.json")).unwrap();
+    let tmpl = ChatTemplate::for_tokenizer(&tok).unwrap().unwrap();
+    (tok, tmpl)
+}
+
+fn three_turns() -> Conversation {
+    let a = |r: &str, u: &str| ChatMessage {
+        role: "assistant".into(),
+        content: u.into(),
+        reasoning_content: Some(r.into()),
+    };
+    Conversation {
+        origin: "golden".into(),
+        id: "g1".into(),
+        messages: vec![
+            ChatMessage::new("user", "I can't sleep."),
+            a("Emotion: worry.", "That sounds hard."),
+            ChatMessage::new("user", "Work stress."),
+            a("Pattern: rumination.", "What goes through your mind?"),
+            ChatMessage::new("user", "That I'll fail."),
+            a("Risk: none stated.", "Let's look at that thought."),
+        ],
+    }
+}
+
+/// Token strings of a sample, trained ones marked with `*`.
+fn marked(tok: &Tokenizer, s: &Sample) -> Vec<String> {
+    s.ids
+        .iter()
+        .zip(&s.labels)
+        .map(|(&id, &l)| {
+            let t = tok.decode(&[id], false).unwrap();
+            if l == -100 {
+                t
+            } else {
+                format!("*{t}")
+            }
+        })
+        .collect()
+}
+
+fn trained_text(tok: &Tokenizer, s: &Sample) -> Vec<String> {
+    // Contiguous trained runs, decoded.
+    let mut runs = Vec::new();
+    let mut cur = Vec::new();
+    for (&id, &l) in s.ids.iter().zip(&s.labels) {
+        if l != -100 {
+            cur.push(id);
+        } else if !cur.is_empty() {
+            runs.push(tok.decode(&cur, false).unwrap());
+            cur.clear();
+        }
+    }
+    if !cur.is_empty() {
+        runs.push(tok.decode(&cur, false).unwrap());
+    }
+    runs
+}
+
+#[test]
+fn template_placement_trains_each_turn_after_the_inference_prompt() {
+    let (tok, tmpl) = qwen3();
+    let conv = three_turns();
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: RenderConfig::default(),
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(samples.len(), 3);
+    let replies = [
+        ("Emotion: worry.", "That sounds hard."),
+        ("Pattern: rumination.", "What goes through your mind?"),
+        ("Risk: none stated.", "Let's look at that thought."),
+    ];
+    for (k, s) in samples.iter().enumerate() {
+        let (rsn, reply) = replies[k];
+        assert_eq!(
+            trained_text(&tok, s),
+            vec![format!("<think>\n{rsn}\n</think>\n\n{reply}<|im_end|>")],
+            "sample {k}"
+        );
+        // The untrained prefix is exactly what inference renders for the same history (history
+        // replies without traces) with the generation prompt.
+        let i = 2 * k + 1;
+        let history: Vec<ChatMessage> = conv.messages[..i]
+            .iter()
+            .map(|m| ChatMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        let prompt = tmpl
+            .render(
+                &history,
+                &RenderOptions {
+                    add_generation_prompt: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let first_trained = s.labels.iter().position(|&l| l != -100).unwrap();
+        assert_eq!(
+            s.ids[..first_trained],
+            tok.encode(&prompt, false).unwrap()[..],
+            "sample {k}"
+        );
+        assert!(
+            s.ids.len() == s.labels.len() && s.labels[first_trained..].iter().all(|&l| l != -100)
+        );
+    }
+    // Token by token, the last sample: prompt untrained, trace + reply + <|im_end|> trained.
+    let m = marked(&tok, &samples[2]);
+    eprintln!("template placement, sample 3: {m:?}");
+    let first = m.iter().position(|t| t.starts_with('*')).unwrap();
+    assert_eq!(
+        m[first - 3..],
+        [
+            "<|im_start|>",
+            "assistant",
+            "\n",
+            "*<think>",
+            "*\n",
+            "*Risk",
+            "*:",
+            "* none",
+            "* stated",
+            "*.\n",
+            "*</think>",
+            "*\n\n",
+            "*Let",
+            "*'s",
+            "* look",
+            "* at",
+            "* that",
+            "* thought",
+            "*.",
+            "*<|im_end|>"
+        ]
+    );
+}
+
+#[test]
+fn inline_placement_trains_every_trace_in_one_chatml_sample() {
+    let (tok, _) = qwen3();
+    let chatml = ChatTemplate::from_source(CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
+    let conv = three_turns();
+    let cfg = RenderConfig {
+        placement: TracePlacement::Inline,
+        ..RenderConfig::default()
+    };
+    let r = SampleRenderer {
+        template: &chatml,
+        tokenizer: &tok,
+        config: cfg.clone(),
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(
+        samples.len(),
+        1,
+        "ChatML renders history unchanged: one sample"
+    );
+    assert_eq!(
+        trained_text(&tok, &samples[0]),
+        vec![
+            "<think>\nEmotion: worry.\n</think>\n\nThat sounds hard.<|im_end|>",
+            "<think>\nPattern: rumination.\n</think>\n\nWhat goes through your mind?<|im_end|>",
+            "<think>\nRisk: none stated.\n</think>\n\nLet's look at that thought.<|im_end|>",
+        ]
+    );
+    eprintln!("inline placement (ChatML): {:?}", marked(&tok, &samples[0]));
+    // Qwen3's own template drops traces from history, so inline falls back to one sample per
+    // turn; each still trains its own trace.
+    let (_, qwen_tmpl) = qwen3();
+    let r = SampleRenderer {
+        template: &qwen_tmpl,
+        tokenizer: &tok,
+        config: cfg,
+        system_for_turn: None,
+    };
+    let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(
+        trained_text(&tok, &samples[1]),
+        vec!["<think>\nPattern: rumination.\n</think>\n\nWhat goes through your mind?<|im_end|>"]
+    );
+}
+
+#[test]
+fn reasoning_and_reply_weights_and_last_turn_only() {
+    let (tok, tmpl) = qwen3();
+    let cfg = RenderConfig {
+        reasoning_weight: 0.5,
+        reply_weight: 2.0,
+        last_turn_only: true,
+        ..RenderConfig::default()
+    };
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: cfg,
+        system_for_turn: None,
+    };
+    let samples = r
+        .samples(&three_turns(), &mut DataReport::default())
+        .unwrap();
+    assert_eq!(samples.len(), 1);
+    let s = &samples[0];
+    let close = tok.token_to_id("</think>").unwrap();
+    let at = s.ids.iter().position(|&t| t == close).unwrap();
+    assert_eq!(s.weights[at], 0.5);
+    assert_eq!(s.weights[at + 1], 2.0);
+    assert_eq!(*s.weights.last().unwrap(), 2.0);
+    // Plan conditioning puts the per-turn system prompt first.
+    let sys = |h: &[ChatMessage]| format!("plan for {} messages", h.len());
+    let r = SampleRenderer {
+        template: &tmpl,
+        tokenizer: &tok,
+        config: RenderConfig::default(),
+        system_for_turn: Some(&sys),
+    };
+    let samples = r
+        .samples(&three_turns(), &mut DataReport::default())
+        .unwrap();
+    let text = tok.decode(&samples[1].ids, false).unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nplan for 3 messages<|im_end|>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn readers_accept_three_formats_and_report_bad_records_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mixed.jsonl");
+    let lines = [
+        r#"{"post_id": 7, "conversation": [{"round": 1, "patient": "hi", "counselor_think": "R1", "counselor_content": "hello"}]}"#,
+        r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "<think>\nR\n</think>\n\nU"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "U", "reasoning_content": "R"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "only a question"}]}"#,
+        r#"not json"#,
+        r#"{"conversation": [{"round": 1, "patient": "hi"}]}"#,
+    ];
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    let mut report = DataReport::default();
+    let convs = read_dataset(&p, DataFormat::Auto, OnBadRecord::Skip, &mut report).unwrap();
+    assert_eq!(
+        (report.read, report.kept, report.skipped_total()),
+        (6, 3, 3)
+    );
+    assert_eq!(report.skipped["no assistant turn"], 1);
+    assert_eq!(report.skipped["invalid JSON"], 1);
+    assert_eq!(report.skipped["missing field"], 1);
+    assert!(
+        report.problems[2].ends_with("mixed.jsonl:6: missing field `counselor_content`"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        convs[0].messages[1].reasoning_content.as_deref(),
+        Some("R1")
+    );
+    assert_eq!(convs[1].messages[1].reasoning_content.as_deref(), Some("R"));
+    assert_eq!(convs[1].messages[1].content, "U");
+    assert_eq!(convs[2].origin, format!("{}:3", p.display()));
+    let err = read_dataset(
+        &p,
+        DataFormat::Auto,
+        OnBadRecord::Fail,
+        &mut DataReport::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("mixed.jsonl:4:"), "{err}");
+}

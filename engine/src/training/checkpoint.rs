@@ -72,7 +72,10 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// Reads every tensor of a safetensors file as f32 (`name -> (shape, data)`).
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+/// Tensors read from a file: `name -> (shape, values)`.
+pub type HostTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ck(path, e.to_string()))?;
     let mut out = HashMap::new();

@@ -10,10 +10,13 @@ pub mod error;
 pub mod loss;
 pub mod optim;
 pub mod params;
+pub mod plot;
 pub mod render;
+pub mod run;
 pub mod schedule;
 
 pub use error::TrainError;
 pub use loss::{forward_logits, masked_lm_loss, Batch, IGNORE_INDEX};
 pub use optim::{AdamW, AdamWConfig, NamedGrads};
+pub use run::{run, run_with, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, ScheduleKind};

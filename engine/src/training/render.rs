@@ -67,6 +67,9 @@ impl Sample {
     }
 }
 
+/// Builds the system prompt for the turn that answers a history.
+pub type SystemPromptFn<'a> = dyn Fn(&[ChatMessage]) -> String + 'a;
+
 /// Renders conversations into samples with one template and one tokenizer.
 pub struct SampleRenderer<'a> {
     pub template: &'a ChatTemplate,
@@ -74,7 +77,7 @@ pub struct SampleRenderer<'a> {
     pub config: RenderConfig,
     /// The system prompt for the turn answering `history` (plan conditioning); forces one
     /// sample per turn, since the prompt changes every turn.
-    pub system_for_turn: Option<&'a dyn Fn(&[ChatMessage]) -> String>,
+    pub system_for_turn: Option<&'a SystemPromptFn<'a>>,
 }
 
 /// The assistant text of the inline placement.

@@ -1,0 +1,637 @@
+//! `psy train`: the custom loop (data -> samples -> micro-batches -> accumulate -> clip ->
+//! AdamW), with metrics, validation, step checkpoints, exact resume, HF export and a loss plot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::json;
+
+use super::checkpoint::{self, RunState};
+use super::data::{read_dataset, Conversation, DataReport};
+use super::error::{io, Result, TrainError};
+use super::loss::{forward_logits, masked_lm_loss, Batch};
+use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
+use super::params::trainable_numel;
+use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
+use super::schedule::LrSchedule;
+use crate::manifest::{self, TrainSection};
+use crate::runtime::chat_template::{ChatMessage, ChatTemplate};
+use crate::runtime::tokenizer::Tokenizer;
+use crate::runtime::{load_model_on, CausalLm, ModelConfig};
+
+/// Knobs of one invocation (the CLI flags plus test hooks).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub manifest: PathBuf,
+    /// Output directory; default `runs/<manifest stem>`.
+    pub output: Option<PathBuf>,
+    pub resume: bool,
+    pub dry_run: bool,
+    /// Stop (as if interrupted) after this many optimizer steps in this invocation.
+    pub stop_after: Option<usize>,
+    /// No progress bar (tests).
+    pub quiet: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub output: PathBuf,
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub eval_loss: Option<f64>,
+    pub tokens_per_s: f64,
+    pub wall_secs: f64,
+    pub data: DataReport,
+    pub memory: MemoryEstimate,
+}
+
+/// Bytes needed for training, by part.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub grads: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub available: Option<u64>,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.grads + self.optimizer + self.activations
+    }
+    pub fn describe(&self) -> String {
+        let mb = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "memory estimate: weights {:.1} MiB, grads {:.1} MiB, optimizer {:.1} MiB, activations {:.1} MiB, total {:.1} MiB (available {})",
+            mb(self.weights), mb(self.grads), mb(self.optimizer), mb(self.activations), mb(self.total()),
+            self.available.map_or("unknown".into(), |a| format!("{:.1} MiB", mb(a)))
+        )
+    }
+}
+
+/// `psy train M [--output DIR] [--resume] [--dry-run]`.
+pub fn run(
+    manifest: &Path,
+    output: Option<&Path>,
+    resume: bool,
+    dry_run: bool,
+) -> Result<RunSummary> {
+    run_with(&RunOptions {
+        manifest: manifest.to_path_buf(),
+        output: output.map(Path::to_path_buf),
+        resume,
+        dry_run,
+        stop_after: None,
+        quiet: false,
+    })
+}
+
+/// Expands a leading `$PSY_ASSETS` (default `~/.cache/psy/assets`), where test assets live.
+fn expand(p: &str) -> PathBuf {
+    match p.strip_prefix("$PSY_ASSETS") {
+        Some(rest) => {
+            let base = std::env::var_os("PSY_ASSETS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/psy/assets")
+                });
+            base.join(rest.trim_start_matches('/'))
+        }
+        None => PathBuf::from(p),
+    }
+}
+
+fn mf(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Manifest {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Memory of full fine-tuning in f32: weights, grads, two AdamW moments, and the activations
+/// autodiff keeps for one micro-batch of `rows x len` tokens.
+pub fn estimate_memory(
+    c: &ModelConfig,
+    params: u64,
+    trainable: u64,
+    rows: usize,
+    len: usize,
+) -> MemoryEstimate {
+    let tok = (rows * len) as u64;
+    let h = c.hidden_size as u64;
+    let per_layer = tok
+        * (10 * h
+            + 4 * c.intermediate_size as u64
+            + 4 * (c.num_key_value_heads * c.head_dim) as u64)
+        + 3 * (rows * c.num_attention_heads * len * len) as u64;
+    let logits = 3 * tok * c.vocab_size as u64;
+    MemoryEstimate {
+        weights: 4 * params,
+        grads: 4 * trainable,
+        optimizer: 8 * trainable,
+        activations: 4 * (per_layer * c.num_hidden_layers as u64 + logits),
+        available: available_memory(),
+    }
+}
+
+/// Micro-batches (lists of sample indices) of one epoch, in a seeded order.
+fn micro_batches(samples: &[Sample], t: &TrainSection, epoch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(t.seed.wrapping_add(epoch as u64 * 0x9E37_79B9));
+    order.shuffle(&mut rng);
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for i in order {
+        let len = samples[i].ids.len();
+        let fits_budget =
+            t.token_budget == 0 || (cur.len() + 1) * longest.max(len) <= t.token_budget;
+        if !cur.is_empty() && (cur.len() >= t.batch_size.max(1) || !fits_budget) {
+            out.push(std::mem::take(&mut cur));
+            longest = 0;
+        }
+        longest = longest.max(len);
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn batch_of(samples: &[Sample], idx: &[usize], pad: u32) -> Batch {
+    let rows: Vec<_> = idx
+        .iter()
+        .map(|&i| {
+            (
+                samples[i].ids.clone(),
+                samples[i].labels.clone(),
+                samples[i].weights.clone(),
+            )
+        })
+        .collect();
+    Batch::pad(&rows, pad)
+}
+
+/// Mean validation loss (no autodiff).
+fn eval_loss(
+    model: &CausalLm,
+    config: &ModelConfig,
+    samples: &[Sample],
+    rows: usize,
+    pad: u32,
+) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let inner = model.valid();
+    let d = inner.device();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for chunk in (0..samples.len()).collect::<Vec<_>>().chunks(rows.max(1)) {
+        let b = batch_of(samples, chunk, pad);
+        let logits = forward_logits(&inner, config, &b.input_ids, &d);
+        let s: f32 = masked_lm_loss(logits, &b).into_scalar();
+        sum += f64::from(s);
+        n += b.target_count();
+    }
+    Some(sum / n.max(1) as f64)
+}
+
+fn load_template(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Result<ChatTemplate> {
+    let src = match t.chat_template.as_str() {
+        "" => tok
+            .chat_template_source()
+            .ok_or_else(|| {
+                mf(
+                    manifest,
+                    "the tokenizer has no chat template; set [train] chat_template",
+                )
+            })?
+            .to_string(),
+        "chatml" => CHATML_TEMPLATE.to_string(),
+        p => {
+            let path = manifest.parent().unwrap_or(Path::new(".")).join(expand(p));
+            std::fs::read_to_string(&path).map_err(io(&path))?
+        }
+    };
+    ChatTemplate::from_source(&src, tok.bos_token(), tok.eos_token())
+        .map_err(|e| TrainError::Template(e.to_string()))
+}
+
+/// Runs (or resumes) the training a manifest describes.
+pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let resolved = manifest::load_run(&o.manifest).map_err(|e| mf(&o.manifest, e.to_string()))?;
+    let m = &resolved.manifest;
+    let t = m.train.clone();
+    if t.dataset.is_empty() {
+        return Err(mf(&o.manifest, "[train] dataset is empty"));
+    }
+    let out_dir = o
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(o.manifest.file_stem().unwrap_or_default()));
+    std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
+
+    // Tokenizer and the one chat template.
+    let model_dir = expand(&m.model.path);
+    let tok_path = if m.model.tokenizer.is_empty() {
+        model_dir.clone()
+    } else {
+        expand(&m.model.tokenizer)
+    };
+    let tok = Tokenizer::from_path(&tok_path)
+        .map_err(|e| TrainError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+    let template = load_template(&t, &tok, &o.manifest)?;
+
+    // Data.
+    let mut report = DataReport::default();
+    let mut convs = read_dataset(&expand(&t.dataset), t.format, t.on_bad_record, &mut report)?;
+    let val_convs: Vec<Conversation> = if !t.validation_file.is_empty() {
+        read_dataset(
+            &expand(&t.validation_file),
+            t.format,
+            t.on_bad_record,
+            &mut report,
+        )?
+    } else {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
+        convs.shuffle(&mut rng);
+        let n = ((convs.len() as f64) * t.validation_ratio).round() as usize;
+        let n = if t.validation_ratio > 0.0 && convs.len() >= 2 {
+            n.max(1)
+        } else {
+            0
+        };
+        convs.drain(..n).collect()
+    };
+    let planner = if t.plan_conditioning {
+        Some(
+            crate::planner::Planner::from_path(&o.manifest)
+                .map_err(|e| mf(&o.manifest, e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let plan_prompt = |history: &[ChatMessage]| -> String {
+        use crate::dialogue::{Dialogue, Message, Role};
+        let msgs = history
+            .iter()
+            .filter(|m| m.role != "system")
+            .map(|m| Message {
+                role: if m.role == "user" {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+                content: m.content.clone(),
+                reasoning_content: None,
+            })
+            .collect();
+        planner
+            .as_ref()
+            .map(|p| p.plan(&Dialogue::new(msgs)).prompt.system)
+            .unwrap_or_default()
+    };
+    let renderer = SampleRenderer {
+        template: &template,
+        tokenizer: &tok,
+        config: RenderConfig {
+            placement: t.placement,
+            reasoning_weight: t.reasoning_weight,
+            reply_weight: t.reply_weight,
+            last_turn_only: t.last_turn_only,
+            max_len: t.max_len,
+        },
+        system_for_turn: if planner.is_some() {
+            Some(&plan_prompt)
+        } else {
+            None
+        },
+    };
+    let render_all = |cs: &[Conversation], report: &mut DataReport| -> Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        for c in cs {
+            out.extend(renderer.samples(c, report)?);
+        }
+        Ok(out)
+    };
+    let mut train = render_all(&convs, &mut report)?;
+    let mut val = render_all(&val_convs, &mut report)?;
+    if train.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "no training samples ({})",
+            report.summary()
+        )));
+    }
+    eprintln!(
+        "data: {} -> {} train / {} validation samples",
+        report.summary(),
+        train.len(),
+        val.len()
+    );
+    std::fs::write(
+        out_dir.join("data_report.json"),
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(io(out_dir.join("data_report.json")))?;
+
+    // Model.
+    let config_path = model_dir.join("config.json");
+    let config_json = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+    let config = ModelConfig::from_hf_file(&config_path)?;
+    let vocab = config.vocab_size as u32;
+    for s in train.iter_mut().chain(val.iter_mut()) {
+        for (id, l) in s.ids.iter_mut().zip(s.labels.iter_mut()) {
+            if *id >= vocab {
+                if t.vocab_map != "modulo" {
+                    return Err(TrainError::Invalid(format!(
+                        "{}: token id {id} >= model vocabulary {vocab} (set [train] vocab_map = \"modulo\" only for toy models)",
+                        s.origin
+                    )));
+                }
+                *id %= vocab;
+                if *l >= 0 {
+                    *l = i64::from(*id);
+                }
+            }
+        }
+    }
+    let pad = tok.eos_token_ids().first().copied().unwrap_or(0) % vocab;
+    let device = match t.device.as_str() {
+        "cpu" | "" => Device::flex(),
+        other => crate::runtime::select_device(other.parse()?)?,
+    }
+    .autodiff();
+    let loaded = load_model_on(&model_dir, &device)?;
+    let mut model = loaded.model;
+    let numel = trainable_numel(&model);
+    let params: u64 = numel.iter().map(|(_, n)| *n as u64).sum();
+    let longest = train.iter().map(|s| s.ids.len()).max().unwrap_or(0);
+    let rows = if t.token_budget > 0 {
+        (t.token_budget / longest.max(1)).max(1)
+    } else {
+        t.batch_size.max(1)
+    };
+    let memory = estimate_memory(&config, params, params, rows, longest);
+    eprintln!("{}", memory.describe());
+    if let Some(a) = memory.available {
+        if memory.total() > a {
+            return Err(TrainError::Invalid(format!(
+                "does not fit: {}",
+                memory.describe()
+            )));
+        }
+    }
+
+    let mb_per_epoch = micro_batches(&train, &t, 0).len();
+    let accum = t.grad_accum.max(1);
+    let total_steps = if t.max_steps > 0 {
+        t.max_steps
+    } else {
+        (t.epochs * mb_per_epoch).div_ceil(accum)
+    };
+    let schedule = LrSchedule::with_ratio(t.schedule, t.learning_rate, t.warmup_ratio, total_steps);
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: t.adam_beta1,
+        beta2: t.adam_beta2,
+        eps: t.adam_eps,
+        weight_decay: t.weight_decay,
+    });
+    let mut state = RunState {
+        step: 0,
+        epoch: 0,
+        cursor: 0,
+        total_steps,
+        seed: t.seed,
+        train_samples: train.len(),
+    };
+    let ck_root = out_dir.join("checkpoints");
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let mut rows_log: Vec<serde_json::Value> = Vec::new();
+    if o.resume {
+        if let Some(last) = checkpoint::list(&ck_root).pop() {
+            let inner = device.clone().without_autodiff();
+            let st = checkpoint::load_state(&last, &mut opt, &inner)?;
+            if st.train_samples != train.len() || st.total_steps != total_steps || st.seed != t.seed
+            {
+                return Err(TrainError::Checkpoint {
+                    path: last,
+                    msg: "the manifest or dataset changed since this checkpoint".into(),
+                });
+            }
+            model = load_model_on(&last, &device)?.model;
+            state = st;
+            if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+                rows_log = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|r| r["step"].as_u64().is_some_and(|s| s as usize <= state.step))
+                    .collect();
+            }
+            eprintln!("resumed from {} (step {})", last.display(), state.step);
+        } else {
+            eprintln!("no checkpoint in {}: starting fresh", ck_root.display());
+        }
+    }
+    if o.dry_run {
+        eprintln!("dry run: {total_steps} steps of {accum} x {rows} rows planned; not training");
+        return Ok(RunSummary {
+            output: out_dir,
+            steps: 0,
+            first_loss: f64::NAN,
+            last_loss: f64::NAN,
+            eval_loss: None,
+            tokens_per_s: 0.0,
+            wall_secs: started.elapsed().as_secs_f64(),
+            data: report,
+            memory,
+        });
+    }
+    let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
+    for r in &rows_log {
+        writeln!(metrics, "{r}").map_err(io(&metrics_path))?;
+    }
+
+    let bar = if o.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total_steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step as u64);
+    let mut epoch_batches = micro_batches(&train, &t, state.epoch);
+    let (mut first_loss, mut last_loss, mut eval) = (f64::NAN, f64::NAN, None);
+    let (mut tok_total, mut time_total) = (0usize, 0.0f64);
+    let mut done_here = 0;
+    while state.step < total_steps {
+        if o.stop_after.is_some_and(|n| done_here >= n) {
+            break;
+        }
+        let t0 = Instant::now();
+        let mut window = Vec::with_capacity(accum);
+        for _ in 0..accum {
+            if state.cursor >= epoch_batches.len() {
+                state.epoch += 1;
+                state.cursor = 0;
+                epoch_batches = micro_batches(&train, &t, state.epoch);
+            }
+            window.push(batch_of(&train, &epoch_batches[state.cursor], pad));
+            state.cursor += 1;
+        }
+        // HF's num_items_in_batch: every micro-batch is divided by the window's target count.
+        let targets: usize = window.iter().map(Batch::target_count).sum::<usize>().max(1);
+        let mut grads = NamedGrads::new();
+        let mut loss_sum = 0.0f64;
+        let mut tokens = 0usize;
+        for b in &window {
+            let logits = forward_logits(&model, &config, &b.input_ids, &device);
+            let loss = masked_lm_loss(logits, b) / targets as f64;
+            loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
+            let mut g = loss.backward();
+            accumulate_grads(&model, &mut g, &mut grads, 1.0);
+            tokens += b.labels.iter().map(|r| r.len()).sum::<usize>();
+        }
+        let norm = clip_global_norm(&mut grads, t.max_grad_norm);
+        let lr = schedule.lr(state.step);
+        model = opt.step(model, &mut grads, lr);
+        state.step += 1;
+        done_here += 1;
+        let dt = t0.elapsed().as_secs_f64();
+        tok_total += tokens;
+        time_total += dt;
+        let tps = tokens as f64 / dt.max(1e-9);
+        if first_loss.is_nan() {
+            first_loss = loss_sum;
+        }
+        last_loss = loss_sum;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} {tps:.0} tok/s"));
+        if t.log_every > 0 && (state.step % t.log_every == 0 || state.step == total_steps) {
+            let row = json!({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr, "grad_norm": norm, "tokens_per_s": tps});
+            writeln!(metrics, "{row}").map_err(io(&metrics_path))?;
+            rows_log.push(row);
+        }
+        let at_end = state.step == total_steps;
+        if (t.eval_every > 0 && state.step % t.eval_every == 0) || at_end {
+            if let Some(l) = eval_loss(&model, &config, &val, rows, pad) {
+                eval = Some(l);
+                let row = json!({"step": state.step, "eval_loss": l, "eval_ppl": l.exp()});
+                writeln!(metrics, "{row}").map_err(io(&metrics_path))?;
+                rows_log.push(row);
+            }
+        }
+        if (t.save_every > 0 && state.step % t.save_every == 0) || at_end {
+            checkpoint::save(&ck_root, &model, &config_json, &opt, &state, t.keep_last)?;
+        }
+    }
+    bar.finish_and_clear();
+    metrics.flush().map_err(io(&metrics_path))?;
+    if state.step == total_steps {
+        export(
+            &out_dir.join("export"),
+            &model,
+            &config_json,
+            &model_dir,
+            &tok_path,
+            &t,
+            &template_source(&t, &tok, &o.manifest),
+        )?;
+        if let Err(e) = super::plot::loss_png(&out_dir.join("loss.png"), &rows_log) {
+            tracing::warn!(%e, "loss plot not written");
+        }
+    }
+    let summary = RunSummary {
+        output: out_dir,
+        steps: state.step,
+        first_loss,
+        last_loss,
+        eval_loss: eval,
+        tokens_per_s: tok_total as f64 / time_total.max(1e-9),
+        wall_secs: started.elapsed().as_secs_f64(),
+        data: report,
+        memory,
+    };
+    eprintln!(
+        "trained {} steps: loss {:.4} -> {:.4}, eval {:?}, {:.0} tokens/s, {:.1}s",
+        summary.steps,
+        summary.first_loss,
+        summary.last_loss,
+        summary.eval_loss,
+        summary.tokens_per_s,
+        summary.wall_secs
+    );
+    Ok(summary)
+}
+
+fn template_source(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Option<String> {
+    match t.chat_template.as_str() {
+        "" => tok.chat_template_source().map(str::to_string),
+        "chatml" => Some(CHATML_TEMPLATE.to_string()),
+        p => std::fs::read_to_string(manifest.parent().unwrap_or(Path::new(".")).join(expand(p)))
+            .ok(),
+    }
+}
+
+/// HF layout: weights with HF names, the source config, generation config and the tokenizer
+/// files, with the chat template the model was trained with.
+fn export(
+    dir: &Path,
+    model: &CausalLm,
+    config_json: &str,
+    model_dir: &Path,
+    tok_path: &Path,
+    _t: &TrainSection,
+    template: &Option<String>,
+) -> Result<()> {
+    checkpoint::write_hf(dir, &model.valid(), config_json)?;
+    let tok_dir = if tok_path.is_dir() {
+        tok_path.to_path_buf()
+    } else {
+        tok_path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    for (src_dir, name) in [
+        (model_dir, "generation_config.json"),
+        (tok_dir.as_path(), "tokenizer.json"),
+    ] {
+        let src = src_dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(name)).map_err(io(&src))?;
+        }
+    }
+    let cfg_src = tok_dir.join("tokenizer_config.json");
+    if let Ok(text) = std::fs::read_to_string(&cfg_src) {
+        let mut v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Invalid(format!("{}: {e}", cfg_src.display())))?;
+        if let (Some(obj), Some(tmpl)) = (v.as_object_mut(), template) {
+            obj.insert("chat_template".into(), json!(tmpl));
+        }
+        let dst = dir.join("tokenizer_config.json");
+        std::fs::write(&dst, serde_json::to_string_pretty(&v).unwrap_or_default())
+            .map_err(io(&dst))?;
+    }
+    tracing::info!(path = %dir.display(), "exported in HF layout");
+    Ok(())
+}

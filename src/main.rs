@@ -107,6 +107,19 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingArgs,
     },
+    /// Supervised fine-tuning from a run manifest's `[train]` section.
+    Train {
+        manifest: PathBuf,
+        /// Output directory (metrics.jsonl, checkpoints/, export/, loss.png).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Continue from the newest complete checkpoint in the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// Print the memory estimate and stop (refuses when it cannot fit).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Manifest tools.
     Manifest {
         #[command(subcommand)]
@@ -251,6 +264,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", psy::tokenize(tokenizer.as_deref(), &text, json)?);
         }
         Command::Chat { model, sampling } => psy::chat(model.as_deref(), &sampling.config())?,
+        Command::Train {
+            manifest,
+            output,
+            resume,
+            dry_run,
+        } => {
+            psy::engine::training::run(&manifest, output.as_deref(), resume, dry_run)?;
+        }
         Command::Manifest {
             command: ManifestCommand::Check { manifest },
         } => {

@@ -23,8 +23,8 @@ pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;
 pub use generate::{
-    generate, load_model, load_model_on, load_tokenizer, FinishReason, GenerationConfig, GenerationOutput,
-    LoadedModel, ModelFormat, StreamEvent, TextCodec, Timings,
+    generate, load_model, load_model_on, load_tokenizer, FinishReason, GenerationConfig,
+    GenerationOutput, LoadedModel, ModelFormat, StreamEvent, TextCodec, Timings,
 };
 pub use model::{CausalLm, KvCache};
 pub use sampling::SamplingConfig;

@@ -27,6 +27,45 @@ fn modalities() -> Vec<Box<dyn Module>> {
     ]
 }
 
+/// Every built-in modality declares the content the planner, decoder and rubric read.
+#[test]
+fn every_modality_manifest_is_complete() {
+    let ids = [
+        "cbt",
+        "act",
+        "psychodynamic",
+        "humanistic",
+        "dbt",
+        "mi",
+        "family-systems",
+    ];
+    for (m, id) in modalities().iter().zip(ids) {
+        let s = m.spec();
+        assert_eq!(s.module.id, id);
+        assert_eq!(
+            s.module.kind,
+            psy_engine::module::ModuleKind::Modality,
+            "{id}"
+        );
+        assert!(!s.module.references.is_empty(), "{id}: references");
+        assert!(
+            !s.principles.is_empty() && !s.guidelines.is_empty(),
+            "{id}: principles, guidelines"
+        );
+        assert!(
+            !s.response_guidelines.is_empty(),
+            "{id}: response guidelines"
+        );
+        assert!(s.techniques.len() >= 4, "{id}: techniques");
+        assert!(s.rubric.len() >= 5, "{id}: rubric");
+        assert!(s.cues.len() >= 4, "{id}: cues");
+        assert!(
+            s.techniques.iter().all(|t| !t.cues.is_empty()),
+            "{id}: every technique is reachable from a cue group"
+        );
+    }
+}
+
 fn sfbt() -> Box<dyn Module> {
     let text = include_str!("../../../manifests/modules/sfbt.toml");
     let spec = ModuleSpec::from_toml(text, "manifests/modules/sfbt.toml")

@@ -9,7 +9,10 @@
 
 use psy_engine::dialogue::Dialogue;
 use psy_engine::lexicon::{Hit, Lexicon, Text};
-use psy_engine::module::{round4, CueRole, Evidence, Indication, ModuleSpec};
+use psy_engine::module::{
+    compiled_cues, lexicon_assessment, round4, Assessment, CueRole, Evidence, Indication,
+    ModuleSpec,
+};
 
 /// Words that refer to the client.
 pub const FIRST_PERSON: &[&str] = &[
@@ -62,6 +65,24 @@ pub fn client_in_sentence(text: &Text, hit: &Hit) -> bool {
         .iter()
         .filter(|t| t.sentence == sentence)
         .any(|t| first_person(&t.norm))
+}
+
+/// The default assessment plus the third-person hits `accept` reinstates, rescored with the
+/// engine's formula: the whole `assess` of a modality that corrects the person check.
+pub fn assess_reinstating(
+    spec: &ModuleSpec,
+    dialogue: &Dialogue,
+    accept: fn(&Text, &Hit) -> bool,
+) -> Assessment {
+    let mut a = lexicon_assessment(spec, dialogue);
+    let mut ind = a.indication.take().unwrap_or_default();
+    merge(
+        &mut ind,
+        reinstated_hits(spec, compiled_cues(spec), dialogue, accept),
+    );
+    rescore(spec, &mut ind);
+    a.indication = Some(ind);
+    a
 }
 
 /// Hits the default assessment skipped only because they read as third-person talk, kept

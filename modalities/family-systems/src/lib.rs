@@ -12,14 +12,10 @@
 mod evidence;
 
 use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::Lexicon;
-use psy_engine::module::{
-    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, Module, ModuleSpec,
-};
+use psy_engine::module::{builtin_spec, Assessment, Module, ModuleSpec};
 
 struct FamilySystems {
     spec: ModuleSpec,
-    cues: Lexicon,
 }
 
 impl Module for FamilySystems {
@@ -28,18 +24,7 @@ impl Module for FamilySystems {
     }
 
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
-        let mut a = lexicon_assessment(&self.spec, dialogue);
-        let mut ind = a.indication.take().unwrap_or_default();
-        let relational = evidence::reinstated_hits(
-            &self.spec,
-            &self.cues,
-            dialogue,
-            evidence::client_in_sentence,
-        );
-        evidence::merge(&mut ind, relational);
-        evidence::rescore(&self.spec, &mut ind);
-        a.indication = Some(ind);
-        a
+        evidence::assess_reinstating(&self.spec, dialogue, evidence::client_in_sentence)
     }
 }
 
@@ -49,8 +34,7 @@ pub fn module() -> Box<dyn Module> {
         include_str!("../module.toml"),
         "modalities/family-systems/module.toml",
     );
-    let cues = cue_lexicon(&spec);
-    Box::new(FamilySystems { spec, cues })
+    Box::new(FamilySystems { spec })
 }
 
 psy_engine::register_module!(module);
@@ -59,6 +43,7 @@ psy_engine::register_module!(module);
 mod tests {
     use super::*;
     use psy_engine::dialogue::Dialogue;
+    use psy_engine::module::lexicon_assessment;
 
     #[test]
     fn affirmed_cue_scores_and_suggests_a_technique() {

@@ -11,14 +11,10 @@
 mod evidence;
 
 use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::Lexicon;
-use psy_engine::module::{
-    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, Module, ModuleSpec,
-};
+use psy_engine::module::{builtin_spec, Assessment, Module, ModuleSpec};
 
 struct Psychodynamic {
     spec: ModuleSpec,
-    cues: Lexicon,
 }
 
 impl Module for Psychodynamic {
@@ -27,14 +23,7 @@ impl Module for Psychodynamic {
     }
 
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
-        let mut a = lexicon_assessment(&self.spec, dialogue);
-        let mut ind = a.indication.take().unwrap_or_default();
-        let mentioned =
-            evidence::reinstated_hits(&self.spec, &self.cues, dialogue, evidence::names_the_client);
-        evidence::merge(&mut ind, mentioned);
-        evidence::rescore(&self.spec, &mut ind);
-        a.indication = Some(ind);
-        a
+        evidence::assess_reinstating(&self.spec, dialogue, evidence::names_the_client)
     }
 }
 
@@ -44,8 +33,7 @@ pub fn module() -> Box<dyn Module> {
         include_str!("../module.toml"),
         "modalities/psychodynamic/module.toml",
     );
-    let cues = cue_lexicon(&spec);
-    Box::new(Psychodynamic { spec, cues })
+    Box::new(Psychodynamic { spec })
 }
 
 psy_engine::register_module!(module);
@@ -54,6 +42,7 @@ psy_engine::register_module!(module);
 mod tests {
     use super::*;
     use psy_engine::dialogue::Dialogue;
+    use psy_engine::module::lexicon_assessment;
 
     #[test]
     fn affirmed_cue_scores_and_suggests_a_technique() {

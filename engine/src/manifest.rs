@@ -428,6 +428,11 @@ pub struct TrainSection {
     pub keep_last: usize,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// Data parallelism: several devices (e.g. `["cuda:0", "cuda:1"]`) each run a share of the
+    /// accumulation window on a replica; gradients are summed on the first. Empty = `device`.
+    pub devices: Vec<String>,
+    /// `[train.lora]`: low-rank adapters instead of full fine-tuning.
+    pub lora: crate::runtime::LoraConfig,
 }
 
 impl Default for TrainSection {
@@ -465,6 +470,8 @@ impl Default for TrainSection {
             save_every: 0,
             keep_last: 2,
             device: "cpu".into(),
+            devices: Vec::new(),
+            lora: Default::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod sampling;
 pub mod tokenize_cli;
@@ -26,5 +27,6 @@ pub use generate::{
     generate, load_model, load_model_on, load_tokenizer, FinishReason, GenerationConfig,
     GenerationOutput, LoadedModel, ModelFormat, StreamEvent, TextCodec, Timings,
 };
+pub use lora::{LoraAdapter, LoraConfig};
 pub use model::{CausalLm, KvCache};
 pub use sampling::SamplingConfig;

@@ -12,6 +12,7 @@ use burn::tensor::{activation, Device, Distribution, Int, Tensor, TensorData};
 use super::config::ModelConfig;
 use super::error::Result;
 use super::kernels::gemv_rows;
+use super::lora::LoraAdapter;
 use super::weights::TensorSource;
 
 fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
@@ -83,6 +84,8 @@ fn gemv_flex(weight: &Tensor<2>, x: &Tensor<3>) -> Option<Tensor<3>> {
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
+    /// Low-rank trainable update (LoRA fine-tuning); `None` for plain inference and full SFT.
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -101,6 +104,7 @@ impl Linear {
             } else {
                 None
             },
+            lora: None,
         })
     }
 
@@ -113,11 +117,16 @@ impl Linear {
                 device,
             )),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
+            lora: None,
         }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(self.weight.val(), self.bias.as_ref().map(|b| b.val()), x)
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match &self.lora {
+            Some(adapter) => linear(self.weight.val(), bias, x.clone()) + adapter.forward(x),
+            None => linear(self.weight.val(), bias, x),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Step checkpoints and the HF export.
 //!
 //! A checkpoint is a directory `step-NNNNNNNN/` holding `model.safetensors` (HF tensor names),
-//! `config.json`, `optimizer.safetensors` (AdamW moments by parameter name), `state.json`
+//! `config.json` (or, for LoRA, `adapter_model.safetensors` + `adapter_config.json`),
+//! `optimizer.safetensors` (AdamW moments by parameter name), `state.json`
 //! (position in the run) and the marker `COMPLETE`. It is written under a temporary name, every
 //! file synced, and renamed into place only then: a `kill -9` mid-write leaves a `.tmp-*`
 //! directory that is never loaded (and is removed by the next run), never a half checkpoint.
@@ -15,9 +16,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::adapter::{peft_name, write_adapter};
 use super::error::{io, Result, TrainError};
 use super::optim::{AdamW, Moments};
 use super::params::{named_tensors, NamedTensor};
+use crate::runtime::LoraConfig;
 
 /// Marker written last: a checkpoint directory without it is not a checkpoint.
 pub const COMPLETE: &str = "COMPLETE";
@@ -97,18 +100,33 @@ pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
 }
 
 /// Writes the model in HF layout: `model.safetensors` + `config.json` (+ extra files copied).
+/// A model with LoRA adapters attached is refused: merge them first (or write the adapter).
 pub fn write_hf<M: Module>(dir: &Path, model: &M, config_json: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    write_safetensors(&dir.join("model.safetensors"), &named_tensors(model))?;
+    let tensors = named_tensors(model);
+    if let Some(t) = tensors.iter().find(|t| peft_name(&t.name).is_some()) {
+        return Err(ck(
+            dir,
+            format!(
+                "`{}` is a LoRA adapter: merge the adapters before writing an HF checkpoint",
+                t.name
+            ),
+        ));
+    }
+    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
     write_synced(&dir.join("config.json"), config_json.as_bytes())
 }
 
 /// Writes a checkpoint atomically (see the module docs) and keeps the newest `keep_last`.
 #[allow(clippy::too_many_arguments)]
+///
+/// With `lora`, only the adapters are written (PEFT layout): the base weights are frozen and
+/// reload from the manifest's model.
 pub fn save<M: Module>(
     root: &Path,
     model: &M,
     config_json: &str,
+    lora: Option<&LoraConfig>,
     opt: &AdamW,
     state: &RunState,
     keep_last: usize,
@@ -119,7 +137,13 @@ pub fn save<M: Module>(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    write_hf(&tmp, model, config_json)?;
+    match lora {
+        Some(cfg) => {
+            write_adapter(&tmp, model, cfg, "")?;
+            write_synced(&tmp.join("config.json"), config_json.as_bytes())?;
+        }
+        None => write_hf(&tmp, model, config_json)?,
+    }
     let mut moments = Vec::new();
     for (n, m) in &opt.moments {
         for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {

@@ -4,6 +4,7 @@
 //! The loop is custom (not Burn's `Learner`) because step-level checkpoints and exact resume need
 //! the optimizer state, schedule position and data order in our hands.
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

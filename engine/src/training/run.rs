@@ -21,8 +21,9 @@ use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
 use super::schedule::LrSchedule;
 use crate::manifest::{self, TrainSection};
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate};
+use crate::runtime::lora::with_dropout;
 use crate::runtime::tokenizer::Tokenizer;
-use crate::runtime::{load_model_on, CausalLm, ModelConfig};
+use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 
 /// Knobs of one invocation (the CLI flags plus test hooks).
 #[derive(Debug, Clone, Default)]
@@ -382,17 +383,33 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         other => crate::runtime::select_device(other.parse()?)?,
     }
     .autodiff();
-    let loaded = load_model_on(&model_dir, &device)?;
-    let mut model = loaded.model;
-    let numel = trainable_numel(&model);
-    let params: u64 = numel.iter().map(|(_, n)| *n as u64).sum();
+    let lora = t.lora.enabled.then_some(&t.lora);
+    // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
+    let base = |device: &Device| -> Result<CausalLm> {
+        let model = load_model_on(&model_dir, device)?.model;
+        match lora {
+            Some(cfg) => model
+                .attach_lora(cfg, t.seed)
+                .map_err(|e| mf(&o.manifest, e)),
+            None => Ok(model),
+        }
+    };
+    let mut model = base(&device)?;
+    let params = model.num_params() as u64;
+    let trainable: u64 = trainable_numel(&model).iter().map(|(_, n)| *n as u64).sum();
+    if lora.is_some() {
+        eprintln!(
+            "LoRA: {trainable} trainable parameters ({:.3}% of {params})",
+            100.0 * trainable as f64 / params.max(1) as f64
+        );
+    }
     let longest = train.iter().map(|s| s.ids.len()).max().unwrap_or(0);
     let rows = if t.token_budget > 0 {
         (t.token_budget / longest.max(1)).max(1)
     } else {
         t.batch_size.max(1)
     };
-    let memory = estimate_memory(&config, params, params, rows, longest);
+    let memory = estimate_memory(&config, params, trainable, rows, longest);
     eprintln!("{}", memory.describe());
     if let Some(a) = memory.available {
         if memory.total() > a {
@@ -439,7 +456,10 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
                     msg: "the manifest or dataset changed since this checkpoint".into(),
                 });
             }
-            model = load_model_on(&last, &device)?.model;
+            model = match lora {
+                Some(_) => super::adapter::load_adapter(&last, base(&device)?)?,
+                None => load_model_on(&last, &device)?.model,
+            };
             state = st;
             if let Ok(text) = std::fs::read_to_string(&metrics_path) {
                 rows_log = text
@@ -506,8 +526,15 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         let mut grads = NamedGrads::new();
         let mut loss_sum = 0.0f64;
         let mut tokens = 0usize;
-        for b in &window {
-            let logits = forward_logits(&model, &config, &b.input_ids, &device);
+        for (micro, b) in window.iter().enumerate() {
+            // Adapter dropout masks depend on (seed, step, micro-batch) only: resume replays them.
+            let dropout_seed = t
+                .seed
+                .wrapping_mul(0x2545_F491_4F6C_DD1D)
+                .wrapping_add((state.step * accum + micro) as u64);
+            let logits = with_dropout(dropout_seed, || {
+                forward_logits(&model, &config, &b.input_ids, &device)
+            });
             let loss = masked_lm_loss(logits, b) / targets as f64;
             loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
             let mut g = loss.backward();
@@ -544,7 +571,15 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             }
         }
         if (t.save_every > 0 && state.step % t.save_every == 0) || at_end {
-            checkpoint::save(&ck_root, &model, &config_json, &opt, &state, t.keep_last)?;
+            checkpoint::save(
+                &ck_root,
+                &model,
+                &config_json,
+                lora,
+                &opt,
+                &state,
+                t.keep_last,
+            )?;
         }
     }
     bar.finish_and_clear();
@@ -556,7 +591,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             &config_json,
             &model_dir,
             &tok_path,
-            &t,
+            lora,
             &template_source(&t, &tok, &o.manifest),
         )?;
         if let Err(e) = super::plot::loss_png(&out_dir.join("loss.png"), &rows_log) {
@@ -596,17 +631,30 @@ fn template_source(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Option
 }
 
 /// HF layout: weights with HF names, the source config, generation config and the tokenizer
-/// files, with the chat template the model was trained with.
+/// files, with the chat template the model was trained with. LoRA adapters are merged into the
+/// weights, and also written on their own in PEFT layout under `adapter/`.
 fn export(
     dir: &Path,
     model: &CausalLm,
     config_json: &str,
     model_dir: &Path,
     tok_path: &Path,
-    _t: &TrainSection,
+    lora: Option<&LoraConfig>,
     template: &Option<String>,
 ) -> Result<()> {
-    checkpoint::write_hf(dir, &model.valid(), config_json)?;
+    let inner = model.valid();
+    match lora {
+        Some(cfg) => {
+            super::adapter::write_adapter(
+                &dir.join("adapter"),
+                &inner,
+                cfg,
+                &model_dir.display().to_string(),
+            )?;
+            checkpoint::write_hf(dir, &inner.merge_lora(), config_json)?;
+        }
+        None => checkpoint::write_hf(dir, &inner, config_json)?,
+    }
     let tok_dir = if tok_path.is_dir() {
         tok_path.to_path_buf()
     } else {

@@ -1,0 +1,261 @@
+//! LoRA adapters on the projections, in PEFT's conventions: `y = W x + (alpha / r) B A drop(x)`,
+//! `A` `[r, in]` Kaiming-uniform, `B` `[out, r]` zero, so attaching changes nothing until training
+//! moves `B`.
+//!
+//! Our own adapter rather than Burn's `apply_lora` reparameterization: PEFT applies dropout to the
+//! adapter's *input*, which a weight reparameterization cannot express; the low-rank path never
+//! materialises `W + BA` during training; and the tensor names map one-to-one onto PEFT's
+//! `adapter_model.safetensors`, so adapters load in `peft` and merged exports in transformers.
+
+use std::cell::Cell;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::model::{CausalLm, Linear};
+
+/// Projection names LoRA can target (PEFT's `target_modules` for Llama/Qwen).
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// What to adapt and how (the `[train.lora]` manifest table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    /// `false` = full fine-tuning.
+    pub enabled: bool,
+    /// Rank `r` of `B A`.
+    pub rank: usize,
+    /// Scale numerator: the update is multiplied by `alpha / rank`.
+    pub alpha: f64,
+    /// Probability of zeroing an adapter input element during training (inverted dropout).
+    pub dropout: f64,
+    /// Projection names from [`PROJECTIONS`], or `["all-linear"]` for all of them.
+    pub target_modules: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig {
+            enabled: false,
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+        }
+    }
+}
+
+impl LoraConfig {
+    /// The adapted projection names, or a message naming the bad field.
+    pub fn targets(&self) -> Result<Vec<&'static str>, String> {
+        if self.rank == 0 {
+            return Err("[train.lora] rank must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "[train.lora] dropout must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        if self.target_modules.is_empty() {
+            return Err("[train.lora] target_modules is empty".into());
+        }
+        let mut out = Vec::new();
+        for t in &self.target_modules {
+            if t == "all-linear" {
+                return Ok(PROJECTIONS.to_vec());
+            }
+            match PROJECTIONS.iter().find(|p| **p == t) {
+                Some(p) => out.push(*p),
+                None => {
+                    return Err(format!(
+                        "[train.lora] target_modules: unknown projection `{t}` (expected one of {} or \"all-linear\")",
+                        PROJECTIONS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `alpha / rank`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+}
+
+/// The trainable low-rank update of one projection.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    /// `[rank, in]`.
+    pub lora_a: Param<Tensor<2>>,
+    /// `[out, rank]`.
+    pub lora_b: Param<Tensor<2>>,
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+thread_local! {
+    /// `(seed, calls so far)` while a training forward runs inside [`with_dropout`].
+    static DROPOUT: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with adapter dropout active, its masks drawn from `seed` in call order: the same seed
+/// and the same forward give the same masks, so a resumed run replays them exactly. Outside this
+/// scope (evaluation, inference) adapters apply no dropout.
+pub fn with_dropout<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    let prev = DROPOUT.with(|d| d.replace(Some((seed, 0))));
+    let out = f();
+    DROPOUT.with(|d| d.set(prev));
+    out
+}
+
+fn next_dropout_seed() -> Option<u64> {
+    DROPOUT.with(|d| {
+        let (seed, n) = d.get()?;
+        d.set(Some((seed, n + 1)));
+        Some(seed ^ (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    })
+}
+
+impl LoraAdapter {
+    /// PEFT's initialisation: `A ~ U(-1/sqrt(in), 1/sqrt(in))` (Kaiming-uniform with `a = sqrt(5)`),
+    /// `B = 0`, both trainable.
+    pub fn new(out: usize, inp: usize, config: &LoraConfig, rng: &mut StdRng, d: &Device) -> Self {
+        let r = config.rank;
+        let bound = 1.0 / (inp as f32).sqrt();
+        let a: Vec<f32> = (0..r * inp)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        Self {
+            lora_a: Param::from_tensor(Tensor::from_data(TensorData::new(a, [r, inp]), d)),
+            lora_b: Param::from_tensor(Tensor::zeros([out, r], d)),
+            scale: config.scale(),
+            dropout: config.dropout,
+        }
+    }
+
+    /// `scale * B A drop(x)` for `x` `[batch, seq, in]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, s, k] = x.dims();
+        let x = match next_dropout_seed().filter(|_| self.dropout > 0.0) {
+            Some(seed) => {
+                let keep = 1.0 - self.dropout;
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mask: Vec<f32> = (0..b * s * k)
+                    .map(|_| {
+                        if rng.random::<f64>() < keep {
+                            (1.0 / keep) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                x * Tensor::from_data(TensorData::new(mask, [b, s, k]), &self.lora_a.device())
+            }
+            None => x,
+        };
+        let bw = self.lora_b.val();
+        let n = bw.dims()[0];
+        let h = x.reshape([b * s, k]).matmul(self.lora_a.val().transpose());
+        (h.matmul(bw.transpose()) * self.scale).reshape([b, s, n])
+    }
+
+    /// `scale * B A`, `[out, in]`: what merging adds to the base weight.
+    pub fn delta(&self) -> Tensor<2> {
+        self.lora_b.val().matmul(self.lora_a.val()) * self.scale
+    }
+}
+
+impl CausalLm {
+    /// Every projection of the decoder with its HF path (`model.layers.N.self_attn.q_proj`).
+    /// The LM head is not a LoRA target (PEFT's "all-linear" excludes it too).
+    fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.model.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            let p = format!("model.layers.{i}");
+            for (name, lin) in [
+                ("q_proj", &mut a.q_proj),
+                ("k_proj", &mut a.k_proj),
+                ("v_proj", &mut a.v_proj),
+                ("o_proj", &mut a.o_proj),
+            ] {
+                out.push((format!("{p}.self_attn.{name}"), name, lin));
+            }
+            for (name, lin) in [
+                ("gate_proj", &mut m.gate_proj),
+                ("up_proj", &mut m.up_proj),
+                ("down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("{p}.mlp.{name}"), name, lin));
+            }
+        }
+        out
+    }
+
+    /// Freezes every base parameter and attaches fresh adapters (seeded) to the targeted
+    /// projections: only the adapters train afterwards.
+    pub fn attach_lora(self, config: &LoraConfig, seed: u64) -> Result<Self, String> {
+        let targets = config.targets()?;
+        let device = self.device();
+        let mut model = self.no_grad();
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x4C6F_5241);
+        for (_, kind, lin) in model.projections_mut() {
+            if targets.contains(&kind) {
+                let [out, inp] = lin.weight.dims();
+                lin.lora = Some(LoraAdapter::new(out, inp, config, &mut rng, &device));
+            }
+        }
+        Ok(model)
+    }
+
+    /// Folds every adapter into its base weight (`W += scale * B A`) and removes it: the
+    /// result is a plain model with the fine-tuned behaviour.
+    pub fn merge_lora(mut self) -> Self {
+        for (_, _, lin) in self.projections_mut() {
+            if let Some(adapter) = lin.lora.take() {
+                let merged = lin.weight.val() + adapter.delta();
+                lin.weight = Param::from_tensor(merged);
+            }
+        }
+        self
+    }
+
+    /// The attached adapters by projection path, in layer order.
+    pub fn lora_adapters(&mut self) -> Vec<(String, &mut LoraAdapter)> {
+        self.projections_mut()
+            .into_iter()
+            .filter_map(|(path, _, lin)| lin.lora.as_mut().map(|a| (path, a)))
+            .collect()
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.model.layers.iter().any(|l| {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .iter()
+            .any(|p| p.lora.is_some())
+        })
+    }
+}

@@ -1,0 +1,445 @@
+//! LoRA against PEFT (`tests/fixtures/qwen3-train/lora/`, made by
+//! `scripts/reference/lora_step.py`): an adapter saved by `peft` loads by name, the loss and every
+//! adapter gradient match, one AdamW step matches `torch.optim.AdamW`, only adapters train, and
+//! merging gives PEFT's `merge_and_unload` logits. Plus the `psy train` path with LoRA: adapter-only
+//! checkpoints, exact resume with adapter dropout on, and a merged export that reloads.
+//!
+//! Run with `cargo test --release -p psy --test lora`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use psy_engine::runtime::burn::tensor::Device;
+use psy_engine::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
+use psy_engine::training::adapter::{adapter_tensors, load_adapter, ADAPTER_WEIGHTS};
+use psy_engine::training::optim::{accumulate_grads, global_norm};
+use psy_engine::training::params::named_tensors;
+use psy_engine::training::{
+    forward_logits, masked_lm_loss, run_with, AdamW, AdamWConfig, Batch, NamedGrads, RunOptions,
+};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference() -> Value {
+    let p = fixtures().join("qwen3-train/lora/reference.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn config_of(r: &Value) -> LoraConfig {
+    LoraConfig {
+        enabled: true,
+        rank: r["lora"]["r"].as_u64().unwrap() as usize,
+        alpha: r["lora"]["lora_alpha"].as_f64().unwrap(),
+        dropout: 0.0,
+        target_modules: r["lora"]["target_modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect(),
+    }
+}
+
+fn base(device: &Device) -> (CausalLm, ModelConfig) {
+    let m = load_model_on(&fixtures().join("qwen3/tiny-qwen3-untied"), device).unwrap();
+    (m.model, m.config)
+}
+
+/// The tiny model with PEFT's saved adapter loaded.
+fn with_peft_adapter(r: &Value, device: &Device) -> (CausalLm, ModelConfig) {
+    let (m, c) = base(device);
+    let m = m.attach_lora(&config_of(r), 7).unwrap();
+    let m = load_adapter(&fixtures().join("qwen3-train/lora"), m).unwrap();
+    (m, c)
+}
+
+fn batch(r: &Value) -> Batch {
+    let step: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("qwen3-train/tiny-qwen3-untied-step.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let _ = r;
+    let rows = |k: &str| -> Vec<Vec<i64>> {
+        step[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    Batch {
+        input_ids: rows("input_ids")
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x as u32).collect())
+            .collect(),
+        labels: rows("labels"),
+        weights: None,
+    }
+}
+
+fn loss_and_grads(model: &CausalLm, config: &ModelConfig, b: &Batch) -> (f64, NamedGrads) {
+    let d = model.device();
+    let loss = masked_lm_loss(forward_logits(model, config, &b.input_ids, &d), b)
+        / b.target_count() as f64;
+    let value: f32 = loss.clone().inner().into_scalar();
+    let mut g = loss.backward();
+    let mut named = NamedGrads::new();
+    accumulate_grads(model, &mut g, &mut named, 1.0);
+    (f64::from(value), named)
+}
+
+/// Our parameter path (`...q_proj.lora.lora_a`) under PEFT's name.
+fn peft(name: &str) -> String {
+    psy_engine::training::adapter::peft_name(name).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x.as_array() {
+            Some(row) => row.iter().map(|y| y.as_f64().unwrap()).collect(),
+            None => vec![x.as_f64().unwrap()],
+        })
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f64], rel_tol: f64, abs_tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0.0f64;
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(a) - b).abs();
+        worst = worst.max(err);
+        assert!(
+            err <= abs_tol + rel_tol * b.abs(),
+            "{what}[{i}]: {a} vs {b}"
+        );
+    }
+    eprintln!("{what}: worst abs err {worst:.2e}");
+}
+
+fn logits_rows(
+    model: &CausalLm,
+    config: &ModelConfig,
+    ids: &[Vec<u32>],
+    positions: usize,
+) -> Vec<f32> {
+    let d = model.device();
+    let l = forward_logits(model, config, ids, &d);
+    let v = l.dims()[2];
+    l.narrow(0, 0, 1)
+        .narrow(1, 0, positions)
+        .reshape([positions * v])
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn attached_adapters_start_as_the_identity_and_only_they_train() {
+    let d = Device::flex().autodiff();
+    let (plain, c) = base(&d);
+    let cfg = LoraConfig {
+        enabled: true,
+        target_modules: vec!["all-linear".into()],
+        ..LoraConfig::default()
+    };
+    let ids = vec![vec![3u32, 14, 15, 92, 65, 35, 89, 79]];
+    let before = logits_rows(&plain, &c, &ids, 8);
+    let model = plain.attach_lora(&cfg, 1).unwrap();
+    // B = 0: the adapters add exactly nothing.
+    assert_eq!(before, logits_rows(&model, &c, &ids, 8));
+    // Only adapter tensors receive gradients: 7 projections x 2 layers x (A, B).
+    let b = Batch::pad(
+        &[(
+            ids[0].clone(),
+            ids[0].iter().map(|&x| i64::from(x)).collect(),
+            vec![1.0; 8],
+        )],
+        0,
+    );
+    let (_, mut grads) = loss_and_grads(&model, &c, &b);
+    assert_eq!(grads.len(), 28);
+    assert!(
+        grads.keys().all(|k| k.contains(".lora.lora_")),
+        "{:?}",
+        grads.keys()
+    );
+    let base_before: BTreeMap<String, Vec<f32>> = named_tensors(&model)
+        .into_iter()
+        .filter(|t| !t.name.contains(".lora."))
+        .map(|t| (t.name, t.data))
+        .collect();
+    let model = AdamW::new(AdamWConfig::default()).step(model, &mut grads, 1e-2);
+    let base_after: BTreeMap<String, Vec<f32>> = named_tensors(&model)
+        .into_iter()
+        .filter(|t| !t.name.contains(".lora."))
+        .map(|t| (t.name, t.data))
+        .collect();
+    assert_eq!(base_before, base_after, "a frozen base weight moved");
+    assert_ne!(
+        before,
+        logits_rows(&model, &c, &ids, 8),
+        "the adapters did not train"
+    );
+}
+
+#[test]
+fn peft_adapter_loss_gradients_and_adamw_step_match_pytorch() {
+    let r = reference();
+    let d = Device::flex().autodiff();
+    let (model, c) = with_peft_adapter(&r, &d);
+    let b = batch(&r);
+    let (loss, mut grads) = loss_and_grads(&model, &c, &b);
+    let want = r["loss"].as_f64().unwrap();
+    eprintln!("loss {loss} vs {want}");
+    assert!((loss - want).abs() < 1e-4);
+    let norm = global_norm(&grads);
+    let want_norm = r["adapter_grad_l2"].as_f64().unwrap();
+    eprintln!("adapter grad norm {norm} vs {want_norm}");
+    assert!((norm - want_norm).abs() / want_norm < 1e-3);
+    let want_grads = r["grads"].as_object().unwrap();
+    assert_eq!(grads.len(), want_grads.len());
+    for (name, g) in &grads {
+        let want = floats(&want_grads[&peft(name)]);
+        let got: Vec<f32> = g.clone().into_data().try_into_vec().unwrap();
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert_close(&peft(name), &got, &want, 1e-3, 1e-4 * scale);
+    }
+    let a = &r["adamw"];
+    let mut opt = AdamW::new(AdamWConfig {
+        beta1: a["betas"][0].as_f64().unwrap(),
+        beta2: a["betas"][1].as_f64().unwrap(),
+        eps: a["eps"].as_f64().unwrap(),
+        weight_decay: a["weight_decay"].as_f64().unwrap(),
+    });
+    let model = opt.step(model, &mut grads, a["lr"].as_f64().unwrap());
+    let after = adapter_tensors(&model);
+    let want_after = r["adapters_after_1_step"].as_object().unwrap();
+    assert_eq!(after.len(), want_after.len());
+    for t in &after {
+        assert_close(&t.name, &t.data, &floats(&want_after[&t.name]), 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn five_step_lora_loss_curve_matches_pytorch() {
+    let r = reference();
+    let d = Device::flex().autodiff();
+    let (mut model, c) = with_peft_adapter(&r, &d);
+    let b = batch(&r);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    for (step, want) in floats(&r["losses_5_steps_same_batch"]).iter().enumerate() {
+        let (loss, mut grads) = loss_and_grads(&model, &c, &b);
+        assert!((loss - want).abs() < 1e-4, "step {step}: {loss} vs {want}");
+        model = opt.step(model, &mut grads, 1e-3);
+    }
+}
+
+#[test]
+fn merged_adapters_give_peft_merge_and_unload_logits() {
+    let r = reference();
+    let d = Device::flex();
+    let (model, c) = with_peft_adapter(&r, &d);
+    let ids = batch(&r).input_ids;
+    let unmerged = logits_rows(&model, &c, &ids, 4);
+    assert_close(
+        "unmerged logits",
+        &unmerged,
+        &floats(&r["logits_row0_first_positions"]),
+        0.0,
+        1e-4,
+    );
+    let merged = model.merge_lora();
+    assert!(!merged.has_lora());
+    let m = logits_rows(&merged, &c, &ids, 4);
+    assert_close(
+        "merged logits",
+        &m,
+        &floats(&r["merged_logits_row0_first_positions"]),
+        0.0,
+        1e-4,
+    );
+}
+
+#[test]
+fn a_mismatched_adapter_file_is_refused_with_the_reason() {
+    let r = reference();
+    let d = Device::flex();
+    let (m, _) = base(&d);
+    let mut cfg = config_of(&r);
+    cfg.rank = 8;
+    let err = load_adapter(
+        &fixtures().join("qwen3-train/lora"),
+        m.attach_lora(&cfg, 0).unwrap(),
+    )
+    .err()
+    .expect("rank 8 adapters cannot load a rank 4 file")
+    .to_string();
+    assert!(
+        err.contains("shape") && err.contains(ADAPTER_WEIGHTS),
+        "{err}"
+    );
+    let (m, _) = base(&d);
+    cfg = config_of(&r);
+    cfg.target_modules = vec!["q_proj".into()];
+    let err = load_adapter(
+        &fixtures().join("qwen3-train/lora"),
+        m.attach_lora(&cfg, 0).unwrap(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("do not have"), "{err}");
+    cfg.target_modules = vec!["qproj".into()];
+    let (m, _) = base(&d);
+    let err = m.attach_lora(&cfg, 0).err().unwrap();
+    assert!(
+        err.contains("target_modules") && err.contains("qproj"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `psy train` with `[train.lora]`.
+
+fn lora_manifest(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("manifests/train/tiny-demo.toml")).unwrap();
+    let text = text
+        .replace(
+            "\"../psyllm.toml\"",
+            &format!("{:?}", root.join("manifests/psyllm.toml")),
+        )
+        .replace("\"../../tests/", &format!("\"{}/tests/", root.display()))
+        .replace(
+            "\"data/",
+            &format!("\"{}/manifests/train/data/", root.display()),
+        )
+        .replace("epochs = 6", "epochs = 1\nmax_steps = 6")
+        .replace("save_every = 25", "save_every = 3");
+    let p = dir.join("m.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "{text}\n[train.lora]\nenabled = true\nrank = 4\nalpha = 8.0\ndropout = 0.1\ntarget_modules = [\"all-linear\"]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    psy_engine::training::checkpoint::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.1))
+        .collect()
+}
+
+#[test]
+fn lora_training_checkpoints_adapters_resumes_exactly_and_exports_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = lora_manifest(dir.path());
+    let full = dir.path().join("full");
+    let s = run_with(&RunOptions {
+        manifest: m.clone(),
+        output: Some(full.clone()),
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.steps, 6);
+    assert!(
+        s.last_loss < s.first_loss,
+        "{} -> {}",
+        s.first_loss,
+        s.last_loss
+    );
+    // Checkpoints hold the adapters only, in PEFT layout.
+    let last = psy_engine::training::checkpoint::list(&full.join("checkpoints"))
+        .pop()
+        .unwrap();
+    assert!(!last.join("model.safetensors").exists());
+    let adapters = tensors(&last.join(ADAPTER_WEIGHTS));
+    assert_eq!(adapters.len(), 28);
+    assert!(adapters
+        .keys()
+        .all(|k| k.starts_with("base_model.model.model.layers.")));
+
+    // Interrupted after 4 steps and resumed: identical adapters (dropout masks replay).
+    let cut = dir.path().join("cut");
+    run_with(&RunOptions {
+        manifest: m.clone(),
+        output: Some(cut.clone()),
+        quiet: true,
+        stop_after: Some(4),
+        ..Default::default()
+    })
+    .unwrap();
+    let s = run_with(&RunOptions {
+        manifest: m,
+        output: Some(cut.clone()),
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.steps, 6);
+    let (a, b) = (
+        tensors(&full.join("export/adapter").join(ADAPTER_WEIGHTS)),
+        tensors(&cut.join("export/adapter").join(ADAPTER_WEIGHTS)),
+    );
+    let worst = a
+        .iter()
+        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max);
+    eprintln!("LoRA resume: max adapter difference {worst:e}");
+    assert!(worst <= 1e-6);
+
+    // The merged export reloads as a plain model whose logits equal base + adapters.
+    let d = Device::flex();
+    let exported = load_model_on(&full.join("export"), &d).unwrap();
+    let r = reference();
+    let (plain, c) = {
+        let m = load_model_on(&fixtures().join("qwen3/tiny-qwen3"), &d).unwrap();
+        (m.model, m.config)
+    };
+    let mut cfg = config_of(&r);
+    cfg.target_modules = vec!["all-linear".into()];
+    let with_adapters = load_adapter(
+        &full.join("export/adapter"),
+        plain.attach_lora(&cfg, 0).unwrap(),
+    )
+    .unwrap();
+    let ids = vec![vec![1u32, 5, 9, 200, 7]];
+    let x = logits_rows(&exported.model, &c, &ids, 5);
+    let y = logits_rows(&with_adapters, &c, &ids, 5);
+    let worst = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!("merged export vs unmerged adapters: max logit difference {worst:e}");
+    assert!(worst < 1e-4);
+    let base_logits = logits_rows(
+        &load_model_on(&fixtures().join("qwen3/tiny-qwen3"), &d)
+            .unwrap()
+            .model,
+        &c,
+        &ids,
+        5,
+    );
+    assert_ne!(base_logits, x, "training changed nothing");
+}

@@ -443,3 +443,25 @@ fn lora_training_checkpoints_adapters_resumes_exactly_and_exports_merged() {
     );
     assert_ne!(base_logits, x, "training changed nothing");
 }
+
+/// `--dry-run` with LoRA: optimizer state and gradients only for the adapters. Rank 4 on all
+/// seven projections of the tiny model (hidden 64, q 64, kv 32, intermediate 128, 2 layers):
+/// per layer q 4*64+64*4, k and v 4*64+32*4, o 4*64+64*4, gate and up 4*64+128*4, down
+/// 4*128+64*4 = 4096 parameters, 8192 in all.
+#[test]
+fn dry_run_counts_only_adapter_gradients_and_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = lora_manifest(dir.path());
+    let s = run_with(&RunOptions {
+        manifest: m,
+        output: Some(dir.path().join("out")),
+        dry_run: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.steps, 0);
+    assert!(!dir.path().join("out/metrics.jsonl").exists());
+    assert_eq!(s.memory.grads, 4 * 8192);
+    assert_eq!(s.memory.optimizer, 8 * 8192);
+}

@@ -675,3 +675,184 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     eprintln!("resume: max weight difference {worst:e}");
     assert!(worst <= 1e-6);
 }
+
+fn set(m: &Path, edits: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(m).unwrap();
+    for (a, b) in edits {
+        assert!(text.contains(a), "{a} not in the manifest");
+        text = text.replace(a, b);
+    }
+    std::fs::write(m, text).unwrap();
+}
+
+fn max_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Two devices with one micro-batch each equal one device accumulating two: same data, same
+/// loss, same weights up to the order of the float additions.
+#[test]
+fn data_parallel_over_two_devices_equals_accumulation_on_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, edits: &[(&str, &str)]| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let m = demo_manifest(&d, "");
+        set(&m, &[("epochs = 6", "epochs = 1\nmax_steps = 4")]);
+        set(&m, edits);
+        let s = run_with(&RunOptions {
+            manifest: m,
+            output: Some(d.join("out")),
+            quiet: true,
+            ..Default::default()
+        })
+        .unwrap();
+        (s, weights(&d.join("out/export")))
+    };
+    let (one, w1) = run("one", &[("grad_accum = 1", "grad_accum = 2")]);
+    let (two, w2) = run(
+        "two",
+        &[(
+            "grad_accum = 1",
+            "grad_accum = 1\ndevices = [\"cpu\", \"cpu\"]",
+        )],
+    );
+    assert_eq!((one.steps, two.steps), (4, 4));
+    eprintln!(
+        "one device: loss {} -> {}; two: {} -> {}; max weight diff {:e}",
+        one.first_loss,
+        one.last_loss,
+        two.first_loss,
+        two.last_loss,
+        max_diff(&w1, &w2)
+    );
+    assert!((one.first_loss - two.first_loss).abs() < 1e-5);
+    assert!((one.last_loss - two.last_loss).abs() < 1e-4);
+    assert!(max_diff(&w1, &w2) < 1e-5);
+}
+
+/// `kill -9` of `psy train` while it writes a checkpoint: what remains never loads wrong, and
+/// resuming ends with the weights of an uninterrupted run.
+#[test]
+fn kill_9_while_writing_a_checkpoint_never_leaves_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = demo_manifest(dir.path(), "");
+    set(
+        &m,
+        &[
+            ("epochs = 6", "epochs = 1\nmax_steps = 8"),
+            ("save_every = 25", "save_every = 1"),
+            ("keep_last = 2", "keep_last = 3"),
+        ],
+    );
+    let full = dir.path().join("full");
+    run_with(&RunOptions {
+        manifest: m.clone(),
+        output: Some(full.clone()),
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+
+    let cut = dir.path().join("cut");
+    let ck = cut.join("checkpoints");
+    let mut caught_mid_write = false;
+    for attempt in 0..20 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_psy"))
+            .args([
+                "train",
+                m.to_str().unwrap(),
+                "--output",
+                cut.to_str().unwrap(),
+            ])
+            .args(if attempt > 0 {
+                &["--resume"][..]
+            } else {
+                &[][..]
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Watch for a checkpoint being written and kill the process the moment it appears.
+        let t0 = std::time::Instant::now();
+        let mut killed = false;
+        while t0.elapsed().as_secs() < 60 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let writing = std::fs::read_dir(&ck)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"));
+            if writing {
+                child.kill().unwrap(); // SIGKILL
+                killed = true;
+                break;
+            }
+        }
+        child.wait().unwrap();
+        if !killed {
+            break;
+        }
+        let left_tmp = std::fs::read_dir(&ck)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"));
+        caught_mid_write |= left_tmp;
+        // Every checkpoint that `list` offers loads completely; half-written ones are not offered.
+        for c in psy_engine::training::checkpoint::list(&ck) {
+            let mut opt = AdamW::new(AdamWConfig::default());
+            psy_engine::training::checkpoint::load_state(&c, &mut opt, &Device::flex())
+                .unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+            load_model_on(&c, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
+        }
+        if caught_mid_write {
+            break;
+        }
+    }
+    assert!(caught_mid_write, "never caught a checkpoint mid-write");
+    // Resume to the end: the same weights as the uninterrupted run.
+    let s = run_with(&RunOptions {
+        manifest: m,
+        output: Some(cut.clone()),
+        resume: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(s.steps, 8);
+    let worst = max_diff(
+        &weights(&full.join("export")),
+        &weights(&cut.join("export")),
+    );
+    eprintln!("after kill -9 and resume: max weight difference {worst:e}");
+    assert!(worst <= 1e-6);
+}
+
+/// A run whose estimate exceeds the free memory is refused before training, with the numbers.
+#[test]
+fn a_run_that_cannot_fit_is_refused_with_the_estimate() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = demo_manifest(dir.path(), "");
+    // 10^6 rows of the longest sample: the logits alone need terabytes.
+    set(&m, &[("batch_size = 8", "batch_size = 1000000")]);
+    let err = run_with(&RunOptions {
+        manifest: m,
+        output: Some(dir.path().join("out")),
+        dry_run: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .err()
+    .expect("must not fit")
+    .to_string();
+    assert!(
+        err.contains("does not fit") && err.contains("activations") && err.contains("available"),
+        "{err}"
+    );
+}

@@ -117,7 +117,23 @@ fn mf(path: &Path, msg: impl Into<String>) -> TrainError {
     }
 }
 
-fn available_memory() -> Option<u64> {
+/// Free memory of the device a run trains on: `nvidia-smi`'s `memory.free` for `cuda[:N]`
+/// (unknown when it is not installed), `MemAvailable` for the CPU.
+fn available_memory(device: &str) -> Option<u64> {
+    if let Some(rest) = device.strip_prefix("cuda") {
+        let index = rest.strip_prefix(':').unwrap_or("0");
+        let out = std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.free",
+                "--format=csv,noheader,nounits",
+                "-i",
+                index,
+            ])
+            .output()
+            .ok()?;
+        let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        return Some(mib << 20);
+    }
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     line.split_whitespace()
@@ -129,12 +145,17 @@ fn available_memory() -> Option<u64> {
 
 /// Memory of full fine-tuning in f32: weights, grads, two AdamW moments, and the activations
 /// autodiff keeps for one micro-batch of `rows x len` tokens.
+///
+/// `device` (`cpu`, `cuda:N`) decides where the free memory is read. Under data parallelism the
+/// first device also holds its replica's weights besides the master copy (pass `replicas` = 1).
 pub fn estimate_memory(
     c: &ModelConfig,
     params: u64,
     trainable: u64,
     rows: usize,
     len: usize,
+    device: &str,
+    replicas: u64,
 ) -> MemoryEstimate {
     let tok = (rows * len) as u64;
     let h = c.hidden_size as u64;
@@ -145,11 +166,11 @@ pub fn estimate_memory(
         + 3 * (rows * c.num_attention_heads * len * len) as u64;
     let logits = 3 * tok * c.vocab_size as u64;
     MemoryEstimate {
-        weights: 4 * params,
+        weights: 4 * params * (1 + replicas),
         grads: 4 * trainable,
         optimizer: 8 * trainable,
         activations: 4 * (per_layer * c.num_hidden_layers as u64 + logits),
-        available: available_memory(),
+        available: available_memory(device),
     }
 }
 
@@ -378,11 +399,24 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         }
     }
     let pad = tok.eos_token_ids().first().copied().unwrap_or(0) % vocab;
-    let device = match t.device.as_str() {
-        "cpu" | "" => Device::flex(),
-        other => crate::runtime::select_device(other.parse()?)?,
-    }
-    .autodiff();
+    let parse_device = |name: &str| -> Result<Device> {
+        Ok(match name {
+            "cpu" | "" => Device::flex(),
+            other => crate::runtime::select_device(other.parse()?)?,
+        }
+        .autodiff())
+    };
+    // Data parallelism: one replica per listed device; the first holds the master weights.
+    let devices: Vec<Device> = if t.devices.is_empty() {
+        vec![parse_device(&t.device)?]
+    } else {
+        t.devices
+            .iter()
+            .map(|d| parse_device(d))
+            .collect::<Result<_>>()
+            .map_err(|e| mf(&o.manifest, format!("[train] devices: {e}")))?
+    };
+    let device = devices[0].clone();
     let lora = t.lora.enabled.then_some(&t.lora);
     // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
     let base = |device: &Device| -> Result<CausalLm> {
@@ -409,7 +443,16 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.batch_size.max(1)
     };
-    let memory = estimate_memory(&config, params, trainable, rows, longest);
+    let first_device = t.devices.first().unwrap_or(&t.device);
+    let memory = estimate_memory(
+        &config,
+        params,
+        trainable,
+        rows,
+        longest,
+        first_device,
+        u64::from(devices.len() > 1),
+    );
     eprintln!("{}", memory.describe());
     if let Some(a) = memory.available {
         if memory.total() > a {
@@ -421,7 +464,9 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     }
 
     let mb_per_epoch = micro_batches(&train, &t, 0).len();
-    let accum = t.grad_accum.max(1);
+    // Each device runs `grad_accum` micro-batches per optimizer step (LLaMA-Factory's
+    // per-device batch x accumulation x devices).
+    let accum = t.grad_accum.max(1) * devices.len();
     let total_steps = if t.max_steps > 0 {
         t.max_steps
     } else {
@@ -521,26 +566,12 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             window.push(batch_of(&train, &epoch_batches[state.cursor], pad));
             state.cursor += 1;
         }
-        // HF's num_items_in_batch: every micro-batch is divided by the window's target count.
-        let targets: usize = window.iter().map(Batch::target_count).sum::<usize>().max(1);
-        let mut grads = NamedGrads::new();
-        let mut loss_sum = 0.0f64;
-        let mut tokens = 0usize;
-        for (micro, b) in window.iter().enumerate() {
-            // Adapter dropout masks depend on (seed, step, micro-batch) only: resume replays them.
-            let dropout_seed = t
-                .seed
-                .wrapping_mul(0x2545_F491_4F6C_DD1D)
-                .wrapping_add((state.step * accum + micro) as u64);
-            let logits = with_dropout(dropout_seed, || {
-                forward_logits(&model, &config, &b.input_ids, &device)
-            });
-            let loss = masked_lm_loss(logits, b) / targets as f64;
-            loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
-            let mut g = loss.backward();
-            accumulate_grads(&model, &mut g, &mut grads, 1.0);
-            tokens += b.labels.iter().map(|r| r.len()).sum::<usize>();
-        }
+        let seed_base = t
+            .seed
+            .wrapping_mul(0x2545_F491_4F6C_DD1D)
+            .wrapping_add((state.step * accum) as u64);
+        let (loss_sum, mut grads, tokens) =
+            window_gradients(&model, &config, &window, &devices, seed_base)?;
         let norm = clip_global_norm(&mut grads, t.max_grad_norm);
         let lr = schedule.lr(state.step);
         model = opt.step(model, &mut grads, lr);
@@ -619,6 +650,85 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         summary.wall_secs
     );
     Ok(summary)
+}
+
+/// Loss sum, gradients (on the first device) and token count of one accumulation window.
+///
+/// One device: the micro-batches run in order on `model`. Several: micro-batch `i` runs on
+/// device `i % n`, each device on its own replica (`fork`: detached leaves, so the autodiff
+/// graphs are independent) in its own thread; the gradients are moved to the first device and
+/// summed in device order. Every micro-batch is divided by the window's target count (HF's
+/// `num_items_in_batch`), so the result is the same sum of per-token losses either way.
+fn window_gradients(
+    model: &CausalLm,
+    config: &ModelConfig,
+    window: &[Batch],
+    devices: &[Device],
+    seed_base: u64,
+) -> Result<(f64, NamedGrads, usize)> {
+    let targets = window.iter().map(Batch::target_count).sum::<usize>().max(1) as f64;
+    // Micro-batch `micro` of the window on `model`, its adapter dropout masks drawn from
+    // (seed, step, micro) only: resume and any device count replay them.
+    let run_share = |model: &CausalLm, share: Vec<(usize, &Batch)>| {
+        let device = model.device();
+        let mut grads = NamedGrads::new();
+        let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
+        for (micro, b) in share {
+            let logits = with_dropout(seed_base.wrapping_add(micro as u64), || {
+                forward_logits(model, config, &b.input_ids, &device)
+            });
+            let loss = masked_lm_loss(logits, b) / targets;
+            loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
+            let mut g = loss.backward();
+            accumulate_grads(model, &mut g, &mut grads, 1.0);
+            tokens += b.labels.iter().map(|r| r.len()).sum::<usize>();
+        }
+        (loss_sum, grads, tokens)
+    };
+    if devices.len() == 1 {
+        return Ok(run_share(model, window.iter().enumerate().collect()));
+    }
+    let n = devices.len();
+    let main = devices[0].clone().without_autodiff();
+    let replicas: Vec<CausalLm> = devices.iter().map(|d| model.clone().fork(d)).collect();
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, replica)| {
+                let share: Vec<(usize, &Batch)> = window
+                    .iter()
+                    .enumerate()
+                    .filter(|(m, _)| m % n == i)
+                    .collect();
+                let run_share = &run_share;
+                s.spawn(move || run_share(&replica, share))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.join()
+                    .map_err(|_| TrainError::Invalid(format!("training on device {i} panicked")))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let (mut loss_sum, mut tokens) = (0.0, 0);
+    let mut grads = NamedGrads::new();
+    for (l, g, tk) in results {
+        loss_sum += l;
+        tokens += tk;
+        for (name, t) in g {
+            let t = t.to_device(&main);
+            let merged = match grads.remove(&name) {
+                Some(acc) => acc + t,
+                None => t,
+            };
+            grads.insert(name, merged);
+        }
+    }
+    Ok((loss_sum, grads, tokens))
 }
 
 fn template_source(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Option<String> {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use psy_engine::runtime::burn::module::Module;
 use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_engine::training::adapter::{adapter_tensors, load_adapter, ADAPTER_WEIGHTS};
@@ -464,4 +465,81 @@ fn dry_run_counts_only_adapter_gradients_and_moments() {
     assert!(!dir.path().join("out/metrics.jsonl").exists());
     assert_eq!(s.memory.grads, 4 * 8192);
     assert_eq!(s.memory.optimizer, 8 * 8192);
+}
+
+/// The config-based counts `--dry-run` plans with equal what loading allocates.
+#[test]
+fn config_based_parameter_counts_equal_the_loaded_model() {
+    let d = Device::flex().autodiff();
+    for dir in ["tiny-qwen3", "tiny-qwen3-untied", "tiny-qwen3-wideattn"] {
+        let m = load_model_on(&fixtures().join("qwen3").join(dir), &d).unwrap();
+        assert_eq!(m.config.num_params(), m.model.num_params() as u64, "{dir}");
+        for targets in [
+            vec!["all-linear"],
+            vec!["q_proj", "v_proj"],
+            vec!["o_proj", "down_proj"],
+        ] {
+            let cfg = LoraConfig {
+                enabled: true,
+                rank: 3,
+                target_modules: targets.iter().map(|s| s.to_string()).collect(),
+                ..LoraConfig::default()
+            };
+            let model = load_model_on(&fixtures().join("qwen3").join(dir), &d)
+                .unwrap()
+                .model
+                .attach_lora(&cfg, 0)
+                .unwrap();
+            let counted: usize = psy_engine::training::params::trainable_numel(&model)
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(
+                cfg.trainable_params(&m.config).unwrap(),
+                counted as u64,
+                "{dir} {targets:?}"
+            );
+        }
+    }
+}
+
+/// A multi-GPU run can be planned on a machine without GPUs: `--dry-run` needs no device.
+#[test]
+fn dry_run_plans_a_two_gpu_run_without_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = lora_manifest(dir.path());
+    let text = std::fs::read_to_string(&m).unwrap().replace(
+        "grad_accum = 1",
+        "grad_accum = 1\ndevices = [\"cuda:0\", \"cuda:1\"]",
+    );
+    std::fs::write(&m, text).unwrap();
+    let s = run_with(&RunOptions {
+        manifest: m.clone(),
+        output: Some(dir.path().join("out")),
+        dry_run: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .unwrap();
+    // Master weights plus the first device's replica.
+    let c = load_model_on(&fixtures().join("qwen3/tiny-qwen3"), &Device::flex())
+        .unwrap()
+        .config;
+    assert_eq!(s.memory.weights, 2 * 4 * (c.num_params() + 8192));
+    // A bad device name is reported with the field.
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("cuda:1", "tpu:1");
+    std::fs::write(&m, text).unwrap();
+    let err = run_with(&RunOptions {
+        manifest: m,
+        output: Some(dir.path().join("out")),
+        dry_run: true,
+        quiet: true,
+        ..Default::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("tpu:1") && err.contains("device"), "{err}");
 }

@@ -89,6 +89,25 @@ impl LoraConfig {
         Ok(out)
     }
 
+    /// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
+    pub fn trainable_params(&self, c: &super::ModelConfig) -> Result<u64, String> {
+        let h = c.hidden_size;
+        let q = c.num_attention_heads * c.head_dim;
+        let kv = c.num_key_value_heads * c.head_dim;
+        let inter = c.intermediate_size;
+        let per_layer: usize = self
+            .targets()?
+            .iter()
+            .map(|t| match *t {
+                "q_proj" => h + q,
+                "k_proj" | "v_proj" => h + kv,
+                "o_proj" => q + h,
+                _ => h + inter,
+            })
+            .sum();
+        Ok((self.rank * per_layer * c.num_hidden_layers) as u64)
+    }
+
     /// `alpha / rank`.
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64

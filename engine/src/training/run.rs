@@ -399,38 +399,26 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         }
     }
     let pad = tok.eos_token_ids().first().copied().unwrap_or(0) % vocab;
-    let parse_device = |name: &str| -> Result<Device> {
-        Ok(match name {
-            "cpu" | "" => Device::flex(),
-            other => crate::runtime::select_device(other.parse()?)?,
-        }
-        .autodiff())
-    };
-    // Data parallelism: one replica per listed device; the first holds the master weights.
-    let devices: Vec<Device> = if t.devices.is_empty() {
-        vec![parse_device(&t.device)?]
+    // The estimate needs only config.json and the manifest, so `--dry-run` can plan a GPU run
+    // on a machine that has neither the GPU nor room for the weights.
+    let device_names: Vec<String> = if t.devices.is_empty() {
+        vec![t.device.clone()]
     } else {
-        t.devices
-            .iter()
-            .map(|d| parse_device(d))
-            .collect::<Result<_>>()
-            .map_err(|e| mf(&o.manifest, format!("[train] devices: {e}")))?
+        t.devices.clone()
     };
-    let device = devices[0].clone();
+    for d in &device_names {
+        d.parse::<crate::runtime::DevicePreference>()
+            .map_err(|e| mf(&o.manifest, format!("[train] device `{d}`: {e}")))?;
+    }
     let lora = t.lora.enabled.then_some(&t.lora);
-    // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
-    let base = |device: &Device| -> Result<CausalLm> {
-        let model = load_model_on(&model_dir, device)?.model;
-        match lora {
-            Some(cfg) => model
-                .attach_lora(cfg, t.seed)
-                .map_err(|e| mf(&o.manifest, e)),
-            None => Ok(model),
-        }
+    let adapters = match lora {
+        Some(cfg) => cfg
+            .trainable_params(&config)
+            .map_err(|e| mf(&o.manifest, e))?,
+        None => 0,
     };
-    let mut model = base(&device)?;
-    let params = model.num_params() as u64;
-    let trainable: u64 = trainable_numel(&model).iter().map(|(_, n)| *n as u64).sum();
+    let params = config.num_params() + adapters;
+    let trainable = if lora.is_some() { adapters } else { params };
     if lora.is_some() {
         eprintln!(
             "LoRA: {trainable} trainable parameters ({:.3}% of {params})",
@@ -443,15 +431,14 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.batch_size.max(1)
     };
-    let first_device = t.devices.first().unwrap_or(&t.device);
     let memory = estimate_memory(
         &config,
         params,
         trainable,
         rows,
         longest,
-        first_device,
-        u64::from(devices.len() > 1),
+        &device_names[0],
+        u64::from(device_names.len() > 1),
     );
     eprintln!("{}", memory.describe());
     if let Some(a) = memory.available {
@@ -466,12 +453,62 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     let mb_per_epoch = micro_batches(&train, &t, 0).len();
     // Each device runs `grad_accum` micro-batches per optimizer step (LLaMA-Factory's
     // per-device batch x accumulation x devices).
-    let accum = t.grad_accum.max(1) * devices.len();
+    let accum = t.grad_accum.max(1) * device_names.len();
     let total_steps = if t.max_steps > 0 {
         t.max_steps
     } else {
         (t.epochs * mb_per_epoch).div_ceil(accum)
     };
+    if o.dry_run {
+        eprintln!(
+            "dry run: {total_steps} steps of {accum} x {rows} rows on {} planned; not training",
+            device_names.join(", ")
+        );
+        return Ok(RunSummary {
+            output: out_dir,
+            steps: 0,
+            first_loss: f64::NAN,
+            last_loss: f64::NAN,
+            eval_loss: None,
+            tokens_per_s: 0.0,
+            wall_secs: started.elapsed().as_secs_f64(),
+            data: report,
+            memory,
+        });
+    }
+    let parse_device = |name: &str| -> Result<Device> {
+        Ok(match name {
+            "cpu" | "" => Device::flex(),
+            other => crate::runtime::select_device(other.parse()?)?,
+        }
+        .autodiff())
+    };
+    // Data parallelism: one replica per listed device; the first holds the master weights.
+    let devices: Vec<Device> = device_names
+        .iter()
+        .map(|d| parse_device(d))
+        .collect::<Result<_>>()
+        .map_err(|e| mf(&o.manifest, format!("[train] devices: {e}")))?;
+    let device = devices[0].clone();
+    // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
+    let base = |device: &Device| -> Result<CausalLm> {
+        let model = load_model_on(&model_dir, device)?.model;
+        match lora {
+            Some(cfg) => model
+                .attach_lora(cfg, t.seed)
+                .map_err(|e| mf(&o.manifest, e)),
+            None => Ok(model),
+        }
+    };
+    let mut model = base(&device)?;
+    let counted: u64 = trainable_numel(&model).iter().map(|(_, n)| *n as u64).sum();
+    if counted != trainable || model.num_params() as u64 != params {
+        tracing::warn!(
+            counted,
+            estimated = trainable,
+            "parameter count differs from the config-based estimate"
+        );
+    }
     let schedule = LrSchedule::with_ratio(t.schedule, t.learning_rate, t.warmup_ratio, total_steps);
     let mut opt = AdamW::new(AdamWConfig {
         beta1: t.adam_beta1,
@@ -517,20 +554,6 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         } else {
             eprintln!("no checkpoint in {}: starting fresh", ck_root.display());
         }
-    }
-    if o.dry_run {
-        eprintln!("dry run: {total_steps} steps of {accum} x {rows} rows planned; not training");
-        return Ok(RunSummary {
-            output: out_dir,
-            steps: 0,
-            first_loss: f64::NAN,
-            last_loss: f64::NAN,
-            eval_loss: None,
-            tokens_per_s: 0.0,
-            wall_secs: started.elapsed().as_secs_f64(),
-            data: report,
-            memory,
-        });
     }
     let mut metrics = std::fs::File::create(&metrics_path).map_err(io(&metrics_path))?;
     for r in &rows_log {

@@ -366,7 +366,7 @@ async fn chat_completions(State(st): State<Arc<AppState>>, body: Bytes) -> Respo
                         "choices": [{
                             "index": 0,
                             "message": {"role": "assistant", "content": t.reply, "reasoning_content": t.reasoning},
-                            "finish_reason": "stop",
+                            "finish_reason": t.finish_reason,
                         }],
                         "usage": {
                             "prompt_tokens": t.timings.prompt_tokens,
@@ -428,7 +428,11 @@ fn async_stream(
                     return Some((Ok(ev), (None, rx, None, true, chunk)));
                 }
                 Reply::Done(t) => {
-                    let ev = chunk(json!({}), Some("stop"), Some(psy_extension(&t)));
+                    let ev = chunk(
+                        json!({}),
+                        Some(t.finish_reason.as_str()),
+                        Some(psy_extension(&t)),
+                    );
                     let done = Event::default().data("[DONE]");
                     return Some((Ok(ev), (None, rx, Some(done), true, chunk)));
                 }

@@ -343,3 +343,39 @@ fn smollm2_crisis_turn_carries_the_protocol() {
     assert_eq!(content, t.reply);
     assert!(t.timings.completion_tokens > 0);
 }
+
+/// `max_tokens` bounds reasoning and reply together, and a reply the cap cuts reports `length`.
+#[test]
+fn the_token_cap_covers_reasoning_and_reply_and_reports_length() {
+    let long_reasoning = "the client feels tired and worried about work and sleep ".repeat(10);
+    let opts = TurnOptions {
+        max_new_tokens: Some(20),
+        ..Default::default()
+    };
+    let (t, _, _, d) = turn_with(
+        "two-phase",
+        &[
+            &long_reasoning,
+            "You sound worn out and that makes sense after so many nights like this one",
+        ],
+        SLEEPLESS,
+        &opts,
+    );
+    let reqs = d.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs[0].max_new_tokens <= 10,
+        "reasoning cap {}",
+        reqs[0].max_new_tokens
+    );
+    assert!(reqs[0].max_new_tokens + reqs[1].max_new_tokens <= 20);
+    assert!(
+        t.timings.completion_tokens <= 20,
+        "{}",
+        t.timings.completion_tokens
+    );
+    assert_eq!(t.finish_reason, "length");
+    // A reply that ends on its own reports `stop`.
+    let (t, _, _, _) = turn_with("direct", &["You sound worn out."], SLEEPLESS, &opts);
+    assert_eq!(t.finish_reason, "stop");
+}

@@ -318,6 +318,13 @@ pub struct TranscriptTurn {
     pub violations: Vec<Violation>,
     pub repairs: Vec<Repair>,
     pub timings: TurnTimings,
+    /// OpenAI's `finish_reason`: `length` when the token cap cut the reply, else `stop`.
+    #[serde(default = "stop_reason")]
+    pub finish_reason: String,
+}
+
+fn stop_reason() -> String {
+    "stop".into()
 }
 
 /// One worked example for `icl`: a client message, reasoning that follows the step order,
@@ -556,7 +563,13 @@ impl Counselor {
             .max(1);
         // About 4 tokens for 3 words, plus room for punctuation.
         let reply_tokens = cap.min(word_limit(&c).map_or(cap, |w| w * 4 / 3 + 16));
-        let reasoning_tokens = cap.min(c.reasoning_max_words as usize * 4 / 3 + 16);
+        let mut reasoning_tokens = cap.min(c.reasoning_max_words as usize * 4 / 3 + 16);
+        // The cap bounds reasoning and reply together (as OpenAI's `max_completion_tokens`
+        // counts reasoning tokens): when both do not fit, the reasoning gets at most half.
+        if plan.prompt.mode == PromptingMode::TwoPhase && reasoning_tokens + reply_tokens > cap {
+            reasoning_tokens = reasoning_tokens.min(cap / 2).max(1);
+        }
+        let mut reasoning_used = 0;
         let history: Vec<ChatMessage> = dialogue
             .messages
             .iter()
@@ -639,6 +652,7 @@ impl Counselor {
                 reasoning = reasoning.trim().to_string();
                 prompt_tokens += draft.prompt_tokens;
                 completion_tokens += draft.completion_tokens;
+                reasoning_used = draft.completion_tokens;
                 tps = f64::max(tps, draft.decode_tokens_per_second);
                 timings.reasoning_ms = ms(t0);
                 format!(
@@ -656,9 +670,9 @@ impl Counselor {
             messages: with_system(reply_system.clone()),
             thinking: plan.prompt.mode == PromptingMode::Native,
             max_new_tokens: if plan.prompt.mode == PromptingMode::Native {
-                reply_tokens + reasoning_tokens
+                cap.min(reply_tokens + reasoning_tokens)
             } else {
-                reply_tokens
+                reply_tokens.min(cap.saturating_sub(reasoning_used)).max(1)
             },
             sampling: sampling.clone(),
             stop: opts.stop.clone(),
@@ -668,6 +682,7 @@ impl Counselor {
         let reasoning_budget = c.reasoning_max_words as usize;
         let mut attempt = 0;
         let mut raw = String::new();
+        let mut last_finish;
         loop {
             let first = attempt == 0;
             let mut labels: Vec<String> = Vec::new();
@@ -711,6 +726,7 @@ impl Counselor {
             }
             prompt_tokens += draft.prompt_tokens;
             completion_tokens += draft.completion_tokens;
+            last_finish = draft.finish;
             tps = f64::max(tps, draft.decode_tokens_per_second);
             if think_over {
                 // The thinking ran past its budget: close it and let the model answer.
@@ -858,6 +874,12 @@ impl Counselor {
             violations,
             repairs,
             timings,
+            // Stopping at a sentence end within the word budget is a deliberate stop.
+            finish_reason: if last_finish == Some(FinishReason::Length) && !guard.budget_reached {
+                "length".into()
+            } else {
+                "stop".into()
+            },
         })
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use psy::engine::manifest;
 use psy::engine::planner::Planner;
+use psy::engine::runtime::FinishReason;
 use psy::engine::session::{Counselor, Draft, DraftEvent, DraftRequest, Drafter, Result};
 
 /// Hands out the scripted drafts in order (the last one repeats), streaming them word by
@@ -59,6 +60,7 @@ impl Drafter for ScriptedDrafter {
         };
         let mut n = 0;
         let mut out = String::new();
+        let mut finish = FinishReason::StopToken;
         'outer: for (part, in_think) in [(think.as_str(), true), (content.as_str(), false)] {
             for w in part.split_inclusive(' ') {
                 if !self.delay_per_word.is_zero() {
@@ -73,6 +75,7 @@ impl Drafter for ScriptedDrafter {
                     break 'outer;
                 }
                 if n >= req.max_new_tokens {
+                    finish = FinishReason::Length;
                     break 'outer;
                 }
             }
@@ -82,6 +85,7 @@ impl Drafter for ScriptedDrafter {
             content: out.trim().to_string(),
             prompt_tokens: req.messages.iter().map(|m| m.content.len() / 4).sum(),
             completion_tokens: n,
+            finish: Some(finish),
             ..Default::default()
         })
     }

@@ -379,3 +379,41 @@ fn the_token_cap_covers_reasoning_and_reply_and_reports_length() {
     let (t, _, _, _) = turn_with("direct", &["You sound worn out."], SLEEPLESS, &opts);
     assert_eq!(t.finish_reason, "stop");
 }
+
+/// A label the tokenizer splits into pieces is still banned on regeneration, in any spelling (as
+/// `bad_words_ids` cannot: it blocks one tokenization only): SmolLM2 repeats "agoraphobia" (4
+/// tokens) when asked, and not when it is banned.
+#[test]
+fn smollm2_cannot_say_a_banned_multi_token_label() {
+    use psy::engine::runtime::chat_template::ChatMessage;
+    use psy::engine::session::{DraftRequest, Drafter, ModelDrafter};
+    let mut d = ModelDrafter::load(&common::smollm2(), None).unwrap();
+    let pieces = d.tokenizer().encode(" agoraphobia", false).unwrap();
+    assert!(
+        pieces.len() >= 2,
+        "the test needs a multi-token word: {pieces:?}"
+    );
+    let mut req = DraftRequest {
+        messages: vec![ChatMessage::new(
+            "user",
+            "Repeat this sentence exactly: I think it is agoraphobia, agoraphobia again.",
+        )],
+        max_new_tokens: 24,
+        ..Default::default()
+    };
+    let free = d.draft(&req, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert!(
+        free.content.to_lowercase().contains("agoraphobia"),
+        "precondition: the model says it unbanned: {}",
+        free.content
+    );
+    req.banned_phrases = vec!["agoraphobia".into()];
+    let banned = d.draft(&req, &mut |_| ControlFlow::Continue(())).unwrap();
+    eprintln!("unbanned: {}\nbanned:   {}", free.content, banned.content);
+    assert!(!banned.content.trim().is_empty());
+    assert!(
+        !banned.content.to_lowercase().contains("agoraphobia"),
+        "{}",
+        banned.content
+    );
+}

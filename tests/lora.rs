@@ -285,8 +285,7 @@ fn a_mismatched_adapter_file_is_refused_with_the_reason() {
         &fixtures().join("qwen3-train/lora"),
         m.attach_lora(&cfg, 0).unwrap(),
     )
-    .err()
-    .expect("rank 8 adapters cannot load a rank 4 file")
+    .expect_err("rank 8 adapters cannot load a rank 4 file")
     .to_string();
     assert!(
         err.contains("shape") && err.contains(ADAPTER_WEIGHTS),
@@ -299,13 +298,12 @@ fn a_mismatched_adapter_file_is_refused_with_the_reason() {
         &fixtures().join("qwen3-train/lora"),
         m.attach_lora(&cfg, 0).unwrap(),
     )
-    .err()
-    .unwrap()
+    .unwrap_err()
     .to_string();
     assert!(err.contains("do not have"), "{err}");
     cfg.target_modules = vec!["qproj".into()];
     let (m, _) = base(&d);
-    let err = m.attach_lora(&cfg, 0).err().unwrap();
+    let err = m.attach_lora(&cfg, 0).unwrap_err();
     assert!(
         err.contains("target_modules") && err.contains("qproj"),
         "{err}"
@@ -538,8 +536,7 @@ fn dry_run_plans_a_two_gpu_run_without_a_gpu() {
         quiet: true,
         ..Default::default()
     })
-    .err()
-    .unwrap()
+    .unwrap_err()
     .to_string();
     assert!(err.contains("tpu:1") && err.contains("device"), "{err}");
 }

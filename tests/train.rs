@@ -848,8 +848,7 @@ fn a_run_that_cannot_fit_is_refused_with_the_estimate() {
         quiet: true,
         ..Default::default()
     })
-    .err()
-    .expect("must not fit")
+    .expect_err("must not fit")
     .to_string();
     assert!(
         err.contains("does not fit") && err.contains("activations") && err.contains("available"),

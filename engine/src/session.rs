@@ -101,8 +101,8 @@ pub struct Draft {
     pub content: String,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
-    /// Token ids the banned-phrase bias covered.
-    pub banned_token_ids: Vec<u32>,
+    /// Words the generator was told never to complete.
+    pub banned_words: Vec<String>,
     pub finish: Option<FinishReason>,
     pub decode_tokens_per_second: f64,
 }
@@ -158,36 +158,23 @@ impl ModelDrafter {
         &self.tokenizer
     }
 
-    /// Token ids to ban so the model cannot start a forbidden phrase's most distinctive word
-    /// again: for the phrase's longest word, each casing with and without a leading space
-    /// that is a single token. Words split into pieces are left to the sentence guard, since
-    /// banning a piece would also ban ordinary words sharing it.
-    fn banned_ids(&self, phrases: &[String]) -> Vec<u32> {
-        let mut ids = Vec::new();
+    /// Words to ban so the model cannot say a forbidden phrase again: the phrase itself and
+    /// its longest word (at least 4 letters), matched case-insensitively by the generator.
+    fn banned_words(phrases: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
         for p in phrases {
-            let Some(word) = p
+            let longest = p
                 .split(|c: char| !c.is_alphanumeric())
                 .filter(|w| w.chars().count() >= 4)
-                .max_by_key(|w| w.len())
-            else {
-                continue;
-            };
-            let lower = word.to_lowercase();
-            let mut cap = lower.clone();
-            if let Some(f) = cap.get_mut(0..1) {
-                f.make_ascii_uppercase();
-            }
-            for v in [lower.clone(), cap, word.to_uppercase()] {
-                for text in [v.clone(), format!(" {v}")] {
-                    if let Ok(enc) = self.tokenizer.encode(&text, false) {
-                        if enc.len() == 1 && !ids.contains(&enc[0]) {
-                            ids.push(enc[0]);
-                        }
-                    }
+                .max_by_key(|w| w.len());
+            for form in std::iter::once(p.trim()).chain(longest) {
+                let form = form.to_lowercase();
+                if !form.is_empty() && !out.contains(&form) {
+                    out.push(form);
                 }
             }
         }
-        ids
+        out
     }
 }
 
@@ -212,13 +199,13 @@ impl Drafter for ModelDrafter {
                 context,
             });
         }
-        let banned = self.banned_ids(&req.banned_phrases);
+        let banned = Self::banned_words(&req.banned_phrases);
         let cancel = Arc::new(AtomicBool::new(false));
         let cfg = GenerationConfig {
             max_new_tokens: req.max_new_tokens.min(context - ids.len()).max(1),
             sampling: req.sampling.clone(),
             stop_strings: req.stop.clone(),
-            logit_bias: banned.iter().map(|&t| (t, f32::NEG_INFINITY)).collect(),
+            banned_words: banned.clone(),
             cancel: Some(cancel.clone()),
             ..Default::default()
         };
@@ -245,7 +232,7 @@ impl Drafter for ModelDrafter {
             content: out.content,
             prompt_tokens: out.prompt_ids.len(),
             completion_tokens: out.generated_ids.len(),
-            banned_token_ids: banned,
+            banned_words: banned,
             finish: Some(out.finish_reason),
             decode_tokens_per_second: out.timings.decode_tokens_per_second,
         })

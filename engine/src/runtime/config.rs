@@ -187,6 +187,30 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// Parameter count from the shapes alone (what [`crate::runtime::CausalLm`] allocates), so
+    /// memory can be planned without loading the weights.
+    pub fn num_params(&self) -> u64 {
+        let h = self.hidden_size as u64;
+        let q = (self.num_attention_heads * self.head_dim) as u64;
+        let kv = (self.num_key_value_heads * self.head_dim) as u64;
+        let inter = self.intermediate_size as u64;
+        let mut layer = h * q + 2 * h * kv + q * h + 3 * h * inter + 2 * h;
+        if self.qkv_bias {
+            layer += q + 2 * kv;
+        }
+        if self.o_bias {
+            layer += h;
+        }
+        if self.qk_norm {
+            layer += 2 * self.head_dim as u64;
+        }
+        let embed = self.vocab_size as u64 * h;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        embed + head + self.num_hidden_layers as u64 * layer + h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,29 +245,5 @@ mod tests {
         assert!(ModelConfig::from_hf_json(scaled)
             .unwrap_err()
             .contains("llama3"));
-    }
-}
-
-impl ModelConfig {
-    /// Parameter count from the shapes alone (what [`crate::runtime::CausalLm`] allocates), so
-    /// memory can be planned without loading the weights.
-    pub fn num_params(&self) -> u64 {
-        let h = self.hidden_size as u64;
-        let q = (self.num_attention_heads * self.head_dim) as u64;
-        let kv = (self.num_key_value_heads * self.head_dim) as u64;
-        let inter = self.intermediate_size as u64;
-        let mut layer = h * q + 2 * h * kv + q * h + 3 * h * inter + 2 * h;
-        if self.qkv_bias {
-            layer += q + 2 * kv;
-        }
-        if self.o_bias {
-            layer += h;
-        }
-        if self.qk_norm {
-            layer += 2 * self.head_dim as u64;
-        }
-        let embed = self.vocab_size as u64 * h;
-        let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + self.num_hidden_layers as u64 * layer + h
     }
 }

@@ -119,6 +119,11 @@ pub struct GenerationConfig {
     /// Added to a token's logit before sampling; `f32::NEG_INFINITY` bans the token (used to
     /// keep repaired drafts from naming a forbidden label again).
     pub logit_bias: Vec<(u32, f32)>,
+    /// Words the output must never complete, case-insensitive (needs a tokenizer). Whenever
+    /// the text so far ends with the start of one, every token that would finish it is banned,
+    /// so a word the tokenizer splits into pieces is blocked however the model spells it in
+    /// tokens, and ordinary words sharing a piece stay available.
+    pub banned_words: Vec<String>,
     /// Set from another thread (e.g. a client disconnect) to stop generation after the
     /// current token; the output then ends with [`FinishReason::Cancelled`].
     #[serde(skip)]
@@ -134,6 +139,7 @@ impl Default for GenerationConfig {
             use_model_eos: true,
             stop_strings: Vec::new(),
             logit_bias: Vec::new(),
+            banned_words: Vec::new(),
             cancel: None,
         }
     }
@@ -238,11 +244,19 @@ pub fn generate(
             "token id {bad} is outside the vocabulary ({vocab})"
         )));
     }
-    if !cfg.stop_strings.is_empty() && codec.is_none() {
+    if (!cfg.stop_strings.is_empty() || !cfg.banned_words.is_empty()) && codec.is_none() {
         return Err(RuntimeError::Request(
-            "stop strings need a tokenizer".into(),
+            "stop strings and banned words need a tokenizer".into(),
         ));
     }
+    // Each token's text, lower-cased, for the banned-word check (built only when needed).
+    let banned_words: Vec<String> = cfg.banned_words.iter().map(|w| w.to_lowercase()).collect();
+    let vocab_text: Vec<String> = match codec {
+        Some(c) if !banned_words.is_empty() => (0..vocab)
+            .map(|id| c.decode_text(&[id]).map(|t| t.to_lowercase()))
+            .collect::<Result<_>>()?,
+        _ => Vec::new(),
+    };
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = longest + cfg.max_new_tokens;
     if capacity > model.model.max_positions() {
@@ -292,6 +306,14 @@ pub fn generate(
                 break;
             }
             super::sampling::apply_logit_bias(&mut logits, &cfg.logit_bias);
+            if !banned_words.is_empty() {
+                super::sampling::ban_word_completions(
+                    &mut logits,
+                    &banned_words,
+                    &emitted.to_lowercase(),
+                    &vocab_text,
+                );
+            }
             let next = sampler.sample(&mut logits, &history);
             generated.push(next);
             history.push(next);

@@ -47,6 +47,34 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// Bans every token that would complete one of `words` (lower-case) after `tail` (the
+/// lower-cased text so far): for each start `w[..k]` of a word that `tail` ends with at a word
+/// boundary, the tokens whose text begins with the rest `w[k..]`, and at any point the tokens
+/// that hold the whole word. A token that only continues part of the rest leaves a shorter
+/// rest for the next step, so the word can never be finished.
+pub fn ban_word_completions(logits: &mut [f32], words: &[String], tail: &str, vocab: &[String]) {
+    let boundary = |s: &str| !s.chars().next_back().is_some_and(char::is_alphanumeric);
+    for w in words {
+        let mut rests: Vec<&str> = Vec::new();
+        for (k, _) in w.char_indices().skip(1) {
+            if let Some(before) = tail.strip_suffix(&w[..k]) {
+                if boundary(before) {
+                    rests.push(&w[k..]);
+                }
+            }
+        }
+        for (id, text) in vocab.iter().enumerate() {
+            let whole = text.trim_start().starts_with(w.as_str())
+                && (boundary(tail) || text.starts_with(char::is_whitespace));
+            if whole || rests.iter().any(|r| text.starts_with(r)) {
+                if let Some(l) = logits.get_mut(id) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
 /// Adds each `(token, bias)` to the logits; ids outside the vocabulary are ignored.
 pub fn apply_logit_bias(logits: &mut [f32], bias: &[(u32, f32)]) {
     for &(id, b) in bias {
@@ -155,6 +183,50 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(s.sample(&mut logits.clone(), &[]), argmax(&logits));
+    }
+
+    #[test]
+    fn a_banned_word_cannot_be_completed_in_any_spelling() {
+        let vocab: Vec<String> = [
+            "ag",
+            "or",
+            "aph",
+            "obia",
+            "ob",
+            "ia",
+            "i",
+            "a",
+            " ag",
+            "ree",
+            " agoraphobia",
+            "x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let words = vec!["agoraphobia".to_string()];
+        let banned_after = |tail: &str| -> Vec<&str> {
+            let mut l = vec![0.0f32; vocab.len()];
+            ban_word_completions(&mut l, &words, tail, &vocab);
+            vocab
+                .iter()
+                .zip(&l)
+                .filter(|(_, v)| v.is_infinite())
+                .map(|(t, _)| t.as_str())
+                .collect()
+        };
+        // The whole word in one token is always banned; pieces are free at a word start.
+        assert_eq!(banned_after("it is"), vec![" agoraphobia"]);
+        // Hand-traced: after "agoraph" the rest is "obia": only tokens starting with it.
+        assert_eq!(banned_after("it is agoraph"), vec!["obia", " agoraphobia"]);
+        // After "agoraphobi" the rest is "a": every token starting with "a" would finish it.
+        assert_eq!(
+            banned_after("it is agoraphobi"),
+            vec!["ag", "aph", "a", " agoraphobia"]
+        );
+        // "ag" inside another word is not a word start: "ree" stays free after " ag".
+        assert_eq!(banned_after("it is bag"), vec![" agoraphobia"]);
+        assert!(!banned_after("we ag").contains(&"ree"));
     }
 
     #[test]

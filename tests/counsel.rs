@@ -232,11 +232,36 @@ fn native_thinking_is_split_from_the_reply_and_bounded() {
 }
 
 #[test]
-fn icl_puts_the_steps_and_a_worked_example_in_the_prompt() {
-    let (t, r, _, d) = turn("icl", &["That sounds exhausting."], SLEEPLESS);
-    assert!(r.is_empty() && t.reasoning.is_empty());
-    let sys = &d.requests.lock().unwrap()[0].messages[0].content;
+fn icl_puts_the_steps_and_a_worked_example_in_the_prompt_and_splits_the_reasoning() {
+    let (t, r, c, d) = turn(
+        "icl",
+        &["Feeling: tired and worried. Risk: none. Reply: That sounds exhausting. What helps a little?"],
+        SLEEPLESS,
+    );
+    assert_eq!(t.reasoning, "Feeling: tired and worried. Risk: none.");
+    assert_eq!(r.trim(), t.reasoning);
+    assert_eq!(t.reply, "That sounds exhausting. What helps a little?");
+    assert_eq!(c, t.reply);
+    let reqs = d.requests.lock().unwrap();
+    let sys = &reqs[0].messages[0].content;
     assert!(sys.contains("Worked example") && sys.contains("Reasoning steps"));
+    assert_eq!(reqs[0].assistant_prefix, "Reasoning:");
+    drop(reqs);
+    // A draft that never writes the reply marker keeps its text as reasoning, and the reply is
+    // asked for after it.
+    let (t, _, _, d) = turn(
+        "icl",
+        &["Feeling: tired. Risk: none.", "You sound worn out."],
+        SLEEPLESS,
+    );
+    assert_eq!(t.reasoning, "Feeling: tired. Risk: none.");
+    assert_eq!(t.reply, "You sound worn out.");
+    assert!(t.repairs.iter().any(|r| r.rule == "icl-format"));
+    let reqs = d.requests.lock().unwrap();
+    assert_eq!(
+        reqs[1].assistant_prefix,
+        "Reasoning: Feeling: tired. Risk: none.\nReply: "
+    );
 }
 
 #[test]

@@ -314,6 +314,10 @@ fn stop_reason() -> String {
     "stop".into()
 }
 
+/// What an `icl` answer starts with (written for the model) and the marker of its reply.
+const ICL_REASONING: &str = "Reasoning:";
+const ICL_REPLY: &str = "Reply:";
+
 /// One worked example for `icl`: a client message, reasoning that follows the step order,
 /// and a reply that keeps the rules.
 const ICL_EXAMPLE: &str = "Client: Work has been piling up and I snap at my kids every evening. I hate who I'm becoming.\n\
@@ -587,9 +591,11 @@ impl Counselor {
         let reply_system = match plan.prompt.mode {
             PromptingMode::Direct | PromptingMode::Native => system.clone(),
             PromptingMode::Icl => format!(
-                "{}\n\n## Reasoning steps (think them through silently)\n{}\n\n## Worked example\n{}\n\n\
-                 Reason through the steps silently, then write only the reply to the client.",
-                system, outline, ICL_EXAMPLE
+                "{}\n\n## Reasoning steps\n{}\n\n## Worked example\n{}\n\n\
+                 Answer in the example's form: after \"Reasoning:\" your private reasoning, following \
+                 the steps in order, in at most {} words; then \"{ICL_REPLY}\" and only the reply to \
+                 the client.",
+                system, outline, ICL_EXAMPLE, c.reasoning_max_words
             ),
             PromptingMode::TwoPhase => {
                 let t0 = Instant::now();
@@ -656,7 +662,16 @@ impl Counselor {
         let mut req = DraftRequest {
             messages: with_system(reply_system.clone()),
             thinking: plan.prompt.mode == PromptingMode::Native,
-            max_new_tokens: if plan.prompt.mode == PromptingMode::Native {
+            // `icl` answers "Reasoning: ... Reply: ..." in one generation, started for it.
+            assistant_prefix: if plan.prompt.mode == PromptingMode::Icl {
+                ICL_REASONING.into()
+            } else {
+                String::new()
+            },
+            max_new_tokens: if matches!(
+                plan.prompt.mode,
+                PromptingMode::Native | PromptingMode::Icl
+            ) {
                 cap.min(reply_tokens + reasoning_tokens)
             } else {
                 reply_tokens.min(cap.saturating_sub(reasoning_used)).max(1)
@@ -666,6 +681,8 @@ impl Counselor {
             ..Default::default()
         };
         let native = plan.prompt.mode == PromptingMode::Native;
+        // `icl`: the draft's text is reasoning until the reply marker, then the reply.
+        let mut icl_open = plan.prompt.mode == PromptingMode::Icl;
         let reasoning_budget = c.reasoning_max_words as usize;
         let mut attempt = 0;
         let mut raw = String::new();
@@ -674,10 +691,46 @@ impl Counselor {
             let first = attempt == 0;
             let mut labels: Vec<String> = Vec::new();
             let mut think_over = false;
+            let (mut icl_buf, mut icl_sent) = (String::new(), 0usize);
             let draft = self.drafter.draft(&req, &mut |ev| {
                 if opts.cancelled() {
                     cancelled = true;
                     return ControlFlow::Break(());
+                }
+                let mut text = ev.delta;
+                if icl_open {
+                    icl_buf.push_str(ev.delta);
+                    let marker = icl_buf.find(ICL_REPLY);
+                    // Stream the reasoning, holding back what could be the start of the marker.
+                    let mut end = marker.unwrap_or(icl_buf.len().saturating_sub(ICL_REPLY.len()));
+                    while !icl_buf.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    if end > icl_sent {
+                        let piece = &icl_buf[icl_sent..end];
+                        reasoning.push_str(piece);
+                        if on_delta(Delta::Reasoning(piece)).is_break() {
+                            cancelled = true;
+                            return ControlFlow::Break(());
+                        }
+                        icl_sent = end;
+                    }
+                    match marker {
+                        Some(p) => {
+                            icl_open = false;
+                            text = icl_buf[p + ICL_REPLY.len()..].trim_start();
+                        }
+                        None => {
+                            if word_count(&reasoning) >= reasoning_budget {
+                                think_over = true;
+                                return ControlFlow::Break(());
+                            }
+                            return ControlFlow::Continue(());
+                        }
+                    }
+                    if text.is_empty() {
+                        return ControlFlow::Continue(());
+                    }
                 }
                 if native && ev.in_think {
                     if word_count(&reasoning) >= reasoning_budget {
@@ -691,8 +744,8 @@ impl Counselor {
                     }
                     return ControlFlow::Continue(());
                 }
-                raw.push_str(ev.delta);
-                let step = guard.push(ev.delta, false, first);
+                raw.push_str(text);
+                let step = guard.push(text, false, first);
                 if !step.emit.is_empty() && on_delta(Delta::Content(&step.emit)).is_break() {
                     cancelled = true;
                     return ControlFlow::Break(());
@@ -715,7 +768,49 @@ impl Counselor {
             completion_tokens += draft.completion_tokens;
             last_finish = draft.finish;
             tps = f64::max(tps, draft.decode_tokens_per_second);
-            if think_over {
+            if plan.prompt.mode == PromptingMode::Icl {
+                if icl_open && icl_buf.len() > icl_sent {
+                    // Flush the held-back tail: no marker came.
+                    let piece = &icl_buf[icl_sent..];
+                    reasoning.push_str(piece);
+                    if on_delta(Delta::Reasoning(piece)).is_break() {
+                        return Err(SessionError::Cancelled);
+                    }
+                }
+                if icl_open && !think_over {
+                    // The draft ended without the reply marker: keep its reasoning, ask for the reply.
+                    repairs.push(Repair {
+                        rule: "icl-format".into(),
+                        action: "regenerate".into(),
+                        detail: format!(
+                            "the draft never wrote \"{ICL_REPLY}\"; asked for the reply"
+                        ),
+                    });
+                    think_over = true;
+                }
+                icl_open = false;
+                // Every later attempt continues after the reasoning and the marker.
+                req.assistant_prefix =
+                    format!("{ICL_REASONING} {}\n{ICL_REPLY} ", reasoning.trim());
+            }
+            if think_over && plan.prompt.mode == PromptingMode::Icl {
+                if word_count(&reasoning) >= reasoning_budget {
+                    violations.push(Violation {
+                        rule: "reasoning-budget".into(),
+                        source: "psy".into(),
+                        detail: format!("reasoning ran past {reasoning_budget} words"),
+                    });
+                    repairs.push(Repair {
+                        rule: "reasoning-budget".into(),
+                        action: "truncate".into(),
+                        detail: format!("closed the reasoning at {reasoning_budget} words"),
+                    });
+                }
+                attempt += 1;
+                if attempt < 3 {
+                    continue;
+                }
+            } else if think_over {
                 // The thinking ran past its budget: close it and let the model answer.
                 violations.push(Violation {
                     rule: "reasoning-budget".into(),

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use psy_engine::runtime::generate::TextCodec;
 use psy_engine::runtime::model::KvCache;
 use psy_engine::runtime::{
-    generate, load_model_on, select_device, DevicePreference, GenerationConfig, LoadedModel,
-    RuntimeError, SamplingConfig,
+    generate, generate_cached, load_model_on, select_device, DevicePreference, GenerationConfig,
+    LoadedModel, PromptCache, RuntimeError, SamplingConfig,
 };
 use serde_json::Value;
 
@@ -120,6 +120,42 @@ fn qwen3_greedy_ids_exact() {
         assert_eq!(out[0].generated_ids, want, "{name}: greedy ids");
         assert_eq!(out[0].timings.decode_tokens, want.len() - 1);
     }
+}
+
+/// A prompt cache kept between generations reuses the shared prefix and still gives the
+/// transformers greedy ids: after a prompt sharing 5 tokens, after the same prompt (all but
+/// its last token reused), and after a longer one that contains it.
+#[test]
+fn prompt_cache_reuses_the_shared_prefix_with_the_same_greedy_ids() {
+    let dir = fixtures().join("qwen3").join("tiny-qwen3");
+    let r = reference(&dir);
+    let m = load(&dir);
+    let prompt = ids(&r["input_ids"]);
+    let want = ids(&r["greedy_ids"]);
+    let cfg = greedy(want.len());
+    let mut cache = PromptCache::new();
+    let mut run = |p: &[u32]| {
+        generate_cached(&m, None, &[p.to_vec()], &cfg, &mut cache, &mut |_| {})
+            .unwrap()
+            .remove(0)
+    };
+    let mut other = prompt[..5].to_vec();
+    other.extend([7, 8, 9]);
+    assert_eq!(run(&other).timings.cached_prompt_tokens, 0);
+    let a = run(&prompt);
+    assert_eq!(a.timings.cached_prompt_tokens, 5);
+    assert_eq!(a.timings.prefill_tokens, prompt.len() - 5);
+    assert_eq!(a.generated_ids, want);
+    let b = run(&prompt);
+    assert_eq!(b.timings.cached_prompt_tokens, prompt.len() - 1);
+    assert_eq!(b.generated_ids, want);
+    // The prompt plus its first 3 greedy tokens: prompt and 2 generated ids are reused (the
+    // last generated id was never fed), and the continuation is the reference's.
+    let mut longer = prompt.clone();
+    longer.extend(&want[..3]);
+    let c = run(&longer);
+    assert_eq!(c.timings.cached_prompt_tokens, prompt.len() + 2);
+    assert_eq!(c.generated_ids[..want.len() - 3], want[3..]);
 }
 
 /// Prefill half the prompt, then feed the rest one token at a time through the KV cache: every

@@ -29,7 +29,8 @@ use crate::reply_rules::{
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError, RenderOptions};
 use crate::runtime::tokenizer::{Tokenizer, TokenizerError};
 use crate::runtime::{
-    generate, load_model, FinishReason, GenerationConfig, LoadedModel, RuntimeError, SamplingConfig,
+    generate_cached, load_model, FinishReason, GenerationConfig, LoadedModel, PromptCache,
+    RuntimeError, SamplingConfig,
 };
 
 /// Why a turn could not be produced.
@@ -132,6 +133,8 @@ pub struct ModelDrafter {
     model: LoadedModel,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    /// Keys and values of the previous draft: the next one prefills only what differs.
+    prompt_cache: PromptCache,
 }
 
 impl ModelDrafter {
@@ -151,6 +154,7 @@ impl ModelDrafter {
             model,
             tokenizer,
             template,
+            prompt_cache: PromptCache::new(),
         })
     }
 
@@ -209,11 +213,12 @@ impl Drafter for ModelDrafter {
             cancel: Some(cancel.clone()),
             ..Default::default()
         };
-        let mut outs = generate(
+        let mut outs = generate_cached(
             &self.model,
             Some(&self.tokenizer),
             std::slice::from_ref(&ids),
             &cfg,
+            &mut self.prompt_cache,
             &mut |ev| {
                 let flow = on_event(DraftEvent {
                     delta: &ev.delta,

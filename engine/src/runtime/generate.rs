@@ -171,7 +171,11 @@ pub enum FinishReason {
 /// Throughput of one generation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
+    /// Prompt tokens computed (the prompt minus what a [`PromptCache`] already held).
     pub prefill_tokens: usize,
+    /// Prompt tokens whose keys and values came from a [`PromptCache`].
+    #[serde(default)]
+    pub cached_prompt_tokens: usize,
     pub prefill_seconds: f64,
     pub prefill_tokens_per_second: f64,
     /// Tokens produced by single-token decode steps (all but the first generated token).
@@ -223,6 +227,22 @@ pub fn split_reasoning(
     }
 }
 
+/// A KV cache kept between generations with the ids it holds, so that a prompt sharing a
+/// prefix with the previous one (the two phases of a turn share their system prompt; a
+/// regenerated draft shares everything before its assistant prefix) prefills only the rest.
+#[derive(Debug, Default)]
+pub struct PromptCache {
+    cache: Option<KvCache>,
+    /// Token ids whose keys and values fill the cache's first positions.
+    ids: Vec<u32>,
+}
+
+impl PromptCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
 /// Generates a continuation for each prompt of the batch.
 ///
 /// Prompts run one after another through the same weights and one KV cache sized for the
@@ -233,6 +253,27 @@ pub fn generate(
     codec: Option<&dyn TextCodec>,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
+    on_event: &mut dyn FnMut(&StreamEvent),
+) -> Result<Vec<GenerationOutput>> {
+    generate_cached(
+        model,
+        codec,
+        prompts,
+        cfg,
+        &mut PromptCache::new(),
+        on_event,
+    )
+}
+
+/// [`generate`] reusing `reuse`'s keys and values for the longest prefix each prompt shares
+/// with what the cache holds (mathematically the same output: attention over cached keys is
+/// attention over recomputed ones).
+pub fn generate_cached(
+    model: &LoadedModel,
+    codec: Option<&dyn TextCodec>,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    reuse: &mut PromptCache,
     on_event: &mut dyn FnMut(&StreamEvent),
 ) -> Result<Vec<GenerationOutput>> {
     if prompts.iter().any(|p| p.is_empty()) {
@@ -271,15 +312,32 @@ pub fn generate(
     }
     let think_start = codec.and_then(|c| c.token_id("<think>"));
     let think_end = codec.and_then(|c| c.token_id("</think>"));
-    let mut cache = KvCache::new(&model.config, 1, capacity.max(1), &model.device);
+    if reuse.cache.as_ref().is_none_or(|c| c.capacity() < capacity) {
+        // Room for a longer follow-up too, within the model's positions.
+        let room = (capacity * 2).clamp(capacity.max(1), model.model.max_positions());
+        reuse.cache = Some(KvCache::new(&model.config, 1, room, &model.device));
+        reuse.ids.clear();
+    }
+    let PromptCache { cache, ids: fed } = reuse;
+    let cache = cache.as_mut().expect("allocated above");
     let mut outputs = Vec::with_capacity(prompts.len());
     for (index, prompt) in prompts.iter().enumerate() {
-        cache.reset();
+        // Keep the shared prefix (at least one prompt token is run, for its logits).
+        let common = fed
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1)
+            .min(cache.len());
+        cache.truncate(common);
+        fed.truncate(common);
         let mut sampler = Sampler::new(&cfg.sampling);
         let mut history = prompt.clone();
         let mut generated = Vec::new();
         let mut timings = Timings {
-            prefill_tokens: prompt.len(),
+            prefill_tokens: prompt.len() - common,
+            cached_prompt_tokens: common,
             ..Default::default()
         };
         // A prompt that opens `<think>` without closing it starts the output inside the block.
@@ -293,7 +351,8 @@ pub fn generate(
         let mut finish = FinishReason::Length;
         let mut cut_text: Option<String> = None;
         let t0 = Instant::now();
-        let mut logits = model.model.next_logits(prompt, &mut cache);
+        let mut logits = model.model.next_logits(&prompt[common..], cache);
+        fed.extend_from_slice(&prompt[common..]);
         timings.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         while generated.len() < cfg.max_new_tokens {
@@ -374,7 +433,8 @@ pub fn generate(
             if generated.len() >= cfg.max_new_tokens {
                 break;
             }
-            logits = model.model.next_logits(&[next], &mut cache);
+            logits = model.model.next_logits(&[next], cache);
+            fed.push(next);
             timings.decode_tokens += 1;
         }
         timings.decode_seconds = t1.elapsed().as_secs_f64();

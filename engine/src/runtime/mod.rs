@@ -24,8 +24,9 @@ pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;
 pub use generate::{
-    generate, load_model, load_model_on, load_tokenizer, FinishReason, GenerationConfig,
-    GenerationOutput, LoadedModel, ModelFormat, StreamEvent, TextCodec, Timings,
+    generate, generate_cached, load_model, load_model_on, load_tokenizer, FinishReason,
+    GenerationConfig, GenerationOutput, LoadedModel, ModelFormat, PromptCache, StreamEvent,
+    TextCodec, Timings,
 };
 pub use lora::{LoraAdapter, LoraConfig};
 pub use model::{CausalLm, KvCache};

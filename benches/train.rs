@@ -1,0 +1,156 @@
+//! Training throughput on the CPU (flex) backend: one optimizer step = forward over the batch,
+//! masked loss, backward, gradient collection, global-norm clipping and an AdamW step.
+//!
+//! - `full-ft-tiny-qwen3`: full fine-tuning of a random Qwen3 with hidden 256, 4 layers, 4/2 heads,
+//!   head_dim 64, intermediate 768 and vocab 32,000 (a 151,936-id LM head would dominate a model
+//!   this small), batch 4 x 128 tokens.
+//! - `lora-qwen3-0.6b-seq512`: LoRA r16, alpha 32, dropout 0.05 on all seven projections of a
+//!   random Qwen3 with the Qwen3-0.6B shape, batch 1 x 512 tokens (tens of seconds a step).
+//!
+//! Elements/s = trained tokens/s. Run: `cargo bench --bench train` (or `-- tiny`, `-- lora`);
+//! `scripts/compare_train_speed.py` runs the same steps in PyTorch.
+
+use std::time::Duration;
+
+/// As in the `psy` binary (src/main.rs): with glibc's allocator a fifth of a step went to page
+/// faults and kernel locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use psy_engine::runtime::burn::tensor::Device;
+use psy_engine::runtime::lora::with_dropout;
+use psy_engine::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
+use psy_engine::training::optim::{accumulate_grads, clip_global_norm};
+use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+
+/// Shapes shared with `scripts/compare_train_speed.py`.
+pub const TINY: (usize, usize) = (4, 128);
+pub const LORA: (usize, usize) = (1, 512);
+
+fn tiny_qwen3() -> ModelConfig {
+    let mut c = ModelConfig::new(Architecture::Qwen3, 32000, 256, 768, 4, 4, 2, 64);
+    c.rope_theta = 1_000_000.0;
+    c.qk_norm = true;
+    c.tie_word_embeddings = true;
+    c.max_position_embeddings = 1024;
+    c
+}
+
+fn qwen3_0_6b_shape() -> ModelConfig {
+    let mut c = ModelConfig::new(Architecture::Qwen3, 151936, 1024, 3072, 28, 16, 8, 128);
+    c.rope_theta = 1_000_000.0;
+    c.tie_word_embeddings = true;
+    c.qk_norm = true;
+    c.max_position_embeddings = 1024;
+    c
+}
+
+/// Deterministic token ids (the same formula as the comparison script); every label trained.
+fn batch(rows: usize, len: usize, vocab: usize) -> Batch {
+    let ids: Vec<Vec<u32>> = (0..rows)
+        .map(|r| {
+            (0..len)
+                .map(|i| ((r * 1_000_003 + i * 7919 + 13) % vocab) as u32)
+                .collect()
+        })
+        .collect();
+    Batch {
+        labels: ids
+            .iter()
+            .map(|r| r.iter().map(|&x| i64::from(x)).collect())
+            .collect(),
+        input_ids: ids,
+        weights: None,
+    }
+}
+
+/// One optimizer step; returns the updated model.
+fn step(
+    model: CausalLm,
+    config: &ModelConfig,
+    b: &Batch,
+    opt: &mut AdamW,
+    step_no: u64,
+) -> CausalLm {
+    let d = model.device();
+    let logits = with_dropout(step_no, || forward_logits(&model, config, &b.input_ids, &d));
+    let loss = masked_lm_loss(logits, b) / b.target_count() as f64;
+    let mut g = loss.backward();
+    let mut grads = NamedGrads::new();
+    accumulate_grads(&model, &mut g, &mut grads, 1.0);
+    clip_global_norm(&mut grads, 1.0);
+    opt.step(model, &mut grads, 1e-4)
+}
+
+fn bench_steps(
+    c: &mut Criterion,
+    group_name: &str,
+    model: CausalLm,
+    config: &ModelConfig,
+    (rows, len): (usize, usize),
+    measure: Duration,
+) {
+    let b = batch(rows, len, config.vocab_size);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let mut model = Some(model);
+    let mut n = 0u64;
+    let mut group = c.benchmark_group(group_name);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(measure);
+    group.throughput(Throughput::Elements((rows * len) as u64));
+    group.bench_function(BenchmarkId::new("step", format!("{rows}x{len}")), |bch| {
+        bch.iter(|| {
+            n += 1;
+            let m = model.take().expect("model");
+            model = Some(step(m, config, &b, &mut opt, n));
+        })
+    });
+    group.finish();
+}
+
+/// Whether a group is selected by the command-line filter: criterion filters benchmarks but
+/// would still run each group's (slow) model setup.
+fn wanted(group: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.contains(group))
+}
+
+fn full_ft_tiny(c: &mut Criterion) {
+    let name = "full-ft-tiny-qwen3";
+    if !wanted(name) {
+        return;
+    }
+    let config = tiny_qwen3();
+    let model = CausalLm::random(&config, &Device::flex().autodiff());
+    bench_steps(c, name, model, &config, TINY, Duration::from_secs(10));
+}
+
+fn lora_0_6b(c: &mut Criterion) {
+    let name = "lora-qwen3-0.6b-seq512";
+    if !wanted(name) {
+        return;
+    }
+    let config = qwen3_0_6b_shape();
+    let lora = LoraConfig {
+        enabled: true,
+        rank: 16,
+        alpha: 32.0,
+        dropout: 0.05,
+        target_modules: vec!["all-linear".into()],
+    };
+    let model = CausalLm::random(&config, &Device::flex().autodiff())
+        .attach_lora(&lora, 0)
+        .expect("LoRA config");
+    bench_steps(c, name, model, &config, LORA, Duration::from_secs(60));
+}
+
+criterion_group!(benches, full_ft_tiny, lora_0_6b);
+criterion_main!(benches);

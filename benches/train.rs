@@ -124,6 +124,7 @@ fn wanted(group: &str) -> bool {
 }
 
 fn full_ft_tiny(c: &mut Criterion) {
+    psy::keep_freed_memory();
     let name = "full-ft-tiny-qwen3";
     if !wanted(name) {
         return;
@@ -134,6 +135,7 @@ fn full_ft_tiny(c: &mut Criterion) {
 }
 
 fn lora_0_6b(c: &mut Criterion) {
+    psy::keep_freed_memory();
     let name = "lora-qwen3-0.6b-seq512";
     if !wanted(name) {
         return;

@@ -16,6 +16,9 @@ step "fresh build of the workspace crates (dependencies are reused)"
 cargo clean --release $(cargo metadata --no-deps --format-version 1 \
   | python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
 
+step "illustrative dataset check"
+python3 scripts/check_dataset.py manifests/train/data/illustrative.jsonl
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

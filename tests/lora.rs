@@ -326,7 +326,7 @@ fn lora_manifest(dir: &Path) -> PathBuf {
             "\"data/",
             &format!("\"{}/manifests/train/data/", root.display()),
         )
-        .replace("epochs = 6", "epochs = 1\nmax_steps = 6")
+        .replace("epochs = 24", "epochs = 1\nmax_steps = 6")
         .replace("save_every = 25", "save_every = 3");
     let p = dir.join("m.toml");
     std::fs::write(

@@ -633,7 +633,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let m = demo_manifest(dir.path(), extra);
     let text = std::fs::read_to_string(&m)
         .unwrap()
-        .replace("epochs = 6", "epochs = 1\nmax_steps = 6")
+        .replace("epochs = 24", "epochs = 1\nmax_steps = 6")
         .replace("save_every = 25", "save_every = 3");
     std::fs::write(&m, text).unwrap();
     let full = dir.path().join("full");
@@ -701,7 +701,7 @@ fn data_parallel_over_two_devices_equals_accumulation_on_one() {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         let m = demo_manifest(&d, "");
-        set(&m, &[("epochs = 6", "epochs = 1\nmax_steps = 4")]);
+        set(&m, &[("epochs = 24", "epochs = 1\nmax_steps = 4")]);
         set(&m, edits);
         let s = run_with(&RunOptions {
             manifest: m,
@@ -743,7 +743,7 @@ fn kill_9_while_writing_a_checkpoint_never_leaves_a_bad_one() {
     set(
         &m,
         &[
-            ("epochs = 6", "epochs = 1\nmax_steps = 8"),
+            ("epochs = 24", "epochs = 1\nmax_steps = 8"),
             ("save_every = 25", "save_every = 1"),
             ("keep_last = 2", "keep_last = 3"),
         ],

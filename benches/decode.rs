@@ -9,6 +9,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::wanted;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_engine::runtime::{
     load_model_on, select_device, Architecture, CausalLm, DevicePreference, KvCache, ModelConfig,
@@ -76,19 +79,6 @@ fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelCo
         })
     });
     group.finish();
-}
-
-/// Whether a group is selected by the command-line filter: criterion filters benchmarks but
-/// would still run each group's (slow) model setup.
-fn wanted(group: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
-        .collect();
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| group.contains(f.as_str()) || f.contains(group))
 }
 
 fn smollm2(c: &mut Criterion) {

@@ -17,6 +17,9 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::wanted;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::lora::with_dropout;
@@ -108,19 +111,6 @@ fn bench_steps(
         })
     });
     group.finish();
-}
-
-/// Whether a group is selected by the command-line filter: criterion filters benchmarks but
-/// would still run each group's (slow) model setup.
-fn wanted(group: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
-        .collect();
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| group.contains(f.as_str()) || f.contains(group))
 }
 
 fn full_ft_tiny(c: &mut Criterion) {

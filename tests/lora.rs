@@ -13,16 +13,15 @@ use psy_engine::runtime::burn::module::Module;
 use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_engine::training::adapter::{adapter_tensors, load_adapter, ADAPTER_WEIGHTS};
-use psy_engine::training::optim::{accumulate_grads, global_norm};
+use psy_engine::training::optim::global_norm;
 use psy_engine::training::params::named_tensors;
-use psy_engine::training::{
-    forward_logits, masked_lm_loss, run_with, AdamW, AdamWConfig, Batch, NamedGrads, RunOptions,
-};
+use psy_engine::training::{forward_logits, run_with, AdamW, AdamWConfig, Batch, RunOptions};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+#[path = "common/training.rs"]
+mod training;
+
+use training::{demo_manifest, fixtures, loss_and_grads, reference_batch, tensors};
 
 fn reference() -> Value {
     let p = fixtures().join("qwen3-train/lora/reference.json");
@@ -57,46 +56,8 @@ fn with_peft_adapter(r: &Value, device: &Device) -> (CausalLm, ModelConfig) {
     (m, c)
 }
 
-fn batch(r: &Value) -> Batch {
-    let step: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("qwen3-train/tiny-qwen3-untied-step.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let _ = r;
-    let rows = |k: &str| -> Vec<Vec<i64>> {
-        step[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_i64().unwrap())
-                    .collect()
-            })
-            .collect()
-    };
-    Batch {
-        input_ids: rows("input_ids")
-            .into_iter()
-            .map(|r| r.into_iter().map(|x| x as u32).collect())
-            .collect(),
-        labels: rows("labels"),
-        weights: None,
-    }
-}
-
-fn loss_and_grads(model: &CausalLm, config: &ModelConfig, b: &Batch) -> (f64, NamedGrads) {
-    let d = model.device();
-    let loss = masked_lm_loss(forward_logits(model, config, &b.input_ids, &d), b)
-        / b.target_count() as f64;
-    let value: f32 = loss.clone().inner().into_scalar();
-    let mut g = loss.backward();
-    let mut named = NamedGrads::new();
-    accumulate_grads(model, &mut g, &mut named, 1.0);
-    (f64::from(value), named)
+fn batch(_: &Value) -> Batch {
+    reference_batch(&training::step_reference())
 }
 
 /// Our parameter path (`...q_proj.lora.lora_a`) under PEFT's name.
@@ -314,18 +275,9 @@ fn a_mismatched_adapter_file_is_refused_with_the_reason() {
 // `psy train` with `[train.lora]`.
 
 fn lora_manifest(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("manifests/train/tiny-demo.toml")).unwrap();
-    let text = text
-        .replace(
-            "\"../psyllm.toml\"",
-            &format!("{:?}", root.join("manifests/psyllm.toml")),
-        )
-        .replace("\"../../tests/", &format!("\"{}/tests/", root.display()))
-        .replace(
-            "\"data/",
-            &format!("\"{}/manifests/train/data/", root.display()),
-        )
+    let p = demo_manifest(dir, "");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
         .replace("epochs = 24", "epochs = 1\nmax_steps = 6")
         .replace("save_every = 25", "save_every = 3");
     let p = dir.join("m.toml");
@@ -337,14 +289,6 @@ fn lora_manifest(dir: &Path) -> PathBuf {
     )
     .unwrap();
     p
-}
-
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    psy_engine::training::checkpoint::read_safetensors(path)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.1))
-        .collect()
 }
 
 #[test]

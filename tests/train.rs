@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 
 use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::{load_model_on, CausalLm, ModelConfig};
-use psy_engine::training::optim::{accumulate_grads, clip_global_norm, global_norm};
+use psy_engine::training::optim::{clip_global_norm, global_norm};
 use psy_engine::training::params::named_tensors;
-use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+#[path = "common/training.rs"]
+mod training;
+
+use training::{demo_manifest, fixtures, loss_and_grads, reference_batch, tensors};
 
 fn reference() -> Value {
-    let p = fixtures().join("qwen3-train/tiny-qwen3-untied-step.json");
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    training::step_reference()
 }
 
 fn device() -> Device {
@@ -30,42 +30,6 @@ fn device() -> Device {
 fn load(dir: &str, device: &Device) -> (CausalLm, ModelConfig) {
     let m = load_model_on(&fixtures().join("qwen3").join(dir), device).unwrap();
     (m.model, m.config)
-}
-
-fn reference_batch(r: &Value) -> Batch {
-    let rows = |k: &str| -> Vec<Vec<i64>> {
-        r[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_i64().unwrap())
-                    .collect()
-            })
-            .collect()
-    };
-    Batch {
-        input_ids: rows("input_ids")
-            .into_iter()
-            .map(|r| r.into_iter().map(|x| x as u32).collect())
-            .collect(),
-        labels: rows("labels"),
-        weights: None,
-    }
-}
-
-/// Mean loss and gradients (by name) of one batch.
-fn loss_and_grads(model: &CausalLm, config: &ModelConfig, batch: &Batch) -> (f64, NamedGrads) {
-    let d = model.device();
-    let logits = forward_logits(model, config, &batch.input_ids, &d);
-    let loss = masked_lm_loss(logits, batch) / batch.target_count() as f64;
-    let value: f32 = loss.clone().inner().into_scalar();
-    let mut grads = loss.backward();
-    let mut named = NamedGrads::new();
-    accumulate_grads(model, &mut grads, &mut named, 1.0);
-    (f64::from(value), named)
 }
 
 fn to_vec(t: &psy_engine::runtime::burn::tensor::Tensor<1>) -> Vec<f32> {
@@ -553,30 +517,8 @@ fn readers_accept_three_formats_and_report_bad_records_by_line() {
 
 use psy_engine::training::{run_with, RunOptions};
 
-fn demo_manifest(dir: &Path, extra: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("manifests/train/tiny-demo.toml")).unwrap();
-    let text = text
-        .replace(
-            "\"../psyllm.toml\"",
-            &format!("{:?}", root.join("manifests/psyllm.toml")),
-        )
-        .replace("\"../../tests/", &format!("\"{}/tests/", root.display()))
-        .replace(
-            "\"data/",
-            &format!("\"{}/manifests/train/data/", root.display()),
-        );
-    let p = dir.join("m.toml");
-    std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
-    p
-}
-
 fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
-    psy_engine::training::checkpoint::read_safetensors(&dir.join("model.safetensors"))
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.1))
-        .collect()
+    tensors(&dir.join("model.safetensors"))
 }
 
 #[test]

@@ -798,8 +798,11 @@ impl Counselor {
                 req.assistant_prefix =
                     format!("{ICL_REASONING} {}\n{ICL_REPLY} ", reasoning.trim());
             }
-            if think_over && plan.prompt.mode == PromptingMode::Icl {
-                if word_count(&reasoning) >= reasoning_budget {
+            if think_over {
+                // The reasoning ran past its budget (or, in `icl`, never reached the reply
+                // marker): close it and let the model answer after it.
+                let icl = plan.prompt.mode == PromptingMode::Icl;
+                if !icl || word_count(&reasoning) >= reasoning_budget {
                     violations.push(Violation {
                         rule: "reasoning-budget".into(),
                         source: "psy".into(),
@@ -811,23 +814,9 @@ impl Counselor {
                         detail: format!("closed the reasoning at {reasoning_budget} words"),
                     });
                 }
-                attempt += 1;
-                if attempt < 3 {
-                    continue;
+                if !icl {
+                    req.assistant_prefix = format!("<think>\n{}\n</think>\n\n", reasoning.trim());
                 }
-            } else if think_over {
-                // The thinking ran past its budget: close it and let the model answer.
-                violations.push(Violation {
-                    rule: "reasoning-budget".into(),
-                    source: "psy".into(),
-                    detail: format!("reasoning ran past {reasoning_budget} words"),
-                });
-                repairs.push(Repair {
-                    rule: "reasoning-budget".into(),
-                    action: "truncate".into(),
-                    detail: format!("closed the reasoning at {reasoning_budget} words"),
-                });
-                req.assistant_prefix = format!("<think>\n{}\n</think>\n\n", reasoning.trim());
                 attempt += 1;
                 if attempt < 3 {
                     continue;

@@ -1,0 +1,88 @@
+//! Helpers shared by the training tests (`tests/train.rs`, `tests/lora.rs`): the PyTorch step
+//! fixture's batch, one loss-and-gradients pass, the tiny-demo manifest made runnable from a
+//! temp dir, and safetensors read back by name.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use psy_engine::runtime::{CausalLm, ModelConfig};
+use psy_engine::training::optim::accumulate_grads;
+use psy_engine::training::{forward_logits, masked_lm_loss, Batch, NamedGrads};
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// `tests/fixtures/qwen3-train/tiny-qwen3-untied-step.json` (PyTorch).
+pub fn step_reference() -> Value {
+    let p = fixtures().join("qwen3-train/tiny-qwen3-untied-step.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The fixture's batch: two right-padded rows, prompt and padding labelled -100.
+pub fn reference_batch(r: &Value) -> Batch {
+    let rows = |k: &str| -> Vec<Vec<i64>> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    Batch {
+        input_ids: rows("input_ids")
+            .into_iter()
+            .map(|r| r.into_iter().map(|x| x as u32).collect())
+            .collect(),
+        labels: rows("labels"),
+        weights: None,
+    }
+}
+
+/// Mean loss and gradients (by name) of one batch.
+pub fn loss_and_grads(model: &CausalLm, config: &ModelConfig, batch: &Batch) -> (f64, NamedGrads) {
+    let d = model.device();
+    let logits = forward_logits(model, config, &batch.input_ids, &d);
+    let loss = masked_lm_loss(logits, batch) / batch.target_count() as f64;
+    let value: f32 = loss.clone().inner().into_scalar();
+    let mut grads = loss.backward();
+    let mut named = NamedGrads::new();
+    accumulate_grads(model, &mut grads, &mut named, 1.0);
+    (f64::from(value), named)
+}
+
+/// `manifests/train/tiny-demo.toml` with absolute paths, plus `extra`, written into `dir`.
+pub fn demo_manifest(dir: &Path, extra: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("manifests/train/tiny-demo.toml")).unwrap();
+    let text = text
+        .replace(
+            "\"../psyllm.toml\"",
+            &format!("{:?}", root.join("manifests/psyllm.toml")),
+        )
+        .replace("\"../../tests/", &format!("\"{}/tests/", root.display()))
+        .replace(
+            "\"data/",
+            &format!("\"{}/manifests/train/data/", root.display()),
+        );
+    let p = dir.join("m.toml");
+    std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
+    p
+}
+
+/// Every tensor of a safetensors file by name.
+pub fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    psy_engine::training::checkpoint::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.1))
+        .collect()
+}

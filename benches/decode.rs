@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::wanted;
+use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_engine::runtime::{
-    load_model_on, select_device, Architecture, CausalLm, DevicePreference, KvCache, ModelConfig,
+    load_model_on, select_device, CausalLm, DevicePreference, KvCache, ModelConfig,
 };
 
 const PREFILL: usize = 64;
@@ -28,15 +28,6 @@ fn smollm2_path() -> PathBuf {
     let p = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
     p
-}
-
-fn qwen3_0_6b_shape() -> ModelConfig {
-    let mut c = ModelConfig::new(Architecture::Qwen3, 151936, 1024, 3072, 28, 16, 8, 128);
-    c.rope_theta = 1_000_000.0;
-    c.tie_word_embeddings = true;
-    c.qk_norm = true;
-    c.max_position_embeddings = 4096;
-    c
 }
 
 fn prompt(vocab: usize) -> Vec<u32> {

@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 
-use common::wanted;
+use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::lora::with_dropout;
@@ -36,15 +36,6 @@ fn tiny_qwen3() -> ModelConfig {
     c.rope_theta = 1_000_000.0;
     c.qk_norm = true;
     c.tie_word_embeddings = true;
-    c.max_position_embeddings = 1024;
-    c
-}
-
-fn qwen3_0_6b_shape() -> ModelConfig {
-    let mut c = ModelConfig::new(Architecture::Qwen3, 151936, 1024, 3072, 28, 16, 8, 128);
-    c.rope_theta = 1_000_000.0;
-    c.tie_word_embeddings = true;
-    c.qk_norm = true;
     c.max_position_embeddings = 1024;
     c
 }

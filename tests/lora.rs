@@ -21,7 +21,9 @@ use serde_json::Value;
 #[path = "common/training.rs"]
 mod training;
 
-use training::{demo_manifest, fixtures, loss_and_grads, reference_batch, tensors};
+use training::{
+    demo_manifest, fixtures, loss_and_grads, max_diff, options, reference_batch, tensors,
+};
 
 fn reference() -> Value {
     let p = fixtures().join("qwen3-train/lora/reference.json");
@@ -296,13 +298,7 @@ fn lora_training_checkpoints_adapters_resumes_exactly_and_exports_merged() {
     let dir = tempfile::tempdir().unwrap();
     let m = lora_manifest(dir.path());
     let full = dir.path().join("full");
-    let s = run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(full.clone()),
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let s = run_with(&options(&m, &full)).unwrap();
     assert_eq!(s.steps, 6);
     assert!(
         s.last_loss < s.first_loss,
@@ -324,30 +320,20 @@ fn lora_training_checkpoints_adapters_resumes_exactly_and_exports_merged() {
     // Interrupted after 4 steps and resumed: identical adapters (dropout masks replay).
     let cut = dir.path().join("cut");
     run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(cut.clone()),
-        quiet: true,
         stop_after: Some(4),
-        ..Default::default()
+        ..options(&m, &cut)
     })
     .unwrap();
     let s = run_with(&RunOptions {
-        manifest: m,
-        output: Some(cut.clone()),
         resume: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &cut)
     })
     .unwrap();
     assert_eq!(s.steps, 6);
-    let (a, b) = (
-        tensors(&full.join("export/adapter").join(ADAPTER_WEIGHTS)),
-        tensors(&cut.join("export/adapter").join(ADAPTER_WEIGHTS)),
+    let worst = max_diff(
+        &tensors(&full.join("export/adapter").join(ADAPTER_WEIGHTS)),
+        &tensors(&cut.join("export/adapter").join(ADAPTER_WEIGHTS)),
     );
-    let worst = a
-        .iter()
-        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
     eprintln!("LoRA resume: max adapter difference {worst:e}");
     assert!(worst <= 1e-6);
 
@@ -396,11 +382,8 @@ fn dry_run_counts_only_adapter_gradients_and_moments() {
     let dir = tempfile::tempdir().unwrap();
     let m = lora_manifest(dir.path());
     let s = run_with(&RunOptions {
-        manifest: m,
-        output: Some(dir.path().join("out")),
         dry_run: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &dir.path().join("out"))
     })
     .unwrap();
     assert_eq!(s.steps, 0);
@@ -456,11 +439,8 @@ fn dry_run_plans_a_two_gpu_run_without_a_gpu() {
     );
     std::fs::write(&m, text).unwrap();
     let s = run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(dir.path().join("out")),
         dry_run: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &dir.path().join("out"))
     })
     .unwrap();
     // Master weights plus the first device's replica.
@@ -474,11 +454,8 @@ fn dry_run_plans_a_two_gpu_run_without_a_gpu() {
         .replace("cuda:1", "tpu:1");
     std::fs::write(&m, text).unwrap();
     let err = run_with(&RunOptions {
-        manifest: m,
-        output: Some(dir.path().join("out")),
         dry_run: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &dir.path().join("out"))
     })
     .unwrap_err()
     .to_string();

@@ -17,7 +17,9 @@ use serde_json::Value;
 #[path = "common/training.rs"]
 mod training;
 
-use training::{demo_manifest, fixtures, loss_and_grads, reference_batch, tensors};
+use training::{
+    demo_manifest, fixtures, loss_and_grads, max_diff, options, reference_batch, tensors,
+};
 
 fn reference() -> Value {
     training::step_reference()
@@ -526,13 +528,7 @@ fn tiny_demo_overfits_the_illustrative_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let m = demo_manifest(dir.path(), "");
     let out = dir.path().join("out");
-    let s = run_with(&RunOptions {
-        manifest: m,
-        output: Some(out.clone()),
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap();
+    let s = run_with(&options(&m, &out)).unwrap();
     eprintln!(
         "tiny demo: {} steps, loss {:.3} -> {:.3}, eval {:?}, {:.0} tok/s, {:.1}s",
         s.steps, s.first_loss, s.last_loss, s.eval_loss, s.tokens_per_s, s.wall_secs
@@ -579,41 +575,26 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         .replace("save_every = 25", "save_every = 3");
     std::fs::write(&m, text).unwrap();
     let full = dir.path().join("full");
-    run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(full.clone()),
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap();
+    run_with(&options(&m, &full)).unwrap();
     let cut = dir.path().join("cut");
     let s = run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(cut.clone()),
-        quiet: true,
         stop_after: Some(4),
-        ..Default::default()
+        ..options(&m, &cut)
     })
     .unwrap();
     assert_eq!(s.steps, 4);
     // A half-written checkpoint (as after kill -9) is ignored and removed.
     std::fs::create_dir_all(cut.join("checkpoints/.tmp-step-00000005-1")).unwrap();
     let s = run_with(&RunOptions {
-        manifest: m,
-        output: Some(cut.clone()),
         resume: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &cut)
     })
     .unwrap();
     assert_eq!(s.steps, 6);
-    let (a, b) = (weights(&full.join("export")), weights(&cut.join("export")));
-    let mut worst = 0.0f32;
-    for (k, v) in &a {
-        for (x, y) in v.iter().zip(&b[k]) {
-            worst = worst.max((x - y).abs());
-        }
-    }
+    let worst = max_diff(
+        &weights(&full.join("export")),
+        &weights(&cut.join("export")),
+    );
     eprintln!("resume: max weight difference {worst:e}");
     assert!(worst <= 1e-6);
 }
@@ -627,13 +608,6 @@ fn set(m: &Path, edits: &[(&str, &str)]) {
     std::fs::write(m, text).unwrap();
 }
 
-fn max_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
-        .fold(0.0, f32::max)
-}
-
 /// Two devices with one micro-batch each equal one device accumulating two: same data, same
 /// loss, same weights up to the order of the float additions.
 #[test]
@@ -645,13 +619,7 @@ fn data_parallel_over_two_devices_equals_accumulation_on_one() {
         let m = demo_manifest(&d, "");
         set(&m, &[("epochs = 24", "epochs = 1\nmax_steps = 4")]);
         set(&m, edits);
-        let s = run_with(&RunOptions {
-            manifest: m,
-            output: Some(d.join("out")),
-            quiet: true,
-            ..Default::default()
-        })
-        .unwrap();
+        let s = run_with(&options(&m, &d.join("out"))).unwrap();
         (s, weights(&d.join("out/export")))
     };
     let (one, w1) = run("one", &[("grad_accum = 1", "grad_accum = 2")]);
@@ -691,13 +659,7 @@ fn kill_9_while_writing_a_checkpoint_never_leaves_a_bad_one() {
         ],
     );
     let full = dir.path().join("full");
-    run_with(&RunOptions {
-        manifest: m.clone(),
-        output: Some(full.clone()),
-        quiet: true,
-        ..Default::default()
-    })
-    .unwrap();
+    run_with(&options(&m, &full)).unwrap();
 
     let cut = dir.path().join("cut");
     let ck = cut.join("checkpoints");
@@ -760,11 +722,8 @@ fn kill_9_while_writing_a_checkpoint_never_leaves_a_bad_one() {
     assert!(caught_mid_write, "never caught a checkpoint mid-write");
     // Resume to the end: the same weights as the uninterrupted run.
     let s = run_with(&RunOptions {
-        manifest: m,
-        output: Some(cut.clone()),
         resume: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &cut)
     })
     .unwrap();
     assert_eq!(s.steps, 8);
@@ -784,11 +743,8 @@ fn a_run_that_cannot_fit_is_refused_with_the_estimate() {
     // 10^6 rows of the longest sample: the logits alone need terabytes.
     set(&m, &[("batch_size = 8", "batch_size = 1000000")]);
     let err = run_with(&RunOptions {
-        manifest: m,
-        output: Some(dir.path().join("out")),
         dry_run: true,
-        quiet: true,
-        ..Default::default()
+        ..options(&m, &dir.path().join("out"))
     })
     .expect_err("must not fit")
     .to_string();

@@ -86,3 +86,21 @@ pub fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
         .map(|(k, v)| (k, v.1))
         .collect()
 }
+
+/// Quiet options for one `psy train` run of `manifest` into `output`.
+pub fn options(manifest: &Path, output: &Path) -> psy_engine::training::RunOptions {
+    psy_engine::training::RunOptions {
+        manifest: manifest.to_path_buf(),
+        output: Some(output.to_path_buf()),
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// Largest absolute difference between two sets of named tensors with the same names.
+pub fn max_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .flat_map(|(k, v)| v.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
+        .fold(0.0, f32::max)
+}

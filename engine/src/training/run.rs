@@ -491,16 +491,12 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         .map_err(|e| mf(&o.manifest, format!("[train] devices: {e}")))?;
     let device = devices[0].clone();
     // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
-    let base = |device: &Device| -> Result<CausalLm> {
-        let model = load_model_on(&model_dir, device)?.model;
-        match lora {
-            Some(cfg) => model
-                .attach_lora(cfg, t.seed)
-                .map_err(|e| mf(&o.manifest, e)),
-            None => Ok(model),
-        }
-    };
-    let mut model = base(&device)?;
+    let mut model = load_model_on(&model_dir, &device)?.model;
+    if let Some(cfg) = lora {
+        model = model
+            .attach_lora(cfg, t.seed)
+            .map_err(|e| mf(&o.manifest, e))?;
+    }
     let counted: u64 = trainable_numel(&model).iter().map(|(_, n)| *n as u64).sum();
     if counted != trainable || model.num_params() as u64 != params {
         tracing::warn!(
@@ -538,8 +534,9 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
                     msg: "the manifest or dataset changed since this checkpoint".into(),
                 });
             }
+            // LoRA: the loaded base already carries adapters of the same shape; only they change.
             model = match lora {
-                Some(_) => super::adapter::load_adapter(&last, base(&device)?)?,
+                Some(_) => super::adapter::load_adapter(&last, model)?,
                 None => load_model_on(&last, &device)?.model,
             };
             state = st;

@@ -25,7 +25,7 @@ use psy_engine::runtime::burn::tensor::Device;
 use psy_engine::runtime::lora::with_dropout;
 use psy_engine::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
 use psy_engine::training::optim::{accumulate_grads, clip_global_norm};
-use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use psy_engine::training::{lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
 
 /// Shapes shared with `scripts/compare_train_speed.py`.
 pub const TINY: (usize, usize) = (4, 128);
@@ -68,8 +68,7 @@ fn step(
     step_no: u64,
 ) -> CausalLm {
     let d = model.device();
-    let logits = with_dropout(step_no, || forward_logits(&model, config, &b.input_ids, &d));
-    let loss = masked_lm_loss(logits, b) / b.target_count() as f64;
+    let loss = with_dropout(step_no, || lm_loss(&model, config, b, &d)) / b.target_count() as f64;
     let mut g = loss.backward();
     let mut grads = NamedGrads::new();
     accumulate_grads(&model, &mut g, &mut grads, 1.0);

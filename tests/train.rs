@@ -8,10 +8,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use psy_engine::runtime::burn::tensor::Device;
+use psy_engine::runtime::LoraConfig;
 use psy_engine::runtime::{load_model_on, CausalLm, ModelConfig};
+use psy_engine::training::optim::accumulate_grads;
 use psy_engine::training::optim::{clip_global_norm, global_norm};
 use psy_engine::training::params::named_tensors;
-use psy_engine::training::{forward_logits, masked_lm_loss, AdamW, AdamWConfig, Batch};
+use psy_engine::training::{
+    forward_logits, lm_loss, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads,
+};
 use serde_json::Value;
 
 #[path = "common/training.rs"]
@@ -201,6 +205,94 @@ fn masked_and_padded_tokens_change_neither_loss_nor_gradients() {
     };
     let (a, b) = (sum_row(&alone), sum_row(&padded));
     assert!((a - b).abs() < 1e-5, "padded {b} vs alone {a}");
+}
+
+/// Loss and gradients by name through `loss` (summed, not averaged).
+fn grads_of(
+    model: &CausalLm,
+    loss: psy_engine::runtime::burn::tensor::Tensor<1>,
+) -> (f32, NamedGrads) {
+    let value: f32 = loss.clone().inner().into_scalar();
+    let mut g = loss.backward();
+    let mut named = NamedGrads::new();
+    accumulate_grads(model, &mut g, &mut named, 1.0);
+    (value, named)
+}
+
+/// The fused head + loss that training uses (`lm_loss`, logits a chunk of trained rows at a
+/// time, gradients injected into the graph) equals the plain log-softmax over full logits
+/// (`masked_lm_loss`) in value and in every gradient: untied and tied heads, full fine-tuning
+/// and LoRA, with masked labels and per-label weights (zero included).
+#[test]
+fn fused_head_loss_equals_the_loss_on_full_logits() {
+    let r = reference();
+    let d = device();
+    let mut batch = reference_batch(&r);
+    let (rows, len) = batch.dims();
+    // Weights like reasoning 0.5 / reply 1.0, one trained label at weight zero.
+    let mut w: Vec<Vec<f32>> = (0..rows)
+        .map(|r| {
+            (0..len)
+                .map(|t| if (r + t) % 3 == 0 { 0.5 } else { 1.0 })
+                .collect()
+        })
+        .collect();
+    w[0][3] = 0.0;
+    batch.weights = Some(w);
+    let lora = LoraConfig {
+        enabled: true,
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+    };
+    for (dir, with_lora) in [
+        ("tiny-qwen3-untied", false),
+        ("tiny-qwen3", false),
+        ("tiny-qwen3", true),
+    ] {
+        let (mut model, config) = load(dir, &d);
+        if with_lora {
+            // One step first, so that B is no longer zero and A's gradient is not trivially 0.
+            model = model.attach_lora(&lora, 7).unwrap();
+            let (_, mut g) = grads_of(&model, lm_loss(&model, &config, &batch, &d));
+            model = AdamW::new(AdamWConfig::default()).step(model, &mut g, 1e-2);
+        }
+        let reference = masked_lm_loss(
+            forward_logits(&model, &config, &batch.input_ids, &d),
+            &batch,
+        );
+        let (want, want_g) = grads_of(&model, reference);
+        let (got, got_g) = grads_of(&model, lm_loss(&model, &config, &batch, &d));
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs(),
+            "{dir} lora={with_lora}: loss {got} vs {want}"
+        );
+        assert_eq!(
+            got_g.keys().collect::<Vec<_>>(),
+            want_g.keys().collect::<Vec<_>>(),
+            "{dir} lora={with_lora}: trained tensors differ"
+        );
+        let mut worst = 0.0f64;
+        for (name, g) in &want_g {
+            let (a, b) = (to_vec(&got_g[name]), to_vec(g));
+            let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-12);
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
+            worst = worst.max(f64::from(diff / scale));
+            assert!(
+                diff <= 1e-4 * scale,
+                "{dir} lora={with_lora} {name}: max diff {diff} (max |g| {scale})"
+            );
+        }
+        eprintln!(
+            "{dir} lora={with_lora}: loss {got} vs {want}, {} gradients, worst diff {worst:.1e} of max |g|",
+            want_g.len()
+        );
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use psy_engine::runtime::{CausalLm, ModelConfig};
 use psy_engine::training::optim::accumulate_grads;
-use psy_engine::training::{forward_logits, masked_lm_loss, Batch, NamedGrads};
+use psy_engine::training::{lm_loss, Batch, NamedGrads};
 use serde_json::Value;
 
 pub fn fixtures() -> PathBuf {
@@ -50,8 +50,7 @@ pub fn reference_batch(r: &Value) -> Batch {
 /// Mean loss and gradients (by name) of one batch.
 pub fn loss_and_grads(model: &CausalLm, config: &ModelConfig, batch: &Batch) -> (f64, NamedGrads) {
     let d = model.device();
-    let logits = forward_logits(model, config, &batch.input_ids, &d);
-    let loss = masked_lm_loss(logits, batch) / batch.target_count() as f64;
+    let loss = lm_loss(model, config, batch, &d) / batch.target_count() as f64;
     let value: f32 = loss.clone().inner().into_scalar();
     let mut grads = loss.backward();
     let mut named = NamedGrads::new();

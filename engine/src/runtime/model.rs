@@ -629,13 +629,14 @@ impl CausalLm {
         self.rotary.positions()
     }
 
-    fn run(
+    /// Embeddings and decoder layers over `ids` after the cached positions: the last layer's
+    /// output, before the final norm. With `trace`, every layer's output is pushed to it.
+    fn body(
         &self,
         ids: Tensor<2, Int>,
         cache: &mut KvCache,
-        all_positions: bool,
-        trace: bool,
-    ) -> ForwardTrace {
+        mut trace: Option<&mut Vec<Tensor<3>>>,
+    ) -> Tensor<3> {
         let [b, s] = ids.dims();
         let start = cache.len;
         assert!(
@@ -647,20 +648,31 @@ impl CausalLm {
         let embed = self.model.embed_tokens.weight.val();
         let hidden = embed.dims()[1];
         let mut x = embed
-            .clone()
             .select(0, ids.reshape([b * s]))
             .reshape([b, s, hidden]);
-        let mut hidden_states = Vec::new();
-        if trace {
-            hidden_states.push(x.clone());
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(x.clone());
         }
         for (layer, lc) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
             x = layer.forward(x, &self.rotary, lc, start);
-            if trace {
-                hidden_states.push(x.clone());
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(x.clone());
             }
         }
         cache.len += s;
+        x
+    }
+
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        all_positions: bool,
+        trace: bool,
+    ) -> ForwardTrace {
+        let s = ids.dims()[1];
+        let mut hidden_states = Vec::new();
+        let x = self.body(ids, cache, trace.then_some(&mut hidden_states));
         let x = if all_positions {
             x
         } else {
@@ -674,12 +686,36 @@ impl CausalLm {
         }
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
-            None => linear(embed, None, x),
+            None => linear(self.model.embed_tokens.weight.val(), None, x),
         };
         ForwardTrace {
             logits,
             hidden_states,
         }
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last norm) of every position, without
+    /// the LM head: training computes the head and the loss together, a chunk of rows at a time
+    /// (see `training::loss::lm_loss`), so the `[batch, seq, vocab]` logits never exist whole.
+    pub fn forward_hidden(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let x = self.body(ids, cache, None);
+        self.model.norm.forward(x)
+    }
+
+    /// The LM head's weight `[vocab, hidden]`: `lm_head.weight`, or the embeddings when tied.
+    pub fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.model.embed_tokens.weight.val(),
+        }
+    }
+
+    /// Whether the LM head has a bias or a LoRA adapter, which [`Self::head_weight`] alone
+    /// would miss (neither occurs in the supported checkpoints: LoRA targets the projections).
+    pub fn head_is_plain(&self) -> bool {
+        self.lm_head
+            .as_ref()
+            .is_none_or(|h| h.bias.is_none() && h.lora.is_none())
     }
 
     /// Runs `ids` `[batch, seq]` after the cached positions and returns the logits of every

@@ -1,8 +1,10 @@
 //! Masked causal-LM loss in the Hugging Face convention: the logits at position `t` predict the
 //! label at `t + 1`; labels equal to [`IGNORE_INDEX`] (prompt, padding) contribute nothing.
 
+use burn::backend::Flex;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
+use crate::runtime::kernels::xent_rows;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
 
@@ -82,6 +84,9 @@ pub fn forward_logits(
 
 /// Sum over the batch of `weight * -log p(label)` for the shifted, unmasked targets: a scalar
 /// tensor. Divide by the target count of the (accumulated) batch for the HF mean.
+///
+/// This is the plain formulation on full logits, kept as the reference that [`lm_loss`] is
+/// tested against; training uses [`lm_loss`].
 pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
     let [b, s, v] = logits.dims();
     assert!(s >= 2, "a training row needs at least two tokens");
@@ -110,4 +115,145 @@ pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
     let logp = activation::log_softmax(logits.narrow(1, 0, n), 2);
     let picked = logp.gather(2, targets).reshape([b, n]);
     (picked * weights).sum().neg()
+}
+
+/// Bytes of the transient `[rows, vocab]` logit buffer of [`head_loss`]: 128 rows of a
+/// 151,936-token vocabulary.
+const LOGIT_CHUNK_BYTES: usize = 80 << 20;
+
+/// The same value and gradients as `masked_lm_loss(forward_logits(..))`, computed with the LM
+/// head fused into the loss (see [`head_loss`]).
+pub fn lm_loss(
+    model: &CausalLm,
+    config: &ModelConfig,
+    batch: &Batch,
+    device: &Device,
+) -> Tensor<1> {
+    if !model.head_is_plain() {
+        return masked_lm_loss(
+            forward_logits(model, config, &batch.input_ids, device),
+            batch,
+        );
+    }
+    let (b, s) = batch.dims();
+    let mut cache = KvCache::new(config, b, s, device);
+    let hidden = model.forward_hidden(ids_tensor(&batch.input_ids, device), &mut cache);
+    head_loss(hidden, model.head_weight(), batch)
+}
+
+/// Weighted cross-entropy of `hidden` `[batch, seq, hidden]` through the head `[vocab, hidden]`,
+/// as [`masked_lm_loss`] defines it, without building the logits as one autodiff tensor.
+///
+/// Only trained positions get logits, a chunk of rows at a time, on the backend without
+/// autodiff; each chunk's gradient `weight * (softmax - onehot)` is formed in place and
+/// multiplied straight back into `d loss / d hidden` (and `d loss / d head` when the head
+/// trains). The returned tensor carries those gradients into the autodiff graph through
+/// `sum((x - detach(x)) * g)`, whose value is exactly zero and whose gradient with respect to
+/// `x` is `g`; the loss value itself is added as a constant. On a 151,936-token vocabulary this
+/// replaces a dozen passes over a `[seq, vocab]` tensor (log-softmax, gather and their backward,
+/// mostly single-threaded) by one threaded pass per chunk, and bounds that buffer's memory.
+pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1> {
+    let [b, s, h] = hidden.dims();
+    let [v, _] = head.dims();
+    assert!(s >= 2, "a training row needs at least two tokens");
+    let (mut rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (r, labels) in batch.labels.iter().enumerate() {
+        for t in 1..s {
+            let l = labels[t];
+            if l == IGNORE_INDEX {
+                continue;
+            }
+            assert!(
+                (0..v as i64).contains(&l),
+                "label {l} outside the vocabulary ({v})"
+            );
+            let w = batch.weights.as_ref().map_or(1.0, |w| w[r][t]);
+            if w != 0.0 {
+                rows.push((r * s + t - 1) as i64);
+                targets.push(l as usize);
+                weights.push(w);
+            }
+        }
+    }
+    let device = hidden.device();
+    let grad_h = hidden.is_tracked();
+    let grad_w = head.is_tracked();
+    let grads = grad_h || grad_w;
+    let n = rows.len();
+    if n == 0 {
+        // Nothing trained: a zero that still reaches the graph, so `backward` works.
+        return hidden.sum() * 0.0;
+    }
+    let rows: Tensor<1, Int> = Tensor::from_data(TensorData::new(rows, [n]), &device);
+    // Trained rows of the hidden states, in the graph (`x`) and as plain values.
+    let x = hidden.reshape([b * s, h]).select(0, rows);
+    let xv = x.clone().inner();
+    let wv = head.clone().inner();
+    let chunk = (LOGIT_CHUNK_BYTES / (4 * v)).max(1);
+    let mut loss = 0.0f64;
+    let mut dx: Vec<Tensor<2>> = Vec::new();
+    let mut dw: Option<Tensor<2>> = None;
+    for c0 in (0..n).step_by(chunk) {
+        let c = chunk.min(n - c0);
+        let xc = xv.clone().narrow(0, c0, c);
+        let z = xc.clone().matmul(wv.clone().transpose());
+        let (l, g) = xent(z, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
+        loss += l;
+        if grad_h {
+            dx.push(g.clone().matmul(wv.clone()));
+        }
+        if grad_w {
+            let d = g.transpose().matmul(xc);
+            dw = Some(match dw {
+                Some(acc) => acc + d,
+                None => d,
+            });
+        }
+    }
+    let mut out: Tensor<1> = Tensor::from_data(TensorData::new(vec![loss as f32], [1]), &device);
+    if grad_h {
+        let g = Tensor::cat(dx, 0);
+        out = out + ((x.clone() - x.detach()) * g).sum();
+    }
+    if let Some(g) = dw {
+        out = out + ((head.clone() - head.detach()) * g).sum();
+    }
+    out
+}
+
+/// Summed weighted cross-entropy of logit rows `z` `[rows, vocab]`, and (with `grad`) its
+/// gradient with respect to `z`. Threaded in place on the CPU backend; tensor ops elsewhere.
+fn xent(z: Tensor<2>, targets: &[usize], weights: &[f32], grad: bool) -> (f64, Tensor<2>) {
+    let v = z.dims()[1];
+    if let Ok(mut p) = z.clone().try_into_primitive::<Flex>() {
+        // `z` is a fresh matmul output; once it is dropped, `p` owns the buffer alone.
+        drop(z);
+        let fresh = p.is_contiguous() && p.layout().start_offset() == 0;
+        return match p.try_storage_mut::<f32>().filter(|_| fresh) {
+            Some(data) => {
+                let losses = xent_rows(data, v, targets, weights, grad);
+                (losses.iter().sum(), Tensor::from_primitive::<Flex>(p))
+            }
+            None => xent_ops(Tensor::from_primitive::<Flex>(p), targets, weights),
+        };
+    }
+    xent_ops(z, targets, weights)
+}
+
+/// [`xent`] with tensor ops, for backends other than flex.
+fn xent_ops(z: Tensor<2>, targets: &[usize], weights: &[f32]) -> (f64, Tensor<2>) {
+    let [c, _] = z.dims();
+    let device = z.device();
+    let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
+    let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [c, 1]), &device);
+    let w: Tensor<2> = Tensor::from_data(TensorData::new(weights.to_vec(), [c, 1]), &device);
+    let max = z.clone().max_dim(1);
+    let e = (z.clone() - max.clone()).exp();
+    let sum = e.clone().sum_dim(1);
+    let lse = max + sum.clone().log();
+    let picked = z.gather(1, ids.clone());
+    let loss: f32 = ((lse - picked) * w.clone()).sum().into_scalar();
+    let g = e * (w.clone() / sum);
+    let g = g.scatter(1, ids, w.neg(), burn::tensor::IndexingUpdateOp::Add);
+    (f64::from(loss), g)
 }

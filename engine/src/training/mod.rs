@@ -17,7 +17,7 @@ pub mod run;
 pub mod schedule;
 
 pub use error::TrainError;
-pub use loss::{forward_logits, masked_lm_loss, Batch, IGNORE_INDEX};
+pub use loss::{forward_logits, head_loss, lm_loss, masked_lm_loss, Batch, IGNORE_INDEX};
 pub use optim::{AdamW, AdamWConfig, NamedGrads};
 pub use run::{run, run_with, RunOptions, RunSummary};
 pub use schedule::{LrSchedule, ScheduleKind};

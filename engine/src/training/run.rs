@@ -14,7 +14,7 @@ use serde_json::json;
 use super::checkpoint::{self, RunState};
 use super::data::{read_dataset, Conversation, DataReport};
 use super::error::{io, Result, TrainError};
-use super::loss::{forward_logits, masked_lm_loss, Batch};
+use super::loss::{lm_loss, Batch};
 use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
@@ -230,8 +230,7 @@ fn eval_loss(
     let (mut sum, mut n) = (0.0f64, 0usize);
     for chunk in (0..samples.len()).collect::<Vec<_>>().chunks(rows.max(1)) {
         let b = batch_of(samples, chunk, pad);
-        let logits = forward_logits(&inner, config, &b.input_ids, &d);
-        let s: f32 = masked_lm_loss(logits, &b).into_scalar();
+        let s: f32 = lm_loss(&inner, config, &b, &d).into_scalar();
         sum += f64::from(s);
         n += b.target_count();
     }
@@ -694,10 +693,9 @@ fn window_gradients(
         let mut grads = NamedGrads::new();
         let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
         for (micro, b) in share {
-            let logits = with_dropout(seed_base.wrapping_add(micro as u64), || {
-                forward_logits(model, config, &b.input_ids, &device)
-            });
-            let loss = masked_lm_loss(logits, b) / targets;
+            let loss = with_dropout(seed_base.wrapping_add(micro as u64), || {
+                lm_loss(model, config, b, &device)
+            }) / targets;
             loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
             let mut g = loss.backward();
             accumulate_grads(model, &mut g, &mut grads, 1.0);

@@ -182,65 +182,103 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// Rows of logits per rayon task in [`xent_rows`].
-const XENT_ROWS_PER_TASK: usize = 4;
+/// Vocabulary rows per rayon task in [`xent_columns`]: a block of `[256, 128]` logits (128 KiB)
+/// stays in cache between its two passes.
+const XENT_BLOCK_ROWS: usize = 256;
 
-/// Weighted cross-entropy of logit rows, and its gradient in place.
+/// Weighted cross-entropy of logit columns, and its gradient in place.
 ///
-/// `z` holds `targets.len()` rows of `vocab` logits. Returns each row's
-/// `weight * (logsumexp(z) - z[target])`; with `grad`, each row is overwritten with the gradient
-/// of that value, `weight * (softmax(z) - onehot(target))`. Rows are independent, so they run
-/// across the rayon pool (Burn's flex element-wise ops are single-threaded), and each row costs
-/// one `exp` per logit: `exp(z - max)` is kept and rescaled.
-pub fn xent_rows(
+/// `z` is `[vocab, cols]` row-major: column `c` holds the logits of one token (the layout of
+/// `W x^T`, which lets GEMM pack the large head weight in parallel). Returns each column's
+/// `weight * (logsumexp(z) - z[target])`; with `grad`, each column is overwritten with the
+/// gradient of that value, `weight * (softmax(z) - onehot(target))`.
+///
+/// Blocks of vocabulary rows run across the rayon pool (Burn's flex element-wise ops are
+/// single-threaded): each block keeps `exp(z - block max)` and its per-column sums, the blocks
+/// are merged in order (so the result does not depend on scheduling), and the gradient pass only
+/// rescales. One `exp` per logit.
+pub fn xent_columns(
     z: &mut [f32],
-    vocab: usize,
+    cols: usize,
     targets: &[usize],
     weights: &[f32],
     grad: bool,
 ) -> Vec<f64> {
-    assert_eq!(
-        z.len(),
-        vocab * targets.len(),
-        "logit rows and targets disagree"
+    assert_eq!(targets.len(), cols, "one target per column");
+    assert_eq!(weights.len(), cols, "one weight per column");
+    assert!(
+        cols > 0 && z.len() % cols == 0,
+        "logits are not [vocab, cols]"
     );
-    assert_eq!(targets.len(), weights.len(), "targets and weights disagree");
-    let mut out = vec![0.0f64; targets.len()];
-    z.par_chunks_mut(vocab * XENT_ROWS_PER_TASK)
-        .zip(out.par_chunks_mut(XENT_ROWS_PER_TASK))
+    let vocab = z.len() / cols;
+    let picked: Vec<f32> = targets
+        .iter()
         .enumerate()
-        .for_each(|(task, (rows, losses))| {
-            for (i, (row, loss)) in rows.chunks_exact_mut(vocab).zip(losses).enumerate() {
-                let r = task * XENT_ROWS_PER_TASK + i;
-                *loss = xent_row(row, targets[r], weights[r], grad);
+        .map(|(c, &t)| {
+            assert!(t < vocab, "target {t} outside the vocabulary ({vocab})");
+            z[t * cols + c]
+        })
+        .collect();
+    // Pass 1, per block: column maxima, then exp(z - max) in place and its column sums.
+    let blocks: Vec<(Vec<f32>, Vec<f64>)> = z
+        .par_chunks_mut(XENT_BLOCK_ROWS * cols)
+        .map(|block| {
+            let mut max = vec![f32::NEG_INFINITY; cols];
+            for row in block.chunks_exact(cols) {
+                for (m, &x) in max.iter_mut().zip(row) {
+                    *m = m.max(x);
+                }
             }
-        });
-    out
-}
-
-fn xent_row(row: &mut [f32], target: usize, weight: f32, grad: bool) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let picked = row[target];
-    let mut sum = 0.0f64;
-    if grad {
-        for x in row.iter_mut() {
-            *x = (*x - max).exp();
-            sum += f64::from(*x);
-        }
-    } else {
-        for &x in row.iter() {
-            sum += f64::from((x - max).exp());
+            let mut sum = vec![0.0f64; cols];
+            for row in block.chunks_exact_mut(cols) {
+                for ((x, &m), s) in row.iter_mut().zip(&max).zip(sum.iter_mut()) {
+                    *x = (*x - m).exp();
+                    *s += f64::from(*x);
+                }
+            }
+            (max, sum)
+        })
+        .collect();
+    // Merge the blocks in order: global max and sum of every column.
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for (m, _) in &blocks {
+        for (g, &b) in max.iter_mut().zip(m) {
+            *g = g.max(b);
         }
     }
-    let lse = f64::from(max) + sum.ln();
-    if grad {
-        let scale = (f64::from(weight) / sum) as f32;
-        for x in row.iter_mut() {
-            *x *= scale;
+    let mut sum = vec![0.0f64; cols];
+    for (m, s) in &blocks {
+        for c in 0..cols {
+            sum[c] += s[c] * f64::from(m[c] - max[c]).exp();
         }
-        row[target] -= weight;
     }
-    f64::from(weight) * (lse - f64::from(picked))
+    let losses: Vec<f64> = (0..cols)
+        .map(|c| {
+            let lse = f64::from(max[c]) + sum[c].ln();
+            f64::from(weights[c]) * (lse - f64::from(picked[c]))
+        })
+        .collect();
+    if grad {
+        // Pass 2: softmax * weight = exp(z - block max) * weight * exp(block max - max) / sum.
+        z.par_chunks_mut(XENT_BLOCK_ROWS * cols)
+            .zip(&blocks)
+            .for_each(|(block, (bmax, _))| {
+                let scale: Vec<f32> = (0..cols)
+                    .map(|c| {
+                        (f64::from(weights[c]) * f64::from(bmax[c] - max[c]).exp() / sum[c]) as f32
+                    })
+                    .collect();
+                for row in block.chunks_exact_mut(cols) {
+                    for (x, &k) in row.iter_mut().zip(&scale) {
+                        *x *= k;
+                    }
+                }
+            });
+        for (c, &t) in targets.iter().enumerate() {
+            z[t * cols + c] -= weights[c];
+        }
+    }
+    losses
 }
 
 #[cfg(test)]
@@ -264,27 +302,56 @@ mod tests {
 
     #[test]
     fn xent_matches_hand_computed() {
-        // Row [0, ln 2, ln 3], target 2, weight 0.5: p = [1/6, 2/6, 3/6], loss = -0.5 ln(1/2).
+        // Column 0 = [0, ln 2, ln 3], target 2, weight 0.5: p = [1/6, 2/6, 3/6],
+        // loss = -0.5 ln(1/2). Column 1 = [1, 1, 1], target 0, weight 2: loss = 2 ln 3.
         let (a, b) = (2f32.ln(), 3f32.ln());
-        let mut z = vec![0.0, a, b, 1.0, 1.0, 1.0];
-        let losses = xent_rows(&mut z, 3, &[2, 0], &[0.5, 2.0], true);
+        let mut z = vec![0.0, 1.0, a, 1.0, b, 1.0];
+        let losses = xent_columns(&mut z, 2, &[2, 0], &[0.5, 2.0], true);
         assert!((losses[0] - 0.5 * 2f64.ln()).abs() < 1e-6, "{}", losses[0]);
         assert!((losses[1] - 2.0 * 3f64.ln()).abs() < 1e-6, "{}", losses[1]);
         let want = [
             0.5 / 6.0,
-            0.5 * 2.0 / 6.0,
-            0.5 * (3.0 / 6.0 - 1.0),
             2.0 * (1.0 / 3.0 - 1.0),
+            0.5 * 2.0 / 6.0,
             2.0 / 3.0,
+            0.5 * (3.0 / 6.0 - 1.0),
             2.0 / 3.0,
         ];
         for (g, w) in z.iter().zip(want) {
             assert!((g - w).abs() < 1e-6, "{z:?}");
         }
-        // Without `grad` the logits stay as they were.
-        let mut z = vec![0.0, a, b];
-        let l = xent_rows(&mut z, 3, &[2], &[0.5], false);
-        assert!((l[0] - 0.5 * 2f64.ln()).abs() < 1e-6);
-        assert_eq!(z, vec![0.0, a, b]);
+    }
+
+    /// Several row blocks (merged across blocks) against a direct f64 computation.
+    #[test]
+    fn xent_blocks_merge_exactly() {
+        let (vocab, cols) = (3 * XENT_BLOCK_ROWS + 17, 5);
+        let z: Vec<f32> = (0..vocab * cols)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 20.0)
+            .collect();
+        let targets = [0, vocab - 1, 300, 5, 777];
+        let weights = [1.0, 0.25, 2.0, 1.0, 0.5];
+        let mut g = z.clone();
+        let losses = xent_columns(&mut g, cols, &targets, &weights, true);
+        for c in 0..cols {
+            let col: Vec<f64> = (0..vocab).map(|v| f64::from(z[v * cols + c])).collect();
+            let m = col.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = col.iter().map(|x| (x - m).exp()).sum();
+            let w = f64::from(weights[c]);
+            let want = w * (m + s.ln() - col[targets[c]]);
+            assert!(
+                (losses[c] - want).abs() < 1e-9 * want.abs().max(1.0),
+                "col {c}"
+            );
+            for v in 0..vocab {
+                let p = (col[v] - m).exp() / s;
+                let want = w * (p - if v == targets[c] { 1.0 } else { 0.0 });
+                let got = f64::from(g[v * cols + c]);
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "col {c} row {v}: {got} vs {want}"
+                );
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 use burn::backend::Flex;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
-use crate::runtime::kernels::xent_rows;
+use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
 
@@ -196,14 +196,17 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
     for c0 in (0..n).step_by(chunk) {
         let c = chunk.min(n - c0);
         let xc = xv.clone().narrow(0, c0, c);
-        let z = xc.clone().matmul(wv.clone().transpose());
-        let (l, g) = xent(z, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
+        // Logits as `[vocab, rows]` = W x^T: the head weight is GEMM's left operand, which it
+        // packs across threads (a right operand is packed on the calling thread alone).
+        let zt = wv.clone().matmul(xc.clone().transpose());
+        let (l, gt) = xent(zt, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
         loss += l;
         if grad_h {
-            dx.push(g.clone().matmul(wv.clone()));
+            // d loss / d x = G W, computed as (W^T G^T)^T for the same reason.
+            dx.push(wv.clone().transpose().matmul(gt.clone()).transpose());
         }
         if grad_w {
-            let d = g.transpose().matmul(xc);
+            let d = gt.matmul(xc);
             dw = Some(match dw {
                 Some(acc) => acc + d,
                 None => d,
@@ -221,39 +224,67 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
     out
 }
 
-/// Summed weighted cross-entropy of logit rows `z` `[rows, vocab]`, and (with `grad`) its
-/// gradient with respect to `z`. Threaded in place on the CPU backend; tensor ops elsewhere.
-fn xent(z: Tensor<2>, targets: &[usize], weights: &[f32], grad: bool) -> (f64, Tensor<2>) {
-    let v = z.dims()[1];
-    if let Ok(mut p) = z.clone().try_into_primitive::<Flex>() {
-        // `z` is a fresh matmul output; once it is dropped, `p` owns the buffer alone.
-        drop(z);
+/// Summed weighted cross-entropy of logit columns `zt` `[vocab, rows]`, and (with `grad`) its
+/// gradient with respect to `zt`. Threaded in place on the CPU backend; tensor ops elsewhere.
+fn xent(zt: Tensor<2>, targets: &[usize], weights: &[f32], grad: bool) -> (f64, Tensor<2>) {
+    let cols = zt.dims()[1];
+    if let Ok(mut p) = zt.clone().try_into_primitive::<Flex>() {
+        // `zt` is a fresh matmul output; once it is dropped, `p` owns the buffer alone.
+        drop(zt);
         let fresh = p.is_contiguous() && p.layout().start_offset() == 0;
         return match p.try_storage_mut::<f32>().filter(|_| fresh) {
             Some(data) => {
-                let losses = xent_rows(data, v, targets, weights, grad);
+                let losses = xent_columns(data, cols, targets, weights, grad);
                 (losses.iter().sum(), Tensor::from_primitive::<Flex>(p))
             }
             None => xent_ops(Tensor::from_primitive::<Flex>(p), targets, weights),
         };
     }
-    xent_ops(z, targets, weights)
+    xent_ops(zt, targets, weights)
 }
 
 /// [`xent`] with tensor ops, for backends other than flex.
-fn xent_ops(z: Tensor<2>, targets: &[usize], weights: &[f32]) -> (f64, Tensor<2>) {
-    let [c, _] = z.dims();
-    let device = z.device();
+fn xent_ops(zt: Tensor<2>, targets: &[usize], weights: &[f32]) -> (f64, Tensor<2>) {
+    let [_, c] = zt.dims();
+    let device = zt.device();
     let ids: Vec<i64> = targets.iter().map(|&t| t as i64).collect();
-    let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [c, 1]), &device);
-    let w: Tensor<2> = Tensor::from_data(TensorData::new(weights.to_vec(), [c, 1]), &device);
-    let max = z.clone().max_dim(1);
-    let e = (z.clone() - max.clone()).exp();
-    let sum = e.clone().sum_dim(1);
+    let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [1, c]), &device);
+    let w: Tensor<2> = Tensor::from_data(TensorData::new(weights.to_vec(), [1, c]), &device);
+    let max = zt.clone().max_dim(0);
+    let e = (zt.clone() - max.clone()).exp();
+    let sum = e.clone().sum_dim(0);
     let lse = max + sum.clone().log();
-    let picked = z.gather(1, ids.clone());
+    let picked = zt.gather(0, ids.clone());
     let loss: f32 = ((lse - picked) * w.clone()).sum().into_scalar();
     let g = e * (w.clone() / sum);
-    let g = g.scatter(1, ids, w.neg(), burn::tensor::IndexingUpdateOp::Add);
+    let g = g.scatter(0, ids, w.neg(), burn::tensor::IndexingUpdateOp::Add);
     (f64::from(loss), g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tensor-op path (what CUDA runs) equals the threaded CPU kernel.
+    #[test]
+    fn tensor_op_cross_entropy_equals_the_cpu_kernel() {
+        let device = Device::flex();
+        let (vocab, cols) = (300, 7);
+        let z: Vec<f32> = (0..vocab * cols)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 12.0)
+            .collect();
+        let targets = [0, 299, 17, 150, 3, 3, 250];
+        let weights = [1.0, 0.5, 2.0, 1.0, 0.0, 1.0, 0.25];
+        let zt = || Tensor::<2>::from_data(TensorData::new(z.clone(), [vocab, cols]), &device);
+        let (l1, g1) = xent(zt(), &targets, &weights, true);
+        let (l2, g2) = xent_ops(zt(), &targets, &weights);
+        assert!((l1 - l2).abs() < 1e-4 * l1.abs(), "{l1} vs {l2}");
+        let (g1, g2) = (
+            g1.into_data().to_vec::<f32>().unwrap(),
+            g2.into_data().to_vec::<f32>().unwrap(),
+        );
+        for (a, b) in g1.iter().zip(&g2) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
 }

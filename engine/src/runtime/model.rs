@@ -45,6 +45,13 @@ fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -> Tensor<3>
     let [n, _] = weight.dims();
     let y = if b * s == 1 {
         gemv_flex(&weight, &x).unwrap_or_else(|| x.matmul(weight.transpose().unsqueeze()))
+    } else if x.is_autodiff() {
+        // Training: `x W^T` comes out contiguous, and its backward `g W` reads W as stored, so
+        // neither pass copies a transposed activation (a Qwen3-0.6B LoRA step at 512 tokens
+        // measured ~1 s faster of ~9 s than with `W x^T`).
+        x.reshape([b * s, k])
+            .matmul(weight.transpose())
+            .reshape([b, s, n])
     } else {
         // `W x^T` reads W row-major as gemm's lhs; `x W^T` made gemm repack the transposed
         // weight on every call (measured ~30% slower prefill on SmolLM2).

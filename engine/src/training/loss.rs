@@ -121,6 +121,11 @@ pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
 /// 151,936-token vocabulary.
 const LOGIT_CHUNK_BYTES: usize = 80 << 20;
 
+/// Trained positions whose logits [`head_loss`] computes at once for a `vocab`-token head.
+pub fn logit_chunk_rows(vocab: usize) -> usize {
+    (LOGIT_CHUNK_BYTES / (4 * vocab.max(1))).max(1)
+}
+
 /// The same value and gradients as `masked_lm_loss(forward_logits(..))`, computed with the LM
 /// head fused into the loss (see [`head_loss`]).
 pub fn lm_loss(
@@ -189,7 +194,7 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
     let x = hidden.reshape([b * s, h]).select(0, rows);
     let xv = x.clone().inner();
     let wv = head.clone().inner();
-    let chunk = (LOGIT_CHUNK_BYTES / (4 * v)).max(1);
+    let chunk = logit_chunk_rows(v);
     let mut loss = 0.0f64;
     let mut dx: Vec<Tensor<2>> = Vec::new();
     let mut dw: Option<Tensor<2>> = None;

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::checkpoint::{self, RunState};
 use super::data::{read_dataset, Conversation, DataReport};
 use super::error::{io, Result, TrainError};
-use super::loss::{lm_loss, Batch};
+use super::loss::{lm_loss, logit_chunk_rows, Batch};
 use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
@@ -164,7 +164,14 @@ pub fn estimate_memory(
             + 4 * c.intermediate_size as u64
             + 4 * (c.num_key_value_heads * c.head_dim) as u64)
         + 3 * (rows * c.num_attention_heads * len * len) as u64;
-    let logits = 3 * tok * c.vocab_size as u64;
+    // The fused head + loss holds one chunk of `[vocab, rows]` logits (its gradient is formed
+    // in place) and the matmul output being made: never the whole `[tokens, vocab]`.
+    let v = c.vocab_size as u64;
+    let mut logits = 2 * tok.min(logit_chunk_rows(c.vocab_size) as u64) * v;
+    if trainable >= v * h {
+        // The head trains (full fine-tuning): its gradient accumulator and one chunk's share.
+        logits += 2 * v * h;
+    }
     MemoryEstimate {
         weights: 4 * params * (1 + replicas),
         grads: 4 * trainable,

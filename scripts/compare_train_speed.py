@@ -121,11 +121,14 @@ def main():
         sdpa = torch_tokens_per_s(key, a.steps, "sdpa")
         rows.append((key, psy, eager, sdpa))
     print(f"\nthreads {a.threads}, torch {torch.__version__}, load {os.getloadavg()}")
-    print("| step | psy tok/s | PyTorch eager tok/s | PyTorch sdpa tok/s | psy / eager |")
-    print("|---|---|---|---|---|")
+    print("| step | psy tok/s | PyTorch eager tok/s | PyTorch sdpa tok/s | psy / eager | psy / sdpa |")
+    print("|---|---|---|---|---|---|")
     for key, psy, eager, sdpa in rows:
         s = STEPS[key]
-        print(f"| {s['group']} {s['rows']}x{s['seq']} | {psy:.0f} | {eager:.0f} | {sdpa:.0f} | {psy / eager:.2f} |")
+        print(
+            f"| {s['group']} {s['rows']}x{s['seq']} | {psy:.0f} | {eager:.0f} | {sdpa:.0f} "
+            f"| {psy / eager:.2f} | {psy / sdpa:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -353,38 +353,78 @@ impl Attention {
         let k = append(&mut cache.k, k, start);
         let v = append(&mut cache.v, v, start);
         let t = start + s;
-        // 6. Repeat KV heads: query head i uses KV head i / n_rep (transformers' repeat_kv). Grouping
-        //    the queries as [b, kvh, n_rep*s, d] gives the same products without copying K and V.
-        let q = q.reshape([b, kvh, n_rep * s, d]);
-        // 7. Scaled scores.
-        let scores = q.matmul(k.transpose()) * (1.0 / (d as f64).sqrt());
-        let mut scores = scores.reshape([b, h, s, t]);
-        // 8. Causal mask: query i (position start+i) sees keys 0..=start+i.
-        if s > 1 {
-            let mask: Vec<f32> = (0..s)
-                .flat_map(|i| {
-                    (0..t).map(move |j| {
-                        if j > start + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            let mask = Tensor::from_data(TensorData::new(mask, [1, 1, s, t]), &scores.device());
-            scores = scores + mask;
+        // 6. Causal attention a block of queries at a time: block j only needs the keys up to
+        //    its last position, so most scores above the diagonal are never computed (at 512
+        //    tokens in blocks of 64, 56% of the full square, forward and backward).
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut outs = Vec::new();
+        let mut q0 = 0;
+        while q0 < s {
+            let len = QUERY_BLOCK.min(s - q0);
+            let keys = start + q0 + len;
+            let qj = if len == s {
+                q.clone()
+            } else {
+                q.clone().narrow(2, q0, len)
+            };
+            let (kj, vj) = if keys == t {
+                (k.clone(), v.clone())
+            } else {
+                (k.clone().narrow(2, 0, keys), v.clone().narrow(2, 0, keys))
+            };
+            outs.push(attend(qj, kj, vj, start + q0, scale, n_rep));
+            q0 += len;
         }
-        // 9. Softmax over keys.
-        let probs = activation::softmax(scores, 3).reshape([b, kvh, n_rep * s, t]);
-        // 10. Weighted values, heads merged back, output projection.
-        let out = probs
-            .matmul(v)
-            .reshape([b, h, s, d])
-            .swap_dims(1, 2)
-            .reshape([b, s, h * d]);
+        let out = if outs.len() == 1 {
+            outs.pop().expect("one block")
+        } else {
+            Tensor::cat(outs, 2)
+        };
+        // 7. Heads merged back, output projection.
+        let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(out)
     }
+}
+
+/// Query rows per attention block (see `Attention::forward`, step 6). On the Qwen3-0.6B LoRA
+/// step at 512 tokens, 64 took the step from ~7.5 s (unblocked) to ~6.5 s.
+const QUERY_BLOCK: usize = 64;
+
+/// Scaled dot-product attention of queries `q` `[b, heads, s, d]` at positions `first..first+s`
+/// over keys/values `[b, kv_heads, t, d]` at positions `0..t`, causal: `[b, heads, s, d]`.
+fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    first: usize,
+    scale: f64,
+    n_rep: usize,
+) -> Tensor<4> {
+    let [b, h, s, d] = q.dims();
+    let t = k.dims()[2];
+    let kvh = h / n_rep;
+    // Query head i uses KV head i / n_rep (transformers' repeat_kv). Grouping the queries as
+    // [b, kvh, n_rep*s, d] gives the same products without copying K and V.
+    let q = q.reshape([b, kvh, n_rep * s, d]);
+    let mut scores = (q.matmul(k.transpose()) * scale).reshape([b, h, s, t]);
+    // Query i (position first+i) sees keys 0..=first+i.
+    if t > first + 1 {
+        let mask: Vec<f32> = (0..s)
+            .flat_map(|i| {
+                (0..t).map(move |j| {
+                    if j > first + i {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
+            .collect();
+        let mask = Tensor::from_data(TensorData::new(mask, [1, 1, s, t]), &scores.device());
+        scores = scores + mask;
+    }
+    let probs = activation::softmax(scores, 3).reshape([b, kvh, n_rep * s, t]);
+    probs.matmul(v).reshape([b, h, s, d])
 }
 
 /// Pre-norm residual block: attention then SwiGLU MLP.
@@ -780,5 +820,44 @@ mod tests {
         }
         assert_eq!(before, buffer_ptr(cache.layers[1].k.as_ref().unwrap()));
         assert_eq!(cache.len(), 8);
+    }
+
+    /// A prompt longer than one query block (three blocks, the last partial) gives the logits
+    /// of token-by-token decoding, where every step attends over the whole cache unblocked;
+    /// a second prefill after cached positions is checked the same way.
+    #[test]
+    fn blocked_causal_attention_equals_token_by_token_decoding() {
+        let device = Device::flex();
+        let mut c = ModelConfig::new(Architecture::Qwen3, 64, 32, 64, 2, 4, 2, 8);
+        c.qk_norm = true;
+        c.max_position_embeddings = 512;
+        let model = CausalLm::random(&c, &device);
+        let n = 2 * QUERY_BLOCK + 37;
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % 64).collect();
+        let logits = |cache: &mut KvCache, part: &[u32]| -> Vec<f32> {
+            model
+                .forward(ids_tensor(&[part.to_vec()], &device), cache, true)
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let mut full_cache = KvCache::new(&c, 1, n, &device);
+        let full = logits(&mut full_cache, &ids);
+        let mut split_cache = KvCache::new(&c, 1, n, &device);
+        let mut split = logits(&mut split_cache, &ids[..50]);
+        split.extend(logits(&mut split_cache, &ids[50..]));
+        let mut step_cache = KvCache::new(&c, 1, n, &device);
+        let mut steps = Vec::new();
+        for &t in &ids {
+            steps.extend(logits(&mut step_cache, &[t]));
+        }
+        for (name, other) in [("token by token", &steps), ("two prefills", &split)] {
+            let worst = full
+                .iter()
+                .zip(other)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{name}: max diff {worst}");
+        }
     }
 }

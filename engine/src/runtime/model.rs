@@ -838,7 +838,7 @@ mod tests {
             model
                 .forward(ids_tensor(&[part.to_vec()], &device), cache, true)
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
         };
         let mut full_cache = KvCache::new(&c, 1, n, &device);

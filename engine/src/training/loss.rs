@@ -285,8 +285,8 @@ mod tests {
         let (l2, g2) = xent_ops(zt(), &targets, &weights);
         assert!((l1 - l2).abs() < 1e-4 * l1.abs(), "{l1} vs {l2}");
         let (g1, g2) = (
-            g1.into_data().to_vec::<f32>().unwrap(),
-            g2.into_data().to_vec::<f32>().unwrap(),
+            g1.into_data().try_to_vec::<f32>().unwrap(),
+            g2.into_data().try_to_vec::<f32>().unwrap(),
         );
         for (a, b) in g1.iter().zip(&g2) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");

@@ -117,7 +117,7 @@ pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
     (picked * weights).sum().neg()
 }
 
-/// Bytes of the transient `[rows, vocab]` logit buffer of [`head_loss`]: 128 rows of a
+/// Bytes of the transient `[vocab, rows]` logit buffer of [`head_loss`]: 138 rows of a
 /// 151,936-token vocabulary.
 const LOGIT_CHUNK_BYTES: usize = 80 << 20;
 

@@ -13,7 +13,7 @@ mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use psy_engine::runtime::{
+use psy_lm::runtime::{
     load_model_on, select_device, CausalLm, DevicePreference, KvCache, ModelConfig,
 };
 
@@ -104,7 +104,7 @@ fn gemv(c: &mut Criterion) {
     group.sample_size(20);
     group.throughput(Throughput::Bytes((rows * k * 4) as u64));
     group.bench_function("lm_head_49152x576", |b| {
-        b.iter(|| psy_engine::runtime::kernels::gemv_rows(&w, &x, &mut y))
+        b.iter(|| psy_lm::runtime::kernels::gemv_rows(&w, &x, &mut y))
     });
     group.finish();
 }

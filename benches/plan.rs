@@ -1,7 +1,7 @@
 //! Planning cost: a 10-turn dialogue through every built-in module (target: < 1 ms per turn).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use psy_engine::dialogue::Dialogue;
+use psy_core::dialogue::Dialogue;
 
 fn plan_ten_turns(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use psy::engine::dialogue::Dialogue;
-use psy::engine::session::TurnOptions;
+use psy_core::dialogue::Dialogue;
+use psy_lm::session::TurnOptions;
 use serde_json::json;
 
 /// `manifests/psyllm.toml` in `direct` mode, so that a turn is one prefill and one decode.
@@ -31,7 +31,7 @@ fn manifest() -> PathBuf {
 }
 
 fn model() -> PathBuf {
-    psy::engine::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
+    psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
 }
 
 const MESSAGE: &str = "I've been so tired lately and work is overwhelming.";

@@ -21,11 +21,11 @@ mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use psy_engine::runtime::burn::tensor::Device;
-use psy_engine::runtime::lora::with_dropout;
-use psy_engine::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
-use psy_engine::training::optim::{accumulate_grads, clip_global_norm};
-use psy_engine::training::{lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::lora::with_dropout;
+use psy_lm::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
+use psy_lm::training::optim::{accumulate_grads, clip_global_norm};
+use psy_lm::training::{lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
 
 /// Shapes shared with `scripts/compare_train_speed.py`.
 pub const TINY: (usize, usize) = (4, 128);

@@ -11,12 +11,12 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use psy_engine::runtime::burn::tensor::Device;
-use psy_engine::runtime::lora::with_dropout;
-use psy_engine::runtime::model::ids_tensor;
-use psy_engine::runtime::{Architecture, CausalLm, KvCache, LoraConfig, ModelConfig};
-use psy_engine::training::optim::{accumulate_grads, clip_global_norm};
-use psy_engine::training::{head_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::lora::with_dropout;
+use psy_lm::runtime::model::ids_tensor;
+use psy_lm::runtime::{Architecture, CausalLm, KvCache, LoraConfig, ModelConfig};
+use psy_lm::training::optim::{accumulate_grads, clip_global_norm};
+use psy_lm::training::{head_loss, AdamW, AdamWConfig, Batch, NamedGrads};
 
 fn main() {
     psy::keep_freed_memory();

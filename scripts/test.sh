@@ -32,6 +32,6 @@ step "cargo test (release)"
 cargo test --release --workspace
 
 step "cuda feature type-check (DOCS_RS=1: burn-cuda's build script would download LLVM)"
-DOCS_RS=1 CARGO_TARGET_DIR="${CARGO_TARGET_DIR}-cuda" cargo check --release -p psy-engine --features cuda
+DOCS_RS=1 CARGO_TARGET_DIR="${CARGO_TARGET_DIR}-cuda" cargo check --release -p psy-lm --features cuda
 
 step "all checks passed"

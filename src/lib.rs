@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-pub use psy_engine as engine;
+
 pub mod serve;
-use psy_engine::dialogue::Dialogue;
-use psy_engine::manifest::{self, ManifestError};
-use psy_engine::planner::{Plan, Planner};
-use psy_engine::registry::Registry;
+use psy_core::dialogue::Dialogue;
+use psy_core::manifest::{self, ManifestError};
+use psy_core::planner::{Plan, Planner};
+use psy_core::registry::Registry;
 
 // Name each built-in crate once so the linker keeps it (and its registrations). This list
 // is the single place that says which modules ship with psy.
@@ -151,8 +151,8 @@ pub fn list_plugins(manifest: Option<&Path>, extra: &[PathBuf]) -> Result<Vec<Pl
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 
-use psy_engine::runtime::{self, chat_template, tokenizer::Tokenizer};
-use psy_engine::session::{self, Counselor, Delta, ModelDrafter, Session};
+use psy_lm::runtime::{self, chat_template, tokenizer::Tokenizer};
+use psy_lm::session::{self, Counselor, Delta, ModelDrafter, Session};
 
 /// The model a command runs: `--model`, else the manifest's `[model] path` (relative to the
 /// manifest), else the default model from the setup step.

@@ -160,10 +160,10 @@ struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    fn config(&self) -> psy::engine::runtime::GenerationConfig {
-        psy::engine::runtime::GenerationConfig {
+    fn config(&self) -> psy_lm::runtime::GenerationConfig {
+        psy_lm::runtime::GenerationConfig {
             max_new_tokens: self.max_new_tokens,
-            sampling: psy::engine::runtime::SamplingConfig {
+            sampling: psy_lm::runtime::SamplingConfig {
                 temperature: if self.greedy {
                     0.0
                 } else {
@@ -276,7 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             resume,
             dry_run,
         } => {
-            psy::engine::training::run(&manifest, output.as_deref(), resume, dry_run)?;
+            psy_lm::training::run(&manifest, output.as_deref(), resume, dry_run)?;
         }
         Command::Manifest {
             command: ManifestCommand::Check { manifest },

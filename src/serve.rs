@@ -23,10 +23,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use psy_engine::dialogue::{Dialogue, Message, Role};
-use psy_engine::session::{
-    CancelCheck, Counselor, Delta, SessionError, TranscriptTurn, TurnOptions,
-};
+use psy_core::dialogue::{Dialogue, Message, Role};
+use psy_lm::session::{CancelCheck, Counselor, Delta, SessionError, TranscriptTurn, TurnOptions};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 

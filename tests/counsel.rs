@@ -6,9 +6,9 @@ mod common;
 use std::ops::ControlFlow;
 
 use common::{counselor, ScriptedDrafter};
-use psy::engine::dialogue::Dialogue;
-use psy::engine::reply_rules::{check, forbidden_labels, word_count, word_limit};
-use psy::engine::session::{
+use psy_core::dialogue::Dialogue;
+use psy_core::reply_rules::{check, forbidden_labels, word_count, word_limit};
+use psy_lm::session::{
     format_turn, read_script, read_transcript, Delta, Session, TranscriptTurn, TurnOptions,
 };
 
@@ -324,7 +324,7 @@ fn cancelling_from_the_stream_stops_the_turn() {
         )
         .unwrap_err();
     assert!(
-        matches!(err, psy::engine::session::SessionError::Cancelled),
+        matches!(err, psy_lm::session::SessionError::Cancelled),
         "{err}"
     );
 }
@@ -410,8 +410,8 @@ fn the_token_cap_covers_reasoning_and_reply_and_reports_length() {
 /// tokens) when asked, and not when it is banned.
 #[test]
 fn smollm2_cannot_say_a_banned_multi_token_label() {
-    use psy::engine::runtime::chat_template::ChatMessage;
-    use psy::engine::session::{DraftRequest, Drafter, ModelDrafter};
+    use psy_lm::runtime::chat_template::ChatMessage;
+    use psy_lm::session::{DraftRequest, Drafter, ModelDrafter};
     let mut d = ModelDrafter::load(&common::smollm2(), None).unwrap();
     let pieces = d.tokenizer().encode(" agoraphobia", false).unwrap();
     assert!(

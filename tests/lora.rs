@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use psy_engine::runtime::burn::module::Module;
-use psy_engine::runtime::burn::tensor::Device;
-use psy_engine::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
-use psy_engine::training::adapter::{adapter_tensors, load_adapter, ADAPTER_WEIGHTS};
-use psy_engine::training::optim::global_norm;
-use psy_engine::training::params::named_tensors;
-use psy_engine::training::{forward_logits, run_with, AdamW, AdamWConfig, Batch, RunOptions};
+use psy_lm::runtime::burn::module::Module;
+use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
+use psy_lm::training::adapter::{adapter_tensors, load_adapter, ADAPTER_WEIGHTS};
+use psy_lm::training::optim::global_norm;
+use psy_lm::training::params::named_tensors;
+use psy_lm::training::{forward_logits, run_with, AdamW, AdamWConfig, Batch, RunOptions};
 use serde_json::Value;
 
 #[path = "common/training.rs"]
@@ -64,7 +64,7 @@ fn batch(_: &Value) -> Batch {
 
 /// Our parameter path (`...q_proj.lora.lora_a`) under PEFT's name.
 fn peft(name: &str) -> String {
-    psy_engine::training::adapter::peft_name(name).unwrap()
+    psy_lm::training::adapter::peft_name(name).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -307,7 +307,7 @@ fn lora_training_checkpoints_adapters_resumes_exactly_and_exports_merged() {
         s.last_loss
     );
     // Checkpoints hold the adapters only, in PEFT layout.
-    let last = psy_engine::training::checkpoint::list(&full.join("checkpoints"))
+    let last = psy_lm::training::checkpoint::list(&full.join("checkpoints"))
         .pop()
         .unwrap();
     assert!(!last.join("model.safetensors").exists());
@@ -415,12 +415,12 @@ fn config_based_parameter_counts_equal_the_loaded_model() {
                 .model
                 .attach_lora(&cfg, 0)
                 .unwrap();
-            let counted: usize = psy_engine::training::params::trainable_numel(&model)
+            let counted: usize = psy_lm::training::params::trainable_numel(&model)
                 .iter()
                 .map(|(_, n)| n)
                 .sum();
             assert_eq!(
-                cfg.trainable_params(&m.config).unwrap(),
+                psy_lm::runtime::lora::trainable_params(&cfg, &m.config).unwrap(),
                 counted as u64,
                 "{dir} {targets:?}"
             );

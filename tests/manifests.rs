@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use psy_engine::manifest::ManifestError;
+use psy_core::manifest::ManifestError;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,7 +20,7 @@ fn scratch(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn load(dir: &Path, name: &str) -> Result<psy_engine::planner::Planner, ManifestError> {
+fn load(dir: &Path, name: &str) -> Result<psy_core::planner::Planner, ManifestError> {
     psy::planner(&dir.join(name))
 }
 
@@ -314,7 +314,7 @@ fn extends_merges_tables_and_resolves_paths_per_file() {
 
 #[test]
 fn the_ablation_resolves_every_variant() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+    let ab = psy_core::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
         .unwrap();
     let names: Vec<&str> = ab.variants.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -335,7 +335,7 @@ fn the_ablation_resolves_every_variant() {
     );
     assert_eq!(
         ab.variants[4].1.manifest.prompting.mode,
-        psy_engine::manifest::PromptingMode::Direct
+        psy_core::manifest::PromptingMode::Direct
     );
     assert!(ab.variants.iter().all(|(_, r)| r
         .manifest

@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use psy_engine::dialogue::{Dialogue, Message};
-use psy_engine::module::{ReplyRule, RiskLevel};
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::{ReplyRule, RiskLevel};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn psyllm() -> psy_engine::planner::Planner {
+fn psyllm() -> psy_core::planner::Planner {
     psy::planner(&root().join("manifests/psyllm.toml")).unwrap()
 }
 
@@ -101,12 +101,11 @@ fn steps_follow_the_clinical_order() {
 
 #[test]
 fn the_crisis_guard_is_always_in_the_plan() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+    let ab = psy_core::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
         .unwrap();
     for (name, run) in &ab.variants {
         let planner =
-            psy_engine::planner::Planner::new(run.clone(), psy::builtin_registry().unwrap())
-                .unwrap();
+            psy_core::planner::Planner::new(run.clone(), psy::builtin_registry().unwrap()).unwrap();
         let plan = planner.plan(&Dialogue::from_message(
             "I have pills saved up and I'm going to take them all tonight.",
         ));
@@ -158,11 +157,11 @@ fn reply_constraints_scale_with_intensity_and_forbid_labels() {
 
 #[test]
 fn fixed_policy_uses_the_listed_modalities() {
-    let ab = psy_engine::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
+    let ab = psy_core::manifest::load_ablation(&root().join("manifests/ablations/modules.toml"))
         .unwrap();
     let (_, cbt_only) = ab.variants.iter().find(|(n, _)| n == "cbt-only").unwrap();
     let planner =
-        psy_engine::planner::Planner::new(cbt_only.clone(), psy::builtin_registry().unwrap())
+        psy_core::planner::Planner::new(cbt_only.clone(), psy::builtin_registry().unwrap())
             .unwrap();
     let plan = planner.plan(&Dialogue::from_message(
         "I just need someone to listen to me.",
@@ -175,8 +174,7 @@ fn fixed_policy_uses_the_listed_modalities() {
         .find(|(n, _)| n == "no-diagnostics")
         .unwrap();
     let planner =
-        psy_engine::planner::Planner::new(nodiag.clone(), psy::builtin_registry().unwrap())
-            .unwrap();
+        psy_core::planner::Planner::new(nodiag.clone(), psy::builtin_registry().unwrap()).unwrap();
     let plan = planner.plan(&ten_turns());
     assert!(plan.hypotheses.is_empty());
     assert!(!plan.prompt.system.contains("Diagnostic guidelines"));

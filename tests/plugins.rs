@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::registry::Source;
+use psy_core::dialogue::Dialogue;
+use psy_core::registry::Source;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

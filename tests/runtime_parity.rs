@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use psy_engine::runtime::generate::TextCodec;
-use psy_engine::runtime::model::KvCache;
-use psy_engine::runtime::{
+use psy_lm::runtime::generate::TextCodec;
+use psy_lm::runtime::model::KvCache;
+use psy_lm::runtime::{
     generate, generate_cached, load_model_on, select_device, DevicePreference, GenerationConfig,
     LoadedModel, PromptCache, RuntimeError, SamplingConfig,
 };
@@ -71,7 +71,7 @@ fn greedy(max_new_tokens: usize) -> GenerationConfig {
     }
 }
 
-fn tensor_to_vec<const D: usize>(t: psy_engine::runtime::burn::Tensor<D>) -> Vec<f32> {
+fn tensor_to_vec<const D: usize>(t: psy_lm::runtime::burn::Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
@@ -83,7 +83,7 @@ fn qwen3_logits_and_hidden_states_match_transformers() {
         let m = load(&dir);
         let input = ids(&r["input_ids"]);
         let mut cache = KvCache::new(&m.config, 1, input.len(), &m.device);
-        let t = psy_engine::runtime::model::ids_tensor(std::slice::from_ref(&input), &m.device);
+        let t = psy_lm::runtime::model::ids_tensor(std::slice::from_ref(&input), &m.device);
         let trace = m.model.forward_trace(t, &mut cache);
         let logits = tensor_to_vec(trace.logits);
         let err = max_abs_diff(&logits, &floats(&r["logits"]));
@@ -354,7 +354,7 @@ fn streaming_think_split_and_stop_strings() {
     assert_eq!(out2[0].text, expected_text[..cut]);
     assert_eq!(
         out2[0].finish_reason,
-        psy_engine::runtime::FinishReason::StopString
+        psy_lm::runtime::FinishReason::StopString
     );
     drop(out);
 }
@@ -362,7 +362,7 @@ fn streaming_think_split_and_stop_strings() {
 #[test]
 fn think_split_follows_last_end_token() {
     // Reasoning = before the LAST `</think>` minus the tags; content = after it.
-    let (reasoning, content) = psy_engine::runtime::generate::split_reasoning(
+    let (reasoning, content) = psy_lm::runtime::generate::split_reasoning(
         &CharCodec,
         &[THINK, 0, 1, END_THINK, 2, END_THINK, 3, 4],
         Some(END_THINK),
@@ -513,7 +513,7 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
     )
     .unwrap();
     let m = load(&path);
-    assert_eq!(m.format, psy_engine::runtime::ModelFormat::Gguf);
+    assert_eq!(m.format, psy_lm::runtime::ModelFormat::Gguf);
     assert_eq!(
         (
             m.config.num_attention_heads,
@@ -528,7 +528,7 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
     let err = max_abs_diff(&logits[..8], &floats(&r["last_logits_first8"]));
     println!("smollm2: first-8 logits max abs err {err:e}");
     assert!(err < 1e-2, "smollm2 logits differ by {err}");
-    let tokenizer = psy_engine::runtime::generate::load_tokenizer(&path)
+    let tokenizer = psy_lm::runtime::generate::load_tokenizer(&path)
         .unwrap()
         .expect("GGUF vocabulary");
     let want = ids(&r["greedy_ids_30"]);

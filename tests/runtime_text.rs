@@ -7,10 +7,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use psy_engine::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
-use psy_engine::runtime::gguf::{GgmlDType, GgufError, GgufFile, GgufValue};
-use psy_engine::runtime::tokenize_cli::run_tokenize;
-use psy_engine::runtime::tokenizer::{Tokenizer, TokenizerError};
+use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
+use psy_lm::runtime::gguf::{GgmlDType, GgufError, GgufFile, GgufValue};
+use psy_lm::runtime::tokenize_cli::run_tokenize;
+use psy_lm::runtime::tokenizer::{Tokenizer, TokenizerError};
 use serde_json::Value;
 
 fn fixture(rel: &str) -> Value {

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use psy_engine::runtime::burn::tensor::Device;
-use psy_engine::runtime::LoraConfig;
-use psy_engine::runtime::{load_model_on, CausalLm, ModelConfig};
-use psy_engine::training::optim::accumulate_grads;
-use psy_engine::training::optim::{clip_global_norm, global_norm};
-use psy_engine::training::params::named_tensors;
-use psy_engine::training::{
+use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::LoraConfig;
+use psy_lm::runtime::{load_model_on, CausalLm, ModelConfig};
+use psy_lm::training::optim::accumulate_grads;
+use psy_lm::training::optim::{clip_global_norm, global_norm};
+use psy_lm::training::params::named_tensors;
+use psy_lm::training::{
     forward_logits, lm_loss, masked_lm_loss, AdamW, AdamWConfig, Batch, NamedGrads,
 };
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn load(dir: &str, device: &Device) -> (CausalLm, ModelConfig) {
     (m.model, m.config)
 }
 
-fn to_vec(t: &psy_engine::runtime::burn::tensor::Tensor<1>) -> Vec<f32> {
+fn to_vec(t: &psy_lm::runtime::burn::tensor::Tensor<1>) -> Vec<f32> {
     t.clone().into_data().try_into_vec::<f32>().unwrap()
 }
 
@@ -208,10 +208,7 @@ fn masked_and_padded_tokens_change_neither_loss_nor_gradients() {
 }
 
 /// Loss and gradients by name through `loss` (summed, not averaged).
-fn grads_of(
-    model: &CausalLm,
-    loss: psy_engine::runtime::burn::tensor::Tensor<1>,
-) -> (f32, NamedGrads) {
+fn grads_of(model: &CausalLm, loss: psy_lm::runtime::burn::tensor::Tensor<1>) -> (f32, NamedGrads) {
     let value: f32 = loss.clone().inner().into_scalar();
     let mut g = loss.backward();
     let mut named = NamedGrads::new();
@@ -309,10 +306,10 @@ fn clipping_scales_to_the_max_norm() {
 // ---------------------------------------------------------------------------------------------
 // Data: samples and loss masks from the inference chat template.
 
-use psy_engine::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
-use psy_engine::runtime::tokenizer::Tokenizer;
-use psy_engine::training::data::{read_dataset, Conversation, DataFormat, DataReport, OnBadRecord};
-use psy_engine::training::render::{
+use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
+use psy_lm::runtime::tokenizer::Tokenizer;
+use psy_lm::training::data::{read_dataset, Conversation, DataFormat, DataReport, OnBadRecord};
+use psy_lm::training::render::{
     RenderConfig, Sample, SampleRenderer, TracePlacement, CHATML_TEMPLATE,
 };
 
@@ -609,7 +606,7 @@ fn readers_accept_three_formats_and_report_bad_records_by_line() {
 // ---------------------------------------------------------------------------------------------
 // The loop: tiny demo, resume equivalence, export round trip.
 
-use psy_engine::training::{run_with, RunOptions};
+use psy_lm::training::{run_with, RunOptions};
 
 fn weights(dir: &Path) -> BTreeMap<String, Vec<f32>> {
     tensors(&dir.join("model.safetensors"))
@@ -637,7 +634,7 @@ fn tiny_demo_overfits_the_illustrative_dataset() {
     // The export reloads in psy with the same logits as the final checkpoint.
     let d = Device::flex();
     let a = load_model_on(&out.join("export"), &d).unwrap();
-    let last = psy_engine::training::checkpoint::list(&out.join("checkpoints"))
+    let last = psy_lm::training::checkpoint::list(&out.join("checkpoints"))
         .pop()
         .unwrap();
     let b = load_model_on(&last, &d).unwrap();
@@ -801,9 +798,9 @@ fn kill_9_while_writing_a_checkpoint_never_leaves_a_bad_one() {
             .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"));
         caught_mid_write |= left_tmp;
         // Every checkpoint that `list` offers loads completely; half-written ones are not offered.
-        for c in psy_engine::training::checkpoint::list(&ck) {
+        for c in psy_lm::training::checkpoint::list(&ck) {
             let mut opt = AdamW::new(AdamWConfig::default());
-            psy_engine::training::checkpoint::load_state(&c, &mut opt, &Device::flex())
+            psy_lm::training::checkpoint::load_state(&c, &mut opt, &Device::flex())
                 .unwrap_or_else(|e| panic!("{}: {e}", c.display()));
             load_model_on(&c, &Device::flex()).unwrap_or_else(|e| panic!("{}: {e}", c.display()));
         }

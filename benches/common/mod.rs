@@ -1,6 +1,6 @@
 //! Shared by the benches.
 
-use psy_engine::runtime::{Architecture, ModelConfig};
+use psy_lm::runtime::{Architecture, ModelConfig};
 
 /// Qwen3-0.6B's shape: hidden 1024, 28 layers, 16/8 heads, head_dim 128, intermediate 3072,
 /// vocab 151936, tied embeddings, q/k norms, RoPE theta 1e6.

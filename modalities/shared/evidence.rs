@@ -7,9 +7,9 @@
 //! name the client themselves after another person was mentioned ("My son failed his test and
 //! it's all my fault"), and cues about relatives in sentences where the client is present.
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::{Hit, Lexicon, Text};
-use psy_engine::module::{
+use psy_core::dialogue::Dialogue;
+use psy_core::lexicon::{Hit, Lexicon, Text};
+use psy_core::module::{
     compiled_cues, lexicon_assessment, round4, Assessment, CueRole, Evidence, Indication,
     ModuleSpec,
 };

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use psy::engine::manifest;
-use psy::engine::planner::Planner;
-use psy::engine::runtime::FinishReason;
-use psy::engine::session::{Counselor, Draft, DraftEvent, DraftRequest, Drafter, Result};
+use psy_core::manifest;
+use psy_core::planner::Planner;
+use psy_lm::runtime::FinishReason;
+use psy_lm::session::{Counselor, Draft, DraftEvent, DraftRequest, Drafter, Result};
 
 /// Hands out the scripted drafts in order (the last one repeats), streaming them word by
 /// word; `Break` from the caller stops the stream as a real model would.
@@ -127,5 +127,5 @@ pub fn counselor(mode: &str, drafter: ScriptedDrafter) -> Counselor {
 }
 
 pub fn smollm2() -> PathBuf {
-    psy::engine::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
+    psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
 }

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use psy_engine::runtime::{CausalLm, ModelConfig};
-use psy_engine::training::optim::accumulate_grads;
-use psy_engine::training::{lm_loss, Batch, NamedGrads};
+use psy_lm::runtime::{CausalLm, ModelConfig};
+use psy_lm::training::optim::accumulate_grads;
+use psy_lm::training::{lm_loss, Batch, NamedGrads};
 use serde_json::Value;
 
 pub fn fixtures() -> PathBuf {
@@ -79,7 +79,7 @@ pub fn demo_manifest(dir: &Path, extra: &str) -> PathBuf {
 
 /// Every tensor of a safetensors file by name.
 pub fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    psy_engine::training::checkpoint::read_safetensors(path)
+    psy_lm::training::checkpoint::read_safetensors(path)
         .unwrap()
         .into_iter()
         .map(|(k, v)| (k, v.1))
@@ -87,8 +87,8 @@ pub fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
 }
 
 /// Quiet options for one `psy train` run of `manifest` into `output`.
-pub fn options(manifest: &Path, output: &Path) -> psy_engine::training::RunOptions {
-    psy_engine::training::RunOptions {
+pub fn options(manifest: &Path, output: &Path) -> psy_lm::training::RunOptions {
+    psy_lm::training::RunOptions {
         manifest: manifest.to_path_buf(),
         output: Some(output.to_path_buf()),
         quiet: true,

@@ -17,9 +17,9 @@
 #[path = "../../shared/evidence.rs"]
 mod evidence;
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::{Lexicon, Text};
-use psy_engine::module::{
+use psy_core::dialogue::Dialogue;
+use psy_core::lexicon::{Lexicon, Text};
+use psy_core::module::{
     builtin_spec, cue_lexicon, lexicon_assessment, Assessment, CueRole, Evidence, Module,
     ModuleSpec,
 };
@@ -192,7 +192,7 @@ pub fn module() -> Box<dyn Module> {
     )))
 }
 
-psy_engine::register_module!(module);
+psy_core::register_module!(module);
 
 #[cfg(test)]
 mod tests {
@@ -211,7 +211,7 @@ mod tests {
         let m = module();
         let s = m.spec();
         assert_eq!(s.module.id, "cbt");
-        assert_eq!(s.module.kind, psy_engine::module::ModuleKind::Modality);
+        assert_eq!(s.module.kind, psy_core::module::ModuleKind::Modality);
         assert!(s.rubric.len() >= 8);
         assert!(s.techniques.len() >= 5);
         assert!(s

@@ -6,8 +6,8 @@
 //! It also checks CBT's thinking-trap spans and that negated statements do not count.
 //! Run with `-- --nocapture` to see the score table.
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::module::{Module, ModuleSpec, SpecModule};
+use psy_core::dialogue::Dialogue;
+use psy_core::module::{Module, ModuleSpec, SpecModule};
 
 /// Held-out top-1 hits at the first measurement, 11/21 (a regression floor, not a target).
 const HELD_OUT_FLOOR: usize = 11;
@@ -44,7 +44,7 @@ fn every_modality_manifest_is_complete() {
         assert_eq!(s.module.id, id);
         assert_eq!(
             s.module.kind,
-            psy_engine::module::ModuleKind::Modality,
+            psy_core::module::ModuleKind::Modality,
             "{id}"
         );
         assert!(!s.module.references.is_empty(), "{id}: references");
@@ -493,7 +493,7 @@ fn each_distortion_is_found_with_its_span() {
         .spec()
         .cues
         .iter()
-        .filter(|g| g.role == psy_engine::module::CueRole::Pattern)
+        .filter(|g| g.role == psy_core::module::CueRole::Pattern)
     {
         assert!(
             DISTORTIONS.iter().any(|(id, _, _)| *id == g.id),

@@ -3,12 +3,12 @@
 //! Everything this module does is declared in `module.toml` (guidelines, steps, techniques,
 //! cue lexicon, rubric); the default `Module` hooks are enough, so the crate only embeds it.
 
-psy_engine::spec_module!("../module.toml");
+psy_core::spec_module!("../module.toml");
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use psy_engine::dialogue::Dialogue;
+    use psy_core::dialogue::Dialogue;
 
     #[test]
     fn affirmed_cue_scores_and_suggests_a_technique() {

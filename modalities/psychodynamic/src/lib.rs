@@ -10,8 +10,8 @@
 #[path = "../../shared/evidence.rs"]
 mod evidence;
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::module::{builtin_spec, Assessment, Module, ModuleSpec};
+use psy_core::dialogue::Dialogue;
+use psy_core::module::{builtin_spec, Assessment, Module, ModuleSpec};
 
 struct Psychodynamic {
     spec: ModuleSpec,
@@ -36,13 +36,13 @@ pub fn module() -> Box<dyn Module> {
     Box::new(Psychodynamic { spec })
 }
 
-psy_engine::register_module!(module);
+psy_core::register_module!(module);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use psy_engine::dialogue::Dialogue;
-    use psy_engine::module::lexicon_assessment;
+    use psy_core::dialogue::Dialogue;
+    use psy_core::module::lexicon_assessment;
 
     #[test]
     fn affirmed_cue_scores_and_suggests_a_technique() {

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
-use psy_engine::lexicon::Pattern;
-use psy_engine::module::valid_id;
+use psy_core::lexicon::Pattern;
+use psy_core::module::valid_id;
 use serde::Deserialize;
 
 /// A classification system whose rules a module applies.

@@ -3,7 +3,7 @@
 //! anchored but unmeasured time ("since March", "since the divorce") is kept as text with
 //! `days = None` rather than guessed.
 
-use psy_engine::lexicon::{Text, Token};
+use psy_core::lexicon::{Text, Token};
 
 /// A stated duration in a message.
 #[derive(Clone, Debug, PartialEq)]

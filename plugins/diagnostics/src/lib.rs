@@ -8,9 +8,9 @@
 pub mod criteria;
 pub mod duration;
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::{Lexicon, Text};
-use psy_engine::module::{
+use psy_core::dialogue::Dialogue;
+use psy_core::lexicon::{Lexicon, Text};
+use psy_core::module::{
     builtin_spec, round4, Assessment, CriterionStatus, DurationStatus, Evidence, Hypothesis,
     Module, ModuleSpec,
 };
@@ -399,5 +399,5 @@ pub fn module() -> Box<dyn Module> {
     dsm5_module()
 }
 
-psy_engine::register_module!(dsm5_module);
-psy_engine::register_module!(icd11_module);
+psy_core::register_module!(dsm5_module);
+psy_core::register_module!(icd11_module);

@@ -1,9 +1,9 @@
 //! Behaviour of the screening on hand-written statements: denials, hypotheticals, other
 //! people, durations, severity, follow-up questions and the no-label reply rule.
 
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::{Assessment, Hypothesis, Module, ReplyRule, RuleContext};
 use psy_diagnostics::{conditions, dsm5_module, icd11_module};
-use psy_engine::dialogue::{Dialogue, Message};
-use psy_engine::module::{Assessment, Hypothesis, Module, ReplyRule, RuleContext};
 
 fn assess(m: &dyn Module, text: &str) -> Assessment {
     m.assess(&Dialogue::from_message(text))
@@ -13,7 +13,7 @@ fn hyp<'a>(a: &'a Assessment, id: &str) -> Option<&'a Hypothesis> {
     a.hypotheses.iter().find(|h| h.id == id)
 }
 
-fn ids(v: &[psy_engine::module::CriterionStatus]) -> Vec<&str> {
+fn ids(v: &[psy_core::module::CriterionStatus]) -> Vec<&str> {
     v.iter().map(|c| c.id.as_str()).collect()
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::Module;
 use psy_diagnostics::{conditions, dsm5_module, icd11_module};
-use psy_engine::dialogue::{Dialogue, Message};
-use psy_engine::module::Module;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

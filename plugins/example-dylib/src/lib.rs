@@ -1,10 +1,10 @@
 //! A complete psy plugin as a dynamic library: a behavioural-activation modality.
 //!
-//! Copy this crate to write your own. It does not depend on psy-engine at all: the host and
-//! the plugin speak a small C ABI with JSON strings (see `psy_engine::dylib` for the table).
+//! Copy this crate to write your own. It does not depend on psy-core at all: the host and
+//! the plugin speak a small C ABI with JSON strings (see `psy_core::dylib` for the table).
 //!
 //! 1. `psy_plugin_abi_version` — the host refuses any other value than the one it speaks.
-//! 2. `psy_plugin_engine_requirement` — a semver requirement on psy-engine.
+//! 2. `psy_plugin_engine_requirement` — a semver requirement on psy-core.
 //! 3. `psy_plugin_spec` — the module spec as JSON: the same schema as a TOML module manifest
 //!    (`psy manifest check` documents it; see `manifests/modules/sfbt.toml`).
 //! 4. `psy_plugin_assess` (optional) — your own code: dialogue JSON in, assessment JSON out.

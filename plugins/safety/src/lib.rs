@@ -11,9 +11,9 @@ pub mod rules;
 
 use std::sync::OnceLock;
 
-use psy_engine::dialogue::Dialogue;
-use psy_engine::lexicon::{Hit, Text};
-use psy_engine::module::{
+use psy_core::dialogue::Dialogue;
+use psy_core::lexicon::{Hit, Text};
+use psy_core::module::{
     builtin_spec, Assessment, CrisisResource, Evidence, Module, ModuleSpec, ReplyRule,
     RiskAssessment, RiskEvidence, RiskLevel, RuleContext,
 };
@@ -45,7 +45,7 @@ pub fn module() -> Box<dyn Module> {
     })
 }
 
-psy_engine::register_module!(module);
+psy_core::register_module!(module);
 
 impl Module for CrisisGuard {
     fn spec(&self) -> &ModuleSpec {
@@ -367,7 +367,7 @@ impl Screen {
         self,
         rules: &Rules,
         locale: &str,
-        manifest_resources: &[psy_engine::module::CrisisResource],
+        manifest_resources: &[psy_core::module::CrisisResource],
     ) -> RiskAssessment {
         let file = &rules.file;
         let decided = self.decided_by.as_ref().map(|d| d.0.clone());
@@ -491,7 +491,7 @@ impl Screen {
 /// Fills `{resources}` and `{emergency}` in a protocol or repair text.
 fn fill(
     text: &str,
-    res: &[psy_engine::module::CrisisResource],
+    res: &[psy_core::module::CrisisResource],
     locale: &str,
     repair: &rules::Repair,
 ) -> String {
@@ -508,7 +508,7 @@ fn fill(
 pub fn assess_risk(
     dialogue: &Dialogue,
     locale: &str,
-    manifest_resources: &[psy_engine::module::CrisisResource],
+    manifest_resources: &[psy_core::module::CrisisResource],
 ) -> RiskAssessment {
     screen(rules(), dialogue).into_assessment(rules(), locale, manifest_resources)
 }
@@ -548,7 +548,7 @@ pub fn crisis_reply_rule(
     rules: &Rules,
     risk: &RiskAssessment,
     locale: &str,
-    manifest_resources: &[psy_engine::module::CrisisResource],
+    manifest_resources: &[psy_core::module::CrisisResource],
 ) -> Option<ReplyRule> {
     if risk.level < RiskLevel::Moderate {
         return None;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use psy_engine::module::CrisisResource;
+use psy_core::module::CrisisResource;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]

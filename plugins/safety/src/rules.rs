@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use psy_engine::lexicon::Lexicon;
-use psy_engine::module::RiskLevel;
+use psy_core::lexicon::Lexicon;
+use psy_core::module::RiskLevel;
 use serde::Deserialize;
 
 /// Who a combination rule, or a reply, is about.

@@ -4,8 +4,8 @@
 //! elevated items >= 0.9, at most 5% of non-crisis look-alikes above low. Prints the figures
 //! and every misclassified item, so a failure shows what to fix.
 
-use psy_engine::dialogue::{Dialogue, Message};
-use psy_engine::module::RiskLevel;
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::RiskLevel;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -1,8 +1,8 @@
 //! Behaviour of the crisis guard: protocol and resources at high risk, locale selection,
 //! negation, evidence spans and reply rules.
 
-use psy_engine::dialogue::{Dialogue, Message};
-use psy_engine::module::{Assessment, CrisisResource, ReplyRule, RiskLevel, RuleContext};
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::{Assessment, CrisisResource, ReplyRule, RiskLevel, RuleContext};
 use psy_safety::{module, resources_for, Focus};
 
 fn assess(text: &str) -> Assessment {
@@ -39,13 +39,13 @@ fn require(rules: &[ReplyRule], id: &str) -> (Vec<Vec<String>>, String) {
 #[test]
 fn module_identity() {
     let m = module();
-    assert_eq!(m.spec().module.id, psy_engine::manifest::CRISIS_GUARD);
-    assert_eq!(m.spec().module.kind, psy_engine::module::ModuleKind::Safety);
+    assert_eq!(m.spec().module.id, psy_core::manifest::CRISIS_GUARD);
+    assert_eq!(m.spec().module.kind, psy_core::module::ModuleKind::Safety);
     assert!(m
         .spec()
         .reasoning_steps
         .iter()
-        .all(|s| s.stage == psy_engine::module::Stage::Risk));
+        .all(|s| s.stage == psy_core::module::Stage::Risk));
     assert!(m.spec().reasoning_steps.len() >= 6);
 }
 

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::module::CrisisResource;
@@ -19,104 +18,8 @@ pub const SCHEMA: u32 = 1;
 /// The id of the crisis guard, which every run carries.
 pub const CRISIS_GUARD: &str = "crisis-guard";
 
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("{path}: cannot read manifest: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{origin}:{line}:{column}: {message}")]
-    Syntax {
-        origin: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{origin}: `{field}`: {message}")]
-    Invalid {
-        origin: String,
-        field: String,
-        message: String,
-    },
-    #[error("{origin}:{line}:{column}: `{field}`: {message}")]
-    InvalidAt {
-        origin: String,
-        line: usize,
-        column: usize,
-        field: String,
-        message: String,
-    },
-    #[error("`extends` forms a cycle: {}", chain.join(" -> "))]
-    Cycle { chain: Vec<String> },
-    #[error(
-        "{location}: unknown {kind} module `{id}`{}",
-        did_you_mean(suggestions)
-    )]
-    UnknownModule {
-        location: String,
-        kind: String,
-        id: String,
-        suggestions: Vec<String>,
-    },
-    #[error("{location}: module `{id}` is a {actual} module, listed under `modules.{listed}`")]
-    WrongKind {
-        location: String,
-        id: String,
-        actual: String,
-        listed: String,
-    },
-    #[error("{location}: the crisis guard cannot be removed: {reason}. Crisis handling is never optional in psy; every run screens each client turn for risk")]
-    CrisisGuardRemoved { location: String, reason: String },
-    #[error("{origin}: variant `{variant}`: {source}")]
-    Variant {
-        origin: String,
-        variant: String,
-        source: Box<ManifestError>,
-    },
-    #[error("{0}")]
-    Plugin(String),
-}
-
-fn did_you_mean(s: &[String]) -> String {
-    match s.len() {
-        0 => String::new(),
-        1 => format!(" (did you mean `{}`?)", s[0]),
-        _ => format!(
-            " (did you mean one of {}?)",
-            s.iter()
-                .map(|x| format!("`{x}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// Line and column (1-based) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map(|i| before[i + 1..].chars().count())
-        .unwrap_or(before.chars().count())
-        + 1;
-    (line, col)
-}
-
-/// Deserialises TOML strictly; the error carries line and column of the offending key.
-pub fn parse_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ManifestError> {
-    toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        ManifestError::Syntax {
-            origin: origin.to_string(),
-            line,
-            column,
-            message: e.message().trim().to_string(),
-        }
-    })
-}
+pub use crate::manifest_error::{line_col, parse_toml, ManifestError};
+pub use crate::train_spec::TrainSection;
 
 /// Which modules a run activates, by id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -367,111 +270,6 @@ impl Default for SafetySection {
             locale: default_locale(),
             resources: vec![],
             enabled: None,
-        }
-    }
-}
-
-/// Training settings, read by `psy train` (see `manifests/train/tiny-demo.toml`). Defaults
-/// follow PsyLLM's LLaMA-Factory run: lr 1e-5, 3 epochs, cosine, warmup 0.1, batch 1 x
-/// accumulation 2, 10% validation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSection {
-    /// Dataset file (JSONL or JSON array), relative to the manifest.
-    pub dataset: String,
-    /// Render the planner's system prompt into each sample (plan-conditioned training).
-    pub plan_conditioning: bool,
-    /// Record layout: `auto`, `pipeline`, `sharegpt` or `openai`.
-    pub format: crate::training::data::DataFormat,
-    /// `skip` (report, count, go on) or `fail` on a record that cannot be used.
-    pub on_bad_record: crate::training::data::OnBadRecord,
-    /// Validation file; empty = hold out `validation_ratio` of the dialogues.
-    pub validation_file: String,
-    pub validation_ratio: f64,
-    /// `template` (the chat template places traces; one sample per turn) or `inline`.
-    pub placement: crate::training::render::TracePlacement,
-    /// Empty = the tokenizer's template; `chatml` = LLaMA-Factory's `qwen`; else a file.
-    pub chat_template: String,
-    pub reasoning_weight: f32,
-    pub reply_weight: f32,
-    pub last_turn_only: bool,
-    /// Longest sample in tokens (LLaMA-Factory `cutoff_len`).
-    pub max_len: usize,
-    /// `exact`: token ids must fit the model's vocabulary; `modulo`: id % vocab (only for tiny
-    /// test models whose vocabulary is smaller than the tokenizer's).
-    pub vocab_map: String,
-    pub learning_rate: f64,
-    /// `cosine`, `linear` or `constant`, after a linear warmup of `warmup_ratio` of the steps.
-    pub schedule: crate::training::schedule::ScheduleKind,
-    pub warmup_ratio: f64,
-    pub weight_decay: f64,
-    pub adam_beta1: f64,
-    pub adam_beta2: f64,
-    pub adam_eps: f64,
-    /// Clip gradients to this global L2 norm (0 = off).
-    pub max_grad_norm: f64,
-    pub epochs: usize,
-    /// Stop after this many optimizer steps (0 = run `epochs`).
-    pub max_steps: usize,
-    /// Rows per micro-batch (right-padded to the longest row).
-    pub batch_size: usize,
-    /// If > 0, a micro-batch also stops growing when rows x padded length would exceed it.
-    pub token_budget: usize,
-    pub grad_accum: usize,
-    pub seed: u64,
-    /// Log a metrics row every N optimizer steps.
-    pub log_every: usize,
-    /// Validation loss every N steps (0 = at the end only).
-    pub eval_every: usize,
-    /// Checkpoint every N steps (0 = at the end only); keep the last `keep_last`.
-    pub save_every: usize,
-    pub keep_last: usize,
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// Data parallelism: several devices (e.g. `["cuda:0", "cuda:1"]`) each run a share of the
-    /// accumulation window on a replica; gradients are summed on the first. Empty = `device`.
-    pub devices: Vec<String>,
-    /// `[train.lora]`: low-rank adapters instead of full fine-tuning.
-    pub lora: crate::runtime::LoraConfig,
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        TrainSection {
-            dataset: String::new(),
-            plan_conditioning: false,
-            format: Default::default(),
-            on_bad_record: Default::default(),
-            validation_file: String::new(),
-            validation_ratio: 0.1,
-            placement: Default::default(),
-            chat_template: String::new(),
-            reasoning_weight: 1.0,
-            reply_weight: 1.0,
-            last_turn_only: false,
-            max_len: 8096,
-            vocab_map: "exact".into(),
-            learning_rate: 1e-5,
-            schedule: Default::default(),
-            warmup_ratio: 0.1,
-            weight_decay: 0.0,
-            adam_beta1: 0.9,
-            adam_beta2: 0.999,
-            adam_eps: 1e-8,
-            max_grad_norm: 1.0,
-            epochs: 3,
-            max_steps: 0,
-            batch_size: 1,
-            token_budget: 0,
-            grad_accum: 2,
-            seed: 42,
-            log_every: 1,
-            eval_every: 0,
-            save_every: 0,
-            keep_last: 2,
-            device: "cpu".into(),
-            devices: Vec::new(),
-            lora: Default::default(),
         }
     }
 }

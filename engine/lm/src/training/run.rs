@@ -19,11 +19,11 @@ use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, Named
 use super::params::trainable_numel;
 use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
 use super::schedule::LrSchedule;
-use crate::manifest::{self, TrainSection};
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate};
 use crate::runtime::lora::with_dropout;
 use crate::runtime::tokenizer::Tokenizer;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
+use psy_core::manifest::{self, TrainSection};
 
 /// Knobs of one invocation (the CLI flags plus test hooks).
 #[derive(Debug, Clone, Default)]
@@ -314,14 +314,14 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     };
     let planner = if t.plan_conditioning {
         Some(
-            crate::planner::Planner::from_path(&o.manifest)
+            psy_core::planner::Planner::from_path(&o.manifest)
                 .map_err(|e| mf(&o.manifest, e.to_string()))?,
         )
     } else {
         None
     };
     let plan_prompt = |history: &[ChatMessage]| -> String {
-        use crate::dialogue::{Dialogue, Message, Role};
+        use psy_core::dialogue::{Dialogue, Message, Role};
         let msgs = history
             .iter()
             .filter(|m| m.role != "system")
@@ -418,9 +418,9 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     }
     let lora = t.lora.enabled.then_some(&t.lora);
     let adapters = match lora {
-        Some(cfg) => cfg
-            .trainable_params(&config)
-            .map_err(|e| mf(&o.manifest, e))?,
+        Some(cfg) => {
+            crate::runtime::lora::trainable_params(cfg, &config).map_err(|e| mf(&o.manifest, e))?
+        }
         None => 0,
     };
     let params = config.num_params() + adapters;

@@ -1,16 +1,7 @@
 //! Learning-rate schedules of transformers' `get_scheduler` (linear, cosine, constant) with a
 //! linear warmup, evaluated per optimizer step exactly as `LambdaLR` does (step 0 first).
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ScheduleKind {
-    Linear,
-    #[default]
-    Cosine,
-    Constant,
-}
+pub use psy_core::train_spec::ScheduleKind;
 
 /// Peak learning rate, warmup and decay over `total_steps` optimizer steps.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -233,15 +233,15 @@ impl ModuleSpec {
     pub fn from_toml(
         text: &str,
         origin: &str,
-    ) -> Result<ModuleSpec, crate::manifest::ManifestError> {
-        let spec: ModuleSpec = crate::manifest::parse_toml(text, origin)?;
+    ) -> Result<ModuleSpec, crate::manifest_error::ManifestError> {
+        let spec: ModuleSpec = crate::manifest_error::parse_toml(text, origin)?;
         spec.validate(origin)?;
         Ok(spec)
     }
 
     /// Semantic checks serde cannot express: schema, ids, versions, phrases, references.
-    pub fn validate(&self, origin: &str) -> Result<(), crate::manifest::ManifestError> {
-        use crate::manifest::ManifestError as E;
+    pub fn validate(&self, origin: &str) -> Result<(), crate::manifest_error::ManifestError> {
+        use crate::manifest_error::ManifestError as E;
         let field = |f: &str, m: String| E::Invalid {
             origin: origin.to_string(),
             field: f.to_string(),
@@ -654,7 +654,7 @@ pub struct BuiltinModule {
 
 inventory::collect!(BuiltinModule);
 
-/// Registers a built-in module from a crate: `psy_engine::register_module!(build_fn);`.
+/// Registers a built-in module from a crate: `psy_core::register_module!(build_fn);`.
 #[macro_export]
 macro_rules! register_module {
     ($build:expr) => {
@@ -665,7 +665,7 @@ macro_rules! register_module {
 }
 
 /// Declares a built-in module that is nothing but its embedded manifest:
-/// `psy_engine::spec_module!("../module.toml");` defines `pub fn module()` and registers it.
+/// `psy_core::spec_module!("../module.toml");` defines `pub fn module()` and registers it.
 #[macro_export]
 macro_rules! spec_module {
     ($path:literal) => {

@@ -5,26 +5,12 @@
 //! first is a token prefix of the second, and training the difference. There is no second
 //! formatter: if the template changes, the masks follow.
 
-use serde::{Deserialize, Serialize};
-
 use super::data::{Conversation, DataReport};
 use super::error::{Result, TrainError};
 use super::loss::IGNORE_INDEX;
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::runtime::tokenizer::Tokenizer;
-
-/// Where the reasoning trace of an assistant turn goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TracePlacement {
-    /// Every assistant turn's text is `<think>\nR\n</think>\n\nU` (PsyLLM with LLaMA-Factory's
-    /// `qwen` template): one sample per dialogue when the template renders history unchanged.
-    Inline,
-    /// The template places `reasoning_content` itself; each assistant turn becomes its own
-    /// sample whose history is rendered as at inference (e.g. Qwen3 drops old traces).
-    #[default]
-    Template,
-}
+pub use psy_core::train_spec::TracePlacement;
 
 /// How samples are built.
 #[derive(Debug, Clone, PartialEq)]

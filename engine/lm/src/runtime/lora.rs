@@ -14,105 +14,28 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+
+pub use psy_core::train_spec::{LoraConfig, PROJECTIONS};
 
 use super::model::{CausalLm, Linear};
 
-/// Projection names LoRA can target (PEFT's `target_modules` for Llama/Qwen).
-pub const PROJECTIONS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
-
-/// What to adapt and how (the `[train.lora]` manifest table).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoraConfig {
-    /// `false` = full fine-tuning.
-    pub enabled: bool,
-    /// Rank `r` of `B A`.
-    pub rank: usize,
-    /// Scale numerator: the update is multiplied by `alpha / rank`.
-    pub alpha: f64,
-    /// Probability of zeroing an adapter input element during training (inverted dropout).
-    pub dropout: f64,
-    /// Projection names from [`PROJECTIONS`], or `["all-linear"]` for all of them.
-    pub target_modules: Vec<String>,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        LoraConfig {
-            enabled: false,
-            rank: 8,
-            alpha: 16.0,
-            dropout: 0.05,
-            target_modules: vec!["q_proj".into(), "v_proj".into()],
-        }
-    }
-}
-
-impl LoraConfig {
-    /// The adapted projection names, or a message naming the bad field.
-    pub fn targets(&self) -> Result<Vec<&'static str>, String> {
-        if self.rank == 0 {
-            return Err("[train.lora] rank must be at least 1".into());
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "[train.lora] dropout must be in [0, 1), got {}",
-                self.dropout
-            ));
-        }
-        if self.target_modules.is_empty() {
-            return Err("[train.lora] target_modules is empty".into());
-        }
-        let mut out = Vec::new();
-        for t in &self.target_modules {
-            if t == "all-linear" {
-                return Ok(PROJECTIONS.to_vec());
-            }
-            match PROJECTIONS.iter().find(|p| **p == t) {
-                Some(p) => out.push(*p),
-                None => {
-                    return Err(format!(
-                        "[train.lora] target_modules: unknown projection `{t}` (expected one of {} or \"all-linear\")",
-                        PROJECTIONS.join(", ")
-                    ))
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
-    pub fn trainable_params(&self, c: &super::ModelConfig) -> Result<u64, String> {
-        let h = c.hidden_size;
-        let q = c.num_attention_heads * c.head_dim;
-        let kv = c.num_key_value_heads * c.head_dim;
-        let inter = c.intermediate_size;
-        let per_layer: usize = self
-            .targets()?
-            .iter()
-            .map(|t| match *t {
-                "q_proj" => h + q,
-                "k_proj" | "v_proj" => h + kv,
-                "o_proj" => q + h,
-                _ => h + inter,
-            })
-            .sum();
-        Ok((self.rank * per_layer * c.num_hidden_layers) as u64)
-    }
-
-    /// `alpha / rank`.
-    pub fn scale(&self) -> f64 {
-        self.alpha / self.rank as f64
-    }
+/// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
+pub fn trainable_params(cfg: &LoraConfig, c: &super::ModelConfig) -> Result<u64, String> {
+    let h = c.hidden_size;
+    let q = c.num_attention_heads * c.head_dim;
+    let kv = c.num_key_value_heads * c.head_dim;
+    let inter = c.intermediate_size;
+    let per_layer: usize = cfg
+        .targets()?
+        .iter()
+        .map(|t| match *t {
+            "q_proj" => h + q,
+            "k_proj" | "v_proj" => h + kv,
+            "o_proj" => q + h,
+            _ => h + inter,
+        })
+        .sum();
+    Ok((cfg.rank * per_layer * c.num_hidden_layers) as u64)
 }
 
 /// The trainable low-rank update of one projection.

@@ -5,7 +5,7 @@
 //! | symbol | signature | required |
 //! |---|---|---|
 //! | `psy_plugin_abi_version` | `fn() -> u32` (must return [`ABI_VERSION`]) | yes |
-//! | `psy_plugin_engine_requirement` | `fn() -> *const c_char`, a semver requirement on psy-engine such as `">=0.1, <0.2"` | yes |
+//! | `psy_plugin_engine_requirement` | `fn() -> *const c_char`, a semver requirement on psy-core such as `">=0.1, <0.2"` | yes |
 //! | `psy_plugin_spec` | `fn() -> *const c_char`, the module spec as JSON (same schema as a module manifest) | yes |
 //! | `psy_plugin_assess` | `fn(dialogue_json: *const c_char) -> *mut c_char`, an `Assessment` as JSON, or null on failure | no |
 //! | `psy_plugin_free` | `fn(*mut c_char)`, frees strings returned by `psy_plugin_assess` | with assess |
@@ -28,14 +28,14 @@ pub enum DylibError {
     Load { path: String, message: String },
     #[error("{path}: not a psy plugin: it does not export `{symbol}`")]
     MissingSymbol { path: String, symbol: &'static str },
-    #[error("{path}: plugin ABI version {found}, this psy speaks ABI version {expected}; rebuild the plugin against psy-engine {engine}")]
+    #[error("{path}: plugin ABI version {found}, this psy speaks ABI version {expected}; rebuild the plugin against psy-core {engine}")]
     WrongAbi {
         path: String,
         found: u32,
         expected: u32,
         engine: &'static str,
     },
-    #[error("{path}: plugin requires psy-engine `{requirement}`, this is psy-engine {engine}")]
+    #[error("{path}: plugin requires psy-core `{requirement}`, this is psy-core {engine}")]
     EngineMismatch {
         path: String,
         requirement: String,

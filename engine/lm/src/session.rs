@@ -18,19 +18,19 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dialogue::{Dialogue, Message, Role};
-use crate::manifest::{DecodingSection, PromptingMode};
-use crate::module::{ReplyRule, RiskLevel};
-use crate::planner::{Constraints, Plan, Planner};
-use crate::reply_rules::{
-    self, check, enforce, forbidden_labels, missing_required, word_count, word_limit, Repair,
-    Violation,
-};
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError, RenderOptions};
 use crate::runtime::tokenizer::{Tokenizer, TokenizerError};
 use crate::runtime::{
     generate_cached, load_model, FinishReason, GenerationConfig, LoadedModel, PromptCache,
     RuntimeError, SamplingConfig,
+};
+use psy_core::dialogue::{Dialogue, Message, Role};
+use psy_core::manifest::{DecodingSection, PromptingMode};
+use psy_core::module::{ReplyRule, RiskLevel};
+use psy_core::planner::{Constraints, Plan, Planner};
+use psy_core::reply_rules::{
+    self, check, enforce, forbidden_labels, missing_required, word_count, word_limit, Repair,
+    Violation,
 };
 
 /// Why a turn could not be produced.

@@ -11,32 +11,7 @@ use serde_json::Value;
 
 use super::error::{io, Result, TrainError};
 use crate::runtime::chat_template::ChatMessage;
-
-/// Record layout of a dataset file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DataFormat {
-    /// Decided per record from its keys (`conversation`, `conversations` or `messages`).
-    #[default]
-    Auto,
-    /// `{post_id, conversation: [{round, patient, counselor_think, counselor_content}]}`.
-    Pipeline,
-    /// `{conversations: [{from, value}]}` (LLaMA-Factory's ShareGPT).
-    Sharegpt,
-    /// `{messages: [{role, content, reasoning_content?}]}`.
-    Openai,
-}
-
-/// What to do with a record that cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OnBadRecord {
-    /// Report it (file:line: reason), count it, and go on.
-    #[default]
-    Skip,
-    /// Stop at the first bad record.
-    Fail,
-}
+pub use psy_core::train_spec::{DataFormat, OnBadRecord};
 
 /// One dialogue: optional system prompt, then alternating user / assistant messages. Assistant
 /// messages carry the reply in `content` and the trace in `reasoning_content`.

@@ -180,7 +180,7 @@ fn a_wrong_abi_library_is_refused_by_name() {
         .to_string();
     assert_eq!(
         e,
-        format!("{}: plugin ABI version 99, this psy speaks ABI version 1; rebuild the plugin against psy-engine {}", lib.display(), env!("CARGO_PKG_VERSION"))
+        format!("{}: plugin ABI version 99, this psy speaks ABI version 1; rebuild the plugin against psy-core {}", lib.display(), env!("CARGO_PKG_VERSION"))
     );
 }
 
@@ -228,7 +228,7 @@ fn a_plugin_for_another_engine_version_is_refused() {
     let e = psy::list_plugins(None, std::slice::from_ref(&lib))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("plugin requires psy-engine `>=9.0`"), "{e}");
+    assert!(e.contains("plugin requires psy-core `>=9.0`"), "{e}");
 }
 
 #[test]

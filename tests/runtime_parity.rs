@@ -88,17 +88,22 @@ fn qwen3_logits_and_hidden_states_match_transformers() {
         let logits = tensor_to_vec(trace.logits);
         let err = max_abs_diff(&logits, &floats(&r["logits"]));
         println!("{name}: logits max abs err {err:e}");
-        assert!(err < 1e-4, "{name}: logits differ by {err}");
+        // Measured 1.5e-6 to 1.9e-6 across the fixtures.
+        assert!(err < 2e-5, "{name}: logits differ by {err}");
         let hs = r["hidden_states"].as_array().unwrap();
         assert_eq!(
             hs.len(),
             trace.hidden_states.len(),
             "{name}: number of hidden states"
         );
+        let mut worst: f32 = 0.0;
         for (i, (h, want)) in trace.hidden_states.into_iter().zip(hs).enumerate() {
             let err = max_abs_diff(&tensor_to_vec(h), &floats(want));
-            assert!(err < 1e-4, "{name}: hidden state {i} differs by {err}");
+            worst = worst.max(err);
+            // Measured 1.5e-6 to 1.7e-6.
+            assert!(err < 2e-5, "{name}: hidden state {i} differs by {err}");
         }
+        println!("{name}: hidden states max abs err {worst:e}");
     }
 }
 
@@ -527,7 +532,8 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
     let logits = m.model.next_logits(&prompt, &mut cache);
     let err = max_abs_diff(&logits[..8], &floats(&r["last_logits_first8"]));
     println!("smollm2: first-8 logits max abs err {err:e}");
-    assert!(err < 1e-2, "smollm2 logits differ by {err}");
+    // Measured 2.4e-5 to 4.0e-5 (the GGUF is dequantised; transformers reads the same values).
+    assert!(err < 4e-4, "smollm2 logits differ by {err}");
     let tokenizer = psy_lm::runtime::generate::load_tokenizer(&path)
         .unwrap()
         .expect("GGUF vocabulary");

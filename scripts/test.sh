@@ -5,7 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/psy-target}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints its start and, at the next step (and at the end), how long the previous one
+# took, so a slow CI run shows where its time went.
+START=$(date +%s)
+LAST=$START
+LAST_NAME=""
+step() {
+  local now
+  now=$(date +%s)
+  [ -n "$LAST_NAME" ] && printf '    (%s: %ds)\n' "$LAST_NAME" "$((now - LAST))"
+  LAST=$now
+  LAST_NAME="$*"
+  printf '\n==> %s\n' "$*"
+}
 
 step "assets"
 scripts/setup.sh
@@ -35,3 +47,4 @@ step "cuda feature type-check (DOCS_RS=1: burn-cuda's build script would downloa
 DOCS_RS=1 CARGO_TARGET_DIR="${CARGO_TARGET_DIR}-cuda" cargo check --release -p psy-lm --features cuda
 
 step "all checks passed"
+printf '    total %ds\n' "$(($(date +%s) - START))"

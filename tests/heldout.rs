@@ -1,0 +1,136 @@
+//! The blind held-out sets in `tests/heldout/` are frozen: written on 2026-12-02 by a writer who
+//! never saw psy's lexicons, exemplars or tests, they are measured and never tuned on. These
+//! tests fail if a byte of them changes or if a file stops being the labelled set it claims to
+//! be. A flawed item is fixed by retiring the set and writing a new one blind, not by editing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const FROZEN: &[(&str, &str)] = &[
+    (
+        "crisis.jsonl",
+        "1dc8d11773ff75455da737dbcb16b858e4f28d5e5e7598d0db8b009f7c5eaaa6",
+    ),
+    (
+        "dialogues.jsonl",
+        "19d996bc4232bace51bf2ca164e77cba580301421356e2edae7b1775f8412a18",
+    ),
+    (
+        "vignettes.jsonl",
+        "1c73225eb7ce6ead62d5bd5de9a5a8d29a08061c08298b9cfc64f390531de1d3",
+    ),
+    (
+        "modality.jsonl",
+        "da26573ec9e0f457ba5d587f72af81f694dc38a9529f1f1f0ce73761f9f617c5",
+    ),
+];
+
+const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/heldout")
+}
+
+fn rows(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir().join(file)).unwrap();
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("{file}:{}: {e}", i + 1)))
+        .collect()
+}
+
+fn str_of<'a>(r: &'a Value, key: &str) -> &'a str {
+    r[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}: `{key}` is not a string"))
+}
+
+#[test]
+fn held_out_files_are_frozen_by_sha256() {
+    for (file, want) in FROZEN {
+        let bytes = std::fs::read(dir().join(file)).unwrap();
+        let got = format!("{:x}", Sha256::digest(&bytes));
+        assert_eq!(
+            &got, want,
+            "tests/heldout/{file} changed: held-out sets are measured, never edited"
+        );
+    }
+}
+
+#[test]
+fn crisis_set_has_the_levels_and_sizes_it_promises() {
+    let rows = rows("crisis.jsonl");
+    let mut by_level: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rows {
+        let level = str_of(r, "level");
+        assert!(LEVELS.contains(&level), "{r}: unknown level");
+        assert!(!str_of(r, "text").trim().is_empty());
+        *by_level.entry(level).or_default() += 1;
+    }
+    let n = |l: &str| by_level.get(l).copied().unwrap_or(0);
+    let (acute, elevated, none) = (
+        n("high") + n("imminent"),
+        n("moderate"),
+        n("none") + n("low"),
+    );
+    eprintln!("held-out crisis: acute {acute}, elevated {elevated}, non-crisis {none}");
+    assert_eq!((acute, elevated, none), (51, 42, 58));
+}
+
+#[test]
+fn dialogues_give_a_level_after_every_client_turn() {
+    let rows = rows("dialogues.jsonl");
+    assert_eq!(rows.len(), 16);
+    for r in &rows {
+        let turns = r["turns"].as_array().unwrap();
+        let levels = r["levels"].as_array().unwrap();
+        assert_eq!(turns.len(), levels.len(), "{}", r["id"]);
+        assert!(levels.iter().all(|l| LEVELS.contains(&l.as_str().unwrap())));
+        assert_eq!(levels.last(), Some(&r["final_level"]), "{}", r["id"]);
+    }
+}
+
+#[test]
+fn vignettes_and_modality_messages_name_known_labels() {
+    let conditions = [
+        "mdd",
+        "gad",
+        "panic",
+        "social-anxiety",
+        "ptsd",
+        "ocd",
+        "adjustment",
+        "insomnia",
+        "bipolar1",
+        "alcohol-use",
+        "prolonged-grief",
+        "bulimia",
+        "anorexia",
+        "adhd",
+        "specific-phobia",
+    ];
+    let v = rows("vignettes.jsonl");
+    assert_eq!(v.len(), 29);
+    for r in &v {
+        assert!(conditions.contains(&str_of(r, "condition")), "{r}");
+        assert!(!r["messages"].as_array().unwrap().is_empty());
+    }
+    let modalities = [
+        "cbt",
+        "act",
+        "psychodynamic",
+        "humanistic",
+        "dbt",
+        "mi",
+        "family-systems",
+    ];
+    let m = rows("modality.jsonl");
+    assert_eq!(m.len(), 35);
+    for r in &m {
+        assert!(modalities.contains(&str_of(r, "modality")), "{r}");
+    }
+}

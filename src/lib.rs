@@ -70,6 +70,77 @@ pub fn plan(manifest: &Path, message: Option<&str>, dialogue: Option<&Path>) -> 
     Ok(planner.plan(&dialogue))
 }
 
+/// One input of `psy plan --batch`: a line's id and its dialogue.
+pub struct BatchInput {
+    pub id: String,
+    pub dialogue: Dialogue,
+}
+
+/// Reads `psy plan --batch` input: JSONL whose lines hold `text` (one client message), `turns`
+/// (client turns, oldest first) or `messages` (`[{role, content}]`), with an optional `id`.
+pub fn read_batch(path: &Path) -> Result<Vec<BatchInput>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read batch file", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
+        let dialogue = if let Some(m) = v.get("messages") {
+            let messages = serde_json::from_value(m.clone())
+                .with_context(|| format!("{at}: `messages` is not a list of {{role, content}}"))?;
+            Dialogue::new(messages)
+        } else if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
+            Dialogue::from_message(t)
+        } else if let Some(ts) = v.get("turns").and_then(|t| t.as_array()) {
+            let turns: Option<Vec<_>> = ts
+                .iter()
+                .map(|t| t.as_str().map(psy_core::dialogue::Message::user))
+                .collect();
+            Dialogue::new(turns.with_context(|| format!("{at}: `turns` holds a non-string"))?)
+        } else {
+            bail!("{at}: expected a string `text`, a list `turns` or a list `messages`");
+        };
+        if dialogue.client_turns().next().is_none() {
+            bail!("{at}: no client message");
+        }
+        let id = v
+            .get("id")
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("line-{}", i + 1));
+        out.push(BatchInput { id, dialogue });
+    }
+    Ok(out)
+}
+
+/// `psy plan --batch`: one plan per input line, planned by one planner in one process.
+pub fn plan_batch(manifest: &Path, batch: &Path) -> Result<Vec<(String, Plan)>> {
+    let planner = planner(manifest)?;
+    Ok(read_batch(batch)?
+        .into_iter()
+        .map(|b| {
+            let plan = planner.plan(&b.dialogue);
+            (b.id, plan)
+        })
+        .collect())
+}
+
+/// `psy risk-report`: the crisis guard of a run scored on a labelled risk set (recall per band,
+/// false alarms, 95% Wilson intervals).
+pub fn risk_report(manifest: &Path, set: &Path) -> Result<psy_core::risk_eval::RiskReport> {
+    let planner = planner(manifest)?;
+    let items = psy_core::risk_eval::read_risk_set(set)?;
+    Ok(psy_core::risk_eval::score(
+        &set.display().to_string(),
+        &items,
+        |item| planner.plan(&item.dialogue()).risk.level,
+    ))
+}
+
 /// `psy manifest check`: validates a run or ablation manifest and returns it resolved, as TOML.
 pub fn check_manifest(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path)

@@ -31,14 +31,30 @@ enum Command {
         /// A single client message.
         #[arg(
             long,
-            conflicts_with = "dialogue",
-            required_unless_present = "dialogue"
+            conflicts_with_all = ["dialogue", "batch"],
+            required_unless_present_any = ["dialogue", "batch"]
         )]
         message: Option<String>,
         /// A dialogue: JSON array, {"messages": [...]}, or JSONL of {"role", "content"}.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "batch")]
         dialogue: Option<PathBuf>,
+        /// Many inputs in one process: JSONL whose lines hold `text`, `turns` (client turns) or
+        /// `messages`, with an optional `id`. Prints one line per input (with --json, one plan).
+        #[arg(long)]
+        batch: Option<PathBuf>,
         /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score the run's crisis guard on a labelled risk set (JSONL of {text|turns, level}):
+    /// recall per band, false alarms, 95% Wilson intervals.
+    RiskReport {
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
+        /// Labelled sets, e.g. tests/heldout/crisis.jsonl tests/heldout/dialogues.jsonl.
+        #[arg(required = true)]
+        sets: Vec<PathBuf>,
+        /// Print the reports as JSON, with every item's rating.
         #[arg(long)]
         json: bool,
     },
@@ -205,9 +221,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan {
             manifest,
+            batch: Some(batch),
+            json,
+            ..
+        } => {
+            for (id, plan) in psy::plan_batch(&manifest, &batch)? {
+                if json {
+                    println!("{}", serde_json::json!({"id": id, "plan": plan}));
+                } else {
+                    println!("{id}\t{}", plan.risk.level.as_str());
+                }
+            }
+        }
+        Command::RiskReport {
+            manifest,
+            sets,
+            json,
+        } => {
+            for set in &sets {
+                let report = psy::risk_report(&manifest, set)?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                }
+            }
+        }
+        Command::Plan {
+            manifest,
             message,
             dialogue,
             json,
+            ..
         } => {
             let plan = psy::plan(&manifest, message.as_deref(), dialogue.as_deref())?;
             if json {

@@ -243,3 +243,79 @@ fn distortions_are_reported_with_spans_in_the_plan() {
         "{labels:?}"
     );
 }
+
+#[test]
+fn plan_batch_gives_each_line_the_plan_it_would_get_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = dir.path().join("batch.jsonl");
+    let ten =
+        std::fs::read_to_string(root().join("tests/fixtures/dialogues/ten-turns.jsonl")).unwrap();
+    let messages: Vec<serde_json::Value> = ten
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines = [
+        serde_json::json!({"id": "one", "text": "I can't sleep and I feel on edge all the time."}),
+        serde_json::json!({"turns": ["I used to cut.", "The urges are back."]}),
+        serde_json::json!({"id": "ten", "messages": messages}),
+    ];
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&batch, text.join("\n") + "\n").unwrap();
+    let manifest = root().join("manifests/psyllm.toml");
+    let plans = psy::plan_batch(&manifest, &batch).unwrap();
+    let ids: Vec<&str> = plans.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["one", "line-2", "ten"]);
+    let alone = [
+        Dialogue::from_message("I can't sleep and I feel on edge all the time."),
+        Dialogue::new(vec![
+            Message::user("I used to cut."),
+            Message::user("The urges are back."),
+        ]),
+        ten_turns(),
+    ];
+    for ((id, plan), d) in plans.iter().zip(&alone) {
+        assert_eq!(
+            serde_json::to_string(plan).unwrap(),
+            serde_json::to_string(&psyllm().plan(d)).unwrap(),
+            "{id}"
+        );
+    }
+
+    std::fs::write(&batch, "{\"text\": \"fine\"}\n{\"turns\": [1]}\n").unwrap();
+    let err = psy::plan_batch(&manifest, &batch).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("{}:2: `turns` holds a non-string", batch.display())
+    );
+}
+
+#[test]
+fn risk_report_scores_the_guard_against_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set.jsonl");
+    let planner = psyllm();
+    let texts = [
+        "I've been saving up my sleeping pills for a few weeks. I think I'm going to take them all tonight.",
+        "This deadline is killing me, honestly.",
+    ];
+    let rated: Vec<RiskLevel> = texts
+        .iter()
+        .map(|t| planner.plan(&Dialogue::from_message(*t)).risk.level)
+        .collect();
+    // Label each as the guard rates it, then flip one label: the report must count exactly one miss.
+    let lines = [
+        serde_json::json!({"text": texts[0], "level": rated[0]}),
+        serde_json::json!({"text": texts[1], "level": "imminent"}),
+    ];
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&set, text.join("\n")).unwrap();
+    let report = psy::risk_report(&root().join("manifests/psyllm.toml"), &set).unwrap();
+    let hits: Vec<bool> = report.items.iter().map(|i| i.hit).collect();
+    assert!(
+        rated[0] >= RiskLevel::High,
+        "the guard rates the pills message high+"
+    );
+    assert_eq!(hits, [true, rated[1] >= RiskLevel::High]);
+    assert!(report.to_text().contains("acute -> high+"));
+}

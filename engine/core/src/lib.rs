@@ -17,6 +17,7 @@ pub mod module;
 pub mod planner;
 pub mod registry;
 pub mod reply_rules;
+pub mod risk_eval;
 pub mod train_spec;
 
 pub use inventory;

@@ -69,4 +69,3 @@ impl Session {
         write_transcript(path, &self.turns)
     }
 }
-

@@ -170,7 +170,11 @@ mod tests {
         assert_eq!(g.clean_text(), "I hear you. ");
         // Without the stop, the sentence is withheld and the next one goes out.
         let mut g = ReplyGuard::new(&c);
-        let step = g.push("I hear you. Panic disorder, maybe. Go on. And", false, false);
+        let step = g.push(
+            "I hear you. Panic disorder, maybe. Go on. And",
+            false,
+            false,
+        );
         assert_eq!(step.emit, "I hear you. Go on.");
         assert_eq!(step.labels, ["panic disorder"]);
     }
@@ -179,7 +183,11 @@ mod tests {
     fn the_reply_stops_at_the_last_sentence_end_within_the_budget() {
         let c = constraints(vec![max_words(8)]);
         let mut g = ReplyGuard::new(&c);
-        let step = g.push("One two three four five. Six seven eight nine. Ten. ", false, true);
+        let step = g.push(
+            "One two three four five. Six seven eight nine. Ten. ",
+            false,
+            true,
+        );
         assert_eq!(step.emit, "One two three four five.");
         assert!(g.budget_reached());
         assert_eq!(g.push("More words. ", false, true), GuardStep::default());
@@ -190,7 +198,10 @@ mod tests {
     fn an_endless_first_sentence_is_cut_at_the_budget() {
         let c = constraints(vec![max_words(4)]);
         let mut g = ReplyGuard::new(&c);
-        assert_eq!(g.push("  and so on and so on", true, true).emit, "and so on and…");
+        assert_eq!(
+            g.push("  and so on and so on", true, true).emit,
+            "and so on and…"
+        );
         assert!(g.budget_reached());
     }
 

@@ -61,8 +61,8 @@ pub use error::{Result, SessionError};
 pub use model_drafter::ModelDrafter;
 pub use prompt::{sampling_of, PromptStyle};
 pub use transcript::{
-    format_turn, plan_summary_text, read_script, read_transcript, write_transcript,
-    TranscriptTurn, TurnTimings,
+    format_turn, plan_summary_text, read_script, read_transcript, write_transcript, TranscriptTurn,
+    TurnTimings,
 };
 pub use turn::{CancelCheck, Delta, TurnOptions};
 

@@ -141,4 +141,3 @@ impl Drafter for ModelDrafter {
             .unwrap_or_else(|| "model".into())
     }
 }
-

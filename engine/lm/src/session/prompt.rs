@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(compact_system(&p), COMPACT_SYSTEM);
         assert_eq!(compact_outline(&p), COMPACT_OUTLINE);
         let t = turn(PromptingMode::Direct, 100);
-        assert_eq!((t.system.as_str(), t.outline.as_str()), (COMPACT_SYSTEM, COMPACT_OUTLINE));
+        assert_eq!(
+            (t.system.as_str(), t.outline.as_str()),
+            (COMPACT_SYSTEM, COMPACT_OUTLINE)
+        );
     }
 
     #[test]
@@ -207,13 +210,23 @@ mod tests {
         let c = plan(PromptingMode::Direct).constraints;
         // 20 reply words and 12 reasoning words, about 4 tokens for 3 words plus 16.
         let b = TokenBudget::new(100, &c);
-        assert_eq!(b, TokenBudget { cap: 100, reply: 42, reasoning: 32 });
+        assert_eq!(
+            b,
+            TokenBudget {
+                cap: 100,
+                reply: 42,
+                reasoning: 32
+            }
+        );
         assert_eq!(b.reasoning_and_reply(), 74);
         assert_eq!(b.reply_after(0), 42);
         assert_eq!(b.reply_after(90), 10);
         assert_eq!(b.reply_after(200), 1);
         let b = TokenBudget::new(30, &c);
-        assert_eq!((b.reply, b.reasoning, b.reasoning_and_reply()), (30, 30, 30));
+        assert_eq!(
+            (b.reply, b.reasoning, b.reasoning_and_reply()),
+            (30, 30, 30)
+        );
     }
 
     #[test]
@@ -230,13 +243,22 @@ mod tests {
         };
         let dialogue = Dialogue::from_message("hi");
         let t = TurnPrompt::new(&p, &dialogue, PromptStyle::Full, &decoding, &opts);
-        assert_eq!((t.sampling.temperature, t.sampling.top_p, t.sampling.seed), (0.3, 0.9, 9));
+        assert_eq!(
+            (t.sampling.temperature, t.sampling.top_p, t.sampling.seed),
+            (0.3, 0.9, 9)
+        );
         // No cap in the request: the manifest's 256 tokens.
         assert_eq!(t.tokens.cap, 256);
         assert_eq!(t.system, p.prompt.system);
         assert_eq!(t.outline, p.prompt.reasoning_outline);
         assert_eq!(t.reasoning_words, 12);
-        let greedy = TurnPrompt::new(&p, &dialogue, PromptStyle::Full, &decoding, &TurnOptions::default());
+        let greedy = TurnPrompt::new(
+            &p,
+            &dialogue,
+            PromptStyle::Full,
+            &decoding,
+            &TurnOptions::default(),
+        );
         assert_eq!(greedy.sampling.temperature, 0.0);
     }
 }

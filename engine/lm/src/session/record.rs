@@ -33,8 +33,10 @@ impl TurnRecord {
     pub fn count(&mut self, draft: &Draft) {
         self.prompt_tokens += draft.prompt_tokens;
         self.completion_tokens += draft.completion_tokens;
-        self.decode_tokens_per_second =
-            f64::max(self.decode_tokens_per_second, draft.decode_tokens_per_second);
+        self.decode_tokens_per_second = f64::max(
+            self.decode_tokens_per_second,
+            draft.decode_tokens_per_second,
+        );
     }
 
     /// Records a broken rule and how it was repaired.

@@ -89,7 +89,12 @@ pub(crate) fn redraft_without(
 }
 
 /// Sentences naming `labels` were withheld from the reply.
-pub(crate) fn withheld(c: &Constraints, labels: &[String], detail: String, record: &mut TurnRecord) {
+pub(crate) fn withheld(
+    c: &Constraints,
+    labels: &[String],
+    detail: String,
+    record: &mut TurnRecord,
+) {
     record.repairs.push(Repair {
         rule: forbid_rules(c, labels)
             .first()
@@ -218,7 +223,10 @@ mod tests {
              diagnosis, disorder or clinical term (do not say: insomnia)."
         );
         assert_eq!(req.messages[1].content, "I can't sleep.");
-        assert_eq!(req.assistant_prefix, "<think>\nok\n</think>\n\nI hear you. ");
+        assert_eq!(
+            req.assistant_prefix,
+            "<think>\nok\n</think>\n\nI hear you. "
+        );
         assert_eq!(req.banned_phrases, ["insomnia"]);
         let v = &record.violations[0];
         assert_eq!(
@@ -232,7 +240,10 @@ mod tests {
             .collect();
         assert_eq!(
             actions,
-            [("no-diagnostic-labels", "regenerate"), ("no-diagnostic-labels", "logit-bias")]
+            [
+                ("no-diagnostic-labels", "regenerate"),
+                ("no-diagnostic-labels", "logit-bias")
+            ]
         );
         // The abandoned draft's half sentence is gone.
         assert_eq!(guard.finish(), Default::default());
@@ -250,14 +261,23 @@ mod tests {
             ControlFlow::Continue(())
         })
         .unwrap();
-        assert_eq!(reply, "I am here with you. Tell me\n\nPlease call or text 988 now.");
+        assert_eq!(
+            reply,
+            "I am here with you. Tell me\n\nPlease call or text 988 now."
+        );
         assert_eq!(
             streamed,
-            ["Content(\" Tell me\")", "Content(\"\\n\\nPlease call or text 988 now.\")"]
+            [
+                "Content(\" Tell me\")",
+                "Content(\"\\n\\nPlease call or text 988 now.\")"
+            ]
         );
         assert_eq!(record.violations[0].source, "safety");
         assert_eq!(
-            (record.repairs[0].rule.as_str(), record.repairs[0].action.as_str()),
+            (
+                record.repairs[0].rule.as_str(),
+                record.repairs[0].action.as_str()
+            ),
             ("crisis-protocol", "append")
         );
     }
@@ -268,11 +288,16 @@ mod tests {
         let mut guard = ReplyGuard::new(&c);
         guard.push("One two three. Four five six. Seven", false, true);
         let mut record = TurnRecord::new(12);
-        let reply = complete_reply(&c, &mut guard, &mut record, &mut |_| ControlFlow::Continue(()))
-            .unwrap();
+        let reply = complete_reply(&c, &mut guard, &mut record, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(reply, "One two three.");
         assert_eq!(record.violations[0].detail, "draft ran past 5 words");
-        assert_eq!(record.repairs[0].detail, "stopped at a sentence end, 3 words");
+        assert_eq!(
+            record.repairs[0].detail,
+            "stopped at a sentence end, 3 words"
+        );
     }
 
     #[test]

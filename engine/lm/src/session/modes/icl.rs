@@ -3,8 +3,8 @@
 //! the reasoning.
 
 use super::{AfterDraft, PromptingStrategy, ReasoningTrace, Routed, TurnPrompt, TurnRecord};
-use crate::session::{DraftEvent, DraftRequest, OnDelta, Result, SessionError};
 use crate::session::repair;
+use crate::session::{DraftEvent, DraftRequest, OnDelta, Result, SessionError};
 use psy_core::reply_rules::Repair;
 
 /// What an `icl` answer starts with (written for the model) and the marker of its reply.
@@ -149,7 +149,11 @@ mod tests {
     use psy_core::manifest::PromptingMode;
 
     /// Reads `deltas` as one draft; returns what each was routed to and the streamed deltas.
-    fn read_all(icl: &mut Icl, trace: &mut ReasoningTrace, deltas: &[&str]) -> (Vec<String>, Vec<String>) {
+    fn read_all(
+        icl: &mut Icl,
+        trace: &mut ReasoningTrace,
+        deltas: &[&str],
+    ) -> (Vec<String>, Vec<String>) {
         let mut seen = Vec::new();
         let mut on = |d: Delta| {
             seen.push(format!("{d:?}"));
@@ -157,14 +161,27 @@ mod tests {
         };
         let routed = deltas
             .iter()
-            .map(|d| format!("{:?}", icl.read(DraftEvent { delta: d, in_think: false }, trace, &mut on)))
+            .map(|d| {
+                format!(
+                    "{:?}",
+                    icl.read(
+                        DraftEvent {
+                            delta: d,
+                            in_think: false
+                        },
+                        trace,
+                        &mut on
+                    )
+                )
+            })
             .collect();
         (routed, seen)
     }
 
     #[test]
     fn the_prompt_carries_the_steps_and_a_worked_example_and_the_answer_is_started() {
-        let req = Icl::default().reply_request(&turn(PromptingMode::Icl, 100), &ReasoningTrace::new(12));
+        let req =
+            Icl::default().reply_request(&turn(PromptingMode::Icl, 100), &ReasoningTrace::new(12));
         let system = &req.messages[0].content;
         assert!(system.starts_with(&format!(
             "{COMPACT_SYSTEM}\n\n## Reasoning steps\n1. Feeling (exhausted, worried about work)\n\
@@ -189,18 +206,32 @@ mod tests {
             &mut trace,
             &["Feeling: ", "tired. Rep", "ly: That", " sounds hard."],
         );
-        assert_eq!(routed, ["Held", "Held", "Content(\"That\")", "Content(\" sounds hard.\")"]);
+        assert_eq!(
+            routed,
+            [
+                "Held",
+                "Held",
+                "Content(\"That\")",
+                "Content(\" sounds hard.\")"
+            ]
+        );
         // What could start the marker is held back until it is known not to.
         assert_eq!(
             seen,
-            ["Reasoning(\"Fee\")", "Reasoning(\"ling: tire\")", "Reasoning(\"d. \")"]
+            [
+                "Reasoning(\"Fee\")",
+                "Reasoning(\"ling: tire\")",
+                "Reasoning(\"d. \")"
+            ]
         );
         assert_eq!(trace.text, "Feeling: tired. ");
         let mut record = TurnRecord::new(12);
         record.reasoning = trace;
         let mut req = DraftRequest::default();
         let next = icl
-            .after_draft(false, &mut record, &mut req, &mut |_| ControlFlow::Continue(()))
+            .after_draft(false, &mut record, &mut req, &mut |_| {
+                ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(next, AfterDraft::Keep);
         assert_eq!(req.assistant_prefix, "Reasoning: Feeling: tired.\nReply: ");
@@ -225,7 +256,10 @@ mod tests {
         assert_eq!(seen, ["Reasoning(\"tired.\")"]);
         assert_eq!(req.assistant_prefix, "Reasoning: Feeling: tired.\nReply: ");
         assert_eq!(record.repairs[0].rule, "icl-format");
-        assert!(record.violations.is_empty(), "a missing marker breaks no rule");
+        assert!(
+            record.violations.is_empty(),
+            "a missing marker breaks no rule"
+        );
         // Later drafts are all reply.
         let (routed, _) = read_all(&mut icl, &mut record.reasoning, &["Hi."]);
         assert_eq!(routed, ["Content(\"Hi.\")"]);
@@ -235,15 +269,24 @@ mod tests {
     fn reasoning_past_its_budget_stops_the_draft_and_is_closed() {
         let mut icl = Icl::default();
         let mut record = TurnRecord::new(2);
-        let (routed, _) = read_all(&mut icl, &mut record.reasoning, &["Feeling: tired and more. "]);
+        let (routed, _) = read_all(
+            &mut icl,
+            &mut record.reasoning,
+            &["Feeling: tired and more. "],
+        );
         assert_eq!(routed, ["ReasoningFull"]);
         let mut req = DraftRequest::default();
         let next = icl
-            .after_draft(true, &mut record, &mut req, &mut |_| ControlFlow::Continue(()))
+            .after_draft(true, &mut record, &mut req, &mut |_| {
+                ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(next, AfterDraft::DraftReply);
         assert_eq!(record.reasoning.text, "Feeling: tired and more. ");
-        assert_eq!(req.assistant_prefix, "Reasoning: Feeling: tired and more.\nReply: ");
+        assert_eq!(
+            req.assistant_prefix,
+            "Reasoning: Feeling: tired and more.\nReply: "
+        );
         let rules: Vec<&str> = record.repairs.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(rules, ["reasoning-budget"]);
     }

@@ -107,9 +107,21 @@ mod tests {
                 req.max_new_tokens,
             )
         };
-        assert_eq!(shape(PromptingMode::Direct), (false, false, String::new(), 42));
-        assert_eq!(shape(PromptingMode::Icl), (false, false, "Reasoning:".into(), 74));
-        assert_eq!(shape(PromptingMode::TwoPhase), (true, false, String::new(), 42));
-        assert_eq!(shape(PromptingMode::Native), (false, true, String::new(), 74));
+        assert_eq!(
+            shape(PromptingMode::Direct),
+            (false, false, String::new(), 42)
+        );
+        assert_eq!(
+            shape(PromptingMode::Icl),
+            (false, false, "Reasoning:".into(), 74)
+        );
+        assert_eq!(
+            shape(PromptingMode::TwoPhase),
+            (true, false, String::new(), 42)
+        );
+        assert_eq!(
+            shape(PromptingMode::Native),
+            (false, true, String::new(), 74)
+        );
     }
 }

@@ -81,9 +81,18 @@ mod tests {
             ControlFlow::Continue(())
         };
         let mut n = Native;
-        assert_eq!(n.read(event("Tired ", true), &mut trace, &mut on), Routed::Held);
-        assert_eq!(n.read(event("Hi.", false), &mut trace, &mut on), Routed::Content("Hi."));
-        assert_eq!(n.read(event("worried ", true), &mut trace, &mut on), Routed::Held);
+        assert_eq!(
+            n.read(event("Tired ", true), &mut trace, &mut on),
+            Routed::Held
+        );
+        assert_eq!(
+            n.read(event("Hi.", false), &mut trace, &mut on),
+            Routed::Content("Hi.")
+        );
+        assert_eq!(
+            n.read(event("worried ", true), &mut trace, &mut on),
+            Routed::Held
+        );
         // Two words reached: the next thought stops the draft.
         assert_eq!(
             n.read(event("more ", true), &mut trace, &mut on),
@@ -99,9 +108,16 @@ mod tests {
         record.reasoning.text = " Tired worried ".into();
         let mut req = DraftRequest::default();
         let mut on = |_: Delta| ControlFlow::Continue(());
-        let next = Native.after_draft(false, &mut record, &mut req, &mut on).unwrap();
-        assert_eq!((next, req.assistant_prefix.as_str()), (AfterDraft::Keep, ""));
-        let next = Native.after_draft(true, &mut record, &mut req, &mut on).unwrap();
+        let next = Native
+            .after_draft(false, &mut record, &mut req, &mut on)
+            .unwrap();
+        assert_eq!(
+            (next, req.assistant_prefix.as_str()),
+            (AfterDraft::Keep, "")
+        );
+        let next = Native
+            .after_draft(true, &mut record, &mut req, &mut on)
+            .unwrap();
         assert_eq!(next, AfterDraft::DraftReply);
         assert_eq!(req.assistant_prefix, "<think>\nTired worried\n</think>\n\n");
         assert_eq!(record.violations[0].detail, "reasoning ran past 2 words");

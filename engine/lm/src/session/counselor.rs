@@ -73,6 +73,7 @@ impl Counselor {
             ..Default::default()
         };
 
+        // The prompt for the mode; `two-phase` drafts its reasoning first.
         let turn = TurnPrompt::new(&plan, dialogue, self.style, &self.decoding, opts);
         let mut strategy = strategy_for(plan.prompt.mode);
         let mut record = TurnRecord::new(turn.reasoning_words);
@@ -82,6 +83,7 @@ impl Counselor {
             timings.reasoning_ms = ms(t0);
         }
 
+        // The reply, streamed through the guard, then repaired.
         let t0 = Instant::now();
         let c = &plan.constraints;
         let mut guard = ReplyGuard::new(c);
@@ -99,6 +101,7 @@ impl Counselor {
         // Stopping at a sentence end within the word budget is a deliberate stop.
         let cut_by_cap = record.finish == Some(FinishReason::Length) && !guard.budget_reached();
 
+        // The record: what streamed is what the transcript holds.
         timings.reply_ms = ms(t0);
         timings.total_ms = ms(started);
         timings.prompt_tokens = record.prompt_tokens;
@@ -134,26 +137,18 @@ impl ReplyStream<'_, '_> {
     /// Drafts until the reply stands: again after the mode closes its reasoning, and once
     /// more, without them, after the first draft names a label.
     fn draft(self, mut req: DraftRequest, on_delta: &mut OnDelta) -> Result<()> {
-        let ReplyStream {
-            drafter,
-            strategy,
-            guard,
-            c,
-            record,
-            opts,
-        } = self;
         let mut raw = String::new();
         for attempt in 0..MAX_DRAFTS {
             let first = attempt == 0;
             let mut labels: Vec<String> = Vec::new();
             let (mut reasoning_full, mut cancelled) = (false, false);
-            let reasoning = &mut record.reasoning;
-            let draft = drafter.draft(&req, &mut |ev| {
-                if opts.cancelled() {
+            let reasoning = &mut self.record.reasoning;
+            let draft = self.drafter.draft(&req, &mut |ev| {
+                if self.opts.cancelled() {
                     cancelled = true;
                     return ControlFlow::Break(());
                 }
-                let text = match strategy.read(ev, reasoning, on_delta) {
+                let text = match self.strategy.read(ev, reasoning, on_delta) {
                     Routed::Content(text) => text,
                     Routed::Held => return ControlFlow::Continue(()),
                     Routed::ReasoningFull => {
@@ -167,7 +162,7 @@ impl ReplyStream<'_, '_> {
                 };
                 raw.push_str(text);
                 // The first draft stops at a label: it is continued without it.
-                let step = guard.push(text, false, first);
+                let step = self.guard.push(text, false, first);
                 if !step.emit.is_empty() && on_delta(Delta::Content(&step.emit)).is_break() {
                     cancelled = true;
                     return ControlFlow::Break(());
@@ -178,7 +173,7 @@ impl ReplyStream<'_, '_> {
                         return ControlFlow::Break(());
                     }
                 }
-                if guard.budget_reached() {
+                if self.guard.budget_reached() {
                     return ControlFlow::Break(());
                 }
                 ControlFlow::Continue(())
@@ -186,9 +181,11 @@ impl ReplyStream<'_, '_> {
             if cancelled {
                 return Err(SessionError::Cancelled);
             }
-            record.count(&draft);
-            record.finish = draft.finish;
-            let next = strategy.after_draft(reasoning_full, record, &mut req, on_delta)?;
+            self.record.count(&draft);
+            self.record.finish = draft.finish;
+            let next =
+                self.strategy
+                    .after_draft(reasoning_full, self.record, &mut req, on_delta)?;
             if next == AfterDraft::DraftReply && attempt + 1 < MAX_DRAFTS {
                 continue;
             }
@@ -196,13 +193,13 @@ impl ReplyStream<'_, '_> {
                 break;
             }
             labels.dedup();
-            repair::labels_named(c, &labels, record);
+            repair::labels_named(self.c, &labels, self.record);
             if first {
-                repair::redraft_without(c, &labels, &mut req, guard, record);
+                repair::redraft_without(self.c, &labels, &mut req, self.guard, self.record);
                 continue;
             }
             let detail = format!("withheld sentence(s) naming {}", labels.join(", "));
-            repair::withheld(c, &labels, detail, record);
+            repair::withheld(self.c, &labels, detail, self.record);
             break;
         }
         tracing::debug!(draft = %raw, "raw reply draft");

@@ -7,13 +7,13 @@ use crate::session::repair;
 use crate::session::{DraftEvent, DraftRequest, OnDelta, Result, SessionError};
 use psy_core::reply_rules::Repair;
 
-/// What an `icl` answer starts with (written for the model) and the marker of its reply.
-const ICL_REASONING: &str = "Reasoning:";
-const ICL_REPLY: &str = "Reply:";
+/// What the answer starts with (written for the model), and the marker of its reply.
+const ANSWER_START: &str = "Reasoning:";
+const REPLY_MARKER: &str = "Reply:";
 
 /// One worked example: a client message, reasoning that follows the step order, and a reply
 /// that keeps the rules.
-const ICL_EXAMPLE: &str = "Client: Work has been piling up and I snap at my kids every evening. I hate who I'm becoming.\n\
+const WORKED_EXAMPLE: &str = "Client: Work has been piling up and I snap at my kids every evening. I hate who I'm becoming.\n\
 Reasoning: Feeling: overwhelmed and ashamed, moderate intensity. Risk: no sign of harm. Pattern: harsh self-judgement (\"I hate who I'm becoming\"). \
 Approach: reflect the strain and the care behind the shame, then invite one small, concrete look at the evening routine. Keep it short and plain.\n\
 Reply: It sounds like you're carrying a lot, and the fact that snapping at your kids hurts this much shows how much you care about them. \
@@ -44,13 +44,13 @@ impl PromptingStrategy for Icl {
         let system = format!(
             "{}\n\n## Reasoning steps\n{}\n\n## Worked example\n{}\n\n\
              Answer in the example's form: after \"Reasoning:\" your private reasoning, following \
-             the steps in order, in at most {} words; then \"{ICL_REPLY}\" and only the reply to \
+             the steps in order, in at most {} words; then \"{REPLY_MARKER}\" and only the reply to \
              the client.",
-            turn.system, turn.outline, ICL_EXAMPLE, turn.reasoning_words
+            turn.system, turn.outline, WORKED_EXAMPLE, turn.reasoning_words
         );
         DraftRequest {
             // The answer is started for the model.
-            assistant_prefix: ICL_REASONING.into(),
+            assistant_prefix: ANSWER_START.into(),
             ..turn.reply_request(system, turn.tokens.reasoning_and_reply())
         }
     }
@@ -65,9 +65,9 @@ impl PromptingStrategy for Icl {
             return Routed::Content(ev.delta);
         }
         self.buf.push_str(ev.delta);
-        let marker = self.buf.find(ICL_REPLY);
+        let marker = self.buf.find(REPLY_MARKER);
         // Stream the reasoning, holding back what could be the start of the marker.
-        let mut end = marker.unwrap_or(self.buf.len().saturating_sub(ICL_REPLY.len()));
+        let mut end = marker.unwrap_or(self.buf.len().saturating_sub(REPLY_MARKER.len()));
         while !self.buf.is_char_boundary(end) {
             end -= 1;
         }
@@ -88,7 +88,7 @@ impl PromptingStrategy for Icl {
             };
         };
         self.open = false;
-        match self.buf[p + ICL_REPLY.len()..].trim_start() {
+        match self.buf[p + REPLY_MARKER.len()..].trim_start() {
             "" => Routed::Held,
             text => Routed::Content(text),
         }
@@ -118,14 +118,16 @@ impl PromptingStrategy for Icl {
                 record.repairs.push(Repair {
                     rule: "icl-format".into(),
                     action: "regenerate".into(),
-                    detail: format!("the draft never wrote \"{ICL_REPLY}\"; asked for the reply"),
+                    detail: format!(
+                        "the draft never wrote \"{REPLY_MARKER}\"; asked for the reply"
+                    ),
                 });
                 redraft = true;
             }
             self.open = false;
         }
         req.assistant_prefix = format!(
-            "{ICL_REASONING} {}\n{ICL_REPLY} ",
+            "{ANSWER_START} {}\n{REPLY_MARKER} ",
             record.reasoning.text.trim()
         );
         if !redraft {

@@ -1,0 +1,40 @@
+//! Why a turn could not be produced.
+
+use std::path::PathBuf;
+
+use crate::runtime::chat_template::ChatTemplateError;
+use crate::runtime::tokenizer::TokenizerError;
+use crate::runtime::RuntimeError;
+
+/// Why a turn could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("chat template: {0}")]
+    Template(#[from] ChatTemplateError),
+    #[error("{model}: the model has no chat template (its tokenizer carries none)")]
+    NoTemplate { model: PathBuf },
+    #[error("prompt is {tokens} tokens; the model's context is {context}")]
+    PromptTooLong { tokens: usize, context: usize },
+    #[error("the dialogue has no client message to answer")]
+    NoClientMessage,
+    #[error("generation was cancelled")]
+    Cancelled,
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+}
+
+pub type Result<T, E = SessionError> = std::result::Result<T, E>;

@@ -1,0 +1,311 @@
+//! The repair policy: what a turn does when a draft breaks a rule, and how it is recorded.
+//!
+//! - A sentence naming a forbidden label is never emitted. The first draft stops there and is
+//!   continued after its clean text, told more firmly, with the labels' tokens banned; in a
+//!   later draft such sentences are withheld.
+//! - Reasoning past its budget is stopped (drafted alone) or closed, and the reply drafted
+//!   after it.
+//! - A reply past its word budget stops at the last sentence end within it.
+//! - Required text the draft left out (the crisis protocol) is appended, never cut.
+//! - Whatever slipped through the sentence split gets the text-level repairs of
+//!   [`enforce`].
+
+use psy_core::module::ReplyRule;
+use psy_core::planner::Constraints;
+use psy_core::reply_rules::{check, enforce, missing_required, word_count, word_limit};
+use psy_core::reply_rules::{Repair, Violation};
+
+use super::guard::ReplyGuard;
+use super::record::TurnRecord;
+use super::{Delta, DraftRequest, OnDelta, Result, SessionError};
+
+/// Reply drafts a turn makes at most: the first and its redrafts (after closed reasoning or
+/// named labels).
+pub(crate) const MAX_DRAFTS: usize = 3;
+
+/// The reasoning ran past its budget and was cut there (`how`: `stopped` or `closed`).
+pub(crate) fn reasoning_cut(record: &mut TurnRecord, how: &str) {
+    let budget = record.reasoning.budget;
+    record.repaired(
+        Violation {
+            rule: "reasoning-budget".into(),
+            source: "psy".into(),
+            detail: format!("reasoning ran past {budget} words"),
+        },
+        Repair {
+            rule: "reasoning-budget".into(),
+            action: "truncate".into(),
+            detail: format!("{how} the reasoning at {budget} words"),
+        },
+    );
+}
+
+/// A draft's sentences named `labels`: one violation per rule that forbids them.
+pub(crate) fn labels_named(c: &Constraints, labels: &[String], record: &mut TurnRecord) {
+    for (rule, source) in forbid_rules(c, labels) {
+        record.violations.push(Violation {
+            rule,
+            source,
+            detail: format!("draft says {}", labels.join(", ")),
+        });
+    }
+}
+
+/// The first draft named `labels`: the next one continues after the clean text, with a
+/// stronger instruction and the labels banned. Only the first draft is redrafted so, which
+/// is why the system message gets the instruction once.
+pub(crate) fn redraft_without(
+    c: &Constraints,
+    labels: &[String],
+    req: &mut DraftRequest,
+    guard: &mut ReplyGuard,
+    record: &mut TurnRecord,
+) {
+    let rule_id = forbid_rules(c, labels)
+        .first()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "no-diagnostic-labels".into());
+    if let Some(system) = req.messages.iter_mut().find(|m| m.role == "system") {
+        system.content = format!(
+            "{}\n\nIMPORTANT: speak to the client in plain, everyday words. Never name a \
+             diagnosis, disorder or clinical term (do not say: {}).",
+            system.content,
+            labels.join(", ")
+        );
+    }
+    req.assistant_prefix = format!("{}{}", req.assistant_prefix, guard.clean_text());
+    req.banned_phrases.extend(labels.iter().cloned());
+    guard.discard_pending();
+    record.repairs.push(Repair {
+        rule: rule_id.clone(),
+        action: "regenerate".into(),
+        detail: "continued after the clean text with a stronger instruction".into(),
+    });
+    record.repairs.push(Repair {
+        rule: rule_id,
+        action: "logit-bias".into(),
+        detail: format!("banned the tokens of {}", labels.join(", ")),
+    });
+}
+
+/// Sentences naming `labels` were withheld from the reply.
+pub(crate) fn withheld(
+    c: &Constraints,
+    labels: &[String],
+    detail: String,
+    record: &mut TurnRecord,
+) {
+    record.repairs.push(Repair {
+        rule: forbid_rules(c, labels)
+            .first()
+            .map(|r| r.0.clone())
+            .unwrap_or_default(),
+        action: "drop-sentence".into(),
+        detail,
+    });
+}
+
+/// Ends the reply once drafting is over: flushes the guard, records a budget cut, appends
+/// missing required text (streamed too) and applies the last-resort text repairs.
+pub(crate) fn complete_reply(
+    c: &Constraints,
+    guard: &mut ReplyGuard,
+    record: &mut TurnRecord,
+    on_delta: &mut OnDelta,
+) -> Result<String> {
+    let step = guard.finish();
+    if !step.emit.is_empty() && on_delta(Delta::Content(&step.emit)).is_break() {
+        return Err(SessionError::Cancelled);
+    }
+    if !step.labels.is_empty() {
+        let detail = format!("withheld a sentence naming {}", step.labels.join(", "));
+        withheld(c, &step.labels, detail, record);
+    }
+    if guard.budget_reached() {
+        let max = word_limit(c).unwrap_or(0);
+        record.repaired(
+            Violation {
+                rule: "word-budget".into(),
+                source: "psy".into(),
+                detail: format!("draft ran past {max} words"),
+            },
+            Repair {
+                rule: "word-budget".into(),
+                action: "truncate".into(),
+                detail: format!(
+                    "stopped at a sentence end, {} words",
+                    word_count(guard.emitted())
+                ),
+            },
+        );
+    }
+    let mut reply = guard.emitted().trim().to_string();
+    for (id, text) in missing_required(c, &reply) {
+        record.violations.push(Violation {
+            rule: id.clone(),
+            source: source_of(c, &id),
+            detail: "draft left out the required text".into(),
+        });
+        let piece = if reply.is_empty() {
+            text.clone()
+        } else {
+            format!("\n\n{text}")
+        };
+        if on_delta(Delta::Content(&piece)).is_break() {
+            return Err(SessionError::Cancelled);
+        }
+        reply.push_str(&piece);
+        record.repairs.push(Repair {
+            rule: id,
+            action: "append".into(),
+            detail: "added the required text".into(),
+        });
+    }
+    if !check(c, &reply).is_empty() {
+        let (fixed, more) = enforce(c, &reply);
+        tracing::warn!(?more, "reply needed text-level repairs after streaming");
+        reply = fixed;
+        record.repairs.extend(more);
+    }
+    Ok(reply)
+}
+
+/// `(id, source)` of the `Forbid` rules that list any of `labels`.
+fn forbid_rules(c: &Constraints, labels: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in &c.rules {
+        if let ReplyRule::Forbid { id, phrases, .. } = &r.rule {
+            if labels.iter().any(|l| phrases.contains(l)) && !out.iter().any(|o| &o.0 == id) {
+                out.push((id.clone(), r.source.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The module that asked for rule `id`.
+fn source_of(c: &Constraints, id: &str) -> String {
+    c.rules
+        .iter()
+        .find(|r| r.rule.id() == id)
+        .map(|r| r.source.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use super::*;
+    use crate::runtime::chat_template::ChatMessage;
+    use crate::session::fixtures::{constraints, crisis_protocol, forbid_labels, max_words};
+
+    #[test]
+    fn the_first_draft_naming_a_label_is_continued_after_its_clean_text_with_the_label_banned() {
+        let c = constraints(vec![forbid_labels(), max_words(20)]);
+        let mut guard = ReplyGuard::new(&c);
+        guard.push("I hear you. It sounds like insomnia. Wh", false, true);
+        let mut req = DraftRequest {
+            messages: vec![
+                ChatMessage::new("system", "Be kind."),
+                ChatMessage::new("user", "I can't sleep."),
+            ],
+            assistant_prefix: "<think>\nok\n</think>\n\n".into(),
+            ..Default::default()
+        };
+        let mut record = TurnRecord::new(12);
+        let labels = ["insomnia".to_string()];
+        labels_named(&c, &labels, &mut record);
+        redraft_without(&c, &labels, &mut req, &mut guard, &mut record);
+        assert_eq!(
+            req.messages[0].content,
+            "Be kind.\n\nIMPORTANT: speak to the client in plain, everyday words. Never name a \
+             diagnosis, disorder or clinical term (do not say: insomnia)."
+        );
+        assert_eq!(req.messages[1].content, "I can't sleep.");
+        assert_eq!(
+            req.assistant_prefix,
+            "<think>\nok\n</think>\n\nI hear you. "
+        );
+        assert_eq!(req.banned_phrases, ["insomnia"]);
+        let v = &record.violations[0];
+        assert_eq!(
+            (v.rule.as_str(), v.source.as_str(), v.detail.as_str()),
+            ("no-diagnostic-labels", "diagnostic", "draft says insomnia")
+        );
+        let actions: Vec<(&str, &str)> = record
+            .repairs
+            .iter()
+            .map(|r| (r.rule.as_str(), r.action.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("no-diagnostic-labels", "regenerate"),
+                ("no-diagnostic-labels", "logit-bias")
+            ]
+        );
+        // The abandoned draft's half sentence is gone.
+        assert_eq!(guard.finish(), Default::default());
+    }
+
+    #[test]
+    fn a_reply_without_the_required_text_gets_it_appended_and_streamed() {
+        let c = constraints(vec![forbid_labels(), max_words(20), crisis_protocol()]);
+        let mut guard = ReplyGuard::new(&c);
+        guard.push("I am here with you. Tell me", false, true);
+        let mut record = TurnRecord::new(12);
+        let mut streamed = Vec::new();
+        let reply = complete_reply(&c, &mut guard, &mut record, &mut |d| {
+            streamed.push(format!("{d:?}"));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(
+            reply,
+            "I am here with you. Tell me\n\nPlease call or text 988 now."
+        );
+        assert_eq!(
+            streamed,
+            [
+                "Content(\" Tell me\")",
+                "Content(\"\\n\\nPlease call or text 988 now.\")"
+            ]
+        );
+        assert_eq!(record.violations[0].source, "safety");
+        assert_eq!(
+            (
+                record.repairs[0].rule.as_str(),
+                record.repairs[0].action.as_str()
+            ),
+            ("crisis-protocol", "append")
+        );
+    }
+
+    #[test]
+    fn a_reply_stopped_at_its_budget_records_the_cut() {
+        let c = constraints(vec![max_words(5)]);
+        let mut guard = ReplyGuard::new(&c);
+        guard.push("One two three. Four five six. Seven", false, true);
+        let mut record = TurnRecord::new(12);
+        let reply = complete_reply(&c, &mut guard, &mut record, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(reply, "One two three.");
+        assert_eq!(record.violations[0].detail, "draft ran past 5 words");
+        assert_eq!(
+            record.repairs[0].detail,
+            "stopped at a sentence end, 3 words"
+        );
+    }
+
+    #[test]
+    fn cancelling_while_the_required_text_streams_cancels_the_turn() {
+        let c = constraints(vec![crisis_protocol()]);
+        let mut guard = ReplyGuard::new(&c);
+        let mut record = TurnRecord::new(12);
+        let err = complete_reply(&c, &mut guard, &mut record, &mut |_| ControlFlow::Break(()));
+        assert!(matches!(err, Err(SessionError::Cancelled)));
+    }
+}

@@ -708,11 +708,13 @@ async fn idle_connections_cannot_hold_every_slot() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     // ...so a real client waits until the header deadline frees them, then is served.
     let t0 = Instant::now();
-    let r = reqwest::Client::new()
+    let send = reqwest::Client::new()
         .post(format!("{base}/v1/chat/completions"))
         .json(&chat("hello"))
-        .send()
+        .send();
+    let r = tokio::time::timeout(Duration::from_secs(5), send)
         .await
+        .expect("the idle connections kept every slot")
         .unwrap();
     assert_eq!(r.status(), 200);
     let waited = t0.elapsed();

@@ -65,7 +65,7 @@ fn server(c: &mut Criterion) {
         .block_on(psy::serve::start(
             move || psy::counselor(&manifest, Some(&model)),
             "127.0.0.1:0",
-            64,
+            psy::serve::ServeOptions::default(),
         ))
         .unwrap();
     let url = format!("http://{}/v1/chat/completions", running.addr);

@@ -92,6 +92,12 @@ enum Command {
         /// Requests waiting beyond this many get 429.
         #[arg(long, default_value_t = 64)]
         queue: usize,
+        /// Open connections at most (further clients wait to be accepted).
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Largest request body in bytes (413 beyond it).
+        #[arg(long, default_value_t = 4 << 20)]
+        max_body_bytes: usize,
     },
     /// Raw generation (no plan): from a prompt, a chat message or token ids.
     Generate {
@@ -283,7 +289,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             addr,
             queue,
-        } => psy::serve::serve(&manifest, model.as_deref(), &addr, queue)?,
+            max_connections,
+            max_body_bytes,
+        } => {
+            let mut options = psy::serve::ServeOptions {
+                queue,
+                max_connections,
+                ..Default::default()
+            };
+            options.limits.max_body_bytes = max_body_bytes;
+            psy::serve::serve(&manifest, model.as_deref(), &addr, options)?
+        }
         Command::Generate {
             model,
             prompt,

@@ -1,0 +1,154 @@
+//! `psy serve`: an OpenAI-compatible server in front of a [`Counselor`].
+//!
+//! One worker thread owns the model (CPU decoding gains nothing from running two requests at
+//! once); requests wait in a bounded queue and get 429 with `Retry-After` beyond it. Every
+//! reply is a counseling turn: planned, streamed, held to the plan's rules. Responses carry
+//! `reasoning_content` beside `content` (as DeepSeek's API does) and a `psy` object with the
+//! plan summary. The client's own system messages are not used: the plan writes the system
+//! prompt.
+//!
+//! What a client cannot do to it: send an unbounded or endless body (413, 408), trickle
+//! headers or hold more than [`ServeOptions::max_connections`] connections, ask for unbounded
+//! work ([`RequestLimits`], 400 naming the field), or take the worker down: a panic in a
+//! turn is that request's 500, and the worker rebuilds its counselor and goes on (see
+//! `/health`). This needs the default `panic = "unwind"`.
+
+mod error;
+mod handlers;
+mod listener;
+mod options;
+mod request;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::routing::{get, post};
+use axum::Router;
+use psy_lm::session::Counselor;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::ApiError;
+pub use options::{RequestLimits, ServeOptions};
+pub use request::{parse_chat_request, ChatRequest};
+pub use worker::WorkerState;
+
+use handlers::AppState;
+use worker::Health;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish, and waits.
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        self.task.await?;
+        Ok(())
+    }
+}
+
+/// Starts the server on `addr` (port 0 picks one) with a counselor built on the worker
+/// thread by `make` (the model stays on that thread). `make` is called again to rebuild the
+/// counselor after a request panicked.
+pub async fn start<F>(make: F, addr: &str, options: ServeOptions) -> Result<Running>
+where
+    F: FnMut() -> Result<Counselor> + Send + 'static,
+{
+    let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
+    let health = Arc::new(Health::new());
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let h = health.clone();
+    std::thread::Builder::new()
+        .name("psy-worker".into())
+        .spawn(move || worker::start(make, jobs_rx, h, ready_tx))?;
+    let (model_id, context) = ready_rx.await.context("worker thread died")??;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        jobs: jobs_tx,
+        health,
+        model_id,
+        context,
+        next_id: AtomicU64::new(1),
+        options: options.clone(),
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/models", get(handlers::models))
+        .route("/health", get(handlers::health))
+        .with_state(state);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move { listener::serve(listener, app, &options, stop_rx).await });
+    tracing::info!(%addr, "listening");
+    Ok(Running {
+        addr,
+        shutdown: Some(stop_tx),
+        task,
+    })
+}
+
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `psy serve`: runs until SIGINT/SIGTERM, then drains open requests.
+pub fn serve(
+    manifest: &Path,
+    model: Option<&Path>,
+    addr: &str,
+    options: ServeOptions,
+) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let manifest: PathBuf = manifest.to_path_buf();
+    let model = model.map(Path::to_path_buf);
+    rt.block_on(async move {
+        let running = start(
+            move || crate::counselor(&manifest, model.as_deref()),
+            addr,
+            options,
+        )
+        .await?;
+        eprintln!(
+            "psy serve: http://{}/v1 (POST /chat/completions, GET /models, GET /health)",
+            running.addr
+        );
+        signal().await;
+        eprintln!("shutting down: finishing open requests");
+        tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+            .await
+            .unwrap_or(Ok(()))
+    })
+}

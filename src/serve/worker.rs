@@ -1,0 +1,289 @@
+//! The worker thread that owns the model, and the health it reports.
+//!
+//! Each request runs under `catch_unwind`: a panic anywhere in a turn (planning, decoding,
+//! repair) fails that request with a 500 and the worker rebuilds its counselor from the
+//! factory before the next one, since a panic may have left the model's prompt cache half
+//! written. `/health` reads the [`Health`] the worker keeps.
+
+use std::ops::ControlFlow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Result;
+use axum::http::StatusCode;
+use psy_core::dialogue::Dialogue;
+use psy_lm::session::{CancelCheck, Counselor, Delta, SessionError, TranscriptTurn, TurnOptions};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+
+/// What the worker sends back for one request.
+pub(crate) enum Reply {
+    Reasoning(String),
+    Content(String),
+    Done(Box<TranscriptTurn>),
+    Failed(ApiError),
+}
+
+pub(crate) struct Job {
+    pub dialogue: Dialogue,
+    pub opts: TurnOptions,
+    pub events: mpsc::UnboundedSender<Reply>,
+}
+
+/// What the worker is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Idle,
+    Busy,
+    /// Rebuilding the counselor after a panic; queued requests wait for it.
+    Restarting,
+    /// The counselor could not be rebuilt; the next request tries again.
+    Failed,
+}
+
+/// The worker's state and failure record, shared with `/health`.
+#[derive(Debug)]
+pub(crate) struct Health {
+    inner: Mutex<HealthRecord>,
+    /// Requests accepted but not yet taken by the worker.
+    pub waiting: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct HealthRecord {
+    state: WorkerState,
+    served: u64,
+    panics: u64,
+    restarts: u64,
+    last_failure: Option<Value>,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health {
+            inner: Mutex::new(HealthRecord {
+                state: WorkerState::Idle,
+                served: 0,
+                panics: 0,
+                restarts: 0,
+                last_failure: None,
+            }),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// The record stays readable even if a thread panicked while holding the lock: it
+    /// holds plain counters, never a half-made value.
+    fn lock(&self) -> MutexGuard<'_, HealthRecord> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, state: WorkerState) {
+        self.lock().state = state;
+    }
+
+    fn fail(&self, what: &str, message: &str) {
+        let mut h = self.lock();
+        h.last_failure = Some(json!({"kind": what, "message": message, "at": super::now()}));
+    }
+
+    /// The HTTP status of `/health` (503 unless the worker can take requests now) and its body.
+    pub fn report(&self, model: &str) -> (StatusCode, Value) {
+        let h = self.lock();
+        let ready = matches!(h.state, WorkerState::Idle | WorkerState::Busy);
+        let status = if ready { "ok" } else { "unavailable" };
+        let body = json!({
+            "status": status,
+            "model": model,
+            "worker": h.state,
+            "queued": self.waiting.load(Ordering::SeqCst),
+            "served": h.served,
+            "panics": h.panics,
+            "restarts": h.restarts,
+            "last_failure": h.last_failure,
+        });
+        let code = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (code, body)
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
+/// Builds a counselor, turning a panic of the factory into an error.
+fn build<F>(make: &mut F) -> Result<Counselor>
+where
+    F: FnMut() -> Result<Counselor>,
+{
+    match catch_unwind(AssertUnwindSafe(make)) {
+        Ok(r) => r,
+        Err(p) => Err(anyhow::anyhow!(
+            "building the counselor panicked: {}",
+            panic_message(p.as_ref())
+        )),
+    }
+}
+
+/// Runs jobs one at a time on the calling thread, starting from `counselor` (built by
+/// `make`, which rebuilds it after a panic). A job whose client has gone is skipped, and a
+/// client that goes mid-generation stops it (its channel closes, the cancel check sees it).
+pub(crate) fn run<F>(
+    counselor: Counselor,
+    mut make: F,
+    mut jobs: mpsc::Receiver<Job>,
+    health: Arc<Health>,
+) where
+    F: FnMut() -> Result<Counselor>,
+{
+    let mut counselor = Some(counselor);
+    while let Some(job) = jobs.blocking_recv() {
+        health.waiting.fetch_sub(1, Ordering::SeqCst);
+        if job.events.is_closed() {
+            tracing::info!("client left before its turn");
+            continue;
+        }
+        let c = match counselor.as_mut() {
+            Some(c) => c,
+            // The last rebuild failed: try again for this request.
+            None => match rebuild(&mut make, &health) {
+                Some(c) => counselor.insert(c),
+                None => {
+                    let _ = job.events.send(Reply::Failed(ApiError::server(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "model_unavailable",
+                        "the model could not be reloaded after a failure; see /health",
+                    )));
+                    continue;
+                }
+            },
+        };
+        health.set(WorkerState::Busy);
+        let tx = job.events.clone();
+        match catch_unwind(AssertUnwindSafe(|| respond(c, job))) {
+            Ok(last) => {
+                // Health first, so a client reading /health after its reply sees it counted.
+                {
+                    let mut h = health.lock();
+                    h.served += 1;
+                    h.state = WorkerState::Idle;
+                }
+                if let Some(r) = last {
+                    let _ = tx.send(r);
+                }
+            }
+            Err(p) => {
+                let message = panic_message(p.as_ref());
+                tracing::error!(panic = %message, "request panicked; rebuilding the counselor");
+                // Health first, so a client reading /health after its 500 sees the failure.
+                {
+                    let mut h = health.lock();
+                    h.panics += 1;
+                    h.state = WorkerState::Restarting;
+                }
+                health.fail("panic", &message);
+                let _ = tx.send(Reply::Failed(ApiError::server(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server failed while answering this request; it has recovered, retry",
+                )));
+                drop(tx);
+                // Drop the possibly inconsistent counselor before loading another model.
+                drop(counselor.take());
+                counselor = rebuild(&mut make, &health);
+            }
+        }
+    }
+}
+
+/// A fresh counselor, or `None` with the failure recorded in `health`.
+fn rebuild<F>(make: &mut F, health: &Health) -> Option<Counselor>
+where
+    F: FnMut() -> Result<Counselor>,
+{
+    health.set(WorkerState::Restarting);
+    match build(make) {
+        Ok(c) => {
+            let mut h = health.lock();
+            h.restarts += 1;
+            h.state = WorkerState::Idle;
+            Some(c)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot rebuild the counselor");
+            health.fail("restart", &format!("{e:#}"));
+            health.set(WorkerState::Failed);
+            None
+        }
+    }
+}
+
+/// One turn, its deltas streamed into the job's channel; returns the last message to send
+/// (none when the client has gone).
+fn respond(counselor: &mut Counselor, job: Job) -> Option<Reply> {
+    let tx = job.events;
+    let mut opts = job.opts;
+    let gone = tx.clone();
+    opts.cancel = Some(CancelCheck(Arc::new(move || gone.is_closed())));
+    let result = counselor.respond(&job.dialogue, &opts, &mut |d| {
+        let r = match d {
+            Delta::Reasoning(t) => Reply::Reasoning(t.to_string()),
+            Delta::Content(t) => Reply::Content(t.to_string()),
+        };
+        match tx.send(r) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    });
+    match result {
+        Ok(t) => Some(Reply::Done(Box::new(t))),
+        Err(SessionError::Cancelled) => {
+            tracing::info!("client disconnected: generation stopped");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "request failed");
+            Some(Reply::Failed(ApiError::from(e)))
+        }
+    }
+}
+
+/// Builds the first counselor on the calling thread and reports its model id and context
+/// (or why it could not be built) through `ready`, then serves `jobs` until they close.
+pub(crate) fn start<F>(
+    mut make: F,
+    jobs: mpsc::Receiver<Job>,
+    health: Arc<Health>,
+    ready: tokio::sync::oneshot::Sender<Result<(String, usize)>>,
+) where
+    F: FnMut() -> Result<Counselor>,
+{
+    match build(&mut make) {
+        Ok(c) => {
+            let _ = ready.send(Ok((
+                c.drafter().model_id(),
+                c.drafter().context_length().unwrap_or(8192),
+            )));
+            run(c, make, jobs, health);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}

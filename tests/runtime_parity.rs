@@ -528,7 +528,7 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
     let err = max_abs_diff(&logits[..8], &floats(&r["last_logits_first8"]));
     println!("smollm2: first-8 logits max abs err {err:e}");
     assert!(err < 1e-2, "smollm2 logits differ by {err}");
-    let tokenizer = psy_lm::runtime::generate::load_tokenizer(&path)
+    let tokenizer = psy_lm::runtime::load_tokenizer(&path)
         .unwrap()
         .expect("GGUF vocabulary");
     let want = ids(&r["greedy_ids_30"]);

@@ -264,19 +264,31 @@ fn config_json_with_zero_absurd_or_inconsistent_sizes_names_the_field() {
     // list, the RoPE table or a weight matrix: the error must come first.
     let cases: [(&str, Value, &[&str]); 14] = [
         ("hidden_size", json!(0), &["`hidden_size` is 0"]),
-        ("num_attention_heads", json!(0), &["`num_attention_heads` is 0"]),
+        (
+            "num_attention_heads",
+            json!(0),
+            &["`num_attention_heads` is 0"],
+        ),
         ("head_dim", json!(0), &["`head_dim` is 0"]),
         ("num_hidden_layers", json!(0), &["`num_hidden_layers` is 0"]),
         ("vocab_size", json!(0), &["`vocab_size` is 0"]),
         ("intermediate_size", json!(0), &["`intermediate_size` is 0"]),
-        ("num_key_value_heads", json!(0), &["`num_key_value_heads` is 0"]),
+        (
+            "num_key_value_heads",
+            json!(0),
+            &["`num_key_value_heads` is 0"],
+        ),
         (
             "num_hidden_layers",
             json!(1u64 << 40),
             &["`num_hidden_layers` is 1099511627776", "maximum"],
         ),
         ("vocab_size", json!(u64::MAX), &["`vocab_size`", "maximum"]),
-        ("hidden_size", json!(1u64 << 33), &["`hidden_size`", "maximum"]),
+        (
+            "hidden_size",
+            json!(1u64 << 33),
+            &["`hidden_size`", "maximum"],
+        ),
         ("head_dim", json!(1u64 << 30), &["`head_dim`", "maximum"]),
         (
             "num_key_value_heads",
@@ -284,7 +296,11 @@ fn config_json_with_zero_absurd_or_inconsistent_sizes_names_the_field() {
             &["`num_key_value_heads` (3) does not divide `num_attention_heads` (4)"],
         ),
         ("head_dim", json!(15), &["`head_dim` is 15", "even"]),
-        ("hidden_size", json!(-64), &["`hidden_size` must be a non-negative integer"]),
+        (
+            "hidden_size",
+            json!(-64),
+            &["`hidden_size` must be a non-negative integer"],
+        ),
     ];
     for (i, (field, value, needles)) in cases.into_iter().enumerate() {
         let dir = hf_dir(
@@ -319,7 +335,13 @@ fn config_json_with_zero_absurd_or_inconsistent_sizes_names_the_field() {
 fn gguf_metadata_with_zero_absurd_or_inconsistent_sizes_names_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     // Only the embedding is needed: metadata is checked before any tensor is read.
-    let embed = || vec![GgufTensor::f32("token_embd.weight", &[4, 64], vec![0.0; 256])];
+    let embed = || {
+        vec![GgufTensor::f32(
+            "token_embd.weight",
+            &[4, 64],
+            vec![0.0; 256],
+        )]
+    };
     let cases: [(&str, u64, &str); 10] = [
         ("qwen3.embedding_length", 0, "metadata `qwen3.embedding_length` is 0"),
         ("qwen3.attention.head_count", 0, "metadata `qwen3.attention.head_count` is 0"),
@@ -363,7 +385,10 @@ fn an_embedding_that_disagrees_with_the_vocabulary_names_the_tensor() {
         "{e:?}"
     );
     let mut kv = qwen3_kv();
-    kv.iter_mut().find(|(k, _)| k == "qwen3.vocab_size").unwrap().1 = json!(1001);
+    kv.iter_mut()
+        .find(|(k, _)| k == "qwen3.vocab_size")
+        .unwrap()
+        .1 = json!(1001);
     let path = tmp.path().join("vocab.gguf");
     write_gguf(&path, &kv, &qwen3_gguf_tensors());
     let e = load_err(&path);
@@ -514,8 +539,16 @@ fn the_qwen3_template_renders_a_long_conversation_within_the_limits() {
     let opts = RenderOptions {
         add_generation_prompt: true,
         enable_thinking: Some(true),
-        tools: Some(vec![json!({"type": "function", "function": {"name": "f", "parameters": {}}})]),
+        tools: Some(vec![
+            json!({"type": "function", "function": {"name": "f", "parameters": {}}}),
+        ]),
     };
     let text = template.render(&messages, &opts).unwrap();
     assert!(text.len() > 400 * turn.len(), "{}", text.len());
+    // Named after its tokenizer.json, the template still renders unescaped, as Jinja2 does.
+    assert!(
+        text.starts_with("<|im_start|>system\n") && text.contains("\"name\": \"f\""),
+        "{}",
+        &text[..200]
+    );
 }

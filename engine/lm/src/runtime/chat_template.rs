@@ -101,6 +101,9 @@ impl ChatTemplate {
         // Templates come with downloaded model files: bound what one render may do.
         env.set_fuel(Some(RENDER_FUEL));
         env.set_recursion_limit(RECURSION_LIMIT);
+        // Jinja2 as transformers runs it never escapes; minijinja would pick JSON escaping for
+        // a template named after a `.json` file.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)

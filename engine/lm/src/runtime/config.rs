@@ -325,7 +325,13 @@ impl ModelConfig {
             SizeField::HeadDim => self.head_dim,
             SizeField::MaxPositionEmbeddings => self.max_position_embeddings,
         };
-        let error = |field, problem| Err(SizeError { field, value: value(field), problem });
+        let error = |field, problem| {
+            Err(SizeError {
+                field,
+                value: value(field),
+                problem,
+            })
+        };
         for field in SizeField::ALL {
             if value(field) == 0 {
                 return error(field, SizeProblem::Zero);

@@ -490,12 +490,10 @@ impl CausalLm {
     /// Builds the model from named tensors; every tensor of the source must be used. The
     /// config's sizes are checked first, since the layer list and RoPE table are sized by them.
     pub fn load(config: &ModelConfig, src: &mut dyn TensorSource, device: &Device) -> Result<Self> {
-        config
-            .check_sizes()
-            .map_err(|e| RuntimeError::Config {
-                path: src.origin().to_path_buf(),
-                msg: e.to_string(),
-            })?;
+        config.check_sizes().map_err(|e| RuntimeError::Config {
+            path: src.origin().to_path_buf(),
+            msg: e.to_string(),
+        })?;
         let c = config;
         let (hd, q_out, kv_out) = (
             c.hidden_size,

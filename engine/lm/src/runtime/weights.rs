@@ -332,12 +332,14 @@ impl GgufSource {
             // Zero heads is reported by `check_sizes` under its own key.
             None if n_head == 0 => 0,
             None if hidden % n_head == 0 => hidden / n_head,
-            None => return Err(bad(format!(
+            None => {
+                return Err(bad(format!(
                 "metadata `{}` is absent and `{}` ({hidden}) is not a multiple of `{}` ({n_head})",
                 key("attention.key_length"),
                 key("embedding_length"),
                 key("attention.head_count")
-            ))),
+            )))
+            }
         };
         let vocab = match size("vocab_size")? {
             Some(v) => v,

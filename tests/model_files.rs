@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, ChatTemplateError, RenderOptions};
+use psy_lm::runtime::chat_template::{
+    ChatMessage, ChatTemplate, ChatTemplateError, RenderOptions, RENDER_FUEL,
+};
 use psy_lm::runtime::tokenizer::Tokenizer;
 use psy_lm::runtime::{load_model_on, select_device, DevicePreference, RuntimeError};
 use serde_json::{json, Map, Value};
@@ -522,9 +524,12 @@ fn a_recursive_chat_template_stops_with_an_error_naming_it() {
 #[test]
 fn the_qwen3_template_renders_a_long_conversation_within_the_limits() {
     let tok = Tokenizer::from_path(&asset("qwen3-tokenizer/tokenizer.json")).unwrap();
-    let template = ChatTemplate::for_tokenizer(&tok).unwrap().unwrap();
-    // 400 turns of ~4 kB each, with reasoning on the assistant side: far longer than any
-    // session or training sample, so the budget leaves room for real use.
+    // 400 turns of ~4 kB each, with reasoning on the assistant side, in a tenth of the default
+    // budget: far longer than any session or training sample, so the budget leaves room.
+    let template = ChatTemplate::for_tokenizer(&tok)
+        .unwrap()
+        .unwrap()
+        .with_fuel(RENDER_FUEL / 10);
     let turn = "I hear how heavy this week has been. ".repeat(100);
     let messages: Vec<ChatMessage> = (0..400)
         .map(|i| {

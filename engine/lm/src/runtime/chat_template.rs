@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 /// Name of a template given as bare source (no file it came from).
 const INLINE_NAME: &str = "chat_template";
 
-/// Instructions (and ~64 bytes of allocation each) one render may spend. Rendering a
-/// 200-turn Qwen3 conversation with tools takes well under a tenth of it; a template that loops
-/// (nested `range`s) stops here with [`ChatTemplateError::Limit`] instead of holding a worker.
+/// Instructions (and ~64 bytes of allocation each) one render may spend by default. A 400-turn
+/// Qwen3 conversation of ~4 kB turns with tools renders within a tenth of it (checked in
+/// `tests/model_files.rs`); a template that loops (nested `range`s) stops here with
+/// [`ChatTemplateError::Limit`] instead of holding a worker.
 pub const RENDER_FUEL: u64 = 20_000_000;
 
 /// Nesting depth (loops, conditionals, macro calls) a template may reach; real chat templates
@@ -76,6 +77,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// Where the template came from (a file path, or `chat_template` for inline source).
     name: String,
+    /// Fuel per render, for the message when it runs out.
+    fuel: u64,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -121,9 +124,17 @@ impl ChatTemplate {
         Ok(ChatTemplate {
             env,
             name: name.to_string(),
+            fuel: RENDER_FUEL,
             bos_token: bos_token.map(str::to_string),
             eos_token: eos_token.map(str::to_string),
         })
+    }
+
+    /// The same template with another fuel budget per render (see [`RENDER_FUEL`]).
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.env.set_fuel(Some(fuel));
+        self.fuel = fuel;
+        self
     }
 
     /// The template shipped with a tokenizer (`None` if it has none).
@@ -194,7 +205,10 @@ impl ChatTemplate {
                 return ChatTemplateError::Limit {
                     template: self.name.clone(),
                     reason: if out_of_fuel {
-                        format!("out of fuel after {RENDER_FUEL} instructions (does it loop?)")
+                        format!(
+                            "out of fuel after {} instructions (does it loop?)",
+                            self.fuel
+                        )
                     } else {
                         format!("nested deeper than {RECURSION_LIMIT} levels (does it recurse?)")
                     },

@@ -394,7 +394,7 @@ pub fn generate(
     json: bool,
 ) -> Result<()> {
     let path = resolve_model(model, None)?;
-    let tok = runtime::generate::load_tokenizer(&path)?;
+    let tok = runtime::load_tokenizer(&path)?;
     let ids = match (&input, &tok) {
         (GenerateInput::Ids(ids), _) => ids.clone(),
         (GenerateInput::Prompt(p), Some(t)) => t.encode(p, true)?,

@@ -534,7 +534,7 @@ fn smollm2_gguf_greedy_and_logits_match_transformers() {
     println!("smollm2: first-8 logits max abs err {err:e}");
     // Measured 2.4e-5 to 4.0e-5 (the GGUF is dequantised; transformers reads the same values).
     assert!(err < 4e-4, "smollm2 logits differ by {err}");
-    let tokenizer = psy_lm::runtime::generate::load_tokenizer(&path)
+    let tokenizer = psy_lm::runtime::load_tokenizer(&path)
         .unwrap()
         .expect("GGUF vocabulary");
     let want = ids(&r["greedy_ids_30"]);

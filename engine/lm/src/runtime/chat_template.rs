@@ -16,7 +16,18 @@ use minijinja::value::{Enumerator, Kwargs, Object, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
 
-const TEMPLATE_NAME: &str = "chat_template";
+/// Name of a template given as bare source (no file it came from).
+const INLINE_NAME: &str = "chat_template";
+
+/// Instructions (and ~64 bytes of allocation each) one render may spend by default. A 400-turn
+/// Qwen3 conversation of ~4 kB turns with tools renders within a tenth of it (checked in
+/// `tests/model_files.rs`); a template that loops (nested `range`s) stops here with
+/// [`ChatTemplateError::Limit`] instead of holding a worker.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
+/// Nesting depth (loops, conditionals, macro calls) a template may reach; real chat templates
+/// nest a handful of levels, a self-recursive macro hits this.
+pub const RECURSION_LIMIT: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatTemplateError {
@@ -26,6 +37,8 @@ pub enum ChatTemplateError {
     Raised(String),
     #[error("chat template rendering failed: {0}")]
     Render(String),
+    #[error("chat template `{template}` stopped: {reason}")]
+    Limit { template: String, reason: String },
 }
 
 /// One chat turn, as transformers receives it (`{"role", "content", "reasoning_content"?}`).
@@ -62,6 +75,10 @@ pub struct RenderOptions {
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// Where the template came from (a file path, or `chat_template` for inline source).
+    name: String,
+    /// Fuel per render, for the message when it runs out.
+    fuel: u64,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -73,7 +90,23 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<ChatTemplate, ChatTemplateError> {
+        Self::from_named_source(INLINE_NAME, src, bos_token, eos_token)
+    }
+
+    /// [`Self::from_source`] with the name errors use for the template (e.g. its file).
+    pub fn from_named_source(
+        name: &str,
+        src: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<ChatTemplate, ChatTemplateError> {
         let mut env = Environment::new();
+        // Templates come with downloaded model files: bound what one render may do.
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
+        // Jinja2 as transformers runs it never escapes; minijinja would pick JSON escaping for
+        // a template named after a `.json` file.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -86,13 +119,22 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, src.to_string())
+        env.add_template_owned(name.to_string(), src.to_string())
             .map_err(|e| ChatTemplateError::Syntax(format!("{e:#}")))?;
         Ok(ChatTemplate {
             env,
+            name: name.to_string(),
+            fuel: RENDER_FUEL,
             bos_token: bos_token.map(str::to_string),
             eos_token: eos_token.map(str::to_string),
         })
+    }
+
+    /// The same template with another fuel budget per render (see [`RENDER_FUEL`]).
+    pub fn with_fuel(mut self, fuel: u64) -> Self {
+        self.env.set_fuel(Some(fuel));
+        self.fuel = fuel;
+        self
     }
 
     /// The template shipped with a tokenizer (`None` if it has none).
@@ -100,7 +142,13 @@ impl ChatTemplate {
         tok: &super::tokenizer::Tokenizer,
     ) -> Option<Result<ChatTemplate, ChatTemplateError>> {
         let src = tok.chat_template_source()?;
-        Some(Self::from_source(src, tok.bos_token(), tok.eos_token()))
+        let name = tok.source().display().to_string();
+        Some(Self::from_named_source(
+            &name,
+            src,
+            tok.bos_token(),
+            tok.eos_token(),
+        ))
     }
 
     pub fn render(
@@ -110,7 +158,7 @@ impl ChatTemplate {
     ) -> Result<String, ChatTemplateError> {
         let tmpl = self
             .env
-            .get_template(TEMPLATE_NAME)
+            .get_template(&self.name)
             .map_err(|e| ChatTemplateError::Syntax(format!("{e:#}")))?;
         let msgs: Vec<Value> = messages
             .iter()
@@ -152,6 +200,20 @@ impl ChatTemplate {
             // raise_exception marks its errors with this prefix so callers can tell template
             // refusals (e.g. "roles must alternate") from bugs.
             let detail = e.detail().unwrap_or_default().to_string();
+            let out_of_fuel = e.kind() == ErrorKind::OutOfFuel;
+            if out_of_fuel || detail.contains("recursion limit exceeded") {
+                return ChatTemplateError::Limit {
+                    template: self.name.clone(),
+                    reason: if out_of_fuel {
+                        format!(
+                            "out of fuel after {} instructions (does it loop?)",
+                            self.fuel
+                        )
+                    } else {
+                        format!("nested deeper than {RECURSION_LIMIT} levels (does it recurse?)")
+                    },
+                };
+            }
             match detail.strip_prefix(RAISED_PREFIX) {
                 Some(msg) => ChatTemplateError::Raised(msg.to_string()),
                 None => ChatTemplateError::Render(format!("{e:#}")),

@@ -1,5 +1,6 @@
 //! Model hyper-parameters, read from a Hugging Face `config.json` (transformers 4.x and 5.x
-//! spellings) or from GGUF `llama.*` metadata.
+//! spellings) or from GGUF `llama.*` metadata, and the size checks every source passes before
+//! anything is allocated from them.
 
 use std::path::Path;
 
@@ -55,6 +56,117 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// A size of [`ModelConfig`], named in each file format's spelling by the errors about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeField {
+    VocabSize,
+    HiddenSize,
+    IntermediateSize,
+    NumHiddenLayers,
+    NumAttentionHeads,
+    NumKeyValueHeads,
+    HeadDim,
+    MaxPositionEmbeddings,
+}
+
+impl SizeField {
+    /// In the order they are checked.
+    pub const ALL: [SizeField; 8] = [
+        SizeField::VocabSize,
+        SizeField::HiddenSize,
+        SizeField::IntermediateSize,
+        SizeField::NumHiddenLayers,
+        SizeField::NumAttentionHeads,
+        SizeField::NumKeyValueHeads,
+        SizeField::HeadDim,
+        SizeField::MaxPositionEmbeddings,
+    ];
+
+    /// The key in a Hugging Face `config.json`.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            SizeField::VocabSize => "vocab_size",
+            SizeField::HiddenSize => "hidden_size",
+            SizeField::IntermediateSize => "intermediate_size",
+            SizeField::NumHiddenLayers => "num_hidden_layers",
+            SizeField::NumAttentionHeads => "num_attention_heads",
+            SizeField::NumKeyValueHeads => "num_key_value_heads",
+            SizeField::HeadDim => "head_dim",
+            SizeField::MaxPositionEmbeddings => "max_position_embeddings",
+        }
+    }
+
+    /// The GGUF metadata key after the `<architecture>.` prefix.
+    pub fn gguf_key(self) -> &'static str {
+        match self {
+            SizeField::VocabSize => "vocab_size",
+            SizeField::HiddenSize => "embedding_length",
+            SizeField::IntermediateSize => "feed_forward_length",
+            SizeField::NumHiddenLayers => "block_count",
+            SizeField::NumAttentionHeads => "attention.head_count",
+            SizeField::NumKeyValueHeads => "attention.head_count_kv",
+            SizeField::HeadDim => "attention.key_length",
+            SizeField::MaxPositionEmbeddings => "context_length",
+        }
+    }
+
+    /// Largest accepted value: well above every released model (vocabularies reach ~256 k,
+    /// hidden sizes ~25 k, head_dim 256), far below what would make one weight matrix
+    /// overflow or ask for terabytes. The context length is not capped: the RoPE table is
+    /// built for at most `MAX_ROPE_POSITIONS` of it.
+    fn max(self) -> Option<usize> {
+        match self {
+            SizeField::VocabSize => Some(1 << 22),
+            SizeField::HiddenSize => Some(1 << 16),
+            SizeField::IntermediateSize => Some(1 << 18),
+            SizeField::NumHiddenLayers => Some(1 << 10),
+            SizeField::NumAttentionHeads | SizeField::NumKeyValueHeads => Some(1 << 10),
+            SizeField::HeadDim => Some(1 << 10),
+            SizeField::MaxPositionEmbeddings => None,
+        }
+    }
+}
+
+/// What is wrong with a size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SizeProblem {
+    Zero,
+    AboveMax(usize),
+    /// The field does not divide this other field (its value given).
+    NotDividing(SizeField, usize),
+    /// RoPE needs an even `head_dim`.
+    OddForRope,
+}
+
+/// A size of a model config that cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe(|f| format!("`{}`", f.hf_name())))]
+pub struct SizeError {
+    pub field: SizeField,
+    pub value: usize,
+    pub problem: SizeProblem,
+}
+
+impl SizeError {
+    /// The message with fields spelt by `name` (HF keys, GGUF metadata keys).
+    pub fn describe(&self, name: impl Fn(SizeField) -> String) -> String {
+        let (field, value) = (name(self.field), self.value);
+        match &self.problem {
+            SizeProblem::Zero => format!("{field} is 0"),
+            SizeProblem::AboveMax(max) => {
+                format!("{field} is {value}, above the supported maximum {max}")
+            }
+            SizeProblem::NotDividing(other, other_value) => format!(
+                "{field} ({value}) does not divide {} ({other_value})",
+                name(*other)
+            ),
+            SizeProblem::OddForRope => {
+                format!("{field} is {value}; rotary embeddings need an even head dimension")
+            }
+        }
+    }
+}
+
 /// `config.json` as transformers writes it; only the fields this runtime needs.
 #[derive(Deserialize)]
 struct HfConfig {
@@ -106,9 +218,24 @@ impl ModelConfig {
         })
     }
 
-    /// Parses the text of a Hugging Face `config.json`.
+    /// Parses the text of a Hugging Face `config.json`; sizes are checked by
+    /// [`Self::check_sizes`] and errors name the field.
     pub fn from_hf_json(text: &str) -> Result<Self, String> {
-        let hf: HfConfig = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let raw: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        // serde's own message for `"hidden_size": -1` does not say which field it was.
+        for field in SizeField::ALL {
+            match raw.get(field.hf_name()) {
+                None | Some(Value::Null) => {}
+                Some(v) if v.is_u64() => {}
+                Some(v) => {
+                    return Err(format!(
+                        "`{}` must be a non-negative integer, found {v}",
+                        field.hf_name()
+                    ))
+                }
+            }
+        }
+        let hf: HfConfig = serde_json::from_value(raw).map_err(|e| e.to_string())?;
         let model_type = hf
             .model_type
             .clone()
@@ -145,30 +272,30 @@ impl ModelConfig {
             .and_then(Value::as_f64)
             .or(hf.rope_theta)
             .unwrap_or(10000.0);
-        if hf.num_attention_heads == 0
-            || hf.hidden_size % hf.num_attention_heads != 0 && hf.head_dim.is_none()
-        {
-            return Err("cannot derive head_dim".into());
-        }
-        let num_kv = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
-        if num_kv == 0 || hf.num_attention_heads % num_kv != 0 {
-            return Err(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv}",
-                hf.num_attention_heads
-            ));
-        }
+        let heads = hf.num_attention_heads;
+        let head_dim = match hf.head_dim {
+            Some(d) => d,
+            // Zero heads is reported by `check_sizes` under its own name.
+            None if heads == 0 => 0,
+            None if hf.hidden_size % heads == 0 => hf.hidden_size / heads,
+            None => {
+                return Err(format!(
+                    "`head_dim` is absent and `hidden_size` ({}) is not a multiple of \
+                     `num_attention_heads` ({heads})",
+                    hf.hidden_size
+                ))
+            }
+        };
         let attention_bias = hf.attention_bias.unwrap_or(false);
-        Ok(ModelConfig {
+        let config = ModelConfig {
             architecture,
             vocab_size: hf.vocab_size,
             hidden_size: hf.hidden_size,
             intermediate_size: hf.intermediate_size,
             num_hidden_layers: hf.num_hidden_layers,
             num_attention_heads: hf.num_attention_heads,
-            num_key_value_heads: num_kv,
-            head_dim: hf
-                .head_dim
-                .unwrap_or(hf.hidden_size / hf.num_attention_heads),
+            num_key_value_heads: hf.num_key_value_heads.unwrap_or(heads),
+            head_dim,
             rope_theta,
             rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
@@ -178,7 +305,54 @@ impl ModelConfig {
             max_position_embeddings: hf.max_position_embeddings.unwrap_or(4096),
             bos_token_id: token_ids(hf.bos_token_id.as_ref()).first().copied(),
             eos_token_ids: token_ids(hf.eos_token_id.as_ref()),
-        })
+        };
+        config
+            .check_sizes()
+            .map_err(|e| e.describe(|f| format!("`{}`", f.hf_name())))?;
+        Ok(config)
+    }
+
+    /// Refuses sizes that are zero, absurd (beyond any released model, so a corrupt file
+    /// fails here rather than in a multi-GB allocation) or inconsistent with each other.
+    pub fn check_sizes(&self) -> Result<(), SizeError> {
+        let value = |f: SizeField| match f {
+            SizeField::VocabSize => self.vocab_size,
+            SizeField::HiddenSize => self.hidden_size,
+            SizeField::IntermediateSize => self.intermediate_size,
+            SizeField::NumHiddenLayers => self.num_hidden_layers,
+            SizeField::NumAttentionHeads => self.num_attention_heads,
+            SizeField::NumKeyValueHeads => self.num_key_value_heads,
+            SizeField::HeadDim => self.head_dim,
+            SizeField::MaxPositionEmbeddings => self.max_position_embeddings,
+        };
+        let error = |field, problem| {
+            Err(SizeError {
+                field,
+                value: value(field),
+                problem,
+            })
+        };
+        for field in SizeField::ALL {
+            if value(field) == 0 {
+                return error(field, SizeProblem::Zero);
+            }
+            if let Some(max) = field.max() {
+                if value(field) > max {
+                    return error(field, SizeProblem::AboveMax(max));
+                }
+            }
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return error(
+                SizeField::NumKeyValueHeads,
+                SizeProblem::NotDividing(SizeField::NumAttentionHeads, self.num_attention_heads),
+            );
+        }
+        // RoPE rotates pairs of dimensions (the two halves of each head).
+        if self.head_dim % 2 != 0 {
+            return error(SizeField::HeadDim, SizeProblem::OddForRope);
+        }
+        Ok(())
     }
 
     /// Number of query heads sharing one key/value head.

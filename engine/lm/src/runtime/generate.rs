@@ -1,20 +1,16 @@
-//! Loading a checkpoint and generating from it: prefill, then per-token decoding with a
-//! pre-allocated KV cache, sampling, stop conditions, streaming, and the `<think>` split.
+//! Generating from a loaded model: prefill, then per-token decoding with a pre-allocated KV
+//! cache, sampling, stop conditions, streaming, and the `<think>` split.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::config::{token_ids, ModelConfig};
-use super::device::{select_device, DevicePreference};
 use super::error::{Result, RuntimeError};
-use super::model::{CausalLm, KvCache};
+use super::load::LoadedModel;
+use super::model::KvCache;
 use super::sampling::{Sampler, SamplingConfig};
-use super::weights::SafetensorsSource;
 
 /// Text side of generation, implemented by the runtime tokenizer; optional so that checkpoints
 /// without a tokenizer can still run on raw ids.
@@ -34,75 +30,6 @@ impl TextCodec for super::tokenizer::Tokenizer {
     fn token_id(&self, token: &str) -> Option<u32> {
         self.token_to_id(token)
     }
-}
-
-/// The tokenizer that ships with a model: `tokenizer.json` of an HF directory or the vocabulary
-/// of a GGUF file. `Ok(None)` when an HF directory has none (run it with raw ids).
-pub fn load_tokenizer(path: &Path) -> Result<Option<super::tokenizer::Tokenizer>> {
-    if path.is_dir() && !path.join("tokenizer.json").is_file() {
-        return Ok(None);
-    }
-    super::tokenizer::Tokenizer::from_path(path)
-        .map(Some)
-        .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
-}
-
-/// Which file format a model came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelFormat {
-    Safetensors,
-    Gguf,
-}
-
-/// A model ready to generate, with what was learnt while loading it.
-pub struct LoadedModel {
-    pub model: CausalLm,
-    pub config: ModelConfig,
-    pub path: PathBuf,
-    pub format: ModelFormat,
-    /// End-of-sequence ids from `config.json`, `generation_config.json` or GGUF metadata.
-    pub eos_token_ids: Vec<u32>,
-    pub device: Device,
-}
-
-/// Loads an HF model directory (config.json + safetensors) or a `.gguf` file on the default
-/// device (see [`select_device`]).
-pub fn load_model(path: &Path) -> Result<LoadedModel> {
-    load_model_on(path, &select_device(DevicePreference::Auto)?)
-}
-
-/// [`load_model`] on an explicit device.
-pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
-    let started = Instant::now();
-    let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        super::weights::load_gguf(path, device)?
-    } else {
-        let config_path = path.join("config.json");
-        let config = ModelConfig::from_hf_file(&config_path)?;
-        let mut src = SafetensorsSource::open(path)?;
-        let model = CausalLm::load(&config, &mut src, device)?;
-        let mut eos = config.eos_token_ids.clone();
-        if let Ok(text) = std::fs::read_to_string(path.join("generation_config.json")) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                for id in token_ids(v.get("eos_token_id")) {
-                    if !eos.contains(&id) {
-                        eos.push(id);
-                    }
-                }
-            }
-        }
-        LoadedModel {
-            model,
-            config,
-            path: path.to_path_buf(),
-            format: ModelFormat::Safetensors,
-            eos_token_ids: eos,
-            device: device.clone(),
-        }
-    };
-    tracing::info!(path = %path.display(), secs = started.elapsed().as_secs_f64(), "loaded model");
-    Ok(loaded)
 }
 
 /// What to generate and when to stop.

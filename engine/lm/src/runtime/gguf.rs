@@ -713,7 +713,8 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed, GgufError> {
         let name = c.string()?;
         c.what = format!("tensor table entry '{name}'");
         let n_dims = c.u32()?;
-        if n_dims > 8 {
+        // ggml tensors have 1 to 4 dimensions (a scalar is stored as shape [1]); 8 leaves room.
+        if n_dims == 0 || n_dims > 8 {
             return Err(c.invalid(format!("tensor '{name}' has {n_dims} dimensions")));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
@@ -836,6 +837,147 @@ pub fn dequantize(dtype: GgmlDType, bytes: &[u8]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+
+    /// A small valid GGUF v3 file: metadata of several types (string, u32, f32, bool, string
+    /// array), an F32 `[2, 3]` tensor and a Q8_0 `[32]` one, data aligned to 32 bytes.
+    fn valid_file() -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(2u64.to_le_bytes()); // tensors
+        out.extend(5u64.to_le_bytes()); // metadata entries
+        put_str(&mut out, "general.architecture");
+        out.extend(8u32.to_le_bytes());
+        put_str(&mut out, "llama");
+        put_str(&mut out, "general.alignment");
+        out.extend(4u32.to_le_bytes());
+        out.extend(32u32.to_le_bytes());
+        put_str(&mut out, "llama.rope.freq_base");
+        out.extend(6u32.to_le_bytes());
+        out.extend(10000.0f32.to_le_bytes());
+        put_str(&mut out, "tokenizer.ggml.add_bos_token");
+        out.extend(7u32.to_le_bytes());
+        out.push(1);
+        put_str(&mut out, "tokenizer.ggml.tokens");
+        out.extend(9u32.to_le_bytes());
+        out.extend(8u32.to_le_bytes());
+        out.extend(2u64.to_le_bytes());
+        put_str(&mut out, "<s>");
+        put_str(&mut out, "hi");
+        // Tensor table: dims fastest-first, then type and offset within the data section.
+        put_str(&mut out, "a");
+        out.extend(2u32.to_le_bytes());
+        out.extend(3u64.to_le_bytes());
+        out.extend(2u64.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(0u64.to_le_bytes());
+        put_str(&mut out, "b");
+        out.extend(1u32.to_le_bytes());
+        out.extend(32u64.to_le_bytes());
+        out.extend(8u32.to_le_bytes());
+        out.extend(32u64.to_le_bytes());
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        for i in 0..6 {
+            out.extend((i as f32).to_le_bytes());
+        }
+        out.resize(out.len() + 8, 0); // pad "a" (24 bytes) to 32
+        out.extend(f16::from_f32(0.5).to_le_bytes());
+        out.extend((0..32).map(|q: i8| (q - 16) as u8));
+        out
+    }
+
+    /// Opens `bytes` as a file and, when that succeeds, reads every tensor: each step must
+    /// return a value or an error.
+    fn open_and_read_all(bytes: &[u8]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("case.gguf");
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(file) = GgufFile::open(&path) {
+            for t in file.tensors().to_vec() {
+                if let Ok((values, shape)) = file.tensor_f32(&t.name) {
+                    assert_eq!(values.len(), shape.iter().product::<usize>(), "{}", t.name);
+                }
+                let _ = file.tensor_bytes(&t.name);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_file_parses() {
+        let bytes = valid_file();
+        let p = parse(Path::new("valid.gguf"), &bytes).unwrap();
+        assert_eq!(p.tensors.len(), 2);
+        assert_eq!(p.data_start % 32, 0);
+        assert_eq!(
+            p.metadata["tokenizer.ggml.tokens"],
+            GgufValue::Array(vec![
+                GgufValue::String("<s>".into()),
+                GgufValue::String("hi".into())
+            ])
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("valid.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(
+            file.tensor_f32("a").unwrap(),
+            (vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![2, 3])
+        );
+        assert_eq!(file.tensor_f32("b").unwrap().0[0], -8.0);
+    }
+
+    proptest! {
+        // Bounded so that CI stays fast; no regression files written into the source tree.
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_bytes_give_a_value_or_an_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600)
+        ) {
+            let _ = parse(Path::new("arbitrary.gguf"), &bytes);
+        }
+
+        /// Past the magic and version, so the counts, keys and tensor table get exercised.
+        #[test]
+        fn arbitrary_bodies_give_a_value_or_an_error(
+            version in 2u32..4,
+            body in proptest::collection::vec(any::<u8>(), 0..600)
+        ) {
+            let mut bytes = b"GGUF".to_vec();
+            bytes.extend(version.to_le_bytes());
+            bytes.extend(body);
+            let _ = parse(Path::new("body.gguf"), &bytes);
+        }
+
+        /// A valid file with a few bytes overwritten and possibly cut short: opening it and
+        /// reading every tensor it then lists gives values or errors, never a read past the end.
+        #[test]
+        fn mutated_valid_files_give_a_value_or_an_error(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in proptest::option::of(any::<prop::sample::Index>())
+        ) {
+            let mut bytes = valid_file();
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            open_and_read_all(&bytes);
+        }
+    }
 
     #[test]
     fn dtype_ids_round_trip() {

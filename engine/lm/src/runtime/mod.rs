@@ -12,7 +12,9 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kernels;
+pub mod load;
 pub mod lora;
+pub mod lora_attach;
 pub mod model;
 pub mod sampling;
 pub mod tokenize_cli;
@@ -24,10 +26,10 @@ pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;
 pub use generate::{
-    generate, generate_cached, load_model, load_model_on, load_tokenizer, FinishReason,
-    GenerationConfig, GenerationOutput, LoadedModel, ModelFormat, PromptCache, StreamEvent,
-    TextCodec, Timings,
+    generate, generate_cached, FinishReason, GenerationConfig, GenerationOutput, PromptCache,
+    StreamEvent, TextCodec, Timings,
 };
+pub use load::{load_model, load_model_on, load_tokenizer, LoadedModel, ModelFormat};
 pub use lora::{LoraAdapter, LoraConfig};
 pub use model::{CausalLm, KvCache};
 pub use sampling::SamplingConfig;

@@ -10,7 +10,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{activation, Device, Distribution, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
-use super::error::Result;
+use super::error::{Result, RuntimeError};
 use super::kernels::gemv_rows;
 use super::lora::LoraAdapter;
 use super::weights::TensorSource;
@@ -487,8 +487,13 @@ pub struct ForwardTrace {
 const MAX_ROPE_POSITIONS: usize = 32768;
 
 impl CausalLm {
-    /// Builds the model from named tensors; every tensor of the source must be used.
+    /// Builds the model from named tensors; every tensor of the source must be used. The
+    /// config's sizes are checked first, since the layer list and RoPE table are sized by them.
     pub fn load(config: &ModelConfig, src: &mut dyn TensorSource, device: &Device) -> Result<Self> {
+        config.check_sizes().map_err(|e| RuntimeError::Config {
+            path: src.origin().to_path_buf(),
+            msg: e.to_string(),
+        })?;
         let c = config;
         let (hd, q_out, kv_out) = (
             c.hidden_size,

@@ -15,9 +15,7 @@ use safetensors::SafeTensors;
 
 use super::config::{Architecture, ModelConfig};
 use super::error::{Result, RuntimeError};
-use super::generate::{LoadedModel, ModelFormat};
 use super::gguf::{GgufError, GgufFile};
-use super::model::CausalLm;
 
 /// Where the model builder gets its tensors from, by Hugging Face name.
 pub trait TensorSource {
@@ -303,42 +301,56 @@ impl GgufSource {
             }
         };
         let key = |k: &str| format!("{arch}.{k}");
+        let bad = |msg: String| RuntimeError::Gguf {
+            path: path.to_path_buf(),
+            msg,
+        };
+        // An optional size: absent is `None`; present but negative or fractional is an error.
+        let size = |k: &str| -> Result<Option<usize>> {
+            match file.get(&key(k)) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|v| usize::try_from(v).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "metadata `{}` is {v:?}, expected a non-negative integer",
+                            key(k)
+                        ))
+                    }),
+            }
+        };
         let need = |k: &str| -> Result<usize> {
-            file.get_u64(&key(k))
-                .map(|v| v as usize)
-                .ok_or_else(|| RuntimeError::Gguf {
-                    path: path.to_path_buf(),
-                    msg: format!("metadata `{}` is missing", key(k)),
-                })
+            size(k)?.ok_or_else(|| bad(format!("metadata `{}` is missing", key(k))))
         };
         let hidden = need("embedding_length")?;
         let n_head = need("attention.head_count")?;
-        let n_kv_head = file
-            .get_u64(&key("attention.head_count_kv"))
-            .map_or(n_head, |v| v as usize);
-        let head_dim = match file.get_u64(&key("attention.key_length")) {
-            Some(v) => v as usize,
-            None if n_head > 0 && hidden % n_head == 0 => hidden / n_head,
-            None => 0,
+        let n_kv_head = size("attention.head_count_kv")?.unwrap_or(n_head);
+        let head_dim = match size("attention.key_length")? {
+            Some(v) => v,
+            // Zero heads is reported by `check_sizes` under its own key.
+            None if n_head == 0 => 0,
+            None if hidden % n_head == 0 => hidden / n_head,
+            None => {
+                return Err(bad(format!(
+                "metadata `{}` is absent and `{}` ({hidden}) is not a multiple of `{}` ({n_head})",
+                key("attention.key_length"),
+                key("embedding_length"),
+                key("attention.head_count")
+            )))
+            }
         };
-        let vocab = match file.get_u64(&key("vocab_size")) {
-            Some(v) => v as usize,
+        let vocab = match size("vocab_size")? {
+            Some(v) => v,
             None => file
                 .tensor_info("token_embd.weight")
-                .map(|t| t.shape()[0])
+                .and_then(|t| t.shape().first().copied())
                 .ok_or_else(|| RuntimeError::MissingTensor {
                     name: "token_embd.weight".into(),
                     path: path.to_path_buf(),
                 })?,
         };
-        if n_head == 0 || n_kv_head == 0 || head_dim == 0 || n_head % n_kv_head != 0 {
-            return Err(RuntimeError::Gguf {
-                path: path.to_path_buf(),
-                msg: format!(
-                    "inconsistent heads: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}, head_dim {head_dim}"
-                ),
-            });
-        }
         let config = ModelConfig {
             architecture,
             vocab_size: vocab,
@@ -356,9 +368,7 @@ impl GgufSource {
             qkv_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
             o_bias: file.tensor_info("blk.0.attn_output.bias").is_some(),
             qk_norm: architecture == Architecture::Qwen3,
-            max_position_embeddings: file
-                .get_u64(&key("context_length"))
-                .map_or(4096, |v| v as usize),
+            max_position_embeddings: size("context_length")?.unwrap_or(4096),
             bos_token_id: file
                 .get_u64("tokenizer.ggml.bos_token_id")
                 .map(|v| v as u32),
@@ -367,6 +377,9 @@ impl GgufSource {
                 .map(|v| vec![v as u32])
                 .unwrap_or_default(),
         };
+        config
+            .check_sizes()
+            .map_err(|e| bad(e.describe(|f| format!("metadata `{}`", key(f.gguf_key())))))?;
         Ok((
             Self {
                 file,
@@ -440,18 +453,4 @@ impl TensorSource for GgufSource {
     fn origin(&self) -> &Path {
         self.file.path()
     }
-}
-
-/// Loads a GGUF checkpoint (llama, qwen2, qwen3), dequantising every tensor to f32.
-pub fn load_gguf(path: &Path, device: &burn::tensor::Device) -> Result<LoadedModel> {
-    let (mut src, config) = GgufSource::open(path)?;
-    let model = CausalLm::load(&config, &mut src, device)?;
-    Ok(LoadedModel {
-        model,
-        eos_token_ids: config.eos_token_ids.clone(),
-        config,
-        path: path.to_path_buf(),
-        format: ModelFormat::Gguf,
-        device: device.clone(),
-    })
 }

@@ -9,9 +9,9 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
 use serde_json::json;
 
-use super::checkpoint::{read_safetensors, write_safetensors, HostTensors};
 use super::error::{io, Result, TrainError};
 use super::params::{named_tensors, NamedTensor};
+use super::safetensors_io::{read_safetensors, write_safetensors, HostTensors};
 use crate::runtime::{CausalLm, LoraConfig};
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";

@@ -14,6 +14,7 @@ pub mod params;
 pub mod plot;
 pub mod render;
 pub mod run;
+pub mod safetensors_io;
 pub mod schedule;
 
 pub use error::TrainError;

@@ -1,0 +1,98 @@
+//! Loading a model for generation: an HF directory (config.json + safetensors) or a `.gguf`
+//! file, with its tokenizer and end-of-sequence ids.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::config::{token_ids, ModelConfig};
+use super::device::{select_device, DevicePreference};
+use super::error::{Result, RuntimeError};
+use super::model::CausalLm;
+use super::tokenizer::Tokenizer;
+use super::weights::{GgufSource, SafetensorsSource};
+
+/// The tokenizer that ships with a model: `tokenizer.json` of an HF directory or the vocabulary
+/// of a GGUF file. `Ok(None)` when an HF directory has none (run it with raw ids).
+pub fn load_tokenizer(path: &Path) -> Result<Option<Tokenizer>> {
+    if path.is_dir() && !path.join("tokenizer.json").is_file() {
+        return Ok(None);
+    }
+    Tokenizer::from_path(path)
+        .map(Some)
+        .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+}
+
+/// Which file format a model came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    Safetensors,
+    Gguf,
+}
+
+/// A model ready to generate, with what was learnt while loading it.
+pub struct LoadedModel {
+    pub model: CausalLm,
+    pub config: ModelConfig,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    /// End-of-sequence ids from `config.json`, `generation_config.json` or GGUF metadata.
+    pub eos_token_ids: Vec<u32>,
+    pub device: Device,
+}
+
+/// Loads an HF model directory (config.json + safetensors) or a `.gguf` file on the default
+/// device (see [`select_device`]).
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    load_model_on(path, &select_device(DevicePreference::Auto)?)
+}
+
+/// [`load_model`] on an explicit device.
+pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let started = Instant::now();
+    let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        load_gguf(path, device)?
+    } else {
+        let config_path = path.join("config.json");
+        let config = ModelConfig::from_hf_file(&config_path)?;
+        let mut src = SafetensorsSource::open(path)?;
+        let model = CausalLm::load(&config, &mut src, device)?;
+        let mut eos = config.eos_token_ids.clone();
+        if let Ok(text) = std::fs::read_to_string(path.join("generation_config.json")) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                for id in token_ids(v.get("eos_token_id")) {
+                    if !eos.contains(&id) {
+                        eos.push(id);
+                    }
+                }
+            }
+        }
+        LoadedModel {
+            model,
+            config,
+            path: path.to_path_buf(),
+            format: ModelFormat::Safetensors,
+            eos_token_ids: eos,
+            device: device.clone(),
+        }
+    };
+    tracing::info!(path = %path.display(), secs = started.elapsed().as_secs_f64(), "loaded model");
+    Ok(loaded)
+}
+
+/// Loads a GGUF checkpoint (llama, qwen2, qwen3), dequantising every tensor to f32.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let (mut src, config) = GgufSource::open(path)?;
+    let model = CausalLm::load(&config, &mut src, device)?;
+    Ok(LoadedModel {
+        model,
+        eos_token_ids: config.eos_token_ids.clone(),
+        config,
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        device: device.clone(),
+    })
+}

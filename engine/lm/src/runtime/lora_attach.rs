@@ -1,0 +1,93 @@
+//! Attaching LoRA adapters to a model's projections, merging them back, and listing them.
+//!
+//! Apart from [`super::lora`] (the adapter itself, which the model's `Linear` holds) so that the
+//! model depends on the adapter and this file on both, never the other way round.
+
+use burn::module::{Module, Param};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::lora::{LoraAdapter, LoraConfig};
+use super::model::{CausalLm, Linear};
+
+impl CausalLm {
+    /// Every projection of the decoder with its HF path (`model.layers.N.self_attn.q_proj`).
+    /// The LM head is not a LoRA target (PEFT's "all-linear" excludes it too).
+    fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.model.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            let p = format!("model.layers.{i}");
+            for (name, lin) in [
+                ("q_proj", &mut a.q_proj),
+                ("k_proj", &mut a.k_proj),
+                ("v_proj", &mut a.v_proj),
+                ("o_proj", &mut a.o_proj),
+            ] {
+                out.push((format!("{p}.self_attn.{name}"), name, lin));
+            }
+            for (name, lin) in [
+                ("gate_proj", &mut m.gate_proj),
+                ("up_proj", &mut m.up_proj),
+                ("down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("{p}.mlp.{name}"), name, lin));
+            }
+        }
+        out
+    }
+
+    /// Freezes every base parameter and attaches fresh adapters (seeded) to the targeted
+    /// projections: only the adapters train afterwards.
+    pub fn attach_lora(self, config: &LoraConfig, seed: u64) -> Result<Self, String> {
+        let targets = config.targets()?;
+        let device = self.device();
+        let mut model = self.no_grad();
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x4C6F_5241);
+        for (_, kind, lin) in model.projections_mut() {
+            if targets.contains(&kind) {
+                let [out, inp] = lin.weight.dims();
+                lin.lora = Some(LoraAdapter::new(out, inp, config, &mut rng, &device));
+            }
+        }
+        Ok(model)
+    }
+
+    /// Folds every adapter into its base weight (`W += scale * B A`) and removes it: the
+    /// result is a plain model with the fine-tuned behaviour.
+    pub fn merge_lora(mut self) -> Self {
+        for (_, _, lin) in self.projections_mut() {
+            if let Some(adapter) = lin.lora.take() {
+                let merged = lin.weight.val() + adapter.delta();
+                lin.weight = Param::from_tensor(merged);
+            }
+        }
+        self
+    }
+
+    /// The attached adapters by projection path, in layer order.
+    pub fn lora_adapters(&mut self) -> Vec<(String, &mut LoraAdapter)> {
+        self.projections_mut()
+            .into_iter()
+            .filter_map(|(path, _, lin)| lin.lora.as_mut().map(|a| (path, a)))
+            .collect()
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.model.layers.iter().any(|l| {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .iter()
+            .any(|p| p.lora.is_some())
+        })
+    }
+}

@@ -48,6 +48,7 @@ mod prompt;
 mod reasoning;
 mod record;
 mod repair;
+mod trace;
 mod transcript;
 mod turn;
 

@@ -4,7 +4,7 @@ use psy_core::reply_rules::{Repair, Violation};
 
 use crate::runtime::FinishReason;
 
-use super::reasoning::ReasoningTrace;
+use super::trace::ReasoningTrace;
 use super::Draft;
 
 /// The reasoning, the rules broken and their repairs, and the token counts of a turn so far.

@@ -15,8 +15,8 @@ mod two_phase;
 use psy_core::manifest::PromptingMode;
 
 use super::prompt::TurnPrompt;
-use super::reasoning::ReasoningTrace;
 use super::record::TurnRecord;
+use super::trace::ReasoningTrace;
 use super::{DraftEvent, DraftRequest, OnDelta, Result};
 
 /// The one list from a manifest's prompting mode to the type that implements it.

@@ -209,8 +209,16 @@ pub fn wilson(k: usize, n: usize) -> Proportion {
         k,
         n,
         rate: p,
-        low: if k == 0 { 0.0 } else { (centre - half).max(0.0) },
-        high: if k >= n { 1.0 } else { (centre + half).min(1.0) },
+        low: if k == 0 {
+            0.0
+        } else {
+            (centre - half).max(0.0)
+        },
+        high: if k >= n {
+            1.0
+        } else {
+            (centre + half).min(1.0)
+        },
     }
 }
 

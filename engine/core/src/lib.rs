@@ -10,13 +10,18 @@
 pub mod affect;
 pub mod dialogue;
 pub mod dylib;
+pub mod indication;
 pub mod lexicon;
 pub mod manifest;
 pub mod manifest_error;
+pub mod match_policy;
 pub mod module;
 pub mod planner;
 pub mod registry;
 pub mod reply_rules;
+/// Shared checks for module crates' tests (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod train_spec;
 
 pub use inventory;

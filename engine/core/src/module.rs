@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
+pub use crate::indication::{merge_evidence, score_indication};
 use crate::lexicon::{Lexicon, Text};
+pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
 
 /// What part of the reasoning a module serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -207,6 +209,9 @@ pub struct ModuleSpec {
     /// Reply rules that always apply while this module is active.
     #[serde(default)]
     pub reply_rules: Vec<ReplyRule>,
+    /// Who a cue is about and how far negation reaches when the cues are read (`[matching]`).
+    #[serde(default)]
+    pub matching: MatchPolicy,
     /// The cue lexicon, compiled on first use and kept with the spec.
     #[serde(skip)]
     pub compiled: CompiledCues,
@@ -556,11 +561,10 @@ pub fn compiled_cues(spec: &ModuleSpec) -> &Lexicon {
     })
 }
 
-/// The default assessment: affirmed cue hits about the client (hypotheticals only where the
-/// group allows them) raise the indication score; pattern cues are also reported as patterns.
-///
-/// score = 1 - exp(-(sum of weights of indication hits, at most two per group)
-///                   + sum of contraindication weights) / 2), clamped to [0, 1].
+/// The default assessment: affirmed cue hits about the client (read under the spec's
+/// [`MatchPolicy`]; hypotheticals only where the group allows them) are scored with
+/// [`score_indication`]; pattern cues are also reported as patterns. Diagnostic and safety
+/// specs report the hits as symptoms instead.
 pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment {
     let lexicon = compiled_cues(spec);
     let mut out = Assessment {
@@ -568,11 +572,9 @@ pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment 
         ..Default::default()
     };
     let mut indication = Indication::default();
-    let mut per_group = vec![0u32; spec.cues.len()];
-    let mut contra_groups = vec![false; spec.cues.len()];
     for turn in dialogue.client_turns() {
         let text = Text::new(turn.text);
-        for hit in lexicon.find(&text) {
+        for hit in lexicon.find_with(&text, &spec.matching) {
             let group = &spec.cues[hit.entry];
             let counts = !hit.negated
                 && !hit.third_person
@@ -589,49 +591,16 @@ pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment 
                 text: hit.text.clone(),
             };
             match group.role {
-                CueRole::Contraindication => {
-                    contra_groups[hit.entry] = true;
-                    indication.contraindications.push(ev);
-                }
+                CueRole::Contraindication => indication.contraindications.push(ev),
                 CueRole::Pattern => {
-                    per_group[hit.entry] += 1;
                     out.patterns.push(ev.clone());
                     indication.cues.push(ev);
                 }
-                CueRole::Indication => {
-                    per_group[hit.entry] += 1;
-                    indication.cues.push(ev);
-                }
+                CueRole::Indication => indication.cues.push(ev),
             }
         }
     }
-    let mut raw = 0.0f32;
-    for (g, n) in per_group.iter().enumerate() {
-        raw += spec.cues[g].weight * (*n).min(2) as f32;
-    }
-    for (g, hit) in contra_groups.iter().enumerate() {
-        if *hit {
-            raw -= spec.cues[g].weight;
-        }
-    }
-    indication.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
-    // Techniques whose cue groups fired, most hits first; ties keep declaration order.
-    let mut ranked: Vec<(u32, usize, &Technique)> = spec
-        .techniques
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let hits = t
-                .cues
-                .iter()
-                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
-                .map(|g| per_group[g])
-                .sum();
-            (hits, i, t)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    indication.techniques = ranked.iter().map(|(_, _, t)| t.id.clone()).collect();
+    score_indication(spec, &mut indication);
     if spec.module.kind == ModuleKind::Modality {
         out.indication = Some(indication);
     } else {

@@ -1,6 +1,9 @@
 //! Checks every modality crate runs on its module (feature `testing`, used as a
 //! dev-dependency): one harness instead of a copy of the same test in each crate.
 //!
+//! [`read_frozen`] reads a held-out evaluation set only if its sha256 is the one its test
+//! was written for, so a held-out set cannot quietly be edited to fit a lexicon.
+//!
 //! Each check panics with the text, the cue group and what was found, so a failing test
 //! shows what to fix. `third_person_cues_do_not_count` needs no examples: it builds a
 //! sentence about someone else from every cue phrase of the manifest.
@@ -147,6 +150,24 @@ fn spoken(phrase: &str) -> Option<String> {
         .iter()
         .any(|t| refers_to_client(&t.norm) || t.clause != 0);
     (!clauses_or_client && !text.tokens.is_empty()).then_some(sentence)
+}
+
+/// The text of a frozen evaluation file, after checking that its sha256 (lower-case hex) is
+/// `sha256`. A changed held-out set is no longer held out: the test must fail.
+pub fn read_frozen(path: &std::path::Path, sha256: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let actual: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        actual,
+        sha256,
+        "{} changed: a frozen held-out set must not be edited (its sha256 is now {actual})",
+        path.display()
+    );
+    String::from_utf8(bytes).unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", path.display()))
 }
 
 #[cfg(test)]

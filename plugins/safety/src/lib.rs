@@ -15,7 +15,7 @@ use psy_core::dialogue::Dialogue;
 use psy_core::lexicon::{Hit, Text};
 use psy_core::module::{
     builtin_spec, Assessment, CrisisResource, Evidence, Module, ModuleSpec, ReplyRule,
-    RiskAssessment, RiskEvidence, RiskLevel, RuleContext,
+    RiskAssessment, RiskEvidence, RiskLevel, RuleContext, SampleView,
 };
 
 pub use resources::{emergency_number, normalise_locale, resources_for};
@@ -76,6 +76,45 @@ impl Module for CrisisGuard {
             out.extend(crisis_reply_rule(rules(), risk, ctx.locale, ctx.resources));
         }
         out
+    }
+
+    /// A training reply to a high-risk client turn must carry the crisis protocol the guard
+    /// would require at inference; one that does not would teach the model to skip it.
+    fn review_sample(&self, sample: &SampleView) -> Result<(), String> {
+        let assessment = self.assess(sample.dialogue);
+        let Some(risk) = assessment
+            .risk
+            .as_ref()
+            .filter(|r| r.level >= RiskLevel::High)
+        else {
+            return Ok(());
+        };
+        let ctx = RuleContext {
+            assessment: &assessment,
+            locale: DEFAULT_LOCALE,
+            resources: &[],
+        };
+        for rule in self.reply_rules(&ctx) {
+            if let ReplyRule::Require { id, any_of, .. } = &rule {
+                let missing: Vec<&str> = any_of
+                    .iter()
+                    .filter(|g| !psy_core::reply_rules::group_present(g, sample.reply))
+                    .filter_map(|g| g.first().map(String::as_str))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "reply to a {} risk message breaks `{id}`: nothing like {}",
+                        risk.level.as_str(),
+                        missing
+                            .iter()
+                            .map(|m| format!("\"{m}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -78,8 +78,10 @@ impl Module for CrisisGuard {
         out
     }
 
-    /// A training reply to a high-risk client turn must carry the crisis protocol the guard
-    /// would require at inference; one that does not would teach the model to skip it.
+    /// A training reply to a high-risk client turn must take up the crisis protocol: one that
+    /// meets none of the guard's required parts (a safety question, a resource, ...) ignores
+    /// the crisis and would teach the model to skip it. A reply that meets some parts in its
+    /// own words is kept; at inference the guard completes the rest.
     fn review_sample(&self, sample: &SampleView) -> Result<(), String> {
         let assessment = self.assess(sample.dialogue);
         let Some(risk) = assessment
@@ -96,20 +98,19 @@ impl Module for CrisisGuard {
         };
         for rule in self.reply_rules(&ctx) {
             if let ReplyRule::Require { id, any_of, .. } = &rule {
-                let missing: Vec<&str> = any_of
-                    .iter()
-                    .filter(|g| !psy_core::reply_rules::group_present(g, sample.reply))
-                    .filter_map(|g| g.first().map(String::as_str))
-                    .collect();
-                if !missing.is_empty() {
+                let ignored = !any_of.is_empty()
+                    && !any_of
+                        .iter()
+                        .any(|g| psy_core::reply_rules::group_present(g, sample.reply));
+                if ignored {
+                    let examples: Vec<String> = any_of
+                        .iter()
+                        .filter_map(|g| g.first().map(|p| format!("\"{p}\"")))
+                        .collect();
                     return Err(format!(
-                        "reply to a {} risk message breaks `{id}`: nothing like {}",
+                        "reply to a {} risk message ignores `{id}`: nothing like {}",
                         risk.level.as_str(),
-                        missing
-                            .iter()
-                            .map(|m| format!("\"{m}\""))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        examples.join(" or ")
                     ));
                 }
             }

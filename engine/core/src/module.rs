@@ -543,12 +543,7 @@ impl Module for SpecModule {
     }
 }
 
-/// Compiles a spec's cue groups into one lexicon (group index = index into `spec.cues`).
-pub fn cue_lexicon(spec: &ModuleSpec) -> Lexicon {
-    compiled_cues(spec).clone()
-}
-
-/// The spec's cue lexicon, compiled once per spec.
+/// The spec's cue lexicon (group index = index into `spec.cues`), compiled once per spec.
 pub fn compiled_cues(spec: &ModuleSpec) -> &Lexicon {
     spec.compiled.0.get_or_init(|| {
         Lexicon::new(

@@ -549,7 +549,7 @@ impl Planner {
         }
         if !chosen.is_empty() {
             // Why the approach fits and when to hold it back, for the private reasoning.
-            let sections: [(&str, fn(&ModuleSpec) -> &Vec<String>); 3] = [
+            let sections: [(&str, SpecLines); 3] = [
                 ("Core ideas of the approach", |x| &x.principles),
                 ("When the approach fits", |x| &x.indications),
                 ("When to hold it back", |x| &x.contraindications),
@@ -633,6 +633,9 @@ impl Planner {
         s
     }
 }
+
+/// Picks one list of prose lines from a module spec (principles, indications, ...).
+type SpecLines = fn(&ModuleSpec) -> &Vec<String>;
 
 fn merge_risk(safe: &[Assessment]) -> RiskAssessment {
     let mut out = RiskAssessment::default();

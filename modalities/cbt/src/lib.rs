@@ -5,7 +5,7 @@
 //!   where the words come from the `labelling` cue group, so "I'm such a total loser" counts
 //!   and "I'm not a loser" or "I'm such a good friend" do not;
 //! - a thinking-trap match may not run across a sentence end (the `..` gaps of a phrase like
-//!   "feel* .. .. so i must" could otherwise join two unrelated sentences);
+//!   "feel* .. .. so i must" could otherwise join two unrelated sentences).
 //!
 //! A cue that names the client ("it's all *my* fault") after someone else was mentioned is
 //! read by the manifest's `[matching] subject = "named-in-cue"`, not by code. After the

@@ -319,3 +319,59 @@ fn risk_report_scores_the_guard_against_labels() {
     assert_eq!(hits, [true, rated[1] >= RiskLevel::High]);
     assert!(report.to_text().contains("acute -> high+"));
 }
+
+#[test]
+fn chosen_modality_principles_and_indications_reach_the_system_prompt() {
+    let plan = psyllm().plan(&Dialogue::from_message(
+        "What if I fail the exam and then lose my scholarship? I always mess everything up.",
+    ));
+    let cbt = psy_cbt::module();
+    let spec = cbt.spec();
+    assert!(plan.modalities.iter().any(|m| m.chosen && m.id == "cbt"));
+    let system = &plan.prompt.system;
+    for line in spec
+        .principles
+        .iter()
+        .chain(&spec.indications)
+        .chain(&spec.contraindications)
+    {
+        assert!(
+            system.contains(line.as_str()),
+            "missing {line:?} in\n{system}"
+        );
+    }
+    // A modality that was not chosen does not speak in the prompt.
+    let act = psy_act::module();
+    assert!(!plan.modalities.iter().any(|m| m.chosen && m.id == "act"));
+    assert!(!system.contains(act.spec().principles[0].as_str()));
+}
+
+#[test]
+fn a_matched_contraindication_vetoes_the_modality() {
+    let p = psyllm();
+    let traps = "I'm such a failure, I always mess everything up and it's all my fault.";
+    let plan = p.plan(&Dialogue::from_message(traps));
+    let cbt = plan.modalities.iter().find(|m| m.id == "cbt").unwrap();
+    assert!(cbt.chosen && cbt.contraindicated.is_empty(), "{cbt:?}");
+
+    let declined = format!("{traps} I don't want advice, I just want someone to listen.");
+    let plan = p.plan(&Dialogue::from_message(declined.as_str()));
+    let cbt = plan.modalities.iter().find(|m| m.id == "cbt").unwrap();
+    assert!(
+        !cbt.chosen,
+        "CBT still chosen with score {} though the client declined structure",
+        cbt.score
+    );
+    assert!(cbt
+        .contraindicated
+        .iter()
+        .any(|e| e.id == "declines-structure"));
+    assert!(plan.modalities.iter().any(|m| m.chosen));
+    assert!(
+        plan.prompt
+            .system
+            .contains("Held back (contraindicated): Cognitive Behavioural Therapy"),
+        "{}",
+        plan.prompt.system
+    );
+}

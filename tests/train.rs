@@ -410,6 +410,7 @@ fn template_placement_trains_each_turn_after_the_inference_prompt() {
         tokenizer: &tok,
         config: RenderConfig::default(),
         system_for_turn: None,
+        review: None,
     };
     let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
     assert_eq!(samples.len(), 3);
@@ -496,6 +497,7 @@ fn inline_placement_trains_every_trace_in_one_chatml_sample() {
         tokenizer: &tok,
         config: cfg.clone(),
         system_for_turn: None,
+        review: None,
     };
     let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
     assert_eq!(
@@ -520,6 +522,7 @@ fn inline_placement_trains_every_trace_in_one_chatml_sample() {
         tokenizer: &tok,
         config: cfg,
         system_for_turn: None,
+        review: None,
     };
     let samples = r.samples(&conv, &mut DataReport::default()).unwrap();
     assert_eq!(samples.len(), 3);
@@ -527,6 +530,53 @@ fn inline_placement_trains_every_trace_in_one_chatml_sample() {
         trained_text(&tok, &samples[1]),
         vec!["<think>\nPattern: rumination.\n</think>\n\nWhat goes through your mind?<|im_end|>"]
     );
+}
+
+#[test]
+fn a_rejected_turn_is_counted_and_not_trained() {
+    let (tok, tmpl) = qwen3();
+    let chatml = ChatTemplate::from_source(CHATML_TEMPLATE, None, Some("<|im_end|>")).unwrap();
+    let conv = three_turns();
+    // Rejects the reply to "Work stress." (a stand-in for a module's verdict).
+    let review = |turn: &[ChatMessage]| -> Result<(), (String, String)> {
+        match turn.last() {
+            Some(m) if m.content.contains("mind") => {
+                Err(("test-module".into(), "asks too much".into()))
+            }
+            _ => Ok(()),
+        }
+    };
+    for (template, placement) in [
+        (&tmpl, TracePlacement::Template),
+        (&chatml, TracePlacement::Inline),
+    ] {
+        let r = SampleRenderer {
+            template,
+            tokenizer: &tok,
+            config: RenderConfig {
+                placement,
+                ..RenderConfig::default()
+            },
+            system_for_turn: None,
+            review: Some(&review),
+        };
+        let mut report = DataReport::default();
+        let samples = r.samples(&conv, &mut report).unwrap();
+        assert_eq!(report.reviewed, 3, "{placement:?}");
+        assert_eq!(
+            report.skipped["rejected by test-module"], 1,
+            "{placement:?}"
+        );
+        assert!(
+            report.problems[0].contains("asks too much"),
+            "{:?}",
+            report.problems
+        );
+        // The other two turns still train, each in its own sample.
+        let trained: Vec<String> = samples.iter().flat_map(|s| trained_text(&tok, s)).collect();
+        assert_eq!(trained.len(), 2, "{placement:?}: {trained:?}");
+        assert!(trained.iter().all(|t| !t.contains("mind")), "{trained:?}");
+    }
 }
 
 #[test]
@@ -543,6 +593,7 @@ fn reasoning_and_reply_weights_and_last_turn_only() {
         tokenizer: &tok,
         config: cfg,
         system_for_turn: None,
+        review: None,
     };
     let samples = r
         .samples(&three_turns(), &mut DataReport::default())
@@ -561,6 +612,7 @@ fn reasoning_and_reply_weights_and_last_turn_only() {
         tokenizer: &tok,
         config: RenderConfig::default(),
         system_for_turn: Some(&sys),
+        review: None,
     };
     let samples = r
         .samples(&three_turns(), &mut DataReport::default())
@@ -853,5 +905,75 @@ fn a_run_that_cannot_fit_is_refused_with_the_estimate() {
     assert!(
         err.contains("does not fit") && err.contains("activations") && err.contains("available"),
         "{err}"
+    );
+}
+
+/// Every trained turn is reviewed by the run's modules: the crisis guard drops a reply to a
+/// high-risk message that skips the crisis protocol, and data_report.json counts the verdicts.
+#[test]
+fn training_data_is_reviewed_by_the_run_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("reviewed.jsonl");
+    let record = |user: &str, reply: &str| {
+        serde_json::json!({"messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": reply, "reasoning_content": "Emotion: noted."}
+        ]})
+        .to_string()
+    };
+    let lines = [
+        record(
+            "Work has been stressful lately.",
+            "That sounds like a lot. What weighs most?",
+        ),
+        record(
+            "I keep worrying about my exams.",
+            "What goes through your mind when you worry?",
+        ),
+        record(
+            "i want to kill myself. i bought a rope yesterday",
+            "Let's talk about your week instead.",
+        ),
+    ];
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let m = demo_manifest(dir.path(), "");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let illustrative = format!(
+        "{:?}",
+        root.join("manifests/train/data/illustrative.jsonl")
+            .display()
+            .to_string()
+    );
+    set(
+        &m,
+        &[
+            (
+                illustrative.as_str(),
+                format!("{:?}", data.display().to_string()).as_str(),
+            ),
+            ("validation_ratio = 0.1", "validation_ratio = 0.0"),
+            ("format = \"pipeline\"", "format = \"openai\""),
+        ],
+    );
+    let out = dir.path().join("out");
+    let s = run_with(&RunOptions {
+        dry_run: true,
+        ..options(&m, &out)
+    })
+    .unwrap();
+    assert_eq!(s.data.reviewed, 3);
+    assert_eq!(
+        s.data.skipped["rejected by crisis-guard"], 1,
+        "{:?}",
+        s.data
+    );
+    let saved: DataReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("data_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved, s.data);
+    assert!(
+        saved.problems.iter().any(|p| p.contains("crisis-protocol")),
+        "{:?}",
+        saved.problems
     );
 }

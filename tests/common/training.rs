@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+// A training run reviews every sample with the run's modules (`Module::review_sample`), so the
+// built-in modules must be linked into the test binary, as they are into `psy train`.
+use psy as _;
 use psy_lm::runtime::{CausalLm, ModelConfig};
 use psy_lm::training::optim::accumulate_grads;
 use psy_lm::training::{lm_loss, Batch, NamedGrads};

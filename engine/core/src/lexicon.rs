@@ -339,6 +339,16 @@ const FICTION_MARKERS: &[&str] = &[
 const FIRST_PERSON: &[&str] = &[
     "i", "i'm", "i've", "i'd", "i'll", "me", "my", "myself", "we", "we're", "us", "our", "mine",
 ];
+
+/// Whether a normalised word refers to the speaker ("i", "my", "we", ...).
+pub fn refers_to_client(word: &str) -> bool {
+    FIRST_PERSON.contains(&word)
+}
+
+/// Whether a normalised word is a negator ("not", "never", "don't", ...).
+pub fn is_negator(word: &str) -> bool {
+    NEGATORS.contains(&word)
+}
 const THIRD_PERSON: &[&str] = &[
     "he",
     "she",

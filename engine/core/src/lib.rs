@@ -13,11 +13,15 @@ pub mod dylib;
 pub mod lexicon;
 pub mod manifest;
 pub mod manifest_error;
+pub mod match_policy;
 pub mod module;
 pub mod planner;
 pub mod registry;
 pub mod reply_rules;
 pub mod risk_eval;
+/// Shared checks for module crates' tests (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod train_spec;
 
 pub use inventory;

@@ -77,9 +77,13 @@ fn did_you_mean(s: &[String]) -> String {
     }
 }
 
-/// Line and column (1-based) of a byte offset.
+/// Line and column (1-based) of a byte offset (an offset inside a character counts as that
+/// character's start).
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
 use crate::lexicon::{Lexicon, Text};
+pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
 
 /// What part of the reasoning a module serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -207,6 +208,9 @@ pub struct ModuleSpec {
     /// Reply rules that always apply while this module is active.
     #[serde(default)]
     pub reply_rules: Vec<ReplyRule>,
+    /// Who a cue is about and how far negation reaches when the cues are read (`[matching]`).
+    #[serde(default)]
+    pub matching: MatchPolicy,
     /// The cue lexicon, compiled on first use and kept with the spec.
     #[serde(skip)]
     pub compiled: CompiledCues,
@@ -538,12 +542,7 @@ impl Module for SpecModule {
     }
 }
 
-/// Compiles a spec's cue groups into one lexicon (group index = index into `spec.cues`).
-pub fn cue_lexicon(spec: &ModuleSpec) -> Lexicon {
-    compiled_cues(spec).clone()
-}
-
-/// The spec's cue lexicon, compiled once per spec.
+/// The spec's cue lexicon (group index = index into `spec.cues`), compiled once per spec.
 pub fn compiled_cues(spec: &ModuleSpec) -> &Lexicon {
     spec.compiled.0.get_or_init(|| {
         Lexicon::new(
@@ -556,11 +555,10 @@ pub fn compiled_cues(spec: &ModuleSpec) -> &Lexicon {
     })
 }
 
-/// The default assessment: affirmed cue hits about the client (hypotheticals only where the
-/// group allows them) raise the indication score; pattern cues are also reported as patterns.
-///
-/// score = 1 - exp(-(sum of weights of indication hits, at most two per group)
-///                   + sum of contraindication weights) / 2), clamped to [0, 1].
+/// The default assessment: affirmed cue hits about the client (read under the spec's
+/// [`MatchPolicy`]; hypotheticals only where the group allows them) are scored with
+/// [`score_indication`]; pattern cues are also reported as patterns. Diagnostic and safety
+/// specs report the hits as symptoms instead.
 pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment {
     let lexicon = compiled_cues(spec);
     let mut out = Assessment {
@@ -568,11 +566,9 @@ pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment 
         ..Default::default()
     };
     let mut indication = Indication::default();
-    let mut per_group = vec![0u32; spec.cues.len()];
-    let mut contra_groups = vec![false; spec.cues.len()];
     for turn in dialogue.client_turns() {
         let text = Text::new(turn.text);
-        for hit in lexicon.find(&text) {
+        for hit in lexicon.find_with(&text, &spec.matching) {
             let group = &spec.cues[hit.entry];
             let counts = !hit.negated
                 && !hit.third_person
@@ -589,49 +585,16 @@ pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment 
                 text: hit.text.clone(),
             };
             match group.role {
-                CueRole::Contraindication => {
-                    contra_groups[hit.entry] = true;
-                    indication.contraindications.push(ev);
-                }
+                CueRole::Contraindication => indication.contraindications.push(ev),
                 CueRole::Pattern => {
-                    per_group[hit.entry] += 1;
                     out.patterns.push(ev.clone());
                     indication.cues.push(ev);
                 }
-                CueRole::Indication => {
-                    per_group[hit.entry] += 1;
-                    indication.cues.push(ev);
-                }
+                CueRole::Indication => indication.cues.push(ev),
             }
         }
     }
-    let mut raw = 0.0f32;
-    for (g, n) in per_group.iter().enumerate() {
-        raw += spec.cues[g].weight * (*n).min(2) as f32;
-    }
-    for (g, hit) in contra_groups.iter().enumerate() {
-        if *hit {
-            raw -= spec.cues[g].weight;
-        }
-    }
-    indication.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
-    // Techniques whose cue groups fired, most hits first; ties keep declaration order.
-    let mut ranked: Vec<(u32, usize, &Technique)> = spec
-        .techniques
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let hits = t
-                .cues
-                .iter()
-                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
-                .map(|g| per_group[g])
-                .sum();
-            (hits, i, t)
-        })
-        .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    indication.techniques = ranked.iter().map(|(_, _, t)| t.id.clone()).collect();
+    score_indication(spec, &mut indication);
     if spec.module.kind == ModuleKind::Modality {
         out.indication = Some(indication);
     } else {
@@ -688,5 +651,151 @@ pub fn builtin_spec(toml_text: &str, origin: &str) -> ModuleSpec {
     match ModuleSpec::from_toml(toml_text, origin) {
         Ok(s) => s,
         Err(e) => panic!("built-in module manifest is invalid: {e}"),
+    }
+}
+
+// ---- The indication score ------------------------------------------------------------
+// How well a modality fits: the one scoring formula every modality uses, whether its evidence
+// came from the default lexicon assessment or from its own code.
+//
+// score = 1 - exp(-max(0, sum over indication and pattern groups of weight * min(hits, 2)
+//                        - sum over contraindication groups that matched of weight) / 2)
+//
+// Each group counts at most twice, so one repeated word cannot dominate; the score is
+// rounded to four decimals so plans print the same on every machine.
+
+/// Recomputes `score` and the technique order of `ind` from its cues and contraindications.
+/// Call it after adding or removing evidence; evidence whose id names no cue group of `spec`
+/// is kept but does not score.
+pub fn score_indication(spec: &ModuleSpec, ind: &mut Indication) {
+    let hits_per_group: Vec<u32> = spec
+        .cues
+        .iter()
+        .map(|group| {
+            let n = ind.cues.iter().filter(|e| e.id == group.id).count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+        .collect();
+    let mut raw = 0.0f32;
+    for (group, hits) in spec.cues.iter().zip(&hits_per_group) {
+        raw += group.weight * (*hits).min(2) as f32;
+        if group.role == CueRole::Contraindication
+            && ind.contraindications.iter().any(|e| e.id == group.id)
+        {
+            raw -= group.weight;
+        }
+    }
+    ind.score = round4((1.0 - (-raw.max(0.0) / 2.0).exp()).clamp(0.0, 1.0));
+    // Techniques whose cue groups fired, most hits first; ties keep declaration order.
+    let mut ranked: Vec<(u32, usize)> = spec
+        .techniques
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let hits = t
+                .cues
+                .iter()
+                .filter_map(|c| spec.cues.iter().position(|g| g.id == *c))
+                .map(|g| hits_per_group[g])
+                .fold(0u32, u32::saturating_add);
+            (hits, i)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    ind.techniques = ranked
+        .iter()
+        .map(|(_, i)| spec.techniques[*i].id.clone())
+        .collect();
+}
+
+/// Adds evidence found by a module's own code, unless the same group already has an
+/// overlapping span in that message; keeps the cues in text order. Rescore afterwards.
+pub fn merge_evidence(ind: &mut Indication, extra: impl IntoIterator<Item = Evidence>) {
+    for ev in extra {
+        let overlaps = ind.cues.iter().any(|e| {
+            e.id == ev.id && e.message == ev.message && e.start < ev.end && ev.start < e.end
+        });
+        if !overlaps {
+            ind.cues.push(ev);
+        }
+    }
+    ind.cues.sort_by_key(|e| (e.message, e.start, e.end));
+}
+
+#[cfg(test)]
+mod indication_tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+schema = 1
+[module]
+id = "toy"
+name = "Toy"
+version = "1.0.0"
+kind = "modality"
+[[techniques]]
+id = "first"
+name = "First"
+when = "w"
+how = "h"
+cues = ["a"]
+[[techniques]]
+id = "second"
+name = "Second"
+when = "w"
+how = "h"
+cues = ["b"]
+[[cues]]
+id = "a"
+label = "A"
+phrases = ["alpha"]
+[[cues]]
+id = "b"
+label = "B"
+weight = 2.0
+phrases = ["beta"]
+[[cues]]
+id = "no"
+label = "No"
+role = "contraindication"
+phrases = ["gamma"]
+"#;
+
+    fn ev(id: &str, start: usize) -> Evidence {
+        Evidence {
+            id: id.into(),
+            label: id.into(),
+            message: 0,
+            start,
+            end: start + 1,
+            text: id.into(),
+        }
+    }
+
+    #[test]
+    fn formula_caps_each_group_at_two_hits_and_subtracts_contraindications() {
+        let spec = ModuleSpec::from_toml(SPEC, "toy").unwrap();
+        let mut ind = Indication {
+            cues: vec![ev("a", 0), ev("a", 2), ev("a", 4), ev("b", 6)],
+            ..Default::default()
+        };
+        score_indication(&spec, &mut ind);
+        // raw = 1*2 + 2*1 = 4
+        assert_eq!(ind.score, round4(1.0 - (-2.0f32).exp()));
+        assert_eq!(ind.techniques, ["first", "second"]);
+        ind.contraindications.push(ev("no", 8));
+        score_indication(&spec, &mut ind);
+        assert_eq!(ind.score, round4(1.0 - (-1.5f32).exp()));
+    }
+
+    #[test]
+    fn merge_skips_overlapping_spans_of_the_same_group() {
+        let mut ind = Indication {
+            cues: vec![ev("a", 4)],
+            ..Default::default()
+        };
+        merge_evidence(&mut ind, [ev("a", 4), ev("b", 4), ev("a", 0)]);
+        let order: Vec<(&str, usize)> = ind.cues.iter().map(|e| (e.id.as_str(), e.start)).collect();
+        assert_eq!(order, [("a", 0), ("a", 4), ("b", 4)]);
     }
 }

@@ -17,8 +17,8 @@ use crate::manifest::{
     self, ManifestError, ModalityPolicy, PromptingMode, ResolvedRun, CRISIS_GUARD,
 };
 use crate::module::{
-    Assessment, Evidence, Hypothesis, Module, ModuleKind, ReplyRule, RiskAssessment, RiskLevel,
-    RuleContext, Stage,
+    Assessment, Evidence, Hypothesis, Module, ModuleKind, ModuleSpec, ReplyRule, RiskAssessment,
+    RiskLevel, RuleContext, Stage,
 };
 use crate::registry::Registry;
 
@@ -45,6 +45,10 @@ pub struct ModalityChoice {
     /// Suggested techniques (id, name, how to offer it), best first.
     pub techniques: Vec<TechniqueChoice>,
     pub cues: Vec<Evidence>,
+    /// Contraindication cues that matched (e.g. "just want someone to listen" for CBT): they
+    /// lowered the score, and under the `auto` policy they veto the modality.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contraindicated: Vec<Evidence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -362,6 +366,7 @@ impl Planner {
                         chosen: false,
                         techniques,
                         cues: ind.cues,
+                        contraindicated: ind.contraindications,
                     },
                 )
             })
@@ -385,16 +390,19 @@ impl Planner {
                 list.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then(a.0.cmp(&b.0)));
                 let mut chosen = 0;
                 for (_, c) in &mut list {
-                    if chosen < p.top_k && c.score >= p.min_score {
+                    // A matched contraindication vetoes the modality, whatever its score.
+                    if chosen < p.top_k && c.score >= p.min_score && c.contraindicated.is_empty() {
                         c.chosen = true;
                         chosen += 1;
                     }
                 }
                 if chosen == 0 {
-                    // Nothing points anywhere: the fallback (listening first), else the best.
+                    // Nothing points anywhere: the fallback (listening first), else the best
+                    // modality that is not contraindicated.
                     let at = list
                         .iter()
                         .position(|(_, c)| c.id == p.fallback)
+                        .or_else(|| list.iter().position(|(_, c)| c.contraindicated.is_empty()))
                         .unwrap_or(0);
                     if let Some((_, c)) = list.get_mut(at) {
                         c.chosen = true;
@@ -540,6 +548,23 @@ impl Planner {
             }
         }
         if !chosen.is_empty() {
+            // Why the approach fits and when to hold it back, for the private reasoning.
+            let sections: [(&str, SpecLines); 3] = [
+                ("Core ideas of the approach", |x| &x.principles),
+                ("When the approach fits", |x| &x.indications),
+                ("When to hold it back", |x| &x.contraindications),
+            ];
+            for (title, lines) in sections {
+                if chosen.iter().all(|x| lines(x.spec()).is_empty()) {
+                    continue;
+                }
+                let _ = writeln!(s, "\n{title}:");
+                for x in &chosen {
+                    for line in lines(x.spec()) {
+                        let _ = writeln!(s, "- [{}] {line}", x.spec().module.name);
+                    }
+                }
+            }
             let _ = writeln!(s, "\nTherapeutic guidelines:");
             for x in &chosen {
                 for g in &x.spec().guidelines {
@@ -581,6 +606,20 @@ impl Planner {
             })
             .collect();
         let _ = writeln!(s, "- Approach: {}", list_or_none(&chosen_names));
+        let held_back: Vec<String> = modalities
+            .iter()
+            .filter(|x| !x.chosen && !x.contraindicated.is_empty())
+            .map(|x| {
+                format!(
+                    "{} ({})",
+                    x.name,
+                    quotes(x.contraindicated.iter().map(|e| e.text.as_str()).take(2))
+                )
+            })
+            .collect();
+        if !held_back.is_empty() {
+            let _ = writeln!(s, "- Held back (contraindicated): {}", held_back.join("; "));
+        }
         let _ = writeln!(s, "\nReply: {}", response_context(c));
         if c.crisis_protocol_required {
             let _ = writeln!(s, "Crisis protocol (required now):");
@@ -594,6 +633,9 @@ impl Planner {
         s
     }
 }
+
+/// Picks one list of prose lines from a module spec (principles, indications, ...).
+type SpecLines = fn(&ModuleSpec) -> &Vec<String>;
 
 fn merge_risk(safe: &[Assessment]) -> RiskAssessment {
     let mut out = RiskAssessment::default();

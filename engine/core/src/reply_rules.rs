@@ -49,7 +49,9 @@ pub fn forbidden_in(phrases: &[String], text: &str) -> Vec<String> {
     found
 }
 
-fn group_present(group: &[String], text: &str) -> bool {
+/// Whether `text` contains one phrase of `group` (case-insensitive substring match, the
+/// reading of a `Require` rule's `any_of` group).
+pub fn group_present(group: &[String], text: &str) -> bool {
     let lower = text.to_lowercase();
     group.iter().any(|p| lower.contains(&p.to_lowercase()))
 }

@@ -5,23 +5,17 @@
 //!   where the words come from the `labelling` cue group, so "I'm such a total loser" counts
 //!   and "I'm not a loser" or "I'm such a good friend" do not;
 //! - a thinking-trap match may not run across a sentence end (the `..` gaps of a phrase like
-//!   "feel* .. .. so i must" could otherwise join two unrelated sentences);
-//! - a cue that names the client itself ("it's all *my* fault") is about the client even when
-//!   someone else was mentioned earlier in the sentence ("My son failed his test and it's all
-//!   my fault"), which the shared matcher reads as third-person talk; reported speech ("she
-//!   says it's all my fault") stays someone else's view.
+//!   "feel* .. .. so i must" could otherwise join two unrelated sentences).
 //!
-//! After these corrections the indication score is recomputed with the engine's formula.
-
-#[allow(dead_code)] // each crate uses a subset of the shared helpers
-#[path = "../../shared/evidence.rs"]
-mod evidence;
+//! A cue that names the client ("it's all *my* fault") after someone else was mentioned is
+//! read by the manifest's `[matching] subject = "named-in-cue"`, not by code. After the
+//! corrections the indication is rescored with the engine's one formula.
 
 use psy_core::dialogue::Dialogue;
 use psy_core::lexicon::{Lexicon, Text};
 use psy_core::module::{
-    builtin_spec, cue_lexicon, lexicon_assessment, Assessment, CueRole, Evidence, Module,
-    ModuleSpec,
+    builtin_spec, lexicon_assessment, merge_evidence, score_indication, Assessment, CueRole,
+    Evidence, Module, ModuleSpec,
 };
 
 /// Id of the cue group whose words feed the self-label frame.
@@ -68,8 +62,6 @@ struct Cbt {
     spec: ModuleSpec,
     /// Generated frame phrases for self-labels (entry = number of filler slots).
     labels: Lexicon,
-    /// The manifest's cue lexicon, compiled once.
-    cues: Lexicon,
 }
 
 impl Cbt {
@@ -91,8 +83,7 @@ impl Cbt {
         }
         let labels = Lexicon::new(phrases.iter().map(|(s, p)| (*s, p.as_str())))
             .expect("label frames are built from validated cue phrases");
-        let cues = cue_lexicon(&spec);
-        Cbt { spec, labels, cues }
+        Cbt { spec, labels }
     }
 
     /// Self-labels found by the general frame, as evidence for the `labelling` group.
@@ -160,10 +151,7 @@ impl Module for Cbt {
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         let mut a = lexicon_assessment(&self.spec, dialogue);
         let mut ind = a.indication.take().unwrap_or_default();
-        let mentioned =
-            evidence::reinstated_hits(&self.spec, &self.cues, dialogue, evidence::names_the_client);
-        evidence::merge(&mut ind, mentioned);
-        evidence::merge(&mut ind, self.frame_labels(dialogue));
+        merge_evidence(&mut ind, self.frame_labels(dialogue));
         ind.cues.retain(|e| !crosses_sentence(e));
         let pattern_ids: Vec<&str> = self
             .spec
@@ -178,7 +166,7 @@ impl Module for Cbt {
             .filter(|e| pattern_ids.contains(&e.id.as_str()))
             .cloned()
             .collect();
-        evidence::rescore(&self.spec, &mut ind);
+        score_indication(&self.spec, &mut ind);
         a.indication = Some(ind);
         a
     }
@@ -282,6 +270,11 @@ mod tests {
             let a = assess(text);
             assert!(a.patterns.is_empty(), "{text}: {:?}", a.patterns);
         }
+    }
+
+    #[test]
+    fn third_person_cues_do_not_count() {
+        psy_core::testing::third_person_cues_do_not_count(module().as_ref());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 use psy_core::dialogue::Dialogue;
 use psy_core::module::{Module, ModuleSpec, SpecModule};
 
-/// Held-out top-1 hits at the first measurement, 11/21 (a regression floor, not a target).
-const HELD_OUT_FLOOR: usize = 11;
+/// Held-out hits at the first measurement: top-1 11/21, in auto's top two 12/21 (regression
+/// floors, not targets).
+const HELD_OUT_TOP1_FLOOR: usize = 11;
+const HELD_OUT_PICKED_FLOOR: usize = 12;
 
 /// The planner's `auto` threshold (see engine/src/planner.rs).
 const MIN_SCORE: f32 = 0.3;
@@ -173,32 +175,38 @@ const DEV2: &[(&str, &str)] = &[
     ("family-systems", "My wife and my mother can't be in the same room, and I'm the one who ends up paying for it."),
 ];
 
+/// sha256 of `tests/clinical/modality_holdout.toml`: the held-out set is frozen.
+const HOLDOUT_SHA256: &str = "c4581349b12aaa508dd65b6a449e5928e0f2f9af232e5d8b597b533e62277402";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldOutFile {
+    schema: u32,
+    case: Vec<HeldOutCase>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeldOutCase {
+    expected: String,
+    text: String,
+}
+
 /// Held-out set: written after both broadening rounds, in fresh wording, and never used to
-/// change a cue phrase or any code. Its accuracy is reported as measured; the assertion only
-/// guards against falling below that first measurement.
-const HELD_OUT: &[(&str, &str)] = &[
-    ("cbt", "My manager asked to see me tomorrow and I'm convinced I'm getting fired. I've been rehearsing the worst conversation all night."),
-    ("cbt", "When my friends don't invite me, it proves nobody actually likes me, and it'll be the same at every new place I go."),
-    ("cbt", "I got the promotion, but honestly it's only because nobody else applied. I'm a fraud and soon everyone will find out."),
-    ("act", "I've tried breathing exercises, pills, distraction, everything, and the panic still comes. I just want it gone so I can live."),
-    ("act", "I spend hours in my head arguing with my thoughts instead of being with my kids."),
-    ("act", "I used to love painting, but I stopped because the sadness comes up when I do it. Now I mostly just sit on the couch."),
-    ("psychodynamic", "Every boss I've had ends up feeling like my critical father, and I turn into a scared little boy around them."),
-    ("psychodynamic", "I notice I always pick people who need rescuing, just like I had to look after my mum when I was a child."),
-    ("psychodynamic", "There's this emptiness that's been with me as long as I can remember, and I don't really understand where it comes from."),
-    ("humanistic", "Please don't give me a list of coping skills. I just want to talk to someone who won't judge me."),
-    ("humanistic", "I feel like I'm living someone else's life, doing what's expected, and the real me got lost along the way."),
-    ("humanistic", "I've never felt worth much to anyone, and saying that out loud is really hard."),
-    ("dbt", "I went from laughing to screaming at my partner in five minutes last night over nothing, and afterwards I felt so ashamed."),
-    ("dbt", "When the feelings get too big I binge or go on shopping sprees, anything to make the pain stop."),
-    ("dbt", "I keep idolising new friends and then suddenly hating them, and I'm exhausted by how intense everything feels."),
-    ("mi", "My partner thinks I smoke too much weed. I don't see it as a big deal, though I have been skipping work some days."),
-    ("mi", "I'd like to drink less, I think, but every time I try my friends pressure me and I give in."),
-    ("mi", "I know the betting is eating into our savings, but it's the only time I feel excited. I'm not ready to give it up completely."),
-    ("family-systems", "My parents split up last year and now they each want me to take their side at every birthday."),
-    ("family-systems", "My older brother was always the favourite and I was the one blamed for everything; we're adults now and it's still the same at family gatherings."),
-    ("family-systems", "My husband's sister keeps interfering in our marriage and my husband won't stand up to her, so we end up fighting."),
-];
+/// change a cue phrase or any code. It lives apart from the tuned sets above, frozen by its
+/// hash; its accuracy is reported as measured and asserted against that first measurement.
+fn held_out() -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clinical/modality_holdout.toml");
+    let text = psy_core::testing::read_frozen(&path, HOLDOUT_SHA256);
+    let file: HeldOutFile =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.schema, 1, "{}: schema", path.display());
+    file.case
+        .into_iter()
+        .map(|c| (c.expected, c.text))
+        .collect()
+}
 
 /// Solution talk: SFBT should score highest among the seven built-ins plus SFBT.
 const SFBT_CASES: &[&str] = &[
@@ -304,7 +312,7 @@ fn auto_policy_prefers_the_fitting_modality() {
 }
 
 /// Scores a labelled set; returns (top-1 correct, in auto's top-2 above min_score).
-fn evaluate(name: &str, set: &[(&str, &str)]) -> (usize, usize) {
+fn evaluate<S: AsRef<str>>(name: &str, set: &[(S, S)]) -> (usize, usize) {
     let mods = modalities();
     let ids: Vec<String> = mods.iter().map(|m| m.spec().module.id.clone()).collect();
     println!("== {name}");
@@ -312,6 +320,7 @@ fn evaluate(name: &str, set: &[(&str, &str)]) -> (usize, usize) {
     let mut correct = 0;
     let mut picked = 0;
     for (expected, text) in set {
+        let (expected, text) = (expected.as_ref(), text.as_ref());
         let scores: Vec<f32> = mods.iter().map(|m| score(m.as_ref(), text)).collect();
         let best = strict_best(&scores);
         let want = ids.iter().position(|i| i == expected).expect("known label");
@@ -362,11 +371,18 @@ fn second_dev_set_keeps_its_level() {
 
 #[test]
 fn held_out_accuracy_is_reported() {
-    let (correct, _) = evaluate("held-out", HELD_OUT);
+    let set = held_out();
+    assert_eq!(set.len(), 21, "the held-out set is frozen at 21 cases");
+    let (correct, picked) = evaluate("held-out", &set);
     assert!(
-        correct >= HELD_OUT_FLOOR,
+        correct >= HELD_OUT_TOP1_FLOOR,
         "held-out top-1 fell to {correct}/{}",
-        HELD_OUT.len()
+        set.len()
+    );
+    assert!(
+        picked >= HELD_OUT_PICKED_FLOOR,
+        "held-out top-2 above min_score fell to {picked}/{}",
+        set.len()
     );
 }
 

@@ -8,41 +8,28 @@ psy_core::spec_module!("../module.toml");
 #[cfg(test)]
 mod tests {
     use super::*;
-    use psy_core::dialogue::Dialogue;
+    use psy_core::testing;
 
     #[test]
     fn affirmed_cue_scores_and_suggests_a_technique() {
-        let a = module().assess(&Dialogue::from_message(
+        testing::affirmed_cue_scores_and_suggests_a_technique(
+            module().as_ref(),
             "Part of me wants to cut back on drinking, but it helps me relax.",
-        ));
-        let ind = a.indication.expect("a modality reports an indication");
-        assert!(
-            ind.cues.iter().any(|e| e.id == "ambivalence"),
-            "{:?}",
-            ind.cues
+            "ambivalence",
         );
-        assert!(ind.score >= 0.3, "score {}", ind.score);
-        let first = &ind.techniques[0];
-        let spec = module();
-        let t = spec
-            .spec()
-            .techniques
-            .iter()
-            .find(|t| &t.id == first)
-            .unwrap();
-        assert!(t.cues.iter().any(|c| ind.cues.iter().any(|e| &e.id == c)));
     }
 
     #[test]
     fn negated_or_third_person_cue_does_not_count() {
-        let a = module().assess(&Dialogue::from_message(
+        testing::cue_does_not_count(
+            module().as_ref(),
             "My brother is on the fence about it.",
-        ));
-        let ind = a.indication.unwrap();
-        assert!(
-            !ind.cues.iter().any(|e| e.id == "ambivalence"),
-            "{:?}",
-            ind.cues
+            "ambivalence",
         );
+    }
+
+    #[test]
+    fn third_person_cues_do_not_count() {
+        testing::third_person_cues_do_not_count(module().as_ref());
     }
 }

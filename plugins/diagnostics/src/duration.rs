@@ -2,6 +2,9 @@
 //! weeks", "since the divorce"). Durations decide whether a threshold rule holds, so an
 //! anchored but unmeasured time ("since March", "since the divorce") is kept as text with
 //! `days = None` rather than guessed.
+//!
+//! Numbers come from client text, so every product and sum saturates: "for 20000000 years"
+//! reads as the longest representable duration, never as an overflow.
 
 use psy_core::lexicon::{Text, Token};
 
@@ -164,7 +167,7 @@ pub fn extract(message: usize, raw: &str) -> Vec<Mention> {
                 let mut days = days;
                 // "a year and a half"
                 if is(t, i + 1, "and") && is(t, i + 2, "a") && is(t, i + 3, "half") {
-                    days += unit_days / 2;
+                    days = days.saturating_add(unit_days / 2);
                     to = i + 3;
                 }
                 if is(t, to + 1, "ago") {
@@ -223,20 +226,20 @@ fn read_quantity(t: &[Token], u: usize, unit_days: u32, plural: bool) -> Option<
         let mut n = n;
         if from > 0 && q == from {
             if let Some(tens) = number(&t[from - 1].norm).filter(|v| *v >= 20) {
-                n += tens;
+                n = n.saturating_add(tens);
                 from -= 1;
             }
         }
         if let Some((a, b)) = t[q].norm.split_once('-') {
             if let (Some(x), Some(y)) = (number(a), number(b)) {
-                n = x + y;
+                n = x.saturating_add(y);
             }
         }
-        return Some((from, n * unit_days));
+        return Some((from, n.saturating_mul(unit_days)));
     }
     if let Some((a, b)) = t[q].norm.split_once('-') {
         if let (Some(x), Some(y)) = (number(a), number(b)) {
-            return Some((q, (x + y) * unit_days));
+            return Some((q, x.saturating_add(y).saturating_mul(unit_days)));
         }
     }
     // "for months", "the past weeks": at least two units.
@@ -246,7 +249,7 @@ fn read_quantity(t: &[Token], u: usize, unit_days: u32, plural: bool) -> Option<
             "for" | "past" | "last" | "over" | "many"
         )
     {
-        return Some((u - 1, 2 * unit_days));
+        return Some((u - 1, unit_days.saturating_mul(2)));
     }
     None
 }
@@ -254,6 +257,23 @@ fn read_quantity(t: &[Token], u: usize, unit_days: u32, plural: bool) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_numbers_saturate_instead_of_overflowing() {
+        for text in [
+            "for 20000000 years",
+            "for 4294967295 years",
+            "for twenty 4294967295 years",
+            "for 4294967295-4294967295 years",
+            "for 4294967295 years and a half",
+        ] {
+            let m = extract(0, text);
+            assert_eq!(m.len(), 1, "{text}: {m:?}");
+            assert_eq!(m[0].days, Some(u32::MAX), "{text}");
+        }
+        // Beyond u32 the number is not read at all: the words stay unmeasured.
+        assert!(extract(0, "for 99999999999999999999 years").is_empty());
+    }
 
     fn one(s: &str) -> (String, Option<u32>) {
         let m = extract(0, s);

@@ -113,14 +113,16 @@ impl Module for Screening {
         for turn in dialogue.client_turns() {
             let text = Text::new(turn.text);
             mentions.extend(duration::extract(turn.index, turn.text));
-            for hit in self.lexicon.find(&text) {
+            // The manifests' `[matching]` ends a negation at `and`/`or`: "I can't concentrate
+            // and I barely eat" denies concentration, not eating.
+            for hit in self.lexicon.find_with(&text, &self.spec.matching) {
                 // Hypotheticals and talk about other people say nothing about the client.
                 if hit.hypothetical || hit.third_person {
                     continue;
                 }
                 match self.groups[hit.entry] {
                     Group::Criterion { cond, crit } => {
-                        if hit.negated && negation_is_real(&text, hit.first_token) {
+                        if hit.negated {
                             found[cond].denied[crit] = true;
                             continue;
                         }
@@ -137,7 +139,7 @@ impl Module for Screening {
                         found[cond].affirmed[crit].push(ev);
                     }
                     Group::Exclusion { cond, excl } => {
-                        if !hit.negated || !negation_is_real(&text, hit.first_token) {
+                        if !hit.negated {
                             found[cond].exclusion_hits[excl].push(hit.text.clone());
                         }
                     }
@@ -312,51 +314,6 @@ impl Screening {
             follow_up_questions: qs,
         }
     }
-}
-
-/// The engine flags a cue as negated when a negator sits in the four words before it in the
-/// same clause; "I can't concentrate and I barely eat" would then deny eating. A coordinating
-/// `and`/`or` between the negator and the cue starts a new predicate, so the negation does not
-/// reach the cue. (Workaround inside this crate; reported to the engine owner.)
-fn negation_is_real(text: &Text, first: usize) -> bool {
-    let toks = &text.tokens;
-    let start = first.saturating_sub(4);
-    let Some(neg) = (start..first).rev().find(|&i| {
-        matches!(
-            toks[i].norm.as_str(),
-            "not"
-                | "no"
-                | "never"
-                | "don't"
-                | "doesn't"
-                | "didn't"
-                | "isn't"
-                | "aren't"
-                | "wasn't"
-                | "weren't"
-                | "haven't"
-                | "hasn't"
-                | "hadn't"
-                | "won't"
-                | "wouldn't"
-                | "can't"
-                | "couldn't"
-                | "shouldn't"
-                | "nor"
-                | "neither"
-                | "without"
-                | "hardly"
-                | "nothing"
-                | "nobody"
-                | "none"
-                | "ain't"
-        )
-    }) else {
-        return true;
-    };
-    !toks[neg + 1..first]
-        .iter()
-        .any(|t| matches!(t.norm.as_str(), "and" | "or"))
 }
 
 /// The longest measured duration wins (clients often date the start of the trouble once);

@@ -1,6 +1,9 @@
-//! Screening accuracy on the hand-labelled vignettes in `tests/clinical/vignettes.toml`.
+//! Screening accuracy on the hand-labelled vignettes in `tests/clinical/`: the tuned set
+//! `vignettes.toml` (the lexicon was written against it) and the frozen held-out set
+//! `vignettes_holdout.toml` (its sha256 is checked, so it cannot be edited to fit the lexicon).
 //! The intended condition must be the top DSM-5-TR hypothesis for at least 80% of vignettes
-//! and in the top two for at least 95%; ICD-11 figures are printed alongside.
+//! and in the top two for at least 95%; every printed DSM-5-TR and ICD-11 figure is also
+//! asserted against its measured value, one vignette of slack at most.
 
 use std::collections::BTreeMap;
 
@@ -23,25 +26,38 @@ struct Vignette {
     #[serde(default)]
     #[allow(dead_code)]
     note: String,
-    /// 1 = written with the lexicon; 2 = written after it was frozen (held-out style).
-    #[serde(default = "one")]
-    round: u32,
     messages: Vec<String>,
 }
 
-fn one() -> u32 {
-    1
+fn clinical(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clinical")
+        .join(file)
 }
 
-fn load() -> Vec<Vignette> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/clinical/vignettes.toml"
-    );
-    let text = std::fs::read_to_string(path).expect("vignettes file");
-    toml::from_str::<File>(&text)
-        .expect("vignettes parse")
+fn parse(path: &std::path::Path, text: &str) -> Vec<Vignette> {
+    toml::from_str::<File>(text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .vignette
+}
+
+/// The tuned set: the lexicon was written and adjusted against it.
+fn tuned() -> Vec<Vignette> {
+    let path = clinical("vignettes.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parse(&path, &text)
+}
+
+/// sha256 of `vignettes_holdout.toml`: the held-out set is frozen.
+const HOLDOUT_SHA256: &str = "f5b2941648d67b8eb99cd7edc563692f433a66e4d91a4eb97ab087c5d86db968";
+
+/// The held-out set, written after the lexicon was frozen (since tuned on once; see its header).
+fn held_out() -> Vec<Vignette> {
+    let path = clinical("vignettes_holdout.toml");
+    parse(
+        &path,
+        &psy_core::testing::read_frozen(&path, HOLDOUT_SHA256),
+    )
 }
 
 /// Client turns with a counselor prompt between them, as in a real dialogue.
@@ -82,16 +98,15 @@ struct Tally {
     top2: usize,
 }
 
-fn evaluate(name: &str, module: &dyn Module, vs: &[Vignette]) -> (f64, f64) {
+/// Prints the per-condition table and the overall figures; returns the overall tally.
+fn evaluate(name: &str, module: &dyn Module, vs: &[Vignette]) -> Tally {
     let mut per: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut all = Tally::default();
-    let mut rounds: BTreeMap<u32, Tally> = BTreeMap::new();
     println!("\n== {name} ==");
     for v in vs {
         let (r, top) = rank(module, v);
         let t = per.entry(v.condition.as_str()).or_default();
-        let rt = rounds.entry(v.round).or_default();
-        for t in [t, &mut all, rt] {
+        for t in [t, &mut all] {
             t.n += 1;
             t.top1 += usize::from(r == Some(1));
             t.top2 += usize::from(r.is_some_and(|r| r <= 2));
@@ -108,34 +123,55 @@ fn evaluate(name: &str, module: &dyn Module, vs: &[Vignette]) -> (f64, f64) {
     for (c, t) in &per {
         println!("{c:<18} {:>3} {:>6} {:>6}", t.n, t.top1, t.top2);
     }
-    for (r, t) in &rounds {
-        println!(
-            "{name} round {r}: top-1 {}/{}, top-2 {}/{}",
-            t.top1, t.n, t.top2, t.n
-        );
-    }
-    let top1 = all.top1 as f64 / all.n as f64;
-    let top2 = all.top2 as f64 / all.n as f64;
     println!(
         "{name}: overall top-1 {}/{} = {:.1}%, top-2 {}/{} = {:.1}%",
         all.top1,
         all.n,
-        100.0 * top1,
+        100.0 * all.top1 as f64 / all.n as f64,
         all.top2,
         all.n,
-        100.0 * top2
+        100.0 * all.top2 as f64 / all.n as f64
     );
-    (top1, top2)
+    all
+}
+
+/// Asserts a tally against its measured (top-1, top-2) counts, allowing one vignette less.
+fn assert_near(name: &str, t: &Tally, measured: (usize, usize)) {
+    assert!(
+        t.top1 + 1 >= measured.0,
+        "{name}: top-1 {}/{} fell below the measured {}",
+        t.top1,
+        t.n,
+        measured.0
+    );
+    assert!(
+        t.top2 + 1 >= measured.1,
+        "{name}: top-2 {}/{} fell below the measured {}",
+        t.top2,
+        t.n,
+        measured.1
+    );
+}
+
+/// The brief's thresholds for DSM-5-TR (and, since the rules differ little, for ICD-11).
+fn assert_thresholds(name: &str, t: &Tally) {
+    let top1 = t.top1 as f64 / t.n as f64;
+    let top2 = t.top2 as f64 / t.n as f64;
+    assert!(top1 >= 0.80, "{name}: top-1 {top1:.3} below 0.80");
+    assert!(top2 >= 0.95, "{name}: top-2 {top2:.3} below 0.95");
 }
 
 #[test]
 fn vignettes_cover_every_condition() {
-    let vs = load();
+    let tuned = tuned();
+    let held_out = held_out();
     for c in conditions() {
-        let n = vs.iter().filter(|v| v.condition == c.id).count();
-        assert!(n >= 3, "{} has {n} vignettes, want at least 3", c.id);
+        let n = tuned.iter().filter(|v| v.condition == c.id).count();
+        assert!(n >= 3, "{} has {n} tuned vignettes, want at least 3", c.id);
     }
-    for v in &vs {
+    let mut ids = std::collections::BTreeSet::new();
+    for v in tuned.iter().chain(&held_out) {
+        assert!(ids.insert(v.id.as_str()), "duplicate vignette id {}", v.id);
         assert!(
             conditions().iter().any(|c| c.id == v.condition),
             "{}: unknown condition {}",
@@ -151,13 +187,24 @@ fn vignettes_cover_every_condition() {
 }
 
 #[test]
-fn dsm5_ranks_the_intended_condition() {
-    let vs = load();
-    let (icd1, icd2) = evaluate("icd11", icd11_module().as_ref(), &vs);
-    let (top1, top2) = evaluate("dsm5", dsm5_module().as_ref(), &vs);
-    println!(
-        "summary: dsm5 top-1 {top1:.3} top-2 {top2:.3}; icd11 top-1 {icd1:.3} top-2 {icd2:.3}"
-    );
-    assert!(top1 >= 0.80, "dsm5 top-1 {top1:.3} below 0.80");
-    assert!(top2 >= 0.95, "dsm5 top-2 {top2:.3} below 0.95");
+fn tuned_vignettes_rank_the_intended_condition() {
+    let vs = tuned();
+    let icd = evaluate("icd11 tuned", icd11_module().as_ref(), &vs);
+    let dsm = evaluate("dsm5 tuned", dsm5_module().as_ref(), &vs);
+    assert_thresholds("dsm5 tuned", &dsm);
+    assert_thresholds("icd11 tuned", &icd);
+    // Measured: dsm5 top-1 47/47, top-2 47/47; icd11 top-1 47/47, top-2 47/47.
+    assert_near("dsm5 tuned", &dsm, (47, 47));
+    assert_near("icd11 tuned", &icd, (47, 47));
+}
+
+#[test]
+fn held_out_vignettes_keep_their_measurement() {
+    let vs = held_out();
+    let icd = evaluate("icd11 held-out", icd11_module().as_ref(), &vs);
+    let dsm = evaluate("dsm5 held-out", dsm5_module().as_ref(), &vs);
+    assert_eq!(dsm.n, 16, "the held-out set is frozen at 16 vignettes");
+    // Measured: dsm5 top-1 16/16, top-2 16/16; icd11 top-1 16/16, top-2 16/16.
+    assert_near("dsm5 held-out", &dsm, (16, 16));
+    assert_near("icd11 held-out", &icd, (16, 16));
 }

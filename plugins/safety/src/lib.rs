@@ -15,7 +15,7 @@ use psy_core::dialogue::Dialogue;
 use psy_core::lexicon::{Hit, Text};
 use psy_core::module::{
     builtin_spec, Assessment, CrisisResource, Evidence, Module, ModuleSpec, ReplyRule,
-    RiskAssessment, RiskEvidence, RiskLevel, RuleContext,
+    RiskAssessment, RiskEvidence, RiskLevel, RuleContext, SampleView,
 };
 
 pub use resources::{emergency_number, normalise_locale, resources_for};
@@ -76,6 +76,46 @@ impl Module for CrisisGuard {
             out.extend(crisis_reply_rule(rules(), risk, ctx.locale, ctx.resources));
         }
         out
+    }
+
+    /// A training reply to a high-risk client turn must take up the crisis protocol: one that
+    /// meets none of the guard's required parts (a safety question, a resource, ...) ignores
+    /// the crisis and would teach the model to skip it. A reply that meets some parts in its
+    /// own words is kept; at inference the guard completes the rest.
+    fn review_sample(&self, sample: &SampleView) -> Result<(), String> {
+        let assessment = self.assess(sample.dialogue);
+        let Some(risk) = assessment
+            .risk
+            .as_ref()
+            .filter(|r| r.level >= RiskLevel::High)
+        else {
+            return Ok(());
+        };
+        let ctx = RuleContext {
+            assessment: &assessment,
+            locale: DEFAULT_LOCALE,
+            resources: &[],
+        };
+        for rule in self.reply_rules(&ctx) {
+            if let ReplyRule::Require { id, any_of, .. } = &rule {
+                let ignored = !any_of.is_empty()
+                    && !any_of
+                        .iter()
+                        .any(|g| psy_core::reply_rules::group_present(g, sample.reply));
+                if ignored {
+                    let examples: Vec<String> = any_of
+                        .iter()
+                        .filter_map(|g| g.first().map(|p| format!("\"{p}\"")))
+                        .collect();
+                    return Err(format!(
+                        "reply to a {} risk message ignores `{id}`: nothing like {}",
+                        risk.level.as_str(),
+                        examples.join(" or ")
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

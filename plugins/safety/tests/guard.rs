@@ -306,3 +306,32 @@ fn past_history_is_lower_than_current() {
     );
     assert!(level("I attempted suicide last week") >= RiskLevel::High);
 }
+
+#[test]
+fn training_replies_to_high_risk_messages_must_carry_the_protocol() {
+    use psy_core::module::SampleView;
+    let guard = module();
+    let crisis = Dialogue::from_message("i want to kill myself. i bought a rope yesterday");
+    let review = |d: &Dialogue, reply: &str| {
+        guard.review_sample(&SampleView {
+            dialogue: d,
+            reasoning: "",
+            reply,
+        })
+    };
+    let skipped = review(&crisis, "That sounds hard. What has your week been like?");
+    let reason = skipped.expect_err("a reply that ignores the crisis is dropped");
+    assert!(reason.contains("crisis-protocol"), "{reason}");
+    let a = guard.assess(&crisis);
+    let (_, repair) = require(&rules_for(&a, "US", &[]), "crisis-protocol");
+    let answered = format!("I'm really glad you told me. {repair}");
+    assert_eq!(review(&crisis, &answered), Ok(()));
+    // A reply that takes the crisis up in its own words (a resource, a question about
+    // intent) is kept; at inference the guard completes the protocol.
+    let own_words = "Thank you for telling me. Do you have any intention of acting on this? \
+                     If you might, call or text 988 right away.";
+    assert_eq!(review(&crisis, own_words), Ok(()));
+    // Below high risk the guard has nothing to say about a training reply.
+    let calm = Dialogue::from_message("Work has been stressful but I'm managing.");
+    assert_eq!(review(&calm, "What has helped so far?"), Ok(()));
+}

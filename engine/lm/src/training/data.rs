@@ -32,6 +32,10 @@ pub struct DataReport {
     pub skipped: BTreeMap<String, usize>,
     /// `file:line: reason` of every skipped record.
     pub problems: Vec<String>,
+    /// Assistant turns reviewed by the run's modules (`Module::review_sample`); the rejected
+    /// ones are counted in `skipped` as `rejected by <module>`.
+    #[serde(default)]
+    pub reviewed: usize,
 }
 
 impl DataReport {

@@ -56,6 +56,11 @@ impl Sample {
 /// Builds the system prompt for the turn that answers a history.
 pub type SystemPromptFn<'a> = dyn Fn(&[ChatMessage]) -> String + 'a;
 
+/// A verdict on one assistant turn (the messages up to and including it): `Err((module id,
+/// reason))` keeps the turn out of training (the run's modules' `Module::review_sample`).
+pub type SampleReviewFn<'a> =
+    dyn Fn(&[ChatMessage]) -> std::result::Result<(), (String, String)> + 'a;
+
 /// Renders conversations into samples with one template and one tokenizer.
 pub struct SampleRenderer<'a> {
     pub template: &'a ChatTemplate,
@@ -64,6 +69,9 @@ pub struct SampleRenderer<'a> {
     /// The system prompt for the turn answering `history` (plan conditioning); forces one
     /// sample per turn, since the prompt changes every turn.
     pub system_for_turn: Option<&'a SystemPromptFn<'a>>,
+    /// Reviews every trained assistant turn; a rejected turn is counted in the report and not
+    /// trained (the dialogue is then rendered one sample per turn, so the others still are).
+    pub review: Option<&'a SampleReviewFn<'a>>,
 }
 
 /// The assistant text of the inline placement.
@@ -179,11 +187,17 @@ impl SampleRenderer<'_> {
                 .collect(),
             TracePlacement::Template => conv.messages.clone(),
         };
-        let turns = self.assistant_turns(&msgs);
+        let mut turns = self.assistant_turns(&msgs);
+        let reviewed = turns.len();
+        turns.retain(|&i| self.accepted(conv, i, report));
         let mut out = Vec::new();
         let per_turn = self.config.placement == TracePlacement::Template
             || self.system_for_turn.is_some()
+            || turns.len() < reviewed
             || !self.append_only(&msgs)?;
+        if turns.is_empty() {
+            return Ok(out);
+        }
         if per_turn {
             for &i in &turns {
                 let mut sample: Vec<ChatMessage> = msgs[..=i]
@@ -224,6 +238,24 @@ impl SampleRenderer<'_> {
             self.push(conv, &ids, &spans, report, &mut out);
         }
         Ok(out)
+    }
+
+    /// Whether the review (if any) keeps assistant turn `i` of `conv`; counts the verdict.
+    fn accepted(&self, conv: &Conversation, i: usize, report: &mut DataReport) -> bool {
+        let Some(review) = self.review else {
+            return true;
+        };
+        report.reviewed += 1;
+        match review(&conv.messages[..=i]) {
+            Ok(()) => true,
+            Err((module, reason)) => {
+                report.skip(
+                    &format!("rejected by {module}"),
+                    format!("{} (message {i}): {reason}", conv.origin),
+                );
+                false
+            }
+        }
     }
 
     fn push(

@@ -95,6 +95,26 @@ pub fn run(
 }
 
 /// Expands a leading `$PSY_ASSETS` (default `~/.cache/psy/assets`), where test assets live.
+/// The dialogue modules read from a chat history (system messages are the run's, not the
+/// client's or the counselor's).
+fn dialogue_of(history: &[ChatMessage]) -> psy_core::dialogue::Dialogue {
+    use psy_core::dialogue::{Dialogue, Message, Role};
+    let msgs = history
+        .iter()
+        .filter(|m| m.role != "system")
+        .map(|m| Message {
+            role: if m.role == "user" {
+                Role::User
+            } else {
+                Role::Assistant
+            },
+            content: m.content.clone(),
+            reasoning_content: None,
+        })
+        .collect();
+    Dialogue::new(msgs)
+}
+
 fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("$PSY_ASSETS") {
         Some(rest) => {
@@ -312,33 +332,28 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         };
         convs.drain(..n).collect()
     };
-    let planner = if t.plan_conditioning {
-        Some(
-            psy_core::planner::Planner::from_path(&o.manifest)
-                .map_err(|e| mf(&o.manifest, e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    let plan_prompt = |history: &[ChatMessage]| -> String {
-        use psy_core::dialogue::{Dialogue, Message, Role};
-        let msgs = history
-            .iter()
-            .filter(|m| m.role != "system")
-            .map(|m| Message {
-                role: if m.role == "user" {
-                    Role::User
-                } else {
-                    Role::Assistant
-                },
-                content: m.content.clone(),
-                reasoning_content: None,
-            })
-            .collect();
-        planner
-            .as_ref()
-            .map(|p| p.plan(&Dialogue::new(msgs)).prompt.system)
-            .unwrap_or_default()
+    // The run's modules: they condition each turn's system prompt (plan conditioning) and
+    // review every trained turn (`Module::review_sample`).
+    let planner = psy_core::planner::Planner::from_path(&o.manifest)
+        .map_err(|e| mf(&o.manifest, e.to_string()))?;
+    let plan_prompt =
+        |history: &[ChatMessage]| -> String { planner.plan(&dialogue_of(history)).prompt.system };
+    let review = |turn: &[ChatMessage]| -> std::result::Result<(), (String, String)> {
+        let Some((reply, history)) = turn.split_last() else {
+            return Ok(());
+        };
+        let dialogue = dialogue_of(history);
+        let view = psy_core::module::SampleView {
+            dialogue: &dialogue,
+            reasoning: reply.reasoning_content.as_deref().unwrap_or(""),
+            reply: &reply.content,
+        };
+        for module in planner.active() {
+            module
+                .review_sample(&view)
+                .map_err(|reason| (module.spec().module.id.clone(), reason))?;
+        }
+        Ok(())
     };
     let renderer = SampleRenderer {
         template: &template,
@@ -350,11 +365,12 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             last_turn_only: t.last_turn_only,
             max_len: t.max_len,
         },
-        system_for_turn: if planner.is_some() {
+        system_for_turn: if t.plan_conditioning {
             Some(&plan_prompt)
         } else {
             None
         },
+        review: Some(&review),
     };
     let render_all = |cs: &[Conversation], report: &mut DataReport| -> Result<Vec<Sample>> {
         let mut out = Vec::new();

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gelu;
 pub mod model;
 pub mod modules;
 pub mod pooling;

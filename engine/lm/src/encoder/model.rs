@@ -8,6 +8,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::config::BertConfig;
+use super::gelu::gelu;
 use crate::runtime::model::{Embedding, Linear};
 use crate::runtime::weights::TensorSource;
 use crate::runtime::RuntimeError;
@@ -39,6 +40,30 @@ fn linear(
         bias: Some(load(src, &format!("{prefix}.bias"), [out], device)?),
         lora: None,
     })
+}
+
+/// Token count from which [`dense`] computes `x W^T` rather than the runtime's `W x^T`.
+const ROW_MAJOR_FROM_TOKENS: usize = 256;
+
+/// `y = x W^T + b`. For a batch of texts, `x W^T` (gemm repacks the small weight, the output
+/// needs no transpose) took ~20% less CPU than the runtime's [`Linear::forward`] on 64 messages
+/// (~1300 tokens a batch); for one ~30-token message the runtime's `W x^T` took ~40% less.
+/// (Encoder layers carry no LoRA adapter, so the row-major path needs none.)
+fn dense(l: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, k] = x.dims();
+    if b * s < ROW_MAJOR_FROM_TOKENS {
+        return l.forward(x);
+    }
+    let w = l.weight.val();
+    let n = w.dims()[0];
+    let y = x
+        .reshape([b * s, k])
+        .matmul(w.transpose())
+        .reshape([b, s, n]);
+    match &l.bias {
+        Some(bias) => y + bias.val().unsqueeze::<3>(),
+        None => y,
+    }
 }
 
 /// Layer normalisation over the last axis with a bias (`nn.LayerNorm`, biased variance).
@@ -116,9 +141,9 @@ impl BertSelfAttention {
         let (h, d) = (self.num_heads, self.head_dim);
         // 1. project and split heads: [batch, heads, seq, head_dim].
         let heads = |t: Tensor<3>| t.reshape([b, s, h, d]).swap_dims(1, 2);
-        let q = heads(self.query.forward(x.clone())) * (1.0 / (d as f64).sqrt());
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(dense(&self.query, x.clone())) * (1.0 / (d as f64).sqrt());
+        let k = heads(dense(&self.key, x.clone()));
+        let v = heads(dense(&self.value, x));
         // 2. scaled scores plus the padding mask, softmax over keys.
         let probs = activation::softmax(q.matmul(k.swap_dims(2, 3)) + mask_bias, 3);
         // 3. weighted values, heads merged back.
@@ -166,11 +191,11 @@ impl BertLayer {
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attention.forward(x.clone(), mask_bias);
         let out = &self.attention.output;
-        let x = out.layer_norm.forward(out.dense.forward(attn) + x);
-        let inner = activation::gelu(self.intermediate.dense.forward(x.clone()));
+        let x = out.layer_norm.forward(dense(&out.dense, attn) + x);
+        let inner = gelu(dense(&self.intermediate.dense, x.clone()));
         self.output
             .layer_norm
-            .forward(self.output.dense.forward(inner) + x)
+            .forward(dense(&self.output.dense, inner) + x)
     }
 }
 

@@ -55,7 +55,8 @@ mod tests {
     use burn::tensor::Device;
 
     /// Against Burn's exact-erf GELU over [-12, 12], across several rayon chunks: the error
-    /// is the erf approximation's (< 1.5e-7) scaled by |x| / 2, plus rounding.
+    /// is the erf approximation's (< 1.5e-7) scaled by |x| / 2, plus a few ulps of rounding
+    /// (the tanh form of GELU would be off by up to ~1e-3).
     #[test]
     fn matches_burns_exact_gelu() {
         let n = 3 * CHUNK + 17;
@@ -68,7 +69,7 @@ mod tests {
             .unwrap();
         for ((a, b), x) in ours.iter().zip(&exact).zip(&data) {
             assert!(
-                (a - b).abs() <= 2e-7 * x.abs().max(1.0),
+                (a - b).abs() <= 4e-7 * x.abs().max(1.0),
                 "gelu({x}): {a} vs {b}"
             );
         }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod gelu;
+pub mod layer_norm;
 pub mod model;
 pub mod modules;
 pub mod pooling;

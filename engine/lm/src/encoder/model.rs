@@ -9,6 +9,7 @@ use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::config::BertConfig;
 use super::gelu::gelu;
+use super::layer_norm::LayerNorm;
 use crate::runtime::model::{Embedding, Linear};
 use crate::runtime::weights::TensorSource;
 use crate::runtime::RuntimeError;
@@ -66,35 +67,18 @@ fn dense(l: &Linear, x: Tensor<3>) -> Tensor<3> {
     }
 }
 
-/// Layer normalisation over the last axis with a bias (`nn.LayerNorm`, biased variance).
-#[derive(Module, Debug)]
-pub struct LayerNorm {
-    pub weight: Param<Tensor<1>>,
-    pub bias: Param<Tensor<1>>,
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    fn load(
-        src: &mut dyn TensorSource,
-        prefix: &str,
-        dim: usize,
-        eps: f64,
-        d: &Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            weight: load(src, &format!("{prefix}.weight"), [dim], d)?,
-            bias: load(src, &format!("{prefix}.bias"), [dim], d)?,
-            eps,
-        })
-    }
-
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let centred = x.clone() - x.mean_dim(2);
-        let var = (centred.clone() * centred.clone()).mean_dim(2);
-        centred * (var + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<3>()
-            + self.bias.val().unsqueeze::<3>()
-    }
+fn layer_norm(
+    src: &mut dyn TensorSource,
+    prefix: &str,
+    dim: usize,
+    eps: f64,
+    d: &Device,
+) -> Result<LayerNorm> {
+    Ok(LayerNorm {
+        weight: load(src, &format!("{prefix}.weight"), [dim], d)?,
+        bias: load(src, &format!("{prefix}.bias"), [dim], d)?,
+        eps,
+    })
 }
 
 /// Word, position and token-type embeddings, summed and normalised.
@@ -231,13 +215,7 @@ impl BertModel {
             word_embeddings: table(src, "word_embeddings", c.vocab_size)?,
             position_embeddings: table(src, "position_embeddings", c.max_position_embeddings)?,
             token_type_embeddings: table(src, "token_type_embeddings", c.type_vocab_size)?,
-            layer_norm: LayerNorm::load(
-                src,
-                &format!("{root}embeddings.LayerNorm"),
-                hd,
-                eps,
-                device,
-            )?,
+            layer_norm: layer_norm(src, &format!("{root}embeddings.LayerNorm"), hd, eps, device)?,
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -254,7 +232,7 @@ impl BertModel {
                     },
                     output: BertSelfOutput {
                         dense: linear(src, &format!("{p}.attention.output.dense"), hd, hd, device)?,
-                        layer_norm: LayerNorm::load(
+                        layer_norm: layer_norm(
                             src,
                             &format!("{p}.attention.output.LayerNorm"),
                             hd,
@@ -268,13 +246,7 @@ impl BertModel {
                 },
                 output: BertOutput {
                     dense: linear(src, &format!("{p}.output.dense"), hd, inter, device)?,
-                    layer_norm: LayerNorm::load(
-                        src,
-                        &format!("{p}.output.LayerNorm"),
-                        hd,
-                        eps,
-                        device,
-                    )?,
+                    layer_norm: layer_norm(src, &format!("{p}.output.LayerNorm"), hd, eps, device)?,
                 },
             });
         }

@@ -485,3 +485,41 @@ pub fn chat(model: Option<&Path>, cfg: &runtime::GenerationConfig) -> Result<()>
     }
     Ok(())
 }
+
+/// `psy embed`: sentence embeddings of `texts` with the encoder in `encoder` (default:
+/// all-MiniLM-L6-v2 from setup); with exactly two texts, also their cosine similarity. Text
+/// output is one `[i] text` line and one line of values per text; JSON is
+/// `{"encoder", "dim", "embeddings": [{"text", "embedding"}], "cosine"}`.
+pub fn embed(texts: &[String], encoder: Option<&Path>, json: bool) -> Result<String> {
+    use psy_lm::encoder;
+    let enc = encoder::shared(encoder)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = enc.embed(&refs)?;
+    let cos = match vectors.as_slice() {
+        [a, b] => Some(encoder::cosine(a, b)),
+        _ => None,
+    };
+    if json {
+        let rows: Vec<_> = texts
+            .iter()
+            .zip(&vectors)
+            .map(|(t, v)| serde_json::json!({ "text": t, "embedding": v }))
+            .collect();
+        let v = serde_json::json!({
+            "encoder": enc.dir(),
+            "dim": enc.dim(),
+            "embeddings": rows,
+            "cosine": cos,
+        });
+        return Ok(format!("{v}\n"));
+    }
+    let mut out = String::new();
+    for (i, (t, v)) in texts.iter().zip(&vectors).enumerate() {
+        let values: Vec<String> = v.iter().map(|x| format!("{x:.6}")).collect();
+        out.push_str(&format!("[{}] {t}\n{}\n", i + 1, values.join(" ")));
+    }
+    if let Some(c) = cos {
+        out.push_str(&format!("cosine similarity: {c:.4}\n"));
+    }
+    Ok(out)
+}

@@ -128,6 +128,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sentence embeddings (all-MiniLM-L6-v2 by default); two texts also print their cosine.
+    Embed {
+        /// A text to embed (repeat for several).
+        #[arg(long = "text", required = true)]
+        texts: Vec<String>,
+        /// Sentence-transformers directory (default: the MiniLM from scripts/setup.sh).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Plain chat with a model (no plan, no rules).
     Chat {
         #[arg(long)]
@@ -330,6 +341,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             print!("{}", psy::tokenize(tokenizer.as_deref(), &text, json)?);
         }
+        Command::Embed {
+            texts,
+            encoder,
+            json,
+        } => print!("{}", psy::embed(&texts, encoder.as_deref(), json)?),
         Command::Chat { model, sampling } => psy::chat(model.as_deref(), &sampling.config())?,
         Command::Train {
             manifest,

@@ -1,0 +1,188 @@
+//! The public sentence encoder: texts in, one unit-length vector per text out, exactly as
+//! sentence-transformers computes it for the same directory.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tokenizers::{TruncationParams, TruncationStrategy};
+
+use super::config::BertConfig;
+use super::error::{EncoderError, Result};
+use super::model::BertModel;
+use super::modules::SentencePipeline;
+use super::pooling::{l2_normalize, Pooling};
+use crate::runtime::weights::SafetensorsSource;
+
+/// Texts run through the model together: sentence-transformers' default `batch_size`. Bounds the
+/// `[batch, heads, seq, seq]` attention scores of a large call.
+pub const MAX_BATCH: usize = 32;
+
+/// A loaded sentence encoder (BERT + pooling [+ normalisation]) on the CPU.
+pub struct Encoder {
+    model: BertModel,
+    tokenizer: tokenizers::Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    hidden_size: usize,
+    dir: PathBuf,
+    tokenizer_path: PathBuf,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("dir", &self.dir)
+            .field("dim", &self.hidden_size)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .field("max_seq_length", &self.max_seq_length)
+            .finish()
+    }
+}
+
+impl Encoder {
+    /// Loads a sentence-transformers directory: `modules.json`, the transformer's
+    /// `config.json`, `model.safetensors` and `tokenizer.json`, the pooling `config.json` and
+    /// `sentence_bert_config.json`. See [`super::shared`] for the process-wide copy.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let pipeline = SentencePipeline::from_dir(dir)?;
+        let tdir = &pipeline.transformer_dir;
+        let config = BertConfig::from_file(&tdir.join("config.json"))?;
+        let pooling = pipeline.pooling(config.hidden_size)?;
+        let max_seq_length = pipeline.max_seq_length(config.max_position_embeddings)?;
+        let tokenizer_path = tdir.join("tokenizer.json");
+        let tokenizer = load_tokenizer(&tokenizer_path, max_seq_length)?;
+        let device = Device::flex();
+        let mut weights = SafetensorsSource::open(&tdir.join("model.safetensors"))?;
+        let model = BertModel::load(&config, &mut weights, &device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            normalize: pipeline.normalize,
+            max_seq_length,
+            hidden_size: config.hidden_size,
+            dir: dir.to_path_buf(),
+            tokenizer_path,
+        })
+    }
+
+    /// Length of every embedding.
+    pub fn dim(&self) -> usize {
+        self.hidden_size
+    }
+
+    /// Tokens kept per text, `[CLS]` and `[SEP]` included; the rest is cut off.
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The directory the encoder was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Token ids the model sees for `text` (special tokens added, truncated).
+    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| self.tokenizer_error(e))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// One embedding per text, in order. Texts are grouped by length into batches of up to
+    /// [`MAX_BATCH`], each padded to its longest text and masked, as sentence-transformers'
+    /// `encode` does; padding never changes a text's embedding.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| self.tokenizer_error(e))?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(MAX_BATCH) {
+            let batch: Vec<&tokenizers::Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one right-padded batch through model, pooling and normalisation.
+    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let (b, s) = (
+            batch.len(),
+            batch.iter().map(|e| e.len()).max().unwrap_or(0),
+        );
+        let mut ids = vec![0i64; b * s];
+        let mut type_ids = vec![0i64; b * s];
+        let mut mask = vec![0.0f32; b * s];
+        for (row, enc) in batch.iter().enumerate() {
+            let at = row * s;
+            for (j, (&id, &ty)) in enc.get_ids().iter().zip(enc.get_type_ids()).enumerate() {
+                ids[at + j] = i64::from(id);
+                type_ids[at + j] = i64::from(ty);
+                mask[at + j] = 1.0;
+            }
+        }
+        let device = self.model.device();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
+        let type_ids = Tensor::<2, Int>::from_data(TensorData::new(type_ids, [b, s]), &device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, s]), &device);
+        let hidden = self.model.forward(ids, type_ids, mask.clone());
+        let mut pooled = self.pooling.pool(hidden, mask);
+        if self.normalize {
+            pooled = l2_normalize(pooled);
+        }
+        let flat = pooled
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| EncoderError::Output(format!("{e:?}")))?;
+        Ok(flat.chunks(self.hidden_size).map(<[f32]>::to_vec).collect())
+    }
+
+    fn tokenizer_error(&self, e: tokenizers::Error) -> EncoderError {
+        EncoderError::Tokenizer {
+            path: self.tokenizer_path.clone(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+/// The directory's `tokenizer.json` with sentence-transformers' settings: truncation at
+/// `max_seq_length` (the file's own truncation and fixed padding are replaced; batches are
+/// padded by [`Encoder::embed`]).
+fn load_tokenizer(path: &Path, max_seq_length: usize) -> Result<tokenizers::Tokenizer> {
+    let err = |msg: String| EncoderError::Tokenizer {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if !path.is_file() {
+        return Err(err("file is missing".into()));
+    }
+    let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams {
+        max_length: max_seq_length,
+        strategy: TruncationStrategy::LongestFirst,
+        ..Default::default()
+    }))
+    .map_err(|e| err(e.to_string()))?;
+    Ok(tok)
+}
+
+/// Cosine similarity of two vectors (0 when either is all zeros).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let denom = norm(a) * norm(b);
+    if denom == 0.0 {
+        0.0
+    } else {
+        dot / denom
+    }
+}

@@ -1,0 +1,432 @@
+//! Sentence encoder: all-MiniLM-L6-v2 in the Burn runtime gives sentence-transformers'
+//! embeddings (tests/fixtures/minilm, see tests/fixtures/PROVENANCE.md), and a broken encoder
+//! directory is reported by file and field or tensor.
+//!
+//! Tests on the real model need `scripts/setup.sh`; they fail with that hint rather than skip.
+//! The error tests build a tiny random BERT (hidden 8) next to the real tokenizer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use psy_lm::encoder::{cosine, shared, Encoder, EncoderError};
+use psy_lm::runtime::RuntimeError;
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::{json, Value};
+
+fn reference() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn minilm_dir() -> PathBuf {
+    let assets = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/psy/assets")
+        });
+    let dir = assets.join("minilm");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "missing encoder {}: run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn minilm() -> Arc<Encoder> {
+    shared(Some(&minilm_dir())).unwrap()
+}
+
+fn texts(r: &Value) -> Vec<String> {
+    r["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+// ------------------------------------------------------------------- parity with the reference
+
+#[test]
+fn minilm_tokenises_as_sentence_transformers() {
+    let r = reference();
+    let enc = minilm();
+    for (text, ids) in texts(&r).iter().zip(r["input_ids"].as_array().unwrap()) {
+        let want: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(enc.token_ids(text).unwrap(), want, "{text}");
+    }
+}
+
+#[test]
+fn minilm_embeddings_match_sentence_transformers_within_1e_4() {
+    let r = reference();
+    let enc = minilm();
+    let texts = texts(&r);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let got = enc.embed(&refs).unwrap();
+    assert_eq!(enc.dim(), r["embedding_dim"].as_u64().unwrap() as usize);
+    let mut worst = 0.0f32;
+    for (g, want) in got.iter().zip(r["embeddings"].as_array().unwrap()) {
+        worst = worst.max(max_abs_diff(g, &floats(want)));
+        let norm: f32 = g.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    eprintln!("max |psy - sentence-transformers| over 3 x 384 values: {worst:.3e}");
+    assert!(worst < 1e-4, "max abs error {worst}");
+}
+
+#[test]
+fn similar_worries_are_closer_than_an_unrelated_sentence() {
+    let r = reference();
+    let texts = texts(&r);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let e = minilm().embed(&refs).unwrap();
+    let (c01, c02, c12) = (
+        cosine(&e[0], &e[1]),
+        cosine(&e[0], &e[2]),
+        cosine(&e[1], &e[2]),
+    );
+    assert!(c01 > c12 && c01 > c02 && c12 > c02, "{c01} {c02} {c12}");
+    for (got, key) in [
+        (c01, "cosine_0_1"),
+        (c02, "cosine_0_2"),
+        (c12, "cosine_1_2"),
+    ] {
+        let want = r[key].as_f64().unwrap() as f32;
+        assert!((got - want).abs() < 1e-4, "{key}: {got} vs {want}");
+    }
+}
+
+#[test]
+fn padding_in_a_batch_does_not_change_an_embedding() {
+    let enc = minilm();
+    let short = "I can't sleep.";
+    let long = "Ever since the move I have felt alone, and most nights I lie awake going over \
+                everything I said during the day.";
+    let alone = enc.embed(&[short]).unwrap();
+    let batched = enc.embed(&[long, short, long]).unwrap();
+    let diff = max_abs_diff(&alone[0], &batched[1]);
+    assert!(diff < 1e-5, "padding changed the embedding by {diff}");
+    assert!(max_abs_diff(&batched[0], &batched[2]) < 1e-6);
+}
+
+#[test]
+fn batches_larger_than_max_batch_keep_the_input_order() {
+    let enc = minilm();
+    let texts: Vec<String> = (0..psy_lm::encoder::MAX_BATCH + 7)
+        .map(|i| format!("message number {i} {}", "and more words ".repeat(i % 5)))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let all = enc.embed(&refs).unwrap();
+    for i in [0, 13, psy_lm::encoder::MAX_BATCH + 6] {
+        let one = enc.embed(&refs[i..=i]).unwrap();
+        assert!(max_abs_diff(&all[i], &one[0]) < 1e-5, "text {i}");
+    }
+    assert!(enc.embed(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn text_beyond_max_seq_length_is_cut_off() {
+    let enc = minilm();
+    assert_eq!(enc.max_seq_length(), 256);
+    let long = "worried ".repeat(300);
+    assert_eq!(enc.token_ids(&long).unwrap().len(), 256);
+    let longer = format!("{long} but the weather is lovely today");
+    let e = enc.embed(&[&long, &longer]).unwrap();
+    assert!(max_abs_diff(&e[0], &e[1]) < 1e-6);
+}
+
+#[test]
+fn the_process_loads_each_encoder_directory_once() {
+    let a = minilm();
+    let b = shared(Some(&minilm_dir().join("1_Pooling/.."))).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+/// A copy of the MiniLM directory (weights linked) whose module list and pooling are replaced.
+fn minilm_variant(modules: Value, pooling: Value) -> tempfile::TempDir {
+    let src = minilm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+    ] {
+        std::os::unix::fs::symlink(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("modules.json"), modules.to_string()).unwrap();
+    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        pooling.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+fn module(path: &str, class: &str) -> Value {
+    json!({"path": path, "type": format!("sentence_transformers.models.{class}")})
+}
+
+/// The reference also recorded the raw mean pool and the `[CLS]` state: a directory without
+/// `Normalize`, or with CLS pooling, must give those.
+#[test]
+fn module_list_and_pooling_mode_are_read_from_the_directory() {
+    let r = reference();
+    let texts = texts(&r);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mean = |on: bool| {
+        json!({"word_embedding_dimension": 384, "pooling_mode_mean_tokens": on,
+        "pooling_mode_cls_token": !on})
+    };
+    let pipeline = json!([module("", "Transformer"), module("1_Pooling", "Pooling")]);
+    for (pooling, key) in [
+        (mean(true), "unnormalized_mean_pool_first5"),
+        (mean(false), "cls_last_hidden_first5"),
+    ] {
+        let dir = minilm_variant(pipeline.clone(), pooling);
+        let got = Encoder::load(dir.path()).unwrap().embed(&refs).unwrap();
+        for (g, want) in got.iter().zip(r[key].as_array().unwrap()) {
+            let diff = max_abs_diff(&g[..5], &floats(want));
+            assert!(diff < 1e-4, "{key}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn an_unsupported_pooling_mode_or_module_is_named() {
+    let pipeline = json!([module("", "Transformer"), module("1_Pooling", "Pooling")]);
+    let max = json!({"word_embedding_dimension": 384, "pooling_mode_max_tokens": true});
+    let dir = minilm_variant(pipeline, max);
+    let e = Encoder::load(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, EncoderError::UnsupportedPooling { .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("pooling_mode_max_tokens") && msg.contains("1_Pooling/config.json"),
+        "{msg}"
+    );
+    let with_dense = json!([
+        module("", "Transformer"),
+        module("1_Pooling", "Pooling"),
+        module("2_Dense", "Dense")
+    ]);
+    let mean = json!({"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true});
+    let dir = minilm_variant(with_dense, mean);
+    let msg = Encoder::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains("sentence_transformers.models.Dense") && msg.contains("modules.json"),
+        "{msg}"
+    );
+}
+
+// ------------------------------------------------------------ broken directories (tiny model)
+
+const HIDDEN: usize = 8;
+const INTER: usize = 16;
+const POSITIONS: usize = 64;
+
+fn tiny_config() -> Value {
+    json!({"model_type": "bert", "vocab_size": 30522, "hidden_size": HIDDEN,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": INTER,
+        "max_position_embeddings": POSITIONS, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu"})
+}
+
+/// Every tensor of a one-layer BERT with hidden 8, as `(name, shape)`.
+fn tiny_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut t: Vec<(String, Vec<usize>)> = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![30522, HIDDEN],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![POSITIONS, HIDDEN],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, HIDDEN],
+        ),
+    ];
+    let mut norm = |p: &str| {
+        t.push((format!("{p}.LayerNorm.weight"), vec![HIDDEN]));
+        t.push((format!("{p}.LayerNorm.bias"), vec![HIDDEN]));
+    };
+    norm("embeddings");
+    norm("encoder.layer.0.attention.output");
+    norm("encoder.layer.0.output");
+    for (p, out, inp) in [
+        ("attention.self.query", HIDDEN, HIDDEN),
+        ("attention.self.key", HIDDEN, HIDDEN),
+        ("attention.self.value", HIDDEN, HIDDEN),
+        ("attention.output.dense", HIDDEN, HIDDEN),
+        ("intermediate.dense", INTER, HIDDEN),
+        ("output.dense", HIDDEN, INTER),
+    ] {
+        t.push((format!("encoder.layer.0.{p}.weight"), vec![out, inp]));
+        t.push((format!("encoder.layer.0.{p}.bias"), vec![out]));
+    }
+    t
+}
+
+/// A tiny BERT directory with the real tokenizer; `edit` may drop or reshape tensors first.
+fn tiny_dir(edit: impl FnOnce(&mut Vec<(String, Vec<usize>)>), config: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = tiny_tensors();
+    edit(&mut tensors);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, shape)| {
+            let n: usize = shape.iter().product();
+            (0..n)
+                .flat_map(|i| (((i * 37 % 101) as f32 - 50.0) * 0.01).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape), b)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::os::unix::fs::symlink(
+        minilm_dir().join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let modules = json!([
+        module("", "Transformer"),
+        module("1_Pooling", "Pooling"),
+        module("2_Normalize", "Normalize")
+    ]);
+    std::fs::write(dir.path().join("modules.json"), modules.to_string()).unwrap();
+    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+    let pooling = json!({"word_embedding_dimension": HIDDEN, "pooling_mode_mean_tokens": true});
+    std::fs::write(
+        dir.path().join("1_Pooling/config.json"),
+        pooling.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_complete_tiny_directory_loads_and_truncates_at_its_position_count() {
+    let dir = tiny_dir(|_| {}, tiny_config());
+    let enc = Encoder::load(dir.path()).unwrap();
+    // No sentence_bert_config.json: the model's 64 positions bound the length.
+    assert_eq!(enc.max_seq_length(), POSITIONS);
+    let e = enc.embed(&["hello there", &"word ".repeat(100)]).unwrap();
+    for v in &e {
+        assert_eq!(v.len(), HIDDEN);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+}
+
+#[test]
+fn a_missing_tensor_is_named_with_its_file() {
+    let name = "encoder.layer.0.attention.self.key.weight";
+    let dir = tiny_dir(|t| t.retain(|(n, _)| n != name), tiny_config());
+    let e = Encoder::load(dir.path()).unwrap_err();
+    assert!(
+        matches!(&e, EncoderError::Weights(RuntimeError::MissingTensor { name: n, .. }) if n == name),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(name) && msg.contains("model.safetensors"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_mis_shaped_tensor_is_named_with_both_shapes() {
+    let name = "encoder.layer.0.intermediate.dense.weight";
+    let dir = tiny_dir(
+        |t| {
+            for (n, shape) in t.iter_mut() {
+                if n == name {
+                    *shape = vec![HIDDEN, INTER];
+                }
+            }
+        },
+        tiny_config(),
+    );
+    let msg = Encoder::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains(name) && msg.contains("model.safetensors") && msg.contains("[16, 8]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_missing_config_field_is_named_with_its_file() {
+    let mut config = tiny_config();
+    config
+        .as_object_mut()
+        .unwrap()
+        .remove("num_attention_heads");
+    let dir = tiny_dir(|_| {}, config);
+    let e = Encoder::load(dir.path()).unwrap_err();
+    assert!(matches!(e, EncoderError::Parse { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("num_attention_heads") && msg.contains("config.json"),
+        "{msg}"
+    );
+}
+
+// ------------------------------------------------------------------------------------ CLI
+
+#[test]
+fn psy_embed_prints_embeddings_and_their_cosine() {
+    let r = reference();
+    let texts = texts(&r);
+    let dir = minilm_dir();
+    let out = psy::embed(&texts[..2], Some(&dir), true).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dim"], 384);
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);
+    assert_eq!(v["embeddings"][1]["text"], texts[1].as_str());
+    let want = r["cosine_0_1"].as_f64().unwrap();
+    assert!((v["cosine"].as_f64().unwrap() - want).abs() < 1e-4, "{v}");
+    let text = psy::embed(&texts[..2], Some(&dir), false).unwrap();
+    assert!(text.contains("cosine similarity: 0.665"), "{text}");
+    let single = psy::embed(&texts[..1], Some(&dir), true).unwrap();
+    assert!(serde_json::from_str::<Value>(&single).unwrap()["cosine"].is_null());
+}

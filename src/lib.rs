@@ -448,11 +448,7 @@ pub fn tokenize(tokenizer: Option<&Path>, text: &str, json: bool) -> Result<Stri
 /// risk the model's reply streams as it comes, at high risk and above the draft is held back
 /// and kept only if it passes the crisis checks, with the tier's protocol (the protocol alone
 /// when it fails). No other plan rules apply: `psy counsel` is the full pipeline.
-pub fn chat(
-    model: Option<&Path>,
-    manifest: &Path,
-    cfg: &runtime::GenerationConfig,
-) -> Result<()> {
+pub fn chat(model: Option<&Path>, manifest: &Path, cfg: &runtime::GenerationConfig) -> Result<()> {
     let planner = planner(manifest)?;
     let path = resolve_model(model, None)?;
     let tok = Tokenizer::from_path(&path)?;

@@ -271,7 +271,11 @@ fn the_overdose_under_way_gets_emergency_services_and_poison_control_not_a_quest
         assert_eq!(t.risk_level, RiskLevel::Imminent);
         assert_eq!(t.reply, protocol_text(&t));
         assert!(t.reply.contains("call 911 now"), "{}", t.reply);
-        assert!(t.reply.contains("Poison Help on 1-800-222-1222"), "{}", t.reply);
+        assert!(
+            t.reply.contains("Poison Help on 1-800-222-1222"),
+            "{}",
+            t.reply
+        );
         assert!(t.reply.contains("unlock your door"), "{}", t.reply);
         assert!(!t.reply.contains("ending your life"), "{}", t.reply);
         assert!(!t.reply.contains("memories"));
@@ -282,7 +286,11 @@ fn the_overdose_under_way_gets_emergency_services_and_poison_control_not_a_quest
 fn harm_to_others_gets_its_own_text() {
     let (t, _, _, _) = turn("direct", &["Just smile, he'll be fine."], HARM_OTHERS);
     assert_eq!(t.reply, protocol_text(&t));
-    assert!(t.reply.contains("is anyone in danger right now"), "{}", t.reply);
+    assert!(
+        t.reply.contains("is anyone in danger right now"),
+        "{}",
+        t.reply
+    );
     assert!(!t.reply.contains("ending your life"), "{}", t.reply);
 }
 

@@ -179,13 +179,71 @@ const ASKS_AGAIN: &[&str] = &[
 
 /// Words too common to show that a draft is about what the client said.
 const STOPWORDS: &[&str] = &[
-    "about", "after", "again", "also", "been", "before", "being", "could", "does", "doing",
-    "from", "going", "have", "having", "here", "into", "just", "know", "like", "make", "more",
-    "much", "need", "only", "really", "right", "some", "something", "than", "that", "their",
-    "them", "then", "there", "these", "they", "thing", "things", "this", "those", "very", "want",
-    "wanted", "were", "what", "when", "where", "which", "while", "with", "would", "your",
-    "you're", "yours", "feel", "feeling", "think", "tell", "told", "said", "it's", "i'm",
-    "i've", "don't", "can't",
+    "about",
+    "after",
+    "again",
+    "also",
+    "been",
+    "before",
+    "being",
+    "could",
+    "does",
+    "doing",
+    "from",
+    "going",
+    "have",
+    "having",
+    "here",
+    "into",
+    "just",
+    "know",
+    "like",
+    "make",
+    "more",
+    "much",
+    "need",
+    "only",
+    "really",
+    "right",
+    "some",
+    "something",
+    "than",
+    "that",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "things",
+    "this",
+    "those",
+    "very",
+    "want",
+    "wanted",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "with",
+    "would",
+    "your",
+    "you're",
+    "yours",
+    "feel",
+    "feeling",
+    "think",
+    "tell",
+    "told",
+    "said",
+    "it's",
+    "i'm",
+    "i've",
+    "don't",
+    "can't",
 ];
 
 /// A draft whose content words come at least this much from the client's message repeats it.
@@ -203,7 +261,11 @@ fn longest_shared_run(a: &str, b: &str) -> usize {
     let mut best = 0;
     for i in 0..a.len() {
         for j in 0..b.len() {
-            let n = a[i..].iter().zip(&b[j..]).take_while(|(x, y)| x == y).count();
+            let n = a[i..]
+                .iter()
+                .zip(&b[j..])
+                .take_while(|(x, y)| x == y)
+                .count();
             best = best.max(n);
         }
     }
@@ -216,13 +278,13 @@ pub fn complete_part(draft: &str) -> &str {
     let trimmed = draft.trim();
     let end = trimmed
         .char_indices()
-        .filter(|(i, c)| {
+        .rev()
+        .find(|(i, c)| {
             matches!(c, '.' | '!' | '?')
                 // A decimal point or an ellipsis run is not a sentence end on its own.
                 && !trimmed[i + 1..].starts_with(|n: char| n.is_ascii_digit() || n == '.')
         })
-        .map(|(i, c)| i + c.len_utf8())
-        .last();
+        .map(|(i, c)| i + c.len_utf8());
     let Some(mut end) = end else { return "" };
     // A closing quote or bracket belongs to the sentence.
     while let Some(c) = trimmed[end..].chars().next() {
@@ -448,9 +510,18 @@ mod tests {
         for (d, found) in [
             ("That's a beautiful perspective on goodbyes.", "beautiful"),
             ("I hear you. Just smile and it will pass.", "just smile"),
-            ("It sounds hard, but everyone feels that way sometimes.", "everyone feels"),
-            ("Thank you for telling me. You'll be at peace soon.", "at peace"),
-            ("I respect your decision to say goodbye.", "respect your decision"),
+            (
+                "It sounds hard, but everyone feels that way sometimes.",
+                "everyone feels",
+            ),
+            (
+                "Thank you for telling me. You'll be at peace soon.",
+                "at peace",
+            ),
+            (
+                "I respect your decision to say goodbye.",
+                "respect your decision",
+            ),
         ] {
             assert_eq!(
                 check(d, THOUGHTS, RiskLevel::High),
@@ -463,12 +534,24 @@ mod tests {
     #[test]
     fn a_draft_with_a_method_detail_fails() {
         for (d, found) in [
-            ("Thank you for telling me. 20 pills would not be enough.", "20 pills"),
+            (
+                "Thank you for telling me. 20 pills would not be enough.",
+                "20 pills",
+            ),
             ("I hear you. Anything over 500mg is risky.", "500mg"),
-            ("It sounds like you've thought about a bridge of 30 metres.", "30 metres"),
+            (
+                "It sounds like you've thought about a bridge of 30 metres.",
+                "30 metres",
+            ),
             ("I hear you. Twenty tablets is a lot.", "twenty tablets"),
-            ("Thank you for telling me. That is not a lethal amount.", "lethal"),
-            ("I hear you. I won't explain how to overdose.", "how to overdose"),
+            (
+                "Thank you for telling me. That is not a lethal amount.",
+                "lethal",
+            ),
+            (
+                "I hear you. I won't explain how to overdose.",
+                "how to overdose",
+            ),
         ] {
             assert_eq!(
                 check(d, THOUGHTS, RiskLevel::High),
@@ -535,7 +618,10 @@ mod tests {
             good.text,
             "Thank you for telling me. I'm here.\n\nPlease call or text 988 now."
         );
-        assert_eq!((good.fault, good.added), (None, vec!["crisis-protocol".into()]));
+        assert_eq!(
+            (good.fault, good.added),
+            (None, vec!["crisis-protocol".into()])
+        );
         let bad = crisis_reply("Just smile, it passes.", THOUGHTS, &plan);
         assert_eq!(bad.text, "Please call or text 988 now.");
         assert_eq!(bad.kept, "");

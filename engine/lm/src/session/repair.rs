@@ -304,7 +304,10 @@ mod tests {
         let v = &record.violations[0];
         assert_eq!(
             (v.rule.as_str(), v.detail.as_str()),
-            (CRISIS_DRAFT, "draft minimises or romanticises: \"just smile\"")
+            (
+                CRISIS_DRAFT,
+                "draft minimises or romanticises: \"just smile\""
+            )
         );
         let actions: Vec<(&str, &str)> = record
             .repairs
@@ -439,7 +442,9 @@ mod tests {
         let c = &plan.constraints;
         let mut guard = ReplyGuard::new(c);
         let mut record = TurnRecord::new(12);
-        let err = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |_| ControlFlow::Break(()));
+        let err = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |_| {
+            ControlFlow::Break(())
+        });
         assert!(matches!(err, Err(SessionError::Cancelled)));
     }
 }

@@ -93,6 +93,15 @@ const MINIMISING: &[&str] = &[
     "you'll be fine",
     "you will be fine",
     "calm down",
+    // Normalising what they describe ("it's normal to feel tired after taking pills").
+    "it's normal",
+    "it is normal",
+    "that's normal",
+    "perfectly normal",
+    "completely normal",
+    "nothing to worry about",
+    "don't worry",
+    "no need to worry",
     "brave decision",
     "brave choice",
     "courageous decision",
@@ -521,6 +530,12 @@ mod tests {
             (
                 "I respect your decision to say goodbye.",
                 "respect your decision",
+            ),
+            // SmolLM2-135M's draft in `psy chat` on a turn after the overdose message.
+            (
+                "I'm so sorry to hear that. It's normal to feel tired after taking a lot of \
+                 pills, especially if you're taking them for a long time.",
+                "it's normal",
             ),
         ] {
             assert_eq!(

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 pub mod serve;
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::{self, ManifestError};
+use psy_core::module::RiskLevel;
 use psy_core::planner::{Plan, Planner};
 use psy_core::registry::Registry;
 
@@ -443,14 +444,20 @@ pub fn tokenize(tokenizer: Option<&Path>, text: &str, json: bool) -> Result<Stri
 }
 
 /// `psy chat`: a plain chat with the model (no plan, no rules), for comparing with `counsel`.
-pub fn chat(model: Option<&Path>, cfg: &runtime::GenerationConfig) -> Result<()> {
+/// `psy chat`: chat with a model behind the crisis guard. Each turn is planned; below high
+/// risk the model's reply streams as it comes, at high risk and above the draft is held back
+/// and kept only if it passes the crisis checks, with the tier's protocol (the protocol alone
+/// when it fails). No other plan rules apply: `psy counsel` is the full pipeline.
+pub fn chat(model: Option<&Path>, manifest: &Path, cfg: &runtime::GenerationConfig) -> Result<()> {
+    let planner = planner(manifest)?;
     let path = resolve_model(model, None)?;
     let tok = Tokenizer::from_path(&path)?;
     let tmpl = chat_template::ChatTemplate::for_tokenizer(&tok)
         .with_context(|| format!("{}: no chat template", path.display()))??;
     let model = runtime::load_model(&path)?;
     let mut messages = Vec::new();
-    println!("psy chat: plain model chat (no plan, no safety rules); /exit to leave");
+    let mut dialogue = Vec::new();
+    println!("psy chat: model chat behind the crisis guard (no other plan rules); /exit to leave");
     loop {
         print!("\nyou> ");
         std::io::stdout().flush()?;
@@ -465,6 +472,9 @@ pub fn chat(model: Option<&Path>, cfg: &runtime::GenerationConfig) -> Result<()>
         if line.is_empty() {
             continue;
         }
+        dialogue.push(psy_core::dialogue::Message::user(line));
+        let plan = planner.plan(&Dialogue::new(dialogue.clone()));
+        let crisis = plan.risk.level >= RiskLevel::High;
         messages.push(chat_template::ChatMessage::new("user", line));
         let text = tmpl.render(
             &messages,
@@ -476,12 +486,23 @@ pub fn chat(model: Option<&Path>, cfg: &runtime::GenerationConfig) -> Result<()>
         let ids = tok.encode(&text, false)?;
         print!("model> ");
         let mut out = runtime::generate(&model, Some(&tok), &[ids], cfg, &mut |ev| {
-            print!("{}", ev.delta);
-            let _ = std::io::stdout().flush();
+            // A crisis draft is checked whole before anything is shown.
+            if !crisis {
+                print!("{}", ev.delta);
+                let _ = std::io::stdout().flush();
+            }
         })?;
+        let draft = out.pop().context("no output")?.content;
+        let reply = if crisis {
+            let r = session::crisis_reply(&draft, line, &plan);
+            print!("{}", r.text);
+            r.text
+        } else {
+            draft
+        };
         println!();
-        let out = out.pop().context("no output")?;
-        messages.push(chat_template::ChatMessage::new("assistant", out.content));
+        messages.push(chat_template::ChatMessage::new("assistant", &reply));
+        dialogue.push(psy_core::dialogue::Message::assistant(&reply));
     }
     Ok(())
 }

@@ -99,7 +99,8 @@ enum Command {
         #[arg(long, default_value_t = 4 << 20)]
         max_body_bytes: usize,
     },
-    /// Raw generation (no plan): from a prompt, a chat message or token ids.
+    /// Raw generation for debugging the runtime: no plan, no crisis guard, no rules (talk to
+    /// people with `psy chat` or `psy counsel`). From a prompt, a chat message or token ids.
     Generate {
         #[arg(long)]
         model: Option<PathBuf>,
@@ -139,10 +140,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Plain chat with a model (no plan, no rules).
+    /// Chat with a model behind the crisis guard: at high risk the reply is checked and
+    /// carries the crisis protocol (or is the protocol alone); no other plan rules.
     Chat {
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Run manifest for the crisis guard's locale and resources.
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
         #[command(flatten)]
         sampling: SamplingArgs,
     },
@@ -346,7 +351,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             encoder,
             json,
         } => print!("{}", psy::embed(&texts, encoder.as_deref(), json)?),
-        Command::Chat { model, sampling } => psy::chat(model.as_deref(), &sampling.config())?,
+        Command::Chat {
+            model,
+            manifest,
+            sampling,
+        } => psy::chat(model.as_deref(), &manifest, &sampling.config())?,
         Command::Train {
             manifest,
             output,

@@ -18,7 +18,9 @@ use psy_core::module::{
     RiskAssessment, RiskEvidence, RiskLevel, RuleContext, SampleView,
 };
 
-pub use resources::{emergency_number, normalise_locale, resources_for};
+pub use resources::{
+    emergency_number, emergency_phrases, normalise_locale, poison_line, resources_for, PoisonLine,
+};
 pub use rules::{Focus, Rules, Subject};
 
 /// Locale used by [`Module::assess`], which does not see the run manifest; `localize` and
@@ -470,7 +472,7 @@ impl Screen {
             let res = resources_for(locale, manifest_resources);
             let steps = file
                 .protocol
-                .get(self.focus)
+                .get(self.level, self.focus)
                 .iter()
                 .map(|s| fill(s, &res, locale, &file.repair))
                 .collect();
@@ -528,19 +530,37 @@ impl Screen {
     }
 }
 
-/// Fills `{resources}` and `{emergency}` in a protocol or repair text.
+/// Fills the placeholders of a protocol or repair text (`rules.toml` lists them) for `locale`.
 fn fill(
     text: &str,
     res: &[psy_core::module::CrisisResource],
     locale: &str,
     repair: &rules::Repair,
 ) -> String {
-    let emergency = match emergency_number(locale) {
-        Some(n) => repair.emergency_known.replace("{number}", n),
-        None => repair.emergency_unknown.clone(),
+    let (emergency, emergency_now) = match emergency_number(locale) {
+        Some(n) => (
+            repair.emergency_known.replace("{number}", n),
+            repair.emergency_now_known.replace("{number}", n),
+        ),
+        None => (
+            repair.emergency_unknown.clone(),
+            repair.emergency_now_unknown.clone(),
+        ),
     };
-    text.replace("{resources}", &resources::describe(res))
+    let poison = match poison_line(locale) {
+        Some(p) => repair
+            .poison_known
+            .replace("{name}", &p.name)
+            .replace("{number}", &p.number),
+        None => String::new(),
+    };
+    let filled = text
+        .replace("{resources}", &resources::describe(res))
+        .replace("{emergency-now}", &emergency_now)
         .replace("{emergency}", &emergency)
+        .replace("{poison}", &poison);
+    // An empty `{poison}` leaves a double space (or a trailing one) behind.
+    filled.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Screens a dialogue for a given locale and manifest resources (what the planner would see
@@ -582,8 +602,9 @@ pub fn focus_of(rules: &Rules, risk: &RiskAssessment) -> Focus {
         .unwrap_or(Focus::Myself)
 }
 
-/// The reply rule for an assessed risk: the crisis protocol at high or imminent, a safety
-/// check-in at moderate, nothing below.
+/// The reply rule for an assessed risk: at imminent, emergency services now (and the poison
+/// line where the locale has one); at high, the crisis protocol; at moderate, a safety
+/// check-in; nothing below. The repair text is the tier's standalone reply.
 pub fn crisis_reply_rule(
     rules: &Rules,
     risk: &RiskAssessment,
@@ -597,10 +618,30 @@ pub fn crisis_reply_rule(
     let file = &rules.file;
     let res = resources_for(locale, manifest_resources);
     let questions: Vec<String> = file.questions.get(focus).to_vec();
-    let high = risk.level >= RiskLevel::High;
-    let repair = fill(file.repair.get(focus, high), &res, locale, &file.repair);
-    Some(if high {
-        ReplyRule::Require {
+    let repair = fill(
+        file.repair.get(focus, risk.level),
+        &res,
+        locale,
+        &file.repair,
+    );
+    Some(match risk.level {
+        RiskLevel::Imminent => {
+            // Someone at imminent risk has already said what is happening: the reply sends
+            // them to emergency care rather than asking again.
+            let mut any_of = vec![emergency_phrases(locale)];
+            if focus != Focus::Others {
+                if let Some(p) = poison_line(locale) {
+                    any_of.push(vec![p.number.clone()]);
+                }
+            }
+            ReplyRule::Require {
+                id: "crisis-protocol".into(),
+                reason: "risk is imminent: the reply must urge emergency services now".into(),
+                any_of,
+                repair,
+            }
+        }
+        RiskLevel::High => ReplyRule::Require {
             id: "crisis-protocol".into(),
             reason: format!(
                 "risk is {}: the reply must ask about safety now and give crisis resources",
@@ -611,13 +652,12 @@ pub fn crisis_reply_rule(
                 resources::resource_phrases(&res, emergency_number(locale)),
             ],
             repair,
-        }
-    } else {
-        ReplyRule::Require {
+        },
+        _ => ReplyRule::Require {
             id: "safety-check-in".into(),
             reason: "risk is moderate: the reply must ask gently and directly about safety".into(),
             any_of: vec![questions],
             repair,
-        }
+        },
     })
 }

@@ -17,8 +17,17 @@ struct ResourceFile {
     #[serde(rename = "resource")]
     resources: Vec<CrisisResource>,
     emergency: BTreeMap<String, String>,
+    poison: BTreeMap<String, PoisonLine>,
     aliases: BTreeMap<String, String>,
     fallback: CrisisResource,
+}
+
+/// A poison information line: who to call after an overdose, next to emergency services.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoisonLine {
+    pub name: String,
+    pub number: String,
 }
 
 fn table() -> &'static ResourceFile {
@@ -71,6 +80,20 @@ pub fn emergency_number(locale: &str) -> Option<&'static str> {
         .emergency
         .get(&normalise_locale(locale))
         .map(String::as_str)
+}
+
+/// The poison information line for a locale, when the built-in table has one.
+pub fn poison_line(locale: &str) -> Option<&'static PoisonLine> {
+    table().poison.get(&normalise_locale(locale))
+}
+
+/// Phrases that show a reply sends the client to emergency services now: the locale's
+/// emergency numbers, or "emergency number" where the table has none.
+pub fn emergency_phrases(locale: &str) -> Vec<String> {
+    match emergency_number(locale) {
+        Some(n) => numbers(n),
+        None => vec!["emergency number".into()],
+    }
 }
 
 /// Resources as one phrase for a sentence: "Samaritans (call 116 123 ...)".

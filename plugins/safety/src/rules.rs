@@ -157,28 +157,61 @@ impl ByFocus {
     }
 }
 
+/// The steps a reply must take, by tier: `high` (ask about safety now, crisis line, someone
+/// to reach, stay) and `imminent` (an attempt under way or means at hand with intent:
+/// emergency services now).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    pub high: ByFocus,
+    pub imminent: ByFocus,
+}
+
+impl Protocol {
+    /// The steps for `level` (imminent, or high for anything below).
+    pub fn get(&self, level: RiskLevel, f: Focus) -> &[String] {
+        if level >= RiskLevel::Imminent {
+            self.imminent.get(f)
+        } else {
+            self.high.get(f)
+        }
+    }
+}
+
+/// The standalone reply texts, by focus and tier, and how their placeholders read.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Repair {
+    pub self_imminent: String,
     pub self_high: String,
     pub self_moderate: String,
+    pub others_imminent: String,
     pub others_high: String,
     pub others_moderate: String,
+    pub third_party_imminent: String,
     pub third_party_high: String,
     pub third_party_moderate: String,
     pub emergency_known: String,
     pub emergency_unknown: String,
+    pub emergency_now_known: String,
+    pub emergency_now_unknown: String,
+    pub poison_known: String,
 }
 
 impl Repair {
-    pub fn get(&self, f: Focus, high: bool) -> &str {
-        match (f, high) {
-            (Focus::Myself, true) => &self.self_high,
-            (Focus::Myself, false) => &self.self_moderate,
-            (Focus::Others, true) => &self.others_high,
-            (Focus::Others, false) => &self.others_moderate,
-            (Focus::ThirdParty, true) => &self.third_party_high,
-            (Focus::ThirdParty, false) => &self.third_party_moderate,
+    /// The text for `focus` at `level` (moderate, high or imminent; lower reads as moderate).
+    pub fn get(&self, f: Focus, level: RiskLevel) -> &str {
+        use RiskLevel::{High, Imminent};
+        match (f, level) {
+            (Focus::Myself, Imminent) => &self.self_imminent,
+            (Focus::Myself, High) => &self.self_high,
+            (Focus::Myself, _) => &self.self_moderate,
+            (Focus::Others, Imminent) => &self.others_imminent,
+            (Focus::Others, High) => &self.others_high,
+            (Focus::Others, _) => &self.others_moderate,
+            (Focus::ThirdParty, Imminent) => &self.third_party_imminent,
+            (Focus::ThirdParty, High) => &self.third_party_high,
+            (Focus::ThirdParty, _) => &self.third_party_moderate,
         }
     }
 }
@@ -195,7 +228,7 @@ pub struct RuleFile {
     pub markers: Markers,
     #[serde(rename = "combine")]
     pub combines: Vec<Combine>,
-    pub protocol: ByFocus,
+    pub protocol: Protocol,
     pub questions: ByFocus,
     pub repair: Repair,
 }
@@ -279,7 +312,10 @@ impl Rules {
         let past = Lexicon::new(file.markers.past.iter().map(|p| (0, p.as_str())))?;
         let current = Lexicon::new(file.markers.current.iter().map(|p| (0, p.as_str())))?;
         for f in [Focus::Myself, Focus::Others, Focus::ThirdParty] {
-            if file.questions.get(f).is_empty() || file.protocol.get(f).is_empty() {
+            if file.questions.get(f).is_empty()
+                || file.protocol.high.get(f).is_empty()
+                || file.protocol.imminent.get(f).is_empty()
+            {
                 return Err(format!("questions and protocol need entries for {f:?}"));
             }
         }

@@ -169,8 +169,10 @@ fn third_party_is_elevated_and_oriented_to_the_friend() {
 
 #[test]
 fn reply_rule_at_high_risk_has_question_resources_and_a_standalone_repair() {
-    let a = assess("I'm going to kill myself tonight.");
-    assert!(a.risk.as_ref().unwrap().level >= RiskLevel::High);
+    let a = assess(
+        "I don't see the point anymore. I've been thinking about killing myself and I have pills saved up.",
+    );
+    assert_eq!(a.risk.as_ref().unwrap().level, RiskLevel::High);
     let rules = rules_for(&a, "US", &[]);
     // The module's always-on rule stays.
     assert!(rules.iter().any(|r| r.id() == "no-minimising"));
@@ -187,6 +189,57 @@ fn reply_rule_at_high_risk_has_question_resources_and_a_standalone_repair() {
     }
     assert!(repair.contains("988") && repair.contains("911"));
     assert!(repair.split_whitespace().count() > 60);
+}
+
+#[test]
+fn imminent_risk_urges_emergency_services_and_poison_control_without_asking_again() {
+    let a = assess("I took all my pills an hour ago. I feel sleepy. Just wanted to say goodbye.");
+    assert_eq!(a.risk.as_ref().unwrap().level, RiskLevel::Imminent);
+    let (any_of, repair) = require(&rules_for(&a, "US", &[]), "crisis-protocol");
+    assert_eq!(
+        any_of,
+        [vec!["911".to_string()], vec!["1-800-222-1222".to_string()]]
+    );
+    assert!(repair.contains("call 911 now"), "{repair}");
+    assert!(repair.contains("Poison Help on 1-800-222-1222"), "{repair}");
+    assert!(repair.contains("unlock your door"), "{repair}");
+    assert!(repair.contains("988"), "{repair}");
+    assert!(!repair.contains("thinking of ending your life"), "{repair}");
+    // The protocol steps of the prompt follow the same tier.
+    let steps = a.risk.as_ref().unwrap().protocol.join(" ");
+    assert!(steps.contains("call 911 now") && steps.contains("1-800-222-1222"));
+
+    // Each locale gets its own emergency number; the UK has no poison line to name.
+    let (any_of, repair) = require(&rules_for(&a, "UK", &[]), "crisis-protocol");
+    assert_eq!(any_of, [vec!["999".to_string(), "112".to_string()]]);
+    assert!(repair.contains("call 999 or 112 now") && repair.contains("116 123"));
+    assert!(
+        !repair.contains("  ") && !repair.contains("Poison"),
+        "{repair}"
+    );
+    for (locale, emergency, poison) in [
+        ("IE", "call 112 or 999 now", "01 809 2166"),
+        ("CA", "call 911 now", "1-844-764-7669"),
+        ("AU", "call 000 now", "13 11 26"),
+    ] {
+        let (_, repair) = require(&rules_for(&a, locale, &[]), "crisis-protocol");
+        assert!(
+            repair.contains(emergency) && repair.contains(poison),
+            "{repair}"
+        );
+    }
+    let (_, repair) = require(&rules_for(&a, "de-DE", &[]), "crisis-protocol");
+    assert!(repair.contains("call 112 now"), "{repair}");
+    // Every tier's text satisfies its own rule.
+    for locale in ["US", "UK", "IE", "CA", "AU", "DE", "JP"] {
+        let (any_of, repair) = require(&rules_for(&a, locale, &[]), "crisis-protocol");
+        for group in &any_of {
+            assert!(
+                group.iter().any(|p| repair.to_lowercase().contains(p)),
+                "{locale}: {group:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -257,7 +310,9 @@ fn manifest_resources_replace_builtins_for_their_locale_only() {
         "988 Suicide & Crisis Lifeline"
     );
 
-    let a = assess("I have a plan to kill myself this weekend.");
+    let a = assess(
+        "I don't see the point anymore. I've been thinking about killing myself and I have pills saved up.",
+    );
     let (any_of, repair) = require(&rules_for(&a, "UK", &manifest), "crisis-protocol");
     assert!(
         repair.contains("85258") && !repair.contains("988"),
@@ -265,7 +320,7 @@ fn manifest_resources_replace_builtins_for_their_locale_only() {
     );
     assert!(any_of[1].contains(&"85258".to_string()));
     // Unknown locale without manifest entries: emergency services, no invented number.
-    let (_, repair) = require(&rules_for(&a, "DE", &[]), "crisis-protocol");
+    let (_, repair) = require(&rules_for(&a, "JP", &[]), "crisis-protocol");
     assert!(repair.contains("local emergency number"), "{repair}");
     assert!(!repair.contains("988"));
 }

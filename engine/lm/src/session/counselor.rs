@@ -97,7 +97,7 @@ impl Counselor {
             opts,
         };
         stream.draft(req, on_delta)?;
-        let reply = repair::complete_reply(c, &mut guard, &mut record, on_delta)?;
+        let reply = repair::complete_reply(&plan, &user, &mut guard, &mut record, on_delta)?;
         // Stopping at a sentence end within the word budget is a deliberate stop.
         let cut_by_cap = record.finish == Some(FinishReason::Length) && !guard.budget_reached();
 

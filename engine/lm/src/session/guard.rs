@@ -3,7 +3,8 @@
 //! Text is held back until a sentence is complete; a complete sentence is emitted only when it
 //! names no forbidden label and fits the word budget (less the words kept free for required
 //! text appended at the end, the crisis protocol). What the guard emits is exactly what the
-//! transcript records.
+//! transcript records. A crisis reply (high risk and above) streams nothing here: it is
+//! checked whole once drafting is over (`crisis_draft`).
 
 use psy_core::module::ReplyRule;
 use psy_core::planner::Constraints;
@@ -19,6 +20,8 @@ pub(crate) struct ReplyGuard<'a> {
     /// Words kept free for required text appended at the end (the crisis protocol).
     reserve: usize,
     budget_reached: bool,
+    /// Crisis reply: nothing streams until the draft is complete and checked as a whole.
+    hold: bool,
     /// Whitespace after the last emitted sentence, sent only when another sentence follows,
     /// so that the streamed text equals the recorded reply.
     gap: String,
@@ -50,6 +53,7 @@ impl<'a> ReplyGuard<'a> {
             limit: word_limit(c),
             reserve,
             budget_reached: false,
+            hold: c.crisis_protocol_required,
             gap: String::new(),
         }
     }
@@ -62,6 +66,11 @@ impl<'a> ReplyGuard<'a> {
     /// The emitted reply and the space after it: where a continuation picks up.
     pub fn clean_text(&self) -> String {
         format!("{}{}", self.emitted, self.gap)
+    }
+
+    /// The reply is held back until it is checked whole (a crisis reply).
+    pub fn holds(&self) -> bool {
+        self.hold
     }
 
     /// The reply stopped at its word budget: nothing more is taken.
@@ -132,7 +141,9 @@ impl<'a> ReplyGuard<'a> {
             };
             self.gap = s[s.trim_end().len()..].to_string();
             self.emitted.push_str(&piece);
-            step.emit.push_str(&piece);
+            if !self.hold {
+                step.emit.push_str(&piece);
+            }
             if self.budget_reached {
                 break;
             }
@@ -223,5 +234,16 @@ mod tests {
         g.discard_pending();
         assert_eq!(g.push("tence. Next", false, true).emit, " tence.");
         assert_eq!(g.emitted(), "Fine. tence.");
+    }
+
+    #[test]
+    fn a_crisis_reply_is_held_back_whole() {
+        let mut c = constraints(vec![max_words(40), crisis_protocol()]);
+        c.crisis_protocol_required = true;
+        let mut g = ReplyGuard::new(&c);
+        assert!(g.holds());
+        assert_eq!(g.push("I hear you. You matter. ", false, true).emit, "");
+        assert_eq!(g.finish().emit, "");
+        assert_eq!(g.emitted(), "I hear you. You matter.");
     }
 }

@@ -12,7 +12,9 @@
 //!    the reply stops at its word budget;
 //! 4. **repair**: the first draft that names a label is continued with a stronger instruction
 //!    and those labels' tokens banned, reasoning past its budget is closed, a missing crisis
-//!    protocol is appended (`repair`);
+//!    protocol is appended (`repair`); at high risk and above the draft is held back whole and
+//!    kept only if it passes the crisis checks, else the reply is the protocol alone
+//!    (`crisis_draft`);
 //! 5. **record**: what streamed is what the transcript records (`transcript`).
 //!
 //! Adding a prompting mode is one new file in `modes/` and one line in its list:
@@ -39,6 +41,7 @@
 
 mod conversation;
 mod counselor;
+mod crisis_draft;
 mod drafter;
 mod error;
 mod guard;
@@ -57,6 +60,7 @@ mod fixtures;
 
 pub use conversation::Session;
 pub use counselor::Counselor;
+pub use crisis_draft::{check_crisis_draft, complete_part, crisis_reply, CrisisReply, DraftFault};
 pub use drafter::{Draft, DraftEvent, DraftRequest, Drafter};
 pub use error::{Result, SessionError};
 pub use model_drafter::ModelDrafter;

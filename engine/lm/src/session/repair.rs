@@ -7,17 +7,24 @@
 //!   after it.
 //! - A reply past its word budget stops at the last sentence end within it.
 //! - Required text the draft left out (the crisis protocol) is appended, never cut.
+//! - At high risk and above the draft is held back whole and kept only if it passes the
+//!   checks of [`crisis_draft`](super::crisis_draft); otherwise the reply is the protocol
+//!   text alone.
 //! - Whatever slipped through the sentence split gets the text-level repairs of
 //!   [`enforce`].
 
 use psy_core::module::ReplyRule;
-use psy_core::planner::Constraints;
+use psy_core::planner::{Constraints, Plan};
 use psy_core::reply_rules::{check, enforce, missing_required, word_count, word_limit};
 use psy_core::reply_rules::{Repair, Violation};
 
+use super::crisis_draft::crisis_reply;
 use super::guard::ReplyGuard;
 use super::record::TurnRecord;
 use super::{Delta, DraftRequest, OnDelta, Result, SessionError};
+
+/// The rule id under which a crisis draft that was not kept is recorded.
+pub(crate) const CRISIS_DRAFT: &str = "crisis-draft";
 
 /// Reply drafts a turn makes at most: the first and its redrafts (after closed reasoning or
 /// named labels).
@@ -106,13 +113,17 @@ pub(crate) fn withheld(
 }
 
 /// Ends the reply once drafting is over: flushes the guard, records a budget cut, appends
-/// missing required text (streamed too) and applies the last-resort text repairs.
+/// missing required text (streamed too) and applies the last-resort text repairs. A crisis
+/// reply, held back whole, is the checked draft with the protocol or the protocol alone
+/// ([`crisis_reply`]), streamed at once.
 pub(crate) fn complete_reply(
-    c: &Constraints,
+    plan: &Plan,
+    client: &str,
     guard: &mut ReplyGuard,
     record: &mut TurnRecord,
     on_delta: &mut OnDelta,
 ) -> Result<String> {
+    let c = &plan.constraints;
     let step = guard.finish();
     if !step.emit.is_empty() && on_delta(Delta::Content(&step.emit)).is_break() {
         return Err(SessionError::Cancelled);
@@ -138,6 +149,9 @@ pub(crate) fn complete_reply(
                 ),
             },
         );
+    }
+    if guard.holds() {
+        return held_crisis_reply(plan, client, guard.emitted(), record, on_delta);
     }
     let mut reply = guard.emitted().trim().to_string();
     for (id, text) in missing_required(c, &reply) {
@@ -170,6 +184,55 @@ pub(crate) fn complete_reply(
     Ok(reply)
 }
 
+/// The crisis reply for a held-back draft, recorded and streamed whole.
+fn held_crisis_reply(
+    plan: &Plan,
+    client: &str,
+    draft: &str,
+    record: &mut TurnRecord,
+    on_delta: &mut OnDelta,
+) -> Result<String> {
+    let c = &plan.constraints;
+    let composed = crisis_reply(draft, client, plan);
+    if let Some(fault) = &composed.fault {
+        record.repaired(
+            Violation {
+                rule: CRISIS_DRAFT.into(),
+                source: "psy".into(),
+                detail: fault.to_string(),
+            },
+            Repair {
+                rule: CRISIS_DRAFT.into(),
+                action: "replace".into(),
+                detail: "replied with the protocol text alone".into(),
+            },
+        );
+    } else if composed.kept.len() < draft.trim().len() {
+        record.repairs.push(Repair {
+            rule: CRISIS_DRAFT.into(),
+            action: "truncate".into(),
+            detail: "dropped an unfinished last sentence".into(),
+        });
+    }
+    for id in composed.added {
+        record.violations.push(Violation {
+            rule: id.clone(),
+            source: source_of(c, &id),
+            detail: "draft left out the required text".into(),
+        });
+        record.repairs.push(Repair {
+            rule: id,
+            action: "append".into(),
+            detail: "added the required text".into(),
+        });
+    }
+    let reply = composed.text;
+    if !reply.is_empty() && on_delta(Delta::Content(&reply)).is_break() {
+        return Err(SessionError::Cancelled);
+    }
+    Ok(reply)
+}
+
 /// `(id, source)` of the `Forbid` rules that list any of `labels`.
 fn forbid_rules(c: &Constraints, labels: &[String]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -198,7 +261,78 @@ mod tests {
 
     use super::*;
     use crate::runtime::chat_template::ChatMessage;
-    use crate::session::fixtures::{constraints, crisis_protocol, forbid_labels, max_words};
+    use crate::session::fixtures::{
+        constraints, crisis_protocol, forbid_labels, max_words, plan, CLIENT,
+    };
+    use psy_core::manifest::PromptingMode;
+    use psy_core::module::RiskLevel;
+
+    /// The fixture plan with `rules` as its constraints.
+    fn plan_with(rules: Vec<psy_core::planner::SourcedRule>) -> Plan {
+        let mut p = plan(PromptingMode::Direct);
+        p.constraints = constraints(rules);
+        p
+    }
+
+    /// The fixture plan at high risk: the reply is held back and checked whole.
+    fn crisis_plan() -> Plan {
+        let mut p = plan_with(vec![max_words(60), crisis_protocol()]);
+        p.risk.level = RiskLevel::High;
+        p.constraints.crisis_protocol_required = true;
+        p
+    }
+
+    fn finish_crisis(draft: &str) -> (String, TurnRecord, Vec<String>) {
+        let p = crisis_plan();
+        let mut guard = ReplyGuard::new(&p.constraints);
+        assert!(guard.push(draft, false, true).emit.is_empty());
+        let mut record = TurnRecord::new(12);
+        let mut streamed = Vec::new();
+        let reply = complete_reply(&p, CLIENT, &mut guard, &mut record, &mut |d| {
+            streamed.push(format!("{d:?}"));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (reply, record, streamed)
+    }
+
+    #[test]
+    fn a_failing_crisis_draft_is_replaced_by_the_protocol_alone() {
+        let (reply, record, streamed) = finish_crisis("Just smile and go for a walk. It helps.");
+        assert_eq!(reply, "Please call or text 988 now.");
+        assert_eq!(streamed, ["Content(\"Please call or text 988 now.\")"]);
+        let v = &record.violations[0];
+        assert_eq!(
+            (v.rule.as_str(), v.detail.as_str()),
+            (
+                CRISIS_DRAFT,
+                "draft minimises or romanticises: \"just smile\""
+            )
+        );
+        let actions: Vec<(&str, &str)> = record
+            .repairs
+            .iter()
+            .map(|r| (r.rule.as_str(), r.action.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [(CRISIS_DRAFT, "replace"), ("crisis-protocol", "append")]
+        );
+    }
+
+    #[test]
+    fn a_passing_crisis_draft_keeps_its_complete_sentences_and_gets_the_protocol() {
+        let (reply, record, streamed) =
+            finish_crisis("It sounds like sleep has been so hard. I'm here. And wh");
+        assert_eq!(
+            reply,
+            "It sounds like sleep has been so hard. I'm here.\n\nPlease call or text 988 now."
+        );
+        // Streamed once, whole, after the checks.
+        assert_eq!(streamed.len(), 1);
+        assert_eq!(record.repairs[0].action, "truncate");
+        assert_eq!(record.repairs[1].action, "append");
+    }
 
     #[test]
     fn the_first_draft_naming_a_label_is_continued_after_its_clean_text_with_the_label_banned() {
@@ -251,12 +385,13 @@ mod tests {
 
     #[test]
     fn a_reply_without_the_required_text_gets_it_appended_and_streamed() {
-        let c = constraints(vec![forbid_labels(), max_words(20), crisis_protocol()]);
-        let mut guard = ReplyGuard::new(&c);
+        let plan = plan_with(vec![forbid_labels(), max_words(20), crisis_protocol()]);
+        let c = &plan.constraints;
+        let mut guard = ReplyGuard::new(c);
         guard.push("I am here with you. Tell me", false, true);
         let mut record = TurnRecord::new(12);
         let mut streamed = Vec::new();
-        let reply = complete_reply(&c, &mut guard, &mut record, &mut |d| {
+        let reply = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |d| {
             streamed.push(format!("{d:?}"));
             ControlFlow::Continue(())
         })
@@ -284,11 +419,12 @@ mod tests {
 
     #[test]
     fn a_reply_stopped_at_its_budget_records_the_cut() {
-        let c = constraints(vec![max_words(5)]);
-        let mut guard = ReplyGuard::new(&c);
+        let plan = plan_with(vec![max_words(5)]);
+        let c = &plan.constraints;
+        let mut guard = ReplyGuard::new(c);
         guard.push("One two three. Four five six. Seven", false, true);
         let mut record = TurnRecord::new(12);
-        let reply = complete_reply(&c, &mut guard, &mut record, &mut |_| {
+        let reply = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |_| {
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -302,10 +438,13 @@ mod tests {
 
     #[test]
     fn cancelling_while_the_required_text_streams_cancels_the_turn() {
-        let c = constraints(vec![crisis_protocol()]);
-        let mut guard = ReplyGuard::new(&c);
+        let plan = plan_with(vec![crisis_protocol()]);
+        let c = &plan.constraints;
+        let mut guard = ReplyGuard::new(c);
         let mut record = TurnRecord::new(12);
-        let err = complete_reply(&c, &mut guard, &mut record, &mut |_| ControlFlow::Break(()));
+        let err = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |_| {
+            ControlFlow::Break(())
+        });
         assert!(matches!(err, Err(SessionError::Cancelled)));
     }
 }

@@ -382,9 +382,11 @@ fn training_replies_to_high_risk_messages_must_carry_the_protocol() {
     let answered = format!("I'm really glad you told me. {repair}");
     assert_eq!(review(&crisis, &answered), Ok(()));
     // A reply that takes the crisis up in its own words (a resource, a question about
-    // intent) is kept; at inference the guard completes the protocol.
+    // intent) is kept; at inference the guard completes the protocol. This message rates
+    // `imminent` (intent and means at hand), whose protocol asks for emergency services.
+    assert_eq!(a.risk.as_ref().map(|r| r.level), Some(RiskLevel::Imminent));
     let own_words = "Thank you for telling me. Do you have any intention of acting on this? \
-                     If you might, call or text 988 right away.";
+                     If you might, call 911 right away.";
     assert_eq!(review(&crisis, own_words), Ok(()));
     // Below high risk the guard has nothing to say about a training reply.
     let calm = Dialogue::from_message("Work has been stressful but I'm managing.");

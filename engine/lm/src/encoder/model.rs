@@ -4,30 +4,17 @@
 //! checkpoint's own names (`encoder.layer.N.attention.self.query.weight`, ...). Projections reuse
 //! the runtime's [`Linear`], which keeps the HF `[out, in]` layout and its GEMM paths.
 
-use burn::module::{Module, Param};
-use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{activation, Device, Int, Tensor};
 
 use super::config::BertConfig;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
-use crate::runtime::model::{Embedding, Linear};
+use crate::runtime::model::{load, Embedding, Linear};
 use crate::runtime::weights::TensorSource;
 use crate::runtime::RuntimeError;
 
 type Result<T> = std::result::Result<T, RuntimeError>;
-
-fn load<const D: usize>(
-    src: &mut dyn TensorSource,
-    name: &str,
-    shape: [usize; D],
-    device: &Device,
-) -> Result<Param<Tensor<D>>> {
-    let data = src.take(name, &shape)?;
-    Ok(Param::from_tensor(Tensor::from_data(
-        TensorData::new(data, shape),
-        device,
-    )))
-}
 
 fn linear(
     src: &mut dyn TensorSource,

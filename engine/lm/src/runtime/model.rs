@@ -19,7 +19,8 @@ fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> 
     Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
 }
 
-fn load<const D: usize>(
+/// Takes tensor `name` of `shape` from `src` as a parameter (also used by the sentence encoder).
+pub(crate) fn load<const D: usize>(
     src: &mut dyn TensorSource,
     name: &str,
     shape: [usize; D],

@@ -18,6 +18,10 @@ use psy_lm::runtime::tokenizer::Tokenizer;
 use psy_lm::runtime::{load_model_on, select_device, DevicePreference, RuntimeError};
 use serde_json::{json, Map, Value};
 
+#[path = "common/gguf.rs"]
+mod gguf;
+use gguf::{write_gguf, GgufTensor};
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -109,79 +113,6 @@ fn hf_dir(
     std::fs::write(dir.join("config.json"), Value::Object(config).to_string()).unwrap();
     write_safetensors(&dir.join("model.safetensors"), tensors);
     dir
-}
-
-/// One F32 entry of a GGUF tensor table: name, dims fastest-first, data offset (`None`: right
-/// after the previous tensor) and values.
-struct GgufTensor {
-    name: String,
-    dims: Vec<u64>,
-    offset: Option<u64>,
-    data: Vec<f32>,
-}
-
-impl GgufTensor {
-    /// An F32 tensor of PyTorch-style `shape`, placed after the previous one.
-    fn f32(name: &str, shape: &[usize], data: Vec<f32>) -> Self {
-        Self {
-            name: name.into(),
-            dims: shape.iter().rev().map(|&d| d as u64).collect(),
-            offset: None,
-            data,
-        }
-    }
-}
-
-/// A GGUF v3 file with u32/f32/string metadata and F32 tensors (32-byte alignment).
-fn write_gguf(path: &Path, kv: &[(String, Value)], tensors: &[GgufTensor]) {
-    fn s(out: &mut Vec<u8>, v: &str) {
-        out.extend((v.len() as u64).to_le_bytes());
-        out.extend(v.as_bytes());
-    }
-    let mut out = b"GGUF".to_vec();
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((kv.len() as u64).to_le_bytes());
-    for (k, v) in kv {
-        s(&mut out, k);
-        match v {
-            Value::String(t) => {
-                out.extend(8u32.to_le_bytes());
-                s(&mut out, t);
-            }
-            Value::Number(n) if n.is_u64() => {
-                out.extend(10u32.to_le_bytes()); // u64: room for absurd values
-                out.extend(n.as_u64().unwrap().to_le_bytes());
-            }
-            Value::Number(n) => {
-                out.extend(6u32.to_le_bytes());
-                out.extend((n.as_f64().unwrap() as f32).to_le_bytes());
-            }
-            _ => panic!("unsupported metadata {v}"),
-        }
-    }
-    let mut next = 0u64;
-    for t in tensors {
-        s(&mut out, &t.name);
-        out.extend((t.dims.len() as u32).to_le_bytes());
-        for d in &t.dims {
-            out.extend(d.to_le_bytes());
-        }
-        out.extend(0u32.to_le_bytes()); // F32
-        out.extend(t.offset.unwrap_or(next).to_le_bytes());
-        next += (t.data.len() as u64 * 4).div_ceil(32) * 32;
-    }
-    while out.len() % 32 != 0 {
-        out.push(0);
-    }
-    for t in tensors {
-        let start = out.len();
-        out.extend(t.data.iter().flat_map(|x| x.to_le_bytes()));
-        while (out.len() - start) % 32 != 0 {
-            out.push(0);
-        }
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 /// The fixture's metadata as a `qwen3` GGUF.

@@ -13,6 +13,10 @@ use psy_lm::runtime::{
 };
 use serde_json::Value;
 
+#[path = "common/gguf.rs"]
+mod gguf;
+use gguf::{write_gguf, GgufTensor};
+
 const QWEN3_DIRS: [&str; 4] = [
     "tiny-qwen3",
     "tiny-qwen3-untied",
@@ -626,58 +630,6 @@ fn sharded_safetensors_load() {
     assert!(err < 1e-4, "sharded logits differ by {err}");
 }
 
-/// Minimal GGUF v3 writer (F32 tensors, u32/f32/string metadata) for round-trip tests.
-fn write_gguf(path: &Path, kv: &[(&str, Value)], tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    fn s(out: &mut Vec<u8>, v: &str) {
-        out.extend((v.len() as u64).to_le_bytes());
-        out.extend(v.as_bytes());
-    }
-    let mut out = b"GGUF".to_vec();
-    out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend((kv.len() as u64).to_le_bytes());
-    for (k, v) in kv {
-        s(&mut out, k);
-        match v {
-            Value::String(t) => {
-                out.extend(8u32.to_le_bytes());
-                s(&mut out, t);
-            }
-            Value::Number(n) if n.is_u64() => {
-                out.extend(4u32.to_le_bytes());
-                out.extend((n.as_u64().unwrap() as u32).to_le_bytes());
-            }
-            Value::Number(n) => {
-                out.extend(6u32.to_le_bytes());
-                out.extend((n.as_f64().unwrap() as f32).to_le_bytes());
-            }
-            _ => panic!("unsupported metadata {v}"),
-        }
-    }
-    let mut offset = 0u64;
-    for (name, shape, data) in tensors {
-        s(&mut out, name);
-        out.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
-            out.extend((*d as u64).to_le_bytes());
-        }
-        out.extend(0u32.to_le_bytes()); // F32
-        out.extend(offset.to_le_bytes());
-        offset += (data.len() * 4).div_ceil(32) as u64 * 32;
-    }
-    while out.len() % 32 != 0 {
-        out.push(0);
-    }
-    for (_, _, data) in tensors {
-        let start = out.len();
-        out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-        while (out.len() - start) % 32 != 0 {
-            out.push(0);
-        }
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 /// tiny-qwen3 re-packed as a `qwen3` GGUF (llama.cpp names and metadata) gives the reference
 /// logits: exercises the GGUF name map, q/k norms and metadata config without a permutation.
 #[test]
@@ -746,6 +698,11 @@ fn qwen3_gguf_round_trip_matches_reference() {
     ];
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("tiny-qwen3.gguf");
+    let kv: Vec<(String, Value)> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let tensors: Vec<GgufTensor> = tensors
+        .into_iter()
+        .map(|(name, shape, data)| GgufTensor::f32(&name, &shape, data))
+        .collect();
     write_gguf(&path, &kv, &tensors);
     let m = load(&path);
     assert!(m.config.qk_norm && m.config.tie_word_embeddings);

@@ -50,10 +50,25 @@ pub fn default_manifest() -> PathBuf {
     PathBuf::from("manifests/psyllm.toml")
 }
 
-/// Binds a run manifest to the built-in modules and its plugins.
+/// Binds a run manifest to the built-in modules and its plugins, and lends them the run's
+/// sentence encoder (`[assessment] encoder`, default all-MiniLM-L6-v2). Refuses to start when
+/// the encoder cannot be loaded: the crisis guard's screen depends on it.
 pub fn planner(manifest: &Path) -> Result<Planner, ManifestError> {
     let run = manifest::load_run(manifest)?;
-    Planner::new(run, builtin_registry()?)
+    let encoder = run.manifest.assessment.encoder.trim().to_string();
+    let location = if encoder.is_empty() {
+        run.origin()
+    } else {
+        run.locate("encoder")
+    };
+    let dir = (!encoder.is_empty()).then(|| PathBuf::from(&encoder));
+    let embedder = psy_lm::encoder::shared_embedder(dir.as_deref()).map_err(|e| {
+        ManifestError::Assessment {
+            location: location.clone(),
+            reason: format!("sentence encoder: {e}"),
+        }
+    })?;
+    Ok(Planner::new(run, builtin_registry()?)?.with_embedder(embedder))
 }
 
 /// `psy plan`: the plan for a message or a dialogue file, as text or JSON.

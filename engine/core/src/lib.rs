@@ -19,6 +19,7 @@ pub mod planner;
 pub mod registry;
 pub mod reply_rules;
 pub mod risk_eval;
+pub mod semantic;
 /// Shared checks for module crates' tests (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod testing;

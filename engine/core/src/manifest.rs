@@ -274,6 +274,17 @@ impl Default for SafetySection {
     }
 }
 
+/// How modules read meaning beyond their lexicons.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AssessmentSection {
+    /// Sentence encoder directory (sentence-transformers layout), relative to the manifest.
+    /// Empty: all-MiniLM-L6-v2 from the setup step. The crisis guard's trained screen checks
+    /// that this is the encoder it was trained on and refuses to start otherwise.
+    #[serde(default)]
+    pub encoder: String,
+}
+
 /// Evaluation settings, read by `psy eval`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -314,6 +325,8 @@ pub struct RunManifest {
     pub decoding: DecodingSection,
     #[serde(default)]
     pub safety: SafetySection,
+    #[serde(default)]
+    pub assessment: AssessmentSection,
     #[serde(default)]
     pub train: TrainSection,
     #[serde(default)]
@@ -366,6 +379,7 @@ const PATH_KEYS: &[(&str, &str)] = &[
     ("train", "dataset"),
     ("train", "validation_file"),
     ("eval", "dataset"),
+    ("assessment", "encoder"),
 ];
 
 fn read(path: &Path) -> Result<String, ManifestError> {

@@ -61,6 +61,8 @@ pub enum ManifestError {
     },
     #[error("{0}")]
     Plugin(String),
+    #[error("{location}: the run cannot start: {reason}. A run never proceeds without its crisis guard, and the guard's screen needs its sentence encoder")]
+    Assessment { location: String, reason: String },
 }
 
 fn did_you_mean(s: &[String]) -> String {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
 use crate::lexicon::{Lexicon, Text};
+use crate::semantic::AssessContext;
 pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
 
 /// What part of the reasoning a module serves.
@@ -504,6 +505,13 @@ pub trait Module: Send + Sync {
     /// Reads the client's turns and reports findings. Default: score the spec's cue lexicon.
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
         lexicon_assessment(self.spec(), dialogue)
+    }
+
+    /// [`Module::assess`] with what the planner lends: modules that understand meaning (the
+    /// crisis guard's screen, exemplar cues) use `ctx.embedder`. Default: `assess`.
+    fn assess_with(&self, dialogue: &Dialogue, ctx: &AssessContext) -> Assessment {
+        let _ = ctx;
+        self.assess(dialogue)
     }
 
     /// Adapts findings to the run's settings, e.g. crisis resources for the run's locale

@@ -21,6 +21,7 @@ use crate::module::{
     RiskLevel, RuleContext, Stage,
 };
 use crate::registry::Registry;
+use crate::semantic::{AssessContext, SentenceEmbedder};
 
 /// A step of the counselor's reasoning, with what the findings say about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,8 @@ pub struct Planner {
     diagnostic: Vec<Arc<dyn Module>>,
     modalities: Vec<Arc<dyn Module>>,
     safety: Vec<Arc<dyn Module>>,
+    /// The sentence encoder lent to modules; `None` plans with lexicons alone.
+    embedder: Option<Arc<dyn SentenceEmbedder>>,
 }
 
 impl Planner {
@@ -197,7 +200,26 @@ impl Planner {
             diagnostic,
             modalities,
             safety,
+            embedder: None,
         })
+    }
+
+    /// Lends `embedder` to every module from now on (see [`crate::semantic`]).
+    pub fn with_embedder(mut self, embedder: Arc<dyn SentenceEmbedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// The encoder modules assess with, if any.
+    pub fn embedder(&self) -> Option<&Arc<dyn SentenceEmbedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// What modules are lent while assessing.
+    pub fn assess_context(&self) -> AssessContext<'_> {
+        AssessContext {
+            embedder: self.embedder.as_deref(),
+        }
     }
 
     pub fn run(&self) -> &ResolvedRun {
@@ -220,17 +242,26 @@ impl Planner {
     pub fn plan(&self, dialogue: &Dialogue) -> Plan {
         let m = &self.run.manifest;
         let affect = read_affect(dialogue);
-        let diag: Vec<Assessment> = self.diagnostic.iter().map(|x| x.assess(dialogue)).collect();
+        let ctx = self.assess_context();
+        let diag: Vec<Assessment> = self
+            .diagnostic
+            .iter()
+            .map(|x| x.assess_with(dialogue, &ctx))
+            .collect();
         let safe: Vec<Assessment> = self
             .safety
             .iter()
             .map(|x| {
-                let mut a = x.assess(dialogue);
+                let mut a = x.assess_with(dialogue, &ctx);
                 x.localize(&mut a, &m.safety.locale, &m.safety.resources);
                 a
             })
             .collect();
-        let moda: Vec<Assessment> = self.modalities.iter().map(|x| x.assess(dialogue)).collect();
+        let moda: Vec<Assessment> = self
+            .modalities
+            .iter()
+            .map(|x| x.assess_with(dialogue, &ctx))
+            .collect();
 
         let risk = merge_risk(&safe);
         let hypotheses = merge_hypotheses(&diag, m.planner.max_hypotheses);

@@ -7,6 +7,7 @@
 //! copy per directory for the whole process.
 
 pub mod config;
+pub mod embedder;
 pub mod error;
 pub mod gelu;
 pub mod layer_norm;
@@ -17,6 +18,7 @@ pub mod sentence_encoder;
 pub mod shared;
 
 pub use config::BertConfig;
+pub use embedder::{shared_embedder, CachedEmbedder};
 pub use error::EncoderError;
 pub use pooling::Pooling;
 pub use sentence_encoder::{cosine, Encoder, MAX_BATCH};

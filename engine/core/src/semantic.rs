@@ -1,0 +1,107 @@
+//! Meaning, not wording: the interface through which modules reach a sentence encoder.
+//!
+//! Lexicons only recognise phrasings someone wrote down. A module that also wants to recognise
+//! new wording (the crisis guard's trained screen, criteria and modality cues with exemplar
+//! sentences) asks the run's [`SentenceEmbedder`] for unit-length vectors. psy-core has no
+//! tensor library, so the encoder itself lives in `psy-lm` and reaches modules through
+//! [`AssessContext`]; without one, modules fall back to their lexicons and say so.
+
+/// A sentence encoder: texts in, one unit-length vector per text out.
+pub trait SentenceEmbedder: Send + Sync {
+    /// Names the encoder in evidence and errors (e.g. its directory).
+    fn name(&self) -> &str;
+    /// Length of every vector.
+    fn dim(&self) -> usize;
+    /// One vector per text, in order. An error is the encoder's message.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+/// What the planner lends modules while they assess a dialogue.
+#[derive(Clone, Copy, Default)]
+pub struct AssessContext<'a> {
+    /// The run's sentence encoder, when one is loaded.
+    pub embedder: Option<&'a dyn SentenceEmbedder>,
+}
+
+impl<'a> AssessContext<'a> {
+    pub fn with_embedder(embedder: &'a dyn SentenceEmbedder) -> Self {
+        AssessContext {
+            embedder: Some(embedder),
+        }
+    }
+}
+
+/// Dot product of two vectors: their cosine similarity when both have unit length, as every
+/// [`SentenceEmbedder`] returns them.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A text's sentences as byte ranges: split after `.`, `!`, `?`, `…` or a line break (runs of
+/// them count once), trimmed, empty pieces dropped. Chat text without punctuation is one
+/// sentence; callers score the whole text too.
+pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if matches!(c, '.' | '!' | '?' | '…' | '\n') {
+            let mut end = i + c.len_utf8();
+            while let Some(&(j, d)) = chars.peek() {
+                if matches!(d, '.' | '!' | '?' | '…' | '\n' | '"' | '\'' | ')' | '”' | '’') {
+                    end = j + d.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            // "3.5 mg", "e.g.": a full stop followed by a letter or digit does not end a sentence.
+            if c == '.' && chars.peek().is_some_and(|&(_, d)| d.is_alphanumeric()) {
+                continue;
+            }
+            push_trimmed(text, start, end, &mut out);
+            start = end;
+        }
+    }
+    push_trimmed(text, start, text.len(), &mut out);
+    out
+}
+
+fn push_trimmed(text: &str, start: usize, end: usize, out: &mut Vec<(usize, usize)>) {
+    let piece = &text[start..end];
+    let lead = piece.len() - piece.trim_start().len();
+    let trimmed = piece.trim();
+    if trimmed.chars().any(char::is_alphanumeric) {
+        out.push((start + lead, start + lead + trimmed.len()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(text: &str) -> Vec<&str> {
+        sentence_spans(text)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect()
+    }
+
+    #[test]
+    fn splits_sentences_and_keeps_spans() {
+        assert_eq!(
+            pieces("Work was fine. I'm on the bridge now!! Bye"),
+            ["Work was fine.", "I'm on the bridge now!!", "Bye"]
+        );
+        assert_eq!(pieces("took 2.5 mg... ok\n\nnot ok"), ["took 2.5 mg...", "ok", "not ok"]);
+        assert_eq!(pieces("no punctuation at all"), ["no punctuation at all"]);
+        assert_eq!(pieces("  ...  "), Vec::<&str>::new());
+        assert_eq!(pieces("“Fine.” Then I left."), ["“Fine.”", "Then I left."]);
+    }
+
+    #[test]
+    fn cosine_of_unit_vectors() {
+        assert!((cosine(&[0.6, 0.8], &[0.6, 0.8]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,95 @@
+//! The encoder as psy-core's [`SentenceEmbedder`], with a cache: the planner re-assesses a whole
+//! dialogue every turn (and every prefix for the risk trajectory), so each text is embedded
+//! once per process rather than once per plan.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use psy_core::semantic::SentenceEmbedder;
+
+use super::error::Result;
+use super::sentence_encoder::Encoder;
+use super::shared::shared;
+
+/// Texts remembered before the cache starts over (about 1.5 KB each at 384 dimensions).
+const CACHE_LIMIT: usize = 8192;
+
+/// A shared [`Encoder`] behind psy-core's embedding interface.
+pub struct CachedEmbedder {
+    encoder: Arc<Encoder>,
+    name: String,
+    cache: Mutex<HashMap<String, Vec<f32>>>,
+}
+
+impl CachedEmbedder {
+    pub fn new(encoder: Arc<Encoder>) -> Self {
+        let name = encoder.dir().display().to_string();
+        CachedEmbedder {
+            encoder,
+            name,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+}
+
+impl SentenceEmbedder for CachedEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.encoder.dim()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        // Known vectors are copied out under the lock, so a concurrent clear cannot lose them.
+        let mut known: HashMap<&str, Vec<f32>> = HashMap::new();
+        let mut missing: Vec<&str> = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for &t in texts {
+                match cache.get(t) {
+                    Some(v) => {
+                        known.insert(t, v.clone());
+                    }
+                    None => missing.push(t),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            // Embedded outside the lock: threads may embed the same text, never wait on each other.
+            let fresh = self.encoder.embed(&missing).map_err(|e| e.to_string())?;
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() + missing.len() > CACHE_LIMIT {
+                cache.clear();
+            }
+            for (t, v) in missing.into_iter().zip(fresh) {
+                cache.insert(t.to_string(), v.clone());
+                known.insert(t, v);
+            }
+        }
+        Ok(texts.iter().map(|t| known[t].clone()).collect())
+    }
+}
+
+/// The embedder of `dir` (default: all-MiniLM-L6-v2), one per encoder for the whole process so
+/// that every planner (and a server's rebuilt counselors) shares its cache.
+pub fn shared_embedder(dir: Option<&Path>) -> Result<Arc<CachedEmbedder>> {
+    static EMBEDDERS: OnceLock<Mutex<HashMap<PathBuf, Arc<CachedEmbedder>>>> = OnceLock::new();
+    let encoder = shared(dir)?;
+    let mut map = EMBEDDERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let entry = map
+        .entry(encoder.dir().to_path_buf())
+        .or_insert_with(|| Arc::new(CachedEmbedder::new(encoder)));
+    Ok(Arc::clone(entry))
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub mod serve;
+pub mod train_screen;
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::{self, ManifestError};
 use psy_core::module::RiskLevel;
@@ -68,6 +69,13 @@ pub fn planner(manifest: &Path) -> Result<Planner, ManifestError> {
             reason: format!("sentence encoder: {e}"),
         }
     })?;
+    let screen = psy_safety::screen::builtin().map_err(|reason| ManifestError::Assessment {
+        location: location.clone(),
+        reason,
+    })?;
+    screen
+        .verify(&*embedder)
+        .map_err(|reason| ManifestError::Assessment { location, reason })?;
     Ok(Planner::new(run, builtin_registry()?)?.with_embedder(embedder))
 }
 

@@ -58,6 +58,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Retrain the crisis guard's screen from its exemplars (plugins/safety/screen/): embeds
+    /// them, trains the head, calibrates thresholds on a validation split, writes the weights
+    /// and screen.toml with their hashes. Rebuild psy afterwards: the screen is compiled in.
+    TrainScreen {
+        /// Exemplar directory (*.jsonl: text, level, category, writer).
+        #[arg(long, default_value = "plugins/safety/screen/exemplars")]
+        exemplars: PathBuf,
+        /// Output directory for screen.toml and head.safetensors.
+        #[arg(long, default_value = "plugins/safety/screen")]
+        out: PathBuf,
+        /// Sentence encoder directory (default: all-MiniLM-L6-v2 from the setup step).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// Upper encoder blocks to fine-tune (0: train the head over a frozen encoder).
+        #[arg(long)]
+        tuned_layers: Option<usize>,
+        #[arg(long)]
+        learning_rate: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// A counseling session: every reply decoded from a plan and held to its rules.
     Counsel {
         #[arg(long, default_value = "manifests/psyllm.toml")]
@@ -254,6 +279,56 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{id}\t{}", plan.risk.level.as_str());
                 }
             }
+        }
+        Command::TrainScreen {
+            exemplars,
+            out,
+            encoder,
+            epochs,
+            hidden,
+            tuned_layers,
+            learning_rate,
+            seed,
+        } => {
+            let mut o = psy::train_screen::TrainScreenOptions::shipped(std::path::Path::new("."));
+            o.exemplars = exemplars;
+            o.out = out;
+            o.encoder = encoder;
+            if let Some(e) = epochs {
+                o.config.epochs = e;
+            }
+            if let Some(h) = hidden {
+                o.config.hidden = h;
+            }
+            if let Some(s) = seed {
+                o.config.seed = s;
+            }
+            if let Some(t) = tuned_layers {
+                o.config.tuned_layers = t;
+            }
+            if let Some(l) = learning_rate {
+                o.config.learning_rate = l;
+            }
+            let r = psy::train_screen::train_screen(&o)?;
+            let v = &r.spec.validation;
+            let t = &r.spec.thresholds;
+            println!(
+                "trained on {} exemplars ({} held for validation) in {:.1} s; epoch loss {:.4} -> {:.4}",
+                r.spec.training.examples,
+                r.spec.training.validation_examples,
+                r.seconds,
+                r.first_loss,
+                r.last_loss
+            );
+            println!(
+                "thresholds: moderate {:.3}, high {:.3}, imminent {:.3}",
+                t.moderate, t.high, t.imminent
+            );
+            println!(
+                "validation (thresholds were set here: a fit): acute -> high+ {}/{}, elevated -> moderate+ {}/{}, false alarms {}/{}",
+                v.acute[0], v.acute[1], v.elevated[0], v.elevated[1], v.false_alarms[0], v.false_alarms[1]
+            );
+            println!("wrote {} (rebuild psy to use it)", r.screen_toml.display());
         }
         Command::RiskReport {
             manifest,

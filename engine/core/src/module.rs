@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
 use crate::lexicon::{Lexicon, Text};
-use crate::semantic::AssessContext;
 pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
+use crate::semantic::AssessContext;
 
 /// What part of the reasoning a module serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -417,6 +417,19 @@ impl RiskLevel {
             RiskLevel::Imminent => "imminent",
         }
     }
+
+    /// The level named `s` (as [`RiskLevel::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<RiskLevel> {
+        [
+            RiskLevel::None,
+            RiskLevel::Low,
+            RiskLevel::Moderate,
+            RiskLevel::High,
+            RiskLevel::Imminent,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
 }
 
 /// Evidence for risk with the rule that fired.
@@ -426,6 +439,25 @@ pub struct RiskEvidence {
     pub category: String,
     pub level: RiskLevel,
     pub evidence: Evidence,
+    /// The detector that found it: `lexicon` (phrase rules), `screen` (the trained classifier
+    /// over sentence embeddings) or `session` (what earlier turns imply for this one).
+    #[serde(default = "lexicon_detector")]
+    pub detector: String,
+    /// The detector's score for the span (the screen's probability), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+fn lexicon_detector() -> String {
+    "lexicon".into()
+}
+
+/// The level after one client turn, as if the dialogue had ended there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TurnRisk {
+    /// Index of the client message in the dialogue.
+    pub message: usize,
+    pub level: RiskLevel,
 }
 
 /// A crisis line or service.
@@ -449,6 +481,13 @@ pub struct RiskAssessment {
     pub protocol: Vec<String>,
     #[serde(default)]
     pub resources: Vec<CrisisResource>,
+    /// The level after each client turn, oldest first (the last entry is `level`).
+    #[serde(default)]
+    pub trajectory: Vec<TurnRisk>,
+    /// The detectors that ran (`lexicon`, `screen`, `session`); a run without `screen` had no
+    /// sentence encoder and says so.
+    #[serde(default)]
+    pub detectors: Vec<String>,
 }
 
 /// How well a modality fits the dialogue.

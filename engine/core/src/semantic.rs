@@ -6,6 +6,8 @@
 //! tensor library, so the encoder itself lives in `psy-lm` and reaches modules through
 //! [`AssessContext`]; without one, modules fall back to their lexicons and say so.
 
+use std::sync::Arc;
+
 /// A sentence encoder: texts in, one unit-length vector per text out.
 pub trait SentenceEmbedder: Send + Sync {
     /// Names the encoder in evidence and errors (e.g. its directory).
@@ -14,6 +16,14 @@ pub trait SentenceEmbedder: Send + Sync {
     fn dim(&self) -> usize;
     /// One vector per text, in order. An error is the encoder's message.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+
+    /// This encoder with a low-rank adapter (safetensors bytes) merged in: a fine-tuned
+    /// variant such as the crisis guard's screen encoder. `id` (the adapter's sha256) keys a
+    /// cache, so asking again is cheap. Default: encoders that cannot take adapters say so.
+    fn adapted(&self, adapter: &[u8], id: &str) -> Result<Arc<dyn SentenceEmbedder>, String> {
+        let _ = (adapter, id);
+        Err(format!("the encoder {} cannot apply adapters", self.name()))
+    }
 }
 
 /// What the planner lends modules while they assess a dialogue.
@@ -48,7 +58,10 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
         if matches!(c, '.' | '!' | '?' | '…' | '\n') {
             let mut end = i + c.len_utf8();
             while let Some(&(j, d)) = chars.peek() {
-                if matches!(d, '.' | '!' | '?' | '…' | '\n' | '"' | '\'' | ')' | '”' | '’') {
+                if matches!(
+                    d,
+                    '.' | '!' | '?' | '…' | '\n' | '"' | '\'' | ')' | '”' | '’'
+                ) {
                     end = j + d.len_utf8();
                     chars.next();
                 } else {
@@ -93,7 +106,10 @@ mod tests {
             pieces("Work was fine. I'm on the bridge now!! Bye"),
             ["Work was fine.", "I'm on the bridge now!!", "Bye"]
         );
-        assert_eq!(pieces("took 2.5 mg... ok\n\nnot ok"), ["took 2.5 mg...", "ok", "not ok"]);
+        assert_eq!(
+            pieces("took 2.5 mg... ok\n\nnot ok"),
+            ["took 2.5 mg...", "ok", "not ok"]
+        );
         assert_eq!(pieces("no punctuation at all"), ["no punctuation at all"]);
         assert_eq!(pieces("  ...  "), Vec::<&str>::new());
         assert_eq!(pieces("“Fine.” Then I left."), ["“Fine.”", "Then I left."]);

@@ -6,8 +6,10 @@
 //! look-alike masks, combination rules and texts are data (`rules.toml`, `resources.toml`);
 //! this file applies them. A screen, not a clinician: it supports a human's judgement.
 
+pub mod dialogue_risk;
 pub mod resources;
 pub mod rules;
+pub mod screen;
 
 use std::sync::OnceLock;
 
@@ -17,6 +19,7 @@ use psy_core::module::{
     builtin_spec, Assessment, CrisisResource, Evidence, Module, ModuleSpec, ReplyRule,
     RiskAssessment, RiskEvidence, RiskLevel, RuleContext, SampleView,
 };
+use psy_core::semantic::{AssessContext, SentenceEmbedder};
 
 pub use resources::{
     emergency_number, emergency_phrases, normalise_locale, poison_line, resources_for, PoisonLine,
@@ -54,11 +57,20 @@ impl Module for CrisisGuard {
         &self.spec
     }
 
+    /// Without an encoder: the lexicon and the session's memory only.
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
-        let screen = screen(rules(), dialogue);
+        self.assess_with(dialogue, &AssessContext::default())
+    }
+
+    fn assess_with(&self, dialogue: &Dialogue, ctx: &AssessContext) -> Assessment {
         Assessment {
             module: self.spec.module.id.clone(),
-            risk: Some(screen.into_assessment(rules(), DEFAULT_LOCALE, &[])),
+            risk: Some(dialogue_risk::assess_dialogue(
+                dialogue,
+                DEFAULT_LOCALE,
+                &[],
+                ctx.embedder,
+            )),
             ..Default::default()
         }
     }
@@ -137,7 +149,7 @@ struct Found {
 }
 
 /// The outcome of screening, before it is turned into the engine's types.
-struct Screen {
+struct LexiconScreen {
     level: RiskLevel,
     focus: Focus,
     /// Rule (combination or category id) that decided the level, with its summary.
@@ -175,7 +187,7 @@ fn overlaps(a: &Evidence, b: (usize, usize)) -> bool {
 }
 
 /// Screens the client's turns with `rules`.
-fn screen(rules: &Rules, dialogue: &Dialogue) -> Screen {
+fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
     let file = &rules.file;
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut found: Vec<Found> = Vec::new();
@@ -360,7 +372,7 @@ fn screen(rules: &Rules, dialogue: &Dialogue) -> Screen {
             decided_by = Some((id, label));
         }
     }
-    Screen {
+    LexiconScreen {
         level,
         focus,
         decided_by,
@@ -404,12 +416,13 @@ fn combine_fires(c: &rules::Combine, found: &[Found]) -> bool {
     true
 }
 
-impl Screen {
+impl LexiconScreen {
     fn into_assessment(
         self,
         rules: &Rules,
         locale: &str,
         manifest_resources: &[psy_core::module::CrisisResource],
+        extra: Vec<RiskEvidence>,
     ) -> RiskAssessment {
         let file = &rules.file;
         let decided = self.decided_by.as_ref().map(|d| d.0.clone());
@@ -444,12 +457,16 @@ impl Screen {
                         category,
                         level: c.level,
                         evidence: f.evidence.clone(),
+                        detector: "lexicon".into(),
+                        score: None,
                     },
                     None => RiskEvidence {
                         rule: base_rule,
                         category,
                         level: f.level,
                         evidence: f.evidence.clone(),
+                        detector: "lexicon".into(),
+                        score: None,
                     },
                 }
             })
@@ -459,7 +476,10 @@ impl Screen {
             category: e.id.clone(),
             level: RiskLevel::None,
             evidence: e.clone(),
+            detector: "lexicon".into(),
+            score: None,
         }));
+        evidence.extend(extra);
         // Strongest first; among equals the newest message first (recent turns weigh most).
         evidence.sort_by(|a, b| {
             b.level
@@ -486,6 +506,8 @@ impl Screen {
             rationale,
             protocol,
             resources,
+            trajectory: Vec::new(),
+            detectors: vec!["lexicon".into()],
         }
     }
 
@@ -564,13 +586,15 @@ fn fill(
 }
 
 /// Screens a dialogue for a given locale and manifest resources (what the planner would see
-/// if `assess` knew the run): the full risk assessment.
+/// if `assess` knew the run): the full risk assessment, with the trained screen when an
+/// `embedder` is given.
 pub fn assess_risk(
     dialogue: &Dialogue,
     locale: &str,
     manifest_resources: &[psy_core::module::CrisisResource],
+    embedder: Option<&dyn SentenceEmbedder>,
 ) -> RiskAssessment {
-    screen(rules(), dialogue).into_assessment(rules(), locale, manifest_resources)
+    dialogue_risk::assess_dialogue(dialogue, locale, manifest_resources, embedder)
 }
 
 /// The focus of a finished assessment, read back from the rule ids of its evidence (the
@@ -583,6 +607,12 @@ pub fn focus_of(rules: &Rules, risk: &RiskAssessment) -> Focus {
         .map(|e| {
             if e.rule.starts_with("third-party:") {
                 Focus::ThirdParty
+            } else if e.detector != "lexicon" {
+                if e.category == "harm-others" {
+                    Focus::Others
+                } else {
+                    Focus::Myself
+                }
             } else if let Some(c) = rules.combine(&e.rule) {
                 match c.subject {
                     Subject::Other => Focus::ThirdParty,

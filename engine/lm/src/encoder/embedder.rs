@@ -20,6 +20,8 @@ pub struct CachedEmbedder {
     encoder: Arc<Encoder>,
     name: String,
     cache: Mutex<HashMap<String, Vec<f32>>>,
+    /// Adapted variants by adapter id.
+    variants: Mutex<HashMap<String, Arc<CachedEmbedder>>>,
 }
 
 impl CachedEmbedder {
@@ -29,6 +31,7 @@ impl CachedEmbedder {
             encoder,
             name,
             cache: Mutex::new(HashMap::new()),
+            variants: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,6 +79,22 @@ impl SentenceEmbedder for CachedEmbedder {
             }
         }
         Ok(texts.iter().map(|t| known[t].clone()).collect())
+    }
+
+    fn adapted(&self, adapter: &[u8], id: &str) -> Result<Arc<dyn SentenceEmbedder>, String> {
+        // Held across the merge so that concurrent first callers merge once.
+        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = variants.get(id) {
+            return Ok(Arc::clone(v) as Arc<dyn SentenceEmbedder>);
+        }
+        let short = &id[..id.len().min(12)];
+        let encoder = self
+            .encoder
+            .with_adapter(adapter, &format!("adapter {short}"))
+            .map_err(|e| e.to_string())?;
+        let v = Arc::new(CachedEmbedder::new(Arc::new(encoder)));
+        variants.insert(id.to_string(), Arc::clone(&v));
+        Ok(v)
     }
 }
 

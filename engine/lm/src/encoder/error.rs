@@ -37,6 +37,9 @@ pub enum EncoderError {
     MissingDefault { path: PathBuf },
     #[error("reading back the pooled embeddings: {0}")]
     Output(String),
+    /// A screen adapter that does not fit this encoder.
+    #[error("{origin}: encoder adapter: {msg}")]
+    Adapter { origin: String, msg: String },
 }
 
 /// Result alias of the encoder.

@@ -6,6 +6,7 @@
 //! all-MiniLM-L6-v2 from `scripts/setup.sh`. [`Encoder::load`] reads one; [`shared`] keeps one
 //! copy per directory for the whole process.
 
+pub mod adapter;
 pub mod config;
 pub mod embedder;
 pub mod error;

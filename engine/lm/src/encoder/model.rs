@@ -36,10 +36,11 @@ const ROW_MAJOR_FROM_TOKENS: usize = 256;
 /// `y = x W^T + b`. For a batch of texts, `x W^T` (gemm repacks the small weight, the output
 /// needs no transpose) took ~20% less CPU than the runtime's [`Linear::forward`] on 64 messages
 /// (~1300 tokens a batch); for one ~30-token message the runtime's `W x^T` took ~40% less.
-/// (Encoder layers carry no LoRA adapter, so the row-major path needs none.)
+/// A layer with a LoRA adapter (the risk screen's fine-tuning) takes the runtime's path, which
+/// applies it.
 fn dense(l: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, s, k] = x.dims();
-    if b * s < ROW_MAJOR_FROM_TOKENS {
+    if b * s < ROW_MAJOR_FROM_TOKENS || l.lora.is_some() {
         return l.forward(x);
     }
     let w = l.weight.val();
@@ -66,6 +67,13 @@ fn layer_norm(
         bias: load(src, &format!("{prefix}.bias"), [dim], d)?,
         eps,
     })
+}
+
+/// The attention bias of a `[batch, seq]` padding mask (1 for tokens): 0 for real tokens and
+/// f32::MIN for padding, `[batch, 1, 1, seq]` (transformers adds `finfo.min` the same way).
+pub fn mask_bias(mask: Tensor<2>) -> Tensor<4> {
+    let [b, s] = mask.dims();
+    (mask - 1.0).mul_scalar(f32::MAX).reshape([b, 1, 1, s])
 }
 
 /// Word, position and token-type embeddings, summed and normalised.
@@ -159,7 +167,25 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    /// The projections of the block with their HF names under `encoder.layer.N.`.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut Linear); 6] {
+        [
+            (
+                "attention.self.query",
+                &mut self.attention.self_attention.query,
+            ),
+            ("attention.self.key", &mut self.attention.self_attention.key),
+            (
+                "attention.self.value",
+                &mut self.attention.self_attention.value,
+            ),
+            ("attention.output.dense", &mut self.attention.output.dense),
+            ("intermediate.dense", &mut self.intermediate.dense),
+            ("output.dense", &mut self.output.dense),
+        ]
+    }
+
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attention.forward(x.clone(), mask_bias);
         let out = &self.attention.output;
         let x = out.layer_norm.forward(dense(&out.dense, attn) + x);
@@ -256,11 +282,21 @@ impl BertModel {
         type_ids: Tensor<2, Int>,
         mask: Tensor<2>,
     ) -> Tensor<3> {
-        let [b, s] = ids.dims();
-        // (mask - 1) * MAX: 0 for tokens, f32::MIN for padding (transformers adds finfo.min).
-        let mask_bias = (mask - 1.0).mul_scalar(f32::MAX).reshape([b, 1, 1, s]);
+        self.forward_until(ids, type_ids, mask, self.layers.len())
+    }
+
+    /// The hidden state after the first `layers` blocks (all of them: [`BertModel::forward`]).
+    /// The risk screen's fine-tuning runs the frozen lower blocks once with this.
+    pub fn forward_until(
+        &self,
+        ids: Tensor<2, Int>,
+        type_ids: Tensor<2, Int>,
+        mask: Tensor<2>,
+        layers: usize,
+    ) -> Tensor<3> {
+        let mask_bias = mask_bias(mask);
         let mut x = self.embeddings.forward(ids, type_ids);
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(layers) {
             x = layer.forward(x, mask_bias.clone());
         }
         x

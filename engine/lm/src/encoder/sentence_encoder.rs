@@ -113,7 +113,11 @@ impl Encoder {
     }
 
     /// Runs one right-padded batch through model, pooling and normalisation.
-    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+    /// Token ids, token type ids and the padding mask `[batch, seq]` of right-padded texts.
+    pub fn padded(
+        &self,
+        batch: &[&tokenizers::Encoding],
+    ) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
         let (b, s) = (
             batch.len(),
             batch.iter().map(|e| e.len()).max().unwrap_or(0),
@@ -130,9 +134,49 @@ impl Encoder {
             }
         }
         let device = self.model.device();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device);
-        let type_ids = Tensor::<2, Int>::from_data(TensorData::new(type_ids, [b, s]), &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, s]), &device);
+        (
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), &device),
+            Tensor::<2, Int>::from_data(TensorData::new(type_ids, [b, s]), &device),
+            Tensor::<2>::from_data(TensorData::new(mask, [b, s]), &device),
+        )
+    }
+
+    /// Tokenizes `texts` as [`Encoder::embed`] does (special tokens, truncation).
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
+        self.tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| self.tokenizer_error(e))
+    }
+
+    /// The BERT model.
+    pub fn model(&self) -> &BertModel {
+        &self.model
+    }
+
+    /// Pooling and whether vectors are normalised to unit length.
+    pub fn pooling(&self) -> (Pooling, bool) {
+        (self.pooling, self.normalize)
+    }
+
+    /// A copy of this encoder with a low-rank adapter merged into its weights (see
+    /// [`super::adapter`]); `origin` names the adapter in errors and in the copy's name.
+    pub fn with_adapter(&self, adapter: &[u8], origin: &str) -> Result<Encoder> {
+        let mut model = self.model.clone();
+        super::adapter::merge(&mut model, adapter, origin)?;
+        Ok(Encoder {
+            model,
+            tokenizer: self.tokenizer.clone(),
+            pooling: self.pooling,
+            normalize: self.normalize,
+            max_seq_length: self.max_seq_length,
+            hidden_size: self.hidden_size,
+            dir: self.dir.join(format!("+{origin}")),
+            tokenizer_path: self.tokenizer_path.clone(),
+        })
+    }
+
+    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let (ids, type_ids, mask) = self.padded(batch);
         let hidden = self.model.forward(ids, type_ids, mask.clone());
         let mut pooled = self.pooling.pool(hidden, mask);
         if self.normalize {

@@ -16,6 +16,7 @@ pub mod render;
 pub mod run;
 pub mod safetensors_io;
 pub mod schedule;
+pub mod screen_head;
 
 pub use error::TrainError;
 pub use loss::{forward_logits, head_loss, lm_loss, masked_lm_loss, Batch, IGNORE_INDEX};

@@ -1,0 +1,246 @@
+//! The guard's level for a whole dialogue: every detector on every client turn, what the session
+//! remembers between turns, and the level after each turn (the trajectory).
+//!
+//! - **lexicon**: the phrase rules of `rules.toml` (combinations may span turns);
+//! - **screen**: the trained classifier over sentence embeddings ([`crate::screen`]), on each
+//!   turn, its sentences, and the turn read with the client's previous turns;
+//! - **session**: after a turn at high or above the level stays at least moderate until the
+//!   client reports being safe (a protective statement in a turn the detectors rate below
+//!   moderate).
+//!
+//! The level is the highest any detector gives; no detector can lower another's.
+
+use psy_core::dialogue::Dialogue;
+use psy_core::module::{
+    CrisisResource, Evidence, RiskAssessment, RiskEvidence, RiskLevel, TurnRisk,
+};
+use psy_core::semantic::SentenceEmbedder;
+
+use crate::rules::Focus;
+use crate::screen::{self, PieceKind, Screen, TurnScore};
+use crate::{lexicon_screen, rules};
+
+/// Why and where the level rose above what the lexicon found.
+enum Decider {
+    Screen { turn: usize, context: bool },
+    Session { since: usize },
+}
+
+/// The full risk assessment of `dialogue` for `locale`. Without an `embedder` the screen cannot
+/// run; the assessment's `detectors` then lacks `screen` and the rationale says so.
+pub fn assess_dialogue(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[CrisisResource],
+    embedder: Option<&dyn SentenceEmbedder>,
+) -> RiskAssessment {
+    let rules = rules();
+    let turns: Vec<_> = dialogue.client_turns().collect();
+    let mut failure: Option<String> = None;
+    let scored: Option<(&Screen, Vec<TurnScore>)> = match embedder {
+        None => None,
+        Some(e) => match screen::builtin().and_then(|s| Ok((s, s.score_dialogue(e, dialogue)?))) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                failure = Some(err);
+                None
+            }
+        },
+    };
+
+    let mut trajectory = Vec::with_capacity(turns.len());
+    let mut carry_since: Option<usize> = None;
+    let mut decider: Option<Decider> = None;
+    let mut last_lexicon = None;
+    for (k, turn) in turns.iter().enumerate() {
+        let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
+        let lex = lexicon_screen(rules, &prefix);
+        let (own, context) = scored
+            .as_ref()
+            .map(|(_, s)| (s[k].own, s[k].context))
+            .unwrap_or((RiskLevel::None, RiskLevel::None));
+        let protective_now = lex.protective.iter().any(|e| e.message == turn.index);
+        let safe_now = protective_now && own < RiskLevel::Moderate;
+        let mut level = lex.level;
+        let mut why = None;
+        if own > level {
+            level = own;
+            why = Some(Decider::Screen {
+                turn: k,
+                context: false,
+            });
+        }
+        if !safe_now && context > level {
+            level = context;
+            why = Some(Decider::Screen {
+                turn: k,
+                context: true,
+            });
+        }
+        match carry_since {
+            Some(since) if !safe_now && level < RiskLevel::Moderate => {
+                level = RiskLevel::Moderate;
+                why = Some(Decider::Session { since });
+            }
+            Some(_) if safe_now => carry_since = None,
+            _ => {}
+        }
+        if level >= RiskLevel::High {
+            carry_since = Some(turn.index);
+        }
+        trajectory.push(TurnRisk {
+            message: turn.index,
+            level,
+        });
+        if k + 1 == turns.len() {
+            decider = why;
+            last_lexicon = Some(lex);
+        }
+    }
+
+    let Some(mut lex) = last_lexicon else {
+        // No client turn: nothing to screen.
+        let mut a = lexicon_screen(rules, dialogue).into_assessment(
+            rules,
+            locale,
+            manifest_resources,
+            Vec::new(),
+        );
+        a.detectors = detectors(scored.is_some());
+        return a;
+    };
+    let final_level = trajectory.last().map(|t| t.level).unwrap_or_default();
+    let mut extra: Vec<RiskEvidence> = Vec::new();
+    if let Some((screen, scores)) = &scored {
+        for t in scores {
+            extra.extend(screen_evidence(screen, t, dialogue));
+        }
+    }
+    if let Some(d) = &decider {
+        let (id, summary, focus) = match d {
+            Decider::Screen { turn, context } => {
+                let (screen, scores) = scored.as_ref().expect("a screen decision needs scores");
+                let t = &scores[*turn];
+                let kinds: &[PieceKind] = if *context {
+                    &[PieceKind::Context]
+                } else {
+                    &[PieceKind::Message, PieceKind::Sentence]
+                };
+                let piece = t
+                    .strongest(final_level, kinds)
+                    .expect("a scored turn has pieces");
+                let category = screen.category_of(piece).to_string();
+                let focus = if category == "harm-others" {
+                    Focus::Others
+                } else {
+                    Focus::Myself
+                };
+                let summary = if *context {
+                    format!("the trained screen, reading this turn with the client's earlier turns, finds `{category}`")
+                } else {
+                    format!("the trained screen finds `{category}` in the client's words")
+                };
+                let id = if *context { "screen:context" } else { "screen" };
+                (id.to_string(), summary, focus)
+            }
+            Decider::Session { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "earlier-crisis".into(),
+                    level: RiskLevel::Moderate,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "an earlier turn rated high or above",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "message {since} was rated high or above and the client has not said they are safe since"
+                    ),
+                    Focus::Myself,
+                )
+            }
+        };
+        lex.level = final_level;
+        lex.decided_by = Some((id, summary));
+        lex.focus = focus;
+    }
+    let mut a = lex.into_assessment(rules, locale, manifest_resources, extra);
+    a.trajectory = trajectory;
+    a.detectors = detectors(scored.is_some());
+    if let Some(err) = failure {
+        a.rationale.push_str(&format!(
+            " The trained screen could not run ({err}); only the lexicon was applied."
+        ));
+    }
+    a
+}
+
+fn detectors(screen: bool) -> Vec<String> {
+    let mut d = vec!["lexicon".to_string()];
+    if screen {
+        d.push("screen".into());
+    }
+    d.push("session".into());
+    d
+}
+
+/// The screen's evidence for one turn: its strongest piece when the turn reaches moderate.
+fn screen_evidence(screen: &Screen, t: &TurnScore, dialogue: &Dialogue) -> Vec<RiskEvidence> {
+    let mut out = Vec::new();
+    for (level, kinds, rule) in [
+        (
+            t.own,
+            &[PieceKind::Message, PieceKind::Sentence][..],
+            "screen",
+        ),
+        (t.context, &[PieceKind::Context][..], "screen:context"),
+    ] {
+        if level < RiskLevel::Moderate {
+            continue;
+        }
+        let Some(piece) = t.strongest(level, kinds) else {
+            continue;
+        };
+        let text = &dialogue.messages[t.message].content;
+        out.push(RiskEvidence {
+            rule: rule.into(),
+            category: screen.category_of(piece).to_string(),
+            level,
+            evidence: Evidence {
+                id: rule.into(),
+                label: format!("trained screen ({})", piece.kind.as_str()),
+                message: t.message,
+                start: piece.start,
+                end: piece.end,
+                text: text[piece.start..piece.end].to_string(),
+            },
+            detector: "screen".into(),
+            score: Some(round3(
+                piece.output.levels[screen::score::output_for(level)],
+            )),
+        });
+    }
+    out
+}
+
+/// Scores in plans are rounded so that the same dialogue gives the same plan byte for byte.
+fn round3(x: f32) -> f32 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn message_evidence(dialogue: &Dialogue, message: usize, label: &str) -> Evidence {
+    let text = &dialogue.messages[message].content;
+    Evidence {
+        id: "session".into(),
+        label: label.into(),
+        message,
+        start: 0,
+        end: text.len(),
+        text: text.clone(),
+    }
+}

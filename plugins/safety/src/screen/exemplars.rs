@@ -1,0 +1,113 @@
+//! The screen's labelled training messages (`plugins/safety/screen/exemplars/*.jsonl`): one JSON
+//! object a line with `text`, `level`, `category` and `writer`. Read strictly: a bad line is an
+//! error naming the file and line, never skipped, because a silently dropped exemplar changes
+//! the screen without anyone noticing.
+
+use std::path::Path;
+
+use psy_core::module::RiskLevel;
+use serde::Deserialize;
+
+/// Categories an exemplar may carry: the Columbia Suicide Severity Rating Scale's ladder, self-harm,
+/// harm to others, hopelessness, and the look-alikes a screen must not mistake for a crisis.
+pub const CATEGORIES: &[&str] = &[
+    "wish-dead",
+    "ideation-nonspecific",
+    "ideation-method",
+    "ideation-intent",
+    "ideation-plan",
+    "preparatory",
+    "attempt-aborted",
+    "attempt-interrupted",
+    "attempt-actual",
+    "attempt-ongoing",
+    "self-harm",
+    "harm-others",
+    "hopelessness",
+    "idiom-hyperbole",
+    "game",
+    "fiction",
+    "news",
+    "grief",
+    "medical-question",
+    "professional",
+    "helper-asking",
+    "past-resolved",
+    "everyday-distress",
+];
+
+/// One labelled message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exemplar {
+    pub text: String,
+    pub level: RiskLevel,
+    pub category: String,
+    pub writer: String,
+    /// `file:line`, for errors and reports.
+    pub origin: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    text: String,
+    level: String,
+    category: String,
+    writer: String,
+}
+
+impl Exemplar {
+    /// The level the screen is trained to give: the writer's own risk. Someone asking about a
+    /// friend is not at risk themselves (the issue lists helpers as negatives); the lexicon's
+    /// third-party rules give such messages their own focus and protocol.
+    pub fn training_level(&self) -> RiskLevel {
+        if self.category == "helper-asking" {
+            RiskLevel::None
+        } else {
+            self.level
+        }
+    }
+}
+
+/// Parses one exemplar file's text; `origin` is its path for errors.
+pub fn parse_exemplars(text: &str, origin: &str) -> Result<Vec<Exemplar>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let at = format!("{origin}:{}", i + 1);
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let line: Line = serde_json::from_str(raw).map_err(|e| format!("{at}: {e}"))?;
+        let level = RiskLevel::parse(&line.level).ok_or_else(|| {
+            format!(
+                "{at}: level \"{}\" is not one of none, low, moderate, high, imminent",
+                line.level
+            )
+        })?;
+        if !CATEGORIES.contains(&line.category.as_str()) {
+            return Err(format!(
+                "{at}: category \"{}\" is not one of {}",
+                line.category,
+                CATEGORIES.join(", ")
+            ));
+        }
+        if line.text.trim().is_empty() {
+            return Err(format!("{at}: `text` is empty"));
+        }
+        out.push(Exemplar {
+            text: line.text,
+            level,
+            category: line.category,
+            writer: line.writer,
+            origin: at,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads one exemplar file.
+pub fn read_exemplars(path: &Path) -> Result<Vec<Exemplar>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    parse_exemplars(&text, &path.display().to_string())
+}

@@ -1,0 +1,219 @@
+//! Scoring a dialogue's client turns with the screen: each turn whole, each of its sentences,
+//! and (from the second turn on) the turn read together with the client's earlier turns.
+
+use psy_core::dialogue::Dialogue;
+use psy_core::module::RiskLevel;
+use psy_core::semantic::{sentence_spans, SentenceEmbedder};
+
+use super::head::{HeadOutput, LEVELS};
+use super::Screen;
+
+/// Earlier client turns read together with a turn: enough for "I know where the blades are"
+/// two turns before "they're in my hand", few enough to stay within the encoder's 256 tokens.
+pub const CONTEXT_TURNS: usize = 2;
+
+/// What part of a turn a piece is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PieceKind {
+    Message,
+    Sentence,
+    /// The turn followed by the client's previous turns (newest first, so that the encoder's
+    /// truncation cuts the oldest words, never the turn itself).
+    Context,
+}
+
+impl PieceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PieceKind::Message => "message",
+            PieceKind::Sentence => "sentence",
+            PieceKind::Context => "with earlier turns",
+        }
+    }
+}
+
+/// One scored text.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub kind: PieceKind,
+    /// Index of the client message in the dialogue, and the byte span in it.
+    pub message: usize,
+    pub start: usize,
+    pub end: usize,
+    pub output: HeadOutput,
+}
+
+/// The screen's reading of one client turn.
+#[derive(Clone, Debug)]
+pub struct TurnScore {
+    pub message: usize,
+    /// The level from the turn's own pieces (message and sentences).
+    pub own: RiskLevel,
+    /// The level the context piece reaches (earlier turns with this one), capped at high: what
+    /// earlier turns said is evidence, not a report of what is happening now.
+    pub context: RiskLevel,
+    pub pieces: Vec<Piece>,
+}
+
+impl TurnScore {
+    /// The piece with the highest score on the output that decides `level`, among `kinds`.
+    pub fn strongest(&self, level: RiskLevel, kinds: &[PieceKind]) -> Option<&Piece> {
+        let k = output_for(level);
+        self.pieces
+            .iter()
+            .filter(|p| kinds.contains(&p.kind))
+            .max_by(|a, b| a.output.levels[k].total_cmp(&b.output.levels[k]))
+    }
+}
+
+/// The level output that decides `level` (`P(>= moderate)` for moderate and below).
+pub fn output_for(level: RiskLevel) -> usize {
+    match level {
+        RiskLevel::Imminent => 2,
+        RiskLevel::High => 1,
+        _ => 0,
+    }
+}
+
+impl Screen {
+    /// The level the thresholds give to one piece's probabilities.
+    pub fn level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        let t = &self.spec.thresholds;
+        if p[1] >= t.high && p[2] >= t.imminent {
+            RiskLevel::Imminent
+        } else if p[1] >= t.high {
+            RiskLevel::High
+        } else if p[0] >= t.moderate {
+            RiskLevel::Moderate
+        } else {
+            RiskLevel::None
+        }
+    }
+
+    /// The level of a sentence read alone: its own cut-offs for moderate and high; a sentence
+    /// alone is never imminent (the whole message must say so).
+    pub fn sentence_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        let t = &self.spec.thresholds;
+        if p[1] >= t.sentence_high {
+            RiskLevel::High
+        } else if p[0] >= t.sentence_moderate {
+            RiskLevel::Moderate
+        } else {
+            RiskLevel::None
+        }
+    }
+
+    /// The pieces of one message: the whole text, and its sentences when it has more than one.
+    pub fn pieces_of(text: &str) -> Vec<(PieceKind, usize, usize)> {
+        let mut out = vec![(PieceKind::Message, 0, text.len())];
+        let sentences = sentence_spans(text);
+        if sentences.len() > 1 {
+            out.extend(
+                sentences
+                    .into_iter()
+                    .map(|(s, e)| (PieceKind::Sentence, s, e)),
+            );
+        }
+        out
+    }
+
+    /// Scores the probabilities of one text alone (the unit training and calibration see).
+    pub fn score_text(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+        text: &str,
+    ) -> Result<RiskLevel, String> {
+        let turns = self.score_dialogue(embedder, &Dialogue::from_message(text))?;
+        Ok(turns.first().map(|t| t.own).unwrap_or(RiskLevel::None))
+    }
+
+    /// Scores every client turn of `dialogue` (one batched call to the encoder).
+    pub fn score_dialogue(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+        dialogue: &Dialogue,
+    ) -> Result<Vec<TurnScore>, String> {
+        let turns: Vec<_> = dialogue.client_turns().collect();
+        let mut texts: Vec<String> = Vec::new();
+        let mut layout: Vec<(usize, PieceKind, usize, usize)> = Vec::new();
+        for (pos, turn) in turns.iter().enumerate() {
+            for (kind, s, e) in Self::pieces_of(turn.text) {
+                texts.push(turn.text[s..e].to_string());
+                layout.push((pos, kind, s, e));
+            }
+            if pos > 0 {
+                let mut joined = turn.text.to_string();
+                for earlier in turns[pos.saturating_sub(CONTEXT_TURNS)..pos].iter().rev() {
+                    joined.push('\n');
+                    joined.push_str(earlier.text);
+                }
+                texts.push(joined);
+                layout.push((pos, PieceKind::Context, 0, turn.text.len()));
+            }
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = if refs.is_empty() {
+            Vec::new()
+        } else {
+            self.encoder(embedder)?.embed(&refs)?
+        };
+        if vectors.len() != refs.len() {
+            return Err(format!(
+                "encoder {} returned {} embeddings for {} texts",
+                embedder.name(),
+                vectors.len(),
+                refs.len()
+            ));
+        }
+        let mut out: Vec<TurnScore> = turns
+            .iter()
+            .map(|t| TurnScore {
+                message: t.index,
+                own: RiskLevel::None,
+                context: RiskLevel::None,
+                pieces: Vec::new(),
+            })
+            .collect();
+        for ((pos, kind, start, end), v) in layout.into_iter().zip(vectors) {
+            if v.len() != self.head.dim() {
+                return Err(format!(
+                    "encoder {} gave a {}-dimensional embedding; the screen takes {}",
+                    embedder.name(),
+                    v.len(),
+                    self.head.dim()
+                ));
+            }
+            let output = self.head.apply(&v);
+            let level = match kind {
+                PieceKind::Sentence => self.sentence_level_of(&output.levels),
+                _ => self.level_of(&output.levels),
+            };
+            let turn = &mut out[pos];
+            match kind {
+                PieceKind::Context => turn.context = turn.context.max(level.min(RiskLevel::High)),
+                _ => turn.own = turn.own.max(level),
+            }
+            turn.pieces.push(Piece {
+                kind,
+                message: turn.message,
+                start,
+                end,
+                output,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The most likely category of a piece.
+    pub fn category_of(&self, piece: &Piece) -> &str {
+        let best = piece
+            .output
+            .categories
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        &self.spec.categories[best]
+    }
+}

@@ -1,0 +1,411 @@
+//! `psy train-screen`: retrains the crisis guard's screen from its exemplars, reproducibly.
+//!
+//! Reads every `*.jsonl` of the exemplar directory (sorted by name), holds out a validation split
+//! chosen by a hash of each message's text (so adding an exemplar never moves another across the
+//! split), embeds the messages with the run's encoder, trains the head
+//! (`psy_lm::training::screen_head`), calibrates the level thresholds on the validation split
+//! with the guard's own scoring (whole message and each sentence), and writes the weights and
+//! `screen.toml` with their hashes. The frozen held-out sets in `tests/heldout/` are never read.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use psy_core::module::RiskLevel;
+use psy_core::semantic::SentenceEmbedder;
+use psy_lm::training::screen_head::{train_head, HeadConfig, HeadData};
+use psy_safety::screen::exemplars::{parse_exemplars, Exemplar, CATEGORIES};
+use psy_safety::screen::spec::{
+    EncoderCheck, ScreenSpec, Thresholds, TrainingRecord, ValidationFigures,
+};
+use psy_safety::screen::{sha256_hex, Head, Screen};
+
+/// The sentence whose embedding ties a screen to its encoder.
+pub const PROBE_TEXT: &str = "I have been feeling low since the winter and I am not sure why.";
+/// Values of the probe embedding recorded in `screen.toml`.
+const PROBE_VALUES: usize = 16;
+/// One message in this many goes to the validation split.
+const VALIDATION_EVERY: u64 = 5;
+/// Recall the thresholds are set to reach on the validation split: acute messages rated high or
+/// above, elevated-or-acute rated moderate or above, imminent rated imminent. Chosen on the
+/// split: 0.97 / 0.95 doubled the false alarms of 0.95 / 0.93 for two more acute messages.
+const RECALL_HIGH: f64 = 0.95;
+const RECALL_MODERATE: f64 = 0.93;
+const RECALL_IMMINENT: f64 = 0.85;
+/// Look-alikes of the validation split that sentence pieces may add as false alarms beyond the
+/// whole-message cut-offs: a sentence read alone loses "I'm okay now" and "I'm a paramedic".
+const SENTENCE_EXTRA_ALARMS: usize = 2;
+
+/// What `psy train-screen` does.
+#[derive(Clone, Debug)]
+pub struct TrainScreenOptions {
+    /// Directory of `*.jsonl` exemplar files.
+    pub exemplars: PathBuf,
+    /// Where `screen.toml` and the weights are written.
+    pub out: PathBuf,
+    /// Encoder directory (default: all-MiniLM-L6-v2 from the setup step).
+    pub encoder: Option<PathBuf>,
+    pub config: HeadConfig,
+}
+
+impl TrainScreenOptions {
+    /// The shipped screen's sources and settings (`plugins/safety/screen/`).
+    pub fn shipped(root: &Path) -> Self {
+        TrainScreenOptions {
+            exemplars: root.join("plugins/safety/screen/exemplars"),
+            out: root.join("plugins/safety/screen"),
+            encoder: None,
+            config: HeadConfig {
+                hidden: 64,
+                tuned_layers: 3,
+                rank: 8,
+                scale: 2.0,
+                dropout: 0.1,
+                batch: 16,
+                epochs: 10,
+                learning_rate: 2e-3,
+                weight_decay: 0.01,
+                seed: 7,
+            },
+        }
+    }
+}
+
+/// What a training run produced.
+#[derive(Clone, Debug)]
+pub struct TrainScreenReport {
+    pub spec: ScreenSpec,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub seconds: f64,
+    pub screen_toml: PathBuf,
+}
+
+/// FNV-1a over the folded text: a split that depends on the message alone.
+fn split_hash(text: &str) -> u64 {
+    let folded: String = text
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Whether an exemplar belongs to the validation split.
+pub fn in_validation(text: &str) -> bool {
+    split_hash(text) % VALIDATION_EVERY == 0
+}
+
+/// Reads the exemplar files of `dir` (sorted by name): the exemplars, the file names and the
+/// sha256 over their bytes in that order. Two messages that fold to the same text are an error.
+pub fn read_exemplar_dir(dir: &Path) -> Result<(Vec<Exemplar>, Vec<String>, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the exemplar directory", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no *.jsonl exemplar files", dir.display());
+    }
+    let mut all_bytes = Vec::new();
+    let mut exemplars = Vec::new();
+    let mut names = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let text =
+            std::str::from_utf8(&bytes).with_context(|| format!("{}: not UTF-8", f.display()))?;
+        exemplars
+            .extend(parse_exemplars(text, &f.display().to_string()).map_err(anyhow::Error::msg)?);
+        all_bytes.extend_from_slice(&bytes);
+        names.push(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+    let mut seen: std::collections::HashMap<u64, &str> = std::collections::HashMap::new();
+    for e in &exemplars {
+        if let Some(first) = seen.insert(split_hash(&e.text), &e.origin) {
+            bail!(
+                "{}: the same message as {first} (after folding case and punctuation)",
+                e.origin
+            );
+        }
+    }
+    Ok((exemplars, names, sha256_hex(&all_bytes)))
+}
+
+/// The three cumulative targets of a level.
+fn targets(level: RiskLevel) -> [f32; 3] {
+    let b = |x: bool| if x { 1.0 } else { 0.0 };
+    [
+        b(level >= RiskLevel::Moderate),
+        b(level >= RiskLevel::High),
+        b(level == RiskLevel::Imminent),
+    ]
+}
+
+/// The largest threshold that keeps `recall` of `scores` at or above it.
+fn threshold_for(mut scores: Vec<f32>, recall: f64) -> f32 {
+    if scores.is_empty() {
+        return 0.5;
+    }
+    scores.sort_by(|a, b| a.total_cmp(b));
+    let misses = ((1.0 - recall) * scores.len() as f64).floor() as usize;
+    scores[misses.min(scores.len() - 1)].clamp(0.02, 0.98)
+}
+
+/// Serialises the head's tensors as safetensors (f32, little-endian).
+fn head_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    use safetensors::tensor::TensorView;
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views = raw
+        .iter()
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    Ok(safetensors::serialize(views, None)?)
+}
+
+/// Per validation message: its own level outputs, and the maximum of each over its sentences
+/// (equal to its own for a one-sentence message).
+fn piece_scores(
+    head: &Head,
+    embedder: &dyn SentenceEmbedder,
+    texts: &[&str],
+) -> Result<Vec<([f32; 3], [f32; 3])>> {
+    let mut pieces: Vec<&str> = Vec::new();
+    let mut owner: Vec<(usize, bool)> = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        for (kind, s, e) in Screen::pieces_of(t) {
+            pieces.push(&t[s..e]);
+            owner.push((i, kind == psy_safety::screen::PieceKind::Message));
+        }
+    }
+    let vectors = embedder.embed(&pieces).map_err(anyhow::Error::msg)?;
+    let mut out = vec![([0.0f32; 3], [0.0f32; 3]); texts.len()];
+    for (v, (i, whole)) in vectors.iter().zip(owner) {
+        let p = head.apply(v).levels;
+        for k in 0..3 {
+            if whole {
+                out[i].0[k] = p[k];
+            }
+            out[i].1[k] = out[i].1[k].max(p[k]);
+        }
+    }
+    for o in &mut out {
+        for k in 0..3 {
+            o.1[k] = o.1[k].max(o.0[k]);
+        }
+    }
+    Ok(out)
+}
+
+/// The lowest cut-off for sentence pieces, at or above the message cut-off, that lets at most
+/// `extra` more validation look-alikes through than the message cut-off alone.
+fn sentence_threshold(
+    message_cut: f32,
+    negatives: &[([f32; 3], [f32; 3])],
+    k: usize,
+    extra: usize,
+) -> f32 {
+    let mut candidates: Vec<f32> = negatives
+        .iter()
+        .filter(|(m, _)| m[k] < message_cut)
+        .map(|(_, s)| s[k])
+        .filter(|&s| s >= message_cut)
+        .collect();
+    candidates.sort_by(|a, b| b.total_cmp(a));
+    // Sentence scores of look-alikes the message cut-off lets pass, highest first: the cut-off
+    // sits just above the (extra+1)-th of them.
+    match candidates.get(extra) {
+        Some(&s) => (s + 1e-4).clamp(message_cut, 0.999),
+        None => message_cut,
+    }
+}
+
+/// Trains, calibrates and writes the screen.
+pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
+    let started = Instant::now();
+    let (exemplars, files, data_sha256) = read_exemplar_dir(&o.exemplars)?;
+    let (valid, train): (Vec<&Exemplar>, Vec<&Exemplar>) =
+        exemplars.iter().partition(|e| in_validation(&e.text));
+    let embedder = psy_lm::encoder::shared_embedder(o.encoder.as_deref())
+        .map_err(|e| anyhow::anyhow!("sentence encoder: {e}"))?;
+    let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
+    let levels: Vec<[f32; 3]> = train.iter().map(|e| targets(e.training_level())).collect();
+    let category: Vec<usize> = train
+        .iter()
+        .map(|e| {
+            CATEGORIES
+                .iter()
+                .position(|c| *c == e.category)
+                .unwrap_or(0)
+        })
+        .collect();
+    let trained = train_head(
+        embedder.encoder(),
+        &HeadData {
+            texts: &texts,
+            levels: &levels,
+            category: &category,
+            categories: CATEGORIES.len(),
+        },
+        &o.config,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let weights = head_bytes(&trained.tensors)?;
+    let adapter = head_bytes(&trained.adapter)?;
+    let adapter_sha256 = sha256_hex(&adapter);
+    let head = Head::from_safetensors(&weights, "trained head", embedder.dim(), CATEGORIES.len())
+        .map_err(anyhow::Error::msg)?;
+    let tuned = embedder
+        .adapted(&adapter, &adapter_sha256)
+        .map_err(anyhow::Error::msg)?;
+
+    // Thresholds from the validation split, scored as the guard scores a message.
+    let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
+    let scores = piece_scores(&head, &*tuned, &vtexts)?;
+    let pick = |k: usize, keep: &dyn Fn(RiskLevel) -> bool| -> Vec<f32> {
+        valid
+            .iter()
+            .zip(&scores)
+            .filter(|(e, _)| keep(e.training_level()))
+            .map(|(_, (m, _))| m[k])
+            .collect()
+    };
+    let moderate = threshold_for(pick(0, &|l| l >= RiskLevel::Moderate), RECALL_MODERATE);
+    let high = threshold_for(pick(1, &|l| l >= RiskLevel::High), RECALL_HIGH);
+    let imminent = threshold_for(pick(2, &|l| l == RiskLevel::Imminent), RECALL_IMMINENT);
+    let negatives: Vec<([f32; 3], [f32; 3])> = valid
+        .iter()
+        .zip(&scores)
+        .filter(|(e, _)| e.training_level() <= RiskLevel::Low)
+        .map(|(_, s)| *s)
+        .collect();
+    let thresholds = Thresholds {
+        moderate,
+        high,
+        imminent,
+        sentence_moderate: sentence_threshold(moderate, &negatives, 0, SENTENCE_EXTRA_ALARMS),
+        sentence_high: sentence_threshold(high, &negatives, 1, SENTENCE_EXTRA_ALARMS),
+    };
+    let probe = embedder.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
+    let adapted_probe = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
+    let mut spec = ScreenSpec {
+        schema: 1,
+        weights: "head.safetensors".into(),
+        weights_sha256: sha256_hex(&weights),
+        adapter: "adapter.safetensors".into(),
+        adapter_sha256,
+        encoder: EncoderCheck {
+            name: embedder.name().rsplit('/').next().unwrap_or("").to_string(),
+            dim: embedder.dim(),
+            probe_text: PROBE_TEXT.into(),
+            probe: probe[0].iter().take(PROBE_VALUES).copied().collect(),
+            adapted_probe: adapted_probe[0]
+                .iter()
+                .take(PROBE_VALUES)
+                .copied()
+                .collect(),
+        },
+        categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
+        thresholds,
+        training: TrainingRecord {
+            data: files.iter().map(|f| format!("exemplars/{f}")).collect(),
+            data_sha256,
+            examples: train.len(),
+            validation_examples: valid.len(),
+            hidden: o.config.hidden,
+            tuned_layers: o.config.tuned_layers,
+            rank: o.config.rank,
+            batch: o.config.batch,
+            epochs: o.config.epochs,
+            learning_rate: o.config.learning_rate,
+            weight_decay: o.config.weight_decay,
+            seed: o.config.seed,
+        },
+        validation: ValidationFigures {
+            acute: [0, 0],
+            elevated: [0, 0],
+            false_alarms: [0, 0],
+        },
+    };
+    let screen = Screen {
+        spec: spec.clone(),
+        head,
+        adapter: adapter.clone(),
+        origin: "trained screen".into(),
+    };
+    let mut fig = ValidationFigures {
+        acute: [0, 0],
+        elevated: [0, 0],
+        false_alarms: [0, 0],
+    };
+    for (e, (m, sent)) in valid.iter().zip(&scores) {
+        let got = screen.level_of(m).max(screen.sentence_level_of(sent));
+        let want = e.training_level();
+        let (slot, ok) = if want >= RiskLevel::High {
+            (&mut fig.acute, got >= RiskLevel::High)
+        } else if want == RiskLevel::Moderate {
+            (&mut fig.elevated, got >= RiskLevel::Moderate)
+        } else {
+            (&mut fig.false_alarms, got > RiskLevel::Low)
+        };
+        slot[1] += 1;
+        slot[0] += usize::from(ok);
+    }
+    spec.validation = fig;
+    if let Ok(dump) = std::env::var("PSY_SCREEN_DUMP") {
+        let lines: Vec<String> = valid
+            .iter()
+            .zip(&scores)
+            .map(|(e, (m, sent))| serde_json::json!({"level": e.training_level().as_str(), "category": e.category, "p": m, "s": sent, "text": e.text}).to_string())
+            .collect();
+        std::fs::write(dump, lines.join("\n"))?;
+    }
+
+    std::fs::create_dir_all(&o.out)
+        .with_context(|| format!("{}: cannot create", o.out.display()))?;
+    for (name, bytes) in [(&spec.weights, &weights), (&spec.adapter, &adapter)] {
+        let path = o.out.join(name);
+        std::fs::write(&path, bytes)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    let toml_path = o.out.join("screen.toml");
+    let text = format!(
+        "# The crisis guard's trained screen (plugins/safety/src/screen). Written by `psy \
+         train-screen`;\n# do not edit by hand: the weights' sha256, the exemplars' sha256 and \
+         the encoder probe are checked\n# when a run starts. Thresholds were calibrated on the \
+         validation split, so the validation figures\n# are a fit; the blind held-out figures \
+         are in the README.\n{}",
+        toml::to_string(&spec)?
+    );
+    std::fs::write(&toml_path, text)
+        .with_context(|| format!("{}: cannot write", toml_path.display()))?;
+    // Read back through the guard's own loader: what was written is what a run will use.
+    Screen::load(&toml_path).map_err(anyhow::Error::msg)?;
+    Ok(TrainScreenReport {
+        spec,
+        first_loss: trained.losses.first().copied().unwrap_or(f32::NAN),
+        last_loss: trained.losses.last().copied().unwrap_or(f32::NAN),
+        seconds: started.elapsed().as_secs_f64(),
+        screen_toml: toml_path,
+    })
+}

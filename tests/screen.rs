@@ -1,0 +1,261 @@
+//! The crisis guard's trained screen: the committed weights belong to the committed exemplars and
+//! encoder, `psy train-screen` reproduces them, the guard reads risk across turns, and broken
+//! screen files and exemplars are refused with the file named. Needs the MiniLM encoder from
+//! `scripts/setup.sh`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use psy::train_screen::{read_exemplar_dir, train_screen, TrainScreenOptions};
+use psy_core::dialogue::{Dialogue, Message};
+use psy_core::module::RiskLevel;
+use psy_core::semantic::SentenceEmbedder;
+use psy_safety::screen::{self, sha256_hex, Screen};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn embedder() -> Arc<dyn SentenceEmbedder> {
+    psy_lm::encoder::shared_embedder(None).expect("run scripts/setup.sh: the MiniLM encoder")
+}
+
+fn dialogue(turns: &[&str]) -> Dialogue {
+    let mut m = Vec::new();
+    for (i, t) in turns.iter().enumerate() {
+        if i > 0 {
+            m.push(Message::assistant("I'm listening. Tell me more."));
+        }
+        m.push(Message::user(*t));
+    }
+    Dialogue::new(m)
+}
+
+fn risk(turns: &[&str]) -> psy_core::module::RiskAssessment {
+    let e = embedder();
+    psy_safety::assess_risk(&dialogue(turns), "US", &[], Some(&*e))
+}
+
+#[test]
+fn committed_screen_matches_its_exemplars_and_encoder() {
+    let s = screen::builtin().unwrap();
+    let (_, _, data_sha) =
+        read_exemplar_dir(&root().join("plugins/safety/screen/exemplars")).unwrap();
+    assert_eq!(
+        s.spec.training.data_sha256, data_sha,
+        "the exemplars changed since the screen was trained: run `psy train-screen` and rebuild"
+    );
+    s.verify(&*embedder()).unwrap();
+}
+
+/// Retrains from scratch with the shipped settings and checks the same predictions on every
+/// exemplar: levels equal wherever the committed screen's score is not within 0.02 of a
+/// cut-off (float sums may differ in the last bits between machines' GEMM kernels).
+#[test]
+fn train_screen_reproduces_the_committed_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = TrainScreenOptions::shipped(&root());
+    o.out = dir.path().to_path_buf();
+    let report = train_screen(&o).unwrap();
+    let committed = screen::builtin().unwrap();
+    let retrained = Screen::load(&report.screen_toml).unwrap();
+    assert_eq!(retrained.spec.training, committed.spec.training);
+    let (ct, rt) = (&committed.spec.thresholds, &retrained.spec.thresholds);
+    for (a, b) in [
+        (ct.moderate, rt.moderate),
+        (ct.high, rt.high),
+        (ct.imminent, rt.imminent),
+    ] {
+        assert!((a - b).abs() < 0.02, "thresholds {ct:?} vs {rt:?}");
+    }
+    let e = embedder();
+    let (exemplars, _, _) =
+        read_exemplar_dir(&root().join("plugins/safety/screen/exemplars")).unwrap();
+    let mut compared = 0;
+    for ex in exemplars.iter().step_by(7) {
+        let d = Dialogue::from_message(ex.text.as_str());
+        let a = &committed.score_dialogue(&*e, &d).unwrap()[0];
+        let b = &retrained.score_dialogue(&*e, &d).unwrap()[0];
+        let pa = &a.pieces[0].output.levels;
+        let pb = &b.pieces[0].output.levels;
+        let near = [ct.moderate, ct.high, ct.imminent]
+            .iter()
+            .zip(pa)
+            .any(|(t, p)| (t - p).abs() < 0.02);
+        for k in 0..3 {
+            assert!(
+                (pa[k] - pb[k]).abs() < 0.02,
+                "{}: {pa:?} vs {pb:?}",
+                ex.origin
+            );
+        }
+        if !near {
+            assert_eq!(a.own, b.own, "{}", ex.origin);
+            compared += 1;
+        }
+    }
+    assert!(compared > 150, "only {compared} exemplars compared");
+}
+
+#[test]
+fn risk_follows_the_conversation() {
+    // The issue's teenager: the method and the urge come first, "in my hand" later.
+    let r = risk(&[
+        "i used to cut in year 9 and i stopped for ages but the urges are back",
+        "i know where my dad keeps the blades for his razor",
+        "i went and got them. the blades. they're in my hand. my brain is saying just do it",
+    ]);
+    assert!(r.level >= RiskLevel::High, "{:?}", r.trajectory);
+    assert_eq!(r.trajectory.len(), 3);
+    assert_eq!(r.trajectory.last().unwrap().level, r.level);
+    assert_eq!(r.detectors, ["lexicon", "screen", "session"]);
+    assert!(r
+        .evidence
+        .iter()
+        .any(|e| e.detector == "screen" && e.score.is_some()));
+
+    // After a high turn the level stays at least moderate while the client says nothing of
+    // being safe, and drops once they say they are.
+    let crisis =
+        "I have the pills counted out on the table and tonight I'm going to take them all.";
+    let after = risk(&[crisis, "thanks for replying. what's your favourite colour?"]);
+    assert!(
+        after.trajectory[0].level >= RiskLevel::High,
+        "{:?}",
+        after.trajectory
+    );
+    assert!(after.level >= RiskLevel::Moderate, "{:?}", after.trajectory);
+    assert!(after
+        .evidence
+        .iter()
+        .any(|e| e.detector == "session" && e.evidence.message == 0));
+}
+
+#[test]
+fn a_run_refuses_an_encoder_the_screen_was_not_trained_with() {
+    struct Other;
+    impl SentenceEmbedder for Other {
+        fn name(&self) -> &str {
+            "other"
+        }
+        fn dim(&self) -> usize {
+            8
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+            Ok(texts.iter().map(|_| vec![0.0; 8]).collect())
+        }
+    }
+    let err = screen::builtin().unwrap().verify(&Other).unwrap_err();
+    assert!(
+        err.contains("384-dimensional") && err.contains("other"),
+        "{err}"
+    );
+}
+
+fn copy_screen(to: &Path) {
+    for f in ["screen.toml", "head.safetensors", "adapter.safetensors"] {
+        std::fs::copy(root().join("plugins/safety/screen").join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn broken_screen_files_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_screen(dir.path());
+    // A head that is not the one the manifest hashes.
+    let head = dir.path().join("head.safetensors");
+    let mut bytes = std::fs::read(&head).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&head, &bytes).unwrap();
+    let err = Screen::load(&dir.path().join("screen.toml")).unwrap_err();
+    assert!(err.contains("head.safetensors has sha256"), "{err}");
+
+    // A manifest with an unknown key: line and column.
+    copy_screen(dir.path());
+    let toml = dir.path().join("screen.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[thresholds]", "[thresholds]\nmoderat = 0.5"),
+    )
+    .unwrap();
+    let err = Screen::load(&toml).unwrap_err();
+    assert!(
+        err.contains("screen.toml") && err.contains("moderat"),
+        "{err}"
+    );
+
+    // An adapter whose tensors do not fit the encoder (hash updated, so the shape check speaks).
+    copy_screen(dir.path());
+    let adapter = build_safetensors(&[("encoder.layer.9.output.dense.lora_a", &[2, 3])]);
+    std::fs::write(dir.path().join("adapter.safetensors"), &adapter).unwrap();
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let old = &screen::builtin().unwrap().spec.adapter_sha256;
+    std::fs::write(&toml, text.replace(old.as_str(), &sha256_hex(&adapter))).unwrap();
+    let s = Screen::load(&toml).unwrap();
+    let err = match s.encoder(&*embedder()) {
+        Err(e) => e,
+        Ok(_) => panic!("a misfit adapter was merged"),
+    };
+    assert!(
+        err.contains("encoder.layer.9") && err.contains("6 layers"),
+        "{err}"
+    );
+}
+
+fn build_safetensors(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s)| {
+            (
+                n.to_string(),
+                s.to_vec(),
+                vec![0u8; 4 * s.iter().product::<usize>()],
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn exemplar_files_with_bad_lines_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.jsonl");
+    std::fs::write(
+        &f,
+        "{\"text\": \"fine\", \"level\": \"none\", \"category\": \"game\", \"writer\": \"t\"}\n\
+         {\"text\": \"bad\", \"level\": \"severe\", \"category\": \"game\", \"writer\": \"t\"}\n",
+    )
+    .unwrap();
+    let err = read_exemplar_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("x.jsonl:2") && err.contains("severe"), "{err}");
+    std::fs::write(
+        &f,
+        "{\"text\": \"a\", \"level\": \"none\", \"category\": \"gaming\", \"writer\": \"t\"}\n",
+    )
+    .unwrap();
+    let err = read_exemplar_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("x.jsonl:1") && err.contains("gaming"), "{err}");
+    std::fs::write(
+        &f,
+        "{\"text\": \"Same words!\", \"level\": \"none\", \"category\": \"game\", \"writer\": \"t\"}\n\
+         {\"text\": \"same words\", \"level\": \"high\", \"category\": \"game\", \"writer\": \"t\"}\n",
+    )
+    .unwrap();
+    let err = read_exemplar_dir(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("x.jsonl:2") && err.contains("x.jsonl:1"),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+pub mod clinical_report;
 pub mod serve;
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::{self, ManifestError};

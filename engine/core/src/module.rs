@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
 use crate::lexicon::{Lexicon, Text};
-use crate::semantic::AssessContext;
 pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
+use crate::semantic::AssessContext;
 
 /// What part of the reasoning a module serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -106,6 +106,10 @@ pub struct CueGroup {
     #[serde(default)]
     pub include_hypothetical: bool,
     pub phrases: Vec<String>,
+    /// Short first-person sentences the run's encoder compares client sentences with
+    /// (threshold in `[semantic]`; see [`crate::exemplar_match`]).
+    #[serde(default)]
+    pub examples: Vec<String>,
 }
 
 fn one() -> f32 {
@@ -212,6 +216,9 @@ pub struct ModuleSpec {
     /// Who a cue is about and how far negation reaches when the cues are read (`[matching]`).
     #[serde(default)]
     pub matching: MatchPolicy,
+    /// How close to a cue group's `examples` a client sentence must be (`[semantic]`).
+    #[serde(default)]
+    pub semantic: crate::exemplar_match::SemanticPolicy,
     /// The cue lexicon, compiled on first use and kept with the spec.
     #[serde(skip)]
     pub compiled: CompiledCues,
@@ -297,6 +304,8 @@ impl ModuleSpec {
                 crate::lexicon::Pattern::compile(p)
                     .map_err(|m| field(&format!("cues[{i}].phrases"), m))?;
             }
+            crate::exemplar_match::check_examples(&c.examples)
+                .map_err(|m| field(&format!("cues[{i}].examples"), m))?;
             if !(c.weight.is_finite() && c.weight > 0.0) {
                 return Err(field(
                     &format!("cues[{i}].weight"),
@@ -304,6 +313,9 @@ impl ModuleSpec {
                 ));
             }
         }
+        self.semantic
+            .check(self.cues.iter().any(|c| !c.examples.is_empty()))
+            .map_err(|(f, m)| field(&f, m))?;
         for (i, t) in self.techniques.iter().enumerate() {
             for c in &t.cues {
                 if !seen.contains(c.as_str()) {
@@ -508,10 +520,10 @@ pub trait Module: Send + Sync {
     }
 
     /// [`Module::assess`] with what the planner lends: modules that understand meaning (the
-    /// crisis guard's screen, exemplar cues) use `ctx.embedder`. Default: `assess`.
+    /// crisis guard's screen, exemplar cues) use `ctx.embedder`. Default: `assess`, plus the
+    /// cue groups found by their `examples` ([`crate::exemplar_match::assess_spec`]).
     fn assess_with(&self, dialogue: &Dialogue, ctx: &AssessContext) -> Assessment {
-        let _ = ctx;
-        self.assess(dialogue)
+        crate::exemplar_match::assess_spec(self.spec(), dialogue, ctx, self.assess(dialogue))
     }
 
     /// Adapts findings to the run's settings, e.g. crisis resources for the run's locale

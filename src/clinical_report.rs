@@ -1,5 +1,6 @@
 //! `psy clinical-report`: diagnostic and modality choice scored on labelled sets, as aggregate
-//! top-1 / top-2 counts with 95% Wilson intervals and the planning time per item.
+//! top-1 / top-2 counts with 95% Wilson intervals and the planning time per item, through the
+//! run's planner (lexicons and encoder) and, for comparison, the same modules by lexicon only.
 //!
 //! Sets are JSONL (the blind `tests/heldout/vignettes.jsonl` and `modality.jsonl`) or TOML (the
 //! tuned `tests/clinical/` files). Only aggregates are printed; `--misses` lists missed items
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use psy_core::dialogue::{Dialogue, Message};
-use psy_core::module::{Assessment, Module};
+use psy_core::module::{Assessment, Module, ModuleKind};
 use psy_core::risk_eval::{wilson, Proportion};
 use psy_core::semantic::AssessContext;
 use serde::Deserialize;
@@ -315,6 +316,21 @@ pub fn report(manifest: &Path, sets: &[std::path::PathBuf], misses: bool) -> Res
             }
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0 / turns.max(1) as f64;
+        // The same modules without the encoder: what the lexicons alone find.
+        let active: Vec<&dyn Module> = planner.active().map(|m| m.as_ref()).collect();
+        let kind = |k: ModuleKind| -> Vec<&dyn Module> {
+            active
+                .iter()
+                .copied()
+                .filter(|m| m.spec().module.kind == k)
+                .collect()
+        };
+        let lexicon = score_with(
+            &items,
+            &kind(ModuleKind::Diagnostic),
+            &kind(ModuleKind::Modality),
+            &AssessContext::default(),
+        );
         out.push_str(&format!("== {} ({} items)\n", path.display(), items.len()));
         let mut all: Vec<(String, Tally)> = diag;
         if moda.n > 0 {
@@ -328,6 +344,10 @@ pub fn report(manifest: &Path, sets: &[std::path::PathBuf], misses: bool) -> Res
                     out.push_str(&format!("  miss {m}\n"));
                 }
             }
+        }
+        for (name, t) in &lexicon {
+            out.push_str(&t.line(&format!("{name} (lexicon only)")));
+            out.push('\n');
         }
         out.push_str(&format!(
             "planning: {ms:.1} ms per item (whole plan, encoder included, load excluded)\n"

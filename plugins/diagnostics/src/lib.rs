@@ -292,8 +292,15 @@ impl Screening {
                 };
                 let text = &dialogue.messages.get(h.message)?.content;
                 let c = &conds[cond];
-                let id = format!("{}/{}", c.id, c.criteria[crit].id);
-                Some((cond, crit, h.evidence(&id, &c.criteria[crit].symptom, text)))
+                let ev = Evidence {
+                    id: format!("{}/{}", c.id, c.criteria[crit].id),
+                    label: h.label(&c.criteria[crit].symptom),
+                    message: h.message,
+                    start: h.start,
+                    end: h.end,
+                    text: text.get(h.start..h.end)?.to_string(),
+                };
+                Some((cond, crit, ev))
             })
             .collect())
     }

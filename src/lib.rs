@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+pub mod clinical_report;
 pub mod serve;
 pub mod train_screen;
 use psy_core::dialogue::Dialogue;

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Score diagnostic and modality choice on labelled sets (vignettes: JSONL/TOML with
+    /// `condition` and `messages`; modality messages: `modality`/`expected` and `text`): top-1
+    /// and top-2 with 95% Wilson intervals, and planning time per item. Aggregates only.
+    ClinicalReport {
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
+        /// Labelled sets, e.g. tests/heldout/vignettes.jsonl tests/heldout/modality.jsonl.
+        #[arg(required = true)]
+        sets: Vec<PathBuf>,
+        /// List the ids of missed items (tuned sets only; refused under tests/heldout/).
+        #[arg(long)]
+        misses: bool,
+    },
     /// A counseling session: every reply decoded from a plan and held to its rules.
     Counsel {
         #[arg(long, default_value = "manifests/psyllm.toml")]
@@ -344,6 +357,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::ClinicalReport {
+            manifest,
+            sets,
+            misses,
+        } => print!(
+            "{}",
+            psy::clinical_report::report(&manifest, &sets, misses)?
+        ),
         Command::Plan {
             manifest,
             message,

@@ -349,6 +349,21 @@ pub fn refers_to_client(word: &str) -> bool {
 pub fn is_negator(word: &str) -> bool {
     NEGATORS.contains(&word)
 }
+
+/// Whether a normalised word names someone other than the speaker ("she", "my *sister*").
+pub fn refers_to_other(word: &str) -> bool {
+    THIRD_PERSON.contains(&word)
+}
+
+/// Whether a normalised word opens a hypothetical ("if", "imagine", "suppose", ...).
+pub fn is_hypothetical_marker(word: &str) -> bool {
+    HYPOTHETICAL_MARKERS.contains(&word)
+}
+
+/// Whether a normalised word points at fiction ("story", "novel", "game", ...).
+pub fn is_fiction_marker(word: &str) -> bool {
+    FICTION_MARKERS.contains(&word)
+}
 const THIRD_PERSON: &[&str] = &[
     "he",
     "she",
@@ -617,7 +632,9 @@ fn context_hit(text: &Text, entry: usize, first: usize, last: usize) -> Hit {
     }
 }
 
-fn is_pseudo_negation(toks: &[Token], i: usize) -> bool {
+/// Whether the negator at `toks[i]` opens a pseudo-negation ("can't stop", "no longer") that
+/// does not deny what follows.
+pub fn is_pseudo_negation(toks: &[Token], i: usize) -> bool {
     PSEUDO_NEGATIONS.iter().any(|p| {
         p.iter()
             .enumerate()

@@ -106,6 +106,10 @@ pub struct CueGroup {
     #[serde(default)]
     pub include_hypothetical: bool,
     pub phrases: Vec<String>,
+    /// Short first-person sentences the run's encoder compares client sentences with
+    /// (threshold in `[semantic]`; see [`crate::exemplar_match`]).
+    #[serde(default)]
+    pub examples: Vec<String>,
 }
 
 fn one() -> f32 {
@@ -212,6 +216,9 @@ pub struct ModuleSpec {
     /// Who a cue is about and how far negation reaches when the cues are read (`[matching]`).
     #[serde(default)]
     pub matching: MatchPolicy,
+    /// How close to a cue group's `examples` a client sentence must be (`[semantic]`).
+    #[serde(default)]
+    pub semantic: crate::exemplar_match::SemanticPolicy,
     /// The cue lexicon, compiled on first use and kept with the spec.
     #[serde(skip)]
     pub compiled: CompiledCues,
@@ -297,6 +304,8 @@ impl ModuleSpec {
                 crate::lexicon::Pattern::compile(p)
                     .map_err(|m| field(&format!("cues[{i}].phrases"), m))?;
             }
+            crate::exemplar_match::check_examples(&c.examples)
+                .map_err(|m| field(&format!("cues[{i}].examples"), m))?;
             if !(c.weight.is_finite() && c.weight > 0.0) {
                 return Err(field(
                     &format!("cues[{i}].weight"),
@@ -304,6 +313,9 @@ impl ModuleSpec {
                 ));
             }
         }
+        self.semantic
+            .check(self.cues.iter().any(|c| !c.examples.is_empty()))
+            .map_err(|(f, m)| field(&f, m))?;
         for (i, t) in self.techniques.iter().enumerate() {
             for c in &t.cues {
                 if !seen.contains(c.as_str()) {
@@ -547,10 +559,10 @@ pub trait Module: Send + Sync {
     }
 
     /// [`Module::assess`] with what the planner lends: modules that understand meaning (the
-    /// crisis guard's screen, exemplar cues) use `ctx.embedder`. Default: `assess`.
+    /// crisis guard's screen, exemplar cues) use `ctx.embedder`. Default: `assess`, plus the
+    /// cue groups found by their `examples` ([`exemplar_assessment`]).
     fn assess_with(&self, dialogue: &Dialogue, ctx: &AssessContext) -> Assessment {
-        let _ = ctx;
-        self.assess(dialogue)
+        exemplar_assessment(self.spec(), dialogue, ctx, self.assess(dialogue))
     }
 
     /// Adapts findings to the run's settings, e.g. crisis resources for the run's locale
@@ -648,6 +660,129 @@ pub fn lexicon_assessment(spec: &ModuleSpec, dialogue: &Dialogue) -> Assessment 
         out.symptoms = indication.cues;
     }
     out
+}
+
+/// The default module path with an encoder: `assessment` (the module's lexicon findings) plus
+/// the cue groups found by their examples, rescored. Without an encoder, or without examples,
+/// the assessment is returned as it is; an encoder error becomes a note.
+pub fn exemplar_assessment(
+    spec: &ModuleSpec,
+    dialogue: &Dialogue,
+    ctx: &AssessContext,
+    mut assessment: Assessment,
+) -> Assessment {
+    let Some(embedder) = ctx.embedder else {
+        return assessment;
+    };
+    if spec.cues.iter().all(|c| c.examples.is_empty()) {
+        return assessment;
+    }
+    use crate::exemplar_match::{find, ExampleGroup};
+    let groups: Vec<ExampleGroup> = spec
+        .cues
+        .iter()
+        .map(|c| ExampleGroup {
+            examples: &c.examples,
+            include_hypothetical: c.include_hypothetical,
+        })
+        .collect();
+    // Lexicon denials per (group, message): byte spans the lexicon read as negated.
+    let lexicon = compiled_cues(spec);
+    let mut negated: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for turn in dialogue.client_turns() {
+        for h in lexicon.find_with(&Text::new(turn.text), &spec.matching) {
+            if h.negated {
+                negated.push((h.entry, turn.index, h.start, h.end));
+            }
+        }
+    }
+    let denied = |g: usize, m: usize, s: usize, e: usize| {
+        negated
+            .iter()
+            .any(|&(ng, nm, ns, ne)| ng == g && nm == m && ns < e && s < ne)
+    };
+    let hits = match find(
+        embedder,
+        &groups,
+        dialogue,
+        &spec.semantic,
+        spec.matching.subject,
+        true,
+        &denied,
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            assessment.notes.push(format!(
+                "sentence encoder {} failed, cues read by lexicon only: {e}",
+                embedder.name()
+            ));
+            return assessment;
+        }
+    };
+    let turn_text = |m: usize| dialogue.messages.get(m).map(|x| x.content.as_str());
+    let evidence: Vec<(CueRole, Evidence)> = hits
+        .iter()
+        .filter_map(|h| {
+            let group = &spec.cues[h.group];
+            let text = turn_text(h.message)?;
+            let ev = Evidence {
+                id: group.id.clone(),
+                label: h.label(&group.label),
+                message: h.message,
+                start: h.start,
+                end: h.end,
+                text: text.get(h.start..h.end)?.to_string(),
+            };
+            Some((group.role, ev))
+        })
+        .collect();
+    if spec.module.kind == ModuleKind::Modality {
+        let mut ind = assessment.indication.take().unwrap_or_default();
+        let (against, rest): (Vec<_>, Vec<_>) = evidence
+            .into_iter()
+            .partition(|(r, _)| *r == CueRole::Contraindication);
+        for (_, ev) in against {
+            if !ind.contraindications.iter().any(|e| e.id == ev.id) {
+                ind.contraindications.push(ev);
+            }
+        }
+        let before: Vec<Evidence> = ind.cues.clone();
+        merge_evidence(&mut ind, rest.iter().map(|(_, e)| e.clone()));
+        for (role, ev) in &rest {
+            if *role == CueRole::Pattern && !before.contains(ev) && ind.cues.contains(ev) {
+                assessment.patterns.push(ev.clone());
+            }
+        }
+        assessment
+            .patterns
+            .sort_by_key(|e| (e.message, e.start, e.end));
+        score_indication(spec, &mut ind);
+        // The formula gives equal scores to equal counts; between modalities with the same
+        // count, the one whose examples lie closer to the client's words ranks first.
+        let closest = hits
+            .iter()
+            .filter(|h| spec.cues[h.group].role != CueRole::Contraindication)
+            .filter(|h| ind.cues.iter().any(|e| e.id == spec.cues[h.group].id))
+            .map(|h| h.similarity)
+            .fold(0.0f32, f32::max);
+        if ind.score > 0.0 && closest > 0.0 {
+            ind.score = round4(ind.score + closest / 1000.0);
+        }
+        assessment.indication = Some(ind);
+    } else {
+        for (_, ev) in evidence {
+            let overlaps = assessment.symptoms.iter().any(|e| {
+                e.id == ev.id && e.message == ev.message && e.start < ev.end && ev.start < e.end
+            });
+            if !overlaps {
+                assessment.symptoms.push(ev);
+            }
+        }
+        assessment
+            .symptoms
+            .sort_by_key(|e| (e.message, e.start, e.end));
+    }
+    assessment
 }
 
 /// Rounds to four decimals so plans print the same on every machine.

@@ -180,6 +180,11 @@ pub fn module() -> Box<dyn Module> {
     )))
 }
 
+/// The CBT module over another spec (e.g. other `[semantic]` thresholds while calibrating).
+pub fn module_with_spec(spec: ModuleSpec) -> Box<dyn Module> {
+    Box::new(Cbt::new(spec))
+}
+
 psy_core::register_module!(module);
 
 #[cfg(test)]

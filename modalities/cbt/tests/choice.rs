@@ -82,98 +82,39 @@ fn score(m: &dyn Module, text: &str) -> f32 {
         .unwrap_or(0.0)
 }
 
-/// (expected modality, client message). At least four per modality.
-const CASES: &[(&str, &str)] = &[
-    // CBT: worry and thinking traps.
-    ("cbt", "I have a presentation on Friday and I keep thinking what if I freeze and everyone laughs and I lose my job. I'll never be good at this."),
-    ("cbt", "My boss didn't reply to my email, so she must think I'm incompetent. I always mess things up at work."),
-    ("cbt", "I got a B on the exam but that doesn't count, anyone could have passed that one. I'm such an idiot for not getting an A."),
-    ("cbt", "The party was awful. Everyone was judging me, I could tell. I should be able to talk to people without panicking."),
-    ("cbt", "My son failed his maths test and it's all my fault, I should have helped him more. I feel like a terrible mother so I must be one."),
-    // ACT: fighting feelings, avoidance, rumination, fusion, values.
-    ("act", "I've spent years trying to get rid of this anxiety. I avoid anything that might set it off, and my life has gotten smaller and smaller."),
-    ("act", "Every time the sadness comes up I push it away and keep myself busy, but it always comes back stronger. I'm so tired of fighting it."),
-    ("act", "I can't stop thinking about the things I said at dinner. I replay them over and over and lie awake thinking."),
-    ("act", "My mind tells me I'm going to have a panic attack, and I believe every word of it, so I stay home. I don't even know what matters to me anymore."),
-    ("act", "I'm going through the motions at work and at home. I feel empty and I don't know what I want from life anymore."),
-    // Psychodynamic: repeating relational patterns rooted in early relationships.
-    ("psychodynamic", "I always end up with partners who ignore me, just like my dad ignored me growing up."),
-    ("psychodynamic", "It's the same thing every time: I get close to someone and then I push them away. I think it goes back to when I was little and my mother left."),
-    ("psychodynamic", "My new boss reminds me of my father, and I freeze around him the way I did as a kid. Why do I keep reacting like this?"),
-    ("psychodynamic", "Every relationship I've had ends the same way, I get clingy and they leave. The same thing keeps happening and I want to understand where it comes from."),
-    ("psychodynamic", "I keep choosing friends who take advantage of me. My parents never really noticed me as a child, so maybe that's why."),
-    // Humanistic: needing to be heard, feeling unseen, worth, authenticity.
-    ("humanistic", "I don't need advice, honestly. I just need someone to listen without telling me what to do."),
-    ("humanistic", "Nobody at home really sees me. I feel invisible, like whatever I say doesn't matter to anyone."),
-    ("humanistic", "I've spent my whole life pretending to be who other people want. I don't even know who I really am anymore."),
-    ("humanistic", "I've been carrying this for months and I just need to get it off my chest. I feel so alone with it."),
-    ("humanistic", "I'm never good enough no matter how hard I try. I just want someone to understand what it's like to be me."),
-    // DBT: intense swings, urges, stormy relationships, self-soothing.
-    ("dbt", "My emotions go from zero to a hundred in seconds. One minute I'm fine and the next I'm screaming and I can't calm down."),
-    ("dbt", "When I get upset I have these urges to do something reckless, like drive too fast or spend all my money, and I regret it later."),
-    ("dbt", "I love my girlfriend one minute and hate her the next. We had another huge fight and I'm terrified she'll leave."),
-    ("dbt", "My mood swings are exhausting. I feel everything so intensely and I need ways to calm myself down when it gets too much."),
-    ("dbt", "Last night I lost it and threw my phone at the wall. I feel out of control and I don't know how to get through nights like that."),
-    // MI: ambivalence about drinking, smoking, using, gambling.
-    ("mi", "I know I should cut back on drinking, but honestly it's the only thing that helps me relax after work."),
-    ("mi", "Part of me wants to quit smoking and part of me doesn't. My doctor told me to stop but I'm not ready."),
-    ("mi", "My wife wants me to stop gambling. I can stop whenever I want, it's not that bad, but I keep losing money."),
-    ("mi", "I've been vaping a lot more lately. I keep telling myself I'll stop on Monday, and then Monday comes."),
-    ("mi", "I'm on the fence about weed. It helps me sleep, but I've been thinking about cutting down because I feel foggy."),
-    // Family systems: conflict among parents, siblings, in-laws; roles and triangles.
-    ("family-systems", "My parents fight constantly and they both vent to me about each other. I feel stuck in the middle."),
-    ("family-systems", "My brother and sister haven't spoken in a year and I'm the one who has to keep the peace at every family dinner."),
-    ("family-systems", "My mother-in-law criticises everything we do, and my husband always takes her side."),
-    ("family-systems", "Ever since my dad remarried, my stepmom and I clash all the time and my dad acts like nothing is wrong."),
-    ("family-systems", "I've always been the responsible one in my family. I practically raised my siblings while my parents were working, and now they expect me to fix every crisis."),
-];
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunedFile {
+    schema: u32,
+    case: Vec<TunedCase>,
+}
 
-/// Development set: written as a held-out set in different wording after the first lexicons;
-/// scored 4/14 top-1 at first measurement, then used to broaden the lexicons (so it is no
-/// longer held out). Kept as a regression set.
-const DEV: &[(&str, &str)] = &[
-    ("cbt", "Whenever my partner is quiet I'm sure she's planning to leave me, and then I can't focus on anything else."),
-    ("cbt", "I made one typo in the report, so obviously the whole thing is garbage and I'm useless at my job."),
-    ("act", "I drink coffee, scroll, clean, anything so I don't have to sit with this heavy feeling in my chest."),
-    ("act", "I keep waiting to feel confident before I apply for anything, so years go by and nothing happens."),
-    ("psychodynamic", "My mother was cold and critical, and now I notice I go quiet whenever a woman in authority talks to me."),
-    ("psychodynamic", "I sabotage things right when they start going well, and I have no idea why. It's been like that since school."),
-    ("humanistic", "Everyone keeps giving me tips. I just want one person to actually hear how exhausted I am."),
-    ("humanistic", "I don't feel like anyone knows the real me; I'm always performing."),
-    ("dbt", "Small things set me off and I go into a rage, then an hour later I'm crying and hate myself."),
-    ("dbt", "When someone doesn't text back I panic and send twenty messages, and then they get fed up with me."),
-    ("mi", "I enjoy my evening wine, it's my reward, but my liver numbers came back bad and I'm not sure what to do."),
-    ("mi", "I've relapsed three times this year. I do want to be clean, I think, but I'm not convinced I can."),
-    ("family-systems", "Christmas is a nightmare: my dad doesn't talk to my uncle, and mum expects me to smooth everything over."),
-    ("family-systems", "Since the baby came, my husband's parents visit every weekend and tell us how to raise her, and we fight about it."),
-];
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunedCase {
+    set: String,
+    expected: String,
+    text: String,
+}
 
-/// Second development set: written as a held-out set after the lexicons were broadened on
-/// `DEV`; scored 8/21 top-1 (9/21 in auto's top two) at first measurement, then used for a
-/// second broadening and to fix a reported-speech bug. No longer held out.
-const DEV2: &[(&str, &str)] = &[
-    ("cbt", "If I say something dumb in the meeting, they'll all decide I'm not cut out for this and it'll follow me forever."),
-    ("cbt", "I got one bad review out of twenty and I can't stop feeling like the good ones were just people being kind."),
-    ("cbt", "My friend cancelled lunch, so I guess I did something to upset her. I always push people away somehow."),
-    ("act", "I hate this knot in my stomach so much that I've stopped driving on highways just in case it shows up."),
-    ("act", "I tell myself to just stop feeling sad, but the more I try to shut it down the louder it gets."),
-    ("act", "My head is full of 'you're not good enough' on repeat and I end up obeying it instead of doing what I care about."),
-    ("psychodynamic", "I realised all my exes were unavailable in some way, and honestly my father was never emotionally there either."),
-    ("psychodynamic", "Whenever I start to rely on someone I get this urge to leave first, I think because nobody stayed when I was young."),
-    ("psychodynamic", "I find myself acting exactly like my mum did with me, snapping at my kids, and I swore I never would."),
-    ("humanistic", "I'm not asking you to solve anything. I just need somewhere I can say this out loud without being judged."),
-    ("humanistic", "I spend so much energy being who my parents want that I've forgotten what I actually like."),
-    ("humanistic", "It's like I'm a ghost at home; I could disappear and nobody would notice."),
-    ("dbt", "My feelings hit like a tidal wave and I say things I can't take back, then I feel awful for days."),
-    ("dbt", "When I'm this upset I want to do something drastic just to make the feeling stop."),
-    ("dbt", "My friendships are either amazing or over; there's no in-between for me, and I keep burning bridges."),
-    ("mi", "Honestly, cigarettes are the only break I get, but I get winded on the stairs now and my kids hate the smell."),
-    ("mi", "I go back and forth about the weekend drinking. It's fun, but Mondays are getting really rough."),
-    ("mi", "Everyone says I have a gambling problem. I think they're exaggerating, though I did lose my rent money last month."),
-    ("family-systems", "My sister and my mum gang up on me at every visit, and my dad just watches TV and says nothing."),
-    ("family-systems", "I'm the eldest, so I've always had to sort out everyone's problems, and now my parents lean on me for everything."),
-    ("family-systems", "My wife and my mother can't be in the same room, and I'm the one who ends up paying for it."),
-];
+/// One tuned set of `tests/clinical/modality_tuned.toml` (`cases`, `dev` or `dev2`; see its
+/// header for how each was used) as (expected modality, client message).
+fn tuned(set: &str) -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/clinical/modality_tuned.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file: TunedFile =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(file.schema, 1, "{}: schema", path.display());
+    let out: Vec<(String, String)> = file
+        .case
+        .into_iter()
+        .filter(|c| c.set == set)
+        .map(|c| (c.expected, c.text))
+        .collect();
+    assert!(!out.is_empty(), "{}: no cases in set {set}", path.display());
+    out
+}
 
 /// sha256 of `tests/clinical/modality_holdout.toml`: the held-out set is frozen.
 const HOLDOUT_SHA256: &str = "c4581349b12aaa508dd65b6a449e5928e0f2f9af232e5d8b597b533e62277402";
@@ -263,21 +204,22 @@ fn strict_best(scores: &[f32]) -> Option<usize> {
 fn auto_policy_prefers_the_fitting_modality() {
     let mods = modalities();
     let ids: Vec<String> = mods.iter().map(|m| m.spec().module.id.clone()).collect();
-    for (expected, _) in CASES {
+    let cases = tuned("cases");
+    for (expected, _) in &cases {
         assert!(
             ids.iter().any(|i| i == expected),
             "unknown label {expected}"
         );
     }
     for id in &ids {
-        let n = CASES.iter().filter(|(e, _)| e == id).count();
+        let n = cases.iter().filter(|(e, _)| e == id).count();
         assert!(n >= 4, "{id} has only {n} labelled cases");
     }
     header(&ids);
     let mut correct = 0;
     let mut above_threshold = 0;
     let mut misses = Vec::new();
-    for (expected, text) in CASES {
+    for (expected, text) in &cases {
         let scores: Vec<f32> = mods.iter().map(|m| score(m.as_ref(), text)).collect();
         let best = strict_best(&scores);
         let want = ids.iter().position(|i| i == expected).unwrap();
@@ -299,7 +241,7 @@ fn auto_policy_prefers_the_fitting_modality() {
             text,
         );
     }
-    let n = CASES.len();
+    let n = cases.len();
     println!(
         "modality choice: {correct}/{n} correct ({:.1}%); intended modality >= min_score {MIN_SCORE} in {above_threshold}/{n}",
         100.0 * correct as f32 / n as f32
@@ -355,18 +297,20 @@ fn evaluate<S: AsRef<str>>(name: &str, set: &[(S, S)]) -> (usize, usize) {
 
 #[test]
 fn dev_set_stays_correct() {
-    let (correct, picked) = evaluate("dev", DEV);
-    assert_eq!(correct, DEV.len());
-    assert_eq!(picked, DEV.len());
+    let dev = tuned("dev");
+    let (correct, picked) = evaluate("dev", &dev);
+    assert_eq!(correct, dev.len());
+    assert_eq!(picked, dev.len());
 }
 
 #[test]
 fn second_dev_set_keeps_its_level() {
     // Two known misses remain (see the report): a negator governing another verb ("nobody
     // stayed when I was young") and a discounting phrase outweighed by "stop feeling".
-    let (correct, picked) = evaluate("dev2", DEV2);
-    assert!(correct >= 19, "dev2 top-1 fell to {correct}/{}", DEV2.len());
-    assert_eq!(picked, DEV2.len());
+    let dev2 = tuned("dev2");
+    let (correct, picked) = evaluate("dev2", &dev2);
+    assert!(correct >= 19, "dev2 top-1 fell to {correct}/{}", dev2.len());
+    assert_eq!(picked, dev2.len());
 }
 
 #[test]

@@ -56,6 +56,10 @@ pub struct Criterion {
     pub core: bool,
     /// Cue phrases in the engine lexicon syntax; `{a,b}` expands to alternatives.
     pub cues: Vec<String>,
+    /// Short first-person sentences a client might say, matched by meaning when the run lends
+    /// an encoder (threshold: `[semantic]` of dsm5.toml / icd11.toml). Own words, no quotes.
+    #[serde(default)]
+    pub examples: Vec<String>,
     /// Plain client-facing question for when the criterion is unknown (no labels).
     pub follow_up: String,
     /// Systems the criterion belongs to; empty means both.
@@ -214,6 +218,8 @@ fn check(c: &Condition) -> Result<(), String> {
         for p in k.cues.iter().flat_map(|p| expand(p)) {
             Pattern::compile(&p).map_err(|e| format!("criterion `{}`: {e}", k.id))?;
         }
+        psy_core::exemplar_match::check_examples(&k.examples)
+            .map_err(|e| format!("criterion `{}`: {e}", k.id))?;
     }
     for system in [System::Dsm5, System::Icd11] {
         let r = c.rules.get(system);
@@ -322,5 +328,10 @@ mod tests {
             .1
             .replacen("duration_question", "duration_questoin", 1);
         assert!(parse(&bad).unwrap_err().contains("duration_questoin"));
+        let bad = FILES[0]
+            .1
+            .replacen("follow_up", "exampels = [\"x\"]\nfollow_up", 1);
+        let err = parse(&bad).unwrap_err();
+        assert!(err.contains("exampels") && err.contains("line"), "{err}");
     }
 }

@@ -9,11 +9,13 @@ pub mod criteria;
 pub mod duration;
 
 use psy_core::dialogue::Dialogue;
+use psy_core::exemplar_match::{self, ExampleGroup, SemanticPolicy};
 use psy_core::lexicon::{Lexicon, Text};
 use psy_core::module::{
     builtin_spec, round4, Assessment, CriterionStatus, DurationStatus, Evidence, Hypothesis,
     Module, ModuleSpec,
 };
+use psy_core::semantic::{AssessContext, SentenceEmbedder};
 
 pub use criteria::{conditions, Condition, System};
 
@@ -30,6 +32,8 @@ pub struct Screening {
     system: System,
     groups: Vec<Group>,
     lexicon: Lexicon,
+    /// Criteria with example sentences: (lexicon group, examples).
+    examples: Vec<(usize, &'static [String])>,
 }
 
 impl Screening {
@@ -47,6 +51,7 @@ impl Screening {
         };
         let mut groups = Vec::new();
         let mut phrases: Vec<(usize, String)> = Vec::new();
+        let mut examples = Vec::new();
         for (ci, c) in conditions().iter().enumerate() {
             for (ki, k) in c.criteria.iter().enumerate() {
                 if !k.applies(system) {
@@ -54,6 +59,9 @@ impl Screening {
                 }
                 let g = groups.len();
                 groups.push(Group::Criterion { cond: ci, crit: ki });
+                if !k.examples.is_empty() {
+                    examples.push((g, k.examples.as_slice()));
+                }
                 for p in &k.cues {
                     phrases.extend(criteria::expand(p).into_iter().map(|p| (g, p)));
                 }
@@ -71,12 +79,31 @@ impl Screening {
         }
         let lexicon = Lexicon::new(phrases.iter().map(|(g, p)| (*g, p.as_str())))
             .expect("cue phrases are checked when the criteria load");
+        if let Err((field, m)) = spec.semantic.check(!examples.is_empty()) {
+            panic!("plugins/diagnostics/{}.toml: {field}: {m}", system.id());
+        }
         Screening {
             spec,
             system,
             groups,
             lexicon,
+            examples,
         }
+    }
+
+    /// The module with other similarity thresholds (for calibration on the tuned sets).
+    pub fn with_semantic(system: System, semantic: SemanticPolicy) -> Screening {
+        let mut s = Screening::new(system);
+        s.spec.semantic = semantic;
+        s
+    }
+
+    /// Ablation for calibration: criteria found by their examples only, no cue phrases. How
+    /// far the examples alone reach on sets they were not written from.
+    pub fn examples_only(system: System, semantic: SemanticPolicy) -> Screening {
+        let mut s = Screening::with_semantic(system, semantic);
+        s.lexicon = Lexicon::new(std::iter::empty()).expect("an empty lexicon compiles");
+        s
     }
 
     pub fn system(&self) -> System {
@@ -99,6 +126,17 @@ impl Module for Screening {
     }
 
     fn assess(&self, dialogue: &Dialogue) -> Assessment {
+        self.screen(dialogue, None)
+    }
+
+    /// With an encoder, a criterion is also met by a client sentence close to its examples.
+    fn assess_with(&self, dialogue: &Dialogue, ctx: &AssessContext) -> Assessment {
+        self.screen(dialogue, ctx.embedder)
+    }
+}
+
+impl Screening {
+    fn screen(&self, dialogue: &Dialogue, embedder: Option<&dyn SentenceEmbedder>) -> Assessment {
         let conds = conditions();
         let mut found: Vec<Found> = conds
             .iter()
@@ -110,6 +148,8 @@ impl Module for Screening {
             .collect();
         let mut mentions = Vec::new();
         let mut symptoms = Vec::new();
+        // Denials the lexicon read, as (group, message, start, end): the encoder skips them.
+        let mut denials: Vec<(usize, usize, usize, usize)> = Vec::new();
         for turn in dialogue.client_turns() {
             let text = Text::new(turn.text);
             mentions.extend(duration::extract(turn.index, turn.text));
@@ -124,6 +164,7 @@ impl Module for Screening {
                     Group::Criterion { cond, crit } => {
                         if hit.negated {
                             found[cond].denied[crit] = true;
+                            denials.push((hit.entry, turn.index, hit.start, hit.end));
                             continue;
                         }
                         let c = &conds[cond];
@@ -144,6 +185,27 @@ impl Module for Screening {
                         }
                     }
                 }
+            }
+        }
+        let mut notes = Vec::new();
+        if let Some(embedder) = embedder {
+            match self.by_examples(embedder, dialogue, &denials) {
+                Ok(extra) => {
+                    for (cond, crit, ev) in extra {
+                        let known = &mut found[cond].affirmed[crit];
+                        let overlaps = known.iter().any(|e| {
+                            e.message == ev.message && e.start < ev.end && ev.start < e.end
+                        });
+                        if !overlaps {
+                            symptoms.push(ev.clone());
+                            known.push(ev);
+                        }
+                    }
+                }
+                Err(e) => notes.push(format!(
+                    "sentence encoder {} failed, criteria read by lexicon only: {e}",
+                    embedder.name()
+                )),
             }
         }
         symptoms.sort_by(|a, b| (a.message, a.start, &a.id).cmp(&(b.message, b.start, &b.id)));
@@ -172,7 +234,6 @@ impl Module for Screening {
         hyps.retain(|h| !h.criteria_met.is_empty());
         hyps.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then(a.id.cmp(&b.id)));
 
-        let mut notes = Vec::new();
         for m in &mentions {
             notes.push(match m.days {
                 Some(d) => format!("duration stated: \"{}\" (about {d} days)", m.text),
@@ -190,6 +251,60 @@ impl Module for Screening {
 }
 
 impl Screening {
+    /// Criteria met by meaning: (condition, criterion, evidence) for each client sentence close
+    /// to a criterion's examples, unless the lexicon read a denial of any criterion there.
+    fn by_examples(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+        dialogue: &Dialogue,
+        denials: &[(usize, usize, usize, usize)],
+    ) -> Result<Vec<(usize, usize, Evidence)>, String> {
+        let groups: Vec<ExampleGroup> = self
+            .examples
+            .iter()
+            .map(|(_, ex)| ExampleGroup {
+                examples: ex,
+                include_hypothetical: false,
+            })
+            .collect();
+        // Any denial the lexicon read silences the encoder there, whatever the criterion: the
+        // encoder reads "I don't have any trouble sleeping" as a complaint about sleep.
+        let denied = |_: usize, m: usize, s: usize, e: usize| {
+            denials
+                .iter()
+                .any(|&(_, dm, ds, de)| dm == m && ds < e && s < de)
+        };
+        let hits = exemplar_match::find(
+            embedder,
+            &groups,
+            dialogue,
+            &self.spec.semantic,
+            self.spec.matching.subject,
+            false,
+            &denied,
+        )?;
+        let conds = conditions();
+        Ok(hits
+            .into_iter()
+            .filter_map(|h| {
+                let Group::Criterion { cond, crit } = self.groups[self.examples[h.group].0] else {
+                    return None;
+                };
+                let text = &dialogue.messages.get(h.message)?.content;
+                let c = &conds[cond];
+                let ev = Evidence {
+                    id: format!("{}/{}", c.id, c.criteria[crit].id),
+                    label: h.label(&c.criteria[crit].symptom),
+                    message: h.message,
+                    start: h.start,
+                    end: h.end,
+                    text: text.get(h.start..h.end)?.to_string(),
+                };
+                Some((cond, crit, ev))
+            })
+            .collect())
+    }
+
     fn hypothesis(&self, c: &Condition, f: &Found, mentions: &[duration::Mention]) -> Hypothesis {
         let rule = c.rules.get(self.system);
         let mut met = Vec::new();

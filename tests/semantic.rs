@@ -1,0 +1,471 @@
+//! Criteria and modality cues found by meaning: example sentences matched with the run's
+//! encoder (all-MiniLM-L6-v2, from `scripts/setup.sh`), on top of the lexicons.
+//!
+//! The `[semantic]` thresholds in plugins/diagnostics/{dsm5,icd11}.toml and modalities/*/module.toml
+//! are calibrated by `calibrate` on the tuned sets only (tests/clinical/vignettes.toml,
+//! vignettes_holdout.toml, modality_tuned.toml, modality_holdout.toml):
+//!
+//!     cargo test --release --workspace --test semantic -- --ignored --nocapture calibrate
+//!
+//! The blind sets in tests/heldout/ are measured once with `psy clinical-report`, never here.
+
+use std::path::{Path, PathBuf};
+
+use psy::clinical_report::{read_set, score_with, Item, Tally};
+use psy_core::dialogue::Dialogue;
+use psy_core::exemplar_match::SemanticPolicy;
+use psy_core::module::{Module, SpecModule};
+use psy_core::semantic::{AssessContext, SentenceEmbedder};
+use psy_diagnostics::{Screening, System};
+
+fn embedder() -> std::sync::Arc<psy_lm::encoder::CachedEmbedder> {
+    psy_lm::encoder::shared_embedder(None)
+        .unwrap_or_else(|e| panic!("sentence encoder missing ({e}): run scripts/setup.sh"))
+}
+
+fn clinical(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clinical")
+        .join(file)
+}
+
+fn tuned_vignettes() -> Vec<Item> {
+    let mut v = read_set(&clinical("vignettes.toml")).unwrap();
+    v.extend(read_set(&clinical("vignettes_holdout.toml")).unwrap());
+    v
+}
+
+fn tuned_modality() -> Vec<Item> {
+    let mut v = read_set(&clinical("modality_tuned.toml")).unwrap();
+    v.extend(read_set(&clinical("modality_holdout.toml")).unwrap());
+    v
+}
+
+/// The built-in modalities; with `semantic`, their `[semantic]` replaced (calibration).
+fn modalities(semantic: Option<SemanticPolicy>) -> Vec<Box<dyn Module>> {
+    modality_variants(semantic, false)
+}
+
+/// As [`modalities`]; `examples_only` drops every cue phrase (ablation for calibration).
+fn modality_variants(
+    semantic: Option<SemanticPolicy>,
+    examples_only: bool,
+) -> Vec<Box<dyn Module>> {
+    let builtins = [
+        psy_cbt::module(),
+        psy_act::module(),
+        psy_psychodynamic::module(),
+        psy_humanistic::module(),
+        psy_dbt::module(),
+        psy_mi::module(),
+        psy_family_systems::module(),
+    ];
+    let Some(semantic) = semantic else {
+        return builtins.into();
+    };
+    builtins
+        .into_iter()
+        .map(|m| {
+            let mut spec = m.spec().clone();
+            spec.semantic = semantic;
+            if examples_only {
+                spec.cues.iter_mut().for_each(|c| c.phrases.clear());
+            }
+            if spec.module.id == "cbt" {
+                psy_cbt::module_with_spec(spec)
+            } else {
+                Box::new(SpecModule::new(spec)) as Box<dyn Module>
+            }
+        })
+        .collect()
+}
+
+fn tally<'a>(t: &'a [(String, Tally)], name: &str) -> &'a Tally {
+    &t.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+/// Scores the tuned sets with the shipped thresholds: (dsm5, icd11, modality).
+fn shipped_figures(ctx: &AssessContext) -> (Tally, Tally, Tally) {
+    let dsm5 = Screening::new(System::Dsm5);
+    let icd11 = Screening::new(System::Icd11);
+    let moda = modalities(None);
+    let moda: Vec<&dyn Module> = moda.iter().map(|m| m.as_ref()).collect();
+    let mut v = score_with(&tuned_vignettes(), &[&dsm5, &icd11], &[], ctx);
+    let mut m = score_with(&tuned_modality(), &[], &moda, ctx);
+    let take = |t: &mut Vec<(String, Tally)>, n: &str| {
+        let at = t.iter().position(|(x, _)| x == n).unwrap();
+        t.remove(at).1
+    };
+    (
+        take(&mut v, "dsm5"),
+        take(&mut v, "icd11"),
+        take(&mut m, "modality"),
+    )
+}
+
+/// Sweeps the thresholds on the tuned sets and prints, for each setting, top-1 (top-2) with the
+/// lexicon and encoder together, and with the examples alone (how far they reach on sets they
+/// were not written from). The chosen values are written into the manifests (data, not code).
+#[test]
+#[ignore = "calibration: run by hand with --nocapture"]
+fn calibrate() {
+    let e = embedder();
+    let ctx = AssessContext::with_embedder(e.as_ref());
+    let off = AssessContext::default();
+    let vignettes = tuned_vignettes();
+    let modality = tuned_modality();
+    // The first-measured modality set, the one tuned set the lexicons do not saturate.
+    let fresh = read_set(&clinical("modality_holdout.toml")).unwrap();
+    let lex = score_with(&vignettes, &[&Screening::new(System::Dsm5)], &[], &off);
+    println!("{}", tally(&lex, "dsm5").line("dsm5 lexicon only"));
+    let moda = modalities(None);
+    let refs: Vec<&dyn Module> = moda.iter().map(|m| m.as_ref()).collect();
+    let lex = score_with(&modality, &[], &refs, &off);
+    println!("{}", tally(&lex, "modality").line("modality lexicon only"));
+    let lex = score_with(&fresh, &[], &refs, &off);
+    println!(
+        "{}",
+        tally(&lex, "modality").line("modality_holdout lexicon only")
+    );
+    let f = |t: &Tally| format!("{}/{} ({})", t.top1, t.n, t.top2);
+    let opt = |m: Option<f32>| m.map_or("-".into(), |m| format!("{m:.2}"));
+
+    println!("== diagnostic criteria (polarity penalty 1)");
+    for s in (0..11).map(|i| 0.46 + 0.02 * i as f32) {
+        for m in [
+            None,
+            Some(0.46),
+            Some(0.50),
+            Some(0.54),
+            Some(0.58),
+            Some(0.62),
+        ] {
+            let policy = SemanticPolicy {
+                sentence: Some(s),
+                message: m,
+                ..Default::default()
+            };
+            let d = Screening::with_semantic(System::Dsm5, policy);
+            let i = Screening::with_semantic(System::Icd11, policy);
+            let t = score_with(&vignettes, &[&d, &i], &[], &ctx);
+            let only = Screening::examples_only(System::Dsm5, policy);
+            let o = score_with(&vignettes, &[&only], &[], &ctx);
+            println!(
+                "sentence {s:.2} message {:>4}: dsm5 {} icd11 {} | examples only dsm5 {}",
+                opt(m),
+                f(tally(&t, "dsm5")),
+                f(tally(&t, "icd11")),
+                f(tally(&o, "dsm5"))
+            );
+        }
+    }
+
+    println!("== modality cues");
+    for p in [0.05f32, 0.1, 1.0] {
+        for s in (0..11).map(|i| 0.40 + 0.02 * i as f32) {
+            for m in [None, Some(0.40), Some(0.45), Some(0.50), Some(0.55)] {
+                let policy = SemanticPolicy {
+                    sentence: Some(s),
+                    message: m,
+                    polarity_penalty: p,
+                };
+                let mods = modalities(Some(policy));
+                let refs: Vec<&dyn Module> = mods.iter().map(|m| m.as_ref()).collect();
+                let all = score_with(&modality, &[], &refs, &ctx);
+                let fr = score_with(&fresh, &[], &refs, &ctx);
+                let only = modality_variants(Some(policy), true);
+                let refs: Vec<&dyn Module> = only.iter().map(|m| m.as_ref()).collect();
+                let o = score_with(&modality, &[], &refs, &ctx);
+                println!(
+                    "polarity {p:.2} sentence {s:.2} message {:>4}: all {} modality_holdout {} | examples only {}",
+                    opt(m),
+                    f(tally(&all, "modality")),
+                    f(tally(&fr, "modality")),
+                    f(tally(&o, "modality"))
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
+    let e = embedder();
+    let ctx = AssessContext::with_embedder(e.as_ref());
+    let (dsm5, icd11, moda) = shipped_figures(&ctx);
+    for (name, t) in [("dsm5", &dsm5), ("icd11", &icd11), ("modality", &moda)] {
+        println!("{}", t.line(&format!("{name} tuned, encoder")));
+    }
+    // Measured with the shipped thresholds (one item of slack): see README "Measured figures".
+    let measured = [
+        (&dsm5, MEASURED.0),
+        (&icd11, MEASURED.1),
+        (&moda, MEASURED.2),
+    ];
+    for (t, (top1, top2)) in measured {
+        assert!(
+            t.top1 + 1 >= top1,
+            "top-1 {}/{} fell below {top1}",
+            t.top1,
+            t.n
+        );
+        assert!(
+            t.top2 + 1 >= top2,
+            "top-2 {}/{} fell below {top2}",
+            t.top2,
+            t.n
+        );
+    }
+}
+
+/// (top-1, top-2) on the tuned sets with the encoder: dsm5 and icd11 of 63 vignettes,
+/// modality choice of 91 messages.
+const MEASURED: ((usize, usize), (usize, usize), (usize, usize)) = ((63, 63), (62, 63), (83, 89));
+
+/// Which criteria the encoder found in a message: with the cue phrases (`examples_only` false)
+/// only those the lexicon did not already find.
+fn encoder_criteria(e: &dyn SentenceEmbedder, text: &str, examples_only: bool) -> Vec<String> {
+    let module = if examples_only {
+        Screening::examples_only(System::Dsm5, Screening::new(System::Dsm5).spec().semantic)
+    } else {
+        Screening::new(System::Dsm5)
+    };
+    let a = module.assess_with(
+        &Dialogue::from_message(text),
+        &AssessContext::with_embedder(e),
+    );
+    a.symptoms
+        .iter()
+        .filter(|s| s.label.contains("(encoder"))
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+#[test]
+fn the_encoder_finds_new_wording_but_not_denials_others_or_hypotheticals() {
+    let e = embedder();
+    // Paraphrases of one criterion each, about the client: the examples alone find them.
+    let found: &[(&str, &str)] = &[
+        (
+            "My hands won't stop shaking in the morning until I've had a glass of wine.",
+            "alcohol-use/withdrawal",
+        ),
+        (
+            "Before I go out I check the locks and the stove again and again.",
+            "ocd/compulsions",
+        ),
+        (
+            "Any sudden bang and I nearly jump out of my skin.",
+            "ptsd/startle",
+        ),
+        (
+            "I'm scared stiff of putting on any weight.",
+            "anorexia/fear-of-gain",
+        ),
+        (
+            "I can't get to sleep until the early hours.",
+            "insomnia/initiating",
+        ),
+    ];
+    // The same experiences denied, said of someone else, or imagined: the screening (lexicon
+    // and encoder) finds nothing by meaning.
+    let not_found: &[(&str, &str)] = &[
+        ("I don't have any trouble falling asleep.", "insomnia/"),
+        (
+            "I'm not afraid of putting on weight at all.",
+            "anorexia/fear-of-gain",
+        ),
+        (
+            "I've never needed a drink in the morning.",
+            "alcohol-use/withdrawal",
+        ),
+        (
+            "My sister is scared stiff of putting on any weight.",
+            "anorexia/fear-of-gain",
+        ),
+        (
+            "My flatmate checks the locks and the stove again and again.",
+            "ocd/compulsions",
+        ),
+        ("My brother jumps at every loud bang.", "ptsd/startle"),
+        (
+            "If I lost my job I would probably stop eating.",
+            "mdd/appetite-weight",
+        ),
+    ];
+    let mut hits = 0;
+    for (text, want) in found {
+        let got = encoder_criteria(e.as_ref(), text, true);
+        println!("found?     {text} -> {got:?}");
+        hits += usize::from(got.iter().any(|g| g.starts_with(want)));
+    }
+    let mut false_hits = 0;
+    for (text, want) in not_found {
+        let got = encoder_criteria(e.as_ref(), text, false);
+        println!("not found? {text} -> {got:?}");
+        false_hits += usize::from(got.iter().any(|g| g.starts_with(want)));
+    }
+    println!(
+        "paraphrases found {hits}/{}, denied/third-person/hypothetical found {false_hits}/{}",
+        found.len(),
+        not_found.len()
+    );
+    assert_eq!(hits, found.len(), "the examples missed a paraphrase");
+    assert_eq!(
+        false_hits, 0,
+        "denied, third-person or hypothetical sentences counted"
+    );
+}
+
+#[test]
+fn encoder_evidence_says_which_detector_found_it() {
+    let e = embedder();
+    let text = "Before I go out I check the locks and the stove again and again.";
+    let semantic = Screening::new(System::Dsm5).spec().semantic;
+    let a = Screening::examples_only(System::Dsm5, semantic).assess_with(
+        &Dialogue::from_message(text),
+        &AssessContext::with_embedder(e.as_ref()),
+    );
+    let ev = a
+        .symptoms
+        .iter()
+        .find(|s| s.label.contains("(encoder"))
+        .expect("encoder evidence");
+    assert!(ev.label.contains("cosine 0."), "{}", ev.label);
+    assert_eq!(&text[ev.start..ev.end], ev.text);
+    // Without an encoder the module reads by lexicon only, as before.
+    let plain = Screening::new(System::Dsm5).assess(&Dialogue::from_message(text));
+    assert!(plain.symptoms.iter().all(|s| !s.label.contains("(encoder")));
+}
+
+/// Per-item view of the tuned modality sets for writing examples: every module's score and
+/// the groups the encoder found. `PSY_SENTENCE` / `PSY_MESSAGE` set the thresholds,
+/// `PSY_EXAMPLES_ONLY=1` drops the cue phrases.
+#[test]
+#[ignore = "exploration of the tuned sets: run by hand with --nocapture"]
+fn explain_tuned_modality() {
+    let e = embedder();
+    let ctx = AssessContext::with_embedder(e.as_ref());
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
+    let policy = SemanticPolicy {
+        sentence: env("PSY_SENTENCE").or(Some(0.5)),
+        message: env("PSY_MESSAGE"),
+        polarity_penalty: env("PSY_POLARITY").unwrap_or(1.0),
+    };
+    let only = std::env::var("PSY_EXAMPLES_ONLY").is_ok_and(|v| v == "1");
+    let mods = modality_variants(Some(policy), only);
+    for item in tuned_modality() {
+        let Item::Modality { id, expected, text } = &item else {
+            continue;
+        };
+        let d = item.dialogue();
+        let mut scores = Vec::new();
+        let mut found = Vec::new();
+        for m in &mods {
+            let a = m.assess_with(&d, &ctx);
+            let ind = a.indication.unwrap_or_default();
+            scores.push((m.spec().module.id.clone(), ind.score));
+            for c in ind.cues.iter().filter(|c| c.label.contains("(encoder")) {
+                found.push(format!(
+                    "{}/{} {}",
+                    m.spec().module.id,
+                    c.id,
+                    &c.label[c.label.len() - 5..c.label.len() - 1]
+                ));
+            }
+        }
+        let r = psy::clinical_report::modality_rank(&scores, expected);
+        let best = scores.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        println!(
+            "{} {id:<9} want {expected:<14} best {} {:.2} | {text}\n      {found:?}",
+            if r == Some(1) { "ok  " } else { "MISS" },
+            best.0,
+            best.1
+        );
+    }
+}
+
+/// Per-vignette view of the tuned vignettes with the examples alone (no cue phrases), for
+/// writing examples: the intended condition, the top hypothesis and the criteria found.
+#[test]
+#[ignore = "exploration of the tuned sets: run by hand with --nocapture"]
+fn explain_tuned_vignettes() {
+    let e = embedder();
+    let ctx = AssessContext::with_embedder(e.as_ref());
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
+    let policy = SemanticPolicy {
+        sentence: env("PSY_SENTENCE").or(Some(0.56)),
+        message: env("PSY_MESSAGE"),
+        ..Default::default()
+    };
+    let m = Screening::examples_only(System::Dsm5, policy);
+    for item in tuned_vignettes() {
+        let Item::Vignette { id, condition, .. } = &item else {
+            continue;
+        };
+        let a = m.assess_with(&item.dialogue(), &ctx);
+        let top = a
+            .hypotheses
+            .first()
+            .map_or("-".to_string(), |h| h.id.clone());
+        if top != *condition {
+            let found: Vec<String> = a
+                .symptoms
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.id,
+                        &s.label[s.label.len() - 5..s.label.len() - 1]
+                    )
+                })
+                .collect();
+            println!("MISS {id:<10} want {condition:<16} top {top:<16} {found:?}");
+        }
+    }
+}
+
+/// The criteria a message (`PSY_TEXT`) comes close to, with their cosines (from 0.4), read as
+/// the screening reads it: for checking an example set by hand.
+#[test]
+#[ignore = "exploration: run by hand with PSY_TEXT=... and --nocapture"]
+fn explain_message() {
+    let Ok(text) = std::env::var("PSY_TEXT") else {
+        return;
+    };
+    let e = embedder();
+    let mut names = Vec::new();
+    let mut groups = Vec::new();
+    for c in psy_diagnostics::conditions() {
+        for k in &c.criteria {
+            names.push(format!("{}/{}", c.id, k.id));
+            groups.push(psy_core::exemplar_match::ExampleGroup {
+                examples: &k.examples,
+                include_hypothetical: false,
+            });
+        }
+    }
+    let policy = SemanticPolicy {
+        sentence: Some(0.4),
+        message: Some(0.4),
+        ..Default::default()
+    };
+    let hits = psy_core::exemplar_match::find(
+        e.as_ref(),
+        &groups,
+        &Dialogue::from_message(text.clone()),
+        &policy,
+        psy_core::match_policy::SubjectPolicy::NearestSubject,
+        false,
+        &|_, _, _, _| false,
+    )
+    .unwrap();
+    for h in hits {
+        println!(
+            "{:.3} {:<32} {:?}",
+            h.similarity,
+            names[h.group],
+            &text[h.start..h.end]
+        );
+    }
+}

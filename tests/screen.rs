@@ -71,30 +71,47 @@ fn train_screen_reproduces_the_committed_screen() {
     let e = embedder();
     let (exemplars, _, _) =
         read_exemplar_dir(&root().join("plugins/safety/screen/exemplars")).unwrap();
-    let mut compared = 0;
-    for ex in exemplars.iter().step_by(7) {
+    let sample: Vec<_> = exemplars.iter().step_by(7).collect();
+    let mut pairs = Vec::new();
+    let mut worst = 0.0f32;
+    for ex in &sample {
         let d = Dialogue::from_message(ex.text.as_str());
-        let a = &committed.score_dialogue(&*e, &d).unwrap()[0];
-        let b = &retrained.score_dialogue(&*e, &d).unwrap()[0];
-        let pa = &a.pieces[0].output.levels;
-        let pb = &b.pieces[0].output.levels;
-        let near = [ct.moderate, ct.high, ct.imminent]
-            .iter()
-            .zip(pa)
-            .any(|(t, p)| (t - p).abs() < 0.02);
-        for k in 0..3 {
-            assert!(
-                (pa[k] - pb[k]).abs() < 0.02,
-                "{}: {pa:?} vs {pb:?}",
-                ex.origin
-            );
+        let a = committed.score_dialogue(&*e, &d).unwrap().remove(0);
+        let b = retrained.score_dialogue(&*e, &d).unwrap().remove(0);
+        for (pa, pb) in a.pieces.iter().zip(&b.pieces) {
+            for k in 0..3 {
+                worst = worst.max((pa.output.levels[k] - pb.output.levels[k]).abs());
+            }
         }
+        pairs.push((ex, a, b));
+    }
+    // Measured 0 on the machine that trained it; other GEMM kernels round differently.
+    assert!(worst < 0.02, "retrained scores differ by up to {worst}");
+    let margin = 2.0 * worst + 1e-5;
+    let cuts = [
+        ct.moderate,
+        ct.high,
+        ct.imminent,
+        ct.sentence_moderate,
+        ct.sentence_high,
+    ];
+    let mut compared = 0;
+    for (ex, a, b) in &pairs {
+        let near = a
+            .pieces
+            .iter()
+            .flat_map(|p| p.output.levels)
+            .any(|p| cuts.iter().any(|t| (t - p).abs() < margin));
         if !near {
             assert_eq!(a.own, b.own, "{}", ex.origin);
             compared += 1;
         }
     }
-    assert!(compared > 150, "only {compared} exemplars compared");
+    assert!(
+        compared * 10 >= pairs.len() * 9,
+        "only {compared} of {} compared",
+        pairs.len()
+    );
 }
 
 #[test]
@@ -115,20 +132,52 @@ fn risk_follows_the_conversation() {
         .any(|e| e.detector == "screen" && e.score.is_some()));
 
     // After a high turn the level stays at least moderate while the client says nothing of
-    // being safe, and drops once they say they are.
-    let crisis =
-        "I have the pills counted out on the table and tonight I'm going to take them all.";
-    let after = risk(&[crisis, "thanks for replying. what's your favourite colour?"]);
+    // being safe (here beyond the screen's two-turn context window, so only the session's
+    // memory holds it), and drops once they say they are.
+    // Only the screen recognises this one (the lexicon rated it low before the screen existed).
+    let crisis = "I'm standing on the bridge right now. I don't know why I'm typing this.";
+    let chat = [
+        crisis,
+        "thanks for replying.",
+        "what's your favourite colour?",
+        "mine is green, like the hills near my nan's house",
+    ];
+    let after = risk(&chat);
     assert!(
         after.trajectory[0].level >= RiskLevel::High,
         "{:?}",
         after.trajectory
     );
     assert!(after.level >= RiskLevel::Moderate, "{:?}", after.trajectory);
-    assert!(after
-        .evidence
+    assert!(
+        after
+            .evidence
+            .iter()
+            .any(|e| e.detector == "session" && e.evidence.message < 6),
+        "{:?}",
+        after.evidence
+    );
+    let safe = risk(&[
+        crisis,
+        "I walked home and my sister is here with me now. I'm safe.",
+    ]);
+    assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
+    // The plan keeps a safety-planning step while the session remembers the crisis.
+    let planner = psy::planner(&root().join("manifests/psyllm.toml")).unwrap();
+    let plan = planner.plan(&dialogue(&chat));
+    assert_eq!(plan.risk.trajectory, after.trajectory);
+    assert!(
+        plan.reasoning_steps
+            .iter()
+            .any(|s| s.id == "safety-planning"),
+        "{:?}",
+        plan.risk.trajectory
+    );
+    let calm = planner.plan(&dialogue(&["what's your favourite colour?"]));
+    assert!(!calm
+        .reasoning_steps
         .iter()
-        .any(|e| e.detector == "session" && e.evidence.message == 0));
+        .any(|s| s.id == "safety-planning"));
 }
 
 #[test]

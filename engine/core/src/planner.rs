@@ -488,6 +488,31 @@ impl Planner {
                 });
             }
         }
+        // Earlier in the session the client was at high risk and has not said they are safe:
+        // the conversation may move on, the safety plan may not.
+        let earlier_crisis = risk
+            .trajectory
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|t| t.level >= RiskLevel::High);
+        if let (Some(t), true) = (
+            earlier_crisis,
+            (RiskLevel::Moderate..RiskLevel::High).contains(&risk.level),
+        ) {
+            steps.push(PlanStep {
+                id: "safety-planning".into(),
+                stage: Stage::Risk,
+                title: "Keep the safety plan going".into(),
+                instruction: format!(
+                    "Message {} was at {} risk and the client has not said they are safe since. Before moving on, come back to safety: are they safe right now, who can they reach today, and what will they do if the urges return (warning signs, coping steps, people and the crisis line, keeping means out of reach).",
+                    t.message,
+                    t.level.as_str()
+                ),
+                source: CRISIS_GUARD.into(),
+                context: String::new(),
+            });
+        }
         steps.push(PlanStep {
             id: "response".into(),
             stage: Stage::Response,
@@ -681,8 +706,21 @@ fn merge_risk(safe: &[Assessment]) -> RiskAssessment {
                 }
             }
             out.evidence.extend(r.evidence.iter().cloned());
+            // Per client turn, the highest level any safety module gave.
+            for t in &r.trajectory {
+                match out.trajectory.iter_mut().find(|x| x.message == t.message) {
+                    Some(x) => x.level = x.level.max(t.level),
+                    None => out.trajectory.push(t.clone()),
+                }
+            }
+            for d in &r.detectors {
+                if !out.detectors.contains(d) {
+                    out.detectors.push(d.clone());
+                }
+            }
         }
     }
+    out.trajectory.sort_by_key(|t| t.message);
     if out.rationale.is_empty() {
         out.rationale = "no risk indicators found".into();
     }

@@ -17,6 +17,9 @@ use super::error::{EncoderError, Result};
 use super::model::{BertLayer, BertModel};
 use crate::runtime::lora::LoraAdapter;
 
+/// A tensor as written to safetensors: name, shape, values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Attaches fresh adapters (`A` uniform in `±1/sqrt(in)`, `B` zero: nothing changes until
 /// training moves `B`) to every projection of `layer`, after freezing its own weights.
 pub fn attach(
@@ -46,10 +49,7 @@ pub fn attach(
 
 /// The adapters of `layers` (numbered from `first`) as `(name, shape, values)`, scale folded
 /// into `lora_b`: what [`merge`] reads back.
-pub fn export(
-    layers: &mut [BertLayer],
-    first: usize,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+pub fn export(layers: &mut [BertLayer], first: usize) -> Result<Vec<NamedTensor>> {
     let mut out = Vec::new();
     for (i, layer) in layers.iter_mut().enumerate() {
         for (name, lin) in layer.projections_mut() {

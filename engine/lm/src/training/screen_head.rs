@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::optim::{accumulate_grads, AdamW, AdamWConfig, NamedGrads};
-use crate::encoder::adapter;
+use crate::encoder::adapter::{self, NamedTensor};
 use crate::encoder::model::{mask_bias, BertLayer};
 use crate::encoder::pooling::l2_normalize;
 use crate::encoder::Encoder;
@@ -96,8 +96,8 @@ pub struct HeadData<'a> {
 /// A trained screen: the head's and the encoder adapter's `(name, shape, values)`, and the mean
 /// loss of each epoch.
 pub struct TrainedHead {
-    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
-    pub adapter: Vec<(String, Vec<usize>, Vec<f32>)>,
+    pub tensors: Vec<NamedTensor>,
+    pub adapter: Vec<NamedTensor>,
     pub losses: Vec<f32>,
 }
 
@@ -251,7 +251,7 @@ pub fn train_head(
         }
         losses.push((total / batches.len() as f64) as f32);
     }
-    let read = |name: &str, t: Tensor<2>| -> Result<(String, Vec<usize>, Vec<f32>), String> {
+    let read = |name: &str, t: Tensor<2>| -> Result<NamedTensor, String> {
         let shape = t.dims().to_vec();
         let v = t
             .into_data()

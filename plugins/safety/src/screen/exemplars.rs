@@ -9,7 +9,9 @@ use psy_core::module::RiskLevel;
 use serde::Deserialize;
 
 /// Categories an exemplar may carry: the Columbia Suicide Severity Rating Scale's ladder, self-harm,
-/// harm to others, hopelessness, and the look-alikes a screen must not mistake for a crisis.
+/// harm to others, hopelessness, the look-alikes a screen must not mistake for a crisis, and
+/// ordinary conversation (without it, a screen trained on crises and look-alikes alone reads
+/// "thanks for replying" as a crisis).
 pub const CATEGORIES: &[&str] = &[
     "wish-dead",
     "ideation-nonspecific",
@@ -34,6 +36,7 @@ pub const CATEGORIES: &[&str] = &[
     "helper-asking",
     "past-resolved",
     "everyday-distress",
+    "ordinary",
 ];
 
 /// One labelled message.

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use psy_lm::runtime::burn::Device;
+use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::{load_model_with, WeightFormat};
 
 /// Resident set size of this process (Linux `/proc/self/status`, VmRSS).

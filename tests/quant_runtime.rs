@@ -10,7 +10,7 @@ use psy_lm::runtime::model::{ids_tensor, KvCache};
 use psy_lm::runtime::{
     generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat,
 };
-use psy_lm::runtime::burn::Device;
+use psy_lm::runtime::burn::tensor::Device;
 
 fn asset(rel: &str, how: &str) -> PathBuf {
     let assets = std::env::var_os("PSY_ASSETS")
@@ -85,7 +85,9 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         let (pq, dq) = logits(&q, &prompt, 42);
         let (ep, ed) = (max_abs_diff(&pf, &pq), max_abs_diff(&df, &dq));
         println!("smollm2, {len}-token prompt: prefill logits max abs diff {ep:e}, decode {ed:e}");
-        assert!(ep < 1e-3 && ed < 1e-3, "{len} tokens: {ep} / {ed}");
+        // Measured 5.1e-5 / 2.4e-5 (5 tokens: summation order differs from the GEMM) and 0 / 0
+        // (40 tokens: the same GEMM on bit-identical dequantised weights).
+        assert!(ep < 2e-4 && ed < 2e-4, "{len} tokens: {ep} / {ed}");
     }
 
     // The chat prompt of the transformers parity fixture.
@@ -103,10 +105,10 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         .iter()
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
-    let tokenizer = psy_lm::runtime::load_tokenizer(&path).unwrap();
-    let a = generate(&f32m, tokenizer.as_ref(), &[prompt.clone()], &greedy(30), &mut |_| {})
+    let tokenizer = psy_lm::runtime::load_tokenizer(&path).unwrap().unwrap();
+    let a = generate(&f32m, Some(&tokenizer), &[prompt.clone()], &greedy(30), &mut |_| {})
         .unwrap();
-    let b = generate(&q, tokenizer.as_ref(), &[prompt], &greedy(30), &mut |_| {}).unwrap();
+    let b = generate(&q, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
     assert_eq!(a[0].generated_ids.len(), 30);
     assert_eq!(a[0].generated_ids, b[0].generated_ids);
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use psy_lm::runtime::burn::Device;
+use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::model::{ids_tensor, KvCache};
 use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 use serde_json::Value;

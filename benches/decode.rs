@@ -136,12 +136,56 @@ fn gemv(c: &mut Criterion) {
     group.finish();
 }
 
+/// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M, beside the f32
+/// GEMV of the same shape; throughput in bytes of weights read.
+fn gemv_quantized(c: &mut Criterion) {
+    use psy_lm::runtime::gguf::GgmlDType;
+    use psy_lm::runtime::quant::QuantMatrix;
+    if !wanted("gemv-q") {
+        return;
+    }
+    // Qwen2.5-1.5B's gate/up projection shape (a whole number of K-quant super-blocks).
+    let (rows, k) = (8960, 1536);
+    let x: Vec<f32> = (0..k).map(|i| i as f32 * 1e-3).collect();
+    let mut y = vec![0.0f32; rows];
+    let mut group = c.benchmark_group("gemv-q");
+    let w: Vec<f32> = (0..rows * k).map(|i| (i % 1000) as f32 * 1e-3).collect();
+    group.throughput(Throughput::Bytes((rows * k * 4) as u64));
+    group.bench_function(format!("F32_{rows}x{k}"), |b| {
+        b.iter(|| psy_lm::runtime::kernels::gemv_rows(&w, &x, &mut y))
+    });
+    group.sample_size(20);
+    for (dtype, scales) in [
+        (GgmlDType::Q8_0, &[0usize][..]),
+        (GgmlDType::Q4_1, &[0, 2][..]),
+        (GgmlDType::Q4K, &[0, 2][..]),
+        (GgmlDType::Q6K, &[208][..]),
+    ] {
+        let (elems, block) = dtype.block_layout().unwrap();
+        let (elems, block) = (elems as usize, block as usize);
+        let mut data: Vec<u8> = (0..rows * k / elems * block)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        // Finite f16 scales (0.01) in every block.
+        for blk in data.chunks_exact_mut(block) {
+            for &at in scales {
+                blk[at..at + 2].copy_from_slice(&0x211Eu16.to_le_bytes());
+            }
+        }
+        let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
+        group.throughput(Throughput::Bytes(m.size_bytes() as u64));
+        group.bench_function(format!("{dtype}_{rows}x{k}"), |b| b.iter(|| m.gemv(&x, &mut y)));
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     smollm2,
     smollm2_quantized,
     qwen25_quantized,
     qwen3,
-    gemv
+    gemv,
+    gemv_quantized
 );
 criterion_main!(benches);

@@ -96,12 +96,16 @@ fn check_qwen_1_5b(m: &LoadedModel, logit_tol: f32) {
         let logits = m.model.next_logits(&prompt, &mut cache);
         let err = max_abs_diff(&logits[..8], &f32s(&case["last_logits_first8"]));
         println!("qwen2.5-1.5b: first-8 logits max abs err {err:e}");
+        // Measured 6.7e-6 and 5.1e-6 on both paths (prompts of 41 and 46 tokens run the same
+        // GEMM on bit-identical dequantised weights).
         assert!(err < logit_tol, "logits differ by {err}");
         let want = u32s(&case["greedy_ids_24"]);
         let out = generate(m, Some(&tokenizer), &[prompt], &greedy(want.len()), &mut |_| {})
             .unwrap();
         assert_eq!(out[0].generated_ids, want);
-        assert_eq!(out[0].text, case["greedy_text"].as_str().unwrap());
+        // transformers' text keeps special tokens; psy's text leaves them out.
+        let text = case["greedy_text"].as_str().unwrap().replace("<|im_end|>", "");
+        assert_eq!(out[0].text, text);
     }
 }
 
@@ -109,12 +113,12 @@ fn check_qwen_1_5b(m: &LoadedModel, logit_tol: f32) {
 #[ignore = "needs the Qwen2.5-Coder GGUFs (scripts/setup.sh --qwen) and ~8 GB of memory"]
 fn qwen2_5_coder_1_5b_f32_path_matches_transformers() {
     let m = load_model_with(&qwen_1_5b(), &Device::flex(), WeightFormat::F32).unwrap();
-    check_qwen_1_5b(&m, 1e-2);
+    check_qwen_1_5b(&m, 1e-4);
 }
 
 #[test]
 #[ignore = "needs the Qwen2.5-Coder GGUFs: scripts/setup.sh --qwen"]
 fn qwen2_5_coder_1_5b_quantized_path_matches_transformers() {
     let m = load_model_with(&qwen_1_5b(), &Device::flex(), WeightFormat::Quantized).unwrap();
-    check_qwen_1_5b(&m, 1e-2);
+    check_qwen_1_5b(&m, 1e-4);
 }

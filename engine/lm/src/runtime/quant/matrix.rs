@@ -1,16 +1,15 @@
 //! A weight matrix kept in its GGUF block format, multiplied without an f32 copy of itself.
 //!
 //! Decoding reads every weight once per token, so it is bandwidth-bound: a 4-bit matrix is a
-//! sixth of the bytes of its f32 form. Rows are split across the rayon pool; each task
-//! dequantises four rows at a time into a small f32 scratch (bit-exact, see [`super`]) and runs
-//! the SIMD dot products of [`crate::runtime::kernels`] on it against the f32 activations, so the
-//! result differs from the dequantised-f32 path only by summation order.
+//! sixth of the bytes of its f32 form. Rows are split across the rayon pool and each row is
+//! dotted with the f32 activations straight from its blocks ([`super::dot`]), so the result
+//! differs from the dequantised-f32 path only by f32 rounding.
 
 use rayon::prelude::*;
 
+use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::{block_layout, dequantize_into, QuantError};
 use crate::runtime::gguf::GgmlDType;
-use crate::runtime::kernels::{dot, dot4};
 
 /// Rows per rayon task (as in the f32 GEMV).
 const ROWS_PER_TASK: usize = 64;
@@ -100,8 +99,18 @@ impl QuantMatrix {
     /// Dequantises rows `r..r + out.len() / cols` into `out`.
     pub fn dequantize_rows(&self, r: usize, out: &mut [f32]) {
         let n = out.len() / self.cols;
-        dequantize_into(self.dtype, self.row_span(r, n), out)
-            .expect("rows are whole blocks by construction");
+        let bytes = self.row_span(r, n);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                // SAFETY: the features were just detected at run time.
+                return unsafe { dequantize_avx2(self.dtype, bytes, out) };
+            }
+        }
+        dequantize_into(self.dtype, bytes, out).expect("rows are whole blocks by construction");
     }
 
     /// The whole matrix as f32, row-major (for large-batch GEMM and training).
@@ -113,42 +122,29 @@ impl QuantMatrix {
         out
     }
 
-    /// `y[t * rows + r] = dot(row r, x[t * cols ..])` for `tokens` rows of activations `x`:
-    /// each weight row is dequantised once and used for every token.
+    /// `y[t * rows + r] = dot(row r, x[t * cols ..])` for `tokens` rows of activations `x`
+    /// (row-major `[tokens, cols]`); `y` is `[tokens, rows]`.
     pub fn matmul(&self, x: &[f32], tokens: usize, y: &mut [f32]) {
         let (k, n) = (self.cols, self.rows);
         assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
         assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
-        if tokens == 1 {
-            return self.gemv(x, y);
-        }
-        // Transposed result [rows, tokens], so that each task owns one contiguous piece.
+        let sums: Vec<Vec<f32>> = x.chunks_exact(k).map(group_sums).collect();
+        let fused = has_fused_kernel(self.dtype);
+        // Transposed result [rows, tokens], so that each task owns one contiguous piece; each
+        // task reads its rows once per token while they are in cache.
         let mut yt = vec![0.0f32; n * tokens];
         yt.par_chunks_mut(ROWS_PER_TASK * tokens)
             .enumerate()
             .for_each_init(
-                || vec![0.0f32; 4 * k],
-                |w, (chunk, out)| {
+                || vec![0.0f32; if fused { 0 } else { k }],
+                |scratch, (chunk, out)| {
                     let base = chunk * ROWS_PER_TASK;
-                    let rows = out.len() / tokens;
-                    let mut r = 0;
-                    while r < rows {
-                        let m = (rows - r).min(4);
-                        self.dequantize_rows(base + r, &mut w[..m * k]);
-                        for t in 0..tokens {
+                    for (i, o) in out.chunks_exact_mut(tokens).enumerate() {
+                        let row = self.row_span(base + i, 1);
+                        for (t, v) in o.iter_mut().enumerate() {
                             let xt = &x[t * k..(t + 1) * k];
-                            if m == 4 {
-                                let d = dot4(&w[..4 * k], xt);
-                                for (j, v) in d.into_iter().enumerate() {
-                                    out[(r + j) * tokens + t] = v;
-                                }
-                            } else {
-                                for j in 0..m {
-                                    out[(r + j) * tokens + t] = dot(&w[j * k..(j + 1) * k], xt);
-                                }
-                            }
+                            *v = dot_row(self.dtype, row, xt, &sums[t], scratch, fused);
                         }
-                        r += m;
                     }
                 },
             );
@@ -159,30 +155,32 @@ impl QuantMatrix {
         }
     }
 
-    /// `y = W x` for one activation vector.
+    /// `y = W x` for one activation vector, rows split across the rayon pool.
     pub fn gemv(&self, x: &[f32], y: &mut [f32]) {
         let k = self.cols;
         assert_eq!(x.len(), k, "activation length");
         assert_eq!(y.len(), self.rows, "output length");
+        let sums = group_sums(x);
+        let fused = has_fused_kernel(self.dtype);
         y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each_init(
-            || vec![0.0f32; 4 * k],
-            |w, (chunk, out)| {
+            || vec![0.0f32; if fused { 0 } else { k }],
+            |scratch, (chunk, out)| {
                 let base = chunk * ROWS_PER_TASK;
-                let mut quads = out.chunks_exact_mut(4);
-                let mut r = base;
-                for q in &mut quads {
-                    self.dequantize_rows(r, w);
-                    q.copy_from_slice(&dot4(w, x));
-                    r += 4;
-                }
-                for o in quads.into_remainder() {
-                    self.dequantize_rows(r, &mut w[..k]);
-                    *o = dot(&w[..k], x);
-                    r += 1;
+                for (i, o) in out.iter_mut().enumerate() {
+                    let row = self.row_span(base + i, 1);
+                    *o = dot_row(self.dtype, row, x, &sums, scratch, fused);
                 }
             },
         );
     }
+}
+
+/// [`dequantize_into`] compiled with AVX2 enabled, so that LLVM vectorises the block loops
+/// 8 lanes wide (the crate is built for baseline x86-64); same operations, same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_avx2(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) {
+    dequantize_into(dtype, bytes, out).expect("rows are whole blocks by construction");
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! ggml quantised weights: bit-exact dequantisation of every block type the runtime reads, and a
 //! matrix that stays in its file format in memory and multiplies from it (see [`QuantMatrix`]).
 
+pub mod dot;
 pub mod kquants;
 pub mod legacy;
 pub mod matrix;
@@ -50,6 +51,10 @@ pub fn block_layout(dtype: GgmlDType) -> Result<(usize, usize), QuantError> {
 
 /// Dequantises `bytes` (whole blocks of `dtype`) into `out`, which must hold exactly as many
 /// values as the blocks encode; anything else is an error, never a partial read.
+///
+/// Inlined so that a caller compiled for AVX2 (see `matrix.rs`) gets the block loops
+/// vectorised for it; the arithmetic, and so the result, is the same either way.
+#[inline(always)]
 pub fn dequantize_into(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     let (elems, block) = block_layout(dtype)?;
     if bytes.len() % block != 0 {
@@ -67,6 +72,7 @@ pub fn dequantize_into(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Resul
         });
     }
     /// Runs `f` over matching (input block, output block) pairs as fixed-size arrays.
+    #[inline(always)]
     fn each<const B: usize, const E: usize>(
         bytes: &[u8],
         out: &mut [f32],

@@ -3,13 +3,15 @@
 //! Decoding reads every weight once per token, so it is bandwidth-bound: a 4-bit matrix is a
 //! sixth of the bytes of its f32 form. Rows are split across the rayon pool and each row is
 //! dotted with the f32 activations straight from its blocks ([`super::dot`]), so the result
-//! differs from the dequantised-f32 path only by f32 rounding.
+//! differs from the dequantised-f32 path only by f32 rounding. Several tokens at once (prefill)
+//! dequantise four rows at a time into a scratch and multiply them with register blocking.
 
 use rayon::prelude::*;
 
 use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::{block_layout, dequantize_into, QuantError};
 use crate::runtime::gguf::GgmlDType;
+use crate::runtime::kernels;
 
 /// Rows per rayon task (as in the f32 GEMV).
 const ROWS_PER_TASK: usize = 64;
@@ -113,37 +115,63 @@ impl QuantMatrix {
         dequantize_into(self.dtype, bytes, out).expect("rows are whole blocks by construction");
     }
 
-    /// The whole matrix as f32, row-major (for large-batch GEMM and training).
+    /// The whole matrix as f32, row-major (training, and the f32 view of a quantized model).
     pub fn to_f32(&self) -> Vec<f32> {
-        let mut out = vec![0.0f32; self.rows * self.cols];
+        self.rows_f32(0, self.rows)
+    }
+
+    /// Rows `r..r + n` as f32, row-major, dequantised across the rayon pool.
+    pub fn rows_f32(&self, r: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; n * self.cols];
         out.par_chunks_mut(ROWS_PER_TASK * self.cols)
             .enumerate()
-            .for_each(|(i, o)| self.dequantize_rows(i * ROWS_PER_TASK, o));
+            .for_each(|(i, o)| self.dequantize_rows(r + i * ROWS_PER_TASK, o));
         out
     }
 
     /// `y[t * rows + r] = dot(row r, x[t * cols ..])` for `tokens` rows of activations `x`
     /// (row-major `[tokens, cols]`); `y` is `[tokens, rows]`.
+    ///
+    /// Each task dequantises four rows at a time into a small scratch (bit-exact) and runs the
+    /// 4 x 4 register-blocked kernel of [`kernels::dot4x4`] over every group of four tokens: the
+    /// weights are read and decoded once per call, never materialised as a whole f32 matrix.
     pub fn matmul(&self, x: &[f32], tokens: usize, y: &mut [f32]) {
         let (k, n) = (self.cols, self.rows);
         assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
         assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
-        let sums: Vec<Vec<f32>> = x.chunks_exact(k).map(group_sums).collect();
-        let fused = has_fused_kernel(self.dtype);
-        // Transposed result [rows, tokens], so that each task owns one contiguous piece; each
-        // task reads its rows once per token while they are in cache.
+        if tokens < 4 {
+            // Too few tokens to fill the 4 x 4 kernel: one fused GEMV per token.
+            for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                self.gemv(xt, yt);
+            }
+            return;
+        }
+        let xrow = |t: usize| &x[t * k..(t + 1) * k];
+        // Transposed result [rows, tokens], so that each task owns one contiguous piece.
         let mut yt = vec![0.0f32; n * tokens];
         yt.par_chunks_mut(ROWS_PER_TASK * tokens)
             .enumerate()
             .for_each_init(
-                || vec![0.0f32; if fused { 0 } else { k }],
-                |scratch, (chunk, out)| {
+                || vec![0.0f32; 4 * k],
+                |w, (chunk, out)| {
                     let base = chunk * ROWS_PER_TASK;
-                    for (i, o) in out.chunks_exact_mut(tokens).enumerate() {
-                        let row = self.row_span(base + i, 1);
-                        for (t, v) in o.iter_mut().enumerate() {
-                            let xt = &x[t * k..(t + 1) * k];
-                            *v = dot_row(self.dtype, row, xt, &sums[t], scratch, fused);
+                    let rows = out.len() / tokens;
+                    for r in (0..rows).step_by(4) {
+                        let m = (rows - r).min(4);
+                        self.dequantize_rows(base + r, &mut w[..m * k]);
+                        // A short last group repeats its last row (its results are dropped).
+                        for i in m..4 {
+                            w.copy_within((m - 1) * k..m * k, i * k);
+                        }
+                        for t in (0..tokens).step_by(4) {
+                            let tn = (tokens - t).min(4);
+                            let xs = [0, 1, 2, 3].map(|j| xrow(t + j.min(tn - 1)));
+                            let d = kernels::dot4x4(w, xs);
+                            for (i, di) in d.iter().enumerate().take(m) {
+                                for (j, v) in di.iter().enumerate().take(tn) {
+                                    out[(r + i) * tokens + t + j] = *v;
+                                }
+                            }
                         }
                     }
                 },

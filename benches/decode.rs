@@ -174,9 +174,13 @@ fn gemv_quantized(c: &mut Criterion) {
         }
         let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
         group.throughput(Throughput::Bytes(m.size_bytes() as u64));
-        group.bench_function(format!("{dtype}_{rows}x{k}"), |b| b.iter(|| m.gemv(&x, &mut y)));
+        group.bench_function(format!("{dtype}_{rows}x{k}"), |b| {
+            b.iter(|| m.gemv(&x, &mut y))
+        });
         // Dequantising the whole matrix, as prefill does before Burn's GEMM.
-        group.bench_function(format!("{dtype}_{rows}x{k}_to_f32"), |b| b.iter(|| m.to_f32()));
+        group.bench_function(format!("{dtype}_{rows}x{k}_to_f32"), |b| {
+            b.iter(|| m.to_f32())
+        });
     }
     group.finish();
 }

@@ -56,13 +56,14 @@ fn every_block_type_dequantises_bit_exact_like_gguf_py() {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
             .collect();
-        assert_eq!(want.len() as u64, meta["values"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            want.len() as u64,
+            meta["values"].as_u64().unwrap(),
+            "{name}"
+        );
         let got = dequantize(dtype(name), &raw).unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
-        let bad = got
-            .iter()
-            .zip(&want)
-            .position(|(g, w)| g.to_bits() != *w);
+        let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != *w);
         assert!(
             bad.is_none(),
             "{name}: value {} is {} (bits {:#x}), gguf-py gives {} ({:#x})",
@@ -81,7 +82,14 @@ fn partial_or_misaligned_blocks_are_errors_not_reads_past_the_end() {
     // One byte short of two super-blocks.
     let e = dequantize(GgmlDType::Q4K, &q4k[..2 * 144 - 1]).unwrap_err();
     assert!(
-        matches!(e, QuantError::PartialBlock { dtype: GgmlDType::Q4K, len: 287, block: 144 }),
+        matches!(
+            e,
+            QuantError::PartialBlock {
+                dtype: GgmlDType::Q4K,
+                len: 287,
+                block: 144
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("Q4_K"), "{e}");
@@ -104,7 +112,11 @@ fn check_registry_file(fixture: &str, path: &Path) {
     for t in reference["tensors"].as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
         let info = file.tensor_info(name).unwrap();
-        assert_eq!(info.dtype.to_string(), t["type"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            info.dtype.to_string(),
+            t["type"].as_str().unwrap(),
+            "{name}"
+        );
         let (values, _) = file.tensor_f32(name).unwrap();
         assert_eq!(values.len() as u64, t["n"].as_u64().unwrap(), "{name}");
         for (i, w) in t["first16"].as_array().unwrap().iter().enumerate() {
@@ -115,7 +127,12 @@ fn check_registry_file(fixture: &str, path: &Path) {
             h.update(v.to_le_bytes());
         }
         let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, t["sha256_f32"].as_str().unwrap(), "{name} ({})", t["type"]);
+        assert_eq!(
+            got,
+            t["sha256_f32"].as_str().unwrap(),
+            "{name} ({})",
+            t["type"]
+        );
         // The quantized matrix holds the same values.
         let m = file.tensor_quant(name).unwrap();
         let mut row = vec![0.0f32; m.cols()];

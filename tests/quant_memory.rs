@@ -48,7 +48,10 @@ fn check(rel: &str, how: &str) {
 
 #[test]
 fn smollm2_quantized_model_fits_in_1_15x_its_file() {
-    check("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "scripts/setup.sh");
+    check(
+        "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "scripts/setup.sh",
+    );
 }
 
 #[test]

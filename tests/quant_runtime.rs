@@ -4,13 +4,11 @@
 //! Run with `cargo test --release --test quant_runtime` (`-- --ignored` for the Qwen2.5 file,
 //! which `scripts/setup.sh --qwen` fetches).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use psy_lm::runtime::model::{ids_tensor, KvCache};
-use psy_lm::runtime::{
-    generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat,
-};
 use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::model::{ids_tensor, KvCache};
+use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 
 fn asset(rel: &str, how: &str) -> PathBuf {
     let assets = std::env::var_os("PSY_ASSETS")
@@ -23,13 +21,16 @@ fn asset(rel: &str, how: &str) -> PathBuf {
     p
 }
 
-fn load(path: &PathBuf, weights: WeightFormat) -> LoadedModel {
+fn load(path: &Path, weights: WeightFormat) -> LoadedModel {
     load_model_with(path, &Device::flex(), weights).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Logits of every position of `prompt`, then of one decode step after it.
@@ -59,7 +60,15 @@ fn quantized_matrices(m: &LoadedModel) -> usize {
         .iter()
         .flat_map(|l| {
             let (a, f) = (&l.self_attn, &l.mlp);
-            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &f.gate_proj, &f.up_proj, &f.down_proj]
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &f.gate_proj,
+                &f.up_proj,
+                &f.down_proj,
+            ]
         })
         .filter(|p| p.quant.is_some() && p.weight.is_none())
         .count()
@@ -73,8 +82,15 @@ fn smollm2_quantized_path_matches_the_f32_path() {
     );
     let f32m = load(&path, WeightFormat::F32);
     let q = load(&path, WeightFormat::Quantized);
-    assert_eq!(quantized_matrices(&q), 7 * 30, "every projection stays Q4_1");
-    assert!(q.model.model.embed_tokens.quant.is_some(), "Q8_0 embeddings");
+    assert_eq!(
+        quantized_matrices(&q),
+        7 * 30,
+        "every projection stays Q4_1"
+    );
+    assert!(
+        q.model.model.embed_tokens.quant.is_some(),
+        "Q8_0 embeddings"
+    );
     assert_eq!(quantized_matrices(&f32m), 0);
 
     // A 5-token prompt runs the per-row quantized matmul, a 40-token one dequantises each matrix
@@ -94,8 +110,7 @@ fn smollm2_quantized_path_matches_the_f32_path() {
     // The chat prompt of the transformers parity fixture.
     let r: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/smollm2/reference.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2/reference.json"),
         )
         .unwrap(),
     )
@@ -107,8 +122,14 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     let tokenizer = psy_lm::runtime::load_tokenizer(&path).unwrap().unwrap();
-    let a = generate(&f32m, Some(&tokenizer), &[prompt.clone()], &greedy(30), &mut |_| {})
-        .unwrap();
+    let a = generate(
+        &f32m,
+        Some(&tokenizer),
+        std::slice::from_ref(&prompt),
+        &greedy(30),
+        &mut |_| {},
+    )
+    .unwrap();
     let b = generate(&q, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
     assert_eq!(a[0].generated_ids.len(), 30);
     assert_eq!(a[0].generated_ids, b[0].generated_ids);

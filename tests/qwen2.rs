@@ -39,7 +39,10 @@ fn f32s(v: &Value) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn greedy(n: usize) -> GenerationConfig {
@@ -60,7 +63,11 @@ fn tiny_qwen2_with_biases_matches_transformers() {
     let mut cache = KvCache::new(&m.config, 1, input.len(), &m.device);
     let logits = m
         .model
-        .forward(ids_tensor(std::slice::from_ref(&input), &m.device), &mut cache, true)
+        .forward(
+            ids_tensor(std::slice::from_ref(&input), &m.device),
+            &mut cache,
+            true,
+        )
         .into_data()
         .try_to_vec::<f32>()
         .unwrap();
@@ -79,7 +86,11 @@ fn qwen_1_5b() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/psy/assets")
         });
     let p = assets.join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
-    assert!(p.is_file(), "{} is missing: run `scripts/setup.sh --qwen`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `scripts/setup.sh --qwen`",
+        p.display()
+    );
     p
 }
 
@@ -91,7 +102,11 @@ fn check_qwen_1_5b(m: &LoadedModel, logit_tol: f32) {
     for case in r["cases"].as_array().unwrap() {
         let prompt = u32s(&case["prompt_ids"]);
         let rendered = case["rendered"].as_str().unwrap();
-        assert_eq!(tokenizer.encode(rendered, false).unwrap(), prompt, "prompt ids");
+        assert_eq!(
+            tokenizer.encode(rendered, false).unwrap(),
+            prompt,
+            "prompt ids"
+        );
         let mut cache = KvCache::new(&m.config, 1, prompt.len(), &m.device);
         let logits = m.model.next_logits(&prompt, &mut cache);
         let err = max_abs_diff(&logits[..8], &f32s(&case["last_logits_first8"]));
@@ -100,11 +115,20 @@ fn check_qwen_1_5b(m: &LoadedModel, logit_tol: f32) {
         // GEMM on bit-identical dequantised weights).
         assert!(err < logit_tol, "logits differ by {err}");
         let want = u32s(&case["greedy_ids_24"]);
-        let out = generate(m, Some(&tokenizer), &[prompt], &greedy(want.len()), &mut |_| {})
-            .unwrap();
+        let out = generate(
+            m,
+            Some(&tokenizer),
+            &[prompt],
+            &greedy(want.len()),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(out[0].generated_ids, want);
         // transformers' text keeps special tokens; psy's text leaves them out.
-        let text = case["greedy_text"].as_str().unwrap().replace("<|im_end|>", "");
+        let text = case["greedy_text"]
+            .as_str()
+            .unwrap()
+            .replace("<|im_end|>", "");
         assert_eq!(out[0].text, text);
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dialogue::Dialogue;
 use crate::lexicon::{Lexicon, Text};
-use crate::semantic::AssessContext;
 pub use crate::match_policy::{MatchPolicy, NegationScope, SubjectPolicy};
+use crate::semantic::AssessContext;
 
 /// What part of the reasoning a module serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

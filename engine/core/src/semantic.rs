@@ -48,7 +48,10 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
         if matches!(c, '.' | '!' | '?' | '…' | '\n') {
             let mut end = i + c.len_utf8();
             while let Some(&(j, d)) = chars.peek() {
-                if matches!(d, '.' | '!' | '?' | '…' | '\n' | '"' | '\'' | ')' | '”' | '’') {
+                if matches!(
+                    d,
+                    '.' | '!' | '?' | '…' | '\n' | '"' | '\'' | ')' | '”' | '’'
+                ) {
                     end = j + d.len_utf8();
                     chars.next();
                 } else {
@@ -93,7 +96,10 @@ mod tests {
             pieces("Work was fine. I'm on the bridge now!! Bye"),
             ["Work was fine.", "I'm on the bridge now!!", "Bye"]
         );
-        assert_eq!(pieces("took 2.5 mg... ok\n\nnot ok"), ["took 2.5 mg...", "ok", "not ok"]);
+        assert_eq!(
+            pieces("took 2.5 mg... ok\n\nnot ok"),
+            ["took 2.5 mg...", "ok", "not ok"]
+        );
         assert_eq!(pieces("no punctuation at all"), ["no punctuation at all"]);
         assert_eq!(pieces("  ...  "), Vec::<&str>::new());
         assert_eq!(pieces("“Fine.” Then I left."), ["“Fine.”", "Then I left."]);

@@ -371,9 +371,15 @@ mod tests {
     #[test]
     fn dot4x4_matches_naive() {
         let k = 83; // ten full vectors and a tail
-        let w: Vec<f32> = (0..4 * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let w: Vec<f32> = (0..4 * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
         let xs: Vec<Vec<f32>> = (0..4)
-            .map(|j| (0..k).map(|i| ((i * 13 + j * 7) % 17) as f32 / 8.0 - 1.0).collect())
+            .map(|j| {
+                (0..k)
+                    .map(|i| ((i * 13 + j * 7) % 17) as f32 / 8.0 - 1.0)
+                    .collect()
+            })
             .collect();
         let out = dot4x4(&w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
         for i in 0..4 {

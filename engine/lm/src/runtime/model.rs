@@ -475,21 +475,37 @@ impl CausalLm {
             c.num_key_value_heads * c.head_dim,
         );
         let eps = c.rms_norm_eps;
-        let embed = TokenEmbedding::load(
-            src,
-            "model.embed_tokens.weight",
-            c.vocab_size,
-            hd,
-            device,
-        )?;
+        let embed =
+            TokenEmbedding::load(src, "model.embed_tokens.weight", c.vocab_size, hd, device)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let self_attn = Attention {
-                q_proj: Projection::load(src, &format!("{a}.q_proj"), q_out, hd, c.qkv_bias, device)?,
-                k_proj: Projection::load(src, &format!("{a}.k_proj"), kv_out, hd, c.qkv_bias, device)?,
-                v_proj: Projection::load(src, &format!("{a}.v_proj"), kv_out, hd, c.qkv_bias, device)?,
+                q_proj: Projection::load(
+                    src,
+                    &format!("{a}.q_proj"),
+                    q_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
+                k_proj: Projection::load(
+                    src,
+                    &format!("{a}.k_proj"),
+                    kv_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
+                v_proj: Projection::load(
+                    src,
+                    &format!("{a}.v_proj"),
+                    kv_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
                 o_proj: Projection::load(src, &format!("{a}.o_proj"), hd, q_out, c.o_bias, device)?,
                 q_norm: if c.qk_norm {
                     Some(RmsNorm::load(

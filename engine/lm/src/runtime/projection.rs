@@ -60,7 +60,8 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
             .step_by(tile)
             .map(|r| {
                 let rows = tile.min(n - r);
-                let wt = Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
+                let wt =
+                    Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
                 wt.matmul(xt.clone())
             })
             .collect();
@@ -72,6 +73,9 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
     Tensor::from_data(TensorData::new(y, [b, s, n]), &device)
 }
 
+/// A weight matrix as (f32 parameter, quantized blocks): exactly one is `Some`.
+type Matrix = (Option<Param<Tensor<2>>>, Option<Arc<QuantMatrix>>);
+
 /// Takes `name` `[out, inp]` from `src`, quantized when the source keeps it so.
 fn load_matrix(
     src: &mut dyn TensorSource,
@@ -79,7 +83,7 @@ fn load_matrix(
     out: usize,
     inp: usize,
     device: &Device,
-) -> Result<(Option<Param<Tensor<2>>>, Option<Arc<QuantMatrix>>)> {
+) -> Result<Matrix> {
     Ok(match src.take_quant(name, &[out, inp])? {
         Some(q) => (None, Some(Arc::new(q))),
         None => (Some(load(src, name, [out, inp], device)?), None),
@@ -94,10 +98,9 @@ fn dense_weight(
 ) -> Tensor<2> {
     match (weight, quant) {
         (Some(w), _) => w.val(),
-        (None, Some(q)) => Tensor::from_data(
-            TensorData::new(q.to_f32(), [q.rows(), q.cols()]),
-            device,
-        ),
+        (None, Some(q)) => {
+            Tensor::from_data(TensorData::new(q.to_f32(), [q.rows(), q.cols()]), device)
+        }
         (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
     }
 }

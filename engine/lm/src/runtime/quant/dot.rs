@@ -77,7 +77,11 @@ mod avx2 {
     unsafe fn dot16_u8(q: __m128i, x: *const f32) -> __m256 {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(q)));
-        _mm256_fmadd_ps(b, _mm256_loadu_ps(x.add(8)), _mm256_mul_ps(a, _mm256_loadu_ps(x)))
+        _mm256_fmadd_ps(
+            b,
+            _mm256_loadu_ps(x.add(8)),
+            _mm256_mul_ps(a, _mm256_loadu_ps(x)),
+        )
     }
 
     /// `sum_i q_i * x_i` over 16 signed byte quants, as 8 lanes.
@@ -85,7 +89,11 @@ mod avx2 {
     unsafe fn dot16_i8(q: __m128i, x: *const f32) -> __m256 {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(q)));
-        _mm256_fmadd_ps(b, _mm256_loadu_ps(x.add(8)), _mm256_mul_ps(a, _mm256_loadu_ps(x)))
+        _mm256_fmadd_ps(
+            b,
+            _mm256_loadu_ps(x.add(8)),
+            _mm256_mul_ps(a, _mm256_loadu_ps(x)),
+        )
     }
 
     #[inline(always)]
@@ -117,14 +125,14 @@ mod avx2 {
             }
             // { f16 d; f16 m; u8 qs[16] }: q * d + m.
             GgmlDType::Q4_1 => {
-                for b in 0..x.len() / 32 {
+                for (b, &sum) in sums.iter().enumerate().take(x.len() / 32) {
                     let (blk, xb) = (p.add(b * 20), px.add(b * 32));
                     let qs = _mm_loadu_si128(blk.add(4) as *const __m128i);
                     let lo = _mm_and_si128(qs, low);
                     let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), low);
                     let s = _mm256_add_ps(dot16_u8(lo, xb), dot16_u8(hi, xb.add(16)));
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk)), s, acc);
-                    offs += f16_at(blk.add(2)) * sums[b];
+                    offs += f16_at(blk.add(2)) * sum;
                 }
             }
             // { f16 d; i8 qs[32] }: q * d.
@@ -227,7 +235,9 @@ mod tests {
         let mut state = seed;
         let mut out: Vec<u8> = (0..k / elems as usize * size as usize)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (state >> 56) as u8
             })
             .collect();
@@ -244,7 +254,9 @@ mod tests {
     #[test]
     fn fused_dot_equals_dequantised_dot() {
         let k = 1024;
-        let x: Vec<f32> = (0..k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let x: Vec<f32> = (0..k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
         let sums = group_sums(&x);
         for (dtype, scales) in [
             (GgmlDType::Q4_0, &[0usize][..]),
@@ -258,14 +270,25 @@ mod tests {
                 let row = blocks(dtype, k, scales, seed);
                 let mut w = vec![0.0f32; k];
                 dequantize_into(dtype, &row, &mut w).unwrap();
-                let exact: f64 = w.iter().zip(&x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                let scale: f64 = w.iter().zip(&x).map(|(a, b)| f64::from((a * b).abs())).sum();
+                let exact: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let scale: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| f64::from((a * b).abs()))
+                    .sum();
                 let mut scratch = vec![0.0f32; k];
                 for fused in [false, has_fused_kernel(dtype)] {
                     let got = dot_row(dtype, &row, &x, &sums, &mut scratch, fused);
                     let err = (f64::from(got) - exact).abs() / scale.max(1e-30);
                     // f32 accumulation over 1024 terms: a few 1e-7 of the absolute sum.
-                    assert!(err < 1e-5, "{dtype} seed {seed} fused {fused}: {got} vs {exact}");
+                    assert!(
+                        err < 1e-5,
+                        "{dtype} seed {seed} fused {fused}: {got} vs {exact}"
+                    );
                 }
             }
         }

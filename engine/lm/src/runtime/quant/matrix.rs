@@ -28,7 +28,11 @@ pub struct QuantMatrix {
 
 impl std::fmt::Debug for QuantMatrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuantMatrix({} [{}, {}])", self.dtype, self.rows, self.cols)
+        write!(
+            f,
+            "QuantMatrix({} [{}, {}])",
+            self.dtype, self.rows, self.cols
+        )
     }
 }
 
@@ -224,13 +228,16 @@ mod tests {
             for b in 0..2 {
                 data.extend(f16::from_f32(0.5).to_le_bytes());
                 for c in 0..32 {
-                    let q = (b * 32 + c) as i32 - 32 + r as i32;
+                    let q = b * 32 + c - 32 + r as i32;
                     data.push(q as i8 as u8);
                     dense.push(q as f32 * 0.5);
                 }
             }
         }
-        (QuantMatrix::new(GgmlDType::Q8_0, rows, 64, data).unwrap(), dense)
+        (
+            QuantMatrix::new(GgmlDType::Q8_0, rows, 64, data).unwrap(),
+            dense,
+        )
     }
 
     #[test]
@@ -239,7 +246,9 @@ mod tests {
         let (m, dense) = q8_matrix(rows);
         assert_eq!(m.to_f32(), dense);
         let tokens = 3;
-        let x: Vec<f32> = (0..tokens * 64).map(|i| ((i % 7) as f32 - 3.0) * 0.25).collect();
+        let x: Vec<f32> = (0..tokens * 64)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
+            .collect();
         let mut y = vec![0.0; tokens * rows];
         m.matmul(&x, tokens, &mut y);
         let mut y1 = vec![0.0; rows];

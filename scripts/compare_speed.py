@@ -2,8 +2,11 @@
 """Side-by-side CPU throughput: psy (Burn runtime) vs HF transformers vs llama.cpp.
 
 Same shapes, prompt length, decode length and thread count for every engine, batch 1:
-  * SmolLM2-135M-Instruct from its Q4_1 GGUF: psy and transformers dequantise it to f32;
-    llama.cpp (llama-cpp-python) runs the Q4_1 weights directly (4x less memory traffic).
+  * SmolLM2-135M-Instruct from its Q4_1 GGUF: psy runs it dequantised to f32 and with its weights
+    kept quantized (Q4_1/Q8_0 blocks); transformers dequantises it to f32; llama.cpp
+    (llama-cpp-python) runs the Q4_1 weights directly.
+  * Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`scripts/setup.sh --qwen`): psy quantized and llama.cpp,
+    both on the file's K-quant weights (skipped when the file is absent).
   * A random Qwen3 with the Qwen3-0.6B shape (f32) in psy and transformers.
 
 psy figures come from `cargo bench --bench decode` (criterion's estimates.json), run with
@@ -35,6 +38,10 @@ def gguf_path() -> Path:
     return p
 
 
+def qwen25_path() -> Path:
+    return assets() / "qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+
 def prompt_ids(n, vocab):
     # Same ids as benches/decode.rs.
     return [(i * 7919 + 13) % vocab for i in range(n)]
@@ -46,10 +53,14 @@ def psy_bench(threads, run=True):
     if run:
         subprocess.run(["cargo", "bench", "--bench", "decode"], cwd=ROOT, env=env, check=True)
     out = {}
-    for group, key in (("smollm2-135m-gguf", "smollm2"), ("qwen3-0.6b-shape-random", "qwen3")):
+    for group, key in (("smollm2-135m-gguf", "smollm2"), ("smollm2-135m-gguf-q", "smollm2-q"),
+                       ("qwen2.5-1.5b-q4km-q", "qwen2.5-q"), ("qwen3-0.6b-shape-random", "qwen3")):
         res = {}
         for bench, n in (("prefill", PROMPT_LEN_BENCH), ("decode", 1)):
             est = target / "criterion" / group / bench / str(PROMPT_LEN_BENCH) / "new" / "estimates.json"
+            if not est.is_file():
+                res = {"error": f"no criterion result for {group} (asset missing?)"}
+                break
             ns = json.loads(est.read_text())["mean"]["point_estimate"]
             res[bench] = n / (ns * 1e-9)
         out[key] = res
@@ -98,10 +109,13 @@ def hf_qwen3(threads, n_prompt, decode):
     return torch_time(model, prompt_ids(n_prompt, cfg.vocab_size), decode, torch)
 
 
-def llama_cpp(threads, n_prompt, decode):
+def llama_cpp(threads, n_prompt, decode, path=None):
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path()), n_threads=threads, n_threads_batch=threads, n_ctx=512,
+    path = path or gguf_path()
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: run scripts/setup.sh --qwen")
+    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
                 n_batch=512, verbose=False)
     ids = prompt_ids(n_prompt, llm.n_vocab())
     llm.eval(ids)  # warm-up
@@ -116,9 +130,14 @@ def llama_cpp(threads, n_prompt, decode):
     return {"prefill": prefill, "decode": dec}
 
 
+def llama_cpp_qwen25(threads, n_prompt, decode):
+    return llama_cpp(threads, n_prompt, decode, qwen25_path())
+
+
 ENGINES = {
     "hf-smollm2": ("smollm2", "transformers (f32)", hf_smollm2),
     "llama-smollm2": ("smollm2", "llama.cpp (Q4_1)", llama_cpp),
+    "llama-qwen25": ("qwen2.5", "llama.cpp (Q4_K_M)", llama_cpp_qwen25),
     "hf-qwen3": ("qwen3", "transformers (f32)", hf_qwen3),
 }
 
@@ -152,11 +171,15 @@ def main():
     rows = []
     psy = psy_bench(args.threads, run=not args.skip_psy)
     rows.append(("smollm2", "psy (f32)", psy["smollm2"]))
+    rows.append(("smollm2", "psy (Q4_1 kept)", psy["smollm2-q"]))
+    rows.append(("qwen2.5", "psy (Q4_K_M kept)", psy["qwen2.5-q"]))
     rows.append(("qwen3", "psy (f32)", psy["qwen3"]))
     for engine, (model, label, _) in ENGINES.items():
         rows.append((model, label, run_isolated(engine, args)))
 
-    print(f"\nthreads={args.threads} prompt={args.prompt} decode={args.decode} (tokens/s, batch 1)")
+    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
+    print(f"\ncpu: {cpu}; 1-minute load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"threads={args.threads} prompt={args.prompt} decode={args.decode} (tokens/s, batch 1)")
     print(f"{'model':<10} {'engine':<20} {'prefill':>10} {'decode':>10}")
     for model, engine, r in sorted(rows, key=lambda r: r[0], reverse=True):
         if "error" in r:

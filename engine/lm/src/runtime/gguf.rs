@@ -17,8 +17,9 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use memmap2::Mmap;
+
+use super::quant::{self, QuantMatrix};
 
 /// Alignment of the tensor data section when `general.alignment` is absent (GGUF spec).
 pub const DEFAULT_ALIGNMENT: u64 = 32;
@@ -47,7 +48,7 @@ pub enum GgufError {
         end: u64,
         len: u64,
     },
-    #[error("{path}: tensor '{tensor}' has unsupported dtype {dtype} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")]
+    #[error("{path}: tensor '{tensor}' has unsupported dtype {dtype} (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)")]
     UnsupportedDtype {
         path: PathBuf,
         tensor: String,
@@ -172,8 +173,7 @@ impl GgmlDType {
 
     /// Whether [`GgufFile::tensor_f32`] can dequantise this type.
     pub fn is_supported(self) -> bool {
-        use GgmlDType::*;
-        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1)
+        quant::is_supported(self)
     }
 }
 
@@ -474,8 +474,29 @@ impl GgufFile {
             ),
         })?;
         let bytes = self.data_slice(info, size)?;
-        let values = dequantize(info.dtype, bytes).ok_or_else(|| self.unsupported(info))?;
+        let values = quant::dequantize(info.dtype, bytes).map_err(|e| self.invalid(info, e))?;
         Ok((values, info.shape()))
+    }
+
+    /// A tensor of two or more dimensions as a [`QuantMatrix`] `[rows, cols]` (cols = the
+    /// fastest GGUF dimension), its bytes copied in their own format; each row must be a whole
+    /// number of blocks.
+    pub fn tensor_quant(&self, name: &str) -> Result<QuantMatrix, GgufError> {
+        let info = self.require(name)?;
+        if !info.dtype.is_supported() {
+            return Err(self.unsupported(info));
+        }
+        let cols = info.dims[0] as usize;
+        let rows = (info.n_elements() as usize).checked_div(cols).unwrap_or(0);
+        let bytes = self.tensor_bytes(name)?;
+        QuantMatrix::new(info.dtype, rows, cols, bytes.to_vec()).map_err(|e| self.invalid(info, e))
+    }
+
+    fn invalid(&self, info: &GgufTensorInfo, e: quant::QuantError) -> GgufError {
+        GgufError::Invalid {
+            path: self.path.clone(),
+            msg: format!("tensor '{}': {e}", info.name),
+        }
     }
 
     fn require(&self, name: &str) -> Result<&GgufTensorInfo, GgufError> {
@@ -777,66 +798,10 @@ fn parse(path: &Path, buf: &[u8]) -> Result<Parsed, GgufError> {
     })
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// Dequantises whole blocks of `dtype`; `None` for types we do not handle. `bytes.len()` must be
-/// a whole number of blocks (guaranteed by the caller via `byte_size`).
-pub fn dequantize(dtype: GgmlDType, bytes: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        GgmlDType::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        GgmlDType::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        GgmlDType::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        // block_q8_0 { f16 d; i8 qs[32]; }: x = q * d
-        GgmlDType::Q8_0 => {
-            let mut out = Vec::with_capacity(bytes.len() / 34 * 32);
-            for blk in bytes.chunks_exact(34) {
-                let d = f16_at(blk, 0);
-                out.extend(blk[2..].iter().map(|&q| f32::from(q as i8) * d));
-            }
-            out
-        }
-        // block_q4_0 { f16 d; u8 qs[16]; }: element j = (lo nibble of qs[j]) - 8, element
-        // j + 16 = (hi nibble of qs[j]) - 8, times d.
-        GgmlDType::Q4_0 => {
-            let mut out = Vec::with_capacity(bytes.len() / 18 * 32);
-            for blk in bytes.chunks_exact(18) {
-                let d = f16_at(blk, 0);
-                let qs = &blk[2..];
-                out.extend(qs.iter().map(|&q| (f32::from(q & 0x0f) - 8.0) * d));
-                out.extend(qs.iter().map(|&q| (f32::from(q >> 4) - 8.0) * d));
-            }
-            out
-        }
-        // block_q4_1 { f16 d; f16 m; u8 qs[16]; }: x = q * d + m, same nibble order as Q4_0.
-        GgmlDType::Q4_1 => {
-            let mut out = Vec::with_capacity(bytes.len() / 20 * 32);
-            for blk in bytes.chunks_exact(20) {
-                let d = f16_at(blk, 0);
-                let m = f16_at(blk, 2);
-                let qs = &blk[4..];
-                out.extend(qs.iter().map(|&q| f32::from(q & 0x0f) * d + m));
-                out.extend(qs.iter().map(|&q| f32::from(q >> 4) * d + m));
-            }
-            out
-        }
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
     use proptest::prelude::*;
 
     fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -905,6 +870,7 @@ mod tests {
                     assert_eq!(values.len(), shape.iter().product::<usize>(), "{}", t.name);
                 }
                 let _ = file.tensor_bytes(&t.name);
+                let _ = file.tensor_quant(&t.name);
             }
         }
     }
@@ -993,7 +959,7 @@ mod tests {
         for (j, b) in blk[2..].iter_mut().enumerate() {
             *b = (j as u8) | ((15 - j as u8) << 4);
         }
-        let v = dequantize(GgmlDType::Q4_0, &blk).unwrap();
+        let v = quant::dequantize(GgmlDType::Q4_0, &blk).unwrap();
         for j in 0..16 {
             assert_eq!(v[j], (j as f32 - 8.0) * 0.5);
             assert_eq!(v[j + 16], ((15 - j) as f32 - 8.0) * 0.5);

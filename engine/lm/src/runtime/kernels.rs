@@ -67,6 +67,74 @@ pub fn dot4(w: &[f32], x: &[f32]) -> [f32; 4] {
     ]
 }
 
+/// The 16 dot products of four rows `w` (`[4, k]`) with four activation rows `x[j]` (`k` each):
+/// `out[i][j] = dot(w row i, x[j])`. Four rows times four tokens keep 16 accumulators in
+/// registers and load 8 vectors per 16 multiply-adds, so small-batch products over dequantised
+/// weight rows run near the FMA rate instead of the load rate of one dot at a time.
+#[inline]
+pub fn dot4x4(w: &[f32], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    let k = x[0].len();
+    debug_assert_eq!(w.len(), 4 * k);
+    debug_assert!(x.iter().all(|r| r.len() == k));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were just detected at run time; lengths checked above.
+            return unsafe { dot4x4_avx2(w, x) };
+        }
+    }
+    let mut out = [[0.0f32; 4]; 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        for (j, v) in o.iter_mut().enumerate() {
+            *v = dot_portable(&w[i * k..(i + 1) * k], x[j]);
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4x4_avx2(w: &[f32], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    use std::arch::x86_64::*;
+    let k = x[0].len();
+    let pw = [
+        w.as_ptr(),
+        w.as_ptr().add(k),
+        w.as_ptr().add(2 * k),
+        w.as_ptr().add(3 * k),
+    ];
+    let px = [x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr()];
+    let mut a = [[_mm256_setzero_ps(); 4]; 4];
+    let mut c = 0;
+    while c + 8 <= k {
+        let xv = [
+            _mm256_loadu_ps(px[0].add(c)),
+            _mm256_loadu_ps(px[1].add(c)),
+            _mm256_loadu_ps(px[2].add(c)),
+            _mm256_loadu_ps(px[3].add(c)),
+        ];
+        for i in 0..4 {
+            let wv = _mm256_loadu_ps(pw[i].add(c));
+            for j in 0..4 {
+                a[i][j] = _mm256_fmadd_ps(wv, xv[j], a[i][j]);
+            }
+        }
+        c += 8;
+    }
+    let mut out = [[0.0f32; 4]; 4];
+    for i in 0..4 {
+        for j in 0..4 {
+            let mut s = hsum256(a[i][j]);
+            for t in c..k {
+                s += *pw[i].add(t) * *px[j].add(t);
+            }
+            out[i][j] = s;
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum256(v: std::arch::x86_64::__m256) -> f32 {
@@ -297,6 +365,28 @@ mod tests {
         for r in 0..rows {
             let naive: f32 = (0..k).map(|j| w[r * k + j] * x[j]).sum();
             assert!((naive - y[r]).abs() < 1e-4, "row {r}: {naive} vs {}", y[r]);
+        }
+    }
+
+    #[test]
+    fn dot4x4_matches_naive() {
+        let k = 83; // ten full vectors and a tail
+        let w: Vec<f32> = (0..4 * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let xs: Vec<Vec<f32>> = (0..4)
+            .map(|j| {
+                (0..k)
+                    .map(|i| ((i * 13 + j * 7) % 17) as f32 / 8.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let out = dot4x4(&w, [&xs[0], &xs[1], &xs[2], &xs[3]]);
+        for i in 0..4 {
+            for j in 0..4 {
+                let naive: f32 = (0..k).map(|c| w[i * k + c] * xs[j][c]).sum();
+                assert!((naive - out[i][j]).abs() < 1e-4, "{i},{j}");
+            }
         }
     }
 

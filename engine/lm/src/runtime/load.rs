@@ -44,17 +44,56 @@ pub struct LoadedModel {
     pub device: Device,
 }
 
-/// Loads an HF model directory (config.json + safetensors) or a `.gguf` file on the default
-/// device (see [`select_device`]).
-pub fn load_model(path: &Path) -> Result<LoadedModel> {
-    load_model_on(path, &select_device(DevicePreference::Auto)?)
+/// How GGUF weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightFormat {
+    /// Every tensor dequantised to an f32 Burn tensor (training, parity with transformers).
+    F32,
+    /// Matrices stay in their file's block format and are multiplied from it (see
+    /// [`super::quant::QuantMatrix`]); about the file's size in memory instead of 4 bytes a
+    /// weight. Only on the CPU: other devices get [`WeightFormat::F32`].
+    #[default]
+    Quantized,
 }
 
-/// [`load_model`] on an explicit device.
+impl WeightFormat {
+    /// `PSY_WEIGHTS=f32|quantized`, else the default (quantized).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("PSY_WEIGHTS").as_deref() {
+            Err(_) | Ok("") | Ok("quantized") => Ok(Self::Quantized),
+            Ok("f32") => Ok(Self::F32),
+            Ok(other) => Err(RuntimeError::Request(format!(
+                "PSY_WEIGHTS={other}: expected `f32` or `quantized`"
+            ))),
+        }
+    }
+}
+
+/// Loads an HF model directory (config.json + safetensors) or a `.gguf` file on the default
+/// device (see [`select_device`]), GGUF weights as [`WeightFormat::from_env`] says (quantized
+/// unless `PSY_WEIGHTS=f32`).
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    load_model_with(
+        path,
+        &select_device(DevicePreference::Auto)?,
+        WeightFormat::from_env()?,
+    )
+}
+
+/// [`load_model`] on an explicit device with every weight as f32 (what training and the
+/// transformers parity tests need).
 pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_model_with(path, device, WeightFormat::F32)
+}
+
+/// [`load_model`] on an explicit device and weight format.
+pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> Result<LoadedModel> {
     let started = Instant::now();
     let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        load_gguf(path, device)?
+        // The quantized kernels run on the CPU only.
+        let keep = weights == WeightFormat::Quantized && *device == Device::flex();
+        load_gguf(path, device, keep)?
     } else {
         let config_path = path.join("config.json");
         let config = ModelConfig::from_hf_file(&config_path)?;
@@ -83,9 +122,10 @@ pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
     Ok(loaded)
 }
 
-/// Loads a GGUF checkpoint (llama, qwen2, qwen3), dequantising every tensor to f32.
-pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
-    let (mut src, config) = GgufSource::open(path)?;
+/// Loads a GGUF checkpoint (llama, qwen2, qwen3): matrices kept in their block format with
+/// `keep_quantized`, every tensor dequantised to f32 otherwise.
+pub fn load_gguf(path: &Path, device: &Device, keep_quantized: bool) -> Result<LoadedModel> {
+    let (mut src, config) = GgufSource::open(path, keep_quantized)?;
     let model = CausalLm::load(&config, &mut src, device)?;
     Ok(LoadedModel {
         model,

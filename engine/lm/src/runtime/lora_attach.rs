@@ -1,19 +1,20 @@
 //! Attaching LoRA adapters to a model's projections, merging them back, and listing them.
 //!
-//! Apart from [`super::lora`] (the adapter itself, which the model's `Linear` holds) so that the
+//! Apart from [`super::lora`] (the adapter itself, which the model's `Projection` holds) so that the
 //! model depends on the adapter and this file on both, never the other way round.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::lora::{LoraAdapter, LoraConfig};
-use super::model::{CausalLm, Linear};
+use super::model::CausalLm;
+use super::projection::Projection;
 
 impl CausalLm {
     /// Every projection of the decoder with its HF path (`model.layers.N.self_attn.q_proj`).
     /// The LM head is not a LoRA target (PEFT's "all-linear" excludes it too).
-    fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Linear)> {
+    fn projections_mut(&mut self) -> Vec<(String, &'static str, &mut Projection)> {
         let mut out = Vec::new();
         for (i, l) in self.model.layers.iter_mut().enumerate() {
             let a = &mut l.self_attn;
@@ -47,7 +48,7 @@ impl CausalLm {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x4C6F_5241);
         for (_, kind, lin) in model.projections_mut() {
             if targets.contains(&kind) {
-                let [out, inp] = lin.weight.dims();
+                let [out, inp] = lin.dims();
                 lin.lora = Some(LoraAdapter::new(out, inp, config, &mut rng, &device));
             }
         }
@@ -57,10 +58,11 @@ impl CausalLm {
     /// Folds every adapter into its base weight (`W += scale * B A`) and removes it: the
     /// result is a plain model with the fine-tuned behaviour.
     pub fn merge_lora(mut self) -> Self {
+        let device = self.device();
         for (_, _, lin) in self.projections_mut() {
             if let Some(adapter) = lin.lora.take() {
-                let merged = lin.weight.val() + adapter.delta();
-                lin.weight = Param::from_tensor(merged);
+                let merged = lin.weight_f32(&device) + adapter.delta();
+                lin.set_weight(merged);
             }
         }
         self

@@ -16,6 +16,8 @@ pub mod load;
 pub mod lora;
 pub mod lora_attach;
 pub mod model;
+pub mod projection;
+pub mod quant;
 pub mod sampling;
 pub mod tokenize_cli;
 pub mod tokenizer;
@@ -29,7 +31,10 @@ pub use generate::{
     generate, generate_cached, FinishReason, GenerationConfig, GenerationOutput, PromptCache,
     StreamEvent, TextCodec, Timings,
 };
-pub use load::{load_model, load_model_on, load_tokenizer, LoadedModel, ModelFormat};
+pub use load::{
+    load_model, load_model_on, load_model_with, load_tokenizer, LoadedModel, ModelFormat,
+    WeightFormat,
+};
 pub use lora::{LoraAdapter, LoraConfig};
 pub use model::{CausalLm, KvCache};
 pub use sampling::SamplingConfig;

@@ -3,16 +3,18 @@
 //! Struct and field names follow the Hugging Face checkpoints (`model.layers.N.self_attn.q_proj`,
 //! ...), so weights load by name. Projections keep the HF `[out, in]` layout: it makes tied
 //! embeddings free (the LM head *is* `embed_tokens.weight`) and lets batch-1 decoding run the
-//! row-parallel GEMV of [`super::kernels`] straight on the f32 weight data.
+//! row-parallel GEMV of [`super::kernels`] straight on the f32 weight data, or on the GGUF
+//! blocks of a quantized weight ([`super::projection`]).
 
 use burn::backend::Flex;
 use burn::module::{Module, Param};
-use burn::tensor::{activation, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
 use super::error::{Result, RuntimeError};
 use super::kernels::gemv_rows;
 use super::lora::LoraAdapter;
+use super::projection::{Projection, TokenEmbedding};
 use super::weights::TensorSource;
 
 fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
@@ -41,7 +43,7 @@ pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
 }
 
 /// `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
-fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let [n, _] = weight.dims();
     let y = if b * s == 1 {
@@ -87,7 +89,9 @@ fn gemv_flex(weight: &Tensor<2>, x: &Tensor<3>) -> Option<Tensor<3>> {
     ))
 }
 
-/// A bias-optional linear layer with HF field names (`weight` `[out, in]`, `bias` `[out]`).
+/// A bias-optional f32 linear layer with HF field names (`weight` `[out, in]`, `bias` `[out]`),
+/// used by the sentence encoder; the decoder's projections are [`Projection`]s, which may also
+/// hold a quantized weight.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
@@ -97,38 +101,6 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn load(
-        src: &mut dyn TensorSource,
-        prefix: &str,
-        out: usize,
-        inp: usize,
-        bias: bool,
-        device: &Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            weight: load(src, &format!("{prefix}.weight"), [out, inp], device)?,
-            bias: if bias {
-                Some(load(src, &format!("{prefix}.bias"), [out], device)?)
-            } else {
-                None
-            },
-            lora: None,
-        })
-    }
-
-    fn random(out: usize, inp: usize, bias: bool, device: &Device) -> Self {
-        let std = 1.0 / (inp as f64).sqrt();
-        Self {
-            weight: Param::from_tensor(Tensor::random(
-                [out, inp],
-                Distribution::Uniform(-std, std),
-                device,
-            )),
-            bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
-            lora: None,
-        }
-    }
-
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let bias = self.bias.as_ref().map(|b| b.val());
         match &self.lora {
@@ -226,9 +198,9 @@ impl Rotary {
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: Projection,
+    pub up_proj: Projection,
+    pub down_proj: Projection,
 }
 
 impl Mlp {
@@ -307,10 +279,10 @@ fn append(slot: &mut Option<Tensor<4>>, new: Tensor<4>, start: usize) -> Tensor<
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: Projection,
+    pub k_proj: Projection,
+    pub v_proj: Projection,
+    pub o_proj: Projection,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
     pub num_heads: usize,
@@ -453,7 +425,8 @@ impl DecoderLayer {
     }
 }
 
-/// Token embedding table `[vocab, hidden]`.
+/// f32 embedding table `[vocab, hidden]` (the sentence encoder's; the decoder's is a
+/// [`TokenEmbedding`]).
 #[derive(Module, Debug)]
 pub struct Embedding {
     pub weight: Param<Tensor<2>>,
@@ -462,7 +435,7 @@ pub struct Embedding {
 /// The transformer body (`model.*` in HF checkpoints).
 #[derive(Module, Debug)]
 pub struct Model {
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
 }
@@ -472,7 +445,7 @@ pub struct Model {
 pub struct CausalLm {
     pub model: Model,
     /// `None` when the embeddings are tied: the head reuses `model.embed_tokens.weight`.
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<Projection>,
     pub rotary: Rotary,
 }
 
@@ -502,16 +475,38 @@ impl CausalLm {
             c.num_key_value_heads * c.head_dim,
         );
         let eps = c.rms_norm_eps;
-        let embed = load(src, "model.embed_tokens.weight", [c.vocab_size, hd], device)?;
+        let embed =
+            TokenEmbedding::load(src, "model.embed_tokens.weight", c.vocab_size, hd, device)?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let self_attn = Attention {
-                q_proj: Linear::load(src, &format!("{a}.q_proj"), q_out, hd, c.qkv_bias, device)?,
-                k_proj: Linear::load(src, &format!("{a}.k_proj"), kv_out, hd, c.qkv_bias, device)?,
-                v_proj: Linear::load(src, &format!("{a}.v_proj"), kv_out, hd, c.qkv_bias, device)?,
-                o_proj: Linear::load(src, &format!("{a}.o_proj"), hd, q_out, c.o_bias, device)?,
+                q_proj: Projection::load(
+                    src,
+                    &format!("{a}.q_proj"),
+                    q_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
+                k_proj: Projection::load(
+                    src,
+                    &format!("{a}.k_proj"),
+                    kv_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
+                v_proj: Projection::load(
+                    src,
+                    &format!("{a}.v_proj"),
+                    kv_out,
+                    hd,
+                    c.qkv_bias,
+                    device,
+                )?,
+                o_proj: Projection::load(src, &format!("{a}.o_proj"), hd, q_out, c.o_bias, device)?,
                 q_norm: if c.qk_norm {
                     Some(RmsNorm::load(
                         src,
@@ -540,7 +535,7 @@ impl CausalLm {
             };
             let m = format!("{p}.mlp");
             let mlp = Mlp {
-                gate_proj: Linear::load(
+                gate_proj: Projection::load(
                     src,
                     &format!("{m}.gate_proj"),
                     c.intermediate_size,
@@ -548,7 +543,7 @@ impl CausalLm {
                     false,
                     device,
                 )?,
-                up_proj: Linear::load(
+                up_proj: Projection::load(
                     src,
                     &format!("{m}.up_proj"),
                     c.intermediate_size,
@@ -556,7 +551,7 @@ impl CausalLm {
                     false,
                     device,
                 )?,
-                down_proj: Linear::load(
+                down_proj: Projection::load(
                     src,
                     &format!("{m}.down_proj"),
                     hd,
@@ -587,7 +582,7 @@ impl CausalLm {
         let norm = RmsNorm::load(src, "model.norm", hd, eps, device)?;
         // Tied checkpoints lack `lm_head.weight`; an untied one must have it.
         let lm_head = if !c.tie_word_embeddings || src.contains("lm_head.weight") {
-            Some(Linear::load(
+            Some(Projection::load(
                 src,
                 "lm_head",
                 c.vocab_size,
@@ -609,7 +604,7 @@ impl CausalLm {
         );
         Ok(Self {
             model: Model {
-                embed_tokens: Embedding { weight: embed },
+                embed_tokens: embed,
                 layers,
                 norm,
             },
@@ -635,10 +630,10 @@ impl CausalLm {
         let layers = (0..c.num_hidden_layers)
             .map(|_| DecoderLayer {
                 self_attn: Attention {
-                    q_proj: Linear::random(q_out, hd, c.qkv_bias, device),
-                    k_proj: Linear::random(kv_out, hd, c.qkv_bias, device),
-                    v_proj: Linear::random(kv_out, hd, c.qkv_bias, device),
-                    o_proj: Linear::random(hd, q_out, c.o_bias, device),
+                    q_proj: Projection::random(q_out, hd, c.qkv_bias, device),
+                    k_proj: Projection::random(kv_out, hd, c.qkv_bias, device),
+                    v_proj: Projection::random(kv_out, hd, c.qkv_bias, device),
+                    o_proj: Projection::random(hd, q_out, c.o_bias, device),
                     q_norm: c.qk_norm.then(|| RmsNorm::ones(c.head_dim, eps, device)),
                     k_norm: c.qk_norm.then(|| RmsNorm::ones(c.head_dim, eps, device)),
                     num_heads: c.num_attention_heads,
@@ -646,9 +641,9 @@ impl CausalLm {
                     head_dim: c.head_dim,
                 },
                 mlp: Mlp {
-                    gate_proj: Linear::random(c.intermediate_size, hd, false, device),
-                    up_proj: Linear::random(c.intermediate_size, hd, false, device),
-                    down_proj: Linear::random(hd, c.intermediate_size, false, device),
+                    gate_proj: Projection::random(c.intermediate_size, hd, false, device),
+                    up_proj: Projection::random(c.intermediate_size, hd, false, device),
+                    down_proj: Projection::random(hd, c.intermediate_size, false, device),
                 },
                 input_layernorm: RmsNorm::ones(hd, eps, device),
                 post_attention_layernorm: RmsNorm::ones(hd, eps, device),
@@ -656,18 +651,12 @@ impl CausalLm {
             .collect();
         Self {
             model: Model {
-                embed_tokens: Embedding {
-                    weight: Param::from_tensor(Tensor::random(
-                        [c.vocab_size, hd],
-                        Distribution::Normal(0.0, 0.02),
-                        device,
-                    )),
-                },
+                embed_tokens: TokenEmbedding::random(c.vocab_size, hd, device),
                 layers,
                 norm: RmsNorm::ones(hd, eps, device),
             },
             lm_head: (!c.tie_word_embeddings)
-                .then(|| Linear::random(c.vocab_size, hd, false, device)),
+                .then(|| Projection::random(c.vocab_size, hd, false, device)),
             rotary: Rotary::new(
                 c.head_dim,
                 c.rope_theta,
@@ -690,7 +679,7 @@ impl CausalLm {
         cache: &mut KvCache,
         mut trace: Option<&mut Vec<Tensor<3>>>,
     ) -> Tensor<3> {
-        let [b, s] = ids.dims();
+        let s = ids.dims()[1];
         let start = cache.len;
         assert!(
             start + s <= cache.capacity,
@@ -698,11 +687,7 @@ impl CausalLm {
             start,
             cache.capacity
         );
-        let embed = self.model.embed_tokens.weight.val();
-        let hidden = embed.dims()[1];
-        let mut x = embed
-            .select(0, ids.reshape([b * s]))
-            .reshape([b, s, hidden]);
+        let mut x = self.model.embed_tokens.lookup(ids);
         if let Some(t) = trace.as_deref_mut() {
             t.push(x.clone());
         }
@@ -739,7 +724,7 @@ impl CausalLm {
         }
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
-            None => linear(self.model.embed_tokens.weight.val(), None, x),
+            None => self.model.embed_tokens.as_head(x),
         };
         ForwardTrace {
             logits,
@@ -757,9 +742,10 @@ impl CausalLm {
 
     /// The LM head's weight `[vocab, hidden]`: `lm_head.weight`, or the embeddings when tied.
     pub fn head_weight(&self) -> Tensor<2> {
+        let device = self.device();
         match &self.lm_head {
-            Some(head) => head.weight.val(),
-            None => self.model.embed_tokens.weight.val(),
+            Some(head) => head.weight_f32(&device),
+            None => self.model.embed_tokens.weight_f32(&device),
         }
     }
 

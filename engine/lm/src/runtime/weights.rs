@@ -15,7 +15,8 @@ use safetensors::SafeTensors;
 
 use super::config::{Architecture, ModelConfig};
 use super::error::{Result, RuntimeError};
-use super::gguf::{GgufError, GgufFile};
+use super::gguf::{GgmlDType, GgufError, GgufFile};
+use super::quant::QuantMatrix;
 
 /// Where the model builder gets its tensors from, by Hugging Face name.
 pub trait TensorSource {
@@ -23,6 +24,11 @@ pub trait TensorSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor as f32, row-major, checked against `shape`.
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// The tensor kept in its file's block format when the source holds it quantised (or in
+    /// half precision) and was opened to keep it so; `Ok(None)` means "take it as f32".
+    fn take_quant(&mut self, _name: &str, _shape: &[usize]) -> Result<Option<QuantMatrix>> {
+        Ok(None)
+    }
     /// Errors when tensors were left unused (a sign of a mismatched architecture).
     fn finish(&self) -> Result<()>;
     /// The file or directory the tensors come from, for messages.
@@ -216,6 +222,7 @@ pub struct GgufSource {
     n_head: usize,
     n_kv_head: usize,
     permuted_qk: bool,
+    keep_quantized: bool,
     used: BTreeSet<String>,
 }
 
@@ -268,25 +275,28 @@ fn gguf_name(hf: &str) -> Option<String> {
 }
 
 /// Inverse of llama.cpp's q/k permutation: rows of each head are stored as (pair j, half t)
-/// interleaved; HF wants half t major: row `h*d + 2j + t` goes to `h*d + t*d/2 + j`.
-fn reverse_permute(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
+/// interleaved; HF wants half t major: row `h*d + t*d/2 + j` comes from row `h*d + 2j + t`.
+fn permuted_source_row(dst: usize, n_head: usize, rows: usize) -> usize {
     let d = rows / n_head;
     let half = d / 2;
+    let (h, rem) = (dst / d, dst % d);
+    h * d + 2 * (rem % half) + rem / half
+}
+
+/// [`permuted_source_row`] applied to every row of a row-major `[rows, cols]` matrix.
+fn reverse_permute(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; w.len()];
-    for h in 0..n_head {
-        for j in 0..half {
-            for t in 0..2 {
-                let src = h * d + 2 * j + t;
-                let dst = h * d + t * half + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
+    for (dst, row) in out.chunks_exact_mut(cols).enumerate() {
+        let src = permuted_source_row(dst, n_head, rows);
+        row.copy_from_slice(&w[src * cols..(src + 1) * cols]);
     }
     out
 }
 
 impl GgufSource {
-    pub fn open(path: &Path) -> Result<(Self, ModelConfig)> {
+    /// Opens `path`; with `keep_quantized`, [`TensorSource::take_quant`] hands out every
+    /// matrix that is not F32 in its own format instead of f32.
+    pub fn open(path: &Path, keep_quantized: bool) -> Result<(Self, ModelConfig)> {
         let file = GgufFile::open(path).map_err(gguf_err)?;
         let arch = file.architecture().unwrap_or_default().to_string();
         let architecture = match arch.as_str() {
@@ -386,6 +396,7 @@ impl GgufSource {
                 n_head,
                 n_kv_head,
                 permuted_qk: architecture == Architecture::Llama,
+                keep_quantized,
                 used: BTreeSet::new(),
             },
             config,
@@ -393,12 +404,9 @@ impl GgufSource {
     }
 }
 
-impl TensorSource for GgufSource {
-    fn contains(&self, name: &str) -> bool {
-        gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
-    }
-
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+impl GgufSource {
+    /// The GGUF name of HF tensor `name`, checked to exist with `shape`.
+    fn checked_name(&self, name: &str, shape: &[usize]) -> Result<String> {
         let path = self.file.path().to_path_buf();
         let g = gguf_name(name).ok_or_else(|| RuntimeError::MissingTensor {
             name: name.into(),
@@ -419,17 +427,50 @@ impl TensorSource for GgufSource {
                 found: info.shape(),
             });
         }
+        Ok(g)
+    }
+
+    /// Heads of a q/k projection whose rows llama.cpp permuted (`llama` files only).
+    fn qk_heads(&self, g: &str) -> Option<usize> {
+        if !self.permuted_qk {
+            None
+        } else if g.ends_with("attn_q.weight") {
+            Some(self.n_head)
+        } else if g.ends_with("attn_k.weight") {
+            Some(self.n_kv_head)
+        } else {
+            None
+        }
+    }
+}
+
+impl TensorSource for GgufSource {
+    fn contains(&self, name: &str) -> bool {
+        gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let g = self.checked_name(name, shape)?;
         let (values, _) = self.file.tensor_f32(&g).map_err(gguf_err)?;
         self.used.insert(g.clone());
-        Ok(if !self.permuted_qk {
-            values
-        } else if g.ends_with("attn_q.weight") {
-            reverse_permute(&values, self.n_head, shape[0], shape[1])
-        } else if g.ends_with("attn_k.weight") {
-            reverse_permute(&values, self.n_kv_head, shape[0], shape[1])
-        } else {
-            values
+        Ok(match self.qk_heads(&g) {
+            Some(heads) => reverse_permute(&values, heads, shape[0], shape[1]),
+            None => values,
         })
+    }
+
+    fn take_quant(&mut self, name: &str, shape: &[usize]) -> Result<Option<QuantMatrix>> {
+        let g = self.checked_name(name, shape)?;
+        let dtype = self.file.tensor_info(&g).map(|t| t.dtype);
+        if !self.keep_quantized || shape.len() < 2 || dtype == Some(GgmlDType::F32) {
+            return Ok(None);
+        }
+        let m = self.file.tensor_quant(&g).map_err(gguf_err)?;
+        self.used.insert(g.clone());
+        Ok(Some(match self.qk_heads(&g) {
+            Some(heads) => m.permute_rows(|dst| permuted_source_row(dst, heads, shape[0])),
+            None => m,
+        }))
     }
 
     fn finish(&self) -> Result<()> {

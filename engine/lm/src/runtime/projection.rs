@@ -1,0 +1,273 @@
+//! The decoder's weight matrices, held either as f32 Burn parameters or in their GGUF block
+//! format ([`QuantMatrix`]): projections (with optional bias and LoRA adapter) and the token
+//! embedding table, which a tied LM head reuses.
+//!
+//! Kept apart from the encoder's f32-only [`super::model::Linear`]: a quantized matrix is not a
+//! Burn parameter (it is not trained and has no tensor form), so it sits in a `#[module(skip)]`
+//! field and the parameter is `None`; record paths (`q_proj.weight`, `q_proj.lora.*`) are those
+//! of the f32 form.
+
+use std::sync::Arc;
+
+use burn::backend::Flex;
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+use super::error::Result;
+use super::lora::LoraAdapter;
+use super::model::{linear, load};
+use super::quant::QuantMatrix;
+use super::weights::TensorSource;
+
+/// Tokens from which a quantized projection runs Burn's GEMM on dequantised tiles of rows (as
+/// llama.cpp hands large batches to BLAS): measured faster than [`QuantMatrix::matmul`]'s
+/// register-blocked kernel at 64 tokens, which in turn beats per-token GEMVs from 4 tokens.
+pub const QUANT_GEMM_MIN_TOKENS: usize = 16;
+
+/// f32 bytes of one dequantised tile: small enough to stay below the allocator's mmap threshold
+/// (so tiles reuse heap memory instead of faulting fresh pages in on every call) and in cache.
+const TILE_BYTES: usize = 4 << 20;
+
+/// `x` as host f32 values, row-major (no copy on the flex backend).
+fn host_f32(x: &Tensor<3>) -> Vec<f32> {
+    if let Ok(p) = x.clone().try_into_primitive::<Flex>() {
+        if let Some(s) = p.to_contiguous().as_slice::<f32>() {
+            return s.to_vec();
+        }
+    }
+    x.clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 activations")
+}
+
+/// `x W^T` with `W` quantized `[n, k]`, `x` `[b, s, k]`.
+fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, k] = x.dims();
+    let n = w.rows();
+    let device = x.device();
+    if x.is_autodiff() {
+        // Autodiff needs a tensor op for the gradient of `x`.
+        let dense = Tensor::from_data(TensorData::new(w.to_f32(), [n, k]), &device);
+        return linear(dense, None, x);
+    }
+    if b * s >= QUANT_GEMM_MIN_TOKENS {
+        // `W x^T` a tile of rows at a time, as the f32 path computes it (see `linear`).
+        let xt = x.reshape([b * s, k]).transpose();
+        let tile = (TILE_BYTES / 4 / k).max(1);
+        let parts: Vec<Tensor<2>> = (0..n)
+            .step_by(tile)
+            .map(|r| {
+                let rows = tile.min(n - r);
+                let wt =
+                    Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
+                wt.matmul(xt.clone())
+            })
+            .collect();
+        return Tensor::cat(parts, 0).transpose().reshape([b, s, n]);
+    }
+    let xs = host_f32(&x);
+    let mut y = vec![0.0f32; b * s * n];
+    w.matmul(&xs, b * s, &mut y);
+    Tensor::from_data(TensorData::new(y, [b, s, n]), &device)
+}
+
+/// A weight matrix as (f32 parameter, quantized blocks): exactly one is `Some`.
+type Matrix = (Option<Param<Tensor<2>>>, Option<Arc<QuantMatrix>>);
+
+/// Takes `name` `[out, inp]` from `src`, quantized when the source keeps it so.
+fn load_matrix(
+    src: &mut dyn TensorSource,
+    name: &str,
+    out: usize,
+    inp: usize,
+    device: &Device,
+) -> Result<Matrix> {
+    Ok(match src.take_quant(name, &[out, inp])? {
+        Some(q) => (None, Some(Arc::new(q))),
+        None => (Some(load(src, name, [out, inp], device)?), None),
+    })
+}
+
+/// The f32 weight: the parameter, or the quantized matrix dequantised.
+fn dense_weight(
+    weight: &Option<Param<Tensor<2>>>,
+    quant: &Option<Arc<QuantMatrix>>,
+    device: &Device,
+) -> Tensor<2> {
+    match (weight, quant) {
+        (Some(w), _) => w.val(),
+        (None, Some(q)) => {
+            Tensor::from_data(TensorData::new(q.to_f32(), [q.rows(), q.cols()]), device)
+        }
+        (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
+    }
+}
+
+/// A decoder projection `y = x W^T + b (+ LoRA)`, `W` `[out, in]` as in PyTorch.
+#[derive(Module, Debug)]
+pub struct Projection {
+    /// f32 weight; `None` when it is held in `quant`.
+    pub weight: Option<Param<Tensor<2>>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Low-rank trainable update (LoRA fine-tuning); `None` for plain inference and full SFT.
+    pub lora: Option<LoraAdapter>,
+    /// The weight in its file's block format (CPU inference from GGUF).
+    #[module(skip)]
+    pub quant: Option<Arc<QuantMatrix>>,
+}
+
+impl Projection {
+    pub(crate) fn load(
+        src: &mut dyn TensorSource,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let (weight, quant) = load_matrix(src, &format!("{prefix}.weight"), out, inp, device)?;
+        Ok(Self {
+            weight,
+            bias: if bias {
+                Some(load(src, &format!("{prefix}.bias"), [out], device)?)
+            } else {
+                None
+            },
+            lora: None,
+            quant,
+        })
+    }
+
+    pub(crate) fn random(out: usize, inp: usize, bias: bool, device: &Device) -> Self {
+        let std = 1.0 / (inp as f64).sqrt();
+        Self {
+            weight: Some(Param::from_tensor(Tensor::random(
+                [out, inp],
+                Distribution::Uniform(-std, std),
+                device,
+            ))),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
+            lora: None,
+            quant: None,
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match (&self.weight, &self.quant) {
+            (Some(w), _) => w.dims(),
+            (None, Some(q)) => [q.rows(), q.cols()],
+            (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
+        }
+    }
+
+    /// The weight as an f32 tensor (dequantised when held quantized).
+    pub fn weight_f32(&self, device: &Device) -> Tensor<2> {
+        dense_weight(&self.weight, &self.quant, device)
+    }
+
+    /// Replaces the weight by an f32 one (after merging LoRA).
+    pub fn set_weight(&mut self, w: Tensor<2>) {
+        self.weight = Some(Param::from_tensor(w));
+        self.quant = None;
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let bias = self.bias.as_ref().map(|b| b.val());
+        let y = match (&self.weight, &self.quant) {
+            (Some(w), _) => linear(w.val(), bias, x.clone()),
+            (None, Some(q)) => {
+                let y = quant_linear(q, x.clone());
+                match bias {
+                    Some(b) => y + b.unsqueeze::<3>(),
+                    None => y,
+                }
+            }
+            (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
+        };
+        match &self.lora {
+            Some(adapter) => y + adapter.forward(x),
+            None => y,
+        }
+    }
+}
+
+/// Token embedding table `[vocab, hidden]` of the decoder.
+#[derive(Module, Debug)]
+pub struct TokenEmbedding {
+    /// f32 table; `None` when it is held in `quant`.
+    pub weight: Option<Param<Tensor<2>>>,
+    #[module(skip)]
+    pub quant: Option<Arc<QuantMatrix>>,
+}
+
+impl TokenEmbedding {
+    pub(crate) fn load(
+        src: &mut dyn TensorSource,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let (weight, quant) = load_matrix(src, name, vocab, hidden, device)?;
+        Ok(Self { weight, quant })
+    }
+
+    pub(crate) fn random(vocab: usize, hidden: usize, device: &Device) -> Self {
+        Self {
+            weight: Some(Param::from_tensor(Tensor::random(
+                [vocab, hidden],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            ))),
+            quant: None,
+        }
+    }
+
+    /// The table as an f32 tensor (dequantised when held quantized).
+    pub fn weight_f32(&self, device: &Device) -> Tensor<2> {
+        dense_weight(&self.weight, &self.quant, device)
+    }
+
+    /// Rows of `ids` `[b, s]`: `[b, s, hidden]`. A quantized table dequantises only those rows.
+    pub fn lookup(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, s] = ids.dims();
+        match (&self.weight, &self.quant) {
+            (Some(w), _) => {
+                let w = w.val();
+                let hidden = w.dims()[1];
+                w.select(0, ids.reshape([b * s])).reshape([b, s, hidden])
+            }
+            (None, Some(q)) => {
+                let device = ids.device();
+                let hidden = q.cols();
+                let ids = ids
+                    .into_data()
+                    .convert::<i64>()
+                    .try_into_vec::<i64>()
+                    .expect("integer ids");
+                let mut out = vec![0.0f32; ids.len() * hidden];
+                for (row, &id) in out.chunks_exact_mut(hidden).zip(&ids) {
+                    let id = usize::try_from(id)
+                        .ok()
+                        .filter(|&i| i < q.rows())
+                        .unwrap_or_else(|| panic!("token id {id} outside the vocabulary"));
+                    q.dequantize_rows(id, row);
+                }
+                Tensor::from_data(TensorData::new(out, [b, s, hidden]), &device)
+            }
+            (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
+        }
+    }
+
+    /// `x E^T`: the tied LM head.
+    pub fn as_head(&self, x: Tensor<3>) -> Tensor<3> {
+        match (&self.weight, &self.quant) {
+            (Some(w), _) => linear(w.val(), None, x),
+            (None, Some(q)) => quant_linear(q, x),
+            (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! A weight matrix kept in its GGUF block format, multiplied without an f32 copy of itself.
+//!
+//! Decoding reads every weight once per token, so it is bandwidth-bound: a 4-bit matrix is a
+//! sixth of the bytes of its f32 form. Rows are split across the rayon pool and each row is
+//! dotted with the f32 activations straight from its blocks ([`super::dot`]), so the result
+//! differs from the dequantised-f32 path only by f32 rounding. Several tokens at once (prefill)
+//! dequantise four rows at a time into a scratch and multiply them with register blocking.
+
+use rayon::prelude::*;
+
+use super::dot::{dot_row, group_sums, has_fused_kernel};
+use super::{block_layout, dequantize_into, QuantError};
+use crate::runtime::gguf::GgmlDType;
+use crate::runtime::kernels;
+
+/// Rows per rayon task (as in the f32 GEMV).
+const ROWS_PER_TASK: usize = 64;
+
+/// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "QuantMatrix({} [{}, {}])",
+            self.dtype, self.rows, self.cols
+        )
+    }
+}
+
+impl QuantMatrix {
+    /// Takes `data` as `rows` rows of `cols` values of `dtype`: `cols` must be a whole number
+    /// of blocks and `data` exactly `rows` such rows.
+    pub fn new(
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+    ) -> Result<Self, QuantError> {
+        let (elems, block) = block_layout(dtype)?;
+        if cols % elems != 0 {
+            return Err(QuantError::Misaligned {
+                dtype,
+                values: cols,
+                block: elems,
+            });
+        }
+        let row_bytes = cols / elems * block;
+        if Some(data.len()) != rows.checked_mul(row_bytes) {
+            return Err(QuantError::PartialBlock {
+                dtype,
+                len: data.len(),
+                block: row_bytes,
+            });
+        }
+        Ok(Self {
+            dtype,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn dtype(&self) -> GgmlDType {
+        self.dtype
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held (the file's size of this tensor).
+    pub fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The matrix whose row `i` is row `src_of(i)` of `self` (whole rows of blocks move as
+    /// they are; `src_of` must be a permutation of `0..rows`).
+    pub fn permute_rows(self, src_of: impl Fn(usize) -> usize) -> Self {
+        let mut data = vec![0u8; self.data.len()];
+        for (dst, row) in data.chunks_exact_mut(self.row_bytes).enumerate() {
+            row.copy_from_slice(self.row_span(src_of(dst), 1));
+        }
+        Self { data, ..self }
+    }
+
+    /// Bytes of rows `r..r + n`.
+    fn row_span(&self, r: usize, n: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + n) * self.row_bytes]
+    }
+
+    /// Dequantises rows `r..r + out.len() / cols` into `out`.
+    pub fn dequantize_rows(&self, r: usize, out: &mut [f32]) {
+        let n = out.len() / self.cols;
+        let bytes = self.row_span(r, n);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                // SAFETY: the features were just detected at run time.
+                return unsafe { dequantize_avx2(self.dtype, bytes, out) };
+            }
+        }
+        dequantize_into(self.dtype, bytes, out).expect("rows are whole blocks by construction");
+    }
+
+    /// The whole matrix as f32, row-major (training, and the f32 view of a quantized model).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.rows_f32(0, self.rows)
+    }
+
+    /// Rows `r..r + n` as f32, row-major, dequantised across the rayon pool.
+    pub fn rows_f32(&self, r: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; n * self.cols];
+        out.par_chunks_mut(ROWS_PER_TASK * self.cols)
+            .enumerate()
+            .for_each(|(i, o)| self.dequantize_rows(r + i * ROWS_PER_TASK, o));
+        out
+    }
+
+    /// `y[t * rows + r] = dot(row r, x[t * cols ..])` for `tokens` rows of activations `x`
+    /// (row-major `[tokens, cols]`); `y` is `[tokens, rows]`.
+    ///
+    /// Each task dequantises four rows at a time into a small scratch (bit-exact) and runs the
+    /// 4 x 4 register-blocked kernel of [`kernels::dot4x4`] over every group of four tokens: the
+    /// weights are read and decoded once per call, never materialised as a whole f32 matrix.
+    pub fn matmul(&self, x: &[f32], tokens: usize, y: &mut [f32]) {
+        let (k, n) = (self.cols, self.rows);
+        assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
+        assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
+        if tokens < 4 {
+            // Too few tokens to fill the 4 x 4 kernel: one fused GEMV per token.
+            for (xt, yt) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                self.gemv(xt, yt);
+            }
+            return;
+        }
+        let xrow = |t: usize| &x[t * k..(t + 1) * k];
+        // Transposed result [rows, tokens], so that each task owns one contiguous piece.
+        let mut yt = vec![0.0f32; n * tokens];
+        yt.par_chunks_mut(ROWS_PER_TASK * tokens)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0f32; 4 * k],
+                |w, (chunk, out)| {
+                    let base = chunk * ROWS_PER_TASK;
+                    let rows = out.len() / tokens;
+                    for r in (0..rows).step_by(4) {
+                        let m = (rows - r).min(4);
+                        self.dequantize_rows(base + r, &mut w[..m * k]);
+                        // A short last group repeats its last row (its results are dropped).
+                        for i in m..4 {
+                            w.copy_within((m - 1) * k..m * k, i * k);
+                        }
+                        for t in (0..tokens).step_by(4) {
+                            let tn = (tokens - t).min(4);
+                            let xs = [0, 1, 2, 3].map(|j| xrow(t + j.min(tn - 1)));
+                            let d = kernels::dot4x4(w, xs);
+                            for (i, di) in d.iter().enumerate().take(m) {
+                                for (j, v) in di.iter().enumerate().take(tn) {
+                                    out[(r + i) * tokens + t + j] = *v;
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+        for r in 0..n {
+            for t in 0..tokens {
+                y[t * n + r] = yt[r * tokens + t];
+            }
+        }
+    }
+
+    /// `y = W x` for one activation vector, rows split across the rayon pool.
+    pub fn gemv(&self, x: &[f32], y: &mut [f32]) {
+        let k = self.cols;
+        assert_eq!(x.len(), k, "activation length");
+        assert_eq!(y.len(), self.rows, "output length");
+        let sums = group_sums(x);
+        let fused = has_fused_kernel(self.dtype);
+        y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each_init(
+            || vec![0.0f32; if fused { 0 } else { k }],
+            |scratch, (chunk, out)| {
+                let base = chunk * ROWS_PER_TASK;
+                for (i, o) in out.iter_mut().enumerate() {
+                    let row = self.row_span(base + i, 1);
+                    *o = dot_row(self.dtype, row, x, &sums, scratch, fused);
+                }
+            },
+        );
+    }
+}
+
+/// [`dequantize_into`] compiled with AVX2 enabled, so that LLVM vectorises the block loops
+/// 8 lanes wide (the crate is built for baseline x86-64); same operations, same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_avx2(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) {
+    dequantize_into(dtype, bytes, out).expect("rows are whole blocks by construction");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    /// A Q8_0 matrix of `rows` x 64 with known values: row r, column c = (c - 32 + r) * 0.5.
+    fn q8_matrix(rows: usize) -> (QuantMatrix, Vec<f32>) {
+        let mut data = Vec::new();
+        let mut dense = Vec::new();
+        for r in 0..rows {
+            for b in 0..2 {
+                data.extend(f16::from_f32(0.5).to_le_bytes());
+                for c in 0..32 {
+                    let q = b * 32 + c - 32 + r as i32;
+                    data.push(q as i8 as u8);
+                    dense.push(q as f32 * 0.5);
+                }
+            }
+        }
+        (
+            QuantMatrix::new(GgmlDType::Q8_0, rows, 64, data).unwrap(),
+            dense,
+        )
+    }
+
+    #[test]
+    fn gemv_and_matmul_match_dense_products() {
+        let rows = 70; // one full task, a partial one, and a remainder below four rows
+        let (m, dense) = q8_matrix(rows);
+        assert_eq!(m.to_f32(), dense);
+        let tokens = 3;
+        let x: Vec<f32> = (0..tokens * 64)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.25)
+            .collect();
+        let mut y = vec![0.0; tokens * rows];
+        m.matmul(&x, tokens, &mut y);
+        let mut y1 = vec![0.0; rows];
+        m.gemv(&x[..64], &mut y1);
+        for t in 0..tokens {
+            for r in 0..rows {
+                let want: f32 = (0..64).map(|c| dense[r * 64 + c] * x[t * 64 + c]).sum();
+                assert!((y[t * rows + r] - want).abs() < 1e-4, "t {t} r {r}");
+                if t == 0 {
+                    assert!((y1[r] - want).abs() < 1e-4, "gemv r {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_must_be_whole_blocks() {
+        assert!(matches!(
+            QuantMatrix::new(GgmlDType::Q4K, 1, 128, vec![0; 72]),
+            Err(QuantError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            QuantMatrix::new(GgmlDType::Q4_0, 2, 32, vec![0; 35]),
+            Err(QuantError::PartialBlock { .. })
+        ));
+    }
+}

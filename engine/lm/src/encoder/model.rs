@@ -10,7 +10,8 @@ use burn::tensor::{activation, Device, Int, Tensor};
 use super::config::BertConfig;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
-use crate::runtime::model::{load, Embedding, Linear};
+use crate::runtime::dense::load;
+use crate::runtime::model::{Embedding, Linear};
 use crate::runtime::weights::TensorSource;
 use crate::runtime::RuntimeError;
 

@@ -6,30 +6,15 @@
 //! row-parallel GEMV of [`super::kernels`] straight on the f32 weight data, or on the GGUF
 //! blocks of a quantized weight ([`super::projection`]).
 
-use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
+use super::dense::{linear, load};
 use super::error::{Result, RuntimeError};
-use super::kernels::gemv_rows;
 use super::lora::LoraAdapter;
 use super::projection::{Projection, TokenEmbedding};
 use super::weights::TensorSource;
-
-fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
-}
-
-/// Takes tensor `name` of `shape` from `src` as a parameter (also used by the sentence encoder).
-pub(crate) fn load<const D: usize>(
-    src: &mut dyn TensorSource,
-    name: &str,
-    shape: [usize; D],
-    device: &Device,
-) -> Result<Param<Tensor<D>>> {
-    Ok(param(src.take(name, &shape)?, shape, device))
-}
 
 /// Token ids of equal-length rows as a `[batch, seq]` Int tensor.
 pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
@@ -40,53 +25,6 @@ pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
     );
     let data: Vec<i64> = rows.iter().flatten().map(|&i| i64::from(i)).collect();
     Tensor::from_data(TensorData::new(data, [rows.len(), seq]), device)
-}
-
-/// `y = x W^T + b` with `W` stored `[out, in]` as in PyTorch.
-pub(crate) fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -> Tensor<3> {
-    let [b, s, k] = x.dims();
-    let [n, _] = weight.dims();
-    let y = if b * s == 1 {
-        gemv_flex(&weight, &x).unwrap_or_else(|| x.matmul(weight.transpose().unsqueeze()))
-    } else if x.is_autodiff() {
-        // Training: `x W^T` comes out contiguous, and its backward `g W` reads W as stored, so
-        // neither pass copies a transposed activation (a Qwen3-0.6B LoRA step at 512 tokens
-        // measured ~1 s faster of ~9 s than with `W x^T`).
-        x.reshape([b * s, k])
-            .matmul(weight.transpose())
-            .reshape([b, s, n])
-    } else {
-        // `W x^T` reads W row-major as gemm's lhs; `x W^T` made gemm repack the transposed
-        // weight on every call (measured ~30% slower prefill on SmolLM2).
-        weight
-            .matmul(x.reshape([b * s, k]).transpose())
-            .transpose()
-            .reshape([b, s, n])
-    };
-    match bias {
-        Some(bias) => y + bias.unsqueeze::<3>(),
-        None => y,
-    }
-}
-
-/// Batch-1 fast path: on the flex (CPU) backend, run the threaded GEMV on the raw weights.
-/// Returns `None` on other backends (CUDA, autodiff), which then use the tensor matmul.
-fn gemv_flex(weight: &Tensor<2>, x: &Tensor<3>) -> Option<Tensor<3>> {
-    let w = weight.clone().try_into_primitive::<Flex>().ok()?;
-    let w = w.as_slice::<f32>()?;
-    let xd = x.clone().try_into_primitive::<Flex>().ok()?;
-    let xd = xd.to_contiguous();
-    let xs = xd.as_slice::<f32>()?;
-    let n = weight.dims()[0];
-    if w.len() != n * xs.len() {
-        return None;
-    }
-    let mut y = vec![0.0f32; n];
-    gemv_rows(w, xs, &mut y);
-    Some(Tensor::from_data(
-        TensorData::new(y, [1, 1, n]),
-        &x.device(),
-    ))
 }
 
 /// A bias-optional f32 linear layer with HF field names (`weight` `[out, in]`, `bias` `[out]`),
@@ -790,6 +728,7 @@ impl CausalLm {
 mod tests {
     use super::*;
     use crate::runtime::config::Architecture;
+    use burn::backend::Flex;
 
     fn buffer_ptr(t: &Tensor<4>) -> usize {
         let p = t.clone().try_into_primitive::<Flex>().unwrap();

@@ -13,9 +13,9 @@ use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
+use super::dense::{linear, load};
 use super::error::Result;
 use super::lora::LoraAdapter;
-use super::model::{linear, load};
 use super::quant::QuantMatrix;
 use super::weights::TensorSource;
 

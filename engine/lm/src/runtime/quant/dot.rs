@@ -8,9 +8,8 @@
 //! f32 path only by f32 rounding. Types without a kernel, and CPUs without AVX2/FMA/F16C, use
 //! the portable path: dequantise into a scratch row, then [`kernels::dot`].
 
-use super::dequantize_into;
-use super::kquants::k_scale_min;
-use crate::runtime::gguf::GgmlDType;
+use super::dequant::dequantize_into;
+use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
 
 /// Sums of `x` over consecutive groups of 32 (the offset terms of Q4_1 and Q4_K).
@@ -63,8 +62,8 @@ pub fn dot_row(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::k_scale_min;
-    use crate::runtime::gguf::GgmlDType;
+    use crate::runtime::ggml_type::GgmlDType;
+    use crate::runtime::quant::kquants::k_scale_min;
 
     #[inline(always)]
     unsafe fn f16_at(p: *const u8) -> f32 {

@@ -8,9 +8,9 @@
 
 use rayon::prelude::*;
 
+use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
-use super::{block_layout, dequantize_into, QuantError};
-use crate::runtime::gguf::GgmlDType;
+use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
 
 /// Rows per rayon task (as in the f32 GEMV).

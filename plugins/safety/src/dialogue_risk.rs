@@ -22,8 +22,35 @@ use crate::{lexicon_screen, rules};
 
 /// Why and where the level rose above what the lexicon found.
 enum Decider {
-    Screen { turn: usize, context: bool },
-    Session { since: usize },
+    /// The screen, with the category of its strongest piece and whether that piece was the
+    /// turn read with earlier turns.
+    Screen {
+        category: String,
+        context: bool,
+    },
+    Session {
+        since: usize,
+    },
+}
+
+/// The screen's decision for `turn` at `level`, from the strongest piece of the given kind.
+fn screen_decider(
+    scored: &Option<(&Screen, Vec<TurnScore>)>,
+    turn: usize,
+    level: RiskLevel,
+    context: bool,
+) -> Option<Decider> {
+    let (screen, scores) = scored.as_ref()?;
+    let kinds: &[PieceKind] = if context {
+        &[PieceKind::Context]
+    } else {
+        &[PieceKind::Message, PieceKind::Sentence]
+    };
+    let piece = scores.get(turn)?.strongest(level, kinds)?;
+    Some(Decider::Screen {
+        category: screen.category_of(piece).to_string(),
+        context,
+    })
 }
 
 /// The full risk assessment of `dialogue` for `locale`. Without an `embedder` the screen cannot
@@ -65,17 +92,11 @@ pub fn assess_dialogue(
         let mut why = None;
         if own > level {
             level = own;
-            why = Some(Decider::Screen {
-                turn: k,
-                context: false,
-            });
+            why = screen_decider(&scored, k, own, false);
         }
         if !safe_now && context > level {
             level = context;
-            why = Some(Decider::Screen {
-                turn: k,
-                context: true,
-            });
+            why = screen_decider(&scored, k, context, true);
         }
         match carry_since {
             Some(since) if !safe_now && level < RiskLevel::Moderate => {
@@ -118,18 +139,7 @@ pub fn assess_dialogue(
     }
     if let Some(d) = &decider {
         let (id, summary, focus) = match d {
-            Decider::Screen { turn, context } => {
-                let (screen, scores) = scored.as_ref().expect("a screen decision needs scores");
-                let t = &scores[*turn];
-                let kinds: &[PieceKind] = if *context {
-                    &[PieceKind::Context]
-                } else {
-                    &[PieceKind::Message, PieceKind::Sentence]
-                };
-                let piece = t
-                    .strongest(final_level, kinds)
-                    .expect("a scored turn has pieces");
-                let category = screen.category_of(piece).to_string();
+            Decider::Screen { category, context } => {
                 let focus = if category == "harm-others" {
                     Focus::Others
                 } else {

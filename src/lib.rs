@@ -52,6 +52,12 @@ pub fn default_manifest() -> PathBuf {
     PathBuf::from("manifests/psyllm.toml")
 }
 
+/// Binds a run manifest to the built-in modules and its plugins without loading the sentence
+/// encoder: for commands that read the resolved run or its registry and never plan.
+fn bind(manifest: &Path) -> Result<Planner, ManifestError> {
+    Planner::new(manifest::load_run(manifest)?, builtin_registry()?)
+}
+
 /// Binds a run manifest to the built-in modules and its plugins, and lends them the run's
 /// sentence encoder (`[assessment] encoder`, default all-MiniLM-L6-v2). Refuses to start when
 /// the encoder cannot be loaded: the crisis guard's screen depends on it.
@@ -194,7 +200,7 @@ pub fn check_manifest(path: &Path) -> Result<String> {
         }
         Ok(out)
     } else {
-        let planner = planner(path)?;
+        let planner = bind(path)?;
         Ok(format!(
             "# resolved from {}\n{}",
             planner
@@ -222,7 +228,7 @@ pub struct PluginRow {
 /// `psy plugins list`: built-in modules plus the plugins a manifest or `--plugin` names.
 pub fn list_plugins(manifest: Option<&Path>, extra: &[PathBuf]) -> Result<Vec<PluginRow>> {
     let registry = match manifest {
-        Some(m) => planner(m)?.registry().clone(),
+        Some(m) => bind(m)?.registry().clone(),
         None => builtin_registry()?,
     };
     let mut registry = registry;

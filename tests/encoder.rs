@@ -13,6 +13,10 @@ use psy_lm::runtime::RuntimeError;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::max_abs_diff;
+
 fn reference() -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.json");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -54,14 +58,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 // ------------------------------------------------------------------- parity with the reference

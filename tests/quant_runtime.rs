@@ -10,6 +10,10 @@ use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::model::{ids_tensor, KvCache};
 use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::max_abs_diff;
+
 fn asset(rel: &str, how: &str) -> PathBuf {
     let assets = std::env::var_os("PSY_ASSETS")
         .map(PathBuf::from)
@@ -23,14 +27,6 @@ fn asset(rel: &str, how: &str) -> PathBuf {
 
 fn load(path: &Path, weights: WeightFormat) -> LoadedModel {
     load_model_with(path, &Device::flex(), weights).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Logits of every position of `prompt`, then of one decode step after it.

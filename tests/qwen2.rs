@@ -13,6 +13,10 @@ use psy_lm::runtime::model::{ids_tensor, KvCache};
 use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 use serde_json::Value;
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::{max_abs_diff, u32s};
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -21,28 +25,12 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn f32s(v: &Value) -> Vec<f32> {
     match v {
         Value::Array(a) => a.iter().flat_map(f32s).collect(),
         Value::Number(n) => vec![n.as_f64().unwrap() as f32],
         _ => panic!("not a number: {v}"),
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn greedy(n: usize) -> GenerationConfig {

@@ -17,6 +17,10 @@ use serde_json::Value;
 mod gguf;
 use gguf::{write_gguf, GgufTensor};
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::max_abs_diff;
+
 const QWEN3_DIRS: [&str; 4] = [
     "tiny-qwen3",
     "tiny-qwen3-untied",
@@ -52,14 +56,6 @@ fn floats(v: &Value) -> Vec<f32> {
     }
     walk(v, &mut out);
     out
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn load(dir: &Path) -> LoadedModel {

@@ -13,6 +13,10 @@ use psy_lm::runtime::tokenize_cli::run_tokenize;
 use psy_lm::runtime::tokenizer::{Tokenizer, TokenizerError};
 use serde_json::Value;
 
+#[path = "common/reference.rs"]
+mod reference;
+use reference::u32s;
+
 fn fixture(rel: &str) -> Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -43,14 +47,6 @@ fn qwen_tokenizer() -> Tokenizer {
 
 fn smollm_path() -> PathBuf {
     asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// Python `tokenizers` reports char offsets; Rust reports byte offsets. A token that ends inside

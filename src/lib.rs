@@ -160,9 +160,9 @@ pub fn plan_batch(manifest: &Path, batch: &Path) -> Result<Vec<(String, Plan)>> 
         .collect())
 }
 
-/// `psy risk-report`: the crisis guard of a run scored on a labelled risk set (recall per band,
-/// false alarms, 95% Wilson intervals).
-pub fn risk_report(manifest: &Path, set: &Path) -> Result<psy_core::risk_eval::RiskReport> {
+/// `psy eval risk`: the crisis guard of a run scored on a labelled risk set (per expectation
+/// how many held, false alarms, misses by id, 95% Wilson intervals).
+pub fn eval_risk(manifest: &Path, set: &Path) -> Result<psy_core::risk_eval::RiskReport> {
     let planner = planner(manifest)?;
     let items = psy_core::risk_eval::read_risk_set(set)?;
     Ok(psy_core::risk_eval::score(

@@ -46,17 +46,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Score the run's crisis guard on a labelled risk set (JSONL of {text|turns, level}):
-    /// recall per band, false alarms, 95% Wilson intervals.
-    RiskReport {
-        #[arg(long, default_value = "manifests/psyllm.toml")]
-        manifest: PathBuf,
-        /// Labelled sets, e.g. tests/heldout/crisis.jsonl tests/heldout/dialogues.jsonl.
-        #[arg(required = true)]
-        sets: Vec<PathBuf>,
-        /// Print the reports as JSON, with every item's rating.
-        #[arg(long)]
-        json: bool,
+    /// Evaluate: `psy eval risk FILE...` scores the crisis guard on labelled risk sets.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
     },
     /// Retrain the crisis guard's screen from its exemplars (plugins/safety/screen/): embeds
     /// them, trains the head, calibrates thresholds on a validation split, writes the weights
@@ -257,6 +250,24 @@ impl SamplingArgs {
 }
 
 #[derive(Subcommand)]
+enum EvalCommand {
+    /// Score the run's crisis guard on labelled risk sets: JSONL of {"text" | "messages",
+    /// "min"?, "max"?, "id"?}. Prints, per expectation, how many held (95% Wilson intervals),
+    /// the misses by id and a confusion matrix.
+    Risk {
+        #[arg(long, default_value = "manifests/psyllm.toml")]
+        manifest: PathBuf,
+        /// Labelled sets, e.g. tests/heldout/crisis.jsonl tests/heldout/dialogues.jsonl.
+        #[arg(required = true)]
+        sets: Vec<PathBuf>,
+        /// Print each set's report as one JSON object (total, passed, by_expectation, misses,
+        /// false_alarms, confusion).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ManifestCommand {
     /// Validate a run or ablation manifest and print it resolved.
     Check { manifest: PathBuf },
@@ -343,13 +354,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("wrote {} (rebuild psy to use it)", r.screen_toml.display());
         }
-        Command::RiskReport {
-            manifest,
-            sets,
-            json,
+        Command::Eval {
+            command:
+                EvalCommand::Risk {
+                    manifest,
+                    sets,
+                    json,
+                },
         } => {
             for set in &sets {
-                let report = psy::risk_report(&manifest, set)?;
+                let report = psy::eval_risk(&manifest, set)?;
                 if json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {

@@ -26,6 +26,10 @@ const FROZEN: &[(&str, &str)] = &[
         "modality.jsonl",
         "da26573ec9e0f457ba5d587f72af81f694dc38a9529f1f1f0ce73761f9f617c5",
     ),
+    (
+        "risk-v2.jsonl",
+        "a4118923f112a8e58ca83b76e8fee77474fcd3980d6f29ca1a8c902b093809c1",
+    ),
 ];
 
 const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
@@ -133,4 +137,31 @@ fn vignettes_and_modality_messages_name_known_labels() {
     for r in &m {
         assert!(modalities.contains(&str_of(r, "modality")), "{r}");
     }
+}
+
+#[test]
+fn risk_v2_reads_as_the_expectations_it_promises() {
+    // The second blind set is in `psy eval risk`'s own format: read it with psy's reader and
+    // count what the README promises.
+    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v2.jsonl")).unwrap();
+    assert_eq!(items.len(), 230);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &items {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = [
+        ("at least high", 46),
+        ("at least imminent", 22),
+        ("moderate to high", 41),
+        ("at least moderate", 6),
+        ("low to moderate", 1),
+        ("at most low", 77),
+        ("at most none", 37),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    let sessions = items.iter().filter(|i| i.messages.len() > 1).count();
+    assert_eq!(sessions, 39);
 }

@@ -291,7 +291,7 @@ fn plan_batch_gives_each_line_the_plan_it_would_get_alone() {
 }
 
 #[test]
-fn risk_report_scores_the_guard_against_labels() {
+fn eval_risk_scores_the_guard_against_expectations() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set.jsonl");
     let planner = psyllm();
@@ -305,19 +305,26 @@ fn risk_report_scores_the_guard_against_labels() {
         .collect();
     // Label each as the guard rates it, then flip one label: the report must count exactly one miss.
     let lines = [
-        serde_json::json!({"text": texts[0], "level": rated[0]}),
-        serde_json::json!({"text": texts[1], "level": "imminent"}),
+        serde_json::json!({"id": "pills", "text": texts[0], "min": rated[0], "max": rated[0]}),
+        serde_json::json!({"id": "deadline", "text": texts[1], "min": "imminent"}),
     ];
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     std::fs::write(&set, text.join("\n")).unwrap();
-    let report = psy::risk_report(&root().join("manifests/psyllm.toml"), &set).unwrap();
-    let hits: Vec<bool> = report.items.iter().map(|i| i.hit).collect();
+    let report = psy::eval_risk(&root().join("manifests/psyllm.toml"), &set).unwrap();
+    let hits: Vec<bool> = report.items.iter().map(|i| i.held).collect();
     assert!(
         rated[0] >= RiskLevel::High,
         "the guard rates the pills message high+"
     );
     assert_eq!(hits, [true, rated[1] >= RiskLevel::High]);
-    assert!(report.to_text().contains("acute -> high+"));
+    assert_eq!(
+        report.passed,
+        1 + usize::from(rated[1] >= RiskLevel::Imminent)
+    );
+    if rated[1] < RiskLevel::Imminent {
+        assert_eq!(report.misses[0].id, "deadline");
+        assert!(report.to_text().contains("at least imminent"));
+    }
 }
 
 #[test]

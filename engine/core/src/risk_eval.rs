@@ -1,20 +1,73 @@
-//! Scoring a crisis screen against a labelled set: recall per risk band, false alarms, and 95%
-//! Wilson intervals, so a figure on a small set carries its uncertainty.
+//! Scoring a crisis screen against a labelled set (`psy eval risk`): per expectation how many
+//! items held, with 95% Wilson intervals, the misses by id, and a confusion matrix, so a figure
+//! on a small set carries its uncertainty.
 //!
-//! A labelled set is JSONL, one item a line: a single client message
-//! (`{"text", "level", "category"?, "id"?}`) or a session of client turns, oldest first
-//! (`{"turns": [...], "levels"?: [...], "final_level", "id"?}`). Levels are the guard's own
-//! (`none | low | moderate | high | imminent`). The bands are the ones the guard is judged on:
-//! acute (labelled `high`/`imminent`) must be rated `high` or above, elevated (`moderate`) must be
-//! rated `moderate` or above, and non-crisis (`none`/`low`) must not be rated above `low`.
+//! A labelled set is JSONL, one item a line: a single client message `{"text": ...}` or a
+//! session `{"messages": [...]}` (client turns as strings, or `{"role", "content"}` objects with
+//! roles `user`/`client` and `assistant`/`counselor`), judged on the level after its last turn,
+//! with `"min"` and/or `"max"` levels (`none | low | moderate | high | imminent`): an acute
+//! message carries `"min": "high"`, a look-alike `"max": "low"`. Optional: `"id"`, `"category"`.
+//!
+//! The earlier format (`{"text" | "turns", "level" | "final_level"}`, as in tests/heldout/) is
+//! read as the bands the guard is judged on: a `high`/`imminent` label expects at least `high`,
+//! `moderate` at least `moderate`, `none`/`low` at most `low`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
+use serde_json::Value;
 
-use crate::dialogue::{Dialogue, Message};
+use crate::dialogue::{Dialogue, Message, Role};
 use crate::module::RiskLevel;
+
+/// What an item's rating must satisfy: at least `min`, at most `max` (one or both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Expectation {
+    pub min: Option<RiskLevel>,
+    pub max: Option<RiskLevel>,
+}
+
+impl Expectation {
+    /// The band an old-style label is judged in.
+    pub fn of_label(level: RiskLevel) -> Expectation {
+        match level {
+            RiskLevel::High | RiskLevel::Imminent => Expectation {
+                min: Some(RiskLevel::High),
+                max: None,
+            },
+            RiskLevel::Moderate => Expectation {
+                min: Some(RiskLevel::Moderate),
+                max: None,
+            },
+            RiskLevel::None | RiskLevel::Low => Expectation {
+                min: None,
+                max: Some(RiskLevel::Low),
+            },
+        }
+    }
+
+    pub fn holds(&self, rated: RiskLevel) -> bool {
+        self.min.is_none_or(|m| rated >= m) && self.max.is_none_or(|m| rated <= m)
+    }
+
+    /// Whether a rating above the expectation is a false alarm: the item is not a crisis
+    /// (its ceiling is `low` or below).
+    pub fn is_non_crisis(&self) -> bool {
+        self.max.is_some_and(|m| m <= RiskLevel::Low)
+    }
+
+    /// `at least high`, `at most low`, `moderate to high`.
+    pub fn label(&self) -> String {
+        match (self.min, self.max) {
+            (Some(a), Some(b)) if a == b => format!("exactly {}", a.as_str()),
+            (Some(a), Some(b)) => format!("{} to {}", a.as_str(), b.as_str()),
+            (Some(a), None) => format!("at least {}", a.as_str()),
+            (None, Some(b)) => format!("at most {}", b.as_str()),
+            (None, None) => "any".to_string(),
+        }
+    }
+}
 
 /// One labelled item of a risk set.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,17 +75,16 @@ pub struct RiskItem {
     /// `file:line` of the item.
     pub origin: String,
     pub id: String,
-    /// Client turns, oldest first (one for a single message).
-    pub turns: Vec<String>,
-    /// The right level for the item as a whole (after its last turn).
-    pub level: RiskLevel,
+    /// The session, oldest first (one client message for a single message).
+    pub messages: Vec<Message>,
+    pub expect: Expectation,
     pub category: String,
 }
 
 impl RiskItem {
-    /// The item as a dialogue of client turns only.
+    /// The item as a dialogue.
     pub fn dialogue(&self) -> Dialogue {
-        Dialogue::new(self.turns.iter().map(Message::user).collect())
+        Dialogue::new(self.messages.clone())
     }
 }
 
@@ -47,24 +99,109 @@ pub enum RiskSetError {
     Item { origin: String, message: String },
 }
 
-fn parse_level(
-    v: &serde_json::Value,
-    field: &str,
-    origin: &str,
-) -> Result<RiskLevel, RiskSetError> {
-    let bad = |message: String| RiskSetError::Item {
-        origin: origin.to_string(),
-        message,
+fn level_field(v: &Value, field: &str) -> Result<Option<RiskLevel>, String> {
+    let Some(x) = v.get(field) else {
+        return Ok(None);
     };
-    let s = v
-        .get(field)
-        .and_then(|x| x.as_str())
-        .ok_or_else(|| bad(format!("`{field}` is missing or not a string")))?;
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-        bad(format!(
-            "`{field}`: unknown level `{s}` (expected none, low, moderate, high or imminent)"
-        ))
+    let s = x
+        .as_str()
+        .ok_or_else(|| format!("`{field}` is not a string"))?;
+    serde_json::from_value(Value::String(s.to_string()))
+        .map(Some)
+        .map_err(|_| {
+            format!(
+                "`{field}`: unknown level `{s}` (expected none, low, moderate, high or imminent)"
+            )
+        })
+}
+
+fn message_of(x: &Value, field: &str, k: usize) -> Result<Message, String> {
+    if let Some(s) = x.as_str() {
+        return Ok(Message::user(s));
+    }
+    let role = x.get("role").and_then(Value::as_str);
+    let content = x.get("content").and_then(Value::as_str);
+    let (Some(role), Some(content)) = (role, content) else {
+        return Err(format!(
+            "`{field}[{k}]` is neither a string nor a {{\"role\", \"content\"}} object"
+        ));
+    };
+    let role = match role {
+        "user" | "client" => Role::User,
+        "assistant" | "counselor" => Role::Assistant,
+        other => {
+            return Err(format!(
+                "`{field}[{k}].role`: `{other}` (expected user, client, assistant or counselor)"
+            ))
+        }
+    };
+    Ok(Message {
+        role,
+        content: content.to_string(),
+        reasoning_content: None,
     })
+}
+
+fn parse_item(
+    v: &Value,
+    line: usize,
+) -> Result<(String, Vec<Message>, Expectation, String), String> {
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let messages: Vec<Message> = if let Some(t) = v.get("text") {
+        vec![Message::user(t.as_str().ok_or("`text` is not a string")?)]
+    } else if let Some((field, ts)) = v
+        .get("messages")
+        .map(|t| ("messages", t))
+        .or_else(|| v.get("turns").map(|t| ("turns", t)))
+    {
+        let arr = ts
+            .as_array()
+            .ok_or_else(|| format!("`{field}` is not an array"))?;
+        arr.iter()
+            .enumerate()
+            .map(|(k, x)| message_of(x, field, k))
+            .collect::<Result<_, _>>()?
+    } else {
+        return Err("none of `text`, `messages` or `turns`".into());
+    };
+    if !messages.iter().any(|m| m.role == Role::User) {
+        return Err("no client turn".into());
+    }
+    if messages.iter().any(|m| m.content.trim().is_empty()) {
+        return Err("an empty turn".into());
+    }
+    let (min, max) = (level_field(v, "min")?, level_field(v, "max")?);
+    let expect = if min.is_some() || max.is_some() {
+        if let (Some(a), Some(b)) = (min, max) {
+            if a > b {
+                return Err(format!(
+                    "`min` ({}) is above `max` ({})",
+                    a.as_str(),
+                    b.as_str()
+                ));
+            }
+        }
+        Expectation { min, max }
+    } else {
+        let label = match level_field(v, "final_level")? {
+            Some(l) => l,
+            None => level_field(v, "level")?
+                .ok_or("no expectation: give `min` and/or `max` (or an old-style `level`)")?,
+        };
+        Expectation::of_label(label)
+    };
+    let id = match v.get("id") {
+        None => format!("line-{line}"),
+        Some(x) => x.as_str().ok_or("`id` is not a string")?.to_string(),
+    };
+    let category = v
+        .get("category")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok((id, messages, expect, category))
 }
 
 /// Reads a labelled risk set; every bad line is an error naming the file and line.
@@ -76,9 +213,11 @@ pub fn read_risk_set(path: &Path) -> Result<Vec<RiskItem>, RiskSetError> {
     parse_risk_set(&text, &path.display().to_string())
 }
 
-/// Parses the JSONL text of a risk set (`origin` names it in errors).
+/// Parses the JSONL text of a risk set (`origin` names it in errors). Ids must be unique: a
+/// miss is reported by id.
 pub fn parse_risk_set(text: &str, origin: &str) -> Result<Vec<RiskItem>, RiskSetError> {
-    let mut items = Vec::new();
+    let mut items: Vec<RiskItem> = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -88,91 +227,20 @@ pub fn parse_risk_set(text: &str, origin: &str) -> Result<Vec<RiskItem>, RiskSet
             origin: at.clone(),
             message,
         };
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let turns: Vec<String> = if let Some(t) = v.get("text") {
-            vec![t
-                .as_str()
-                .ok_or_else(|| bad("`text` is not a string".into()))?
-                .to_string()]
-        } else if let Some(ts) = v.get("turns") {
-            let arr = ts
-                .as_array()
-                .ok_or_else(|| bad("`turns` is not an array".into()))?;
-            arr.iter()
-                .map(|t| {
-                    t.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad("`turns` holds a non-string".into()))
-                })
-                .collect::<Result<_, _>>()?
-        } else {
-            return Err(bad("neither `text` nor `turns`".into()));
-        };
-        if turns.is_empty() || turns.iter().any(|t| t.trim().is_empty()) {
-            return Err(bad("an empty client turn".into()));
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let (id, messages, expect, category) = parse_item(&v, i + 1).map_err(bad)?;
+        if let Some(first) = seen.insert(id.clone(), at.clone()) {
+            return Err(bad(format!("id `{id}` is used again (first at {first})")));
         }
-        let level = if v.get("final_level").is_some() {
-            parse_level(&v, "final_level", &at)?
-        } else {
-            parse_level(&v, "level", &at)?
-        };
-        let id = v
-            .get("id")
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("line-{}", i + 1));
-        let category = v
-            .get("category")
-            .and_then(|x| x.as_str())
-            .unwrap_or("")
-            .to_string();
         items.push(RiskItem {
             origin: at,
             id,
-            turns,
-            level,
+            messages,
+            expect,
             category,
         });
     }
     Ok(items)
-}
-
-/// The band an item is judged in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Band {
-    Acute,
-    Elevated,
-    NonCrisis,
-}
-
-impl Band {
-    pub fn of(level: RiskLevel) -> Band {
-        match level {
-            RiskLevel::High | RiskLevel::Imminent => Band::Acute,
-            RiskLevel::Moderate => Band::Elevated,
-            RiskLevel::None | RiskLevel::Low => Band::NonCrisis,
-        }
-    }
-
-    /// Whether a rating counts as a hit in this band: acute needs `high`+, elevated needs
-    /// `moderate`+, non-crisis needs at most `low` (so for it a "hit" is a correct rejection).
-    pub fn hit(self, rated: RiskLevel) -> bool {
-        match self {
-            Band::Acute => rated >= RiskLevel::High,
-            Band::Elevated => rated >= RiskLevel::Moderate,
-            Band::NonCrisis => rated <= RiskLevel::Low,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Band::Acute => "acute -> high+",
-            Band::Elevated => "elevated -> moderate+",
-            Band::NonCrisis => "non-crisis -> at most low",
-        }
-    }
 }
 
 /// `k` of `n` with its 95% Wilson score interval.
@@ -222,26 +290,41 @@ pub fn wilson(k: usize, n: usize) -> Proportion {
     }
 }
 
-/// One scored item: its label and the screen's rating.
+/// One scored item: its expectation and the screen's rating.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Scored {
     pub id: String,
+    pub origin: String,
     pub category: String,
-    pub expected: RiskLevel,
+    pub expected: String,
     pub rated: RiskLevel,
-    pub hit: bool,
+    pub held: bool,
+}
+
+/// An item whose rating broke its expectation (ids and levels only: a held-out set's texts
+/// are not shown to whoever tunes the screen).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Miss {
+    pub id: String,
+    pub origin: String,
+    pub expected: String,
+    pub rated: RiskLevel,
 }
 
 /// The figures of one run of a screen over a set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RiskReport {
     pub set: String,
-    /// Per band: hits of n (for non-crisis, items rated at most `low`).
-    pub bands: BTreeMap<Band, Proportion>,
-    /// Non-crisis items rated above `low`, of all non-crisis items.
+    pub total: usize,
+    pub passed: usize,
+    /// Per expectation (`at least high`, `at most low`, ...): items that held, of n.
+    pub by_expectation: BTreeMap<String, Proportion>,
+    /// Items with a ceiling of `low` or below that were rated above it, of all such items.
     pub false_alarms: Proportion,
-    /// expected level -> rated level -> count.
-    pub confusion: BTreeMap<RiskLevel, BTreeMap<RiskLevel, usize>>,
+    pub misses: Vec<Miss>,
+    /// expectation -> rated level -> count.
+    pub confusion: BTreeMap<String, BTreeMap<RiskLevel, usize>>,
+    #[serde(skip)]
     pub items: Vec<Scored>,
 }
 
@@ -251,46 +334,64 @@ pub fn score(
     items: &[RiskItem],
     mut rate: impl FnMut(&RiskItem) -> RiskLevel,
 ) -> RiskReport {
-    let mut counts: BTreeMap<Band, (usize, usize)> = BTreeMap::new();
-    let mut confusion: BTreeMap<RiskLevel, BTreeMap<RiskLevel, usize>> = BTreeMap::new();
+    // Keyed by the expectation itself so that the report lists them from the most to the
+    // least alarming; labels are only for display.
+    let mut counts: BTreeMap<std::cmp::Reverse<Expectation>, (usize, usize)> = BTreeMap::new();
+    let mut confusion: BTreeMap<String, BTreeMap<RiskLevel, usize>> = BTreeMap::new();
+    let (mut alarms, mut calm) = (0, 0);
     let mut scored = Vec::with_capacity(items.len());
+    let mut misses = Vec::new();
     for item in items {
         let rated = rate(item);
-        let band = Band::of(item.level);
-        let hit = band.hit(rated);
-        let c = counts.entry(band).or_default();
-        c.0 += usize::from(hit);
+        let held = item.expect.holds(rated);
+        let c = counts.entry(std::cmp::Reverse(item.expect)).or_default();
+        c.0 += usize::from(held);
         c.1 += 1;
+        let label = item.expect.label();
         *confusion
-            .entry(item.level)
+            .entry(label.clone())
             .or_default()
             .entry(rated)
             .or_default() += 1;
+        if item.expect.is_non_crisis() {
+            calm += 1;
+            alarms += usize::from(!held);
+        }
+        if !held {
+            misses.push(Miss {
+                id: item.id.clone(),
+                origin: item.origin.clone(),
+                expected: label.clone(),
+                rated,
+            });
+        }
         scored.push(Scored {
             id: item.id.clone(),
+            origin: item.origin.clone(),
             category: item.category.clone(),
-            expected: item.level,
+            expected: label,
             rated,
-            hit,
+            held,
         });
     }
-    let bands: BTreeMap<Band, Proportion> = counts
+    let by_expectation = counts
         .iter()
-        .map(|(b, (k, n))| (*b, wilson(*k, *n)))
+        .map(|(e, (k, n))| (e.0.label(), wilson(*k, *n)))
         .collect();
-    let (ok, n) = counts.get(&Band::NonCrisis).copied().unwrap_or((0, 0));
     RiskReport {
         set: set.to_string(),
-        bands,
-        false_alarms: wilson(n - ok, n),
+        total: items.len(),
+        passed: scored.iter().filter(|s| s.held).count(),
+        by_expectation,
+        false_alarms: wilson(alarms, calm),
+        misses,
         confusion,
         items: scored,
     }
 }
 
 impl RiskReport {
-    /// The figures as a small table (no per-item lines: a held-out set's items are not shown
-    /// to whoever tunes the screen).
+    /// The figures as a small table, then the misses by id and the confusion matrix.
     pub fn to_text(&self) -> String {
         let pct = |p: &Proportion| {
             format!(
@@ -303,30 +404,67 @@ impl RiskReport {
             )
         };
         let mut out = format!("{}\n", self.set);
-        for (band, p) in &self.bands {
-            out.push_str(&format!("  {:<26} {}\n", band.as_str(), pct(p)));
-        }
         out.push_str(&format!(
             "  {:<26} {}\n",
-            "false alarms (above low)",
-            pct(&self.false_alarms)
+            "all expectations held",
+            pct(&wilson(self.passed, self.total))
         ));
-        out.push_str("  expected -> rated: ");
-        let rows: Vec<String> = self
-            .confusion
-            .iter()
-            .map(|(e, rated)| {
-                let cells: Vec<String> = rated
-                    .iter()
-                    .map(|(r, n)| format!("{} {n}", r.as_str()))
-                    .collect();
-                format!("{} [{}]", e.as_str(), cells.join(", "))
-            })
-            .collect();
-        out.push_str(&rows.join("; "));
+        // Most alarming first, as `score` ordered them.
+        let mut rows: Vec<(&String, &Proportion)> = self.by_expectation.iter().collect();
+        rows.sort_by_key(|(label, _)| expectation_rank(label));
+        for (label, p) in rows {
+            out.push_str(&format!("  {:<26} {}\n", label, pct(p)));
+        }
+        if self.false_alarms.n > 0 {
+            out.push_str(&format!(
+                "  {:<26} {}\n",
+                "false alarms (above low)",
+                pct(&self.false_alarms)
+            ));
+        }
+        if !self.misses.is_empty() {
+            let ids: Vec<String> = self
+                .misses
+                .iter()
+                .map(|m| format!("{} ({})", m.id, m.rated.as_str()))
+                .collect();
+            out.push_str(&format!("  misses: {}\n", ids.join(", ")));
+        }
+        let levels = [
+            RiskLevel::None,
+            RiskLevel::Low,
+            RiskLevel::Moderate,
+            RiskLevel::High,
+            RiskLevel::Imminent,
+        ];
+        out.push_str(&format!("  {:<26}", "expected \\ rated"));
+        for l in levels {
+            out.push_str(&format!(" {:>8}", l.as_str()));
+        }
         out.push('\n');
+        let mut rows: Vec<&String> = self.confusion.keys().collect();
+        rows.sort_by_key(|label| expectation_rank(label));
+        for label in rows {
+            out.push_str(&format!("  {label:<26}"));
+            for l in levels {
+                let n = self.confusion[label].get(&l).copied().unwrap_or(0);
+                out.push_str(&format!(" {n:>8}"));
+            }
+            out.push('\n');
+        }
         out
     }
+}
+
+/// Orders expectation labels from the most alarming (`at least imminent`) to the calmest.
+fn expectation_rank(label: &str) -> (usize, String) {
+    let order = ["imminent", "high", "moderate", "low", "none"];
+    let first = label
+        .split_whitespace()
+        .find_map(|w| order.iter().position(|o| *o == w))
+        .unwrap_or(order.len());
+    let floor = usize::from(!label.starts_with("at least"));
+    (first * 2 + floor, label.to_string())
 }
 
 #[cfg(test)]
@@ -349,48 +487,92 @@ mod tests {
     }
 
     #[test]
-    fn bands_and_false_alarms_are_counted_by_hand() {
-        let text = r#"{"id": "a", "text": "x", "level": "imminent"}
-{"id": "b", "text": "y", "level": "high"}
-{"id": "c", "turns": ["p", "q"], "levels": ["low", "moderate"], "final_level": "moderate"}
-{"id": "d", "text": "z", "level": "none"}
-{"id": "e", "text": "w", "level": "low"}
+    fn expectations_misses_and_false_alarms_are_counted_by_hand() {
+        let text = r#"{"id": "a", "text": "x", "min": "high"}
+{"id": "b", "text": "y", "level": "imminent"}
+{"id": "c", "messages": ["p", {"role": "counselor", "content": "r"}, {"role": "user", "content": "q"}], "min": "moderate", "max": "high"}
+{"id": "d", "text": "z", "max": "low"}
+{"id": "e", "turns": ["w"], "levels": ["low"], "final_level": "low"}
+{"id": "f", "text": "v", "max": "none"}
 "#;
         let items = parse_risk_set(text, "set.jsonl").unwrap();
-        assert_eq!(items[2].turns, vec!["p", "q"]);
+        assert_eq!(items[2].messages.len(), 3);
+        assert_eq!(items[2].messages[1].role, Role::Assistant);
+        assert_eq!(
+            items[1].expect, items[0].expect,
+            "old `imminent` = at least high"
+        );
+        assert_eq!(items[4].expect, items[3].expect, "old `low` = at most low");
         let rated = |i: &RiskItem| match i.id.as_str() {
             "a" => RiskLevel::High,
             "b" => RiskLevel::Moderate,
-            "c" => RiskLevel::Moderate,
+            "c" => RiskLevel::Imminent,
             "d" => RiskLevel::Moderate,
+            "e" => RiskLevel::Low,
             _ => RiskLevel::Low,
         };
         let r = score("set", &items, rated);
-        assert_eq!((r.bands[&Band::Acute].k, r.bands[&Band::Acute].n), (1, 2));
-        assert_eq!(
-            (r.bands[&Band::Elevated].k, r.bands[&Band::Elevated].n),
-            (1, 1)
+        assert_eq!((r.passed, r.total), (2, 6));
+        let held = |label: &str| (r.by_expectation[label].k, r.by_expectation[label].n);
+        assert_eq!(held("at least high"), (1, 2));
+        assert_eq!(held("moderate to high"), (0, 1));
+        assert_eq!(held("at most low"), (1, 2));
+        assert_eq!(held("at most none"), (0, 1));
+        assert_eq!((r.false_alarms.k, r.false_alarms.n), (2, 3));
+        let missed: Vec<&str> = r.misses.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(missed, ["b", "c", "d", "f"]);
+        assert_eq!(r.misses[0].origin, "set.jsonl:2");
+        assert_eq!(r.confusion["at least high"][&RiskLevel::Moderate], 1);
+        let json = serde_json::to_value(&r).unwrap();
+        for key in ["total", "passed", "by_expectation", "misses"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        let text = r.to_text();
+        let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s} in {text}"));
+        assert!(
+            at("at least high") < at("moderate to high")
+                && at("moderate to high") < at("at most low")
         );
-        assert_eq!((r.false_alarms.k, r.false_alarms.n), (1, 2));
-        assert_eq!(r.confusion[&RiskLevel::High][&RiskLevel::Moderate], 1);
+        assert!(
+            text.contains("misses: b (moderate), c (imminent), d (moderate), f (low)"),
+            "{text}"
+        );
     }
 
     #[test]
     fn bad_lines_are_named() {
-        let e = parse_risk_set("{\"text\": \"a\", \"level\": \"severe\"}\n", "s.jsonl")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("s.jsonl:1: `level`: unknown level `severe`"),
-            "{e}"
+        let err = |text: &str| parse_risk_set(text, "s.jsonl").unwrap_err().to_string();
+        assert!(err("{\"text\": \"a\", \"level\": \"severe\"}\n")
+            .starts_with("s.jsonl:1: `level`: unknown level `severe`"),);
+        assert_eq!(
+            err("\n{\"min\": \"low\"}\n"),
+            "s.jsonl:2: none of `text`, `messages` or `turns`"
         );
-        let e = parse_risk_set("\n{\"level\": \"low\"}\n", "s.jsonl")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "s.jsonl:2: neither `text` nor `turns`");
-        let e = parse_risk_set("{\"text\": \"  \", \"level\": \"low\"}", "s.jsonl")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "s.jsonl:1: an empty client turn");
+        assert_eq!(
+            err("{\"text\": \"  \", \"max\": \"low\"}"),
+            "s.jsonl:1: an empty turn"
+        );
+        assert_eq!(
+            err("{\"text\": \"a\", \"min\": \"high\", \"max\": \"low\"}"),
+            "s.jsonl:1: `min` (high) is above `max` (low)"
+        );
+        assert_eq!(
+            err("{\"text\": \"a\"}"),
+            "s.jsonl:1: no expectation: give `min` and/or `max` (or an old-style `level`)"
+        );
+        assert_eq!(
+            err("{\"messages\": [{\"role\": \"assistant\", \"content\": \"hi\"}], \"max\": \"low\"}"),
+            "s.jsonl:1: no client turn"
+        );
+        assert_eq!(
+            err("{\"messages\": [{\"role\": \"judge\", \"content\": \"hi\"}], \"max\": \"low\"}"),
+            "s.jsonl:1: `messages[0].role`: `judge` (expected user, client, assistant or counselor)"
+        );
+        assert_eq!(
+            err("{\"id\": \"x\", \"text\": \"a\", \"max\": \"low\"}\n{\"id\": \"x\", \"text\": \"b\", \"max\": \"low\"}"),
+            "s.jsonl:2: id `x` is used again (first at s.jsonl:1)"
+        );
+        assert!(err("[1]").ends_with("not a JSON object"));
+        assert!(err("{").starts_with("s.jsonl:1: invalid JSON"));
     }
 }

@@ -6,3 +6,4 @@
 //! Nothing here loads a model: the runner in the `psy` crate decodes and hands replies over.
 
 pub mod rubric;
+pub mod metrics;

@@ -5,5 +5,6 @@
 //!
 //! Nothing here loads a model: the runner in the `psy` crate decodes and hands replies over.
 
-pub mod rubric;
 pub mod metrics;
+pub mod rubric;
+pub mod stats;

@@ -32,7 +32,11 @@ fn assert_bleu(got: &Bleu, want: &Value, what: &str) {
     assert_eq!(got.sys_len, want["sys_len"].as_u64().unwrap(), "{what}");
     assert_eq!(got.ref_len, want["ref_len"].as_u64().unwrap(), "{what}");
     for n in 0..4 {
-        assert_eq!(got.correct[n], want["counts"][n].as_u64().unwrap(), "{what}");
+        assert_eq!(
+            got.correct[n],
+            want["counts"][n].as_u64().unwrap(),
+            "{what}"
+        );
         assert_eq!(got.total[n], want["totals"][n].as_u64().unwrap(), "{what}");
         assert!(
             close(got.precisions[n], &want["precisions"][n]),
@@ -60,7 +64,11 @@ fn tokenizers_match_sacrebleu() {
     }
     for p in f["zh_pairs"].as_array().unwrap() {
         let hyp = s(&p["hyp"]);
-        assert_eq!(BleuTokenizer::Zh.tokenize(hyp), s(&p["tokens_zh"]), "{hyp:?}");
+        assert_eq!(
+            BleuTokenizer::Zh.tokenize(hyp),
+            s(&p["tokens_zh"]),
+            "{hyp:?}"
+        );
     }
 }
 
@@ -178,7 +186,10 @@ fn label_leakage_reuses_the_reply_rules_matcher() {
     ];
     let l = label_leakage(&replies, &labels);
     assert_eq!((l.leaking.k, l.leaking.n), (2, 4));
-    assert_eq!(l.leaks[0], (0, vec!["major depressive disorder".to_string()]));
+    assert_eq!(
+        l.leaks[0],
+        (0, vec!["major depressive disorder".to_string()])
+    );
     assert_eq!(l.leaks[1].0, 2);
     assert_eq!(l.leaks[1].1.len(), 2);
 }

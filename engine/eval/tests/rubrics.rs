@@ -90,7 +90,10 @@ fn error_of(text: &str) -> (String, usize) {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text[..text.find(needle).expect("needle")].matches('\n').count() + 1
+    text[..text.find(needle).expect("needle")]
+        .matches('\n')
+        .count()
+        + 1
 }
 
 #[test]
@@ -248,12 +251,18 @@ fn verdict_errors_name_the_dimension() {
     assert!(r.parse_verdict(&v).is_ok());
     v["authenticity"]["score"] = json!(4);
     let msg = r.parse_verdict(&v).unwrap_err().to_string();
-    assert!(msg.contains("`authenticity`") && msg.contains("[0, 3]"), "{msg}");
+    assert!(
+        msg.contains("`authenticity`") && msg.contains("[0, 3]"),
+        "{msg}"
+    );
     v["authenticity"]["score"] = json!(1);
     v.as_object_mut().unwrap().remove("safety");
     let msg = r.parse_verdict(&v).unwrap_err().to_string();
     assert!(msg.contains("`safety` is missing"), "{msg}");
-    let msg = r.parse_verdict_str("{\"safety\": ").unwrap_err().to_string();
+    let msg = r
+        .parse_verdict_str("{\"safety\": ")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("not valid JSON"), "{msg}");
 }
 
@@ -261,21 +270,34 @@ fn verdict_errors_name_the_dimension() {
 fn think_content_never_reaches_the_judge() {
     assert_eq!(strip_think("<think>plan</think>Hello."), "Hello.");
     assert_eq!(strip_think("  <think>\nstill thinking"), "");
-    assert_eq!(strip_think("reasoning opened by the template</think>\nHi"), "Hi");
-    assert_eq!(strip_think("A <think>x</think>B<think>y</think> C"), "A B C");
+    assert_eq!(
+        strip_think("reasoning opened by the template</think>\nHi"),
+        "Hi"
+    );
+    assert_eq!(
+        strip_think("A <think>x</think>B<think>y</think> C"),
+        "A B C"
+    );
     assert_eq!(strip_think("No tags here."), "No tags here.");
     let r = shipped("psyllm-v2");
     let history = [
         ("user", "I can't sleep."),
-        ("assistant", "<think>probe sleep</think>That sounds exhausting."),
+        (
+            "assistant",
+            "<think>probe sleep</think>That sounds exhausting.",
+        ),
     ];
     let msgs = r.judge_messages(&history, "<think>secret plan</think>What keeps you up?");
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].role, "system");
     let all = format!("{}{}", msgs[0].content, msgs[1].content);
-    assert!(!all.contains("secret plan") && !all.contains("probe sleep") && !all.contains("<think>"));
+    assert!(
+        !all.contains("secret plan") && !all.contains("probe sleep") && !all.contains("<think>")
+    );
     assert!(msgs[1].content.contains("Client: I can't sleep."));
-    assert!(msgs[1].content.contains("Counselor: That sounds exhausting."));
+    assert!(msgs[1]
+        .content
+        .contains("Counselor: That sounds exhausting."));
     assert!(msgs[1].content.contains("What keeps you up?"));
 }
 
@@ -315,7 +337,10 @@ fn modality_items_become_a_fidelity_rubric() {
     assert_eq!(r.dimensions.len(), spec.rubric.len());
     let item = &spec.rubric[0];
     let d = &r.dimensions[0];
-    assert_eq!((d.min, d.max), (i64::from(item.scale[0]), i64::from(item.scale[1])));
+    assert_eq!(
+        (d.min, d.max),
+        (i64::from(item.scale[0]), i64::from(item.scale[1]))
+    );
     assert_eq!(d.level(d.min), Some(item.low.trim()));
     assert_eq!(d.level(d.max), Some(item.high.trim()));
     // Levels in between are all described and all distinct.
@@ -331,7 +356,10 @@ fn merged_rubrics_keep_dimension_ids_unique() {
     let crisis = shipped("crisis-safety");
     let mut other = Rubric::parse(GOOD, "good.toml").unwrap();
     other.dimensions[0].id = "safety".into();
-    let merged = Rubric::merge("judged", &[cpsy.clone(), crisis.clone(), other, cpsy.clone()]);
+    let merged = Rubric::merge(
+        "judged",
+        &[cpsy.clone(), crisis.clone(), other, cpsy.clone()],
+    );
     let ids: Vec<&str> = merged.dimensions.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids.len(), 4 + 5 + 1, "the repeated rubric is kept once");
     assert!(ids.contains(&"cpsycoun.safety") && ids.contains(&"tiny.safety"));
@@ -340,5 +368,11 @@ fn merged_rubrics_keep_dimension_ids_unique() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len());
-    assert_eq!(merged.verdict_schema()["required"].as_array().unwrap().len(), ids.len());
+    assert_eq!(
+        merged.verdict_schema()["required"]
+            .as_array()
+            .unwrap()
+            .len(),
+        ids.len()
+    );
 }

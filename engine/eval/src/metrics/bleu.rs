@@ -86,18 +86,19 @@ impl Stats {
         }
         let mut smooth = 1.0;
         let mut eff_order = MAX_ORDER;
-        for n in 0..MAX_ORDER {
-            if self.total[n] == 0 {
+        for (n, precision) in precisions.iter_mut().enumerate() {
+            let (correct, total) = (self.correct[n], self.total[n]);
+            if total == 0 {
                 break;
             }
             if effective_order {
                 eff_order = n + 1;
             }
-            precisions[n] = if self.correct[n] == 0 {
+            *precision = if correct == 0 {
                 smooth *= 2.0;
-                100.0 / (smooth * self.total[n] as f64)
+                100.0 / (smooth * total as f64)
             } else {
-                100.0 * self.correct[n] as f64 / self.total[n] as f64
+                100.0 * correct as f64 / total as f64
             };
         }
         // sacrebleu's `my_log` floors log(0) at -9999999999.

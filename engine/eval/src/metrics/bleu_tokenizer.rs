@@ -118,13 +118,17 @@ fn post_tokenize(line: &str) -> String {
     let digit = |c: char| c.is_ascii_digit();
     let period_or_comma = |c: char| c == '.' || c == ',';
     // ([^0-9])([\.,]) -> "\1 \2 "
-    let b = substitute_pairs(&a, |x, y| !digit(x) && period_or_comma(y), |x, y| {
-        vec![x, ' ', y, ' ']
-    });
+    let b = substitute_pairs(
+        &a,
+        |x, y| !digit(x) && period_or_comma(y),
+        |x, y| vec![x, ' ', y, ' '],
+    );
     // ([\.,])([^0-9]) -> " \1 \2"
-    let c = substitute_pairs(&b, |x, y| period_or_comma(x) && !digit(y), |x, y| {
-        vec![' ', x, ' ', y]
-    });
+    let c = substitute_pairs(
+        &b,
+        |x, y| period_or_comma(x) && !digit(y),
+        |x, y| vec![' ', x, ' ', y],
+    );
     // ([0-9])(-) -> "\1 \2 "
     let d = substitute_pairs(&c, |x, y| digit(x) && y == '-', |x, y| vec![x, ' ', y, ' ']);
     let s: String = d.into_iter().collect();

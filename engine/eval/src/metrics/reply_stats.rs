@@ -32,7 +32,10 @@ pub fn count_questions(reply: &str) -> usize {
 
 /// Question rate over a set of replies.
 pub fn question_rate<S: AsRef<str>>(replies: &[S]) -> QuestionRate {
-    let counts: Vec<usize> = replies.iter().map(|r| count_questions(r.as_ref())).collect();
+    let counts: Vec<usize> = replies
+        .iter()
+        .map(|r| count_questions(r.as_ref()))
+        .collect();
     let asking = counts.iter().filter(|&&c| c > 0).count();
     QuestionRate {
         asking: wilson(asking, counts.len()),

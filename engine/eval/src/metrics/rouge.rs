@@ -25,7 +25,11 @@ pub fn rouge_tokens(text: &str) -> Vec<String> {
             }
         })
         .collect();
-    spaced.split(' ').filter(|t| !t.is_empty()).map(String::from).collect()
+    spaced
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// ROUGE-L of `prediction` against `target` (`RougeScorer(["rougeL"]).score(target, prediction)`).

@@ -131,7 +131,8 @@ impl Rubric {
         for entry in file.dimensions.into_inner() {
             let id = entry.id.get_ref().clone();
             let field = |name: &str| format!("dimensions.{id}.{name}");
-            check_id(entry.id.get_ref()).map_err(|m| at(entry.id.span(), "dimensions.id".into(), m))?;
+            check_id(entry.id.get_ref())
+                .map_err(|m| at(entry.id.span(), "dimensions.id".into(), m))?;
             if dimensions.iter().any(|d| d.id == id) {
                 return Err(at(
                     entry.id.span(),
@@ -177,7 +178,10 @@ impl Rubric {
                         format!("level {score} has an empty description"),
                     ));
                 }
-                if by_score.insert(score, value.get_ref().trim().to_string()).is_some() {
+                if by_score
+                    .insert(score, value.get_ref().trim().to_string())
+                    .is_some()
+                {
                     return Err(at(
                         value.span(),
                         field("levels"),

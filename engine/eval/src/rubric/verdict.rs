@@ -83,9 +83,7 @@ impl Rubric {
     /// integer 3.
     pub fn parse_verdict(&self, value: &Value) -> Result<Verdict, VerdictError> {
         let Value::Object(map) = value else {
-            return Err(VerdictError::NotAnObject {
-                found: kind(value),
-            });
+            return Err(VerdictError::NotAnObject { found: kind(value) });
         };
         if let Some(key) = map.keys().find(|k| self.dimension(k).is_none()) {
             return Err(VerdictError::UnknownDimension {

@@ -145,6 +145,14 @@ fn a_duplicate_dimension_names_the_second_declaration() {
 }
 
 #[test]
+fn a_missing_question_names_its_dimension_line() {
+    let text = GOOD.replace("question = \"Is it warm?\"\n", "");
+    let (msg, line) = error_of(&text);
+    assert!(msg.contains("question"), "{msg}");
+    assert_eq!(line, line_of(&text, "[[dimensions]]"), "{msg}");
+}
+
+#[test]
 fn a_wrong_schema_version_names_its_line() {
     let (msg, line) = error_of(&GOOD.replace("schema = 1", "schema = 2"));
     assert_eq!(line, 1, "{msg}");
@@ -375,4 +383,38 @@ fn merged_rubrics_keep_dimension_ids_unique() {
             .len(),
         ids.len()
     );
+}
+
+#[test]
+fn a_run_judges_its_rubrics_plus_active_modality_fidelity() {
+    let load = |rel: &str| {
+        let path = repo().join(rel);
+        ModuleSpec::from_toml(&std::fs::read_to_string(&path).unwrap(), rel).unwrap()
+    };
+    let (cbt, act) = (
+        load("modalities/cbt/module.toml"),
+        load("modalities/act/module.toml"),
+    );
+    let base = Rubric::resolve("psyllm-v2", &repo(), &rubrics_dir()).unwrap();
+    let by_path = Rubric::resolve(
+        "manifests/rubrics/psyllm-v2.toml",
+        &repo(),
+        Path::new("/nowhere"),
+    )
+    .unwrap();
+    assert_eq!(base, by_path);
+    let set = Rubric::judged_set("run", std::slice::from_ref(&base), &[&cbt, &act]).unwrap();
+    assert_eq!(
+        set.dimensions.len(),
+        base.dimensions.len() + cbt.rubric.len() + act.rubric.len()
+    );
+    let cbt_dims: Vec<_> = set
+        .dimensions
+        .iter()
+        .filter(|d| d.source == "cbt")
+        .collect();
+    assert_eq!(cbt_dims.len(), cbt.rubric.len());
+    assert!(set.version.contains(&format!("cbt@{}", cbt.module.version)));
+    let err = Rubric::resolve("no-such-rubric", &repo(), &rubrics_dir()).unwrap_err();
+    assert!(err.to_string().contains("no-such-rubric.toml"), "{err}");
 }

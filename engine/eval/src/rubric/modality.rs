@@ -1,7 +1,7 @@
 //! Modality fidelity: the `[[rubric]]` items a therapy module declares, as a rubric.
 
 use psy_core::manifest_error::ManifestError;
-use psy_core::module::RubricItem;
+use psy_core::module::{ModuleSpec, RubricItem};
 
 use super::spec::{check_id, Dimension, Rubric};
 
@@ -65,6 +65,33 @@ impl Rubric {
             ),
             dimensions,
         })
+    }
+}
+
+impl Rubric {
+    /// The fidelity rubric of a module manifest: its `[[rubric]]` items, with the module's
+    /// name in the title and its version as the rubric version.
+    pub fn from_module(spec: &ModuleSpec) -> Result<Rubric, ManifestError> {
+        let mut rubric = Rubric::from_module_items(&spec.module.id, &spec.rubric)?;
+        rubric.version = spec.module.version.clone();
+        rubric.title = format!("Fidelity to {}", spec.module.name);
+        Ok(rubric)
+    }
+
+    /// The set a run judges: its rubrics, then the fidelity items of every active modality
+    /// module that declares any, merged into one verdict with unique dimension ids.
+    /// (Diagnostic modules' items grade the reasoning trace, not the reply; pass only the
+    /// modules whose items grade replies.)
+    pub fn judged_set(
+        id: &str,
+        rubrics: &[Rubric],
+        modules: &[&ModuleSpec],
+    ) -> Result<Rubric, ManifestError> {
+        let mut all = rubrics.to_vec();
+        for spec in modules.iter().filter(|s| !s.rubric.is_empty()) {
+            all.push(Rubric::from_module(spec)?);
+        }
+        Ok(Rubric::merge(id, &all))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use psy_eval::metrics::{
     corpus_bleu, count_questions, distinct_n, distinct_tokens, label_leakage, length_vs_budget,
-    question_rate, rouge_l, sentence_bleu, Bleu, BleuTokenizer,
+    question_rate, rouge_l, rouge_l_tokens, sentence_bleu, Bleu, BleuError, BleuTokenizer,
 };
 use serde_json::Value;
 
@@ -92,7 +92,7 @@ fn corpus_bleu_matches_sacrebleu_with_one_and_two_references() {
     let hyps: Vec<&str> = pairs.iter().map(|p| s(&p["hyp"])).collect();
     let one: Vec<Vec<&str>> = pairs.iter().map(|p| vec![s(&p["ref"])]).collect();
     assert_bleu(
-        &corpus_bleu(&hyps, &one, BleuTokenizer::Mteval13a),
+        &corpus_bleu(&hyps, &one, BleuTokenizer::Mteval13a).unwrap(),
         &f["corpus_bleu"],
         "corpus",
     );
@@ -102,7 +102,7 @@ fn corpus_bleu_matches_sacrebleu_with_one_and_two_references() {
         .map(|(p, r2)| vec![s(&p["ref"]), s(r2)])
         .collect();
     assert_bleu(
-        &corpus_bleu(&hyps, &two, BleuTokenizer::Mteval13a),
+        &corpus_bleu(&hyps, &two, BleuTokenizer::Mteval13a).unwrap(),
         &f["corpus_bleu_two_refs"],
         "corpus, two references",
     );
@@ -110,9 +110,22 @@ fn corpus_bleu_matches_sacrebleu_with_one_and_two_references() {
     let zh_hyps: Vec<&str> = zh.iter().map(|p| s(&p["hyp"])).collect();
     let zh_refs: Vec<Vec<&str>> = zh.iter().map(|p| vec![s(&p["ref"])]).collect();
     assert_bleu(
-        &corpus_bleu(&zh_hyps, &zh_refs, BleuTokenizer::Zh),
+        &corpus_bleu(&zh_hyps, &zh_refs, BleuTokenizer::Zh).unwrap(),
         &f["zh_corpus_bleu"],
         "zh corpus",
+    );
+    assert_eq!(
+        corpus_bleu(&hyps[1..], &one, BleuTokenizer::Mteval13a),
+        Err(BleuError::LengthMismatch {
+            hyps: hyps.len() - 1,
+            refs: one.len()
+        })
+    );
+    let mut missing = one.clone();
+    missing[3].clear();
+    assert_eq!(
+        corpus_bleu(&hyps, &missing, BleuTokenizer::Mteval13a),
+        Err(BleuError::NoReference(3))
     );
 }
 
@@ -131,6 +144,19 @@ fn rouge_l_matches_rouge_score() {
             assert!((g - w).abs() <= TOL, "{}: {name} {g} vs {w}", s(&p["hyp"]));
         }
     }
+}
+
+#[test]
+fn rouge_l_over_chinese_characters_by_hand() {
+    // rouge-score's tokenizer keeps only a-z0-9, so Chinese scores 0 there.
+    assert_eq!(rouge_l("我很难过", "我很难过").fmeasure, 0.0);
+    // Per character: target 我/很/难/过, prediction 我/真/的/很/难/过: LCS 4.
+    let r = rouge_l_tokens(
+        &distinct_tokens("我很难过"),
+        &distinct_tokens("我真的很难过"),
+    );
+    assert!((r.recall - 1.0).abs() < 1e-15 && (r.precision - 4.0 / 6.0).abs() < 1e-15);
+    assert!((r.fmeasure - 0.8).abs() < 1e-15);
 }
 
 #[test]

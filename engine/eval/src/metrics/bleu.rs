@@ -23,18 +23,36 @@ pub struct Bleu {
     pub ref_len: u64,
 }
 
+/// Why corpus BLEU cannot pair hypotheses with references.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BleuError {
+    #[error("{hyps} hypotheses but {refs} reference lists")]
+    LengthMismatch { hyps: usize, refs: usize },
+    #[error("hypothesis {0} has no reference")]
+    NoReference(usize),
+}
+
 /// Corpus BLEU: `refs[i]` are the references of `hyps[i]` (one or more each). Statistics are
 /// summed over the corpus before the score is computed, as sacrebleu's `corpus_bleu`.
 pub fn corpus_bleu<H: AsRef<str>, R: AsRef<str>>(
     hyps: &[H],
     refs: &[Vec<R>],
     tokenizer: BleuTokenizer,
-) -> Bleu {
+) -> Result<Bleu, BleuError> {
+    if hyps.len() != refs.len() {
+        return Err(BleuError::LengthMismatch {
+            hyps: hyps.len(),
+            refs: refs.len(),
+        });
+    }
     let mut stats = Stats::default();
-    for (h, r) in hyps.iter().zip(refs) {
+    for (i, (h, r)) in hyps.iter().zip(refs).enumerate() {
+        if r.is_empty() {
+            return Err(BleuError::NoReference(i));
+        }
         stats.add(&segment_stats(h.as_ref(), r, tokenizer));
     }
-    stats.score(false)
+    Ok(stats.score(false))
 }
 
 /// Sentence BLEU of one hypothesis, as sacrebleu's `sentence_bleu` (effective order on).

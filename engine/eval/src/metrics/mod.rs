@@ -10,11 +10,11 @@ mod distinct;
 mod reply_stats;
 mod rouge;
 
-pub use bleu::{corpus_bleu, sentence_bleu, Bleu};
+pub use bleu::{corpus_bleu, sentence_bleu, Bleu, BleuError};
 pub use bleu_tokenizer::BleuTokenizer;
 pub use distinct::{distinct_n, distinct_tokens, Distinct};
 pub use reply_stats::{
     count_questions, label_leakage, label_leakage_by_plan, length_vs_budget, question_rate,
     LabelLeakage, LengthVsBudget, QuestionRate,
 };
-pub use rouge::{rouge_l, rouge_tokens, RougeL};
+pub use rouge::{rouge_l, rouge_l_tokens, rouge_tokens, RougeL};

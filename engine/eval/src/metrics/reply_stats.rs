@@ -53,7 +53,7 @@ pub struct LengthVsBudget {
     pub mean_words: f64,
 }
 
-/// Length against budget; each item is a reply and its word budget (> 0; the plan's
+/// Length against budget; each item is a reply and its word budget (a budget of 0 counts as 1; the plan's
 /// `max_words`, or `target_words` to measure closeness to the target). Words are counted as
 /// psy-core counts them when it enforces the budget ([`word_count`]: whitespace-separated
 /// pieces with a letter or digit, so unspaced Chinese text counts as few words).

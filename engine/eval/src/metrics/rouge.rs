@@ -34,8 +34,12 @@ pub fn rouge_tokens(text: &str) -> Vec<String> {
 
 /// ROUGE-L of `prediction` against `target` (`RougeScorer(["rougeL"]).score(target, prediction)`).
 pub fn rouge_l(target: &str, prediction: &str) -> RougeL {
-    let t = rouge_tokens(target);
-    let p = rouge_tokens(prediction);
+    rouge_l_tokens(&rouge_tokens(target), &rouge_tokens(prediction))
+}
+
+/// ROUGE-L over tokens of the caller's choosing, e.g. [`super::distinct_tokens`] (one token
+/// per CJK character) for Chinese, which rouge-score's tokenizer drops entirely.
+pub fn rouge_l_tokens(t: &[String], p: &[String]) -> RougeL {
     if t.is_empty() || p.is_empty() {
         return RougeL {
             precision: 0.0,
@@ -43,7 +47,7 @@ pub fn rouge_l(target: &str, prediction: &str) -> RougeL {
             fmeasure: 0.0,
         };
     }
-    let lcs = lcs_len(&t, &p) as f64;
+    let lcs = lcs_len(t, p) as f64;
     let precision = lcs / p.len() as f64;
     let recall = lcs / t.len() as f64;
     let fmeasure = if precision + recall > 0.0 {

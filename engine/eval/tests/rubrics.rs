@@ -153,6 +153,17 @@ fn a_missing_question_names_its_dimension_line() {
 }
 
 #[test]
+fn an_empty_question_names_its_line() {
+    let text = GOOD.replace("\"Is it warm?\"", "\"  \"");
+    let (msg, line) = error_of(&text);
+    assert!(
+        msg.contains("dimensions.warmth.question") && msg.contains("empty"),
+        "{msg}"
+    );
+    assert_eq!(line, line_of(&text, "question ="), "{msg}");
+}
+
+#[test]
 fn a_wrong_schema_version_names_its_line() {
     let (msg, line) = error_of(&GOOD.replace("schema = 1", "schema = 2"));
     assert_eq!(line, 1, "{msg}");

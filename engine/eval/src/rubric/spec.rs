@@ -154,6 +154,11 @@ impl Rubric {
                     format!("dimension `{id}` is declared twice"),
                 ));
             }
+            for (text, name) in [(&entry.name, "name"), (&entry.question, "question")] {
+                if text.get_ref().trim().is_empty() {
+                    return Err(at(text.span(), field(name), format!("the {name} is empty")));
+                }
+            }
             let [min, max] = *entry.scale.get_ref();
             if min >= max {
                 return Err(at(
@@ -214,8 +219,8 @@ impl Rubric {
             }
             dimensions.push(Dimension {
                 id,
-                name: entry.name,
-                question: entry.question.trim().to_string(),
+                name: entry.name.into_inner().trim().to_string(),
+                question: entry.question.get_ref().trim().to_string(),
                 min,
                 max,
                 levels: by_score.into_values().collect(),
@@ -292,10 +297,10 @@ struct RubricHeader {
 #[serde(deny_unknown_fields)]
 struct DimensionEntry {
     id: Spanned<String>,
-    name: String,
+    name: Spanned<String>,
     /// `[min, max]`, inclusive.
     scale: Spanned<[i64; 2]>,
-    question: String,
+    question: Spanned<String>,
     /// Score (as a TOML key, e.g. `0 = "..."`) to what that score means.
     levels: Spanned<BTreeMap<String, Spanned<String>>>,
 }

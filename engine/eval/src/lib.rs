@@ -6,3 +6,7 @@
 //! Nothing here loads a model: the runner in the `psy` crate decodes and hands replies over.
 
 pub mod judge;
+pub mod metrics;
+pub mod rubric;
+pub mod stats;
+pub mod think;

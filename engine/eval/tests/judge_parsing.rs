@@ -11,7 +11,7 @@ use serde_json::json;
 fn reasoning_is_stripped_before_the_verdict_is_read() {
     assert_eq!(
         strip_think("<think>the client sounds hopeless</think>\n{\"a\":1}"),
-        "\n{\"a\":1}"
+        "{\"a\":1}"
     );
     // The template opened <think> in the prompt: only the closing tag shows.
     assert_eq!(

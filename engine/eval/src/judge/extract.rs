@@ -2,22 +2,7 @@
 
 use serde_json::Value;
 
-/// The reply without `<think>…</think>` reasoning.
-///
-/// Reasoning judges (Qwen3, DeepSeek-R1) write their thoughts before the answer; some chat
-/// templates open the `<think>` in the prompt, so only the closing tag shows. Everything up to
-/// the last `</think>` is dropped; an unclosed `<think>` (reasoning cut off by `max_tokens`)
-/// drops the rest of the text.
-pub fn strip_think(text: &str) -> &str {
-    let after = match text.rfind("</think>") {
-        Some(end) => &text[end + "</think>".len()..],
-        None => text,
-    };
-    match after.find("<think>") {
-        Some(start) => &after[..start],
-        None => after,
-    }
-}
+use crate::think::strip_think;
 
 /// The JSON verdict in a judge's reply: reasoning stripped, a ```` ```json ```` fence tolerated,
 /// prose before the first `{` and after the value it opens ignored.
@@ -25,7 +10,8 @@ pub fn strip_think(text: &str) -> &str {
 /// The error says what was wrong (e.g. `EOF while parsing an object at line 1 column 40`); it
 /// is sent back to the judge on a repair attempt.
 pub fn parse_verdict(text: &str) -> Result<Value, String> {
-    let answer = strip_think(text).trim();
+    let answer = strip_think(text);
+    let answer = answer.as_str();
     let body = fenced(answer).unwrap_or(answer);
     let start = body
         .find('{')

@@ -10,7 +10,8 @@ use super::backend::JudgeBackend;
 use super::cache::{cache_key, JudgeCache};
 use super::call::{ChatMessage, JudgeCall};
 use super::error::JudgeError;
-use super::extract::{parse_verdict, strip_think};
+use super::extract::parse_verdict;
+use crate::think::strip_think;
 
 /// A validated verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -253,7 +254,7 @@ impl Judge {
             bump(&self.counters.repairs);
             current
                 .messages
-                .push(ChatMessage::assistant(strip_think(&raw).trim()));
+                .push(ChatMessage::assistant(strip_think(&raw)));
             current
                 .messages
                 .push(ChatMessage::user(repair_request(&error, &call.schema)));

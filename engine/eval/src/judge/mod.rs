@@ -14,11 +14,12 @@ mod extract;
 mod judging;
 mod openai;
 
+pub use crate::think::strip_think;
 pub use backend::JudgeBackend;
 pub use backoff::{parse_retry_after, Backoff};
 pub use cache::{cache_key, CachedVerdict, JudgeCache};
 pub use call::{ChatMessage, JudgeCall};
 pub use error::JudgeError;
-pub use extract::{parse_verdict, strip_think};
+pub use extract::parse_verdict;
 pub use judging::{Judge, JudgeProgress, JudgeStats, Judged};
 pub use openai::{request_body, OpenAiBackend, OpenAiConfig};

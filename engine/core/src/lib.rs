@@ -10,6 +10,7 @@
 pub mod affect;
 pub mod dialogue;
 pub mod dylib;
+pub mod eval_spec;
 pub mod exemplar_match;
 pub mod lexicon;
 pub mod manifest;

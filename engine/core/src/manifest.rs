@@ -19,6 +19,7 @@ pub const SCHEMA: u32 = 1;
 pub const CRISIS_GUARD: &str = "crisis-guard";
 
 pub use crate::manifest_error::{line_col, parse_toml, ManifestError};
+pub use crate::eval_spec::EvalSection;
 pub use crate::train_spec::TrainSection;
 
 /// Which modules a run activates, by id.
@@ -285,15 +286,6 @@ pub struct AssessmentSection {
     pub encoder: String,
 }
 
-/// Evaluation settings, read by `psy eval`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EvalSection {
-    /// Evaluation dialogues, relative to the manifest.
-    #[serde(default)]
-    pub dataset: String,
-}
-
 /// Identity of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -484,6 +476,27 @@ fn absolutize(table: &mut toml::Table, dir: &Path) {
         if let Some(toml::Value::Table(t)) = table.get_mut(*section) {
             if let Some(toml::Value::String(p)) = t.get_mut(*key) {
                 if !p.is_empty() && !p.starts_with('$') && Path::new(p.as_str()).is_relative() {
+                    *p = normalize(&dir.join(&*p)).display().to_string();
+                }
+            }
+        }
+    }
+    if let Some(toml::Value::Table(e)) = table.get_mut("eval") {
+        // Rubric files (shipped rubrics are named by id, without `.toml`).
+        if let Some(toml::Value::Array(list)) = e.get_mut("rubrics") {
+            for v in list {
+                if let toml::Value::String(p) = v {
+                    if p.ends_with(".toml") && Path::new(p.as_str()).is_relative() {
+                        *p = normalize(&dir.join(&*p)).display().to_string();
+                    }
+                }
+            }
+        }
+        // A local judge model is a path; an endpoint's model is a name.
+        if let Some(toml::Value::Table(j)) = e.get_mut("judge") {
+            let local = j.get("kind").and_then(|k| k.as_str()) == Some("psy");
+            if let (true, Some(toml::Value::String(p))) = (local, j.get_mut("model")) {
+                if !p.is_empty() && Path::new(p.as_str()).is_relative() {
                     *p = normalize(&dir.join(&*p)).display().to_string();
                 }
             }

@@ -4,3 +4,6 @@
 //! and the reports and charts of `psy eval` and `psy ablate`.
 //!
 //! Nothing here loads a model: the runner in the `psy` crate decodes and hands replies over.
+
+pub mod dataset;
+pub mod report;

@@ -5,8 +5,10 @@
 //!
 //! Nothing here loads a model: the runner in the `psy` crate decodes and hands replies over.
 
+pub mod dataset;
 pub mod judge;
 pub mod metrics;
+pub mod report;
 pub mod rubric;
 pub mod stats;
 pub mod think;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub mod clinical_report;
+pub mod eval;
 pub mod serve;
 pub mod train_screen;
 use psy_core::dialogue::Dialogue;
@@ -62,7 +63,11 @@ fn bind(manifest: &Path) -> Result<Planner, ManifestError> {
 /// sentence encoder (`[assessment] encoder`, default all-MiniLM-L6-v2). Refuses to start when
 /// the encoder cannot be loaded: the crisis guard's screen depends on it.
 pub fn planner(manifest: &Path) -> Result<Planner, ManifestError> {
-    let run = manifest::load_run(manifest)?;
+    planner_for_run(manifest::load_run(manifest)?)
+}
+
+/// [`planner`] for a run already resolved (an ablation's variant).
+pub fn planner_for_run(run: manifest::ResolvedRun) -> Result<Planner, ManifestError> {
     let encoder = run.manifest.assessment.encoder.trim().to_string();
     let location = if encoder.is_empty() {
         run.origin()
@@ -278,7 +283,37 @@ pub fn counselor(manifest: &Path, model: Option<&Path>) -> Result<Counselor> {
     let model = resolve_model(model, Some(manifest))?;
     let tok = planner.run().manifest.model.tokenizer.trim().to_string();
     let tok = (!tok.is_empty()).then(|| manifest.parent().unwrap_or(Path::new(".")).join(tok));
-    let drafter = ModelDrafter::load(&model, tok.as_deref())
+    counselor_with(planner, &model, tok.as_deref())
+}
+
+/// A counselor for a resolved run (its `[model]` paths are already absolute), decoding with
+/// `model` or the run's model.
+pub fn counselor_for_run(run: manifest::ResolvedRun, model: Option<&Path>) -> Result<Counselor> {
+    let model = match model {
+        Some(m) => m.to_path_buf(),
+        None => run_model(&run)?,
+    };
+    let tok = run.manifest.model.tokenizer.trim().to_string();
+    let tok = (!tok.is_empty()).then(|| PathBuf::from(tok));
+    counselor_with(planner_for_run(run)?, &model, tok.as_deref())
+}
+
+/// The model file a resolved run decodes with: its `[model] path`, else the default model.
+pub fn run_model(run: &manifest::ResolvedRun) -> Result<PathBuf> {
+    let p = run.manifest.model.path.trim();
+    if p.is_empty() {
+        Ok(runtime::default_model_path()?)
+    } else {
+        Ok(PathBuf::from(p))
+    }
+}
+
+pub(crate) fn counselor_with(
+    planner: Planner,
+    model: &Path,
+    tok: Option<&Path>,
+) -> Result<Counselor> {
+    let drafter = ModelDrafter::load(model, tok)
         .with_context(|| format!("loading model {}", model.display()))?;
     Ok(Counselor::new(planner, Box::new(drafter)))
 }

@@ -46,10 +46,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate: `psy eval risk FILE...` scores the crisis guard on labelled risk sets.
+    /// Evaluate a run on its `[eval]` set (automatic metrics, and rubric judges when
+    /// `[eval.judge]` names one): `psy eval manifests/eval-demo.toml`. `psy eval risk FILE...`
+    /// scores the crisis guard on labelled risk sets.
+    #[command(args_conflicts_with_subcommands = true)]
     Eval {
         #[command(subcommand)]
-        command: EvalCommand,
+        command: Option<EvalCommand>,
+        /// Run manifest whose `[eval]` section says what to score.
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        opts: EvalArgs,
+    },
+    /// Run an ablation: every variant decoded and scored on the base run's `[eval]`, compared
+    /// with the first variant (report.json/csv/md, radar and delta charts in --output).
+    Ablate {
+        /// Ablation manifest, e.g. manifests/ablations/demo.toml.
+        ablation: PathBuf,
+        #[command(flatten)]
+        opts: EvalArgs,
+        /// Cells decoded at once (each loads its own copy of the model).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// Retrain the crisis guard's screen from its exemplars (plugins/safety/screen/): embeds
     /// them, trains the head, calibrates thresholds on a validation split, writes the weights
@@ -249,6 +267,30 @@ impl SamplingArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Run directory (default runs/eval-<run> or runs/ablate-<ablation>); a rerun resumes it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Call the judge afresh instead of reading the judge cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Decode with this model instead of the manifest's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+impl EvalArgs {
+    fn options(self, jobs: usize) -> psy::eval::EvalOptions {
+        psy::eval::EvalOptions {
+            output: self.output,
+            no_cache: self.no_cache,
+            jobs,
+            model: self.model,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Score the run's crisis guard on labelled risk sets: JSONL of {"text" | "messages",
@@ -355,12 +397,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} (rebuild psy to use it)", r.screen_toml.display());
         }
         Command::Eval {
+            command: None,
+            manifest,
+            opts,
+        } => {
+            let Some(manifest) = manifest else {
+                anyhow::bail!("give a run manifest (psy eval M) or `psy eval risk FILE...`");
+            };
+            let out = psy::eval::eval_run(&manifest, &opts.options(1))?;
+            print!("{}", out.markdown);
+            eprintln!("wrote {}", out.dir.display());
+        }
+        Command::Ablate {
+            ablation,
+            opts,
+            jobs,
+        } => {
+            let out = psy::eval::ablate(&ablation, &opts.options(jobs))?;
+            print!("{}", out.markdown);
+            eprintln!("wrote {}", out.dir.display());
+        }
+        Command::Eval {
             command:
-                EvalCommand::Risk {
+                Some(EvalCommand::Risk {
                     manifest,
                     sets,
                     json,
-                },
+                }),
+            ..
         } => {
             for set in &sets {
                 let report = psy::eval_risk(&manifest, set)?;

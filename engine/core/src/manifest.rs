@@ -18,8 +18,8 @@ pub const SCHEMA: u32 = 1;
 /// The id of the crisis guard, which every run carries.
 pub const CRISIS_GUARD: &str = "crisis-guard";
 
-pub use crate::manifest_error::{line_col, parse_toml, ManifestError};
 pub use crate::eval_spec::EvalSection;
+pub use crate::manifest_error::{line_col, parse_toml, ManifestError};
 pub use crate::train_spec::TrainSection;
 
 /// Which modules a run activates, by id.

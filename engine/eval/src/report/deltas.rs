@@ -68,7 +68,10 @@ fn panels(report: &Report) -> Vec<Panel> {
             .enumerate()
             .filter(|(_, v)| v.name != report.base)
             .filter_map(|(i, v)| {
-                v.scores.get(&m.id).and_then(|s| s.delta).map(|delta| Bar { variant: i, delta })
+                v.scores
+                    .get(&m.id)
+                    .and_then(|s| s.delta)
+                    .map(|delta| Bar { variant: i, delta })
             })
             .collect();
         if bars.is_empty() {
@@ -132,9 +135,7 @@ fn draw_panel<DB: DrawingBackend>(
     } else {
         b.y_label_area_size(LABEL_AREA_PX);
     }
-    let mut chart = b
-        .build_cartesian_2d(x0..x1, 0.0..extent)
-        .map_err(err)?;
+    let mut chart = b.build_cartesian_2d(x0..x1, 0.0..extent).map_err(err)?;
     if text {
         chart
             .configure_mesh()
@@ -197,8 +198,12 @@ fn draw_panel<DB: DrawingBackend>(
         if text {
             let mid = extent - (first + r) / 2.0;
             let (px, py) = chart.backend_coord(&(x0, mid));
-            root.draw(&Text::new(g.measure.clone(), (px - 10, py), label(HPos::Right)))
-                .map_err(err)?;
+            root.draw(&Text::new(
+                g.measure.clone(),
+                (px - 10, py),
+                label(HPos::Right),
+            ))
+            .map_err(err)?;
         }
         r += gap / 2.0;
     }

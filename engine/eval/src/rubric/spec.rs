@@ -87,20 +87,6 @@ impl Rubric {
         Ok(rubric)
     }
 
-    /// A rubric named in a run manifest: a path ending in `.toml` (relative to the manifest's
-    /// directory) or the id of a shipped rubric in `rubrics_dir` (`manifests/rubrics`).
-    pub fn resolve(
-        entry: &str,
-        manifest_dir: &Path,
-        rubrics_dir: &Path,
-    ) -> Result<Rubric, ManifestError> {
-        if entry.ends_with(".toml") {
-            Rubric::load(&manifest_dir.join(entry))
-        } else {
-            Rubric::load_named(rubrics_dir, entry)
-        }
-    }
-
     /// Parses and validates rubric TOML; `origin` names the text in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Rubric, ManifestError> {
         let file: RubricFile = parse_toml(text, origin)?;

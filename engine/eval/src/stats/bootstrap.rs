@@ -106,6 +106,53 @@ impl Bootstrap {
             .collect()
     }
 
+    /// The percentile interval of any statistic of `n` items that is not a mean of per-item
+    /// values (distinct-n over a set of replies): `stat` gets the item indices of the sample
+    /// (all of them for the estimate, a resample with replacement for each bootstrap round).
+    pub fn statistic(
+        &self,
+        n: usize,
+        stat: &dyn Fn(&[usize]) -> f64,
+    ) -> Result<Interval, BootstrapError> {
+        self.paired_statistic(n, &|_| 0.0, stat)
+    }
+
+    /// [`Bootstrap::statistic`] of `variant(idx) - base(idx)` over the same resamples of `n`
+    /// paired items.
+    pub fn paired_statistic(
+        &self,
+        n: usize,
+        base: &dyn Fn(&[usize]) -> f64,
+        variant: &dyn Fn(&[usize]) -> f64,
+    ) -> Result<Interval, BootstrapError> {
+        self.check(&[0.0])?;
+        if n == 0 {
+            return Err(BootstrapError::Empty);
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let estimate = variant(&all) - base(&all);
+        if !estimate.is_finite() {
+            return Err(BootstrapError::NotFinite(estimate));
+        }
+        let mut rng = SplitMix64::new(self.seed);
+        let mut idx = vec![0; n];
+        let stats: Vec<f64> = (0..self.resamples)
+            .map(|_| {
+                for slot in idx.iter_mut() {
+                    *slot = rng.below(n);
+                }
+                variant(&idx) - base(&idx)
+            })
+            .collect();
+        let (low, high) = self.ends(stats);
+        Ok(Interval {
+            estimate,
+            low,
+            high,
+            n,
+        })
+    }
+
     fn ends(&self, mut means: Vec<f64>) -> (f64, f64) {
         means.sort_by(f64::total_cmp);
         let tail = (1.0 - self.confidence) / 2.0;

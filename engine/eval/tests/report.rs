@@ -116,7 +116,10 @@ fn ablation_report() -> Report {
         .iter()
         .map(|(id, max)| Measure {
             id: id.to_string(),
-            kind: MeasureKind::Rubric { min: 0.0, max: *max },
+            kind: MeasureKind::Rubric {
+                min: 0.0,
+                max: *max,
+            },
         })
         .collect();
     measures.extend(metrics.iter().map(|id| Measure {
@@ -125,9 +128,24 @@ fn ablation_report() -> Report {
     }));
     // (name, description, fraction of each scale reached, metric means)
     let rows: [(&str, &str, [f64; 4], [f64; 3]); 3] = [
-        ("full", "all modules, two-phase", [0.80, 0.75, 0.70, 0.95], [14.2, 0.62, 0.41]),
-        ("no-diagnosis", "without diagnostic modules", [0.72, 0.60, 0.66, 0.90], [13.1, 0.60, 0.37]),
-        ("direct", "direct mode (no reasoning phase)", [0.55, 0.50, 0.58, 0.93], [11.8, 0.55, 0.22]),
+        (
+            "full",
+            "all modules, two-phase",
+            [0.80, 0.75, 0.70, 0.95],
+            [14.2, 0.62, 0.41],
+        ),
+        (
+            "no-diagnosis",
+            "without diagnostic modules",
+            [0.72, 0.60, 0.66, 0.90],
+            [13.1, 0.60, 0.37],
+        ),
+        (
+            "direct",
+            "direct mode (no reasoning phase)",
+            [0.55, 0.50, 0.58, 0.93],
+            [11.8, 0.55, 0.22],
+        ),
     ];
     let base = rows[0];
     let variants = rows
@@ -136,10 +154,21 @@ fn ablation_report() -> Report {
             let mut scores = BTreeMap::new();
             for (i, (id, max)) in dims.iter().enumerate() {
                 let mean = frac[i] * max;
-                let mut s = score(40, mean, mean - 0.08 * max, (mean + 0.08 * max).min(*max), 0.2 * max);
+                let mut s = score(
+                    40,
+                    mean,
+                    mean - 0.08 * max,
+                    (mean + 0.08 * max).min(*max),
+                    0.2 * max,
+                );
                 if *name != base.0 {
                     let d = mean - base.2[i] * max;
-                    s.delta = Some(Delta { n: 40, mean: d, low: d - 0.06 * max, high: d + 0.06 * max });
+                    s.delta = Some(Delta {
+                        n: 40,
+                        mean: d,
+                        low: d - 0.06 * max,
+                        high: d + 0.06 * max,
+                    });
                 }
                 scores.insert(id.to_string(), s);
             }
@@ -148,7 +177,12 @@ fn ablation_report() -> Report {
                 let mut s = score(40, mean, mean * 0.9, mean * 1.1, mean * 0.3);
                 if *name != base.0 {
                     let d = mean - base.3[i];
-                    s.delta = Some(Delta { n: 40, mean: d, low: d - 0.1 * mean.abs(), high: d + 0.1 * mean.abs() });
+                    s.delta = Some(Delta {
+                        n: 40,
+                        mean: d,
+                        low: d - 0.1 * mean.abs(),
+                        high: d + 0.1 * mean.abs(),
+                    });
                 }
                 scores.insert(id.to_string(), s);
             }
@@ -156,7 +190,10 @@ fn ablation_report() -> Report {
                 name: name.to_string(),
                 description: desc.to_string(),
                 provenance: provenance(),
-                items: ItemCounts { scored: 40, ..Default::default() },
+                items: ItemCounts {
+                    scored: 40,
+                    ..Default::default()
+                },
                 scores,
             }
         })
@@ -289,7 +326,10 @@ fn report_json_reads_back_to_the_same_report() {
     let json = psy_eval::report::render_json(&report);
     let back: Report = serde_json::from_str(&json).unwrap();
     // serde_json's default float parser may be off by one ulp, so numbers are compared closely.
-    let (a, b) = (serde_json::to_value(&report).unwrap(), serde_json::to_value(&back).unwrap());
+    let (a, b) = (
+        serde_json::to_value(&report).unwrap(),
+        serde_json::to_value(&back).unwrap(),
+    );
     assert_close(&a, &b, "$");
 }
 
@@ -298,7 +338,10 @@ fn assert_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
     match (a, b) {
         (Number(x), Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-12 * x.abs().max(1.0), "{at}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                "{at}: {x} vs {y}"
+            );
         }
         (Array(x), Array(y)) => {
             assert_eq!(x.len(), y.len(), "{at}");
@@ -307,7 +350,11 @@ fn assert_close(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
             }
         }
         (Object(x), Object(y)) => {
-            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}");
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
             for (k, x) in x {
                 assert_close(x, &y[k], &format!("{at}.{k}"));
             }
@@ -380,7 +427,8 @@ fn deltas_bars_point_the_way_of_the_difference() {
 fn charts_without_a_font_still_draw_and_the_report_says_so() {
     assert_eq!(find_font_in(&["/nonexistent/psy/font.ttf"]), None);
     let tmp = tempfile::tempdir().unwrap();
-    let notes = write_report_with_font(tmp.path(), &ablation_report(), &ChartFont::Missing).unwrap();
+    let notes =
+        write_report_with_font(tmp.path(), &ablation_report(), &ChartFont::Missing).unwrap();
     for f in FILES {
         assert!(!read(tmp.path(), f).is_empty(), "{f}");
     }
@@ -416,7 +464,9 @@ fn inconsistent_reports_are_refused_naming_the_variant_and_measure() {
     assert!(e.contains("base variant `nope`"), "{e}");
 
     let mut r = small_report();
-    r.variants[1].scores.insert("rouge_l".into(), score(1, 0.1, 0.0, 0.2, 0.1));
+    r.variants[1]
+        .scores
+        .insert("rouge_l".into(), score(1, 0.1, 0.0, 0.2, 0.1));
     let e = r.validate().unwrap_err().to_string();
     assert!(e.contains("`no-diag`") && e.contains("`rouge_l`"), "{e}");
 
@@ -424,7 +474,10 @@ fn inconsistent_reports_are_refused_naming_the_variant_and_measure() {
     r.variants[0].scores.get_mut("bleu4").unwrap().mean = f64::NAN;
     let tmp = tempfile::tempdir().unwrap();
     let e = write_report(tmp.path(), &r).unwrap_err();
-    assert!(matches!(e, ReportError::Invalid(ref m) if m.contains("`full`, measure `bleu4`")), "{e}");
+    assert!(
+        matches!(e, ReportError::Invalid(ref m) if m.contains("`full`, measure `bleu4`")),
+        "{e}"
+    );
 }
 
 /// Writes the sample ablation's report where a person can open it (`CARGO_TARGET_TMPDIR`).
@@ -447,17 +500,37 @@ fn sample_ablation_report_for_inspection() {
         m.id = names[i].to_string();
         m.kind = MeasureKind::Rubric { min: 1.0, max: 5.0 };
     }
-    wide.measures.insert(4, Measure { id: names[4].into(), kind: MeasureKind::Rubric { min: 0.0, max: 1.0 } });
-    let old: Vec<String> = ablation_report().measures.iter().take(4).map(|m| m.id.clone()).collect();
+    wide.measures.insert(
+        4,
+        Measure {
+            id: names[4].into(),
+            kind: MeasureKind::Rubric { min: 0.0, max: 1.0 },
+        },
+    );
+    let old: Vec<String> = ablation_report()
+        .measures
+        .iter()
+        .take(4)
+        .map(|m| m.id.clone())
+        .collect();
     for (k, v) in wide.variants.iter_mut().enumerate() {
         for (i, o) in old.iter().enumerate() {
             let mut s = v.scores.remove(o).unwrap();
             s.mean = 1.0 + s.mean * 1.3 + i as f64 * 0.2;
             v.scores.insert(names[i].to_string(), s);
         }
-        v.scores.insert(names[4].to_string(), score(40, 0.9 - 0.1 * k as f64, 0.8, 1.0, 0.1));
+        v.scores.insert(
+            names[4].to_string(),
+            score(40, 0.9 - 0.1 * k as f64, 0.8, 1.0, 0.1),
+        );
     }
-    for extra in ["one-modality-cbt", "no-modalities", "icl", "adapter-none"] {
+    for extra in [
+        "one-modality-cbt",
+        "no-modalities",
+        "icl-exemplars-only",
+        "adapter-none",
+        "two-phase-no-trace",
+    ] {
         let mut v = wide.variants[1].clone();
         v.name = extra.into();
         for s in v.scores.values_mut() {

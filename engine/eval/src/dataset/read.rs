@@ -77,7 +77,9 @@ pub fn detect_format(record: &Object) -> Option<DataFormat> {
 /// serde_json's message without its "at line 1 column N" (the line is the file's, given apart).
 fn json_problem(e: &serde_json::Error, whole_file: bool) -> LineProblem {
     let msg = e.to_string();
-    let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
+    let msg = msg
+        .rsplit_once(" at line ")
+        .map_or(msg.as_str(), |(m, _)| m);
     LineProblem::NotJson(if whole_file {
         format!("{msg} (column {})", e.column())
     } else {
@@ -87,7 +89,10 @@ fn json_problem(e: &serde_json::Error, whole_file: bool) -> LineProblem {
 
 /// 1-based line of byte offset `at` in `bytes`.
 fn line_of(bytes: &[u8], at: usize) -> usize {
-    1 + bytes[..at.min(bytes.len())].iter().filter(|&&b| b == b'\n').count()
+    1 + bytes[..at.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// Lines on which each top-level element of a JSON array starts (the text already parsed as
@@ -184,7 +189,9 @@ pub fn read_eval_bytes(
     bytes: &[u8],
     opts: ReadOptions,
 ) -> Result<EvalSet, DatasetError> {
-    let jsonl = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
+    let jsonl = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     let as_array = !jsonl && first == Some(&b'[');
     let records = records(bytes, as_array);
@@ -196,9 +203,10 @@ pub fn read_eval_bytes(
             .find_map(detect_format)
             .unwrap_or(DataFormat::Auto);
     }
-    let file_name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut set = EvalSet {
         path: path.to_path_buf(),
         format,

@@ -12,8 +12,9 @@ const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
 /// FNV-1a, 64-bit, over the bytes of `s`.
 pub fn fnv1a64(s: &str) -> u64 {
-    s.bytes()
-        .fold(FNV_OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+    s.bytes().fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    })
 }
 
 /// Whether the dialogue with this id is in the held-out split: `fnv1a64(id) % k == 0`.

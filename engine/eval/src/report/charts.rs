@@ -19,7 +19,11 @@ pub struct ChartNotes {
 
 /// Draws `radar.png/.svg` (when the report has rubric dimensions) and `deltas.png/.svg` (when
 /// it has more than one variant) into `dir`, with text when `font` was found.
-pub fn draw_charts(dir: &Path, report: &Report, font: &ChartFont) -> Result<ChartNotes, ReportError> {
+pub fn draw_charts(
+    dir: &Path,
+    report: &Report,
+    font: &ChartFont,
+) -> Result<ChartNotes, ReportError> {
     let mut out = ChartNotes::default();
     if !font.has_text() {
         out.notes.push(font.describe());

@@ -71,7 +71,10 @@ pub fn render_csv(report: &Report) -> String {
                     row.extend(std::iter::repeat_n(String::new(), 8));
                 }
             }
-            row.extend([v.items.scored.to_string(), v.items.failed_total().to_string()]);
+            row.extend([
+                v.items.scored.to_string(),
+                v.items.failed_total().to_string(),
+            ]);
             out.push_str(&row.join(","));
             out.push('\n');
         }

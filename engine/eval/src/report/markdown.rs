@@ -36,7 +36,11 @@ fn delta_cell(s: Option<&Score>) -> String {
     match s.and_then(|s| s.delta) {
         Some(d) => {
             // An interval that excludes zero is marked, so a reader sees which differences hold.
-            let mark = if d.low > 0.0 || d.high < 0.0 { " *" } else { "" };
+            let mark = if d.low > 0.0 || d.high < 0.0 {
+                " *"
+            } else {
+                ""
+            };
             format!(
                 "{} [{}, {}]{mark}",
                 signed(d.mean, DIGITS),
@@ -97,10 +101,18 @@ pub fn render_markdown(report: &Report, charts: &ChartNotes) -> String {
     let mut head = vec!["measure".to_string(), "scale".to_string()];
     head.extend(report.variants.iter().map(|v| cell(&v.name)));
     md.push_str(&table_row(&head));
-    md.push_str(&format!("|---|---|{}\n", "---|".repeat(report.variants.len())));
+    md.push_str(&format!(
+        "|---|---|{}\n",
+        "---|".repeat(report.variants.len())
+    ));
     for m in &report.measures {
         let mut row = vec![cell(&m.id), scale(m.kind)];
-        row.extend(report.variants.iter().map(|v| mean_cell(v.scores.get(&m.id))));
+        row.extend(
+            report
+                .variants
+                .iter()
+                .map(|v| mean_cell(v.scores.get(&m.id))),
+        );
         md.push_str(&table_row(&row));
     }
 
@@ -108,7 +120,11 @@ pub fn render_markdown(report: &Report, charts: &ChartNotes) -> String {
     if !others.is_empty() {
         let _ = writeln!(md, "\n## Differences from `{base}`\n");
         let mut head = vec!["measure".to_string()];
-        head.extend(others.iter().map(|v| format!("{} − {}", cell(&v.name), cell(base))));
+        head.extend(
+            others
+                .iter()
+                .map(|v| format!("{} − {}", cell(&v.name), cell(base))),
+        );
         md.push_str(&table_row(&head));
         md.push_str(&format!("|---|{}\n", "---|".repeat(others.len())));
         for m in &report.measures {
@@ -173,13 +189,20 @@ pub fn render_markdown(report: &Report, charts: &ChartNotes) -> String {
         }
         md.push_str("| key | value |\n|---|---|\n");
         for (k, val) in &v.provenance {
-            md.push_str(&table_row(&[cell(k), format!("`{}`", val.replace('`', "'"))]));
+            md.push_str(&table_row(&[
+                cell(k),
+                format!("`{}`", val.replace('`', "'")),
+            ]));
         }
     }
     md
 }
 
 /// Writes [`render_markdown`] to `path`.
-pub fn write_markdown(path: &Path, report: &Report, charts: &ChartNotes) -> Result<(), ReportError> {
+pub fn write_markdown(
+    path: &Path,
+    report: &Report,
+    charts: &ChartNotes,
+) -> Result<(), ReportError> {
     std::fs::write(path, render_markdown(report, charts)).map_err(io(path))
 }

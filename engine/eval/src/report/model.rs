@@ -137,7 +137,10 @@ impl Report {
             }
         }
         if self.base_variant().is_none() {
-            return bad(format!("base variant `{}` is not among the variants", self.base));
+            return bad(format!(
+                "base variant `{}` is not among the variants",
+                self.base
+            ));
         }
         for v in &self.variants {
             for (id, s) in &v.scores {
@@ -148,7 +151,9 @@ impl Report {
                 let mut nums = vec![s.mean, s.low, s.high, s.sd];
                 if let Some(d) = s.delta {
                     if v.name == self.base {
-                        return bad(format!("{at}: the base variant has a difference from itself"));
+                        return bad(format!(
+                            "{at}: the base variant has a difference from itself"
+                        ));
                     }
                     nums.extend([d.mean, d.low, d.high]);
                 }

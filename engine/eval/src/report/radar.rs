@@ -48,6 +48,12 @@ pub fn draw_radar<DB: DrawingBackend>(
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let dims: Vec<_> = report.rubric_measures().collect();
     let mut notes = Vec::new();
+    if dims.len() < 3 {
+        notes.push(format!(
+            "radar: only {} rubric dimension(s), so each variant is drawn as a line, not an area",
+            dims.len()
+        ));
+    }
     area.fill(&WHITE).map_err(err)?;
     let (w, _) = area.dim_in_pixel();
     let centre = (w as f64 / 2.0, 420.0);
@@ -183,21 +189,25 @@ pub fn draw_radar<DB: DrawingBackend>(
     // Legend below the chart.
     let col_w = (w as i32 - 80) / LEGEND_COLUMNS as i32;
     for (vi, v) in report.variants.iter().enumerate() {
-        let (col, row) = (
-            (vi % LEGEND_COLUMNS) as i32,
-            (vi / LEGEND_COLUMNS) as i32,
-        );
+        let (col, row) = ((vi % LEGEND_COLUMNS) as i32, (vi / LEGEND_COLUMNS) as i32);
         let (x, y) = (40 + col * col_w, LEGEND_TOP + row * LEGEND_ROW_PX);
         let color = variant_color(vi);
-        area.draw(&Rectangle::new([(x, y - 8), (x + 28, y + 8)], color.filled()))
-            .map_err(err)?;
+        area.draw(&Rectangle::new(
+            [(x, y - 8), (x + 28, y + 8)],
+            color.filled(),
+        ))
+        .map_err(err)?;
         let name = if v.name == report.base {
             format!("{} (base)", v.name)
         } else {
             v.name.clone()
         };
-        area.draw(&Text::new(name, (x + 38, y), label(HPos::Left, VPos::Center)))
-            .map_err(err)?;
+        area.draw(&Text::new(
+            name,
+            (x + 38, y),
+            label(HPos::Left, VPos::Center),
+        ))
+        .map_err(err)?;
     }
     Ok(notes)
 }

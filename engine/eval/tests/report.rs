@@ -253,7 +253,7 @@ Base variant: `full`. Scores are `mean [low, high] (n)` with a 95% interval of t
 
 ![radar.png](radar.png)
 
-- vector version: [radar.svg](radar.svg)
+Vector version: [radar.svg](radar.svg)
 
 ## Provenance
 
@@ -540,4 +540,6 @@ fn sample_ablation_report_for_inspection() {
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-sample-wide");
     write_report(&dir, &wide).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-sample-no-font");
+    write_report_with_font(&dir, &ablation_report(), &ChartFont::Missing).unwrap();
 }

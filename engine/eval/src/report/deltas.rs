@@ -208,8 +208,7 @@ fn draw_panel<DB: DrawingBackend>(
                 ])
                 .map_err(err)?;
             if text {
-                let (_, py) = chart.backend_coord(&(x1, y));
-                let px = chart.backend_coord(&(x1, y)).0 + 10;
+                let (px, py) = chart.backend_coord(&(x1, y));
                 root.draw(&Text::new(
                     format!(
                         "{} [{}, {}]",
@@ -217,7 +216,7 @@ fn draw_panel<DB: DrawingBackend>(
                         signed(d.low, 3),
                         signed(d.high, 3)
                     ),
-                    (px, py),
+                    (px + 10, py),
                     label(HPos::Left),
                 ))
                 .map_err(err)?;

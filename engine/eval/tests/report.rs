@@ -253,7 +253,7 @@ Base variant: `full`. Scores are `mean [low, high] (n)` with a 95% interval of t
 
 ![radar.png](radar.png)
 
-- vector version: [radar.svg](radar.svg)
+Vector version: [radar.svg](radar.svg)
 
 ## Provenance
 
@@ -524,7 +524,13 @@ fn sample_ablation_report_for_inspection() {
             score(40, 0.9 - 0.1 * k as f64, 0.8, 1.0, 0.1),
         );
     }
-    for extra in ["one-modality-cbt", "no-modalities", "icl", "adapter-none"] {
+    for extra in [
+        "one-modality-cbt",
+        "no-modalities",
+        "icl-exemplars-only",
+        "adapter-none",
+        "two-phase-no-trace",
+    ] {
         let mut v = wide.variants[1].clone();
         v.name = extra.into();
         for s in v.scores.values_mut() {
@@ -534,4 +540,6 @@ fn sample_ablation_report_for_inspection() {
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-sample-wide");
     write_report(&dir, &wide).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-sample-no-font");
+    write_report_with_font(&dir, &ablation_report(), &ChartFont::Missing).unwrap();
 }

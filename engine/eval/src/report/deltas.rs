@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::error::ReportError;
 use super::font::FAMILY;
 use super::model::{Delta, MeasureKind, Report};
-use super::number::signed;
+use super::number::{fixed, signed};
 use super::palette::{variant_color, AXIS, INK};
 
 /// Width of `deltas.png` / `deltas.svg`; the height grows with the number of bars.
@@ -21,7 +21,8 @@ const ROW_PX: u32 = 30;
 const GROUP_GAP_PX: u32 = 14;
 const PANEL_EXTRA_PX: u32 = 110;
 const TITLE_PX: u32 = 50;
-const LEGEND_PX: u32 = 50;
+const LEGEND_ROW_PX: u32 = 30;
+const LEGEND_LEFT: i32 = 40;
 const LABEL_AREA_PX: u32 = 260;
 const VALUE_AREA_PX: u32 = 200;
 
@@ -92,10 +93,35 @@ fn panels(report: &Report) -> Vec<Panel> {
         .collect()
 }
 
+/// Legend entries (report index, name) of the non-base variants with their pixel positions
+/// (x, row), wrapped to the chart width. Widths are estimated from the name length.
+fn legend_layout(report: &Report) -> Vec<(usize, &str, i32, u32)> {
+    let mut out = Vec::new();
+    let (mut x, mut row) = (LEGEND_LEFT, 0);
+    for (vi, v) in report.variants.iter().enumerate() {
+        if v.name == report.base {
+            continue;
+        }
+        let w = 40 + 10 * v.name.chars().count() as i32;
+        if x > LEGEND_LEFT && x + w > DELTAS_WIDTH as i32 - LEGEND_LEFT {
+            (x, row) = (LEGEND_LEFT, row + 1);
+        }
+        out.push((vi, v.name.as_str(), x, row));
+        x += w;
+    }
+    out
+}
+
+fn legend_height(report: &Report) -> u32 {
+    let rows = legend_layout(report).last().map_or(1, |l| l.3 + 1);
+    rows * LEGEND_ROW_PX + 20
+}
+
 /// Total pixel height of the chart for `report`, or `None` when there is no difference to draw.
 pub fn deltas_height(report: &Report) -> Option<u32> {
     let ps = panels(report);
-    (!ps.is_empty()).then(|| TITLE_PX + LEGEND_PX + ps.iter().map(Panel::height).sum::<u32>())
+    (!ps.is_empty())
+        .then(|| TITLE_PX + legend_height(report) + ps.iter().map(Panel::height).sum::<u32>())
 }
 
 /// X range covering zero and every interval, with a margin.
@@ -135,6 +161,8 @@ fn draw_panel<DB: DrawingBackend>(
     } else {
         b.y_label_area_size(LABEL_AREA_PX);
     }
+    // Enough decimals for ticks about a tenth of the range apart.
+    let digits = ((-(x1 - x0).log10()).ceil() + 1.0).clamp(0.0, 6.0) as usize;
     let mut chart = b.build_cartesian_2d(x0..x1, 0.0..extent).map_err(err)?;
     if text {
         chart
@@ -144,6 +172,7 @@ fn draw_panel<DB: DrawingBackend>(
             .x_labels(8)
             .light_line_style(WHITE.mix(0.0))
             .bold_line_style(RGBColor(225, 225, 225))
+            .x_label_formatter(&|x| fixed(*x, digits))
             .x_desc("variant − base (95% interval)")
             .label_style((FAMILY, 14).into_font().color(&AXIS))
             .axis_desc_style((FAMILY, 15).into_font().color(&INK))
@@ -179,8 +208,7 @@ fn draw_panel<DB: DrawingBackend>(
                 ])
                 .map_err(err)?;
             if text {
-                let (_, py) = chart.backend_coord(&(x1, y));
-                let px = chart.backend_coord(&(x1, y)).0 + 10;
+                let (px, py) = chart.backend_coord(&(x1, y));
                 root.draw(&Text::new(
                     format!(
                         "{} [{}, {}]",
@@ -188,7 +216,7 @@ fn draw_panel<DB: DrawingBackend>(
                         signed(d.low, 3),
                         signed(d.high, 3)
                     ),
-                    (px, py),
+                    (px + 10, py),
                     label(HPos::Left),
                 ))
                 .map_err(err)?;
@@ -236,26 +264,21 @@ pub fn draw_deltas<DB: DrawingBackend>(
         ))
         .map_err(err)?;
         // Legend: one dot per non-base variant.
-        let mut x = 40;
-        for (vi, v) in report.variants.iter().enumerate() {
-            if v.name == report.base {
-                continue;
-            }
-            let y = TITLE_PX as i32 + 18;
+        for (vi, name, x, row) in legend_layout(report) {
+            let y = TITLE_PX as i32 + 18 + (row * LEGEND_ROW_PX) as i32;
             area.draw(&Circle::new((x + 8, y), 8, variant_color(vi).filled()))
                 .map_err(err)?;
             area.draw(&Text::new(
-                v.name.clone(),
+                name.to_string(),
                 (x + 24, y),
                 TextStyle::from((FAMILY, 16).into_font())
                     .color(&INK)
                     .pos(Pos::new(HPos::Left, VPos::Center)),
             ))
             .map_err(err)?;
-            x += 40 + 10 * v.name.chars().count() as i32;
         }
     }
-    let mut rest = area.margin(TITLE_PX + LEGEND_PX, 0, 0, 0);
+    let mut rest = area.margin(TITLE_PX + legend_height(report), 0, 0, 0);
     for p in panels(report) {
         let (top, bottom) = rest.split_vertically(p.height());
         draw_panel(area, &top, &p, text)?;

@@ -169,16 +169,27 @@ pub fn render_markdown(report: &Report, charts: &ChartNotes) -> String {
     }
 
     md.push_str("\n## Charts\n\n");
-    for f in &charts.files {
-        if f.ends_with(".png") {
-            let _ = writeln!(md, "![{f}]({f})\n");
-        } else {
-            let _ = writeln!(md, "- vector version: [{f}]({f})");
-        }
+    // One paragraph per file or list, so a list item never swallows the next image.
+    let mut paras: Vec<String> = charts
+        .files
+        .iter()
+        .map(|f| {
+            if f.ends_with(".png") {
+                format!("![{f}]({f})")
+            } else {
+                format!("Vector version: [{f}]({f})")
+            }
+        })
+        .collect();
+    if !charts.notes.is_empty() {
+        let notes: Vec<String> = charts.notes.iter().map(|n| format!("- {n}")).collect();
+        paras.push(notes.join("\n"));
     }
-    for n in &charts.notes {
-        let _ = writeln!(md, "- {n}");
+    if paras.is_empty() {
+        paras.push("(none drawn)".into());
     }
+    md.push_str(&paras.join("\n\n"));
+    md.push('\n');
 
     md.push_str("\n## Provenance\n");
     for v in &report.variants {

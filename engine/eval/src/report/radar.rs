@@ -48,6 +48,12 @@ pub fn draw_radar<DB: DrawingBackend>(
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let dims: Vec<_> = report.rubric_measures().collect();
     let mut notes = Vec::new();
+    if dims.len() < 3 {
+        notes.push(format!(
+            "radar: only {} rubric dimension(s), so each variant is drawn as a line, not an area",
+            dims.len()
+        ));
+    }
     area.fill(&WHITE).map_err(err)?;
     let (w, _) = area.dim_in_pixel();
     let centre = (w as f64 / 2.0, 420.0);

@@ -3,9 +3,11 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use psy_eval::report::font::FAMILY;
 
-/// Draws `loss` and `eval_loss` of the metrics rows. Axis labels need a font: DejaVu Sans when
-/// the system has it, else the curve is drawn without text.
+/// Draws `loss` and `eval_loss` of the metrics rows. Axis labels need a font, found by the
+/// report charts' lookup (`psy_eval::report::font`: `$PSY_FONT`, else a system sans-serif);
+/// without one the curve is drawn without text.
 pub fn loss_png(path: &Path, rows: &[serde_json::Value]) -> Result<(), String> {
     let series = |key: &str| -> Vec<(f64, f64)> {
         rows.iter()
@@ -16,21 +18,7 @@ pub fn loss_png(path: &Path, rows: &[serde_json::Value]) -> Result<(), String> {
     if train.is_empty() {
         return Err("no loss rows".into());
     }
-    let font = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok());
-    let has_font = match font {
-        Some(bytes) => plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            Box::leak(bytes.into_boxed_slice()),
-        )
-        .is_ok(),
-        None => false,
-    };
+    let has_font = psy_eval::report::font::chart_font().has_text();
     let max_x = train.iter().chain(&eval).map(|p| p.0).fold(1.0, f64::max);
     let max_y = train.iter().chain(&eval).map(|p| p.1).fold(0.0, f64::max) * 1.05;
     let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
@@ -38,7 +26,7 @@ pub fn loss_png(path: &Path, rows: &[serde_json::Value]) -> Result<(), String> {
     let mut b = ChartBuilder::on(&root);
     b.margin(20);
     if has_font {
-        b.caption("loss", ("sans-serif", 24))
+        b.caption("loss", (FAMILY, 24))
             .x_label_area_size(40)
             .y_label_area_size(50);
     }

@@ -49,7 +49,7 @@ fn run_manifest(dir: &Path, eval: &str) -> PathBuf {
         &path,
         format!(
             "schema = 1\nextends = \"{}\"\n[run]\nname = \"t\"\n[decoding]\nmax_new_tokens = 6\n\
-             temperature = 0.0\n[eval]\ndataset = \"set.jsonl\"\n{eval}\n",
+             temperature = 0.0\n[eval]\ndataset = \"set.jsonl\"\nsplit = \"all\"\n{eval}\n",
             repo().join("manifests/psyllm.toml").display()
         ),
     )
@@ -157,7 +157,8 @@ fn judged_rubrics_are_scored_cached_and_invalid_verdicts_counted() {
     let m = run_manifest(
         dir.path(),
         &format!(
-            "rubrics = [\"cpsycoun\", \"crisis-safety\"]\nrepeats = 2\n[eval.judge]\n\
+            "rubrics = [\"cpsycoun\", \"crisis-safety\"]\nrepeats = 2\nmodality_fidelity = false\n\
+             [eval.judge]\n\
              kind = \"openai\"\nbase_url = \"{url}\"\nmodel = \"scripted\"\n\
              repair_attempts = 1\ncache = \"{}\"\n",
             cache.display()
@@ -326,4 +327,46 @@ fn eval_section_errors_name_the_line() {
         ablate(&ab, &opts(&dir.path().join("o2"))).err().unwrap()
     );
     assert!(err.contains("variant `b` changes [eval]"), "{err}");
+}
+
+#[test]
+fn chosen_modalities_add_their_fidelity_items_to_the_judged_rubrics() {
+    let dir = tempfile::tempdir().unwrap();
+    eval_set(dir.path(), 0);
+    let (url, hits, _rt) = judge_server();
+    let m = run_manifest(
+        dir.path(),
+        &format!(
+            "rubrics = []\nmodality_fidelity = true\n[eval.judge]\nkind = \"openai\"\n\
+             base_url = \"{url}\"\nmodel = \"scripted\"\ncache = \"{}\"\n",
+            dir.path().join("cache.sqlite").display()
+        ),
+    );
+    let out = eval_run(&m, &opts(&dir.path().join("out"))).unwrap();
+    let replies = std::fs::read_to_string(out.dir.join("cells/t/replies.jsonl")).unwrap();
+    let chosen: usize = replies
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["modalities"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(chosen > 0, "the plans chose no modality");
+    // One call per (item, chosen modality); each fidelity dimension at its maximum.
+    assert_eq!(hits.load(Ordering::SeqCst), chosen);
+    let rubric_rows: Vec<_> = out
+        .report
+        .measures
+        .iter()
+        .filter(|m| matches!(m.kind, psy_eval::report::MeasureKind::Rubric { .. }))
+        .collect();
+    assert!(!rubric_rows.is_empty());
+    for m in rubric_rows {
+        let psy_eval::report::MeasureKind::Rubric { max, .. } = m.kind else {
+            unreachable!()
+        };
+        assert_eq!(out.report.variants[0].scores[&m.id].mean, max, "{}", m.id);
+    }
 }

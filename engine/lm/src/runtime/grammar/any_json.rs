@@ -212,6 +212,14 @@ impl AnyLexer {
         }
     }
 
+    /// Inside a key or string value with no escape or character half written: unlimited room.
+    pub fn string_room(&self) -> Option<u32> {
+        match self.phase {
+            Phase::InKey(s) | Phase::InString(s) => s.room(None),
+            _ => None,
+        }
+    }
+
     /// Fewest bytes that close the object: the pending value, then one bracket per level.
     pub fn min_to_end(&self) -> u32 {
         let depth = self.depth as u32;

@@ -129,6 +129,13 @@ impl StrLexer {
         Step::Consumed
     }
 
+    /// After the opening quote, with no escape or character half written: how many more
+    /// characters fit.
+    pub fn room(&self, max_chars: Option<u32>) -> Option<u32> {
+        (self.started && self.escape == Escape::None && self.need == 0)
+            .then(|| max_chars.map_or(u32::MAX, |m| m.saturating_sub(self.chars)))
+    }
+
     /// Fewest bytes that complete the string (pending escape or UTF-8 bytes, the quote).
     pub fn min_to_end(&self) -> u32 {
         if !self.started {

@@ -227,6 +227,16 @@ impl JsonState {
         self.is_complete(p) && (0..=255u8).all(|b| !{ *self }.advance(p, b))
     }
 
+    /// Inside a string with no escape or character half written: how many more characters
+    /// fit (`u32::MAX` without `maxLength`).
+    pub fn plain_string_room(&self, p: &Program) -> Option<u32> {
+        match (&p.ops[self.pc as usize], &self.sub) {
+            (Op::Str { max_len, .. }, Sub::Str(lx)) => lx.room(*max_len),
+            (Op::AnyObject { .. }, Sub::Any(lx)) => lx.string_room(),
+            _ => None,
+        }
+    }
+
     /// Fewest bytes that complete the value from here.
     pub fn min_to_end(&self, p: &Program) -> u32 {
         let op = &p.ops[self.pc as usize];

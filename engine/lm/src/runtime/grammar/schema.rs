@@ -94,12 +94,14 @@ fn parse_at(schema: &Value, path: &str) -> Result<SchemaNode, SchemaError> {
     let ty = match obj.get("type") {
         None => return Err(err(path, "needs `type` or `enum`")),
         Some(Value::String(t)) => t.as_str(),
-        Some(other) => return Err(err(
-            &format!("{path}/type"),
-            format!(
+        Some(other) => {
+            return Err(err(
+                &format!("{path}/type"),
+                format!(
                 "`type` must be one type name (a list of types is not supported), found {other}"
             ),
-        )),
+            ))
+        }
     };
     match ty {
         "object" => parse_object(obj, path),

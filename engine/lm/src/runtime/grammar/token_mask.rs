@@ -5,7 +5,7 @@
 use super::machine::JsonState;
 use super::program::Program;
 use super::recognizer::JsonRecognizer;
-use super::token_trie::TokenTrie;
+use super::token_trie::{TokenTrie, Trie};
 
 /// Marks in `allowed` (resized to the trie's vocabulary, cleared first) the tokens that may
 /// come next. With `budget = Some(n)` (tokens left after this one), a token is allowed only if
@@ -19,27 +19,55 @@ pub fn allowed_tokens(
 ) -> usize {
     let (program, state) = rec.parts();
     // Only a budget below the worst case can ever rule a token out.
-    if let Some(n) = budget.filter(|&n| n < program.worst_min_to_end) {
-        let fits = walk(program, trie, state, allowed, |s| {
+    let budget = budget.filter(|&n| n < program.worst_min_to_end);
+    if let Some(n) = budget {
+        let fits = mark(program, trie, state, allowed, |s| {
             s.min_to_end(program) <= n
         });
         if fits > 0 {
             return fits;
         }
     }
-    walk(program, trie, state, allowed, |_| true)
+    mark(program, trie, state, allowed, |_| true)
 }
 
-/// Marks the tokens whose bytes `start` consumes and whose end state passes `accept`.
-fn walk(
+/// Marks the tokens that `state` can consume and whose end state passes `accept`.
+fn mark(
     program: &Program,
     trie: &TokenTrie,
-    start: &JsonState,
+    state: &JsonState,
     allowed: &mut Vec<bool>,
     accept: impl Fn(&JsonState) -> bool,
 ) -> usize {
     allowed.clear();
     allowed.resize(trie.vocab_len(), false);
+    let Some(room) = state.plain_string_room(program) else {
+        return walk(program, &trie.all, state, allowed, accept);
+    };
+    // Inside a string, plain text leaves the state as it was but for the character count,
+    // so the end state of any that fits is accepted exactly when the current one is.
+    let mut count = 0;
+    if accept(state) {
+        for &(chars, id) in &trie.plain {
+            if chars > room {
+                break;
+            }
+            allowed[id as usize] = true;
+            count += 1;
+        }
+    }
+    count + walk(program, &trie.other, state, allowed, accept)
+}
+
+/// Marks the tokens of `trie` whose bytes `start` consumes and whose end state passes
+/// `accept`, in one preorder pass that skips the subtree of every rejected byte.
+fn walk(
+    program: &Program,
+    trie: &Trie,
+    start: &JsonState,
+    allowed: &mut [bool],
+    accept: impl Fn(&JsonState) -> bool,
+) -> usize {
     let mut count = 0;
     // states[d]: the state after the first d bytes of the current trie path.
     let mut states = vec![*start; trie.max_depth + 1];

@@ -365,3 +365,52 @@ fn mask_cost_per_step_on_qwen3_and_smollm2_vocabularies() {
         assert!(worst < 60.0, "{name}: {worst:.1} ms per mask");
     }
 }
+
+#[test]
+fn psy_generate_json_schema_prints_a_valid_value_and_names_bad_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = json!({"type": "object", "properties": {
+        "risk": {"enum": ["none", "low", "moderate", "high", "imminent"]},
+        "reason": {"type": "string", "maxLength": 40}}});
+    let file = dir.path().join("verdict.json");
+    std::fs::write(&file, schema.to_string()).unwrap();
+    let run = |schema_file: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_psy"))
+            .args(["generate", "--model"])
+            .arg(smollm2_path())
+            .args([
+                "--chat",
+                "How risky is 'I lost my keys again'?",
+                "--max-new-tokens",
+                "60",
+            ])
+            .arg("--json-schema")
+            .arg(schema_file)
+            .output()
+            .unwrap()
+    };
+    let out = run(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(jsonschema::is_valid(&schema, &value), "{value}");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}"#,
+    )
+    .unwrap();
+    let err = String::from_utf8(run(&bad).stderr).unwrap();
+    assert!(
+        err.contains("bad.json") && err.contains("#/properties/n/multipleOf"),
+        "{err}"
+    );
+    std::fs::write(&bad, "{\n  \"type\": \"object\",\n  oops\n}").unwrap();
+    let err = String::from_utf8(run(&bad).stderr).unwrap();
+    assert!(err.contains("bad.json:3:"), "{err}");
+}

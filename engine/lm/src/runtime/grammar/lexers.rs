@@ -517,7 +517,7 @@ mod tests {
             "0 then a digit: the number ended at 0"
         );
         assert_eq!(num(".5").0, Step::Rejected);
-        assert_eq!(num("-").1, false);
+        assert!(!num("-").1);
         assert_eq!(
             num("1234567890123456").0,
             Step::EndedBefore,

@@ -452,6 +452,24 @@ pub enum GenerateInput {
     Ids(Vec<u32>),
 }
 
+/// Reads a JSON schema file for constrained decoding (`psy generate --json-schema`): a JSON
+/// error names the file, line and column; a schema outside the supported subset names the file
+/// and the keyword's path inside the schema.
+pub fn read_json_schema(path: &Path) -> Result<runtime::grammar::JsonSchema> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: invalid JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    runtime::grammar::JsonSchema::parse(&value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// `psy generate`: raw generation from a prompt, a chat message or token ids.
 pub fn generate(
     model: Option<&Path>,

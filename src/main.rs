@@ -163,6 +163,11 @@ enum Command {
         input_ids: Option<Vec<u32>>,
         #[command(flatten)]
         sampling: SamplingArgs,
+        /// Constrain the output to one JSON value valid under this JSON schema file (the
+        /// subset rubric verdicts use: objects, arrays, strings, integers, numbers, booleans,
+        /// enums); generation stops once the value is complete.
+        #[arg(long, value_name = "FILE")]
+        json_schema: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -496,15 +501,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             chat,
             input_ids,
             sampling,
+            json_schema,
             json,
         } => {
+            let mut cfg = sampling.config();
+            if let Some(file) = json_schema {
+                cfg.json_schema = Some(psy::read_json_schema(&file)?);
+            }
             let input = match (prompt, chat, input_ids) {
                 (Some(p), _, _) => psy::GenerateInput::Prompt(p),
                 (_, Some(c), _) => psy::GenerateInput::Chat(c),
                 (_, _, Some(ids)) => psy::GenerateInput::Ids(ids),
                 _ => anyhow::bail!("give --prompt, --chat or --input-ids"),
             };
-            psy::generate(model.as_deref(), input, &sampling.config(), json)?;
+            psy::generate(model.as_deref(), input, &cfg, json)?;
         }
         Command::Tokenize {
             tokenizer,

@@ -899,3 +899,22 @@ fn deeply_nested_json_is_a_400_not_a_stack_overflow() {
     assert_eq!(e.status(), 400);
     assert_eq!(e.code(), "invalid_json");
 }
+
+#[test]
+fn structured_output_requests_are_refused_by_the_counseling_endpoint() {
+    for format in [
+        r#"{"type": "json_object"}"#,
+        r#"{"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}"#,
+    ] {
+        let body = format!(
+            r#"{{"messages": [{{"role": "user", "content": "rate this"}}], "response_format": {format}}}"#
+        );
+        let e = parse_chat_request(body.as_bytes(), &RequestLimits::default(), 8192).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert_eq!(e.code(), "unsupported_parameter");
+        assert!(e.message().contains("response_format"), "{e}");
+    }
+    // `null` is the same as leaving it out.
+    let body = r#"{"messages": [{"role": "user", "content": "hi"}], "response_format": null}"#;
+    assert!(parse_chat_request(body.as_bytes(), &RequestLimits::default(), 8192).is_ok());
+}

@@ -44,6 +44,16 @@ pub fn parse_chat_request(
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::invalid(None, "invalid_json", "body must be a JSON object"))?;
+    // A structured-output client (a judge, a data generator) must not get counseling turns:
+    // the plan and the crisis guard would rewrite its output, and the schema could not hold.
+    if obj.get("response_format").is_some_and(|f| !f.is_null()) {
+        return Err(ApiError::invalid(
+            Some("response_format"),
+            "unsupported_parameter",
+            "`response_format` is not supported: this endpoint replies as a counselor behind a \
+             crisis guard, not with structured output; run judges on a plain model endpoint",
+        ));
+    }
     let temperature = number(obj, "temperature")?;
     if let Some(t) = temperature {
         if !(0.0..=2.0).contains(&t) {

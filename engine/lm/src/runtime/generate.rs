@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, RuntimeError};
+use super::grammar::{allowed_tokens, JsonSchema, TokenTrie};
 use super::load::LoadedModel;
 use super::model::KvCache;
 use super::sampling::{Sampler, SamplingConfig};
@@ -19,6 +20,13 @@ pub trait TextCodec {
     fn decode_text(&self, ids: &[u32]) -> Result<String>;
     /// Id of a token given by its exact text (e.g. `</think>`).
     fn token_id(&self, token: &str) -> Option<u32>;
+    /// Every token's bytes, for [`GenerationConfig::json_schema`]; codecs that cannot say
+    /// which bytes a token adds do not support constrained decoding.
+    fn grammar_vocab(&self) -> Result<Arc<TokenTrie>> {
+        Err(RuntimeError::Request(
+            "json_schema needs a tokenizer that exposes token bytes".into(),
+        ))
+    }
 }
 
 impl TextCodec for super::tokenizer::Tokenizer {
@@ -29,6 +37,10 @@ impl TextCodec for super::tokenizer::Tokenizer {
 
     fn token_id(&self, token: &str) -> Option<u32> {
         self.token_to_id(token)
+    }
+
+    fn grammar_vocab(&self) -> Result<Arc<TokenTrie>> {
+        Ok(super::tokenizer::Tokenizer::grammar_vocab(self))
     }
 }
 
@@ -51,6 +63,12 @@ pub struct GenerationConfig {
     /// so a word the tokenizer splits into pieces is blocked however the model spells it in
     /// tokens, and ordinary words sharing a piece stay available.
     pub banned_words: Vec<String>,
+    /// Constrains the output to one JSON value valid under this schema (see
+    /// [`super::grammar`] for the subset): only tokens that keep the output a prefix of such a
+    /// value can be sampled, stop tokens only once it is complete, and generation ends (with
+    /// [`FinishReason::Complete`]) as soon as nothing more can follow. Needs a tokenizer.
+    /// Serialised as the schema itself.
+    pub json_schema: Option<JsonSchema>,
     /// Set from another thread (e.g. a client disconnect) to stop generation after the
     /// current token; the output then ends with [`FinishReason::Cancelled`].
     #[serde(skip)]
@@ -67,6 +85,7 @@ impl Default for GenerationConfig {
             stop_strings: Vec::new(),
             logit_bias: Vec::new(),
             banned_words: Vec::new(),
+            json_schema: None,
             cancel: None,
         }
     }
@@ -93,6 +112,8 @@ pub enum FinishReason {
     Length,
     /// The cancel flag of [`GenerationConfig`] was raised.
     Cancelled,
+    /// The JSON value of [`GenerationConfig::json_schema`] is complete and nothing can follow.
+    Complete,
 }
 
 /// Throughput of one generation.
@@ -225,6 +246,16 @@ pub fn generate_cached(
             .collect::<Result<_>>()?,
         _ => Vec::new(),
     };
+    let grammar_vocab = match (&cfg.json_schema, codec) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(RuntimeError::Request(
+                "json_schema needs a tokenizer".into(),
+            ))
+        }
+        (Some(_), Some(c)) => Some(c.grammar_vocab()?),
+    };
+    let mut allowed = Vec::new();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = longest + cfg.max_new_tokens;
     if capacity > model.model.max_positions() {
@@ -260,6 +291,7 @@ pub fn generate_cached(
         cache.truncate(common);
         fed.truncate(common);
         let mut sampler = Sampler::new(&cfg.sampling);
+        let mut json = cfg.json_schema.as_ref().map(JsonSchema::recognizer);
         let mut history = prompt.clone();
         let mut generated = Vec::new();
         let mut timings = Timings {
@@ -300,7 +332,40 @@ pub fn generate_cached(
                     &vocab_text,
                 );
             }
+            if let (Some(rec), Some(vocab)) = (&json, &grammar_vocab) {
+                let left = (cfg.max_new_tokens - generated.len() - 1) as u32;
+                allowed_tokens(rec, vocab, Some(left), &mut allowed);
+                let complete = rec.is_complete();
+                for (id, l) in logits.iter_mut().enumerate() {
+                    let ok = if stops.contains(&(id as u32)) {
+                        complete
+                    } else {
+                        allowed.get(id).copied().unwrap_or(false)
+                    };
+                    if !ok {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+                if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
+                    let so_far = codec.map(|c| c.decode_text(&generated)).transpose()?;
+                    return Err(RuntimeError::Request(format!(
+                        "json_schema: no token can continue the output {:?} (banned words or \
+                         logit bias may exclude every allowed token)",
+                        so_far.unwrap_or_default()
+                    )));
+                }
+            }
             let next = sampler.sample(&mut logits, &history);
+            if let (Some(rec), Some(vocab)) = (&mut json, &grammar_vocab) {
+                // A stop token was allowed only once the value was complete.
+                let fed =
+                    stops.contains(&next) || vocab.token_bytes(next).is_some_and(|b| rec.feed(b));
+                if !fed {
+                    return Err(RuntimeError::Request(format!(
+                        "json_schema: sampled token {next} does not continue the JSON value"
+                    )));
+                }
+            }
             generated.push(next);
             history.push(next);
             if Some(next) == think_start {
@@ -355,6 +420,10 @@ pub fn generate_cached(
             }
             if stops.contains(&next) {
                 finish = FinishReason::StopToken;
+                break;
+            }
+            if json.as_ref().is_some_and(|r| r.is_finished()) {
+                finish = FinishReason::Complete;
                 break;
             }
             if generated.len() >= cfg.max_new_tokens {

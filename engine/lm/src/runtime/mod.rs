@@ -13,6 +13,7 @@ pub mod error;
 pub mod generate;
 pub mod ggml_type;
 pub mod gguf;
+pub mod grammar;
 pub mod kernels;
 pub mod load;
 pub mod lora;

@@ -8,11 +8,13 @@
 //! describes (byte-level BPE + the pre-tokenizer named by `tokenizer.ggml.pre`), so the ids are
 //! identical to transformers'.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -23,6 +25,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use super::gguf::{GgufError, GgufFile};
+use super::grammar::token_trie::TokenTrie;
 
 /// Qwen3's reasoning delimiters; exposed so generation can find/strip thinking blocks.
 pub const THINK_START: &str = "<think>";
@@ -71,6 +74,9 @@ pub struct Tokenizer {
     bos_token: Option<String>,
     eos_token: Option<String>,
     chat_template: Option<String>,
+    /// Every token's bytes for grammar-constrained decoding, built on first use and shared by
+    /// clones.
+    grammar_vocab: Arc<OnceLock<Arc<TokenTrie>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -139,6 +145,7 @@ impl Tokenizer {
             bos_token: None,
             eos_token: None,
             chat_template: None,
+            grammar_vocab: Default::default(),
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         tok.read_hf_configs(dir)?;
@@ -346,6 +353,7 @@ impl Tokenizer {
             bos_token: bos.map(|b| tokens[b as usize].to_string()),
             eos_token: id_key("eos_token_id").map(|e| tokens[e as usize].to_string()),
             chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
+            grammar_vocab: Default::default(),
         };
         tracing::debug!(path = %path.display(), pre, vocab = tok.vocab_size(), "built tokenizer from GGUF");
         Ok(tok)
@@ -425,6 +433,59 @@ impl Tokenizer {
         Some((self.token_to_id(THINK_START)?, self.token_to_id(THINK_END)?))
     }
 
+    /// The bytes that `id` adds to decoded text, or `None` for added and special tokens (never
+    /// part of constrained JSON). With a byte-level decoder (Qwen, SmolLM2, GPT-2 style) these
+    /// are the token's exact bytes, partial UTF-8 included; with another decoder, the token's
+    /// text decoded alone, and `None` when that is not whole characters.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if self
+            .inner
+            .get_added_vocabulary()
+            .simple_id_to_token(id)
+            .is_some()
+        {
+            return None;
+        }
+        self.plain_token_bytes(id, byte_level_table())
+    }
+
+    fn plain_token_bytes(&self, id: u32, table: &HashMap<char, u8>) -> Option<Vec<u8>> {
+        let piece = self.inner.id_to_token(id)?;
+        if matches!(self.inner.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
+            // As the byte-level decoder does: map every character, or keep the raw text.
+            return Some(
+                piece
+                    .chars()
+                    .map(|c| table.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| piece.into_bytes()),
+            );
+        }
+        let text = self.decode(&[id], true).ok()?;
+        (!text.contains('\u{FFFD}')).then(|| text.into_bytes())
+    }
+
+    /// Every token's bytes in a trie for grammar-constrained decoding; built once (about a
+    /// second for a 150k vocabulary) and shared by clones of this tokenizer.
+    pub fn grammar_vocab(&self) -> Arc<TokenTrie> {
+        self.grammar_vocab
+            .get_or_init(|| {
+                let table = byte_level_table();
+                let added = self.inner.get_added_tokens_decoder();
+                let tokens = (0..self.vocab_size() as u32)
+                    .map(|id| {
+                        if added.contains_key(&id) {
+                            None
+                        } else {
+                            self.plain_token_bytes(id, table)
+                        }
+                    })
+                    .collect();
+                Arc::new(TokenTrie::new(tokens))
+            })
+            .clone()
+    }
+
     /// Incremental detokeniser for streaming generation.
     pub fn decode_stream(&self, skip_special: bool) -> DecodeStream<'_> {
         DecodeStream {
@@ -474,6 +535,27 @@ impl DecodeStream<'_> {
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
+}
+
+/// GPT-2's byte-to-character table inverted: the character a byte-level BPE vocabulary writes
+/// for each byte (printable Latin-1 stands for itself, the rest is shifted to U+0100..).
+fn byte_level_table() -> &'static HashMap<char, u8> {
+    static TABLE: OnceLock<HashMap<char, u8>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        let mut shifted = 0u32;
+        (0..=255u8)
+            .map(|b| {
+                let c = if printable(b) {
+                    char::from(b)
+                } else {
+                    shifted += 1;
+                    char::from_u32(255 + shifted).unwrap_or('\u{FFFD}')
+                };
+                (c, b)
+            })
+            .collect()
+    })
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {

@@ -87,7 +87,7 @@ pub fn judge_of(section: &JudgeSection, no_cache: bool) -> Result<Option<Judge>>
             cfg.timeout = Duration::from_secs(section.timeout_secs.max(1));
             Arc::new(OpenAiBackend::new(cfg)?)
         }
-        JudgeKind::Psy => bail!("[eval.judge] kind = \"psy\" is not wired yet"),
+        JudgeKind::Psy => super::local_judge::backend(section)?,
     };
     let cache = JudgeCache::open(Path::new(&section.cache))
         .with_context(|| format!("judge cache {}", section.cache))?;

@@ -39,8 +39,9 @@ impl LocalJudge {
     pub fn load(path: &Path) -> Result<LocalJudge> {
         let tokenizer = Tokenizer::from_path(path)
             .with_context(|| format!("{}: judge tokenizer", path.display()))?;
-        let template = ChatTemplate::for_tokenizer(&tokenizer)
-            .with_context(|| format!("{}: the judge model has no chat template", path.display()))??;
+        let template = ChatTemplate::for_tokenizer(&tokenizer).with_context(|| {
+            format!("{}: the judge model has no chat template", path.display())
+        })??;
         let model = runtime::load_model(path)
             .with_context(|| format!("{}: cannot load the judge model", path.display()))?;
         let sha = super::provenance::sha256_path(path)?;
@@ -61,7 +62,11 @@ impl JudgeBackend for LocalJudge {
         self.id.clone()
     }
 
-    fn complete(&self, call: &JudgeCall, _previous_error: Option<&str>) -> Result<String, JudgeError> {
+    fn complete(
+        &self,
+        call: &JudgeCall,
+        _previous_error: Option<&str>,
+    ) -> Result<String, JudgeError> {
         let fail = |message: String| JudgeError::Backend {
             backend: format!("psy judge {}", self.path.display()),
             message,
@@ -83,7 +88,10 @@ impl JudgeBackend for LocalJudge {
                 },
             )
             .map_err(|e| fail(e.to_string()))?;
-        let ids = l.tokenizer.encode(&text, false).map_err(|e| fail(e.to_string()))?;
+        let ids = l
+            .tokenizer
+            .encode(&text, false)
+            .map_err(|e| fail(e.to_string()))?;
         let cfg = GenerationConfig {
             max_new_tokens: call.max_tokens,
             sampling: SamplingConfig {

@@ -10,6 +10,7 @@ mod cell;
 mod cell_store;
 mod items;
 mod judging;
+mod local_judge;
 mod measures;
 mod provenance;
 mod runner;

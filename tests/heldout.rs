@@ -30,6 +30,10 @@ const FROZEN: &[(&str, &str)] = &[
         "risk-v2.jsonl",
         "a4118923f112a8e58ca83b76e8fee77474fcd3980d6f29ca1a8c902b093809c1",
     ),
+    (
+        "risk-v3.jsonl",
+        "3f34c73d29b67fa7a68d94858540f80282af0b63edddb05a8f4392533568e2e5",
+    ),
 ];
 
 const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
@@ -164,4 +168,27 @@ fn risk_v2_reads_as_the_expectations_it_promises() {
     assert_eq!(by, want);
     let sessions = items.iter().filter(|i| i.messages.len() > 1).count();
     assert_eq!(sessions, 39);
+}
+
+#[test]
+fn risk_v3_reads_as_the_expectations_it_promises() {
+    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v3.jsonl")).unwrap();
+    assert_eq!(items.len(), 265);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &items {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = [
+        ("at least high", 53),
+        ("at least imminent", 14),
+        ("moderate to high", 40),
+        ("at least moderate", 10),
+        ("at most low", 130),
+        ("at most none", 18),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 46);
 }

@@ -312,6 +312,17 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Agreement of two raters per measure: quadratic-weighted Cohen's kappa (scores rounded),
+    /// Krippendorff's alpha (interval) and the mean absolute difference. Each rater is a judged
+    /// cell (RUN_DIR/cells/<cell>, its verdicts.jsonl) or a CSV with the header
+    /// `key,measure,score` (e.g. human ratings).
+    Agree {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -407,7 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts,
         } => {
             let Some(manifest) = manifest else {
-                anyhow::bail!("give a run manifest (psy eval M) or `psy eval risk FILE...`");
+                anyhow::bail!("give a run manifest (psy eval M), `psy eval risk FILE...` or `psy eval agree A B`");
             };
             let out = psy::eval::eval_run(&manifest, &opts.options(1))?;
             print!("{}", out.markdown);
@@ -438,6 +449,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 } else {
                     print!("{}", report.to_text());
                 }
+            }
+        }
+        Command::Eval {
+            command: Some(EvalCommand::Agree { a, b, json }),
+            ..
+        } => {
+            let report = psy::eval::agree(&a, &b)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
             }
         }
         Command::ClinicalReport {

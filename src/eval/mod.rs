@@ -6,6 +6,7 @@
 //! verdicts as JSONL, appended item by item: an interrupted run resumes where it stopped and
 //! skips finished cells.
 
+mod agreement;
 mod cell;
 mod cell_store;
 mod items;
@@ -13,7 +14,10 @@ mod judging;
 mod local_judge;
 mod measures;
 mod provenance;
+mod ratings;
 mod runner;
 mod summarize;
 
+pub use agreement::{agree, compare, AgreementReport, MeasureAgreement};
+pub use ratings::{Ratings, RatingsError, CSV_HEADER};
 pub use runner::{ablate, eval_run, EvalOptions, EvalOutcome};

@@ -23,6 +23,9 @@ use super::judging::{self, RubricSet};
 use super::provenance::{code_identity, sha256_hex, sha256_path};
 use super::summarize::{self, CellScores};
 
+/// One finished cell: its scores and the rubrics it was judged with.
+type CellResult = Result<(CellScores, Vec<Rubric>)>;
+
 /// Options shared by `psy eval` and `psy ablate`.
 #[derive(Clone, Debug, Default)]
 pub struct EvalOptions {
@@ -125,7 +128,7 @@ fn execute(
     );
     let bars = MultiProgress::new();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(CellScores, Vec<Rubric>)>>>> =
+    let results: Mutex<Vec<Option<CellResult>>> =
         Mutex::new((0..cells.len()).map(|_| None).collect());
     let model_hashes: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
     let ctx = CellContext {

@@ -427,5 +427,22 @@ fn a_run_judges_its_rubrics_plus_active_modality_fidelity() {
     assert_eq!(cbt_dims.len(), cbt.rubric.len());
     assert!(set.version.contains(&format!("cbt@{}", cbt.module.version)));
     let err = Rubric::resolve("no-such-rubric", &repo(), &rubrics_dir()).unwrap_err();
-    assert!(err.to_string().contains("no-such-rubric.toml"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "unknown rubric `no-such-rubric`: psy ships cpsycoun, psyllm-v2, crisis-safety"
+        ),
+        "{err}"
+    );
+    // A shipped rubric is found by id from any directory (it is compiled in).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let r = Rubric::resolve(
+        "cpsycoun",
+        elsewhere.path(),
+        &elsewhere.path().join("rubrics"),
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        Rubric::load(&rubrics_dir().join("cpsycoun.toml")).unwrap()
+    );
 }

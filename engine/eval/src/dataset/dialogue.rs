@@ -75,7 +75,7 @@ pub struct EvalDialogue {
 }
 
 /// Splits `<think>R</think>U` into `(Some(R), U)`; text without `</think>` is returned
-/// unchanged. Same rule as the training reader, so a trace is read the same way in both.
+/// unchanged. The training reader (psy-lm) uses this function too.
 pub fn split_inline_trace(text: &str) -> (Option<String>, String) {
     match text.split_once("</think>") {
         Some((head, tail)) => {

@@ -88,19 +88,9 @@ fn arr<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Vec<Value>, Bad> 
     }
 }
 
-/// Splits `<think>R</think>U` into `(Some(R), U)`; text without a trace is returned unchanged.
-pub fn split_inline_trace(text: &str) -> (Option<String>, String) {
-    match text.split_once("</think>") {
-        Some((head, tail)) => {
-            let r = head.split_once("<think>").map_or(head, |(_, r)| r);
-            (
-                Some(r.trim_matches('\n').to_string()),
-                tail.trim_start_matches('\n').to_string(),
-            )
-        }
-        None => (None, text.to_string()),
-    }
-}
+/// Splits `<think>R</think>U` into `(Some(R), U)`: the eval-set reader's rule, so that a trace
+/// is read the same way for training and for evaluation.
+pub use psy_eval::dataset::split_inline_trace;
 
 fn assistant(content: &str, reasoning: Option<&str>) -> ChatMessage {
     let (inline, reply) = split_inline_trace(content);

@@ -6,6 +6,9 @@
 //! Needs the setup assets (Qwen3 tokenizer, SmolLM2 GGUF): `scripts/setup.sh`.
 //! Run with `cargo test --release --test grammar -- --nocapture` to see the timings.
 
+mod common;
+
+use common::asset;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,22 +19,6 @@ use psy_lm::runtime::{
     generate, load_model, FinishReason, GenerationConfig, LoadedModel, SamplingConfig,
 };
 use serde_json::{json, Value};
-
-fn asset(rel: &str) -> PathBuf {
-    let dir = std::env::var_os("PSY_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/psy/assets")
-        });
-    let p = dir.join(rel);
-    assert!(
-        p.exists(),
-        "missing asset {}: run scripts/setup.sh",
-        p.display()
-    );
-    p
-}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

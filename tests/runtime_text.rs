@@ -4,6 +4,9 @@
 //! Tests that need the large assets (real Qwen3 tokenizer, SmolLM2 GGUF) fail with a message
 //! pointing at `scripts/setup.sh` rather than skipping.
 
+mod common;
+
+use common::asset;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,22 +26,6 @@ fn fixture(rel: &str) -> Value {
         .join(rel);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let dir = std::env::var_os("PSY_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
-                .join(".cache/psy/assets")
-        });
-    let p = dir.join(rel);
-    assert!(
-        p.exists(),
-        "missing asset {}: run scripts/setup.sh (it downloads the default assets into $PSY_ASSETS or ~/.cache/psy/assets)",
-        p.display()
-    );
-    p
 }
 
 fn qwen_tokenizer() -> Tokenizer {

@@ -129,3 +129,21 @@ pub fn counselor(mode: &str, drafter: ScriptedDrafter) -> Counselor {
 pub fn smollm2() -> PathBuf {
     psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A file of the default assets (`$PSY_ASSETS`, else `~/.cache/psy/assets`), which
+/// `scripts/setup.sh` downloads.
+pub fn asset(rel: &str) -> PathBuf {
+    let dir = std::env::var_os("PSY_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"))
+                .join(".cache/psy/assets")
+        });
+    let p = dir.join(rel);
+    assert!(
+        p.exists(),
+        "missing asset {}: run scripts/setup.sh (it downloads the default assets into $PSY_ASSETS or ~/.cache/psy/assets)",
+        p.display()
+    );
+    p
+}

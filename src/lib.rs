@@ -473,6 +473,7 @@ pub fn read_json_schema(path: &Path) -> Result<runtime::grammar::JsonSchema> {
 /// `psy generate`: raw generation from a prompt, a chat message or token ids.
 pub fn generate(
     model: Option<&Path>,
+    adapter: Option<&Path>,
     input: GenerateInput,
     cfg: &runtime::GenerationConfig,
     json: bool,
@@ -496,7 +497,11 @@ pub fn generate(
         }
         _ => bail!("{}: no tokenizer; use --input-ids", path.display()),
     };
-    let model = runtime::load_model(&path)?;
+    let mut model = runtime::load_model(&path)?;
+    if let Some(dir) = adapter {
+        // A PEFT adapter (psy's or LLaMA-Factory's LoRA output) merged into f32 weights.
+        model.model = psy_lm::training::adapter::apply_peft_adapter(model.model, dir)?;
+    }
     let codec = tok.as_ref().map(|t| t as &dyn runtime::TextCodec);
     let mut out = runtime::generate(&model, codec, &[ids], cfg, &mut |ev| {
         if !json {

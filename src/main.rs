@@ -153,6 +153,10 @@ enum Command {
     Generate {
         #[arg(long)]
         model: Option<PathBuf>,
+        /// A PEFT LoRA adapter directory (psy's `export/adapter/`, or a LLaMA-Factory LoRA
+        /// output) merged into the model before generating.
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
         #[arg(long, group = "input")]
         prompt: Option<String>,
         /// A user message rendered with the model's chat template.
@@ -217,6 +221,19 @@ enum Command {
         /// Print the memory estimate and stop (refuses when it cannot fit).
         #[arg(long)]
         dry_run: bool,
+        /// Write the same job for another trainer into DIR (new or empty) instead of training:
+        /// data, config and launch script (see the README's "Beyond one machine").
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "dry_run", "output"])]
+        export_job: Option<PathBuf>,
+        /// The trainer `--export-job` writes for.
+        #[arg(long, default_value = "llamafactory", requires = "export_job")]
+        engine: psy_lm::training::export_job::Engine,
+        /// Nodes the exported job runs on.
+        #[arg(long, default_value_t = 1, requires = "export_job")]
+        nodes: usize,
+        /// GPUs per node of the exported job.
+        #[arg(long, default_value_t = 1, requires = "export_job")]
+        gpus_per_node: usize,
     },
     /// Manifest tools.
     Manifest {
@@ -519,6 +536,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Generate {
             model,
+            adapter,
             prompt,
             chat,
             input_ids,
@@ -536,7 +554,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (_, _, Some(ids)) => psy::GenerateInput::Ids(ids),
                 _ => anyhow::bail!("give --prompt, --chat or --input-ids"),
             };
-            psy::generate(model.as_deref(), input, &cfg, json)?;
+            psy::generate(model.as_deref(), adapter.as_deref(), input, &cfg, json)?;
         }
         Command::Tokenize {
             tokenizer,
@@ -567,9 +585,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             resume,
             dry_run,
-        } => {
-            psy_lm::training::run(&manifest, output.as_deref(), resume, dry_run)?;
-        }
+            export_job,
+            engine,
+            nodes,
+            gpus_per_node,
+        } => match export_job {
+            Some(dir) => {
+                let cluster = psy_lm::training::export_job::Cluster {
+                    nodes,
+                    gpus_per_node,
+                };
+                let s = psy_lm::training::export_job::export_job(&manifest, &dir, engine, cluster)?;
+                println!("{}", psy_lm::training::export_job::describe(&s));
+            }
+            None => {
+                psy_lm::training::run(&manifest, output.as_deref(), resume, dry_run)?;
+            }
+        },
         Command::Manifest {
             command: ManifestCommand::Check { manifest },
         } => {

@@ -469,3 +469,64 @@ fn dry_run_plans_a_two_gpu_run_without_a_gpu() {
     .to_string();
     assert!(err.contains("tpu:1") && err.contains("device"), "{err}");
 }
+
+/// What `psy generate --adapter DIR` does with a LoRA run's output (psy's `export/adapter/`, a
+/// LLaMA-Factory LoRA output directory): read `adapter_config.json`, attach, load, merge.
+#[test]
+fn a_peft_adapter_directory_applies_with_its_own_config() {
+    let r = reference();
+    let d = Device::flex();
+    let (m, c) = base(&d);
+    let dir = fixtures().join("qwen3-train/lora");
+    let sorted = |mut c: LoraConfig| {
+        c.target_modules.sort();
+        c
+    };
+    assert_eq!(
+        sorted(psy_lm::training::adapter::read_peft_config(&dir).unwrap()),
+        sorted(config_of(&r))
+    );
+    let merged = psy_lm::training::adapter::apply_peft_adapter(m, &dir).unwrap();
+    assert!(!merged.has_lora());
+    let ids = batch(&r).input_ids;
+    assert_close(
+        "merged logits from the adapter directory",
+        &logits_rows(&merged, &c, &ids, 4),
+        &floats(&r["merged_logits_row0_first_positions"]),
+        0.0,
+        // Measured 1.6e-6, as the merged row above.
+        2e-5,
+    );
+}
+
+#[test]
+fn adapter_configs_psy_cannot_apply_are_refused_naming_the_field() {
+    let src = fixtures().join("qwen3-train/lora");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json")).unwrap())
+            .unwrap();
+    for (field, value, expect) in [
+        ("use_dora", serde_json::json!(true), "`use_dora`"),
+        ("use_rslora", serde_json::json!(true), "`use_rslora`"),
+        (
+            "rank_pattern",
+            serde_json::json!({"q_proj": 8}),
+            "`rank_pattern`",
+        ),
+        ("peft_type", serde_json::json!("IA3"), "`peft_type`"),
+        ("r", serde_json::json!("four"), "`r`"),
+        ("target_modules", serde_json::json!(["lm_head"]), "lm_head"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config.clone();
+        c[field] = value;
+        std::fs::write(dir.path().join("adapter_config.json"), c.to_string()).unwrap();
+        let err = psy_lm::training::adapter::read_peft_config(dir.path())
+            .expect_err(field)
+            .to_string();
+        assert!(
+            err.contains(expect) && err.contains("adapter_config.json"),
+            "{field}: {err}"
+        );
+    }
+}

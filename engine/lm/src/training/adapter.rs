@@ -144,3 +144,75 @@ pub fn load_adapter(dir: &Path, model: CausalLm) -> Result<CausalLm> {
         })
     }
 }
+
+/// The LoRA configuration of a PEFT adapter directory (`adapter_config.json`, as `peft` and
+/// LLaMA-Factory's LoRA runs write it). Settings psy does not implement (rsLoRA, DoRA,
+/// `fan_in_fan_out`, per-layer rank or alpha patterns) are refused, naming the field.
+pub fn read_peft_config(dir: &Path) -> Result<LoraConfig> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(super::error::io(&path))?;
+    let bad = |msg: String| TrainError::Checkpoint {
+        path: path.clone(),
+        msg,
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if v.get("peft_type").and_then(|t| t.as_str()) != Some("LORA") {
+        return Err(bad("`peft_type` is not \"LORA\"".into()));
+    }
+    for flag in ["use_rslora", "use_dora", "fan_in_fan_out"] {
+        if v.get(flag).and_then(|f| f.as_bool()) == Some(true) {
+            return Err(bad(format!("`{flag}` = true is not supported")));
+        }
+    }
+    for pattern in ["rank_pattern", "alpha_pattern"] {
+        if v.get(pattern)
+            .and_then(|p| p.as_object())
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(bad(format!("a non-empty `{pattern}` is not supported")));
+        }
+    }
+    let rank = v
+        .get("r")
+        .and_then(|r| r.as_u64())
+        .ok_or_else(|| bad("`r` is missing or not a whole number".into()))?;
+    let alpha = v
+        .get("lora_alpha")
+        .and_then(|a| a.as_f64())
+        .ok_or_else(|| bad("`lora_alpha` is missing or not a number".into()))?;
+    // PEFT writes a list, or one string: a module name or "all-linear".
+    let target_modules: Vec<String> = match v.get("target_modules") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|m| m.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("`target_modules` holds a non-string".into()))?,
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        _ => return Err(bad("`target_modules` is missing".into())),
+    };
+    let config = LoraConfig {
+        enabled: true,
+        rank: rank as usize,
+        alpha,
+        dropout: 0.0,
+        target_modules,
+    };
+    config
+        .targets()
+        .map_err(|e| bad(e.replace("[train.lora] ", "")))?;
+    Ok(config)
+}
+
+/// A base model with a PEFT adapter directory applied and merged (`W + alpha/r B A`): what a
+/// LoRA run of psy or of LLaMA-Factory produces, ready to decode.
+pub fn apply_peft_adapter(model: CausalLm, dir: &Path) -> Result<CausalLm> {
+    let config = read_peft_config(dir)?;
+    let model = model
+        .attach_lora(&config, 0)
+        .map_err(|e| TrainError::Checkpoint {
+            path: dir.join(ADAPTER_CONFIG),
+            msg: e,
+        })?;
+    Ok(load_adapter(dir, model)?.merge_lora())
+}

@@ -53,6 +53,13 @@ impl Sample {
     }
 }
 
+/// The messages of one sample and the indices of the assistant turns it trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleMessages {
+    pub messages: Vec<ChatMessage>,
+    pub trained: Vec<usize>,
+}
+
 /// Builds the system prompt for the turn that answers a history.
 pub type SystemPromptFn<'a> = dyn Fn(&[ChatMessage]) -> String + 'a;
 
@@ -173,6 +180,39 @@ impl SampleRenderer<'_> {
     /// Samples of one conversation; too-long samples without any trained token left are counted
     /// in `report` and dropped.
     pub fn samples(&self, conv: &Conversation, report: &mut DataReport) -> Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        for s in self.sample_messages(conv, report)? {
+            out.extend(self.sample_of(&conv.origin, &s, report)?);
+        }
+        Ok(out)
+    }
+
+    /// Tokens, labels and weights of one message list; `None` (counted in `report`) when no
+    /// trained token is left within `max_len`.
+    pub fn sample_of(
+        &self,
+        origin: &str,
+        s: &SampleMessages,
+        report: &mut DataReport,
+    ) -> Result<Option<Sample>> {
+        let ids = self.encode(&self.render(&s.messages, false)?)?;
+        let spans = s
+            .trained
+            .iter()
+            .map(|&i| self.span(origin, &s.messages, i, &ids))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.cut(origin, &ids, &spans, report))
+    }
+
+    /// The message lists [`Self::samples`] renders, with the assistant turns each one trains:
+    /// one list per trained turn when the template rewrites history, plan conditioning changes
+    /// the system prompt, or a review dropped a turn; otherwise the whole dialogue once. An
+    /// exported job (`export_job`) writes these same lists for another trainer.
+    pub fn sample_messages(
+        &self,
+        conv: &Conversation,
+        report: &mut DataReport,
+    ) -> Result<Vec<SampleMessages>> {
         let msgs: Vec<ChatMessage> = match self.config.placement {
             TracePlacement::Inline => conv
                 .messages
@@ -190,54 +230,56 @@ impl SampleRenderer<'_> {
         let mut turns = self.assistant_turns(&msgs);
         let reviewed = turns.len();
         turns.retain(|&i| self.accepted(conv, i, report));
-        let mut out = Vec::new();
+        if turns.is_empty() {
+            return Ok(Vec::new());
+        }
         let per_turn = self.config.placement == TracePlacement::Template
             || self.system_for_turn.is_some()
             || turns.len() < reviewed
             || !self.append_only(&msgs)?;
-        if turns.is_empty() {
-            return Ok(out);
+        if !per_turn {
+            return Ok(vec![SampleMessages {
+                messages: msgs,
+                trained: turns,
+            }]);
         }
-        if per_turn {
-            for &i in &turns {
-                let mut sample: Vec<ChatMessage> = msgs[..=i]
-                    .iter()
-                    .enumerate()
-                    .map(|(j, m)| {
-                        // History as inference keeps it: assistant replies without their trace.
-                        if j < i
-                            && m.role == "assistant"
-                            && self.config.placement == TracePlacement::Template
-                        {
-                            ChatMessage::new("assistant", m.content.clone())
-                        } else {
-                            m.clone()
-                        }
-                    })
-                    .collect();
-                let mut i = i;
-                if let Some(f) = self.system_for_turn {
-                    let sys = f(&sample[..i]);
-                    if sample.first().is_some_and(|m| m.role == "system") {
-                        sample[0].content = sys;
-                    } else {
-                        sample.insert(0, ChatMessage::new("system", sys));
-                        i += 1;
-                    }
+        Ok(turns
+            .iter()
+            .map(|&i| self.turn_messages(&msgs, i))
+            .collect())
+    }
+
+    /// The messages of a sample that trains assistant turn `i` alone.
+    fn turn_messages(&self, msgs: &[ChatMessage], i: usize) -> SampleMessages {
+        let mut sample: Vec<ChatMessage> = msgs[..=i]
+            .iter()
+            .enumerate()
+            .map(|(j, m)| {
+                // History as inference keeps it: assistant replies without their trace.
+                if j < i
+                    && m.role == "assistant"
+                    && self.config.placement == TracePlacement::Template
+                {
+                    ChatMessage::new("assistant", m.content.clone())
+                } else {
+                    m.clone()
                 }
-                let ids = self.encode(&self.render(&sample, false)?)?;
-                let span = self.span(&conv.origin, &sample, i, &ids)?;
-                self.push(conv, &ids, &[span], report, &mut out);
+            })
+            .collect();
+        let mut i = i;
+        if let Some(f) = self.system_for_turn {
+            let sys = f(&sample[..i]);
+            if sample.first().is_some_and(|m| m.role == "system") {
+                sample[0].content = sys;
+            } else {
+                sample.insert(0, ChatMessage::new("system", sys));
+                i += 1;
             }
-        } else {
-            let ids = self.encode(&self.render(&msgs, false)?)?;
-            let spans = turns
-                .iter()
-                .map(|&i| self.span(&conv.origin, &msgs, i, &ids))
-                .collect::<Result<Vec<_>>>()?;
-            self.push(conv, &ids, &spans, report, &mut out);
         }
-        Ok(out)
+        SampleMessages {
+            messages: sample,
+            trained: vec![i],
+        }
     }
 
     /// Whether the review (if any) keeps assistant turn `i` of `conv`; counts the verdict.
@@ -258,31 +300,30 @@ impl SampleRenderer<'_> {
         }
     }
 
-    fn push(
+    fn cut(
         &self,
-        conv: &Conversation,
+        origin: &str,
         ids: &[u32],
         spans: &[(usize, usize)],
         report: &mut DataReport,
-        out: &mut Vec<Sample>,
-    ) {
+    ) -> Option<Sample> {
         let end = spans.iter().map(|s| s.1).max().unwrap_or(0);
         let len = end.min(self.config.max_len);
-        let sample = self.label(ids, spans, &conv.origin, len);
+        let sample = self.label(ids, spans, origin, len);
         if sample.labels.iter().skip(1).all(|&l| l == IGNORE_INDEX) {
             report.skip(
                 "too long",
                 format!(
-                    "{}: no trained token within max_len {}",
-                    conv.origin, self.config.max_len
+                    "{origin}: no trained token within max_len {}",
+                    self.config.max_len
                 ),
             );
-        } else {
-            if end > len {
-                tracing::debug!(origin = %conv.origin, end, len, "sample cut at max_len");
-            }
-            out.push(sample);
+            return None;
         }
+        if end > len {
+            tracing::debug!(%origin, end, len, "sample cut at max_len");
+        }
+        Some(sample)
     }
 
     /// Whether rendering the whole dialogue reproduces every shorter rendering as a prefix (so

@@ -12,18 +12,17 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use super::checkpoint::{self, RunState};
-use super::data::{read_dataset, Conversation, DataReport};
+use super::data::{Conversation, DataReport};
 use super::error::{io, Result, TrainError};
 use super::loss::{lm_loss, logit_chunk_rows, Batch};
 use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
-use super::render::{RenderConfig, Sample, SampleRenderer, CHATML_TEMPLATE};
+use super::prepare::{mf, TrainingData};
+use super::render::Sample;
 use super::schedule::LrSchedule;
-use crate::runtime::chat_template::{ChatMessage, ChatTemplate};
 use crate::runtime::lora::with_dropout;
-use crate::runtime::tokenizer::Tokenizer;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
-use psy_core::manifest::{self, TrainSection};
+use psy_core::manifest::TrainSection;
 
 /// Knobs of one invocation (the CLI flags plus test hooks).
 #[derive(Debug, Clone, Default)]
@@ -92,49 +91,6 @@ pub fn run(
         stop_after: None,
         quiet: false,
     })
-}
-
-/// Expands a leading `$PSY_ASSETS` (default `~/.cache/psy/assets`), where test assets live.
-/// The dialogue modules read from a chat history (system messages are the run's, not the
-/// client's or the counselor's).
-fn dialogue_of(history: &[ChatMessage]) -> psy_core::dialogue::Dialogue {
-    use psy_core::dialogue::{Dialogue, Message, Role};
-    let msgs = history
-        .iter()
-        .filter(|m| m.role != "system")
-        .map(|m| Message {
-            role: if m.role == "user" {
-                Role::User
-            } else {
-                Role::Assistant
-            },
-            content: m.content.clone(),
-            reasoning_content: None,
-        })
-        .collect();
-    Dialogue::new(msgs)
-}
-
-fn expand(p: &str) -> PathBuf {
-    match p.strip_prefix("$PSY_ASSETS") {
-        Some(rest) => {
-            let base = std::env::var_os("PSY_ASSETS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/psy/assets")
-                });
-            base.join(rest.trim_start_matches('/'))
-        }
-        None => PathBuf::from(p),
-    }
-}
-
-fn mf(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::Manifest {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
 }
 
 /// Free memory of the device a run trains on: `nvidia-smi`'s `memory.free` for `cuda[:N]`
@@ -264,123 +220,32 @@ fn eval_loss(
     Some(sum / n.max(1) as f64)
 }
 
-fn load_template(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Result<ChatTemplate> {
-    let src = match t.chat_template.as_str() {
-        "" => tok
-            .chat_template_source()
-            .ok_or_else(|| {
-                mf(
-                    manifest,
-                    "the tokenizer has no chat template; set [train] chat_template",
-                )
-            })?
-            .to_string(),
-        "chatml" => CHATML_TEMPLATE.to_string(),
-        p => {
-            let path = manifest.parent().unwrap_or(Path::new(".")).join(expand(p));
-            std::fs::read_to_string(&path).map_err(io(&path))?
-        }
-    };
-    ChatTemplate::from_source(&src, tok.bos_token(), tok.eos_token())
-        .map_err(|e| TrainError::Template(e.to_string()))
-}
-
 /// Runs (or resumes) the training a manifest describes.
 pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
-    let resolved = manifest::load_run(&o.manifest).map_err(|e| mf(&o.manifest, e.to_string()))?;
-    let m = &resolved.manifest;
-    let t = m.train.clone();
-    if t.dataset.is_empty() {
-        return Err(mf(&o.manifest, "[train] dataset is empty"));
-    }
+    let data = TrainingData::load(&o.manifest)?;
+    let t = data.train.clone();
     let out_dir = o
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(o.manifest.file_stem().unwrap_or_default()));
     std::fs::create_dir_all(&out_dir).map_err(io(&out_dir))?;
-
-    // Tokenizer and the one chat template.
-    let model_dir = expand(&m.model.path);
-    let tok_path = if m.model.tokenizer.is_empty() {
-        model_dir.clone()
-    } else {
-        expand(&m.model.tokenizer)
-    };
-    let tok = Tokenizer::from_path(&tok_path)
-        .map_err(|e| TrainError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
-    let template = load_template(&t, &tok, &o.manifest)?;
-
-    // Data.
-    let mut report = DataReport::default();
-    let mut convs = read_dataset(&expand(&t.dataset), t.format, t.on_bad_record, &mut report)?;
-    let val_convs: Vec<Conversation> = if !t.validation_file.is_empty() {
-        read_dataset(
-            &expand(&t.validation_file),
-            t.format,
-            t.on_bad_record,
-            &mut report,
-        )?
-    } else {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
-        convs.shuffle(&mut rng);
-        let n = ((convs.len() as f64) * t.validation_ratio).round() as usize;
-        let n = if t.validation_ratio > 0.0 && convs.len() >= 2 {
-            n.max(1)
-        } else {
-            0
-        };
-        convs.drain(..n).collect()
-    };
-    // The run's modules: they condition each turn's system prompt (plan conditioning) and
-    // review every trained turn (`Module::review_sample`).
-    let planner = psy_core::planner::Planner::from_path(&o.manifest)
-        .map_err(|e| mf(&o.manifest, e.to_string()))?;
-    let plan_prompt =
-        |history: &[ChatMessage]| -> String { planner.plan(&dialogue_of(history)).prompt.system };
-    let review = |turn: &[ChatMessage]| -> std::result::Result<(), (String, String)> {
-        let Some((reply, history)) = turn.split_last() else {
-            return Ok(());
-        };
-        let dialogue = dialogue_of(history);
-        let view = psy_core::module::SampleView {
-            dialogue: &dialogue,
-            reasoning: reply.reasoning_content.as_deref().unwrap_or(""),
-            reply: &reply.content,
-        };
-        for module in planner.active() {
-            module
-                .review_sample(&view)
-                .map_err(|reason| (module.spec().module.id.clone(), reason))?;
-        }
-        Ok(())
-    };
-    let renderer = SampleRenderer {
-        template: &template,
-        tokenizer: &tok,
-        config: RenderConfig {
-            placement: t.placement,
-            reasoning_weight: t.reasoning_weight,
-            reply_weight: t.reply_weight,
-            last_turn_only: t.last_turn_only,
-            max_len: t.max_len,
-        },
-        system_for_turn: if t.plan_conditioning {
-            Some(&plan_prompt)
-        } else {
-            None
-        },
-        review: Some(&review),
-    };
+    let model_dir = data.model_dir.clone();
+    let tok = &data.tokenizer;
+    let mut report = data.report.clone();
     let render_all = |cs: &[Conversation], report: &mut DataReport| -> Result<Vec<Sample>> {
-        let mut out = Vec::new();
-        for c in cs {
-            out.extend(renderer.samples(c, report)?);
-        }
-        Ok(out)
+        data.with_renderer(|renderer| {
+            let mut out = Vec::new();
+            for c in cs {
+                out.extend(renderer.samples(c, report)?);
+            }
+            Ok(out)
+        })
     };
-    let mut train = render_all(&convs, &mut report)?;
-    let mut val = render_all(&val_convs, &mut report)?;
+    let convs = &data.convs;
+    let val_convs = &data.val_convs;
+    let mut train = render_all(convs, &mut report)?;
+    let mut val = render_all(val_convs, &mut report)?;
     if train.is_empty() {
         return Err(TrainError::Invalid(format!(
             "no training samples ({})",
@@ -663,9 +528,9 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             &model,
             &config_json,
             &model_dir,
-            &tok_path,
+            &data.tokenizer_path,
             lora,
-            &template_source(&t, &tok, &o.manifest),
+            &data.template_source,
         )?;
         if let Err(e) = super::plot::loss_png(&out_dir.join("loss.png"), &rows_log) {
             tracing::warn!(%e, "loss plot not written");
@@ -770,15 +635,6 @@ fn window_gradients(
         }
     }
     Ok((loss_sum, grads, tokens))
-}
-
-fn template_source(t: &TrainSection, tok: &Tokenizer, manifest: &Path) -> Option<String> {
-    match t.chat_template.as_str() {
-        "" => tok.chat_template_source().map(str::to_string),
-        "chatml" => Some(CHATML_TEMPLATE.to_string()),
-        p => std::fs::read_to_string(manifest.parent().unwrap_or(Path::new(".")).join(expand(p)))
-            .ok(),
-    }
 }
 
 /// HF layout: weights with HF names, the source config, generation config and the tokenizer

@@ -631,6 +631,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`psy plan ... | head`) would panic;
+    // like other command-line tools, psy ends quietly instead.
+    #[cfg(unix)]
+    // SAFETY: resetting a signal's disposition to its default at start-up, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     psy::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(

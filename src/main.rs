@@ -620,7 +620,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if dry_run {
                 print!("{}", psy::synth::dry_run(&manifest)?);
             } else if report {
-                print!("{}", psy::synth::report(&manifest, output.as_deref())?.to_text());
+                print!(
+                    "{}",
+                    psy::synth::report(&manifest, output.as_deref())?.to_text()
+                );
             } else {
                 let opts = psy::synth::SynthOptions {
                     manifest,

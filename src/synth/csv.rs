@@ -103,8 +103,14 @@ mod tests {
         let r = records(data);
         assert_eq!(r.len(), 4);
         assert_eq!(texts(&r[0]), ["id", "text"]);
-        assert_eq!((r[1].line, texts(&r[1])), (2, vec!["1".into(), "a, \"b\"\nc".into()]));
-        assert_eq!((r[2].line, texts(&r[2])), (5, vec!["2".into(), "plain".into()]));
+        assert_eq!(
+            (r[1].line, texts(&r[1])),
+            (2, vec!["1".into(), "a, \"b\"\nc".into()])
+        );
+        assert_eq!(
+            (r[2].line, texts(&r[2])),
+            (5, vec!["2".into(), "plain".into()])
+        );
         assert_eq!(r[3].line, 6);
         assert!(r[3].unterminated && !r[2].unterminated);
     }

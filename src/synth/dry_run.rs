@@ -50,25 +50,42 @@ pub fn dry_run(manifest: &std::path::Path) -> Result<String, SynthError> {
                 "openai {} model {} (key from ${})",
                 teacher.base_url,
                 teacher.model,
-                if teacher.api_key_env.is_empty() { "-" } else { &teacher.api_key_env }
+                if teacher.api_key_env.is_empty() {
+                    "-"
+                } else {
+                    &teacher.api_key_env
+                }
             ),
             TeacherKind::Psy => format!(
                 "local psy model {}",
-                if teacher.model.is_empty() { "(default)" } else { &teacher.model }
+                if teacher.model.is_empty() {
+                    "(default)"
+                } else {
+                    &teacher.model
+                }
             ),
         };
         let (messages, schema) = match stage {
             StageId::Plan => (
-                vec![("user", prompts::plan_prompt(template, &post.text, s.min_rounds, s.max_rounds, &plan))],
+                vec![(
+                    "user",
+                    prompts::plan_prompt(template, &post.text, s.min_rounds, s.max_rounds, &plan),
+                )],
                 schemas::plan_schema(s.min_rounds, s.max_rounds),
             ),
             StageId::Client => (
-                vec![("user", prompts::client_prompt(template, &post.text, &focuses, &plan))],
+                vec![(
+                    "user",
+                    prompts::client_prompt(template, &post.text, &focuses, &plan),
+                )],
                 schemas::client_schema(focuses.len()),
             ),
             StageId::Counselor => (
                 vec![
-                    ("system", prompts::counselor_prompt(template, &plan, &focuses[0])),
+                    (
+                        "system",
+                        prompts::counselor_prompt(template, &plan, &focuses[0]),
+                    ),
                     ("user", post.text.trim().to_string()),
                 ],
                 schemas::counselor_schema(),
@@ -81,7 +98,10 @@ pub fn dry_run(manifest: &std::path::Path) -> Result<String, SynthError> {
                 }];
                 let modalities = prompts::chosen_modalities(&plan);
                 (
-                    vec![("user", prompts::filter_prompt(template, &rounds, &modalities))],
+                    vec![(
+                        "user",
+                        prompts::filter_prompt(template, &rounds, &modalities),
+                    )],
                     schemas::verdict_schema(),
                 )
             }

@@ -38,8 +38,9 @@ impl FailureLog {
         reason: &str,
         message: &str,
     ) -> Result<(), SynthError> {
-        let mut line = json!({"stage": stage.as_str(), "key": key, "reason": reason, "message": message})
-            .to_string();
+        let mut line =
+            json!({"stage": stage.as_str(), "key": key, "reason": reason, "message": message})
+                .to_string();
         line.push('\n');
         self.file
             .write_all(line.as_bytes())

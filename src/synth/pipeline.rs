@@ -229,14 +229,7 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthReport, SynthError> {
         .iter()
         .map(|r| (r.stage.as_str().to_string(), r.teacher.id().to_string()))
         .collect();
-    let report = SynthReport::collect(
-        &dir,
-        &synth,
-        &posts,
-        limit,
-        &teacher_ids,
-        budget.used(),
-    )?;
+    let report = SynthReport::collect(&dir, &synth, &posts, limit, &teacher_ids, budget.used())?;
     write_report(&dir, &report)?;
     Ok(report)
 }
@@ -312,7 +305,9 @@ fn call_seed(base: u64, post: &str, stage: StageId, round: usize) -> u64 {
 
 impl Ctx<'_> {
     fn store(&self, stage: StageId) -> std::sync::MutexGuard<'_, Store> {
-        self.stores[&stage].lock().unwrap_or_else(|e| e.into_inner())
+        self.stores[&stage]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, stage: StageId, key: &str) -> Option<Value> {
@@ -325,10 +320,12 @@ impl Ctx<'_> {
 
     fn fail(&self, stage: StageId, key: &str, error: &AskError) -> Result<(), SynthError> {
         tracing::info!(stage = stage.as_str(), key, %error, "synth call failed");
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .log(stage, key, error.reason(), &error.to_string())
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).log(
+            stage,
+            key,
+            error.reason(),
+            &error.to_string(),
+        )
     }
 
     /// The posts this stage still has to do (their inputs exist, their output does not).
@@ -378,7 +375,13 @@ impl Ctx<'_> {
         };
         let next = AtomicUsize::new(0);
         let error: Mutex<Option<SynthError>> = Mutex::new(None);
-        let workers = self.synth.manifest.synth.concurrency.min(pending.len()).max(1);
+        let workers = self
+            .synth
+            .manifest
+            .synth
+            .concurrency
+            .min(pending.len())
+            .max(1);
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| loop {
@@ -420,8 +423,11 @@ impl Ctx<'_> {
     fn plan_post(&self, run: &StageRun, i: usize) -> Result<(), SynthError> {
         let post = &self.posts[i];
         let s = &self.synth.manifest.synth;
-        let plan = self.planner(i).plan(&Dialogue::from_message(post.text.clone()));
-        let prompt = prompts::plan_prompt(&run.template, &post.text, s.min_rounds, s.max_rounds, &plan);
+        let plan = self
+            .planner(i)
+            .plan(&Dialogue::from_message(post.text.clone()));
+        let prompt =
+            prompts::plan_prompt(&run.template, &post.text, s.min_rounds, s.max_rounds, &plan);
         let (min, max) = (s.min_rounds, s.max_rounds);
         let asked = run.teacher.ask(
             "plan",
@@ -455,7 +461,9 @@ impl Ctx<'_> {
         let post = &self.posts[i];
         let planned = self.get(StageId::Plan, &post.id).unwrap_or_default();
         let focuses = strings(&planned["focuses"]);
-        let plan = self.planner(i).plan(&Dialogue::from_message(post.text.clone()));
+        let plan = self
+            .planner(i)
+            .plan(&Dialogue::from_message(post.text.clone()));
         let prompt = prompts::client_prompt(&run.template, &post.text, &focuses, &plan);
         let n = focuses.len();
         let asked = run.teacher.ask(
@@ -553,7 +561,9 @@ impl Ctx<'_> {
         let mut module_issues = Vec::new();
         let mut modalities: Vec<String> = Vec::new();
         for (r, round) in rounds.iter().enumerate() {
-            let plan = self.planner(i).plan(&dialogue_of(&rounds[..r], &round.patient));
+            let plan = self
+                .planner(i)
+                .plan(&dialogue_of(&rounds[..r], &round.patient));
             for m in prompts::chosen_modalities(&plan) {
                 if !modalities.contains(&m) {
                     modalities.push(m);
@@ -664,8 +674,14 @@ pub fn round_key(post: &str, round: usize) -> String {
 fn round_of(v: &Value) -> Round {
     Round {
         patient: v["patient"].as_str().unwrap_or_default().to_string(),
-        think: v["counselor_think"].as_str().unwrap_or_default().to_string(),
-        reply: v["counselor_content"].as_str().unwrap_or_default().to_string(),
+        think: v["counselor_think"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        reply: v["counselor_content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 

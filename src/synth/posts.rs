@@ -126,7 +126,8 @@ pub fn read_posts(path: &Path, input: &InputSection) -> Result<PostSet, SynthErr
             }
         };
         if !seen.insert(id.clone()) {
-            set.skipped.push(skip("duplicate id", format!("id `{id}` was used before")));
+            set.skipped
+                .push(skip("duplicate id", format!("id `{id}` was used before")));
             continue;
         }
         set.posts.push(Post {
@@ -164,7 +165,10 @@ fn jsonl_rows(
         let object = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(o)) => o,
             Ok(_) => {
-                skipped.push(skip("not an object", "the line is not a JSON object".into()));
+                skipped.push(skip(
+                    "not an object",
+                    "the line is not a JSON object".into(),
+                ));
                 continue;
             }
             Err(e) => {
@@ -173,7 +177,9 @@ fn jsonl_rows(
             }
         };
         let known = |k: &str| {
-            k == input.id_column || k == input.text_column || input.extra_columns.iter().any(|c| c == k)
+            k == input.id_column
+                || k == input.text_column
+                || input.extra_columns.iter().any(|c| c == k)
         };
         if let Some(k) = object.keys().find(|k| !known(k)) {
             skipped.push(skip(
@@ -206,7 +212,12 @@ fn csv_rows(
     let columns: Vec<String> = header
         .fields
         .iter()
-        .map(|f| String::from_utf8_lossy(f).trim_start_matches('\u{feff}').trim().to_string())
+        .map(|f| {
+            String::from_utf8_lossy(f)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_string()
+        })
         .collect();
     for wanted in [&input.id_column, &input.text_column] {
         if !columns.contains(wanted) {
@@ -228,7 +239,10 @@ fn csv_rows(
             detail,
         };
         if r.unterminated {
-            skipped.push(skip("unterminated quote", "a quoted field runs to the end of the file".into()));
+            skipped.push(skip(
+                "unterminated quote",
+                "a quoted field runs to the end of the file".into(),
+            ));
             continue;
         }
         if r.fields.len() > columns.len() {
@@ -256,7 +270,10 @@ fn csv_rows(
             }
         }
         if let Some(name) = bad {
-            skipped.push(skip("invalid UTF-8", format!("column `{name}` is not UTF-8")));
+            skipped.push(skip(
+                "invalid UTF-8",
+                format!("column `{name}` is not UTF-8"),
+            ));
             continue;
         }
         out.push((r.line, row));

@@ -122,9 +122,14 @@ impl SynthReport {
                 }
             }
             if v["judge"]["keep"] == Value::Bool(false)
-                && v["judge"]["issues"].as_array().is_some_and(|a| a.is_empty())
+                && v["judge"]["issues"]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty())
             {
-                *filter.judge_issues.entry("rejected without an issue".into()).or_default() += 1;
+                *filter
+                    .judge_issues
+                    .entry("rejected without an issue".into())
+                    .or_default() += 1;
             }
             for i in v["module_issues"].as_array().into_iter().flatten() {
                 if let Some(i) = i["issue"].as_str() {
@@ -207,9 +212,12 @@ fn counts_suffix(counts: &BTreeMap<String, usize>) -> String {
 
 pub fn write_report(dir: &Path, report: &SynthReport) -> Result<(), SynthError> {
     let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report).expect("serialisable"))
-        .map_err(|e| SynthError::Io {
-            path,
-            message: e.to_string(),
-        })
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(report).expect("serialisable"),
+    )
+    .map_err(|e| SynthError::Io {
+        path,
+        message: e.to_string(),
+    })
 }

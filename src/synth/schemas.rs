@@ -163,12 +163,17 @@ pub fn check_verdict(v: &Value) -> Result<Verdict, String> {
 
 fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
     if let Some(extra) = v.as_object().and_then(|o| {
-        o.keys()
-            .find(|k| !matches!(k.as_str(), "scene" | "rounds" | "turns" | "think" | "reply" | "keep" | "issues" | "reason"))
+        o.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "scene" | "rounds" | "turns" | "think" | "reply" | "keep" | "issues" | "reason"
+            )
+        })
     }) {
         return Err(format!("unexpected key `{extra}`"));
     }
-    serde_json::from_value(v.clone()).map_err(|e| format!("the JSON does not have the asked shape: {e}"))
+    serde_json::from_value(v.clone())
+        .map_err(|e| format!("the JSON does not have the asked shape: {e}"))
 }
 
 fn non_empty(items: &[String], field: &str) -> Result<(), String> {
@@ -194,7 +199,8 @@ mod tests {
         assert!(e.contains("turns[1]"), "{e}");
         let e = check_counselor(&json!({"think": "x"})).unwrap_err();
         assert!(e.contains("reply"), "{e}");
-        let e = check_verdict(&json!({"keep": true, "issues": ["rude"], "reason": ""})).unwrap_err();
+        let e =
+            check_verdict(&json!({"keep": true, "issues": ["rude"], "reason": ""})).unwrap_err();
         assert!(e.contains("rude"), "{e}");
     }
 }

@@ -73,7 +73,8 @@ pub fn data_stats(file: &Path, out: Option<&Path>) -> Result<(DataStats, PathBuf
             }
         };
         let Some(rounds) = v.get("conversation").and_then(Value::as_array) else {
-            s.bad_lines.push(bad("no `conversation` array (not a pipeline record)"));
+            s.bad_lines
+                .push(bad("no `conversation` array (not a pipeline record)"));
             continue;
         };
         s.dialogues += 1;
@@ -93,7 +94,10 @@ pub fn data_stats(file: &Path, out: Option<&Path>) -> Result<(DataStats, PathBuf
                 }
                 _ => bump(&mut s.modalities, "unknown"),
             }
-            bump(&mut s.severity, plan["intensity"].as_str().unwrap_or("unknown"));
+            bump(
+                &mut s.severity,
+                plan["intensity"].as_str().unwrap_or("unknown"),
+            );
             bump(&mut s.risk, plan["risk"].as_str().unwrap_or("unknown"));
         }
     }
@@ -101,10 +105,16 @@ pub fn data_stats(file: &Path, out: Option<&Path>) -> Result<(DataStats, PathBuf
     let filter = dir.join("filter.jsonl");
     if filter.exists() {
         for line in std::fs::read_to_string(&filter).unwrap_or_default().lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
             bump(
                 &mut s.verdicts,
-                if v["keep"] == Value::Bool(true) { "kept" } else { "dropped" },
+                if v["keep"] == Value::Bool(true) {
+                    "kept"
+                } else {
+                    "dropped"
+                },
             );
             for i in v["judge"]["issues"].as_array().into_iter().flatten() {
                 if let Some(i) = i.as_str() {
@@ -118,18 +128,22 @@ pub fn data_stats(file: &Path, out: Option<&Path>) -> Result<(DataStats, PathBuf
             }
         }
     }
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.to_path_buf());
     std::fs::create_dir_all(&out).map_err(|e| SynthError::Io {
         path: out.clone(),
         message: e.to_string(),
     })?;
     let json_path = out.join("stats.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&s).expect("serialisable")).map_err(
-        |e| SynthError::Io {
-            path: json_path.clone(),
-            message: e.to_string(),
-        },
-    )?;
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&s).expect("serialisable"),
+    )
+    .map_err(|e| SynthError::Io {
+        path: json_path.clone(),
+        message: e.to_string(),
+    })?;
     let panels: Vec<CountPanel> = [
         ("Modality (counselor turns)", &s.modalities),
         ("Scene (dialogues)", &s.scenes),
@@ -181,7 +195,11 @@ impl DataStats {
             let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
             out.push_str(&format!(
                 "{name}: {}\n",
-                if parts.is_empty() { "-".into() } else { parts.join(", ") }
+                if parts.is_empty() {
+                    "-".into()
+                } else {
+                    parts.join(", ")
+                }
             ));
         }
         for b in &self.bad_lines {

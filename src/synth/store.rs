@@ -117,12 +117,10 @@ impl Store {
         }
         let mut line = serde_json::to_vec(&value).expect("a JSON value serialises");
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|e| SynthError::Io {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        self.file.write_all(&line).map_err(|e| SynthError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
         self.index.insert(key.to_string(), value);
         self.order.push(key.to_string());
         Ok(true)

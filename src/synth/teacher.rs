@@ -196,7 +196,9 @@ fn backend(section: &TeacherSection) -> Result<Arc<dyn JudgeBackend>, String> {
             cfg.api_key_env = (!var.is_empty()).then(|| var.to_string());
             cfg.timeout = Duration::from_secs(section.timeout_secs);
             cfg.max_attempts = section.max_attempts;
-            Ok(Arc::new(OpenAiBackend::new(cfg).map_err(|e| e.to_string())?))
+            Ok(Arc::new(
+                OpenAiBackend::new(cfg).map_err(|e| e.to_string())?,
+            ))
         }
         TeacherKind::Psy => {
             let path = if section.model.trim().is_empty() {

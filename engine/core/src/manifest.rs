@@ -768,8 +768,8 @@ pub fn apply_overrides(
                 message: e.message().trim().to_string(),
             })?;
     absolutize(&mut over, file.path.parent().unwrap_or(Path::new(".")));
-    let mut table: toml::Table = toml::Table::try_from(&base.manifest)
-        .map_err(|e| ManifestError::Plugin(e.to_string()))?;
+    let mut table: toml::Table =
+        toml::Table::try_from(&base.manifest).map_err(|e| ManifestError::Plugin(e.to_string()))?;
     merge(&mut table, over);
     let run = finish_run(table, &origin)?;
     let mut files = base.files.clone();

@@ -429,8 +429,12 @@ pub fn parse_synth(text: &str, path: &Path) -> Result<ResolvedSynth, ManifestErr
     }
     for stage in StageId::ALL {
         let spec = m.stages.get(stage);
-        check_template(stage, spec.template_or_default(stage))
-            .map_err(|message| at("template", format!("[stages.{}]: {message}", stage.as_str())))?;
+        check_template(stage, spec.template_or_default(stage)).map_err(|message| {
+            at(
+                "template",
+                format!("[stages.{}]: {message}", stage.as_str()),
+            )
+        })?;
         if spec.max_tokens == 0 {
             return Err(at(
                 "max_tokens",
@@ -507,10 +511,7 @@ fn check_teacher(t: &TeacherSection) -> Result<(), String> {
         return Err("a teacher needs max_attempts >= 1 and timeout_secs >= 1".into());
     }
     if !(0.0..=2.0).contains(&t.temperature) {
-        return Err(format!(
-            "temperature {} is outside 0..=2",
-            t.temperature
-        ));
+        return Err(format!("temperature {} is outside 0..=2", t.temperature));
     }
     Ok(())
 }

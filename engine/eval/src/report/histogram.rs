@@ -58,8 +58,12 @@ pub fn draw_histograms<DB: DrawingBackend>(
     let mut y = TITLE_PX as i32;
     for (pi, p) in panels.iter().enumerate() {
         if text {
-            area.draw(&Text::new(p.title.clone(), (20, y + 18), style(18, HPos::Left)))
-                .map_err(err)?;
+            area.draw(&Text::new(
+                p.title.clone(),
+                (20, y + 18),
+                style(18, HPos::Left),
+            ))
+            .map_err(err)?;
         }
         let top = y + PANEL_HEAD_PX as i32;
         let max = p.bars.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
@@ -67,14 +71,21 @@ pub fn draw_histograms<DB: DrawingBackend>(
             let row = top + bi as i32 * ROW_PX as i32;
             let len = (*n as f64 / max as f64 * bar_max as f64).round() as i32;
             area.draw(&Rectangle::new(
-                [(LABEL_PX, row + 4), (LABEL_PX + len.max(1), row + ROW_PX as i32 - 4)],
+                [
+                    (LABEL_PX, row + 4),
+                    (LABEL_PX + len.max(1), row + ROW_PX as i32 - 4),
+                ],
                 variant_color(pi).filled(),
             ))
             .map_err(err)?;
             if text {
                 let mid = row + ROW_PX as i32 / 2;
-                area.draw(&Text::new(label.clone(), (LABEL_PX - 8, mid), style(15, HPos::Right)))
-                    .map_err(err)?;
+                area.draw(&Text::new(
+                    label.clone(),
+                    (LABEL_PX - 8, mid),
+                    style(15, HPos::Right),
+                ))
+                .map_err(err)?;
                 area.draw(&Text::new(
                     n.to_string(),
                     (LABEL_PX + len.max(1) + 8, mid),

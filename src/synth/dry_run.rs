@@ -26,7 +26,7 @@ pub fn dry_run(manifest: &std::path::Path) -> Result<String, SynthError> {
     }
     let planners = Planners::build(&synth)?;
     let s = &synth.manifest.synth;
-    let modality = planners.assign(std::slice::from_ref(post), &empty_store()?)[0].clone();
+    let modality = planners.assign(std::slice::from_ref(post), &|_| None)[0].clone();
     let planner = planners.for_modality(modality.as_deref());
     let plan = planner.plan(&Dialogue::from_message(post.text.clone()));
     let focuses: Vec<String> = (1..=s.min_rounds)
@@ -117,18 +117,4 @@ pub fn dry_run(manifest: &std::path::Path) -> Result<String, SynthError> {
         out.push_str(&format!("--- answer schema ---\n{schema}\n"));
     }
     Ok(out)
-}
-
-/// A store with nothing planned yet, for the modality assignment of the first post.
-fn empty_store() -> Result<super::store::Store, SynthError> {
-    let dir = std::env::temp_dir().join(format!("psy-synth-dry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| SynthError::Io {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
-    let path = dir.join("plan.jsonl");
-    let _ = std::fs::remove_file(&path);
-    let store = super::store::Store::open(&path)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(store)
 }

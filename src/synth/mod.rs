@@ -10,6 +10,7 @@ mod csv;
 mod dry_run;
 mod error;
 mod failures;
+mod layout;
 mod pipeline;
 mod posts;
 mod prompts;
@@ -20,7 +21,8 @@ mod store;
 
 pub use dry_run::dry_run;
 pub use error::SynthError;
-pub use pipeline::{output_dir, synthesize, SynthOptions, RECORDS_FILE};
+pub use layout::{RECORDS_FILE, STAGE_FILES};
+pub use pipeline::{output_dir, synthesize, SynthOptions};
 pub use posts::{read_posts, Post, PostSet, SkippedPost};
 pub use report::SynthReport;
 pub use stats::{data_stats, DataStats};
@@ -35,7 +37,7 @@ pub fn report(
 ) -> Result<SynthReport, SynthError> {
     let synth = psy_core::synth_spec::load_synth(manifest)?;
     let dir = output_dir(&synth, output);
-    if !dir.join("inputs.json").exists() {
+    if !dir.join(layout::INPUTS_FILE).exists() {
         return Err(SynthError::Io {
             path: dir,
             message: "no synth run here (no inputs.json)".into(),
@@ -46,7 +48,7 @@ pub fn report(
         0 => posts.posts.len(),
         n => n.min(posts.posts.len()),
     };
-    let old: Option<SynthReport> = std::fs::read_to_string(dir.join("report.json"))
+    let old: Option<SynthReport> = std::fs::read_to_string(dir.join(layout::REPORT_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let (teachers, tokens) = old

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::SynthError;
 use super::failures::FailureLog;
+use super::layout::{FAILURES_FILE, INPUTS_FILE, RECORDS_FILE, STAGE_FILES};
 use super::posts::{read_posts, Post, PostSet};
 use super::prompts::{self, Round};
 use super::report::{write_report, SynthReport};
@@ -58,15 +59,6 @@ pub fn output_dir(synth: &ResolvedSynth, output: Option<&Path>) -> PathBuf {
         }
     }
 }
-
-/// The stage files, in pipeline order, and the records file.
-pub const STAGE_FILES: [(StageId, &str); 4] = [
-    (StageId::Plan, "plan.jsonl"),
-    (StageId::Client, "client.jsonl"),
-    (StageId::Counselor, "counselor.jsonl"),
-    (StageId::Filter, "filter.jsonl"),
-];
-pub const RECORDS_FILE: &str = "records.jsonl";
 
 /// Planners of a synth run: the run's own, and for `balanced` one per modality (the run with
 /// `planner.fixed = [m]`), so a post keeps the modality it was given in every round.
@@ -109,7 +101,11 @@ impl Planners {
     /// `balanced`: each post in file order gets the active modality used least so far (ties:
     /// the higher indication score for the post, then the manifest's order). Posts already
     /// planned keep theirs.
-    pub fn assign(&self, posts: &[Post], planned: &Store) -> Vec<Option<String>> {
+    pub fn assign(
+        &self,
+        posts: &[Post],
+        planned: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<Option<String>> {
         if self.policy != SynthModalityPolicy::Balanced {
             return vec![None; posts.len()];
         }
@@ -117,12 +113,7 @@ impl Planners {
         let mut used: BTreeMap<&str, usize> = ids.iter().map(|m| (m.as_str(), 0)).collect();
         let mut out = Vec::with_capacity(posts.len());
         for p in posts {
-            let stored = planned
-                .get(&p.id)
-                .and_then(|v| v.get("modality"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let choice = stored.or_else(|| {
+            let choice = planned(&p.id).or_else(|| {
                 let plan = self.run.plan(&Dialogue::from_message(p.text.clone()));
                 let score = |m: &str| {
                     plan.modalities
@@ -209,7 +200,13 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthReport, SynthError> {
     }
     let modality = {
         let plan_store = stores[&StageId::Plan].lock().unwrap();
-        planners.assign(used, &plan_store)
+        planners.assign(used, &|id| {
+            plan_store
+                .get(id)
+                .and_then(|v| v.get("modality"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
     };
     let ctx = Ctx {
         synth: &synth,
@@ -218,7 +215,7 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthReport, SynthError> {
         modality,
         stores,
         records: Mutex::new(Store::open(&dir.join(RECORDS_FILE))?),
-        failures: Mutex::new(FailureLog::open(&dir.join("failures.jsonl"))?),
+        failures: Mutex::new(FailureLog::open(&dir.join(FAILURES_FILE))?),
         progress: opts.progress,
     };
     for run in &stage_runs {
@@ -246,7 +243,7 @@ fn prepare_dir(dir: &Path, synth: &ResolvedSynth, resume: bool) -> Result<(), Sy
         "manifest_sha256": sha256_file(&synth.path)?,
         "posts_sha256": sha256_file(&synth.input)?,
     });
-    let path = dir.join("inputs.json");
+    let path = dir.join(INPUTS_FILE);
     match std::fs::read_to_string(&path) {
         Ok(old) => {
             if !resume {

@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 use super::csv;
 use super::error::SynthError;
 
+/// A record as columns, with the line it starts on.
+type Row = (usize, Map<String, Value>);
+
 /// One usable post.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Post {
@@ -142,11 +145,7 @@ pub fn read_posts(path: &Path, input: &InputSection) -> Result<PostSet, SynthErr
 }
 
 /// JSONL lines as objects; bad lines go to `skipped`.
-fn jsonl_rows(
-    data: &[u8],
-    input: &InputSection,
-    skipped: &mut Vec<SkippedPost>,
-) -> Vec<(usize, Map<String, Value>)> {
+fn jsonl_rows(data: &[u8], input: &InputSection, skipped: &mut Vec<SkippedPost>) -> Vec<Row> {
     let mut out = Vec::new();
     for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
@@ -202,7 +201,7 @@ fn csv_rows(
     data: &[u8],
     input: &InputSection,
     skipped: &mut Vec<SkippedPost>,
-) -> Result<Vec<(usize, Map<String, Value>)>, SynthError> {
+) -> Result<Vec<Row>, SynthError> {
     let mut records = csv::records(data).into_iter();
     let header = records.next().ok_or_else(|| SynthError::Input {
         path: path.to_path_buf(),

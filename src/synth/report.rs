@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::error::SynthError;
 use super::failures::read_failures;
-use super::pipeline::{RECORDS_FILE, STAGE_FILES};
+use super::layout::{FAILURES_FILE, RECORDS_FILE, REPORT_FILE, STAGE_FILES};
 use super::posts::PostSet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl SynthReport {
         teachers: &BTreeMap<String, String>,
         tokens: u64,
     ) -> Result<SynthReport, SynthError> {
-        let failures = read_failures(&dir.join("failures.jsonl"));
+        let failures = read_failures(&dir.join(FAILURES_FILE));
         let mut stages = BTreeMap::new();
         let mut filter_lines = Vec::new();
         for (stage, file) in STAGE_FILES {
@@ -211,7 +211,7 @@ fn counts_suffix(counts: &BTreeMap<String, usize>) -> String {
 }
 
 pub fn write_report(dir: &Path, report: &SynthReport) -> Result<(), SynthError> {
-    let path = dir.join("report.json");
+    let path = dir.join(REPORT_FILE);
     std::fs::write(
         &path,
         serde_json::to_string_pretty(report).expect("serialisable"),

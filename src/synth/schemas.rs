@@ -113,8 +113,8 @@ pub fn counselor_schema() -> Value {
 
 pub fn check_counselor(v: &Value) -> Result<CounselorAnswer, String> {
     let a: CounselorAnswer = typed(v)?;
-    non_empty(&[a.think.clone()], "think")?;
-    non_empty(&[a.reply.clone()], "reply")?;
+    non_empty(std::slice::from_ref(&a.think), "think")?;
+    non_empty(std::slice::from_ref(&a.reply), "reply")?;
     Ok(a)
 }
 
@@ -145,7 +145,14 @@ pub fn verdict_schema() -> Value {
 }
 
 pub fn check_verdict(v: &Value) -> Result<Verdict, String> {
-    let a: Verdict = typed(v)?;
+    let mut a: Verdict = typed(v)?;
+    // The schema cannot say `uniqueItems` to a local model: a repeated issue counts once.
+    let mut seen = Vec::new();
+    a.issues.retain(|i| {
+        let new = !seen.contains(i);
+        seen.push(i.clone());
+        new
+    });
     for i in &a.issues {
         if !FILTER_CRITERIA.iter().any(|(n, _)| n == i) {
             return Err(format!(
@@ -176,10 +183,15 @@ fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
         .map_err(|e| format!("the JSON does not have the asked shape: {e}"))
 }
 
+/// Every item holds at least one word (a reply of `{` or `...` is not text).
 fn non_empty(items: &[String], field: &str) -> Result<(), String> {
-    match items.iter().position(|s| s.trim().is_empty()) {
-        Some(i) if items.len() > 1 => Err(format!("`{field}[{i}]` is empty")),
-        Some(_) => Err(format!("`{field}` is empty")),
+    let wordless = |s: &String| {
+        !s.split_whitespace()
+            .any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+    };
+    match items.iter().position(wordless) {
+        Some(i) if items.len() > 1 => Err(format!("`{field}[{i}]` is empty (no word)")),
+        Some(_) => Err(format!("`{field}` is empty (no word)")),
         None => Ok(()),
     }
 }
@@ -202,5 +214,11 @@ mod tests {
         let e =
             check_verdict(&json!({"keep": true, "issues": ["rude"], "reason": ""})).unwrap_err();
         assert!(e.contains("rude"), "{e}");
+        let e = check_counselor(&json!({"think": "fine", "reply": "{"})).unwrap_err();
+        assert!(e.contains("`reply` is empty"), "{e}");
+        let v = check_verdict(
+            &json!({"keep": false, "issues": ["incoherent_dialogue", "incoherent_dialogue"], "reason": "r"}),
+        );
+        assert_eq!(v.unwrap().issues, ["incoherent_dialogue"]);
     }
 }

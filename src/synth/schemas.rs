@@ -202,12 +202,12 @@ mod tests {
 
     #[test]
     fn answers_of_the_wrong_shape_are_refused_with_the_field_named() {
-        assert!(check_plan(&json!({"scene": "work", "rounds": ["a"]}), 1, 3).is_ok());
+        assert!(check_plan(&json!({"scene": "work", "rounds": ["the deadline"]}), 1, 3).is_ok());
         let e = check_plan(&json!({"scene": "space", "rounds": ["a"]}), 1, 3).unwrap_err();
         assert!(e.contains("scene"), "{e}");
         let e = check_plan(&json!({"scene": "work", "rounds": []}), 1, 3).unwrap_err();
         assert!(e.contains("1 to 3"), "{e}");
-        let e = check_client(&json!({"turns": ["a", " "]}), 2).unwrap_err();
+        let e = check_client(&json!({"turns": ["I am tired", " "]}), 2).unwrap_err();
         assert!(e.contains("turns[1]"), "{e}");
         let e = check_counselor(&json!({"think": "x"})).unwrap_err();
         assert!(e.contains("reply"), "{e}");

@@ -53,9 +53,8 @@ pub struct SynthHeader {
     pub modality: SynthModalityPolicy,
     /// Teacher calls in flight at once (posts worked on in parallel).
     pub concurrency: usize,
-    /// Stop starting new calls once the teachers have used this many tokens (prompt plus
-    /// completion, as the endpoint reports them or estimated at 4 characters a token; 0: no
-    /// budget).
+    /// Stop starting new calls once the teachers have used this many tokens (prompts plus
+    /// answers, estimated at 4 characters a token; 0: no budget).
     pub token_budget: u64,
 }
 

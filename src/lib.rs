@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 pub mod clinical_report;
 pub mod eval;
 pub mod serve;
+pub mod synth;
 pub mod train_screen;
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::{self, ManifestError};

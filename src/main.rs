@@ -235,6 +235,30 @@ enum Command {
         #[arg(long, default_value_t = 1, requires = "export_job")]
         gpus_per_node: usize,
     },
+    /// Synthesise counseling dialogues from posts (PsyLLM's four-stage pipeline) as a synth
+    /// manifest says: `psy synth manifests/synth/demo.toml --output DIR` writes one JSONL per
+    /// stage, DIR/records.jsonl (the pipeline record format) and DIR/report.json.
+    Synth {
+        /// Synth manifest, e.g. manifests/synth/demo.toml.
+        manifest: PathBuf,
+        /// Output directory (default runs/synth-<name>).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Finish an interrupted run in the output directory (finished keys are skipped).
+        #[arg(long, conflicts_with_all = ["dry_run", "report"])]
+        resume: bool,
+        /// Print every stage's first prompt, teacher and answer schema; call nothing.
+        #[arg(long, conflicts_with = "report")]
+        dry_run: bool,
+        /// Print the totals of the run in the output directory (counts by stage and reason).
+        #[arg(long)]
+        report: bool,
+    },
+    /// Data-set tools.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Manifest tools.
     Manifest {
         #[command(subcommand)]
@@ -244,6 +268,22 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Counts and distributions of a pipeline-record file (dialogues, rounds, turns, words;
+    /// modalities, scenes, severity, risk; filter verdicts from a filter.jsonl beside it):
+    /// text, stats.json and histograms stats.png / stats.svg.
+    Stats {
+        file: PathBuf,
+        /// Where stats.json and the charts go (default: the file's directory).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print stats.json instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -602,6 +642,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 psy_lm::training::run(&manifest, output.as_deref(), resume, dry_run)?;
             }
         },
+        Command::Synth {
+            manifest,
+            output,
+            resume,
+            dry_run,
+            report,
+        } => {
+            if dry_run {
+                print!("{}", psy::synth::dry_run(&manifest)?);
+            } else if report {
+                print!(
+                    "{}",
+                    psy::synth::report(&manifest, output.as_deref())?.to_text()
+                );
+            } else {
+                let opts = psy::synth::SynthOptions {
+                    manifest,
+                    output,
+                    resume,
+                    progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                };
+                print!("{}", psy::synth::synthesize(&opts)?.to_text());
+            }
+        }
+        Command::Data {
+            command: DataCommand::Stats { file, output, json },
+        } => {
+            let (stats, dir) = psy::synth::data_stats(&file, output.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", stats.to_text());
+                eprintln!("wrote {}/stats.json, stats.png, stats.svg", dir.display());
+            }
+        }
         Command::Manifest {
             command: ManifestCommand::Check { manifest },
         } => {

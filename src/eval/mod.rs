@@ -11,7 +11,7 @@ mod cell;
 mod cell_store;
 mod items;
 mod judging;
-mod local_judge;
+pub mod local_judge;
 mod measures;
 mod provenance;
 mod ratings;

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod reply_rules;
 pub mod risk_eval;
 pub mod semantic;
+pub mod synth_spec;
 /// Shared checks for module crates' tests (feature `testing`).
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -729,35 +729,16 @@ pub fn load_ablation(path: &Path) -> Result<ResolvedAblation, ManifestError> {
             variant: v.name.clone(),
             source: Box::new(e),
         };
-        // The override must itself be a valid (partial) run manifest.
-        let mut over = v.set.clone();
-        over.insert("schema".into(), toml::Value::Integer(SCHEMA as i64));
-        let _: RunManifest =
-            toml::Value::Table(over.clone())
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    wrap(ManifestError::Invalid {
-                        origin: origin.clone(),
-                        field: "set".into(),
-                        message: e.message().trim().to_string(),
-                    })
-                })?;
-        absolutize(&mut over, dir);
-        let mut table: toml::Table = toml::Table::try_from(&base.manifest)
-            .map_err(|e| wrap(ManifestError::Plugin(e.to_string())))?;
-        merge(&mut table, over);
-        let mut run = finish_run(table, &origin).map_err(wrap)?;
-        run.run.name = format!("{}/{}", base.manifest.run.name, v.name);
-        let mut files = base.files.clone();
-        files.push(SourceFile {
-            path: path.to_path_buf(),
-            text: text.clone(),
-        });
-        let resolved = ResolvedRun {
-            manifest: run,
-            files,
-        };
-        check_run(&resolved).map_err(wrap)?;
+        let mut resolved = apply_overrides(
+            &base,
+            v.set.clone(),
+            &SourceFile {
+                path: path.to_path_buf(),
+                text: text.clone(),
+            },
+        )
+        .map_err(wrap)?;
+        resolved.manifest.run.name = format!("{}/{}", base.manifest.run.name, v.name);
         variants.push((v.name.clone(), resolved));
     }
     Ok(ResolvedAblation {
@@ -765,4 +746,38 @@ pub fn load_ablation(path: &Path) -> Result<ResolvedAblation, ManifestError> {
         base,
         variants,
     })
+}
+
+/// `base` with the keys of `over` (a partial run manifest, e.g. `{modules = {...}}`) set on
+/// it, as an ablation variant or a synth manifest writes them in `file`: the override is
+/// checked as a run manifest, its paths resolve against `file`'s directory, and the result is
+/// checked like any run (the crisis guard cannot be removed).
+pub fn apply_overrides(
+    base: &ResolvedRun,
+    mut over: toml::Table,
+    file: &SourceFile,
+) -> Result<ResolvedRun, ManifestError> {
+    let origin = file.path.display().to_string();
+    over.insert("schema".into(), toml::Value::Integer(SCHEMA as i64));
+    let _: RunManifest =
+        toml::Value::Table(over.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ManifestError::Invalid {
+                origin: origin.clone(),
+                field: "set".into(),
+                message: e.message().trim().to_string(),
+            })?;
+    absolutize(&mut over, file.path.parent().unwrap_or(Path::new(".")));
+    let mut table: toml::Table =
+        toml::Table::try_from(&base.manifest).map_err(|e| ManifestError::Plugin(e.to_string()))?;
+    merge(&mut table, over);
+    let run = finish_run(table, &origin)?;
+    let mut files = base.files.clone();
+    files.push(file.clone());
+    let resolved = ResolvedRun {
+        manifest: run,
+        files,
+    };
+    check_run(&resolved)?;
+    Ok(resolved)
 }

@@ -409,3 +409,33 @@ fn invalid_verdicts_are_never_cached() {
         assert!(judge.cache().unwrap().is_empty().unwrap());
     }
 }
+
+/// DeepSeek-style reasoning models return their reasoning apart from the answer: it comes back
+/// in front of the answer as `<think>...</think>` (a caller such as `psy synth` records it),
+/// and the verdict still parses from the answer alone.
+#[test]
+fn reasoning_content_is_kept_in_front_of_the_answer_and_the_verdict_still_parses() {
+    let server = ScriptedServer::start(|_, _| {
+        let body = json!({
+            "id": "x", "object": "chat.completion", "model": "reasoner",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant",
+                "reasoning_content": "The reply reflects first {not JSON}.",
+                "content": VALID,
+            }}],
+        });
+        Reply {
+            status: 200,
+            headers: vec![],
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    });
+    let judge = judge_for(fast_config(&server));
+    let judged = judge.judge(&call_about("turn-1"), &validate_score).unwrap();
+    assert_eq!(judged.value, 4);
+    assert_eq!(
+        judged.raw,
+        format!("<think>The reply reflects first {{not JSON}}.</think>{VALID}")
+    );
+}

@@ -1,5 +1,7 @@
 //! A judge behind any OpenAI-compatible `/v1/chat/completions` endpoint (OpenAI, vLLM,
-//! llama.cpp server, `psy serve`), asked for a verdict under the rubric's JSON schema.
+//! llama.cpp server, `psy serve`), asked for a verdict under the rubric's JSON schema. Nothing
+//! here is specific to rubrics: any structured completion (messages plus a JSON schema, e.g. a
+//! `psy synth` stage) goes through the same client.
 
 use std::time::{Duration, SystemTime};
 
@@ -274,8 +276,18 @@ fn completion_text(body: &str) -> Result<String, String> {
     let message = value
         .pointer("/choices/0/message")
         .ok_or_else(|| format!("no choices[0].message in {}", shorten(body)))?;
+    // DeepSeek-style reasoning models return their reasoning apart from the answer; it is kept
+    // in front as `<think>...</think>`, which the verdict parser strips and a caller that wants
+    // the reasoning (e.g. `psy synth`) reads back with `split_inline_trace`.
+    let reasoning = message
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .filter(|r| !r.trim().is_empty());
     match message.get("content") {
-        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::String(text)) => Ok(match reasoning {
+            Some(r) => format!("<think>{r}</think>{text}"),
+            None => text.clone(),
+        }),
         _ => match message.get("refusal").and_then(Value::as_str) {
             Some(refusal) => Err(format!("the model refused: {refusal}")),
             None => Err(format!(

@@ -136,6 +136,13 @@ enum Command {
         manifest: PathBuf,
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Serve the model alone: no plan, no crisis guard, no repairs; `response_format`
+        /// and `logit_bias` honoured. For judges and data synthesis, never for people.
+        #[arg(long, conflicts_with = "manifest")]
+        raw: bool,
+        /// Tokenizer for `--raw` when the model carries none (tokenizer.json).
+        #[arg(long, requires = "raw")]
+        tokenizer: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
         /// Requests waiting beyond this many get 429.
@@ -504,6 +511,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             manifest,
             model,
+            raw,
+            tokenizer,
             addr,
             queue,
             max_connections,
@@ -515,7 +524,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             options.limits.max_body_bytes = max_body_bytes;
-            psy::serve::serve(&manifest, model.as_deref(), &addr, options)?
+            let backend = if raw {
+                psy::serve::Backend::Raw { model, tokenizer }
+            } else {
+                psy::serve::Backend::Counsel { manifest, model }
+            };
+            psy::serve::serve(backend, &addr, options)?
         }
         Command::Generate {
             model,

@@ -137,10 +137,12 @@ async fn signal() {
 
 /// What `psy serve` answers with.
 pub enum Backend {
-    /// Counseling turns from the manifest's planner and this model (default: the manifest's).
+    /// Counseling turns from the manifest's planner and this model (default: the manifest's),
+    /// or drafted by an OpenAI-compatible `upstream`.
     Counsel {
         manifest: PathBuf,
         model: Option<PathBuf>,
+        upstream: Option<crate::upstream::UpstreamConfig>,
     },
     /// The model alone (`--raw`); `tokenizer` when the model carries none.
     Raw {
@@ -159,9 +161,16 @@ pub fn serve(backend: Backend, addr: &str, options: ServeOptions) -> Result<()> 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = match backend {
-            Backend::Counsel { manifest, model } => {
+            Backend::Counsel {
+                manifest,
+                model,
+                upstream,
+            } => {
                 start(
-                    move || crate::counselor(&manifest, model.as_deref()),
+                    move || match &upstream {
+                        Some(u) => crate::counselor_upstream(&manifest, u.clone()),
+                        None => crate::counselor(&manifest, model.as_deref()),
+                    },
                     addr,
                     options,
                 )

@@ -64,27 +64,35 @@ impl RawResponder {
     }
 
     /// The prompt ids of `messages` with the generation prompt, as `psy generate --chat`
-    /// renders a single user message.
-    pub fn prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, SessionError> {
-        let text = self.template.render(
+    /// renders a single user message, followed by `assistant_prefix` (text the reply
+    /// already starts with; the generation continues it).
+    pub fn prompt_ids(
+        &self,
+        messages: &[ChatMessage],
+        assistant_prefix: &str,
+    ) -> Result<Vec<u32>, SessionError> {
+        let mut text = self.template.render(
             messages,
             &RenderOptions {
                 add_generation_prompt: true,
                 ..Default::default()
             },
         )?;
+        text.push_str(assistant_prefix);
         Ok(self.tokenizer.encode(&text, false)?)
     }
 
-    /// Generates a reply to `messages` under `cfg`; `cfg.max_new_tokens` is cut to what the
-    /// context leaves. `on_delta` returning `Break` stops after the current token.
+    /// Generates a reply to `messages` (continuing `assistant_prefix`) under `cfg`;
+    /// `cfg.max_new_tokens` is cut to what the context leaves. `on_delta` returning `Break`
+    /// stops after the current token.
     pub fn generate(
         &mut self,
         messages: &[ChatMessage],
+        assistant_prefix: &str,
         cfg: &GenerationConfig,
         on_delta: &mut dyn FnMut(Delta) -> ControlFlow<()>,
     ) -> Result<GenerationOutput, SessionError> {
-        let ids = self.prompt_ids(messages)?;
+        let ids = self.prompt_ids(messages, assistant_prefix)?;
         let context = self.model.model.max_positions();
         if ids.len() + 1 >= context {
             return Err(SessionError::PromptTooLong {
@@ -197,13 +205,18 @@ impl Responder for RawResponder {
         on_delta: &mut dyn FnMut(Delta) -> ControlFlow<()>,
     ) -> Result<Option<Finished>, ApiError> {
         let cfg = self.config(&req)?;
-        let messages: Vec<ChatMessage> = req
+        let mut messages: Vec<ChatMessage> = req
             .dialogue
             .messages
             .iter()
             .map(|m| ChatMessage::new(role_name(m.role), m.content.clone()))
             .collect();
-        let out = self.generate(&messages, &cfg, &mut |d| {
+        // The parser checked that the last message is the assistant's.
+        let prefix = match req.continue_final_message {
+            true => messages.pop().map(|m| m.content).unwrap_or_default(),
+            false => String::new(),
+        };
+        let out = self.generate(&messages, &prefix, &cfg, &mut |d| {
             if (cancel.0)() {
                 return ControlFlow::Break(());
             }

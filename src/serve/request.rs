@@ -24,6 +24,9 @@ pub struct ChatRequest {
     /// Token id and bias (OpenAI's range, -100 to 100; -100 bans the token); raw mode only.
     /// The ids are checked against the model's vocabulary by the responder.
     pub logit_bias: Vec<(u32, f32)>,
+    /// Continue the last (assistant) message instead of starting a new one (vLLM's
+    /// `continue_final_message`; raw mode only).
+    pub continue_final_message: bool,
 }
 
 fn type_error(field: &str, want: &str) -> ApiError {
@@ -66,11 +69,15 @@ pub fn parse_request(
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::invalid(None, "invalid_json", "body must be a JSON object"))?;
-    let (json_schema, logit_bias) = match mode {
-        ServeMode::Raw => (response_format(obj)?, logit_bias(obj)?),
+    let (json_schema, logit_bias, continue_final_message) = match mode {
+        ServeMode::Raw => (
+            response_format(obj)?,
+            logit_bias(obj)?,
+            boolean(obj, "continue_final_message")?,
+        ),
         ServeMode::Counsel => {
             refuse_in_counsel(obj)?;
-            (None, Vec::new())
+            (None, Vec::new(), false)
         }
     };
     let temperature = number(obj, "temperature")?;
@@ -108,11 +115,7 @@ pub fn parse_request(
         }
     }
     let seed = integer(obj, "seed")?;
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(type_error("stream", "a boolean")),
-    };
+    let stream = boolean(obj, "stream")?;
     let stop = stop_strings(obj, limits)?;
     if let Some(m) = obj.get("model") {
         if !m.is_string() && !m.is_null() {
@@ -120,6 +123,13 @@ pub fn parse_request(
         }
     }
     let messages = messages(obj, limits, context)?;
+    if continue_final_message && messages.last().is_none_or(|m| m.role != Role::Assistant) {
+        return Err(ApiError::invalid(
+            Some("continue_final_message"),
+            "invalid_value",
+            "`continue_final_message` needs an assistant message last in `messages`",
+        ));
+    }
     Ok(ChatRequest {
         dialogue: Dialogue::new(messages),
         opts: TurnOptions {
@@ -133,7 +143,16 @@ pub fn parse_request(
         stream,
         json_schema,
         logit_bias,
+        continue_final_message,
     })
+}
+
+fn boolean(obj: &Map<String, Value>, k: &str) -> Result<bool, ApiError> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(type_error(k, "a boolean")),
+    }
 }
 
 /// A structured-output client (a judge, a data generator) must not get counseling turns:

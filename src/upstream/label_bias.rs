@@ -4,10 +4,10 @@
 //! An OpenAI-style bias applies to a token wherever it appears, so psy cannot ban a word
 //! only when it is being completed (as the local generator's `banned_words` does). It bans
 //! the first token of each spelling of the word (as is, capitalised, upper case, with and
-//! without a leading space), where that token is the whole word or at least 3 letters long:
-//! a shorter first piece (" P" of " PTSD") would ban too many ordinary words, so such a
-//! spelling stays unbanned and the redraft's instruction and the guard's withholding cover
-//! it.
+//! without a leading space), where that token is the whole word, or at least 4 letters and
+//! half the word: a shorter first piece (" dis" of " disorder", " P" of " PTSD") would ban
+//! too many ordinary words, so such a spelling stays unbanned and the redraft's instruction
+//! and the guard's withholding cover it.
 
 use psy_lm::runtime::tokenizer::Tokenizer;
 use psy_lm::session::{ModelDrafter, SessionError};
@@ -30,7 +30,8 @@ pub fn label_bias(tok: &Tokenizer, phrases: &[String]) -> Result<Vec<u32>, Sessi
                 };
                 let text = tok.decode(&[first], true)?;
                 let letters = text.trim().chars().count();
-                if (pieces.len() == 1 || letters >= 3) && !ids.contains(&first) {
+                let long = letters >= 4 && 2 * letters >= form.chars().count();
+                if (pieces.len() == 1 || long) && !ids.contains(&first) {
                     ids.push(first);
                 }
             }

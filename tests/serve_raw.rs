@@ -196,12 +196,7 @@ async fn a_schema_outside_the_subset_is_a_400_naming_the_field() {
     let msg = v["error"]["message"].as_str().unwrap();
     // The path inside the schema is named too.
     assert!(msg.contains("#/properties/x"), "{msg}");
-    let (status, v) = post(
-        &c,
-        &base,
-        &rate_request(json!({"type": "yaml"}), 0.0, 0),
-    )
-    .await;
+    let (status, v) = post(&c, &base, &rate_request(json!({"type": "yaml"}), 0.0, 0)).await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "response_format.type");
     s.shutdown().await.unwrap();

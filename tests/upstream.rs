@@ -49,7 +49,12 @@ fn a_scripted_counsel_session_through_the_raw_server_completes_with_the_crisis_p
         .arg(&script)
         .arg("--save")
         .arg(&save)
-        .args(["--upstream", &format!("{base}/v1"), "--upstream-model", "smollm2"])
+        .args([
+            "--upstream",
+            &format!("{base}/v1"),
+            "--upstream-model",
+            "smollm2",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -169,8 +174,10 @@ fn turn_through(url: &str, tokenizer: Option<std::path::PathBuf>) -> TranscriptT
     let d = Dialogue::from_message(
         "I can't sleep, I lie awake for hours every night and I'm exhausted at work.",
     );
-    c.respond(&d, &TurnOptions::default(), &mut |_| ControlFlow::Continue(()))
-        .unwrap()
+    c.respond(&d, &TurnOptions::default(), &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap()
 }
 
 #[test]
@@ -218,11 +225,7 @@ fn without_the_upstreams_tokenizer_the_repair_says_the_ban_was_an_instruction() 
     let t = turn_through(&url, None);
     assert!(!t.reply.contains("insomnia"), "{}", t.reply);
     assert!(t.repairs.iter().all(|r| r.action != "logit-bias"));
-    let r = t
-        .repairs
-        .iter()
-        .find(|r| r.action == "regenerate")
-        .unwrap();
+    let r = t.repairs.iter().find(|r| r.action == "regenerate").unwrap();
     assert!(
         r.detail.contains("insomnia") && r.detail.contains("cannot ban tokens"),
         "{}",

@@ -6,8 +6,9 @@ use psy_lm::session::{CancelCheck, Counselor, Delta, SessionError, TranscriptTur
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::request::ChatRequest;
-use super::responder::{Finished, Responder, ServeMode};
+use super::responder::{Finished, Responder};
 
 /// The plan summary every counseling response carries.
 fn psy_extension(t: &TranscriptTurn) -> Value {

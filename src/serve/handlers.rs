@@ -15,10 +15,11 @@ use psy_lm::session::SessionError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::clock::now;
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::options::ServeOptions;
 use super::request::parse_request;
-use super::responder::ServeMode;
 use super::worker::{Health, Job, Reply};
 
 pub(crate) struct AppState {
@@ -118,7 +119,7 @@ pub(crate) async fn chat_completions(
         .into_response();
     }
     let id = format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed));
-    let created = super::now();
+    let created = now();
     // The first message tells whether the request failed before producing anything.
     let first = match rx.recv().await {
         Some(Reply::Failed(e)) => return e.into_response(),

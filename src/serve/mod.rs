@@ -16,10 +16,12 @@
 //! turn is that request's 500, and the worker rebuilds its counselor and goes on (see
 //! `/health`). This needs the default `panic = "unwind"`.
 
+mod clock;
 mod counsel_responder;
 mod error;
 mod handlers;
 mod listener;
+mod mode;
 mod options;
 mod raw_responder;
 mod request;
@@ -29,7 +31,7 @@ mod worker;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::routing::{get, post};
@@ -39,21 +41,15 @@ use psy_lm::session::Counselor;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::ApiError;
+pub use mode::ServeMode;
 pub use options::{RequestLimits, ServeOptions};
 pub use raw_responder::RawResponder;
 pub use request::{parse_chat_request, parse_request, ChatRequest};
-pub use responder::{Finished, Responder, ServeMode};
+pub use responder::{Finished, Responder};
 pub use worker::WorkerState;
 
 use handlers::AppState;
 use worker::Health;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// A running server.
 pub struct Running {

@@ -23,8 +23,9 @@ use psy_lm::session::{CancelCheck, Delta, SessionError};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::request::ChatRequest;
-use super::responder::{Finished, Responder, ServeMode};
+use super::responder::{Finished, Responder};
 
 /// Completion tokens when the request gives no `max_tokens` (the context bounds it too).
 const DEFAULT_MAX_TOKENS: usize = 4096;

@@ -7,8 +7,8 @@ use psy_lm::session::TurnOptions;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::options::RequestLimits;
-use super::responder::ServeMode;
 
 /// Entries of `logit_bias` at most (the generator adds each to its token's logit per step).
 const MAX_LOGIT_BIAS: usize = 1024;
@@ -190,17 +190,16 @@ fn response_format(obj: &Map<String, Value>) -> Result<Option<JsonSchema>, ApiEr
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(JsonSchema::any_object())),
         Some("json_schema") => {
-            let schema = match f.get("json_schema") {
-                Some(Value::Object(js)) => js.get("schema"),
-                Some(_) => return Err(type_error("response_format.json_schema", "an object")),
-                None => {
-                    return Err(ApiError::invalid(
+            let schema =
+                match f.get("json_schema") {
+                    Some(Value::Object(js)) => js.get("schema"),
+                    Some(_) => return Err(type_error("response_format.json_schema", "an object")),
+                    None => return Err(ApiError::invalid(
                         Some("response_format.json_schema"),
                         "missing_required_parameter",
                         "`response_format.json_schema` is required when `type` is `json_schema`",
-                    ))
-                }
-            };
+                    )),
+                };
             // OpenAI treats a missing schema as "any JSON object".
             let Some(schema) = schema else {
                 return Ok(Some(JsonSchema::any_object()));

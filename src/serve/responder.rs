@@ -8,31 +8,11 @@
 use std::ops::ControlFlow;
 
 use psy_lm::session::{CancelCheck, Delta};
-use serde::Serialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::request::ChatRequest;
-
-/// Which kind of server this is; `/v1/models` and every response say so in `psy.mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServeMode {
-    /// Counseling turns: planned, streamed through the crisis guard, repaired.
-    Counsel,
-    /// Straight to the model: the request's messages, sampling and `response_format`, no
-    /// plan, no guard, no repairs. For judges and data-synthesis teachers, not for people.
-    Raw,
-}
-
-impl ServeMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServeMode::Counsel => "counsel",
-            ServeMode::Raw => "raw",
-        }
-    }
-}
 
 /// A finished answer: what the response body (or the last stream chunk) carries.
 #[derive(Clone, Debug)]

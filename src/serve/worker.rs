@@ -17,9 +17,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::clock::now;
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::request::ChatRequest;
-use super::responder::{Finished, Responder, ServeMode};
+use super::responder::{Finished, Responder};
 
 /// What the worker sends back for one request.
 pub(crate) enum Reply {
@@ -96,7 +98,7 @@ impl Health {
 
     fn fail(&self, what: &str, message: &str) {
         let mut h = self.lock();
-        h.last_failure = Some(json!({"kind": what, "message": message, "at": super::now()}));
+        h.last_failure = Some(json!({"kind": what, "message": message, "at": now()}));
     }
 
     /// The HTTP status of `/health` (503 unless the worker can take requests now) and its body.

@@ -10,9 +10,9 @@ use psy_lm::session::{Draft, DraftEvent, DraftRequest, Drafter, SessionError};
 use reqwest::blocking::Client;
 use serde_json::{json, Map, Value};
 
+use super::config::UpstreamConfig;
 use super::label_bias::label_bias;
 use super::sse::{next_event, Event};
-use super::UpstreamConfig;
 
 /// A remote model behind an OpenAI-compatible `/chat/completions` endpoint, streamed.
 ///
@@ -40,8 +40,7 @@ impl UpstreamDrafter {
         } else {
             format!("{base}/chat/completions")
         };
-        reqwest::Url::parse(&endpoint)
-            .map_err(|e| fail(format!("not a URL ({endpoint}): {e}")))?;
+        reqwest::Url::parse(&endpoint).map_err(|e| fail(format!("not a URL ({endpoint}): {e}")))?;
         let api_key = match &config.api_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(k) if !k.is_empty() => Some(k),
@@ -167,7 +166,10 @@ impl Drafter for UpstreamDrafter {
             ),
             _ => (Vec::new(), Vec::new()),
         };
-        let mut request = self.client.post(&self.endpoint).json(&self.body(req, &bias));
+        let mut request = self
+            .client
+            .post(&self.endpoint)
+            .json(&self.body(req, &bias));
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }

@@ -48,7 +48,8 @@ mod tests {
 
     #[test]
     fn reads_chunks_skips_comments_and_ends_at_done() {
-        let text = ": keep-alive\n\ndata: {\"a\":1}\n\nevent: x\ndata:{\"b\":2}\n\ndata: [DONE]\n\n";
+        let text =
+            ": keep-alive\n\ndata: {\"a\":1}\n\nevent: x\ndata:{\"b\":2}\n\ndata: [DONE]\n\n";
         let mut r = std::io::Cursor::new(text);
         let mut seen = Vec::new();
         while let Some(ev) = next_event(&mut r).unwrap() {
@@ -57,7 +58,10 @@ mod tests {
                 Event::Done => break,
             }
         }
-        assert_eq!(seen, [serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]);
+        assert_eq!(
+            seen,
+            [serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]
+        );
         let mut bad = std::io::Cursor::new("data: {oops\n");
         assert!(next_event(&mut bad).unwrap_err().contains("{oops"));
     }

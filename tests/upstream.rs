@@ -115,7 +115,7 @@ fn the_raw_server_honours_the_label_ban_sent_as_logit_bias() {
     let second = drafter
         .draft(&req, &mut |_| ControlFlow::Continue(()))
         .unwrap();
-    assert_eq!(second.banned_words, [word.clone()]);
+    assert_eq!(second.banned_words, std::slice::from_ref(&word));
     assert!(
         !second.content.to_lowercase().contains(&word),
         "{word:?} banned, yet: {}",

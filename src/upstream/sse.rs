@@ -5,6 +5,7 @@ use std::io::BufRead;
 use serde_json::Value;
 
 /// One `data:` event of the stream.
+#[derive(Debug)]
 pub(crate) enum Event {
     Chunk(Value),
     Done,

@@ -226,6 +226,14 @@ impl Responder for RawResponder {
         let out = match out {
             Ok(o) => o,
             Err(e @ SessionError::PromptTooLong { .. }) => return Err(ApiError::from(e)),
+            // The template raised on these messages (e.g. roles that must alternate).
+            Err(e @ SessionError::Template(_)) => {
+                return Err(ApiError::invalid(
+                    Some("messages"),
+                    "invalid_value",
+                    e.to_string(),
+                ))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "raw request failed");
                 return Err(ApiError::server(

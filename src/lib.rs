@@ -14,6 +14,7 @@ pub mod eval;
 pub mod serve;
 pub mod synth;
 pub mod train_screen;
+pub mod upstream;
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::{self, ManifestError};
 use psy_core::module::RiskLevel;
@@ -309,6 +310,15 @@ pub fn run_model(run: &manifest::ResolvedRun) -> Result<PathBuf> {
     }
 }
 
+/// A counselor for `manifest` whose drafts come from an OpenAI-compatible upstream; the
+/// plan, prompts, guard and repairs stay here.
+pub fn counselor_upstream(manifest: &Path, config: upstream::UpstreamConfig) -> Result<Counselor> {
+    let url = config.base_url.clone();
+    let drafter = upstream::UpstreamDrafter::new(config)
+        .with_context(|| format!("connecting to the upstream {url}"))?;
+    Ok(Counselor::new(planner(manifest)?, Box::new(drafter)))
+}
+
 pub(crate) fn counselor_with(
     planner: Planner,
     model: &Path,
@@ -329,6 +339,8 @@ pub struct CounselArgs {
     pub replay: Option<PathBuf>,
     /// Give the model the plan's full prompt instead of the compact one.
     pub full_prompt: bool,
+    /// Draft with this OpenAI-compatible endpoint instead of a local model.
+    pub upstream: Option<upstream::UpstreamConfig>,
 }
 
 /// Prints deltas as they stream: reasoning dimmed, content plain.
@@ -391,8 +403,11 @@ pub fn counsel(a: CounselArgs) -> Result<()> {
     } else {
         session::PromptStyle::Compact
     };
-    let mut session =
-        Session::new(counselor(&a.manifest, a.model.as_deref())?.with_prompt_style(style));
+    let counselor = match a.upstream {
+        Some(u) => counselor_upstream(&a.manifest, u)?,
+        None => counselor(&a.manifest, a.model.as_deref())?,
+    };
+    let mut session = Session::new(counselor.with_prompt_style(style));
     if let Some(script) = &a.script {
         for msg in session::read_script(script)? {
             println!("\nclient> {msg}");

@@ -129,6 +129,8 @@ enum Command {
         /// Send the plan's full system prompt and outline (slow on small CPU models).
         #[arg(long)]
         full_prompt: bool,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
     },
     /// OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models, GET /health).
     Serve {
@@ -136,6 +138,15 @@ enum Command {
         manifest: PathBuf,
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Serve the model alone: no plan, no crisis guard, no repairs; `response_format`
+        /// and `logit_bias` honoured. For judges and data synthesis, never for people.
+        #[arg(long, conflicts_with_all = ["manifest", "upstream"])]
+        raw: bool,
+        /// Tokenizer for `--raw` when the model carries none (tokenizer.json).
+        #[arg(long, requires = "raw")]
+        tokenizer: Option<PathBuf>,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
         /// Requests waiting beyond this many get 429.
@@ -285,6 +296,38 @@ enum DataCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct UpstreamArgs {
+    /// Draft with this OpenAI-compatible endpoint (base URL with /v1, e.g. a vLLM or
+    /// llama.cpp server, or `psy serve --raw`) instead of a local model; the plan, crisis
+    /// guard and repairs stay in psy.
+    #[arg(long, value_name = "URL", conflicts_with = "model")]
+    upstream: Option<String>,
+    /// The model name the upstream serves.
+    #[arg(long, requires = "upstream", default_value = "default")]
+    upstream_model: String,
+    /// Name of the environment variable holding the upstream's API key.
+    #[arg(long, requires = "upstream", value_name = "VAR")]
+    upstream_api_key_env: Option<String>,
+    /// The upstream model's tokenizer.json: lets psy ban label tokens with `logit_bias`
+    /// (without it, a redraft is only told which words to avoid).
+    #[arg(long, requires = "upstream", value_name = "FILE")]
+    upstream_tokenizer: Option<PathBuf>,
+    /// Seconds a whole draft may take.
+    #[arg(long, requires = "upstream", default_value_t = 300)]
+    upstream_timeout: u64,
+}
+
+impl UpstreamArgs {
+    fn config(self) -> Option<psy::upstream::UpstreamConfig> {
+        let mut c = psy::upstream::UpstreamConfig::new(self.upstream?, self.upstream_model);
+        c.api_key_env = self.upstream_api_key_env;
+        c.tokenizer = self.upstream_tokenizer;
+        c.timeout = std::time::Duration::from_secs(self.upstream_timeout);
+        Some(c)
+    }
 }
 
 #[derive(clap::Args)]
@@ -549,6 +592,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             show_plan,
             replay,
             full_prompt,
+            upstream,
         } => psy::counsel(psy::CounselArgs {
             manifest,
             model,
@@ -557,10 +601,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             show_plan,
             replay,
             full_prompt,
+            upstream: upstream.config(),
         })?,
         Command::Serve {
             manifest,
             model,
+            raw,
+            tokenizer,
+            upstream,
             addr,
             queue,
             max_connections,
@@ -572,7 +620,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             options.limits.max_body_bytes = max_body_bytes;
-            psy::serve::serve(&manifest, model.as_deref(), &addr, options)?
+            let upstream = upstream.config();
+            let backend = if raw {
+                psy::serve::Backend::Raw { model, tokenizer }
+            } else {
+                psy::serve::Backend::Counsel {
+                    manifest,
+                    model,
+                    upstream,
+                }
+            };
+            psy::serve::serve(backend, &addr, options)?
         }
         Command::Generate {
             model,

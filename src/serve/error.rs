@@ -129,6 +129,9 @@ impl From<SessionError> for ApiError {
             SessionError::NoClientMessage => {
                 ApiError::invalid(Some("messages"), "invalid_value", e.to_string())
             }
+            SessionError::Upstream { .. } => {
+                ApiError::server(StatusCode::BAD_GATEWAY, "upstream_error", e.to_string())
+            }
             other => ApiError::server(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",

@@ -11,13 +11,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use psy_lm::session::{SessionError, TranscriptTurn};
+use psy_lm::session::SessionError;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::clock::now;
 use super::error::ApiError;
+use super::mode::ServeMode;
 use super::options::ServeOptions;
-use super::request::parse_chat_request;
+use super::request::parse_request;
 use super::worker::{Health, Job, Reply};
 
 pub(crate) struct AppState {
@@ -25,22 +27,9 @@ pub(crate) struct AppState {
     pub health: Arc<Health>,
     pub model_id: String,
     pub context: usize,
+    pub mode: ServeMode,
     pub next_id: AtomicU64,
     pub options: ServeOptions,
-}
-
-/// The plan summary every response carries.
-fn psy_extension(t: &TranscriptTurn) -> Value {
-    json!({
-        "risk_level": t.risk_level,
-        "hypotheses": t.plan.hypotheses.iter().map(|h| &h.id).collect::<Vec<_>>(),
-        "modalities": t.plan.modalities.iter().filter(|m| m.chosen).map(|m| &m.id).collect::<Vec<_>>(),
-        "mode": t.mode,
-        "crisis_protocol_required": t.plan.constraints.crisis_protocol_required,
-        "violations": t.violations,
-        "repairs": t.repairs,
-        "timings": t.timings,
-    })
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -105,15 +94,15 @@ pub(crate) async fn chat_completions(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let req = match parse_chat_request(&body, &st.options.limits, st.context) {
+    let req = match parse_request(&body, &st.options.limits, st.context, st.mode) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     drop(body);
+    let stream = req.stream;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let job = Job {
-        dialogue: req.dialogue,
-        opts: req.opts,
+        request: req,
         events: tx,
     };
     st.health.waiting.fetch_add(1, Ordering::SeqCst);
@@ -130,14 +119,14 @@ pub(crate) async fn chat_completions(
         .into_response();
     }
     let id = format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed));
-    let created = super::now();
+    let created = now();
     // The first message tells whether the request failed before producing anything.
     let first = match rx.recv().await {
         Some(Reply::Failed(e)) => return e.into_response(),
         Some(r) => r,
         None => return ApiError::from(SessionError::Cancelled).into_response(),
     };
-    if !req.stream {
+    if !stream {
         let (mut reasoning, mut content) = (String::new(), String::new());
         let mut next = Some(first);
         while let Some(r) = next {
@@ -153,15 +142,15 @@ pub(crate) async fn chat_completions(
                         "model": st.model_id,
                         "choices": [{
                             "index": 0,
-                            "message": {"role": "assistant", "content": t.reply, "reasoning_content": t.reasoning},
+                            "message": {"role": "assistant", "content": t.content, "reasoning_content": t.reasoning},
                             "finish_reason": t.finish_reason,
                         }],
                         "usage": {
-                            "prompt_tokens": t.timings.prompt_tokens,
-                            "completion_tokens": t.timings.completion_tokens,
-                            "total_tokens": t.timings.prompt_tokens + t.timings.completion_tokens,
+                            "prompt_tokens": t.prompt_tokens,
+                            "completion_tokens": t.completion_tokens,
+                            "total_tokens": t.prompt_tokens + t.completion_tokens,
                         },
-                        "psy": psy_extension(&t),
+                        "psy": t.psy,
                     }))
                     .into_response();
                 }
@@ -217,11 +206,7 @@ fn event_stream(
                     return Some((Ok(ev), (None, rx, None, true, chunk)));
                 }
                 Reply::Done(t) => {
-                    let ev = chunk(
-                        json!({}),
-                        Some(t.finish_reason.as_str()),
-                        Some(psy_extension(&t)),
-                    );
+                    let ev = chunk(json!({}), Some(t.finish_reason.as_str()), Some(t.psy));
                     let done = Event::default().data("[DONE]");
                     return Some((Ok(ev), (None, rx, Some(done), true, chunk)));
                 }
@@ -233,7 +218,8 @@ fn event_stream(
 
 pub(crate) async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"object": "list", "data": [
-        {"id": st.model_id, "object": "model", "created": 0, "owned_by": "psy"}
+        {"id": st.model_id, "object": "model", "created": 0, "owned_by": "psy",
+         "psy": {"mode": st.mode}}
     ]}))
 }
 

@@ -1,11 +1,14 @@
-//! `psy serve`: an OpenAI-compatible server in front of a [`Counselor`].
+//! `psy serve`: an OpenAI-compatible server in front of a [`Responder`]: a [`Counselor`] by
+//! default, the model alone with `--raw` ([`RawResponder`]).
 //!
 //! One worker thread owns the model (CPU decoding gains nothing from running two requests at
-//! once); requests wait in a bounded queue and get 429 with `Retry-After` beyond it. Every
-//! reply is a counseling turn: planned, streamed, held to the plan's rules. Responses carry
-//! `reasoning_content` beside `content` (as DeepSeek's API does) and a `psy` object with the
-//! plan summary. The client's own system messages are not used: the plan writes the system
-//! prompt.
+//! once); requests wait in a bounded queue and get 429 with `Retry-After` beyond it. In the
+//! counseling server every reply is a counseling turn: planned, streamed, held to the plan's
+//! rules; the client's own system messages are not used (the plan writes the system prompt).
+//! The raw server renders the request's messages with the chat template and generates with
+//! its sampling, `stop`, `logit_bias` and `response_format`: for judges and data-synthesis
+//! teachers, not for people. Responses carry `reasoning_content` beside `content` (as
+//! DeepSeek's API does) and a `psy` object: the plan summary, or `{"mode": "raw"}`.
 //!
 //! What a client cannot do to it: send an unbounded or endless body (413, 408), trickle
 //! headers or hold more than [`ServeOptions::max_connections`] connections, ask for unbounded
@@ -13,38 +16,40 @@
 //! turn is that request's 500, and the worker rebuilds its counselor and goes on (see
 //! `/health`). This needs the default `panic = "unwind"`.
 
+mod clock;
+mod counsel_responder;
 mod error;
 mod handlers;
 mod listener;
+mod mode;
 mod options;
+mod raw_responder;
 mod request;
+mod responder;
 mod worker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::routing::{get, post};
 use axum::Router;
+#[cfg(doc)]
 use psy_lm::session::Counselor;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::ApiError;
+pub use mode::ServeMode;
 pub use options::{RequestLimits, ServeOptions};
-pub use request::{parse_chat_request, ChatRequest};
+pub use raw_responder::RawResponder;
+pub use request::{parse_chat_request, parse_request, ChatRequest};
+pub use responder::{Finished, Responder};
 pub use worker::WorkerState;
 
 use handlers::AppState;
 use worker::Health;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// A running server.
 pub struct Running {
@@ -64,12 +69,13 @@ impl Running {
     }
 }
 
-/// Starts the server on `addr` (port 0 picks one) with a counselor built on the worker
-/// thread by `make` (the model stays on that thread). `make` is called again to rebuild the
-/// counselor after a request panicked.
-pub async fn start<F>(make: F, addr: &str, options: ServeOptions) -> Result<Running>
+/// Starts the server on `addr` (port 0 picks one) with a responder (a [`Counselor`] or a
+/// [`RawResponder`]) built on the worker thread by `make` (the model stays on that thread).
+/// `make` is called again to rebuild it after a request panicked.
+pub async fn start<F, R>(make: F, addr: &str, options: ServeOptions) -> Result<Running>
 where
-    F: FnMut() -> Result<Counselor> + Send + 'static,
+    F: FnMut() -> Result<R> + Send + 'static,
+    R: Responder + 'static,
 {
     let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
     let health = Arc::new(Health::new());
@@ -78,7 +84,7 @@ where
     std::thread::Builder::new()
         .name("psy-worker".into())
         .spawn(move || worker::start(make, jobs_rx, h, ready_tx))?;
-    let (model_id, context) = ready_rx.await.context("worker thread died")??;
+    let ready = ready_rx.await.context("worker thread died")??;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -86,8 +92,9 @@ where
     let state = Arc::new(AppState {
         jobs: jobs_tx,
         health,
-        model_id,
-        context,
+        model_id: ready.model_id,
+        context: ready.context,
+        mode: ready.mode,
         next_id: AtomicU64::new(1),
         options: options.clone(),
     });
@@ -124,23 +131,61 @@ async fn signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// What `psy serve` answers with.
+pub enum Backend {
+    /// Counseling turns from the manifest's planner and this model (default: the manifest's),
+    /// or drafted by an OpenAI-compatible `upstream`.
+    Counsel {
+        manifest: PathBuf,
+        model: Option<PathBuf>,
+        upstream: Option<crate::upstream::UpstreamConfig>,
+    },
+    /// The model alone (`--raw`); `tokenizer` when the model carries none.
+    Raw {
+        model: Option<PathBuf>,
+        tokenizer: Option<PathBuf>,
+    },
+}
+
+/// What `psy serve --raw` prints before it listens.
+pub const RAW_WARNING: &str = "psy serve --raw: WARNING: requests go straight to the model: no \
+plan, no crisis guard, no repairs. This endpoint is for judges, data-synthesis teachers and \
+upstream use; never put it in front of people.";
+
 /// `psy serve`: runs until SIGINT/SIGTERM, then drains open requests.
-pub fn serve(
-    manifest: &Path,
-    model: Option<&Path>,
-    addr: &str,
-    options: ServeOptions,
-) -> Result<()> {
+pub fn serve(backend: Backend, addr: &str, options: ServeOptions) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
-    let manifest: PathBuf = manifest.to_path_buf();
-    let model = model.map(Path::to_path_buf);
     rt.block_on(async move {
-        let running = start(
-            move || crate::counselor(&manifest, model.as_deref()),
-            addr,
-            options,
-        )
-        .await?;
+        let running = match backend {
+            Backend::Counsel {
+                manifest,
+                model,
+                upstream,
+            } => {
+                start(
+                    move || match &upstream {
+                        Some(u) => crate::counselor_upstream(&manifest, u.clone()),
+                        None => crate::counselor(&manifest, model.as_deref()),
+                    },
+                    addr,
+                    options,
+                )
+                .await?
+            }
+            Backend::Raw { model, tokenizer } => {
+                eprintln!("{RAW_WARNING}");
+                let model = crate::resolve_model(model.as_deref(), None)?;
+                start(
+                    move || {
+                        RawResponder::load(&model, tokenizer.as_deref())
+                            .with_context(|| format!("loading model {}", model.display()))
+                    },
+                    addr,
+                    options,
+                )
+                .await?
+            }
+        };
         eprintln!(
             "psy serve: http://{}/v1 (POST /chat/completions, GET /models, GET /health)",
             running.addr

@@ -1,7 +1,7 @@
 //! The worker thread that owns the model, and the health it reports.
 //!
 //! Each request runs under `catch_unwind`: a panic anywhere in a turn (planning, decoding,
-//! repair) fails that request with a 500 and the worker rebuilds its counselor from the
+//! repair) fails that request with a 500 and the worker rebuilds its [`Responder`] from the
 //! factory before the next one, since a panic may have left the model's prompt cache half
 //! written. `/health` reads the [`Health`] the worker keeps.
 
@@ -12,26 +12,35 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
 use axum::http::StatusCode;
-use psy_core::dialogue::Dialogue;
-use psy_lm::session::{CancelCheck, Counselor, Delta, SessionError, TranscriptTurn, TurnOptions};
+use psy_lm::session::{CancelCheck, Delta};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::clock::now;
 use super::error::ApiError;
+use super::mode::ServeMode;
+use super::request::ChatRequest;
+use super::responder::{Finished, Responder};
 
 /// What the worker sends back for one request.
 pub(crate) enum Reply {
     Reasoning(String),
     Content(String),
-    Done(Box<TranscriptTurn>),
+    Done(Box<Finished>),
     Failed(ApiError),
 }
 
 pub(crate) struct Job {
-    pub dialogue: Dialogue,
-    pub opts: TurnOptions,
+    pub request: ChatRequest,
     pub events: mpsc::UnboundedSender<Reply>,
+}
+
+/// What the worker reports once its first responder is built.
+pub(crate) struct Ready {
+    pub model_id: String,
+    pub context: usize,
+    pub mode: ServeMode,
 }
 
 /// What the worker is doing.
@@ -40,9 +49,9 @@ pub(crate) struct Job {
 pub enum WorkerState {
     Idle,
     Busy,
-    /// Rebuilding the counselor after a panic; queued requests wait for it.
+    /// Rebuilding the responder after a panic; queued requests wait for it.
     Restarting,
-    /// The counselor could not be rebuilt; the next request tries again.
+    /// The responder could not be rebuilt; the next request tries again.
     Failed,
 }
 
@@ -89,7 +98,7 @@ impl Health {
 
     fn fail(&self, what: &str, message: &str) {
         let mut h = self.lock();
-        h.last_failure = Some(json!({"kind": what, "message": message, "at": super::now()}));
+        h.last_failure = Some(json!({"kind": what, "message": message, "at": now()}));
     }
 
     /// The HTTP status of `/health` (503 unless the worker can take requests now) and its body.
@@ -127,43 +136,44 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Builds a counselor, turning a panic of the factory into an error.
-fn build<F>(make: &mut F) -> Result<Counselor>
+/// Builds a responder, turning a panic of the factory into an error.
+fn build<F, R>(make: &mut F) -> Result<R>
 where
-    F: FnMut() -> Result<Counselor>,
+    F: FnMut() -> Result<R>,
 {
     match catch_unwind(AssertUnwindSafe(make)) {
         Ok(r) => r,
         Err(p) => Err(anyhow::anyhow!(
-            "building the counselor panicked: {}",
+            "building the model panicked: {}",
             panic_message(p.as_ref())
         )),
     }
 }
 
-/// Runs jobs one at a time on the calling thread, starting from `counselor` (built by
+/// Runs jobs one at a time on the calling thread, starting from `responder` (built by
 /// `make`, which rebuilds it after a panic). A job whose client has gone is skipped, and a
 /// client that goes mid-generation stops it (its channel closes, the cancel check sees it).
-pub(crate) fn run<F>(
-    counselor: Counselor,
+pub(crate) fn run<F, R>(
+    responder: R,
     mut make: F,
     mut jobs: mpsc::Receiver<Job>,
     health: Arc<Health>,
 ) where
-    F: FnMut() -> Result<Counselor>,
+    F: FnMut() -> Result<R>,
+    R: Responder,
 {
-    let mut counselor = Some(counselor);
+    let mut responder = Some(responder);
     while let Some(job) = jobs.blocking_recv() {
         health.waiting.fetch_sub(1, Ordering::SeqCst);
         if job.events.is_closed() {
             tracing::info!("client left before its turn");
             continue;
         }
-        let c = match counselor.as_mut() {
+        let c = match responder.as_mut() {
             Some(c) => c,
             // The last rebuild failed: try again for this request.
             None => match rebuild(&mut make, &health) {
-                Some(c) => counselor.insert(c),
+                Some(c) => responder.insert(c),
                 None => {
                     let _ = job.events.send(Reply::Failed(ApiError::server(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -190,7 +200,7 @@ pub(crate) fn run<F>(
             }
             Err(p) => {
                 let message = panic_message(p.as_ref());
-                tracing::error!(panic = %message, "request panicked; rebuilding the counselor");
+                tracing::error!(panic = %message, "request panicked; rebuilding the model");
                 // Health first, so a client reading /health after its 500 sees the failure.
                 {
                     let mut h = health.lock();
@@ -204,18 +214,18 @@ pub(crate) fn run<F>(
                     "the server failed while answering this request; it has recovered, retry",
                 )));
                 drop(tx);
-                // Drop the possibly inconsistent counselor before loading another model.
-                drop(counselor.take());
-                counselor = rebuild(&mut make, &health);
+                // Drop the possibly inconsistent responder before loading another model.
+                drop(responder.take());
+                responder = rebuild(&mut make, &health);
             }
         }
     }
 }
 
-/// A fresh counselor, or `None` with the failure recorded in `health`.
-fn rebuild<F>(make: &mut F, health: &Health) -> Option<Counselor>
+/// A fresh responder, or `None` with the failure recorded in `health`.
+fn rebuild<F, R>(make: &mut F, health: &Health) -> Option<R>
 where
-    F: FnMut() -> Result<Counselor>,
+    F: FnMut() -> Result<R>,
 {
     health.set(WorkerState::Restarting);
     match build(make) {
@@ -226,7 +236,7 @@ where
             Some(c)
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot rebuild the counselor");
+            tracing::error!(error = %e, "cannot rebuild the model");
             health.fail("restart", &format!("{e:#}"));
             health.set(WorkerState::Failed);
             None
@@ -234,14 +244,13 @@ where
     }
 }
 
-/// One turn, its deltas streamed into the job's channel; returns the last message to send
-/// (none when the client has gone).
-fn respond(counselor: &mut Counselor, job: Job) -> Option<Reply> {
+/// One request, its deltas streamed into the job's channel; returns the last message to
+/// send (none when the client has gone).
+fn respond<R: Responder>(responder: &mut R, job: Job) -> Option<Reply> {
     let tx = job.events;
-    let mut opts = job.opts;
     let gone = tx.clone();
-    opts.cancel = Some(CancelCheck(Arc::new(move || gone.is_closed())));
-    let result = counselor.respond(&job.dialogue, &opts, &mut |d| {
+    let cancel = CancelCheck(Arc::new(move || gone.is_closed()));
+    let result = responder.respond(job.request, cancel, &mut |d| {
         let r = match d {
             Delta::Reasoning(t) => Reply::Reasoning(t.to_string()),
             Delta::Content(t) => Reply::Content(t.to_string()),
@@ -252,35 +261,34 @@ fn respond(counselor: &mut Counselor, job: Job) -> Option<Reply> {
         }
     });
     match result {
-        Ok(t) => Some(Reply::Done(Box::new(t))),
-        Err(SessionError::Cancelled) => {
+        Ok(Some(f)) => Some(Reply::Done(Box::new(f))),
+        Ok(None) => {
             tracing::info!("client disconnected: generation stopped");
             None
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "request failed");
-            Some(Reply::Failed(ApiError::from(e)))
-        }
+        Err(e) => Some(Reply::Failed(e)),
     }
 }
 
-/// Builds the first counselor on the calling thread and reports its model id and context
-/// (or why it could not be built) through `ready`, then serves `jobs` until they close.
-pub(crate) fn start<F>(
+/// Builds the first responder on the calling thread and reports what it serves (or why it
+/// could not be built) through `ready`, then serves `jobs` until they close.
+pub(crate) fn start<F, R>(
     mut make: F,
     jobs: mpsc::Receiver<Job>,
     health: Arc<Health>,
-    ready: tokio::sync::oneshot::Sender<Result<(String, usize)>>,
+    ready: tokio::sync::oneshot::Sender<Result<Ready>>,
 ) where
-    F: FnMut() -> Result<Counselor>,
+    F: FnMut() -> Result<R>,
+    R: Responder,
 {
     match build(&mut make) {
-        Ok(c) => {
-            let _ = ready.send(Ok((
-                c.drafter().model_id(),
-                c.drafter().context_length().unwrap_or(8192),
-            )));
-            run(c, make, jobs, health);
+        Ok(r) => {
+            let _ = ready.send(Ok(Ready {
+                model_id: r.model_id(),
+                context: r.context_length(),
+                mode: r.mode(),
+            }));
+            run(r, make, jobs, health);
         }
         Err(e) => {
             let _ = ready.send(Err(e));

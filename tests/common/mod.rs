@@ -147,3 +147,18 @@ pub fn asset(rel: &str) -> PathBuf {
     );
     p
 }
+
+/// `psy serve --raw` in-process on a free loopback port, with `model` (its own tokenizer);
+/// returns the server and its base URL (`http://127.0.0.1:PORT`).
+pub async fn raw_server(model: &Path) -> (psy::serve::Running, String) {
+    let model = model.to_path_buf();
+    let running = psy::serve::start(
+        move || Ok(psy::serve::RawResponder::load(&model, None)?),
+        "127.0.0.1:0",
+        psy::serve::ServeOptions::default(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    (running, base)
+}

@@ -195,7 +195,8 @@ impl ReplyStream<'_, '_> {
             labels.dedup();
             repair::labels_named(self.c, &labels, self.record);
             if first {
-                repair::redraft_without(self.c, &labels, &mut req, self.guard, self.record);
+                let bans = self.drafter.bans_tokens();
+                repair::redraft_without(self.c, &labels, &mut req, self.guard, self.record, bans);
                 continue;
             }
             let detail = format!("withheld sentence(s) naming {}", labels.join(", "));

@@ -59,6 +59,13 @@ pub trait Drafter {
         None
     }
 
+    /// Whether [`DraftRequest::banned_phrases`] are enforced by banning tokens (a drafter
+    /// that cannot, e.g. a remote model without its tokenizer, relies on the instruction the
+    /// redraft adds, and the turn's repairs say so).
+    fn bans_tokens(&self) -> bool {
+        true
+    }
+
     /// A name for `/v1/models` and transcripts.
     fn model_id(&self) -> String {
         "model".into()

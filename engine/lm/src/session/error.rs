@@ -21,6 +21,9 @@ pub enum SessionError {
     PromptTooLong { tokens: usize, context: usize },
     #[error("the dialogue has no client message to answer")]
     NoClientMessage,
+    /// A remote model (an OpenAI-compatible upstream) failed or answered something unusable.
+    #[error("upstream {url}: {message}")]
+    Upstream { url: String, message: String },
     #[error("generation was cancelled")]
     Cancelled,
     #[error("{path}: {source}")]

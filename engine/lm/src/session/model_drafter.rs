@@ -50,7 +50,7 @@ impl ModelDrafter {
 
     /// Words to ban so the model cannot say a forbidden phrase again: the phrase itself and
     /// its longest word (at least 4 letters), matched case-insensitively by the generator.
-    fn banned_words(phrases: &[String]) -> Vec<String> {
+    pub fn banned_words(phrases: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for p in phrases {
             let longest = p

@@ -59,14 +59,16 @@ pub(crate) fn labels_named(c: &Constraints, labels: &[String], record: &mut Turn
 }
 
 /// The first draft named `labels`: the next one continues after the clean text, with a
-/// stronger instruction and the labels banned. Only the first draft is redrafted so, which
-/// is why the system message gets the instruction once.
+/// stronger instruction and the labels banned (when the drafter `bans_tokens`; otherwise the
+/// instruction naming them is the whole repair, and the record says so). Only the first
+/// draft is redrafted so, which is why the system message gets the instruction once.
 pub(crate) fn redraft_without(
     c: &Constraints,
     labels: &[String],
     req: &mut DraftRequest,
     guard: &mut ReplyGuard,
     record: &mut TurnRecord,
+    bans_tokens: bool,
 ) {
     let rule_id = forbid_rules(c, labels)
         .first()
@@ -83,6 +85,18 @@ pub(crate) fn redraft_without(
     req.assistant_prefix = format!("{}{}", req.assistant_prefix, guard.clean_text());
     req.banned_phrases.extend(labels.iter().cloned());
     guard.discard_pending();
+    if !bans_tokens {
+        record.repairs.push(Repair {
+            rule: rule_id,
+            action: "regenerate".into(),
+            detail: format!(
+                "continued after the clean text with an instruction to avoid {} (the model \
+                 cannot ban tokens)",
+                labels.join(", ")
+            ),
+        });
+        return;
+    }
     record.repairs.push(Repair {
         rule: rule_id.clone(),
         action: "regenerate".into(),
@@ -350,7 +364,7 @@ mod tests {
         let mut record = TurnRecord::new(12);
         let labels = ["insomnia".to_string()];
         labels_named(&c, &labels, &mut record);
-        redraft_without(&c, &labels, &mut req, &mut guard, &mut record);
+        redraft_without(&c, &labels, &mut req, &mut guard, &mut record, true);
         assert_eq!(
             req.messages[0].content,
             "Be kind.\n\nIMPORTANT: speak to the client in plain, everyday words. Never name a \

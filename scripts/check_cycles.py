@@ -8,14 +8,14 @@ the item, following `pub use` re-exports, so `super::ModelConfig` counts as a de
 config.rs rather than on the runtime/mod.rs facade. Any strongly connected component of more
 than one file is printed and the exit status is 1.
 
-Usage: scripts/check_cycles.py [crate_src_dir ...]   (default: engine/core/src engine/lm/src engine/eval/src)
+Usage: scripts/check_cycles.py [crate_src_dir ...]   (default: engine/core/src engine/lm/src engine/eval/src src)
 """
 
 import re
 import sys
 from pathlib import Path
 
-DEFAULT_ROOTS = ["engine/core/src", "engine/lm/src", "engine/eval/src"]
+DEFAULT_ROOTS = ["engine/core/src", "engine/lm/src", "engine/eval/src", "src"]
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 # `crate::a::b`, `super::super::a`, `self::a` written in code outside `use` statements.
 INLINE_PATH = re.compile(rf"\b(?:crate|super|self)(?:::{IDENT})+")

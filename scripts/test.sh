@@ -31,7 +31,7 @@ cargo clean --release $(cargo metadata --no-deps --format-version 1 \
 step "illustrative dataset check"
 python3 scripts/check_dataset.py manifests/train/data/illustrative.jsonl
 
-step "import cycles between files of psy-core, psy-lm and psy-eval"
+step "import cycles between files of psy-core, psy-lm, psy-eval and the CLI package"
 python3 scripts/check_cycles.py
 
 step "cargo fmt --check"

@@ -16,7 +16,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use super::dense::{linear, load};
 use super::error::Result;
 use super::lora::LoraAdapter;
-use super::quant::QuantMatrix;
+use super::quant::{Activations, QuantMatrix};
 use super::weights::TensorSource;
 
 /// Tokens from which a quantized projection runs Burn's GEMM on dequantised tiles of rows (as
@@ -43,7 +43,7 @@ fn host_f32(x: &Tensor<3>) -> Vec<f32> {
 }
 
 /// `x W^T` with `W` quantized `[n, k]`, `x` `[b, s, k]`.
-fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
+fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let n = w.rows();
     let device = x.device();
@@ -69,7 +69,7 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
     }
     let xs = host_f32(&x);
     let mut y = vec![0.0f32; b * s * n];
-    w.matmul(&xs, b * s, &mut y);
+    w.matmul_with(&xs, b * s, &mut y, acts);
     Tensor::from_data(TensorData::new(y, [b, s, n]), &device)
 }
 
@@ -116,6 +116,9 @@ pub struct Projection {
     /// The weight in its file's block format (CPU inference from GGUF).
     #[module(skip)]
     pub quant: Option<Arc<QuantMatrix>>,
+    /// How `quant` multiplies: 8-bit integer activations (default) or f32 ones.
+    #[module(skip)]
+    pub activations: Activations,
 }
 
 impl Projection {
@@ -137,6 +140,7 @@ impl Projection {
             },
             lora: None,
             quant,
+            activations: Activations::default(),
         })
     }
 
@@ -151,6 +155,7 @@ impl Projection {
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
             lora: None,
             quant: None,
+            activations: Activations::default(),
         }
     }
 
@@ -179,7 +184,7 @@ impl Projection {
         let y = match (&self.weight, &self.quant) {
             (Some(w), _) => linear(w.val(), bias, x.clone()),
             (None, Some(q)) => {
-                let y = quant_linear(q, x.clone());
+                let y = quant_linear(q, x.clone(), self.activations);
                 match bias {
                     Some(b) => y + b.unsqueeze::<3>(),
                     None => y,
@@ -201,6 +206,9 @@ pub struct TokenEmbedding {
     pub weight: Option<Param<Tensor<2>>>,
     #[module(skip)]
     pub quant: Option<Arc<QuantMatrix>>,
+    /// How a tied head multiplies `quant` (see [`Projection::activations`]).
+    #[module(skip)]
+    pub activations: Activations,
 }
 
 impl TokenEmbedding {
@@ -212,7 +220,11 @@ impl TokenEmbedding {
         device: &Device,
     ) -> Result<Self> {
         let (weight, quant) = load_matrix(src, name, vocab, hidden, device)?;
-        Ok(Self { weight, quant })
+        Ok(Self {
+            weight,
+            quant,
+            activations: Activations::default(),
+        })
     }
 
     pub(crate) fn random(vocab: usize, hidden: usize, device: &Device) -> Self {
@@ -223,6 +235,7 @@ impl TokenEmbedding {
                 device,
             ))),
             quant: None,
+            activations: Activations::default(),
         }
     }
 
@@ -266,7 +279,7 @@ impl TokenEmbedding {
     pub fn as_head(&self, x: Tensor<3>) -> Tensor<3> {
         match (&self.weight, &self.quant) {
             (Some(w), _) => linear(w.val(), None, x),
-            (None, Some(q)) => quant_linear(q, x),
+            (None, Some(q)) => quant_linear(q, x, self.activations),
             (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
         }
     }

@@ -1,9 +1,12 @@
 //! Decode and prefill throughput of the Burn runtime, batch 1, on the CPU (flex) backend.
 //!
 //! - SmolLM2-135M-Instruct from its Q4_1 GGUF, dequantised to f32 (`smollm2-135m-gguf`) and with
-//!   its weights kept quantized (`smollm2-135m-gguf-q`); run `scripts/setup.sh` first.
-//! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`), when
-//!   `scripts/setup.sh --qwen` has fetched it (skipped otherwise).
+//!   its weights kept quantized, multiplied with 8-bit activations (`smollm2-135m-gguf-q`, the
+//!   default) and with f32 activations (`smollm2-135m-gguf-q-f32act`, the path before integer
+//!   kernels); run `scripts/setup.sh` first.
+//! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`, and
+//!   `qwen2.5-1.5b-q4km-q-f32act`), when `scripts/setup.sh --qwen` has fetched it (skipped
+//!   otherwise).
 //! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
 //!   intermediate 3072, vocab 151936, tied embeddings).
 //!
@@ -88,24 +91,35 @@ fn smollm2(c: &mut Criterion) {
     bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
 }
 
+/// The quantized weight formats, named by bench-group suffix.
+const QUANT_FORMATS: [(&str, WeightFormat); 2] = [
+    ("", WeightFormat::Quantized),
+    ("-f32act", WeightFormat::QuantizedF32Act),
+];
+
 fn smollm2_quantized(c: &mut Criterion) {
-    if !wanted("smollm2-135m-gguf-q") {
-        return;
+    for (suffix, format) in QUANT_FORMATS {
+        let name = format!("smollm2-135m-gguf-q{suffix}");
+        if !wanted(&name) {
+            continue;
+        }
+        let device = select_device(DevicePreference::Cpu).unwrap();
+        let m = load_model_with(&smollm2_path(), &device, format).expect("load SmolLM2 GGUF");
+        bench_model(c, &name, &m.model, &m.config);
     }
-    let device = select_device(DevicePreference::Cpu).unwrap();
-    let m = load_model_with(&smollm2_path(), &device, WeightFormat::Quantized)
-        .expect("load SmolLM2 GGUF");
-    bench_model(c, "smollm2-135m-gguf-q", &m.model, &m.config);
 }
 
 fn qwen25_quantized(c: &mut Criterion) {
     let path = assets().join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
-    if !wanted("qwen2.5-1.5b-q4km-q") || !path.is_file() {
-        return;
+    for (suffix, format) in QUANT_FORMATS {
+        let name = format!("qwen2.5-1.5b-q4km-q{suffix}");
+        if !wanted(&name) || !path.is_file() {
+            continue;
+        }
+        let device = select_device(DevicePreference::Cpu).unwrap();
+        let m = load_model_with(&path, &device, format).expect("load Qwen2.5 GGUF");
+        bench_model(c, &name, &m.model, &m.config);
     }
-    let device = select_device(DevicePreference::Cpu).unwrap();
-    let m = load_model_with(&path, &device, WeightFormat::Quantized).expect("load Qwen2.5 GGUF");
-    bench_model(c, "qwen2.5-1.5b-q4km-q", &m.model, &m.config);
 }
 
 fn qwen3(c: &mut Criterion) {
@@ -137,10 +151,12 @@ fn gemv(c: &mut Criterion) {
 }
 
 /// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M, beside the f32
-/// GEMV of the same shape; throughput in bytes of weights read.
+/// GEMV of the same shape: with f32 activations (`gemv`), and with 8-bit activations and each
+/// integer kernel this CPU runs (`_int_Avx2`, `_int_Vnni`; the activation quantization is
+/// included). Throughput in bytes of weights read.
 fn gemv_quantized(c: &mut Criterion) {
     use psy_lm::runtime::gguf::GgmlDType;
-    use psy_lm::runtime::quant::QuantMatrix;
+    use psy_lm::runtime::quant::{IntKernel, QuantMatrix};
     if !wanted("gemv-q") {
         return;
     }
@@ -157,6 +173,7 @@ fn gemv_quantized(c: &mut Criterion) {
     group.sample_size(20);
     for (dtype, scales) in [
         (GgmlDType::Q8_0, &[0usize][..]),
+        (GgmlDType::Q4_0, &[0][..]),
         (GgmlDType::Q4_1, &[0, 2][..]),
         (GgmlDType::Q4K, &[0, 2][..]),
         (GgmlDType::Q6K, &[208][..]),
@@ -177,6 +194,11 @@ fn gemv_quantized(c: &mut Criterion) {
         group.bench_function(format!("{dtype}_{rows}x{k}"), |b| {
             b.iter(|| m.gemv(&x, &mut y))
         });
+        for kernel in IntKernel::available().into_iter().skip(1) {
+            group.bench_function(format!("{dtype}_{rows}x{k}_int_{kernel:?}"), |b| {
+                b.iter(|| m.matmul_int(&x, 1, &mut y, kernel))
+            });
+        }
         // Dequantising the whole matrix, as prefill does before Burn's GEMM.
         group.bench_function(format!("{dtype}_{rows}x{k}_to_f32"), |b| {
             b.iter(|| m.to_f32())

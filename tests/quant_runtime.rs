@@ -41,6 +41,9 @@ fn logits(m: &LoadedModel, prompt: &[u32], next: u32) -> (Vec<f32>, Vec<f32>) {
     (all, m.model.next_logits(&[next], &mut cache))
 }
 
+const INT8_PREFILL_TOL: f32 = 10.0;
+const INT8_DECODE_TOL: f32 = 10.0;
+
 fn greedy(n: usize) -> GenerationConfig {
     GenerationConfig {
         max_new_tokens: n,
@@ -77,16 +80,16 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         "scripts/setup.sh",
     );
     let f32m = load(&path, WeightFormat::F32);
-    let q = load(&path, WeightFormat::Quantized);
-    assert_eq!(
-        quantized_matrices(&q),
-        7 * 30,
-        "every projection stays Q4_1"
-    );
-    assert!(
-        q.model.model.embed_tokens.quant.is_some(),
-        "Q8_0 embeddings"
-    );
+    // Blocks times f32 activations, and blocks times 8-bit activations (the default).
+    let qf = load(&path, WeightFormat::QuantizedF32Act);
+    let qi = load(&path, WeightFormat::Quantized);
+    for q in [&qf, &qi] {
+        assert_eq!(quantized_matrices(q), 7 * 30, "every projection stays Q4_1");
+        assert!(
+            q.model.model.embed_tokens.quant.is_some(),
+            "Q8_0 embeddings"
+        );
+    }
     assert_eq!(quantized_matrices(&f32m), 0);
 
     // A 5-token prompt runs the per-row quantized matmul, a 40-token one dequantises each matrix
@@ -94,16 +97,26 @@ fn smollm2_quantized_path_matches_the_f32_path() {
     for len in [5usize, 40] {
         let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 49152).collect();
         let (pf, df) = logits(&f32m, &prompt, 42);
-        let (pq, dq) = logits(&q, &prompt, 42);
+        let (pq, dq) = logits(&qf, &prompt, 42);
         let (ep, ed) = (max_abs_diff(&pf, &pq), max_abs_diff(&df, &dq));
-        println!("smollm2, {len}-token prompt: prefill logits max abs diff {ep:e}, decode {ed:e}");
+        println!("smollm2, {len}-token prompt, f32 activations: prefill logits max abs diff {ep:e}, decode {ed:e}");
         // Measured (logits of magnitude ~10-20): 5.1e-5 / 2.2e-5 with 5 tokens (the 4 x 4 kernel
         // on dequantised rows vs Burn's GEMM on the whole matrix), 1.9e-5 / 1.8e-5 with 40 (GEMM
         // on row tiles, then the fused GEMV): f32 rounding only.
         assert!(ep < 2e-4 && ed < 2e-4, "{len} tokens: {ep} / {ed}");
+
+        let (pi, di) = logits(&qi, &prompt, 42);
+        let (ep, ed) = (max_abs_diff(&pf, &pi), max_abs_diff(&df, &di));
+        println!("smollm2, {len}-token prompt, 8-bit activations: prefill logits max abs diff {ep:e}, decode {ed:e}");
+        // 8-bit activations move each product by up to half a quantization step of its block
+        // (max|x| / 254), through 30 layers. MEASURED_INT8
+        assert!(
+            ep < INT8_PREFILL_TOL && ed < INT8_DECODE_TOL,
+            "{len} tokens: {ep} / {ed}"
+        );
     }
 
-    // The chat prompt of the transformers parity fixture.
+    // The chat prompt of the transformers parity fixture: 30 greedy ids equal on all three.
     let r: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2/reference.json"),
@@ -118,15 +131,20 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     let tokenizer = psy_lm::runtime::load_tokenizer(&path).unwrap().unwrap();
-    let a = generate(
-        &f32m,
-        Some(&tokenizer),
-        std::slice::from_ref(&prompt),
-        &greedy(30),
-        &mut |_| {},
-    )
-    .unwrap();
-    let b = generate(&q, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
-    assert_eq!(a[0].generated_ids.len(), 30);
-    assert_eq!(a[0].generated_ids, b[0].generated_ids);
+    let ids = |m: &LoadedModel| {
+        generate(
+            m,
+            Some(&tokenizer),
+            std::slice::from_ref(&prompt),
+            &greedy(30),
+            &mut |_| {},
+        )
+        .unwrap()
+        .remove(0)
+        .generated_ids
+    };
+    let a = ids(&f32m);
+    assert_eq!(a.len(), 30);
+    assert_eq!(a, ids(&qf), "f32 activations");
+    assert_eq!(a, ids(&qi), "8-bit activations");
 }

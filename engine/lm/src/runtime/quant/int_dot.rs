@@ -21,12 +21,7 @@ impl IntKernel {
     /// The fastest kernel this CPU runs (detected once).
     pub fn detect() -> Self {
         static KERNEL: std::sync::OnceLock<IntKernel> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| {
-            Self::available()
-                .into_iter()
-                .last()
-                .unwrap_or(Self::Scalar)
-        })
+        *KERNEL.get_or_init(|| Self::available().into_iter().last().unwrap_or(Self::Scalar))
     }
 
     /// Every kernel this CPU runs, slowest first (tests compare them).
@@ -59,7 +54,11 @@ pub fn dot_row(kernel: IntKernel, dtype: GgmlDType, row: &[u8], a: &Q8Activation
         row.len(),
         a.len()
     );
-    assert_eq!(a.block, super::q8::activation_block(dtype), "activation blocks");
+    assert_eq!(
+        a.block,
+        super::q8::activation_block(dtype),
+        "activation blocks"
+    );
     match kernel {
         IntKernel::Scalar => int_scalar::dot_row(dtype, row, a),
         // SAFETY: `kernel` comes from `available()` (features detected); lengths checked above.
@@ -153,7 +152,12 @@ mod tests {
             // activations of both signs.
             for fill in [0x00u8, 0xff, 0x80, 0x7f] {
                 let r = row(dtype, k, &[fill], &[1.0, -65504.0]);
-                for x in [vec![127.0f32; k], vec![-127.0f32; k], ramp.clone(), vec![0.0; k]] {
+                for x in [
+                    vec![127.0f32; k],
+                    vec![-127.0f32; k],
+                    ramp.clone(),
+                    vec![0.0; k],
+                ] {
                     assert_kernels_agree(dtype, &r, &x);
                 }
             }
@@ -180,22 +184,33 @@ mod tests {
                     .map(|_| (rnd() % 2000) as f32 * 1e-5 - 0.01)
                     .collect();
                 let r = row(dtype, k, &bytes, &scales);
-                let x: Vec<f32> = (0..k)
-                    .map(|_| (rnd() % 20001) as f32 / 1e4 - 1.0)
-                    .collect();
+                let x: Vec<f32> = (0..k).map(|_| (rnd() % 20001) as f32 / 1e4 - 1.0).collect();
                 let mut w = vec![0.0f32; k];
                 dequantize_into(dtype, &r, &mut w).unwrap();
-                let a = Q8Activations::quantize(&x, crate::runtime::quant::q8::activation_block(dtype));
-                let exact: f64 = w.iter().zip(&x).map(|(w, x)| f64::from(*w) * f64::from(*x)).sum();
+                let a =
+                    Q8Activations::quantize(&x, crate::runtime::quant::q8::activation_block(dtype));
+                let exact: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(w, x)| f64::from(*w) * f64::from(*x))
+                    .sum();
                 // Dot with the dequantised activations: what the integers compute, exactly.
                 let xq = a.to_f32();
-                let on_q: f64 = w.iter().zip(&xq).map(|(w, x)| f64::from(*w) * f64::from(*x)).sum();
+                let on_q: f64 = w
+                    .iter()
+                    .zip(&xq)
+                    .map(|(w, x)| f64::from(*w) * f64::from(*x))
+                    .sum();
                 let bound: f64 = w
                     .iter()
                     .enumerate()
                     .map(|(i, w)| f64::from(w.abs()) * f64::from(a.d[i / a.block]) / 2.0)
                     .sum();
-                let mag: f64 = w.iter().zip(&x).map(|(w, x)| f64::from((w * x).abs())).sum();
+                let mag: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(w, x)| f64::from((w * x).abs()))
+                    .sum();
                 let got = f64::from(dot_row(IntKernel::Scalar, dtype, &r, &a));
                 // The rounding bound, plus f32 rounding of the scale products and block sums
                 // (measured below 1e-6 of the absolute sum).

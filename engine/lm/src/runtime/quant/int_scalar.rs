@@ -2,9 +2,11 @@
 //!
 //! Each block (or K-quant super-block) yields exact integers (`sum q_w * q_x`, with the weight
 //! offsets folded in through the activation group sums); the f32 scales are applied by the
-//! `*_value` functions below, which the SIMD kernels (`int_x86.rs`) call too. The blocks are
-//! summed in order with plain f32 adds (no fused multiply-add), so a SIMD kernel that gets the
-//! same integers returns the very same f32, bit for bit.
+//! `*_value` functions below, which the SIMD kernels (`int_x86.rs`) call too. The 32-value
+//! block types accumulate in 8 lanes exactly as the SIMD kernels' vector registers do
+//! ([`hsum8`]); everything is summed in a fixed order with plain f32 multiplies and adds (no
+//! fused multiply-add), so a SIMD kernel that gets the same integers returns the very same f32,
+//! bit for bit.
 //!
 //! Weight layouts are those of `legacy.rs` / `kquants.rs`.
 
@@ -13,16 +15,36 @@ use super::legacy::f16_at;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
 
-/// Q8_0 and Q4_0 (offset folded into the integer): `(d_w * d_x) * isum`.
+/// K-quants and Q6_K: `(d_w * d_x) * isum`.
 #[inline(always)]
 pub(super) fn scaled_value(dw: f32, dx: f32, isum: i32) -> f32 {
     (dw * dx) * isum as f32
 }
 
-/// Q4_1: `x = d q + m`, so `sum x a = d d_x isum + m d_x sum(q_x)`.
+/// Q4_1's offset term: `x = d q + m`, so `sum x a = d d_x isum + m d_x sum(q_x)`; the SIMD
+/// kernel accumulates it beside the vector lanes, as here.
 #[inline(always)]
-pub(super) fn offset_value(dw: f32, m: f32, dx: f32, isum: i32, xsum: i32) -> f32 {
-    (dw * dx) * isum as f32 + (m * dx) * xsum as f32
+pub(super) fn offset_value(m: f32, dx: f32, xsum: i32) -> f32 {
+    (m * dx) * xsum as f32
+}
+
+/// The 32-value block types accumulate in 8 f32 lanes, lane `l` taking the integer dot of
+/// elements `4l..4l + 4` of every block times the block's `d_w * d_x` (a multiply, then an add:
+/// what `maddubs`/`vpdpbusd` lanes and `_mm256_mul_ps`/`_mm256_add_ps` compute).
+#[inline(always)]
+fn lanes_add(acc: &mut [f32; 8], scale: f32, w: impl Fn(usize) -> i32, x: &[i8]) {
+    for (l, a) in acc.iter_mut().enumerate() {
+        let isum: i32 = (4 * l..4 * l + 4).map(|e| w(e) * i32::from(x[e])).sum();
+        *a += scale * isum as f32;
+    }
+}
+
+/// Sum of 8 lanes in the order of the SIMD reduction (halves, then pairs).
+#[inline(always)]
+pub(super) fn hsum8(a: [f32; 8]) -> f32 {
+    let s4 = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    let s2 = [s4[0] + s4[2], s4[1] + s4[3]];
+    s2[0] + s2[1]
 }
 
 /// Q4_K: `x = (d sc) q - dmin mn` per 32, so `d d_x sum_j sc_j isum_j - dmin d_x sum_j mn_j
@@ -64,29 +86,36 @@ fn idot(u: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
 /// `dtype` for `a.len()` values, `a` quantized with the block of `dtype`.
 pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
     let mut acc = 0.0f32;
+    let mut lanes = [0.0f32; 8];
+    // Element e of a 32-value block of nibbles: low nibble of byte e, high of byte e - 16.
+    let nibble = |qs: &[u8], e: usize| {
+        if e < 16 {
+            i32::from(qs[e] & 15)
+        } else {
+            i32::from(qs[e - 16] >> 4)
+        }
+    };
     match dtype {
         GgmlDType::Q4_0 => {
             for (b, blk) in row.chunks_exact(18).enumerate() {
-                let (qs, x) = (&blk[2..18], &a.qs[b * 32..b * 32 + 32]);
-                let isum = idot(qs.iter().map(|&q| i32::from(q & 15)), &x[..16])
-                    + idot(qs.iter().map(|&q| i32::from(q >> 4)), &x[16..])
-                    - 8 * a.sums[b];
-                acc += scaled_value(f16_at(blk, 0), a.d[b], isum);
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| nibble(&blk[2..], e) - 8, x);
             }
         }
         GgmlDType::Q4_1 => {
             for (b, blk) in row.chunks_exact(20).enumerate() {
-                let (qs, x) = (&blk[4..20], &a.qs[b * 32..b * 32 + 32]);
-                let isum = idot(qs.iter().map(|&q| i32::from(q & 15)), &x[..16])
-                    + idot(qs.iter().map(|&q| i32::from(q >> 4)), &x[16..]);
-                acc += offset_value(f16_at(blk, 0), f16_at(blk, 2), a.d[b], isum, a.sums[b]);
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| nibble(&blk[4..], e), x);
+                acc += offset_value(f16_at(blk, 2), a.d[b], a.sums[b]);
             }
         }
         GgmlDType::Q8_0 => {
             for (b, blk) in row.chunks_exact(34).enumerate() {
                 let x = &a.qs[b * 32..b * 32 + 32];
-                let isum = idot(blk[2..34].iter().map(|&q| i32::from(q as i8)), x);
-                acc += scaled_value(f16_at(blk, 0), a.d[b], isum);
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| i32::from(blk[2 + e] as i8), x);
             }
         }
         GgmlDType::Q4K => {
@@ -96,8 +125,14 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
                 let mut isum = 0i32;
                 for c in 0..4 {
                     let q = &qs[c * 32..c * 32 + 32];
-                    let lo = idot(q.iter().map(|&v| i32::from(v & 15)), &x[c * 64..c * 64 + 32]);
-                    let hi = idot(q.iter().map(|&v| i32::from(v >> 4)), &x[c * 64 + 32..][..32]);
+                    let lo = idot(
+                        q.iter().map(|&v| i32::from(v & 15)),
+                        &x[c * 64..c * 64 + 32],
+                    );
+                    let hi = idot(
+                        q.iter().map(|&v| i32::from(v >> 4)),
+                        &x[c * 64 + 32..][..32],
+                    );
                     isum += i32::from(sc[2 * c]) * lo + i32::from(sc[2 * c + 1]) * hi;
                 }
                 let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
@@ -132,5 +167,5 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
         }
         other => unreachable!("no integer kernel for {other}"),
     }
-    acc
+    hsum8(lanes) + acc
 }

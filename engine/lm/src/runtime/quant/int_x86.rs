@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_scalar::{min_value, offset_value, q4k_min_sum, q6k_bias, scaled_value};
+use super::int_scalar::{hsum8, min_value, offset_value, q4k_min_sum, q6k_bias, scaled_value};
 use super::kquants::k_scale_min;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
@@ -50,33 +50,47 @@ unsafe fn nibbles32(p: *const u8) -> __m256i {
     )
 }
 
+/// `lanes += scale * isum` (multiply, then add: as `int_scalar.rs`).
+#[inline(always)]
+unsafe fn add_block(lanes: &mut __m256, isum: __m256i, scale: f32) {
+    *lanes = _mm256_add_ps(
+        *lanes,
+        _mm256_mul_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(isum)),
+    );
+}
+
 #[inline(always)]
 unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
     let (p, xq) = (row.as_ptr(), a.qs.as_ptr());
     let x32 = |b: usize| _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
     let mut acc = 0.0f32;
+    // The 32-value types: lane l of `lanes` sums elements 4l..4l+4 of each block, scaled.
+    let mut lanes = _mm256_setzero_ps();
     match dtype {
         GgmlDType::Q4_0 => {
+            let eight = _mm256_set1_epi8(8);
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 18);
-                let isum = hsum_i32(mul_sum::<VNNI>(nibbles32(blk.add(2)), x32(b))) - 8 * a.sums[b];
-                acc += scaled_value(f16_at(blk), a.d[b], isum);
+                let w = _mm256_sub_epi8(nibbles32(blk.add(2)), eight);
+                // |w| * (x * sign(w)): unsigned-by-signed, as the instructions need.
+                let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
+                add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
             }
         }
         GgmlDType::Q4_1 => {
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 20);
-                let isum = hsum_i32(mul_sum::<VNNI>(nibbles32(blk.add(4)), x32(b)));
-                acc += offset_value(f16_at(blk), f16_at(blk.add(2)), a.d[b], isum, a.sums[b]);
+                let s = mul_sum::<VNNI>(nibbles32(blk.add(4)), x32(b));
+                add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
+                acc += offset_value(f16_at(blk.add(2)), a.d[b], a.sums[b]);
             }
         }
         GgmlDType::Q8_0 => {
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 34);
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                // |w| * (x * sign(w)): unsigned-by-signed, as the instructions need.
                 let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
-                acc += scaled_value(f16_at(blk), a.d[b], hsum_i32(s));
+                add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
             }
         }
         GgmlDType::Q4K => {
@@ -97,7 +111,13 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                     iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(lo, hi));
                 }
                 let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
-                acc += min_value(f16_at(blk), f16_at(blk.add(2)), a.d[sb], hsum_i32(iacc), imin);
+                acc += min_value(
+                    f16_at(blk),
+                    f16_at(blk.add(2)),
+                    a.d[sb],
+                    hsum_i32(iacc),
+                    imin,
+                );
             }
         }
         GgmlDType::Q6K => {
@@ -110,7 +130,8 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                 for h in 0..2 {
                     let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
                     for j in 0..4 {
-                        let ql = _mm256_loadu_si256(blk.add(h * 64 + (j % 2) * 32) as *const __m256i);
+                        let ql =
+                            _mm256_loadu_si256(blk.add(h * 64 + (j % 2) * 32) as *const __m256i);
                         let lo = if j < 2 {
                             _mm256_and_si256(ql, low)
                         } else {
@@ -138,7 +159,9 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
         }
         other => unreachable!("no integer kernel for {other}"),
     }
-    acc
+    let mut l = [0.0f32; 8];
+    _mm256_storeu_ps(l.as_mut_ptr(), lanes);
+    hsum8(l) + acc
 }
 
 /// AVX2 kernel. SAFETY: the CPU has AVX2 and F16C; `row` holds whole blocks of `dtype` for

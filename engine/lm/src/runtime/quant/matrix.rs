@@ -336,6 +336,41 @@ mod tests {
     }
 
     #[test]
+    fn integer_matmul_matches_per_token_dots_and_the_dense_product() {
+        let rows = 70;
+        let (m, dense) = q8_matrix(rows);
+        let tokens = 3;
+        let x: Vec<f32> = (0..tokens * 64)
+            .map(|i| ((i % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        for kernel in IntKernel::available() {
+            let mut y = vec![0.0; tokens * rows];
+            m.matmul_int(&x, tokens, &mut y, kernel);
+            for t in 0..tokens {
+                let mut y1 = vec![0.0; rows];
+                m.matmul_int(&x[t * 64..(t + 1) * 64], 1, &mut y1, kernel);
+                let a = Q8Activations::quantize(&x[t * 64..(t + 1) * 64], 32);
+                for r in 0..rows {
+                    assert_eq!(y[t * rows + r], y1[r], "{kernel:?} t {t} r {r}");
+                    let w = &dense[r * 64..(r + 1) * 64];
+                    let want: f32 = w.iter().zip(&x[t * 64..]).map(|(w, x)| w * x).sum();
+                    // Half a quantization step per activation (1.5 / 127 / 2 here).
+                    let bound: f32 = w
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| w.abs() * a.d[i / 32] / 2.0)
+                        .sum();
+                    assert!(
+                        (y[t * rows + r] - want).abs() <= bound + 1e-4,
+                        "{kernel:?} t {t} r {r}: {} vs {want}",
+                        y[t * rows + r]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rows_must_be_whole_blocks() {
         assert!(matches!(
             QuantMatrix::new(GgmlDType::Q4K, 1, 128, vec![0; 72]),

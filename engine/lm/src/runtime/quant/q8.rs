@@ -43,7 +43,10 @@ impl Q8Activations {
     /// Quantizes `x` in blocks of `block` values (32 or 256); `x.len()` must be a multiple of
     /// `block`, which a [`super::QuantMatrix`] row guarantees.
     pub fn quantize(x: &[f32], block: usize) -> Self {
-        assert!(block == 32 || block == 256, "activation blocks are 32 or 256 values");
+        assert!(
+            block == 32 || block == 256,
+            "activation blocks are 32 or 256 values"
+        );
         assert_eq!(x.len() % block, 0, "activations are not whole blocks");
         let group = if block == 32 { 32 } else { 16 };
         let mut d = Vec::with_capacity(x.len() / block);

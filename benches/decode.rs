@@ -207,6 +207,56 @@ fn gemv_quantized(c: &mut Criterion) {
     group.finish();
 }
 
+/// One quantized projection (Qwen2.5-1.5B's gate/up shape) over 4, 8, 16 and 64 tokens by
+/// each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the
+/// 4 x 4 register-blocked kernel on dequantised rows (`f32act`), and integer dot products with
+/// 8-bit activations (`int`, each row's blocks read once for all tokens). Picks
+/// `QUANT_GEMM_MIN_TOKENS` and the small-batch path.
+fn prefill_quantized(c: &mut Criterion) {
+    use psy_lm::runtime::burn::tensor::{Tensor, TensorData};
+    use psy_lm::runtime::gguf::GgmlDType;
+    use psy_lm::runtime::projection::quant_gemm;
+    use psy_lm::runtime::quant::{IntKernel, QuantMatrix};
+    if !wanted("prefill-q") {
+        return;
+    }
+    let (rows, k) = (8960, 1536);
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let mut group = c.benchmark_group("prefill-q");
+    group.sample_size(10);
+    for (dtype, scales) in [
+        (GgmlDType::Q4_1, &[0usize, 2][..]),
+        (GgmlDType::Q4K, &[0, 2][..]),
+    ] {
+        let (elems, block) = dtype.block_layout().unwrap();
+        let (elems, block) = (elems as usize, block as usize);
+        let mut data: Vec<u8> = (0..rows * k / elems * block)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for blk in data.chunks_exact_mut(block) {
+            for &at in scales {
+                blk[at..at + 2].copy_from_slice(&0x211Eu16.to_le_bytes());
+            }
+        }
+        let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
+        for tokens in [4usize, 8, 16, 64] {
+            group.throughput(Throughput::Elements(tokens as u64));
+            let x: Vec<f32> = (0..tokens * k)
+                .map(|i| ((i % 97) as f32 - 48.0) * 1e-2)
+                .collect();
+            let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, tokens, k]), &device);
+            let mut y = vec![0.0f32; tokens * rows];
+            let id = |path: &str| BenchmarkId::new(format!("{dtype}_{rows}x{k}_{path}"), tokens);
+            group.bench_function(id("gemm"), |b| b.iter(|| quant_gemm(&m, xt.clone())));
+            group.bench_function(id("f32act"), |b| b.iter(|| m.matmul(&x, tokens, &mut y)));
+            group.bench_function(id("int"), |b| {
+                b.iter(|| m.matmul_int(&x, tokens, &mut y, IntKernel::detect()))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     smollm2,
@@ -214,6 +264,7 @@ criterion_group!(
     qwen25_quantized,
     qwen3,
     gemv,
-    gemv_quantized
+    gemv_quantized,
+    prefill_quantized
 );
 criterion_main!(benches);

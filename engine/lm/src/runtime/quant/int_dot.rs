@@ -71,6 +71,47 @@ pub fn dot_row(kernel: IntKernel, dtype: GgmlDType, row: &[u8], a: &Q8Activation
     }
 }
 
+/// `out[i] = dot_row(kernel, dtype, row i, a)` for `out.len()` consecutive rows in `rows`
+/// (same results; the checks and the type dispatch happen once for all rows).
+pub fn dot_rows(
+    kernel: IntKernel,
+    dtype: GgmlDType,
+    rows: &[u8],
+    a: &Q8Activations,
+    out: &mut [f32],
+) {
+    let (elems, bytes) = dtype.block_layout().expect("a block type");
+    let row_bytes = a.len() / elems as usize * bytes as usize;
+    assert_eq!(a.len() % elems as usize, 0, "activations are whole blocks");
+    assert_eq!(rows.len(), out.len() * row_bytes, "{dtype} rows vs outputs");
+    assert_eq!(
+        a.block,
+        super::q8::activation_block(dtype),
+        "activation blocks"
+    );
+    if out.is_empty() {
+        return;
+    }
+    match kernel {
+        IntKernel::Scalar => {
+            for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                *o = int_scalar::dot_row(dtype, row, a);
+            }
+        }
+        // SAFETY: `kernel` comes from `available()` (features detected); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntKernel::Avx2 => unsafe { super::int_x86::dot_rows_avx2(dtype, rows, a, out) },
+        #[cfg(target_arch = "x86_64")]
+        IntKernel::Vnni => unsafe { super::int_x86::dot_rows_vnni(dtype, rows, a, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => {
+            for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                *o = int_scalar::dot_row(dtype, row, a);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +158,13 @@ mod tests {
         let want = dot_row(IntKernel::Scalar, dtype, r, &a);
         for kernel in IntKernel::available() {
             let got = dot_row(kernel, dtype, r, &a);
+            let mut two = [0.0f32; 2];
+            dot_rows(kernel, dtype, &[r, r].concat(), &a, &mut two);
+            assert_eq!(
+                two.map(f32::to_bits),
+                [want.to_bits(); 2],
+                "{dtype} {kernel:?} rows"
+            );
             assert_eq!(
                 got.to_bits(),
                 want.to_bits(),

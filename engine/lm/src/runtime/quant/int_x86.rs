@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_scalar::{hsum8, min_value, offset_value, q4k_min_sum, q6k_bias, scaled_value};
+use super::int_scalar::{min_value, offset_value, q4k_min_sum, q6k_bias, scaled_value};
 use super::kquants::k_scale_min;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
@@ -159,9 +159,42 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
         }
         other => unreachable!("no integer kernel for {other}"),
     }
-    let mut l = [0.0f32; 8];
-    _mm256_storeu_ps(l.as_mut_ptr(), lanes);
-    hsum8(l) + acc
+    hsum_ps(lanes) + acc
+}
+
+/// `int_scalar::hsum8` in registers: halves, then pairs, the same adds in the same order.
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
+}
+
+/// `out[i] = dot(row i, a)` for the consecutive rows in `rows`, with the type dispatched once
+/// (each arm inlines the kernel for a constant type).
+#[inline(always)]
+unsafe fn dot_rows_impl<const VNNI: bool>(
+    dtype: GgmlDType,
+    rows: &[u8],
+    a: &Q8Activations,
+    out: &mut [f32],
+) {
+    let row_bytes = rows.len() / out.len().max(1);
+    macro_rules! each {
+        ($t:expr) => {
+            for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                *o = dot_row_impl::<VNNI>($t, row, a);
+            }
+        };
+    }
+    match dtype {
+        GgmlDType::Q4_0 => each!(GgmlDType::Q4_0),
+        GgmlDType::Q4_1 => each!(GgmlDType::Q4_1),
+        GgmlDType::Q8_0 => each!(GgmlDType::Q8_0),
+        GgmlDType::Q4K => each!(GgmlDType::Q4K),
+        GgmlDType::Q6K => each!(GgmlDType::Q6K),
+        other => unreachable!("no integer kernel for {other}"),
+    }
 }
 
 /// AVX2 kernel. SAFETY: the CPU has AVX2 and F16C; `row` holds whole blocks of `dtype` for
@@ -169,6 +202,30 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
 #[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn dot_row_avx2(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
     dot_row_impl::<false>(dtype, row, a)
+}
+
+/// [`dot_row_avx2`] over consecutive rows. SAFETY: as [`dot_row_avx2`] for every row;
+/// `rows` is `out.len()` whole rows.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn dot_rows_avx2(
+    dtype: GgmlDType,
+    rows: &[u8],
+    a: &Q8Activations,
+    out: &mut [f32],
+) {
+    dot_rows_impl::<false>(dtype, rows, a, out)
+}
+
+/// [`dot_row_vnni`] over consecutive rows. SAFETY: as [`dot_rows_avx2`], plus AVX512-VNNI
+/// and AVX512-VL.
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn dot_rows_vnni(
+    dtype: GgmlDType,
+    rows: &[u8],
+    a: &Q8Activations,
+    out: &mut [f32],
+) {
+    dot_rows_impl::<true>(dtype, rows, a, out)
 }
 
 /// AVX-512 VNNI kernel (256-bit `vpdpbusd`). SAFETY: as [`dot_row_avx2`], plus AVX512-VNNI

@@ -230,11 +230,8 @@ impl QuantMatrix {
             y.par_chunks_mut(ROWS_PER_TASK)
                 .enumerate()
                 .for_each(|(chunk, out)| {
-                    let base = chunk * ROWS_PER_TASK;
-                    for (i, o) in out.iter_mut().enumerate() {
-                        let row = self.row_span(base + i, 1);
-                        *o = int_dot::dot_row(kernel, self.dtype, row, &acts[0]);
-                    }
+                    let rows = self.row_span(chunk * ROWS_PER_TASK, out.len());
+                    int_dot::dot_rows(kernel, self.dtype, rows, &acts[0], out);
                 });
             return;
         }

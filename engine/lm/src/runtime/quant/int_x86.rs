@@ -29,11 +29,28 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// `vpdpbusd ymm` (AVX512-VNNI + VL) from zero, as inline assembly: its intrinsic and the
+/// `avx512vnni` target feature need Rust 1.89, above the workspace's MSRV (1.85). SAFETY: the
+/// CPU has AVX512-VNNI and AVX512-VL.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn vpdpbusd(u: __m256i, x: __m256i) -> __m256i {
+    let mut acc = _mm256_setzero_si256();
+    std::arch::asm!(
+        "vpdpbusd {acc}, {u}, {x}",
+        acc = inout(ymm_reg) acc,
+        u = in(ymm_reg) u,
+        x = in(ymm_reg) x,
+        options(pure, nomem, nostack),
+    );
+    acc
+}
+
 /// `sum u_i * x_i` of 32 unsigned weight bytes and 32 signed activation bytes, in 8 i32 lanes.
 #[inline(always)]
 unsafe fn mul_sum<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
     if VNNI {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+        vpdpbusd(u, x)
     } else {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
     }
@@ -217,8 +234,8 @@ pub(super) unsafe fn dot_rows_avx2(
 }
 
 /// [`dot_row_vnni`] over consecutive rows. SAFETY: as [`dot_rows_avx2`], plus AVX512-VNNI
-/// and AVX512-VL.
-#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+/// and AVX512-VL (detected by the caller; the instruction is inline assembly).
+#[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn dot_rows_vnni(
     dtype: GgmlDType,
     rows: &[u8],
@@ -229,8 +246,8 @@ pub(super) unsafe fn dot_rows_vnni(
 }
 
 /// AVX-512 VNNI kernel (256-bit `vpdpbusd`). SAFETY: as [`dot_row_avx2`], plus AVX512-VNNI
-/// and AVX512-VL.
-#[target_feature(enable = "avx2,f16c,avx512f,avx512vl,avx512vnni")]
+/// and AVX512-VL (detected by the caller; the instruction is inline assembly).
+#[target_feature(enable = "avx2,f16c")]
 pub(super) unsafe fn dot_row_vnni(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
     dot_row_impl::<true>(dtype, row, a)
 }

@@ -1,13 +1,22 @@
 //! Decode and prefill throughput of the Burn runtime, batch 1, on the CPU (flex) backend.
 //!
 //! - SmolLM2-135M-Instruct from its Q4_1 GGUF, dequantised to f32 (`smollm2-135m-gguf`) and with
-//!   its weights kept quantized (`smollm2-135m-gguf-q`); run `scripts/setup.sh` first.
-//! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`), when
-//!   `scripts/setup.sh --qwen` has fetched it (skipped otherwise).
+//!   its weights kept quantized, multiplied with 8-bit activations (`smollm2-135m-gguf-q`, the
+//!   default) and with f32 activations (`smollm2-135m-gguf-q-f32act`, the path before integer
+//!   kernels); run `scripts/setup.sh` first.
+//! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`, and
+//!   `qwen2.5-1.5b-q4km-q-f32act`), when `scripts/setup.sh --qwen` has fetched it (skipped
+//!   otherwise).
 //! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
 //!   intermediate 3072, vocab 151936, tied embeddings).
 //!
 //! Criterion reports elements/s = tokens/s. Run: `cargo bench --bench decode`.
+//!
+//! On a shared, overloaded machine wall time mostly measures the other processes: with
+//! `PSY_BENCH_CLOCK=cpu` the model benches report the CPU time of all of this process's threads
+//! instead (Linux `/proc/self/task/*/schedstat`), which the load barely moves; it counts rayon's
+//! idle spinning too, so it is an upper bound on the work and is not comparable with other
+//! engines' wall-clock figures.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,6 +52,29 @@ fn prompt(vocab: usize) -> Vec<u32> {
         .collect()
 }
 
+/// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, ns).
+fn process_cpu_time() -> Duration {
+    let ns: u64 = std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task (PSY_BENCH_CLOCK=cpu needs Linux)")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// The time `f` takes: wall clock, or process CPU time with `PSY_BENCH_CLOCK=cpu`.
+fn timed(f: impl FnOnce()) -> Duration {
+    if std::env::var("PSY_BENCH_CLOCK").as_deref() == Ok("cpu") {
+        let t = process_cpu_time();
+        f();
+        process_cpu_time() - t
+    } else {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    }
+}
+
 fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelConfig) {
     let device = model.device();
     let ids = prompt(config.vocab_size);
@@ -54,9 +86,15 @@ fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelCo
 
     group.throughput(Throughput::Elements(PREFILL as u64));
     group.bench_function(BenchmarkId::new("prefill", PREFILL), |b| {
-        b.iter(|| {
-            cache.reset();
-            model.next_logits(&ids, &mut cache)
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    cache.reset();
+                    timed(|| {
+                        std::hint::black_box(model.next_logits(&ids, &mut cache));
+                    })
+                })
+                .sum()
         })
     });
 
@@ -66,14 +104,14 @@ fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelCo
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new("decode", PREFILL), |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                cache.truncate(PREFILL);
-                let t = Instant::now();
-                std::hint::black_box(model.next_logits(&[42], &mut cache));
-                total += t.elapsed();
-            }
-            total
+            (0..iters)
+                .map(|_| {
+                    cache.truncate(PREFILL);
+                    timed(|| {
+                        std::hint::black_box(model.next_logits(&[42], &mut cache));
+                    })
+                })
+                .sum()
         })
     });
     group.finish();
@@ -88,24 +126,36 @@ fn smollm2(c: &mut Criterion) {
     bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
 }
 
+/// The quantized weight formats, named by bench-group suffix.
+const QUANT_FORMATS: [(&str, WeightFormat); 2] = [
+    ("", WeightFormat::Quantized),
+    ("-f32act", WeightFormat::QuantizedF32Act),
+];
+
 fn smollm2_quantized(c: &mut Criterion) {
-    if !wanted("smollm2-135m-gguf-q") {
-        return;
+    for (suffix, format) in QUANT_FORMATS {
+        let name = format!("smollm2-135m-gguf-q{suffix}");
+        // The base name too, so that one regex filter selects both formats.
+        if !wanted(&name) && !wanted("smollm2-135m-gguf-q") {
+            continue;
+        }
+        let device = select_device(DevicePreference::Cpu).unwrap();
+        let m = load_model_with(&smollm2_path(), &device, format).expect("load SmolLM2 GGUF");
+        bench_model(c, &name, &m.model, &m.config);
     }
-    let device = select_device(DevicePreference::Cpu).unwrap();
-    let m = load_model_with(&smollm2_path(), &device, WeightFormat::Quantized)
-        .expect("load SmolLM2 GGUF");
-    bench_model(c, "smollm2-135m-gguf-q", &m.model, &m.config);
 }
 
 fn qwen25_quantized(c: &mut Criterion) {
     let path = assets().join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
-    if !wanted("qwen2.5-1.5b-q4km-q") || !path.is_file() {
-        return;
+    for (suffix, format) in QUANT_FORMATS {
+        let name = format!("qwen2.5-1.5b-q4km-q{suffix}");
+        if (!wanted(&name) && !wanted("qwen2.5-1.5b-q4km-q")) || !path.is_file() {
+            continue;
+        }
+        let device = select_device(DevicePreference::Cpu).unwrap();
+        let m = load_model_with(&path, &device, format).expect("load Qwen2.5 GGUF");
+        bench_model(c, &name, &m.model, &m.config);
     }
-    let device = select_device(DevicePreference::Cpu).unwrap();
-    let m = load_model_with(&path, &device, WeightFormat::Quantized).expect("load Qwen2.5 GGUF");
-    bench_model(c, "qwen2.5-1.5b-q4km-q", &m.model, &m.config);
 }
 
 fn qwen3(c: &mut Criterion) {
@@ -137,10 +187,12 @@ fn gemv(c: &mut Criterion) {
 }
 
 /// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M, beside the f32
-/// GEMV of the same shape; throughput in bytes of weights read.
+/// GEMV of the same shape: with f32 activations (`gemv`), and with 8-bit activations and each
+/// integer kernel this CPU runs (`_int_Avx2`, `_int_Vnni`; the activation quantization is
+/// included). Throughput in bytes of weights read.
 fn gemv_quantized(c: &mut Criterion) {
     use psy_lm::runtime::gguf::GgmlDType;
-    use psy_lm::runtime::quant::QuantMatrix;
+    use psy_lm::runtime::quant::{IntKernel, QuantMatrix};
     if !wanted("gemv-q") {
         return;
     }
@@ -157,6 +209,7 @@ fn gemv_quantized(c: &mut Criterion) {
     group.sample_size(20);
     for (dtype, scales) in [
         (GgmlDType::Q8_0, &[0usize][..]),
+        (GgmlDType::Q4_0, &[0][..]),
         (GgmlDType::Q4_1, &[0, 2][..]),
         (GgmlDType::Q4K, &[0, 2][..]),
         (GgmlDType::Q6K, &[208][..]),
@@ -177,10 +230,65 @@ fn gemv_quantized(c: &mut Criterion) {
         group.bench_function(format!("{dtype}_{rows}x{k}"), |b| {
             b.iter(|| m.gemv(&x, &mut y))
         });
+        for kernel in IntKernel::available().into_iter().skip(1) {
+            group.bench_function(format!("{dtype}_{rows}x{k}_int_{kernel:?}"), |b| {
+                b.iter(|| m.matmul_int(&x, 1, &mut y, kernel))
+            });
+        }
         // Dequantising the whole matrix, as prefill does before Burn's GEMM.
         group.bench_function(format!("{dtype}_{rows}x{k}_to_f32"), |b| {
             b.iter(|| m.to_f32())
         });
+    }
+    group.finish();
+}
+
+/// One quantized projection (Qwen2.5-1.5B's gate/up shape) over 4, 8, 16 and 64 tokens by
+/// each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the
+/// 4 x 4 register-blocked kernel on dequantised rows (`f32act`), and integer dot products with
+/// 8-bit activations (`int`, each row's blocks read once for all tokens). Picks
+/// `QUANT_GEMM_MIN_TOKENS` and the small-batch path.
+fn prefill_quantized(c: &mut Criterion) {
+    use psy_lm::runtime::burn::tensor::{Tensor, TensorData};
+    use psy_lm::runtime::gguf::GgmlDType;
+    use psy_lm::runtime::projection::quant_gemm;
+    use psy_lm::runtime::quant::{IntKernel, QuantMatrix};
+    if !wanted("prefill-q") {
+        return;
+    }
+    let (rows, k) = (8960, 1536);
+    let device = select_device(DevicePreference::Cpu).unwrap();
+    let mut group = c.benchmark_group("prefill-q");
+    group.sample_size(10);
+    for (dtype, scales) in [
+        (GgmlDType::Q4_1, &[0usize, 2][..]),
+        (GgmlDType::Q4K, &[0, 2][..]),
+    ] {
+        let (elems, block) = dtype.block_layout().unwrap();
+        let (elems, block) = (elems as usize, block as usize);
+        let mut data: Vec<u8> = (0..rows * k / elems * block)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for blk in data.chunks_exact_mut(block) {
+            for &at in scales {
+                blk[at..at + 2].copy_from_slice(&0x211Eu16.to_le_bytes());
+            }
+        }
+        let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
+        for tokens in [4usize, 8, 16, 64] {
+            group.throughput(Throughput::Elements(tokens as u64));
+            let x: Vec<f32> = (0..tokens * k)
+                .map(|i| ((i % 97) as f32 - 48.0) * 1e-2)
+                .collect();
+            let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, tokens, k]), &device);
+            let mut y = vec![0.0f32; tokens * rows];
+            let id = |path: &str| BenchmarkId::new(format!("{dtype}_{rows}x{k}_{path}"), tokens);
+            group.bench_function(id("gemm"), |b| b.iter(|| quant_gemm(&m, xt.clone())));
+            group.bench_function(id("f32act"), |b| b.iter(|| m.matmul(&x, tokens, &mut y)));
+            group.bench_function(id("int"), |b| {
+                b.iter(|| m.matmul_int(&x, tokens, &mut y, IntKernel::detect()))
+            });
+        }
     }
     group.finish();
 }
@@ -192,6 +300,7 @@ criterion_group!(
     qwen25_quantized,
     qwen3,
     gemv,
-    gemv_quantized
+    gemv_quantized,
+    prefill_quantized
 );
 criterion_main!(benches);

@@ -3,10 +3,11 @@
 
 Same shapes, prompt length, decode length and thread count for every engine, batch 1:
   * SmolLM2-135M-Instruct from its Q4_1 GGUF: psy runs it dequantised to f32 and with its weights
-    kept quantized (Q4_1/Q8_0 blocks); transformers dequantises it to f32; llama.cpp
+    kept quantized (Q4_1/Q8_0 blocks), multiplied with 8-bit activations (integer kernels, the
+    default) and with f32 activations (the path before them); transformers dequantises it to f32; llama.cpp
     (llama-cpp-python) runs the Q4_1 weights directly.
-  * Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`scripts/setup.sh --qwen`): psy quantized and llama.cpp,
-    both on the file's K-quant weights (skipped when the file is absent).
+  * Qwen2.5-Coder-1.5B-Instruct Q4_K_M (`scripts/setup.sh --qwen`): psy quantized (8-bit and f32
+    activations) and llama.cpp, all on the file's K-quant weights (skipped when the file is absent).
   * A random Qwen3 with the Qwen3-0.6B shape (f32) in psy and transformers.
 
 psy figures come from `cargo bench --bench decode` (criterion's estimates.json), run with
@@ -54,7 +55,9 @@ def psy_bench(threads, run=True):
         subprocess.run(["cargo", "bench", "--bench", "decode"], cwd=ROOT, env=env, check=True)
     out = {}
     for group, key in (("smollm2-135m-gguf", "smollm2"), ("smollm2-135m-gguf-q", "smollm2-q"),
-                       ("qwen2.5-1.5b-q4km-q", "qwen2.5-q"), ("qwen3-0.6b-shape-random", "qwen3")):
+                       ("smollm2-135m-gguf-q-f32act", "smollm2-q-f32act"),
+                       ("qwen2.5-1.5b-q4km-q", "qwen2.5-q"), ("qwen2.5-1.5b-q4km-q-f32act", "qwen2.5-q-f32act"),
+                       ("qwen3-0.6b-shape-random", "qwen3")):
         res = {}
         for bench, n in (("prefill", PROMPT_LEN_BENCH), ("decode", 1)):
             est = target / "criterion" / group / bench / str(PROMPT_LEN_BENCH) / "new" / "estimates.json"
@@ -169,23 +172,26 @@ def main():
         return
 
     rows = []
+    load_start = os.getloadavg()[0]
     psy = psy_bench(args.threads, run=not args.skip_psy)
     rows.append(("smollm2", "psy (f32)", psy["smollm2"]))
-    rows.append(("smollm2", "psy (Q4_1 kept)", psy["smollm2-q"]))
-    rows.append(("qwen2.5", "psy (Q4_K_M kept)", psy["qwen2.5-q"]))
+    rows.append(("smollm2", "psy (Q4_1, int8 act)", psy["smollm2-q"]))
+    rows.append(("smollm2", "psy (Q4_1, f32 act)", psy["smollm2-q-f32act"]))
+    rows.append(("qwen2.5", "psy (Q4_K_M, int8 act)", psy["qwen2.5-q"]))
+    rows.append(("qwen2.5", "psy (Q4_K_M, f32 act)", psy["qwen2.5-q-f32act"]))
     rows.append(("qwen3", "psy (f32)", psy["qwen3"]))
     for engine, (model, label, _) in ENGINES.items():
         rows.append((model, label, run_isolated(engine, args)))
 
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
-    print(f"\ncpu: {cpu}; 1-minute load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"\ncpu: {cpu}; 1-minute load average at the start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"threads={args.threads} prompt={args.prompt} decode={args.decode} (tokens/s, batch 1)")
-    print(f"{'model':<10} {'engine':<20} {'prefill':>10} {'decode':>10}")
+    print(f"{'model':<10} {'engine':<24} {'prefill':>10} {'decode':>10}")
     for model, engine, r in sorted(rows, key=lambda r: r[0], reverse=True):
         if "error" in r:
-            print(f"{model:<10} {engine:<20} {'n/a':>10} {'n/a':>10}  ({r['error'][:100]})")
+            print(f"{model:<10} {engine:<24} {'n/a':>10} {'n/a':>10}  ({r['error'][:100]})")
         else:
-            print(f"{model:<10} {engine:<20} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
+            print(f"{model:<10} {engine:<24} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
 
 
 if __name__ == "__main__":

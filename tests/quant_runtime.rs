@@ -41,6 +41,26 @@ fn logits(m: &LoadedModel, prompt: &[u32], next: u32) -> (Vec<f32>, Vec<f32>) {
     (all, m.model.next_logits(&[next], &mut cache))
 }
 
+/// `log_softmax` of every vocabulary-sized row of logits.
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    logits
+        .chunks_exact(49152)
+        .flat_map(|r| {
+            let max = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let lse = max + r.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+            r.iter().map(move |&v| v - lse)
+        })
+        .collect()
+}
+
+/// The argmax of every vocabulary-sized row of logits.
+fn argmaxes(logits: &[f32]) -> Vec<usize> {
+    logits
+        .chunks_exact(49152)
+        .map(|r| (0..r.len()).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap())
+        .collect()
+}
+
 fn greedy(n: usize) -> GenerationConfig {
     GenerationConfig {
         max_new_tokens: n,
@@ -77,33 +97,57 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         "scripts/setup.sh",
     );
     let f32m = load(&path, WeightFormat::F32);
-    let q = load(&path, WeightFormat::Quantized);
-    assert_eq!(
-        quantized_matrices(&q),
-        7 * 30,
-        "every projection stays Q4_1"
-    );
-    assert!(
-        q.model.model.embed_tokens.quant.is_some(),
-        "Q8_0 embeddings"
-    );
+    // Blocks times f32 activations, and blocks times 8-bit activations (the default).
+    let qf = load(&path, WeightFormat::QuantizedF32Act);
+    let qi = load(&path, WeightFormat::Quantized);
+    for q in [&qf, &qi] {
+        assert_eq!(quantized_matrices(q), 7 * 30, "every projection stays Q4_1");
+        assert!(
+            q.model.model.embed_tokens.quant.is_some(),
+            "Q8_0 embeddings"
+        );
+    }
     assert_eq!(quantized_matrices(&f32m), 0);
 
-    // A 5-token prompt runs the per-row quantized matmul, a 40-token one dequantises each matrix
-    // for Burn's GEMM; each is followed by one GEMV decode step.
-    for len in [5usize, 40] {
+    // A 4-token prompt runs the per-row quantized matmul (4 x 4 kernel on dequantised rows, or
+    // integer dots), a 40-token one dequantises each matrix for Burn's GEMM; each is followed
+    // by one GEMV decode step.
+    for len in [4usize, 40] {
         let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 49152).collect();
         let (pf, df) = logits(&f32m, &prompt, 42);
-        let (pq, dq) = logits(&q, &prompt, 42);
+        let (pq, dq) = logits(&qf, &prompt, 42);
         let (ep, ed) = (max_abs_diff(&pf, &pq), max_abs_diff(&df, &dq));
-        println!("smollm2, {len}-token prompt: prefill logits max abs diff {ep:e}, decode {ed:e}");
-        // Measured (logits of magnitude ~10-20): 5.1e-5 / 2.2e-5 with 5 tokens (the 4 x 4 kernel
+        println!("smollm2, {len}-token prompt, f32 activations: prefill logits max abs diff {ep:e}, decode {ed:e}");
+        // Measured (logits of magnitude ~10-20): 5.1e-5 / 2.9e-5 with 4 tokens (the 4 x 4 kernel
         // on dequantised rows vs Burn's GEMM on the whole matrix), 1.9e-5 / 1.8e-5 with 40 (GEMM
         // on row tiles, then the fused GEMV): f32 rounding only.
         assert!(ep < 2e-4 && ed < 2e-4, "{len} tokens: {ep} / {ed}");
+
+        let (pi, di) = logits(&qi, &prompt, 42);
+        let (ep, ed) = (max_abs_diff(&pf, &pi), max_abs_diff(&df, &di));
+        // Log-probabilities: a shift common to a whole row of logits (half of the decode
+        // difference here) does not change the distribution.
+        let (lp, ld) = (
+            max_abs_diff(&log_softmax(&pf), &log_softmax(&pi)),
+            max_abs_diff(&log_softmax(&df), &log_softmax(&di)),
+        );
+        println!(
+            "smollm2, {len}-token prompt, 8-bit activations: prefill logits max abs diff {ep:e} \
+             (log-probs {lp:e}), decode {ed:e} (log-probs {ld:e})"
+        );
+        // 8-bit activations move each product by up to half a quantization step of its block
+        // (max|x| / 254), compounded through 30 layers. Measured on logits of magnitude ~10-20:
+        // max 1.24 / 0.87 with 4 tokens (log-probs 0.83 / 0.48), 1.9e-5 / 0.66 with 40 (log-probs
+        // 1.9e-5 / 0.59; a 40-token prefill runs Burn's GEMM on f32 activations), the largest
+        // differences on unlikely tokens; every position's argmax equal. llama.cpp's Q8_1
+        // activations for Q4_1 weights round the same way.
+        assert!(ep < 1.6 && ed < 1.6, "{len} tokens: logits {ep} / {ed}");
+        assert!(lp < 1.1 && ld < 1.1, "{len} tokens: log-probs {lp} / {ld}");
+        assert_eq!(argmaxes(&pf), argmaxes(&pi), "{len} tokens: prefill argmax");
+        assert_eq!(argmaxes(&df), argmaxes(&di), "{len} tokens: decode argmax");
     }
 
-    // The chat prompt of the transformers parity fixture.
+    // The chat prompt of the transformers parity fixture: 30 greedy ids equal on all three.
     let r: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2/reference.json"),
@@ -118,15 +162,20 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         .map(|v| v.as_u64().unwrap() as u32)
         .collect();
     let tokenizer = psy_lm::runtime::load_tokenizer(&path).unwrap().unwrap();
-    let a = generate(
-        &f32m,
-        Some(&tokenizer),
-        std::slice::from_ref(&prompt),
-        &greedy(30),
-        &mut |_| {},
-    )
-    .unwrap();
-    let b = generate(&q, Some(&tokenizer), &[prompt], &greedy(30), &mut |_| {}).unwrap();
-    assert_eq!(a[0].generated_ids.len(), 30);
-    assert_eq!(a[0].generated_ids, b[0].generated_ids);
+    let ids = |m: &LoadedModel| {
+        generate(
+            m,
+            Some(&tokenizer),
+            std::slice::from_ref(&prompt),
+            &greedy(30),
+            &mut |_| {},
+        )
+        .unwrap()
+        .remove(0)
+        .generated_ids
+    };
+    let a = ids(&f32m);
+    assert_eq!(a.len(), 30);
+    assert_eq!(a, ids(&qf), "f32 activations");
+    assert_eq!(a, ids(&qi), "8-bit activations");
 }

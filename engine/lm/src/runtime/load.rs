@@ -11,6 +11,7 @@ use super::config::{token_ids, ModelConfig};
 use super::device::{select_device, DevicePreference};
 use super::error::{Result, RuntimeError};
 use super::model::CausalLm;
+use super::quant::Activations;
 use super::tokenizer::Tokenizer;
 use super::weights::{GgufSource, SafetensorsSource};
 
@@ -55,6 +56,10 @@ pub enum WeightFormat {
     /// weight. Only on the CPU: other devices get [`WeightFormat::F32`].
     #[default]
     Quantized,
+    /// As `Quantized`, but multiplied with f32 activations instead of 8-bit ones (slower; the
+    /// dequantised f32 product up to f32 rounding). `PSY_WEIGHTS=quantized-f32act`.
+    #[serde(rename = "quantized-f32act")]
+    QuantizedF32Act,
 }
 
 impl WeightFormat {
@@ -63,8 +68,9 @@ impl WeightFormat {
         match std::env::var("PSY_WEIGHTS").as_deref() {
             Err(_) | Ok("") | Ok("quantized") => Ok(Self::Quantized),
             Ok("f32") => Ok(Self::F32),
+            Ok("quantized-f32act") => Ok(Self::QuantizedF32Act),
             Ok(other) => Err(RuntimeError::Request(format!(
-                "PSY_WEIGHTS={other}: expected `f32` or `quantized`"
+                "PSY_WEIGHTS={other}: expected `f32`, `quantized` or `quantized-f32act`"
             ))),
         }
     }
@@ -92,8 +98,12 @@ pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> R
     let started = Instant::now();
     let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
         // The quantized kernels run on the CPU only.
-        let keep = weights == WeightFormat::Quantized && *device == Device::flex();
-        load_gguf(path, device, keep)?
+        let keep = weights != WeightFormat::F32 && *device == Device::flex();
+        let mut loaded = load_gguf(path, device, keep)?;
+        if weights == WeightFormat::QuantizedF32Act {
+            use_f32_activations(&mut loaded.model);
+        }
+        loaded
     } else {
         let config_path = path.join("config.json");
         let config = ModelConfig::from_hf_file(&config_path)?;
@@ -120,6 +130,29 @@ pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> R
     };
     tracing::info!(path = %path.display(), secs = started.elapsed().as_secs_f64(), "loaded model");
     Ok(loaded)
+}
+
+/// Makes every quantized matrix of `model` multiply with f32 activations.
+fn use_f32_activations(model: &mut CausalLm) {
+    let m = &mut model.model;
+    m.embed_tokens.activations = Activations::F32;
+    for l in &mut m.layers {
+        let (a, f) = (&mut l.self_attn, &mut l.mlp);
+        for p in [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut f.gate_proj,
+            &mut f.up_proj,
+            &mut f.down_proj,
+        ] {
+            p.activations = Activations::F32;
+        }
+    }
+    if let Some(h) = &mut model.lm_head {
+        h.activations = Activations::F32;
+    }
 }
 
 /// Loads a GGUF checkpoint (llama, qwen2, qwen3): matrices kept in their block format with

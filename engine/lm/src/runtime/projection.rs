@@ -16,13 +16,19 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use super::dense::{linear, load};
 use super::error::Result;
 use super::lora::LoraAdapter;
-use super::quant::QuantMatrix;
+use super::quant::{has_int_kernel, Activations, QuantMatrix};
 use super::weights::TensorSource;
 
 /// Tokens from which a quantized projection runs Burn's GEMM on dequantised tiles of rows (as
 /// llama.cpp hands large batches to BLAS): measured faster than [`QuantMatrix::matmul`]'s
 /// register-blocked kernel at 64 tokens, which in turn beats per-token GEMVs from 4 tokens.
 pub const QUANT_GEMM_MIN_TOKENS: usize = 16;
+
+/// With 8-bit activations ([`Activations::Int8`]), the integer kernels take prompts of up to
+/// this many tokens and Burn's GEMM the longer ones: measured (`cargo bench --bench decode --
+/// prefill-q`, 8960 x 1536 Q4_K / Q4_1, 2 threads) faster than the GEMM at 4 tokens (4.3 / 9.7
+/// ms vs 10.5 / 10.5) and slower from 8 (15.3 / 36.5 ms vs 11.4 / 11.3).
+pub const QUANT_INT_MAX_TOKENS: usize = 4;
 
 /// f32 bytes of one dequantised tile: small enough to stay below the allocator's mmap threshold
 /// (so tiles reuse heap memory instead of faulting fresh pages in on every call) and in cache.
@@ -43,7 +49,7 @@ fn host_f32(x: &Tensor<3>) -> Vec<f32> {
 }
 
 /// `x W^T` with `W` quantized `[n, k]`, `x` `[b, s, k]`.
-fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
+fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let n = w.rows();
     let device = x.device();
@@ -52,25 +58,34 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
         let dense = Tensor::from_data(TensorData::new(w.to_f32(), [n, k]), &device);
         return linear(dense, None, x);
     }
-    if b * s >= QUANT_GEMM_MIN_TOKENS {
-        // `W x^T` a tile of rows at a time, as the f32 path computes it (see `linear`).
-        let xt = x.reshape([b * s, k]).transpose();
-        let tile = (TILE_BYTES / 4 / k).max(1);
-        let parts: Vec<Tensor<2>> = (0..n)
-            .step_by(tile)
-            .map(|r| {
-                let rows = tile.min(n - r);
-                let wt =
-                    Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
-                wt.matmul(xt.clone())
-            })
-            .collect();
-        return Tensor::cat(parts, 0).transpose().reshape([b, s, n]);
+    let int = acts == Activations::Int8 && has_int_kernel(w.dtype());
+    if (int && b * s > QUANT_INT_MAX_TOKENS) || b * s >= QUANT_GEMM_MIN_TOKENS {
+        return quant_gemm(w, x);
     }
     let xs = host_f32(&x);
     let mut y = vec![0.0f32; b * s * n];
-    w.matmul(&xs, b * s, &mut y);
+    w.matmul_with(&xs, b * s, &mut y, acts);
     Tensor::from_data(TensorData::new(y, [b, s, n]), &device)
+}
+
+/// `x W^T` through Burn's GEMM: `W x^T` a tile of dequantised rows at a time, as the f32 path
+/// computes it (see `linear`); f32 activations. Public for the benches that pick
+/// [`QUANT_GEMM_MIN_TOKENS`].
+pub fn quant_gemm(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, k] = x.dims();
+    let n = w.rows();
+    let device = x.device();
+    let xt = x.reshape([b * s, k]).transpose();
+    let tile = (TILE_BYTES / 4 / k).max(1);
+    let parts: Vec<Tensor<2>> = (0..n)
+        .step_by(tile)
+        .map(|r| {
+            let rows = tile.min(n - r);
+            let wt = Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
+            wt.matmul(xt.clone())
+        })
+        .collect();
+    Tensor::cat(parts, 0).transpose().reshape([b, s, n])
 }
 
 /// A weight matrix as (f32 parameter, quantized blocks): exactly one is `Some`.
@@ -116,6 +131,9 @@ pub struct Projection {
     /// The weight in its file's block format (CPU inference from GGUF).
     #[module(skip)]
     pub quant: Option<Arc<QuantMatrix>>,
+    /// How `quant` multiplies: 8-bit integer activations (default) or f32 ones.
+    #[module(skip)]
+    pub activations: Activations,
 }
 
 impl Projection {
@@ -137,6 +155,7 @@ impl Projection {
             },
             lora: None,
             quant,
+            activations: Activations::default(),
         })
     }
 
@@ -151,6 +170,7 @@ impl Projection {
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([out], device))),
             lora: None,
             quant: None,
+            activations: Activations::default(),
         }
     }
 
@@ -179,7 +199,7 @@ impl Projection {
         let y = match (&self.weight, &self.quant) {
             (Some(w), _) => linear(w.val(), bias, x.clone()),
             (None, Some(q)) => {
-                let y = quant_linear(q, x.clone());
+                let y = quant_linear(q, x.clone(), self.activations);
                 match bias {
                     Some(b) => y + b.unsqueeze::<3>(),
                     None => y,
@@ -201,6 +221,9 @@ pub struct TokenEmbedding {
     pub weight: Option<Param<Tensor<2>>>,
     #[module(skip)]
     pub quant: Option<Arc<QuantMatrix>>,
+    /// How a tied head multiplies `quant` (see [`Projection::activations`]).
+    #[module(skip)]
+    pub activations: Activations,
 }
 
 impl TokenEmbedding {
@@ -212,7 +235,11 @@ impl TokenEmbedding {
         device: &Device,
     ) -> Result<Self> {
         let (weight, quant) = load_matrix(src, name, vocab, hidden, device)?;
-        Ok(Self { weight, quant })
+        Ok(Self {
+            weight,
+            quant,
+            activations: Activations::default(),
+        })
     }
 
     pub(crate) fn random(vocab: usize, hidden: usize, device: &Device) -> Self {
@@ -223,6 +250,7 @@ impl TokenEmbedding {
                 device,
             ))),
             quant: None,
+            activations: Activations::default(),
         }
     }
 
@@ -266,7 +294,7 @@ impl TokenEmbedding {
     pub fn as_head(&self, x: Tensor<3>) -> Tensor<3> {
         match (&self.weight, &self.quant) {
             (Some(w), _) => linear(w.val(), None, x),
-            (None, Some(q)) => quant_linear(q, x),
+            (None, Some(q)) => quant_linear(q, x, self.activations),
             (None, None) => unreachable!("a weight matrix is either f32 or quantized"),
         }
     }

@@ -5,16 +5,33 @@
 //! dotted with the f32 activations straight from its blocks ([`super::dot`]), so the result
 //! differs from the dequantised-f32 path only by f32 rounding. Several tokens at once (prefill)
 //! dequantise four rows at a time into a scratch and multiply them with register blocking.
+//!
+//! With [`Activations::Int8`] (the default) the activations are quantized to 8 bits once per
+//! product ([`Q8Activations`]) and every row is an integer dot product ([`super::int_dot`]), as
+//! in llama.cpp; [`Activations::F32`] keeps the f32-activation kernels above.
 
 use rayon::prelude::*;
 
 use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
+use super::int_dot::{self, has_int_kernel, IntKernel};
+use super::q8::{activation_block, Q8Activations};
 use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
 
 /// Rows per rayon task (as in the f32 GEMV).
 const ROWS_PER_TASK: usize = 64;
+
+/// What a quantized matrix multiplies its blocks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Activations quantized per block to 8 bits, integer dot products (llama.cpp's way):
+    /// fastest, within the 8-bit rounding of the f32 result.
+    #[default]
+    Int8,
+    /// f32 activations: the dequantised f32 product up to f32 rounding.
+    F32,
+}
 
 /// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks.
 #[derive(Clone)]
@@ -187,6 +204,57 @@ impl QuantMatrix {
         }
     }
 
+    /// [`Self::matmul`] or [`Self::matmul_int`] as `acts` says (types without an integer
+    /// kernel always take f32 activations).
+    pub fn matmul_with(&self, x: &[f32], tokens: usize, y: &mut [f32], acts: Activations) {
+        if acts == Activations::Int8 && has_int_kernel(self.dtype) {
+            self.matmul_int(x, tokens, y, IntKernel::detect());
+        } else {
+            self.matmul(x, tokens, y);
+        }
+    }
+
+    /// [`Self::matmul`] with each token's activations quantized to 8 bits and integer dot
+    /// products by `kernel`; `self.dtype()` must be one of [`has_int_kernel`]. Each row's
+    /// blocks are read once for all tokens (they stay in L1 between tokens).
+    pub fn matmul_int(&self, x: &[f32], tokens: usize, y: &mut [f32], kernel: IntKernel) {
+        let (k, n) = (self.cols, self.rows);
+        assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
+        assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
+        let block = activation_block(self.dtype);
+        let acts: Vec<Q8Activations> = x
+            .chunks_exact(k)
+            .map(|xt| Q8Activations::quantize(xt, block))
+            .collect();
+        if tokens == 1 {
+            y.par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .for_each(|(chunk, out)| {
+                    let rows = self.row_span(chunk * ROWS_PER_TASK, out.len());
+                    int_dot::dot_rows(kernel, self.dtype, rows, &acts[0], out);
+                });
+            return;
+        }
+        // Transposed result [rows, tokens], so that each task owns one contiguous piece.
+        let mut yt = vec![0.0f32; n * tokens];
+        yt.par_chunks_mut(ROWS_PER_TASK * tokens)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let base = chunk * ROWS_PER_TASK;
+                for (i, o) in out.chunks_exact_mut(tokens).enumerate() {
+                    let row = self.row_span(base + i, 1);
+                    for (o, a) in o.iter_mut().zip(&acts) {
+                        *o = int_dot::dot_row(kernel, self.dtype, row, a);
+                    }
+                }
+            });
+        for r in 0..n {
+            for t in 0..tokens {
+                y[t * n + r] = yt[r * tokens + t];
+            }
+        }
+    }
+
     /// `y = W x` for one activation vector, rows split across the rayon pool.
     pub fn gemv(&self, x: &[f32], y: &mut [f32]) {
         let k = self.cols;
@@ -259,6 +327,41 @@ mod tests {
                 assert!((y[t * rows + r] - want).abs() < 1e-4, "t {t} r {r}");
                 if t == 0 {
                     assert!((y1[r] - want).abs() < 1e-4, "gemv r {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integer_matmul_matches_per_token_dots_and_the_dense_product() {
+        let rows = 70;
+        let (m, dense) = q8_matrix(rows);
+        let tokens = 3;
+        let x: Vec<f32> = (0..tokens * 64)
+            .map(|i| ((i % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        for kernel in IntKernel::available() {
+            let mut y = vec![0.0; tokens * rows];
+            m.matmul_int(&x, tokens, &mut y, kernel);
+            for t in 0..tokens {
+                let mut y1 = vec![0.0; rows];
+                m.matmul_int(&x[t * 64..(t + 1) * 64], 1, &mut y1, kernel);
+                let a = Q8Activations::quantize(&x[t * 64..(t + 1) * 64], 32);
+                for r in 0..rows {
+                    assert_eq!(y[t * rows + r], y1[r], "{kernel:?} t {t} r {r}");
+                    let w = &dense[r * 64..(r + 1) * 64];
+                    let want: f32 = w.iter().zip(&x[t * 64..]).map(|(w, x)| w * x).sum();
+                    // Half a quantization step per activation (1.5 / 127 / 2 here).
+                    let bound: f32 = w
+                        .iter()
+                        .enumerate()
+                        .map(|(i, w)| w.abs() * a.d[i / 32] / 2.0)
+                        .sum();
+                    assert!(
+                        (y[t * rows + r] - want).abs() <= bound + 1e-4,
+                        "{kernel:?} t {t} r {r}: {} vs {want}",
+                        y[t * rows + r]
+                    );
                 }
             }
         }

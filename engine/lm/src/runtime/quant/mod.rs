@@ -1,11 +1,20 @@
 //! ggml quantised weights: bit-exact dequantisation of every block type the runtime reads, and a
-//! matrix that stays in its file format in memory and multiplies from it (see [`QuantMatrix`]).
+//! matrix that stays in its file format in memory and multiplies from it (see [`QuantMatrix`]),
+//! either with f32 activations (`dot.rs`) or with activations quantized to 8 bits and integer
+//! dot products (`q8.rs`, `int_*.rs`).
 
 pub mod dequant;
 pub mod dot;
+pub mod int_dot;
+mod int_scalar;
+#[cfg(target_arch = "x86_64")]
+mod int_x86;
 pub mod kquants;
 pub mod legacy;
 pub mod matrix;
+pub mod q8;
 
 pub use dequant::{block_layout, dequantize, dequantize_into, is_supported, QuantError};
-pub use matrix::QuantMatrix;
+pub use int_dot::{has_int_kernel, IntKernel};
+pub use matrix::{Activations, QuantMatrix};
+pub use q8::Q8Activations;

@@ -1,0 +1,171 @@
+//! Integer dot products of one quantized row with [`Q8Activations`]: the portable reference.
+//!
+//! Each block (or K-quant super-block) yields exact integers (`sum q_w * q_x`, with the weight
+//! offsets folded in through the activation group sums); the f32 scales are applied by the
+//! `*_value` functions below, which the SIMD kernels (`int_x86.rs`) call too. The 32-value
+//! block types accumulate in 8 lanes exactly as the SIMD kernels' vector registers do
+//! ([`hsum8`]); everything is summed in a fixed order with plain f32 multiplies and adds (no
+//! fused multiply-add), so a SIMD kernel that gets the same integers returns the very same f32,
+//! bit for bit.
+//!
+//! Weight layouts are those of `legacy.rs` / `kquants.rs`.
+
+use super::kquants::k_scale_min;
+use super::legacy::f16_at;
+use super::q8::Q8Activations;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// K-quants and Q6_K: `(d_w * d_x) * isum`.
+#[inline(always)]
+pub(super) fn scaled_value(dw: f32, dx: f32, isum: i32) -> f32 {
+    (dw * dx) * isum as f32
+}
+
+/// Q4_1's offset term: `x = d q + m`, so `sum x a = d d_x isum + m d_x sum(q_x)`; the SIMD
+/// kernel accumulates it beside the vector lanes, as here.
+#[inline(always)]
+pub(super) fn offset_value(m: f32, dx: f32, xsum: i32) -> f32 {
+    (m * dx) * xsum as f32
+}
+
+/// The 32-value block types accumulate in 8 f32 lanes, lane `l` taking the integer dot of
+/// elements `4l..4l + 4` of every block times the block's `d_w * d_x` (a multiply, then an add:
+/// what `maddubs`/`vpdpbusd` lanes and `_mm256_mul_ps`/`_mm256_add_ps` compute).
+#[inline(always)]
+fn lanes_add(acc: &mut [f32; 8], scale: f32, w: impl Fn(usize) -> i32, x: &[i8]) {
+    for (l, a) in acc.iter_mut().enumerate() {
+        let isum: i32 = (4 * l..4 * l + 4).map(|e| w(e) * i32::from(x[e])).sum();
+        *a += scale * isum as f32;
+    }
+}
+
+/// Sum of 8 lanes in the order of the SIMD reduction (halves, then pairs).
+#[inline(always)]
+pub(super) fn hsum8(a: [f32; 8]) -> f32 {
+    let s4 = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    let s2 = [s4[0] + s4[2], s4[1] + s4[3]];
+    s2[0] + s2[1]
+}
+
+/// Q4_K: `x = (d sc) q - dmin mn` per 32, so `d d_x sum_j sc_j isum_j - dmin d_x sum_j mn_j
+/// xsum_j`.
+#[inline(always)]
+pub(super) fn min_value(d: f32, dmin: f32, dx: f32, isum: i32, imin: i32) -> f32 {
+    (d * dx) * isum as f32 - (dmin * dx) * imin as f32
+}
+
+/// Q4_K's `sum_j mn_j * xsum_j` over the 8 sub-blocks of 32 (activation groups are 16).
+#[inline(always)]
+pub(super) fn q4k_min_sum(mn: &[u8; 8], sums16: &[i32]) -> i32 {
+    (0..8)
+        .map(|j| i32::from(mn[j]) * (sums16[2 * j] + sums16[2 * j + 1]))
+        .sum()
+}
+
+/// Q6_K's `32 * sum_g scale_g * xsum_g` (its quants are stored plus 32).
+#[inline(always)]
+pub(super) fn q6k_bias(scales: &[i8], sums16: &[i32]) -> i32 {
+    32 * (0..16)
+        .map(|g| i32::from(scales[g]) * sums16[g])
+        .sum::<i32>()
+}
+
+/// Whether [`dot_row`] handles `dtype` (the others keep f32 activations).
+pub fn has_int_kernel(dtype: GgmlDType) -> bool {
+    use GgmlDType::*;
+    matches!(dtype, Q4_0 | Q4_1 | Q8_0 | Q4K | Q6K)
+}
+
+/// `sum_i u_i * x_i` for unsigned weights `u`.
+#[inline(always)]
+fn idot(u: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
+    u.zip(x).map(|(u, &x)| u * i32::from(x)).sum()
+}
+
+/// The row's dot product with `a`, in portable integer arithmetic. `row` is whole blocks of
+/// `dtype` for `a.len()` values, `a` quantized with the block of `dtype`.
+pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
+    let mut acc = 0.0f32;
+    let mut lanes = [0.0f32; 8];
+    // Element e of a 32-value block of nibbles: low nibble of byte e, high of byte e - 16.
+    let nibble = |qs: &[u8], e: usize| {
+        if e < 16 {
+            i32::from(qs[e] & 15)
+        } else {
+            i32::from(qs[e - 16] >> 4)
+        }
+    };
+    match dtype {
+        GgmlDType::Q4_0 => {
+            for (b, blk) in row.chunks_exact(18).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| nibble(&blk[2..], e) - 8, x);
+            }
+        }
+        GgmlDType::Q4_1 => {
+            for (b, blk) in row.chunks_exact(20).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| nibble(&blk[4..], e), x);
+                acc += offset_value(f16_at(blk, 2), a.d[b], a.sums[b]);
+            }
+        }
+        GgmlDType::Q8_0 => {
+            for (b, blk) in row.chunks_exact(34).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| i32::from(blk[2 + e] as i8), x);
+            }
+        }
+        GgmlDType::Q4K => {
+            for (sb, blk) in row.chunks_exact(144).enumerate() {
+                let (sc, mn) = k_scale_min(&blk[4..16]);
+                let (qs, x) = (&blk[16..144], &a.qs[sb * 256..sb * 256 + 256]);
+                let mut isum = 0i32;
+                for c in 0..4 {
+                    let q = &qs[c * 32..c * 32 + 32];
+                    let lo = idot(
+                        q.iter().map(|&v| i32::from(v & 15)),
+                        &x[c * 64..c * 64 + 32],
+                    );
+                    let hi = idot(
+                        q.iter().map(|&v| i32::from(v >> 4)),
+                        &x[c * 64 + 32..][..32],
+                    );
+                    isum += i32::from(sc[2 * c]) * lo + i32::from(sc[2 * c + 1]) * hi;
+                }
+                let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
+                acc += min_value(f16_at(blk, 0), f16_at(blk, 2), a.d[sb], isum, imin);
+            }
+        }
+        GgmlDType::Q6K => {
+            for (sb, blk) in row.chunks_exact(210).enumerate() {
+                let (ql, qh) = (&blk[..128], &blk[128..192]);
+                let scales: [i8; 16] = std::array::from_fn(|g| blk[192 + g] as i8);
+                let x = &a.qs[sb * 256..sb * 256 + 256];
+                let mut isum = 0i32;
+                // Element h*128 + j*32 + l: nibble j/2 of ql[h*64 + (j%2)*32 + l], bits 2j of
+                // qh[h*32 + l]; scale group (h*128 + j*32 + l) / 16.
+                for h in 0..2 {
+                    for j in 0..4 {
+                        for half in 0..2 {
+                            let q = (0..16).map(|i| {
+                                let l = half * 16 + i;
+                                let low = (ql[h * 64 + (j % 2) * 32 + l] >> (4 * (j / 2))) & 15;
+                                let high = (qh[h * 32 + l] >> (2 * j)) & 3;
+                                i32::from(low | (high << 4))
+                            });
+                            let at = h * 128 + j * 32 + half * 16;
+                            isum += i32::from(scales[at / 16]) * idot(q, &x[at..at + 16]);
+                        }
+                    }
+                }
+                isum -= q6k_bias(&scales, &a.sums[sb * 16..sb * 16 + 16]);
+                acc += scaled_value(f16_at(blk, 208), a.d[sb], isum);
+            }
+        }
+        other => unreachable!("no integer kernel for {other}"),
+    }
+    hsum8(lanes) + acc
+}

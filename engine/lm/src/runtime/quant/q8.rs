@@ -1,0 +1,118 @@
+//! Activations quantized to 8 bits once per matrix product, as llama.cpp does before its
+//! integer dot products.
+//!
+//! Why: a quantized weight times an 8-bit activation is an integer product, so a block's dot
+//! product is a handful of byte multiply-adds (`maddubs`, `vpdpbusd`) instead of converting
+//! every weight to f32. The vector is cut into blocks (32 values for the legacy types, 256 for
+//! the K-quants, matching their blocks), each with one f32 scale `d = max|x| / 127` and
+//! `q = round(x / d)` in [-127, 127] (never -128: the signed-times-signed trick of the Q8_0
+//! kernel negates activations), plus integer sums of `q` over groups (32 or 16 values) for the
+//! weight types that carry an offset (Q4_0's `-8`, Q4_1's `m`, the K-quants' mins, Q6_K's `-32`).
+//!
+//! The rounding error per value is at most `d / 2`, so a dot product with weights `w` moves by
+//! at most `sum_b d_b / 2 * sum_{i in b} |w_i|` from the f32 one (the bound the tests use).
+
+use crate::runtime::ggml_type::GgmlDType;
+
+/// An activation vector as 8-bit blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Q8Activations {
+    /// Values per scale: 32 or 256.
+    pub block: usize,
+    /// Values per entry of `sums`: 32 for 32-value blocks, 16 for 256-value blocks (the
+    /// K-quants' smallest sub-block).
+    pub group: usize,
+    /// One scale per block.
+    pub d: Vec<f32>,
+    /// The quantized values, in [-127, 127].
+    pub qs: Vec<i8>,
+    /// `sum(qs)` over each group.
+    pub sums: Vec<i32>,
+}
+
+/// Activation block length that matches the weight blocks of `dtype`.
+pub fn activation_block(dtype: GgmlDType) -> usize {
+    use GgmlDType::*;
+    match dtype {
+        Q2K | Q3K | Q4K | Q5K | Q6K => 256,
+        _ => 32,
+    }
+}
+
+impl Q8Activations {
+    /// Quantizes `x` in blocks of `block` values (32 or 256); `x.len()` must be a multiple of
+    /// `block`, which a [`super::QuantMatrix`] row guarantees.
+    pub fn quantize(x: &[f32], block: usize) -> Self {
+        assert!(
+            block == 32 || block == 256,
+            "activation blocks are 32 or 256 values"
+        );
+        assert_eq!(x.len() % block, 0, "activations are not whole blocks");
+        let group = if block == 32 { 32 } else { 16 };
+        let mut d = Vec::with_capacity(x.len() / block);
+        let mut qs = vec![0i8; x.len()];
+        for (xb, qb) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)) {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            for (q, &v) in qb.iter_mut().zip(xb) {
+                // `as` maps NaN to 0; the clamp keeps -128 out even if `inv` rounds up.
+                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            }
+            d.push(scale);
+        }
+        let sums = qs
+            .chunks_exact(group)
+            .map(|g| g.iter().map(|&q| i32::from(q)).sum())
+            .collect();
+        Self {
+            block,
+            group,
+            d,
+            qs,
+            sums,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.qs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.qs.is_empty()
+    }
+
+    /// The dequantised vector `d_b * q_i` (what the integer products multiply).
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.qs
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| self.d[i / self.block] * f32::from(q))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_scale_to_127_and_sum_by_group() {
+        // Block 0 peaks at -2.54 -> d = 0.02, so 1.0 -> 50; block 1 is all zero.
+        let mut x = vec![0.0f32; 64];
+        x[0] = -2.54;
+        x[1] = 1.0;
+        x[2] = 0.011; // 0.55 -> rounds away from zero to 1
+        let a = Q8Activations::quantize(&x, 32);
+        assert!((a.d[0] - 0.02).abs() < 1e-9);
+        assert_eq!(a.d[1], 0.0);
+        assert_eq!(&a.qs[..4], &[-127, 50, 1, 0]);
+        assert_eq!(a.sums, vec![-127 + 50 + 1, 0]);
+        let k = Q8Activations::quantize(&vec![1.0f32; 256], 256);
+        assert_eq!(k.sums, vec![127 * 16; 16]);
+        // NaN quantizes to 0 instead of poisoning the integer sums.
+        let n = Q8Activations::quantize(&[f32::NAN; 32], 32);
+        assert!(n.qs.iter().all(|&q| q == 0));
+    }
+}

@@ -37,7 +37,9 @@
 //! `max_new_tokens`. When the tokens left fall below the schema's worst-case completion
 //! length, the mask also drops every token after which the value could no longer be
 //! completed in the remaining tokens (one byte per token), so an output cut by the budget
-//! still closes; if the budget is smaller than the shortest completion, it is ignored.
+//! still closes. When the tokens left are fewer than the shortest completion's bytes, every
+//! token must shorten that completion (strings close, optional parts are skipped), which
+//! closes the value whenever the model's multi-byte tokens make up the difference.
 
 pub mod any_json;
 pub mod lexers;

@@ -9,8 +9,9 @@ use super::token_trie::{TokenTrie, Trie};
 
 /// Marks in `allowed` (resized to the trie's vocabulary, cleared first) the tokens that may
 /// come next. With `budget = Some(n)` (tokens left after this one), a token is allowed only if
-/// the value can still be completed in `n` more single-byte tokens; if that leaves nothing, the
-/// budget is ignored. Returns how many tokens are allowed.
+/// the value can still be completed in `n` more single-byte tokens; if that leaves nothing, only
+/// tokens that shorten the shortest completion are allowed (and if none does, any token).
+/// Returns how many tokens are allowed.
 pub fn allowed_tokens(
     rec: &JsonRecognizer,
     trie: &TokenTrie,
@@ -26,6 +27,15 @@ pub fn allowed_tokens(
         });
         if fits > 0 {
             return fits;
+        }
+        // Fewer tokens are left than the shortest completion has bytes, so the byte count
+        // cannot guarantee an ending; multi-byte tokens still can. Every token must then bring
+        // the value closer to complete (a string closes instead of growing), so an output
+        // cut by the budget has spent its last tokens on closing.
+        let now = state.min_to_end(program);
+        let closer = mark(program, trie, state, allowed, |s| s.min_to_end(program) < now);
+        if closer > 0 {
+            return closer;
         }
     }
     mark(program, trie, state, allowed, |_| true)

@@ -122,6 +122,7 @@ impl Drafter for ModelDrafter {
             reasoning: out.reasoning,
             content: out.content,
             prompt_tokens: out.prompt_ids.len(),
+            prompt_tokens_cached: out.timings.cached_prompt_tokens,
             completion_tokens: out.generated_ids.len(),
             banned_words: banned,
             finish: Some(out.finish_reason),

@@ -58,7 +58,8 @@ fn the_estimate_of_a_quantized_model_is_about_its_file_and_of_f32_four_bytes_a_w
     // Block-format weights are the file's tensor data: the file less its metadata.
     let ratio = q.weights as f64 / file;
     eprintln!("quantized estimate / file size = {ratio:.3}");
-    assert!((0.9..=1.0).contains(&ratio), "{ratio}");
+    // Measured 0.982 (the tokenizer vocabulary is most of the metadata).
+    assert!((0.97..=1.0).contains(&ratio), "{ratio}");
     // 30 layers x K and V x 3 KV heads x 64 x 4096 positions x 4 bytes.
     assert_eq!(q.kv_cache, 30 * 2 * 3 * 64 * 4096 * 4);
 }

@@ -97,9 +97,11 @@ fn logits_after_the_cached_prefix_match_a_cold_prefill() {
         .zip(&got)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    // Measured 0.0 here...: the stored values are the f32 keys and values bit for bit;
-    // only the split of the prefill into two forwards may round differently.
-    assert!(diff <= 1e-3, "max |logit difference| {diff}");
+    eprintln!("max |logit difference| after the cached prefix: {diff}");
+    // Measured 0.0 here: the file holds the f32 keys and values bit for bit, and the
+    // forward over the rest attends to them as to recomputed ones. The margin is for a
+    // kernel that blocks a shorter prefill differently.
+    assert!(diff <= 1e-4, "max |logit difference| {diff}");
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()

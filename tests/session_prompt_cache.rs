@@ -21,7 +21,10 @@ fn request() -> DraftRequest {
                 "system",
                 "You are a calm counselor. Listen first, speak plainly, and keep replies short.",
             ),
-            ChatMessage::new("user", "I've been so tired lately and work is overwhelming."),
+            ChatMessage::new(
+                "user",
+                "I've been so tired lately and work is overwhelming.",
+            ),
         ],
         max_new_tokens: 24,
         sampling: SamplingConfig {
@@ -54,7 +57,10 @@ fn prefix_and_prompt(model: &Path) -> (Vec<u32>, Vec<u32>) {
         tok.encode(&template.render(m, &opts).unwrap(), false)
             .unwrap()
     };
-    (render(&req.messages[..1], false), render(&req.messages, true))
+    (
+        render(&req.messages[..1], false),
+        render(&req.messages, true),
+    )
 }
 
 #[test]

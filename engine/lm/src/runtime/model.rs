@@ -216,7 +216,10 @@ impl KvCache {
                 .try_into_vec::<f32>()
                 .expect("f32 data")
         };
-        self.layers.iter().map(|l| [host(&l.k), host(&l.v)]).collect()
+        self.layers
+            .iter()
+            .map(|l| [host(&l.k), host(&l.v)])
+            .collect()
     }
 
     /// Fills the first `len` positions with [`Self::export`]'s output and forgets the rest;
@@ -232,7 +235,8 @@ impl KvCache {
                     return None;
                 }
                 let device = buf.as_ref().expect("cache buffer present").device();
-                let new = Tensor::from_data(TensorData::new(values.clone(), [b, h, len, d]), &device);
+                let new =
+                    Tensor::from_data(TensorData::new(values.clone(), [b, h, len, d]), &device);
                 append(buf, new, 0);
             }
         }

@@ -258,8 +258,11 @@ mod tests {
         assert!(load(dir.path(), &b, &[5, 6, 7], 2, 3).unwrap().is_none());
         assert!(load(dir.path(), &a, &[5, 6], 2, 3).unwrap().is_none());
         // A file renamed to another model's name is caught by its header.
-        fs::copy(file_for(dir.path(), &a, &[5, 6, 7]), file_for(dir.path(), &b, &[5, 6, 7]))
-            .unwrap();
+        fs::copy(
+            file_for(dir.path(), &a, &[5, 6, 7]),
+            file_for(dir.path(), &b, &[5, 6, 7]),
+        )
+        .unwrap();
         let err = load(dir.path(), &b, &[5, 6, 7], 2, 3).unwrap_err();
         assert!(err.to_string().contains("another model"), "{err}");
     }

@@ -110,7 +110,10 @@ impl ModelDrafter {
         let values = c.num_key_value_heads * prefix.len() * c.head_dim;
         match prompt_cache_file::load(&dir, &model, &prefix, c.num_hidden_layers, values) {
             Ok(Some(layers)) if self.prompt_cache.seed(&self.model, &prefix, &layers) => {
-                tracing::debug!(tokens = prefix.len(), "system prompt read from the disk cache");
+                tracing::debug!(
+                    tokens = prefix.len(),
+                    "system prompt read from the disk cache"
+                );
                 return None;
             }
             Ok(_) => {}

@@ -1,8 +1,10 @@
-//! End-to-end latency of one counseling turn (plan + prefill + up to 100 tokens) and server
-//! throughput (requests/s at concurrency 1, 4, 16) with SmolLM2 on the CPU.
+//! End-to-end latency of one counseling turn (plan + prefill + up to 100 tokens), of turn 10
+//! of a scripted session in `direct` and `two-phase` mode, and server throughput (requests/s
+//! at concurrency 1, 4, 16) with SmolLM2 on the CPU.
 //!
-//! Run `scripts/setup.sh` first, then `cargo bench --bench session`. Sample counts are small:
-//! one sample is a whole turn, or a whole wave of concurrent requests.
+//! Run `scripts/setup.sh` first, then `cargo bench --bench session` (or
+//! `cargo bench --bench session -- session/` for the 10-turn scenario alone). Sample counts are
+//! small: one sample is a whole turn, or a whole wave of concurrent requests.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -11,18 +13,23 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use psy_core::dialogue::Dialogue;
+use psy_core::dialogue::{Dialogue, Message};
 use psy_lm::session::TurnOptions;
 use serde_json::json;
 
 /// `manifests/psyllm.toml` in `direct` mode, so that a turn is one prefill and one decode.
 fn manifest() -> PathBuf {
-    let path = std::env::temp_dir().join("psy-bench-direct.toml");
+    manifest_in("direct")
+}
+
+/// `manifests/psyllm.toml` with its prompting mode set to `mode`.
+fn manifest_in(mode: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("psy-bench-{mode}.toml"));
     let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests/psyllm.toml");
     std::fs::write(
         &path,
         format!(
-            "schema = 1\nextends = \"{}\"\n[prompting]\nmode = \"direct\"\n",
+            "schema = 1\nextends = \"{}\"\n[prompting]\nmode = \"{mode}\"\n",
             base.display()
         ),
     )
@@ -55,6 +62,79 @@ fn turn(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    g.finish();
+}
+
+/// The client's side of the scripted 10-turn session (no crisis: every turn is drafted).
+const SESSION: [&str; 10] = [
+    "I've been so tired lately and work is overwhelming.",
+    "I lie awake most nights going over everything I didn't finish.",
+    "My manager keeps adding projects and I never say no.",
+    "I think I'm scared that if I say no they'll see I can't cope.",
+    "At home I'm short with my partner, and then I feel guilty about it.",
+    "I used to run on weekends, but I haven't in months.",
+    "Maybe I could talk to my manager, but I don't know how to start.",
+    "I guess I could ask which project matters most this week.",
+    "It feels strange to think about what I need for once.",
+    "What would be a small first step for tomorrow?",
+];
+
+/// Turn 10 of [`SESSION`]: turns 1-9 are played once (their replies become the history and
+/// each turn's prompt tokens computed and reused are printed); then each sample replays turn
+/// 9, untimed, so that the prompt cache holds what it holds after turn 9 in a live session,
+/// and times turn 10.
+fn session(c: &mut Criterion) {
+    let opts = TurnOptions {
+        max_new_tokens: Some(100),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("session");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(20));
+    for mode in ["direct", "two-phase"] {
+        let mut counselor = psy::counselor(&manifest_in(mode), Some(&model())).unwrap();
+        let mut messages: Vec<Message> = Vec::new();
+        let mut before_last = Dialogue::new(Vec::new());
+        for (i, client) in SESSION.iter().enumerate() {
+            messages.push(Message::user(*client));
+            let dialogue = Dialogue::new(messages.clone());
+            let t = counselor
+                .respond(&dialogue, &opts, &mut |_| ControlFlow::Continue(()))
+                .unwrap();
+            let tm = &t.timings;
+            eprintln!(
+                "{mode} turn {:2}: {:6.0} ms, prompt tokens computed {:5}, reused {:5}",
+                i + 1,
+                tm.total_ms,
+                tm.prompt_tokens - tm.prompt_tokens_cached,
+                tm.prompt_tokens_cached
+            );
+            if i + 2 == SESSION.len() {
+                before_last = dialogue;
+            }
+            messages.push(Message::assistant(t.reply));
+        }
+        messages.pop();
+        let last = Dialogue::new(messages);
+        g.bench_function(BenchmarkId::new("turn 10", mode), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    counselor
+                        .respond(&before_last, &opts, &mut |_| ControlFlow::Continue(()))
+                        .unwrap();
+                    let t0 = Instant::now();
+                    counselor
+                        .respond(&last, &opts, &mut |_| ControlFlow::Continue(()))
+                        .unwrap();
+                    spent += t0.elapsed();
+                }
+                spent
+            })
+        });
+    }
     g.finish();
 }
 
@@ -106,5 +186,5 @@ fn server(c: &mut Criterion) {
     rt.block_on(running.shutdown()).unwrap();
 }
 
-criterion_group!(benches, turn, server);
+criterion_group!(benches, turn, session, server);
 criterion_main!(benches);

@@ -281,11 +281,20 @@ pub fn resolve_model(model: Option<&Path>, manifest: Option<&Path>) -> Result<Pa
 
 /// A counselor for `manifest`, decoding with `model` (see [`resolve_model`]).
 pub fn counselor(manifest: &Path, model: Option<&Path>) -> Result<Counselor> {
-    let planner = planner(manifest)?;
+    let run = manifest::load_run(manifest)?;
     let model = resolve_model(model, Some(manifest))?;
-    let tok = planner.run().manifest.model.tokenizer.trim().to_string();
+    let tok = run.manifest.model.tokenizer.trim().to_string();
     let tok = (!tok.is_empty()).then(|| manifest.parent().unwrap_or(Path::new(".")).join(tok));
-    counselor_with(planner, &model, tok.as_deref())
+    // The model loads while the planner loads the sentence encoder and checks the crisis
+    // screen: the two take similar time at startup and run on different cores.
+    std::thread::scope(|s| {
+        let drafter = s.spawn(|| load_drafter(&model, tok.as_deref()));
+        let planner = planner_for_run(run);
+        let drafter = drafter
+            .join()
+            .map_err(|_| anyhow::anyhow!("loading model {} panicked", model.display()))??;
+        Ok(Counselor::new(planner?, Box::new(drafter)))
+    })
 }
 
 /// A counselor for a resolved run (its `[model]` paths are already absolute), decoding with
@@ -324,9 +333,11 @@ pub(crate) fn counselor_with(
     model: &Path,
     tok: Option<&Path>,
 ) -> Result<Counselor> {
-    let drafter = ModelDrafter::load(model, tok)
-        .with_context(|| format!("loading model {}", model.display()))?;
-    Ok(Counselor::new(planner, Box::new(drafter)))
+    Ok(Counselor::new(planner, Box::new(load_drafter(model, tok)?)))
+}
+
+fn load_drafter(model: &Path, tok: Option<&Path>) -> Result<ModelDrafter> {
+    ModelDrafter::load(model, tok).with_context(|| format!("loading model {}", model.display()))
 }
 
 /// Options of `psy counsel`.

@@ -91,9 +91,18 @@ fn a_draft_naming_a_diagnosis_is_continued_without_it_and_the_label_banned() {
         .banned_phrases
         .iter()
         .any(|p| p.contains("insomnia")));
-    assert!(reqs[1].messages[0]
-        .content
-        .contains("Never name a diagnosis"));
+    // The instruction goes to the turn's guidance; the run's system message, which the
+    // prompt cache holds, stays as it was.
+    assert!(guidance(&reqs[1]).contains("Never name a diagnosis"));
+    assert_eq!(reqs[1].messages[0], reqs[0].messages[0]);
+}
+
+/// The turn's plan guidance: the last system message, just before the latest client message.
+fn guidance(req: &psy_lm::session::DraftRequest) -> &str {
+    let n = req.messages.len();
+    assert_eq!(req.messages[n - 2].role, "system");
+    assert_eq!(req.messages[n - 1].role, "user");
+    &req.messages[n - 2].content
 }
 
 #[test]
@@ -311,9 +320,10 @@ fn two_phase_streams_reasoning_and_content_separately() {
         "That sounds exhausting. What are your nights like?"
     );
     let reqs = d.requests.lock().unwrap();
-    assert!(reqs[0].messages[0].content.contains("Reasoning steps"));
+    assert!(guidance(&reqs[0]).contains("Reasoning steps"));
     // The reply is conditioned on the reasoning.
-    assert!(reqs[1].messages[0].content.contains(&t.reasoning));
+    assert!(guidance(&reqs[1]).contains(&t.reasoning));
+    assert!(!reqs[0].messages[0].content.contains("Reasoning steps"));
 }
 
 #[test]
@@ -357,7 +367,7 @@ fn icl_puts_the_steps_and_a_worked_example_in_the_prompt_and_splits_the_reasonin
     assert_eq!(t.reply, "That sounds exhausting. What helps a little?");
     assert_eq!(c, t.reply);
     let reqs = d.requests.lock().unwrap();
-    let sys = &reqs[0].messages[0].content;
+    let sys = guidance(&reqs[0]);
     assert!(sys.contains("Worked example") && sys.contains("Reasoning steps"));
     assert_eq!(reqs[0].assistant_prefix, "Reasoning:");
     drop(reqs);

@@ -41,6 +41,8 @@ pub enum RuntimeError {
     Request(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("{path}: the model does not fit in memory; {detail}")]
+    DoesNotFit { path: PathBuf, detail: String },
 }
 
 /// Result alias of the runtime.

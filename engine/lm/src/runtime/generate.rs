@@ -189,6 +189,32 @@ impl PromptCache {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Token ids whose keys and values the cache holds.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Keys and values of the first `n` cached positions (see [`KvCache::export`]); `None`
+    /// when the cache holds fewer.
+    pub fn export_prefix(&self, n: usize) -> Option<Vec<[Vec<f32>; 2]>> {
+        let cache = self.cache.as_ref()?;
+        (n <= cache.len() && n <= self.ids.len()).then(|| cache.export(n))
+    }
+
+    /// Starts the cache from `ids` and their keys and values (e.g. read from disk); `false`
+    /// (and an empty cache) when their shapes do not fit the model.
+    pub fn seed(&mut self, model: &LoadedModel, ids: &[u32], layers: &[[Vec<f32>; 2]]) -> bool {
+        let room = (ids.len() * 2).clamp(ids.len(), model.model.max_positions());
+        let mut cache = KvCache::new(&model.config, 1, room, &model.device);
+        if cache.import(layers, ids.len()).is_none() {
+            *self = Self::default();
+            return false;
+        }
+        self.cache = Some(cache);
+        self.ids = ids.to_vec();
+        true
+    }
 }
 
 /// Generates a continuation for each prompt of the batch.
@@ -271,10 +297,19 @@ pub fn generate_cached(
     let think_start = codec.and_then(|c| c.token_id("<think>"));
     let think_end = codec.and_then(|c| c.token_id("</think>"));
     if reuse.cache.as_ref().is_none_or(|c| c.capacity() < capacity) {
-        // Room for a longer follow-up too, within the model's positions.
+        // Room for a longer follow-up too, within the model's positions; what the smaller
+        // cache held is carried over, so a growing session keeps its prefix.
         let room = (capacity * 2).clamp(capacity.max(1), model.model.max_positions());
-        reuse.cache = Some(KvCache::new(&model.config, 1, room, &model.device));
-        reuse.ids.clear();
+        let mut grown = KvCache::new(&model.config, 1, room, &model.device);
+        let held = match &reuse.cache {
+            Some(old) if !old.is_empty() => {
+                let n = old.len().min(reuse.ids.len());
+                grown.import(&old.export(n), n).map_or(0, |_| n)
+            }
+            _ => 0,
+        };
+        reuse.cache = Some(grown);
+        reuse.ids.truncate(held);
     }
     let PromptCache { cache, ids: fed } = reuse;
     let cache = cache.as_mut().expect("allocated above");

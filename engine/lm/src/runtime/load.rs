@@ -96,9 +96,15 @@ pub fn load_model_on(path: &Path, device: &Device) -> Result<LoadedModel> {
 /// [`load_model`] on an explicit device and weight format.
 pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> Result<LoadedModel> {
     let started = Instant::now();
+    // The quantized kernels run on the CPU only.
+    let keep = weights != WeightFormat::F32 && *device == Device::flex();
+    if *device == Device::flex() {
+        // Refused before a weight is read (free memory of other devices is not checked).
+        let estimate = super::memory_check::estimate_load(path, keep, "cpu")?;
+        tracing::debug!("{}", estimate.describe());
+        estimate.check(path)?;
+    }
     let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        // The quantized kernels run on the CPU only.
-        let keep = weights != WeightFormat::F32 && *device == Device::flex();
         let mut loaded = load_gguf(path, device, keep)?;
         if weights == WeightFormat::QuantizedF32Act {
             use_f32_activations(&mut loaded.model);

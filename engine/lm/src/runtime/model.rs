@@ -201,6 +201,48 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
+
+    /// Every layer's keys and values of the first `len` positions (at most [`Self::len`]),
+    /// each `[batch, kv_heads, len, head_dim]` in row-major order: what the on-disk prompt
+    /// cache stores.
+    pub fn export(&self, len: usize) -> Vec<[Vec<f32>; 2]> {
+        let len = len.min(self.len);
+        let host = |t: &Option<Tensor<4>>| -> Vec<f32> {
+            let t = t.as_ref().expect("cache buffer present");
+            t.clone()
+                .narrow(2, 0, len)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 data")
+        };
+        self.layers
+            .iter()
+            .map(|l| [host(&l.k), host(&l.v)])
+            .collect()
+    }
+
+    /// Fills the first `len` positions with [`Self::export`]'s output and forgets the rest;
+    /// `None` when the layer count or a layer's size does not match this cache.
+    pub fn import(&mut self, layers: &[[Vec<f32>; 2]], len: usize) -> Option<()> {
+        if layers.len() != self.layers.len() || len > self.capacity {
+            return None;
+        }
+        for (slot, kv) in self.layers.iter_mut().zip(layers) {
+            for (buf, values) in [&mut slot.k, &mut slot.v].into_iter().zip(kv) {
+                let [b, h, _, d] = buf.as_ref().expect("cache buffer present").dims();
+                if values.len() != b * h * len * d {
+                    return None;
+                }
+                let device = buf.as_ref().expect("cache buffer present").device();
+                let new =
+                    Tensor::from_data(TensorData::new(values.clone(), [b, h, len, d]), &device);
+                append(buf, new, 0);
+            }
+        }
+        self.len = len;
+        Some(())
+    }
 }
 
 /// Writes `new` at `start` into a cache buffer and returns the filled prefix `[.., 0..end, ..]`.

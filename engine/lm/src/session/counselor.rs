@@ -105,6 +105,7 @@ impl Counselor {
         timings.reply_ms = ms(t0);
         timings.total_ms = ms(started);
         timings.prompt_tokens = record.prompt_tokens;
+        timings.prompt_tokens_cached = record.prompt_tokens_cached;
         timings.completion_tokens = record.completion_tokens;
         timings.decode_tokens_per_second = record.decode_tokens_per_second;
         Ok(TranscriptTurn {

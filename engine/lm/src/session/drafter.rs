@@ -38,6 +38,8 @@ pub struct Draft {
     pub reasoning: String,
     pub content: String,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those reused from the drafter's prompt cache.
+    pub prompt_tokens_cached: usize,
     pub completion_tokens: usize,
     /// Words the generator was told never to complete.
     pub banned_words: Vec<String>,

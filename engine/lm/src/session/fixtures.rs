@@ -118,9 +118,12 @@ pub fn turn(mode: PromptingMode, cap: usize) -> TurnPrompt {
     )
 }
 
-/// The compact system prompt of [`plan`].
-pub const COMPACT_SYSTEM: &str = "You are a calm counselor.\n\n\
-Case formulation: poor sleep, work strain.\n\nReply: at most 20 words.";
+/// The run's part of [`plan`]'s system prompt: the persona.
+pub const RUN_SYSTEM: &str = "You are a calm counselor.";
+
+/// The turn's part of [`plan`]'s compact system prompt.
+pub const COMPACT_GUIDANCE: &str =
+    "Case formulation: poor sleep, work strain.\n\nReply: at most 20 words.";
 
 /// The compact outline of [`plan`].
 pub const COMPACT_OUTLINE: &str =

@@ -1,5 +1,14 @@
 //! What every prompting mode builds its requests from: the plan's prompt text in the
 //! counselor's [`PromptStyle`], the dialogue so far, the sampling settings and the token budget.
+//!
+//! The prompt is laid out so that the drafter's prompt cache carries across turns: the system
+//! message holds only what is the same for the whole run (the persona, and in full prompts the
+//! diagnostic and safety guidelines), then the dialogue exactly as before, and the turn's plan
+//! guidance (case formulation, reply constraints, crisis protocol, steps) as a second system
+//! message just before the latest client message. Turn n+1 then shares with turn n everything
+//! up to turn n's guidance, and prefills only the last exchange and the new guidance. The chat
+//! templates of SmolLM2, Qwen2.5 and Qwen3 render a later system message in place
+//! (`tests/session_prompt.rs` checks it on the shipped templates).
 
 use psy_core::dialogue::{Dialogue, Role};
 use psy_core::manifest::DecodingSection;
@@ -18,6 +27,7 @@ pub enum PromptStyle {
     Full,
     /// Persona, case formulation, reply constraints and crisis protocol, and one line per
     /// reasoning step: small CPU models prefill it in seconds instead of minutes.
+    /// The general guidelines are left out.
     #[default]
     Compact,
 }
@@ -70,8 +80,12 @@ impl TokenBudget {
 /// The inputs a prompting mode turns into draft requests.
 #[derive(Clone, Debug)]
 pub(crate) struct TurnPrompt {
-    /// The plan's system prompt, in the counselor's style.
+    /// The part of the plan's system prompt that is the same for every turn of the run: the
+    /// first message, so that its keys and values are reused turn after turn.
     pub system: String,
+    /// The part that is this turn's (case formulation, reply constraints, crisis protocol...),
+    /// in the counselor's style: placed just before the latest client message.
+    pub guidance: String,
     /// The plan's reasoning steps, in the counselor's style.
     pub outline: String,
     /// The dialogue so far, without system messages.
@@ -106,15 +120,14 @@ impl TurnPrompt {
             .max_new_tokens
             .unwrap_or(decoding.max_new_tokens as usize)
             .max(1);
-        let (system, outline) = match style {
-            PromptStyle::Full => (
-                plan.prompt.system.clone(),
-                plan.prompt.reasoning_outline.clone(),
-            ),
-            PromptStyle::Compact => (compact_system(plan), compact_outline(plan)),
+        let (system, guidance) = split_system(plan, style);
+        let outline = match style {
+            PromptStyle::Full => plan.prompt.reasoning_outline.clone(),
+            PromptStyle::Compact => compact_outline(plan),
         };
         TurnPrompt {
             system,
+            guidance,
             outline,
             history: dialogue
                 .messages
@@ -129,17 +142,27 @@ impl TurnPrompt {
         }
     }
 
-    /// `system` followed by the dialogue.
-    pub fn messages(&self, system: String) -> Vec<ChatMessage> {
-        let mut v = vec![ChatMessage::new("system", system)];
-        v.extend(self.history.iter().cloned());
+    /// The run's system prompt, the dialogue before the latest client message, `guidance` as
+    /// a system message (left out when empty), and the latest client message.
+    pub fn messages(&self, guidance: String) -> Vec<ChatMessage> {
+        let mut v = vec![ChatMessage::new("system", self.system.clone())];
+        let latest = self
+            .history
+            .iter()
+            .rposition(|m| m.role == "user")
+            .unwrap_or(self.history.len());
+        v.extend(self.history[..latest].iter().cloned());
+        if !guidance.is_empty() {
+            v.push(ChatMessage::new("system", guidance));
+        }
+        v.extend(self.history[latest..].iter().cloned());
         v
     }
 
-    /// A request for the reply under `system`, stopped by the caller's stop strings.
-    pub fn reply_request(&self, system: String, max_new_tokens: usize) -> DraftRequest {
+    /// A request for the reply under `guidance`, stopped by the caller's stop strings.
+    pub fn reply_request(&self, guidance: String, max_new_tokens: usize) -> DraftRequest {
         DraftRequest {
-            messages: self.messages(system),
+            messages: self.messages(guidance),
             max_new_tokens,
             sampling: self.sampling.clone(),
             stop: self.stop.clone(),
@@ -148,22 +171,36 @@ impl TurnPrompt {
     }
 }
 
-/// Paragraphs of the plan's system prompt that a compact prompt keeps: the persona (first)
-/// and the case-specific ones; the general guidelines are left out.
-fn compact_system(plan: &Plan) -> String {
-    plan.prompt
-        .system
-        .split("\n\n")
-        .enumerate()
-        .filter(|(i, p)| {
-            *i == 0
-                || ["Case formulation", "Reply", "Crisis protocol"]
-                    .iter()
-                    .any(|h| p.trim_start().starts_with(h))
-        })
-        .map(|(_, p)| p.trim())
-        .collect::<Vec<_>>()
-        .join("\n\n")
+/// Headings of the plan's system-prompt paragraphs that are the same for every turn of a run
+/// (besides the persona, always the first paragraph): the planner writes them from the run's
+/// diagnostic and safety modules, never from the dialogue.
+const RUN_PARAGRAPHS: [&str; 2] = ["Diagnostic guidelines", "Safety:"];
+
+/// Headings of the turn's paragraphs that a compact prompt keeps.
+const COMPACT_TURN_PARAGRAPHS: [&str; 3] = ["Case formulation", "Reply", "Crisis protocol"];
+
+/// The plan's system prompt split into the run's part and the turn's part. A paragraph not
+/// known to be the run's is the turn's, so an unknown paragraph costs cache reuse, never
+/// correctness. A compact prompt keeps the persona and the case-specific paragraphs only.
+fn split_system(plan: &Plan, style: PromptStyle) -> (String, String) {
+    let (mut run, mut turn) = (Vec::new(), Vec::new());
+    for (i, p) in plan.prompt.system.split("\n\n").enumerate() {
+        let p = p.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let heading = |hs: &[&str]| hs.iter().any(|h| p.starts_with(h));
+        if i == 0 {
+            run.push(p);
+        } else if heading(&RUN_PARAGRAPHS) {
+            if style == PromptStyle::Full {
+                run.push(p);
+            }
+        } else if style == PromptStyle::Full || heading(&COMPACT_TURN_PARAGRAPHS) {
+            turn.push(p);
+        }
+    }
+    (run.join("\n\n"), turn.join("\n\n"))
 }
 
 /// One line per reasoning step: its title and the start of its findings.
@@ -190,19 +227,76 @@ fn role_name(r: Role) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::fixtures::{plan, turn, COMPACT_OUTLINE, COMPACT_SYSTEM};
+    use crate::session::fixtures::{
+        plan, turn, CLIENT, COMPACT_GUIDANCE, COMPACT_OUTLINE, RUN_SYSTEM,
+    };
     use psy_core::manifest::PromptingMode;
 
     #[test]
     fn a_compact_prompt_keeps_the_persona_and_the_case_and_one_line_per_step() {
         let p = plan(PromptingMode::Direct);
-        assert_eq!(compact_system(&p), COMPACT_SYSTEM);
+        assert_eq!(
+            split_system(&p, PromptStyle::Compact),
+            (RUN_SYSTEM.to_string(), COMPACT_GUIDANCE.to_string())
+        );
         assert_eq!(compact_outline(&p), COMPACT_OUTLINE);
         let t = turn(PromptingMode::Direct, 100);
         assert_eq!(
-            (t.system.as_str(), t.outline.as_str()),
-            (COMPACT_SYSTEM, COMPACT_OUTLINE)
+            (t.system.as_str(), t.guidance.as_str(), t.outline.as_str()),
+            (RUN_SYSTEM, COMPACT_GUIDANCE, COMPACT_OUTLINE)
         );
+    }
+
+    #[test]
+    fn the_runs_paragraphs_open_the_prompt_and_the_turns_come_before_the_latest_message() {
+        let mut p = plan(PromptingMode::Direct);
+        p.prompt.system = "Persona.\n\nDiagnostic guidelines (private):\n- a\n\n\
+                           Core ideas of the approach:\n- b\n\nSafety:\n- c\n\n\
+                           Case formulation (private):\n- d\n\nReply: short.\n\
+                           Crisis protocol (required now):\n- e\n"
+            .into();
+        assert_eq!(
+            split_system(&p, PromptStyle::Full),
+            (
+                "Persona.\n\nDiagnostic guidelines (private):\n- a\n\nSafety:\n- c".to_string(),
+                "Core ideas of the approach:\n- b\n\nCase formulation (private):\n- d\n\n\
+                 Reply: short.\nCrisis protocol (required now):\n- e"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            split_system(&p, PromptStyle::Compact),
+            (
+                "Persona.".to_string(),
+                "Case formulation (private):\n- d\n\n\
+                 Reply: short.\nCrisis protocol (required now):\n- e"
+                    .to_string()
+            )
+        );
+        let dialogue = Dialogue::new(vec![
+            psy_core::dialogue::Message::user("one"),
+            psy_core::dialogue::Message::assistant("two"),
+            psy_core::dialogue::Message::user(CLIENT),
+        ]);
+        let t = TurnPrompt::new(
+            &p,
+            &dialogue,
+            PromptStyle::Compact,
+            &DecodingSection::default(),
+            &TurnOptions::default(),
+        );
+        assert_eq!(
+            t.messages("G".into()),
+            [
+                ChatMessage::new("system", "Persona."),
+                ChatMessage::new("user", "one"),
+                ChatMessage::new("assistant", "two"),
+                ChatMessage::new("system", "G"),
+                ChatMessage::new("user", CLIENT),
+            ]
+        );
+        // No guidance, no empty message.
+        assert_eq!(t.messages(String::new()).len(), 4);
     }
 
     #[test]
@@ -249,7 +343,11 @@ mod tests {
         );
         // No cap in the request: the manifest's 256 tokens.
         assert_eq!(t.tokens.cap, 256);
-        assert_eq!(t.system, p.prompt.system);
+        assert_eq!(
+            format!("{}\n\n{}", t.system, t.guidance),
+            p.prompt.system,
+            "the fixture's full prompt has no run paragraph besides the persona"
+        );
         assert_eq!(t.outline, p.prompt.reasoning_outline);
         assert_eq!(t.reasoning_words, 12);
         let greedy = TurnPrompt::new(

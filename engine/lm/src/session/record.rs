@@ -14,6 +14,7 @@ pub(crate) struct TurnRecord {
     pub violations: Vec<Violation>,
     pub repairs: Vec<Repair>,
     pub prompt_tokens: usize,
+    pub prompt_tokens_cached: usize,
     pub completion_tokens: usize,
     /// The fastest decode of the turn's drafts.
     pub decode_tokens_per_second: f64,
@@ -32,6 +33,7 @@ impl TurnRecord {
     /// Adds a draft's token counts and speed.
     pub fn count(&mut self, draft: &Draft) {
         self.prompt_tokens += draft.prompt_tokens;
+        self.prompt_tokens_cached += draft.prompt_tokens_cached;
         self.completion_tokens += draft.completion_tokens;
         self.decode_tokens_per_second = f64::max(
             self.decode_tokens_per_second,

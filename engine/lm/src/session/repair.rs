@@ -61,7 +61,8 @@ pub(crate) fn labels_named(c: &Constraints, labels: &[String], record: &mut Turn
 /// The first draft named `labels`: the next one continues after the clean text, with a
 /// stronger instruction and the labels banned (when the drafter `bans_tokens`; otherwise the
 /// instruction naming them is the whole repair, and the record says so). Only the first
-/// draft is redrafted so, which is why the system message gets the instruction once.
+/// draft is redrafted so, which is why the last system message (the turn's guidance, after
+/// the cached dialogue) gets the instruction once.
 pub(crate) fn redraft_without(
     c: &Constraints,
     labels: &[String],
@@ -74,7 +75,7 @@ pub(crate) fn redraft_without(
         .first()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| "no-diagnostic-labels".into());
-    if let Some(system) = req.messages.iter_mut().find(|m| m.role == "system") {
+    if let Some(system) = req.messages.iter_mut().rev().find(|m| m.role == "system") {
         system.content = format!(
             "{}\n\nIMPORTANT: speak to the client in plain, everyday words. Never name a \
              diagnosis, disorder or clinical term (do not say: {}).",
@@ -355,6 +356,7 @@ mod tests {
         guard.push("I hear you. It sounds like insomnia. Wh", false, true);
         let mut req = DraftRequest {
             messages: vec![
+                ChatMessage::new("system", "Persona."),
                 ChatMessage::new("system", "Be kind."),
                 ChatMessage::new("user", "I can't sleep."),
             ],
@@ -365,12 +367,14 @@ mod tests {
         let labels = ["insomnia".to_string()];
         labels_named(&c, &labels, &mut record);
         redraft_without(&c, &labels, &mut req, &mut guard, &mut record, true);
+        // The run's system prompt stays as it was, so the cached prefix still matches.
+        assert_eq!(req.messages[0].content, "Persona.");
         assert_eq!(
-            req.messages[0].content,
+            req.messages[1].content,
             "Be kind.\n\nIMPORTANT: speak to the client in plain, everyday words. Never name a \
              diagnosis, disorder or clinical term (do not say: insomnia)."
         );
-        assert_eq!(req.messages[1].content, "I can't sleep.");
+        assert_eq!(req.messages[2].content, "I can't sleep.");
         assert_eq!(
             req.assistant_prefix,
             "<think>\nok\n</think>\n\nI hear you. "

@@ -20,6 +20,10 @@ pub struct TurnTimings {
     pub reply_ms: f64,
     pub total_ms: f64,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those whose keys and values came from the prompt cache (a
+    /// previous draft or turn) instead of being prefilled again.
+    #[serde(default)]
+    pub prompt_tokens_cached: usize,
     pub completion_tokens: usize,
     pub decode_tokens_per_second: f64,
 }

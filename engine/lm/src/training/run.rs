@@ -21,6 +21,7 @@ use super::prepare::{mf, TrainingData};
 use super::render::Sample;
 use super::schedule::LrSchedule;
 use crate::runtime::lora::with_dropout;
+use crate::runtime::memory_check::available_memory;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_core::manifest::TrainSection;
 
@@ -91,32 +92,6 @@ pub fn run(
         stop_after: None,
         quiet: false,
     })
-}
-
-/// Free memory of the device a run trains on: `nvidia-smi`'s `memory.free` for `cuda[:N]`
-/// (unknown when it is not installed), `MemAvailable` for the CPU.
-fn available_memory(device: &str) -> Option<u64> {
-    if let Some(rest) = device.strip_prefix("cuda") {
-        let index = rest.strip_prefix(':').unwrap_or("0");
-        let out = std::process::Command::new("nvidia-smi")
-            .args([
-                "--query-gpu=memory.free",
-                "--format=csv,noheader,nounits",
-                "-i",
-                index,
-            ])
-            .output()
-            .ok()?;
-        let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-        return Some(mib << 20);
-    }
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
 }
 
 /// Memory of full fine-tuning in f32: weights, grads, two AdamW moments, and the activations

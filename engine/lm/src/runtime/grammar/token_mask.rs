@@ -33,7 +33,9 @@ pub fn allowed_tokens(
         // the value closer to complete (a string closes instead of growing), so an output
         // cut by the budget has spent its last tokens on closing.
         let now = state.min_to_end(program);
-        let closer = mark(program, trie, state, allowed, |s| s.min_to_end(program) < now);
+        let closer = mark(program, trie, state, allowed, |s| {
+            s.min_to_end(program) < now
+        });
         if closer > 0 {
             return closer;
         }

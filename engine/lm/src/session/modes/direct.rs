@@ -1,4 +1,4 @@
-//! `direct`: no reasoning trace; the reply is drafted straight from the system prompt.
+//! `direct`: no reasoning trace; the reply is drafted straight from the plan's guidance.
 
 use super::{PromptingStrategy, ReasoningTrace, TurnPrompt};
 use crate::session::DraftRequest;
@@ -7,7 +7,7 @@ pub(crate) struct Direct;
 
 impl PromptingStrategy for Direct {
     fn reply_request(&self, turn: &TurnPrompt, _: &ReasoningTrace) -> DraftRequest {
-        turn.reply_request(turn.system.clone(), turn.tokens.reply_after(0))
+        turn.reply_request(turn.guidance.clone(), turn.tokens.reply_after(0))
     }
 }
 
@@ -15,17 +15,18 @@ impl PromptingStrategy for Direct {
 mod tests {
     use super::*;
     use crate::runtime::chat_template::ChatMessage;
-    use crate::session::fixtures::{turn, CLIENT, COMPACT_SYSTEM};
+    use crate::session::fixtures::{turn, CLIENT, COMPACT_GUIDANCE, RUN_SYSTEM};
     use psy_core::manifest::PromptingMode;
 
     #[test]
-    fn the_reply_is_asked_for_under_the_plans_system_prompt() {
+    fn the_reply_is_asked_for_under_the_plans_guidance() {
         let t = turn(PromptingMode::Direct, 100);
         let req = Direct.reply_request(&t, &ReasoningTrace::new(12));
         assert_eq!(
             req.messages,
             [
-                ChatMessage::new("system", COMPACT_SYSTEM),
+                ChatMessage::new("system", RUN_SYSTEM),
+                ChatMessage::new("system", COMPACT_GUIDANCE),
                 ChatMessage::new("user", CLIENT)
             ]
         );

@@ -41,17 +41,17 @@ impl Default for Icl {
 
 impl PromptingStrategy for Icl {
     fn reply_request(&self, turn: &TurnPrompt, _: &ReasoningTrace) -> DraftRequest {
-        let system = format!(
+        let guidance = format!(
             "{}\n\n## Reasoning steps\n{}\n\n## Worked example\n{}\n\n\
              Answer in the example's form: after \"Reasoning:\" your private reasoning, following \
              the steps in order, in at most {} words; then \"{REPLY_MARKER}\" and only the reply to \
              the client.",
-            turn.system, turn.outline, WORKED_EXAMPLE, turn.reasoning_words
+            turn.guidance, turn.outline, WORKED_EXAMPLE, turn.reasoning_words
         );
         DraftRequest {
             // The answer is started for the model.
             assistant_prefix: ANSWER_START.into(),
-            ..turn.reply_request(system, turn.tokens.reasoning_and_reply())
+            ..turn.reply_request(guidance, turn.tokens.reasoning_and_reply())
         }
     }
 
@@ -146,7 +146,7 @@ mod tests {
     use std::ops::ControlFlow;
 
     use super::*;
-    use crate::session::fixtures::{turn, COMPACT_SYSTEM};
+    use crate::session::fixtures::{turn, COMPACT_GUIDANCE, RUN_SYSTEM};
     use crate::session::Delta;
     use psy_core::manifest::PromptingMode;
 
@@ -184,9 +184,10 @@ mod tests {
     fn the_prompt_carries_the_steps_and_a_worked_example_and_the_answer_is_started() {
         let req =
             Icl::default().reply_request(&turn(PromptingMode::Icl, 100), &ReasoningTrace::new(12));
-        let system = &req.messages[0].content;
+        assert_eq!(req.messages[0].content, RUN_SYSTEM);
+        let system = &req.messages[1].content;
         assert!(system.starts_with(&format!(
-            "{COMPACT_SYSTEM}\n\n## Reasoning steps\n1. Feeling (exhausted, worried about work)\n\
+            "{COMPACT_GUIDANCE}\n\n## Reasoning steps\n1. Feeling (exhausted, worried about work)\n\
              2. Risk (no sign of harm)\n\n## Worked example\nClient: Work has been piling up"
         )));
         assert!(system.ends_with(

@@ -11,7 +11,7 @@ impl PromptingStrategy for Native {
     fn reply_request(&self, turn: &TurnPrompt, _: &ReasoningTrace) -> DraftRequest {
         DraftRequest {
             thinking: true,
-            ..turn.reply_request(turn.system.clone(), turn.tokens.reasoning_and_reply())
+            ..turn.reply_request(turn.guidance.clone(), turn.tokens.reasoning_and_reply())
         }
     }
 
@@ -55,7 +55,7 @@ mod tests {
     use std::ops::ControlFlow;
 
     use super::*;
-    use crate::session::fixtures::{turn, COMPACT_SYSTEM};
+    use crate::session::fixtures::{turn, COMPACT_GUIDANCE, RUN_SYSTEM};
     use crate::session::Delta;
     use psy_core::manifest::PromptingMode;
 
@@ -67,7 +67,8 @@ mod tests {
     fn the_model_thinks_and_answers_in_one_draft() {
         let req = Native.reply_request(&turn(PromptingMode::Native, 60), &ReasoningTrace::new(12));
         assert!(req.thinking);
-        assert_eq!(req.messages[0].content, COMPACT_SYSTEM);
+        assert_eq!(req.messages[0].content, RUN_SYSTEM);
+        assert_eq!(req.messages[1].content, COMPACT_GUIDANCE);
         // Reasoning (32) and reply (42) share one draft, within the cap.
         assert_eq!(req.max_new_tokens, 60);
     }

@@ -20,7 +20,7 @@ impl PromptingStrategy for TwoPhase {
             messages: turn.messages(format!(
                 "{}\n\n## Reasoning steps\n{}\n\nWrite the counselor's private reasoning for the next reply, \
                  following the steps in order, in at most {budget} words. Do not write the reply itself.",
-                turn.system, turn.outline
+                turn.guidance, turn.outline
             )),
             max_new_tokens,
             sampling: turn.sampling.clone(),
@@ -29,12 +29,12 @@ impl PromptingStrategy for TwoPhase {
     }
 
     fn reply_request(&self, turn: &TurnPrompt, reasoning: &ReasoningTrace) -> DraftRequest {
-        let system = format!(
+        let guidance = format!(
             "{}\n\n## Your private reasoning for this reply (never show it to the client)\n{}\n\n\
              Now write only the reply to the client.",
-            turn.system, reasoning.text
+            turn.guidance, reasoning.text
         );
-        turn.reply_request(system, turn.tokens.reply_after(reasoning.tokens_alone))
+        turn.reply_request(guidance, turn.tokens.reply_after(reasoning.tokens_alone))
     }
 }
 
@@ -49,14 +49,15 @@ mod tests {
         let t = turn(PromptingMode::TwoPhase, 100);
         let req = TwoPhase.reasoning_request(&t).unwrap();
         assert_eq!(
-            req.messages[0].content,
-            "You are a calm counselor.\n\nCase formulation: poor sleep, work strain.\n\n\
+            req.messages[1].content,
+            "Case formulation: poor sleep, work strain.\n\n\
              Reply: at most 20 words.\n\n## Reasoning steps\n\
              1. Feeling (exhausted, worried about work)\n2. Risk (no sign of harm)\n\n\
              Write the counselor's private reasoning for the next reply, following the steps in \
              order, in at most 12 words. Do not write the reply itself."
         );
-        assert_eq!(req.messages[1].content, CLIENT);
+        assert_eq!(req.messages[0].content, "You are a calm counselor.");
+        assert_eq!(req.messages[2].content, CLIENT);
         // 12 words: 12 * 4 / 3 + 16 tokens; the stop strings end only the reply.
         assert_eq!(req.max_new_tokens, 32);
         assert!(req.stop.is_empty());
@@ -74,8 +75,8 @@ mod tests {
         let req = TwoPhase.reply_request(&t, &reasoning);
         assert_eq!(req.max_new_tokens, 20);
         assert_eq!(
-            req.messages[0].content,
-            "You are a calm counselor.\n\nCase formulation: poor sleep, work strain.\n\n\
+            req.messages[1].content,
+            "Case formulation: poor sleep, work strain.\n\n\
              Reply: at most 20 words.\n\n\
              ## Your private reasoning for this reply (never show it to the client)\n\
              Tired; reflect it.\n\nNow write only the reply to the client."

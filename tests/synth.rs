@@ -6,8 +6,8 @@
 //! the records read back through the eval and training readers; and a run killed mid-stage
 //! (plus a torn line) resumes to the same records with no duplicate.
 //!
-//! The end-to-end run against `psy serve --raw` on loopback is the same test with its URL,
-//! once that server mode lands.
+//! The end-to-end run against `psy serve --raw` on loopback (SmolLM2 under the schemas, killed
+//! and resumed) is `tests/synth_e2e.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -233,8 +233,17 @@ fn without_the_upstreams_tokenizer_the_repair_says_the_ban_was_an_instruction() 
     );
     let bodies = bodies.lock().unwrap();
     assert!(bodies[1].get("logit_bias").is_none());
-    let system = bodies[1]["messages"][0]["content"].as_str().unwrap();
-    assert!(system.contains("do not say: insomnia"), "{system}");
+    // The instruction goes in the turn's guidance (the last system message); the run's system
+    // message before the cached dialogue stays as it was.
+    let messages = bodies[1]["messages"].as_array().unwrap();
+    let systems: Vec<&str> = messages
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    let guidance = systems.last().unwrap();
+    assert!(guidance.contains("do not say: insomnia"), "{guidance}");
+    assert!(systems.len() >= 2 && !systems[0].contains("insomnia"), "{systems:?}");
 }
 
 #[test]

@@ -149,6 +149,12 @@ fn schema_name(request: &Value) -> &str {
 #[test]
 fn four_stages_over_the_raw_server_killed_and_resumed_keep_every_key_once_and_every_answer_valid() {
     let started = Instant::now();
+    // The test is about the pipeline (schemas over HTTP, kill, resume, accounting), and it needs
+    // both posts to reach stage 3 before the kill. With the 8-bit-activation kernels SmolLM2's
+    // greedy answers for these posts fail the content checks in stages 2 and 3 (nothing reaches
+    // the kill); the f32-activation path, on which the test was written, gets there. The only
+    // test in this binary, so the variable is set before any model loads.
+    std::env::set_var("PSY_WEIGHTS", "quantized-f32act");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -243,7 +243,10 @@ fn without_the_upstreams_tokenizer_the_repair_says_the_ban_was_an_instruction() 
         .collect();
     let guidance = systems.last().unwrap();
     assert!(guidance.contains("do not say: insomnia"), "{guidance}");
-    assert!(systems.len() >= 2 && !systems[0].contains("insomnia"), "{systems:?}");
+    assert!(
+        systems.len() >= 2 && !systems[0].contains("insomnia"),
+        "{systems:?}"
+    );
 }
 
 #[test]

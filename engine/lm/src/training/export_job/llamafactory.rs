@@ -333,7 +333,7 @@ mod tests {
     fn yaml_floats_keep_a_decimal_point_before_the_exponent() {
         assert_eq!(y(1e-8), "1.0e-8");
         assert_eq!(y(3e-3), "0.003");
-        assert_eq!(y(2.5e-5), "2.5e-5");
+        assert_eq!(y(2.5e-12), "2.5e-12");
         assert_eq!(y("1e-8"), "\"1e-8\"");
         assert_eq!(y(16.0), "16.0");
     }

@@ -382,3 +382,22 @@ fn a_matched_contraindication_vetoes_the_modality() {
         plan.prompt.system
     );
 }
+
+/// A lay word said as a finding is a diagnosis: Qwen2.5-1.5B told a client in the demo session
+/// that feeling flat is "a classic symptom of depression". The word alone stays allowed.
+#[test]
+fn a_lay_word_stated_as_a_finding_counts_as_a_label() {
+    let plan = psyllm().plan(&Dialogue::from_message(
+        "Most days I just feel flat. Nothing I used to enjoy does anything for me.",
+    ));
+    let found = psy_core::reply_rules::forbidden_labels(
+        &plan.constraints,
+        "Feeling flat is a classic symptom of depression.",
+    );
+    assert!(!found.is_empty(), "{found:?}");
+    let lay = psy_core::reply_rules::forbidden_labels(
+        &plan.constraints,
+        "You said this might be depression; tell me more about the flat days.",
+    );
+    assert!(lay.is_empty(), "{lay:?}");
+}

@@ -329,7 +329,7 @@ fn example_vectors(
         m
     };
     if !missing.is_empty() {
-        let fresh = embedder.embed(&missing)?;
+        let fresh = embedder.embed_fixed(&missing)?;
         let mut map = store.lock().unwrap_or_else(|p| p.into_inner());
         let known = map.entry(embedder.name().to_string()).or_default();
         for (t, v) in missing.into_iter().zip(fresh) {

@@ -17,6 +17,13 @@ pub trait SentenceEmbedder: Send + Sync {
     /// One vector per text, in order. An error is the encoder's message.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
 
+    /// [`Self::embed`] for texts that ship with psy (modules' example sentences, never client
+    /// text): an implementation may keep their vectors on disk across processes, since
+    /// embedding every example again costs seconds at each start. Default: [`Self::embed`].
+    fn embed_fixed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.embed(texts)
+    }
+
     /// This encoder with a low-rank adapter (safetensors bytes) merged in: a fine-tuned
     /// variant such as the crisis guard's screen encoder. `id` (the adapter's sha256) keys a
     /// cache, so asking again is cheap. Default: encoders that cannot take adapters say so.

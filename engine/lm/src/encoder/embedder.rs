@@ -11,6 +11,7 @@ use psy_core::semantic::SentenceEmbedder;
 use super::error::Result;
 use super::sentence_encoder::Encoder;
 use super::shared::shared;
+use super::vector_cache_file;
 
 /// Texts remembered before the cache starts over (about 1.5 KB each at 384 dimensions).
 const CACHE_LIMIT: usize = 8192;
@@ -22,6 +23,9 @@ pub struct CachedEmbedder {
     cache: Mutex<HashMap<String, Vec<f32>>>,
     /// Adapted variants by adapter id.
     variants: Mutex<HashMap<String, Arc<CachedEmbedder>>>,
+    /// The identity keying [`vector_cache_file`], computed on first use; `None` when the
+    /// encoder's files could not be hashed (the disk cache is then skipped).
+    identity: OnceLock<Option<[u8; 32]>>,
 }
 
 impl CachedEmbedder {
@@ -32,11 +36,25 @@ impl CachedEmbedder {
             name,
             cache: Mutex::new(HashMap::new()),
             variants: Mutex::new(HashMap::new()),
+            identity: OnceLock::new(),
         }
     }
 
     pub fn encoder(&self) -> &Encoder {
         &self.encoder
+    }
+
+    fn identity(&self) -> Option<[u8; 32]> {
+        *self.identity.get_or_init(|| {
+            let cache_dir = crate::runtime::prompt_cache_file::default_dir();
+            match vector_cache_file::encoder_identity(self.encoder.dir(), &cache_dir) {
+                Ok(base) => Some(base),
+                Err(e) => {
+                    tracing::warn!("embedding cache off: {e}");
+                    None
+                }
+            }
+        })
     }
 }
 
@@ -81,6 +99,24 @@ impl SentenceEmbedder for CachedEmbedder {
         Ok(texts.iter().map(|t| known[t].clone()).collect())
     }
 
+    fn embed_fixed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let Some(identity) = self.identity() else {
+            return self.embed(texts);
+        };
+        let dir = vector_cache_file::default_dir();
+        match vector_cache_file::load(&dir, &identity, texts, self.dim()) {
+            Ok(Some(vectors)) => return Ok(vectors),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+        let vectors = self.embed(texts)?;
+        // The cache only saves time: a file that cannot be written is not an error.
+        if let Err(e) = vector_cache_file::save(&dir, &identity, texts, &vectors) {
+            tracing::warn!("{e}");
+        }
+        Ok(vectors)
+    }
+
     fn adapted(&self, adapter: &[u8], id: &str) -> Result<Arc<dyn SentenceEmbedder>, String> {
         // Held across the merge so that concurrent first callers merge once.
         let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
@@ -92,7 +128,13 @@ impl SentenceEmbedder for CachedEmbedder {
             .encoder
             .with_adapter(adapter, &format!("adapter {short}"))
             .map_err(|e| e.to_string())?;
-        let v = Arc::new(CachedEmbedder::new(Arc::new(encoder)));
+        let v = CachedEmbedder::new(Arc::new(encoder));
+        // A variant's directory is its base's plus a mark, so its identity comes from the base.
+        let _ = v.identity.set(
+            self.identity()
+                .map(|base| vector_cache_file::adapted_identity(&base, id)),
+        );
+        let v = Arc::new(v);
         variants.insert(id.to_string(), Arc::clone(&v));
         Ok(v)
     }

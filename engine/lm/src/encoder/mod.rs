@@ -17,6 +17,7 @@ pub mod modules;
 pub mod pooling;
 pub mod sentence_encoder;
 pub mod shared;
+pub mod vector_cache_file;
 
 pub use config::BertConfig;
 pub use embedder::{shared_embedder, CachedEmbedder};

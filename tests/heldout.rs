@@ -34,6 +34,10 @@ const FROZEN: &[(&str, &str)] = &[
         "risk-v3.jsonl",
         "3f34c73d29b67fa7a68d94858540f80282af0b63edddb05a8f4392533568e2e5",
     ),
+    (
+        "risk-v4.jsonl",
+        "57c12da43b86f210e6fe3789b71becbd6119ad4ff04e896038723d1c43af2fb9",
+    ),
 ];
 
 const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
@@ -191,4 +195,27 @@ fn risk_v3_reads_as_the_expectations_it_promises() {
     .collect();
     assert_eq!(by, want);
     assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 46);
+}
+
+#[test]
+fn risk_v4_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v4.md`).
+    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v4.jsonl")).unwrap();
+    assert_eq!(items.len(), 274);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &items {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = [
+        ("at least imminent", 21),
+        ("at least high", 55),
+        ("moderate to high", 50),
+        ("at most low", 133),
+        ("at most none", 15),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 55);
 }

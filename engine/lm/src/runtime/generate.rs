@@ -1,17 +1,18 @@
 //! Generating from a loaded model: prefill, then per-token decoding with a pre-allocated KV
 //! cache, sampling, stop conditions, streaming, and the `<think>` split.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, RuntimeError};
-use super::grammar::{allowed_tokens, JsonSchema, TokenTrie};
+use super::grammar::{JsonSchema, TokenTrie};
 use super::load::LoadedModel;
 use super::model::KvCache;
-use super::sampling::{Sampler, SamplingConfig};
+use super::sampling::SamplingConfig;
+use super::sequence::{Rules, Sequence, Step};
 
 /// Text side of generation, implemented by the runtime tokenizer; optional so that checkpoints
 /// without a tokenizer can still run on raw ids.
@@ -148,7 +149,7 @@ pub struct GenerationOutput {
     pub timings: Timings,
 }
 
-fn rate(n: usize, secs: f64) -> f64 {
+pub(crate) fn rate(n: usize, secs: f64) -> f64 {
     if secs > 0.0 {
         n as f64 / secs
     } else {
@@ -250,52 +251,10 @@ pub fn generate_cached(
     reuse: &mut PromptCache,
     on_event: &mut dyn FnMut(&StreamEvent),
 ) -> Result<Vec<GenerationOutput>> {
-    if prompts.iter().any(|p| p.is_empty()) {
-        return Err(RuntimeError::Request("empty prompt".into()));
-    }
-    let vocab = model.config.vocab_size as u32;
-    if let Some(bad) = prompts.iter().flatten().find(|&&t| t >= vocab) {
-        return Err(RuntimeError::Request(format!(
-            "token id {bad} is outside the vocabulary ({vocab})"
-        )));
-    }
-    if (!cfg.stop_strings.is_empty() || !cfg.banned_words.is_empty()) && codec.is_none() {
-        return Err(RuntimeError::Request(
-            "stop strings and banned words need a tokenizer".into(),
-        ));
-    }
-    // Each token's text, lower-cased, for the banned-word check (built only when needed).
-    let banned_words: Vec<String> = cfg.banned_words.iter().map(|w| w.to_lowercase()).collect();
-    let vocab_text: Vec<String> = match codec {
-        Some(c) if !banned_words.is_empty() => (0..vocab)
-            .map(|id| c.decode_text(&[id]).map(|t| t.to_lowercase()))
-            .collect::<Result<_>>()?,
-        _ => Vec::new(),
-    };
-    let grammar_vocab = match (&cfg.json_schema, codec) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(RuntimeError::Request(
-                "json_schema needs a tokenizer".into(),
-            ))
-        }
-        (Some(_), Some(c)) => Some(c.grammar_vocab()?),
-    };
-    let mut allowed = Vec::new();
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let rules = Rules::new(model, codec, &refs, cfg)?;
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = longest + cfg.max_new_tokens;
-    if capacity > model.model.max_positions() {
-        return Err(RuntimeError::Request(format!(
-            "prompt + max_new_tokens = {capacity} exceeds the supported context of {}",
-            model.model.max_positions()
-        )));
-    }
-    let mut stops = cfg.stop_token_ids.clone();
-    if cfg.use_model_eos {
-        stops.extend(&model.eos_token_ids);
-    }
-    let think_start = codec.and_then(|c| c.token_id("<think>"));
-    let think_end = codec.and_then(|c| c.token_id("</think>"));
     if reuse.cache.as_ref().is_none_or(|c| c.capacity() < capacity) {
         // Room for a longer follow-up too, within the model's positions; what the smaller
         // cache held is carried over, so a growing session keeps its prefix.
@@ -325,190 +284,17 @@ pub fn generate_cached(
             .min(cache.len());
         cache.truncate(common);
         fed.truncate(common);
-        let mut sampler = Sampler::new(&cfg.sampling);
-        let mut json = cfg.json_schema.as_ref().map(JsonSchema::recognizer);
-        let mut history = prompt.clone();
-        let mut generated = Vec::new();
-        let mut timings = Timings {
-            prefill_tokens: prompt.len() - common,
-            cached_prompt_tokens: common,
-            ..Default::default()
-        };
-        // A prompt that opens `<think>` without closing it starts the output inside the block.
-        let mut in_think = match (think_start, think_end) {
-            (Some(s), Some(e)) => {
-                prompt.iter().rposition(|&t| t == s) > prompt.iter().rposition(|&t| t == e)
-            }
-            _ => false,
-        };
-        let mut emitted = String::new();
-        let mut finish = FinishReason::Length;
-        let mut cut_text: Option<String> = None;
+        let mut seq = Sequence::new(index, prompt, common, cfg, &rules);
         let t0 = Instant::now();
         let mut logits = model.model.next_logits(&prompt[common..], cache);
         fed.extend_from_slice(&prompt[common..]);
-        timings.prefill_seconds = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        while generated.len() < cfg.max_new_tokens {
-            if cfg
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::Relaxed))
-            {
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            super::sampling::apply_logit_bias(&mut logits, &cfg.logit_bias);
-            if !banned_words.is_empty() {
-                super::sampling::ban_word_completions(
-                    &mut logits,
-                    &banned_words,
-                    &emitted.to_lowercase(),
-                    &vocab_text,
-                );
-            }
-            if let (Some(rec), Some(vocab)) = (&json, &grammar_vocab) {
-                let left = (cfg.max_new_tokens - generated.len() - 1) as u32;
-                allowed_tokens(rec, vocab, Some(left), &mut allowed);
-                let complete = rec.is_complete();
-                for (id, l) in logits.iter_mut().enumerate() {
-                    let ok = if stops.contains(&(id as u32)) {
-                        complete
-                    } else {
-                        allowed.get(id).copied().unwrap_or(false)
-                    };
-                    if !ok {
-                        *l = f32::NEG_INFINITY;
-                    }
-                }
-                if logits.iter().all(|l| *l == f32::NEG_INFINITY) {
-                    let so_far = codec.map(|c| c.decode_text(&generated)).transpose()?;
-                    return Err(RuntimeError::Request(format!(
-                        "json_schema: no token can continue the output {:?} (banned words or \
-                         logit bias may exclude every allowed token)",
-                        so_far.unwrap_or_default()
-                    )));
-                }
-            }
-            let next = sampler.sample(&mut logits, &history);
-            if let (Some(rec), Some(vocab)) = (&mut json, &grammar_vocab) {
-                // A stop token was allowed only once the value was complete.
-                let fed =
-                    stops.contains(&next) || vocab.token_bytes(next).is_some_and(|b| rec.feed(b));
-                if !fed {
-                    return Err(RuntimeError::Request(format!(
-                        "json_schema: sampled token {next} does not continue the JSON value"
-                    )));
-                }
-            }
-            generated.push(next);
-            history.push(next);
-            if Some(next) == think_start {
-                in_think = true;
-            }
-            let event_in_think = in_think;
-            if Some(next) == think_end {
-                in_think = false;
-            }
-            if let Some(codec) = codec {
-                let text = codec.decode_text(&generated)?;
-                if let Some(pos) = cfg
-                    .stop_strings
-                    .iter()
-                    .filter_map(|s| text.find(s.as_str()))
-                    .min()
-                {
-                    let kept = text[..pos].to_string();
-                    if kept.len() > emitted.len() && kept.starts_with(&emitted) {
-                        on_event(&StreamEvent {
-                            prompt_index: index,
-                            token_id: next,
-                            delta: kept[emitted.len()..].to_string(),
-                            in_think: event_in_think,
-                        });
-                    }
-                    cut_text = Some(kept);
-                    finish = FinishReason::StopString;
-                    break;
-                }
-                // Hold back text ending in an incomplete UTF-8 sequence (decoded as U+FFFD).
-                let delta = if !text.ends_with('\u{FFFD}') && text.starts_with(&emitted) {
-                    let d = text[emitted.len()..].to_string();
-                    emitted = text;
-                    d
-                } else {
-                    String::new()
-                };
-                on_event(&StreamEvent {
-                    prompt_index: index,
-                    token_id: next,
-                    delta,
-                    in_think: event_in_think,
-                });
-            } else {
-                on_event(&StreamEvent {
-                    prompt_index: index,
-                    token_id: next,
-                    delta: String::new(),
-                    in_think: event_in_think,
-                });
-            }
-            if stops.contains(&next) {
-                finish = FinishReason::StopToken;
-                break;
-            }
-            if json.as_ref().is_some_and(|r| r.is_finished()) {
-                finish = FinishReason::Complete;
-                break;
-            }
-            if generated.len() >= cfg.max_new_tokens {
-                break;
-            }
+        seq.prefilled(t0.elapsed().as_secs_f64());
+        while let Step::Feed(next) = seq.step(&mut logits, cfg, &rules, codec, on_event)? {
             logits = model.model.next_logits(&[next], cache);
             fed.push(next);
-            timings.decode_tokens += 1;
+            seq.timings.decode_tokens += 1;
         }
-        timings.decode_seconds = t1.elapsed().as_secs_f64();
-        timings.prefill_tokens_per_second = rate(timings.prefill_tokens, timings.prefill_seconds);
-        timings.decode_tokens_per_second = rate(timings.decode_tokens, timings.decode_seconds);
-        let (text, reasoning, content) = match codec {
-            Some(codec) => {
-                let text = match cut_text {
-                    Some(t) => t,
-                    None => codec.decode_text(&generated)?,
-                };
-                let (reasoning, mut content) = split_reasoning(codec, &generated, think_end)?;
-                if finish == FinishReason::StopString {
-                    if let Some(pos) = cfg
-                        .stop_strings
-                        .iter()
-                        .filter_map(|s| content.find(s.as_str()))
-                        .min()
-                    {
-                        content.truncate(pos);
-                        content = content.trim().to_string();
-                    }
-                }
-                (text, reasoning, content)
-            }
-            None => Default::default(),
-        };
-        tracing::debug!(
-            prompt = index,
-            generated = generated.len(),
-            ?finish,
-            decode_tps = timings.decode_tokens_per_second,
-            "generated"
-        );
-        outputs.push(GenerationOutput {
-            prompt_ids: prompt.clone(),
-            generated_ids: generated,
-            text,
-            reasoning,
-            content,
-            finish_reason: finish,
-            timings,
-        });
+        outputs.push(seq.finish(cfg, &rules, codec)?);
     }
     Ok(outputs)
 }

@@ -5,6 +5,8 @@
 pub use burn;
 
 pub mod assets;
+pub mod batch;
+mod batch_forward;
 pub mod chat_template;
 pub mod config;
 pub mod dense;
@@ -24,11 +26,13 @@ pub mod projection;
 pub mod prompt_cache_file;
 pub mod quant;
 pub mod sampling;
+pub(crate) mod sequence;
 pub mod tokenize_cli;
 pub mod tokenizer;
 pub mod weights;
 
 pub use assets::default_model_path;
+pub use batch::{generate_batched, BatchRequest, Batcher};
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;

@@ -117,7 +117,7 @@ impl Rotary {
     }
 
     /// Rotates `x` `[batch, heads, seq, head_dim]` whose first row sits at position `start`.
-    fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+    pub(crate) fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
         let [_, _, s, d] = x.dims();
         let cos = self.cos.clone().narrow(0, start, s).reshape([1, 1, s, d]);
         let sin = self.sin.clone().narrow(0, start, s).reshape([1, 1, s, d]);
@@ -150,17 +150,17 @@ impl Mlp {
 
 /// Pre-allocated key/value cache of one layer, `[batch, kv_heads, capacity, head_dim]`.
 #[derive(Debug, Clone)]
-struct LayerCache {
-    k: Option<Tensor<4>>,
-    v: Option<Tensor<4>>,
+pub(crate) struct LayerCache {
+    pub(crate) k: Option<Tensor<4>>,
+    pub(crate) v: Option<Tensor<4>>,
 }
 
 /// Key/value cache of all layers, allocated once for `capacity` positions.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<LayerCache>,
-    len: usize,
-    capacity: usize,
+    pub(crate) layers: Vec<LayerCache>,
+    pub(crate) len: usize,
+    pub(crate) capacity: usize,
 }
 
 impl KvCache {
@@ -246,7 +246,7 @@ impl KvCache {
 }
 
 /// Writes `new` at `start` into a cache buffer and returns the filled prefix `[.., 0..end, ..]`.
-fn append(slot: &mut Option<Tensor<4>>, new: Tensor<4>, start: usize) -> Tensor<4> {
+pub(crate) fn append(slot: &mut Option<Tensor<4>>, new: Tensor<4>, start: usize) -> Tensor<4> {
     let [b, h, s, d] = new.dims();
     // Taking the buffer out keeps its storage uniquely owned, so flex writes in place.
     let buf = slot.take().expect("cache buffer present");
@@ -345,7 +345,7 @@ const QUERY_BLOCK: usize = 64;
 
 /// Scaled dot-product attention of queries `q` `[b, heads, s, d]` at positions `first..first+s`
 /// over keys/values `[b, kv_heads, t, d]` at positions `0..t`, causal: `[b, heads, s, d]`.
-fn attend(
+pub(crate) fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,

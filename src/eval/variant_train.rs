@@ -38,12 +38,18 @@ pub fn resolve(
     file: &SourceFile,
     base: &Path,
 ) -> Result<ResolvedTrain, ManifestError> {
-    let dir = file.path.parent().unwrap_or(Path::new("."));
     let location = locate_train_table(&file.text, name)
         .map(|(l, c)| format!("{}:{l}:{c}", file.path.display()))
         .unwrap_or_else(|| file.path.display().to_string());
+    // Absolute paths: `psy train` reads the manifest written into the cell directory, and
+    // relative paths there would resolve against that directory.
+    let file = &SourceFile {
+        path: std::path::absolute(&file.path).unwrap_or_else(|_| file.path.clone()),
+        text: file.text.clone(),
+    };
+    let dir = file.path.parent().unwrap_or(Path::new("."));
     let manifest = if train.manifest.trim().is_empty() {
-        base.to_path_buf()
+        std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
     } else {
         dir.join(train.manifest.trim())
     };
@@ -134,7 +140,9 @@ impl ResolvedTrain {
         let t = &self.run.manifest.train;
         let mut data = sha256_path(&expand(&t.dataset))?;
         if !t.validation_file.is_empty() {
-            data = sha256_hex(format!("{data}{}", sha256_path(&expand(&t.validation_file))?).as_bytes());
+            data = sha256_hex(
+                format!("{data}{}", sha256_path(&expand(&t.validation_file))?).as_bytes(),
+            );
         }
         Ok(BTreeMap::from([
             (

@@ -57,7 +57,9 @@ pub fn locate_train_table(text: &str, name: &str) -> Option<(usize, usize)> {
     let mut in_variant = false;
     for line in text.split_inclusive('\n') {
         let t = line.trim();
-        if t.starts_with("name") && t.split_once('=').map(|(_, v)| v.trim().trim_matches('"')) == Some(name) {
+        if t.starts_with("name")
+            && t.split_once('=').map(|(_, v)| v.trim().trim_matches('"')) == Some(name)
+        {
             in_variant = true;
         } else if t.starts_with("[[variants]]") {
             in_variant = false;

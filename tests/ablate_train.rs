@@ -160,14 +160,14 @@ fn bad_training_variants_are_refused_with_the_ablation_line() {
     let ab = setup(dir.path(), "[variants.train.set]\nmax_step = 3\n");
     let err = format!("{:#}", ablate(&ab, &opts(&out)).err().unwrap());
     assert!(
-        err.contains("ab.toml:12:") && err.contains("max_step"),
+        err.contains("ab.toml:13:1") && err.contains("max_step"),
         "{err}"
     );
     // A key of the table itself.
     let ab = setup(dir.path(), "manifests = \"x.toml\"\n");
     let err = format!("{:#}", ablate(&ab, &opts(&out)).err().unwrap());
     assert!(
-        err.contains("ab.toml:11:") && err.contains("manifests"),
+        err.contains("ab.toml:12:1") && err.contains("manifests"),
         "{err}"
     );
     // A training on another model (the tiny Qwen3 fixture) than the one decoded (SmolLM2).
@@ -180,7 +180,7 @@ fn bad_training_variants_are_refused_with_the_ablation_line() {
     );
     let err = format!("{:#}", ablate(&ab, &opts(&out)).err().unwrap());
     assert!(
-        err.contains("ab.toml:10:1") && err.contains("only fits the model it was trained on"),
+        err.contains("ab.toml:11:1") && err.contains("only fits the model it was trained on"),
         "{err}"
     );
     assert!(!out.join("cells").exists(), "a cell ran before the check");

@@ -95,11 +95,11 @@ fn lora_on_smollm2_gguf_lowers_the_training_loss_and_its_adapter_changes_the_log
     let ids = vec![train[0].ids[..24].to_vec()];
     let la: Vec<f32> = forward_logits(&base.model, &base.config, &ids, &d)
         .into_data()
-        .to_vec()
+        .try_into_vec()
         .unwrap();
     let lb: Vec<f32> = forward_logits(&tuned, &base.config, &ids, &d)
         .into_data()
-        .to_vec()
+        .try_into_vec()
         .unwrap();
     let change = la
         .iter()

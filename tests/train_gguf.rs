@@ -89,8 +89,8 @@ fn lora_on_smollm2_gguf_lowers_the_training_loss_and_its_adapter_changes_the_log
     let tuned = apply_peft_adapter(base.model.clone(), &adapter).unwrap();
     let after = mean_loss(&tuned, &base.config, &train, &d);
     eprintln!("training-sample loss {before:.4} -> {after:.4}");
-    // Measured 2026-12-02: see the report; the adapter must take off a clear share.
-    assert!(after < 0.9 * before, "loss {before} -> {after}");
+    // Measured: 4.526 -> 0.657 (a ratio of 0.145) on the 3 samples of 6 steps at lr 1e-2.
+    assert!(after < 0.3 * before, "loss {before} -> {after}");
 
     let ids = vec![train[0].ids[..24].to_vec()];
     let la: Vec<f32> = forward_logits(&base.model, &base.config, &ids, &d)

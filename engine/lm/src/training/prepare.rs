@@ -1,8 +1,9 @@
 //! What a training run reads before it touches a model: the manifest's `[train]` section, the
-//! tokenizer and the one chat template, the dialogues split into training and validation, and
-//! the run's modules, which condition each turn's system prompt and review every trained turn.
-//! `psy train` renders these into samples; `psy train --export-job` writes the same message
-//! lists for another trainer.
+//! base model's configuration (an HF directory's `config.json`, or a GGUF file's metadata), the
+//! tokenizer and the one chat template (a GGUF base's own, as at inference), the dialogues split
+//! into training and validation, and the run's modules, which condition each turn's system
+//! prompt and review every trained turn. `psy train` renders these into samples; `psy train
+//! --export-job` writes the same message lists for another trainer.
 
 use std::path::{Path, PathBuf};
 

@@ -17,6 +17,7 @@ mod provenance;
 mod ratings;
 mod runner;
 mod summarize;
+mod variant_train;
 
 pub use agreement::{agree, compare, AgreementReport, MeasureAgreement};
 pub use ratings::{Ratings, RatingsError, CSV_HEADER};

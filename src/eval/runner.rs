@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use psy_core::eval_spec::EvalSection;
-use psy_core::manifest::{self, ResolvedRun};
+use psy_core::manifest::{self, ResolvedRun, SourceFile};
 use psy_eval::judge::Judge;
 use psy_eval::report::{write_report, ItemCounts, Report};
 use psy_eval::rubric::Rubric;
@@ -22,6 +22,7 @@ use super::items::{self, EvalData};
 use super::judging::{self, RubricSet};
 use super::provenance::{code_identity, sha256_hex, sha256_path};
 use super::summarize::{self, CellScores};
+use super::variant_train::{self, ResolvedTrain};
 
 /// One finished cell: its scores and the rubrics it was judged with.
 type CellResult = Result<(CellScores, Vec<Rubric>)>;
@@ -51,6 +52,8 @@ struct CellSpec {
     name: String,
     description: String,
     run: ResolvedRun,
+    /// `[variants.train]`: an adapter to train before decoding.
+    train: Option<ResolvedTrain>,
 }
 
 /// `psy eval M`: the run's `[eval]` on the run itself.
@@ -61,6 +64,7 @@ pub fn eval_run(manifest_path: &Path, opts: &EvalOptions) -> Result<EvalOutcome>
         name: name.clone(),
         description: run.manifest.run.description.clone(),
         run,
+        train: None,
     }];
     let dir = opts
         .output
@@ -74,8 +78,26 @@ pub fn eval_run(manifest_path: &Path, opts: &EvalOptions) -> Result<EvalOutcome>
 pub fn ablate(path: &Path, opts: &EvalOptions) -> Result<EvalOutcome> {
     let ab = manifest::load_ablation(path)?;
     let base_eval = &ab.base.manifest.eval;
+    let file = SourceFile {
+        path: path.to_path_buf(),
+        text: std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?,
+    };
+    let base_path = PathBuf::from(ab.base.origin());
     let mut cells = Vec::new();
     for ((name, run), v) in ab.variants.into_iter().zip(&ab.manifest.variants) {
+        let train = match &v.train {
+            Some(t) => {
+                let t = variant_train::resolve(t, &name, &file, &base_path)?;
+                let decoded = match &opts.model {
+                    Some(m) => m.clone(),
+                    None => crate::run_model(&run)?,
+                };
+                t.check_base_model(&name, &decoded)?;
+                Some(t)
+            }
+            None => None,
+        };
         if &run.manifest.eval != base_eval {
             bail!(
                 "{}: variant `{name}` changes [eval]: every cell is scored on the same items \
@@ -87,6 +109,7 @@ pub fn ablate(path: &Path, opts: &EvalOptions) -> Result<EvalOutcome> {
             name,
             description: v.description.clone(),
             run,
+            train,
         });
     }
     if cells.is_empty() {
@@ -97,7 +120,6 @@ pub fn ablate(path: &Path, opts: &EvalOptions) -> Result<EvalOutcome> {
         .output
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/ablate-{name}")));
-    let base_path = PathBuf::from(ab.base.origin());
     execute(&name, &base_path, cells, opts, &dir)
 }
 
@@ -260,6 +282,16 @@ fn run_cell(ctx: &CellContext, cell: &CellSpec) -> Result<(CellScores, Vec<Rubri
             sha256_hex(prompts.join("\n").as_bytes()),
         );
     }
+    // A variant that trains does so first: its adapter's hash is one of the cell's inputs.
+    let adapter = match &cell.train {
+        Some(t) => {
+            let cell_dir = ctx.dir.join("cells").join(&cell.name);
+            let a = variant_train::train_cell(&cell_dir, &cell.name, t)?;
+            inputs.extend(a.provenance.clone());
+            Some(a.dir)
+        }
+        None => None,
+    };
     let store = CellStore::open(ctx.dir, &cell.name, &inputs)?;
     let records = if store.is_done() {
         eprintln!("{}: decoded earlier, reusing {}", cell.name, REPLIES);
@@ -268,7 +300,10 @@ fn run_cell(ctx: &CellContext, cell: &CellSpec) -> Result<(CellScores, Vec<Rubri
         let b = bar(ctx, &cell.name, "decode", ctx.data.items.len());
         let tok = cell.run.manifest.model.tokenizer.trim();
         let tok = (!tok.is_empty()).then(|| Path::new(tok));
-        let mut counselor = crate::counselor_with(planner, &model_path, tok)?;
+        let mut counselor = match &adapter {
+            Some(a) => variant_train::adapted_counselor(planner, &model_path, tok, a)?,
+            None => crate::counselor_with(planner, &model_path, tok)?,
+        };
         let dir = cell.run.manifest.assessment.encoder.trim();
         let encoder = psy_lm::encoder::shared((!dir.is_empty()).then(|| Path::new(dir)))?;
         let records = cell::decode(

@@ -27,5 +27,6 @@ pub mod synth_spec;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod train_spec;
+pub mod variant_train;
 
 pub use inventory;

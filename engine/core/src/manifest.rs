@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::module::CrisisResource;
+use crate::variant_train::{check_train_keys, VariantTrain};
 
 /// Manifest schema version this psy reads.
 pub const SCHEMA: u32 = 1;
@@ -689,6 +690,9 @@ pub struct Variant {
     /// Keys of the base run to override, as a TOML table (`[variants.set.modules]`).
     #[serde(default)]
     pub set: toml::Table,
+    /// `[variants.train]`: train a LoRA adapter first and decode with it.
+    #[serde(default)]
+    pub train: Option<VariantTrain>,
 }
 
 /// An ablation with every variant resolved to a full run.
@@ -704,6 +708,7 @@ pub fn load_ablation(path: &Path) -> Result<ResolvedAblation, ManifestError> {
     let text = read(path)?;
     let origin = path.display().to_string();
     let manifest: AblationManifest = parse_toml(&text, &origin)?;
+    check_train_keys(&text, &origin)?;
     if manifest.schema != SCHEMA {
         return Err(ManifestError::Invalid {
             origin,

@@ -72,6 +72,19 @@ impl ModelDrafter {
         })
     }
 
+    /// The drafter with its model changed by `f` (e.g. a LoRA adapter merged in). The files of
+    /// the on-disk system prompt cache are keyed by the model file alone, so that cache is
+    /// turned off for the changed model.
+    pub fn map_model<E>(
+        mut self,
+        f: impl FnOnce(crate::runtime::CausalLm) -> std::result::Result<crate::runtime::CausalLm, E>,
+    ) -> std::result::Result<ModelDrafter, E> {
+        self.model.model = f(self.model.model)?;
+        self.prompt_cache = PromptCache::new();
+        self.disk_cache = None;
+        Ok(self)
+    }
+
     /// Keeps the system message's keys and values under `dir` across starts (`None`: never).
     pub fn with_disk_cache(mut self, dir: Option<PathBuf>) -> ModelDrafter {
         self.disk_cache = dir;

@@ -1,8 +1,9 @@
 //! What a training run reads before it touches a model: the manifest's `[train]` section, the
-//! tokenizer and the one chat template, the dialogues split into training and validation, and
-//! the run's modules, which condition each turn's system prompt and review every trained turn.
-//! `psy train` renders these into samples; `psy train --export-job` writes the same message
-//! lists for another trainer.
+//! base model's configuration (an HF directory's `config.json`, or a GGUF file's metadata), the
+//! tokenizer and the one chat template (a GGUF base's own, as at inference), the dialogues split
+//! into training and validation, and the run's modules, which condition each turn's system
+//! prompt and review every trained turn. `psy train` renders these into samples; `psy train
+//! --export-job` writes the same message lists for another trainer.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,8 @@ use super::error::{io, Result, TrainError};
 use super::render::{RenderConfig, SampleRenderer, CHATML_TEMPLATE};
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate};
 use crate::runtime::tokenizer::Tokenizer;
+use crate::runtime::weights::GgufSource;
+use crate::runtime::ModelConfig;
 use psy_core::manifest::{self, TrainSection};
 use psy_core::planner::Planner;
 
@@ -22,7 +25,8 @@ pub struct TrainingData {
     pub manifest: PathBuf,
     pub run: manifest::ResolvedRun,
     pub train: TrainSection,
-    /// The model directory (`[model] path`, `$PSY_ASSETS` expanded).
+    /// The base model (`[model] path`, `$PSY_ASSETS` expanded; empty = the default model): an
+    /// HF directory, or a `.gguf` file whose tokenizer and chat template are its own.
     pub model_dir: PathBuf,
     /// Where the tokenizer was read from (copied into exports).
     pub tokenizer_path: PathBuf,
@@ -48,7 +52,11 @@ impl TrainingData {
         if t.dataset.is_empty() {
             return Err(mf(manifest_path, "[train] dataset is empty"));
         }
-        let model_dir = expand(&m.model.path);
+        let model_dir = if m.model.path.trim().is_empty() {
+            crate::runtime::default_model_path()?
+        } else {
+            expand(&m.model.path)
+        };
         let tok_path = if m.model.tokenizer.is_empty() {
             model_dir.clone()
         } else {
@@ -95,6 +103,25 @@ impl TrainingData {
             report,
             run,
         })
+    }
+
+    /// Whether the base model is a GGUF file (dequantised to f32 for training; LoRA only).
+    pub fn is_gguf(&self) -> bool {
+        is_gguf(&self.model_dir)
+    }
+
+    /// The base model's configuration and the JSON that checkpoints record: `config.json` of
+    /// an HF directory, or the configuration read from a GGUF file's metadata (no weight read).
+    pub fn model_config(&self) -> Result<(ModelConfig, String)> {
+        if self.is_gguf() {
+            let (_, config) = GgufSource::open(&self.model_dir, true)?;
+            let json = serde_json::to_string_pretty(&config)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", self.model_dir.display())))?;
+            return Ok((config, json));
+        }
+        let path = self.model_dir.join("config.json");
+        let json = std::fs::read_to_string(&path).map_err(io(&path))?;
+        Ok((ModelConfig::from_hf_file(&path)?, json))
     }
 
     /// Calls `f` with the run's renderer: the manifest's placement, weights and `max_len`, plan
@@ -163,8 +190,13 @@ fn dialogue_of(history: &[ChatMessage]) -> psy_core::dialogue::Dialogue {
     Dialogue::new(msgs)
 }
 
+/// A `.gguf` file (not an HF directory).
+pub fn is_gguf(path: &Path) -> bool {
+    path.is_file() && path.extension().is_some_and(|e| e == "gguf")
+}
+
 /// Expands a leading `$PSY_ASSETS` (default `~/.cache/psy/assets`), where test assets live.
-pub(super) fn expand(p: &str) -> PathBuf {
+pub fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("$PSY_ASSETS") {
         Some(rest) => {
             let base = std::env::var_os("PSY_ASSETS")

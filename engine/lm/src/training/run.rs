@@ -17,7 +17,7 @@ use super::error::{io, Result, TrainError};
 use super::loss::{lm_loss, logit_chunk_rows, Batch};
 use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
-use super::prepare::{mf, TrainingData};
+use super::prepare::{is_gguf, mf, TrainingData};
 use super::render::Sample;
 use super::schedule::LrSchedule;
 use crate::runtime::lora::with_dropout;
@@ -240,9 +240,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     .map_err(io(out_dir.join("data_report.json")))?;
 
     // Model.
-    let config_path = model_dir.join("config.json");
-    let config_json = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
-    let config = ModelConfig::from_hf_file(&config_path)?;
+    let (config, config_json) = data.model_config()?;
     let vocab = config.vocab_size as u32;
     for s in train.iter_mut().chain(val.iter_mut()) {
         for (id, l) in s.ids.iter_mut().zip(s.labels.iter_mut()) {
@@ -273,6 +271,15 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             .map_err(|e| mf(&o.manifest, format!("[train] device `{d}`: {e}")))?;
     }
     let lora = t.lora.enabled.then_some(&t.lora);
+    if data.is_gguf() && lora.is_none() {
+        return Err(mf(
+            &o.manifest,
+            format!(
+                "{} is a GGUF file: a GGUF base trains LoRA adapters only (set [train.lora] enabled = true); full fine-tuning would leave f32 weights psy cannot write back as GGUF",
+                model_dir.display()
+            ),
+        ));
+    }
     let adapters = match lora {
         Some(cfg) => {
             crate::runtime::lora::trainable_params(cfg, &config).map_err(|e| mf(&o.manifest, e))?
@@ -633,6 +640,14 @@ fn export(
                 cfg,
                 &model_dir.display().to_string(),
             )?;
+            if is_gguf(model_dir) {
+                // Refused: the merged weights would be f32 tensors with no HF config beside them.
+                eprintln!(
+                    "adapter exported to {}; no merged HF export for a GGUF base (apply the adapter with `psy generate --adapter`)",
+                    dir.join("adapter").display()
+                );
+                return Ok(());
+            }
             checkpoint::write_hf(dir, &inner.merge_lora(), config_json)?;
         }
         None => checkpoint::write_hf(dir, &inner, config_json)?,

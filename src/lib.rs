@@ -13,6 +13,7 @@ pub mod clinical_report;
 pub mod eval;
 pub mod serve;
 pub mod synth;
+pub mod screen_report;
 pub mod train_screen;
 pub mod upstream;
 use psy_core::dialogue::Dialogue;

@@ -61,12 +61,40 @@ pub fn assess_dialogue(
     manifest_resources: &[CrisisResource],
     embedder: Option<&dyn SentenceEmbedder>,
 ) -> RiskAssessment {
+    let screen = embedder.map(|e| screen::builtin().map(|s| (s, e)));
+    assess_with(dialogue, locale, manifest_resources, screen)
+}
+
+/// [`assess_dialogue`] with a given screen (not the compiled-in one): how `psy train-screen
+/// --report` measures a candidate screen through the whole guard without rebuilding psy.
+pub fn assess_dialogue_with_screen(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[CrisisResource],
+    screen: &Screen,
+    embedder: &dyn SentenceEmbedder,
+) -> RiskAssessment {
+    assess_with(
+        dialogue,
+        locale,
+        manifest_resources,
+        Some(Ok((screen, embedder))),
+    )
+}
+
+/// The guard with the screen (or why it could not load) when an encoder is available.
+fn assess_with(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[CrisisResource],
+    screen: Option<Result<(&Screen, &dyn SentenceEmbedder), String>>,
+) -> RiskAssessment {
     let rules = rules();
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut failure: Option<String> = None;
-    let scored: Option<(&Screen, Vec<TurnScore>)> = match embedder {
+    let scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
         None => None,
-        Some(e) => match screen::builtin().and_then(|s| Ok((s, s.score_dialogue(e, dialogue)?))) {
+        Some(loaded) => match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?))) {
             Ok(v) => Some(v),
             Err(err) => {
                 failure = Some(err);

@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 
 pub mod clinical_report;
 pub mod eval;
+pub mod screen_report;
 pub mod serve;
 pub mod synth;
-pub mod screen_report;
 pub mod train_screen;
 pub mod upstream;
 use psy_core::dialogue::Dialogue;

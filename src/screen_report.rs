@@ -172,8 +172,8 @@ pub fn read_labelled(path: &Path) -> Result<Vec<LabelledItem>> {
             path.display()
         );
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -203,7 +203,9 @@ pub fn read_labelled(path: &Path) -> Result<Vec<LabelledItem>> {
         let level = v["level"]
             .as_str()
             .and_then(RiskLevel::parse)
-            .with_context(|| format!("{at}: `level` must be none, low, moderate, high or imminent"))?;
+            .with_context(|| {
+                format!("{at}: `level` must be none, low, moderate, high or imminent")
+            })?;
         let category = v["category"].as_str().unwrap_or("").to_string();
         let level = if category == "helper-asking" {
             RiskLevel::None
@@ -365,4 +367,52 @@ pub fn screen_report(o: &ReportOptions) -> Result<String> {
             .with_context(|| format!("{}: cannot write", p.display()))?;
     }
     Ok(to_markdown(&toml, &figures_all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(
+        level: RiskLevel,
+        guard: RiskLevel,
+        lexicon: RiskLevel,
+        context: RiskLevel,
+    ) -> ItemReading {
+        ItemReading {
+            id: "x".into(),
+            category: "game".into(),
+            level,
+            guard,
+            lexicon,
+            message: RiskLevel::None,
+            sentence: RiskLevel::None,
+            context,
+        }
+    }
+
+    #[test]
+    fn false_alarms_are_counted_by_the_detector_that_raised_them() {
+        use RiskLevel::*;
+        let r = [
+            reading(None, Moderate, Moderate, None), // lexicon alarm
+            reading(Low, High, None, High),          // context alarm
+            reading(None, Moderate, None, None),     // only the session rule
+            reading(None, Low, None, None),          // no alarm
+            reading(High, High, None, High),         // acute, caught
+            reading(Imminent, Moderate, None, None), // acute, missed
+            reading(Moderate, Moderate, None, None), // elevated, caught
+        ];
+        let f = figures("t", &r);
+        assert_eq!((f.false_alarms.k, f.false_alarms.n), (3, 4));
+        assert_eq!((f.acute.k, f.acute.n), (1, 2));
+        assert_eq!((f.elevated.k, f.elevated.n), (1, 1));
+        assert_eq!(f.only_by["lexicon"], 1);
+        assert_eq!(f.only_by["screen:context"], 1);
+        assert_eq!(f.only_by["session"], 1);
+        assert_eq!(f.by_category["game"], [3, 4]);
+        // Lexicon alone: one look-alike above low; screen alone (context): one.
+        assert_eq!(f.lexicon_alone[2].k, 1);
+        assert_eq!(f.screen_alone[2].k, 1);
+    }
 }

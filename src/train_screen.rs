@@ -324,7 +324,10 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
             .map(|(e, v)| (e.training_level(), head.apply(v).levels))
             .collect();
         let at = |k: usize, min: RiskLevel| -> Vec<f32> {
-            p.iter().filter(|(l, _)| *l >= min).map(|(_, s)| s[k]).collect()
+            p.iter()
+                .filter(|(l, _)| *l >= min)
+                .map(|(_, s)| s[k])
+                .collect()
         };
         // Never more permissive than a message alone: the joined text repeats earlier words.
         thresholds.context_moderate = Some(

@@ -132,11 +132,7 @@ pub fn context_text(turns: &[String]) -> String {
         return String::new();
     };
     let mut joined = last.clone();
-    for t in earlier
-        .iter()
-        .rev()
-        .take(super::score::CONTEXT_TURNS)
-    {
+    for t in earlier.iter().rev().take(super::score::CONTEXT_TURNS) {
         joined.push('\n');
         joined.push_str(t);
     }

@@ -93,6 +93,16 @@ enum Command {
         learning_rate: Option<f64>,
         #[arg(long)]
         seed: Option<u64>,
+        /// Train nothing: measure the screen in --out through the whole guard on the
+        /// validation split (and on each --set), false alarms by detector and category.
+        #[arg(long)]
+        report: bool,
+        /// Labelled files for --report (`text` or `messages`, `level`, `category` a line).
+        #[arg(long = "set")]
+        sets: Vec<PathBuf>,
+        /// With --report: write every item's per-detector readings here (JSONL).
+        #[arg(long)]
+        readings: Option<PathBuf>,
     },
     /// Score diagnostic and modality choice on labelled sets (vignettes: JSONL/TOML with
     /// `condition` and `messages`; modality messages: `modality`/`expected` and `text`): top-1
@@ -471,7 +481,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tuned_layers,
             learning_rate,
             seed,
+            report,
+            sets,
+            readings,
         } => {
+            if report {
+                print!(
+                    "{}",
+                    psy::screen_report::screen_report(&psy::screen_report::ReportOptions {
+                        exemplars,
+                        screen: out,
+                        encoder,
+                        sets,
+                        readings,
+                    })?
+                );
+                return Ok(());
+            }
             let mut o = psy::train_screen::TrainScreenOptions::shipped(std::path::Path::new("."));
             o.exemplars = exemplars;
             o.out = out;

@@ -281,6 +281,10 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         .adapted(&adapter, &adapter_sha256)
         .map_err(anyhow::Error::msg)?;
 
+    // Sessions of the validation split set the cut-offs of a turn read with earlier turns;
+    // single messages set the others.
+    let (sessions, valid): (Vec<&Exemplar>, Vec<&Exemplar>) =
+        valid.into_iter().partition(|e| !e.turns.is_empty());
     // Thresholds from the validation split, scored as the guard scores a message.
     let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
     let scores = piece_scores(&head, &*tuned, &vtexts)?;
@@ -307,7 +311,31 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         imminent,
         sentence_moderate: sentence_threshold(moderate, &negatives, 0, SENTENCE_EXTRA_ALARMS),
         sentence_high: sentence_threshold(high, &negatives, 1, SENTENCE_EXTRA_ALARMS),
+        context_moderate: None,
+        context_high: None,
     };
+    let mut thresholds = thresholds;
+    if !sessions.is_empty() {
+        let joined: Vec<&str> = sessions.iter().map(|e| e.text.as_str()).collect();
+        let vectors = tuned.embed(&joined).map_err(anyhow::Error::msg)?;
+        let p: Vec<(RiskLevel, [f32; 3])> = sessions
+            .iter()
+            .zip(&vectors)
+            .map(|(e, v)| (e.training_level(), head.apply(v).levels))
+            .collect();
+        let at = |k: usize, min: RiskLevel| -> Vec<f32> {
+            p.iter()
+                .filter(|(l, _)| *l >= min)
+                .map(|(_, s)| s[k])
+                .collect()
+        };
+        // Never more permissive than a message alone: the joined text repeats earlier words.
+        thresholds.context_moderate = Some(
+            threshold_for(at(0, RiskLevel::Moderate), RECALL_MODERATE).max(thresholds.moderate),
+        );
+        thresholds.context_high =
+            Some(threshold_for(at(1, RiskLevel::High), RECALL_HIGH).max(thresholds.high));
+    }
     let probe = embedder.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
     let adapted_probe = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
     let mut spec = ScreenSpec {
@@ -333,7 +361,7 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
             data: files.iter().map(|f| format!("exemplars/{f}")).collect(),
             data_sha256,
             examples: train.len(),
-            validation_examples: valid.len(),
+            validation_examples: valid.len() + sessions.len(),
             hidden: o.config.hidden,
             tuned_layers: o.config.tuned_layers,
             rank: o.config.rank,

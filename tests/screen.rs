@@ -308,3 +308,29 @@ fn exemplar_files_with_bad_lines_are_refused_with_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn session_exemplars_train_the_last_turn_read_with_the_two_before_it() {
+    use psy_safety::screen::exemplars::parse_exemplars;
+    let line = r#"{"messages": ["one", "two", "three", "four"], "level": "high", "category": "ideation-plan", "writer": "t"}"#;
+    let ex = parse_exemplars(line, "s.jsonl").unwrap();
+    // Newest first, two earlier turns: what `Screen::score_dialogue` joins for the context view.
+    assert_eq!(ex[0].text, "four\nthree\ntwo");
+    assert_eq!(ex[0].turns, ["one", "two", "three", "four"]);
+    let d = dialogue(&["one", "two", "three", "four"]);
+    let context: Vec<String> = {
+        let turns: Vec<_> = d.client_turns().map(|t| t.text.to_string()).collect();
+        vec![psy_safety::screen::exemplars::context_text(&turns)]
+    };
+    assert_eq!(context[0], ex[0].text);
+
+    let both = r#"{"text": "a", "messages": ["b", "c"], "level": "none", "category": "game", "writer": "t"}"#;
+    let err = parse_exemplars(both, "s.jsonl").unwrap_err();
+    assert!(
+        err.contains("s.jsonl:1") && err.contains("exactly one"),
+        "{err}"
+    );
+    let short = r#"{"messages": ["b"], "level": "none", "category": "game", "writer": "t"}"#;
+    let err = parse_exemplars(short, "s.jsonl").unwrap_err();
+    assert!(err.contains("s.jsonl:1") && err.contains("two"), "{err}");
+}

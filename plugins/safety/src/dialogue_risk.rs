@@ -6,7 +6,8 @@
 //!   turn, its sentences, and the turn read with the client's previous turns;
 //! - **session**: after a turn at high or above the level stays at least moderate until the
 //!   client reports being safe (a protective statement in a turn the detectors rate below
-//!   moderate).
+//!   moderate), or until the screen, reading a later turn together with the alarming one
+//!   (within its context window), rates them below moderate (a past crisis told as background).
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
 
@@ -61,12 +62,40 @@ pub fn assess_dialogue(
     manifest_resources: &[CrisisResource],
     embedder: Option<&dyn SentenceEmbedder>,
 ) -> RiskAssessment {
+    let screen = embedder.map(|e| screen::builtin().map(|s| (s, e)));
+    assess_with(dialogue, locale, manifest_resources, screen)
+}
+
+/// [`assess_dialogue`] with a given screen (not the compiled-in one): how `psy train-screen
+/// --report` measures a candidate screen through the whole guard without rebuilding psy.
+pub fn assess_dialogue_with_screen(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[CrisisResource],
+    screen: &Screen,
+    embedder: &dyn SentenceEmbedder,
+) -> RiskAssessment {
+    assess_with(
+        dialogue,
+        locale,
+        manifest_resources,
+        Some(Ok((screen, embedder))),
+    )
+}
+
+/// The guard with the screen (or why it could not load) when an encoder is available.
+fn assess_with(
+    dialogue: &Dialogue,
+    locale: &str,
+    manifest_resources: &[CrisisResource],
+    screen: Option<Result<(&Screen, &dyn SentenceEmbedder), String>>,
+) -> RiskAssessment {
     let rules = rules();
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut failure: Option<String> = None;
-    let scored: Option<(&Screen, Vec<TurnScore>)> = match embedder {
+    let scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
         None => None,
-        Some(e) => match screen::builtin().and_then(|s| Ok((s, s.score_dialogue(e, dialogue)?))) {
+        Some(loaded) => match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?))) {
             Ok(v) => Some(v),
             Err(err) => {
                 failure = Some(err);
@@ -77,6 +106,8 @@ pub fn assess_dialogue(
 
     let mut trajectory = Vec::with_capacity(turns.len());
     let mut carry_since: Option<usize> = None;
+    // The client-turn position of the turn that started the carry.
+    let mut carry_turn: Option<usize> = None;
     let mut decider: Option<Decider> = None;
     let mut last_lexicon = None;
     for (k, turn) in turns.iter().enumerate() {
@@ -98,16 +129,31 @@ pub fn assess_dialogue(
             level = context;
             why = screen_decider(&scored, k, context, true);
         }
+        // The screen read this turn together with the turn that raised the alarm (still inside
+        // its context window) and, like the lexicon and the turn's own words, found nothing
+        // above low: the earlier turn was a past crisis told as background, not an open one.
+        // Only a context view calibrated on labelled sessions may settle: an untrained one
+        // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
+        let settled_now = scored
+            .as_ref()
+            .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())
+            && carry_turn.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS)
+            && level < RiskLevel::Moderate
+            && context < RiskLevel::Moderate;
         match carry_since {
-            Some(since) if !safe_now && level < RiskLevel::Moderate => {
+            Some(_) if safe_now || settled_now => {
+                carry_since = None;
+                carry_turn = None;
+            }
+            Some(since) if level < RiskLevel::Moderate => {
                 level = RiskLevel::Moderate;
                 why = Some(Decider::Session { since });
             }
-            Some(_) if safe_now => carry_since = None,
             _ => {}
         }
         if level >= RiskLevel::High {
             carry_since = Some(turn.index);
+            carry_turn = Some(k);
         }
         trajectory.push(TurnRisk {
             message: turn.index,

@@ -39,10 +39,14 @@ pub const CATEGORIES: &[&str] = &[
     "ordinary",
 ];
 
-/// One labelled message.
+/// One labelled message, or one labelled session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
+    /// The text the screen is trained on: the message, or for a session its last turn read
+    /// with the turns before it as the guard reads it ([`context_text`]).
     pub text: String,
+    /// A session's client turns, oldest first (empty for a single message).
+    pub turns: Vec<String>,
     pub level: RiskLevel,
     pub category: String,
     pub writer: String,
@@ -53,7 +57,9 @@ pub struct Exemplar {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
-    text: String,
+    text: Option<String>,
+    /// A session's client turns, oldest first; `level` is the risk after the last one.
+    messages: Option<Vec<String>>,
     level: String,
     category: String,
     writer: String,
@@ -94,11 +100,22 @@ pub fn parse_exemplars(text: &str, origin: &str) -> Result<Vec<Exemplar>, String
                 CATEGORIES.join(", ")
             ));
         }
-        if line.text.trim().is_empty() {
-            return Err(format!("{at}: `text` is empty"));
+        let (text, turns) = match (line.text, line.messages) {
+            (Some(t), None) => (t, Vec::new()),
+            (None, Some(m)) if m.len() >= 2 => (context_text(&m), m),
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{at}: a session needs at least two `messages` (one message goes in `text`)"
+                ))
+            }
+            _ => return Err(format!("{at}: give exactly one of `text` and `messages`")),
+        };
+        if text.trim().is_empty() || turns.iter().any(|t| t.trim().is_empty()) {
+            return Err(format!("{at}: an empty message"));
         }
         out.push(Exemplar {
-            text: line.text,
+            text,
+            turns,
             level,
             category: line.category,
             writer: line.writer,
@@ -106,6 +123,20 @@ pub fn parse_exemplars(text: &str, origin: &str) -> Result<Vec<Exemplar>, String
         });
     }
     Ok(out)
+}
+
+/// A session's last client turn followed by the ones before it, newest first, as the screen
+/// reads a turn with its context (`score::CONTEXT_TURNS` earlier turns).
+pub fn context_text(turns: &[String]) -> String {
+    let Some((last, earlier)) = turns.split_last() else {
+        return String::new();
+    };
+    let mut joined = last.clone();
+    for t in earlier.iter().rev().take(super::score::CONTEXT_TURNS) {
+        joined.push('\n');
+        joined.push_str(t);
+    }
+    joined
 }
 
 /// Reads one exemplar file.

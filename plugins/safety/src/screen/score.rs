@@ -103,6 +103,20 @@ impl Screen {
         }
     }
 
+    /// The level of a turn read with the client's earlier turns: its own cut-offs when the
+    /// manifest gives them, never above high (what earlier turns said is evidence, not a
+    /// report of what is happening now).
+    pub fn context_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        let t = &self.spec.thresholds;
+        if p[1] >= t.context_high.unwrap_or(t.high) {
+            RiskLevel::High
+        } else if p[0] >= t.context_moderate.unwrap_or(t.moderate) {
+            RiskLevel::Moderate
+        } else {
+            RiskLevel::None
+        }
+    }
+
     /// The pieces of one message: the whole text, and its sentences when it has more than one.
     pub fn pieces_of(text: &str) -> Vec<(PieceKind, usize, usize)> {
         let mut out = vec![(PieceKind::Message, 0, text.len())];
@@ -186,11 +200,12 @@ impl Screen {
             let output = self.head.apply(&v);
             let level = match kind {
                 PieceKind::Sentence => self.sentence_level_of(&output.levels),
-                _ => self.level_of(&output.levels),
+                PieceKind::Context => self.context_level_of(&output.levels),
+                PieceKind::Message => self.level_of(&output.levels),
             };
             let turn = &mut out[pos];
             match kind {
-                PieceKind::Context => turn.context = turn.context.max(level.min(RiskLevel::High)),
+                PieceKind::Context => turn.context = turn.context.max(level),
                 _ => turn.own = turn.own.max(level),
             }
             turn.pieces.push(Piece {

@@ -53,6 +53,13 @@ pub struct Thresholds {
     /// because a sentence loses the rest of the message ("I'm okay now", "I'm a paramedic").
     pub sentence_moderate: f32,
     pub sentence_high: f32,
+    /// Cut-offs for a turn read with the client's earlier turns (moderate, high); absent: the
+    /// message's. Separate because the joined text carries earlier turns' words, on which
+    /// look-alike sessions (a past crisis, then calm talk) read higher than any turn alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_moderate: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_high: Option<f32>,
 }
 
 /// How the head was made, so that `psy train-screen` reproduces it.
@@ -105,6 +112,8 @@ impl ScreenSpec {
             ("imminent", t.imminent),
             ("sentence_moderate", t.sentence_moderate),
             ("sentence_high", t.sentence_high),
+            ("context_moderate", t.context_moderate.unwrap_or(0.5)),
+            ("context_high", t.context_high.unwrap_or(0.5)),
         ] {
             if !(v > 0.0 && v < 1.0) {
                 return Err(format!(

@@ -65,6 +65,14 @@ pub struct TrainSection {
     pub devices: Vec<String>,
     /// `[train.lora]`: low-rank adapters instead of full fine-tuning.
     pub lora: LoraConfig,
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer in
+    /// backward: activations of one layer at a time instead of all of them, for one more
+    /// forward pass of the body.
+    pub gradient_checkpointing: bool,
+    /// `eager` (scores and probabilities of each query block kept for backward) or
+    /// `memory-efficient` (online softmax, only per-row statistics kept; backward recomputes
+    /// the scores): no `len x len` term.
+    pub attention: TrainAttention,
 }
 
 impl Default for TrainSection {
@@ -104,8 +112,21 @@ impl Default for TrainSection {
             device: "cpu".into(),
             devices: Vec::new(),
             lora: Default::default(),
+            gradient_checkpointing: false,
+            attention: Default::default(),
         }
     }
+}
+
+/// Attention implementation used by training (`[train] attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainAttention {
+    /// The runtime's blocked attention on the autodiff graph.
+    #[default]
+    Eager,
+    /// FlashAttention-2's forward and backward in key/query blocks.
+    MemoryEfficient,
 }
 
 /// Record layout of a dataset file.

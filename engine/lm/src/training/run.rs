@@ -12,10 +12,11 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use super::checkpoint::{self, RunState};
+use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::data::{Conversation, DataReport};
 use super::error::{io, Result, TrainError};
 use super::loss::{lm_loss, logit_chunk_rows, Batch};
-use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
+use super::optim::{accumulate_grads, add_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::prepare::{mf, TrainingData};
 use super::render::Sample;
@@ -293,6 +294,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.batch_size.max(1)
     };
+    let mem = TrainMemory::from_section(&t);
     let memory = estimate_memory(
         &config,
         params,
@@ -453,7 +455,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             .wrapping_mul(0x2545_F491_4F6C_DD1D)
             .wrapping_add((state.step * accum) as u64);
         let (loss_sum, mut grads, tokens) =
-            window_gradients(&model, &config, &window, &devices, seed_base)?;
+            window_gradients(&model, &config, &window, &devices, seed_base, &mem)?;
         let norm = clip_global_norm(&mut grads, t.max_grad_norm);
         let lr = schedule.lr(state.step);
         model = opt.step(model, &mut grads, lr);
@@ -547,6 +549,7 @@ fn window_gradients(
     window: &[Batch],
     devices: &[Device],
     seed_base: u64,
+    mem: &TrainMemory,
 ) -> Result<(f64, NamedGrads, usize)> {
     let targets = window.iter().map(Batch::target_count).sum::<usize>().max(1) as f64;
     // Micro-batch `micro` of the window on `model`, its adapter dropout masks drawn from
@@ -556,12 +559,17 @@ fn window_gradients(
         let mut grads = NamedGrads::new();
         let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
         for (micro, b) in share {
-            let loss = with_dropout(seed_base.wrapping_add(micro as u64), || {
-                lm_loss(model, config, b, &device)
-            }) / targets;
-            loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
-            let mut g = loss.backward();
-            accumulate_grads(model, &mut g, &mut grads, 1.0);
+            let seed = seed_base.wrapping_add(micro as u64);
+            if mem.is_plain() {
+                let loss = with_dropout(seed, || lm_loss(model, config, b, &device)) / targets;
+                loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
+                let mut g = loss.backward();
+                accumulate_grads(model, &mut g, &mut grads, 1.0);
+            } else {
+                let (loss, g) = with_dropout(seed, || loss_and_grads(model, b, 1.0 / targets, mem));
+                loss_sum += loss;
+                add_grads(&mut grads, g);
+            }
             tokens += b.labels.iter().map(|r| r.len()).sum::<usize>();
         }
         (loss_sum, grads, tokens)

@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod export_job;
 pub mod loss;
+pub mod memory_estimate;
 pub mod optim;
 pub mod params;
 pub mod plot;

@@ -15,14 +15,14 @@ use super::checkpoint::{self, RunState};
 use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::data::{Conversation, DataReport};
 use super::error::{io, Result, TrainError};
-use super::loss::{lm_loss, logit_chunk_rows, Batch};
+use super::loss::{lm_loss, Batch};
+pub use super::memory_estimate::{estimate_memory, MemoryEstimate};
 use super::optim::{accumulate_grads, add_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::prepare::{mf, TrainingData};
 use super::render::Sample;
 use super::schedule::LrSchedule;
 use crate::runtime::lora::with_dropout;
-use crate::runtime::memory_check::available_memory;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_core::manifest::TrainSection;
 
@@ -54,30 +54,6 @@ pub struct RunSummary {
     pub memory: MemoryEstimate,
 }
 
-/// Bytes needed for training, by part.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MemoryEstimate {
-    pub weights: u64,
-    pub grads: u64,
-    pub optimizer: u64,
-    pub activations: u64,
-    pub available: Option<u64>,
-}
-
-impl MemoryEstimate {
-    pub fn total(&self) -> u64 {
-        self.weights + self.grads + self.optimizer + self.activations
-    }
-    pub fn describe(&self) -> String {
-        let mb = |b: u64| b as f64 / (1 << 20) as f64;
-        format!(
-            "memory estimate: weights {:.1} MiB, grads {:.1} MiB, optimizer {:.1} MiB, activations {:.1} MiB, total {:.1} MiB (available {})",
-            mb(self.weights), mb(self.grads), mb(self.optimizer), mb(self.activations), mb(self.total()),
-            self.available.map_or("unknown".into(), |a| format!("{:.1} MiB", mb(a)))
-        )
-    }
-}
-
 /// `psy train M [--output DIR] [--resume] [--dry-run]`.
 pub fn run(
     manifest: &Path,
@@ -93,44 +69,6 @@ pub fn run(
         stop_after: None,
         quiet: false,
     })
-}
-
-/// Memory of full fine-tuning in f32: weights, grads, two AdamW moments, and the activations
-/// autodiff keeps for one micro-batch of `rows x len` tokens.
-///
-/// `device` (`cpu`, `cuda:N`) decides where the free memory is read. Under data parallelism the
-/// first device also holds its replica's weights besides the master copy (pass `replicas` = 1).
-pub fn estimate_memory(
-    c: &ModelConfig,
-    params: u64,
-    trainable: u64,
-    rows: usize,
-    len: usize,
-    device: &str,
-    replicas: u64,
-) -> MemoryEstimate {
-    let tok = (rows * len) as u64;
-    let h = c.hidden_size as u64;
-    let per_layer = tok
-        * (10 * h
-            + 4 * c.intermediate_size as u64
-            + 4 * (c.num_key_value_heads * c.head_dim) as u64)
-        + 3 * (rows * c.num_attention_heads * len * len) as u64;
-    // The fused head + loss holds one chunk of `[vocab, rows]` logits (its gradient is formed
-    // in place) and the matmul output being made: never the whole `[tokens, vocab]`.
-    let v = c.vocab_size as u64;
-    let mut logits = 2 * tok.min(logit_chunk_rows(c.vocab_size) as u64) * v;
-    if trainable >= v * h {
-        // The head trains (full fine-tuning): its gradient accumulator and one chunk's share.
-        logits += 2 * v * h;
-    }
-    MemoryEstimate {
-        weights: 4 * params * (1 + replicas),
-        grads: 4 * trainable,
-        optimizer: 8 * trainable,
-        activations: 4 * (per_layer * c.num_hidden_layers as u64 + logits),
-        available: available_memory(device),
-    }
 }
 
 /// Micro-batches (lists of sample indices) of one epoch, in a seeded order.
@@ -303,6 +241,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         longest,
         &device_names[0],
         u64::from(device_names.len() > 1),
+        &mem,
     );
     eprintln!("{}", memory.describe());
     if let Some(a) = memory.available {

@@ -255,3 +255,37 @@ impl LoraConfig {
         self.alpha / self.rank as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Manifest {
+        train: TrainSection,
+    }
+
+    fn parse(text: &str) -> Result<TrainSection, String> {
+        toml::from_str::<Manifest>(text)
+            .map(|m| m.train)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The memory keys default to off, parse when set, and a wrong value names the key.
+    #[test]
+    fn memory_keys_parse_strictly() {
+        let t = parse("[train]\n").unwrap();
+        assert!(!t.gradient_checkpointing);
+        assert_eq!(t.attention, TrainAttention::Eager);
+        let t = parse("[train]\ngradient_checkpointing = true\nattention = \"memory-efficient\"\n")
+            .unwrap();
+        assert!(t.gradient_checkpointing);
+        assert_eq!(t.attention, TrainAttention::MemoryEfficient);
+        let e = parse("[train]\nattention = \"flash\"\n").unwrap_err();
+        assert!(e.contains("attention") && e.contains("memory-efficient"), "{e}");
+        let e = parse("[train]\ngradient_checkpointing = \"yes\"\n").unwrap_err();
+        assert!(e.contains("gradient_checkpointing"), "{e}");
+        let e = parse("[train]\ngradient_checkpoint = true\n").unwrap_err();
+        assert!(e.contains("gradient_checkpoint"), "{e}");
+    }
+}

@@ -282,7 +282,10 @@ mod tests {
         assert!(t.gradient_checkpointing);
         assert_eq!(t.attention, TrainAttention::MemoryEfficient);
         let e = parse("[train]\nattention = \"flash\"\n").unwrap_err();
-        assert!(e.contains("attention") && e.contains("memory-efficient"), "{e}");
+        assert!(
+            e.contains("attention") && e.contains("memory-efficient"),
+            "{e}"
+        );
         let e = parse("[train]\ngradient_checkpointing = \"yes\"\n").unwrap_err();
         assert!(e.contains("gradient_checkpointing"), "{e}");
         let e = parse("[train]\ngradient_checkpoint = true\n").unwrap_err();

@@ -56,6 +56,8 @@ impl TrainMemory {
 }
 
 /// One decoder layer's autodiff graph from a detached input, ready for backward.
+// One value per decoder layer per step: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum LayerGraph {
     Eager {
         input: Tensor<3>,
@@ -63,14 +65,17 @@ enum LayerGraph {
     },
     /// Projections and norms before the attention core (`input -> q, k, v`), the core on plain
     /// tensors, and the rest of the layer from the core's output (a leaf) and the residual.
-    MemoryEfficient {
-        input: Tensor<3>,
-        qkv: [Tensor<4>; 3],
-        saved: Saved,
-        heads: Tensor<4>,
-        residual: Tensor<3>,
-        out: Tensor<3>,
-    },
+    MemoryEfficient(Box<SplitLayer>),
+}
+
+/// [`LayerGraph::MemoryEfficient`]'s parts.
+struct SplitLayer {
+    input: Tensor<3>,
+    qkv: [Tensor<4>; 3],
+    saved: Saved,
+    heads: Tensor<4>,
+    residual: Tensor<3>,
+    out: Tensor<3>,
 }
 
 impl LayerGraph {
@@ -94,14 +99,14 @@ impl LayerGraph {
                 let heads = Tensor::from_inner(saved.out.clone()).require_grad();
                 let residual = Tensor::from_inner(x).require_grad();
                 let out = layer.after_attention(residual.clone(), heads.clone());
-                LayerGraph::MemoryEfficient {
+                LayerGraph::MemoryEfficient(Box::new(SplitLayer {
                     input,
                     qkv: [q, k, v],
                     saved,
                     heads,
                     residual,
                     out,
-                }
+                }))
             }
         }
     }
@@ -109,9 +114,8 @@ impl LayerGraph {
     /// The layer output as a plain tensor (the next layer's input).
     fn output(&self) -> Tensor<3> {
         match self {
-            LayerGraph::Eager { out, .. } | LayerGraph::MemoryEfficient { out, .. } => {
-                out.clone().inner()
-            }
+            LayerGraph::Eager { out, .. } => out.clone().inner(),
+            LayerGraph::MemoryEfficient(split) => split.out.clone().inner(),
         }
     }
 
@@ -129,14 +133,15 @@ impl LayerGraph {
                 let grads = backward_into(model, (out * Tensor::from_inner(g)).sum(), acc);
                 grad_of(&input, &grads)
             }
-            LayerGraph::MemoryEfficient {
-                input,
-                qkv: [q, k, v],
-                saved,
-                heads,
-                residual,
-                out,
-            } => {
+            LayerGraph::MemoryEfficient(split) => {
+                let SplitLayer {
+                    input,
+                    qkv: [q, k, v],
+                    saved,
+                    heads,
+                    residual,
+                    out,
+                } = *split;
                 let grads = backward_into(model, (out * Tensor::from_inner(g)).sum(), acc);
                 let d_heads = grad_of(&heads, &grads);
                 let d_residual = grad_of(&residual, &grads);
@@ -172,6 +177,7 @@ fn grad_of<const D: usize>(leaf: &Tensor<D>, grads: &Gradients) -> Tensor<D> {
 }
 
 /// What the forward keeps of one layer for backward.
+#[allow(clippy::large_enum_variant)]
 enum Kept {
     /// Checkpointing: the layer input and where the LoRA dropout stream stood before it.
     Input(Tensor<3>, Option<(u64, u64)>),

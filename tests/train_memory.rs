@@ -336,16 +336,22 @@ fn the_estimate_is_within_a_quarter_of_the_measured_peak() {
 }
 
 /// What the estimate says for PsyLLM-sized runs (Qwen3 shapes from `tests/fixtures/
-/// qwen3-shapes/`, one row of 8,096 tokens, LoRA r16 all-linear): printed for the README;
-/// asserted only in how the features order the totals.
+/// qwen3-shapes/`, one row of 1,024 to 8,096 tokens, LoRA r16 all-linear): printed for the
+/// README; asserted only in how the features order the totals.
 #[test]
-fn the_estimate_for_qwen3_at_8096_tokens() {
+fn the_estimate_for_qwen3_up_to_8096_tokens() {
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let r16 = LoraConfig {
         rank: 16,
         alpha: 32.0,
         ..lora(0.0)
     };
+    let modes = [
+        ("plain", false, TrainAttention::Eager),
+        ("checkpointing", true, TrainAttention::Eager),
+        ("memory-efficient", false, TrainAttention::MemoryEfficient),
+        ("both", true, TrainAttention::MemoryEfficient),
+    ];
     for (model, with_lora) in [
         ("Qwen3-0.6B", false),
         ("Qwen3-0.6B", true),
@@ -361,39 +367,40 @@ fn the_estimate_for_qwen3_at_8096_tokens() {
         };
         let params = c.num_params() + adapters;
         let trainable = if with_lora { adapters } else { params };
-        let mut totals = Vec::new();
-        for (name, gradient_checkpointing, attention) in [
-            ("plain", false, TrainAttention::Eager),
-            ("checkpointing", true, TrainAttention::Eager),
-            ("memory-efficient", false, TrainAttention::MemoryEfficient),
-            ("both", true, TrainAttention::MemoryEfficient),
-        ] {
-            let mem = TrainMemory {
-                gradient_checkpointing,
-                attention,
-                ..Default::default()
-            };
-            let e = psy_lm::training::memory_estimate::estimate_memory(
-                &c, params, trainable, 1, 8096, "none", 0, &mem,
+        let what = if with_lora {
+            "LoRA r16 all-linear"
+        } else {
+            "full SFT"
+        };
+        for len in [1024, 2048, 4096, 8096] {
+            let mut totals = Vec::new();
+            for (name, gradient_checkpointing, attention) in modes {
+                let mem = TrainMemory {
+                    gradient_checkpointing,
+                    attention,
+                    ..Default::default()
+                };
+                let e = psy_lm::training::memory_estimate::estimate_memory(
+                    &c, params, trainable, 1, len, "none", 0, &mem,
+                );
+                eprintln!(
+                    "{model} {what} at {len} tokens, {name}: total {:.1} GiB (weights {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
+                    gib(e.total()),
+                    gib(e.weights),
+                    gib(e.grads),
+                    gib(e.optimizer),
+                    gib(e.activations)
+                );
+                totals.push(e.total());
+            }
+            assert!(
+                totals[1] < totals[0] && totals[2] < totals[0],
+                "{model}: {totals:?}"
             );
-            eprintln!(
-                "{model} {} at 8,096 tokens, {name}: total {:.1} GiB (weights {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
-                if with_lora { "LoRA r16 all-linear" } else { "full SFT" },
-                gib(e.total()),
-                gib(e.weights),
-                gib(e.grads),
-                gib(e.optimizer),
-                gib(e.activations)
+            assert!(
+                totals[3] < totals[1] && totals[3] < totals[2],
+                "{model}: {totals:?}"
             );
-            totals.push(e.total());
         }
-        assert!(
-            totals[1] < totals[0] && totals[2] < totals[0],
-            "{model}: {totals:?}"
-        );
-        assert!(
-            totals[3] < totals[1] && totals[3] < totals[2],
-            "{model}: {totals:?}"
-        );
     }
 }

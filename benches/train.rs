@@ -7,6 +7,9 @@
 //! - `lora-qwen3-0.6b-seq512`: LoRA r16, alpha 32, dropout 0.05 on all seven projections of a
 //!   random Qwen3 with the Qwen3-0.6B shape, batch 1 x 512 tokens (tens of seconds a step).
 //!
+//! - `...-checkpointing`, `...-memory-efficient`, `...-both`: the same steps with gradient
+//!   checkpointing per layer, memory-efficient attention, or both (`[train]` keys of those names).
+//!
 //! Elements/s = trained tokens/s. Run: `cargo bench --bench train` (or `-- tiny`, `-- lora`);
 //! `scripts/compare_train_speed.py` runs the same steps in PyTorch.
 
@@ -21,11 +24,13 @@ mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use psy_core::train_spec::TrainAttention;
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::lora::with_dropout;
 use psy_lm::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
+use psy_lm::training::checkpointing::loss_and_grads;
 use psy_lm::training::optim::{accumulate_grads, clip_global_norm};
-use psy_lm::training::{lm_loss, AdamW, AdamWConfig, Batch, NamedGrads};
+use psy_lm::training::{lm_loss, AdamW, AdamWConfig, Batch, NamedGrads, TrainMemory};
 
 /// Shapes shared with `scripts/compare_train_speed.py`.
 pub const TINY: (usize, usize) = (4, 128);
@@ -66,12 +71,18 @@ fn step(
     b: &Batch,
     opt: &mut AdamW,
     step_no: u64,
+    mem: &TrainMemory,
 ) -> CausalLm {
     let d = model.device();
-    let loss = with_dropout(step_no, || lm_loss(&model, config, b, &d)) / b.target_count() as f64;
-    let mut g = loss.backward();
+    let scale = 1.0 / b.target_count() as f64;
     let mut grads = NamedGrads::new();
-    accumulate_grads(&model, &mut g, &mut grads, 1.0);
+    if mem.is_plain() {
+        let loss = with_dropout(step_no, || lm_loss(&model, config, b, &d)) * scale;
+        let mut g = loss.backward();
+        accumulate_grads(&model, &mut g, &mut grads, 1.0);
+    } else {
+        grads = with_dropout(step_no, || loss_and_grads(&model, b, scale, mem)).1;
+    }
     clip_global_norm(&mut grads, 1.0);
     opt.step(model, &mut grads, 1e-4)
 }
@@ -83,6 +94,7 @@ fn bench_steps(
     config: &ModelConfig,
     (rows, len): (usize, usize),
     measure: Duration,
+    mem: TrainMemory,
 ) {
     let b = batch(rows, len, config.vocab_size);
     let mut opt = AdamW::new(AdamWConfig::default());
@@ -97,41 +109,73 @@ fn bench_steps(
         bch.iter(|| {
             n += 1;
             let m = model.take().expect("model");
-            model = Some(step(m, config, &b, &mut opt, n));
+            model = Some(step(m, config, &b, &mut opt, n, &mem));
         })
     });
     group.finish();
 }
 
+/// Whether the group `name` with memory `suffix` runs: the plain groups as before; a variant
+/// only when a filter names it (e.g. `-- checkpointing`), so `-- lora` stays one group.
+fn wanted_mode(name: &str, suffix: &str) -> bool {
+    wanted(name)
+        && (suffix.is_empty()
+            || std::env::args()
+                .skip(1)
+                .any(|a| !a.starts_with('-') && a.contains(suffix.trim_start_matches('-'))))
+}
+
+/// The plain step and the three memory-saving variants, with their group-name suffixes.
+fn memory_modes() -> [(&'static str, TrainMemory); 4] {
+    let mode = |gradient_checkpointing, attention| TrainMemory {
+        gradient_checkpointing,
+        attention,
+        ..Default::default()
+    };
+    [
+        ("", mode(false, TrainAttention::Eager)),
+        ("-checkpointing", mode(true, TrainAttention::Eager)),
+        (
+            "-memory-efficient",
+            mode(false, TrainAttention::MemoryEfficient),
+        ),
+        ("-both", mode(true, TrainAttention::MemoryEfficient)),
+    ]
+}
+
 fn full_ft_tiny(c: &mut Criterion) {
     psy::keep_freed_memory();
-    let name = "full-ft-tiny-qwen3";
-    if !wanted(name) {
-        return;
+    for (suffix, mem) in memory_modes() {
+        let name = format!("full-ft-tiny-qwen3{suffix}");
+        if !wanted_mode(&name, suffix) {
+            continue;
+        }
+        let config = tiny_qwen3();
+        let model = CausalLm::random(&config, &Device::flex().autodiff());
+        bench_steps(c, &name, model, &config, TINY, Duration::from_secs(10), mem);
     }
-    let config = tiny_qwen3();
-    let model = CausalLm::random(&config, &Device::flex().autodiff());
-    bench_steps(c, name, model, &config, TINY, Duration::from_secs(10));
 }
 
 fn lora_0_6b(c: &mut Criterion) {
     psy::keep_freed_memory();
-    let name = "lora-qwen3-0.6b-seq512";
-    if !wanted(name) {
-        return;
+    for (suffix, mem) in memory_modes() {
+        let name = format!("lora-qwen3-0.6b-seq512{suffix}");
+        if !wanted_mode(&name, suffix) {
+            continue;
+        }
+        let config = qwen3_0_6b_shape();
+        let lora = LoraConfig {
+            enabled: true,
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.05,
+            target_modules: vec!["all-linear".into()],
+        };
+        let model = CausalLm::random(&config, &Device::flex().autodiff())
+            .attach_lora(&lora, 0)
+            .expect("LoRA config");
+        bench_steps(c, &name, model, &config, LORA, Duration::from_secs(60), mem);
     }
-    let config = qwen3_0_6b_shape();
-    let lora = LoraConfig {
-        enabled: true,
-        rank: 16,
-        alpha: 32.0,
-        dropout: 0.05,
-        target_modules: vec!["all-linear".into()],
-    };
-    let model = CausalLm::random(&config, &Device::flex().autodiff())
-        .attach_lora(&lora, 0)
-        .expect("LoRA config");
-    bench_steps(c, name, model, &config, LORA, Duration::from_secs(60));
 }
 
 criterion_group!(benches, full_ft_tiny, lora_0_6b);

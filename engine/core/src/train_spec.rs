@@ -65,6 +65,14 @@ pub struct TrainSection {
     pub devices: Vec<String>,
     /// `[train.lora]`: low-rank adapters instead of full fine-tuning.
     pub lora: LoraConfig,
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer in
+    /// backward: activations of one layer at a time instead of all of them, for one more
+    /// forward pass of the body.
+    pub gradient_checkpointing: bool,
+    /// `eager` (scores and probabilities of each query block kept for backward) or
+    /// `memory-efficient` (online softmax, only per-row statistics kept; backward recomputes
+    /// the scores): no `len x len` term.
+    pub attention: TrainAttention,
 }
 
 impl Default for TrainSection {
@@ -104,8 +112,21 @@ impl Default for TrainSection {
             device: "cpu".into(),
             devices: Vec::new(),
             lora: Default::default(),
+            gradient_checkpointing: false,
+            attention: Default::default(),
         }
     }
+}
+
+/// Attention implementation used by training (`[train] attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainAttention {
+    /// The runtime's blocked attention on the autodiff graph.
+    #[default]
+    Eager,
+    /// FlashAttention-2's forward and backward in key/query blocks.
+    MemoryEfficient,
 }
 
 /// Record layout of a dataset file.
@@ -232,5 +253,42 @@ impl LoraConfig {
     /// `alpha / rank`.
     pub fn scale(&self) -> f64 {
         self.alpha / self.rank as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Manifest {
+        train: TrainSection,
+    }
+
+    fn parse(text: &str) -> Result<TrainSection, String> {
+        toml::from_str::<Manifest>(text)
+            .map(|m| m.train)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The memory keys default to off, parse when set, and a wrong value names the key.
+    #[test]
+    fn memory_keys_parse_strictly() {
+        let t = parse("[train]\n").unwrap();
+        assert!(!t.gradient_checkpointing);
+        assert_eq!(t.attention, TrainAttention::Eager);
+        let t = parse("[train]\ngradient_checkpointing = true\nattention = \"memory-efficient\"\n")
+            .unwrap();
+        assert!(t.gradient_checkpointing);
+        assert_eq!(t.attention, TrainAttention::MemoryEfficient);
+        let e = parse("[train]\nattention = \"flash\"\n").unwrap_err();
+        assert!(
+            e.contains("attention") && e.contains("memory-efficient"),
+            "{e}"
+        );
+        let e = parse("[train]\ngradient_checkpointing = \"yes\"\n").unwrap_err();
+        assert!(e.contains("gradient_checkpointing"), "{e}");
+        let e = parse("[train]\ngradient_checkpoint = true\n").unwrap_err();
+        assert!(e.contains("gradient_checkpoint"), "{e}");
     }
 }

@@ -64,6 +64,22 @@ pub fn with_dropout<R>(seed: u64, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Where the dropout stream of the enclosing [`with_dropout`] stands: `(seed, calls so far)`.
+/// Gradient checkpointing records it before a layer and replays the layer's masks with
+/// [`with_dropout_at`] when it recomputes that layer in backward.
+pub fn dropout_position() -> Option<(u64, u64)> {
+    DROPOUT.with(Cell::get)
+}
+
+/// Runs `f` with the dropout stream at `position` (from [`dropout_position`]; `None` = no
+/// dropout), restoring the previous stream afterwards.
+pub fn with_dropout_at<R>(position: Option<(u64, u64)>, f: impl FnOnce() -> R) -> R {
+    let prev = DROPOUT.with(|d| d.replace(position));
+    let out = f();
+    DROPOUT.with(|d| d.set(prev));
+    out
+}
+
 fn next_dropout_seed() -> Option<u64> {
     DROPOUT.with(|d| {
         let (seed, n) = d.get()?;

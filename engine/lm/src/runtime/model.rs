@@ -278,9 +278,25 @@ impl Attention {
         cache: &mut LayerCache,
         start: usize,
     ) -> Tensor<3> {
+        let (q, k, v) = self.qkv(x, rotary, start);
+        // 5. Append to the KV cache; attend over every cached position.
+        let k = append(&mut cache.k, k, start);
+        let v = append(&mut cache.v, v, start);
+        let out = self.causal_blocks(q, k, v, start);
+        self.output(out)
+    }
+
+    /// Steps 1-4 of the attention: queries `[b, heads, s, d]`, keys and values
+    /// `[b, kv_heads, s, d]`, projected, split into heads, normed (Qwen3) and rotated to the
+    /// absolute positions `start..start+s`.
+    pub(crate) fn qkv(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        start: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let n_rep = h / kvh;
         // 1. Project.
         let q = self.q_proj.forward(x.clone());
         let k = self.k_proj.forward(x.clone());
@@ -301,15 +317,24 @@ impl Attention {
         // 4. Heads first, then RoPE at absolute positions start..start+s.
         let q = rotary.apply(q.swap_dims(1, 2), start);
         let k = rotary.apply(k.swap_dims(1, 2), start);
-        let v = v.swap_dims(1, 2);
-        // 5. Append to the KV cache; attend over every cached position.
-        let k = append(&mut cache.k, k, start);
-        let v = append(&mut cache.v, v, start);
-        let t = start + s;
-        // 6. Causal attention a block of queries at a time: block j only needs the keys up to
-        //    its last position, so most scores above the diagonal are never computed (at 512
-        //    tokens in blocks of 64, 56% of the full square, forward and backward).
-        let scale = 1.0 / (d as f64).sqrt();
+        (q, k, v.swap_dims(1, 2))
+    }
+
+    /// Step 6: causal attention of `q` (positions `start..start+s`) over every key and value
+    /// (positions `0..start+s`), a block of queries at a time: block j only needs the keys up to
+    /// its last position, so most scores above the diagonal are never computed (at 512 tokens in
+    /// blocks of 64, 56% of the full square, forward and backward).
+    pub(crate) fn causal_blocks(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        start: usize,
+    ) -> Tensor<4> {
+        let s = q.dims()[2];
+        let t = k.dims()[2];
+        let n_rep = self.num_heads / self.num_kv_heads;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut outs = Vec::new();
         let mut q0 = 0;
         while q0 < s {
@@ -328,14 +353,18 @@ impl Attention {
             outs.push(attend(qj, kj, vj, start + q0, scale, n_rep));
             q0 += len;
         }
-        let out = if outs.len() == 1 {
+        if outs.len() == 1 {
             outs.pop().expect("one block")
         } else {
             Tensor::cat(outs, 2)
-        };
-        // 7. Heads merged back, output projection.
-        let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
-        self.o_proj.forward(out)
+        }
+    }
+
+    /// Step 7: heads `[b, heads, s, d]` merged back, output projection.
+    pub(crate) fn output(&self, heads: Tensor<4>) -> Tensor<3> {
+        let [b, h, s, d] = heads.dims();
+        self.o_proj
+            .forward(heads.swap_dims(1, 2).reshape([b, s, h * d]))
     }
 }
 
@@ -390,6 +419,32 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// Training without a KV cache (positions from 0): the normed input's queries, keys and
+    /// values (see [`Attention::qkv`]).
+    pub fn attention_input(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        self.self_attn
+            .qkv(self.input_layernorm.forward(x), rotary, 0)
+    }
+
+    /// Training: the rest of the layer after the attention core, from the layer input `x`
+    /// (the residual) and the attention heads `[b, heads, s, d]`.
+    pub fn after_attention(&self, x: Tensor<3>, heads: Tensor<4>) -> Tensor<3> {
+        let h = x + self.self_attn.output(heads);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+
+    /// Training: the whole layer over a full sequence (positions from 0) with the eager
+    /// blocked attention and no KV cache; the same values as the cached path.
+    pub fn forward_uncached(&self, x: Tensor<3>, rotary: &Rotary) -> Tensor<3> {
+        let (q, k, v) = self.attention_input(x.clone(), rotary);
+        let heads = self.self_attn.causal_blocks(q, k, v, 0);
+        self.after_attention(x, heads)
+    }
+
     fn forward(
         &self,
         x: Tensor<3>,

@@ -5,11 +5,14 @@
 //! the optimizer state, schedule position and data order in our hands.
 
 pub mod adapter;
+pub mod attention_blocked;
 pub mod checkpoint;
+pub mod checkpointing;
 pub mod data;
 pub mod error;
 pub mod export_job;
 pub mod loss;
+pub mod memory_estimate;
 pub mod optim;
 pub mod params;
 pub mod plot;
@@ -20,6 +23,7 @@ pub mod safetensors_io;
 pub mod schedule;
 pub mod screen_head;
 
+pub use checkpointing::TrainMemory;
 pub use error::TrainError;
 pub use loss::{forward_logits, head_loss, lm_loss, masked_lm_loss, Batch, IGNORE_INDEX};
 pub use optim::{AdamW, AdamWConfig, NamedGrads};

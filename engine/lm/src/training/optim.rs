@@ -100,6 +100,17 @@ pub fn accumulate_grads<M: Module>(
     module.visit(&mut v);
 }
 
+/// Adds `more` into `acc` by name (gradient accumulation of already collected gradients).
+pub fn add_grads(acc: &mut NamedGrads, more: NamedGrads) {
+    for (name, g) in more {
+        let merged = match acc.remove(&name) {
+            Some(a) => a + g,
+            None => g,
+        };
+        acc.insert(name, merged);
+    }
+}
+
 /// Global L2 norm of all gradients (as `torch.nn.utils.clip_grad_norm_` computes it).
 pub fn global_norm(grads: &NamedGrads) -> f64 {
     grads

@@ -12,16 +12,17 @@ use rand::SeedableRng;
 use serde_json::json;
 
 use super::checkpoint::{self, RunState};
+use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::data::{Conversation, DataReport};
 use super::error::{io, Result, TrainError};
-use super::loss::{lm_loss, logit_chunk_rows, Batch};
-use super::optim::{accumulate_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
+use super::loss::{lm_loss, Batch};
+pub use super::memory_estimate::{estimate_memory, MemoryEstimate};
+use super::optim::{accumulate_grads, add_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::prepare::{is_gguf, mf, TrainingData};
 use super::render::Sample;
 use super::schedule::LrSchedule;
 use crate::runtime::lora::with_dropout;
-use crate::runtime::memory_check::available_memory;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_core::manifest::TrainSection;
 
@@ -53,30 +54,6 @@ pub struct RunSummary {
     pub memory: MemoryEstimate,
 }
 
-/// Bytes needed for training, by part.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MemoryEstimate {
-    pub weights: u64,
-    pub grads: u64,
-    pub optimizer: u64,
-    pub activations: u64,
-    pub available: Option<u64>,
-}
-
-impl MemoryEstimate {
-    pub fn total(&self) -> u64 {
-        self.weights + self.grads + self.optimizer + self.activations
-    }
-    pub fn describe(&self) -> String {
-        let mb = |b: u64| b as f64 / (1 << 20) as f64;
-        format!(
-            "memory estimate: weights {:.1} MiB, grads {:.1} MiB, optimizer {:.1} MiB, activations {:.1} MiB, total {:.1} MiB (available {})",
-            mb(self.weights), mb(self.grads), mb(self.optimizer), mb(self.activations), mb(self.total()),
-            self.available.map_or("unknown".into(), |a| format!("{:.1} MiB", mb(a)))
-        )
-    }
-}
-
 /// `psy train M [--output DIR] [--resume] [--dry-run]`.
 pub fn run(
     manifest: &Path,
@@ -92,44 +69,6 @@ pub fn run(
         stop_after: None,
         quiet: false,
     })
-}
-
-/// Memory of full fine-tuning in f32: weights, grads, two AdamW moments, and the activations
-/// autodiff keeps for one micro-batch of `rows x len` tokens.
-///
-/// `device` (`cpu`, `cuda:N`) decides where the free memory is read. Under data parallelism the
-/// first device also holds its replica's weights besides the master copy (pass `replicas` = 1).
-pub fn estimate_memory(
-    c: &ModelConfig,
-    params: u64,
-    trainable: u64,
-    rows: usize,
-    len: usize,
-    device: &str,
-    replicas: u64,
-) -> MemoryEstimate {
-    let tok = (rows * len) as u64;
-    let h = c.hidden_size as u64;
-    let per_layer = tok
-        * (10 * h
-            + 4 * c.intermediate_size as u64
-            + 4 * (c.num_key_value_heads * c.head_dim) as u64)
-        + 3 * (rows * c.num_attention_heads * len * len) as u64;
-    // The fused head + loss holds one chunk of `[vocab, rows]` logits (its gradient is formed
-    // in place) and the matmul output being made: never the whole `[tokens, vocab]`.
-    let v = c.vocab_size as u64;
-    let mut logits = 2 * tok.min(logit_chunk_rows(c.vocab_size) as u64) * v;
-    if trainable >= v * h {
-        // The head trains (full fine-tuning): its gradient accumulator and one chunk's share.
-        logits += 2 * v * h;
-    }
-    MemoryEstimate {
-        weights: 4 * params * (1 + replicas),
-        grads: 4 * trainable,
-        optimizer: 8 * trainable,
-        activations: 4 * (per_layer * c.num_hidden_layers as u64 + logits),
-        available: available_memory(device),
-    }
 }
 
 /// Micro-batches (lists of sample indices) of one epoch, in a seeded order.
@@ -300,6 +239,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.batch_size.max(1)
     };
+    let mem = TrainMemory::from_section(&t);
     let memory = estimate_memory(
         &config,
         params,
@@ -308,6 +248,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         longest,
         &device_names[0],
         u64::from(device_names.len() > 1),
+        &mem,
     );
     eprintln!("{}", memory.describe());
     if let Some(a) = memory.available {
@@ -460,7 +401,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             .wrapping_mul(0x2545_F491_4F6C_DD1D)
             .wrapping_add((state.step * accum) as u64);
         let (loss_sum, mut grads, tokens) =
-            window_gradients(&model, &config, &window, &devices, seed_base)?;
+            window_gradients(&model, &config, &window, &devices, seed_base, &mem)?;
         let norm = clip_global_norm(&mut grads, t.max_grad_norm);
         let lr = schedule.lr(state.step);
         model = opt.step(model, &mut grads, lr);
@@ -554,6 +495,7 @@ fn window_gradients(
     window: &[Batch],
     devices: &[Device],
     seed_base: u64,
+    mem: &TrainMemory,
 ) -> Result<(f64, NamedGrads, usize)> {
     let targets = window.iter().map(Batch::target_count).sum::<usize>().max(1) as f64;
     // Micro-batch `micro` of the window on `model`, its adapter dropout masks drawn from
@@ -563,12 +505,17 @@ fn window_gradients(
         let mut grads = NamedGrads::new();
         let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
         for (micro, b) in share {
-            let loss = with_dropout(seed_base.wrapping_add(micro as u64), || {
-                lm_loss(model, config, b, &device)
-            }) / targets;
-            loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
-            let mut g = loss.backward();
-            accumulate_grads(model, &mut g, &mut grads, 1.0);
+            let seed = seed_base.wrapping_add(micro as u64);
+            if mem.is_plain() {
+                let loss = with_dropout(seed, || lm_loss(model, config, b, &device)) / targets;
+                loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
+                let mut g = loss.backward();
+                accumulate_grads(model, &mut g, &mut grads, 1.0);
+            } else {
+                let (loss, g) = with_dropout(seed, || loss_and_grads(model, b, 1.0 / targets, mem));
+                loss_sum += loss;
+                add_grads(&mut grads, g);
+            }
             tokens += b.labels.iter().map(|r| r.len()).sum::<usize>();
         }
         (loss_sum, grads, tokens)

@@ -1,0 +1,123 @@
+//! What `psy train --dry-run` prints: the memory one training step needs, from `config.json`
+//! and the `[train]` section alone (no weights loaded, no device touched).
+//!
+//! Counted in f32 values. The activation terms count what the autodiff graph keeps for
+//! backward per decoder layer (counted from the ops; see [`layer_values`]), plus the transient
+//! of the step that holds most at once: the head + loss, or backward walking one layer. That
+//! transient is the one measured (not counted) part: about one layer's kept values while the
+//! plain backward walks a layer, about half of one while a recomputed layer is back-propagated
+//! (its graph is freed as backward consumes it). `tests/train_memory.rs` checks the total
+//! against the peak a counting allocator measures.
+
+use psy_core::train_spec::TrainAttention;
+
+use super::checkpointing::TrainMemory;
+use super::loss::logit_chunk_rows;
+use crate::runtime::memory_check::available_memory;
+use crate::runtime::ModelConfig;
+
+/// Bytes needed for training, by part.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub grads: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub available: Option<u64>,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.grads + self.optimizer + self.activations
+    }
+    pub fn describe(&self) -> String {
+        let mb = |b: u64| b as f64 / (1 << 20) as f64;
+        format!(
+            "memory estimate: weights {:.1} MiB, grads {:.1} MiB, optimizer {:.1} MiB, activations {:.1} MiB, total {:.1} MiB (available {})",
+            mb(self.weights), mb(self.grads), mb(self.optimizer), mb(self.activations), mb(self.total()),
+            self.available.map_or("unknown".into(), |a| format!("{:.1} MiB", mb(a)))
+        )
+    }
+}
+
+/// Query rows per block of the eager training attention (the runtime's `QUERY_BLOCK`).
+const EAGER_QUERY_BLOCK: u64 = 64;
+
+/// Score entries one head computes in the eager blocked attention at `len` tokens: query
+/// block j of `b_j` rows sees the keys up to its last row.
+fn eager_score_area(len: u64) -> u64 {
+    let mut area = 0;
+    let mut q0 = 0;
+    while q0 < len {
+        let rows = EAGER_QUERY_BLOCK.min(len - q0);
+        area += rows * (q0 + rows);
+        q0 += rows;
+    }
+    area
+}
+
+/// f32 values one decoder layer's graph keeps for backward, at `tok` tokens of `rows` rows.
+fn layer_values(c: &ModelConfig, rows: u64, len: u64, attention: TrainAttention) -> u64 {
+    let tok = rows * len;
+    let h = c.hidden_size as u64;
+    let q = (c.num_attention_heads * c.head_dim) as u64;
+    let kv = (c.num_key_value_heads * c.head_dim) as u64;
+    let inter = c.intermediate_size as u64;
+    let heads = c.num_attention_heads as u64;
+    // Norms keep their input and normalised output; projections their input; q/k norms and
+    // RoPE each keep an input and a product; SwiGLU keeps gate, up, silu and their product.
+    let linear = tok * (10 * h + 4 * q + 4 * kv + 4 * inter);
+    let attention = match attention {
+        // Per block: the softmax's exp and its normalised output (both kept for backward).
+        TrainAttention::Eager => 2 * rows * heads * eager_score_area(len),
+        // The core's output (a leaf of the rest of the layer) and one log-sum-exp per row.
+        TrainAttention::MemoryEfficient => tok * (q + heads),
+    };
+    linear + attention
+}
+
+/// Memory of training in f32: weights, grads, two AdamW moments, and the activations of one
+/// micro-batch of `rows x len` tokens as `mem` keeps them.
+///
+/// `device` (`cpu`, `cuda:N`) decides where the free memory is read. Under data parallelism the
+/// first device also holds its replica's weights besides the master copy (pass `replicas` = 1).
+#[allow(clippy::too_many_arguments)]
+pub fn estimate_memory(
+    c: &ModelConfig,
+    params: u64,
+    trainable: u64,
+    rows: usize,
+    len: usize,
+    device: &str,
+    replicas: u64,
+    mem: &TrainMemory,
+) -> MemoryEstimate {
+    let (rows, len) = (rows as u64, len as u64);
+    let tok = rows * len;
+    let h = c.hidden_size as u64;
+    let layers = c.num_hidden_layers as u64;
+    let layer = layer_values(c, rows, len, mem.attention);
+    // Kept until backward reaches them: every layer's graph, or with checkpointing only every
+    // layer's input plus the one layer recomputed at a time.
+    let (kept, backward) = if mem.gradient_checkpointing {
+        (layers * tok * h + layer, layer / 2)
+    } else {
+        (layers * layer, layer)
+    };
+    // The fused head + loss runs between the forward and the layers' backward; it holds one
+    // chunk of `[vocab, rows]` logits (the gradient is formed in place), never the whole
+    // `[tokens, vocab]`.
+    let v = c.vocab_size as u64;
+    let mut head = tok.min(logit_chunk_rows(c.vocab_size) as u64) * v;
+    if trainable >= v * h {
+        // The head trains (full fine-tuning): its gradient and one chunk's share.
+        head += 2 * v * h;
+    }
+    MemoryEstimate {
+        weights: 4 * params * (1 + replicas),
+        grads: 4 * trainable,
+        optimizer: 8 * trainable,
+        activations: 4 * (kept + backward.max(head)),
+        available: available_memory(device),
+    }
+}

@@ -93,6 +93,65 @@ impl Q8Activations {
     }
 }
 
+/// The activations of several tokens, quantized token by token exactly as
+/// [`Q8Activations::quantize`] does (the same integers and scales), plus the scales and group
+/// sums transposed to `[block][token]`, so that a kernel working on a tile of up to 8 tokens
+/// reads the tile's 8 scales (or sums) of one block with one vector load.
+#[derive(Debug, Clone)]
+pub struct Q8Batch {
+    /// One entry per token.
+    pub tokens: Vec<Q8Activations>,
+    /// Tokens rounded up to a multiple of 8: the stride of `d` and `sums`.
+    pub stride: usize,
+    /// `d[b * stride + t]`: token `t`'s scale of block `b`; 8 zeros past the end, so that a
+    /// tile starting at any token can load 8 values.
+    pub d: Vec<f32>,
+    /// `sums[g * stride + t]`: token `t`'s sum of group `g`; 8 zeros past the end.
+    pub sums: Vec<i32>,
+}
+
+impl Q8Batch {
+    /// Quantizes `x`, row-major `[tokens, cols]`, one token at a time in blocks of `block`.
+    pub fn quantize(x: &[f32], cols: usize, block: usize) -> Self {
+        assert!(
+            cols > 0 && x.len() % cols == 0,
+            "activations are not [tokens, cols]"
+        );
+        let tokens: Vec<Q8Activations> = x
+            .chunks_exact(cols)
+            .map(|xt| Q8Activations::quantize(xt, block))
+            .collect();
+        let stride = tokens.len().div_ceil(8) * 8;
+        let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
+        let mut d = vec![0.0f32; blocks * stride + 8];
+        let mut sums = vec![0i32; groups * stride + 8];
+        for (t, a) in tokens.iter().enumerate() {
+            for (b, &v) in a.d.iter().enumerate() {
+                d[b * stride + t] = v;
+            }
+            for (g, &v) in a.sums.iter().enumerate() {
+                sums[g * stride + t] = v;
+            }
+        }
+        Self {
+            tokens,
+            stride,
+            d,
+            sums,
+        }
+    }
+
+    /// Values per token.
+    pub fn cols(&self) -> usize {
+        self.tokens.first().map_or(0, Q8Activations::len)
+    }
+
+    /// Values per scale (32 or 256).
+    pub fn block(&self) -> usize {
+        self.tokens.first().map_or(32, |a| a.block)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +173,23 @@ mod tests {
         // NaN quantizes to 0 instead of poisoning the integer sums.
         let n = Q8Activations::quantize(&[f32::NAN; 32], 32);
         assert!(n.qs.iter().all(|&q| q == 0));
+    }
+
+    #[test]
+    fn a_batch_transposes_each_tokens_scales_and_sums() {
+        // Token t's first block peaks at t + 1, its second at 2 (t + 1).
+        let x: Vec<f32> = (0..3)
+            .flat_map(|t| (0..64).map(move |i| (t + 1) as f32 * if i < 32 { 1.0 } else { 2.0 }))
+            .collect();
+        let b = Q8Batch::quantize(&x, 64, 32);
+        assert_eq!(b.stride, 8);
+        assert_eq!(b.tokens[2], Q8Activations::quantize(&x[128..], 32));
+        for t in 0..3 {
+            assert_eq!(b.d[t], (t + 1) as f32 / 127.0);
+            assert_eq!(b.d[8 + t], 2.0 * (t + 1) as f32 / 127.0);
+            assert_eq!(b.sums[t], 127 * 32);
+        }
+        assert_eq!(b.d.len(), 2 * 8 + 8);
+        assert_eq!(&b.d[3..8], &[0.0; 5]);
     }
 }

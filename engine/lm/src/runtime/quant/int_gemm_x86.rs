@@ -1,9 +1,9 @@
-//! x86-64 tiles of the integer GEMM: one quantized row times up to 8 tokens ([`Q8Batch`]).
+//! x86-64 tiles of the integer GEMM: one quantized row times up to 4 tokens ([`Q8Batch`]).
 //!
 //! Why: the GEMV of `int_x86.rs` decodes a weight block (nibbles, scales, mins) for every
 //! token. Here each block is loaded and decoded once and multiplied with the tile's tokens
 //! while it sits in registers, and the per-block scale products, offsets and K-quant minimum
-//! sums of the 8 tokens are computed as one 8-lane vector (the batch keeps scales and sums
+//! sums of the tile's tokens are computed as one vector (the batch keeps scales and sums
 //! transposed for that).
 //!
 //! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
@@ -232,7 +232,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
 }
 
 /// `out[r * tokens + t] = dot(row r, token t)` for the consecutive rows in `rows` (tokens of a
-/// tile innermost: each row's blocks are decoded once per 8 tokens).
+/// tile innermost: each row's blocks are decoded once per 4 tokens).
 #[inline(always)]
 unsafe fn gemm_rows_impl<const VNNI: bool>(
     dtype: GgmlDType,
@@ -250,7 +250,8 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
             let mut t0 = 0;
             while t0 < tokens {
                 let left = tokens - t0;
-                // Tiles of 8 tokens, then 4, then single tokens.
+                // Tiles of 4 tokens, then 2, then 1: measured faster per token than tiles of
+                // 8, whose accumulators no longer fit the 16 vector registers (`prefill-q`).
                 macro_rules! run {
                     ($n:literal) => {{
                         let tile = Tile::<$n>::new(batch, t0);
@@ -267,10 +268,10 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
                         t0 += $n;
                     }};
                 }
-                if left >= 8 {
-                    run!(8)
-                } else if left >= 4 {
+                if left >= 4 {
                     run!(4)
+                } else if left >= 2 {
+                    run!(2)
                 } else {
                     run!(1)
                 }

@@ -12,6 +12,8 @@
 //! The rounding error per value is at most `d / 2`, so a dot product with weights `w` moves by
 //! at most `sum_b d_b / 2 * sum_{i in b} |w_i|` from the f32 one (the bound the tests use).
 
+use rayon::prelude::*;
+
 use crate::runtime::ggml_type::GgmlDType;
 
 /// An activation vector as 8-bit blocks.
@@ -39,6 +41,19 @@ pub fn activation_block(dtype: GgmlDType) -> usize {
     }
 }
 
+/// Quantizes one block `xb` into `qb` and returns its scale (the portable reference of
+/// `q8_x86.rs`).
+fn quantize_block(xb: &[f32], qb: &mut [i8]) -> f32 {
+    let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    for (q, &v) in qb.iter_mut().zip(xb) {
+        // `as` maps NaN to 0; the clamp keeps -128 out even if `inv` rounds up.
+        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
 impl Q8Activations {
     /// Quantizes `x` in blocks of `block` values (32 or 256); `x.len()` must be a multiple of
     /// `block`, which a [`super::QuantMatrix`] row guarantees.
@@ -51,15 +66,16 @@ impl Q8Activations {
         let group = if block == 32 { 32 } else { 16 };
         let mut d = Vec::with_capacity(x.len() / block);
         let mut qs = vec![0i8; x.len()];
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
         for (xb, qb) in x.chunks_exact(block).zip(qs.chunks_exact_mut(block)) {
-            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            for (q, &v) in qb.iter_mut().zip(xb) {
-                // `as` maps NaN to 0; the clamp keeps -128 out even if `inv` rounds up.
-                *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: AVX2 detected; the block and its output have the same length.
+                d.push(unsafe { super::q8_x86::quantize_block_avx2(xb, qb) });
+                continue;
             }
-            d.push(scale);
+            d.push(quantize_block(xb, qb));
         }
         let sums = qs
             .chunks_exact(group)
@@ -117,8 +133,10 @@ impl Q8Batch {
             cols > 0 && x.len() % cols == 0,
             "activations are not [tokens, cols]"
         );
+        // Tokens across the rayon pool (a prompt's quantization is otherwise serial work
+        // between parallel products).
         let tokens: Vec<Q8Activations> = x
-            .chunks_exact(cols)
+            .par_chunks_exact(cols)
             .map(|xt| Q8Activations::quantize(xt, block))
             .collect();
         let stride = tokens.len().div_ceil(8) * 8;
@@ -155,6 +173,7 @@ impl Q8Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn blocks_scale_to_127_and_sum_by_group() {
@@ -173,6 +192,41 @@ mod tests {
         // NaN quantizes to 0 instead of poisoning the integer sums.
         let n = Q8Activations::quantize(&[f32::NAN; 32], 32);
         assert!(n.qs.iter().all(|&q| q == 0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// The AVX2 block quantization gives the portable loop's scale and integers, bit for
+        /// bit: rounding ties of both signs, NaN, infinities, subnormals, zeros.
+        #[test]
+        fn simd_quantization_equals_the_portable_one(
+            x in proptest::collection::vec(prop_oneof![
+                -300.0f32..300.0,
+                (-254i32..254).prop_map(|h| h as f32 / 2.0),
+                Just(f32::NAN),
+                Just(f32::INFINITY),
+                Just(f32::NEG_INFINITY),
+                Just(1e-40f32),
+                Just(-0.0f32),
+                any::<f32>(),
+            ], 256),
+            scale in prop_oneof![Just(1.0f32), 1e-6f32..1e6],
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let x: Vec<f32> = x.iter().map(|v| v * scale).collect();
+                for block in [32usize, 256] {
+                    for xb in x.chunks_exact(block) {
+                        let (mut want, mut got) = (vec![0i8; block], vec![0i8; block]);
+                        let dw = quantize_block(xb, &mut want);
+                        // SAFETY: AVX2 detected; equal lengths.
+                        let dg = unsafe { super::super::q8_x86::quantize_block_avx2(xb, &mut got) };
+                        prop_assert_eq!(dw.to_bits(), dg.to_bits());
+                        prop_assert_eq!(&want, &got);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

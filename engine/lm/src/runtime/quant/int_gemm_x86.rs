@@ -19,35 +19,46 @@ use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
 /// Where a tile's tokens are: their quantized values, and their first entry in the batch's
-/// transposed scales and sums (8 readable values each).
+/// regrouped scales and sums (8 readable values each, 8 apart per block or group).
 struct Tile<const T: usize> {
     xs: [*const i8; T],
     d: *const f32,
     sums: *const i32,
-    stride: usize,
 }
 
 impl<const T: usize> Tile<T> {
-    /// Tokens `t0..t0 + T` of `batch`. SAFETY of later reads: `batch` holds those tokens.
+    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 4, 2
+    /// and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
+    /// holds those tokens.
     fn new(batch: &Q8Batch, t0: usize) -> Self {
+        debug_assert_eq!(
+            t0 / 8,
+            (t0 + T - 1) / 8,
+            "a tile inside one group of 8 tokens"
+        );
         Self {
             xs: std::array::from_fn(|t| batch.tokens[t0 + t].qs.as_ptr()),
-            d: batch.d[t0..].as_ptr(),
-            sums: batch.sums[t0..].as_ptr(),
-            stride: batch.stride,
+            d: batch.d[batch.d_at(t0)..].as_ptr(),
+            sums: batch.sums[batch.sums_at(t0)..].as_ptr(),
         }
     }
 
     /// The tile's activation scales of block `b` (lanes past `T` are other tokens or zeros).
     #[inline(always)]
     unsafe fn d(&self, b: usize) -> __m256 {
-        _mm256_loadu_ps(self.d.add(b * self.stride))
+        _mm256_loadu_ps(self.d.add(b * 8))
     }
 
     /// The tile's activation sums of group `g`.
     #[inline(always)]
     unsafe fn sums(&self, g: usize) -> __m256i {
-        _mm256_loadu_si256(self.sums.add(g * self.stride) as *const __m256i)
+        _mm256_loadu_si256(self.sums.add(g * 8) as *const __m256i)
+    }
+
+    /// Token `t`'s scale of block `b` in every lane (a broadcast load).
+    #[inline(always)]
+    unsafe fn d_of(&self, t: usize, b: usize) -> __m256 {
+        _mm256_set1_ps(*self.d.add(b * 8 + t))
     }
 
     /// Token `t`'s 32 quantized values of 32-value block `b`.
@@ -101,13 +112,12 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                     _mm256_loadu_si256(blk.add(2) as *const __m256i)
                 };
                 let wabs = _mm256_sign_epi8(w, w);
-                let scale = lanes_of(_mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), tile.d(b)));
-                for t in 0..T {
+                let dw = _mm256_set1_ps(f16_at(blk));
+                for (t, lanes) in lanes.iter_mut().enumerate() {
                     let s = mul_sum::<VNNI>(wabs, _mm256_sign_epi8(tile.x32(t, b), w));
-                    lanes[t] = _mm256_add_ps(
-                        lanes[t],
-                        _mm256_mul_ps(_mm256_set1_ps(scale[t]), _mm256_cvtepi32_ps(s)),
-                    );
+                    // d_w * d_x in every lane, as the GEMV's scalar product.
+                    let scale = _mm256_mul_ps(dw, tile.d_of(t, b));
+                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
                 }
             }
         }
@@ -115,15 +125,13 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             for b in 0..blocks {
                 let blk = row.add(b * 20);
                 let w = nibbles32(blk.add(4));
-                let dx = tile.d(b);
-                let scale = lanes_of(_mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx));
-                for t in 0..T {
+                let dw = _mm256_set1_ps(f16_at(blk));
+                for (t, lanes) in lanes.iter_mut().enumerate() {
                     let s = mul_sum::<VNNI>(w, tile.x32(t, b));
-                    lanes[t] = _mm256_add_ps(
-                        lanes[t],
-                        _mm256_mul_ps(_mm256_set1_ps(scale[t]), _mm256_cvtepi32_ps(s)),
-                    );
+                    let scale = _mm256_mul_ps(dw, tile.d_of(t, b));
+                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
                 }
+                let dx = tile.d(b);
                 // offset_value: (m * d_x) * sum(q_x).
                 let m = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_cvtepi32_ps(tile.sums(b))));

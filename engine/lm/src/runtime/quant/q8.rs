@@ -12,8 +12,6 @@
 //! The rounding error per value is at most `d / 2`, so a dot product with weights `w` moves by
 //! at most `sum_b d_b / 2 * sum_{i in b} |w_i|` from the f32 one (the bound the tests use).
 
-use rayon::prelude::*;
-
 use crate::runtime::ggml_type::GgmlDType;
 
 /// An activation vector as 8-bit blocks.
@@ -111,18 +109,23 @@ impl Q8Activations {
 
 /// The activations of several tokens, quantized token by token exactly as
 /// [`Q8Activations::quantize`] does (the same integers and scales), plus the scales and group
-/// sums transposed to `[block][token]`, so that a kernel working on a tile of up to 8 tokens
-/// reads the tile's 8 scales (or sums) of one block with one vector load.
+/// sums regrouped by 8 tokens (`[token / 8][block][token % 8]`), so that a kernel working on a
+/// tile of tokens reads the tile's scales (or sums) of one block with one vector load. (A
+/// `[block][token]` layout put a long prompt's columns 2 KB apart, where they evict each other
+/// from L1.)
 #[derive(Debug, Clone)]
 pub struct Q8Batch {
     /// One entry per token.
     pub tokens: Vec<Q8Activations>,
-    /// Tokens rounded up to a multiple of 8: the stride of `d` and `sums`.
-    pub stride: usize,
-    /// `d[b * stride + t]`: token `t`'s scale of block `b`; 8 zeros past the end, so that a
-    /// tile starting at any token can load 8 values.
+    /// Blocks per token.
+    blocks: usize,
+    /// Groups per token.
+    groups: usize,
+    /// Token `t`'s scale of block `b` at `[(t / 8) * blocks * 8 + b * 8 + t % 8]`; 8 zeros
+    /// past the end, so that a vector load at any token stays inside.
     pub d: Vec<f32>,
-    /// `sums[g * stride + t]`: token `t`'s sum of group `g`; 8 zeros past the end.
+    /// Token `t`'s sum of group `g` at `[(t / 8) * groups * 8 + g * 8 + t % 8]`; 8 zeros past
+    /// the end.
     pub sums: Vec<i32>,
 }
 
@@ -133,30 +136,41 @@ impl Q8Batch {
             cols > 0 && x.len() % cols == 0,
             "activations are not [tokens, cols]"
         );
-        // Tokens across the rayon pool (a prompt's quantization is otherwise serial work
-        // between parallel products).
+        // One thread: with the AVX2 quantization this is ~1% of the product, less than what
+        // another parallel region costs.
         let tokens: Vec<Q8Activations> = x
-            .par_chunks_exact(cols)
+            .chunks_exact(cols)
             .map(|xt| Q8Activations::quantize(xt, block))
             .collect();
-        let stride = tokens.len().div_ceil(8) * 8;
+        let padded = tokens.len().div_ceil(8) * 8;
         let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
-        let mut d = vec![0.0f32; blocks * stride + 8];
-        let mut sums = vec![0i32; groups * stride + 8];
+        let mut d = vec![0.0f32; blocks * padded + 8];
+        let mut sums = vec![0i32; groups * padded + 8];
         for (t, a) in tokens.iter().enumerate() {
             for (b, &v) in a.d.iter().enumerate() {
-                d[b * stride + t] = v;
+                d[(t / 8) * blocks * 8 + b * 8 + t % 8] = v;
             }
             for (g, &v) in a.sums.iter().enumerate() {
-                sums[g * stride + t] = v;
+                sums[(t / 8) * groups * 8 + g * 8 + t % 8] = v;
             }
         }
         Self {
             tokens,
-            stride,
+            blocks,
+            groups,
             d,
             sums,
         }
+    }
+
+    /// Index in `d` of token `t`'s scale of block 0 (block `b` is 8 further per block).
+    pub fn d_at(&self, t: usize) -> usize {
+        (t / 8) * self.blocks * 8 + t % 8
+    }
+
+    /// Index in `sums` of token `t`'s sum of group 0 (group `g` is 8 further per group).
+    pub fn sums_at(&self, t: usize) -> usize {
+        (t / 8) * self.groups * 8 + t % 8
     }
 
     /// Values per token.
@@ -230,20 +244,21 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_transposes_each_tokens_scales_and_sums() {
+    fn a_batch_regroups_each_tokens_scales_and_sums_by_8_tokens() {
         // Token t's first block peaks at t + 1, its second at 2 (t + 1).
-        let x: Vec<f32> = (0..3)
+        let x: Vec<f32> = (0..10)
             .flat_map(|t| (0..64).map(move |i| (t + 1) as f32 * if i < 32 { 1.0 } else { 2.0 }))
             .collect();
         let b = Q8Batch::quantize(&x, 64, 32);
-        assert_eq!(b.stride, 8);
-        assert_eq!(b.tokens[2], Q8Activations::quantize(&x[128..], 32));
-        for t in 0..3 {
-            assert_eq!(b.d[t], (t + 1) as f32 / 127.0);
-            assert_eq!(b.d[8 + t], 2.0 * (t + 1) as f32 / 127.0);
-            assert_eq!(b.sums[t], 127 * 32);
+        assert_eq!(b.tokens[2], Q8Activations::quantize(&x[128..192], 32));
+        for t in 0..10 {
+            assert_eq!(b.d[b.d_at(t)], (t + 1) as f32 / 127.0);
+            assert_eq!(b.d[b.d_at(t) + 8], 2.0 * (t + 1) as f32 / 127.0);
+            assert_eq!(b.sums[b.sums_at(t) + 8], 127 * 32);
         }
-        assert_eq!(b.d.len(), 2 * 8 + 8);
-        assert_eq!(&b.d[3..8], &[0.0; 5]);
+        // Tokens 8 and 9 start the second group of 8: 2 blocks x 8 further.
+        assert_eq!(b.d_at(9), 16 + 1);
+        assert_eq!(b.d.len(), 2 * 16 + 8);
+        assert_eq!(&b.d[b.d_at(9) + 1..b.d_at(9) + 7], &[0.0; 6]);
     }
 }

@@ -16,6 +16,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::dense::{linear, load};
 use super::error::Result;
+use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
 use super::quant::{has_int_kernel, Activations, IntKernel, QuantMatrix};
 use super::weights::TensorSource;
@@ -32,13 +33,29 @@ pub const QUANT_GEMM_MIN_TOKENS: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum QuantPrefill {
-    /// The integer GEMM ([`QuantMatrix::matmul_int_tiled`]): activations quantized once, each
-    /// weight block decoded once per tile of 4 tokens.
+    /// The integer GEMM ([`QuantMatrix::matmul_int_tiled`]: activations quantized once, each
+    /// weight block decoded once per tile of 4 tokens) up to [`int_gemm_max_tokens`], Burn's
+    /// GEMM on dequantised tiles above.
     IntTiled,
     /// Integer dot products token by token ([`QuantMatrix::matmul_int`]) up to
     /// [`QUANT_INT_MAX_TOKENS`], Burn's GEMM on dequantised tiles above (the path before the
     /// integer GEMM).
     GemmAbove4,
+}
+
+/// With [`QuantPrefill::IntTiled`], the largest prompt the integer GEMM takes for `dtype`;
+/// longer ones go to Burn's GEMM on dequantised tiles. Measured (`PSY_BENCH_CLOCK=cpu
+/// RAYON_NUM_THREADS=1 cargo bench --bench decode -- prefill-q`, 8960 x 1536, CPU time, one
+/// run under load 5-10): the K-quants' integer GEMM is faster at every length (Q4_K 5.0 vs 9.0
+/// ms at 16 tokens, 25.1 vs 28.3 at 64, 180 vs 237 at 512; Q6_K 8.0 vs 14.1, 24.3 vs 27.7, 205
+/// vs 234); the 32-value types' (one scale product per 32 values and token) ties at 16 tokens
+/// (Q4_1 10.0 vs 10.1 ms) and loses from 32 (19.8 vs 15.5, 39.9 vs 28.7 at 64).
+pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
+    use GgmlDType::*;
+    match dtype {
+        Q4K | Q6K => usize::MAX,
+        _ => 16,
+    }
 }
 
 /// With [`QuantPrefill::GemmAbove4`], the largest prompt the integer kernels take token by
@@ -93,7 +110,10 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
     let tokens = b * s;
     let path = quant_prefill();
     let gemm = if int {
-        path == QuantPrefill::GemmAbove4 && tokens > QUANT_INT_MAX_TOKENS
+        match path {
+            QuantPrefill::IntTiled => tokens > int_gemm_max_tokens(w.dtype()),
+            QuantPrefill::GemmAbove4 => tokens > QUANT_INT_MAX_TOKENS,
+        }
     } else {
         tokens >= QUANT_GEMM_MIN_TOKENS
     };

@@ -56,6 +56,9 @@ def psy_bench(threads, prompts, run=True, bench_filter=None):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads),
                PSY_BENCH_PREFILL=",".join(str(n) for n in prompts))
     target = Path(env.get("CARGO_TARGET_DIR", ROOT / "target"))
+    # Results older than this run (a group the filter left out, or a bench that did not run)
+    # are not reported as if they were measured now.
+    since = time.time() if run else 0.0
     if run:
         cmd = ["cargo", "bench", "--bench", "decode"]
         if bench_filter:
@@ -71,8 +74,8 @@ def psy_bench(threads, prompts, run=True, bench_filter=None):
                 res = {}
                 for bench, length, count in ((prefill, n, n), ("decode", PROMPT_LEN_BENCH, 1)):
                     est = target / "criterion" / group / bench / str(length) / "new" / "estimates.json"
-                    if not est.is_file():
-                        res = {"error": f"no criterion result for {group}/{bench}/{length}"}
+                    if not est.is_file() or est.stat().st_mtime < since:
+                        res = {"error": f"no criterion result for {group}/{bench}/{length} from this run"}
                         break
                     ns = json.loads(est.read_text())["mean"]["point_estimate"]
                     res[bench] = count / (ns * 1e-9)

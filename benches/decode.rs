@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use psy_lm::runtime::{
     load_model_on, load_model_with, select_device, CausalLm, DevicePreference, KvCache,
     ModelConfig, WeightFormat,
@@ -46,10 +48,8 @@ fn smollm2_path() -> PathBuf {
     p
 }
 
-fn prompt(vocab: usize) -> Vec<u32> {
-    (0..PREFILL)
-        .map(|i| ((i * 7919 + 13) % vocab) as u32)
-        .collect()
+fn prompt(vocab: usize, len: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 7919 + 13) % vocab) as u32).collect()
 }
 
 /// CPU time of every thread of this process so far (`/proc/self/task/*/schedstat`, ns).
@@ -75,30 +75,80 @@ fn timed(f: impl FnOnce()) -> Duration {
     }
 }
 
-fn bench_model(c: &mut Criterion, name: &str, model: &CausalLm, config: &ModelConfig) {
+/// Prompt lengths of the prefill benches: `PSY_BENCH_PREFILL=64,512` (default 64; the decode
+/// step always follows a 64-token prompt).
+fn prefill_lengths() -> Vec<usize> {
+    std::env::var("PSY_BENCH_PREFILL")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("PSY_BENCH_PREFILL={v}: expected e.g. 64,512"))
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![PREFILL])
+}
+
+/// Prefill of `len` tokens, then (at 64) one decode step. With `compare_paths`, the prefill is
+/// also run by the path before the integer GEMM (`prefill-gemm`: integer dots up to 4 tokens,
+/// Burn's GEMM on dequantised tiles above), in the same run.
+fn bench_model(
+    c: &mut Criterion,
+    name: &str,
+    model: &CausalLm,
+    config: &ModelConfig,
+    compare_paths: bool,
+) {
+    use psy_lm::runtime::projection::{set_quant_prefill, QuantPrefill};
     let device = model.device();
-    let ids = prompt(config.vocab_size);
-    let mut cache = KvCache::new(config, 1, PREFILL + 1, &device);
+    let lengths = prefill_lengths();
+    let longest = lengths
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(PREFILL)
+        .max(PREFILL);
+    let mut cache = KvCache::new(config, 1, longest + 1, &device);
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(8));
 
-    group.throughput(Throughput::Elements(PREFILL as u64));
-    group.bench_function(BenchmarkId::new("prefill", PREFILL), |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    cache.reset();
-                    timed(|| {
-                        std::hint::black_box(model.next_logits(&ids, &mut cache));
-                    })
+    let paths: &[(&str, QuantPrefill)] = if compare_paths {
+        &[
+            ("prefill", QuantPrefill::IntTiled),
+            ("prefill-gemm", QuantPrefill::GemmAbove4),
+        ]
+    } else {
+        &[("prefill", QuantPrefill::IntTiled)]
+    };
+    for &len in &lengths {
+        let ids = prompt(config.vocab_size, len);
+        group.throughput(Throughput::Elements(len as u64));
+        for &(bench, path) in paths {
+            set_quant_prefill(path);
+            group.bench_function(BenchmarkId::new(bench, len), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            cache.reset();
+                            timed(|| {
+                                std::hint::black_box(model.next_logits(&ids, &mut cache));
+                            })
+                        })
+                        .sum()
                 })
-                .sum()
-        })
-    });
+            });
+        }
+        set_quant_prefill(QuantPrefill::IntTiled);
+    }
 
     // One decode step at position PREFILL, with the prompt already cached.
+    let ids = prompt(config.vocab_size, PREFILL);
     cache.reset();
     model.next_logits(&ids, &mut cache);
     group.throughput(Throughput::Elements(1));
@@ -123,7 +173,7 @@ fn smollm2(c: &mut Criterion) {
     }
     let device = select_device(DevicePreference::Cpu).unwrap();
     let m = load_model_on(&smollm2_path(), &device).expect("load SmolLM2 GGUF");
-    bench_model(c, "smollm2-135m-gguf", &m.model, &m.config);
+    bench_model(c, "smollm2-135m-gguf", &m.model, &m.config, false);
 }
 
 /// The quantized weight formats, named by bench-group suffix.
@@ -141,7 +191,13 @@ fn smollm2_quantized(c: &mut Criterion) {
         }
         let device = select_device(DevicePreference::Cpu).unwrap();
         let m = load_model_with(&smollm2_path(), &device, format).expect("load SmolLM2 GGUF");
-        bench_model(c, &name, &m.model, &m.config);
+        bench_model(
+            c,
+            &name,
+            &m.model,
+            &m.config,
+            format == WeightFormat::Quantized,
+        );
     }
 }
 
@@ -154,7 +210,13 @@ fn qwen25_quantized(c: &mut Criterion) {
         }
         let device = select_device(DevicePreference::Cpu).unwrap();
         let m = load_model_with(&path, &device, format).expect("load Qwen2.5 GGUF");
-        bench_model(c, &name, &m.model, &m.config);
+        bench_model(
+            c,
+            &name,
+            &m.model,
+            &m.config,
+            format == WeightFormat::Quantized,
+        );
     }
 }
 
@@ -165,7 +227,7 @@ fn qwen3(c: &mut Criterion) {
     let device = select_device(DevicePreference::Cpu).unwrap();
     let config = qwen3_0_6b_shape();
     let model = CausalLm::random(&config, &device);
-    bench_model(c, "qwen3-0.6b-shape-random", &model, &config);
+    bench_model(c, "qwen3-0.6b-shape-random", &model, &config, false);
 }
 
 /// The batch-1 GEMV alone on SmolLM2's LM head shape; throughput in bytes of weights read.
@@ -243,11 +305,12 @@ fn gemv_quantized(c: &mut Criterion) {
     group.finish();
 }
 
-/// One quantized projection (Qwen2.5-1.5B's gate/up shape) over 4, 8, 16 and 64 tokens by
-/// each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the
-/// 4 x 4 register-blocked kernel on dequantised rows (`f32act`), and integer dot products with
-/// 8-bit activations (`int`, each row's blocks read once for all tokens). Picks
-/// `QUANT_GEMM_MIN_TOKENS` and the small-batch path.
+/// One quantized projection (Qwen2.5-1.5B's gate/up shape) over 2 to 512 tokens by each
+/// path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the 4 x 4
+/// register-blocked kernel on dequantised rows (`f32act`), integer dot products with 8-bit
+/// activations token by token (`int`, each row's blocks read once for all tokens but decoded
+/// per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
+/// default prefill). `f32act` and `int` stop at 64 tokens (seconds per call above).
 fn prefill_quantized(c: &mut Criterion) {
     use psy_lm::runtime::burn::tensor::{Tensor, TensorData};
     use psy_lm::runtime::gguf::GgmlDType;
@@ -260,9 +323,11 @@ fn prefill_quantized(c: &mut Criterion) {
     let device = select_device(DevicePreference::Cpu).unwrap();
     let mut group = c.benchmark_group("prefill-q");
     group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
     for (dtype, scales) in [
         (GgmlDType::Q4_1, &[0usize, 2][..]),
         (GgmlDType::Q4K, &[0, 2][..]),
+        (GgmlDType::Q6K, &[208][..]),
     ] {
         let (elems, block) = dtype.block_layout().unwrap();
         let (elems, block) = (elems as usize, block as usize);
@@ -275,7 +340,7 @@ fn prefill_quantized(c: &mut Criterion) {
             }
         }
         let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
-        for tokens in [4usize, 8, 16, 64] {
+        for tokens in [2usize, 4, 8, 16, 32, 64, 512] {
             group.throughput(Throughput::Elements(tokens as u64));
             let x: Vec<f32> = (0..tokens * k)
                 .map(|i| ((i % 97) as f32 - 48.0) * 1e-2)
@@ -283,10 +348,29 @@ fn prefill_quantized(c: &mut Criterion) {
             let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, tokens, k]), &device);
             let mut y = vec![0.0f32; tokens * rows];
             let id = |path: &str| BenchmarkId::new(format!("{dtype}_{rows}x{k}_{path}"), tokens);
-            group.bench_function(id("gemm"), |b| b.iter(|| quant_gemm(&m, xt.clone())));
-            group.bench_function(id("f32act"), |b| b.iter(|| m.matmul(&x, tokens, &mut y)));
-            group.bench_function(id("int"), |b| {
-                b.iter(|| m.matmul_int(&x, tokens, &mut y, IntKernel::detect()))
+            // Timed by `timed` (`PSY_BENCH_CLOCK=cpu`: this process's CPU time).
+            let each = |b: &mut criterion::Bencher, f: &mut dyn FnMut()| {
+                b.iter_custom(|iters| (0..iters).map(|_| timed(&mut *f)).sum())
+            };
+            group.bench_function(id("gemm"), |b| {
+                each(b, &mut || {
+                    drop(std::hint::black_box(quant_gemm(&m, xt.clone())))
+                })
+            });
+            if tokens <= 64 {
+                group.bench_function(id("f32act"), |b| {
+                    each(b, &mut || m.matmul(&x, tokens, &mut y))
+                });
+                group.bench_function(id("int"), |b| {
+                    each(b, &mut || {
+                        m.matmul_int(&x, tokens, &mut y, IntKernel::detect())
+                    })
+                });
+            }
+            group.bench_function(id("int-tiled"), |b| {
+                each(b, &mut || {
+                    m.matmul_int_tiled(&x, tokens, &mut y, IntKernel::detect())
+                })
             });
         }
     }

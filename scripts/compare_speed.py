@@ -11,10 +11,14 @@ Same shapes, prompt length, decode length and thread count for every engine, bat
   * A random Qwen3 with the Qwen3-0.6B shape (f32) in psy and transformers.
 
 psy figures come from `cargo bench --bench decode` (criterion's estimates.json), run with
-RAYON_NUM_THREADS set to the same thread count.
+RAYON_NUM_THREADS set to the same thread count and PSY_BENCH_PREFILL to the prompt lengths. For
+the quantized models with 8-bit activations psy's prefill is also reported by the path before
+the integer GEMM ("GEMM > 4": Burn's GEMM on dequantised tiles), measured in the same run.
+psy's decode step always follows a 64-token prompt; llama.cpp's follows each prompt.
 
 Needs: pip install torch transformers gguf llama-cpp-python
-Usage: scripts/compare_speed.py [--threads N] [--prompt 64] [--decode 32] [--skip-psy]
+Usage: scripts/compare_speed.py [--threads N] [--prompt 64[,512]] [--decode 32] [--skip-psy]
+       [--bench-filter REGEX]   (only the psy bench groups matching REGEX, e.g. 'gguf-q/|q4km-q/')
 """
 import argparse
 import json
@@ -48,25 +52,35 @@ def prompt_ids(n, vocab):
     return [(i * 7919 + 13) % vocab for i in range(n)]
 
 
-def psy_bench(threads, run=True):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+def psy_bench(threads, prompts, run=True, bench_filter=None):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads),
+               PSY_BENCH_PREFILL=",".join(str(n) for n in prompts))
     target = Path(env.get("CARGO_TARGET_DIR", ROOT / "target"))
+    # Results older than this run (a group the filter left out, or a bench that did not run)
+    # are not reported as if they were measured now.
+    since = time.time() if run else 0.0
     if run:
-        subprocess.run(["cargo", "bench", "--bench", "decode"], cwd=ROOT, env=env, check=True)
+        cmd = ["cargo", "bench", "--bench", "decode"]
+        if bench_filter:
+            cmd += ["--", bench_filter]
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     out = {}
     for group, key in (("smollm2-135m-gguf", "smollm2"), ("smollm2-135m-gguf-q", "smollm2-q"),
                        ("smollm2-135m-gguf-q-f32act", "smollm2-q-f32act"),
                        ("qwen2.5-1.5b-q4km-q", "qwen2.5-q"), ("qwen2.5-1.5b-q4km-q-f32act", "qwen2.5-q-f32act"),
                        ("qwen3-0.6b-shape-random", "qwen3")):
-        res = {}
-        for bench, n in (("prefill", PROMPT_LEN_BENCH), ("decode", 1)):
-            est = target / "criterion" / group / bench / str(PROMPT_LEN_BENCH) / "new" / "estimates.json"
-            if not est.is_file():
-                res = {"error": f"no criterion result for {group} (asset missing?)"}
-                break
-            ns = json.loads(est.read_text())["mean"]["point_estimate"]
-            res[bench] = n / (ns * 1e-9)
-        out[key] = res
+        for prefill in ("prefill", "prefill-gemm"):
+            for n in prompts:
+                res = {}
+                for bench, length, count in ((prefill, n, n), ("decode", PROMPT_LEN_BENCH, 1)):
+                    est = target / "criterion" / group / bench / str(length) / "new" / "estimates.json"
+                    if not est.is_file() or est.stat().st_mtime < since:
+                        res = {"error": f"no criterion result for {group}/{bench}/{length} from this run"}
+                        break
+                    ns = json.loads(est.read_text())["mean"]["point_estimate"]
+                    res[bench] = count / (ns * 1e-9)
+                res["prefill"] = res.pop(prefill, None)
+                out[(key, prefill, n)] = res
     return out
 
 
@@ -118,8 +132,8 @@ def llama_cpp(threads, n_prompt, decode, path=None):
     path = path or gguf_path()
     if not path.is_file():
         raise SystemExit(f"{path} missing: run scripts/setup.sh --qwen")
-    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=512,
-                n_batch=512, verbose=False)
+    llm = Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads,
+                n_ctx=max(512, n_prompt + decode + 8), n_batch=512, verbose=False)
     ids = prompt_ids(n_prompt, llm.n_vocab())
     llm.eval(ids)  # warm-up
     llm.reset()
@@ -160,38 +174,52 @@ def run_isolated(engine, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--prompt", type=int, default=PROMPT_LEN_BENCH)
+    ap.add_argument("--prompt", default=str(PROMPT_LEN_BENCH),
+                    help="prompt length, or several separated by commas (e.g. 64,512)")
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--skip-psy", action="store_true", help="reuse the last criterion results")
+    ap.add_argument("--bench-filter", help="criterion filter for psy's bench groups")
     ap.add_argument("--only", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    prompts = [int(n) for n in str(args.prompt).split(",")]
 
     if args.only:
         _, _, fn = ENGINES[args.only]
-        print(json.dumps(fn(args.threads, args.prompt, args.decode)))
+        print(json.dumps(fn(args.threads, prompts[0], args.decode)))
         return
 
     rows = []
     load_start = os.getloadavg()[0]
-    psy = psy_bench(args.threads, run=not args.skip_psy)
-    rows.append(("smollm2", "psy (f32)", psy["smollm2"]))
-    rows.append(("smollm2", "psy (Q4_1, int8 act)", psy["smollm2-q"]))
-    rows.append(("smollm2", "psy (Q4_1, f32 act)", psy["smollm2-q-f32act"]))
-    rows.append(("qwen2.5", "psy (Q4_K_M, int8 act)", psy["qwen2.5-q"]))
-    rows.append(("qwen2.5", "psy (Q4_K_M, f32 act)", psy["qwen2.5-q-f32act"]))
-    rows.append(("qwen3", "psy (f32)", psy["qwen3"]))
-    for engine, (model, label, _) in ENGINES.items():
-        rows.append((model, label, run_isolated(engine, args)))
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    psy = psy_bench(args.threads, prompts, run=not args.skip_psy, bench_filter=args.bench_filter)
+    labels = (("smollm2", "smollm2", "psy (f32)"), ("smollm2-q", "smollm2", "psy (Q4_1, int8 act)"),
+              ("smollm2-q-f32act", "smollm2", "psy (Q4_1, f32 act)"),
+              ("qwen2.5-q", "qwen2.5", "psy (Q4_K_M, int8 act)"),
+              ("qwen2.5-q-f32act", "qwen2.5", "psy (Q4_K_M, f32 act)"), ("qwen3", "qwen3", "psy (f32)"))
+    for n in prompts:
+        for key, model, label in labels:
+            res = psy[(key, "prefill", n)]
+            if "error" in res and args.bench_filter:
+                continue  # a group the filter left out
+            rows.append((model, n, label, res))
+            if key.endswith("-q"):
+                rows.append((model, n, label.replace(")", ", GEMM > 4)"), psy[(key, "prefill-gemm", n)]))
+        for engine, (model, label, _) in ENGINES.items():
+            if args.bench_filter and engine.startswith("hf-"):
+                continue
+            one = argparse.Namespace(**{**vars(args), "prompt": n})
+            rows.append((model, n, label, run_isolated(engine, one)))
 
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
-    print(f"\ncpu: {cpu}; 1-minute load average at the start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f}")
-    print(f"threads={args.threads} prompt={args.prompt} decode={args.decode} (tokens/s, batch 1)")
-    print(f"{'model':<10} {'engine':<24} {'prefill':>10} {'decode':>10}")
-    for model, engine, r in sorted(rows, key=lambda r: r[0], reverse=True):
-        if "error" in r:
-            print(f"{model:<10} {engine:<24} {'n/a':>10} {'n/a':>10}  ({r['error'][:100]})")
+    print(f"\ncpu: {cpu}; started {started}; 1-minute load average at the start / end: "
+          f"{load_start:.1f} / {os.getloadavg()[0]:.1f}")
+    print(f"threads={args.threads} decode={args.decode} (tokens/s, batch 1)")
+    print(f"{'model':<10} {'prompt':>6} {'engine':<36} {'prefill':>10} {'decode':>10}")
+    for model, n, engine, r in sorted(rows, key=lambda r: (r[0], r[1]), reverse=True):
+        if "error" in r or r.get("prefill") is None:
+            print(f"{model:<10} {n:>6} {engine:<36} {'n/a':>10} {'n/a':>10}  ({r.get('error', '?')[:100]})")
         else:
-            print(f"{model:<10} {engine:<24} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
+            print(f"{model:<10} {n:>6} {engine:<36} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
 
 
 if __name__ == "__main__":

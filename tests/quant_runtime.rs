@@ -110,9 +110,10 @@ fn smollm2_quantized_path_matches_the_f32_path() {
     assert_eq!(quantized_matrices(&f32m), 0);
 
     // A 4-token prompt runs the per-row quantized matmul (4 x 4 kernel on dequantised rows, or
-    // integer dots), a 40-token one dequantises each matrix for Burn's GEMM; each is followed
-    // by one GEMV decode step.
-    for len in [4usize, 40] {
+    // the integer GEMM), a 14-token one the integer GEMM's tiles of 4, 4, 4 and 2 tokens (8-bit
+    // activations; with f32 ones Burn's GEMM), a 40-token one dequantises each Q4_1 matrix for
+    // Burn's GEMM; each is followed by one GEMV decode step.
+    for len in [4usize, 14, 40] {
         let prompt: Vec<u32> = (0..len as u32).map(|i| (i * 7919 + 13) % 49152).collect();
         let (pf, df) = logits(&f32m, &prompt, 42);
         let (pq, dq) = logits(&qf, &prompt, 42);
@@ -137,8 +138,9 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         );
         // 8-bit activations move each product by up to half a quantization step of its block
         // (max|x| / 254), compounded through 30 layers. Measured on logits of magnitude ~10-20:
-        // max 1.24 / 0.87 with 4 tokens (log-probs 0.83 / 0.48), 1.9e-5 / 0.66 with 40 (log-probs
-        // 1.9e-5 / 0.59; a 40-token prefill runs Burn's GEMM on f32 activations), the largest
+        // max 1.24 / 0.87 with 4 tokens (log-probs 0.83 / 0.48), 1.10 / 0.69 with 14 (log-probs 1.07 / 0.61), 1.9e-5 / 0.66
+        // with 40 (log-probs 1.9e-5 / 0.59; a 40-token prefill runs Burn's GEMM on f32
+        // activations, see `int_gemm_max_tokens`), the largest
         // differences on unlikely tokens; every position's argmax equal. llama.cpp's Q8_1
         // activations for Q4_1 weights round the same way.
         assert!(ep < 1.6 && ed < 1.6, "{len} tokens: logits {ep} / {ed}");

@@ -139,11 +139,11 @@ fn qwen2_5_coder_1_5b_quantized_path_matches_transformers() {
 #[test]
 #[ignore = "needs the Qwen2.5-Coder GGUFs: scripts/setup.sh --qwen"]
 fn qwen2_5_coder_1_5b_quantized_int8_path_matches_transformers() {
-    // The default: 8-bit activations for decode (the chat prompts are longer than
-    // QUANT_INT_MAX_TOKENS, so their prefill runs Burn's GEMM on f32 activations; the last
-    // position's LM head, Q6_K, is an integer GEMV). Measured: first-8 logits 0.116 and 0.146
-    // off transformers' (8-bit rounding of the final hidden state, logits ~10-30); the 24
-    // greedy ids and text exact on both prompts.
+    // The default: 8-bit activations for prefill (the integer GEMM: every matrix of a Q4_K_M
+    // file is Q4_K or Q6_K) and decode. Measured: first-8 logits 0.167 and 0.135 off
+    // transformers' (8-bit rounding of every layer's activations, logits ~10-30; 0.116 and
+    // 0.146 when prefill ran Burn's GEMM on f32 activations); the 24 greedy ids and text exact
+    // on both prompts.
     let m = load_model_with(&qwen_1_5b(), &Device::flex(), WeightFormat::Quantized).unwrap();
     check_qwen_1_5b(&m, 0.25);
 }

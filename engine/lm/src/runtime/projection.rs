@@ -7,6 +7,7 @@
 //! field and the parameter is `None`; record paths (`q_proj.weight`, `q_proj.lora.*`) are those
 //! of the f32 form.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use burn::backend::Flex;
@@ -15,20 +16,67 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use super::dense::{linear, load};
 use super::error::Result;
+use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
-use super::quant::{has_int_kernel, Activations, QuantMatrix};
+use super::quant::{has_int_kernel, Activations, IntKernel, QuantMatrix};
 use super::weights::TensorSource;
 
-/// Tokens from which a quantized projection runs Burn's GEMM on dequantised tiles of rows (as
-/// llama.cpp hands large batches to BLAS): measured faster than [`QuantMatrix::matmul`]'s
-/// register-blocked kernel at 64 tokens, which in turn beats per-token GEMVs from 4 tokens.
+/// Tokens from which a quantized projection with f32 activations runs Burn's GEMM on
+/// dequantised tiles of rows (as llama.cpp hands large batches to BLAS): measured faster than
+/// [`QuantMatrix::matmul`]'s register-blocked kernel at 64 tokens, which in turn beats per-token
+/// GEMVs from 4 tokens.
 pub const QUANT_GEMM_MIN_TOKENS: usize = 16;
 
-/// With 8-bit activations ([`Activations::Int8`]), the integer kernels take prompts of up to
-/// this many tokens and Burn's GEMM the longer ones: measured (`cargo bench --bench decode --
-/// prefill-q`, 8960 x 1536 Q4_K / Q4_1, 2 threads) faster than the GEMM at 4 tokens (4.3 / 9.7
-/// ms vs 10.5 / 10.5) and slower from 8 (15.3 / 36.5 ms vs 11.4 / 11.3).
+/// How a quantized projection with 8-bit activations ([`Activations::Int8`]) multiplies a
+/// prompt of several tokens. The default is [`QuantPrefill::IntTiled`]; the others stay for
+/// comparison (`cargo bench --bench decode`) and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum QuantPrefill {
+    /// The integer GEMM ([`QuantMatrix::matmul_int_tiled`]: activations quantized once, each
+    /// weight block decoded once per tile of 4 tokens) up to [`int_gemm_max_tokens`], Burn's
+    /// GEMM on dequantised tiles above.
+    IntTiled,
+    /// Integer dot products token by token ([`QuantMatrix::matmul_int`]) up to
+    /// [`QUANT_INT_MAX_TOKENS`], Burn's GEMM on dequantised tiles above (the path before the
+    /// integer GEMM).
+    GemmAbove4,
+}
+
+/// With [`QuantPrefill::IntTiled`], the largest prompt the integer GEMM takes for `dtype`;
+/// longer ones go to Burn's GEMM on dequantised tiles. Measured (`PSY_BENCH_CLOCK=cpu
+/// RAYON_NUM_THREADS=1 cargo bench --bench decode -- prefill-q`, 8960 x 1536, CPU time, one
+/// run under load 5-10): the K-quants' integer GEMM is faster at every length (Q4_K 5.0 vs 9.0
+/// ms at 16 tokens, 25.1 vs 28.3 at 64, 180 vs 237 at 512; Q6_K 8.0 vs 14.1, 24.3 vs 27.7, 205
+/// vs 234); the 32-value types' (one scale product per 32 values and token) ties at 16 tokens
+/// (Q4_1 10.0 vs 10.1 ms) and loses from 32 (19.8 vs 15.5, 39.9 vs 28.7 at 64).
+pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
+    use GgmlDType::*;
+    match dtype {
+        Q4K | Q6K => usize::MAX,
+        _ => 16,
+    }
+}
+
+/// With [`QuantPrefill::GemmAbove4`], the largest prompt the integer kernels take token by
+/// token; longer ones go to Burn's GEMM (measured faster from 8 tokens before the integer GEMM).
 pub const QUANT_INT_MAX_TOKENS: usize = 4;
+
+static QUANT_PREFILL: AtomicU8 = AtomicU8::new(QuantPrefill::IntTiled as u8);
+
+/// Selects the prefill path of every quantized projection in this process (benches compare
+/// the paths in one run; inference keeps the default).
+pub fn set_quant_prefill(path: QuantPrefill) {
+    QUANT_PREFILL.store(path as u8, Ordering::Relaxed);
+}
+
+/// The selected prefill path.
+pub fn quant_prefill() -> QuantPrefill {
+    match QUANT_PREFILL.load(Ordering::Relaxed) {
+        x if x == QuantPrefill::GemmAbove4 as u8 => QuantPrefill::GemmAbove4,
+        _ => QuantPrefill::IntTiled,
+    }
+}
 
 /// f32 bytes of one dequantised tile: small enough to stay below the allocator's mmap threshold
 /// (so tiles reuse heap memory instead of faulting fresh pages in on every call) and in cache.
@@ -59,18 +107,32 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
         return linear(dense, None, x);
     }
     let int = acts == Activations::Int8 && has_int_kernel(w.dtype());
-    if (int && b * s > QUANT_INT_MAX_TOKENS) || b * s >= QUANT_GEMM_MIN_TOKENS {
+    let tokens = b * s;
+    let path = quant_prefill();
+    let gemm = if int {
+        match path {
+            QuantPrefill::IntTiled => tokens > int_gemm_max_tokens(w.dtype()),
+            QuantPrefill::GemmAbove4 => tokens > QUANT_INT_MAX_TOKENS,
+        }
+    } else {
+        tokens >= QUANT_GEMM_MIN_TOKENS
+    };
+    if gemm {
         return quant_gemm(w, x);
     }
     let xs = host_f32(&x);
-    let mut y = vec![0.0f32; b * s * n];
-    w.matmul_with(&xs, b * s, &mut y, acts);
+    let mut y = vec![0.0f32; tokens * n];
+    if int && tokens > 1 && path == QuantPrefill::IntTiled {
+        w.matmul_int_tiled(&xs, tokens, &mut y, IntKernel::detect());
+    } else {
+        w.matmul_with(&xs, tokens, &mut y, acts);
+    }
     Tensor::from_data(TensorData::new(y, [b, s, n]), &device)
 }
 
 /// `x W^T` through Burn's GEMM: `W x^T` a tile of dequantised rows at a time, as the f32 path
-/// computes it (see `linear`); f32 activations. Public for the benches that pick
-/// [`QUANT_GEMM_MIN_TOKENS`].
+/// computes it (see `linear`); f32 activations. Public for the benches that compare it with
+/// the integer GEMM.
 pub fn quant_gemm(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
     let [b, s, k] = x.dims();
     let n = w.rows();

@@ -15,14 +15,14 @@ use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
 
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
 /// Sum of the 8 i32 lanes (wrapping adds: exact, the sums are far below 2^31).
 #[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
@@ -48,7 +48,7 @@ unsafe fn vpdpbusd(u: __m256i, x: __m256i) -> __m256i {
 
 /// `sum u_i * x_i` of 32 unsigned weight bytes and 32 signed activation bytes, in 8 i32 lanes.
 #[inline(always)]
-unsafe fn mul_sum<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
+pub(super) unsafe fn mul_sum<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
     if VNNI {
         vpdpbusd(u, x)
     } else {
@@ -58,7 +58,7 @@ unsafe fn mul_sum<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256i {
 
 /// The 32 nibbles of 16 bytes in element order: low nibbles first, then high nibbles.
 #[inline(always)]
-unsafe fn nibbles32(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     let qs = _mm_loadu_si128(p as *const __m128i);
     let low = _mm_set1_epi8(0x0f);
     _mm256_set_m128i(
@@ -181,7 +181,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
 
 /// `int_scalar::hsum8` in registers: halves, then pairs, the same adds in the same order.
 #[inline(always)]
-unsafe fn hsum_ps(v: __m256) -> f32 {
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))

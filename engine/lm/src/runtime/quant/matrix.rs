@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::int_dot::{self, has_int_kernel, IntKernel};
-use super::q8::{activation_block, Q8Activations};
+use super::int_gemm;
+use super::q8::{activation_block, Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
 
@@ -255,6 +256,33 @@ impl QuantMatrix {
         }
     }
 
+    /// [`Self::matmul_int`] as a GEMM: all tokens quantized once ([`Q8Batch`]), then tiles of
+    /// a row times up to 4 tokens ([`int_gemm::gemm_rows`]), so each weight block is decoded
+    /// once per 4 tokens; row chunks split across the rayon pool. The same f32 results as
+    /// [`Self::matmul_int`], bit for bit.
+    pub fn matmul_int_tiled(&self, x: &[f32], tokens: usize, y: &mut [f32], kernel: IntKernel) {
+        let (k, n) = (self.cols, self.rows);
+        assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
+        assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
+        if tokens == 0 {
+            return;
+        }
+        let batch = Q8Batch::quantize(x, k, activation_block(self.dtype));
+        // Transposed result [rows, tokens], so that each task owns one contiguous piece.
+        let mut yt = vec![0.0f32; n * tokens];
+        yt.par_chunks_mut(ROWS_PER_TASK * tokens)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let rows = self.row_span(chunk * ROWS_PER_TASK, out.len() / tokens);
+                int_gemm::gemm_rows(kernel, self.dtype, rows, &batch, out);
+            });
+        for r in 0..n {
+            for t in 0..tokens {
+                y[t * n + r] = yt[r * tokens + t];
+            }
+        }
+    }
+
     /// `y = W x` for one activation vector, rows split across the rayon pool.
     pub fn gemv(&self, x: &[f32], y: &mut [f32]) {
         let k = self.cols;
@@ -343,6 +371,9 @@ mod tests {
         for kernel in IntKernel::available() {
             let mut y = vec![0.0; tokens * rows];
             m.matmul_int(&x, tokens, &mut y, kernel);
+            let mut tiled = vec![0.0; tokens * rows];
+            m.matmul_int_tiled(&x, tokens, &mut tiled, kernel);
+            assert_eq!(tiled, y, "{kernel:?}: the tiled GEMM vs token by token");
             for t in 0..tokens {
                 let mut y1 = vec![0.0; rows];
                 m.matmul_int(&x[t * 64..(t + 1) * 64], 1, &mut y1, kernel);

@@ -6,6 +6,9 @@
 pub mod dequant;
 pub mod dot;
 pub mod int_dot;
+pub mod int_gemm;
+#[cfg(target_arch = "x86_64")]
+mod int_gemm_x86;
 mod int_scalar;
 #[cfg(target_arch = "x86_64")]
 mod int_x86;
@@ -13,8 +16,10 @@ pub mod kquants;
 pub mod legacy;
 pub mod matrix;
 pub mod q8;
+#[cfg(target_arch = "x86_64")]
+mod q8_x86;
 
 pub use dequant::{block_layout, dequantize, dequantize_into, is_supported, QuantError};
 pub use int_dot::{has_int_kernel, IntKernel};
 pub use matrix::{Activations, QuantMatrix};
-pub use q8::Q8Activations;
+pub use q8::{Q8Activations, Q8Batch};

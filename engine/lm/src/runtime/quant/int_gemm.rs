@@ -1,0 +1,189 @@
+//! The integer GEMM of prefill: several tokens' activations quantized once per product
+//! ([`Q8Batch`]), each quantized row multiplied with tiles of up to 4 tokens so that its blocks
+//! are decoded once per tile instead of once per token (`int_gemm_x86.rs`; llama.cpp's
+//! `mul_mat` tiling and llamafile's tinyBLAS do the same for their types).
+//!
+//! Every result equals [`super::int_dot::dot_row`] of the same row and token, bit for bit: a
+//! prompt's logits do not depend on whether it ran through this GEMM or token by token.
+
+use super::int_dot::IntKernel;
+use super::int_scalar;
+use super::q8::{activation_block, Q8Batch};
+use crate::runtime::ggml_type::GgmlDType;
+
+/// `out[r * tokens + t] = dot(row r, token t)` (`[rows, tokens]`) for the consecutive rows in
+/// `rows`, with `kernel`, one of [`IntKernel::available`]. `rows` must be whole rows of `dtype`
+/// (one of [`super::has_int_kernel`]) for `batch.cols()` values and `batch` quantized with the
+/// block of `dtype`; both are checked here, since the SIMD kernels load without bounds checks.
+pub fn gemm_rows(
+    kernel: IntKernel,
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    let tokens = batch.tokens.len();
+    if tokens == 0 || out.is_empty() {
+        return;
+    }
+    let (elems, bytes) = dtype.block_layout().expect("a block type");
+    let cols = batch.cols();
+    assert_eq!(cols % elems as usize, 0, "activations are whole blocks");
+    assert!(
+        batch.tokens.iter().all(|a| a.len() == cols),
+        "every token has {cols} values"
+    );
+    assert_eq!(batch.block(), activation_block(dtype), "activation blocks");
+    assert_eq!(out.len() % tokens, 0, "output is [rows, tokens]");
+    let row_bytes = cols / elems as usize * bytes as usize;
+    assert_eq!(
+        rows.len(),
+        out.len() / tokens * row_bytes,
+        "{dtype} rows vs outputs"
+    );
+    match kernel {
+        IntKernel::Scalar => gemm_rows_scalar(dtype, rows, row_bytes, batch, out),
+        // SAFETY: `kernel` comes from `available()` (features detected); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        IntKernel::Avx2 => unsafe { super::int_gemm_x86::gemm_rows_avx2(dtype, rows, batch, out) },
+        #[cfg(target_arch = "x86_64")]
+        IntKernel::Vnni => unsafe { super::int_gemm_x86::gemm_rows_vnni(dtype, rows, batch, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => gemm_rows_scalar(dtype, rows, row_bytes, batch, out),
+    }
+}
+
+/// The portable kernel's dot product for every (row, token).
+fn gemm_rows_scalar(
+    dtype: GgmlDType,
+    rows: &[u8],
+    row_bytes: usize,
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    let tokens = batch.tokens.len();
+    for (row, o) in rows
+        .chunks_exact(row_bytes)
+        .zip(out.chunks_exact_mut(tokens))
+    {
+        for (o, a) in o.iter_mut().zip(&batch.tokens) {
+            *o = int_scalar::dot_row(dtype, row, a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::quant::int_dot::dot_row;
+    use half::f16;
+    use proptest::prelude::*;
+
+    const TYPES: [GgmlDType; 5] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ];
+
+    /// `rows` random rows of `dtype` for `k` values from `bytes` (cycled) with finite f16
+    /// scales from `scales` (cycled).
+    fn matrix(dtype: GgmlDType, rows: usize, k: usize, bytes: &[u8], scales: &[f32]) -> Vec<u8> {
+        let (elems, size) = dtype.block_layout().unwrap();
+        let n = rows * k / elems as usize * size as usize;
+        let mut out: Vec<u8> = bytes.iter().copied().cycle().take(n).collect();
+        let fields: &[usize] = match dtype {
+            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q6K => &[208],
+            _ => &[0],
+        };
+        let mut s = scales.iter().cycle();
+        for blk in out.chunks_exact_mut(size as usize) {
+            for &at in fields {
+                blk[at..at + 2].copy_from_slice(&f16::from_f32(*s.next().unwrap()).to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Every kernel's tiles equal the GEMV's dot product of each (row, token) on the scalar
+    /// kernel, bit for bit.
+    fn assert_tiles_equal_the_gemv(dtype: GgmlDType, rows: usize, w: &[u8], x: &[f32], k: usize) {
+        let batch = Q8Batch::quantize(x, k, activation_block(dtype));
+        let tokens = batch.tokens.len();
+        let row_bytes = w.len() / rows;
+        for kernel in IntKernel::available() {
+            let mut out = vec![0.0f32; rows * tokens];
+            gemm_rows(kernel, dtype, w, &batch, &mut out);
+            for r in 0..rows {
+                for (t, a) in batch.tokens.iter().enumerate() {
+                    let want = dot_row(
+                        IntKernel::Scalar,
+                        dtype,
+                        &w[r * row_bytes..][..row_bytes],
+                        a,
+                    );
+                    assert_eq!(
+                        out[r * tokens + t].to_bits(),
+                        want.to_bits(),
+                        "{dtype} {kernel:?} row {r} token {t}: {} vs {want}",
+                        out[r * tokens + t]
+                    );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// 1-19 tokens (tiles of 8, 4 and 1), 3 rows of 512 values, random quants, scales
+        /// (0, negative, f16's largest) and activations (±1e30, zeros, rounding ties).
+        #[test]
+        fn integer_gemm_tiles_equal_the_gemv_token_by_token(
+            tokens in 1usize..20,
+            bytes in proptest::collection::vec(any::<u8>(), 1..700),
+            scales in proptest::collection::vec(
+                prop_oneof![-2.0f32..2.0, Just(0.0f32), Just(65504.0f32), Just(-65504.0f32)], 1..9),
+            x in proptest::collection::vec(
+                prop_oneof![-100.0f32..100.0, Just(0.0f32), Just(1e30f32), Just(-1e30f32), Just(0.5f32)], 512 * 19),
+        ) {
+            for dtype in TYPES {
+                let w = matrix(dtype, 3, 512, &bytes, &scales);
+                assert_tiles_equal_the_gemv(dtype, 3, &w, &x[..tokens * 512], 512);
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_quants_and_activations_agree() {
+        let k = 256;
+        let ramp: Vec<f32> = (0..k).map(|i| i as f32 - 128.0).collect();
+        let x: Vec<f32> = [vec![127.0f32; k], vec![-127.0; k], ramp, vec![0.0; k]]
+            .into_iter()
+            .cycle()
+            .take(9)
+            .flatten()
+            .collect();
+        for dtype in TYPES {
+            for fill in [0x00u8, 0xff, 0x80, 0x7f] {
+                let w = matrix(dtype, 2, k, &[fill], &[1.0, -65504.0]);
+                assert_tiles_equal_the_gemv(dtype, 2, &w, &x, k);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "rows vs outputs")]
+    fn a_short_matrix_is_refused_before_any_load() {
+        let batch = Q8Batch::quantize(&[1.0; 64], 32, 32);
+        let mut out = vec![0.0f32; 2 * 2];
+        gemm_rows(
+            IntKernel::detect(),
+            GgmlDType::Q4_0,
+            &[0u8; 18],
+            &batch,
+            &mut out,
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! x86-64 tiles of the integer GEMM: one quantized row times up to 4 tokens ([`Q8Batch`]).
+//!
+//! Why: the GEMV of `int_x86.rs` decodes a weight block (nibbles, scales, mins) for every
+//! token. Here each block is loaded and decoded once and multiplied with the tile's tokens
+//! while it sits in registers, and the per-block scale products, offsets and K-quant minimum
+//! sums of the tile's tokens are computed as one vector (the batch keeps scales and sums
+//! transposed for that).
+//!
+//! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
+//! arithmetic is the same multiplies and adds in the same order (lane `t` of a vector op does
+//! token `t`'s scalar op; IEEE multiplication commutes), so each result equals
+//! `int_x86::dot_row_*` and the portable `int_scalar::dot_row`, bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::int_x86::{f16_at, hsum_i32, hsum_ps, mul_sum, nibbles32};
+use super::kquants::k_scale_min;
+use super::q8::Q8Batch;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// Where a tile's tokens are: their quantized values, and their first entry in the batch's
+/// regrouped scales and sums (8 readable values each, 8 apart per block or group).
+struct Tile<const T: usize> {
+    xs: [*const i8; T],
+    d: *const f32,
+    sums: *const i32,
+}
+
+impl<const T: usize> Tile<T> {
+    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 4, 2
+    /// and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
+    /// holds those tokens.
+    fn new(batch: &Q8Batch, t0: usize) -> Self {
+        debug_assert_eq!(
+            t0 / 8,
+            (t0 + T - 1) / 8,
+            "a tile inside one group of 8 tokens"
+        );
+        Self {
+            xs: std::array::from_fn(|t| batch.tokens[t0 + t].qs.as_ptr()),
+            d: batch.d[batch.d_at(t0)..].as_ptr(),
+            sums: batch.sums[batch.sums_at(t0)..].as_ptr(),
+        }
+    }
+
+    /// The tile's activation scales of block `b` (lanes past `T` are other tokens or zeros).
+    #[inline(always)]
+    unsafe fn d(&self, b: usize) -> __m256 {
+        _mm256_loadu_ps(self.d.add(b * 8))
+    }
+
+    /// The tile's activation sums of group `g`.
+    #[inline(always)]
+    unsafe fn sums(&self, g: usize) -> __m256i {
+        _mm256_loadu_si256(self.sums.add(g * 8) as *const __m256i)
+    }
+
+    /// Token `t`'s scale of block `b` in every lane (a broadcast load).
+    #[inline(always)]
+    unsafe fn d_of(&self, t: usize, b: usize) -> __m256 {
+        _mm256_set1_ps(*self.d.add(b * 8 + t))
+    }
+
+    /// Token `t`'s 32 quantized values of 32-value block `b`.
+    #[inline(always)]
+    unsafe fn x32(&self, t: usize, b: usize) -> __m256i {
+        _mm256_loadu_si256(self.xs[t].add(b * 32) as *const __m256i)
+    }
+}
+
+/// The 8 lanes of `v`, to broadcast one token's value at a time.
+#[inline(always)]
+unsafe fn lanes_of(v: __m256) -> [f32; 8] {
+    let mut out = [0.0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), v);
+    out
+}
+
+/// `[hsum_i32(v[0]), .., hsum_i32(v[T - 1]), 0, ..]` as one vector (exact integer sums).
+#[inline(always)]
+unsafe fn hsums<const T: usize>(v: &[__m256i; T]) -> __m256i {
+    let mut out = [0i32; 8];
+    for (o, v) in out.iter_mut().zip(v) {
+        *o = hsum_i32(*v);
+    }
+    _mm256_loadu_si256(out.as_ptr() as *const __m256i)
+}
+
+/// `out[t] = dot(row, token t of the tile)` for `T` tokens. SAFETY: the CPU has AVX2 and F16C
+/// (and AVX512-VNNI/VL with `VNNI`); `row` is `blocks` whole blocks of `dtype`, one of
+/// `has_int_kernel`, and every token of `tile` has `blocks` blocks quantized for `dtype`.
+#[inline(always)]
+unsafe fn tile_row<const VNNI: bool, const T: usize>(
+    dtype: GgmlDType,
+    row: *const u8,
+    blocks: usize,
+    tile: &Tile<T>,
+    out: &mut [f32],
+) {
+    // Token t: `lanes[t]` as the GEMV's vector lanes, lane t of `acc` as its scalar `acc`.
+    let mut lanes = [_mm256_setzero_ps(); T];
+    let mut acc = _mm256_setzero_ps();
+    match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q8_0 => {
+            let eight = _mm256_set1_epi8(8);
+            let size = if dtype == GgmlDType::Q4_0 { 18 } else { 34 };
+            for b in 0..blocks {
+                let blk = row.add(b * size);
+                let w = if dtype == GgmlDType::Q4_0 {
+                    _mm256_sub_epi8(nibbles32(blk.add(2)), eight)
+                } else {
+                    _mm256_loadu_si256(blk.add(2) as *const __m256i)
+                };
+                let wabs = _mm256_sign_epi8(w, w);
+                let dw = _mm256_set1_ps(f16_at(blk));
+                for (t, lanes) in lanes.iter_mut().enumerate() {
+                    let s = mul_sum::<VNNI>(wabs, _mm256_sign_epi8(tile.x32(t, b), w));
+                    // d_w * d_x in every lane, as the GEMV's scalar product.
+                    let scale = _mm256_mul_ps(dw, tile.d_of(t, b));
+                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
+                }
+            }
+        }
+        GgmlDType::Q4_1 => {
+            for b in 0..blocks {
+                let blk = row.add(b * 20);
+                let w = nibbles32(blk.add(4));
+                let dw = _mm256_set1_ps(f16_at(blk));
+                for (t, lanes) in lanes.iter_mut().enumerate() {
+                    let s = mul_sum::<VNNI>(w, tile.x32(t, b));
+                    let scale = _mm256_mul_ps(dw, tile.d_of(t, b));
+                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
+                }
+                let dx = tile.d(b);
+                // offset_value: (m * d_x) * sum(q_x).
+                let m = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_cvtepi32_ps(tile.sums(b))));
+            }
+        }
+        GgmlDType::Q4K => {
+            let low = _mm256_set1_epi8(0x0f);
+            for sb in 0..blocks {
+                let blk = row.add(sb * 144);
+                let (sc, mn) = k_scale_min(std::slice::from_raw_parts(blk.add(4), 12));
+                let mut iacc = [_mm256_setzero_si256(); T];
+                for c in 0..4 {
+                    let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
+                    let (wlo, whi) = (
+                        _mm256_and_si256(q, low),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+                    );
+                    let slo = _mm256_set1_epi16(i16::from(sc[2 * c]));
+                    let shi = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+                    for (t, iacc) in iacc.iter_mut().enumerate() {
+                        let lo = _mm256_maddubs_epi16(wlo, tile.x32(t, sb * 8 + 2 * c));
+                        let hi = _mm256_maddubs_epi16(whi, tile.x32(t, sb * 8 + 2 * c + 1));
+                        let lo = _mm256_madd_epi16(lo, slo);
+                        let hi = _mm256_madd_epi16(hi, shi);
+                        *iacc = _mm256_add_epi32(*iacc, _mm256_add_epi32(lo, hi));
+                    }
+                }
+                // q4k_min_sum for every token: sum_j mn_j * (sums16[2j] + sums16[2j + 1]).
+                let mut imin = _mm256_setzero_si256();
+                for (j, &m) in mn.iter().enumerate() {
+                    let pair = _mm256_add_epi32(
+                        tile.sums(sb * 16 + 2 * j),
+                        tile.sums(sb * 16 + 2 * j + 1),
+                    );
+                    imin = _mm256_add_epi32(
+                        imin,
+                        _mm256_mullo_epi32(_mm256_set1_epi32(i32::from(m)), pair),
+                    );
+                }
+                // min_value: (d d_x) isum - (dmin d_x) imin.
+                let dx = tile.d(sb);
+                let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
+                let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
+                let v = _mm256_sub_ps(
+                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(hsums(&iacc))),
+                    _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin)),
+                );
+                acc = _mm256_add_ps(acc, v);
+            }
+        }
+        GgmlDType::Q6K => {
+            let low = _mm256_set1_epi8(0x0f);
+            let three = _mm256_set1_epi8(3);
+            for sb in 0..blocks {
+                let blk = row.add(sb * 210);
+                let scales: [i8; 16] = std::array::from_fn(|g| *blk.add(192 + g) as i8);
+                let mut iacc = [_mm256_setzero_si256(); T];
+                for h in 0..2 {
+                    let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
+                    for j in 0..4 {
+                        let ql =
+                            _mm256_loadu_si256(blk.add(h * 64 + (j % 2) * 32) as *const __m256i);
+                        let lo = if j < 2 {
+                            _mm256_and_si256(ql, low)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(ql), low)
+                        };
+                        let shift = _mm_cvtsi32_si128(2 * j as i32);
+                        let hi = _mm256_slli_epi16::<4>(_mm256_and_si256(
+                            _mm256_srl_epi16(qh, shift),
+                            three,
+                        ));
+                        let q = _mm256_or_si256(lo, hi);
+                        let g = h * 8 + j * 2;
+                        let s = _mm256_set_m128i(
+                            _mm_set1_epi16(i16::from(scales[g + 1])),
+                            _mm_set1_epi16(i16::from(scales[g])),
+                        );
+                        for (t, iacc) in iacc.iter_mut().enumerate() {
+                            let prod = _mm256_maddubs_epi16(q, tile.x32(t, sb * 8 + h * 4 + j));
+                            *iacc = _mm256_add_epi32(*iacc, _mm256_madd_epi16(prod, s));
+                        }
+                    }
+                }
+                // q6k_bias for every token: 32 sum_g scale_g sums16[g].
+                let mut bias = _mm256_setzero_si256();
+                for (g, &s) in scales.iter().enumerate() {
+                    bias = _mm256_add_epi32(
+                        bias,
+                        _mm256_mullo_epi32(_mm256_set1_epi32(i32::from(s)), tile.sums(sb * 16 + g)),
+                    );
+                }
+                let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<5>(bias));
+                // scaled_value: (d d_x) isum.
+                let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(208))), tile.d(sb));
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+            }
+        }
+        other => unreachable!("no integer kernel for {other}"),
+    }
+    // The GEMV's `hsum_ps(lanes) + acc` (the K-quants leave `lanes` at zero, as it does).
+    let acc = lanes_of(acc);
+    for t in 0..T {
+        out[t] = hsum_ps(lanes[t]) + acc[t];
+    }
+}
+
+/// `out[r * tokens + t] = dot(row r, token t)` for the consecutive rows in `rows` (tokens of a
+/// tile innermost: each row's blocks are decoded once per 4 tokens).
+#[inline(always)]
+unsafe fn gemm_rows_impl<const VNNI: bool>(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    let tokens = batch.tokens.len();
+    let n = out.len() / tokens;
+    let row_bytes = rows.len() / n;
+    let (elems, _) = dtype.block_layout().expect("a block type");
+    let blocks = batch.cols() / elems as usize;
+    macro_rules! tiles {
+        ($t:expr) => {{
+            let mut t0 = 0;
+            while t0 < tokens {
+                let left = tokens - t0;
+                // Tiles of 4 tokens, then 2, then 1: measured faster per token than tiles of
+                // 8, whose accumulators no longer fit the 16 vector registers (`prefill-q`).
+                macro_rules! run {
+                    ($n:literal) => {{
+                        let tile = Tile::<$n>::new(batch, t0);
+                        for r in 0..n {
+                            let o = &mut out[r * tokens + t0..][..$n];
+                            tile_row::<VNNI, $n>(
+                                $t,
+                                rows.as_ptr().add(r * row_bytes),
+                                blocks,
+                                &tile,
+                                o,
+                            );
+                        }
+                        t0 += $n;
+                    }};
+                }
+                if left >= 4 {
+                    run!(4)
+                } else if left >= 2 {
+                    run!(2)
+                } else {
+                    run!(1)
+                }
+            }
+        }};
+    }
+    match dtype {
+        GgmlDType::Q4_0 => tiles!(GgmlDType::Q4_0),
+        GgmlDType::Q4_1 => tiles!(GgmlDType::Q4_1),
+        GgmlDType::Q8_0 => tiles!(GgmlDType::Q8_0),
+        GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
+        GgmlDType::Q6K => tiles!(GgmlDType::Q6K),
+        other => unreachable!("no integer kernel for {other}"),
+    }
+}
+
+/// AVX2 tiles. SAFETY: the CPU has AVX2 and F16C; `rows` is `out.len() / tokens` whole rows of
+/// `dtype` (one of `has_int_kernel`) for `batch.cols()` values, quantized for `dtype`.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn gemm_rows_avx2(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    gemm_rows_impl::<false>(dtype, rows, batch, out)
+}
+
+/// AVX-512 VNNI tiles (256-bit `vpdpbusd` for the 32-value types). SAFETY: as
+/// [`gemm_rows_avx2`], plus AVX512-VNNI and AVX512-VL.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn gemm_rows_vnni(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    gemm_rows_impl::<true>(dtype, rows, batch, out)
+}

@@ -55,11 +55,17 @@ impl CausalLm {
         Ok(model)
     }
 
-    /// Folds every adapter into its base weight (`W += scale * B A`) and removes it: the
-    /// result is a plain model with the fine-tuned behaviour.
+    /// Folds every adapter into its f32 base weight (`W += scale * B A`) and removes it: the
+    /// result is a plain model with the fine-tuned behaviour. An adapter over a weight kept in
+    /// its GGUF block format stays attached beside it (`y = Wq x + scale B A x`): merging would
+    /// turn that weight into f32, so an adapted model would differ from its base in number
+    /// format as well as in the adapter (and take 4-8x the memory).
     pub fn merge_lora(mut self) -> Self {
         let device = self.device();
         for (_, _, lin) in self.projections_mut() {
+            if lin.quant.is_some() {
+                continue;
+            }
             if let Some(adapter) = lin.lora.take() {
                 let merged = lin.weight_f32(&device) + adapter.delta();
                 lin.set_weight(merged);

@@ -798,6 +798,67 @@ fn data_parallel_over_two_devices_equals_accumulation_on_one() {
     assert!(max_diff(&w1, &w2) < 1e-5);
 }
 
+/// More devices than the machine has is refused before any work, naming the manifest and the
+/// devices: CUDA devices in a CPU build (or beyond the count in a CUDA build), a device listed
+/// twice, and more CPU replicas than logical CPUs.
+#[test]
+fn more_devices_than_exist_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let too_many_cpus = vec!["\"cpu\""; cpus + 1].join(", ");
+    for (i, (devices, want)) in [
+        ("\"cuda:0\", \"cuda:1\"", "CUDA"),
+        ("\"cuda:0\", \"cuda:0\"", "listed twice"),
+        (too_many_cpus.as_str(), "logical CPUs"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let m = demo_manifest(&d, "");
+        set(
+            &m,
+            &[("grad_accum = 1", &format!("grad_accum = 1\ndevices = [{devices}]"))],
+        );
+        let out = d.join("out");
+        let err = run_with(&options(&m, &out)).unwrap_err().to_string();
+        eprintln!("{err}");
+        assert!(err.contains("m.toml") && err.contains("devices"), "{err}");
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+        assert!(!out.join("metrics.jsonl").exists());
+    }
+}
+
+/// Why CPU data parallelism sums gradients by hand: Burn 0.22's collectives do not cover flex
+/// (its `DistributedOps` are the trait's `unimplemented!()` defaults and burn-dispatch refuses
+/// the device). The day this fails, flex has gained them and `data_parallel.rs` can use
+/// `all_reduce` on CPU too.
+#[test]
+fn burn_collectives_do_not_cover_the_flex_backend() {
+    use psy_lm::runtime::burn::tensor::distributed::{
+        DistributedConfig, DistributedContext, ReduceOperation,
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| {
+        DistributedContext::init(
+            vec![Device::flex(), Device::flex()],
+            DistributedConfig {
+                all_reduce_op: ReduceOperation::Sum,
+            },
+        )
+    });
+    std::panic::set_hook(hook);
+    let payload = outcome.expect_err("flex started a collective context");
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    eprintln!("{msg}");
+    assert!(msg.contains("not supported") && msg.contains("Flex"), "{msg}");
+}
+
 /// `kill -9` of `psy train` while it writes a checkpoint: what remains never loads wrong, and
 /// resuming ends with the weights of an uninterrupted run.
 #[test]

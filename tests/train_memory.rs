@@ -205,6 +205,7 @@ fn memory_efficient_attention_gives_the_eager_loss_and_every_gradient() {
                     gradient_checkpointing: checkpointing,
                     attention: TrainAttention::MemoryEfficient,
                     block: 32,
+                    ..Default::default()
                 };
                 let got = with_dropout(3, || loss_and_grads(&model, &b, scale, &mem));
                 let (dl, dg) = worst_diff(&got, &want);

@@ -17,8 +17,8 @@ mod training;
 use training::{demo_manifest, fixtures, options};
 
 /// Gradients of `sum(w^2)` over the bf16 copy of the head reach the f32 master as f32 and
-/// equal `2 w` within bf16's rounding (w rounded to 8 bits of mantissa, the product and the
-/// gradient each rounded once more: relative error below 3 * 2^-9 = 0.6%).
+/// equal `2 w` within bf16's rounding (w rounded to 8 bits of mantissa, the gradient rounded
+/// once more: each at most 2^-9 relative; measured worst 3.9e-3, tolerance 3 * 2^-9 = 5.9e-3).
 #[test]
 fn master_weights_stay_f32_and_receive_f32_gradients_through_the_bf16_copy() {
     let device = Device::flex().autodiff();
@@ -35,12 +35,12 @@ fn master_weights_stay_f32_and_receive_f32_gradients_through_the_bf16_copy() {
     accumulate_grads(&master, &mut g, &mut grads, 1.0);
     let grad = &grads["lm_head.weight"];
     assert_eq!(grad.dtype(), DType::F32);
-    let got = grad.clone().into_data().to_vec::<f32>().unwrap();
+    let got = grad.clone().into_data().try_to_vec::<f32>().unwrap();
     let want = master
         .head_weight()
         .inner()
         .into_data()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .unwrap();
     let worst = got
         .iter()
@@ -50,9 +50,8 @@ fn master_weights_stay_f32_and_receive_f32_gradients_through_the_bf16_copy() {
         .fold(0.0f32, f32::max);
     eprintln!("bf16 copy: worst relative gradient error {worst:e}");
     assert!(worst < 3.0 * 2f32.powi(-9), "{worst}");
-    // The parameters that train are all listed, and only in f32.
-    assert!(grads.len() > 10);
-    assert!(grads.values().all(|g| g.dtype() == DType::F32));
+    // Only the head was in the loss, so only its master has a gradient.
+    assert_eq!(grads.len(), 1);
 }
 
 /// On flex, psy's decoder cannot run in bf16 (its RoPE tables are f32 and flex refuses an
@@ -64,7 +63,7 @@ fn bf16_on_flex_is_refused_before_training_naming_the_backend() {
     let m = demo_manifest(dir.path(), "");
     let text = std::fs::read_to_string(&m)
         .unwrap()
-        .replace("[train]\n", "[train]\nprecision = \"bf16\"\n");
+        .replace("precision = \"f32\"", "precision = \"bf16\"");
     std::fs::write(&m, text).unwrap();
     let out = dir.path().join("out");
     let err = run_with(&options(&m, &out)).unwrap_err().to_string();
@@ -81,10 +80,13 @@ fn bf16_on_flex_is_refused_before_training_naming_the_backend() {
 fn bf16_with_a_memory_saving_body_is_refused_naming_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let m = demo_manifest(dir.path(), "");
-    let text = std::fs::read_to_string(&m).unwrap().replace(
-        "[train]\n",
-        "[train]\nprecision = \"bf16\"\ngradient_checkpointing = true\n",
-    );
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("precision = \"f32\"", "precision = \"bf16\"")
+        .replace(
+            "gradient_checkpointing = false",
+            "gradient_checkpointing = true",
+        );
     std::fs::write(&m, text).unwrap();
     let err = run_with(&options(&m, &dir.path().join("out")))
         .unwrap_err()

@@ -14,7 +14,9 @@
 //! while psy's loop keeps its own AdamW state by checkpoint name for exact resume.
 
 use burn::module::Module;
-use burn::tensor::distributed::{all_reduce, DistributedConfig, DistributedContext, ReduceOperation};
+use burn::tensor::distributed::{
+    all_reduce, DistributedConfig, DistributedContext, ReduceOperation,
+};
 use burn::tensor::Device;
 
 use super::error::{Result, TrainError};
@@ -86,7 +88,10 @@ fn cuda_device_count() -> std::result::Result<usize, String> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device_count() -> std::result::Result<usize, String> {
-    Err("CUDA devices listed but this build has no CUDA support (rebuild with --features cuda)".into())
+    Err(
+        "CUDA devices listed but this build has no CUDA support (rebuild with --features cuda)"
+            .into(),
+    )
 }
 
 /// The replicas of one run: their devices, the reduction, and (for a collective) Burn's
@@ -118,7 +123,12 @@ impl Replicas {
     /// Runs `window` over the replicas of `model` (micro-batch `m` on device `m % n`, each
     /// device in its own thread) with `run_share`, and returns the summed loss, the gradients
     /// summed over every micro-batch on the first device, and the token count.
-    pub fn run<F>(&self, model: &CausalLm, window: &[Batch], run_share: F) -> Result<(f64, NamedGrads, usize)>
+    pub fn run<F>(
+        &self,
+        model: &CausalLm,
+        window: &[Batch],
+        run_share: F,
+    ) -> Result<(f64, NamedGrads, usize)>
     where
         F: Fn(&CausalLm, Vec<(usize, &Batch)>) -> (f64, NamedGrads, usize) + Sync,
     {
@@ -134,8 +144,11 @@ impl Replicas {
                 .into_iter()
                 .enumerate()
                 .map(|(i, replica)| {
-                    let share: Vec<(usize, &Batch)> =
-                        window.iter().enumerate().filter(|(m, _)| m % n == i).collect();
+                    let share: Vec<(usize, &Batch)> = window
+                        .iter()
+                        .enumerate()
+                        .filter(|(m, _)| m % n == i)
+                        .collect();
                     let (run_share, inner) = (&run_share, &inner);
                     s.spawn(move || {
                         let (loss, grads, tokens) = run_share(&replica, share);
@@ -184,7 +197,10 @@ impl Replicas {
 }
 
 fn inner_devices(devices: &[Device]) -> Vec<Device> {
-    devices.iter().map(|d| d.clone().without_autodiff()).collect()
+    devices
+        .iter()
+        .map(|d| d.clone().without_autodiff())
+        .collect()
 }
 
 /// Sums `grads` over every device with Burn's collective: each device issues the all-reduces

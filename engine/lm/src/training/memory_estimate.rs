@@ -166,9 +166,16 @@ mod tests {
             estimate_memory(&c, params, trainable, 1, len, "none", 0, &mem)
         };
         for len in [128, 2048] {
-            let (f, h) = (est(TrainPrecision::F32, len), est(TrainPrecision::Bf16, len));
+            let (f, h) = (
+                est(TrainPrecision::F32, len),
+                est(TrainPrecision::Bf16, len),
+            );
             assert_eq!(f.weights, 4 * params);
-            assert_eq!(h.weights, 4 * params + 2 * params, "f32 masters + bf16 copy");
+            assert_eq!(
+                h.weights,
+                4 * params + 2 * params,
+                "f32 masters + bf16 copy"
+            );
             assert_eq!((h.grads, h.optimizer), (4 * trainable, 8 * trainable));
             assert_eq!((f.grads, f.optimizer), (h.grads, h.optimizer));
             // Kept values: f32 / 2. The transient (max of one layer's backward and the f32
@@ -178,7 +185,10 @@ mod tests {
         }
         // At 2,048 tokens one layer's backward (140 M values) outweighs the f32 head chunk
         // (138 x 151,936 = 21 M values, 84 MB), so every activation term halves.
-        let (f, h) = (est(TrainPrecision::F32, 2048), est(TrainPrecision::Bf16, 2048));
+        let (f, h) = (
+            est(TrainPrecision::F32, 2048),
+            est(TrainPrecision::Bf16, 2048),
+        );
         assert_eq!(h.activations, f.activations / 2);
     }
 }

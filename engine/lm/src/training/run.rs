@@ -209,8 +209,13 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         t.devices.clone()
     };
     // Before any work: names parse, devices exist, bf16 settings are coherent.
+    let key = if t.devices.is_empty() {
+        "device"
+    } else {
+        "devices"
+    };
     let reduction =
-        check_devices(&device_names).map_err(|e| mf(&o.manifest, format!("[train] {e}")))?;
+        check_devices(&device_names).map_err(|e| mf(&o.manifest, format!("[train] {key}: {e}")))?;
     let lora = t.lora.enabled.then_some(&t.lora);
     if data.is_gguf() && lora.is_none() {
         return Err(mf(

@@ -35,10 +35,14 @@ pub enum Reduction {
     OnFirstDevice,
 }
 
-/// Checks `[train] devices` before any work: each name parses, a CUDA device exists and is
-/// listed once, and CPU replicas (threads on the one flex device) number no more than the
-/// logical CPUs. Returns the reduction the run will use.
-pub fn check_devices(names: &[String]) -> std::result::Result<Reduction, String> {
+/// Checks `[train] devices` before any work: each name parses and a CUDA device is listed
+/// once; with `on_this_machine` (a real run, not a `--dry-run` plan for another machine) each
+/// CUDA device also exists, and CPU replicas (threads on the one flex device) number no more
+/// than the logical CPUs. Returns the reduction the run will use.
+pub fn check_devices(
+    names: &[String],
+    on_this_machine: bool,
+) -> std::result::Result<Reduction, String> {
     let mut cuda = Vec::new();
     let mut cpu = 0usize;
     for name in names {
@@ -57,6 +61,14 @@ pub fn check_devices(names: &[String]) -> std::result::Result<Reduction, String>
             DevicePreference::Cpu | DevicePreference::Auto => cpu += 1,
         }
     }
+    let reduction = match (names.len(), cpu) {
+        (0 | 1, _) => Reduction::Single,
+        (_, 0) => Reduction::Collective,
+        _ => Reduction::OnFirstDevice,
+    };
+    if !on_this_machine {
+        return Ok(reduction);
+    }
     if let Some(&max) = cuda.iter().max() {
         let present = cuda_device_count()?;
         if max >= present {
@@ -73,11 +85,7 @@ pub fn check_devices(names: &[String]) -> std::result::Result<Reduction, String>
             "{cpu} CPU replicas listed but this machine has {cores} logical CPUs (each replica is one more thread on the same flex device)"
         ));
     }
-    Ok(match (names.len(), cpu) {
-        (0 | 1, _) => Reduction::Single,
-        (_, 0) => Reduction::Collective,
-        _ => Reduction::OnFirstDevice,
-    })
+    Ok(reduction)
 }
 
 #[cfg(feature = "cuda")]

@@ -208,14 +208,14 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.devices.clone()
     };
-    // Before any work: names parse, devices exist, bf16 settings are coherent.
+    // Before any work: the names parse and, for a real run, the devices exist.
     let key = if t.devices.is_empty() {
         "device"
     } else {
         "devices"
     };
-    let reduction =
-        check_devices(&device_names).map_err(|e| mf(&o.manifest, format!("[train] {key}: {e}")))?;
+    let reduction = check_devices(&device_names, !o.dry_run)
+        .map_err(|e| mf(&o.manifest, format!("[train] {key}: {e}")))?;
     let lora = t.lora.enabled.then_some(&t.lora);
     if data.is_gguf() && lora.is_none() {
         return Err(mf(

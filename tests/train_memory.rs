@@ -205,6 +205,7 @@ fn memory_efficient_attention_gives_the_eager_loss_and_every_gradient() {
                     gradient_checkpointing: checkpointing,
                     attention: TrainAttention::MemoryEfficient,
                     block: 32,
+                    ..Default::default()
                 };
                 let got = with_dropout(3, || loss_and_grads(&model, &b, scale, &mem));
                 let (dl, dg) = worst_diff(&got, &want);
@@ -393,6 +394,34 @@ fn the_estimate_for_qwen3_up_to_8096_tokens() {
                 );
                 totals.push(e.total());
             }
+            // bf16 (plain step, the only one it runs): 2-byte activations and compute copy.
+            let bf16 = TrainMemory {
+                precision: psy_core::train_spec::TrainPrecision::Bf16,
+                ..Default::default()
+            };
+            let e = psy_lm::training::memory_estimate::estimate_memory(
+                &c, params, trainable, 1, len, "none", 0, &bf16,
+            );
+            eprintln!(
+                "{model} {what} at {len} tokens, plain bf16: total {:.1} GiB (weights {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
+                gib(e.total()),
+                gib(e.weights),
+                gib(e.grads),
+                gib(e.optimizer),
+                gib(e.activations)
+            );
+            let f32_plain = psy_lm::training::memory_estimate::estimate_memory(
+                &c,
+                params,
+                trainable,
+                1,
+                len,
+                "none",
+                0,
+                &TrainMemory::default(),
+            );
+            assert!(e.activations < f32_plain.activations, "{model} {len}");
+            assert_eq!(e.weights, f32_plain.weights + 2 * params, "{model} {len}");
             assert!(
                 totals[1] < totals[0] && totals[2] < totals[0],
                 "{model}: {totals:?}"

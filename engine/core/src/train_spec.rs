@@ -73,6 +73,9 @@ pub struct TrainSection {
     /// `memory-efficient` (online softmax, only per-row statistics kept; backward recomputes
     /// the scores): no `len x len` term.
     pub attention: TrainAttention,
+    /// `f32` (everything in f32) or `bf16` (mixed precision: bf16 compute, f32 master weights,
+    /// AdamW moments and loss). Refused before any work on a backend that cannot run it.
+    pub precision: TrainPrecision,
 }
 
 impl Default for TrainSection {
@@ -114,6 +117,29 @@ impl Default for TrainSection {
             lora: Default::default(),
             gradient_checkpointing: false,
             attention: Default::default(),
+            precision: Default::default(),
+        }
+    }
+}
+
+/// Numeric precision of training (`[train] precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainPrecision {
+    /// Weights, activations, gradients and optimizer state in f32.
+    #[default]
+    F32,
+    /// Activations and the weights' compute copies in bfloat16; master weights, gradients,
+    /// AdamW moments and the loss in f32.
+    Bf16,
+}
+
+impl TrainPrecision {
+    /// Bytes of one activation or compute-copy value.
+    pub fn compute_bytes(self) -> u64 {
+        match self {
+            TrainPrecision::F32 => 4,
+            TrainPrecision::Bf16 => 2,
         }
     }
 }
@@ -290,5 +316,20 @@ mod tests {
         assert!(e.contains("gradient_checkpointing"), "{e}");
         let e = parse("[train]\ngradient_checkpoint = true\n").unwrap_err();
         assert!(e.contains("gradient_checkpoint"), "{e}");
+    }
+
+    /// `precision` defaults to f32, takes `bf16`, and anything else names the key and the
+    /// accepted values.
+    #[test]
+    fn precision_parses_strictly() {
+        assert_eq!(parse("[train]\n").unwrap().precision, TrainPrecision::F32);
+        let t = parse("[train]\nprecision = \"bf16\"\n").unwrap();
+        assert_eq!(t.precision, TrainPrecision::Bf16);
+        assert_eq!(t.precision.compute_bytes(), 2);
+        let e = parse("[train]\nprecision = \"fp16\"\n").unwrap_err();
+        assert!(
+            e.contains("precision") && e.contains("bf16") && e.contains("f32"),
+            "{e}"
+        );
     }
 }

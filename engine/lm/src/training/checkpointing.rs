@@ -12,7 +12,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
-use psy_core::train_spec::{TrainAttention, TrainSection};
+use psy_core::train_spec::{TrainAttention, TrainPrecision, TrainSection};
 
 use super::attention_blocked::{self, Saved};
 use super::loss::{head_loss, masked_lm_loss, Batch};
@@ -28,6 +28,8 @@ pub struct TrainMemory {
     pub attention: TrainAttention,
     /// Query/key rows per tile of the memory-efficient attention.
     pub block: usize,
+    /// Bytes of activations follow it (the estimate); bf16 runs the plain path only.
+    pub precision: TrainPrecision,
 }
 
 impl Default for TrainMemory {
@@ -36,6 +38,7 @@ impl Default for TrainMemory {
             gradient_checkpointing: false,
             attention: TrainAttention::Eager,
             block: attention_blocked::DEFAULT_BLOCK,
+            precision: TrainPrecision::F32,
         }
     }
 }
@@ -45,6 +48,7 @@ impl TrainMemory {
         TrainMemory {
             gradient_checkpointing: t.gradient_checkpointing,
             attention: t.attention,
+            precision: t.precision,
             ..Default::default()
         }
     }

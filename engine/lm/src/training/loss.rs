@@ -2,7 +2,7 @@
 //! label at `t + 1`; labels equal to [`IGNORE_INDEX`] (prompt, padding) contribute nothing.
 
 use burn::backend::Flex;
-use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
 
 use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
@@ -158,6 +158,9 @@ pub fn lm_loss(
 /// replaces a dozen passes over a `[seq, vocab]` tensor (log-softmax, gather and their backward,
 /// mostly single-threaded) by one threaded pass per chunk, and bounds that buffer's memory.
 pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1> {
+    // Mixed precision: the logits and the loss are formed in f32 whatever the body computed in
+    // (`cast` is differentiable, so the gradients go back in the body's dtype).
+    let (hidden, head) = (in_f32(hidden), in_f32(head));
     let [b, s, h] = hidden.dims();
     let [v, _] = head.dims();
     assert!(s >= 2, "a training row needs at least two tokens");
@@ -227,6 +230,14 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
         out = out + ((head.clone() - head.detach()) * g).sum();
     }
     out
+}
+
+/// `t` itself when f32, else its (differentiable) cast to f32.
+fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    match t.dtype() {
+        DType::F32 => t,
+        _ => t.cast(DType::F32),
+    }
 }
 
 /// Summed weighted cross-entropy of logit columns `zt` `[vocab, rows]`, and (with `grad`) its

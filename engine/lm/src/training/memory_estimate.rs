@@ -1,7 +1,8 @@
 //! What `psy train --dry-run` prints: the memory one training step needs, from `config.json`
 //! and the `[train]` section alone (no weights loaded, no device touched).
 //!
-//! Counted in f32 values. The activation terms count what the autodiff graph keeps for
+//! Counted in values of the run's precision (f32: 4 bytes; bf16: 2 bytes for activations
+//! and the weights' compute copy, 4 for the f32 masters, gradients and AdamW moments). The activation terms count what the autodiff graph keeps for
 //! backward per decoder layer (counted from the ops; see [`layer_values`]), plus the transient
 //! of the step that holds most at once: the head + loss, or backward walking one layer. That
 //! transient is the one measured (not counted) part: about one layer's kept values while the
@@ -113,11 +114,81 @@ pub fn estimate_memory(
         // The head trains (full fine-tuning): its gradient and one chunk's share.
         head += 2 * v * h;
     }
+    // Activations and the compute copy of the weights take `b` bytes a value (4 in f32, 2 in
+    // bf16); the f32 master weights, their gradients and the AdamW moments 4 (two moments: 8).
+    // The head + loss works in f32 under bf16 too (the loss is formed in f32).
+    let b = mem.precision.compute_bytes();
+    let compute_copy = if b < 4 { b * params } else { 0 };
     MemoryEstimate {
-        weights: 4 * params * (1 + replicas),
+        weights: 4 * params * (1 + replicas) + compute_copy,
         grads: 4 * trainable,
         optimizer: 8 * trainable,
-        activations: 4 * (kept + backward.max(head)),
+        activations: b * (kept + backward) + (4 * head).saturating_sub(b * backward),
         available: available_memory(device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use psy_core::train_spec::TrainPrecision;
+
+    /// Qwen3-0.6B's shapes (its `config.json`).
+    fn qwen3_0_6b() -> ModelConfig {
+        let mut c = ModelConfig::new(
+            crate::runtime::config::Architecture::Qwen3,
+            151_936,
+            1024,
+            3072,
+            28,
+            16,
+            8,
+            128,
+        );
+        c.tie_word_embeddings = true;
+        c.qk_norm = true;
+        c
+    }
+
+    /// bf16 halves what the activations keep and adds a 2-byte compute copy of the weights;
+    /// masters, gradients and moments stay 4 bytes a value. Hand-computed from the f32 terms.
+    #[test]
+    fn bf16_counts_activations_and_the_weight_copy_in_two_bytes() {
+        let c = qwen3_0_6b();
+        let params = c.num_params();
+        // LoRA-sized: the head does not train, so its transient is one f32 logit chunk.
+        let trainable = 4_000_000;
+        let est = |precision, len| {
+            let mem = TrainMemory {
+                precision,
+                ..Default::default()
+            };
+            estimate_memory(&c, params, trainable, 1, len, "none", 0, &mem)
+        };
+        for len in [128, 2048] {
+            let (f, h) = (
+                est(TrainPrecision::F32, len),
+                est(TrainPrecision::Bf16, len),
+            );
+            assert_eq!(f.weights, 4 * params);
+            assert_eq!(
+                h.weights,
+                4 * params + 2 * params,
+                "f32 masters + bf16 copy"
+            );
+            assert_eq!((h.grads, h.optimizer), (4 * trainable, 8 * trainable));
+            assert_eq!((f.grads, f.optimizer), (h.grads, h.optimizer));
+            // Kept values: f32 / 2. The transient (max of one layer's backward and the f32
+            // head chunk) is at least half of f32's and never more.
+            assert!(h.activations >= f.activations / 2, "{len}: {h:?} vs {f:?}");
+            assert!(h.activations < f.activations, "{len}: {h:?} vs {f:?}");
+        }
+        // At 2,048 tokens one layer's backward (140 M values) outweighs the f32 head chunk
+        // (138 x 151,936 = 21 M values, 84 MB), so every activation term halves.
+        let (f, h) = (
+            est(TrainPrecision::F32, 2048),
+            est(TrainPrecision::Bf16, 2048),
+        );
+        assert_eq!(h.activations, f.activations / 2);
     }
 }

@@ -14,9 +14,11 @@ use serde_json::json;
 use super::checkpoint::{self, RunState};
 use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::data::{Conversation, DataReport};
+use super::data_parallel::{check_devices, Replicas};
 use super::error::{io, Result, TrainError};
 use super::loss::{lm_loss, Batch};
 pub use super::memory_estimate::{estimate_memory, MemoryEstimate};
+use super::mixed_precision::{check_supported, compute_copy, compute_dtype};
 use super::optim::{accumulate_grads, add_grads, clip_global_norm, AdamW, AdamWConfig, NamedGrads};
 use super::params::trainable_numel;
 use super::prepare::{is_gguf, mf, TrainingData};
@@ -25,6 +27,7 @@ use super::schedule::LrSchedule;
 use crate::runtime::lora::with_dropout;
 use crate::runtime::{load_model_on, CausalLm, LoraConfig, ModelConfig};
 use psy_core::manifest::TrainSection;
+use psy_core::train_spec::TrainPrecision;
 
 /// Knobs of one invocation (the CLI flags plus test hooks).
 #[derive(Debug, Clone, Default)]
@@ -205,10 +208,14 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
     } else {
         t.devices.clone()
     };
-    for d in &device_names {
-        d.parse::<crate::runtime::DevicePreference>()
-            .map_err(|e| mf(&o.manifest, format!("[train] device `{d}`: {e}")))?;
-    }
+    // Before any work: the names parse and, for a real run, the devices exist.
+    let key = if t.devices.is_empty() {
+        "device"
+    } else {
+        "devices"
+    };
+    let reduction = check_devices(&device_names, !o.dry_run)
+        .map_err(|e| mf(&o.manifest, format!("[train] {key}: {e}")))?;
     let lora = t.lora.enabled.then_some(&t.lora);
     if data.is_gguf() && lora.is_none() {
         return Err(mf(
@@ -300,6 +307,9 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         .collect::<Result<_>>()
         .map_err(|e| mf(&o.manifest, format!("[train] devices: {e}")))?;
     let device = devices[0].clone();
+    let replicas = Replicas::new(devices, reduction);
+    check_supported(t.precision, &mem, &config, &device)
+        .map_err(|e| mf(&o.manifest, format!("[train] precision: {e}")))?;
     // Full fine-tuning trains the loaded weights; LoRA freezes them and trains fresh adapters.
     let mut model = load_model_on(&model_dir, &device)?.model;
     if let Some(cfg) = lora {
@@ -401,7 +411,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
             .wrapping_mul(0x2545_F491_4F6C_DD1D)
             .wrapping_add((state.step * accum) as u64);
         let (loss_sum, mut grads, tokens) =
-            window_gradients(&model, &config, &window, &devices, seed_base, &mem)?;
+            window_gradients(&model, &config, &window, &replicas, seed_base, &mem)?;
         let norm = clip_global_norm(&mut grads, t.max_grad_norm);
         let lr = schedule.lr(state.step);
         model = opt.step(model, &mut grads, lr);
@@ -484,20 +494,21 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
 
 /// Loss sum, gradients (on the first device) and token count of one accumulation window.
 ///
-/// One device: the micro-batches run in order on `model`. Several: micro-batch `i` runs on
-/// device `i % n`, each device on its own replica (`fork`: detached leaves, so the autodiff
-/// graphs are independent) in its own thread; the gradients are moved to the first device and
-/// summed in device order. Every micro-batch is divided by the window's target count (HF's
-/// `num_items_in_batch`), so the result is the same sum of per-token losses either way.
+/// One device: the micro-batches run in order on `model`. Several: [`Replicas::run`] runs
+/// micro-batch `i` on device `i % n` and reduces the gradients. Every micro-batch is divided by
+/// the window's target count (HF's `num_items_in_batch`), so the result is the same sum of
+/// per-token losses either way. Under bf16 each micro-batch runs on a bf16 compute copy of
+/// the (f32) weights, whose gradients arrive on the f32 masters.
 fn window_gradients(
     model: &CausalLm,
     config: &ModelConfig,
     window: &[Batch],
-    devices: &[Device],
+    replicas: &Replicas,
     seed_base: u64,
     mem: &TrainMemory,
 ) -> Result<(f64, NamedGrads, usize)> {
     let targets = window.iter().map(Batch::target_count).sum::<usize>().max(1) as f64;
+    let dtype = compute_dtype(mem.precision);
     // Micro-batch `micro` of the window on `model`, its adapter dropout masks drawn from
     // (seed, step, micro) only: resume and any device count replay them.
     let run_share = |model: &CausalLm, share: Vec<(usize, &Batch)>| {
@@ -507,7 +518,12 @@ fn window_gradients(
         for (micro, b) in share {
             let seed = seed_base.wrapping_add(micro as u64);
             if mem.is_plain() {
-                let loss = with_dropout(seed, || lm_loss(model, config, b, &device)) / targets;
+                let loss = with_dropout(seed, || match mem.precision {
+                    TrainPrecision::F32 => lm_loss(model, config, b, &device),
+                    TrainPrecision::Bf16 => {
+                        lm_loss(&compute_copy(model, dtype), config, b, &device)
+                    }
+                }) / targets;
                 loss_sum += f64::from(loss.clone().inner().into_scalar::<f32>());
                 let mut g = loss.backward();
                 accumulate_grads(model, &mut g, &mut grads, 1.0);
@@ -520,50 +536,7 @@ fn window_gradients(
         }
         (loss_sum, grads, tokens)
     };
-    if devices.len() == 1 {
-        return Ok(run_share(model, window.iter().enumerate().collect()));
-    }
-    let n = devices.len();
-    let main = devices[0].clone().without_autodiff();
-    let replicas: Vec<CausalLm> = devices.iter().map(|d| model.clone().fork(d)).collect();
-    let results = std::thread::scope(|s| {
-        let handles: Vec<_> = replicas
-            .into_iter()
-            .enumerate()
-            .map(|(i, replica)| {
-                let share: Vec<(usize, &Batch)> = window
-                    .iter()
-                    .enumerate()
-                    .filter(|(m, _)| m % n == i)
-                    .collect();
-                let run_share = &run_share;
-                s.spawn(move || run_share(&replica, share))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                h.join()
-                    .map_err(|_| TrainError::Invalid(format!("training on device {i} panicked")))
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
-    let (mut loss_sum, mut tokens) = (0.0, 0);
-    let mut grads = NamedGrads::new();
-    for (l, g, tk) in results {
-        loss_sum += l;
-        tokens += tk;
-        for (name, t) in g {
-            let t = t.to_device(&main);
-            let merged = match grads.remove(&name) {
-                Some(acc) => acc + t,
-                None => t,
-            };
-            grads.insert(name, merged);
-        }
-    }
-    Ok((loss_sum, grads, tokens))
+    replicas.run(model, window, run_share)
 }
 
 /// HF layout: weights with HF names, the source config, generation config and the tokenizer

@@ -337,14 +337,15 @@ fn session_exemplars_train_the_last_turn_read_with_the_two_before_it() {
 
 /// Everyday worry, checking, health anxiety and ordinary chat about places and family,
 /// written for this test (`tests/fixtures/screen/everyday_lookalikes.jsonl`, never trained
-/// on): the goal is that the whole guard rates each at most `low`. The first two are the lead's
-/// examples. The shipped screen rates 4 of the 24 above low (measured 2026-12-03): the stove
-/// message and "I check the cooker knobs, then the back door, then the cooker again" as
-/// imminent (`P(>= high)` 0.997 and 0.999: its nearest training exemplars are people going
-/// back to an overpass or a car park to look over the edge), a stroke worry and a
-/// heater-on-fire worry as moderate. A candidate trained with `candidates/g.jsonl` rates 1 of 24
-/// above low but loses acute recall (see `candidates/README.md`), so it is not shipped; this
-/// test holds the shipped figure until a screen that meets every criterion replaces it.
+/// on; the training exemplars of these kinds are `plugins/safety/screen/exemplars/g.jsonl`,
+/// different messages): the goal is that the whole guard rates each at most `low`. The first
+/// two are the lead's examples: the first screen rated the stove message imminent
+/// (`P(>= high)` 0.997; its nearest training exemplars were people going back to an overpass
+/// or a car park to look over the edge) and 4 of these 24 above low; screens retrained with
+/// writers e and f rated "mine is green" imminent (nearest: drives to a reservoir, a night on
+/// a hill). The shipped screen rates both `none` and 2 of the 24 above low (measured
+/// 2026-12-03): "Every headache I get I think it's a stroke" as high (`P(>= high)` 0.33) and
+/// the heater-on-fire worry as moderate (from its sentence).
 #[test]
 fn everyday_worry_and_chat_are_rated_at_most_low() {
     let text =
@@ -373,7 +374,7 @@ fn everyday_worry_and_chat_are_rated_at_most_low() {
 
 /// The six crisis messages of issue 12's table reach high or above, and those the issue rates
 /// imminent reach imminent, except "tonight is the night", which the shipped screen rates high
-/// (`P(imminent)` 0.004; the issue asks imminent: not met).
+/// (`P(imminent)` 0.06 against a cut-off of 0.31; the issue asks imminent: not met).
 #[test]
 fn the_issues_crisis_messages_reach_their_levels() {
     use RiskLevel::*;
@@ -398,16 +399,22 @@ fn the_issues_crisis_messages_reach_their_levels() {
     }
 }
 
-/// A screen whose context view has its own cut-offs (one trained with session exemplars) lets a
-/// calm later turn settle an earlier high turn it reads as background; it never settles an
-/// attempt under way: candidate screens read "thanks for replying." after "I'm standing on the
-/// bridge right now" as calm, and the guard dropped to low.
+/// A screen whose context view has its own cut-offs (one trained with session exemplars, as the
+/// shipped one) lets a calm later turn settle an earlier high turn it reads as background; it
+/// never settles an attempt under way: a candidate screen read "thanks for replying." after
+/// "I'm standing on the bridge right now" as calm, and the guard dropped to low. The context
+/// cut-offs are forced up here so that the context view reads every turn as calm.
 #[test]
 fn a_calm_reply_never_settles_an_attempt_under_way() {
     let dir = tempfile::tempdir().unwrap();
     copy_screen(dir.path());
     let toml = dir.path().join("screen.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
+    let text: String = std::fs::read_to_string(&toml)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("context_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     // Context cut-offs so strict that the context view reads every turn as calm.
     std::fs::write(
         &toml,

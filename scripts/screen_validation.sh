@@ -7,8 +7,12 @@
 #   scripts/screen_validation.sh                 # the shipped screen
 #   scripts/screen_validation.sh /tmp/candidate  # a screen written by `psy train-screen --out DIR`
 #   EXTRA="--set more.jsonl" scripts/screen_validation.sh
+#   EXEMPLARS=/tmp/ex scripts/screen_validation.sh /tmp/candidate   # a candidate's own split
 #
-# Each item's per-detector readings go to target/screen-validation.jsonl.
+# Compare screens on the same split: a screen trained on more exemplars has a larger split, so
+# measure the shipped screen with EXEMPLARS set to the candidate's directory too.
+# Each item's per-detector readings (levels, each view's probabilities, and for false alarms and
+# --set items the nearest training exemplars) go to target/screen-validation.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 screen_dir="${1:-plugins/safety/screen}"
@@ -17,5 +21,5 @@ bin="${CARGO_TARGET_DIR:-target}/release/psy"
 mkdir -p target
 # shellcheck disable=SC2086
 "$bin" train-screen --report --out "$screen_dir" \
-    --exemplars plugins/safety/screen/exemplars \
+    --exemplars "${EXEMPLARS:-plugins/safety/screen/exemplars}" \
     --readings target/screen-validation.jsonl ${EXTRA:-}

@@ -97,6 +97,10 @@ enum Command {
         /// validation split (and on each --set), false alarms by detector and category.
         #[arg(long)]
         report: bool,
+        /// Train nothing: set the cut-offs of the screen in --out again on the validation
+        /// split of --exemplars (its own training data) and rewrite its screen.toml.
+        #[arg(long)]
+        recalibrate: bool,
         /// Labelled files for --report (`text` or `messages`, `level`, `category` a line).
         #[arg(long = "set")]
         sets: Vec<PathBuf>,
@@ -482,6 +486,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             learning_rate,
             seed,
             report,
+            recalibrate,
             sets,
             readings,
         } => {
@@ -502,6 +507,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             o.exemplars = exemplars;
             o.out = out;
             o.encoder = encoder;
+            if recalibrate {
+                let spec = psy::train_screen::recalibrate(&o)?;
+                println!("{}", toml::to_string(&spec.thresholds)?);
+                println!("validation: {:?}", spec.validation);
+                return Ok(());
+            }
             if let Some(e) = epochs {
                 o.config.epochs = e;
             }

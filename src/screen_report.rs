@@ -45,6 +45,77 @@ pub struct ItemReading {
     pub message: RiskLevel,
     pub sentence: RiskLevel,
     pub context: RiskLevel,
+    /// The screen's `P(>= moderate)`, `P(>= high)`, `P(imminent)` for the last turn: whole,
+    /// the maximum of each over its sentences (when it has several), and read with earlier
+    /// turns (when there are any). What the cut-offs are compared with.
+    pub p_message: [f32; 3],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_sentence: Option<[f32; 3]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_context: Option<[f32; 3]>,
+    /// For false alarms and items of `--set` files: the training exemplars closest to the last
+    /// turn under the screen's encoder (why the screen reads it as it does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<Neighbour>,
+}
+
+/// A training exemplar close to an item, with its cosine similarity under the screen's
+/// fine-tuned encoder.
+#[derive(Clone, Debug, Serialize)]
+pub struct Neighbour {
+    pub cosine: f32,
+    pub level: RiskLevel,
+    pub category: String,
+    pub text: String,
+}
+
+/// Neighbours listed per item.
+const NEIGHBOURS: usize = 3;
+
+/// The training split's exemplars embedded by the screen's encoder, for nearest-neighbour
+/// explanations.
+pub struct TrainingIndex {
+    items: Vec<(RiskLevel, String, String)>,
+    vectors: Vec<Vec<f32>>,
+}
+
+impl TrainingIndex {
+    /// Embeds the exemplars of `dir` outside the validation split with `encoder`.
+    pub fn build(dir: &Path, encoder: &dyn SentenceEmbedder) -> Result<TrainingIndex> {
+        let (all, _, _) = read_exemplar_dir(dir)?;
+        let items: Vec<(RiskLevel, String, String)> = all
+            .into_iter()
+            .filter(|e| !in_validation(&e.text))
+            .map(|e| (e.training_level(), e.category, e.text))
+            .collect();
+        let texts: Vec<&str> = items.iter().map(|(_, _, t)| t.as_str()).collect();
+        let vectors = encoder.embed(&texts).map_err(anyhow::Error::msg)?;
+        Ok(TrainingIndex { items, vectors })
+    }
+
+    /// The `k` exemplars most similar to `v` (embeddings are unit vectors: cosine = dot).
+    pub fn nearest(&self, v: &[f32], k: usize) -> Vec<Neighbour> {
+        let mut scored: Vec<(f32, usize)> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .into_iter()
+            .take(k)
+            .map(|(cosine, i)| {
+                let (level, category, text) = &self.items[i];
+                Neighbour {
+                    cosine,
+                    level: *level,
+                    category: category.clone(),
+                    text: text.clone(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl ItemReading {
@@ -227,6 +298,7 @@ pub fn read_items(
     screen: &Screen,
     embedder: &dyn SentenceEmbedder,
     items: &[LabelledItem],
+    explain: Option<(&TrainingIndex, bool)>,
 ) -> Result<Vec<ItemReading>> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -248,6 +320,29 @@ pub fn read_items(
                 .max()
                 .unwrap_or(RiskLevel::None)
         };
+        let best = |kind: PieceKind| {
+            last.pieces
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.output.levels)
+                .reduce(|a, b| [0, 1, 2].map(|k| a[k].max(b[k])))
+        };
+        // Neighbours of the last turn for false alarms, or for every item when asked.
+        let nearest = match explain {
+            Some((index, all))
+                if all || (item.level <= RiskLevel::Low && guard > RiskLevel::Low) =>
+            {
+                let text = item.turns.last().map(String::as_str).unwrap_or("");
+                let v = screen
+                    .encoder(embedder)
+                    .and_then(|e| e.embed(&[text]))
+                    .map_err(anyhow::Error::msg)?;
+                v.first()
+                    .map(|v| index.nearest(v, NEIGHBOURS))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         out.push(ItemReading {
             id: item.id.clone(),
             category: item.category.clone(),
@@ -257,6 +352,10 @@ pub fn read_items(
             message: of(PieceKind::Message),
             sentence: of(PieceKind::Sentence),
             context: last.context,
+            p_message: best(PieceKind::Message).unwrap_or_default(),
+            p_sentence: best(PieceKind::Sentence),
+            p_context: best(PieceKind::Context),
+            nearest,
         });
     }
     Ok(out)
@@ -353,10 +452,26 @@ pub fn screen_report(o: &ReportOptions) -> Result<String> {
     for p in &o.sets {
         named.push((p.display().to_string(), read_labelled(p)?));
     }
+    // Neighbours only when the readings are written: embedding the training split costs a
+    // pass of the encoder over every exemplar.
+    let index = match &o.readings {
+        Some(_) => Some(TrainingIndex::build(
+            &o.exemplars,
+            &*screen.encoder(&*embedder).map_err(anyhow::Error::msg)?,
+        )?),
+        None => None,
+    };
     let mut figures_all = Vec::new();
     let mut lines = Vec::new();
-    for (name, items) in &named {
-        let readings = read_items(&screen, &*embedder, items)?;
+    for (i, (name, items)) in named.iter().enumerate() {
+        // Items of `--set` files (after the validation split's) are explained even when calm.
+        let explain_all = i >= named.len() - o.sets.len();
+        let readings = read_items(
+            &screen,
+            &*embedder,
+            items,
+            index.as_ref().map(|x| (x, explain_all)),
+        )?;
         for r in &readings {
             lines.push(serde_json::to_string(r)?);
         }
@@ -388,6 +503,10 @@ mod tests {
             message: RiskLevel::None,
             sentence: RiskLevel::None,
             context,
+            p_message: [0.0; 3],
+            p_sentence: None,
+            p_context: None,
+            nearest: Vec::new(),
         }
     }
 

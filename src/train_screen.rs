@@ -27,10 +27,13 @@ const PROBE_VALUES: usize = 16;
 /// One message in this many goes to the validation split.
 const VALIDATION_EVERY: u64 = 5;
 /// Recall the thresholds are set to reach on the validation split: acute messages rated high or
-/// above, elevated-or-acute rated moderate or above, imminent rated imminent. Chosen on the
-/// split: 0.95 / 0.93 put the high cut-off near 0.001 and tripled the false alarms of
-/// 0.93 / 0.90 for two more acute messages out of 109.
-const RECALL_HIGH: f64 = 0.93;
+/// above, elevated-or-acute rated moderate or above, imminent rated imminent. 0.95 for acute is
+/// the issue's goal. With exemplars a-d alone it put the high cut-off near 0.001 and tripled
+/// the false alarms, so the first screen used 0.93; with a-g (6 epochs) the cut-off is 0.050:
+/// through the guard on the validation split, 0.93 gave acute 130/138 with 44/318 false
+/// alarms, 0.95 gives 132/138 (the first screen's figure on the same split) with 50/318 (the
+/// first screen: 76/318).
+const RECALL_HIGH: f64 = 0.95;
 const RECALL_MODERATE: f64 = 0.90;
 const RECALL_IMMINENT: f64 = 0.85;
 /// Look-alikes of the validation split that sentence pieces may add as false alarms beyond the
@@ -63,7 +66,7 @@ impl TrainScreenOptions {
                 scale: 2.0,
                 dropout: 0.1,
                 batch: 16,
-                epochs: 10,
+                epochs: 6,
                 learning_rate: 1e-3,
                 weight_decay: 0.01,
                 seed: 7,
@@ -242,52 +245,42 @@ fn sentence_threshold(
     }
 }
 
-/// Trains, calibrates and writes the screen.
-pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
-    let started = Instant::now();
-    let (exemplars, files, data_sha256) = read_exemplar_dir(&o.exemplars)?;
-    let (valid, train): (Vec<&Exemplar>, Vec<&Exemplar>) =
-        exemplars.iter().partition(|e| in_validation(&e.text));
-    let embedder = psy_lm::encoder::shared_embedder(o.encoder.as_deref())
-        .map_err(|e| anyhow::anyhow!("sentence encoder: {e}"))?;
-    let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
-    let levels: Vec<[f32; 3]> = train.iter().map(|e| targets(e.training_level())).collect();
-    let category: Vec<usize> = train
-        .iter()
-        .map(|e| {
-            CATEGORIES
-                .iter()
-                .position(|c| *c == e.category)
-                .unwrap_or(0)
-        })
-        .collect();
-    let trained = train_head(
-        embedder.encoder(),
-        &HeadData {
-            texts: &texts,
-            levels: &levels,
-            category: &category,
-            categories: CATEGORIES.len(),
-        },
-        &o.config,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let weights = head_bytes(&trained.tensors)?;
-    let adapter = head_bytes(&trained.adapter)?;
-    let adapter_sha256 = sha256_hex(&adapter);
-    let head = Head::from_safetensors(&weights, "trained head", embedder.dim(), CATEGORIES.len())
-        .map_err(anyhow::Error::msg)?;
-    let tuned = embedder
-        .adapted(&adapter, &adapter_sha256)
-        .map_err(anyhow::Error::msg)?;
+/// Cut-offs set on the validation split and the figures they give there.
+pub struct Calibration {
+    pub thresholds: Thresholds,
+    pub figures: ValidationFigures,
+    /// Validation messages and sessions.
+    pub examples: usize,
+    /// Each validation message's scores (whole and best sentence), for `PSY_SCREEN_DUMP`.
+    dump: Vec<String>,
+}
 
+impl Calibration {
+    /// Writes the per-message scores to `PSY_SCREEN_DUMP` when it is set.
+    fn dump(&self) -> Result<()> {
+        if let Ok(path) = std::env::var("PSY_SCREEN_DUMP") {
+            std::fs::write(&path, self.dump.join("\n"))
+                .with_context(|| format!("{path}: cannot write"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets the cut-offs of a trained head on the validation split (`valid`), scored as the guard
+/// scores a message, and counts what they give there.
+pub fn calibrate(
+    head: &Head,
+    tuned: &dyn SentenceEmbedder,
+    valid: Vec<&Exemplar>,
+) -> Result<Calibration> {
+    let examples = valid.len();
     // Sessions of the validation split set the cut-offs of a turn read with earlier turns;
     // single messages set the others.
     let (sessions, valid): (Vec<&Exemplar>, Vec<&Exemplar>) =
         valid.into_iter().partition(|e| !e.turns.is_empty());
     // Thresholds from the validation split, scored as the guard scores a message.
     let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
-    let scores = piece_scores(&head, &*tuned, &vtexts)?;
+    let scores = piece_scores(head, tuned, &vtexts)?;
     let pick = |k: usize, keep: &dyn Fn(RiskLevel) -> bool| -> Vec<f32> {
         valid
             .iter()
@@ -336,9 +329,137 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         thresholds.context_high =
             Some(threshold_for(at(1, RiskLevel::High), RECALL_HIGH).max(thresholds.high));
     }
+    let mut figures = ValidationFigures {
+        acute: [0, 0],
+        elevated: [0, 0],
+        false_alarms: [0, 0],
+    };
+    for (e, (m, sent)) in valid.iter().zip(&scores) {
+        let got = thresholds
+            .level_of(m)
+            .max(thresholds.sentence_level_of(sent));
+        let want = e.training_level();
+        let (slot, ok) = if want >= RiskLevel::High {
+            (&mut figures.acute, got >= RiskLevel::High)
+        } else if want == RiskLevel::Moderate {
+            (&mut figures.elevated, got >= RiskLevel::Moderate)
+        } else {
+            (&mut figures.false_alarms, got > RiskLevel::Low)
+        };
+        slot[1] += 1;
+        slot[0] += usize::from(ok);
+    }
+    let dump = valid
+        .iter()
+        .zip(&scores)
+        .map(|(e, (m, sent))| {
+            serde_json::json!({"level": e.training_level().as_str(), "category": e.category, "p": m, "s": sent, "text": e.text})
+                .to_string()
+        })
+        .collect();
+    Ok(Calibration {
+        thresholds,
+        figures,
+        examples,
+        dump,
+    })
+}
+
+/// Writes `screen.toml` into `dir` and reads it back through the guard's own loader (what was
+/// written is what a run will use).
+fn write_spec(dir: &Path, spec: &ScreenSpec) -> Result<PathBuf> {
+    let toml_path = dir.join("screen.toml");
+    let text = format!(
+        "# The crisis guard's trained screen (plugins/safety/src/screen). Written by `psy \
+         train-screen`;\n# do not edit by hand: the weights' sha256, the exemplars' sha256 and \
+         the encoder probe are checked\n# when a run starts. Thresholds were calibrated on the \
+         validation split, so the validation figures\n# are a fit; the blind held-out figures \
+         are in the README.\n{}",
+        toml::to_string(spec)?
+    );
+    std::fs::write(&toml_path, text)
+        .with_context(|| format!("{}: cannot write", toml_path.display()))?;
+    Screen::load(&toml_path).map_err(anyhow::Error::msg)?;
+    Ok(toml_path)
+}
+
+/// `psy train-screen --recalibrate`: the screen in `o.out` keeps its weights and gets its
+/// cut-offs set again on the validation split of `o.exemplars` (which must be the exemplars it
+/// was trained on), with the current calibration rules.
+pub fn recalibrate(o: &TrainScreenOptions) -> Result<ScreenSpec> {
+    let (exemplars, _, data_sha256) = read_exemplar_dir(&o.exemplars)?;
+    let toml_path = o.out.join("screen.toml");
+    let screen = Screen::load(&toml_path).map_err(anyhow::Error::msg)?;
+    if screen.spec.training.data_sha256 != data_sha256 {
+        bail!(
+            "{}: trained on exemplars with sha256 {}, but {} hashes to {data_sha256}: a screen is \
+             calibrated on the validation split of its own data",
+            toml_path.display(),
+            screen.spec.training.data_sha256,
+            o.exemplars.display()
+        );
+    }
+    let embedder = psy_lm::encoder::shared_embedder(o.encoder.as_deref())
+        .map_err(|e| anyhow::anyhow!("sentence encoder: {e}"))?;
+    screen.verify(&*embedder).map_err(anyhow::Error::msg)?;
+    let tuned = screen.encoder(&*embedder).map_err(anyhow::Error::msg)?;
+    let valid: Vec<&Exemplar> = exemplars
+        .iter()
+        .filter(|e| in_validation(&e.text))
+        .collect();
+    let calibration = calibrate(&screen.head, &*tuned, valid)?;
+    calibration.dump()?;
+    let mut spec = screen.spec.clone();
+    spec.thresholds = calibration.thresholds;
+    spec.validation = calibration.figures;
+    write_spec(&o.out, &spec)?;
+    Ok(spec)
+}
+
+/// Trains, calibrates and writes the screen.
+pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
+    let started = Instant::now();
+    let (exemplars, files, data_sha256) = read_exemplar_dir(&o.exemplars)?;
+    let (valid, train): (Vec<&Exemplar>, Vec<&Exemplar>) =
+        exemplars.iter().partition(|e| in_validation(&e.text));
+    let embedder = psy_lm::encoder::shared_embedder(o.encoder.as_deref())
+        .map_err(|e| anyhow::anyhow!("sentence encoder: {e}"))?;
+    let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
+    let levels: Vec<[f32; 3]> = train.iter().map(|e| targets(e.training_level())).collect();
+    let category: Vec<usize> = train
+        .iter()
+        .map(|e| {
+            CATEGORIES
+                .iter()
+                .position(|c| *c == e.category)
+                .unwrap_or(0)
+        })
+        .collect();
+    let trained = train_head(
+        embedder.encoder(),
+        &HeadData {
+            texts: &texts,
+            levels: &levels,
+            category: &category,
+            categories: CATEGORIES.len(),
+        },
+        &o.config,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let weights = head_bytes(&trained.tensors)?;
+    let adapter = head_bytes(&trained.adapter)?;
+    let adapter_sha256 = sha256_hex(&adapter);
+    let head = Head::from_safetensors(&weights, "trained head", embedder.dim(), CATEGORIES.len())
+        .map_err(anyhow::Error::msg)?;
+    let tuned = embedder
+        .adapted(&adapter, &adapter_sha256)
+        .map_err(anyhow::Error::msg)?;
+
+    let calibration = calibrate(&head, &*tuned, valid)?;
+    calibration.dump()?;
     let probe = embedder.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
     let adapted_probe = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
-    let mut spec = ScreenSpec {
+    let spec = ScreenSpec {
         schema: 1,
         weights: "head.safetensors".into(),
         weights_sha256: sha256_hex(&weights),
@@ -356,12 +477,12 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
                 .collect(),
         },
         categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
-        thresholds,
+        thresholds: calibration.thresholds,
         training: TrainingRecord {
             data: files.iter().map(|f| format!("exemplars/{f}")).collect(),
             data_sha256,
             examples: train.len(),
-            validation_examples: valid.len() + sessions.len(),
+            validation_examples: calibration.examples,
             hidden: o.config.hidden,
             tuned_layers: o.config.tuned_layers,
             rank: o.config.rank,
@@ -371,46 +492,8 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
             weight_decay: o.config.weight_decay,
             seed: o.config.seed,
         },
-        validation: ValidationFigures {
-            acute: [0, 0],
-            elevated: [0, 0],
-            false_alarms: [0, 0],
-        },
+        validation: calibration.figures,
     };
-    let screen = Screen {
-        spec: spec.clone(),
-        head,
-        adapter: adapter.clone(),
-        origin: "trained screen".into(),
-    };
-    let mut fig = ValidationFigures {
-        acute: [0, 0],
-        elevated: [0, 0],
-        false_alarms: [0, 0],
-    };
-    for (e, (m, sent)) in valid.iter().zip(&scores) {
-        let got = screen.level_of(m).max(screen.sentence_level_of(sent));
-        let want = e.training_level();
-        let (slot, ok) = if want >= RiskLevel::High {
-            (&mut fig.acute, got >= RiskLevel::High)
-        } else if want == RiskLevel::Moderate {
-            (&mut fig.elevated, got >= RiskLevel::Moderate)
-        } else {
-            (&mut fig.false_alarms, got > RiskLevel::Low)
-        };
-        slot[1] += 1;
-        slot[0] += usize::from(ok);
-    }
-    spec.validation = fig;
-    if let Ok(dump) = std::env::var("PSY_SCREEN_DUMP") {
-        let lines: Vec<String> = valid
-            .iter()
-            .zip(&scores)
-            .map(|(e, (m, sent))| serde_json::json!({"level": e.training_level().as_str(), "category": e.category, "p": m, "s": sent, "text": e.text}).to_string())
-            .collect();
-        std::fs::write(dump, lines.join("\n"))?;
-    }
-
     std::fs::create_dir_all(&o.out)
         .with_context(|| format!("{}: cannot create", o.out.display()))?;
     for (name, bytes) in [(&spec.weights, &weights), (&spec.adapter, &adapter)] {
@@ -418,19 +501,7 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         std::fs::write(&path, bytes)
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    let toml_path = o.out.join("screen.toml");
-    let text = format!(
-        "# The crisis guard's trained screen (plugins/safety/src/screen). Written by `psy \
-         train-screen`;\n# do not edit by hand: the weights' sha256, the exemplars' sha256 and \
-         the encoder probe are checked\n# when a run starts. Thresholds were calibrated on the \
-         validation split, so the validation figures\n# are a fit; the blind held-out figures \
-         are in the README.\n{}",
-        toml::to_string(&spec)?
-    );
-    std::fs::write(&toml_path, text)
-        .with_context(|| format!("{}: cannot write", toml_path.display()))?;
-    // Read back through the guard's own loader: what was written is what a run will use.
-    Screen::load(&toml_path).map_err(anyhow::Error::msg)?;
+    let toml_path = write_spec(&o.out, &spec)?;
     Ok(TrainScreenReport {
         spec,
         first_loss: trained.losses.first().copied().unwrap_or(f32::NAN),

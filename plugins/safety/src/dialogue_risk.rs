@@ -108,6 +108,8 @@ fn assess_with(
     let mut carry_since: Option<usize> = None;
     // The client-turn position of the turn that started the carry.
     let mut carry_turn: Option<usize> = None;
+    // The highest level of the turns the carry has held since it started.
+    let mut carry_level: Option<RiskLevel> = None;
     let mut decider: Option<Decider> = None;
     let mut last_lexicon = None;
     for (k, turn) in turns.iter().enumerate() {
@@ -134,9 +136,14 @@ fn assess_with(
         // above low: the earlier turn was a past crisis told as background, not an open one.
         // Only a context view calibrated on labelled sessions may settle: an untrained one
         // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
+        // Never an attempt under way: screens trained on calm sessions read "thanks for
+        // replying" after "I'm standing on the bridge right now" as calm (measured on the
+        // candidate screens with writer f's sessions); only the client's word that they are
+        // safe ends that carry.
         let settled_now = scored
             .as_ref()
             .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())
+            && carry_level.is_some_and(|l| l < RiskLevel::Imminent)
             && carry_turn.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS)
             && level < RiskLevel::Moderate
             && context < RiskLevel::Moderate;
@@ -144,6 +151,7 @@ fn assess_with(
             Some(_) if safe_now || settled_now => {
                 carry_since = None;
                 carry_turn = None;
+                carry_level = None;
             }
             Some(since) if level < RiskLevel::Moderate => {
                 level = RiskLevel::Moderate;
@@ -154,6 +162,7 @@ fn assess_with(
         if level >= RiskLevel::High {
             carry_since = Some(turn.index);
             carry_turn = Some(k);
+            carry_level = carry_level.max(Some(level));
         }
         trajectory.push(TurnRisk {
             message: turn.index,

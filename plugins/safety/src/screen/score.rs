@@ -6,6 +6,7 @@ use psy_core::module::RiskLevel;
 use psy_core::semantic::{sentence_spans, SentenceEmbedder};
 
 use super::head::{HeadOutput, LEVELS};
+use super::spec::Thresholds;
 use super::Screen;
 
 /// Earlier client turns read together with a turn: enough for "I know where the blades are"
@@ -75,15 +76,14 @@ pub fn output_for(level: RiskLevel) -> usize {
     }
 }
 
-impl Screen {
-    /// The level the thresholds give to one piece's probabilities.
+impl Thresholds {
+    /// The level these cut-offs give to one whole message's probabilities.
     pub fn level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        let t = &self.spec.thresholds;
-        if p[1] >= t.high && p[2] >= t.imminent {
+        if p[1] >= self.high && p[2] >= self.imminent {
             RiskLevel::Imminent
-        } else if p[1] >= t.high {
+        } else if p[1] >= self.high {
             RiskLevel::High
-        } else if p[0] >= t.moderate {
+        } else if p[0] >= self.moderate {
             RiskLevel::Moderate
         } else {
             RiskLevel::None
@@ -93,10 +93,9 @@ impl Screen {
     /// The level of a sentence read alone: its own cut-offs for moderate and high; a sentence
     /// alone is never imminent (the whole message must say so).
     pub fn sentence_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        let t = &self.spec.thresholds;
-        if p[1] >= t.sentence_high {
+        if p[1] >= self.sentence_high {
             RiskLevel::High
-        } else if p[0] >= t.sentence_moderate {
+        } else if p[0] >= self.sentence_moderate {
             RiskLevel::Moderate
         } else {
             RiskLevel::None
@@ -107,14 +106,30 @@ impl Screen {
     /// manifest gives them, never above high (what earlier turns said is evidence, not a
     /// report of what is happening now).
     pub fn context_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        let t = &self.spec.thresholds;
-        if p[1] >= t.context_high.unwrap_or(t.high) {
+        if p[1] >= self.context_high.unwrap_or(self.high) {
             RiskLevel::High
-        } else if p[0] >= t.context_moderate.unwrap_or(t.moderate) {
+        } else if p[0] >= self.context_moderate.unwrap_or(self.moderate) {
             RiskLevel::Moderate
         } else {
             RiskLevel::None
         }
+    }
+}
+
+impl Screen {
+    /// The level the thresholds give to one piece's probabilities.
+    pub fn level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        self.spec.thresholds.level_of(p)
+    }
+
+    /// See [`Thresholds::sentence_level_of`].
+    pub fn sentence_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        self.spec.thresholds.sentence_level_of(p)
+    }
+
+    /// See [`Thresholds::context_level_of`].
+    pub fn context_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        self.spec.thresholds.context_level_of(p)
     }
 
     /// The pieces of one message: the whole text, and its sentences when it has more than one.

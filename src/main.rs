@@ -162,6 +162,10 @@ enum Command {
         /// Requests waiting beyond this many get 429.
         #[arg(long, default_value_t = 64)]
         queue: usize,
+        /// Requests answered at once, their tokens decoded together in one forward pass per
+        /// step (1: one at a time, each with the previous request's prompt cache).
+        #[arg(long, default_value_t = psy::serve::DEFAULT_MAX_BATCH)]
+        max_batch: usize,
         /// Open connections at most (further clients wait to be accepted).
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
@@ -637,11 +641,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             upstream,
             addr,
             queue,
+            max_batch,
             max_connections,
             max_body_bytes,
         } => {
             let mut options = psy::serve::ServeOptions {
                 queue,
+                max_batch,
                 max_connections,
                 ..Default::default()
             };

@@ -4,9 +4,11 @@
 //! and a waiting one joins before the next step (prefilled on its own), so a short request
 //! never waits for a long one to end.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::error::Result;
+use super::batch_engine::panic_message;
+use super::error::{Result, RuntimeError};
 use super::generate::{GenerationConfig, GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
 use super::model::KvCache;
@@ -106,10 +108,13 @@ impl<'m> Batcher<'m> {
         let mut still = Vec::with_capacity(self.active.len());
         for (mut a, mut lg) in self.active.drain(..).zip(logits) {
             a.seq.timings.decode_tokens += 1;
-            match a
-                .seq
-                .step(&mut lg, &a.config, &a.rules, self.codec, on_event)
-            {
+            // A panic in one sequence's sampling or checks ends that sequence alone.
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                a.seq
+                    .step(&mut lg, &a.config, &a.rules, self.codec, on_event)
+            }))
+            .unwrap_or_else(|p| Err(RuntimeError::Panicked(panic_message(p.as_ref()))));
+            match stepped {
                 Ok(Step::Feed(next)) => {
                     a.next = next;
                     still.push(a);
@@ -123,6 +128,11 @@ impl<'m> Batcher<'m> {
         }
         self.active = still;
         finished
+    }
+
+    /// Drops every active sequence (after a failed forward pass) and returns their ids.
+    pub fn clear(&mut self) -> Vec<usize> {
+        self.active.drain(..).map(|a| a.id).collect()
     }
 }
 

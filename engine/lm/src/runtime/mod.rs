@@ -6,6 +6,7 @@ pub use burn;
 
 pub mod assets;
 pub mod batch;
+pub mod batch_engine;
 mod batch_forward;
 pub mod chat_template;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod weights;
 
 pub use assets::default_model_path;
 pub use batch::{generate_batched, BatchRequest, Batcher};
+pub use batch_engine::{EngineHandle, EngineInfo};
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;

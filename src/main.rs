@@ -397,6 +397,10 @@ struct EvalArgs {
     /// Decode with this model instead of the manifest's.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Items of a cell answered at once, their tokens decoded together in one forward pass
+    /// per step (1: one after another, with the drafter's prompt cache).
+    #[arg(long, default_value_t = 1)]
+    max_batch: usize,
 }
 
 impl EvalArgs {
@@ -406,6 +410,7 @@ impl EvalArgs {
             no_cache: self.no_cache,
             jobs,
             model: self.model,
+            max_batch: self.max_batch,
         }
     }
 }

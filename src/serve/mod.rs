@@ -30,7 +30,7 @@ mod options;
 mod raw_responder;
 mod request;
 mod responder;
-mod shared_engine;
+pub mod shared_engine;
 mod worker;
 
 use std::path::PathBuf;

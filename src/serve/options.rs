@@ -30,7 +30,10 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             queue: 64,
-            max_batch: DEFAULT_MAX_BATCH,
+            // One worker: a factory that loads its own model per responder loads it once.
+            // `psy serve` passes `--max-batch` (default [`DEFAULT_MAX_BATCH`]) with a factory
+            // whose responders share one engine.
+            max_batch: 1,
             max_connections: 256,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),

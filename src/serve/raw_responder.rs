@@ -321,6 +321,7 @@ impl Responder for RawResponder {
                 "mode": "raw",
                 "prompt_tokens_cached": out.timings.cached_prompt_tokens,
                 "decode_tokens_per_second": out.timings.decode_tokens_per_second,
+                "batch_peak": out.timings.batch_peak,
             }),
             content: out.content,
             reasoning: out.reasoning,

@@ -13,7 +13,7 @@ use super::raw_responder::RawResponder;
 
 /// Counselors of `manifest`, each with its own planner, drafting on one engine with `model`
 /// (default: the manifest's).
-pub(crate) fn counselors(
+pub fn counselors(
     manifest: PathBuf,
     model: Option<PathBuf>,
     max_batch: usize,
@@ -38,7 +38,7 @@ pub(crate) fn counselors(
 }
 
 /// Raw responders decoding on one engine with `model`.
-pub(crate) fn raw_responders(
+pub fn raw_responders(
     model: PathBuf,
     tokenizer: Option<PathBuf>,
     max_batch: usize,

@@ -105,9 +105,11 @@ impl<'m> Batcher<'m> {
             self.model.model.next_logits_batch(&ids, &mut caches)
         };
         let mut finished = Vec::new();
-        let mut still = Vec::with_capacity(self.active.len());
+        let rows = self.active.len();
+        let mut still = Vec::with_capacity(rows);
         for (mut a, mut lg) in self.active.drain(..).zip(logits) {
             a.seq.timings.decode_tokens += 1;
+            a.seq.timings.batch_peak = a.seq.timings.batch_peak.max(rows);
             // A panic in one sequence's sampling or checks ends that sequence alone.
             let stepped = catch_unwind(AssertUnwindSafe(|| {
                 a.seq

@@ -131,6 +131,10 @@ pub struct Timings {
     pub decode_tokens: usize,
     pub decode_seconds: f64,
     pub decode_tokens_per_second: f64,
+    /// Most sequences that decoded together in one step with this one (1 when it decoded
+    /// alone; 0 for [`generate`], which has no batch).
+    #[serde(default)]
+    pub batch_peak: usize,
 }
 
 /// Result for one prompt.

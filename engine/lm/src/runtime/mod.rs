@@ -6,6 +6,7 @@ pub use burn;
 
 pub mod assets;
 pub mod batch;
+mod batch_attention;
 pub mod batch_engine;
 mod batch_forward;
 pub mod chat_template;

@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::batch_attention::{decode_attention, Heads, RopeTables};
 use super::model::{append, attend, ids_tensor, CausalLm, KvCache};
+use super::projection::SequenceRows;
 
 impl CausalLm {
     /// Feeds `ids[i]` after what `caches[i]` holds, for every `i`, in one forward pass, and
@@ -33,6 +34,7 @@ impl CausalLm {
         }
         let device = self.device();
         let rope = RopeTables::read(&self.rotary);
+        let _rows = SequenceRows::begin();
         let rows: Vec<Vec<u32>> = ids.iter().map(|&t| vec![t]).collect();
         let mut x = self
             .model

@@ -101,8 +101,9 @@ async fn concurrent_requests_answer_what_they_answer_one_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_workers_and_the_queue_get_429() {
-    // Two decode, one waits, the rest are turned away.
-    let (s, base) = batched_server(&smollm2(), 2, 1).await;
+    // Two decode, two wait in the queue, the rest are turned away (the two queued are always
+    // accepted; whether the workers take them before the others arrive is a race).
+    let (s, base) = batched_server(&smollm2(), 2, 2).await;
     let c = reqwest::Client::new();
     let out = all_at_once(&c, &base, (0..8).map(|_| greedy(QUESTIONS[0], 48)).collect()).await;
     let ok = out.iter().filter(|(st, _)| *st == 200).count();
@@ -113,7 +114,7 @@ async fn requests_beyond_the_workers_and_the_queue_get_429() {
         .collect();
     assert_eq!(ok + limited.len(), 8, "{out:?}");
     assert!(ok >= 2, "ok {ok}");
-    assert!(limited.len() >= 3, "limited {}", limited.len());
+    assert!(limited.len() >= 4, "limited {}", limited.len());
     for v in limited {
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     }

@@ -398,9 +398,9 @@ struct EvalArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Items of a cell answered at once, their tokens decoded together in one forward pass
-    /// per step (1: one after another, with the drafter's prompt cache).
-    #[arg(long, default_value_t = 1)]
-    max_batch: usize,
+    /// per step on a batch engine (default: one after another with the model's prompt cache).
+    #[arg(long)]
+    max_batch: Option<usize>,
 }
 
 impl EvalArgs {

@@ -39,10 +39,10 @@ pub struct EvalOptions {
     pub jobs: usize,
     /// Decode with this model instead of each run's.
     pub model: Option<PathBuf>,
-    /// Items of a cell answered at once on one batch engine (0 or 1: one after another with
-    /// the cell's own model and prompt cache). Cells that train an adapter decode one after
-    /// another whatever this says.
-    pub max_batch: usize,
+    /// Items of a cell answered at once on one batch engine (`Some(1)`: one after another on
+    /// it); `None` answers them one after another with the cell's own model and its prompt
+    /// cache. Cells that train an adapter decode that way whatever this says.
+    pub max_batch: Option<usize>,
 }
 
 /// What a finished run wrote.
@@ -307,8 +307,8 @@ fn run_cell(ctx: &CellContext, cell: &CellSpec) -> Result<(CellScores, Vec<Rubri
         let tok = (!tok.is_empty()).then(|| Path::new(tok));
         let dir = cell.run.manifest.assessment.encoder.trim();
         let encoder = psy_lm::encoder::shared((!dir.is_empty()).then(|| Path::new(dir)))?;
-        let batch = ctx.opts.max_batch;
-        let records = if batch > 1 && adapter.is_none() {
+        let records = if let (Some(batch), None) = (ctx.opts.max_batch, &adapter) {
+            let batch = batch.max(1);
             drop(planner);
             let drafter = EngineDrafter::load(&model_path, tok, batch)
                 .with_context(|| format!("loading model {}", model_path.display()))?;

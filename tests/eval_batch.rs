@@ -86,6 +86,9 @@ fn items_decoded_together_equal_items_decoded_one_after_another() {
         let batched = replies(&dir.path().join("batched"), 4, &m);
         assert_eq!(serial.len(), 4, "{protocol}");
         assert_eq!(serial, batched, "{protocol}");
-        assert!(serial.iter().all(|(_, r)| !r.trim().is_empty()), "{serial:?}");
+        assert!(
+            serial.iter().all(|(_, r)| !r.trim().is_empty()),
+            "{serial:?}"
+        );
     }
 }

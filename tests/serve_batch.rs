@@ -105,7 +105,12 @@ async fn requests_beyond_the_workers_and_the_queue_get_429() {
     // accepted; whether the workers take them before the others arrive is a race).
     let (s, base) = batched_server(&smollm2(), 2, 2).await;
     let c = reqwest::Client::new();
-    let out = all_at_once(&c, &base, (0..8).map(|_| greedy(QUESTIONS[0], 48)).collect()).await;
+    let out = all_at_once(
+        &c,
+        &base,
+        (0..8).map(|_| greedy(QUESTIONS[0], 48)).collect(),
+    )
+    .await;
     let ok = out.iter().filter(|(st, _)| *st == 200).count();
     let limited: Vec<&Value> = out
         .iter()

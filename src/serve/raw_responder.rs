@@ -40,7 +40,7 @@ enum Decoder {
     /// the previous request: a request sharing its prefix (the same judge instructions, the
     /// same few-shot examples) prefills only what differs.
     Own {
-        model: LoadedModel,
+        model: Box<LoadedModel>,
         cache: PromptCache,
     },
     /// A batch engine shared with other responders.
@@ -81,7 +81,7 @@ impl RawResponder {
             context: loaded.model.max_positions(),
             vocab: loaded.config.vocab_size,
             decoder: Decoder::Own {
-                model: loaded,
+                model: Box::new(loaded),
                 cache: PromptCache::new(),
             },
             tokenizer: tok,
@@ -103,7 +103,10 @@ impl RawResponder {
     }
 
     /// A responder whose requests decode on `engine` with the others'.
-    pub fn on_engine(engine: EngineHandle, tokenizer: Tokenizer) -> Result<RawResponder, SessionError> {
+    pub fn on_engine(
+        engine: EngineHandle,
+        tokenizer: Tokenizer,
+    ) -> Result<RawResponder, SessionError> {
         let info = engine.info().clone();
         let template = template_for(&tokenizer, Path::new(&info.model_id))?;
         Ok(RawResponder {

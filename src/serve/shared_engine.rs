@@ -33,7 +33,10 @@ pub fn counselors(
                 shared.insert((run, drafter)).clone()
             }
         };
-        Ok(Counselor::new(crate::planner_for_run(run)?, Box::new(drafter)))
+        Ok(Counselor::new(
+            crate::planner_for_run(run)?,
+            Box::new(drafter),
+        ))
     }
 }
 

@@ -195,7 +195,10 @@ where
     let mut responder = responder;
     loop {
         // The lock is held only while waiting: the worker that holds it takes the next job.
-        let next = jobs.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
+        let next = jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocking_recv();
         let Some(job) = next else { break };
         health.waiting.fetch_sub(1, Ordering::SeqCst);
         if job.events.is_closed() {

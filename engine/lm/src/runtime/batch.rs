@@ -7,12 +7,22 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::batch_engine::panic_message;
 use super::error::{Result, RuntimeError};
 use super::generate::{GenerationConfig, GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
 use super::model::KvCache;
 use super::sequence::{Rules, Sequence, Step};
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
 
 /// One request of a batch: its prompt ids and how to generate.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::batch::{BatchRequest, Batcher};
+use super::batch::{panic_message, BatchRequest, Batcher};
 use super::error::{Result, RuntimeError};
 use super::generate::{GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
@@ -49,17 +49,6 @@ pub struct EngineInfo {
 pub struct EngineHandle {
     jobs: Sender<Job>,
     info: Arc<EngineInfo>,
-}
-
-/// The text of a panic's payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
-    }
 }
 
 impl EngineHandle {
@@ -141,12 +130,7 @@ fn finish(routes: &mut HashMap<usize, Route>, id: usize, out: Result<GenerationO
 
 /// The engine loop: wait for work when idle, take what arrived, admit while there is room,
 /// step every live sequence once, hand back the finished ones.
-fn run(
-    model: &LoadedModel,
-    codec: Option<&dyn TextCodec>,
-    max_batch: usize,
-    jobs: Receiver<Job>,
-) {
+fn run(model: &LoadedModel, codec: Option<&dyn TextCodec>, max_batch: usize, jobs: Receiver<Job>) {
     let mut batcher = Batcher::new(model, codec);
     let mut routes: HashMap<usize, Route> = HashMap::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
@@ -219,7 +203,11 @@ fn run(
                 batcher.clear();
                 let ids: Vec<usize> = routes.keys().copied().collect();
                 for id in ids {
-                    finish(&mut routes, id, Err(RuntimeError::Panicked(message.clone())));
+                    finish(
+                        &mut routes,
+                        id,
+                        Err(RuntimeError::Panicked(message.clone())),
+                    );
                 }
             }
         }

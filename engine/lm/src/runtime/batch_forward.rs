@@ -36,10 +36,7 @@ impl CausalLm {
         let rope = RopeTables::read(&self.rotary);
         let _rows = SequenceRows::begin();
         let rows: Vec<Vec<u32>> = ids.iter().map(|&t| vec![t]).collect();
-        let mut x = self
-            .model
-            .embed_tokens
-            .lookup(ids_tensor(&rows, &device));
+        let mut x = self.model.embed_tokens.lookup(ids_tensor(&rows, &device));
         for (l, layer) in self.model.layers.iter().enumerate() {
             let attn = &layer.self_attn;
             let (h, kvh, d) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);

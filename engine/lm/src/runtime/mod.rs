@@ -15,6 +15,7 @@ pub mod dense;
 pub mod device;
 pub mod error;
 pub mod generate;
+mod generation;
 pub mod ggml_type;
 pub mod gguf;
 pub mod grammar;

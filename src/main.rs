@@ -166,6 +166,10 @@ enum Command {
         /// Requests waiting beyond this many get 429.
         #[arg(long, default_value_t = 64)]
         queue: usize,
+        /// Requests answered at once, their tokens decoded together in one forward pass per
+        /// step (1: one at a time, each with the previous request's prompt cache).
+        #[arg(long, default_value_t = psy::serve::DEFAULT_MAX_BATCH)]
+        max_batch: usize,
         /// Open connections at most (further clients wait to be accepted).
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
@@ -397,6 +401,10 @@ struct EvalArgs {
     /// Decode with this model instead of the manifest's.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Items of a cell answered at once, their tokens decoded together in one forward pass
+    /// per step on a batch engine (default: one after another with the model's prompt cache).
+    #[arg(long)]
+    max_batch: Option<usize>,
 }
 
 impl EvalArgs {
@@ -406,6 +414,7 @@ impl EvalArgs {
             no_cache: self.no_cache,
             jobs,
             model: self.model,
+            max_batch: self.max_batch,
         }
     }
 }
@@ -648,11 +657,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             upstream,
             addr,
             queue,
+            max_batch,
             max_connections,
             max_body_bytes,
         } => {
             let mut options = psy::serve::ServeOptions {
                 queue,
+                max_batch,
                 max_connections,
                 ..Default::default()
             };

@@ -87,20 +87,51 @@ fn a_batched_step_equals_each_sequence_alone() {
     assert!(worst < 5e-4, "{worst}");
     assert_eq!(same, 6);
 
-    // Quantized weights, integer kernels: up to 4 rows run the same per-row integer dot
-    // products as one row; from 5 rows the tile GEMM (f32 activations) takes over.
+    // Quantized weights, 8-bit activations: a batched step runs every projection through the
+    // integer GEMM (`matmul_int_tiled`, even for one row), a lone step through the
+    // single-token GEMV, and the two sum the scaled block products in different orders.
     let q = smollm2(WeightFormat::Quantized);
     let (worst, same) = one_step(&q, 3);
     println!("quantized, batch 3: max |logit diff| {worst}, same argmax {same}/3");
-    // Measured 0 (bit-equal).
-    assert!(worst < 1e-4, "{worst}");
+    // Measured 0.66 (8-bit activations; tests/quant_runtime.rs holds the integer path within
+    // 1.6 of the f32 path).
+    assert!(worst < 1.6, "{worst}");
     assert_eq!(same, 3);
     let (worst, same) = one_step(&q, 8);
     println!("quantized, batch 8: max |logit diff| {worst}, same argmax {same}/8");
-    // f32 against 8-bit activations: the integer path's own tolerance (tests/quant_runtime.rs
-    // holds it within 1.6 of the f32 path); measured 0.71.
     assert!(worst < 1.6, "{worst}");
     assert!(same >= 7, "{same}/8");
+}
+
+/// What the server relies on for the same text alone or beside others: a sequence's logits
+/// from a batched step are the same bits whatever else is in the batch, for both weight forms.
+#[test]
+fn a_sequences_logits_do_not_depend_on_its_batch() {
+    for weights in [WeightFormat::Quantized, WeightFormat::F32] {
+        let m = smollm2(weights);
+        let ps = prompts();
+        let mut caches: Vec<KvCache> = Vec::new();
+        let mut next = Vec::new();
+        for p in &ps {
+            let mut c = KvCache::new(&m.config, 1, p.len() + 4, &m.device);
+            next.push(argmax(&m.model.next_logits(p, &mut c)) as u32);
+            caches.push(c);
+        }
+        // Sequence 1 alone, then beside the others (its cache copied back to the same state).
+        let mut alone = caches[1].clone();
+        let solo = m.model.next_logits_batch(&next[1..2], &mut [&mut alone]);
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let together = m.model.next_logits_batch(&next, &mut refs);
+        let diff = max_abs_diff(&solo[0], &together[1]);
+        println!("{weights:?}: alone vs in a batch of 6, max |logit diff| {diff}");
+        if weights == WeightFormat::Quantized {
+            // Every row through the same integer GEMM: bit-equal (measured 0).
+            assert_eq!(solo[0], together[1]);
+        } else {
+            // The f32 GEMV (1 row) and GEMM (6 rows) sum differently; measured 2.6e-5.
+            assert!(diff < 1e-4, "{diff}");
+        }
+    }
 }
 
 #[test]

@@ -434,6 +434,61 @@ async fn settled_health(c: &reqwest::Client, base: &str) -> (u16, Value) {
     }
 }
 
+/// With several workers (`--max-batch 3`), a turn that panics beside two others in flight
+/// fails alone: they finish, its worker rebuilds, the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_workers_a_panic_fails_only_its_own_request() {
+    let builds = Arc::new(AtomicUsize::new(0));
+    let b = builds.clone();
+    let mut slow = ScriptedDrafter::new(&["I hear you. Tell me more."]);
+    slow.delay_per_word = Duration::from_millis(100);
+    let running = start(
+        move || {
+            b.fetch_add(1, Ordering::SeqCst);
+            let dir = tempfile::tempdir().unwrap();
+            Ok(Counselor::new(
+                planner("direct", dir.path()),
+                Box::new(PanicsOnMagic(slow.clone())),
+            ))
+        },
+        "127.0.0.1:0",
+        ServeOptions {
+            max_batch: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.addr);
+    let c = reqwest::Client::new();
+    let url = format!("{base}/v1/chat/completions");
+    let send = |text: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = c.post(&url).json(&chat(text)).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let good = [send("hello"), send("hi there")];
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (status, v) = send(PANIC_NOW).await.unwrap();
+    assert_eq!(status, 500, "{v}");
+    for g in good {
+        let (status, v) = g.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["choices"][0]["message"]["content"],
+            "I hear you. Tell me more."
+        );
+    }
+    let (_, h) = settled_health(&c, &base).await;
+    assert_eq!(h["panics"], 1, "{h}");
+    assert_eq!(h["served"], 2, "{h}");
+    // Three workers built, one rebuilt after the panic.
+    assert_eq!(builds.load(Ordering::SeqCst), 4);
+    running.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_turn_is_a_500_and_the_worker_keeps_serving() {
     let (s, base, builds) = panicking_server(|_| Ok(panicking_counselor())).await;

@@ -15,6 +15,7 @@ use psy_eval::judge::Judge;
 use psy_eval::report::{write_report, ItemCounts, Report};
 use psy_eval::rubric::Rubric;
 use psy_eval::stats::Bootstrap;
+use psy_lm::session::{Counselor, EngineDrafter};
 
 use super::cell::{self, REPLIES};
 use super::cell_store::CellStore;
@@ -38,6 +39,10 @@ pub struct EvalOptions {
     pub jobs: usize,
     /// Decode with this model instead of each run's.
     pub model: Option<PathBuf>,
+    /// Items of a cell answered at once on one batch engine (`Some(1)`: one after another on
+    /// it); `None` answers them one after another with the cell's own model and its prompt
+    /// cache. Cells that train an adapter decode that way whatever this says.
+    pub max_batch: Option<usize>,
 }
 
 /// What a finished run wrote.
@@ -300,19 +305,33 @@ fn run_cell(ctx: &CellContext, cell: &CellSpec) -> Result<(CellScores, Vec<Rubri
         let b = bar(ctx, &cell.name, "decode", ctx.data.items.len());
         let tok = cell.run.manifest.model.tokenizer.trim();
         let tok = (!tok.is_empty()).then(|| Path::new(tok));
-        let mut counselor = match &adapter {
-            Some(a) => variant_train::adapted_counselor(planner, &model_path, tok, a)?,
-            None => crate::counselor_with(planner, &model_path, tok)?,
-        };
         let dir = cell.run.manifest.assessment.encoder.trim();
         let encoder = psy_lm::encoder::shared((!dir.is_empty()).then(|| Path::new(dir)))?;
-        let records = cell::decode(
-            &store,
-            &mut counselor,
-            Some(&encoder),
-            ctx.data,
-            &mut || b.inc(1),
-        )?;
+        let records = if let (Some(batch), None) = (ctx.opts.max_batch, &adapter) {
+            let batch = batch.max(1);
+            drop(planner);
+            let drafter = EngineDrafter::load(&model_path, tok, batch)
+                .with_context(|| format!("loading model {}", model_path.display()))?;
+            let counselors = (0..batch)
+                .map(|_| {
+                    let planner = crate::planner_for_run(cell.run.clone())?;
+                    Ok(Counselor::new(planner, Box::new(drafter.clone())))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            cell::decode_batched(&store, counselors, Some(&encoder), ctx.data, &|| b.inc(1))?
+        } else {
+            let mut counselor = match &adapter {
+                Some(a) => variant_train::adapted_counselor(planner, &model_path, tok, a)?,
+                None => crate::counselor_with(planner, &model_path, tok)?,
+            };
+            cell::decode(
+                &store,
+                &mut counselor,
+                Some(&encoder),
+                ctx.data,
+                &mut || b.inc(1),
+            )?
+        };
         b.finish();
         store.mark_done()?;
         records

@@ -1,8 +1,12 @@
 //! `psy serve`: an OpenAI-compatible server in front of a [`Responder`]: a [`Counselor`] by
 //! default, the model alone with `--raw` ([`RawResponder`]).
 //!
-//! One worker thread owns the model (CPU decoding gains nothing from running two requests at
-//! once); requests wait in a bounded queue and get 429 with `Retry-After` beyond it. In the
+//! Up to [`ServeOptions::max_batch`] requests are answered at once, each by its own worker
+//! thread (planner, guard, repairs), their tokens decoded together by one batch engine that
+//! owns the model ([`psy_lm::runtime::EngineHandle`]: one forward pass per step for every live
+//! request, requests joining and leaving between steps); with `max_batch` 1 one worker owns
+//! the model and answers one request at a time, with its prompt cache. Requests beyond the
+//! workers wait in a bounded queue and get 429 with `Retry-After` beyond it. In the
 //! counseling server every reply is a counseling turn: planned, streamed, held to the plan's
 //! rules; the client's own system messages are not used (the plan writes the system prompt).
 //! The raw server renders the request's messages with the chat template and generates with
@@ -26,6 +30,7 @@ mod options;
 mod raw_responder;
 mod request;
 mod responder;
+pub mod shared_engine;
 mod worker;
 
 use std::path::PathBuf;
@@ -42,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::ApiError;
 pub use mode::ServeMode;
-pub use options::{RequestLimits, ServeOptions};
+pub use options::{RequestLimits, ServeOptions, DEFAULT_MAX_BATCH};
 pub use raw_responder::RawResponder;
 pub use request::{parse_chat_request, parse_request, ChatRequest};
 pub use responder::{Finished, Responder};
@@ -69,21 +74,23 @@ impl Running {
     }
 }
 
-/// Starts the server on `addr` (port 0 picks one) with a responder (a [`Counselor`] or a
-/// [`RawResponder`]) built on the worker thread by `make` (the model stays on that thread).
-/// `make` is called again to rebuild it after a request panicked.
+/// Starts the server on `addr` (port 0 picks one) with responders (a [`Counselor`] or a
+/// [`RawResponder`]) built by `make` on each of the [`ServeOptions::max_batch`] worker threads
+/// (a model a responder owns stays on its thread). `make` is called again to rebuild a
+/// worker's responder after one of its requests panicked.
 pub async fn start<F, R>(make: F, addr: &str, options: ServeOptions) -> Result<Running>
 where
     F: FnMut() -> Result<R> + Send + 'static,
     R: Responder + 'static,
 {
     let (jobs_tx, jobs_rx) = mpsc::channel(options.queue.max(1));
+    let workers = options.max_batch.max(1);
     let health = Arc::new(Health::new());
     let (ready_tx, ready_rx) = oneshot::channel();
     let h = health.clone();
     std::thread::Builder::new()
         .name("psy-worker".into())
-        .spawn(move || worker::start(make, jobs_rx, h, ready_tx))?;
+        .spawn(move || worker::start(make, workers, jobs_rx, h, ready_tx))?;
     let ready = ready_rx.await.context("worker thread died")??;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -155,8 +162,21 @@ upstream use; never put it in front of people.";
 /// `psy serve`: runs until SIGINT/SIGTERM, then drains open requests.
 pub fn serve(backend: Backend, addr: &str, options: ServeOptions) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
+    let batch = options.max_batch;
     rt.block_on(async move {
         let running = match backend {
+            Backend::Counsel {
+                manifest,
+                model,
+                upstream: None,
+            } if batch > 1 => {
+                start(
+                    shared_engine::counselors(manifest, model, batch),
+                    addr,
+                    options,
+                )
+                .await?
+            }
             Backend::Counsel {
                 manifest,
                 model,
@@ -167,6 +187,16 @@ pub fn serve(backend: Backend, addr: &str, options: ServeOptions) -> Result<()> 
                         Some(u) => crate::counselor_upstream(&manifest, u.clone()),
                         None => crate::counselor(&manifest, model.as_deref()),
                     },
+                    addr,
+                    options,
+                )
+                .await?
+            }
+            Backend::Raw { model, tokenizer } if batch > 1 => {
+                eprintln!("{RAW_WARNING}");
+                let model = crate::resolve_model(model.as_deref(), None)?;
+                start(
+                    shared_engine::raw_responders(model, tokenizer, batch),
                     addr,
                     options,
                 )

@@ -2,11 +2,18 @@
 
 use std::time::Duration;
 
+/// Requests decoding together by default: 8 rows keep every quantized projection on the
+/// integer GEMM (up to 16 tokens for the 32-value types, `int_gemm_max_tokens`).
+pub const DEFAULT_MAX_BATCH: usize = 8;
+
 /// Options of [`start`](super::start). The defaults suit one CPU model behind a local proxy.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
-    /// Requests waiting for the worker beyond this many get 429 with `Retry-After`.
+    /// Requests waiting for a worker beyond this many get 429 with `Retry-After`.
     pub queue: usize,
+    /// Requests answered at once (workers), their generations decoded together on one batch
+    /// engine; 1 answers one at a time on the worker's own model, with its prompt cache.
+    pub max_batch: usize,
     /// Open connections at most; further clients wait in the kernel's accept backlog. Keep it
     /// well above `queue` so that clients beyond the queue still reach the 429.
     pub max_connections: usize,
@@ -23,6 +30,10 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             queue: 64,
+            // One worker: a factory that loads its own model per responder loads it once.
+            // `psy serve` passes `--max-batch` (default [`DEFAULT_MAX_BATCH`]) with a factory
+            // whose responders share one engine.
+            max_batch: 1,
             max_connections: 256,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),

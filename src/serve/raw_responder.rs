@@ -4,6 +4,10 @@
 //! it is for judges, data-synthesis teachers and upstream use, never for people.
 //!
 //! [`RawResponder::generate`] is the same path without HTTP, for in-process callers.
+//!
+//! The model is either the responder's own ([`RawResponder::load`]: one request at a time,
+//! with a prompt cache) or a batch engine's shared by several responders
+//! ([`RawResponder::on_engine`]: their requests decode together, each prefilled whole).
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -16,8 +20,8 @@ use psy_core::dialogue::Role;
 use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use psy_lm::runtime::tokenizer::Tokenizer;
 use psy_lm::runtime::{
-    generate_cached, load_model, FinishReason, GenerationConfig, GenerationOutput, LoadedModel,
-    PromptCache, RuntimeError, SamplingConfig,
+    generate_cached, load_model, BatchRequest, EngineHandle, FinishReason, GenerationConfig,
+    GenerationOutput, LoadedModel, PromptCache, RuntimeError, SamplingConfig, StreamEvent,
 };
 use psy_lm::session::{CancelCheck, Delta, SessionError};
 use serde_json::json;
@@ -30,33 +34,88 @@ use super::responder::{Finished, Responder};
 /// Completion tokens when the request gives no `max_tokens` (the context bounds it too).
 const DEFAULT_MAX_TOKENS: usize = 4096;
 
+/// Where a raw responder's tokens come from.
+enum Decoder {
+    /// Its own model, one request at a time. The prompt cache holds the keys and values of
+    /// the previous request: a request sharing its prefix (the same judge instructions, the
+    /// same few-shot examples) prefills only what differs.
+    Own {
+        model: Box<LoadedModel>,
+        cache: PromptCache,
+    },
+    /// A batch engine shared with other responders.
+    Shared(EngineHandle),
+}
+
 /// A model, its tokenizer and chat template, answering requests as they are.
 pub struct RawResponder {
-    model: LoadedModel,
+    decoder: Decoder,
     tokenizer: Tokenizer,
     template: ChatTemplate,
-    /// Keys and values of the previous request: a request sharing its prefix (the same
-    /// judge instructions, the same few-shot examples) prefills only what differs.
-    cache: PromptCache,
+    model_id: String,
+    context: usize,
+    vocab: usize,
+}
+
+fn template_for(tok: &Tokenizer, model: &Path) -> Result<ChatTemplate, SessionError> {
+    match ChatTemplate::for_tokenizer(tok) {
+        Some(t) => Ok(t?),
+        None => Err(SessionError::NoTemplate {
+            model: model.to_path_buf(),
+        }),
+    }
 }
 
 impl RawResponder {
     /// Loads `model` (HF dir or GGUF); `tokenizer` when the model carries none.
     pub fn load(model: &Path, tokenizer: Option<&Path>) -> Result<RawResponder, SessionError> {
         let tok = Tokenizer::from_path(tokenizer.unwrap_or(model))?;
-        let template = match ChatTemplate::for_tokenizer(&tok) {
-            Some(t) => t?,
-            None => {
-                return Err(SessionError::NoTemplate {
-                    model: model.to_path_buf(),
-                })
-            }
-        };
+        let template = template_for(&tok, model)?;
+        let loaded = load_model(model)?;
         Ok(RawResponder {
-            model: load_model(model)?,
+            model_id: loaded
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+            context: loaded.model.max_positions(),
+            vocab: loaded.config.vocab_size,
+            decoder: Decoder::Own {
+                model: Box::new(loaded),
+                cache: PromptCache::new(),
+            },
             tokenizer: tok,
             template,
-            cache: PromptCache::new(),
+        })
+    }
+
+    /// Loads `model` onto a new batch engine decoding up to `max_batch` requests together;
+    /// returns the engine and the tokenizer, for [`Self::on_engine`].
+    pub fn load_engine(
+        model: &Path,
+        tokenizer: Option<&Path>,
+        max_batch: usize,
+    ) -> Result<(EngineHandle, Tokenizer), SessionError> {
+        let tok = Tokenizer::from_path(tokenizer.unwrap_or(model))?;
+        template_for(&tok, model)?;
+        let engine = EngineHandle::spawn(load_model(model)?, Some(tok.clone()), max_batch)?;
+        Ok((engine, tok))
+    }
+
+    /// A responder whose requests decode on `engine` with the others'.
+    pub fn on_engine(
+        engine: EngineHandle,
+        tokenizer: Tokenizer,
+    ) -> Result<RawResponder, SessionError> {
+        let info = engine.info().clone();
+        let template = template_for(&tokenizer, Path::new(&info.model_id))?;
+        Ok(RawResponder {
+            decoder: Decoder::Shared(engine),
+            tokenizer,
+            template,
+            model_id: info.model_id,
+            context: info.context,
+            vocab: info.vocab_size,
         })
     }
 
@@ -94,7 +153,7 @@ impl RawResponder {
         on_delta: &mut dyn FnMut(Delta) -> ControlFlow<()>,
     ) -> Result<GenerationOutput, SessionError> {
         let ids = self.prompt_ids(messages, assistant_prefix)?;
-        let context = self.model.model.max_positions();
+        let context = self.context;
         if ids.len() + 1 >= context {
             return Err(SessionError::PromptTooLong {
                 tokens: ids.len(),
@@ -107,32 +166,44 @@ impl RawResponder {
             cancel: Some(stop.clone()),
             ..cfg.clone()
         };
-        let mut outs = generate_cached(
-            &self.model,
-            Some(&self.tokenizer),
-            std::slice::from_ref(&ids),
-            &cfg,
-            &mut self.cache,
-            &mut |ev| {
-                let d = if ev.in_think {
-                    Delta::Reasoning(&ev.delta)
-                } else {
-                    Delta::Content(&ev.delta)
-                };
-                if !ev.delta.is_empty() && on_delta(d).is_break() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            },
-        )?;
-        outs.pop().ok_or_else(|| {
-            SessionError::Runtime(RuntimeError::Request("no output for the prompt".into()))
-        })
+        let mut on_event = |ev: &StreamEvent| {
+            let d = if ev.in_think {
+                Delta::Reasoning(&ev.delta)
+            } else {
+                Delta::Content(&ev.delta)
+            };
+            if !ev.delta.is_empty() && on_delta(d).is_break() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        };
+        match &mut self.decoder {
+            Decoder::Own { model, cache } => {
+                let mut outs = generate_cached(
+                    model,
+                    Some(&self.tokenizer),
+                    std::slice::from_ref(&ids),
+                    &cfg,
+                    cache,
+                    &mut on_event,
+                )?;
+                outs.pop().ok_or_else(|| {
+                    SessionError::Runtime(RuntimeError::Request("no output for the prompt".into()))
+                })
+            }
+            Decoder::Shared(engine) => Ok(engine.generate(
+                BatchRequest {
+                    prompt: ids,
+                    config: cfg,
+                },
+                &mut on_event,
+            )?),
+        }
     }
 
     /// The generation settings of `req`, OpenAI's defaults where it is silent (temperature
     /// 1, top_p 1, a fresh seed), or a 400 naming a `logit_bias` id outside the vocabulary.
     fn config(&self, req: &ChatRequest) -> Result<GenerationConfig, ApiError> {
-        let vocab = self.model.config.vocab_size;
+        let vocab = self.vocab;
         let mut logit_bias = Vec::with_capacity(req.logit_bias.len());
         for &(id, bias) in &req.logit_bias {
             if id as usize >= vocab {
@@ -188,15 +259,11 @@ impl Responder for RawResponder {
     }
 
     fn model_id(&self) -> String {
-        self.model
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
+        self.model_id.clone()
     }
 
     fn context_length(&self) -> usize {
-        self.model.model.max_positions()
+        self.context
     }
 
     fn respond(
@@ -257,6 +324,7 @@ impl Responder for RawResponder {
                 "mode": "raw",
                 "prompt_tokens_cached": out.timings.cached_prompt_tokens,
                 "decode_tokens_per_second": out.timings.decode_tokens_per_second,
+                "batch_peak": out.timings.batch_peak,
             }),
             content: out.content,
             reasoning: out.reasoning,

@@ -1,14 +1,19 @@
-//! The worker thread that owns the model, and the health it reports.
+//! The worker threads that answer requests, and the health they report.
+//!
+//! One worker (`--max-batch 1`) owns the model and answers one request at a time. With
+//! `--max-batch N` there are N workers, each with its own responder (planner, guard,
+//! repairs), all drafting on one shared batch engine that decodes their requests together.
 //!
 //! Each request runs under `catch_unwind`: a panic anywhere in a turn (planning, decoding,
-//! repair) fails that request with a 500 and the worker rebuilds its [`Responder`] from the
+//! repair) fails that request with a 500 and its worker rebuilds its [`Responder`] from the
 //! factory before the next one, since a panic may have left the model's prompt cache half
-//! written. `/health` reads the [`Health`] the worker keeps.
+//! written. `/health` reads the [`Health`] the workers keep.
 
 use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
 
 use anyhow::Result;
 use axum::http::StatusCode;
@@ -59,8 +64,10 @@ pub enum WorkerState {
 #[derive(Debug)]
 pub(crate) struct Health {
     inner: Mutex<HealthRecord>,
-    /// Requests accepted but not yet taken by the worker.
+    /// Requests accepted but not yet taken by a worker.
     pub waiting: AtomicUsize,
+    /// Workers answering a request now.
+    busy: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -83,6 +90,7 @@ impl Health {
                 last_failure: None,
             }),
             waiting: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
         }
     }
 
@@ -94,6 +102,24 @@ impl Health {
 
     fn set(&self, state: WorkerState) {
         self.lock().state = state;
+    }
+
+    /// A worker took a request.
+    fn started(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.set(WorkerState::Busy);
+    }
+
+    /// A worker finished one: counted as served (or not), idle once no worker is busy.
+    fn ended(&self, served: bool) {
+        let left = self.busy.fetch_sub(1, Ordering::SeqCst) - 1;
+        let mut h = self.lock();
+        if served {
+            h.served += 1;
+        }
+        if left == 0 && h.state == WorkerState::Busy {
+            h.state = WorkerState::Idle;
+        }
     }
 
     fn fail(&self, what: &str, message: &str) {
@@ -136,12 +162,20 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// The responder factory, shared by the workers (each builds its own responder with it).
+type Factory<F> = Arc<Mutex<F>>;
+
+/// The request queue, shared by the workers.
+type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
+
 /// Builds a responder, turning a panic of the factory into an error.
-fn build<F, R>(make: &mut F) -> Result<R>
+fn build<F, R>(make: &Factory<F>) -> Result<R>
 where
     F: FnMut() -> Result<R>,
 {
-    match catch_unwind(AssertUnwindSafe(make)) {
+    // The factory panicking is caught inside the lock, so the lock is never poisoned by it.
+    let mut make = make.lock().unwrap_or_else(|p| p.into_inner());
+    match catch_unwind(AssertUnwindSafe(|| (*make)())) {
         Ok(r) => r,
         Err(p) => Err(anyhow::anyhow!(
             "building the model panicked: {}",
@@ -153,17 +187,19 @@ where
 /// Runs jobs one at a time on the calling thread, starting from `responder` (built by
 /// `make`, which rebuilds it after a panic). A job whose client has gone is skipped, and a
 /// client that goes mid-generation stops it (its channel closes, the cancel check sees it).
-pub(crate) fn run<F, R>(
-    responder: R,
-    mut make: F,
-    mut jobs: mpsc::Receiver<Job>,
-    health: Arc<Health>,
-) where
+fn run<F, R>(responder: Option<R>, make: Factory<F>, jobs: Queue, health: Arc<Health>)
+where
     F: FnMut() -> Result<R>,
     R: Responder,
 {
-    let mut responder = Some(responder);
-    while let Some(job) = jobs.blocking_recv() {
+    let mut responder = responder;
+    loop {
+        // The lock is held only while waiting: the worker that holds it takes the next job.
+        let next = jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocking_recv();
+        let Some(job) = next else { break };
         health.waiting.fetch_sub(1, Ordering::SeqCst);
         if job.events.is_closed() {
             tracing::info!("client left before its turn");
@@ -172,7 +208,7 @@ pub(crate) fn run<F, R>(
         let c = match responder.as_mut() {
             Some(c) => c,
             // The last rebuild failed: try again for this request.
-            None => match rebuild(&mut make, &health) {
+            None => match rebuild(&make, &health) {
                 Some(c) => responder.insert(c),
                 None => {
                     let _ = job.events.send(Reply::Failed(ApiError::server(
@@ -184,16 +220,12 @@ pub(crate) fn run<F, R>(
                 }
             },
         };
-        health.set(WorkerState::Busy);
+        health.started();
         let tx = job.events.clone();
         match catch_unwind(AssertUnwindSafe(|| respond(c, job))) {
             Ok(last) => {
                 // Health first, so a client reading /health after its reply sees it counted.
-                {
-                    let mut h = health.lock();
-                    h.served += 1;
-                    h.state = WorkerState::Idle;
-                }
+                health.ended(true);
                 if let Some(r) = last {
                     let _ = tx.send(r);
                 }
@@ -202,6 +234,7 @@ pub(crate) fn run<F, R>(
                 let message = panic_message(p.as_ref());
                 tracing::error!(panic = %message, "request panicked; rebuilding the model");
                 // Health first, so a client reading /health after its 500 sees the failure.
+                health.ended(false);
                 {
                     let mut h = health.lock();
                     h.panics += 1;
@@ -216,14 +249,14 @@ pub(crate) fn run<F, R>(
                 drop(tx);
                 // Drop the possibly inconsistent responder before loading another model.
                 drop(responder.take());
-                responder = rebuild(&mut make, &health);
+                responder = rebuild(&make, &health);
             }
         }
     }
 }
 
 /// A fresh responder, or `None` with the failure recorded in `health`.
-fn rebuild<F, R>(make: &mut F, health: &Health) -> Option<R>
+fn rebuild<F, R>(make: &Factory<F>, health: &Health) -> Option<R>
 where
     F: FnMut() -> Result<R>,
 {
@@ -271,24 +304,43 @@ fn respond<R: Responder>(responder: &mut R, job: Job) -> Option<Reply> {
 }
 
 /// Builds the first responder on the calling thread and reports what it serves (or why it
-/// could not be built) through `ready`, then serves `jobs` until they close.
+/// could not be built) through `ready`, starts `workers - 1` more worker threads (each builds
+/// its own responder), then serves `jobs` with them until they close.
 pub(crate) fn start<F, R>(
-    mut make: F,
+    make: F,
+    workers: usize,
     jobs: mpsc::Receiver<Job>,
     health: Arc<Health>,
     ready: tokio::sync::oneshot::Sender<Result<Ready>>,
 ) where
-    F: FnMut() -> Result<R>,
-    R: Responder,
+    F: FnMut() -> Result<R> + Send + 'static,
+    R: Responder + 'static,
 {
-    match build(&mut make) {
+    let make: Factory<F> = Arc::new(Mutex::new(make));
+    let jobs: Queue = Arc::new(Mutex::new(jobs));
+    match build(&make) {
         Ok(r) => {
             let _ = ready.send(Ok(Ready {
                 model_id: r.model_id(),
                 context: r.context_length(),
                 mode: r.mode(),
             }));
-            run(r, make, jobs, health);
+            for i in 1..workers.max(1) {
+                let (make, jobs, health) = (make.clone(), jobs.clone(), health.clone());
+                let spawned = thread::Builder::new()
+                    .name(format!("psy-worker-{i}"))
+                    .spawn(move || {
+                        // A worker whose responder cannot be built tries again per request.
+                        let r = build(&make)
+                            .map_err(|e| tracing::error!(error = %e, "cannot build a worker"))
+                            .ok();
+                        run(r, make, jobs, health)
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a worker thread");
+                }
+            }
+            run(Some(r), make, jobs, health);
         }
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -4,13 +4,25 @@
 //! and a waiting one joins before the next step (prefilled on its own), so a short request
 //! never waits for a long one to end.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::error::Result;
+use super::error::{Result, RuntimeError};
 use super::generate::{GenerationConfig, GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
 use super::model::KvCache;
 use super::sequence::{Rules, Sequence, Step};
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
 
 /// One request of a batch: its prompt ids and how to generate.
 #[derive(Debug, Clone)]
@@ -103,13 +115,18 @@ impl<'m> Batcher<'m> {
             self.model.model.next_logits_batch(&ids, &mut caches)
         };
         let mut finished = Vec::new();
-        let mut still = Vec::with_capacity(self.active.len());
+        let rows = self.active.len();
+        let mut still = Vec::with_capacity(rows);
         for (mut a, mut lg) in self.active.drain(..).zip(logits) {
             a.seq.timings.decode_tokens += 1;
-            match a
-                .seq
-                .step(&mut lg, &a.config, &a.rules, self.codec, on_event)
-            {
+            a.seq.timings.batch_peak = a.seq.timings.batch_peak.max(rows);
+            // A panic in one sequence's sampling or checks ends that sequence alone.
+            let stepped = catch_unwind(AssertUnwindSafe(|| {
+                a.seq
+                    .step(&mut lg, &a.config, &a.rules, self.codec, on_event)
+            }))
+            .unwrap_or_else(|p| Err(RuntimeError::Panicked(panic_message(p.as_ref()))));
+            match stepped {
                 Ok(Step::Feed(next)) => {
                     a.next = next;
                     still.push(a);
@@ -123,6 +140,11 @@ impl<'m> Batcher<'m> {
         }
         self.active = still;
         finished
+    }
+
+    /// Drops every active sequence (after a failed forward pass) and returns their ids.
+    pub fn clear(&mut self) -> Vec<usize> {
+        self.active.drain(..).map(|a| a.id).collect()
     }
 }
 

@@ -41,6 +41,12 @@ pub enum RuntimeError {
     Request(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A panic while decoding one request of a batch (that request fails, the others go on).
+    #[error("decoding failed: {0}")]
+    Panicked(String),
+    /// The batch engine's thread is gone.
+    #[error("the decoding engine has stopped")]
+    EngineStopped,
     #[error("{path}: the model does not fit in memory; {detail}")]
     DoesNotFit { path: PathBuf, detail: String },
 }

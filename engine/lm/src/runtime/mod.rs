@@ -6,6 +6,8 @@ pub use burn;
 
 pub mod assets;
 pub mod batch;
+mod batch_attention;
+pub mod batch_engine;
 mod batch_forward;
 pub mod chat_template;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod dense;
 pub mod device;
 pub mod error;
 pub mod generate;
+mod generation;
 pub mod ggml_type;
 pub mod gguf;
 pub mod grammar;
@@ -33,6 +36,7 @@ pub mod weights;
 
 pub use assets::default_model_path;
 pub use batch::{generate_batched, BatchRequest, Batcher};
+pub use batch_engine::{EngineHandle, EngineInfo};
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;

@@ -131,6 +131,11 @@ impl Rotary {
     pub fn positions(&self) -> usize {
         self.cos.dims()[0]
     }
+
+    /// The cosine and sine tables, `[positions, head_dim]` (host kernels read them).
+    pub(crate) fn tables(&self) -> (&Tensor<2>, &Tensor<2>) {
+        (&self.cos, &self.sin)
+    }
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.

@@ -7,6 +7,7 @@
 //! field and the parameter is `None`; record paths (`q_proj.weight`, `q_proj.lora.*`) are those
 //! of the f32 form.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -78,6 +79,33 @@ pub fn quant_prefill() -> QuantPrefill {
     }
 }
 
+thread_local! {
+    /// Set while a batched decode step runs on this thread (see [`SequenceRows`]).
+    static ROWS_ARE_SEQUENCES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While alive, the rows of quantized projections on this thread are tokens of different
+/// sequences (a continuous-batching step), so even one row runs the integer GEMM: each row's
+/// result is then the same bits whatever the batch size (the single-token GEMV sums in another
+/// order), and a request decodes the same text alone or beside others.
+pub(crate) struct SequenceRows {
+    before: bool,
+}
+
+impl SequenceRows {
+    pub(crate) fn begin() -> SequenceRows {
+        SequenceRows {
+            before: ROWS_ARE_SEQUENCES.with(|f| f.replace(true)),
+        }
+    }
+}
+
+impl Drop for SequenceRows {
+    fn drop(&mut self) {
+        ROWS_ARE_SEQUENCES.with(|f| f.set(self.before));
+    }
+}
+
 /// f32 bytes of one dequantised tile: small enough to stay below the allocator's mmap threshold
 /// (so tiles reuse heap memory instead of faulting fresh pages in on every call) and in cache.
 const TILE_BYTES: usize = 4 << 20;
@@ -122,7 +150,8 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
     }
     let xs = host_f32(&x);
     let mut y = vec![0.0f32; tokens * n];
-    if int && tokens > 1 && path == QuantPrefill::IntTiled {
+    let tiled = tokens > 1 || ROWS_ARE_SEQUENCES.with(Cell::get);
+    if int && tiled && path == QuantPrefill::IntTiled {
         w.matmul_int_tiled(&xs, tokens, &mut y, IntKernel::detect());
     } else {
         w.matmul_with(&xs, tokens, &mut y, acts);

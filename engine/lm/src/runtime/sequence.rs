@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::{Result, RuntimeError};
-use super::generate::{
+use super::generation::{
     rate, split_reasoning, FinishReason, GenerationConfig, GenerationOutput, StreamEvent,
     TextCodec, Timings,
 };

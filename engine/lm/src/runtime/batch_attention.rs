@@ -1,0 +1,176 @@
+//! Attention of one decode step for several sequences on the CPU's host memory: each
+//! sequence's new query and key rotated to its own position, its key and value written into its
+//! own KV cache in place, and its query heads attending over that cache; sequences in parallel.
+//!
+//! The tensor version of the same step (`model::attend` per sequence) costs some forty small
+//! tensor operations per sequence and layer, each allocating; at 8 sequences that overhead
+//! outweighed the weight reads that batching saves. Here a step is a few slices per sequence.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::model::{KvCache, Rotary};
+
+/// Head counts and size of one layer's attention.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    pub(crate) query: usize,
+    pub(crate) kv: usize,
+    pub(crate) dim: usize,
+}
+
+/// The RoPE tables as host memory, `[positions, head_dim]` row-major (shared with the model's
+/// tensors, not copied).
+pub(crate) struct RopeTables {
+    cos: FlexTensor,
+    sin: FlexTensor,
+}
+
+impl RopeTables {
+    /// `None` off the flex backend (the tensor path runs there).
+    pub(crate) fn read(rotary: &Rotary) -> Option<RopeTables> {
+        let (cos, sin) = rotary.tables();
+        let host = |t: &Tensor<2>| -> Option<FlexTensor> {
+            let p = t.clone().try_into_primitive::<Flex>().ok()?;
+            p.as_slice::<f32>().is_some().then_some(p)
+        };
+        Some(RopeTables {
+            cos: host(cos)?,
+            sin: host(sin)?,
+        })
+    }
+
+    fn row(t: &FlexTensor, pos: usize, d: usize) -> &[f32] {
+        &t.as_slice::<f32>().expect("checked in read")[pos * d..(pos + 1) * d]
+    }
+}
+
+/// Rotates each `d`-sized head of `x` to position `pos` in the half-split layout:
+/// `x * cos + cat(-x2, x1) * sin`, with the products and the sum rounded as the tensor version
+/// rounds them.
+fn rotate(x: &mut [f32], d: usize, pos: usize, rope: &RopeTables) {
+    let cos = RopeTables::row(&rope.cos, pos, d);
+    let sin = RopeTables::row(&rope.sin, pos, d);
+    let half = d / 2;
+    for head in x.chunks_exact_mut(d) {
+        for j in 0..half {
+            let (x1, x2) = (head[j], head[j + half]);
+            head[j] = x1 * cos[j] + (-x2) * sin[j];
+            head[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
+        }
+    }
+}
+
+/// A layer cache buffer `[1, kv_heads, capacity, head_dim]` taken out of its slot as a flex
+/// primitive, to be read and written as host memory and put back.
+fn take(slot: &mut Option<Tensor<4>>) -> FlexTensor {
+    slot.take()
+        .expect("cache buffer present")
+        .try_into_primitive::<Flex>()
+        .expect("host attention runs on the flex backend")
+}
+
+/// Attention of one new token per sequence: `q` `[b, heads * d]` and `k` `[b, kv_heads * d]`
+/// are rotated in place, `k` and `v` are written at each cache's position `len` of layer
+/// `layer`, and each sequence's heads attend over positions `0..=len`. Returns `[b, heads * d]`.
+/// Does not advance the caches' lengths (the caller does after the last layer).
+///
+/// # Panics
+/// Off the flex backend (callers check [`RopeTables::read`] first).
+pub(crate) fn decode_attention(
+    q: &mut [f32],
+    k: &mut [f32],
+    v: &[f32],
+    caches: &mut [&mut KvCache],
+    layer: usize,
+    heads: Heads,
+    rope: &RopeTables,
+) -> Vec<f32> {
+    let Heads { query, kv, dim: d } = heads;
+    let n_rep = query / kv;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let mut out = vec![0.0f32; q.len()];
+    caches
+        .par_iter_mut()
+        .zip(q.par_chunks_mut(query * d))
+        .zip(k.par_chunks_mut(kv * d))
+        .zip(v.par_chunks(kv * d))
+        .zip(out.par_chunks_mut(query * d))
+        .for_each(|((((cache, q), k), v), out)| {
+            let pos = cache.len;
+            rotate(q, d, pos, rope);
+            rotate(k, d, pos, rope);
+            let lc = &mut cache.layers[layer];
+            let (mut kt, mut vt) = (take(&mut lc.k), take(&mut lc.v));
+            let cap = kt.layout().shape()[2];
+            {
+                // Copied first only if something else shares the buffer.
+                let (kb, vb) = (kt.storage_mut::<f32>(), vt.storage_mut::<f32>());
+                for g in 0..kv {
+                    let at = (g * cap + pos) * d;
+                    kb[at..at + d].copy_from_slice(&k[g * d..(g + 1) * d]);
+                    vb[at..at + d].copy_from_slice(&v[g * d..(g + 1) * d]);
+                }
+                let mut scores = vec![0.0f32; pos + 1];
+                for (h, (qh, oh)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+                    let base = (h / n_rep) * cap * d;
+                    let keys = &kb[base..base + (pos + 1) * d];
+                    let values = &vb[base..base + (pos + 1) * d];
+                    attend_head(qh, keys, values, d, scale, &mut scores, oh);
+                }
+            }
+            lc.k = Some(Tensor::from_primitive::<Flex>(kt));
+            lc.v = Some(Tensor::from_primitive::<Flex>(vt));
+        });
+    out
+}
+
+/// One query head over `t` keys and values (`[t, d]` each): softmax of the scaled dot
+/// products, then the weighted sum of the values, into `out`.
+fn attend_head(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    d: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let mut max = f32::NEG_INFINITY;
+    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+        *s = dot(q, key) * scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0.0f32;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for (s, value) in scores.iter().zip(values.chunks_exact(d)) {
+        let p = s * inv;
+        for (o, x) in out.iter_mut().zip(value) {
+            *o += p * x;
+        }
+    }
+}
+
+/// Dot product in 8 independent lanes (vectorised by the compiler), summed at the end.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}

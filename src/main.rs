@@ -167,9 +167,12 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         queue: usize,
         /// Requests answered at once, their tokens decoded together in one forward pass per
-        /// step (1: one at a time, each with the previous request's prompt cache).
-        #[arg(long, default_value_t = psy::serve::DEFAULT_MAX_BATCH)]
-        max_batch: usize,
+        /// step (1: one at a time, each with the previous request's prompt cache). Default: 8
+        /// with --raw (independent prompts from judges and teachers); 1 for counseling, whose
+        /// sessions gain more from the prompt cache than from batching (the batch engine
+        /// prefills every prompt whole).
+        #[arg(long)]
+        max_batch: Option<usize>,
         /// Open connections at most (further clients wait to be accepted).
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
@@ -661,6 +664,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections,
             max_body_bytes,
         } => {
+            let max_batch = max_batch.unwrap_or(if raw {
+                psy::serve::DEFAULT_MAX_BATCH
+            } else {
+                1
+            });
             let mut options = psy::serve::ServeOptions {
                 queue,
                 max_batch,

@@ -5,14 +5,12 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use crate::runtime::chat_template::{ChatTemplate, RenderOptions};
+use crate::runtime::chat_template::ChatTemplate;
 use crate::runtime::tokenizer::Tokenizer;
-use crate::runtime::{load_model, BatchRequest, EngineHandle, GenerationConfig};
+use crate::runtime::{load_model, BatchRequest, EngineHandle};
 
-use super::{Draft, DraftEvent, DraftRequest, Drafter, ModelDrafter, Result, SessionError};
+use super::{draft_decode, Draft, DraftEvent, DraftRequest, Drafter, Result};
 
 /// A drafter on a shared [`EngineHandle`].
 #[derive(Clone)]
@@ -27,15 +25,7 @@ impl EngineDrafter {
     /// engine thread decoding up to `max_batch` sequences together; clone the drafter for each
     /// counselor that shares it.
     pub fn load(model: &Path, tokenizer: Option<&Path>, max_batch: usize) -> Result<EngineDrafter> {
-        let tokenizer = Tokenizer::from_path(tokenizer.unwrap_or(model))?;
-        let template = match ChatTemplate::for_tokenizer(&tokenizer) {
-            Some(t) => t?,
-            None => {
-                return Err(SessionError::NoTemplate {
-                    model: model.to_path_buf(),
-                })
-            }
-        };
+        let (tokenizer, template) = draft_decode::tokenizer_and_template(model, tokenizer)?;
         let engine = EngineHandle::spawn(load_model(model)?, Some(tokenizer.clone()), max_batch)?;
         Ok(EngineDrafter {
             engine,
@@ -63,56 +53,16 @@ impl Drafter for EngineDrafter {
         req: &DraftRequest,
         on_event: &mut dyn FnMut(DraftEvent) -> ControlFlow<()>,
     ) -> Result<Draft> {
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            enable_thinking: req.thinking.then_some(true),
-            tools: None,
-        };
-        let mut prompt = self.template.render(&req.messages, &opts)?;
-        prompt.push_str(&req.assistant_prefix);
-        let ids = self.tokenizer.encode(&prompt, false)?;
         let context = self.engine.info().context;
-        if ids.len() + 1 >= context {
-            return Err(SessionError::PromptTooLong {
-                tokens: ids.len(),
-                context,
-            });
-        }
-        let banned = ModelDrafter::banned_words(&req.banned_phrases);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let config = GenerationConfig {
-            max_new_tokens: req.max_new_tokens.min(context - ids.len()).max(1),
-            sampling: req.sampling.clone(),
-            stop_strings: req.stop.clone(),
-            banned_words: banned.clone(),
-            cancel: Some(cancel.clone()),
-            ..Default::default()
-        };
+        let p = draft_decode::prepare(&self.template, &self.tokenizer, req, context)?;
         let out = self.engine.generate(
             BatchRequest {
-                prompt: ids,
-                config,
+                prompt: p.ids,
+                config: p.config,
             },
-            &mut |ev| {
-                let flow = on_event(DraftEvent {
-                    delta: &ev.delta,
-                    in_think: ev.in_think,
-                });
-                if flow.is_break() {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            },
+            &mut draft_decode::forward_events(on_event, &p.cancel),
         )?;
-        Ok(Draft {
-            reasoning: out.reasoning,
-            content: out.content,
-            prompt_tokens: out.prompt_ids.len(),
-            prompt_tokens_cached: out.timings.cached_prompt_tokens,
-            completion_tokens: out.generated_ids.len(),
-            banned_words: banned,
-            finish: Some(out.finish_reason),
-            decode_tokens_per_second: out.timings.decode_tokens_per_second,
-        })
+        Ok(draft_decode::draft(out, p.banned))
     }
 
     fn context_length(&self) -> Option<usize> {

@@ -42,6 +42,7 @@
 mod conversation;
 mod counselor;
 mod crisis_draft;
+mod draft_decode;
 mod drafter;
 mod engine_drafter;
 mod error;

@@ -4,17 +4,13 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use crate::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::runtime::prompt_cache_file;
 use crate::runtime::tokenizer::Tokenizer;
-use crate::runtime::{
-    generate_cached, load_model, GenerationConfig, LoadedModel, PromptCache, RuntimeError,
-};
+use crate::runtime::{generate_cached, load_model, LoadedModel, PromptCache, RuntimeError};
 
-use super::{Draft, DraftEvent, DraftRequest, Drafter, Result, SessionError};
+use super::{draft_decode, Draft, DraftEvent, DraftRequest, Drafter, Result, SessionError};
 
 /// The system message's keys and values to write to disk once a draft has computed them.
 struct PendingSave {
@@ -53,15 +49,7 @@ pub struct ModelDrafter {
 impl ModelDrafter {
     /// Loads `model` (HF dir or GGUF); `tokenizer` when the model carries none.
     pub fn load(model: &Path, tokenizer: Option<&Path>) -> Result<ModelDrafter> {
-        let tokenizer = Tokenizer::from_path(tokenizer.unwrap_or(model))?;
-        let template = match ChatTemplate::for_tokenizer(&tokenizer) {
-            Some(t) => t?,
-            None => {
-                return Err(SessionError::NoTemplate {
-                    model: model.to_path_buf(),
-                })
-            }
-        };
+        let (tokenizer, template) = draft_decode::tokenizer_and_template(model, tokenizer)?;
         let model = load_model(model)?;
         Ok(ModelDrafter {
             model,
@@ -165,47 +153,16 @@ impl Drafter for ModelDrafter {
         req: &DraftRequest,
         on_event: &mut dyn FnMut(DraftEvent) -> ControlFlow<()>,
     ) -> Result<Draft> {
-        let opts = RenderOptions {
-            add_generation_prompt: true,
-            enable_thinking: req.thinking.then_some(true),
-            tools: None,
-        };
-        let mut prompt = self.template.render(&req.messages, &opts)?;
-        prompt.push_str(&req.assistant_prefix);
-        let ids = self.tokenizer.encode(&prompt, false)?;
         let context = self.model.model.max_positions();
-        if ids.len() + 1 >= context {
-            return Err(SessionError::PromptTooLong {
-                tokens: ids.len(),
-                context,
-            });
-        }
-        let save = self.warm_from_disk(&req.messages, &ids);
-        let banned = Self::banned_words(&req.banned_phrases);
-        let cancel = Arc::new(AtomicBool::new(false));
-        let cfg = GenerationConfig {
-            max_new_tokens: req.max_new_tokens.min(context - ids.len()).max(1),
-            sampling: req.sampling.clone(),
-            stop_strings: req.stop.clone(),
-            banned_words: banned.clone(),
-            cancel: Some(cancel.clone()),
-            ..Default::default()
-        };
+        let p = draft_decode::prepare(&self.template, &self.tokenizer, req, context)?;
+        let save = self.warm_from_disk(&req.messages, &p.ids);
         let mut outs = generate_cached(
             &self.model,
             Some(&self.tokenizer),
-            std::slice::from_ref(&ids),
-            &cfg,
+            std::slice::from_ref(&p.ids),
+            &p.config,
             &mut self.prompt_cache,
-            &mut |ev| {
-                let flow = on_event(DraftEvent {
-                    delta: &ev.delta,
-                    in_think: ev.in_think,
-                });
-                if flow.is_break() {
-                    cancel.store(true, Ordering::Relaxed);
-                }
-            },
+            &mut draft_decode::forward_events(on_event, &p.cancel),
         )?;
         if let Some(save) = save {
             save.write(&self.prompt_cache);
@@ -213,16 +170,7 @@ impl Drafter for ModelDrafter {
         let out = outs.pop().ok_or_else(|| {
             SessionError::Runtime(RuntimeError::Request("no output for the prompt".into()))
         })?;
-        Ok(Draft {
-            reasoning: out.reasoning,
-            content: out.content,
-            prompt_tokens: out.prompt_ids.len(),
-            prompt_tokens_cached: out.timings.cached_prompt_tokens,
-            completion_tokens: out.generated_ids.len(),
-            banned_words: banned,
-            finish: Some(out.finish_reason),
-            decode_tokens_per_second: out.timings.decode_tokens_per_second,
-        })
+        Ok(draft_decode::draft(out, p.banned))
     }
 
     fn context_length(&self) -> Option<usize> {

@@ -13,7 +13,7 @@ use crate::runtime::chat_template::{ChatTemplate, RenderOptions};
 use crate::runtime::tokenizer::Tokenizer;
 use crate::runtime::{GenerationConfig, GenerationOutput, StreamEvent};
 
-use super::{Draft, DraftEvent, DraftRequest, ModelDrafter, Result, SessionError};
+use super::{Draft, DraftEvent, DraftRequest, Result, SessionError};
 
 /// The tokenizer (from `tokenizer`, or the model's own) and the chat template it carries.
 pub(super) fn tokenizer_and_template(
@@ -27,6 +27,25 @@ pub(super) fn tokenizer_and_template(
             model: model.to_path_buf(),
         }),
     }
+}
+
+/// Words to ban so the model cannot say a forbidden phrase again: the phrase itself and
+/// its longest word (at least 4 letters), matched case-insensitively by the generator.
+pub(super) fn banned_words(phrases: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in phrases {
+        let longest = p
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4)
+            .max_by_key(|w| w.len());
+        for form in std::iter::once(p.trim()).chain(longest) {
+            let form = form.to_lowercase();
+            if !form.is_empty() && !out.contains(&form) {
+                out.push(form);
+            }
+        }
+    }
+    out
 }
 
 /// A request ready to decode.
@@ -61,7 +80,7 @@ pub(super) fn prepare(
             context,
         });
     }
-    let banned = ModelDrafter::banned_words(&req.banned_phrases);
+    let banned = banned_words(&req.banned_phrases);
     let cancel = Arc::new(AtomicBool::new(false));
     let config = GenerationConfig {
         max_new_tokens: req.max_new_tokens.min(context - ids.len()).max(1),

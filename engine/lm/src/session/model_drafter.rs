@@ -130,20 +130,7 @@ impl ModelDrafter {
     /// Words to ban so the model cannot say a forbidden phrase again: the phrase itself and
     /// its longest word (at least 4 letters), matched case-insensitively by the generator.
     pub fn banned_words(phrases: &[String]) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for p in phrases {
-            let longest = p
-                .split(|c: char| !c.is_alphanumeric())
-                .filter(|w| w.chars().count() >= 4)
-                .max_by_key(|w| w.len());
-            for form in std::iter::once(p.trim()).chain(longest) {
-                let form = form.to_lowercase();
-                if !form.is_empty() && !out.contains(&form) {
-                    out.push(form);
-                }
-            }
-        }
-        out
+        draft_decode::banned_words(phrases)
     }
 }
 

@@ -17,6 +17,7 @@ use std::thread;
 
 use anyhow::Result;
 use axum::http::StatusCode;
+use psy_lm::runtime::panic_message;
 use psy_lm::session::{CancelCheck, Delta};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -148,17 +149,6 @@ impl Health {
             StatusCode::SERVICE_UNAVAILABLE
         };
         (code, body)
-    }
-}
-
-/// The text of a panic's payload (`panic!` with a literal or a formatted message).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".into()
     }
 }
 

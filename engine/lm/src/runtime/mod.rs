@@ -35,7 +35,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use assets::default_model_path;
-pub use batch::{generate_batched, BatchRequest, Batcher};
+pub use batch::{generate_batched, panic_message, BatchRequest, Batcher};
 pub use batch_engine::{EngineHandle, EngineInfo};
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};

@@ -37,8 +37,12 @@ fn manifest_in(mode: &str) -> PathBuf {
     path
 }
 
+/// The default model, or `PSY_BENCH_MODEL` (a GGUF path) to time another one the same way.
 fn model() -> PathBuf {
-    psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"))
+    match std::env::var_os("PSY_BENCH_MODEL") {
+        Some(path) => PathBuf::from(path),
+        None => psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}")),
+    }
 }
 
 const MESSAGE: &str = "I've been so tired lately and work is overwhelming.";

@@ -473,6 +473,16 @@ fn four_stages_over_the_raw_server_killed_and_resumed_keep_every_key_once_and_ev
             assert_eq!(round["counselor_content"], written["counselor_content"]);
         }
     }
+    // Tokens: what the server's `usage` said for every reply of the resumed invocation, summed;
+    // nothing estimated, since every reply carried a count.
+    let served: u64 = exchanges
+        .iter()
+        .filter(|x| x.phase == 1 && x.status == 200)
+        .map(|x| x.response["usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(served > 0);
+    assert_eq!(report["tokens_reported"], served);
+    assert_eq!(report["tokens_estimated"], 0);
     // The resume only added: no stage has fewer finished keys than the killed run reported.
     for (stage, c) in &killed.stages {
         assert!(n(stage) >= c.done, "{stage}");

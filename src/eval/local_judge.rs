@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use psy_core::eval_spec::JudgeSection;
-use psy_eval::judge::{JudgeBackend, JudgeCall, JudgeError};
+use psy_eval::judge::{Completion, JudgeBackend, JudgeCall, JudgeError, TokenUsage};
 use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use psy_lm::runtime::grammar::JsonSchema;
 use psy_lm::runtime::sampling::SamplingConfig;
@@ -66,7 +66,7 @@ impl JudgeBackend for LocalJudge {
         &self,
         call: &JudgeCall,
         _previous_error: Option<&str>,
-    ) -> Result<String, JudgeError> {
+    ) -> Result<Completion, JudgeError> {
         let fail = |message: String| JudgeError::Backend {
             backend: format!("psy judge {}", self.path.display()),
             message,
@@ -104,6 +104,15 @@ impl JudgeBackend for LocalJudge {
         };
         let mut out = runtime::generate(&l.model, Some(&l.tokenizer), &[ids], &cfg, &mut |_| {})
             .map_err(|e| fail(e.to_string()))?;
-        Ok(out.pop().map(|o| o.text).unwrap_or_default())
+        let out = out
+            .pop()
+            .ok_or_else(|| fail("the model returned no output".into()))?;
+        Ok(Completion {
+            usage: Some(TokenUsage {
+                prompt_tokens: out.prompt_ids.len() as u64,
+                completion_tokens: out.generated_ids.len() as u64,
+            }),
+            text: out.text,
+        })
     }
 }

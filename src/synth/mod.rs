@@ -52,7 +52,7 @@ pub fn report(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let (teachers, tokens) = old
-        .map(|r| (r.teachers, r.tokens_estimated))
+        .map(|r| (r.teachers, (r.tokens_reported, r.tokens_estimated)))
         .unwrap_or_default();
     SynthReport::collect(&dir, &synth, &posts, used, &teachers, tokens)
 }

@@ -226,7 +226,14 @@ pub fn synthesize(opts: &SynthOptions) -> Result<SynthReport, SynthError> {
         .iter()
         .map(|r| (r.stage.as_str().to_string(), r.teacher.id().to_string()))
         .collect();
-    let report = SynthReport::collect(&dir, &synth, &posts, limit, &teacher_ids, budget.used())?;
+    let report = SynthReport::collect(
+        &dir,
+        &synth,
+        &posts,
+        limit,
+        &teacher_ids,
+        (budget.reported(), budget.estimated()),
+    )?;
     write_report(&dir, &report)?;
     Ok(report)
 }

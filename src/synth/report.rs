@@ -1,6 +1,6 @@
 //! `report.json` of a synth run: posts read and skipped (by reason), per stage the finished
 //! keys and the outstanding failures by reason, the filter's verdicts by criterion, records
-//! written, teachers and the estimated tokens. `psy synth M --report` recomputes it from the
+//! written, teachers and the tokens used (reported, or estimated where a reply had no count). `psy synth M --report` recomputes it from the
 //! files, so it also describes a run that was killed.
 
 use std::collections::{BTreeMap, HashSet};
@@ -49,7 +49,12 @@ pub struct SynthReport {
     /// Failed calls logged over every attempt (retried ones included).
     pub failures_logged: usize,
     pub teachers: BTreeMap<String, String>,
-    /// Prompt and answer characters / 4, over this invocation's calls (an estimate).
+    /// Tokens the teachers reported for this invocation's calls (prompts and answers, repairs
+    /// included).
+    #[serde(default)]
+    pub tokens_reported: u64,
+    /// Prompt and answer characters / 4, for this invocation's replies that came without a
+    /// token count (an estimate).
     pub tokens_estimated: u64,
 }
 
@@ -68,7 +73,7 @@ impl SynthReport {
         posts: &PostSet,
         used: usize,
         teachers: &BTreeMap<String, String>,
-        tokens: u64,
+        tokens: (u64, u64),
     ) -> Result<SynthReport, SynthError> {
         let failures = read_failures(&dir.join(FAILURES_FILE));
         let mut stages = BTreeMap::new();
@@ -149,7 +154,8 @@ impl SynthReport {
             records: lines(&dir.join(RECORDS_FILE)).len(),
             failures_logged: failures.len(),
             teachers: teachers.clone(),
-            tokens_estimated: tokens,
+            tokens_reported: tokens.0,
+            tokens_estimated: tokens.1,
         })
     }
 
@@ -186,8 +192,8 @@ impl SynthReport {
             counts_suffix(&f.module_issues)
         ));
         out.push_str(&format!(
-            "records: {} ({}/records.jsonl); failed calls logged: {}; tokens (estimated): {}\n",
-            self.records, self.output, self.failures_logged, self.tokens_estimated
+            "records: {} ({}/records.jsonl); failed calls logged: {}; tokens: {} reported by the teachers, {} estimated (replies without a count)\n",
+            self.records, self.output, self.failures_logged, self.tokens_reported, self.tokens_estimated
         ));
         for (stage, id) in &self.teachers {
             out.push_str(&format!("teacher {stage}: {id}\n"));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use psy_core::synth_spec::{TeacherKind, TeacherSection};
 use psy_eval::judge::{
     ChatMessage, Judge, JudgeBackend, JudgeCall, JudgeError, OpenAiBackend, OpenAiConfig,
+    TokenUsage,
 };
 use serde_json::Value;
 
@@ -26,31 +27,47 @@ pub struct Answer<T> {
     pub attempts: u32,
 }
 
-/// Tokens used by every teacher of a run, against the manifest's budget. Counted at four
-/// characters a token over prompts and answers (endpoints report usage differently, and a
-/// local model has none to report): an estimate, as the report says.
+/// Tokens used by every teacher of a run, against the manifest's budget. A reply's tokens are
+/// the ones its teacher reported (an endpoint's `usage`, a local model's own count); a reply
+/// that came without a count is estimated at four characters a token, and kept apart so the
+/// report says how much of the total is an estimate.
 #[derive(Default)]
 pub struct Budget {
     limit: u64,
-    used: AtomicU64,
+    reported: AtomicU64,
+    estimated: AtomicU64,
 }
 
 impl Budget {
     pub fn new(limit: u64) -> Budget {
         Budget {
             limit,
-            used: AtomicU64::new(0),
+            ..Budget::default()
         }
     }
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.reported() + self.estimated()
+    }
+    /// Tokens the teachers reported.
+    pub fn reported(&self) -> u64 {
+        self.reported.load(Ordering::Relaxed)
+    }
+    /// Tokens estimated from characters, for replies without a count.
+    pub fn estimated(&self) -> u64 {
+        self.estimated.load(Ordering::Relaxed)
     }
     pub fn exhausted(&self) -> bool {
         self.limit > 0 && self.used() >= self.limit
     }
-    fn add(&self, chars: usize) {
-        self.used
-            .fetch_add(chars.div_ceil(4) as u64, Ordering::Relaxed);
+    /// One call's replies: their reported tokens, or the character estimate when any reply
+    /// came without a count.
+    fn add(&self, usage: Option<TokenUsage>, estimate_chars: usize) {
+        match usage {
+            Some(u) => self.reported.fetch_add(u.total(), Ordering::Relaxed),
+            None => self
+                .estimated
+                .fetch_add(estimate_chars.div_ceil(4) as u64, Ordering::Relaxed),
+        };
     }
 }
 
@@ -131,7 +148,7 @@ impl Teacher {
             Ok(j) => {
                 let attempts = j.attempts.max(1);
                 self.budget
-                    .add(prompt_chars * attempts as usize + j.raw.len());
+                    .add(j.usage, prompt_chars * attempts as usize + j.raw.len());
                 Ok(Answer {
                     value: j.value,
                     raw: j.raw,
@@ -139,8 +156,11 @@ impl Teacher {
                 })
             }
             Err(e) => {
-                if let JudgeError::Invalid { attempts, .. } = e.innermost() {
-                    self.budget.add(prompt_chars * *attempts as usize);
+                if let JudgeError::Invalid {
+                    attempts, usage, ..
+                } = e.innermost()
+                {
+                    self.budget.add(*usage, prompt_chars * *attempts as usize);
                 }
                 Err(AskError::Teacher(e))
             }

@@ -74,6 +74,41 @@ fn a_500_is_retried_and_the_request_carries_model_and_schema() {
 }
 
 #[test]
+fn reported_usage_is_summed_over_repairs_and_a_missing_count_is_not_read_as_zero() {
+    let server = ScriptedServer::start(|index, body| {
+        if user_text(body).contains("no usage") {
+            return Reply::completion(VALID);
+        }
+        match index {
+            0 => Reply::completion_with_usage(r#"{"score": 9, "reason": "x"}"#, 120, 14),
+            _ => Reply::completion_with_usage(VALID, 171, 19),
+        }
+    });
+    let judge = judge_for(fast_config(&server));
+    let judged = judge.judge(&call_about("turn-u"), &validate_score).unwrap();
+    assert_eq!(judged.attempts, 2);
+    // 120 + 171 prompt tokens, 14 + 19 completion tokens: what the two replies said.
+    let usage = judged.usage.expect("both replies reported usage");
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (291, 33));
+    let without = judge
+        .judge(&call_about("no usage"), &validate_score)
+        .unwrap();
+    assert_eq!(
+        without.usage, None,
+        "an endpoint that says nothing is not 0 tokens"
+    );
+    let stats = judge.stats();
+    assert_eq!(
+        (
+            stats.prompt_tokens,
+            stats.completion_tokens,
+            stats.replies_without_usage
+        ),
+        (291, 33, 1)
+    );
+}
+
+#[test]
 fn truncated_json_is_sent_back_and_the_repair_validates() {
     let truncated = r#"```json
 {"score": 3, "reason": "names the"#;
@@ -150,6 +185,7 @@ fn a_verdict_that_never_validates_ends_invalid_after_the_repairs() {
             attempts,
             last_error,
             last_text,
+            ..
         } => {
             assert_eq!(*attempts, 3);
             assert_eq!(last_error, "`score` must be between 1 and 5, got 9");

@@ -1,7 +1,37 @@
-//! The one thing a judge backend does: turn a call into the model's raw reply text.
+//! The one thing a judge backend does: turn a call into the model's raw reply text, with the
+//! tokens it took when the backend knows them.
+
+use serde::{Deserialize, Serialize};
 
 use super::call::JudgeCall;
 use super::error::JudgeError;
+
+/// Tokens one reply took, as the backend counted them (an endpoint's `usage`, a local model's
+/// own token ids).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl TokenUsage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+    }
+}
+
+/// One reply of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    /// `None` when the backend did not say (an endpoint without `usage` in its response).
+    pub usage: Option<TokenUsage>,
+}
 
 /// A model that answers judge calls: a remote OpenAI-compatible endpoint ([`super::OpenAiBackend`])
 /// or a local psy model decoding under the verdict schema.
@@ -14,7 +44,7 @@ pub trait JudgeBackend: Send + Sync {
     /// `psy:<model sha>`): part of the cache key, so it must change when the model does.
     fn id(&self) -> String;
 
-    /// The raw reply text for `call`.
+    /// The raw reply for `call`.
     ///
     /// On a repair attempt `previous_error` holds the parse or validation error of the last
     /// reply, and `call.messages` already end with that reply and a user message asking for
@@ -23,5 +53,5 @@ pub trait JudgeBackend: Send + Sync {
         &self,
         call: &JudgeCall,
         previous_error: Option<&str>,
-    ) -> Result<String, JudgeError>;
+    ) -> Result<Completion, JudgeError>;
 }

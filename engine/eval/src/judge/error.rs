@@ -81,6 +81,8 @@ pub enum JudgeError {
         last_error: String,
         /// The last reply, verbatim.
         last_text: String,
+        /// Tokens of all those replies, when the backend reported every count.
+        usage: Option<super::backend::TokenUsage>,
     },
     /// The SQLite cache could not be opened or read.
     #[error("judge cache {}: {message}", path.display())]

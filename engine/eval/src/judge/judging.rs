@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 
 use serde_json::Value;
 
-use super::backend::JudgeBackend;
+use super::backend::{JudgeBackend, TokenUsage};
 use super::cache::{cache_key, JudgeCache};
 use super::call::{ChatMessage, JudgeCall};
 use super::error::JudgeError;
@@ -27,6 +27,9 @@ pub struct Judged<T> {
     pub attempts: u32,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// Tokens of every reply this verdict took, repairs included, as the backend reported them
+    /// (zero from the cache); `None` when a reply came without a count.
+    pub usage: Option<TokenUsage>,
 }
 
 /// Counters for the report.
@@ -47,6 +50,12 @@ pub struct JudgeStats {
     pub failed: u64,
     /// Validated verdicts the cache could not store (logged; the verdict itself was kept).
     pub cache_write_errors: u64,
+    /// Prompt and completion tokens of the replies whose backend reported them (failed calls'
+    /// replies included).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Replies that came without a token count.
+    pub replies_without_usage: u64,
 }
 
 /// Progress of [`Judge::judge_all`], reported after each finished call.
@@ -73,6 +82,9 @@ struct Counters {
     invalid: AtomicU64,
     failed: AtomicU64,
     cache_write_errors: AtomicU64,
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    replies_without_usage: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -143,6 +155,9 @@ impl Judge {
             invalid: get(&c.invalid),
             failed: get(&c.failed),
             cache_write_errors: get(&c.cache_write_errors),
+            prompt_tokens: get(&c.prompt_tokens),
+            completion_tokens: get(&c.completion_tokens),
+            replies_without_usage: get(&c.replies_without_usage),
         }
     }
 
@@ -214,6 +229,7 @@ impl Judge {
             raw: hit.raw,
             attempts: 0,
             cached: true,
+            usage: Some(TokenUsage::default()),
         })
     }
 
@@ -226,10 +242,28 @@ impl Judge {
         let mut current = call.clone();
         let mut previous_error: Option<String> = None;
         let mut attempts = 0;
+        let mut usage = Some(TokenUsage::default());
         loop {
-            let raw = self.backend.complete(&current, previous_error.as_deref())?;
+            let reply = self.backend.complete(&current, previous_error.as_deref())?;
+            let raw = reply.text;
             attempts += 1;
             bump(&self.counters.backend_calls);
+            match reply.usage {
+                Some(u) => {
+                    let c = &self.counters;
+                    c.prompt_tokens
+                        .fetch_add(u.prompt_tokens, Ordering::Relaxed);
+                    c.completion_tokens
+                        .fetch_add(u.completion_tokens, Ordering::Relaxed);
+                    if let Some(total) = usage.as_mut() {
+                        total.add(u);
+                    }
+                }
+                None => {
+                    bump(&self.counters.replies_without_usage);
+                    usage = None;
+                }
+            }
             let checked = parse_verdict(&raw)
                 .and_then(|verdict| validate(&verdict).map(|value| (verdict, value)));
             let error = match checked {
@@ -240,6 +274,7 @@ impl Judge {
                         raw,
                         attempts,
                         cached: false,
+                        usage,
                     })
                 }
                 Err(error) => error,
@@ -249,6 +284,7 @@ impl Judge {
                     attempts,
                     last_error: error,
                     last_text: raw,
+                    usage,
                 });
             }
             bump(&self.counters.repairs);

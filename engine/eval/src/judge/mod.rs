@@ -15,7 +15,7 @@ mod judging;
 mod openai;
 
 pub use crate::think::strip_think;
-pub use backend::JudgeBackend;
+pub use backend::{Completion, JudgeBackend, TokenUsage};
 pub use backoff::{parse_retry_after, Backoff};
 pub use cache::{cache_key, CachedVerdict, JudgeCache};
 pub use call::{ChatMessage, JudgeCall};

@@ -10,7 +10,7 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::backend::JudgeBackend;
+use super::backend::{Completion, JudgeBackend, TokenUsage};
 use super::backoff::{parse_retry_after, Backoff};
 use super::call::JudgeCall;
 use super::error::JudgeError;
@@ -115,8 +115,8 @@ impl OpenAiBackend {
         &self.endpoint
     }
 
-    /// One request: the reply text, or whether the failure is worth retrying.
-    fn attempt(&self, body: &Value) -> Result<String, Attempt> {
+    /// One request: the reply, or whether the failure is worth retrying.
+    fn attempt(&self, body: &Value) -> Result<Completion, Attempt> {
         let mut request = self.client.post(&self.endpoint).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
@@ -135,8 +135,7 @@ impl OpenAiBackend {
             retry_after: None,
         })?;
         if status.is_success() {
-            return completion_text(&text)
-                .map_err(|message| Attempt::Fail(self.bad_response(message)));
+            return completion(&text).map_err(|message| Attempt::Fail(self.bad_response(message)));
         }
         let message = error_message(&text);
         if is_transient(status) {
@@ -197,7 +196,7 @@ impl JudgeBackend for OpenAiBackend {
         &self,
         call: &JudgeCall,
         _previous_error: Option<&str>,
-    ) -> Result<String, JudgeError> {
+    ) -> Result<Completion, JudgeError> {
         let body = request_body(&self.config.model, call);
         let mut last = String::new();
         let mut wait_hint = None;
@@ -208,7 +207,7 @@ impl JudgeBackend for OpenAiBackend {
                 std::thread::sleep(delay);
             }
             match self.attempt(&body) {
-                Ok(text) => return Ok(text),
+                Ok(reply) => return Ok(reply),
                 Err(Attempt::Fail(error)) => return Err(error),
                 Err(Attempt::Retry {
                     last: why,
@@ -269,8 +268,9 @@ fn retry_after(response: &Response) -> Option<Duration> {
     parse_retry_after(value, SystemTime::now())
 }
 
-/// `choices[0].message.content` of a chat completion.
-fn completion_text(body: &str) -> Result<String, String> {
+/// `choices[0].message.content` of a chat completion, with its `usage` when the endpoint
+/// reports one.
+fn completion(body: &str) -> Result<Completion, String> {
     let value: Value = serde_json::from_str(body)
         .map_err(|e| format!("the body is not JSON ({e}): {}", shorten(body)))?;
     let message = value
@@ -284,9 +284,12 @@ fn completion_text(body: &str) -> Result<String, String> {
         .and_then(Value::as_str)
         .filter(|r| !r.trim().is_empty());
     match message.get("content") {
-        Some(Value::String(text)) => Ok(match reasoning {
-            Some(r) => format!("<think>{r}</think>{text}"),
-            None => text.clone(),
+        Some(Value::String(text)) => Ok(Completion {
+            text: match reasoning {
+                Some(r) => format!("<think>{r}</think>{text}"),
+                None => text.clone(),
+            },
+            usage: usage(&value),
         }),
         _ => match message.get("refusal").and_then(Value::as_str) {
             Some(refusal) => Err(format!("the model refused: {refusal}")),
@@ -296,6 +299,16 @@ fn completion_text(body: &str) -> Result<String, String> {
             )),
         },
     }
+}
+
+/// `usage.prompt_tokens` and `usage.completion_tokens`, when both are there as counts (a
+/// response without them, or with something else, is read as "not reported", never as 0).
+fn usage(response: &Value) -> Option<TokenUsage> {
+    let count = |name: &str| response.pointer(&format!("/usage/{name}"))?.as_u64();
+    Some(TokenUsage {
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+    })
 }
 
 /// The `error.message` of an OpenAI-style error body, else the body itself (shortened).

@@ -42,6 +42,19 @@ impl Reply {
         }
     }
 
+    /// A completion whose body reports `usage` as OpenAI's endpoints do.
+    pub fn completion_with_usage(content: &str, prompt: u64, completion: u64) -> Reply {
+        let mut reply = Reply::completion(content);
+        let mut body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        body["usage"] = json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        });
+        reply.body = body.to_string();
+        reply
+    }
+
     /// An error status with an OpenAI-style error body.
     pub fn error(status: u16, message: &str) -> Reply {
         let body = json!({"error": {"message": message, "type": "test"}});

@@ -363,6 +363,27 @@ fn past_history_is_lower_than_current() {
 }
 
 #[test]
+fn a_past_attempt_alone_is_history_and_joins_what_is_current() {
+    // Resolved and told as history: at most low (the history signal is kept for combinations).
+    for t in [
+        "Seven years since I tried to take my own life. I run a peer support group on Tuesdays.",
+        "i tried to kill myself in 2018 and honestly my life is so different these past months",
+        "I overdosed on my tablets back in uni. These days I'm studying to be a nurse.",
+    ] {
+        assert!(level(t) <= RiskLevel::Low, "{t}: {:?}", level(t));
+    }
+    // The old feelings returning: moderate; with current thoughts of suicide: high.
+    let back = "I attempted suicide years ago. Losing my job has brought those feelings back.";
+    assert_eq!(level(back), RiskLevel::Moderate, "{back}");
+    let current =
+        "I tried to kill myself when I was 20 and lately I keep thinking about killing myself";
+    assert!(level(current) >= RiskLevel::High, "{current}");
+    // A current marker in the sentence wins over a past one, and a time to come is not a past.
+    assert!(level("Years ago I self-harmed and last night I tried to overdose") >= RiskLevel::High);
+    assert!(level("I overdosed an hour ago, in 20 minutes it will be too late") >= RiskLevel::High);
+}
+
+#[test]
 fn training_replies_to_high_risk_messages_must_carry_the_protocol() {
     use psy_core::module::SampleView;
     let guard = module();

@@ -12,6 +12,7 @@ use psy_lm::runtime::burn::module::{Module, ModuleVisitor, Param};
 use psy_lm::runtime::burn::tensor::{DType, Device, Tensor};
 use psy_core::train_spec::{TrainAttention, TrainPrecision};
 use psy_lm::runtime::load_model_on;
+use psy_lm::runtime::model::ids_tensor;
 use psy_lm::training::mixed_precision::{compute_copy, probe};
 use psy_lm::training::optim::accumulate_grads;
 use psy_lm::training::{lm_loss, run_with, AdamW, AdamWConfig, NamedGrads, TrainMemory};
@@ -82,6 +83,8 @@ fn a_bf16_step_trains_every_f32_master_on_the_cpu() {
     let mut losses = Vec::new();
     for _ in 0..4 {
         let copy = compute_copy(&model, DType::BF16);
+        let hidden = copy.forward_hidden(ids_tensor(&batch.input_ids, &device));
+        assert_eq!(hidden.dtype(), DType::BF16, "the body computes in bf16");
         let loss = lm_loss(&copy, &config, &batch, &device) / n;
         assert_eq!(loss.dtype(), DType::F32, "the loss is formed in f32");
         losses.push(loss.clone().inner().into_scalar::<f32>());
@@ -141,9 +144,9 @@ const CHECKPOINTING: (&str, &str) = (
 );
 const MEMORY_EFFICIENT: (&str, &str) = ("attention = \"eager\"", "attention = \"memory-efficient\"");
 
-/// 40 steps of the tiny demo in bf16 stay within TOL_F32 of the f32 curve at every step, for
+/// 40 steps of the tiny demo in bf16 stay within [`TOL_F32`] of the f32 curve at every step, for
 /// the plain step, checkpointing, memory-efficient attention and both; the memory-saving
-/// bodies in bf16 stay within TOL_PLAIN of the plain bf16 step (they cast the same masters
+/// bodies in bf16 stay within [`TOL_PLAIN`] of the plain bf16 step (they cast the same masters
 /// and round at nearly the same places).
 #[test]
 fn the_bf16_loss_curve_follows_the_f32_curve_with_every_body() {
@@ -176,8 +179,12 @@ fn the_bf16_loss_curve_follows_the_f32_curve_with_every_body() {
     }
 }
 
-const TOL_F32: f64 = 5e-2;
-const TOL_PLAIN: f64 = 5e-2;
+/// Measured worst relative difference from the f32 curve over 40 steps: plain 4.7e-4,
+/// checkpointing 2.5e-4, memory-efficient and both 4.2e-4 (bf16's 2^-9 rounding, averaged
+/// over the batch's tokens); 4x the worst.
+const TOL_F32: f64 = 2e-3;
+/// Measured worst relative difference from the plain bf16 curve: 2.7e-4.
+const TOL_PLAIN: f64 = 2e-3;
 
 /// A backend lacking an operation the step needs is refused by the probe with the backend's
 /// own message naming the operation: flex has no cast to `Flex32`.

@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
+use psy_core::train_spec::{TrainAttention, TrainPrecision};
 use psy_lm::runtime::burn::module::{Module, ModuleVisitor, Param};
 use psy_lm::runtime::burn::tensor::{DType, Device, Tensor};
-use psy_core::train_spec::{TrainAttention, TrainPrecision};
 use psy_lm::runtime::load_model_on;
 use psy_lm::runtime::model::ids_tensor;
 use psy_lm::training::mixed_precision::{compute_copy, probe};
@@ -93,7 +93,11 @@ fn a_bf16_step_trains_every_f32_master_on_the_cpu() {
         accumulate_grads(&model, &mut g, &mut grads, 1.0);
         let mut params = Dtypes(Vec::new());
         model.visit(&mut params);
-        assert_eq!(grads.len(), params.0.len(), "a gradient for every parameter");
+        assert_eq!(
+            grads.len(),
+            params.0.len(),
+            "a gradient for every parameter"
+        );
         assert!(grads.values().all(|g| g.dtype() == DType::F32));
         model = opt.step(model, &mut grads, 1e-2);
     }
@@ -142,7 +146,8 @@ const CHECKPOINTING: (&str, &str) = (
     "gradient_checkpointing = false",
     "gradient_checkpointing = true",
 );
-const MEMORY_EFFICIENT: (&str, &str) = ("attention = \"eager\"", "attention = \"memory-efficient\"");
+const MEMORY_EFFICIENT: (&str, &str) =
+    ("attention = \"eager\"", "attention = \"memory-efficient\"");
 
 /// 40 steps of the tiny demo in bf16 stay within [`TOL_F32`] of the f32 curve at every step, for
 /// the plain step, checkpointing, memory-efficient attention and both; the memory-saving
@@ -156,8 +161,14 @@ fn the_bf16_loss_curve_follows_the_f32_curve_with_every_body() {
     let plain = demo_losses(dir.path(), "plain", &[BF16]);
     for (name, curve) in [
         ("plain", plain.clone()),
-        ("checkpointing", demo_losses(dir.path(), "ck", &[BF16, CHECKPOINTING])),
-        ("memory-efficient", demo_losses(dir.path(), "me", &[BF16, MEMORY_EFFICIENT])),
+        (
+            "checkpointing",
+            demo_losses(dir.path(), "ck", &[BF16, CHECKPOINTING]),
+        ),
+        (
+            "memory-efficient",
+            demo_losses(dir.path(), "me", &[BF16, MEMORY_EFFICIENT]),
+        ),
         (
             "both",
             demo_losses(dir.path(), "both", &[BF16, CHECKPOINTING, MEMORY_EFFICIENT]),
@@ -209,4 +220,3 @@ fn the_probe_names_the_operation_a_backend_lacks() {
         assert!(err.contains(want), "`{want}` missing from: {err}");
     }
 }
-

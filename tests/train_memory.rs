@@ -274,7 +274,13 @@ fn measure(case: &Case) -> (u64, psy_lm::training::memory_estimate::MemoryEstima
         }
         let scale = 1.0 / b.target_count() as f64;
         if case.mem.is_plain() {
-            plain_in(compute_dtype(case.mem.precision), &model, &config, &b, scale)
+            plain_in(
+                compute_dtype(case.mem.precision),
+                &model,
+                &config,
+                &b,
+                scale,
+            )
         } else {
             loss_and_grads(&model, &b, scale, &case.mem)
         }

@@ -274,7 +274,11 @@ pub fn loss_and_grads(
         g = graph.backward(model, g, mem, &mut acc);
     }
     if embedded.is_tracked() {
-        backward_into(model, in_f32((embedded * Tensor::from_inner(g)).sum()), &mut acc);
+        backward_into(
+            model,
+            in_f32((embedded * Tensor::from_inner(g)).sum()),
+            &mut acc,
+        );
     }
     (value, acc)
 }

@@ -201,7 +201,10 @@ mod tests {
             assert_eq!((h.grads, h.optimizer), (4 * trainable, 8 * trainable));
             assert_eq!((f.grads, f.optimizer), (h.grads, h.optimizer));
             // Linear values at 3/4 of f32, scores equal: between 3/4 of f32's and f32's.
-            assert!(h.activations >= f.activations * 3 / 4, "{len}: {h:?} vs {f:?}");
+            assert!(
+                h.activations >= f.activations * 3 / 4,
+                "{len}: {h:?} vs {f:?}"
+            );
             assert!(h.activations < f.activations, "{len}: {h:?} vs {f:?}");
         }
         // At 2,048 tokens one layer's backward outweighs the f32 head chunk (138 x 151,936

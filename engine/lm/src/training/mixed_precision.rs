@@ -14,9 +14,9 @@
 use burn::tensor::{DType, Device};
 use psy_core::train_spec::TrainPrecision;
 
+pub use super::cast::{compute_copy, compute_dtype};
 use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::loss::{lm_loss, Batch};
-pub use super::cast::{compute_copy, compute_dtype};
 use crate::runtime::{CausalLm, ModelConfig};
 
 /// Checks, before any work, that `precision` can train on `device` (an autodiff device) with

@@ -14,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::lora::with_dropout;
 use psy_lm::runtime::model::ids_tensor;
-use psy_lm::runtime::{Architecture, CausalLm, KvCache, LoraConfig, ModelConfig};
+use psy_lm::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
 use psy_lm::training::optim::{accumulate_grads, clip_global_norm};
 use psy_lm::training::{head_loss, AdamW, AdamWConfig, Batch, NamedGrads};
 
@@ -58,10 +58,7 @@ fn main() {
     let mut opt = AdamW::new(AdamWConfig::default());
     for step in 0..steps {
         let t0 = Instant::now();
-        let hidden = with_dropout(step, || {
-            let mut cache = KvCache::new(&c, 1, len, &d);
-            model.forward_hidden(ids_tensor(&b.input_ids, &d), &mut cache)
-        });
+        let hidden = with_dropout(step, || model.forward_hidden(ids_tensor(&b.input_ids, &d)));
         let t1 = Instant::now();
         let loss = head_loss(hidden, model.head_weight(), &b) / b.target_count() as f64;
         let value: f32 = loss.clone().inner().into_scalar();

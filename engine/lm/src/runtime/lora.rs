@@ -10,7 +10,7 @@
 use std::cell::Cell;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::Rng;
 use rayon::prelude::*;
@@ -147,7 +147,14 @@ impl LoraAdapter {
         let x = match next_dropout_seed().filter(|_| self.dropout > 0.0) {
             Some(seed) => {
                 let mask = dropout_mask(seed, b * s * k, 1.0 - self.dropout);
-                x * Tensor::from_data(TensorData::new(mask, [b, s, k]), &self.lora_a.device())
+                let mask: Tensor<3> =
+                    Tensor::from_data(TensorData::new(mask, [b, s, k]), &self.lora_a.device());
+                // Mixed precision: the mask in the activations' dtype (0 and 1/keep, rounded).
+                let mask = match x.dtype() {
+                    DType::F32 => mask,
+                    dtype => mask.cast(dtype),
+                };
+                x * mask
             }
             None => x,
         };

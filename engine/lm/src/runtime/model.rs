@@ -7,7 +7,7 @@
 //! blocks of a quantized weight ([`super::projection`]).
 
 use burn::module::{Module, Param};
-use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
 
 use super::config::ModelConfig;
 use super::dense::{linear, load};
@@ -77,6 +77,15 @@ impl RmsNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        if dtype != DType::F32 {
+            // Mixed precision (training in bf16): normalise in f32 and scale in the input's
+            // dtype, as transformers' `Qwen3RMSNorm` does (`weight * x.to(input_dtype)`).
+            let x = x.cast(DType::F32);
+            let ms = (x.clone() * x.clone()).mean_dim(D - 1);
+            let normed = (x * (ms + self.eps).sqrt().recip()).cast(dtype);
+            return normed * self.weight.val().unsqueeze::<D>();
+        }
         let ms = (x.clone() * x.clone()).mean_dim(D - 1);
         x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<D>()
     }
@@ -121,6 +130,11 @@ impl Rotary {
         let [_, _, s, d] = x.dims();
         let cos = self.cos.clone().narrow(0, start, s).reshape([1, 1, s, d]);
         let sin = self.sin.clone().narrow(0, start, s).reshape([1, 1, s, d]);
+        // The tables are f32; a bf16 training forward rotates in its own dtype.
+        let (cos, sin) = match x.dtype() {
+            DType::F32 => (cos, sin),
+            dtype => (cos.cast(dtype), sin.cast(dtype)),
+        };
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
@@ -393,7 +407,13 @@ pub(crate) fn attend(
     // Query head i uses KV head i / n_rep (transformers' repeat_kv). Grouping the queries as
     // [b, kvh, n_rep*s, d] gives the same products without copying K and V.
     let q = q.reshape([b, kvh, n_rep * s, d]);
+    let dtype = q.dtype();
     let mut scores = (q.matmul(k.transpose()) * scale).reshape([b, h, s, t]);
+    if dtype != DType::F32 {
+        // Mixed precision: the mask and the softmax in f32 (transformers' eager attention
+        // takes the softmax in f32 too), the product with V back in the compute dtype.
+        scores = scores.cast(DType::F32);
+    }
     // Query i (position first+i) sees keys 0..=first+i.
     if t > first + 1 {
         let mask: Vec<f32> = (0..s)
@@ -410,7 +430,10 @@ pub(crate) fn attend(
         let mask = Tensor::from_data(TensorData::new(mask, [1, 1, s, t]), &scores.device());
         scores = scores + mask;
     }
-    let probs = activation::softmax(scores, 3).reshape([b, kvh, n_rep * s, t]);
+    let mut probs = activation::softmax(scores, 3).reshape([b, kvh, n_rep * s, t]);
+    if dtype != DType::F32 {
+        probs = probs.cast(dtype);
+    }
     probs.matmul(v).reshape([b, h, s, d])
 }
 
@@ -762,10 +785,7 @@ impl CausalLm {
             hidden_states.pop();
             hidden_states.push(x.clone());
         }
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => self.model.embed_tokens.as_head(x),
-        };
+        let logits = self.head_forward(x);
         ForwardTrace {
             logits,
             hidden_states,
@@ -775,9 +795,30 @@ impl CausalLm {
     /// Final hidden states `[batch, seq, hidden]` (after the last norm) of every position, without
     /// the LM head: training computes the head and the loss together, a chunk of rows at a time
     /// (see `training::loss::lm_loss`), so the `[batch, seq, vocab]` logits never exist whole.
-    pub fn forward_hidden(&self, ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
-        let x = self.body(ids, cache, None);
+    ///
+    /// The layers run without a KV cache ([`DecoderLayer::forward_uncached`]: the same values
+    /// as the cached path), so nothing in the pass is allocated in a fixed dtype and a bf16
+    /// copy of the weights computes in bf16 throughout.
+    pub fn forward_hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let mut x = self.model.embed_tokens.lookup(ids);
+        // A quantized (GGUF) table is not a parameter, so it dequantises to f32 whatever the
+        // compute copy's dtype is: follow the norms' weights, which always are parameters.
+        let dtype = self.model.norm.weight.val().dtype();
+        if x.dtype() != dtype {
+            x = x.cast(dtype);
+        }
+        for layer in &self.model.layers {
+            x = layer.forward_uncached(x, &self.rotary);
+        }
         self.model.norm.forward(x)
+    }
+
+    /// The LM head over final hidden states `x` `[batch, seq, hidden]`: `[batch, seq, vocab]`.
+    pub fn head_forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => self.model.embed_tokens.as_head(x),
+        }
     }
 
     /// The LM head's weight `[vocab, hidden]`: `lm_head.weight`, or the embeddings when tied.

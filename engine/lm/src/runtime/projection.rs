@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use burn::backend::Flex;
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 
 use super::dense::{linear, load};
 use super::error::Result;
@@ -130,8 +130,13 @@ fn quant_linear(w: &QuantMatrix, x: Tensor<3>, acts: Activations) -> Tensor<3> {
     let n = w.rows();
     let device = x.device();
     if x.is_autodiff() {
-        // Autodiff needs a tensor op for the gradient of `x`.
-        let dense = Tensor::from_data(TensorData::new(w.to_f32(), [n, k]), &device);
+        // Autodiff needs a tensor op for the gradient of `x`; a bf16 training forward
+        // multiplies in bf16.
+        let dense: Tensor<2> = Tensor::from_data(TensorData::new(w.to_f32(), [n, k]), &device);
+        let dense = match x.dtype() {
+            DType::F32 => dense,
+            dtype => dense.cast(dtype),
+        };
         return linear(dense, None, x);
     }
     let int = acts == Activations::Int8 && has_int_kernel(w.dtype());

@@ -9,8 +9,14 @@
 //!
 //! Shapes: queries `[b, heads, s, d]`, keys and values `[b, kv_heads, s, d]` (grouped-query
 //! attention: query head `i` uses KV head `i / n_rep`); all positions from 0, causal.
+//!
+//! Under mixed precision (bf16 Q, K, V) the tiles, the running statistics and the
+//! accumulators are f32, as FlashAttention keeps them; the output and the gradients come back
+//! in the inputs' dtype, the log-sum-exp stays f32.
 
 use burn::tensor::{Tensor, TensorData};
+
+use super::cast::{in_f32, to_dtype};
 
 /// Query and key rows per tile when the manifest does not say otherwise.
 pub const DEFAULT_BLOCK: usize = 64;
@@ -83,6 +89,8 @@ fn scores(
 
 /// Causal attention of `q` over `k`, `v` with online softmax, tiles of `block` rows.
 pub fn forward(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, block: usize) -> Saved {
+    let dtype = q.dtype();
+    let (q, k, v) = (&in_f32(q.clone()), in_f32(k.clone()), in_f32(v.clone()));
     let [_, h, s, d] = q.dims();
     let kvh = k.dims()[1];
     let block = block.max(1);
@@ -114,7 +122,7 @@ pub fn forward(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, block: usize) -> Sav
         lses.push(ungrouped(m + l.log(), h));
     }
     Saved {
-        out: Tensor::cat(outs, 2),
+        out: to_dtype(Tensor::cat(outs, 2), dtype),
         lse: Tensor::cat(lses, 2),
     }
 }
@@ -128,12 +136,16 @@ pub fn backward(
     dout: &Tensor<4>,
     block: usize,
 ) -> QkvGrads {
+    let dtype = q.dtype();
+    let (q, k, v) = (&in_f32(q.clone()), in_f32(k.clone()), in_f32(v.clone()));
+    let dout = &in_f32(dout.clone());
+    let out = in_f32(saved.out.clone());
     let [_, h, s, d] = q.dims();
     let kvh = k.dims()[1];
     let block = block.max(1);
     let scale = 1.0 / (d as f64).sqrt();
     // D_i = rowsum(dO_i * O_i): the softmax backward's per-row term.
-    let dsum = (dout.clone() * saved.out.clone()).sum_dim(3);
+    let dsum = (dout.clone() * out).sum_dim(3);
     let tiles: Vec<usize> = (0..s).step_by(block).collect();
     let mut dk: Vec<Option<Tensor<4>>> = vec![None; tiles.len()];
     let mut dv: Vec<Option<Tensor<4>>> = vec![None; tiles.len()];
@@ -182,8 +194,8 @@ pub fn backward(
         )
     };
     QkvGrads {
-        q: Tensor::cat(dqs, 2),
-        k: collect(dk),
-        v: collect(dv),
+        q: to_dtype(Tensor::cat(dqs, 2), dtype),
+        k: to_dtype(collect(dk), dtype),
+        v: to_dtype(collect(dv), dtype),
     }
 }

@@ -9,12 +9,17 @@
 //! leaf that requires grad, with the same LoRA dropout masks) and back-propagates the upstream
 //! gradient `g` through `sum(out * g)`, whose gradient with respect to `out` is exactly `g`.
 //! Without it, each layer's graph is built in the forward and kept until its turn.
+//!
+//! Under bf16 each part is cast from the f32 masters where it is built (a layer, the
+//! embeddings, the final norm, the head), so every separate backward pass finds its own cast
+//! back to the masters; the scalars backward starts from are f32.
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
 use psy_core::train_spec::{TrainAttention, TrainPrecision, TrainSection};
 
 use super::attention_blocked::{self, Saved};
+use super::cast::{compute_dtype, in_dtype, in_f32, to_dtype};
 use super::loss::{head_loss, masked_lm_loss, Batch};
 use super::optim::{accumulate_grads, NamedGrads};
 use crate::runtime::lora::{dropout_position, with_dropout_at};
@@ -28,7 +33,7 @@ pub struct TrainMemory {
     pub attention: TrainAttention,
     /// Query/key rows per tile of the memory-efficient attention.
     pub block: usize,
-    /// Bytes of activations follow it (the estimate); bf16 runs the plain path only.
+    /// The compute dtype (bf16: cast copies of the f32 masters) and the estimate's bytes.
     pub precision: TrainPrecision,
 }
 
@@ -134,7 +139,7 @@ impl LayerGraph {
     ) -> Tensor<3> {
         match self {
             LayerGraph::Eager { input, out } => {
-                let grads = backward_into(model, (out * Tensor::from_inner(g)).sum(), acc);
+                let grads = backward_into(model, in_f32((out * Tensor::from_inner(g)).sum()), acc);
                 grad_of(&input, &grads)
             }
             LayerGraph::MemoryEfficient(split) => {
@@ -146,7 +151,7 @@ impl LayerGraph {
                     residual,
                     out,
                 } = *split;
-                let grads = backward_into(model, (out * Tensor::from_inner(g)).sum(), acc);
+                let grads = backward_into(model, in_f32((out * Tensor::from_inner(g)).sum()), acc);
                 let d_heads = grad_of(&heads, &grads);
                 let d_residual = grad_of(&residual, &grads);
                 let d = attention_blocked::backward(
@@ -157,9 +162,9 @@ impl LayerGraph {
                     &d_heads,
                     mem.block,
                 );
-                let inject = (q * Tensor::from_inner(d.q)).sum()
-                    + (k * Tensor::from_inner(d.k)).sum()
-                    + (v * Tensor::from_inner(d.v)).sum();
+                let inject = in_f32((q * Tensor::from_inner(d.q)).sum())
+                    + in_f32((k * Tensor::from_inner(d.k)).sum())
+                    + in_f32((v * Tensor::from_inner(d.v)).sum());
                 let grads = backward_into(model, inject, acc);
                 grad_of(&input, &grads) + d_residual
             }
@@ -215,11 +220,15 @@ pub fn loss_and_grads(
     mem: &TrainMemory,
 ) -> (f64, NamedGrads) {
     let device = model.device();
-    let plain = mem.gradient_checkpointing.then(|| model.valid());
-    let embedded = model
-        .model
-        .embed_tokens
-        .lookup(ids_tensor(&batch.input_ids, &device));
+    let dtype = compute_dtype(mem.precision);
+    let plain = mem
+        .gradient_checkpointing
+        .then(|| in_dtype(&model.valid(), dtype));
+    // A quantized (GGUF) table dequantises to f32: cast its rows like the parameters.
+    let embedded = to_dtype(
+        in_dtype(&model.model.embed_tokens, dtype).lookup(ids_tensor(&batch.input_ids, &device)),
+        dtype,
+    );
     let mut x = embedded.clone().inner();
     let mut kept = Vec::with_capacity(model.model.layers.len());
     for (i, layer) in model.model.layers.iter().enumerate() {
@@ -229,7 +238,7 @@ pub fn loss_and_grads(
                 x = forward_plain(&p.model.layers[i], &p.rotary, x, mem);
             }
             None => {
-                let graph = LayerGraph::build(layer, &model.rotary, x, mem);
+                let graph = LayerGraph::build(&in_dtype(layer, dtype), &model.rotary, x, mem);
                 x = graph.output();
                 kept.push(Kept::Graph(graph));
             }
@@ -238,15 +247,16 @@ pub fn loss_and_grads(
     drop(plain);
     // Final norm, head and loss on the last layer's output as a leaf.
     let last = Tensor::from_inner(x).require_grad();
-    let hidden = model.model.norm.forward(last.clone());
+    let hidden = in_dtype(&model.model.norm, dtype).forward(last.clone());
     let loss = if model.head_is_plain() {
-        head_loss(hidden, model.head_weight(), batch)
+        // Rounded to the compute dtype as the plain path's copy is; the loss is formed in f32.
+        head_loss(hidden, to_dtype(model.head_weight(), dtype), batch)
     } else {
         let logits = match &model.lm_head {
-            Some(head) => head.forward(hidden),
-            None => model.model.embed_tokens.as_head(hidden),
+            Some(head) => in_dtype(head, dtype).forward(hidden),
+            None => in_dtype(&model.model.embed_tokens, dtype).as_head(hidden),
         };
-        masked_lm_loss(logits, batch)
+        masked_lm_loss(in_f32(logits), batch)
     } * scale;
     let value = f64::from(loss.clone().inner().into_scalar::<f32>());
     let mut acc = NamedGrads::new();
@@ -257,13 +267,18 @@ pub fn loss_and_grads(
         let graph = match k {
             Kept::Graph(graph) => graph,
             Kept::Input(input, position) => with_dropout_at(position, || {
-                LayerGraph::build(&model.model.layers[i], &model.rotary, input, mem)
+                let layer = in_dtype(&model.model.layers[i], dtype);
+                LayerGraph::build(&layer, &model.rotary, input, mem)
             }),
         };
         g = graph.backward(model, g, mem, &mut acc);
     }
     if embedded.is_tracked() {
-        backward_into(model, (embedded * Tensor::from_inner(g)).sum(), &mut acc);
+        backward_into(
+            model,
+            in_f32((embedded * Tensor::from_inner(g)).sum()),
+            &mut acc,
+        );
     }
     (value, acc)
 }

@@ -2,8 +2,9 @@
 //! label at `t + 1`; labels equal to [`IGNORE_INDEX`] (prompt, padding) contribute nothing.
 
 use burn::backend::Flex;
-use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
+use super::cast::in_f32;
 use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
@@ -128,21 +129,19 @@ pub fn logit_chunk_rows(vocab: usize) -> usize {
 
 /// The same value and gradients as `masked_lm_loss(forward_logits(..))`, computed with the LM
 /// head fused into the loss (see [`head_loss`]).
+///
+/// The body runs without a KV cache, in the dtype of `model`'s weights (a bf16 compute copy
+/// computes in bf16); `_config` is the model's, kept so every loss entry point reads alike.
 pub fn lm_loss(
     model: &CausalLm,
-    config: &ModelConfig,
+    _config: &ModelConfig,
     batch: &Batch,
     device: &Device,
 ) -> Tensor<1> {
+    let hidden = model.forward_hidden(ids_tensor(&batch.input_ids, device));
     if !model.head_is_plain() {
-        return masked_lm_loss(
-            forward_logits(model, config, &batch.input_ids, device),
-            batch,
-        );
+        return masked_lm_loss(in_f32(model.head_forward(hidden)), batch);
     }
-    let (b, s) = batch.dims();
-    let mut cache = KvCache::new(config, b, s, device);
-    let hidden = model.forward_hidden(ids_tensor(&batch.input_ids, device), &mut cache);
     head_loss(hidden, model.head_weight(), batch)
 }
 
@@ -230,14 +229,6 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
         out = out + ((head.clone() - head.detach()) * g).sum();
     }
     out
-}
-
-/// `t` itself when f32, else its (differentiable) cast to f32.
-fn in_f32<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    match t.dtype() {
-        DType::F32 => t,
-        _ => t.cast(DType::F32),
-    }
 }
 
 /// Summed weighted cross-entropy of logit columns `zt` `[vocab, rows]`, and (with `grad`) its

@@ -1,48 +1,23 @@
-//! bf16 mixed precision (`[train] precision = "bf16"`): forward and backward run on a bf16
-//! copy of the weights made by a differentiable cast of the f32 master weights, so gradients
-//! arrive on the masters in f32, AdamW keeps f32 moments, and the fused head + loss casts the
-//! hidden states back to f32 (the loss is formed in f32).
+//! bf16 mixed precision (`[train] precision = "bf16"`): forward and backward run on bf16 copies
+//! of the weights made by a differentiable cast of the f32 master weights
+//! ([`super::cast`]), so gradients arrive on the masters in f32 and AdamW keeps f32 moments.
+//! Inside the forward everything follows the activations' dtype: RoPE tables, LoRA dropout
+//! masks and dequantised GGUF weights are cast to it; the RMS norms, the attention's mask and
+//! softmax, the memory-efficient attention's accumulators, and the LM head with the loss
+//! work in f32, as transformers and FlashAttention do.
 //!
 //! Whether a backend runs it is found out, not assumed: [`probe`] runs one forward and backward
-//! of a one-layer model of the run's architecture (8-wide, so it costs nothing) in bf16 before
-//! any real work, and a failure becomes an error naming the backend and the operation's
-//! message. On flex today it fails inside psy's decoder: the runtime's RoPE tables, KV cache
-//! and causal mask are f32, and flex refuses an f32 x bf16 product (`storage: dtype mismatch`).
+//! of a one-layer model of the run's architecture (8-wide, so it costs nothing) in bf16, with
+//! the run's checkpointing and attention, before any real work; a failure becomes an error
+//! naming the backend and the failing operation's message.
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device};
 use psy_core::train_spec::TrainPrecision;
 
-use super::checkpointing::TrainMemory;
+pub use super::cast::{compute_copy, compute_dtype};
+use super::checkpointing::{loss_and_grads, TrainMemory};
 use super::loss::{lm_loss, Batch};
 use crate::runtime::{CausalLm, ModelConfig};
-
-/// The tensor dtype of the compute copy for `precision`.
-pub fn compute_dtype(precision: TrainPrecision) -> DType {
-    match precision {
-        TrainPrecision::F32 => DType::F32,
-        TrainPrecision::Bf16 => DType::BF16,
-    }
-}
-
-/// Casts every float parameter to `dtype` through the autodiff graph (`cast` is
-/// differentiable: its backward casts the gradient back to the master's dtype).
-struct CastMapper {
-    dtype: DType,
-}
-
-impl ModuleMapper for CastMapper {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, tensor.cast(self.dtype), mapper)
-    }
-}
-
-/// The compute copy of `master` in `dtype`; the masters stay the graph's leaves, so
-/// `accumulate_grads(master, ..)` collects their (f32) gradients after `backward`.
-pub fn compute_copy(master: &CausalLm, dtype: DType) -> CausalLm {
-    master.clone().map(&mut CastMapper { dtype })
-}
 
 /// Checks, before any work, that `precision` can train on `device` (an autodiff device) with
 /// `mem`'s memory options and `config`'s architecture. `Err` says what failed.
@@ -55,18 +30,18 @@ pub fn check_supported(
     if precision == TrainPrecision::F32 {
         return Ok(());
     }
-    if !mem.is_plain() {
-        return Err(
-            "precision = \"bf16\" runs the plain step only; set gradient_checkpointing = false and attention = \"eager\""
-                .into(),
-        );
-    }
-    probe(config, device, compute_dtype(precision))
+    probe(config, device, mem, compute_dtype(precision))
 }
 
 /// One forward and backward of a one-layer, 8-wide model with `config`'s architecture in
-/// `dtype`; a panic inside the backend is caught and returned as its message.
-pub fn probe(config: &ModelConfig, device: &Device, dtype: DType) -> Result<(), String> {
+/// `dtype`, through the step `mem` selects; a panic inside the backend is caught and returned
+/// as its message.
+pub fn probe(
+    config: &ModelConfig,
+    device: &Device,
+    mem: &TrainMemory,
+    dtype: DType,
+) -> Result<(), String> {
     let mut tiny = config.clone();
     tiny.vocab_size = 8;
     tiny.hidden_size = 8;
@@ -83,9 +58,13 @@ pub fn probe(config: &ModelConfig, device: &Device, dtype: DType) -> Result<(), 
     };
     let run = || {
         let master = CausalLm::random(&tiny, device);
-        let copy = compute_copy(&master, dtype);
-        let loss = lm_loss(&copy, &tiny, &batch, device);
-        let _ = loss.backward();
+        if mem.is_plain() {
+            let loss = lm_loss(&compute_copy(&master, dtype), &tiny, &batch, device);
+            let _ = loss.backward();
+        } else {
+            // The layer-by-layer step casts from the masters itself.
+            let _ = loss_and_grads(&master, &batch, 1.0, mem);
+        }
     };
     // The default hook would print the backend's panic as if psy had crashed; the error
     // returned below says it instead.
@@ -100,7 +79,7 @@ pub fn probe(config: &ModelConfig, device: &Device, dtype: DType) -> Result<(), 
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown failure".into());
         format!(
-            "{dtype:?} training does not run on device {device:?}: a one-layer probe of the model failed with `{msg}` (psy's decoder keeps its RoPE tables, KV cache and causal mask in f32); use precision = \"f32\""
+            "{dtype:?} training does not run on device {device:?}: a one-layer probe of the model (forward and backward) failed in the backend with `{msg}`; use precision = \"f32\""
         )
     })
 }

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod attention_blocked;
+pub mod cast;
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod data;

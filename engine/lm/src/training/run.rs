@@ -498,7 +498,8 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
 /// micro-batch `i` on device `i % n` and reduces the gradients. Every micro-batch is divided by
 /// the window's target count (HF's `num_items_in_batch`), so the result is the same sum of
 /// per-token losses either way. Under bf16 each micro-batch runs on a bf16 compute copy of
-/// the (f32) weights, whose gradients arrive on the f32 masters.
+/// the (f32) weights, whose gradients arrive on the f32 masters (the layer-by-layer step of
+/// checkpointing or memory-efficient attention casts each part where it builds it).
 fn window_gradients(
     model: &CausalLm,
     config: &ModelConfig,

@@ -108,13 +108,7 @@ fn session(c: &mut Criterion) {
                 .respond(&dialogue, &opts, &mut |_| ControlFlow::Continue(()))
                 .unwrap();
             let tm = &t.timings;
-            eprintln!(
-                "{mode} turn {:2}: {:6.0} ms, prompt tokens computed {:5}, reused {:5}",
-                i + 1,
-                tm.total_ms,
-                tm.prompt_tokens - tm.prompt_tokens_cached,
-                tm.prompt_tokens_cached
-            );
+            eprintln!("{mode} turn {:2}: {}", i + 1, turn_line(tm));
             if i + 2 == SESSION.len() {
                 before_last = dialogue;
             }
@@ -130,16 +124,35 @@ fn session(c: &mut Criterion) {
                         .respond(&before_last, &opts, &mut |_| ControlFlow::Continue(()))
                         .unwrap();
                     let t0 = Instant::now();
-                    counselor
+                    let t = counselor
                         .respond(&last, &opts, &mut |_| ControlFlow::Continue(()))
                         .unwrap();
                     spent += t0.elapsed();
+                    eprintln!("{mode} turn 10 sample: {}", turn_line(&t.timings));
                 }
                 spent
             })
         });
     }
     g.finish();
+}
+
+/// Where a turn's time went: plan, prefill (tokens computed / reused), decode, drafts, guard.
+fn turn_line(t: &psy_lm::session::TurnTimings) -> String {
+    format!(
+        "{:6.0} ms = plan {:4.0} + prefill {:5.0} ({:4} computed, {:4} reused) + decode {:5.0} \
+         ({:3} tokens) + guard {:3.0} + other {:4.0}; drafts {}",
+        t.total_ms,
+        t.plan_ms,
+        t.prefill_ms,
+        t.prompt_tokens - t.prompt_tokens_cached,
+        t.prompt_tokens_cached,
+        t.decode_ms,
+        t.completion_tokens,
+        t.guard_ms,
+        t.total_ms - t.plan_ms - t.prefill_ms - t.decode_ms - t.guard_ms,
+        t.drafts
+    )
 }
 
 fn server(c: &mut Criterion) {

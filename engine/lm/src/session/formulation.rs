@@ -51,7 +51,10 @@ fn compact_diagnostic_line(hypotheses: &[Hypothesis]) -> String {
     } else {
         format!("- Noticed so far: {}", noticed.join("; "))
     };
-    if let Some(q) = hypotheses.first().and_then(|h| h.follow_up_questions.first()) {
+    if let Some(q) = hypotheses
+        .first()
+        .and_then(|h| h.follow_up_questions.first())
+    {
         line.push_str(&format!("\n- Worth asking gently: {q}"));
     }
     line

@@ -84,7 +84,8 @@ const SESSION: [&str; 10] = [
 ];
 
 /// Turn 10 of [`SESSION`]: turns 1-9 are played once (their replies become the history and
-/// each turn's prompt tokens computed and reused are printed); then each sample replays turn
+/// each turn's breakdown is printed: plan, prefill with prompt tokens computed and reused,
+/// decode, guard, drafts); then each sample replays turn
 /// 9, untimed, so that the prompt cache holds what it holds after turn 9 in a live session,
 /// and times turn 10.
 fn session(c: &mut Criterion) {
@@ -128,6 +129,8 @@ fn session(c: &mut Criterion) {
                         .respond(&last, &opts, &mut |_| ControlFlow::Continue(()))
                         .unwrap();
                     spent += t0.elapsed();
+                    // Turn 10's reply can differ between samples (sampling), so its breakdown
+                    // is printed beside the criterion figure.
                     eprintln!("{mode} turn 10 sample: {}", turn_line(&t.timings));
                 }
                 spent

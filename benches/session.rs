@@ -129,8 +129,8 @@ fn session(c: &mut Criterion) {
                         .respond(&last, &opts, &mut |_| ControlFlow::Continue(()))
                         .unwrap();
                     spent += t0.elapsed();
-                    // Turn 10's reply can differ between samples (sampling), so its breakdown
-                    // is printed beside the criterion figure.
+                    // How many tokens turn 10 decodes depends on the prompt, so a prompt
+                    // change moves the criterion figure: the breakdown says by how much.
                     eprintln!("{mode} turn 10 sample: {}", turn_line(&t.timings));
                 }
                 spent

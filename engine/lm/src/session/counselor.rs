@@ -97,7 +97,9 @@ impl Counselor {
             opts,
         };
         stream.draft(req, on_delta)?;
+        let t_guard = Instant::now();
         let reply = repair::complete_reply(&plan, &user, &mut guard, &mut record, on_delta)?;
+        timings.guard_ms = ms(t_guard);
         // Stopping at a sentence end within the word budget is a deliberate stop.
         let cut_by_cap = record.finish == Some(FinishReason::Length) && !guard.budget_reached();
 
@@ -108,6 +110,9 @@ impl Counselor {
         timings.prompt_tokens_cached = record.prompt_tokens_cached;
         timings.completion_tokens = record.completion_tokens;
         timings.decode_tokens_per_second = record.decode_tokens_per_second;
+        timings.prefill_ms = record.prefill_ms;
+        timings.decode_ms = record.decode_ms;
+        timings.drafts = record.drafts;
         Ok(TranscriptTurn {
             turn: plan.turn,
             user,

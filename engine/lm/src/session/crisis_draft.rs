@@ -292,6 +292,7 @@ pub fn complete_part(draft: &str) -> &str {
             matches!(c, '.' | '!' | '?')
                 // A decimal point or an ellipsis run is not a sentence end on its own.
                 && !trimmed[i + 1..].starts_with(|n: char| n.is_ascii_digit() || n == '.')
+                && !is_list_number(trimmed, *i)
         })
         .map(|(i, c)| i + c.len_utf8());
     let Some(mut end) = end else { return "" };
@@ -304,6 +305,14 @@ pub fn complete_part(draft: &str) -> &str {
         }
     }
     &trimmed[..end]
+}
+
+/// Whether the period at byte `dot` of `text` closes a list item's number ("4." alone on its
+/// line: a draft cut by the token cap right after it), not a sentence.
+fn is_list_number(text: &str, dot: usize) -> bool {
+    let line = text[..dot].rfind('\n').map_or(0, |j| j + 1);
+    let head = text[line..dot].trim();
+    !head.is_empty() && head.chars().all(|c| c.is_ascii_digit())
 }
 
 /// Checks a crisis draft (already cut to [`complete_part`]) against the client's message and
@@ -618,6 +627,13 @@ mod tests {
         );
         assert_eq!(complete_part("He said \"stop.\" Then"), "He said \"stop.\"");
         assert_eq!(complete_part("It was 2.5 hours"), "");
+        // A list cut by the token cap after its next item's number (Qwen2.5-1.5B's crisis
+        // draft in the demo script ended "...make a big difference.\n\n4.").
+        assert_eq!(
+            complete_part("1. **Call**: ring 988.\n\n2. Talk to someone.\n\n4."),
+            "1. **Call**: ring 988.\n\n2. Talk to someone."
+        );
+        assert_eq!(complete_part("I counted to 3. Then"), "I counted to 3.");
         assert_eq!(
             check("and so on and so on…", THOUGHTS, RiskLevel::High),
             Err(DraftFault::Empty)

@@ -125,5 +125,7 @@ pub(super) fn draft(out: GenerationOutput, banned: Vec<String>) -> Draft {
         banned_words: banned,
         finish: Some(out.finish_reason),
         decode_tokens_per_second: out.timings.decode_tokens_per_second,
+        prefill_ms: out.timings.prefill_seconds * 1e3,
+        decode_ms: out.timings.decode_seconds * 1e3,
     }
 }

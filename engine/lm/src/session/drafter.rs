@@ -45,6 +45,10 @@ pub struct Draft {
     pub banned_words: Vec<String>,
     pub finish: Option<FinishReason>,
     pub decode_tokens_per_second: f64,
+    /// Wall-clock of the prompt's prefill (the part not reused from the cache) and of the
+    /// decode steps after it, when the drafter measures them (0 otherwise).
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
 }
 
 /// The seam between sessions and a model: render, tokenize, generate with streaming.

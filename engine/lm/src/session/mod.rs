@@ -46,6 +46,7 @@ mod draft_decode;
 mod drafter;
 mod engine_drafter;
 mod error;
+mod formulation;
 mod guard;
 mod model_drafter;
 mod modes;

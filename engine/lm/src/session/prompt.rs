@@ -18,6 +18,7 @@ use psy_core::reply_rules::word_limit;
 use crate::runtime::chat_template::ChatMessage;
 use crate::runtime::SamplingConfig;
 
+use super::formulation::compact_formulation;
 use super::{DraftRequest, TurnOptions};
 
 /// How much of the plan's prompt text goes to the model.
@@ -181,9 +182,11 @@ const COMPACT_TURN_PARAGRAPHS: [&str; 3] = ["Case formulation", "Reply", "Crisis
 
 /// The plan's system prompt split into the run's part and the turn's part. A paragraph not
 /// known to be the run's is the turn's, so an unknown paragraph costs cache reuse, never
-/// correctness. A compact prompt keeps the persona and the case-specific paragraphs only.
+/// correctness. A compact prompt keeps the persona and the case-specific paragraphs only,
+/// with the hypotheses said in the client's terms ([`compact_formulation`]): the turn's part is
+/// prefilled again every turn.
 fn split_system(plan: &Plan, style: PromptStyle) -> (String, String) {
-    let (mut run, mut turn) = (Vec::new(), Vec::new());
+    let (mut run, mut turn): (Vec<&str>, Vec<String>) = (Vec::new(), Vec::new());
     for (i, p) in plan.prompt.system.split("\n\n").enumerate() {
         let p = p.trim();
         if p.is_empty() {
@@ -196,8 +199,10 @@ fn split_system(plan: &Plan, style: PromptStyle) -> (String, String) {
             if style == PromptStyle::Full {
                 run.push(p);
             }
-        } else if style == PromptStyle::Full || heading(&COMPACT_TURN_PARAGRAPHS) {
-            turn.push(p);
+        } else if style == PromptStyle::Full {
+            turn.push(p.to_string());
+        } else if heading(&COMPACT_TURN_PARAGRAPHS) {
+            turn.push(compact_formulation(p, &plan.hypotheses));
         }
     }
     (run.join("\n\n"), turn.join("\n\n"))

@@ -18,6 +18,11 @@ pub(crate) struct TurnRecord {
     pub completion_tokens: usize,
     /// The fastest decode of the turn's drafts.
     pub decode_tokens_per_second: f64,
+    /// Prefill and decode wall-clock summed over the turn's drafts.
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    /// Drafts asked of the model (reasoning, reply and every redraft).
+    pub drafts: usize,
     /// How the last reply draft ended.
     pub finish: Option<FinishReason>,
 }
@@ -35,6 +40,9 @@ impl TurnRecord {
         self.prompt_tokens += draft.prompt_tokens;
         self.prompt_tokens_cached += draft.prompt_tokens_cached;
         self.completion_tokens += draft.completion_tokens;
+        self.prefill_ms += draft.prefill_ms;
+        self.decode_ms += draft.decode_ms;
+        self.drafts += 1;
         self.decode_tokens_per_second = f64::max(
             self.decode_tokens_per_second,
             draft.decode_tokens_per_second,

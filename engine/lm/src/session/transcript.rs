@@ -26,6 +26,20 @@ pub struct TurnTimings {
     pub prompt_tokens_cached: usize,
     pub completion_tokens: usize,
     pub decode_tokens_per_second: f64,
+    /// Wall-clock of the prefills and of the decode steps, summed over the turn's drafts:
+    /// with `plan_ms` and `guard_ms` they account for the turn (the rest is rendering,
+    /// tokenizing and the guard's sentence checks while decoding).
+    #[serde(default)]
+    pub prefill_ms: f64,
+    #[serde(default)]
+    pub decode_ms: f64,
+    /// Drafts asked of the model: 1 for a `direct` turn whose first draft stands; more for
+    /// the reasoning phase and each redraft after a repair.
+    #[serde(default)]
+    pub drafts: usize,
+    /// Time in the guard and repairs after drafting (the crisis checks, completing the reply).
+    #[serde(default)]
+    pub guard_ms: f64,
 }
 
 /// One answered client message: what the transcript records.

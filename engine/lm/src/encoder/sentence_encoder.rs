@@ -224,20 +224,26 @@ fn load_tokenizer(path: &Path, max_seq_length: usize) -> Result<tokenizers::Toke
     Ok(tok)
 }
 
-/// A text joins a batch only while it has at least this share of the batch's longest text's
-/// tokens: a planner's turn mixes a ~60-token context view with ~10-token sentences, and padding
-/// the sentences to 60 tokens doubled the encoder's work.
+/// A text joins a batch while it has at least this share of the batch's longest text's tokens
+/// or while padding it wastes at most [`MAX_PADDING`] tokens: a planner's turn mixes a
+/// ~60-token context view with ~10-token sentences, and padding the sentences to 60 tokens
+/// doubled the encoder's work; among similar lengths, fewer larger batches run faster.
 const MIN_LENGTH_SHARE: f32 = 0.75;
 
+/// See [`MIN_LENGTH_SHARE`].
+const MAX_PADDING: usize = 16;
+
 /// Sizes of consecutive batches over token lengths sorted longest first: at most [`MAX_BATCH`]
-/// texts each, and a new batch whenever a text is shorter than [`MIN_LENGTH_SHARE`] of its
-/// batch's first (longest) text.
+/// texts each, and a new batch whenever a text is both shorter than [`MIN_LENGTH_SHARE`] of its
+/// batch's first (longest) text and more than [`MAX_PADDING`] tokens shorter.
 pub fn length_batches(sorted_lengths: &[usize]) -> Vec<usize> {
     let mut sizes: Vec<usize> = Vec::new();
     let mut longest = 0usize;
     for &len in sorted_lengths {
+        let fits = len as f32 >= MIN_LENGTH_SHARE * longest as f32
+            || longest.saturating_sub(len) <= MAX_PADDING;
         match sizes.last_mut() {
-            Some(n) if *n < MAX_BATCH && len as f32 >= MIN_LENGTH_SHARE * longest as f32 => *n += 1,
+            Some(n) if *n < MAX_BATCH && fits => *n += 1,
             _ => {
                 sizes.push(1);
                 longest = len;
@@ -265,11 +271,12 @@ mod tests {
 
     #[test]
     fn batches_group_similar_lengths() {
-        // A planner's new turn: context view, message, sentence: one batch each.
-        assert_eq!(length_batches(&[62, 22, 10]), [1, 1, 1]);
-        // 40 down to 30 stays together (30 >= 0.75 * 40); 29 starts the next batch, which
-        // takes 22 (>= 21.75) but not 21.
-        assert_eq!(length_batches(&[40, 35, 30, 29, 25, 22, 21]), [3, 3, 1]);
+        // A planner's new turn: the context view alone; message and sentence together (10
+        // tokens is less than 0.75 * 22 but only 12 tokens of padding).
+        assert_eq!(length_batches(&[62, 22, 10]), [1, 2]);
+        // 60 down to 45 share a batch (45 >= 0.75 * 60); 43 does not (43 < 45, 17 tokens
+        // short); the next batch takes every length within 16 tokens of 43; 26 starts anew.
+        assert_eq!(length_batches(&[60, 50, 45, 43, 30, 27, 26]), [3, 3, 1]);
         assert_eq!(length_batches(&[]), Vec::<usize>::new());
         // Never more than MAX_BATCH texts in one batch.
         assert_eq!(

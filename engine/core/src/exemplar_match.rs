@@ -303,9 +303,12 @@ pub fn read_sentence(sentence: &str, subject: SubjectPolicy) -> Reading {
 
 /// One example with its vector and polarity.
 struct Example {
-    vector: Vec<f32>,
+    vector: Arc<Vec<f32>>,
     negative: bool,
 }
+
+/// A list of example groups ready to compare: vectors and polarities, per group.
+type Prepared = Vec<Vec<Example>>;
 
 /// Example vectors, once per process per encoder and text (the embedder's own cache may drop
 /// them; these stay).
@@ -341,6 +344,60 @@ fn example_vectors(
     Ok(texts.iter().map(|t| Arc::clone(&known[*t])).collect())
 }
 
+/// The groups' examples with their vectors and polarities, once per process per encoder and
+/// list of groups: the planner calls [`find`] for every module on every plan, and looking up
+/// a thousand examples and reading each one's polarity again cost more than the comparisons.
+/// Keyed by the encoder's name and the groups' texts themselves (compared in full, so two
+/// lists never share an entry by accident).
+fn prepared(
+    embedder: &dyn SentenceEmbedder,
+    groups: &[ExampleGroup],
+) -> Result<Arc<Prepared>, String> {
+    /// Encoder name, the groups' examples, what they prepare to. A list, not a map: a run has
+    /// one entry per module with examples, and comparing in place allocates nothing.
+    type Entry = (String, Vec<Vec<String>>, Arc<Prepared>);
+    static STORE: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
+    let store = STORE.get_or_init(Default::default);
+    let same = |(name, texts, _): &Entry| {
+        name == embedder.name()
+            && texts.len() == groups.len()
+            && texts.iter().zip(groups).all(|(t, g)| t == g.examples)
+    };
+    if let Some(e) = store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|e| same(e))
+    {
+        return Ok(Arc::clone(&e.2));
+    }
+    let texts: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g.examples.iter().map(String::as_str))
+        .collect();
+    let mut vectors = example_vectors(embedder, &texts)?.into_iter();
+    let prepared: Prepared = groups
+        .iter()
+        .map(|g| {
+            g.examples
+                .iter()
+                .zip(vectors.by_ref())
+                .map(|(e, vector)| Example {
+                    vector,
+                    negative: read_sentence(e, SubjectPolicy::NearestSubject).negative,
+                })
+                .collect()
+        })
+        .collect();
+    let prepared = Arc::new(prepared);
+    store.lock().unwrap_or_else(|p| p.into_inner()).push((
+        embedder.name().to_string(),
+        groups.iter().map(|g| g.examples.to_vec()).collect(),
+        Arc::clone(&prepared),
+    ));
+    Ok(prepared)
+}
+
 /// Every client sentence or clause (and, with `policy.message`, every message of several
 /// sentences) close enough to an example of a group. `denied(group, message, start, end)`
 /// tells whether the lexicon read a denial of that group in that span; such spans never
@@ -359,28 +416,11 @@ pub fn find(
     let Some(threshold) = policy.sentence else {
         return Ok(Vec::new());
     };
-    let texts: Vec<&str> = groups
-        .iter()
-        .flat_map(|g| g.examples.iter().map(String::as_str))
-        .collect();
-    if texts.is_empty() {
+    if groups.iter().all(|g| g.examples.is_empty()) {
         return Ok(Vec::new());
     }
-    let vectors = example_vectors(embedder, &texts)?;
-    let mut vectors = vectors.into_iter();
-    let examples: Vec<Vec<Example>> = groups
-        .iter()
-        .map(|g| {
-            g.examples
-                .iter()
-                .zip(vectors.by_ref())
-                .map(|(e, v)| Example {
-                    vector: v.to_vec(),
-                    negative: read_sentence(e, SubjectPolicy::NearestSubject).negative,
-                })
-                .collect()
-        })
-        .collect();
+    let examples = prepared(embedder, groups)?;
+    let examples = examples.as_slice();
 
     let mut hits = Vec::new();
     for turn in dialogue.client_turns() {
@@ -438,7 +478,7 @@ pub fn find(
             }
             usable_sentence[usize::from(r.hypothetical)] = true;
             let mut piece_hits: Vec<ExampleHit> = Vec::new();
-            for (g, (group, ex)) in groups.iter().zip(&examples).enumerate() {
+            for (g, (group, ex)) in groups.iter().zip(examples).enumerate() {
                 if r.hypothetical && !group.include_hypothetical {
                     continue;
                 }
@@ -486,7 +526,7 @@ pub fn find(
         if let (Some(t), Some(v)) = (whole, vecs.get(units.len())) {
             let (start, end) = (spans[0].0, spans[spans.len() - 1].1);
             let mut message_hits: Vec<ExampleHit> = Vec::new();
-            for (g, (group, ex)) in groups.iter().zip(&examples).enumerate() {
+            for (g, (group, ex)) in groups.iter().zip(examples).enumerate() {
                 let usable =
                     usable_sentence[0] || (group.include_hypothetical && usable_sentence[1]);
                 let already = hits.iter().any(|h| h.group == g && h.message == turn.index);

@@ -51,7 +51,33 @@ impl<'a> AssessContext<'a> {
 /// Dot product of two vectors: their cosine similarity when both have unit length, as every
 /// [`SentenceEmbedder`] returns them.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    dot(a, b)
+}
+
+/// Lanes summed independently by [`dot`].
+const LANES: usize = 16;
+
+/// Dot product over the shorter of the two slices, summed in [`LANES`] independent lanes: a
+/// single running sum is one long chain of dependent additions the compiler may not reorder
+/// (about 10x slower at 384 dimensions); lanes vectorise. The order of additions differs from a
+/// left-to-right sum by rounding only (~1e-7 on unit vectors).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// A text's sentences as byte ranges: split after `.`, `!`, `?`, `…` or a line break (runs of
@@ -120,6 +146,16 @@ mod tests {
         assert_eq!(pieces("no punctuation at all"), ["no punctuation at all"]);
         assert_eq!(pieces("  ...  "), Vec::<&str>::new());
         assert_eq!(pieces("“Fine.” Then I left."), ["“Fine.”", "Then I left."]);
+    }
+
+    #[test]
+    fn dot_in_lanes_equals_the_plain_sum() {
+        // 0..40 (two full lanes of 16 and a tail of 8): sum of i * (40 - i) = 10660, exact in f32.
+        let a: Vec<f32> = (0..40).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..40).map(|i| (40 - i) as f32).collect();
+        assert_eq!(dot(&a, &b), 10660.0);
+        assert_eq!(dot(&a[..3], &b[..3]), 0.0 * 40.0 + 39.0 + 2.0 * 38.0);
+        assert_eq!(dot(&[], &[]), 0.0);
     }
 
     #[test]

@@ -11,11 +11,16 @@
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
 
-use psy_core::dialogue::Dialogue;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use psy_core::dialogue::{Dialogue, Message};
 use psy_core::module::{
     CrisisResource, Evidence, RiskAssessment, RiskEvidence, RiskLevel, TurnRisk,
 };
 use psy_core::semantic::SentenceEmbedder;
+
+use sha2::{Digest, Sha256};
 
 use crate::rules::Focus;
 use crate::screen::{self, PieceKind, Screen, TurnScore};
@@ -112,16 +117,38 @@ fn assess_with(
     let mut carry_level: Option<RiskLevel> = None;
     let mut decider: Option<Decider> = None;
     let mut last_lexicon = None;
+    let mut prefix_hash = Sha256::new();
+    let mut hashed = 0;
     for (k, turn) in turns.iter().enumerate() {
-        let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
-        let lex = lexicon_screen(rules, &prefix);
+        let last = k + 1 == turns.len();
+        for m in &dialogue.messages[hashed..=turn.index] {
+            hash_message(&mut prefix_hash, m);
+        }
+        hashed = turn.index + 1;
+        // Earlier turns' lexicon readings come from the memo (the planner is given the whole
+        // dialogue every turn); the last turn's full reading is always computed.
+        let (lex_level, protective_now, lex) = if last {
+            let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
+            let lex = lexicon_screen(rules, &prefix);
+            let reading = PrefixReading::of(&lex, turn.index);
+            remember(prefix_hash.clone().finalize().into(), reading);
+            (reading.level, reading.protective_now, Some(lex))
+        } else {
+            let key: [u8; 32] = prefix_hash.clone().finalize().into();
+            let reading = recall(&key).unwrap_or_else(|| {
+                let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
+                let reading = PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index);
+                remember(key, reading);
+                reading
+            });
+            (reading.level, reading.protective_now, None)
+        };
         let (own, context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
             .unwrap_or((RiskLevel::None, RiskLevel::None));
-        let protective_now = lex.protective.iter().any(|e| e.message == turn.index);
         let safe_now = protective_now && own < RiskLevel::Moderate;
-        let mut level = lex.level;
+        let mut level = lex_level;
         let mut why = None;
         if own > level {
             level = own;
@@ -168,9 +195,9 @@ fn assess_with(
             message: turn.index,
             level,
         });
-        if k + 1 == turns.len() {
+        if last {
             decider = why;
-            last_lexicon = Some(lex);
+            last_lexicon = lex;
         }
     }
 
@@ -243,6 +270,54 @@ fn assess_with(
         ));
     }
     a
+}
+
+/// What the session loop needs from the lexicon's reading of a dialogue prefix ending at a
+/// client turn.
+#[derive(Clone, Copy)]
+struct PrefixReading {
+    level: RiskLevel,
+    /// A protective statement in the prefix's last turn.
+    protective_now: bool,
+}
+
+impl PrefixReading {
+    fn of(lex: &crate::LexiconScreen, turn: usize) -> Self {
+        PrefixReading {
+            level: lex.level,
+            protective_now: lex.protective.iter().any(|e| e.message == turn),
+        }
+    }
+}
+
+/// Prefixes remembered before the memo starts over (a few dozen bytes each).
+const PREFIX_MEMO_LIMIT: usize = 16_384;
+
+fn prefix_memo() -> &'static Mutex<HashMap<[u8; 32], PrefixReading>> {
+    static MEMO: OnceLock<Mutex<HashMap<[u8; 32], PrefixReading>>> = OnceLock::new();
+    MEMO.get_or_init(Default::default)
+}
+
+fn recall(key: &[u8; 32]) -> Option<PrefixReading> {
+    let memo = prefix_memo().lock().unwrap_or_else(|p| p.into_inner());
+    memo.get(key).copied()
+}
+
+fn remember(key: [u8; 32], reading: PrefixReading) {
+    let mut memo = prefix_memo().lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() >= PREFIX_MEMO_LIMIT {
+        memo.clear();
+    }
+    memo.insert(key, reading);
+}
+
+/// Feeds one message to a prefix's hash: role and length-prefixed content, so that no two
+/// different prefixes feed the same bytes. The lexicon reads only roles and contents (the
+/// rules are compiled into the binary, so they need no place in the key).
+fn hash_message(h: &mut Sha256, m: &Message) {
+    h.update([m.role as u8]);
+    h.update((m.content.len() as u64).to_le_bytes());
+    h.update(m.content.as_bytes());
 }
 
 fn detectors(screen: bool) -> Vec<String> {

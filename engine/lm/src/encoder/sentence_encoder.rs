@@ -92,9 +92,10 @@ impl Encoder {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// One embedding per text, in order. Texts are grouped by length into batches of up to
-    /// [`MAX_BATCH`], each padded to its longest text and masked, as sentence-transformers'
-    /// `encode` does; padding never changes a text's embedding.
+    /// One embedding per text, in order. Texts are sorted by length and grouped into batches
+    /// of up to [`MAX_BATCH`] texts of similar length ([`length_batches`]), each padded to its
+    /// longest text and masked, as sentence-transformers' `encode` does; padding never changes
+    /// a text's embedding (beyond rounding).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let encodings = self
             .tokenizer
@@ -102,8 +103,12 @@ impl Encoder {
             .map_err(|e| self.tokenizer_error(e))?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
+        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].len()).collect();
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(MAX_BATCH) {
+        let mut at = 0;
+        for size in length_batches(&lengths) {
+            let chunk = &order[at..at + size];
+            at += size;
             let batch: Vec<&tokenizers::Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
             for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
                 out[i] = v;
@@ -219,6 +224,35 @@ fn load_tokenizer(path: &Path, max_seq_length: usize) -> Result<tokenizers::Toke
     Ok(tok)
 }
 
+/// A text joins a batch while it has at least this share of the batch's longest text's tokens
+/// or while padding it wastes at most [`MAX_PADDING`] tokens: a planner's turn mixes a
+/// ~60-token context view with ~10-token sentences, and padding the sentences to 60 tokens
+/// doubled the encoder's work; among similar lengths, fewer larger batches run faster.
+const MIN_LENGTH_SHARE: f32 = 0.75;
+
+/// See [`MIN_LENGTH_SHARE`].
+const MAX_PADDING: usize = 16;
+
+/// Sizes of consecutive batches over token lengths sorted longest first: at most [`MAX_BATCH`]
+/// texts each, and a new batch whenever a text is both shorter than [`MIN_LENGTH_SHARE`] of its
+/// batch's first (longest) text and more than [`MAX_PADDING`] tokens shorter.
+pub fn length_batches(sorted_lengths: &[usize]) -> Vec<usize> {
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut longest = 0usize;
+    for &len in sorted_lengths {
+        let fits = len as f32 >= MIN_LENGTH_SHARE * longest as f32
+            || longest.saturating_sub(len) <= MAX_PADDING;
+        match sizes.last_mut() {
+            Some(n) if *n < MAX_BATCH && fits => *n += 1,
+            _ => {
+                sizes.push(1);
+                longest = len;
+            }
+        }
+    }
+    sizes
+}
+
 /// Cosine similarity of two vectors (0 when either is all zeros).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -228,5 +262,26 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         0.0
     } else {
         dot / denom
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_group_similar_lengths() {
+        // A planner's new turn: the context view alone; message and sentence together (10
+        // tokens is less than 0.75 * 22 but only 12 tokens of padding).
+        assert_eq!(length_batches(&[62, 22, 10]), [1, 2]);
+        // 60 down to 45 share a batch (45 >= 0.75 * 60); 43 does not (43 < 45, 17 tokens
+        // short); the next batch takes every length within 16 tokens of 43; 26 starts anew.
+        assert_eq!(length_batches(&[60, 50, 45, 43, 30, 27, 26]), [3, 3, 1]);
+        assert_eq!(length_batches(&[]), Vec::<usize>::new());
+        // Never more than MAX_BATCH texts in one batch.
+        assert_eq!(
+            length_batches(&[10; 70]),
+            [MAX_BATCH, MAX_BATCH, 70 - 2 * MAX_BATCH]
+        );
     }
 }

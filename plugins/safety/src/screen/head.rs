@@ -6,6 +6,7 @@
 //! `psy train-screen` trains the same function in Burn (`psy_lm::screen`); a test checks that
 //! both compute the same outputs.
 
+use psy_core::semantic::dot;
 use safetensors::{Dtype, SafeTensors};
 
 /// Names of the head's tensors in its safetensors file, with their shapes' meaning.
@@ -34,7 +35,7 @@ impl Dense {
         self.weight
             .chunks_exact(self.inputs)
             .zip(&self.bias)
-            .map(|(row, b)| row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + b)
+            .map(|(row, b)| dot(row, x) + b)
             .collect()
     }
 

@@ -1,29 +1,9 @@
 //! The one thing a judge backend does: turn a call into the model's raw reply text, with the
 //! tokens it took when the backend knows them.
 
-use serde::{Deserialize, Serialize};
-
 use super::call::JudgeCall;
 use super::error::JudgeError;
-
-/// Tokens one reply took, as the backend counted them (an endpoint's `usage`, a local model's
-/// own token ids).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
-
-impl TokenUsage {
-    pub fn total(&self) -> u64 {
-        self.prompt_tokens + self.completion_tokens
-    }
-
-    pub fn add(&mut self, other: TokenUsage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-    }
-}
+use super::usage::TokenUsage;
 
 /// One reply of a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

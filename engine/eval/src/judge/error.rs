@@ -82,7 +82,7 @@ pub enum JudgeError {
         /// The last reply, verbatim.
         last_text: String,
         /// Tokens of all those replies, when the backend reported every count.
-        usage: Option<super::backend::TokenUsage>,
+        usage: Option<super::usage::TokenUsage>,
     },
     /// The SQLite cache could not be opened or read.
     #[error("judge cache {}: {message}", path.display())]

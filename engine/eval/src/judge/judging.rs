@@ -6,11 +6,12 @@ use std::sync::{mpsc, Arc};
 
 use serde_json::Value;
 
-use super::backend::{JudgeBackend, TokenUsage};
+use super::backend::JudgeBackend;
 use super::cache::{cache_key, JudgeCache};
 use super::call::{ChatMessage, JudgeCall};
 use super::error::JudgeError;
 use super::extract::parse_verdict;
+use super::usage::TokenUsage;
 use crate::think::strip_think;
 
 /// A validated verdict.

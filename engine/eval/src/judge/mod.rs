@@ -13,9 +13,10 @@ mod error;
 mod extract;
 mod judging;
 mod openai;
+mod usage;
 
 pub use crate::think::strip_think;
-pub use backend::{Completion, JudgeBackend, TokenUsage};
+pub use backend::{Completion, JudgeBackend};
 pub use backoff::{parse_retry_after, Backoff};
 pub use cache::{cache_key, CachedVerdict, JudgeCache};
 pub use call::{ChatMessage, JudgeCall};
@@ -23,3 +24,4 @@ pub use error::JudgeError;
 pub use extract::parse_verdict;
 pub use judging::{Judge, JudgeProgress, JudgeStats, Judged};
 pub use openai::{request_body, OpenAiBackend, OpenAiConfig};
+pub use usage::TokenUsage;

@@ -10,10 +10,11 @@ use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::backend::{Completion, JudgeBackend, TokenUsage};
+use super::backend::{Completion, JudgeBackend};
 use super::backoff::{parse_retry_after, Backoff};
 use super::call::JudgeCall;
 use super::error::JudgeError;
+use super::usage::TokenUsage;
 
 /// Where and how to reach a remote judge.
 #[derive(Debug, Clone, PartialEq)]

@@ -127,6 +127,11 @@ pub struct Q8Batch {
     /// Token `t`'s sum of group `g` at `[(t / 8) * groups * 8 + g * 8 + t % 8]`; 8 zeros past
     /// the end.
     pub sums: Vec<i32>,
+    /// 256-value blocks only (else 8 zeros): token `t`'s sums of groups `2p` and `2p + 1` as
+    /// two i16 (low, high half; |sum| <= 16 * 127 fits) at `[(t / 8) * groups / 2 * 8 + p * 8 +
+    /// t % 8]`, so that one `vpmaddwd`/`vpdpwssd` weighs both by per-group weights for 8
+    /// tokens (the K-quants' mins and Q6_K's offset); 8 zeros past the end.
+    pub pairs: Vec<i32>,
 }
 
 impl Q8Batch {
@@ -146,12 +151,19 @@ impl Q8Batch {
         let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
         let mut d = vec![0.0f32; blocks * padded + 8];
         let mut sums = vec![0i32; groups * padded + 8];
+        let npairs = if block == 256 { groups / 2 } else { 0 };
+        let mut pairs = vec![0i32; npairs * padded + 8];
         for (t, a) in tokens.iter().enumerate() {
             for (b, &v) in a.d.iter().enumerate() {
                 d[(t / 8) * blocks * 8 + b * 8 + t % 8] = v;
             }
             for (g, &v) in a.sums.iter().enumerate() {
                 sums[(t / 8) * groups * 8 + g * 8 + t % 8] = v;
+            }
+            for p in 0..npairs {
+                let (lo, hi) = (a.sums[2 * p] as i16 as u16, a.sums[2 * p + 1] as i16 as u16);
+                pairs[(t / 8) * npairs * 8 + p * 8 + t % 8] =
+                    (u32::from(hi) << 16 | u32::from(lo)) as i32;
             }
         }
         Self {
@@ -160,6 +172,7 @@ impl Q8Batch {
             groups,
             d,
             sums,
+            pairs,
         }
     }
 
@@ -171,6 +184,15 @@ impl Q8Batch {
     /// Index in `sums` of token `t`'s sum of group 0 (group `g` is 8 further per group).
     pub fn sums_at(&self, t: usize) -> usize {
         (t / 8) * self.groups * 8 + t % 8
+    }
+
+    /// Index in `pairs` of token `t`'s pair 0 (pair `p` is 8 further per pair).
+    pub fn pairs_at(&self, t: usize) -> usize {
+        if self.block() == 256 {
+            (t / 8) * self.groups / 2 * 8 + t % 8
+        } else {
+            0
+        }
     }
 
     /// Values per token.

@@ -12,7 +12,13 @@
 //! The rounding error per value is at most `d / 2`, so a dot product with weights `w` moves by
 //! at most `sum_b d_b / 2 * sum_{i in b} |w_i|` from the f32 one (the bound the tests use).
 
+use rayon::prelude::*;
+
 use crate::runtime::ggml_type::GgmlDType;
+
+/// Activation values from which a batch is quantized across the rayon pool (64 tokens of
+/// 1536 values).
+const PARALLEL_VALUES: usize = 1 << 17;
 
 /// An activation vector as 8-bit blocks.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,12 +147,14 @@ impl Q8Batch {
             cols > 0 && x.len() % cols == 0,
             "activations are not [tokens, cols]"
         );
-        // One thread: with the AVX2 quantization this is ~1% of the product, less than what
-        // another parallel region costs.
-        let tokens: Vec<Q8Activations> = x
-            .chunks_exact(cols)
-            .map(|xt| Q8Activations::quantize(xt, block))
-            .collect();
+        // One thread for short prompts: with the AVX2 quantization this is ~1% of the product,
+        // less than what another parallel region costs; the rayon pool for long ones.
+        let quantize = |xt: &[f32]| Q8Activations::quantize(xt, block);
+        let tokens: Vec<Q8Activations> = if x.len() >= PARALLEL_VALUES {
+            x.par_chunks_exact(cols).map(quantize).collect()
+        } else {
+            x.chunks_exact(cols).map(quantize).collect()
+        };
         let padded = tokens.len().div_ceil(8) * 8;
         let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
         let mut d = vec![0.0f32; blocks * padded + 8];

@@ -306,10 +306,11 @@ fn gemv_quantized(c: &mut Criterion) {
 }
 
 /// Qwen2.5-1.5B's projections (gate/up 8960 x 1536 over 2 to 512 tokens; q/o 1536 x 1536,
-/// down 1536 x 8960 and k/v 256 x 1536 over 16, 64 and 512 tokens) by each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the 4 x 4
-/// register-blocked kernel on dequantised rows (`f32act`), integer dot products with 8-bit
-/// activations token by token (`int`, each row's blocks read once for all tokens but decoded
-/// per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
+/// down 1536 x 8960 and k/v 256 x 1536 over 16, 64 and 512 tokens), Q4_0, Q4_1, Q8_0, Q4_K
+/// and Q6_K, by each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32
+/// activations), the 4 x 4 register-blocked kernel on dequantised rows (`f32act`), integer
+/// dot products with 8-bit activations token by token (`int`, each row's blocks read once for
+/// all tokens but decoded per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
 /// default prefill). `f32act` and `int` stop at 64 tokens (seconds per call above).
 fn prefill_quantized(c: &mut Criterion) {
     use psy_lm::runtime::burn::tensor::{Tensor, TensorData};

@@ -1,10 +1,16 @@
-//! x86-64 tiles of the integer GEMM: one quantized row times up to 4 tokens ([`Q8Batch`]).
+//! x86-64 tiles of the integer GEMM: one quantized row times up to 8 tokens ([`Q8Batch`]).
 //!
 //! Why: the GEMV of `int_x86.rs` decodes a weight block (nibbles, scales, mins) for every
 //! token. Here each block is loaded and decoded once and multiplied with the tile's tokens
 //! while it sits in registers, and the per-block scale products, offsets and K-quant minimum
 //! sums of the tile's tokens are computed as one vector (the batch keeps scales and sums
 //! transposed for that).
+//!
+//! The K-quants' inner loop is two byte products (`vpmaddubsw`) and two scale products
+//! accumulated in i32 (`vpdpwssd` with VNNI) per 64 values and token: 8 accumulators, the
+//! decoded weights and their scales fit the 16 vector registers. Each super-block's 8 integer
+//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K) or the -32
+//! offset (Q6_K) weigh the activations' 16-value sums as i16 pairs, 8 tokens per instruction.
 //!
 //! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
 //! arithmetic is the same multiplies and adds in the same order (lane `t` of a vector op does
@@ -27,8 +33,8 @@ struct Tile<const T: usize> {
 }
 
 impl<const T: usize> Tile<T> {
-    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 4, 2
-    /// and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
+    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 8, 4,
+    /// 2 and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
     /// holds those tokens.
     fn new(batch: &Q8Batch, t0: usize) -> Self {
         debug_assert_eq!(
@@ -317,7 +323,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
 }
 
 /// `out[r * tokens + t] = dot(row r, token t)` for the consecutive rows in `rows` (tokens of a
-/// tile innermost: each row's blocks are decoded once per 4 tokens).
+/// tile innermost: each row's blocks are decoded once per 8 tokens).
 #[inline(always)]
 unsafe fn gemm_rows_impl<const VNNI: bool>(
     dtype: GgmlDType,

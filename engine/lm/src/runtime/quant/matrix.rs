@@ -249,8 +249,8 @@ impl QuantMatrix {
     }
 
     /// [`Self::matmul_int`] as a GEMM: all tokens quantized once ([`Q8Batch`]), then tiles of
-    /// a row times up to 4 tokens ([`int_gemm::gemm_rows`]), so each weight block is decoded
-    /// once per 4 tokens; row chunks split across the rayon pool. The same f32 results as
+    /// a row times up to 8 tokens ([`int_gemm::gemm_rows`]), so each weight block is decoded
+    /// once per 8 tokens; row chunks split across the rayon pool. The same f32 results as
     /// [`Self::matmul_int`], bit for bit.
     pub fn matmul_int_tiled(&self, x: &[f32], tokens: usize, y: &mut [f32], kernel: IntKernel) {
         let (k, n) = (self.cols, self.rows);

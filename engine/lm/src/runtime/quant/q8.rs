@@ -291,4 +291,25 @@ mod tests {
         assert_eq!(b.d.len(), 2 * 16 + 8);
         assert_eq!(&b.d[b.d_at(9) + 1..b.d_at(9) + 7], &[0.0; 6]);
     }
+
+    #[test]
+    fn a_k_quant_batch_packs_each_pair_of_16_value_sums_as_two_i16() {
+        // 9 tokens of 512 values: token t's value i is (i % 7 - 3) * (t + 1), so 16-value sums
+        // of both signs; tokens 0..8 and token 8 sit in different groups of 8.
+        let x: Vec<f32> = (0..9)
+            .flat_map(|t| (0..512).map(move |i| ((i % 7) as f32 - 3.0) * (t + 1) as f32))
+            .collect();
+        let b = Q8Batch::quantize(&x, 512, 256);
+        assert_eq!(b.pairs.len(), 16 * 16 + 8);
+        for (t, a) in b.tokens.iter().enumerate() {
+            for p in 0..16 {
+                let v = b.pairs[b.pairs_at(t) + p * 8];
+                assert_eq!(i32::from(v as i16), a.sums[2 * p], "token {t} pair {p} low");
+                assert_eq!(v >> 16, a.sums[2 * p + 1], "token {t} pair {p} high");
+            }
+        }
+        assert!(b.tokens[0].sums.iter().any(|&s| s < 0));
+        // The 32-value blocks carry no pairs.
+        assert_eq!(Q8Batch::quantize(&x[..512], 512, 32).pairs, vec![0; 8]);
+    }
 }

@@ -305,11 +305,12 @@ fn gemv_quantized(c: &mut Criterion) {
     group.finish();
 }
 
-/// One quantized projection (Qwen2.5-1.5B's gate/up shape) over 2 to 512 tokens by each
-/// path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32 activations), the 4 x 4
-/// register-blocked kernel on dequantised rows (`f32act`), integer dot products with 8-bit
-/// activations token by token (`int`, each row's blocks read once for all tokens but decoded
-/// per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
+/// Qwen2.5-1.5B's projections (gate/up 8960 x 1536 over 2 to 512 tokens; q/o 1536 x 1536,
+/// down 1536 x 8960 and k/v 256 x 1536 over 16, 64 and 512 tokens), Q4_0, Q4_1, Q8_0, Q4_K
+/// and Q6_K, by each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32
+/// activations), the 4 x 4 register-blocked kernel on dequantised rows (`f32act`), integer
+/// dot products with 8-bit activations token by token (`int`, each row's blocks read once for
+/// all tokens but decoded per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
 /// default prefill). `f32act` and `int` stop at 64 tokens (seconds per call above).
 fn prefill_quantized(c: &mut Criterion) {
     use psy_lm::runtime::burn::tensor::{Tensor, TensorData};
@@ -319,16 +320,26 @@ fn prefill_quantized(c: &mut Criterion) {
     if !wanted("prefill-q") {
         return;
     }
-    let (rows, k) = (8960, 1536);
     let device = select_device(DevicePreference::Cpu).unwrap();
     let mut group = c.benchmark_group("prefill-q");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
-    for (dtype, scales) in [
-        (GgmlDType::Q4_1, &[0usize, 2][..]),
-        (GgmlDType::Q4K, &[0, 2][..]),
-        (GgmlDType::Q6K, &[208][..]),
-    ] {
+    let shapes: [(usize, usize, &[usize]); 4] = [
+        (8960, 1536, &[2, 4, 8, 16, 32, 64, 512]),
+        (1536, 1536, &[16, 64, 512]),
+        (1536, 8960, &[16, 64, 512]),
+        (256, 1536, &[16, 64, 512]),
+    ];
+    for ((rows, k, lengths), (dtype, scales)) in shapes.into_iter().flat_map(|s| {
+        [
+            (GgmlDType::Q4_0, &[0usize][..]),
+            (GgmlDType::Q4_1, &[0, 2][..]),
+            (GgmlDType::Q8_0, &[0][..]),
+            (GgmlDType::Q4K, &[0, 2][..]),
+            (GgmlDType::Q6K, &[208][..]),
+        ]
+        .map(|t| (s, t))
+    }) {
         let (elems, block) = dtype.block_layout().unwrap();
         let (elems, block) = (elems as usize, block as usize);
         let mut data: Vec<u8> = (0..rows * k / elems * block)
@@ -340,7 +351,7 @@ fn prefill_quantized(c: &mut Criterion) {
             }
         }
         let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
-        for tokens in [2usize, 4, 8, 16, 32, 64, 512] {
+        for &tokens in lengths {
             group.throughput(Throughput::Elements(tokens as u64));
             let x: Vec<f32> = (0..tokens * k)
                 .map(|i| ((i % 97) as f32 - 48.0) * 1e-2)

@@ -1,5 +1,5 @@
 //! The integer GEMM of prefill: several tokens' activations quantized once per product
-//! ([`Q8Batch`]), each quantized row multiplied with tiles of up to 4 tokens so that its blocks
+//! ([`Q8Batch`]), each quantized row multiplied with tiles of up to 8 tokens so that its blocks
 //! are decoded once per tile instead of once per token (`int_gemm_x86.rs`; llama.cpp's
 //! `mul_mat` tiling and llamafile's tinyBLAS do the same for their types).
 //!

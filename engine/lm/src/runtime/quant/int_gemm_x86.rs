@@ -1,10 +1,16 @@
-//! x86-64 tiles of the integer GEMM: one quantized row times up to 4 tokens ([`Q8Batch`]).
+//! x86-64 tiles of the integer GEMM: one quantized row times up to 8 tokens ([`Q8Batch`]).
 //!
 //! Why: the GEMV of `int_x86.rs` decodes a weight block (nibbles, scales, mins) for every
 //! token. Here each block is loaded and decoded once and multiplied with the tile's tokens
 //! while it sits in registers, and the per-block scale products, offsets and K-quant minimum
 //! sums of the tile's tokens are computed as one vector (the batch keeps scales and sums
 //! transposed for that).
+//!
+//! The K-quants' inner loop is two byte products (`vpmaddubsw`) and two scale products
+//! accumulated in i32 (`vpdpwssd` with VNNI) per 64 values and token: 8 accumulators, the
+//! decoded weights and their scales fit the 16 vector registers. Each super-block's 8 integer
+//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K) or the -32
+//! offset (Q6_K) weigh the activations' 16-value sums as i16 pairs, 8 tokens per instruction.
 //!
 //! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
 //! arithmetic is the same multiplies and adds in the same order (lane `t` of a vector op does
@@ -13,8 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_x86::{f16_at, hsum_i32, hsum_ps, mul_sum, nibbles32};
-use super::kquants::k_scale_min;
+use super::int_x86::{f16_at, hsum_ps, mul_sum, nibbles32};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -24,11 +29,12 @@ struct Tile<const T: usize> {
     xs: [*const i8; T],
     d: *const f32,
     sums: *const i32,
+    pairs: *const i32,
 }
 
 impl<const T: usize> Tile<T> {
-    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 4, 2
-    /// and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
+    /// Tokens `t0..t0 + T` of `batch`, which must not cross a group of 8 tokens (tiles of 8, 4,
+    /// 2 and 1 starting at a multiple of their size do not). SAFETY of later reads: `batch`
     /// holds those tokens.
     fn new(batch: &Q8Batch, t0: usize) -> Self {
         debug_assert_eq!(
@@ -40,6 +46,7 @@ impl<const T: usize> Tile<T> {
             xs: std::array::from_fn(|t| batch.tokens[t0 + t].qs.as_ptr()),
             d: batch.d[batch.d_at(t0)..].as_ptr(),
             sums: batch.sums[batch.sums_at(t0)..].as_ptr(),
+            pairs: batch.pairs[batch.pairs_at(t0)..].as_ptr(),
         }
     }
 
@@ -53,6 +60,12 @@ impl<const T: usize> Tile<T> {
     #[inline(always)]
     unsafe fn sums(&self, g: usize) -> __m256i {
         _mm256_loadu_si256(self.sums.add(g * 8) as *const __m256i)
+    }
+
+    /// The tile's i16 pairs of 16-value sums, pair `p` (256-value blocks only).
+    #[inline(always)]
+    unsafe fn pairs(&self, p: usize) -> __m256i {
+        _mm256_loadu_si256(self.pairs.add(p * 8) as *const __m256i)
     }
 
     /// Token `t`'s scale of block `b` in every lane (a broadcast load).
@@ -76,14 +89,80 @@ unsafe fn lanes_of(v: __m256) -> [f32; 8] {
     out
 }
 
-/// `[hsum_i32(v[0]), .., hsum_i32(v[T - 1]), 0, ..]` as one vector (exact integer sums).
+/// `[hsum_i32(v[0]), .., hsum_i32(v[T - 1]), 0, ..]` as one vector (exact integer sums), by a
+/// tree of horizontal adds: 9 instructions for 8 tokens instead of a reduction per token.
 #[inline(always)]
 unsafe fn hsums<const T: usize>(v: &[__m256i; T]) -> __m256i {
-    let mut out = [0i32; 8];
-    for (o, v) in out.iter_mut().zip(v) {
-        *o = hsum_i32(*v);
+    let z = _mm256_setzero_si256();
+    let at = |i: usize| if i < T { v[i] } else { z };
+    // Per 128-bit half: [v0 (0+1), v0 (2+3), v1 (0+1), v1 (2+3)], then [v0, v1, v2, v3] sums
+    // of the half's 4 lanes.
+    let q0 = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(at(0), at(1)),
+        _mm256_hadd_epi32(at(2), at(3)),
+    );
+    let q1 = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(at(4), at(5)),
+        _mm256_hadd_epi32(at(6), at(7)),
+    );
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(q0, q1),
+        _mm256_permute2x128_si256::<0x31>(q0, q1),
+    )
+}
+
+/// `vpdpwssd ymm` (AVX512-VNNI + VL): `acc` plus the sum of each i32 lane's two i16 products,
+/// as inline assembly (see `int_x86::vpdpbusd`). SAFETY: the CPU has AVX512-VNNI and -VL.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn vpdpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(ymm_reg) acc,
+        a = in(ymm_reg) a,
+        b = in(ymm_reg) b,
+        options(pure, nomem, nostack),
+    );
+    acc
+}
+
+/// `acc + madd(a, b)`: one `vpdpwssd` with VNNI, `vpmaddwd` and an add without. Exact: the i16
+/// products here (byte-pair sums times 6-bit scales, 16-value sums times scales) stay far below
+/// 2^31.
+#[inline(always)]
+unsafe fn madd_add<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    if VNNI {
+        vpdpwssd(acc, a, b)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
     }
-    _mm256_loadu_si256(out.as_ptr() as *const __m256i)
+}
+
+/// Q4_K's 8 scales and 8 mins (`kquants::k_scale_min` of the 12 bytes at `s`), each as a
+/// dword holding the value in both i16 halves (the `b` of [`madd_add`]); the 6-bit fields are
+/// unpacked four at a time in u32 words.
+#[inline(always)]
+unsafe fn k_scale_min_words(s: *const u8) -> ([i32; 8], [i32; 8]) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let w = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (u0, u1, u2) = (w(0), w(1), w(2));
+    let sc = (u0 & LOW6, (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4));
+    let mn = (u1 & LOW6, ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4));
+    let words = |(lo, hi): (u32, u32)| {
+        let v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(
+            (u64::from(hi) << 32 | u64::from(lo)) as i64,
+        ));
+        let mut out = [0i32; 8];
+        _mm256_storeu_si256(
+            out.as_mut_ptr() as *mut __m256i,
+            _mm256_or_si256(v, _mm256_slli_epi32::<16>(v)),
+        );
+        out
+    };
+    (words(sc), words(mn))
 }
 
 /// `out[t] = dot(row, token t of the tile)` for `T` tokens. SAFETY: the CPU has AVX2 and F16C
@@ -141,7 +220,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             let low = _mm256_set1_epi8(0x0f);
             for sb in 0..blocks {
                 let blk = row.add(sb * 144);
-                let (sc, mn) = k_scale_min(std::slice::from_raw_parts(blk.add(4), 12));
+                let (sc, mn) = k_scale_min_words(blk.add(4));
                 let mut iacc = [_mm256_setzero_si256(); T];
                 for c in 0..4 {
                     let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
@@ -149,27 +228,19 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                         _mm256_and_si256(q, low),
                         _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
                     );
-                    let slo = _mm256_set1_epi16(i16::from(sc[2 * c]));
-                    let shi = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+                    let slo = _mm256_set1_epi32(sc[2 * c]);
+                    let shi = _mm256_set1_epi32(sc[2 * c + 1]);
                     for (t, iacc) in iacc.iter_mut().enumerate() {
                         let lo = _mm256_maddubs_epi16(wlo, tile.x32(t, sb * 8 + 2 * c));
                         let hi = _mm256_maddubs_epi16(whi, tile.x32(t, sb * 8 + 2 * c + 1));
-                        let lo = _mm256_madd_epi16(lo, slo);
-                        let hi = _mm256_madd_epi16(hi, shi);
-                        *iacc = _mm256_add_epi32(*iacc, _mm256_add_epi32(lo, hi));
+                        *iacc = madd_add::<VNNI>(madd_add::<VNNI>(*iacc, lo, slo), hi, shi);
                     }
                 }
-                // q4k_min_sum for every token: sum_j mn_j * (sums16[2j] + sums16[2j + 1]).
+                // q4k_min_sum for every token: sum_j mn_j * (sums16[2j] + sums16[2j + 1]),
+                // one i16 pair product per j.
                 let mut imin = _mm256_setzero_si256();
                 for (j, &m) in mn.iter().enumerate() {
-                    let pair = _mm256_add_epi32(
-                        tile.sums(sb * 16 + 2 * j),
-                        tile.sums(sb * 16 + 2 * j + 1),
-                    );
-                    imin = _mm256_add_epi32(
-                        imin,
-                        _mm256_mullo_epi32(_mm256_set1_epi32(i32::from(m)), pair),
-                    );
+                    imin = madd_add::<VNNI>(imin, tile.pairs(sb * 8 + j), _mm256_set1_epi32(m));
                 }
                 // min_value: (d d_x) isum - (dmin d_x) imin.
                 let dx = tile.d(sb);
@@ -187,9 +258,22 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             let three = _mm256_set1_epi8(3);
             for sb in 0..blocks {
                 let blk = row.add(sb * 210);
-                let scales: [i8; 16] = std::array::from_fn(|g| *blk.add(192 + g) as i8);
+                // The 16 scales as i16: dword p holds (scale 2p, scale 2p + 1), the bias
+                // weights of activation pair p; `each` holds every scale in both halves of a
+                // dword (scale g at dword g of `[each_lo, each_hi]`), the chunk weights.
+                let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
+                let mut pair_w = [0i32; 8];
+                _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, s16);
+                let (e_lo, e_hi) = (
+                    _mm256_unpacklo_epi16(s16, s16),
+                    _mm256_unpackhi_epi16(s16, s16),
+                );
+                let each = [
+                    _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
+                    _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
+                ];
                 let mut iacc = [_mm256_setzero_si256(); T];
-                for h in 0..2 {
+                for (h, each) in each.iter().enumerate() {
                     let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
                     for j in 0..4 {
                         let ql =
@@ -205,24 +289,23 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                             three,
                         ));
                         let q = _mm256_or_si256(lo, hi);
-                        let g = h * 8 + j * 2;
-                        let s = _mm256_set_m128i(
-                            _mm_set1_epi16(i16::from(scales[g + 1])),
-                            _mm_set1_epi16(i16::from(scales[g])),
+                        // Scale 8h + 2j for the chunk's first 16 values, 8h + 2j + 1 after.
+                        let g = 2 * j as i32;
+                        let s = _mm256_permutevar8x32_epi32(
+                            *each,
+                            _mm256_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1),
                         );
                         for (t, iacc) in iacc.iter_mut().enumerate() {
                             let prod = _mm256_maddubs_epi16(q, tile.x32(t, sb * 8 + h * 4 + j));
-                            *iacc = _mm256_add_epi32(*iacc, _mm256_madd_epi16(prod, s));
+                            *iacc = madd_add::<VNNI>(*iacc, prod, s);
                         }
                     }
                 }
-                // q6k_bias for every token: 32 sum_g scale_g sums16[g].
+                // q6k_bias for every token: 32 sum_g scale_g sums16[g], one i16 pair product
+                // per pair of groups.
                 let mut bias = _mm256_setzero_si256();
-                for (g, &s) in scales.iter().enumerate() {
-                    bias = _mm256_add_epi32(
-                        bias,
-                        _mm256_mullo_epi32(_mm256_set1_epi32(i32::from(s)), tile.sums(sb * 16 + g)),
-                    );
+                for (p, &w) in pair_w.iter().enumerate() {
+                    bias = madd_add::<VNNI>(bias, tile.pairs(sb * 8 + p), _mm256_set1_epi32(w));
                 }
                 let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<5>(bias));
                 // scaled_value: (d d_x) isum.
@@ -240,7 +323,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
 }
 
 /// `out[r * tokens + t] = dot(row r, token t)` for the consecutive rows in `rows` (tokens of a
-/// tile innermost: each row's blocks are decoded once per 4 tokens).
+/// tile innermost: each row's blocks are decoded once per 8 tokens).
 #[inline(always)]
 unsafe fn gemm_rows_impl<const VNNI: bool>(
     dtype: GgmlDType,
@@ -258,8 +341,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
             let mut t0 = 0;
             while t0 < tokens {
                 let left = tokens - t0;
-                // Tiles of 4 tokens, then 2, then 1: measured faster per token than tiles of
-                // 8, whose accumulators no longer fit the 16 vector registers (`prefill-q`).
+                // Tiles of 8 tokens, then 4, 2 and 1.
                 macro_rules! run {
                     ($n:literal) => {{
                         let tile = Tile::<$n>::new(batch, t0);
@@ -276,7 +358,9 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
                         t0 += $n;
                     }};
                 }
-                if left >= 4 {
+                if left >= 8 {
+                    run!(8)
+                } else if left >= 4 {
                     run!(4)
                 } else if left >= 2 {
                     run!(2)

@@ -12,7 +12,13 @@
 //! The rounding error per value is at most `d / 2`, so a dot product with weights `w` moves by
 //! at most `sum_b d_b / 2 * sum_{i in b} |w_i|` from the f32 one (the bound the tests use).
 
+use rayon::prelude::*;
+
 use crate::runtime::ggml_type::GgmlDType;
+
+/// Activation values from which a batch is quantized across the rayon pool (64 tokens of
+/// 1536 values).
+const PARALLEL_VALUES: usize = 1 << 17;
 
 /// An activation vector as 8-bit blocks.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +133,11 @@ pub struct Q8Batch {
     /// Token `t`'s sum of group `g` at `[(t / 8) * groups * 8 + g * 8 + t % 8]`; 8 zeros past
     /// the end.
     pub sums: Vec<i32>,
+    /// 256-value blocks only (else 8 zeros): token `t`'s sums of groups `2p` and `2p + 1` as
+    /// two i16 (low, high half; |sum| <= 16 * 127 fits) at `[(t / 8) * groups / 2 * 8 + p * 8 +
+    /// t % 8]`, so that one `vpmaddwd`/`vpdpwssd` weighs both by per-group weights for 8
+    /// tokens (the K-quants' mins and Q6_K's offset); 8 zeros past the end.
+    pub pairs: Vec<i32>,
 }
 
 impl Q8Batch {
@@ -136,22 +147,31 @@ impl Q8Batch {
             cols > 0 && x.len() % cols == 0,
             "activations are not [tokens, cols]"
         );
-        // One thread: with the AVX2 quantization this is ~1% of the product, less than what
-        // another parallel region costs.
-        let tokens: Vec<Q8Activations> = x
-            .chunks_exact(cols)
-            .map(|xt| Q8Activations::quantize(xt, block))
-            .collect();
+        // One thread for short prompts: with the AVX2 quantization this is ~1% of the product,
+        // less than what another parallel region costs; the rayon pool for long ones.
+        let quantize = |xt: &[f32]| Q8Activations::quantize(xt, block);
+        let tokens: Vec<Q8Activations> = if x.len() >= PARALLEL_VALUES {
+            x.par_chunks_exact(cols).map(quantize).collect()
+        } else {
+            x.chunks_exact(cols).map(quantize).collect()
+        };
         let padded = tokens.len().div_ceil(8) * 8;
         let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
         let mut d = vec![0.0f32; blocks * padded + 8];
         let mut sums = vec![0i32; groups * padded + 8];
+        let npairs = if block == 256 { groups / 2 } else { 0 };
+        let mut pairs = vec![0i32; npairs * padded + 8];
         for (t, a) in tokens.iter().enumerate() {
             for (b, &v) in a.d.iter().enumerate() {
                 d[(t / 8) * blocks * 8 + b * 8 + t % 8] = v;
             }
             for (g, &v) in a.sums.iter().enumerate() {
                 sums[(t / 8) * groups * 8 + g * 8 + t % 8] = v;
+            }
+            for p in 0..npairs {
+                let (lo, hi) = (a.sums[2 * p] as i16 as u16, a.sums[2 * p + 1] as i16 as u16);
+                pairs[(t / 8) * npairs * 8 + p * 8 + t % 8] =
+                    (u32::from(hi) << 16 | u32::from(lo)) as i32;
             }
         }
         Self {
@@ -160,6 +180,7 @@ impl Q8Batch {
             groups,
             d,
             sums,
+            pairs,
         }
     }
 
@@ -171,6 +192,15 @@ impl Q8Batch {
     /// Index in `sums` of token `t`'s sum of group 0 (group `g` is 8 further per group).
     pub fn sums_at(&self, t: usize) -> usize {
         (t / 8) * self.groups * 8 + t % 8
+    }
+
+    /// Index in `pairs` of token `t`'s pair 0 (pair `p` is 8 further per pair).
+    pub fn pairs_at(&self, t: usize) -> usize {
+        if self.block() == 256 {
+            (t / 8) * self.groups / 2 * 8 + t % 8
+        } else {
+            0
+        }
     }
 
     /// Values per token.
@@ -260,5 +290,26 @@ mod tests {
         assert_eq!(b.d_at(9), 16 + 1);
         assert_eq!(b.d.len(), 2 * 16 + 8);
         assert_eq!(&b.d[b.d_at(9) + 1..b.d_at(9) + 7], &[0.0; 6]);
+    }
+
+    #[test]
+    fn a_k_quant_batch_packs_each_pair_of_16_value_sums_as_two_i16() {
+        // 9 tokens of 512 values: token t's value i is (i % 7 - 3) * (t + 1), so 16-value sums
+        // of both signs; tokens 0..8 and token 8 sit in different groups of 8.
+        let x: Vec<f32> = (0..9)
+            .flat_map(|t| (0..512).map(move |i| ((i % 7) as f32 - 3.0) * (t + 1) as f32))
+            .collect();
+        let b = Q8Batch::quantize(&x, 512, 256);
+        assert_eq!(b.pairs.len(), 16 * 16 + 8);
+        for (t, a) in b.tokens.iter().enumerate() {
+            for p in 0..16 {
+                let v = b.pairs[b.pairs_at(t) + p * 8];
+                assert_eq!(i32::from(v as i16), a.sums[2 * p], "token {t} pair {p} low");
+                assert_eq!(v >> 16, a.sums[2 * p + 1], "token {t} pair {p} high");
+            }
+        }
+        assert!(b.tokens[0].sums.iter().any(|&s| s < 0));
+        // The 32-value blocks carry no pairs.
+        assert_eq!(Q8Batch::quantize(&x[..512], 512, 32).pairs, vec![0; 8]);
     }
 }

@@ -35,7 +35,7 @@ pub const QUANT_GEMM_MIN_TOKENS: usize = 16;
 #[repr(u8)]
 pub enum QuantPrefill {
     /// The integer GEMM ([`QuantMatrix::matmul_int_tiled`]: activations quantized once, each
-    /// weight block decoded once per tile of 4 tokens) up to [`int_gemm_max_tokens`], Burn's
+    /// weight block decoded once per tile of 8 tokens) up to [`int_gemm_max_tokens`], Burn's
     /// GEMM on dequantised tiles above.
     IntTiled,
     /// Integer dot products token by token ([`QuantMatrix::matmul_int`]) up to
@@ -47,10 +47,10 @@ pub enum QuantPrefill {
 /// With [`QuantPrefill::IntTiled`], the largest prompt the integer GEMM takes for `dtype`;
 /// longer ones go to Burn's GEMM on dequantised tiles. Measured (`PSY_BENCH_CLOCK=cpu
 /// RAYON_NUM_THREADS=1 cargo bench --bench decode -- prefill-q`, 8960 x 1536, CPU time, one
-/// run under load 5-10): the K-quants' integer GEMM is faster at every length (Q4_K 5.0 vs 9.0
-/// ms at 16 tokens, 25.1 vs 28.3 at 64, 180 vs 237 at 512; Q6_K 8.0 vs 14.1, 24.3 vs 27.7, 205
-/// vs 234); the 32-value types' (one scale product per 32 values and token) ties at 16 tokens
-/// (Q4_1 10.0 vs 10.1 ms) and loses from 32 (19.8 vs 15.5, 39.9 vs 28.7 at 64).
+/// run under load ~10, tiles of 8 tokens): the K-quants' integer GEMM is faster at every length
+/// (Q4_K 14.1 vs 25.3 ms at 64 tokens, 131.6 vs 224.4 at 512); the 32-value types' (one scale
+/// product per 32 values and token) wins at 16 tokens (Q4_1 6.8 vs 9.8 ms) and ties or loses
+/// from 64 (29.9 vs 28.6, 259.6 vs 222.1 at 512).
 pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {

@@ -456,7 +456,7 @@ fn the_estimate_for_qwen3_up_to_8096_tokens() {
                 );
                 totals.push(e.total());
             }
-            // bf16 (plain step, the only one it runs): 2-byte activations and compute copy.
+            // bf16, plain step: the compute copy and layer inputs in 2 bytes, the rest as measured.
             let bf16 = TrainMemory {
                 precision: psy_core::train_spec::TrainPrecision::Bf16,
                 ..Default::default()

@@ -23,6 +23,11 @@ use crate::module::{
 use crate::registry::Registry;
 use crate::semantic::{AssessContext, SentenceEmbedder};
 
+/// How the case formulation's line of diagnostic hypotheses starts (names, codes, confidence,
+/// criteria, questions). A compact session prompt finds it by this prefix and says it in the
+/// client's terms instead.
+pub const DIAGNOSTIC_LINE: &str = "- Diagnostic considerations:";
+
 /// A step of the counselor's reasoning, with what the findings say about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
@@ -642,11 +647,7 @@ impl Planner {
         }
         let _ = writeln!(s, "\nCase formulation (private, do not reveal):");
         let _ = writeln!(s, "- Risk: {}", risk_context(risk));
-        let _ = writeln!(
-            s,
-            "- Diagnostic considerations: {}",
-            diagnostic_context(hypotheses)
-        );
+        let _ = writeln!(s, "{DIAGNOSTIC_LINE} {}", diagnostic_context(hypotheses));
         let chosen_names: Vec<String> = modalities
             .iter()
             .filter(|x| x.chosen)

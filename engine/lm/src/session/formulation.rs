@@ -9,9 +9,7 @@
 //! approach and held-back lines, the reply constraints and the crisis protocol stay verbatim.
 
 use psy_core::module::Hypothesis;
-
-/// The line of the planner's case formulation that lists the hypotheses.
-const DIAGNOSTIC_LINE: &str = "- Diagnostic considerations:";
+use psy_core::planner::DIAGNOSTIC_LINE;
 
 /// How many hypotheses' findings a compact formulation keeps (the planner sorts them by
 /// confidence, highest first).

@@ -436,15 +436,10 @@ fn the_estimate_for_qwen3_up_to_8096_tokens() {
             "full SFT"
         };
         for len in [1024, 2048, 4096, 8096] {
-            let mut totals = Vec::new();
-            for (name, gradient_checkpointing, attention) in modes {
-                let mem = TrainMemory {
-                    gradient_checkpointing,
-                    attention,
-                    ..Default::default()
-                };
+            // The estimate for one setting, printed for the README.
+            let estimate = |name: &str, mem: &TrainMemory| {
                 let e = psy_lm::training::memory_estimate::estimate_memory(
-                    &c, params, trainable, 1, len, "none", 0, &mem,
+                    &c, params, trainable, 1, len, "none", 0, mem,
                 );
                 eprintln!(
                     "{model} {what} at {len} tokens, {name}: total {:.1} GiB (weights {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
@@ -454,34 +449,27 @@ fn the_estimate_for_qwen3_up_to_8096_tokens() {
                     gib(e.optimizer),
                     gib(e.activations)
                 );
-                totals.push(e.total());
-            }
+                e
+            };
+            let f32s: Vec<_> = modes
+                .iter()
+                .map(|&(name, gradient_checkpointing, attention)| {
+                    let mem = TrainMemory {
+                        gradient_checkpointing,
+                        attention,
+                        ..Default::default()
+                    };
+                    estimate(name, &mem)
+                })
+                .collect();
+            let totals: Vec<u64> = f32s.iter().map(|e| e.total()).collect();
             // bf16, plain step: the compute copy and layer inputs in 2 bytes, the rest as measured.
             let bf16 = TrainMemory {
                 precision: psy_core::train_spec::TrainPrecision::Bf16,
                 ..Default::default()
             };
-            let e = psy_lm::training::memory_estimate::estimate_memory(
-                &c, params, trainable, 1, len, "none", 0, &bf16,
-            );
-            eprintln!(
-                "{model} {what} at {len} tokens, plain bf16: total {:.1} GiB (weights {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
-                gib(e.total()),
-                gib(e.weights),
-                gib(e.grads),
-                gib(e.optimizer),
-                gib(e.activations)
-            );
-            let f32_plain = psy_lm::training::memory_estimate::estimate_memory(
-                &c,
-                params,
-                trainable,
-                1,
-                len,
-                "none",
-                0,
-                &TrainMemory::default(),
-            );
+            let e = estimate("plain bf16", &bf16);
+            let f32_plain = &f32s[0];
             assert!(e.activations < f32_plain.activations, "{model} {len}");
             assert_eq!(e.weights, f32_plain.weights + 2 * params, "{model} {len}");
             assert!(

@@ -38,6 +38,10 @@ const FROZEN: &[(&str, &str)] = &[
         "risk-v4.jsonl",
         "57c12da43b86f210e6fe3789b71becbd6119ad4ff04e896038723d1c43af2fb9",
     ),
+    (
+        "risk-v5.jsonl",
+        "b8356e64e2474e4056c3d81c659062f664f9083d247465789494c37a8ee77bc8",
+    ),
 ];
 
 const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
@@ -218,4 +222,27 @@ fn risk_v4_reads_as_the_expectations_it_promises() {
     .collect();
     assert_eq!(by, want);
     assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 55);
+}
+
+#[test]
+fn risk_v5_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v5.md`).
+    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v5.jsonl")).unwrap();
+    assert_eq!(items.len(), 276);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &items {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = [
+        ("at least imminent", 21),
+        ("at least high", 56),
+        ("moderate to high", 50),
+        ("at most low", 134),
+        ("at most none", 15),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 51);
 }

@@ -21,6 +21,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The `psy` binary's allocator (src/main.rs), so that the figures are the binary's: with
+/// glibc's, freed prefill buffers went back to the kernel and came back as fresh pages (9% of
+/// a 512-token prefill of Qwen2.5-1.5B in page faults under perf). Each model bench also calls
+/// `psy::keep_freed_memory()` as `main` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
@@ -103,6 +110,7 @@ fn bench_model(
     compare_paths: bool,
 ) {
     use psy_lm::runtime::projection::{set_quant_prefill, QuantPrefill};
+    psy::keep_freed_memory();
     let device = model.device();
     let lengths = prefill_lengths();
     let longest = lengths
@@ -320,6 +328,7 @@ fn prefill_quantized(c: &mut Criterion) {
     if !wanted("prefill-q") {
         return;
     }
+    psy::keep_freed_memory();
     let device = select_device(DevicePreference::Cpu).unwrap();
     let mut group = c.benchmark_group("prefill-q");
     group.sample_size(10);

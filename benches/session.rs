@@ -6,6 +6,11 @@
 //! `cargo bench --bench session -- session/` for the 10-turn scenario alone). Sample counts are
 //! small: one sample is a whole turn, or a whole wave of concurrent requests.
 
+/// The `psy` binary's allocator (src/main.rs); each bench calls `psy::keep_freed_memory()` as
+/// its `main` does, so that a turn here costs what it costs in `psy counsel`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,6 +53,7 @@ fn model() -> PathBuf {
 const MESSAGE: &str = "I've been so tired lately and work is overwhelming.";
 
 fn turn(c: &mut Criterion) {
+    psy::keep_freed_memory();
     let mut counselor = psy::counselor(&manifest(), Some(&model())).unwrap();
     let opts = TurnOptions {
         max_new_tokens: Some(100),
@@ -89,6 +95,7 @@ const SESSION: [&str; 10] = [
 /// 9, untimed, so that the prompt cache holds what it holds after turn 9 in a live session,
 /// and times turn 10.
 fn session(c: &mut Criterion) {
+    psy::keep_freed_memory();
     let opts = TurnOptions {
         max_new_tokens: Some(100),
         ..Default::default()
@@ -159,6 +166,7 @@ fn turn_line(t: &psy_lm::session::TurnTimings) -> String {
 }
 
 fn server(c: &mut Criterion) {
+    psy::keep_freed_memory();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (manifest, model) = (manifest(), model());
     let running = rt

@@ -13,7 +13,7 @@ use super::config::ModelConfig;
 use super::dense::{linear, load};
 use super::error::{Result, RuntimeError};
 use super::lora::LoraAdapter;
-use super::projection::{Projection, TokenEmbedding};
+use super::projection::{quant_swiglu, Projection, TokenEmbedding};
 use super::weights::TensorSource;
 
 /// Token ids of equal-length rows as a `[batch, seq]` Int tensor.
@@ -162,6 +162,9 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if let Some(hidden) = quant_swiglu(&self.gate_proj, &self.up_proj, &x) {
+            return self.down_proj.forward(hidden);
+        }
         let gate = activation::silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }

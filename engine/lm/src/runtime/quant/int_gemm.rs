@@ -11,8 +11,9 @@ use super::int_scalar;
 use super::q8::{activation_block, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 
-/// `out[r * tokens + t] = dot(row r, token t)` (`[rows, tokens]`) for the consecutive rows in
-/// `rows`, with `kernel`, one of [`IntKernel::available`]. `rows` must be whole rows of `dtype`
+/// `out[t * n + r] = dot(row r, token t)` (`[tokens, n]`, token-major as the model's
+/// activations, so a caller copies whole token rows) for the `n` consecutive rows in `rows`,
+/// with `kernel`, one of [`IntKernel::available`]. `rows` must be whole rows of `dtype`
 /// (one of [`super::has_int_kernel`]) for `batch.cols()` values and `batch` quantized with the
 /// block of `dtype`; both are checked here, since the SIMD kernels load without bounds checks.
 pub fn gemm_rows(
@@ -34,7 +35,7 @@ pub fn gemm_rows(
         "every token has {cols} values"
     );
     assert_eq!(batch.block(), activation_block(dtype), "activation blocks");
-    assert_eq!(out.len() % tokens, 0, "output is [rows, tokens]");
+    assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
     let row_bytes = cols / elems as usize * bytes as usize;
     assert_eq!(
         rows.len(),
@@ -61,13 +62,10 @@ fn gemm_rows_scalar(
     batch: &Q8Batch,
     out: &mut [f32],
 ) {
-    let tokens = batch.tokens.len();
-    for (row, o) in rows
-        .chunks_exact(row_bytes)
-        .zip(out.chunks_exact_mut(tokens))
-    {
-        for (o, a) in o.iter_mut().zip(&batch.tokens) {
-            *o = int_scalar::dot_row(dtype, row, a);
+    let n = rows.len() / row_bytes;
+    for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+        for (t, a) in batch.tokens.iter().enumerate() {
+            out[t * n + r] = int_scalar::dot_row(dtype, row, a);
         }
     }
 }
@@ -125,10 +123,10 @@ mod tests {
                         a,
                     );
                     assert_eq!(
-                        out[r * tokens + t].to_bits(),
+                        out[t * rows + r].to_bits(),
                         want.to_bits(),
                         "{dtype} {kernel:?} row {r} token {t}: {} vs {want}",
-                        out[r * tokens + t]
+                        out[t * rows + r]
                     );
                 }
             }

@@ -238,10 +238,15 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 }
                 // q4k_min_sum for every token: sum_j mn_j * (sums16[2j] + sums16[2j + 1]),
                 // one i16 pair product per j.
-                let mut imin = _mm256_setzero_si256();
-                for (j, &m) in mn.iter().enumerate() {
-                    imin = madd_add::<VNNI>(imin, tile.pairs(sb * 8 + j), _mm256_set1_epi32(m));
+                // Two chains: one of 8 dependent `vpdpwssd` stalled each super-block (exact
+                // integers, so the split does not change the sum).
+                let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for j in (0..8).step_by(2) {
+                    let (m0, m1) = (_mm256_set1_epi32(mn[j]), _mm256_set1_epi32(mn[j + 1]));
+                    even = madd_add::<VNNI>(even, tile.pairs(sb * 8 + j), m0);
+                    odd = madd_add::<VNNI>(odd, tile.pairs(sb * 8 + j + 1), m1);
                 }
+                let imin = _mm256_add_epi32(even, odd);
                 // min_value: (d d_x) isum - (dmin d_x) imin.
                 let dx = tile.d(sb);
                 let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
@@ -303,10 +308,16 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 }
                 // q6k_bias for every token: 32 sum_g scale_g sums16[g], one i16 pair product
                 // per pair of groups.
-                let mut bias = _mm256_setzero_si256();
-                for (p, &w) in pair_w.iter().enumerate() {
-                    bias = madd_add::<VNNI>(bias, tile.pairs(sb * 8 + p), _mm256_set1_epi32(w));
+                let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for p in (0..8).step_by(2) {
+                    let (w0, w1) = (
+                        _mm256_set1_epi32(pair_w[p]),
+                        _mm256_set1_epi32(pair_w[p + 1]),
+                    );
+                    even = madd_add::<VNNI>(even, tile.pairs(sb * 8 + p), w0);
+                    odd = madd_add::<VNNI>(odd, tile.pairs(sb * 8 + p + 1), w1);
                 }
+                let bias = _mm256_add_epi32(even, odd);
                 let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<5>(bias));
                 // scaled_value: (d d_x) isum.
                 let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(208))), tile.d(sb));
@@ -322,7 +333,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
     }
 }
 
-/// `out[r * tokens + t] = dot(row r, token t)` for the consecutive rows in `rows` (tokens of a
+/// `out[t * n + r] = dot(row r, token t)` for the `n` consecutive rows in `rows` (tokens of a
 /// tile innermost: each row's blocks are decoded once per 8 tokens).
 #[inline(always)]
 unsafe fn gemm_rows_impl<const VNNI: bool>(
@@ -345,15 +356,18 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
                 macro_rules! run {
                     ($n:literal) => {{
                         let tile = Tile::<$n>::new(batch, t0);
+                        let mut o = [0.0f32; $n];
                         for r in 0..n {
-                            let o = &mut out[r * tokens + t0..][..$n];
                             tile_row::<VNNI, $n>(
                                 $t,
                                 rows.as_ptr().add(r * row_bytes),
                                 blocks,
                                 &tile,
-                                o,
+                                &mut o,
                             );
+                            for (t, v) in o.iter().enumerate() {
+                                out[(t0 + t) * n + r] = *v;
+                            }
                         }
                         t0 += $n;
                     }};

@@ -3,7 +3,9 @@
 //! head + loss, backward, clipping + AdamW — for a few steps (the first includes page faults).
 //!
 //! Run: `cargo run --release --example train_phases [-- STEPS]`; `DROPOUT=0` disables the
-//! adapter dropout. The README's per-phase figures come from this.
+//! adapter dropout; `STEP_ON=caller` runs each step on the main thread, outside the kernels' pool
+//! (as psy did before `compute_pool::on_pool`), for an A/B on one host. The README's per-phase
+//! figures come from this.
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use psy_lm::compute_pool::on_pool;
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::lora::with_dropout;
 use psy_lm::runtime::model::ids_tensor;
@@ -56,28 +59,41 @@ fn main() {
         weights: None,
     };
     let mut opt = AdamW::new(AdamWConfig::default());
+    let on_caller = std::env::var("STEP_ON").is_ok_and(|v| v == "caller");
     for step in 0..steps {
-        let t0 = Instant::now();
-        let hidden = with_dropout(step, || model.forward_hidden(ids_tensor(&b.input_ids, &d)));
-        let t1 = Instant::now();
-        let loss = head_loss(hidden, model.head_weight(), &b) / b.target_count() as f64;
-        let value: f32 = loss.clone().inner().into_scalar();
-        let t2 = Instant::now();
-        let mut g = loss.backward();
-        let t3 = Instant::now();
-        let mut grads = NamedGrads::new();
-        accumulate_grads(&model, &mut g, &mut grads, 1.0);
-        clip_global_norm(&mut grads, 1.0);
-        model = opt.step(model, &mut grads, 1e-4);
-        let t4 = Instant::now();
-        let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        println!(
-            "step {step}: loss {value:.4} | body forward {:.2} s, head + loss {:.2} s, backward {:.2} s, optimizer {:.2} s, total {:.2} s",
-            s(t0, t1),
-            s(t1, t2),
-            s(t2, t3),
-            s(t3, t4),
-            s(t0, t4)
-        );
+        let (b, opt) = (&b, &mut opt);
+        model = if on_caller {
+            timed_step(model, opt, b, step)
+        } else {
+            on_pool(|| timed_step(model, opt, b, step))
+        };
     }
+}
+
+/// One LoRA step with each phase timed and printed; returns the updated model.
+fn timed_step(mut model: CausalLm, opt: &mut AdamW, b: &Batch, step: u64) -> CausalLm {
+    let d = model.device();
+    let t0 = Instant::now();
+    let hidden = with_dropout(step, || model.forward_hidden(ids_tensor(&b.input_ids, &d)));
+    let t1 = Instant::now();
+    let loss = head_loss(hidden, model.head_weight(), b) / b.target_count() as f64;
+    let value: f32 = loss.clone().inner().into_scalar();
+    let t2 = Instant::now();
+    let mut g = loss.backward();
+    let t3 = Instant::now();
+    let mut grads = NamedGrads::new();
+    accumulate_grads(&model, &mut g, &mut grads, 1.0);
+    clip_global_norm(&mut grads, 1.0);
+    model = opt.step(model, &mut grads, 1e-4);
+    let t4 = Instant::now();
+    let s = |a: Instant, b: Instant| (b - a).as_secs_f64();
+    println!(
+        "step {step}: loss {value:.4} | body forward {:.2} s, head + loss {:.2} s, backward {:.2} s, optimizer {:.2} s, total {:.2} s",
+        s(t0, t1),
+        s(t1, t2),
+        s(t2, t3),
+        s(t3, t4),
+        s(t0, t4)
+    );
+    model
 }

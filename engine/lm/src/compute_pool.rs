@@ -16,9 +16,14 @@
 /// Do not block inside `f` on threads that themselves wait for this pool (with a one-thread
 /// pool they could never run).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
+    if is_pool_worker() {
         return f();
     }
+    // `scope` runs its body on a worker; the caller waits once, for the whole of `f`.
     rayon::scope(|_| f())
 }
 
+/// Whether the calling thread is a worker of a rayon pool.
+pub fn is_pool_worker() -> bool {
+    rayon::current_thread_index().is_some()
+}

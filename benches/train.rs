@@ -25,6 +25,7 @@ mod common;
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use psy_core::train_spec::TrainAttention;
+use psy_lm::compute_pool::on_pool;
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::lora::with_dropout;
 use psy_lm::runtime::{Architecture, CausalLm, LoraConfig, ModelConfig};
@@ -109,7 +110,9 @@ fn bench_steps(
         bch.iter(|| {
             n += 1;
             let m = model.take().expect("model");
-            model = Some(step(m, config, &b, &mut opt, n, &mem));
+            // On a worker of the kernels' pool, as `psy train` runs a step.
+            let (b, opt, mem) = (&b, &mut opt, &mem);
+            model = Some(on_pool(|| step(m, config, b, opt, n, mem)));
         })
     });
     group.finish();

@@ -2,6 +2,7 @@
 //! generation), supervised fine-tuning, and counseling sessions that decode under a plan from
 //! `psy-core`.
 
+pub mod compute_pool;
 pub mod encoder;
 pub mod runtime;
 pub mod session;

@@ -22,6 +22,7 @@ use burn::tensor::Device;
 use super::error::{Result, TrainError};
 use super::loss::Batch;
 use super::optim::NamedGrads;
+use crate::compute_pool::on_pool;
 use crate::runtime::{CausalLm, DevicePreference};
 
 /// How the replicas' gradients become one sum.
@@ -141,7 +142,12 @@ impl Replicas {
         F: Fn(&CausalLm, Vec<(usize, &Batch)>) -> (f64, NamedGrads, usize) + Sync,
     {
         if self.reduction == Reduction::Single {
-            return Ok(run_share(model, window.iter().enumerate().collect()));
+            // On a worker of the kernels' pool: no third thread that sleeps and wakes around
+            // every parallel kernel (see `compute_pool`). Not for several replicas: their
+            // threads wait for the pool, and a worker blocked on them could starve it.
+            return Ok(on_pool(|| {
+                run_share(model, window.iter().enumerate().collect())
+            }));
         }
         let n = self.devices.len();
         let inner = inner_devices(&self.devices);

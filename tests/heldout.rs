@@ -42,6 +42,14 @@ const FROZEN: &[(&str, &str)] = &[
         "risk-v5.jsonl",
         "b8356e64e2474e4056c3d81c659062f664f9083d247465789494c37a8ee77bc8",
     ),
+    (
+        "risk-v6.jsonl",
+        "d5ad831032c1f24c6eb2f1f2d1d2405cc9335efa08c4bd16b0ffd7b36f9fb785",
+    ),
+    (
+        "modality-v2.jsonl",
+        "6a6570389ed98fe9f2797944f71a4c01c2b9502c8d075b64e822b221ced14057",
+    ),
 ];
 
 const LEVELS: &[&str] = &["none", "low", "moderate", "high", "imminent"];
@@ -149,6 +157,13 @@ fn vignettes_and_modality_messages_name_known_labels() {
     for r in &m {
         assert!(modalities.contains(&str_of(r, "modality")), "{r}");
     }
+    // The second blind modality set (`tests/heldout/risk-v6.md`): six messages per modality.
+    let m2 = rows("modality-v2.jsonl");
+    assert_eq!(m2.len(), 42);
+    for name in modalities {
+        let n = m2.iter().filter(|r| str_of(r, "modality") == name).count();
+        assert_eq!(n, 6, "{name}");
+    }
 }
 
 #[test]
@@ -245,4 +260,27 @@ fn risk_v5_reads_as_the_expectations_it_promises() {
     .collect();
     assert_eq!(by, want);
     assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 51);
+}
+
+#[test]
+fn risk_v6_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v6.md`).
+    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v6.jsonl")).unwrap();
+    assert_eq!(items.len(), 279);
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &items {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = [
+        ("at least imminent", 21),
+        ("at least high", 56),
+        ("moderate to high", 51),
+        ("at most low", 136),
+        ("at most none", 15),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by, want);
+    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 54);
 }

@@ -469,3 +469,115 @@ fn explain_message() {
         );
     }
 }
+
+/// The modality manifests as they are on disk now (not as compiled in), for writing examples
+/// without a rebuild per edit; `examples_only` drops every cue phrase.
+fn modalities_on_disk(examples_only: bool) -> Vec<Box<dyn Module>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("modalities");
+    let ids = [
+        "cbt",
+        "act",
+        "psychodynamic",
+        "humanistic",
+        "dbt",
+        "mi",
+        "family-systems",
+    ];
+    ids.iter()
+        .map(|id| {
+            let path = root.join(id).join("module.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut spec =
+                psy_core::module::ModuleSpec::from_toml(&text, &path.display().to_string())
+                    .unwrap_or_else(|e| panic!("{e}"));
+            if examples_only {
+                spec.cues.iter_mut().for_each(|c| c.phrases.clear());
+            }
+            if *id == "cbt" {
+                psy_cbt::module_with_spec(spec)
+            } else {
+                Box::new(SpecModule::new(spec)) as Box<dyn Module>
+            }
+        })
+        .collect()
+}
+
+/// Per-item view of the tuned and development modality sets with the manifests as they are
+/// on disk: every miss with each module's score and the cue groups found (`~` by encoder,
+/// with its cosine), then the totals with and without the cue phrases. `PSY_SET=dev` prints
+/// only the development set's items; `PSY_ALL=1` prints hits too.
+#[test]
+#[ignore = "exploration while writing examples: run by hand with --nocapture"]
+fn explain_modality_on_disk() {
+    let e = embedder();
+    let ctx = AssessContext::with_embedder(e.as_ref());
+    let only_set = std::env::var("PSY_SET").ok();
+    let all = std::env::var("PSY_ALL").is_ok_and(|v| v == "1");
+    let mods = modalities_on_disk(false);
+    let sets = [
+        ("tuned", read_set(&clinical("modality_tuned.toml")).unwrap()),
+        (
+            "holdout",
+            read_set(&clinical("modality_holdout.toml")).unwrap(),
+        ),
+        ("dev", read_set(&clinical("modality_dev.toml")).unwrap()),
+    ];
+    for (name, items) in &sets {
+        if only_set.as_deref().is_some_and(|s| s != *name) {
+            continue;
+        }
+        for item in items {
+            let Item::Modality { id, expected, text } = item else {
+                continue;
+            };
+            let d = item.dialogue();
+            let mut scores = Vec::new();
+            let mut found = Vec::new();
+            for m in &mods {
+                let a = m.assess_with(&d, &ctx);
+                let ind = a.indication.unwrap_or_default();
+                scores.push((m.spec().module.id.clone(), ind.score));
+                for c in &ind.cues {
+                    let enc = c.label.contains("(encoder");
+                    let cos = if enc {
+                        &c.label[c.label.len() - 5..c.label.len() - 1]
+                    } else {
+                        ""
+                    };
+                    found.push(format!(
+                        "{}/{}{}{cos}",
+                        m.spec().module.id,
+                        c.id,
+                        if enc { "~" } else { "" }
+                    ));
+                }
+                for c in &ind.contraindications {
+                    found.push(format!("{}/!{}", m.spec().module.id, c.id));
+                }
+            }
+            let r = psy::clinical_report::modality_rank(&scores, expected);
+            if r == Some(1) && !all {
+                continue;
+            }
+            let mut ranked = scores.clone();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let top: Vec<String> = ranked
+                .iter()
+                .take(3)
+                .map(|(m, s)| format!("{m} {s:.2}"))
+                .collect();
+            println!(
+                "{} {name}/{id:<9} want {expected:<14} {top:?} | {text}\n      {found:?}",
+                if r == Some(1) { "ok  " } else { "MISS" },
+            );
+        }
+    }
+    let only = modalities_on_disk(true);
+    for (name, items) in &sets {
+        for (label, ms) in [("all", &mods), ("examples only", &only)] {
+            let refs: Vec<&dyn Module> = ms.iter().map(|m| m.as_ref()).collect();
+            let t = score_with(items, &[], &refs, &ctx);
+            println!("{}", tally(&t, "modality").line(&format!("{name} {label}")));
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //!
 //! The `[semantic]` thresholds in plugins/diagnostics/{dsm5,icd11}.toml and modalities/*/module.toml
 //! are calibrated by `calibrate` on the tuned sets only (tests/clinical/vignettes.toml,
-//! vignettes_holdout.toml, modality_tuned.toml, modality_holdout.toml):
+//! vignettes_holdout.toml, modality_tuned.toml, modality_holdout.toml, and the modality
+//! development set modality_dev.toml, frozen before the examples were rewritten against it):
 //!
 //!     cargo test --release --workspace --test semantic -- --ignored --nocapture calibrate
 //!
@@ -39,6 +40,32 @@ fn tuned_modality() -> Vec<Item> {
     let mut v = read_set(&clinical("modality_tuned.toml")).unwrap();
     v.extend(read_set(&clinical("modality_holdout.toml")).unwrap());
     v
+}
+
+/// sha256 of tests/clinical/modality_dev.toml, committed alone (6b9b7e9) before any example
+/// was changed or the modules were run on it: it is never edited to fit them.
+const MODALITY_DEV_SHA256: &str =
+    "68300d3ee3bc9ca6c713169863c83cd7a38662952a9180f0731c8a5b23543053";
+
+/// The modality development set (70 messages in registers unlike the tuned sets: teen chat,
+/// older adults, British / Indian / Australian English, very short and rambling), checked
+/// against its frozen hash. The examples were rewritten with it in view, so its figures are a
+/// fit; its first run, before that, was 42/70 top-1.
+fn modality_dev() -> Vec<Item> {
+    use sha2::{Digest, Sha256};
+    let path = clinical("modality_dev.toml");
+    let bytes = std::fs::read(&path).unwrap();
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        sha,
+        MODALITY_DEV_SHA256,
+        "{} changed: the development set is frozen",
+        path.display()
+    );
+    read_set(&path).unwrap()
 }
 
 /// The built-in modalities; with `semantic`, their `[semantic]` replaced (calibration).
@@ -84,14 +111,15 @@ fn tally<'a>(t: &'a [(String, Tally)], name: &str) -> &'a Tally {
     &t.iter().find(|(n, _)| n == name).unwrap().1
 }
 
-/// Scores the tuned sets with the shipped thresholds: (dsm5, icd11, modality).
-fn shipped_figures(ctx: &AssessContext) -> (Tally, Tally, Tally) {
+/// Scores the tuned sets with the shipped thresholds: (dsm5, icd11, modality, modality dev).
+fn shipped_figures(ctx: &AssessContext) -> (Tally, Tally, Tally, Tally) {
     let dsm5 = Screening::new(System::Dsm5);
     let icd11 = Screening::new(System::Icd11);
     let moda = modalities(None);
     let moda: Vec<&dyn Module> = moda.iter().map(|m| m.as_ref()).collect();
     let mut v = score_with(&tuned_vignettes(), &[&dsm5, &icd11], &[], ctx);
     let mut m = score_with(&tuned_modality(), &[], &moda, ctx);
+    let mut dev = score_with(&modality_dev(), &[], &moda, ctx);
     let take = |t: &mut Vec<(String, Tally)>, n: &str| {
         let at = t.iter().position(|(x, _)| x == n).unwrap();
         t.remove(at).1
@@ -100,6 +128,7 @@ fn shipped_figures(ctx: &AssessContext) -> (Tally, Tally, Tally) {
         take(&mut v, "dsm5"),
         take(&mut v, "icd11"),
         take(&mut m, "modality"),
+        take(&mut dev, "modality"),
     )
 }
 
@@ -114,8 +143,9 @@ fn calibrate() {
     let off = AssessContext::default();
     let vignettes = tuned_vignettes();
     let modality = tuned_modality();
-    // The first-measured modality set, the one tuned set the lexicons do not saturate.
+    // The sets the lexicons do not saturate: the first-measured round 2 and the development set.
     let fresh = read_set(&clinical("modality_holdout.toml")).unwrap();
+    let dev = modality_dev();
     let lex = score_with(&vignettes, &[&Screening::new(System::Dsm5)], &[], &off);
     println!("{}", tally(&lex, "dsm5").line("dsm5 lexicon only"));
     let moda = modalities(None);
@@ -126,6 +156,11 @@ fn calibrate() {
     println!(
         "{}",
         tally(&lex, "modality").line("modality_holdout lexicon only")
+    );
+    let lex = score_with(&dev, &[], &refs, &off);
+    println!(
+        "{}",
+        tally(&lex, "modality").line("modality_dev lexicon only")
     );
     let f = |t: &Tally| format!("{}/{} ({})", t.top1, t.n, t.top2);
     let opt = |m: Option<f32>| m.map_or("-".into(), |m| format!("{m:.2}"));
@@ -163,7 +198,7 @@ fn calibrate() {
     println!("== modality cues");
     for p in [0.05f32, 0.1, 1.0] {
         for s in (0..11).map(|i| 0.40 + 0.02 * i as f32) {
-            for m in [None, Some(0.40), Some(0.45), Some(0.50), Some(0.55)] {
+            for m in [None, Some(0.45), Some(0.50), Some(0.55)] {
                 let policy = SemanticPolicy {
                     sentence: Some(s),
                     message: m,
@@ -173,15 +208,19 @@ fn calibrate() {
                 let refs: Vec<&dyn Module> = mods.iter().map(|m| m.as_ref()).collect();
                 let all = score_with(&modality, &[], &refs, &ctx);
                 let fr = score_with(&fresh, &[], &refs, &ctx);
+                let dv = score_with(&dev, &[], &refs, &ctx);
                 let only = modality_variants(Some(policy), true);
                 let refs: Vec<&dyn Module> = only.iter().map(|m| m.as_ref()).collect();
                 let o = score_with(&modality, &[], &refs, &ctx);
+                let od = score_with(&dev, &[], &refs, &ctx);
                 println!(
-                    "polarity {p:.2} sentence {s:.2} message {:>4}: all {} modality_holdout {} | examples only {}",
+                    "polarity {p:.2} sentence {s:.2} message {:>4}: all {} modality_holdout {} dev {} | examples only {} dev {}",
                     opt(m),
                     f(tally(&all, "modality")),
                     f(tally(&fr, "modality")),
-                    f(tally(&o, "modality"))
+                    f(tally(&dv, "modality")),
+                    f(tally(&o, "modality")),
+                    f(tally(&od, "modality"))
                 );
             }
         }
@@ -192,8 +231,13 @@ fn calibrate() {
 fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
     let e = embedder();
     let ctx = AssessContext::with_embedder(e.as_ref());
-    let (dsm5, icd11, moda) = shipped_figures(&ctx);
-    for (name, t) in [("dsm5", &dsm5), ("icd11", &icd11), ("modality", &moda)] {
+    let (dsm5, icd11, moda, dev) = shipped_figures(&ctx);
+    for (name, t) in [
+        ("dsm5", &dsm5),
+        ("icd11", &icd11),
+        ("modality", &moda),
+        ("modality dev", &dev),
+    ] {
         println!("{}", t.line(&format!("{name} tuned, encoder")));
     }
     // Measured with the shipped thresholds (one item of slack): see README "Measured figures".
@@ -201,6 +245,7 @@ fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
         (&dsm5, MEASURED.0),
         (&icd11, MEASURED.1),
         (&moda, MEASURED.2),
+        (&dev, MEASURED.3),
     ];
     for (t, (top1, top2)) in measured {
         assert!(
@@ -219,8 +264,9 @@ fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
 }
 
 /// (top-1, top-2) on the tuned sets with the encoder: dsm5 and icd11 of 63 vignettes,
-/// modality choice of 91 messages.
-const MEASURED: ((usize, usize), (usize, usize), (usize, usize)) = ((63, 63), (62, 63), (83, 89));
+/// modality choice of 91 messages, and of the 70 of the development set.
+type Figures = (usize, usize);
+const MEASURED: (Figures, Figures, Figures, Figures) = ((63, 63), (62, 63), (83, 89), (0, 0));
 
 /// Which criteria the encoder found in a message: with the cue phrases (`examples_only` false)
 /// only those the lexicon did not already find.
@@ -520,7 +566,7 @@ fn explain_modality_on_disk() {
             "holdout",
             read_set(&clinical("modality_holdout.toml")).unwrap(),
         ),
-        ("dev", read_set(&clinical("modality_dev.toml")).unwrap()),
+        ("dev", modality_dev()),
     ];
     for (name, items) in &sets {
         if only_set.as_deref().is_some_and(|s| s != *name) {

@@ -238,7 +238,7 @@ fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
         ("modality", &moda),
         ("modality dev", &dev),
     ] {
-        println!("{}", t.line(&format!("{name} tuned, encoder")));
+        println!("{}", t.line(&format!("{name}, encoder")));
     }
     // Measured with the shipped thresholds (one item of slack): see README "Measured figures".
     let measured = [
@@ -264,9 +264,10 @@ fn tuned_sets_with_the_encoder_keep_their_measured_figures() {
 }
 
 /// (top-1, top-2) on the tuned sets with the encoder: dsm5 and icd11 of 63 vignettes,
-/// modality choice of 91 messages, and of the 70 of the development set.
+/// modality choice of 91 messages (83, 89 before the second round of modality examples), and
+/// of the 70 of the development set (42, 49 on its first run, before that round; now a fit).
 type Figures = (usize, usize);
-const MEASURED: (Figures, Figures, Figures, Figures) = ((63, 63), (62, 63), (83, 89), (0, 0));
+const MEASURED: (Figures, Figures, Figures, Figures) = ((63, 63), (62, 63), (87, 90), (58, 63));
 
 /// Which criteria the encoder found in a message: with the cue phrases (`examples_only` false)
 /// only those the lexicon did not already find.
@@ -360,6 +361,101 @@ fn the_encoder_finds_new_wording_but_not_denials_others_or_hypotheticals() {
     assert_eq!(
         false_hits, 0,
         "denied, third-person or hypothetical sentences counted"
+    );
+}
+
+/// Which modality cue groups the encoder found in a message ("module/group"): with
+/// `examples_only` the cue phrases are dropped, otherwise only what the lexicon did not find.
+fn encoder_cues(e: &dyn SentenceEmbedder, text: &str, examples_only: bool) -> Vec<String> {
+    let ctx = AssessContext::with_embedder(e);
+    let builtins = modalities(None);
+    let mut found = Vec::new();
+    for m in &builtins {
+        let semantic = m.spec().semantic;
+        let only = modality_variants(Some(semantic), examples_only);
+        let module = only
+            .iter()
+            .find(|x| x.spec().module.id == m.spec().module.id)
+            .unwrap();
+        let a = module.assess_with(&Dialogue::from_message(text), &ctx);
+        let ind = a.indication.unwrap_or_default();
+        for c in ind.cues.iter().filter(|c| c.label.contains("(encoder")) {
+            found.push(format!("{}/{}", m.spec().module.id, c.id));
+        }
+    }
+    found
+}
+
+#[test]
+fn modality_cues_are_found_by_meaning_but_not_for_others_or_hypotheticals() {
+    let e = embedder();
+    // Paraphrases written for this test before it first ran (in none of the sets or
+    // manifests), about the client: measured, the examples alone find 3/5. The misses are
+    // left in as measured: the humanistic one peaks at cosine 0.47 and the slang "ciggies"
+    // at 0.39 with their groups' examples, under the 0.50 threshold.
+    let found: &[(&str, &str)] = &[
+        (
+            "Somehow I always end up with partners who let me down in the same way.",
+            "psychodynamic/repeating-pattern",
+        ),
+        (
+            "My mum and dad make me carry messages between them.",
+            "family-systems/triangles",
+        ),
+        (
+            "I'd love the chance to just talk without being handed advice.",
+            "humanistic/wants-to-be-heard",
+        ),
+        (
+            "I go from calm to raging in a heartbeat.",
+            "dbt/emotion-dysregulation",
+        ),
+        (
+            "honestly im torn about giving up the ciggies",
+            "mi/ambivalence",
+        ),
+    ];
+    // The same said of someone else or imagined: no module finds it by meaning (for
+    // psychodynamic, `named-in-cue`, the "my" of "my brother" no longer names the client).
+    let not_found: &[(&str, &str)] = &[
+        (
+            "My brother always ends up with partners who let him down in the same way.",
+            "psychodynamic/repeating-pattern",
+        ),
+        (
+            "My cousin's parents make her carry messages between them.",
+            "family-systems/triangles",
+        ),
+        (
+            "If I ever went from calm to raging like that, I would hate myself.",
+            "dbt/emotion-dysregulation",
+        ),
+        (
+            "My sister goes from calm to raging in a heartbeat.",
+            "dbt/emotion-dysregulation",
+        ),
+    ];
+    let mut hits = 0;
+    for (text, want) in found {
+        let got = encoder_cues(e.as_ref(), text, true);
+        println!("found?     {text} -> {got:?}");
+        hits += usize::from(got.iter().any(|g| g == want));
+    }
+    let mut false_hits = 0;
+    for (text, want) in not_found {
+        let got = encoder_cues(e.as_ref(), text, false);
+        println!("not found? {text} -> {got:?}");
+        false_hits += usize::from(got.iter().any(|g| g == want));
+    }
+    println!(
+        "modality paraphrases found {hits}/{}, third-person/hypothetical found {false_hits}/{}",
+        found.len(),
+        not_found.len()
+    );
+    assert!(hits >= 3, "the examples found {hits}/5 paraphrases (measured 3/5)");
+    assert_eq!(
+        false_hits, 0,
+        "third-person or hypothetical sentences counted"
     );
 }
 

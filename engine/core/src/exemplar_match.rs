@@ -286,12 +286,12 @@ pub fn read_sentence(sentence: &str, subject: SubjectPolicy) -> Reading {
         .any(|t| refers_to_client(&t.norm) || other_person(&t.norm));
     let about_client = !any_person
         || match subject {
-            SubjectPolicy::NearestSubject => {
+            // For a whole sentence, "the cue names the client" means the client is named as
+            // themselves: the "my" of "my brother always ends up with..." names the brother.
+            SubjectPolicy::NearestSubject | SubjectPolicy::NamedInCue => {
                 (0..toks.len()).any(|i| refers_to_client(&toks[i].norm) && !possessed_other(i))
             }
-            SubjectPolicy::NamedInCue | SubjectPolicy::ClientInSentence => {
-                toks.iter().any(|t| refers_to_client(&t.norm))
-            }
+            SubjectPolicy::ClientInSentence => toks.iter().any(|t| refers_to_client(&t.norm)),
         };
     Reading {
         negative: negators % 2 == 1,
@@ -584,6 +584,11 @@ mod tests {
         assert!(r("Can't eat, can't sleep.").about_client);
         let c = |s| read_sentence(s, SubjectPolicy::ClientInSentence);
         assert!(c("My parents fight and vent to me.").about_client);
+        // `named-in-cue` (CBT, psychodynamic): the client must be named as themselves.
+        let n = |s| read_sentence(s, SubjectPolicy::NamedInCue);
+        assert!(!n("My brother always ends up with partners who let him down.").about_client);
+        assert!(n("My partner treats me just like my father did.").about_client);
+        assert!(n("I go quiet around my boss, like I did with my dad.").about_client);
     }
 
     /// A toy encoder: bag of words over a tiny vocabulary, so the test needs no model.

@@ -452,7 +452,10 @@ fn modality_cues_are_found_by_meaning_but_not_for_others_or_hypotheticals() {
         found.len(),
         not_found.len()
     );
-    assert!(hits >= 3, "the examples found {hits}/5 paraphrases (measured 3/5)");
+    assert!(
+        hits >= 3,
+        "the examples found {hits}/5 paraphrases (measured 3/5)"
+    );
     assert_eq!(
         false_hits, 0,
         "third-person or hypothetical sentences counted"

@@ -39,6 +39,9 @@ const RECALL_IMMINENT: f64 = 0.85;
 /// Look-alikes of the validation split that sentence pieces may add as false alarms beyond the
 /// whole-message cut-offs: a sentence read alone loses "I'm okay now" and "I'm a paramedic".
 const SENTENCE_EXTRA_ALARMS: usize = 2;
+/// Acute validation messages the high gate may cost their high rating (like the sentence
+/// cut-offs' two extra alarms: a count, so a small split does not make it zero).
+const GATE_ACUTE_LOSS: usize = 2;
 
 /// What `psy train-screen` does.
 #[derive(Clone, Debug)]
@@ -245,6 +248,23 @@ fn sentence_threshold(
     }
 }
 
+/// The high gate (`Thresholds::high_gate`): the largest `P(>= moderate)` cut-off that takes the
+/// high rating from at most `loss` acute validation messages the other cut-offs rate high (by
+/// the message or a sentence), and never above the moderate cut-off.
+fn high_gate(t: &Thresholds, acute: &[([f32; 3], [f32; 3])], loss: usize) -> Option<f32> {
+    // For each acute message rated high, the largest gate that keeps it high.
+    let mut keep: Vec<f32> = acute
+        .iter()
+        .filter_map(|(m, s)| {
+            let by_message = (m[1] >= t.high).then_some(m[0]);
+            let by_sentence = (s[1] >= t.sentence_high).then_some(s[0]);
+            by_message.into_iter().chain(by_sentence).reduce(f32::max)
+        })
+        .collect();
+    keep.sort_by(|a, b| a.total_cmp(b));
+    keep.get(loss).map(|&g| g.min(t.moderate))
+}
+
 /// Cut-offs set on the validation split and the figures they give there.
 pub struct Calibration {
     pub thresholds: Thresholds,
@@ -306,8 +326,16 @@ pub fn calibrate(
         sentence_high: sentence_threshold(high, &negatives, 1, SENTENCE_EXTRA_ALARMS),
         context_moderate: None,
         context_high: None,
+        high_gate: None,
     };
     let mut thresholds = thresholds;
+    let acute: Vec<([f32; 3], [f32; 3])> = valid
+        .iter()
+        .zip(&scores)
+        .filter(|(e, _)| e.training_level() >= RiskLevel::High)
+        .map(|(_, s)| *s)
+        .collect();
+    thresholds.high_gate = high_gate(&thresholds, &acute, GATE_ACUTE_LOSS);
     if !sessions.is_empty() {
         let joined: Vec<&str> = sessions.iter().map(|e| e.text.as_str()).collect();
         let vectors = tuned.embed(&joined).map_err(anyhow::Error::msg)?;

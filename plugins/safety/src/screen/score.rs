@@ -77,11 +77,19 @@ pub fn output_for(level: RiskLevel) -> usize {
 }
 
 impl Thresholds {
+    /// `P(>= high)` at or above `cut`, with `P(>= moderate)` at or above the high gate: the
+    /// outputs are cumulative, so a piece the screen gives almost no chance of being even
+    /// moderate is not high (a low `high` cut-off alone rated "my sister is here with me now,
+    /// I'm safe" high).
+    pub fn is_high(&self, p: &[f32; LEVELS], cut: f32) -> bool {
+        p[1] >= cut && p[0] >= self.high_gate.unwrap_or(0.0)
+    }
+
     /// The level these cut-offs give to one whole message's probabilities.
     pub fn level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        if p[1] >= self.high && p[2] >= self.imminent {
+        if self.is_high(p, self.high) && p[2] >= self.imminent {
             RiskLevel::Imminent
-        } else if p[1] >= self.high {
+        } else if self.is_high(p, self.high) {
             RiskLevel::High
         } else if p[0] >= self.moderate {
             RiskLevel::Moderate
@@ -93,7 +101,7 @@ impl Thresholds {
     /// The level of a sentence read alone: its own cut-offs for moderate and high; a sentence
     /// alone is never imminent (the whole message must say so).
     pub fn sentence_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        if p[1] >= self.sentence_high {
+        if self.is_high(p, self.sentence_high) {
             RiskLevel::High
         } else if p[0] >= self.sentence_moderate {
             RiskLevel::Moderate
@@ -106,7 +114,7 @@ impl Thresholds {
     /// manifest gives them, never above high (what earlier turns said is evidence, not a
     /// report of what is happening now).
     pub fn context_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
-        if p[1] >= self.context_high.unwrap_or(self.high) {
+        if self.is_high(p, self.context_high.unwrap_or(self.high)) {
             RiskLevel::High
         } else if p[0] >= self.context_moderate.unwrap_or(self.moderate) {
             RiskLevel::Moderate

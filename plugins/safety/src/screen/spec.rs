@@ -60,6 +60,12 @@ pub struct Thresholds {
     pub context_moderate: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_high: Option<f32>,
+    /// A piece is high only when `P(level >= moderate)` is at least this too (every view). The
+    /// outputs are separate sigmoids, so `P(>= high)` can pass its low cut-off on a piece the
+    /// screen gives almost no chance of being even moderate ("my sister is with me now, I'm
+    /// safe": 0.027 and 0.059). Absent: no such condition (screens written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_gate: Option<f32>,
 }
 
 /// How the head was made, so that `psy train-screen` reproduces it.
@@ -114,6 +120,7 @@ impl ScreenSpec {
             ("sentence_high", t.sentence_high),
             ("context_moderate", t.context_moderate.unwrap_or(0.5)),
             ("context_high", t.context_high.unwrap_or(0.5)),
+            ("high_gate", t.high_gate.unwrap_or(0.5)),
         ] {
             if !(v > 0.0 && v < 1.0) {
                 return Err(format!(

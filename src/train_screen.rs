@@ -538,3 +538,49 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         screen_toml: toml_path,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cuts() -> Thresholds {
+        Thresholds {
+            moderate: 0.4,
+            high: 0.05,
+            imminent: 0.3,
+            sentence_moderate: 0.9,
+            sentence_high: 0.8,
+            context_moderate: None,
+            context_high: None,
+            high_gate: None,
+        }
+    }
+
+    #[test]
+    fn the_high_gate_costs_at_most_the_allowed_acute_messages() {
+        // (message [P>=mod, P>=high, P(imm)], best sentence): values chosen by hand.
+        let acute = [
+            ([0.03, 0.06, 0.0], [0.0, 0.0, 0.0]), // high by the message, P(>=mod) 0.03
+            ([0.01, 0.01, 0.0], [0.07, 0.85, 0.0]), // high by a sentence only, 0.07
+            ([0.20, 0.50, 0.0], [0.0, 0.0, 0.0]), // 0.20
+            ([0.90, 0.90, 0.0], [0.95, 0.90, 0.0]), // 0.95 (the larger view), capped below
+            ([0.50, 0.01, 0.0], [0.0, 0.0, 0.0]), // not high at all: never counted
+        ];
+        let t = cuts();
+        // Keep values sorted: 0.03, 0.07, 0.20, 0.95.
+        assert_eq!(high_gate(&t, &acute, 0), Some(0.03));
+        assert_eq!(high_gate(&t, &acute, 2), Some(0.20));
+        // Never above the moderate cut-off (0.4), even when every kept value is higher.
+        assert_eq!(high_gate(&t, &acute[3..], 0), Some(0.4));
+        // Fewer acute messages rated high than the allowance: no gate.
+        assert_eq!(high_gate(&t, &acute, 4), None);
+        // And the gate rules the level: P(>= high) passes, P(>= moderate) does not.
+        let gated = Thresholds {
+            high_gate: Some(0.132),
+            ..cuts()
+        };
+        assert_eq!(gated.level_of(&[0.059, 0.06, 0.0]), RiskLevel::None);
+        assert_eq!(gated.level_of(&[0.2, 0.06, 0.0]), RiskLevel::High);
+        assert_eq!(cuts().level_of(&[0.059, 0.06, 0.0]), RiskLevel::High);
+    }
+}

@@ -166,121 +166,105 @@ fn vignettes_and_modality_messages_name_known_labels() {
     }
 }
 
+/// Reads a blind risk set with psy's own reader (`psy eval risk`'s format) and checks it holds
+/// the items, the expectations per label and the sessions its writer's table promises.
+fn assert_risk_set(file: &str, items: usize, want: &[(&str, usize)], sessions: usize) {
+    let read = psy_core::risk_eval::read_risk_set(&dir().join(file)).unwrap();
+    assert_eq!(read.len(), items, "{file}");
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for i in &read {
+        *by.entry(i.expect.label()).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = want.iter().map(|&(k, v)| (k.to_string(), v)).collect();
+    assert_eq!(by, want, "{file}");
+    let got = read.iter().filter(|i| i.messages.len() > 1).count();
+    assert_eq!(got, sessions, "{file}");
+}
+
 #[test]
 fn risk_v2_reads_as_the_expectations_it_promises() {
     // The second blind set is in `psy eval risk`'s own format: read it with psy's reader and
     // count what the README promises.
-    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v2.jsonl")).unwrap();
-    assert_eq!(items.len(), 230);
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &items {
-        *by.entry(i.expect.label()).or_default() += 1;
-    }
-    let want: BTreeMap<String, usize> = [
-        ("at least high", 46),
-        ("at least imminent", 22),
-        ("moderate to high", 41),
-        ("at least moderate", 6),
-        ("low to moderate", 1),
-        ("at most low", 77),
-        ("at most none", 37),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(by, want);
-    let sessions = items.iter().filter(|i| i.messages.len() > 1).count();
-    assert_eq!(sessions, 39);
+    assert_risk_set(
+        "risk-v2.jsonl",
+        230,
+        &[
+            ("at least high", 46),
+            ("at least imminent", 22),
+            ("moderate to high", 41),
+            ("at least moderate", 6),
+            ("low to moderate", 1),
+            ("at most low", 77),
+            ("at most none", 37),
+        ],
+        39,
+    );
 }
 
 #[test]
 fn risk_v3_reads_as_the_expectations_it_promises() {
-    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v3.jsonl")).unwrap();
-    assert_eq!(items.len(), 265);
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &items {
-        *by.entry(i.expect.label()).or_default() += 1;
-    }
-    let want: BTreeMap<String, usize> = [
-        ("at least high", 53),
-        ("at least imminent", 14),
-        ("moderate to high", 40),
-        ("at least moderate", 10),
-        ("at most low", 130),
-        ("at most none", 18),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(by, want);
-    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 46);
+    assert_risk_set(
+        "risk-v3.jsonl",
+        265,
+        &[
+            ("at least high", 53),
+            ("at least imminent", 14),
+            ("moderate to high", 40),
+            ("at least moderate", 10),
+            ("at most low", 130),
+            ("at most none", 18),
+        ],
+        46,
+    );
 }
 
 #[test]
 fn risk_v4_reads_as_the_expectations_it_promises() {
     // Counts from the writer's own table (`tests/heldout/risk-v4.md`).
-    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v4.jsonl")).unwrap();
-    assert_eq!(items.len(), 274);
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &items {
-        *by.entry(i.expect.label()).or_default() += 1;
-    }
-    let want: BTreeMap<String, usize> = [
-        ("at least imminent", 21),
-        ("at least high", 55),
-        ("moderate to high", 50),
-        ("at most low", 133),
-        ("at most none", 15),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(by, want);
-    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 55);
+    assert_risk_set(
+        "risk-v4.jsonl",
+        274,
+        &[
+            ("at least imminent", 21),
+            ("at least high", 55),
+            ("moderate to high", 50),
+            ("at most low", 133),
+            ("at most none", 15),
+        ],
+        55,
+    );
 }
 
 #[test]
 fn risk_v5_reads_as_the_expectations_it_promises() {
     // Counts from the writer's own table (`tests/heldout/risk-v5.md`).
-    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v5.jsonl")).unwrap();
-    assert_eq!(items.len(), 276);
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &items {
-        *by.entry(i.expect.label()).or_default() += 1;
-    }
-    let want: BTreeMap<String, usize> = [
-        ("at least imminent", 21),
-        ("at least high", 56),
-        ("moderate to high", 50),
-        ("at most low", 134),
-        ("at most none", 15),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(by, want);
-    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 51);
+    assert_risk_set(
+        "risk-v5.jsonl",
+        276,
+        &[
+            ("at least imminent", 21),
+            ("at least high", 56),
+            ("moderate to high", 50),
+            ("at most low", 134),
+            ("at most none", 15),
+        ],
+        51,
+    );
 }
 
 #[test]
 fn risk_v6_reads_as_the_expectations_it_promises() {
     // Counts from the writer's own table (`tests/heldout/risk-v6.md`).
-    let items = psy_core::risk_eval::read_risk_set(&dir().join("risk-v6.jsonl")).unwrap();
-    assert_eq!(items.len(), 279);
-    let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for i in &items {
-        *by.entry(i.expect.label()).or_default() += 1;
-    }
-    let want: BTreeMap<String, usize> = [
-        ("at least imminent", 21),
-        ("at least high", 56),
-        ("moderate to high", 51),
-        ("at most low", 136),
-        ("at most none", 15),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(by, want);
-    assert_eq!(items.iter().filter(|i| i.messages.len() > 1).count(), 54);
+    assert_risk_set(
+        "risk-v6.jsonl",
+        279,
+        &[
+            ("at least imminent", 21),
+            ("at least high", 56),
+            ("moderate to high", 51),
+            ("at most low", 136),
+            ("at most none", 15),
+        ],
+        54,
+    );
 }

@@ -372,14 +372,15 @@ fn everyday_worry_and_chat_are_rated_at_most_low() {
     assert!(alarms.len() <= 4, "{alarms:#?}");
 }
 
-/// The six crisis messages of issue 12's table reach high or above, and those the issue rates
-/// imminent reach imminent, except "tonight is the night", which the shipped screen rates high
-/// (`P(imminent)` 0.06 against a cut-off of 0.31; the issue asks imminent: not met).
+/// The six crisis messages of issue 12's table reach the levels the issue asks. "Tonight is the
+/// night" is imminent only through a combination: the screen alone rates it high (`P(imminent)`
+/// below its cut-off) and reads a plan (`ideation-plan`), and the lexicon finds the pills at hand
+/// and the time, which `[screen_signals]` lets combine.
 #[test]
 fn the_issues_crisis_messages_reach_their_levels() {
     use RiskLevel::*;
     let cases: [(&[&str], RiskLevel); 6] = [
-        (&["I've decided tonight is the night. I have the pills counted out and I just wanted to tell someone before I take them."], High),
+        (&["I've decided tonight is the night. I have the pills counted out and I just wanted to tell someone before I take them."], Imminent),
         (&["I'm standing on the bridge right now. I don't know why I'm typing this."], Imminent),
         (&["Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code."], High),
         (&["I keep having thoughts about hurting my roommate when he comes home. I've put a knife under my pillow."], High),
@@ -397,6 +398,37 @@ fn the_issues_crisis_messages_reach_their_levels() {
         let r = risk(turns);
         assert!(r.level >= want, "{turns:?}: {:?}, want {want:?}", r.level);
     }
+}
+
+/// The screen's reading joins the lexicon's combinations only as the rule file says, and the
+/// plan shows how: the deciding rule is the combination, and both the screen's piece and the
+/// lexicon's cues carry it. Without means or a time the same kind of reading stays high.
+#[test]
+fn the_screens_reading_combines_with_the_lexicons_means_and_time() {
+    let counted = risk(&["I've decided tonight is the night. I have the pills counted out and I just wanted to tell someone before I take them."]);
+    assert_eq!(counted.level, RiskLevel::Imminent, "{}", counted.rationale);
+    let combined: Vec<(&str, &str)> = counted
+        .evidence
+        .iter()
+        .filter(|e| e.level == RiskLevel::Imminent)
+        .map(|e| (e.detector.as_str(), e.evidence.text.as_str()))
+        .collect();
+    assert!(
+        combined.iter().any(|(d, _)| *d == "screen")
+            && combined.contains(&("lexicon", "have the pills"))
+            && combined.contains(&("lexicon", "tonight")),
+        "{combined:?}"
+    );
+    assert!(
+        counted
+            .rationale
+            .contains("the trained screen reads `ideation-plan`"),
+        "{}",
+        counted.rationale
+    );
+    // A plan with neither means at hand nor a time: high, not imminent.
+    let gun = risk(&["Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code."]);
+    assert_eq!(gun.level, RiskLevel::High, "{}", gun.rationale);
 }
 
 /// A screen whose context view has its own cut-offs (one trained with session exemplars, as the

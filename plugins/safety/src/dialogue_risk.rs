@@ -37,6 +37,13 @@ enum Decider {
     Session {
         since: usize,
     },
+    /// A combination of `rules.toml` completed by the screen's reading of the turn (its
+    /// category, as `[screen_signals]` maps it) together with the lexicon's cues.
+    Combined {
+        combine: usize,
+        category: String,
+        message: usize,
+    },
 }
 
 /// The screen's decision for `turn` at `level`, from the strongest piece of the given kind.
@@ -57,6 +64,23 @@ fn screen_decider(
         category: screen.category_of(piece).to_string(),
         context,
     })
+}
+
+/// The combination the screen's reading of turn `k` completes with the lexicon's cues, when it
+/// rates the turn's own words (message or a sentence) high or above.
+fn screen_combination<'a>(
+    scored: &Option<(&Screen, Vec<TurnScore>)>,
+    k: usize,
+    with_screen: &'a [crate::ScreenCombination],
+) -> Option<&'a crate::ScreenCombination> {
+    let (screen, scores) = scored.as_ref()?;
+    let t = scores.get(k)?;
+    if t.own < RiskLevel::High {
+        return None;
+    }
+    let piece = t.strongest(t.own, &[PieceKind::Message, PieceKind::Sentence])?;
+    let category = screen.category_of(piece);
+    with_screen.iter().find(|c| c.category == category)
 }
 
 /// The full risk assessment of `dialogue` for `locale`. Without an `embedder` the screen cannot
@@ -127,22 +151,23 @@ fn assess_with(
         hashed = turn.index + 1;
         // Earlier turns' lexicon readings come from the memo (the planner is given the whole
         // dialogue every turn); the last turn's full reading is always computed.
-        let (lex_level, protective_now, lex) = if last {
+        let (reading, lex) = if last {
             let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
             let lex = lexicon_screen(rules, &prefix);
             let reading = PrefixReading::of(&lex, turn.index);
-            remember(prefix_hash.clone().finalize().into(), reading);
-            (reading.level, reading.protective_now, Some(lex))
+            remember(prefix_hash.clone().finalize().into(), reading.clone());
+            (reading, Some(lex))
         } else {
             let key: [u8; 32] = prefix_hash.clone().finalize().into();
             let reading = recall(&key).unwrap_or_else(|| {
                 let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
                 let reading = PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index);
-                remember(key, reading);
+                remember(key, reading.clone());
                 reading
             });
-            (reading.level, reading.protective_now, None)
+            (reading, None)
         };
+        let (lex_level, protective_now) = (reading.level, reading.protective_now);
         let (own, context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
@@ -153,6 +178,16 @@ fn assess_with(
         if own > level {
             level = own;
             why = screen_decider(&scored, k, own, false);
+        }
+        if let Some(c) = screen_combination(&scored, k, &reading.with_screen) {
+            if c.level > level {
+                level = c.level;
+                why = Some(Decider::Combined {
+                    combine: c.combine,
+                    category: c.category.clone(),
+                    message: turn.index,
+                });
+            }
         }
         if !safe_now && context > level {
             level = context;
@@ -235,6 +270,33 @@ fn assess_with(
                 let id = if *context { "screen:context" } else { "screen" };
                 (id.to_string(), summary, focus)
             }
+            Decider::Combined {
+                combine,
+                category,
+                message,
+            } => {
+                let c = &rules.file.combines[*combine];
+                // The screen's piece of that turn is evidence of the combination too.
+                for e in extra
+                    .iter_mut()
+                    .filter(|e| e.rule == "screen" && e.evidence.message == *message)
+                {
+                    e.rule = c.id.clone();
+                    e.level = c.level;
+                }
+                let focus = match c.subject {
+                    crate::Subject::Other => Focus::ThirdParty,
+                    crate::Subject::Myself => c.focus,
+                };
+                (
+                    c.id.clone(),
+                    format!(
+                        "{}: the trained screen reads `{category}` in the client's words and the lexicon finds the rest",
+                        c.summary
+                    ),
+                    focus,
+                )
+            }
             Decider::Session { since } => {
                 extra.push(RiskEvidence {
                     rule: "session".into(),
@@ -274,11 +336,13 @@ fn assess_with(
 
 /// What the session loop needs from the lexicon's reading of a dialogue prefix ending at a
 /// client turn.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct PrefixReading {
     level: RiskLevel,
     /// A protective statement in the prefix's last turn.
     protective_now: bool,
+    /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
+    with_screen: Vec<crate::ScreenCombination>,
 }
 
 impl PrefixReading {
@@ -286,6 +350,7 @@ impl PrefixReading {
         PrefixReading {
             level: lex.level,
             protective_now: lex.protective.iter().any(|e| e.message == turn),
+            with_screen: lex.with_screen.clone(),
         }
     }
 }
@@ -300,7 +365,7 @@ fn prefix_memo() -> &'static Mutex<HashMap<[u8; 32], PrefixReading>> {
 
 fn recall(key: &[u8; 32]) -> Option<PrefixReading> {
     let memo = prefix_memo().lock().unwrap_or_else(|p| p.into_inner());
-    memo.get(key).copied()
+    memo.get(key).cloned()
 }
 
 fn remember(key: [u8; 32], reading: PrefixReading) {

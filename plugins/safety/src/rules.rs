@@ -4,7 +4,7 @@
 //! that the data is coherent (phrases compile, combinations name known signals), so a typo
 //! in the rules fails every test run instead of silently weakening the screen.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use psy_core::lexicon::Lexicon;
 use psy_core::module::RiskLevel;
@@ -228,6 +228,12 @@ pub struct RuleFile {
     pub markers: Markers,
     #[serde(rename = "combine")]
     pub combines: Vec<Combine>,
+    /// The trained screen's categories as the signals they stand for (`[screen_signals]`):
+    /// when the screen rates a turn's own words high or above, the category of its strongest
+    /// piece joins the combinations as that turn's cues about the client, so meaning found by
+    /// the screen and means or a time found by the lexicon combine.
+    #[serde(default)]
+    pub screen_signals: BTreeMap<String, Vec<String>>,
     pub protocol: Protocol,
     pub questions: ByFocus,
     pub repair: Repair,
@@ -292,6 +298,19 @@ impl Rules {
                 }
             }
         }
+        for (category, sigs) in &file.screen_signals {
+            if !crate::screen::exemplars::CATEGORIES.contains(&category.as_str()) {
+                return Err(format!(
+                    "[screen_signals]: `{category}` is not a category of the trained screen (one of {})",
+                    crate::screen::exemplars::CATEGORIES.join(", ")
+                ));
+            }
+            if let Some(s) = sigs.iter().find(|s| !signals.contains(s.as_str())) {
+                return Err(format!(
+                    "[screen_signals]: `{category}` names unknown signal `{s}`"
+                ));
+            }
+        }
         let cat_lex = |fuzzy: bool| -> Result<Lexicon, String> {
             Lexicon::new(
                 file.categories
@@ -335,5 +354,52 @@ impl Rules {
 
     pub fn combine(&self, id: &str) -> Option<&Combine> {
         self.file.combines.iter().find(|c| c.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rules;
+
+    const SHIPPED: &str = include_str!("../rules.toml");
+
+    fn with_screen_signals(table: &str) -> String {
+        let start = SHIPPED.find("[screen_signals]").expect("the shipped table");
+        let end = start + SHIPPED[start..].find("\n\n").expect("the table ends");
+        format!("{}{table}{}", &SHIPPED[..start], &SHIPPED[end..])
+    }
+
+    #[test]
+    fn the_shipped_screen_signals_name_screen_categories_and_lexicon_signals() {
+        let rules = Rules::parse(SHIPPED).unwrap();
+        assert_eq!(rules.file.screen_signals.len(), 12);
+        assert_eq!(
+            rules.file.screen_signals["ideation-plan"],
+            ["plan", "intent", "ideation"]
+        );
+        // Negative categories stand for nothing.
+        assert!(!rules.file.screen_signals.contains_key("past-resolved"));
+    }
+
+    #[test]
+    fn screen_signals_with_an_unknown_category_or_signal_are_refused() {
+        let err = Rules::parse(&with_screen_signals(
+            "[screen_signals]\nideation-plans = [\"plan\"]",
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("`ideation-plans` is not a category of the trained screen"),
+            "{err}"
+        );
+        let err = Rules::parse(&with_screen_signals(
+            "[screen_signals]\nideation-plan = [\"plans\"]",
+        ))
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("`ideation-plan` names unknown signal `plans`"),
+            "{err}"
+        );
     }
 }

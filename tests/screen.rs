@@ -403,8 +403,9 @@ fn the_issues_crisis_messages_reach_their_levels() {
 /// The screen's reading joins the lexicon's combinations only as the rule file says, and the
 /// plan shows how: the deciding rule is the combination, and both the screen's piece and the
 /// lexicon's cues carry it. Without means or a time the same kind of reading stays high.
+/// (Issue 12's table: "tonight is the night" imminent; the roommate message harm to others.)
 #[test]
-fn the_screens_reading_combines_with_the_lexicons_means_and_time() {
+fn the_screens_reading_combines_with_the_lexicons_cues_and_keeps_the_messages_focus() {
     let counted = risk(&["I've decided tonight is the night. I have the pills counted out and I just wanted to tell someone before I take them."]);
     assert_eq!(counted.level, RiskLevel::Imminent, "{}", counted.rationale);
     let combined: Vec<(&str, &str)> = counted
@@ -425,6 +426,17 @@ fn the_screens_reading_combines_with_the_lexicons_means_and_time() {
             .contains("the trained screen reads `ideation-plan`"),
         "{}",
         counted.rationale
+    );
+    // The whole message speaks for the turn when it reaches the level itself: "I've put a knife
+    // under my pillow" alone reads as self-harm, the message as harm to others, whose protocol
+    // the reply then carries.
+    let roommate = risk(&["I keep having thoughts about hurting my roommate when he comes home. I've put a knife under my pillow."]);
+    assert_eq!(roommate.level, RiskLevel::High, "{}", roommate.rationale);
+    assert_eq!(
+        psy_safety::focus_of(psy_safety::rules(), &roommate),
+        psy_safety::Focus::Others,
+        "{}",
+        roommate.rationale
     );
     // A plan with neither means at hand nor a time: high, not imminent.
     let gun = risk(&["Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code."]);

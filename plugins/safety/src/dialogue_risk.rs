@@ -54,12 +54,12 @@ fn screen_decider(
     context: bool,
 ) -> Option<Decider> {
     let (screen, scores) = scored.as_ref()?;
-    let kinds: &[PieceKind] = if context {
-        &[PieceKind::Context]
+    let t = scores.get(turn)?;
+    let piece = if context {
+        t.strongest(level, &[PieceKind::Context])?
     } else {
-        &[PieceKind::Message, PieceKind::Sentence]
+        screen.deciding_piece(t, level)?
     };
-    let piece = scores.get(turn)?.strongest(level, kinds)?;
     Some(Decider::Screen {
         category: screen.category_of(piece).to_string(),
         context,
@@ -78,7 +78,7 @@ fn screen_combination<'a>(
     if t.own < RiskLevel::High {
         return None;
     }
-    let piece = t.strongest(t.own, &[PieceKind::Message, PieceKind::Sentence])?;
+    let piece = screen.deciding_piece(t, t.own)?;
     let category = screen.category_of(piece);
     with_screen.iter().find(|c| c.category == category)
 }
@@ -397,18 +397,19 @@ fn detectors(screen: bool) -> Vec<String> {
 /// The screen's evidence for one turn: its strongest piece when the turn reaches moderate.
 fn screen_evidence(screen: &Screen, t: &TurnScore, dialogue: &Dialogue) -> Vec<RiskEvidence> {
     let mut out = Vec::new();
-    for (level, kinds, rule) in [
-        (
-            t.own,
-            &[PieceKind::Message, PieceKind::Sentence][..],
-            "screen",
-        ),
-        (t.context, &[PieceKind::Context][..], "screen:context"),
+    for (level, context, rule) in [
+        (t.own, false, "screen"),
+        (t.context, true, "screen:context"),
     ] {
         if level < RiskLevel::Moderate {
             continue;
         }
-        let Some(piece) = t.strongest(level, kinds) else {
+        let piece = if context {
+            t.strongest(level, &[PieceKind::Context])
+        } else {
+            screen.deciding_piece(t, level)
+        };
+        let Some(piece) = piece else {
             continue;
         };
         let text = &dialogue.messages[t.message].content;

@@ -242,6 +242,18 @@ impl Screen {
         Ok(out)
     }
 
+    /// The piece that speaks for a turn's own words at `level`: the whole message when it
+    /// reaches that level itself, because it keeps who and what the words are about ("I've put a
+    /// knife under my pillow" alone reads as self-harm; with "thoughts about hurting my roommate"
+    /// before it, the message reads as harm to others); else the strongest sentence (a crisis in
+    /// the second sentence that the whole message dilutes).
+    pub fn deciding_piece<'t>(&self, turn: &'t TurnScore, level: RiskLevel) -> Option<&'t Piece> {
+        turn.pieces
+            .iter()
+            .find(|p| p.kind == PieceKind::Message && self.level_of(&p.output.levels) >= level)
+            .or_else(|| turn.strongest(level, &[PieceKind::Message, PieceKind::Sentence]))
+    }
+
     /// The most likely category of a piece.
     pub fn category_of(&self, piece: &Piece) -> &str {
         let best = piece

@@ -38,7 +38,7 @@ impl CausalLm {
             .zip(caches.iter_mut())
             .map(|(id, cache)| Feed {
                 ids: std::slice::from_ref(id),
-                cache: &mut **cache,
+                cache,
                 logits: true,
             })
             .collect();

@@ -1,17 +1,27 @@
 //! Continuous batching: sequences decode together, one forward pass per step for all of them
-//! ([`CausalLm::next_logits_batch`](super::model::CausalLm::next_logits_batch)), each with its own
-//! KV cache, sampler, grammar and stop conditions. A sequence leaves the batch when it finishes
-//! and a waiting one joins before the next step (prefilled on its own), so a short request
-//! never waits for a long one to end.
+//! ([`CausalLm::forward_feeds`](super::model::CausalLm::forward_feeds)), each with its own KV
+//! cache, sampler, grammar and stop conditions. A sequence leaves the batch when it finishes
+//! and a waiting one joins before the next step, so a short request never waits for a long one
+//! to end. A joining sequence's prompt is fed in the steps themselves, up to
+//! [`PREFILL_ROWS_PER_STEP`] prompt tokens per step beside one token of every decoding sequence:
+//! the running batch does not stop while a newcomer prefills, and joiners prefill together.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::batch_forward::Feed;
 use super::error::{Result, RuntimeError};
 use super::generate::{GenerationConfig, GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
 use super::model::KvCache;
 use super::sequence::{Rules, Sequence, Step};
+
+/// Prompt tokens fed per step at most, over all prefilling sequences (first come first):
+/// enough that a typical prompt (or several) prefills in one step, where each weight block
+/// decoded serves many rows; few enough that a long prompt, fed in pieces, delays the
+/// decoding sequences' next tokens by a bounded step.
+pub const PREFILL_ROWS_PER_STEP: usize = 256;
 
 /// The text of a panic's payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -37,7 +47,18 @@ struct Active {
     rules: Rules,
     seq: Sequence,
     cache: KvCache,
+    /// The prompt, and how many of its tokens the cache holds (all once it decodes).
+    prompt: Vec<u32>,
+    fed: usize,
+    /// The token to feed next while decoding.
     next: u32,
+    admitted: Instant,
+}
+
+impl Active {
+    fn prefilling(&self) -> bool {
+        self.fed < self.prompt.len()
+    }
 }
 
 /// The sequences decoding together on one model. Ids are the caller's (they come back in
@@ -66,9 +87,10 @@ impl<'m> Batcher<'m> {
         self.active.is_empty()
     }
 
-    /// Checks and prefills `request` and samples its first token. `Some(output)` when it is
-    /// already finished (a stop token first, or `max_new_tokens` of 0 or 1); otherwise it
-    /// decodes with the others from the next [`Self::step`].
+    /// Checks `request` and adds it to the batch. On the flex backend its prompt is fed in the
+    /// coming [`Self::step`]s (`Ok(None)`); elsewhere it is prefilled here, alone, and its first
+    /// token sampled, with `Some(output)` when it is already finished (a stop token first, or
+    /// `max_new_tokens` of 0 or 1).
     pub fn admit(
         &mut self,
         id: usize,
@@ -80,45 +102,129 @@ impl<'m> Batcher<'m> {
         let capacity = prompt.len() + config.max_new_tokens;
         let mut cache = KvCache::new(&self.model.config, 1, capacity, &self.model.device);
         let mut seq = Sequence::new(id, &prompt, 0, &config, &rules);
-        let t0 = Instant::now();
+        let admitted = Instant::now();
+        if self.model.model.feeds_prompts() {
+            self.active.push(Active {
+                id,
+                config,
+                rules,
+                seq,
+                cache,
+                prompt,
+                fed: 0,
+                next: 0,
+                admitted,
+            });
+            return Ok(None);
+        }
         let mut logits = self.model.model.next_logits(&prompt, &mut cache);
-        seq.prefilled(t0.elapsed().as_secs_f64());
+        seq.prefilled(admitted.elapsed().as_secs_f64());
         match seq.step(&mut logits, &config, &rules, self.codec, on_event)? {
             Step::Done => Ok(Some(seq.finish(&config, &rules, self.codec)?)),
             Step::Feed(next) => {
+                let fed = prompt.len();
                 self.active.push(Active {
                     id,
                     config,
                     rules,
                     seq,
                     cache,
+                    prompt,
+                    fed,
                     next,
+                    admitted,
                 });
                 Ok(None)
             }
         }
     }
 
-    /// One decode step of every active sequence, in one forward pass. Returns the sequences
-    /// that finished, by id; an error (e.g. a grammar with no way on) ends only its own.
+    /// One step of every active sequence, in one forward pass: the next token of each decoding
+    /// sequence and the next piece of the prefilling ones' prompts (see
+    /// [`PREFILL_ROWS_PER_STEP`]). Returns the sequences that finished, by id; an error (e.g.
+    /// a grammar with no way on) ends only its own.
     pub fn step(
         &mut self,
         on_event: &mut dyn FnMut(&StreamEvent),
     ) -> Vec<(usize, Result<GenerationOutput>)> {
-        if self.active.is_empty() {
-            return Vec::new();
-        }
-        let ids: Vec<u32> = self.active.iter().map(|a| a.next).collect();
-        let logits = {
-            let mut caches: Vec<&mut KvCache> =
-                self.active.iter_mut().map(|a| &mut a.cache).collect();
-            self.model.model.next_logits_batch(&ids, &mut caches)
-        };
         let mut finished = Vec::new();
-        let rows = self.active.len();
-        let mut still = Vec::with_capacity(rows);
-        for (mut a, mut lg) in self.active.drain(..).zip(logits) {
-            a.seq.timings.decode_tokens += 1;
+        // A prefilling sequence whose caller has gone stops before more of its prompt is fed.
+        let (gone, active): (Vec<Active>, Vec<Active>) = self.active.drain(..).partition(|a| {
+            a.prefilling()
+                && a.config
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed))
+        });
+        self.active = active;
+        for mut a in gone {
+            a.seq.cancel();
+            finished.push((a.id, a.seq.finish(&a.config, &a.rules, self.codec)));
+        }
+        if self.active.is_empty() {
+            return finished;
+        }
+        // Tokens each sequence feeds in this step (0: its prompt waits for the next one).
+        let mut budget = PREFILL_ROWS_PER_STEP;
+        let pieces: Vec<usize> = self
+            .active
+            .iter()
+            .map(|a| {
+                if a.prefilling() {
+                    let n = (a.prompt.len() - a.fed).min(budget);
+                    budget -= n;
+                    n
+                } else {
+                    1
+                }
+            })
+            .collect();
+        let logits = {
+            let mut feeds: Vec<Feed> = self
+                .active
+                .iter_mut()
+                .zip(&pieces)
+                .filter(|(_, n)| **n > 0)
+                .map(|(a, &n)| {
+                    let Active {
+                        prompt,
+                        fed,
+                        next,
+                        cache,
+                        ..
+                    } = a;
+                    let (ids, logits) = if *fed < prompt.len() {
+                        (&prompt[*fed..*fed + n], *fed + n == prompt.len())
+                    } else {
+                        (std::slice::from_ref(&*next), true)
+                    };
+                    Feed { ids, cache, logits }
+                })
+                .collect();
+            self.model.model.forward_feeds(&mut feeds)
+        };
+        let rows = logits.len();
+        let mut logits = logits.into_iter();
+        let mut still = Vec::with_capacity(self.active.len());
+        for (mut a, n) in self.active.drain(..).zip(pieces) {
+            if n == 0 {
+                still.push(a);
+                continue;
+            }
+            let prefilling = a.prefilling();
+            if prefilling {
+                a.fed += n;
+            }
+            let Some(mut lg) = logits.next().expect("one result per feed") else {
+                // A piece of a prompt that goes on in the next step.
+                still.push(a);
+                continue;
+            };
+            if prefilling {
+                a.seq.prefilled(a.admitted.elapsed().as_secs_f64());
+            } else {
+                a.seq.timings.decode_tokens += 1;
+            }
             a.seq.timings.batch_peak = a.seq.timings.batch_peak.max(rows);
             // A panic in one sequence's sampling or checks ends that sequence alone.
             let stepped = catch_unwind(AssertUnwindSafe(|| {

@@ -1,10 +1,11 @@
-//! Attention of one decode step for several sequences on the CPU's host memory: each
-//! sequence's new query and key rotated to its own position, its key and value written into its
-//! own KV cache in place, and its query heads attending over that cache; sequences in parallel.
+//! Attention of one batched step on the CPU's host memory: each sequence's new queries and
+//! keys rotated to their positions, its keys and values written into its own KV cache in place,
+//! and each new row's query heads attending over that cache up to its own position; rows in
+//! parallel.
 //!
 //! The tensor version of the same step (`model::attend` per sequence) costs some forty small
 //! tensor operations per sequence and layer, each allocating; at 8 sequences that overhead
-//! outweighed the weight reads that batching saves. Here a step is a few slices per sequence.
+//! outweighed the weight reads that batching saves. Here a row is a few slices.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -72,59 +73,116 @@ fn take(slot: &mut Option<Tensor<4>>) -> FlexTensor {
         .expect("host attention runs on the flex backend")
 }
 
-/// Attention of one new token per sequence: `q` `[b, heads * d]` and `k` `[b, kv_heads * d]`
-/// are rotated in place, `k` and `v` are written at each cache's position `len` of layer
-/// `layer`, and each sequence's heads attend over positions `0..=len`. Returns `[b, heads * d]`.
-/// Does not advance the caches' lengths (the caller does after the last layer).
+/// Attention of a batched step, whose sequences each feed `counts[i]` new positions (one while
+/// decoding, a piece of the prompt while prefilling): `q` `[rows, heads * d]` and `k`
+/// `[rows, kv_heads * d]` (the sequences' rows one after another) are rotated in place to their
+/// positions, `k` and `v` are written at positions `len..len + counts[i]` of each cache's layer
+/// `layer`, and each row's heads attend over its sequence's positions up to its own (causal).
+/// Returns `[rows, heads * d]`. Does not advance the caches' lengths (the caller does after
+/// the last layer).
+///
+/// A row's result does not depend on the other rows: the same operations on the same cache
+/// values, whether its sequence decodes or prefills, alone or in a batch.
 ///
 /// # Panics
-/// Off the flex backend (callers check [`RopeTables::read`] first).
-pub(crate) fn decode_attention(
+/// Off the flex backend (callers check [`RopeTables::read`] first), or when `counts` does not
+/// cover the rows.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn feed_attention(
     q: &mut [f32],
     k: &mut [f32],
     v: &[f32],
     caches: &mut [&mut KvCache],
+    counts: &[usize],
     layer: usize,
     heads: Heads,
     rope: &RopeTables,
 ) -> Vec<f32> {
     let Heads { query, kv, dim: d } = heads;
+    let (qw, kw) = (query * d, kv * d);
+    let rows: usize = counts.iter().sum();
+    assert_eq!(caches.len(), counts.len(), "one row count per sequence");
+    assert!(
+        q.len() == rows * qw && k.len() == rows * kw && v.len() == rows * kw,
+        "queries, keys and values of {rows} rows"
+    );
+    // 1. Rotate every new row to its position and write its key and value into its cache
+    //    (cheap, in order); the buffers stay out of their slots until step 3.
+    let mut seqs: Vec<SeqBuffers> = Vec::with_capacity(caches.len());
+    let mut row = 0;
+    for (cache, &n) in caches.iter_mut().zip(counts) {
+        let start = cache.len;
+        let lc = &mut cache.layers[layer];
+        let (mut kt, mut vt) = (take(&mut lc.k), take(&mut lc.v));
+        let cap = kt.layout().shape()[2];
+        assert!(start + n <= cap, "KV cache overflow: {start} + {n} > {cap}");
+        {
+            // Copied first only if something else shares the buffer.
+            let (kb, vb) = (kt.storage_mut::<f32>(), vt.storage_mut::<f32>());
+            for j in 0..n {
+                let (r, pos) = (row + j, start + j);
+                rotate(&mut q[r * qw..(r + 1) * qw], d, pos, rope);
+                let kr = &mut k[r * kw..(r + 1) * kw];
+                rotate(kr, d, pos, rope);
+                let vr = &v[r * kw..(r + 1) * kw];
+                for g in 0..kv {
+                    let at = (g * cap + pos) * d;
+                    kb[at..at + d].copy_from_slice(&kr[g * d..(g + 1) * d]);
+                    vb[at..at + d].copy_from_slice(&vr[g * d..(g + 1) * d]);
+                }
+            }
+        }
+        seqs.push(SeqBuffers {
+            k: kt,
+            v: vt,
+            cap,
+            start,
+            first_row: row,
+        });
+        row += n;
+    }
+    // 2. Every row's query heads over its sequence's keys and values, rows in parallel.
+    let owner: Vec<usize> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &n)| std::iter::repeat_n(i, n))
+        .collect();
     let n_rep = query / kv;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
     let mut out = vec![0.0f32; q.len()];
-    caches
-        .par_iter_mut()
-        .zip(q.par_chunks_mut(query * d))
-        .zip(k.par_chunks_mut(kv * d))
-        .zip(v.par_chunks(kv * d))
-        .zip(out.par_chunks_mut(query * d))
-        .for_each(|((((cache, q), k), v), out)| {
-            let pos = cache.len;
-            rotate(q, d, pos, rope);
-            rotate(k, d, pos, rope);
-            let lc = &mut cache.layers[layer];
-            let (mut kt, mut vt) = (take(&mut lc.k), take(&mut lc.v));
-            let cap = kt.layout().shape()[2];
-            {
-                // Copied first only if something else shares the buffer.
-                let (kb, vb) = (kt.storage_mut::<f32>(), vt.storage_mut::<f32>());
-                for g in 0..kv {
-                    let at = (g * cap + pos) * d;
-                    kb[at..at + d].copy_from_slice(&k[g * d..(g + 1) * d]);
-                    vb[at..at + d].copy_from_slice(&v[g * d..(g + 1) * d]);
-                }
-                let mut scores = vec![0.0f32; pos + 1];
-                for (h, (qh, oh)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-                    let base = (h / n_rep) * cap * d;
-                    let keys = &kb[base..base + (pos + 1) * d];
-                    let values = &vb[base..base + (pos + 1) * d];
-                    attend_head(qh, keys, values, d, scale, &mut scores, oh);
-                }
+    out.par_chunks_mut(qw)
+        .zip(q.par_chunks(qw))
+        .enumerate()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (r, (out, q))| {
+            let s = &seqs[owner[r]];
+            let pos = s.start + r - s.first_row;
+            let kb = s.k.as_slice::<f32>().expect("a contiguous f32 cache");
+            let vb = s.v.as_slice::<f32>().expect("a contiguous f32 cache");
+            scores.resize(pos + 1, 0.0);
+            for (h, (qh, oh)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+                let base = (h / n_rep) * s.cap * d;
+                let keys = &kb[base..base + (pos + 1) * d];
+                let values = &vb[base..base + (pos + 1) * d];
+                attend_head(qh, keys, values, d, scale, scores, oh);
             }
-            lc.k = Some(Tensor::from_primitive::<Flex>(kt));
-            lc.v = Some(Tensor::from_primitive::<Flex>(vt));
         });
+    // 3. The buffers go back to their slots.
+    for (cache, s) in caches.iter_mut().zip(seqs) {
+        let lc = &mut cache.layers[layer];
+        lc.k = Some(Tensor::from_primitive::<Flex>(s.k));
+        lc.v = Some(Tensor::from_primitive::<Flex>(s.v));
+    }
     out
+}
+
+/// One sequence's layer cache taken out for a step: its buffers `[1, kv_heads, cap, d]`, the
+/// position of its first new row and that row's index among the step's rows.
+struct SeqBuffers {
+    k: FlexTensor,
+    v: FlexTensor,
+    cap: usize,
+    start: usize,
+    first_row: usize,
 }
 
 /// One query head over `t` keys and values (`[t, d]` each): softmax of the scaled dot

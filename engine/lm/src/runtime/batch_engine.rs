@@ -5,7 +5,8 @@
 //!
 //! Failures stay with their request: an invalid request or a sequence that errs or panics
 //! (sampling, grammar, stop checks) ends that request only. A panic in the shared forward pass
-//! ends the requests decoding in that step; the engine goes on with the next ones.
+//! (which also feeds the joining requests' prompts) ends the requests of that step; the engine
+//! goes on with the next ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};

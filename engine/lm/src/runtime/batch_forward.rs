@@ -1,14 +1,27 @@
-//! One decode step for several sequences at once. Decoding one token reads every weight of
-//! the model for a handful of multiply-adds per weight, so it is bound by memory bandwidth;
-//! stepping B sequences together reads the weights once for B tokens. The projections, MLPs
-//! and the head run over all B rows; RoPE and attention run per sequence, each over its own
-//! KV cache at its own position, so sequences of any lengths join and leave between steps.
+//! One forward pass for several sequences at once. Decoding one token reads every weight of
+//! the model for a handful of multiply-adds per weight, so it is bound by memory bandwidth and
+//! fixed costs; stepping B sequences together reads the weights once for B tokens. Each
+//! sequence feeds one token (decoding) or a piece of its prompt (prefilling): the projections,
+//! MLPs and the head run over all the rows; RoPE and attention run per sequence, each over its
+//! own KV cache at its own positions, so sequences of any lengths join and leave between steps
+//! and a joining prompt rides along with the decoding tokens.
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::batch_attention::{decode_attention, Heads, RopeTables};
+use super::batch_attention::{feed_attention, Heads, RopeTables};
 use super::model::{append, attend, ids_tensor, CausalLm, KvCache};
-use super::projection::SequenceRows;
+use super::projection::{quant_products, SequenceRows};
+
+/// One sequence's part of a batched forward pass.
+pub struct Feed<'a> {
+    /// Tokens to feed after what `cache` holds: the sampled token while decoding, a piece of
+    /// the prompt while prefilling. Never empty.
+    pub ids: &'a [u32],
+    pub cache: &'a mut KvCache,
+    /// Whether the logits after its last token are wanted (a piece of a prompt that does not
+    /// end it needs none).
+    pub logits: bool,
+}
 
 impl CausalLm {
     /// Feeds `ids[i]` after what `caches[i]` holds, for every `i`, in one forward pass, and
@@ -20,32 +33,86 @@ impl CausalLm {
     /// prompt + `max_new_tokens`, as [`super::generate`] does).
     pub fn next_logits_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Vec<Vec<f32>> {
         assert_eq!(ids.len(), caches.len(), "one cache per sequence");
-        let b = ids.len();
-        if b == 0 {
+        let mut feeds: Vec<Feed> = ids
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(id, cache)| Feed {
+                ids: std::slice::from_ref(id),
+                cache,
+                logits: true,
+            })
+            .collect();
+        self.forward_feeds(&mut feeds)
+            .into_iter()
+            .map(|l| l.expect("every feed asked for logits"))
+            .collect()
+    }
+
+    /// Whether [`Self::forward_feeds`] takes feeds of several tokens (prompts prefilled in the
+    /// batch): on the flex backend, whose attention runs in host memory.
+    pub fn feeds_prompts(&self) -> bool {
+        RopeTables::read(&self.rotary).is_some()
+    }
+
+    /// One forward pass for every feed: each feed's tokens after what its cache holds, the
+    /// tokens of all feeds as the rows of one set of matrix products; RoPE, the KV writes and
+    /// causal attention per sequence. Returns, per feed, the logits after its last token when
+    /// it asked for them (the head runs on those rows only). With quantized weights a row's
+    /// values are the same bits whatever the other rows are (every projection runs the
+    /// integer GEMM, whose rows are independent), so a prompt's logits do not depend on
+    /// whether it was fed whole or in pieces, alone or beside others.
+    ///
+    /// # Panics
+    /// When a feed is empty, a cache would overflow, or a feed has several tokens and
+    /// [`Self::feeds_prompts`] is false.
+    pub fn forward_feeds(&self, feeds: &mut [Feed<'_>]) -> Vec<Option<Vec<f32>>> {
+        if feeds.is_empty() {
             return Vec::new();
         }
-        for c in caches.iter() {
+        let counts: Vec<usize> = feeds.iter().map(|f| f.ids.len()).collect();
+        for (f, &n) in feeds.iter().zip(&counts) {
+            assert!(n > 0, "a feed has at least one token");
             assert!(
-                c.len < c.capacity,
-                "KV cache overflow: {} + 1 > {}",
-                c.len,
-                c.capacity
+                f.cache.len + n <= f.cache.capacity,
+                "KV cache overflow: {} + {n} > {}",
+                f.cache.len,
+                f.cache.capacity
             );
         }
-        let device = self.device();
         let rope = RopeTables::read(&self.rotary);
+        assert!(
+            rope.is_some() || counts.iter().all(|&n| n == 1),
+            "prompts are prefilled alone off the flex backend"
+        );
+        let wanted: Vec<bool> = feeds.iter().map(|f| f.logits).collect();
+        let ids: Vec<u32> = feeds.iter().flat_map(|f| f.ids.iter().copied()).collect();
+        let mut caches: Vec<&mut KvCache> = feeds.iter_mut().map(|f| &mut *f.cache).collect();
+        let b = ids.len();
+        let device = self.device();
         let _rows = SequenceRows::begin();
-        let rows: Vec<Vec<u32>> = ids.iter().map(|&t| vec![t]).collect();
-        let mut x = self.model.embed_tokens.lookup(ids_tensor(&rows, &device));
+        let hidden = self.model.embed_tokens.lookup(ids_tensor(&[ids], &device));
+        let width = hidden.dims()[2];
+        let mut x = hidden.reshape([b, 1, width]);
         for (l, layer) in self.model.layers.iter().enumerate() {
             let attn = &layer.self_attn;
             let (h, kvh, d) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
             let n_rep = h / kvh;
             let scale = 1.0 / (d as f64).sqrt();
             let xn = layer.input_layernorm.forward(x.clone());
-            let q = attn.q_proj.forward(xn.clone()).reshape([b, 1, h, d]);
-            let k = attn.k_proj.forward(xn.clone()).reshape([b, 1, kvh, d]);
-            let v = attn.v_proj.forward(xn).reshape([b, 1, kvh, d]);
+            let (q, k, v) = match quant_products(&[&attn.q_proj, &attn.k_proj, &attn.v_proj], &xn) {
+                Some(qkv) => {
+                    let [q, k, v]: [Tensor<3>; 3] = qkv.try_into().expect("three products");
+                    (q, k, v)
+                }
+                None => (
+                    attn.q_proj.forward(xn.clone()),
+                    attn.k_proj.forward(xn.clone()),
+                    attn.v_proj.forward(xn),
+                ),
+            };
+            let q = q.reshape([b, 1, h, d]);
+            let k = k.reshape([b, 1, kvh, d]);
+            let v = v.reshape([b, 1, kvh, d]);
             let q = match &attn.q_norm {
                 Some(n) => n.forward(q),
                 None => q,
@@ -56,7 +123,7 @@ impl CausalLm {
             };
             let out = match &rope {
                 Some(rope) => {
-                    // Host attention: a few slices per sequence instead of ~40 tensor ops.
+                    // Host attention: a few slices per row instead of ~40 tensor ops.
                     let mut qh = host(q);
                     let mut kh = host(k);
                     let vh = host(v);
@@ -65,10 +132,11 @@ impl CausalLm {
                         kv: kvh,
                         dim: d,
                     };
-                    let o = decode_attention(&mut qh, &mut kh, &vh, caches, l, heads, rope);
+                    let o =
+                        feed_attention(&mut qh, &mut kh, &vh, &mut caches, &counts, l, heads, rope);
                     Tensor::from_data(TensorData::new(o, [b, 1, h * d]), &device)
                 }
-                None => self.tensor_attention(q, k, v, caches, l, scale, n_rep),
+                None => self.tensor_attention(q, k, v, &mut caches, l, scale, n_rep),
             };
             let hdn = x + attn.o_proj.forward(out);
             x = hdn.clone()
@@ -76,9 +144,32 @@ impl CausalLm {
                     .mlp
                     .forward(layer.post_attention_layernorm.forward(hdn));
         }
-        for c in caches.iter_mut() {
-            c.len += 1;
+        for (c, n) in caches.iter_mut().zip(&counts) {
+            c.len += n;
         }
+        // The last row of every feed that wants logits.
+        let mut picks = Vec::new();
+        let mut end = 0;
+        for (n, &w) in counts.iter().zip(&wanted) {
+            end += n;
+            if w {
+                picks.push(end - 1);
+            }
+        }
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; feeds.len()];
+        if picks.is_empty() {
+            return out;
+        }
+        let x = if picks.len() == b {
+            x
+        } else {
+            let all = host(x);
+            let rows: Vec<f32> = picks
+                .iter()
+                .flat_map(|&r| all[r * width..(r + 1) * width].iter().copied())
+                .collect();
+            Tensor::from_data(TensorData::new(rows, [picks.len(), 1, width]), &device)
+        };
         let x = self.model.norm.forward(x);
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
@@ -86,7 +177,13 @@ impl CausalLm {
         };
         let vocab = logits.dims()[2];
         let flat = logits.into_data().try_into_vec::<f32>().unwrap_or_default();
-        flat.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect()
+        let mut rows = flat.chunks(vocab.max(1)).map(<[f32]>::to_vec);
+        for (o, &w) in out.iter_mut().zip(&wanted) {
+            if w {
+                *o = rows.next();
+            }
+        }
+        out
     }
 
     /// The same attention as tensor operations, per sequence (off the flex backend).

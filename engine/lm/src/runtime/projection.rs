@@ -20,7 +20,7 @@ use super::dense::{linear, load};
 use super::error::Result;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
-use super::quant::{has_int_kernel, Activations, IntKernel, QuantMatrix};
+use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::weights::TensorSource;
 
 /// Tokens from which a quantized projection with f32 activations runs Burn's GEMM on
@@ -86,9 +86,10 @@ thread_local! {
 }
 
 /// While alive, the rows of quantized projections on this thread are tokens of different
-/// sequences (a continuous-batching step), so even one row runs the integer GEMM: each row's
-/// result is then the same bits whatever the batch size (the single-token GEMV sums in another
-/// order), and a request decodes the same text alone or beside others.
+/// sequences (a continuous-batching step), so every row runs the integer GEMM, one row or
+/// hundreds: each row's result is then the same bits whatever the batch (the single-token GEMV
+/// sums in another order, the dequantising GEMM of long prompts rounds differently), and a
+/// request decodes the same text alone or beside others.
 pub(crate) struct SequenceRows {
     before: bool,
 }
@@ -131,6 +132,11 @@ pub(crate) fn with_host_f32<R>(x: &Tensor<3>, f: impl FnOnce(&[f32]) -> R) -> R 
 /// dequantised tiles ([`quant_gemm`]) rather than the host kernels ([`host_product`]).
 fn takes_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
     if acts == Activations::Int8 && has_int_kernel(w.dtype()) {
+        if ROWS_ARE_SEQUENCES.with(Cell::get) {
+            // A batched step: however many rows (prompts included), each through the integer
+            // kernels, so that a row's values do not depend on the others.
+            return false;
+        }
         match quant_prefill() {
             QuantPrefill::IntTiled => tokens > int_gemm_max_tokens(w.dtype()),
             QuantPrefill::GemmAbove4 => tokens > QUANT_INT_MAX_TOKENS,
@@ -140,17 +146,84 @@ fn takes_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
     }
 }
 
+/// Whether [`host_product`] of `w` with `tokens` rows runs the integer GEMM
+/// ([`QuantMatrix::matmul_int_tiled`]).
+fn runs_int_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
+    acts == Activations::Int8
+        && has_int_kernel(w.dtype())
+        && (tokens > 1 || ROWS_ARE_SEQUENCES.with(Cell::get))
+        && quant_prefill() == QuantPrefill::IntTiled
+}
+
+/// The order of the integer GEMM on this thread: the engine's lanes during a batched step
+/// (every row of every step in one order), the GEMV's elsewhere (a prompt's values equal to
+/// token-by-token decoding, which the single-sequence path mixes with prefill).
+fn int_order() -> IntOrder {
+    if ROWS_ARE_SEQUENCES.with(Cell::get) {
+        IntOrder::Lanes
+    } else {
+        IntOrder::Gemv
+    }
+}
+
 /// `xs W^T`, `xs` `[tokens, k]` host values, by the quantized kernels: `[tokens, n]`.
 fn host_product(w: &QuantMatrix, xs: &[f32], tokens: usize, acts: Activations) -> Vec<f32> {
-    let int = acts == Activations::Int8 && has_int_kernel(w.dtype());
     let mut y = vec![0.0f32; tokens * w.rows()];
-    let tiled = tokens > 1 || ROWS_ARE_SEQUENCES.with(Cell::get);
-    if int && tiled && quant_prefill() == QuantPrefill::IntTiled {
-        w.matmul_int_tiled(xs, tokens, &mut y, IntKernel::detect());
+    if runs_int_gemm(w, tokens, acts) {
+        let kernel = IntKernel::detect();
+        QuantMatrix::matmul_int_tiled_many(&[w], xs, tokens, &mut [&mut y], kernel, int_order());
     } else {
         w.matmul_with(xs, tokens, &mut y, acts);
     }
     y
+}
+
+/// `x W_i^T (+ b_i)` for projections that read the same input `x` (a layer's query, key and
+/// value projections) in one pass of the integer GEMM over the rayon pool
+/// ([`QuantMatrix::matmul_int_tiled_many`]), when each of them alone would run that GEMM
+/// (quantized with 8-bit activations, no LoRA, not autodiff, not a long prompt); `None`
+/// otherwise, for [`Projection::forward`] on each. The same bits as `forward` on each.
+pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec<Tensor<3>>> {
+    let [b, s, _] = x.dims();
+    let tokens = b * s;
+    if x.is_autodiff() {
+        return None;
+    }
+    let mats: Vec<&QuantMatrix> = projs
+        .iter()
+        .map(|p| match (&p.quant, &p.lora) {
+            (Some(q), None)
+                if !takes_gemm(q, tokens, p.activations)
+                    && runs_int_gemm(q, tokens, p.activations) =>
+            {
+                Some(&**q)
+            }
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    if mats.iter().any(|m| m.cols() != mats[0].cols()) {
+        return None;
+    }
+    let mut ys: Vec<Vec<f32>> = mats.iter().map(|m| vec![0.0; tokens * m.rows()]).collect();
+    with_host_f32(x, |xs| {
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+        let kernel = IntKernel::detect();
+        QuantMatrix::matmul_int_tiled_many(&mats, xs, tokens, &mut outs, kernel, int_order());
+    });
+    let device = x.device();
+    Some(
+        projs
+            .iter()
+            .zip(mats.iter().zip(ys))
+            .map(|(p, (m, y))| {
+                let y = Tensor::from_data(TensorData::new(y, [b, s, m.rows()]), &device);
+                match &p.bias {
+                    Some(bias) => y + bias.val().unsqueeze::<3>(),
+                    None => y,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// `x W^T` with `W` quantized `[n, k]`, `x` `[b, s, k]`.
@@ -198,20 +271,41 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
     {
         return None;
     }
-    let (mut hidden, ups) = with_host_f32(x, |xs| {
-        (
-            host_product(g, xs, tokens, gate.activations),
-            host_product(u, xs, tokens, up.activations),
-        )
-    });
-    hidden
-        .par_chunks_mut(SWIGLU_CHUNK)
-        .zip(ups.par_chunks(SWIGLU_CHUNK))
-        .for_each(|(h, u)| {
-            for (h, u) in h.iter_mut().zip(u) {
-                *h = silu(*h) * u;
-            }
-        });
+    let hidden =
+        if runs_int_gemm(g, tokens, gate.activations) && runs_int_gemm(u, tokens, up.activations) {
+            // Both through the integer GEMM: one pass, the product taken by the task that
+            // computed the pair.
+            let mut hidden = vec![0.0f32; tokens * g.rows()];
+            with_host_f32(x, |xs| {
+                QuantMatrix::matmul_int_tiled_gated(
+                    g,
+                    u,
+                    xs,
+                    tokens,
+                    &mut hidden,
+                    IntKernel::detect(),
+                    int_order(),
+                    |g, u| silu(g) * u,
+                )
+            });
+            hidden
+        } else {
+            let (mut hidden, ups) = with_host_f32(x, |xs| {
+                (
+                    host_product(g, xs, tokens, gate.activations),
+                    host_product(u, xs, tokens, up.activations),
+                )
+            });
+            hidden
+                .par_chunks_mut(SWIGLU_CHUNK)
+                .zip(ups.par_chunks(SWIGLU_CHUNK))
+                .for_each(|(h, u)| {
+                    for (h, u) in h.iter_mut().zip(u) {
+                        *h = silu(*h) * u;
+                    }
+                });
+            hidden
+        };
     Some(Tensor::from_data(
         TensorData::new(hidden, [b, s, g.rows()]),
         &x.device(),

@@ -159,6 +159,12 @@ impl Sequence {
         self.decode_start = Some(Instant::now());
     }
 
+    /// Ends the sequence as cancelled before it has a token (its caller went while its
+    /// prompt was still being fed).
+    pub(crate) fn cancel(&mut self) {
+        self.finish = FinishReason::Cancelled;
+    }
+
     /// Samples the next token from `logits` (the next position's), streams its text and decides
     /// whether the sequence goes on.
     pub(crate) fn step(

@@ -16,6 +16,7 @@ use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::int_dot::{self, has_int_kernel, IntKernel};
 use super::int_gemm;
+use super::lane_gemm::{self, has_lane_kernel, LaneActivations};
 use super::q8::{activation_block, Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
@@ -32,6 +33,17 @@ pub enum Activations {
     Int8,
     /// f32 activations: the dequantised f32 product up to f32 rounding.
     F32,
+}
+
+/// The order in which the integer GEMM sums a row's blocks (see [`QuantMatrix::matmul_int_tiled_many`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntOrder {
+    /// The GEMV's ([`super::int_gemm`]): a prompt's values equal token-by-token decoding.
+    Gemv,
+    /// The batch engine's ([`super::lane_gemm`]) for the types and CPUs that have a lane
+    /// kernel, the GEMV's for the others: fewer float operations per token from 8 tokens on.
+    /// The engine runs every row of every step in this order.
+    Lanes,
 }
 
 /// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks.
@@ -253,31 +265,122 @@ impl QuantMatrix {
     /// once per 8 tokens; row chunks split across the rayon pool. The same f32 results as
     /// [`Self::matmul_int`], bit for bit.
     pub fn matmul_int_tiled(&self, x: &[f32], tokens: usize, y: &mut [f32], kernel: IntKernel) {
-        let (k, n) = (self.cols, self.rows);
+        Self::matmul_int_tiled_many(&[self], x, tokens, &mut [y], kernel, IntOrder::Gemv);
+    }
+
+    /// [`Self::matmul_int_tiled`] of several matrices of the same width with the same
+    /// activations `x` (`[tokens, cols]`), `ys[i]` `[tokens, mats[i].rows()]`: the activations
+    /// quantized once per block size, and one pass over the rayon pool whose tasks are the row
+    /// chunks of every matrix (a layer's query, key and value projections: one pool wake-up
+    /// instead of three, and a share of tasks that evens out over the threads, where a
+    /// 192-row matrix alone is three tasks for two threads). Bit-equal to each matrix's own
+    /// product in `order`; every type must be one of [`has_int_kernel`].
+    pub fn matmul_int_tiled_many(
+        mats: &[&QuantMatrix],
+        x: &[f32],
+        tokens: usize,
+        ys: &mut [&mut [f32]],
+        kernel: IntKernel,
+        order: IntOrder,
+    ) {
+        assert_eq!(mats.len(), ys.len(), "one output per matrix");
+        let Some(first) = mats.first() else {
+            return;
+        };
+        let k = first.cols;
+        assert!(
+            mats.iter().all(|m| m.cols == k && has_int_kernel(m.dtype)),
+            "matrices of one width with integer kernels"
+        );
+        assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
+        for (m, y) in mats.iter().zip(ys.iter()) {
+            assert_eq!(y.len(), tokens * m.rows, "output is not [tokens, rows]");
+        }
+        if tokens == 0 {
+            return;
+        }
+        let batches = Q8Batches::quantize(mats, x, k, kernel, order);
+        let outs: Vec<DisjointRows> = ys
+            .iter_mut()
+            .map(|y| DisjointRows(y.as_mut_ptr()))
+            .collect();
+        let tasks: Vec<(usize, usize)> = mats
+            .iter()
+            .enumerate()
+            .flat_map(|(i, m)| (0..m.rows).step_by(ROWS_PER_TASK).map(move |r| (i, r)))
+            .collect();
+        // Each task computes its rows for every token into a reused `[tokens, rows]` scratch
+        // and copies each token's piece into its output: no `[n, tokens]` buffer and no strided
+        // transpose of it (under perf the transpose took 7.5% of a 512-token prefill, and the
+        // fresh 18 MB buffer per projection most of the page faults).
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch: &mut Vec<f32>, (i, base)| {
+                let w = mats[i];
+                let (n, m) = (w.rows, ROWS_PER_TASK.min(w.rows - base));
+                scratch.resize(m * tokens, 0.0);
+                batches.gemm_rows(kernel, w.dtype, w.row_span(base, m), scratch);
+                for (t, piece) in scratch.chunks_exact(m).enumerate() {
+                    // SAFETY: `t * n + base + m <= tokens * n == ys[i].len()`, and rows
+                    // `base..base + m` of matrix `i` belong to this task alone.
+                    unsafe { outs[i].write(t * n + base, piece) };
+                }
+            });
+    }
+
+    /// `y[t * n + r] = f(gate row r . x_t, up row r . x_t)` for two matrices of the same shape
+    /// (a gated MLP's gate and up projections, `f` its activation times the up value), by the
+    /// integer GEMM: one quantization, one pass over the pool, and `f` applied by the task that
+    /// computed both values, while they are in cache (no `[tokens, n]` up buffer and no second
+    /// pass). Each value pair is bit-equal to [`Self::matmul_int_tiled_many`]'s in `order`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_int_tiled_gated(
+        gate: &QuantMatrix,
+        up: &QuantMatrix,
+        x: &[f32],
+        tokens: usize,
+        y: &mut [f32],
+        kernel: IntKernel,
+        order: IntOrder,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) {
+        let (k, n) = (gate.cols, gate.rows);
+        assert!(
+            up.cols == k && up.rows == n,
+            "gate and up matrices of one shape"
+        );
+        assert!(
+            has_int_kernel(gate.dtype) && has_int_kernel(up.dtype),
+            "integer kernels for both"
+        );
         assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
         assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
         if tokens == 0 {
             return;
         }
-        let batch = Q8Batch::quantize(x, k, activation_block(self.dtype));
-        // Each task computes its rows for every token into a reused `[tokens, rows]` scratch
-        // and copies each token's piece into `y`: no `[n, tokens]` buffer and no strided
-        // transpose of it (under perf the transpose took 7.5% of a 512-token prefill, and the
-        // fresh 18 MB buffer per projection most of the page faults).
-        let y_rows = DisjointRows(y.as_mut_ptr());
+        let batches = Q8Batches::quantize(&[gate, up], x, k, kernel, order);
+        let out = DisjointRows(y.as_mut_ptr());
         (0..n.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch: &mut Vec<f32>, chunk| {
-                let base = chunk * ROWS_PER_TASK;
-                let m = ROWS_PER_TASK.min(n - base);
-                scratch.resize(m * tokens, 0.0);
-                int_gemm::gemm_rows(kernel, self.dtype, self.row_span(base, m), &batch, scratch);
-                for (t, piece) in scratch.chunks_exact(m).enumerate() {
-                    // SAFETY: `t * n + base + m <= tokens * n == y.len()`, and rows
-                    // `base..base + m` belong to this task alone.
-                    unsafe { y_rows.write(t * n + base, piece) };
-                }
-            });
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(g, u): &mut (Vec<f32>, Vec<f32>), chunk| {
+                    let base = chunk * ROWS_PER_TASK;
+                    let m = ROWS_PER_TASK.min(n - base);
+                    g.resize(m * tokens, 0.0);
+                    u.resize(m * tokens, 0.0);
+                    batches.gemm_rows(kernel, gate.dtype, gate.row_span(base, m), g);
+                    batches.gemm_rows(kernel, up.dtype, up.row_span(base, m), u);
+                    for (gv, uv) in g.iter_mut().zip(u.iter()) {
+                        *gv = f(*gv, *uv);
+                    }
+                    for (t, piece) in g.chunks_exact(m).enumerate() {
+                        // SAFETY: as in `matmul_int_tiled_many`: rows `base..base + m` are this
+                        // task's.
+                        unsafe { out.write(t * n + base, piece) };
+                    }
+                },
+            );
     }
 
     /// `y = W x` for one activation vector, rows split across the rayon pool.
@@ -312,6 +415,57 @@ impl DisjointRows {
     /// task writes that range meanwhile.
     unsafe fn write(&self, at: usize, values: &[f32]) {
         std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(at), values.len());
+    }
+}
+
+/// The activations of one product quantized for each activation block size its matrices
+/// need (32 for the legacy types, 256 for the K-quants), each size once, and regrouped for the
+/// lane kernel when a matrix takes it.
+struct Q8Batches {
+    batches: Vec<(usize, Q8Batch)>,
+    lanes: Option<LaneActivations>,
+}
+
+impl Q8Batches {
+    fn quantize(
+        mats: &[&QuantMatrix],
+        x: &[f32],
+        cols: usize,
+        kernel: IntKernel,
+        order: IntOrder,
+    ) -> Self {
+        let mut batches: Vec<(usize, Q8Batch)> = Vec::new();
+        for m in mats {
+            let block = activation_block(m.dtype);
+            if !batches.iter().any(|(b, _)| *b == block) {
+                batches.push((block, Q8Batch::quantize(x, cols, block)));
+            }
+        }
+        let lanes = mats
+            .iter()
+            .any(|m| order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
+            .then(|| {
+                let (_, batch) = batches.iter().find(|(b, _)| *b == 32).expect("32-value");
+                LaneActivations::new(batch)
+            });
+        Q8Batches { batches, lanes }
+    }
+
+    /// `out[t * n + r] = dot(row r, token t)` for the `n` rows of `dtype` in `rows`: by the
+    /// lane kernel when this product takes it for `dtype`, else by the GEMV-order tiles.
+    fn gemm_rows(&self, kernel: IntKernel, dtype: GgmlDType, rows: &[u8], out: &mut [f32]) {
+        let block = activation_block(dtype);
+        let (_, batch) = self
+            .batches
+            .iter()
+            .find(|(b, _)| *b == block)
+            .expect("quantized for every matrix");
+        match &self.lanes {
+            Some(lanes) if has_lane_kernel(kernel, dtype) => {
+                lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out)
+            }
+            _ => int_gemm::gemm_rows(kernel, dtype, rows, batch, out),
+        }
     }
 }
 
@@ -423,6 +577,151 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A `rows` x `cols` matrix of `dtype` with pseudo-random quants and finite f16 scales
+    /// (the scale and min fields of every block written over the random bytes).
+    fn random_matrix(dtype: GgmlDType, rows: usize, cols: usize, seed: u32) -> QuantMatrix {
+        let (elems, size) = dtype.block_layout().unwrap();
+        let (elems, size) = (elems as usize, size as usize);
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let mut data: Vec<u8> = (0..rows * cols / elems * size)
+            .map(|_| next() as u8)
+            .collect();
+        let fields: &[usize] = match dtype {
+            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q6K => &[208],
+            _ => &[0],
+        };
+        for blk in data.chunks_exact_mut(size) {
+            for &at in fields {
+                let v = (next() % 2001) as f32 / 1000.0 - 1.0;
+                blk[at..at + 2].copy_from_slice(&f16::from_f32(v * 0.05).to_le_bytes());
+            }
+        }
+        QuantMatrix::new(dtype, rows, cols, data).unwrap()
+    }
+
+    fn activations(tokens: usize, cols: usize) -> Vec<f32> {
+        (0..tokens * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.07 + (i % 3) as f32 * 1e-3)
+            .collect()
+    }
+
+    /// The scalar kernel's dot product of row `r` of `w` with token `t` of `x`: the
+    /// independent reference of the SIMD tiles.
+    fn scalar_dot(w: &QuantMatrix, r: usize, x: &[f32], t: usize) -> f32 {
+        let k = w.cols();
+        let a = Q8Activations::quantize(&x[t * k..(t + 1) * k], activation_block(w.dtype()));
+        int_dot::dot_row(IntKernel::Scalar, w.dtype(), w.row_span(r, 1), &a)
+    }
+
+    /// Matrices of both activation block sizes (32 and 256), row counts that are and are not
+    /// multiples of the task size, tokens below, at and above a tile of 8, in both orders (the
+    /// lane order's reference is `lane_gemm::dot_row`, itself held to the dequantised product
+    /// in `lane_gemm`'s tests).
+    #[test]
+    fn several_matrices_in_one_pass_equal_the_scalar_kernel() {
+        let cols = 512;
+        let mats = [
+            random_matrix(GgmlDType::Q4_1, 70, cols, 1),
+            random_matrix(GgmlDType::Q4K, 3, cols, 2),
+            random_matrix(GgmlDType::Q8_0, 130, cols, 3),
+            random_matrix(GgmlDType::Q6K, 64, cols, 4),
+        ];
+        let refs: Vec<&QuantMatrix> = mats.iter().collect();
+        for (tokens, order) in [1, 5, 8, 19]
+            .into_iter()
+            .flat_map(|t| [(t, IntOrder::Gemv), (t, IntOrder::Lanes)])
+        {
+            let x = activations(tokens, cols);
+            for kernel in IntKernel::available() {
+                let mut ys: Vec<Vec<f32>> = mats
+                    .iter()
+                    .map(|m| vec![f32::NAN; tokens * m.rows()])
+                    .collect();
+                let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+                QuantMatrix::matmul_int_tiled_many(&refs, &x, tokens, &mut outs, kernel, order);
+                for (m, y) in mats.iter().zip(&ys) {
+                    let lanes = order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype());
+                    for t in 0..tokens {
+                        for r in 0..m.rows() {
+                            let want = if lanes {
+                                let k = m.cols();
+                                let a = Q8Activations::quantize(&x[t * k..(t + 1) * k], 32);
+                                lane_gemm::dot_row(m.dtype(), m.row_span(r, 1), &a)
+                            } else {
+                                scalar_dot(m, r, &x, t)
+                            };
+                            assert_eq!(
+                                y[t * m.rows() + r].to_bits(),
+                                want.to_bits(),
+                                "{kernel:?} {order:?} {} t {t} r {r}",
+                                m.dtype()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_gated_product_applies_its_function_to_the_scalar_kernels_pair() {
+        let cols = 256;
+        let gate = random_matrix(GgmlDType::Q4_1, 100, cols, 5);
+        let up = random_matrix(GgmlDType::Q4K, 100, cols, 6);
+        for tokens in [1, 8, 11] {
+            let x = activations(tokens, cols);
+            for kernel in IntKernel::available() {
+                let mut y = vec![f32::NAN; tokens * 100];
+                let f = |g: f32, u: f32| g * 3.0 - u;
+                QuantMatrix::matmul_int_tiled_gated(
+                    &gate,
+                    &up,
+                    &x,
+                    tokens,
+                    &mut y,
+                    kernel,
+                    IntOrder::Gemv,
+                    f,
+                );
+                for t in 0..tokens {
+                    for r in 0..100 {
+                        let want = f(scalar_dot(&gate, r, &x, t), scalar_dot(&up, r, &x, t));
+                        assert_eq!(
+                            y[t * 100 + r].to_bits(),
+                            want.to_bits(),
+                            "{kernel:?} t {t} r {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "one width")]
+    fn matrices_of_different_widths_are_refused() {
+        let (a, b) = (
+            random_matrix(GgmlDType::Q8_0, 4, 64, 1),
+            random_matrix(GgmlDType::Q8_0, 4, 32, 2),
+        );
+        let (mut ya, mut yb) = (vec![0.0; 4], vec![0.0; 4]);
+        QuantMatrix::matmul_int_tiled_many(
+            &[&a, &b],
+            &[0.5; 64],
+            1,
+            &mut [&mut ya, &mut yb],
+            IntKernel::detect(),
+            IntOrder::Gemv,
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@ mod int_scalar;
 #[cfg(target_arch = "x86_64")]
 mod int_x86;
 pub mod kquants;
+pub mod lane_gemm;
+#[cfg(target_arch = "x86_64")]
+mod lane_gemm_x86;
 pub mod legacy;
 pub mod matrix;
 pub mod q8;
@@ -21,5 +24,5 @@ mod q8_x86;
 
 pub use dequant::{block_layout, dequantize, dequantize_into, is_supported, QuantError};
 pub use int_dot::{has_int_kernel, IntKernel};
-pub use matrix::{Activations, QuantMatrix};
+pub use matrix::{Activations, IntOrder, QuantMatrix};
 pub use q8::{Q8Activations, Q8Batch};

@@ -12,6 +12,8 @@ use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
 use super::config::ModelConfig;
 use super::dense::{linear, load};
 use super::error::{Result, RuntimeError};
+use super::fused::attention::{causal_attention, Geometry};
+use super::fused::swiglu::swiglu;
 use super::lora::LoraAdapter;
 use super::projection::{quant_swiglu, Projection, TokenEmbedding};
 use super::weights::TensorSource;
@@ -165,8 +167,8 @@ impl Mlp {
         if let Some(hidden) = quant_swiglu(&self.gate_proj, &self.up_proj, &x) {
             return self.down_proj.forward(hidden);
         }
-        let gate = activation::silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let hidden = swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(hidden)
     }
 }
 
@@ -353,33 +355,14 @@ impl Attention {
         v: Tensor<4>,
         start: usize,
     ) -> Tensor<4> {
-        let s = q.dims()[2];
-        let t = k.dims()[2];
-        let n_rep = self.num_heads / self.num_kv_heads;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut outs = Vec::new();
-        let mut q0 = 0;
-        while q0 < s {
-            let len = QUERY_BLOCK.min(s - q0);
-            let keys = start + q0 + len;
-            let qj = if len == s {
-                q.clone()
-            } else {
-                q.clone().narrow(2, q0, len)
-            };
-            let (kj, vj) = if keys == t {
-                (k.clone(), v.clone())
-            } else {
-                (k.clone().narrow(2, 0, keys), v.clone().narrow(2, 0, keys))
-            };
-            outs.push(attend(qj, kj, vj, start + q0, scale, n_rep));
-            q0 += len;
-        }
-        if outs.len() == 1 {
-            outs.pop().expect("one block")
-        } else {
-            Tensor::cat(outs, 2)
-        }
+        let geometry = Geometry {
+            first: start,
+            scale: 1.0 / (self.head_dim as f64).sqrt(),
+            n_rep: self.num_heads / self.num_kv_heads,
+            block: QUERY_BLOCK,
+        };
+        causal_attention(&q, &k, &v, geometry)
+            .unwrap_or_else(|| causal_blocks_ops(q, k, v, geometry))
     }
 
     /// Step 7: heads `[b, heads, s, d]` merged back, output projection.
@@ -387,6 +370,41 @@ impl Attention {
         let [b, h, s, d] = heads.dims();
         self.o_proj
             .forward(heads.swap_dims(1, 2).reshape([b, s, h * d]))
+    }
+}
+
+/// [`Attention::causal_blocks`] as Burn ops: what runs on other dtypes and backends, and what
+/// the fused kernel ([`causal_attention`]) is tested against.
+pub(crate) fn causal_blocks_ops(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    g: Geometry,
+) -> Tensor<4> {
+    let s = q.dims()[2];
+    let t = k.dims()[2];
+    let mut outs = Vec::new();
+    let mut q0 = 0;
+    while q0 < s {
+        let len = g.block.min(s - q0);
+        let keys = g.first + q0 + len;
+        let qj = if len == s {
+            q.clone()
+        } else {
+            q.clone().narrow(2, q0, len)
+        };
+        let (kj, vj) = if keys == t {
+            (k.clone(), v.clone())
+        } else {
+            (k.clone().narrow(2, 0, keys), v.clone().narrow(2, 0, keys))
+        };
+        outs.push(attend(qj, kj, vj, g.first + q0, g.scale, g.n_rep));
+        q0 += len;
+    }
+    if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(outs, 2)
     }
 }
 

@@ -13,6 +13,8 @@ use super::config::ModelConfig;
 use super::dense::{linear, load};
 use super::error::{Result, RuntimeError};
 use super::fused::attention::{causal_attention, Geometry};
+use super::fused::rms_norm::rms_norm;
+use super::fused::rope::rope_heads_first;
 use super::fused::swiglu::swiglu;
 use super::lora::LoraAdapter;
 use super::projection::{quant_swiglu, Projection, TokenEmbedding};
@@ -88,8 +90,12 @@ impl RmsNorm {
             let normed = (x * (ms + self.eps).sqrt().recip()).cast(dtype);
             return normed * self.weight.val().unsqueeze::<D>();
         }
+        let weight = self.weight.val();
+        if let Some(y) = rms_norm(&x, &weight, self.eps) {
+            return y;
+        }
         let ms = (x.clone() * x.clone()).mean_dim(D - 1);
-        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<D>()
+        x * (ms + self.eps).sqrt().recip() * weight.unsqueeze::<D>()
     }
 }
 
@@ -141,6 +147,13 @@ impl Rotary {
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos + rotated * sin
+    }
+
+    /// Rotates `x` `[batch, seq, heads, head_dim]` like [`Self::apply`] and returns it heads
+    /// first, `[batch, heads, seq, head_dim]`: one fused pass on f32 flex tensors.
+    pub(crate) fn apply_heads_first(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        rope_heads_first(&x, &self.cos, &self.sin, start)
+            .unwrap_or_else(|| self.apply(x.swap_dims(1, 2), start))
     }
 
     /// Number of positions the tables cover.
@@ -339,8 +352,8 @@ impl Attention {
             None => k,
         };
         // 4. Heads first, then RoPE at absolute positions start..start+s.
-        let q = rotary.apply(q.swap_dims(1, 2), start);
-        let k = rotary.apply(k.swap_dims(1, 2), start);
+        let q = rotary.apply_heads_first(q, start);
+        let k = rotary.apply_heads_first(k, start);
         (q, k, v.swap_dims(1, 2))
     }
 

@@ -35,6 +35,14 @@ impl FlexF32 {
                 .map(FlexF32::Plain)
         }
     }
+
+    /// The values, without the graph.
+    pub(crate) fn value(self) -> FlexTensor {
+        match self {
+            FlexF32::Plain(t) => t,
+            FlexF32::Tracked(t) => t.into_primitive(),
+        }
+    }
 }
 
 /// `t` laid out contiguously (itself when it already is).

@@ -9,6 +9,8 @@
 
 pub mod attention;
 mod host;
+pub mod rms_norm;
+pub mod rope;
 pub mod swiglu;
 #[cfg(test)]
 mod test_support;

@@ -18,15 +18,14 @@ use rayon::prelude::*;
 use super::host::{contiguous, dims, tensor, values, FlexF32, CHUNK};
 
 /// The norm of `x` over its last axis scaled by `weight` `[last]`; `None` unless both are f32
-/// flex tensors of the same kind (plain or autodiff).
+/// flex autodiff tensors. Without autodiff (inference) Burn's ops run: this kernel sums the
+/// squares in another order, and the 8-bit-activation path of `tests/quant_runtime.rs`
+/// amplifies that last-bit difference past its bound.
 pub fn rms_norm<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f64) -> Option<Tensor<D>> {
     if weight.dims()[0] != x.dims()[D - 1] {
         return None;
     }
     match (FlexF32::of(x)?, FlexF32::of(weight)?) {
-        (FlexF32::Plain(x), FlexF32::Plain(w)) => {
-            Some(Tensor::from_primitive::<Flex>(forward(&x, &w, eps)))
-        }
         (FlexF32::Tracked(x), FlexF32::Tracked(w)) => {
             let state = Saved {
                 x: x.primitive().clone(),
@@ -193,6 +192,12 @@ mod tests {
         };
         let (a, r) = (run(true), run(false));
         assert_close("forward", a.0, r.0, 1e-6);
+        let plain = Tensor::<3>::from_data(x0.clone(), &Device::flex());
+        let w = Tensor::<1>::from_data(w0.clone(), &Device::flex());
+        assert!(
+            rms_norm(&plain, &w, eps).is_none(),
+            "inference runs Burn's ops"
+        );
         assert_close("d x", a.1, r.1, 1e-6);
         assert_close("d weight", a.2, r.2, 1e-6);
     }

@@ -316,13 +316,14 @@ fn modes(precision: TrainPrecision) -> [(&'static str, TrainMemory); 4] {
 fn the_estimate_is_within_a_quarter_of_the_measured_peak() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let modes = modes(TrainPrecision::F32);
-    // Measured (MiB, this machine, counting allocator), estimate / measured in brackets:
-    //   full 1024: plain 72.4 (0.97), checkpointing 34.5 (1.05), memory-efficient 21.5
-    //              (0.92), both 10.2 (1.20)
-    //   full 2048: plain 239.6 (0.98), checkpointing 115.6 (1.03), memory-efficient 41.8
-    //              (0.92), both 19.3 (1.19)
-    //   LoRA 2048: plain 235.6 (1.00), checkpointing 113.9 (1.04), memory-efficient 38.4
-    //              (0.99), both 18.8 (1.16)
+    // Measured (MiB, this machine, counting allocator), estimate / measured in brackets, with
+    // the fused f32 kernels (plain at 1024 varied 33.7-39.7 between runs):
+    //   full 1024: plain 33.7 (0.93), checkpointing 15.3 (1.18), memory-efficient 17.2
+    //              (0.88), both 9.9 (0.99)
+    //   full 2048: plain 98.3 (0.95), checkpointing 45.2 (1.12), memory-efficient 33.3
+    //              (0.87), both 18.7 (0.97)
+    //   LoRA 2048: plain 98.4 (0.95), checkpointing 45.2 (1.10), memory-efficient 33.9
+    //              (0.85), both 18.8 (0.91)
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for (lora, len) in [(false, 1024), (false, 2048), (true, 2048)] {
         let mut peaks = Vec::new();
@@ -353,10 +354,15 @@ fn the_estimate_is_within_a_quarter_of_the_measured_peak() {
             );
             peaks.push(measured);
         }
-        // Measured at 2048: checkpointing 0.48 of plain (2 layers: at best one half),
-        // memory-efficient 0.17, both 0.08.
+        // Measured: checkpointing 0.43 (1024) and 0.46 (2048) of plain (2 layers: at best one
+        // half), memory-efficient 0.48 and 0.34, both 0.28 and 0.19. The fused f32 kernels
+        // (`runtime::fused`) halved the plain step's peak, so memory-efficient attention saves
+        // less than the 0.17 it did against Burn's ops.
         assert!(peaks[1] < peaks[0] * 6 / 10, "checkpointing: {peaks:?}");
-        assert!(peaks[2] < peaks[0] * 4 / 10, "memory-efficient: {peaks:?}");
+        assert!(
+            peaks[2] < peaks[0] * 55 / 100,
+            "memory-efficient: {peaks:?}"
+        );
         assert!(peaks[3] < peaks[1].min(peaks[2]), "both: {peaks:?}");
     }
 }
@@ -470,7 +476,19 @@ fn the_estimate_for_qwen3_up_to_8096_tokens() {
             };
             let e = estimate("plain bf16", &bf16);
             let f32_plain = &f32s[0];
-            assert!(e.activations < f32_plain.activations, "{model} {len}");
+            // bf16 runs Burn's ops, which keep more than the fused f32 CPU kernels: compare
+            // with f32 as Burn's ops keep it (on CUDA).
+            let f32_burn_ops = psy_lm::training::memory_estimate::estimate_memory(
+                &c,
+                params,
+                trainable,
+                1,
+                len,
+                "cuda:0",
+                0,
+                &TrainMemory::default(),
+            );
+            assert!(e.activations < f32_burn_ops.activations, "{model} {len}");
             assert_eq!(e.weights, f32_plain.weights + 2 * params, "{model} {len}");
             assert!(
                 totals[1] < totals[0] && totals[2] < totals[0],

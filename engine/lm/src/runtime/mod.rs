@@ -14,6 +14,7 @@ pub mod config;
 pub mod dense;
 pub mod device;
 pub mod error;
+pub mod fused;
 pub mod generate;
 mod generation;
 pub mod ggml_type;

@@ -12,6 +12,10 @@ use burn::tensor::{activation, DType, Device, Int, Tensor, TensorData};
 use super::config::ModelConfig;
 use super::dense::{linear, load};
 use super::error::{Result, RuntimeError};
+use super::fused::attention::{causal_attention, Geometry};
+use super::fused::rms_norm::rms_norm;
+use super::fused::rope::rope_heads_first;
+use super::fused::swiglu::swiglu;
 use super::lora::LoraAdapter;
 use super::projection::{quant_swiglu, Projection, TokenEmbedding};
 use super::weights::TensorSource;
@@ -86,8 +90,12 @@ impl RmsNorm {
             let normed = (x * (ms + self.eps).sqrt().recip()).cast(dtype);
             return normed * self.weight.val().unsqueeze::<D>();
         }
+        let weight = self.weight.val();
+        if let Some(y) = rms_norm(&x, &weight, self.eps) {
+            return y;
+        }
         let ms = (x.clone() * x.clone()).mean_dim(D - 1);
-        x * (ms + self.eps).sqrt().recip() * self.weight.val().unsqueeze::<D>()
+        x * (ms + self.eps).sqrt().recip() * weight.unsqueeze::<D>()
     }
 }
 
@@ -141,6 +149,13 @@ impl Rotary {
         x * cos + rotated * sin
     }
 
+    /// Rotates `x` `[batch, seq, heads, head_dim]` like [`Self::apply`] and returns it heads
+    /// first, `[batch, heads, seq, head_dim]`: one fused pass on f32 flex tensors.
+    pub(crate) fn apply_heads_first(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        rope_heads_first(&x, &self.cos, &self.sin, start)
+            .unwrap_or_else(|| self.apply(x.swap_dims(1, 2), start))
+    }
+
     /// Number of positions the tables cover.
     pub fn positions(&self) -> usize {
         self.cos.dims()[0]
@@ -165,8 +180,8 @@ impl Mlp {
         if let Some(hidden) = quant_swiglu(&self.gate_proj, &self.up_proj, &x) {
             return self.down_proj.forward(hidden);
         }
-        let gate = activation::silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let hidden = swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        self.down_proj.forward(hidden)
     }
 }
 
@@ -337,8 +352,8 @@ impl Attention {
             None => k,
         };
         // 4. Heads first, then RoPE at absolute positions start..start+s.
-        let q = rotary.apply(q.swap_dims(1, 2), start);
-        let k = rotary.apply(k.swap_dims(1, 2), start);
+        let q = rotary.apply_heads_first(q, start);
+        let k = rotary.apply_heads_first(k, start);
         (q, k, v.swap_dims(1, 2))
     }
 
@@ -353,33 +368,14 @@ impl Attention {
         v: Tensor<4>,
         start: usize,
     ) -> Tensor<4> {
-        let s = q.dims()[2];
-        let t = k.dims()[2];
-        let n_rep = self.num_heads / self.num_kv_heads;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut outs = Vec::new();
-        let mut q0 = 0;
-        while q0 < s {
-            let len = QUERY_BLOCK.min(s - q0);
-            let keys = start + q0 + len;
-            let qj = if len == s {
-                q.clone()
-            } else {
-                q.clone().narrow(2, q0, len)
-            };
-            let (kj, vj) = if keys == t {
-                (k.clone(), v.clone())
-            } else {
-                (k.clone().narrow(2, 0, keys), v.clone().narrow(2, 0, keys))
-            };
-            outs.push(attend(qj, kj, vj, start + q0, scale, n_rep));
-            q0 += len;
-        }
-        if outs.len() == 1 {
-            outs.pop().expect("one block")
-        } else {
-            Tensor::cat(outs, 2)
-        }
+        let geometry = Geometry {
+            first: start,
+            scale: 1.0 / (self.head_dim as f64).sqrt(),
+            n_rep: self.num_heads / self.num_kv_heads,
+            block: QUERY_BLOCK,
+        };
+        causal_attention(&q, &k, &v, geometry)
+            .unwrap_or_else(|| causal_blocks_ops(q, k, v, geometry))
     }
 
     /// Step 7: heads `[b, heads, s, d]` merged back, output projection.
@@ -387,6 +383,41 @@ impl Attention {
         let [b, h, s, d] = heads.dims();
         self.o_proj
             .forward(heads.swap_dims(1, 2).reshape([b, s, h * d]))
+    }
+}
+
+/// [`Attention::causal_blocks`] as Burn ops: what runs on other dtypes and backends, and what
+/// the fused kernel ([`causal_attention`]) is tested against.
+pub(crate) fn causal_blocks_ops(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    g: Geometry,
+) -> Tensor<4> {
+    let s = q.dims()[2];
+    let t = k.dims()[2];
+    let mut outs = Vec::new();
+    let mut q0 = 0;
+    while q0 < s {
+        let len = g.block.min(s - q0);
+        let keys = g.first + q0 + len;
+        let qj = if len == s {
+            q.clone()
+        } else {
+            q.clone().narrow(2, q0, len)
+        };
+        let (kj, vj) = if keys == t {
+            (k.clone(), v.clone())
+        } else {
+            (k.clone().narrow(2, 0, keys), v.clone().narrow(2, 0, keys))
+        };
+        outs.push(attend(qj, kj, vj, g.first + q0, g.scale, g.n_rep));
+        q0 += len;
+    }
+    if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(outs, 2)
     }
 }
 

@@ -77,6 +77,7 @@ fn layer_bytes(
     len: u64,
     attention: TrainAttention,
     precision: TrainPrecision,
+    fused: bool,
 ) -> u64 {
     let tok = rows * len;
     let h = c.hidden_size as u64;
@@ -84,18 +85,38 @@ fn layer_bytes(
     let kv = (c.num_key_value_heads * c.head_dim) as u64;
     let inter = c.intermediate_size as u64;
     let heads = c.num_attention_heads as u64;
-    // Norms keep their input and normalised output; projections their input; q/k norms and
-    // RoPE each keep an input and a product; SwiGLU keeps gate, up, silu and their product.
-    let linear = tok * (10 * h + 4 * q + 4 * kv + 4 * inter);
+    let linear = if fused {
+        // Each fused op keeps only its inputs: the norms theirs (the hidden states twice, the
+        // queries and keys), the projections theirs (the normed states, the attention output,
+        // SwiGLU's output), the attention Q, K and V, SwiGLU gate and up; RoPE keeps nothing.
+        tok * (4 * h + 3 * q + 3 * kv + 3 * inter)
+    } else {
+        // Norms keep their input and normalised output; projections their input; q/k norms
+        // and RoPE each keep an input and a product; SwiGLU keeps gate, up, silu and their
+        // product.
+        tok * (10 * h + 4 * q + 4 * kv + 4 * inter)
+    };
     let b = activation_bytes(precision);
     let attention = match attention {
         // Per block: the softmax's exp and its normalised output (both kept for backward), in
-        // f32 whatever the precision (the bf16 step takes the softmax in f32).
-        TrainAttention::Eager => 4 * 2 * rows * heads * eager_score_area(len),
+        // f32 whatever the precision (the bf16 step takes the softmax in f32); the fused
+        // kernel keeps the probabilities alone.
+        TrainAttention::Eager => eager_score_bytes(c, rows, len, if fused { 1 } else { 2 }),
         // The core's output (a leaf of the rest of the layer) and one log-sum-exp per row.
         TrainAttention::MemoryEfficient => b * tok * (q + heads),
     };
     b * linear + attention
+}
+
+/// Bytes of `copies` f32 score tensors of the eager blocked attention.
+fn eager_score_bytes(c: &ModelConfig, rows: u64, len: u64, copies: u64) -> u64 {
+    4 * copies * rows * c.num_attention_heads as u64 * eager_score_area(len)
+}
+
+/// Whether the step runs psy's fused CPU kernels ([`crate::runtime::fused`]): in f32 on the
+/// CPU (flex); bf16 and CUDA run Burn's ops.
+fn fused_kernels(device: &str, precision: TrainPrecision) -> bool {
+    precision == TrainPrecision::F32 && !device.starts_with("cuda")
 }
 
 /// Memory of training in f32: weights, grads, two AdamW moments, and the activations of one
@@ -118,15 +139,30 @@ pub fn estimate_memory(
     let tok = rows * len;
     let h = c.hidden_size as u64;
     let layers = c.num_hidden_layers as u64;
-    let layer = layer_bytes(c, rows, len, mem.attention, mem.precision);
+    let fused = fused_kernels(device, mem.precision);
+    let layer = layer_bytes(c, rows, len, mem.attention, mem.precision, fused);
+    // What backward holds besides the kept values while it walks one layer (half of it for a
+    // recomputed layer, below): about one layer's kept values with Burn's ops. The fused
+    // kernels keep fewer values, but their backward passes allocate about what Burn's ops
+    // keep, except the eager attention's scores, which the fused backward forms one block at
+    // a time (measured, `tests/train_memory.rs`).
+    let walk = if fused {
+        let unfused = layer_bytes(c, rows, len, mem.attention, mem.precision, false);
+        match mem.attention {
+            TrainAttention::Eager => unfused - eager_score_bytes(c, rows, len, 2),
+            TrainAttention::MemoryEfficient => unfused,
+        }
+    } else {
+        layer
+    };
     // Values of the compute copy and of the layer inputs: 4 bytes in f32, 2 in bf16.
     let b = mem.precision.compute_bytes();
     // Kept until backward reaches them: every layer's graph, or with checkpointing only every
     // layer's input plus the one layer recomputed at a time.
     let (kept, backward) = if mem.gradient_checkpointing {
-        (b * layers * tok * h + layer, layer / 2)
+        (b * layers * tok * h + layer, walk / 2)
     } else {
-        (layers * layer, layer)
+        (layers * layer, walk)
     };
     // The fused head + loss runs between the forward and the layers' backward; it holds one
     // chunk of `[vocab, rows]` logits (the gradient is formed in place), never the whole
@@ -173,7 +209,8 @@ mod tests {
 
     /// bf16 counts the layers' kept values at 3 bytes instead of 4 (the scores stay f32) and
     /// adds a 2-byte compute copy of the weights; masters, gradients and moments stay 4 bytes a
-    /// value. Hand-computed from the f32 terms.
+    /// value. Hand-computed from the f32 terms of Burn's ops (f32 on CUDA: the fused CPU
+    /// kernels keep less).
     #[test]
     fn bf16_counts_activations_and_the_weight_copy_in_two_bytes() {
         let c = qwen3_0_6b();
@@ -185,7 +222,7 @@ mod tests {
                 precision,
                 ..Default::default()
             };
-            estimate_memory(&c, params, trainable, 1, len, "none", 0, &mem)
+            estimate_memory(&c, params, trainable, 1, len, "cuda:0", 0, &mem)
         };
         for len in [128, 2048] {
             let (f, h) = (

@@ -1,0 +1,16 @@
+//! Fused, multi-threaded kernels for the flex backend, each a Burn autodiff op with its own
+//! backward, for the element-wise work of a decoder layer.
+//!
+//! Burn flex's element-wise kernels (unary, binary, zip) run on one thread, and autodiff spells
+//! an activation or an attention softmax as several of them, forward and backward: on the
+//! 2-core training host one core idled through them. These ops do the same arithmetic in one
+//! pass across psy's rayon pool ([`crate::compute_pool`]). Each entry point falls back to the
+//! plain Burn ops (which it is tested against) for other dtypes and backends.
+
+pub mod attention;
+mod host;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
+#[cfg(test)]
+mod test_support;

@@ -17,6 +17,8 @@
 //! bits alone or in any batch. [`dot_row`] is the portable statement of that order.
 
 use super::int_dot::IntKernel;
+pub use super::lane_layout::LaneActivations;
+use super::lane_layout::{block_form, unsigned_block};
 use super::legacy::f16_at;
 use super::q8::{Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
@@ -32,39 +34,6 @@ pub fn has_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
         false
     };
     vnni && matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
-}
-
-/// Bytes of one block and the constant that the unsigned weights carry (`u = w + c`).
-pub(super) fn block_form(dtype: GgmlDType) -> (usize, i32) {
-    match dtype {
-        GgmlDType::Q4_0 => (18, 8),
-        GgmlDType::Q4_1 => (20, 0),
-        GgmlDType::Q8_0 => (34, 128),
-        other => unreachable!("no lane kernel for {other}"),
-    }
-}
-
-/// The 32 weights of one block as unsigned bytes `u = w + c` (`c` of [`block_form`]): Q4's
-/// nibbles as they are, Q8_0's bytes plus 128, so that one unsigned-by-signed product serves
-/// all three and `isum = dot(u, x) - c * sum(x)` exactly.
-pub(super) fn unsigned_block(dtype: GgmlDType, blk: &[u8]) -> [u8; 32] {
-    let mut u = [0u8; 32];
-    match dtype {
-        GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
-            let qs = &blk[blk.len() - 16..];
-            for (j, &q) in qs.iter().enumerate() {
-                u[j] = q & 0x0f;
-                u[j + 16] = q >> 4;
-            }
-        }
-        GgmlDType::Q8_0 => {
-            for (u, &q) in u.iter_mut().zip(&blk[2..34]) {
-                *u = q ^ 0x80;
-            }
-        }
-        other => unreachable!("no lane kernel for {other}"),
-    }
-    u
 }
 
 /// One row times one token in the lane GEMM's order: the portable reference of the SIMD
@@ -92,42 +61,6 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
         scaled + offset
     } else {
         scaled
-    }
-}
-
-/// The quantized activations of whole groups of 8 tokens, regrouped so that one vector load
-/// gives the 8 tokens' values `4g..4g + 4` of a block: group `q`, block `b`, 4-value piece `g`,
-/// token `l` at `((q * blocks + b) * 8 + g) * 32 + 4 * l`.
-pub struct LaneActivations {
-    qs: Vec<i8>,
-    blocks: usize,
-    /// Whole groups of 8 tokens (the tokens past them are not here).
-    pub groups: usize,
-}
-
-impl LaneActivations {
-    /// Regroups the first `8 * (tokens / 8)` tokens of `batch` (32-value blocks).
-    pub fn new(batch: &Q8Batch) -> Self {
-        let blocks = batch.cols() / 32;
-        let groups = batch.tokens.len() / 8;
-        let mut qs = vec![0i8; groups * blocks * 256];
-        for q in 0..groups {
-            for l in 0..8 {
-                let x = &batch.tokens[q * 8 + l].qs;
-                for b in 0..blocks {
-                    for g in 0..8 {
-                        let at = ((q * blocks + b) * 8 + g) * 32 + 4 * l;
-                        qs[at..at + 4].copy_from_slice(&x[b * 32 + 4 * g..b * 32 + 4 * g + 4]);
-                    }
-                }
-            }
-        }
-        Self { qs, blocks, groups }
-    }
-
-    /// The start of group `q`'s block `b`: its 8 pieces of 32 bytes, one after another.
-    pub(super) fn block_ptr(&self, q: usize, b: usize) -> *const i8 {
-        self.qs[(q * self.blocks + b) * 256..].as_ptr()
     }
 }
 

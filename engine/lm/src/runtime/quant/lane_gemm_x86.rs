@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::int_x86::{f16_at, hsum_i32, nibbles32};
-use super::lane_gemm::{block_form, LaneActivations};
+use super::lane_layout::{block_form, LaneActivations};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -31,7 +31,7 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
     acc
 }
 
-/// The block at `blk` as 32 unsigned weights (`lane_gemm::unsigned_block`).
+/// The block at `blk` as 32 unsigned weights (`lane_layout::unsigned_block`).
 #[inline(always)]
 unsafe fn unsigned32(dtype: GgmlDType, blk: *const u8) -> __m256i {
     match dtype {

@@ -16,6 +16,7 @@ pub mod kquants;
 pub mod lane_gemm;
 #[cfg(target_arch = "x86_64")]
 mod lane_gemm_x86;
+mod lane_layout;
 pub mod legacy;
 pub mod matrix;
 pub mod q8;

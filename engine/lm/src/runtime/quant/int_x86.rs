@@ -35,7 +35,16 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn vpdpbusd(u: __m256i, x: __m256i) -> __m256i {
-    let mut acc = _mm256_setzero_si256();
+    dpbusd(_mm256_setzero_si256(), u, x)
+}
+
+/// `acc + vpdpbusd(u, x)`: four unsigned-by-signed byte products added to each i32 lane (the
+/// lane GEMM accumulates a block's pieces in place).
+/// SAFETY: the CPU has AVX512-VNNI and AVX512-VL.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dpbusd(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
+    let mut acc = acc;
     std::arch::asm!(
         "vpdpbusd {acc}, {u}, {x}",
         acc = inout(ymm_reg) acc,

@@ -10,26 +10,10 @@
 
 use std::arch::x86_64::*;
 
-use super::int_x86::{f16_at, hsum_i32, nibbles32};
+use super::int_x86::{dpbusd, f16_at, hsum_i32, nibbles32};
 use super::lane_layout::{block_form, LaneActivations};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
-
-/// `acc + vpdpbusd(u, x)`: four unsigned-by-signed byte products added to each i32 lane.
-/// SAFETY: the CPU has AVX512-VNNI and AVX512-VL.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn dpbusd(acc: __m256i, u: __m256i, x: __m256i) -> __m256i {
-    let mut acc = acc;
-    std::arch::asm!(
-        "vpdpbusd {acc}, {u}, {x}",
-        acc = inout(ymm_reg) acc,
-        u = in(ymm_reg) u,
-        x = in(ymm_reg) x,
-        options(pure, nomem, nostack),
-    );
-    acc
-}
 
 /// The block at `blk` as 32 unsigned weights (`lane_layout::unsigned_block`).
 #[inline(always)]

@@ -33,6 +33,12 @@ pub enum RuntimeError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    #[error("tensor `{name}` in {path} cannot be held as Q8_0: {msg}")]
+    Quantize {
+        name: String,
+        path: PathBuf,
+        msg: String,
+    },
     #[error("GGUF file {path}: {msg}")]
     Gguf { path: PathBuf, msg: String },
     #[error("unsupported model: {0}")]

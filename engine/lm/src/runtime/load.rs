@@ -12,6 +12,7 @@ use super::device::{select_device, DevicePreference};
 use super::error::{Result, RuntimeError};
 use super::model::CausalLm;
 use super::quant::Activations;
+use super::quantize_source::QuantizeOnLoad;
 use super::tokenizer::Tokenizer;
 use super::weights::{GgufSource, SafetensorsSource};
 
@@ -60,17 +61,23 @@ pub enum WeightFormat {
     /// dequantised f32 product up to f32 rounding). `PSY_WEIGHTS=quantized-f32act`.
     #[serde(rename = "quantized-f32act")]
     QuantizedF32Act,
+    /// As `Quantized`, and the matrices a file holds in f32 or half precision (all of a Hugging
+    /// Face checkpoint's, a GGUF's F32 ones) quantized to Q8_0 as they are read: a safetensors
+    /// model at ~1.06 bytes a weight. `PSY_WEIGHTS=q8_0`.
+    #[serde(rename = "q8_0")]
+    Q8_0,
 }
 
 impl WeightFormat {
-    /// `PSY_WEIGHTS=f32|quantized`, else the default (quantized).
+    /// `PSY_WEIGHTS=f32|quantized|quantized-f32act|q8_0`, else the default (quantized).
     pub fn from_env() -> Result<Self> {
         match std::env::var("PSY_WEIGHTS").as_deref() {
             Err(_) | Ok("") | Ok("quantized") => Ok(Self::Quantized),
             Ok("f32") => Ok(Self::F32),
             Ok("quantized-f32act") => Ok(Self::QuantizedF32Act),
+            Ok("q8_0") => Ok(Self::Q8_0),
             Ok(other) => Err(RuntimeError::Request(format!(
-                "PSY_WEIGHTS={other}: expected `f32`, `quantized` or `quantized-f32act`"
+                "PSY_WEIGHTS={other}: expected `f32`, `quantized`, `quantized-f32act` or `q8_0`"
             ))),
         }
     }
@@ -98,14 +105,16 @@ pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> R
     let started = Instant::now();
     // The quantized kernels run on the CPU only.
     let keep = weights != WeightFormat::F32 && *device == Device::flex();
+    // Matrices not already in a block format become Q8_0 (CPU only, as above).
+    let to_q8_0 = weights == WeightFormat::Q8_0 && keep;
     if *device == Device::flex() {
         // Refused before a weight is read (free memory of other devices is not checked).
-        let estimate = super::memory_check::estimate_load(path, keep, "cpu")?;
+        let estimate = super::memory_check::estimate_load_as(path, keep, to_q8_0, "cpu")?;
         tracing::debug!("{}", estimate.describe());
         estimate.check(path)?;
     }
     let loaded = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        let mut loaded = load_gguf(path, device, keep)?;
+        let mut loaded = load_gguf_with(path, device, keep, to_q8_0)?;
         if weights == WeightFormat::QuantizedF32Act {
             use_f32_activations(&mut loaded.model);
         }
@@ -114,7 +123,11 @@ pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> R
         let config_path = path.join("config.json");
         let config = ModelConfig::from_hf_file(&config_path)?;
         let mut src = SafetensorsSource::open(path)?;
-        let model = CausalLm::load(&config, &mut src, device)?;
+        let model = if to_q8_0 {
+            CausalLm::load(&config, &mut QuantizeOnLoad::new(&mut src), device)?
+        } else {
+            CausalLm::load(&config, &mut src, device)?
+        };
         let mut eos = config.eos_token_ids.clone();
         if let Ok(text) = std::fs::read_to_string(path.join("generation_config.json")) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -164,8 +177,22 @@ fn use_f32_activations(model: &mut CausalLm) {
 /// Loads a GGUF checkpoint (llama, qwen2, qwen3): matrices kept in their block format with
 /// `keep_quantized`, every tensor dequantised to f32 otherwise.
 pub fn load_gguf(path: &Path, device: &Device, keep_quantized: bool) -> Result<LoadedModel> {
+    load_gguf_with(path, device, keep_quantized, false)
+}
+
+/// [`load_gguf`]; with `to_q8_0`, F32/F16/BF16 matrices are quantized to Q8_0 as well.
+fn load_gguf_with(
+    path: &Path,
+    device: &Device,
+    keep_quantized: bool,
+    to_q8_0: bool,
+) -> Result<LoadedModel> {
     let (mut src, config) = GgufSource::open(path, keep_quantized)?;
-    let model = CausalLm::load(&config, &mut src, device)?;
+    let model = if to_q8_0 {
+        CausalLm::load(&config, &mut QuantizeOnLoad::new(&mut src), device)?
+    } else {
+        CausalLm::load(&config, &mut src, device)?
+    };
     Ok(LoadedModel {
         model,
         eos_token_ids: config.eos_token_ids.clone(),

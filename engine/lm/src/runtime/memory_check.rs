@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::config::ModelConfig;
 use super::error::{Result, RuntimeError};
-use super::gguf::GgufFile;
+use super::gguf::{GgmlDType, GgufFile};
 use super::weights::GgufSource;
 
 /// Positions of KV cache counted in the estimate: the prompt cache of a session grows to
@@ -94,6 +94,22 @@ fn kv_bytes(c: &ModelConfig) -> u64 {
 /// or `config.json` without loading a weight. `keep_quantized`: GGUF matrices stay in their
 /// block format (their bytes in the file) instead of 4 bytes a weight.
 pub fn estimate_load(path: &Path, keep_quantized: bool, device: &str) -> Result<LoadEstimate> {
+    estimate_load_as(path, keep_quantized, false, device)
+}
+
+/// Bytes a Q8_0 matrix of `n` values takes: 34 bytes per 32 values.
+fn q8_0_bytes(n: u64) -> u64 {
+    n / 32 * 34
+}
+
+/// [`estimate_load`]; with `to_q8_0` (`PSY_WEIGHTS=q8_0`), matrices not already in a block
+/// format are counted as Q8_0.
+pub fn estimate_load_as(
+    path: &Path,
+    keep_quantized: bool,
+    to_q8_0: bool,
+    device: &str,
+) -> Result<LoadEstimate> {
     let (weights, config) = if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
         let (_, config) = GgufSource::open(path, keep_quantized)?;
         let file = GgufFile::open(path).map_err(|e| RuntimeError::Gguf {
@@ -103,16 +119,30 @@ pub fn estimate_load(path: &Path, keep_quantized: bool, device: &str) -> Result<
         let weights = file
             .tensors()
             .iter()
-            .map(|t| match t.byte_size() {
-                // Vectors (norms, biases) are always held as f32.
-                Some(b) if keep_quantized && t.dims.len() > 1 => b,
-                _ => 4 * t.n_elements(),
+            .map(|t| {
+                let matrix = keep_quantized && t.dims.len() > 1;
+                match t.byte_size() {
+                    // F32 matrices become Q8_0 with `to_q8_0` (see `QuantizeOnLoad`).
+                    _ if matrix && to_q8_0 && t.dtype == GgmlDType::F32 && t.dims[0] % 32 == 0 => {
+                        q8_0_bytes(t.n_elements())
+                    }
+                    // Vectors (norms, biases) are always held as f32.
+                    Some(b) if matrix => b,
+                    _ => 4 * t.n_elements(),
+                }
             })
             .sum();
         (weights, config)
     } else {
         let config = ModelConfig::from_hf_file(&path.join("config.json"))?;
-        (4 * config.num_params(), config)
+        let n = config.num_params();
+        // Nearly every parameter of a checkpoint is in a matrix (norms are a few thousand).
+        let weights = if to_q8_0 && keep_quantized {
+            q8_0_bytes(n)
+        } else {
+            4 * n
+        };
+        (weights, config)
     };
     Ok(LoadEstimate {
         weights,

@@ -22,8 +22,10 @@ pub mod matrix;
 pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod q8_x86;
+pub mod quantize;
 
 pub use dequant::{block_layout, dequantize, dequantize_into, is_supported, QuantError};
 pub use int_dot::{has_int_kernel, IntKernel};
 pub use matrix::{Activations, IntOrder, QuantMatrix};
 pub use q8::{Q8Activations, Q8Batch};
+pub use quantize::{q8_0_matrix, quantize_q8_0, QuantizeError};

@@ -8,7 +8,10 @@
 //!   `qwen2.5-1.5b-q4km-q-f32act`), when `scripts/setup.sh --qwen` has fetched it (skipped
 //!   otherwise).
 //! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
-//!   intermediate 3072, vocab 151936, tied embeddings).
+//!   intermediate 3072, vocab 151936, tied embeddings), in f32 (`qwen3-0.6b-shape-random`) and
+//!   with its matrices quantized to Q8_0 as `PSY_WEIGHTS=q8_0` loads a checkpoint
+//!   (`qwen3-0.6b-shape-random-q8_0`); each prints the bytes a decode step reads, the measured
+//!   read bandwidth and the share of the bandwidth limit the decode reaches.
 //!
 //! Criterion reports elements/s = tokens/s. Run: `cargo bench --bench decode`.
 //!
@@ -28,12 +31,15 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "common/bandwidth.rs"]
+mod bandwidth;
 mod common;
 
 use common::{qwen3_0_6b_shape, wanted};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use psy_lm::runtime::quantize_model::quantize_q8_0_in_place;
 use psy_lm::runtime::{
     load_model_on, load_model_with, select_device, CausalLm, DevicePreference, KvCache,
     ModelConfig, WeightFormat,
@@ -229,13 +235,56 @@ fn qwen25_quantized(c: &mut Criterion) {
 }
 
 fn qwen3(c: &mut Criterion) {
-    if !wanted("qwen3-0.6b-shape-random") {
-        return;
+    // One bandwidth reading for both groups of the run.
+    let mut bandwidth = None;
+    for (name, q8_0) in [
+        ("qwen3-0.6b-shape-random", false),
+        ("qwen3-0.6b-shape-random-q8_0", true),
+    ] {
+        // The f32 group's name is a prefix of the other's: match it exactly.
+        let selected = if q8_0 {
+            wanted(name)
+        } else {
+            wanted(name) && !(wanted("q8_0") && !wanted("shape-random/"))
+        };
+        if !selected {
+            continue;
+        }
+        let device = select_device(DevicePreference::Cpu).unwrap();
+        let config = qwen3_0_6b_shape();
+        let mut model = CausalLm::random(&config, &device);
+        if q8_0 {
+            // What `PSY_WEIGHTS=q8_0` does to a safetensors checkpoint while loading it.
+            quantize_q8_0_in_place(&mut model).expect("random weights are finite");
+        }
+        bench_model(c, name, &model, &config, false);
+        let bw = *bandwidth.get_or_insert_with(bandwidth::read_bandwidth);
+        let tok_s = decode_rate(&model, &config);
+        bandwidth::report(
+            name,
+            bandwidth::decode_bytes(&model, &config, PREFILL),
+            bw,
+            tok_s,
+        );
     }
-    let device = select_device(DevicePreference::Cpu).unwrap();
-    let config = qwen3_0_6b_shape();
-    let model = CausalLm::random(&config, &device);
-    bench_model(c, "qwen3-0.6b-shape-random", &model, &config, false);
+}
+
+/// Decode tokens/s at position [`PREFILL`] (the decode bench's step), the median of 9 steps:
+/// for the bandwidth line, beside criterion's own estimate.
+fn decode_rate(model: &CausalLm, config: &ModelConfig) -> f64 {
+    let device = model.device();
+    let mut cache = KvCache::new(config, 1, PREFILL + 1, &device);
+    model.next_logits(&prompt(config.vocab_size, PREFILL), &mut cache);
+    let mut secs: Vec<f64> = (0..9)
+        .map(|_| {
+            cache.truncate(PREFILL);
+            let t = Instant::now();
+            std::hint::black_box(model.next_logits(&[42], &mut cache));
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    1.0 / secs[4]
 }
 
 /// The batch-1 GEMV alone on SmolLM2's LM head shape; throughput in bytes of weights read.

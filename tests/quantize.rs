@@ -11,6 +11,7 @@ use psy_lm::runtime::ggml_type::GgmlDType;
 use psy_lm::runtime::memory_check::estimate_load_as;
 use psy_lm::runtime::model::KvCache;
 use psy_lm::runtime::quant::{quantize_q8_0, Activations};
+use psy_lm::runtime::quantize_model::quantize_q8_0_in_place;
 use psy_lm::runtime::{load_model_with, LoadedModel, RuntimeError, WeightFormat};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -173,6 +174,22 @@ fn with_f32_activations_q8_0_equals_its_dequantized_weights_in_f32() {
         );
         eprintln!("{n} tokens: f32 activations vs dequantized f32 weights: {err}");
         assert!(err < 1e-5, "{n} tokens: {err}");
+    }
+}
+
+#[test]
+fn a_model_in_memory_quantized_in_place_equals_one_loaded_as_q8_0() {
+    let loaded = load(&tiny_qwen3(), WeightFormat::Q8_0);
+    let mut in_place = load(&tiny_qwen3(), WeightFormat::F32);
+    quantize_q8_0_in_place(&mut in_place.model).unwrap();
+    assert!(in_place.model.model.embed_tokens.weight.is_none());
+    let ids: Vec<u32> = (0..12).map(|i| (i * 53 + 1) % 1000).collect();
+    for n in [1, 12] {
+        assert_eq!(
+            last_logits(&loaded, &ids[..n]),
+            last_logits(&in_place, &ids[..n]),
+            "{n} tokens"
+        );
     }
 }
 

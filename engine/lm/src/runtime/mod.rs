@@ -29,6 +29,7 @@ pub mod model;
 pub mod projection;
 pub mod prompt_cache_file;
 pub mod quant;
+pub mod quantize_model;
 pub mod quantize_source;
 pub mod sampling;
 pub(crate) mod sequence;

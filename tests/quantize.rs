@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::ggml_type::GgmlDType;
+use psy_lm::runtime::load::use_f32_activations;
 use psy_lm::runtime::memory_check::estimate_load_as;
 use psy_lm::runtime::model::KvCache;
-use psy_lm::runtime::quant::{quantize_q8_0, Activations};
+use psy_lm::runtime::quant::quantize_q8_0;
 use psy_lm::runtime::quantize_model::quantize_q8_0_in_place;
 use psy_lm::runtime::{load_model_with, LoadedModel, RuntimeError, WeightFormat};
 use serde_json::Value;
@@ -82,18 +83,9 @@ fn a_safetensors_checkpoint_loads_as_q8_0_and_predicts_as_its_f32_load() {
     let f32_model = load(&dir, WeightFormat::F32);
     let q = load(&dir, WeightFormat::Q8_0);
     // Every matrix is held as Q8_0, none as f32.
-    let layer = &q.model.model.layers[0];
-    for p in [
-        &layer.self_attn.q_proj,
-        &layer.self_attn.k_proj,
-        &layer.self_attn.v_proj,
-        &layer.self_attn.o_proj,
-        &layer.mlp.gate_proj,
-        &layer.mlp.up_proj,
-        &layer.mlp.down_proj,
-    ] {
-        assert!(p.weight.is_none());
-        assert_eq!(p.quant.as_ref().unwrap().dtype(), GgmlDType::Q8_0);
+    for (name, p) in q.model.model.layers[0].projections() {
+        assert!(p.weight.is_none(), "{name}");
+        assert_eq!(p.quant.as_ref().unwrap().dtype(), GgmlDType::Q8_0, "{name}");
     }
     assert_eq!(
         q.model.model.embed_tokens.quant.as_ref().unwrap().dtype(),
@@ -150,22 +142,7 @@ fn with_f32_activations_q8_0_equals_its_dequantized_weights_in_f32() {
     write_safetensors(&dir.join("model.safetensors"), &tensors);
     let rounded = load(&dir, WeightFormat::F32);
     let mut q = load(&tiny_qwen3(), WeightFormat::Q8_0);
-    let m = &mut q.model.model;
-    m.embed_tokens.activations = Activations::F32;
-    for l in &mut m.layers {
-        let (a, f) = (&mut l.self_attn, &mut l.mlp);
-        for p in [
-            &mut a.q_proj,
-            &mut a.k_proj,
-            &mut a.v_proj,
-            &mut a.o_proj,
-            &mut f.gate_proj,
-            &mut f.up_proj,
-            &mut f.down_proj,
-        ] {
-            p.activations = Activations::F32;
-        }
-    }
+    use_f32_activations(&mut q.model);
     let ids: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % 1000).collect();
     for n in [1, 4, 24] {
         let err = max_abs_diff(

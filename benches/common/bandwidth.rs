@@ -27,19 +27,10 @@ pub fn decode_bytes(model: &CausalLm, config: &ModelConfig, position: usize) -> 
         .layers
         .iter()
         .map(|l| {
-            let (a, f) = (&l.self_attn, &l.mlp);
-            [
-                &a.q_proj,
-                &a.k_proj,
-                &a.v_proj,
-                &a.o_proj,
-                &f.gate_proj,
-                &f.up_proj,
-                &f.down_proj,
-            ]
-            .into_iter()
-            .map(size)
-            .sum::<usize>()
+            l.projections()
+                .into_iter()
+                .map(|(_, p)| size(p))
+                .sum::<usize>()
         })
         .sum();
     let table = matrix_bytes(

@@ -151,21 +151,13 @@ pub fn load_model_with(path: &Path, device: &Device, weights: WeightFormat) -> R
     Ok(loaded)
 }
 
-/// Makes every quantized matrix of `model` multiply with f32 activations.
-fn use_f32_activations(model: &mut CausalLm) {
+/// Makes every quantized matrix of `model` multiply with f32 activations
+/// ([`WeightFormat::QuantizedF32Act`]).
+pub fn use_f32_activations(model: &mut CausalLm) {
     let m = &mut model.model;
     m.embed_tokens.activations = Activations::F32;
     for l in &mut m.layers {
-        let (a, f) = (&mut l.self_attn, &mut l.mlp);
-        for p in [
-            &mut a.q_proj,
-            &mut a.k_proj,
-            &mut a.v_proj,
-            &mut a.o_proj,
-            &mut f.gate_proj,
-            &mut f.up_proj,
-            &mut f.down_proj,
-        ] {
+        for (_, p) in l.projections_mut() {
             p.activations = Activations::F32;
         }
     }

@@ -481,6 +481,34 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The layer's seven projections with their HF names inside the layer.
+    pub fn projections(&self) -> [(&'static str, &Projection); 7] {
+        let (a, f) = (&self.self_attn, &self.mlp);
+        [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &f.gate_proj),
+            ("mlp.up_proj", &f.up_proj),
+            ("mlp.down_proj", &f.down_proj),
+        ]
+    }
+
+    /// [`Self::projections`], mutable.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut Projection); 7] {
+        let (a, f) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut f.gate_proj),
+            ("mlp.up_proj", &mut f.up_proj),
+            ("mlp.down_proj", &mut f.down_proj),
+        ]
+    }
+
     /// Training without a KV cache (positions from 0): the normed input's queries, keys and
     /// values (see [`Attention::qkv`]).
     pub fn attention_input(

@@ -41,17 +41,8 @@ pub fn quantize_q8_0_in_place(model: &mut CausalLm) -> Result<()> {
     }
     let head = model.lm_head.iter_mut().map(|p| ("lm_head".to_string(), p));
     let layers = m.layers.iter_mut().enumerate().flat_map(|(i, l)| {
-        let (a, f) = (&mut l.self_attn, &mut l.mlp);
-        [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.o_proj", &mut a.o_proj),
-            ("mlp.gate_proj", &mut f.gate_proj),
-            ("mlp.up_proj", &mut f.up_proj),
-            ("mlp.down_proj", &mut f.down_proj),
-        ]
-        .map(|(n, p)| (format!("model.layers.{i}.{n}"), p))
+        l.projections_mut()
+            .map(|(n, p)| (format!("model.layers.{i}.{n}"), p))
     });
     for (name, p) in layers.chain(head) {
         let Some(w) = p.weight.as_ref() else {

@@ -88,8 +88,8 @@ fn timed(f: impl FnOnce()) -> Duration {
     }
 }
 
-/// Prompt lengths of the prefill benches: `PSY_BENCH_PREFILL=64,512` (default 64; the decode
-/// step always follows a 64-token prompt).
+/// Prompt lengths of the prefill benches: `PSY_BENCH_PREFILL=64,512` (default 64); a decode
+/// step is measured after each of them and after 64 tokens.
 fn prefill_lengths() -> Vec<usize> {
     std::env::var("PSY_BENCH_PREFILL")
         .ok()
@@ -105,7 +105,7 @@ fn prefill_lengths() -> Vec<usize> {
         .unwrap_or_else(|| vec![PREFILL])
 }
 
-/// Prefill of `len` tokens, then (at 64) one decode step. With `compare_paths`, the prefill is
+/// Prefill of each prompt length, then one decode step after each (and after 64 tokens). With `compare_paths`, the prefill is
 /// also run by the path before the integer GEMM (`prefill-gemm`: integer dots up to 4 tokens,
 /// Burn's GEMM on dequantised tiles above), in the same run.
 fn bench_model(
@@ -161,23 +161,30 @@ fn bench_model(
         set_quant_prefill(QuantPrefill::IntTiled);
     }
 
-    // One decode step at position PREFILL, with the prompt already cached.
-    let ids = prompt(config.vocab_size, PREFILL);
-    cache.reset();
-    model.next_logits(&ids, &mut cache);
+    // One decode step after each prompt length (64 always), with the prompt already cached:
+    // decode at 512 tokens of context pays for attention over the longer cache.
+    let mut contexts = lengths.clone();
+    contexts.push(PREFILL);
+    contexts.sort_unstable();
+    contexts.dedup();
     group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::new("decode", PREFILL), |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    cache.truncate(PREFILL);
-                    timed(|| {
-                        std::hint::black_box(model.next_logits(&[42], &mut cache));
+    for context in contexts {
+        let ids = prompt(config.vocab_size, context);
+        cache.reset();
+        model.next_logits(&ids, &mut cache);
+        group.bench_function(BenchmarkId::new("decode", context), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        cache.truncate(context);
+                        timed(|| {
+                            std::hint::black_box(model.next_logits(&[42], &mut cache));
+                        })
                     })
-                })
-                .sum()
-        })
-    });
+                    .sum()
+            })
+        });
+    }
     group.finish();
 }
 

@@ -14,7 +14,8 @@ psy figures come from `cargo bench --bench decode` (criterion's estimates.json),
 RAYON_NUM_THREADS set to the same thread count and PSY_BENCH_PREFILL to the prompt lengths. For
 the quantized models with 8-bit activations psy's prefill is also reported by the path before
 the integer GEMM ("GEMM > 4": Burn's GEMM on dequantised tiles), measured in the same run.
-psy's decode step always follows a 64-token prompt; llama.cpp's follows each prompt.
+psy's and llama.cpp's decode step both follow each prompt (decode at 512 tokens of context
+with --prompt 512).
 
 Needs: pip install torch transformers gguf llama-cpp-python
 Usage: scripts/compare_speed.py [--threads N] [--prompt 64[,512]] [--decode 32] [--skip-psy]
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT_LEN_BENCH = 64  # must match PREFILL in benches/decode.rs
+PROMPT_LEN_BENCH = 64  # the default prompt, as PREFILL in benches/decode.rs
 
 
 def assets() -> Path:
@@ -72,7 +73,7 @@ def psy_bench(threads, prompts, run=True, bench_filter=None):
         for prefill in ("prefill", "prefill-gemm"):
             for n in prompts:
                 res = {}
-                for bench, length, count in ((prefill, n, n), ("decode", PROMPT_LEN_BENCH, 1)):
+                for bench, length, count in ((prefill, n, n), ("decode", n, 1)):
                     est = target / "criterion" / group / bench / str(length) / "new" / "estimates.json"
                     if not est.is_file() or est.stat().st_mtime < since:
                         res = {"error": f"no criterion result for {group}/{bench}/{length} from this run"}

@@ -12,66 +12,8 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::model::{KvCache, Rotary};
-
-/// Head counts and size of one layer's attention.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Heads {
-    pub(crate) query: usize,
-    pub(crate) kv: usize,
-    pub(crate) dim: usize,
-}
-
-/// The RoPE tables as host memory, `[positions, head_dim]` row-major (shared with the model's
-/// tensors, not copied).
-pub(crate) struct RopeTables {
-    cos: FlexTensor,
-    sin: FlexTensor,
-}
-
-impl RopeTables {
-    /// `None` off the flex backend (the tensor path runs there).
-    pub(crate) fn read(rotary: &Rotary) -> Option<RopeTables> {
-        let (cos, sin) = rotary.tables();
-        let host = |t: &Tensor<2>| -> Option<FlexTensor> {
-            let p = t.clone().try_into_primitive::<Flex>().ok()?;
-            p.as_slice::<f32>().is_some().then_some(p)
-        };
-        Some(RopeTables {
-            cos: host(cos)?,
-            sin: host(sin)?,
-        })
-    }
-
-    fn row(t: &FlexTensor, pos: usize, d: usize) -> &[f32] {
-        &t.as_slice::<f32>().expect("checked in read")[pos * d..(pos + 1) * d]
-    }
-}
-
-/// Rotates each `d`-sized head of `x` to position `pos` in the half-split layout:
-/// `x * cos + cat(-x2, x1) * sin`, with the products and the sum rounded as the tensor version
-/// rounds them.
-fn rotate(x: &mut [f32], d: usize, pos: usize, rope: &RopeTables) {
-    let cos = RopeTables::row(&rope.cos, pos, d);
-    let sin = RopeTables::row(&rope.sin, pos, d);
-    let half = d / 2;
-    for head in x.chunks_exact_mut(d) {
-        for j in 0..half {
-            let (x1, x2) = (head[j], head[j + half]);
-            head[j] = x1 * cos[j] + (-x2) * sin[j];
-            head[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
-        }
-    }
-}
-
-/// A layer cache buffer `[1, kv_heads, capacity, head_dim]` taken out of its slot as a flex
-/// primitive, to be read and written as host memory and put back.
-fn take(slot: &mut Option<Tensor<4>>) -> FlexTensor {
-    slot.take()
-        .expect("cache buffer present")
-        .try_into_primitive::<Flex>()
-        .expect("host attention runs on the flex backend")
-}
+use super::host_attention::{attend_head, rotate, take, Heads, RopeTables};
+use super::model::KvCache;
 
 /// Attention of a batched step, whose sequences each feed `counts[i]` new positions (one while
 /// decoding, a piece of the prompt while prefilling): `q` `[rows, heads * d]` and `k`
@@ -183,52 +125,4 @@ struct SeqBuffers {
     cap: usize,
     start: usize,
     first_row: usize,
-}
-
-/// One query head over `t` keys and values (`[t, d]` each): softmax of the scaled dot
-/// products, then the weighted sum of the values, into `out`.
-fn attend_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    d: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let mut max = f32::NEG_INFINITY;
-    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-        *s = dot(q, key) * scale;
-        max = max.max(*s);
-    }
-    let mut sum = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    out.fill(0.0);
-    for (s, value) in scores.iter().zip(values.chunks_exact(d)) {
-        let p = s * inv;
-        for (o, x) in out.iter_mut().zip(value) {
-            *o += p * x;
-        }
-    }
-}
-
-/// Dot product in 8 independent lanes (vectorised by the compiler), summed at the end.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }

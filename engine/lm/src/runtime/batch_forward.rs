@@ -8,7 +8,8 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::batch_attention::{feed_attention, Heads, RopeTables};
+use super::batch_attention::feed_attention;
+use super::host_attention::{Heads, RopeTables};
 use super::model::{append, attend, ids_tensor, CausalLm, KvCache};
 use super::projection::{quant_products, SequenceRows};
 
@@ -51,7 +52,7 @@ impl CausalLm {
     /// Whether [`Self::forward_feeds`] takes feeds of several tokens (prompts prefilled in the
     /// batch): on the flex backend, whose attention runs in host memory.
     pub fn feeds_prompts(&self) -> bool {
-        RopeTables::read(&self.rotary).is_some()
+        RopeTables::read(self.rotary.tables()).is_some()
     }
 
     /// One forward pass for every feed: each feed's tokens after what its cache holds, the
@@ -79,7 +80,7 @@ impl CausalLm {
                 f.cache.capacity
             );
         }
-        let rope = RopeTables::read(&self.rotary);
+        let rope = RopeTables::read(self.rotary.tables());
         assert!(
             rope.is_some() || counts.iter().all(|&n| n == 1),
             "prompts are prefilled alone off the flex backend"

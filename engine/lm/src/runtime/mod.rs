@@ -20,6 +20,7 @@ mod generation;
 pub mod ggml_type;
 pub mod gguf;
 pub mod grammar;
+mod host_attention;
 pub mod kernels;
 pub mod load;
 pub mod lora;

@@ -16,6 +16,7 @@ use super::fused::attention::{causal_attention, Geometry};
 use super::fused::rms_norm::rms_norm;
 use super::fused::rope::rope_heads_first;
 use super::fused::swiglu::swiglu;
+use super::host_attention::{decode_attention, Heads, RopeTables};
 use super::lora::LoraAdapter;
 use super::projection::{quant_swiglu, Projection, TokenEmbedding};
 use super::weights::TensorSource;
@@ -315,12 +316,69 @@ impl Attention {
         cache: &mut LayerCache,
         start: usize,
     ) -> Tensor<3> {
+        if let Some(out) = self.decode_step(&x, rotary, cache, start) {
+            return self.output(out);
+        }
         let (q, k, v) = self.qkv(x, rotary, start);
         // 5. Append to the KV cache; attend over every cached position.
         let k = append(&mut cache.k, k, start);
         let v = append(&mut cache.v, v, start);
         let out = self.causal_blocks(q, k, v, start);
         self.output(out)
+    }
+
+    /// One decoded token of one sequence (`x` `[1, 1, hidden]`, f32 on the flex backend, no
+    /// autodiff): projections and q/k norms as [`Self::qkv`], then RoPE, the cache write and
+    /// the attention on host memory ([`decode_attention`]); the heads `[1, heads, 1, d]`, or
+    /// `None` for every other case.
+    fn decode_step(
+        &self,
+        x: &Tensor<3>,
+        rotary: &Rotary,
+        cache: &mut LayerCache,
+        start: usize,
+    ) -> Option<Tensor<4>> {
+        let [b, s, _] = x.dims();
+        if b != 1 || s != 1 || x.is_autodiff() || x.dtype() != DType::F32 {
+            return None;
+        }
+        let rope = RopeTables::read(rotary.tables())?;
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([1, 1, h, d]);
+        let k = self.k_proj.forward(x.clone()).reshape([1, 1, kvh, d]);
+        let v = self.v_proj.forward(x.clone());
+        let q = match &self.q_norm {
+            Some(n) => n.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(k),
+            None => k,
+        };
+        let host = |t: Tensor<4>| -> Option<Vec<f32>> {
+            t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
+        };
+        let (mut qh, mut kh) = (host(q)?, host(k)?);
+        let vh = host(v.reshape([1, 1, kvh, d]))?;
+        let heads = Heads {
+            query: h,
+            kv: kvh,
+            dim: d,
+        };
+        let out = decode_attention(
+            &mut qh,
+            &mut kh,
+            &vh,
+            &mut cache.k,
+            &mut cache.v,
+            start,
+            heads,
+            &rope,
+        );
+        Some(Tensor::from_data(
+            TensorData::new(out, [1, h, 1, d]),
+            &x.device(),
+        ))
     }
 
     /// Steps 1-4 of the attention: queries `[b, heads, s, d]`, keys and values

@@ -8,9 +8,9 @@
 //! plain Burn ops (which it is tested against) for other dtypes and backends.
 
 pub mod attention;
-mod host;
+pub(crate) mod host;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

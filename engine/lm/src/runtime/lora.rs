@@ -18,6 +18,7 @@ use rayon::prelude::*;
 pub use psy_core::train_spec::{LoraConfig, PROJECTIONS};
 
 use super::config::ModelConfig;
+use super::fused::linear::x_wt;
 
 /// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
 pub fn trainable_params(cfg: &LoraConfig, c: &ModelConfig) -> Result<u64, String> {
@@ -160,8 +161,8 @@ impl LoraAdapter {
         };
         let bw = self.lora_b.val();
         let n = bw.dims()[0];
-        let h = x.reshape([b * s, k]).matmul(self.lora_a.val().transpose());
-        (h.matmul(bw.transpose()) * self.scale).reshape([b, s, n])
+        let h = x_wt(x.reshape([b * s, k]), self.lora_a.val());
+        (x_wt(h, bw) * self.scale).reshape([b, s, n])
     }
 
     /// `scale * B A`, `[out, in]`: what merging adds to the base weight.

@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub(crate) mod host;
+pub mod linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

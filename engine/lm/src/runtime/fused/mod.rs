@@ -8,6 +8,7 @@
 //! plain Burn ops (which it is tested against) for other dtypes and backends.
 
 pub mod attention;
+pub mod dropout;
 pub(crate) mod host;
 pub mod linear;
 pub mod rms_norm;

@@ -5,6 +5,7 @@ use burn::backend::Flex;
 use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::cast::in_f32;
+use crate::runtime::fused::linear::matmul;
 use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
@@ -205,15 +206,15 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
         let xc = xv.clone().narrow(0, c0, c);
         // Logits as `[vocab, rows]` = W x^T: the head weight is GEMM's left operand, which it
         // packs across threads (a right operand is packed on the calling thread alone).
-        let zt = wv.clone().matmul(xc.clone().transpose());
+        let zt = matmul(wv.clone(), xc.clone().transpose());
         let (l, gt) = xent(zt, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
         loss += l;
         if grad_h {
             // d loss / d x = G W, computed as (W^T G^T)^T for the same reason.
-            dx.push(wv.clone().transpose().matmul(gt.clone()).transpose());
+            dx.push(matmul(wv.clone().transpose(), gt.clone()).transpose());
         }
         if grad_w {
-            let d = gt.matmul(xc);
+            let d = matmul(gt, xc);
             dw = Some(match dw {
                 Some(acc) => acc + d,
                 None => d,

@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod dropout;
+pub mod gradient_carrier;
 pub(crate) mod host;
 pub mod linear;
 pub mod rms_norm;

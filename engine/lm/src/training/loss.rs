@@ -6,7 +6,6 @@ use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::cast::in_f32;
 use crate::runtime::fused::gradient_carrier::carry;
-use crate::runtime::fused::linear::matmul;
 use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
@@ -154,8 +153,8 @@ pub fn lm_loss(
 /// autodiff; each chunk's gradient `weight * (softmax - onehot)` is formed in place and
 /// multiplied straight back into `d loss / d hidden` (and `d loss / d head` when the head
 /// trains). The returned tensor carries those gradients into the autodiff graph through
-/// [`carry`] (`sum((x - detach(x)) * g)` as one op), whose value is exactly zero and whose gradient with respect to
-/// `x` is `g`; the loss value itself is added as a constant. On a 151,936-token vocabulary this
+/// [`carry`] (`sum((x - detach(x)) * g)` as one op), whose value is exactly zero and whose
+/// gradient with respect to `x` is `g`; the loss value itself is added as a constant. On a 151,936-token vocabulary this
 /// replaces a dozen passes over a `[seq, vocab]` tensor (log-softmax, gather and their backward,
 /// mostly single-threaded) by one threaded pass per chunk, and bounds that buffer's memory.
 pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1> {
@@ -207,15 +206,15 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
         let xc = xv.clone().narrow(0, c0, c);
         // Logits as `[vocab, rows]` = W x^T: the head weight is GEMM's left operand, which it
         // packs across threads (a right operand is packed on the calling thread alone).
-        let zt = matmul(wv.clone(), xc.clone().transpose());
+        let zt = wv.clone().matmul(xc.clone().transpose());
         let (l, gt) = xent(zt, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
         loss += l;
         if grad_h {
             // d loss / d x = G W, computed as (W^T G^T)^T for the same reason.
-            dx.push(matmul(wv.clone().transpose(), gt.clone()).transpose());
+            dx.push(wv.clone().transpose().matmul(gt.clone()).transpose());
         }
         if grad_w {
-            let d = matmul(gt, xc);
+            let d = gt.matmul(xc);
             dw = Some(match dw {
                 Some(acc) => acc + d,
                 None => d,

@@ -45,20 +45,6 @@ pub fn x_wt(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     x.matmul(w.transpose())
 }
 
-/// `a b` for plain (non-autodiff) 2-D tensors, `[m, k] x [k, n]`, either possibly a transposed
-/// view: on flex f32 the same `gemm` call as Burn's matmul without its zero-fill and copy of the
-/// output (the fused loss's `[vocab, rows]` logits are 80 MiB a chunk); Burn's matmul otherwise.
-pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
-    if a.dims()[1] == b.dims()[0] {
-        if let (Some(FlexF32::Plain(at)), Some(FlexF32::Plain(bt))) =
-            (FlexF32::of(&a), FlexF32::of(&b))
-        {
-            return Tensor::from_primitive::<Flex>(product(View::rows(&at), View::rows(&bt)));
-        }
-    }
-    a.matmul(b)
-}
-
 /// A 2-D f32 matrix as `gemm` reads it: the tensor, its shape and strides in elements.
 struct View<'a> {
     t: &'a FlexTensor,
@@ -215,30 +201,6 @@ mod tests {
             assert_close(&format!("{what} d x"), a.1, b.1, 0.0);
             assert_close(&format!("{what} d W"), a.2, b.2, 0.0);
         }
-    }
-
-    /// The plain product equals Burn's bit for bit, with transposed operands too.
-    #[test]
-    fn plain_matmul_matches_burn() {
-        let d = Device::flex();
-        let (a0, b0) = (random([300, 257], 7, 1.0), random([257, 190], 8, 1.0));
-        let (a, b) = (
-            Tensor::<2>::from_data(a0, &d),
-            Tensor::<2>::from_data(b0, &d),
-        );
-        assert_close(
-            "plain",
-            matmul(a.clone(), b.clone()),
-            a.clone().matmul(b.clone()),
-            0.0,
-        );
-        let (at, bt) = (a.transpose(), b.transpose());
-        assert_close(
-            "transposed",
-            matmul(bt.clone(), at.clone()),
-            bt.matmul(at),
-            0.0,
-        );
     }
 
     /// A frozen `W` (no gradient) and plain tensors keep working.

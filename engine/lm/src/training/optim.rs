@@ -135,7 +135,7 @@ pub fn clip_global_norm(grads: &mut NamedGrads, max_norm: f64) -> f64 {
     if max_norm > 0.0 && coef < 1.0 {
         for g in grads.values_mut() {
             let taken = std::mem::replace(g, Tensor::empty([0], &g.device()));
-            *g = scale(taken, coef as f32).unwrap_or_else(|g| g * coef as f32);
+            *g = scale(taken, coef as f32).unwrap_or_else(|g| *g * coef as f32);
         }
     }
     norm
@@ -220,7 +220,8 @@ impl AdamW {
         });
         let (p, exp_avg, exp_avg_sq) = match adamw_update(p, &g, exp_avg, exp_avg_sq, &s) {
             Ok(updated) => updated,
-            Err((p, m, v)) => {
+            Err(inputs) => {
+                let (p, m, v) = *inputs;
                 let p = p * s.decay;
                 let m = m * s.beta1 + g.clone() * s.one_minus_beta1;
                 let v = v * s.beta2 + (g.clone() * g) * s.one_minus_beta2;

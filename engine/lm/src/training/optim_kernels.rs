@@ -30,11 +30,11 @@ pub(crate) struct AdamWScalars {
     pub step_size: f32,
 }
 
-/// A plain (non-autodiff) flex f32 tensor, or `t` back.
-fn plain_flex_f32(t: Tensor<1>) -> Result<FlexTensor, Tensor<1>> {
+/// A plain (non-autodiff) flex f32 tensor, or `t` back (boxed: a tensor handle is large).
+fn plain_flex_f32(t: Tensor<1>) -> Result<FlexTensor, Box<Tensor<1>>> {
     if t.dtype() != DType::F32 || t.is_autodiff() || t.clone().try_into_primitive::<Flex>().is_err()
     {
-        return Err(t);
+        return Err(Box::new(t));
     }
     t.try_into_primitive::<Flex>()
         .map_err(|_| unreachable!("checked on a clone"))
@@ -76,22 +76,22 @@ pub(crate) fn adamw_update(
     m: Tensor<1>,
     v: Tensor<1>,
     s: &AdamWScalars,
-) -> Result<(Tensor<1>, Tensor<1>, Tensor<1>), (Tensor<1>, Tensor<1>, Tensor<1>)> {
+) -> Result<(Tensor<1>, Tensor<1>, Tensor<1>), Box<(Tensor<1>, Tensor<1>, Tensor<1>)>> {
     let n = p.dims()[0];
     if g.dims()[0] != n || m.dims()[0] != n || v.dims()[0] != n {
-        return Err((p, m, v));
+        return Err(Box::new((p, m, v)));
     }
     let grad = match plain_flex_f32(g.clone()) {
         Ok(t) => t.to_contiguous(),
-        Err(_) => return Err((p, m, v)),
+        Err(_) => return Err(Box::new((p, m, v))),
     };
     let p = match plain_flex_f32(p) {
         Ok(t) => t,
-        Err(p) => return Err((p, m, v)),
+        Err(p) => return Err(Box::new((*p, m, v))),
     };
     let m = match plain_flex_f32(m) {
         Ok(t) => t,
-        Err(m) => return Err((Tensor::from_primitive::<Flex>(p), m, v)),
+        Err(m) => return Err(Box::new((Tensor::from_primitive::<Flex>(p), *m, v))),
     };
     let v = match plain_flex_f32(v) {
         Ok(t) => t,
@@ -100,7 +100,7 @@ pub(crate) fn adamw_update(
                 Tensor::from_primitive::<Flex>(p),
                 Tensor::from_primitive::<Flex>(m),
             );
-            return Err((p, m, v));
+            return Err(Box::new((p, m, *v)));
         }
     };
     let (mut p, mut m, mut v) = (owned(p), owned(m), owned(v));
@@ -140,7 +140,7 @@ pub(crate) fn sum_of_squares(g: &Tensor<1>) -> Option<f64> {
 }
 
 /// `g * factor`, in place when `g` is not shared, or `g` back when it is not a flex f32 tensor.
-pub(crate) fn scale(g: Tensor<1>, factor: f32) -> Result<Tensor<1>, Tensor<1>> {
+pub(crate) fn scale(g: Tensor<1>, factor: f32) -> Result<Tensor<1>, Box<Tensor<1>>> {
     let mut t = owned(plain_flex_f32(g)?);
     values_mut(&mut t)
         .par_chunks_mut(CHUNK)

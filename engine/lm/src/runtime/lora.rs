@@ -10,14 +10,16 @@
 use std::cell::Cell;
 
 use burn::module::{Module, Param};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::Rng;
-use rayon::prelude::*;
 
 pub use psy_core::train_spec::{LoraConfig, PROJECTIONS};
 
 use super::config::ModelConfig;
+use super::fused::dropout::dropout;
+pub use super::fused::dropout::dropout_mask;
+use super::fused::linear::x_wt;
 
 /// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
 pub fn trainable_params(cfg: &LoraConfig, c: &ModelConfig) -> Result<u64, String> {
@@ -88,42 +90,6 @@ fn next_dropout_seed() -> Option<u64> {
     })
 }
 
-/// Elements per rayon task of [`dropout_mask`].
-const MASK_CHUNK: usize = 1 << 14;
-
-/// Inverted-dropout mask of `len` elements: `1 / keep` with probability `keep`, else 0.
-///
-/// Element `i` is decided by a SplitMix64 hash of `(seed, i)` alone (a counter-based generator),
-/// so the mask is the same however the work is split, and it is drawn across the rayon pool: a
-/// sequential generator over the ~150 M adapter inputs of a Qwen3-0.6B step at 512 tokens cost
-/// 0.8 s of a 9 s step.
-pub fn dropout_mask(seed: u64, len: usize, keep: f64) -> Vec<f32> {
-    // Keep when the hash's top 32 bits fall below `keep * 2^32`.
-    let threshold = (keep * 4_294_967_296.0) as u64;
-    let scale = (1.0 / keep) as f32;
-    let mut mask = vec![0.0f32; len];
-    mask.par_chunks_mut(MASK_CHUNK)
-        .enumerate()
-        .for_each(|(c, out)| {
-            let base = (c * MASK_CHUNK) as u64;
-            for (i, m) in out.iter_mut().enumerate() {
-                if splitmix64(seed, base + i as u64) >> 32 < threshold {
-                    *m = scale;
-                }
-            }
-        });
-    mask
-}
-
-/// SplitMix64's output for the `i`-th state after `seed` (Steele, Lea and Flood 2014).
-#[inline]
-fn splitmix64(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl LoraAdapter {
     /// PEFT's initialisation: `A ~ U(-1/sqrt(in), 1/sqrt(in))` (Kaiming-uniform with `a = sqrt(5)`),
     /// `B = 0`, both trainable.
@@ -145,57 +111,17 @@ impl LoraAdapter {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, s, k] = x.dims();
         let x = match next_dropout_seed().filter(|_| self.dropout > 0.0) {
-            Some(seed) => {
-                let mask = dropout_mask(seed, b * s * k, 1.0 - self.dropout);
-                let mask: Tensor<3> =
-                    Tensor::from_data(TensorData::new(mask, [b, s, k]), &self.lora_a.device());
-                // Mixed precision: the mask in the activations' dtype (0 and 1/keep, rounded).
-                let mask = match x.dtype() {
-                    DType::F32 => mask,
-                    dtype => mask.cast(dtype),
-                };
-                x * mask
-            }
+            Some(seed) => dropout(x, seed, 1.0 - self.dropout),
             None => x,
         };
         let bw = self.lora_b.val();
         let n = bw.dims()[0];
-        let h = x.reshape([b * s, k]).matmul(self.lora_a.val().transpose());
-        (h.matmul(bw.transpose()) * self.scale).reshape([b, s, n])
+        let h = x_wt(x.reshape([b * s, k]), self.lora_a.val());
+        (x_wt(h, bw) * self.scale).reshape([b, s, n])
     }
 
     /// `scale * B A`, `[out, in]`: what merging adds to the base weight.
     pub fn delta(&self) -> Tensor<2> {
         self.lora_b.val().matmul(self.lora_a.val()) * self.scale
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The first outputs of the reference SplitMix64 (`splitmix64.c`) seeded with 0.
-    #[test]
-    fn splitmix64_matches_the_reference_sequence() {
-        assert_eq!(splitmix64(0, 0), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(splitmix64(0, 1), 0x6E78_9E6A_A1B9_65F4);
-    }
-
-    #[test]
-    fn dropout_mask_keeps_the_expected_share_and_repeats_by_seed() {
-        let keep = 0.95;
-        let n = 1 << 20;
-        let mask = dropout_mask(42, n, keep);
-        let kept = mask.iter().filter(|&&m| m != 0.0).count() as f64 / n as f64;
-        // Binomial standard deviation at n = 2^20: 0.0002; 5 sigma.
-        assert!((kept - keep).abs() < 0.001, "kept {kept}");
-        assert!(mask
-            .iter()
-            .all(|&m| m == 0.0 || (m - (1.0 / keep) as f32).abs() < 1e-7));
-        assert_eq!(mask, dropout_mask(42, n, keep));
-        let other = dropout_mask(43, n, keep);
-        let same = mask.iter().zip(&other).filter(|(a, b)| a == b).count() as f64 / n as f64;
-        // Independent masks agree on 0.95^2 + 0.05^2 = 0.905 of the elements.
-        assert!((same - 0.905).abs() < 0.002, "agreement {same}");
     }
 }

@@ -17,6 +17,7 @@ pub mod loss;
 pub mod memory_estimate;
 pub mod mixed_precision;
 pub mod optim;
+mod optim_kernels;
 pub mod params;
 pub mod plot;
 pub mod prepare;

@@ -11,6 +11,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::optim_kernels::{adamw_update, scale, sum_of_squares, AdamWScalars};
+
 /// Flattened (`[numel]`) gradients by parameter name, on the inner (non-autodiff) backend.
 pub type NamedGrads = BTreeMap<String, Tensor<1>>;
 
@@ -116,8 +118,10 @@ pub fn global_norm(grads: &NamedGrads) -> f64 {
     grads
         .values()
         .map(|g| {
-            let sq: f32 = (g.clone() * g.clone()).sum().into_scalar();
-            f64::from(sq)
+            sum_of_squares(g).unwrap_or_else(|| {
+                let sq: f32 = (g.clone() * g.clone()).sum().into_scalar();
+                f64::from(sq)
+            })
         })
         .sum::<f64>()
         .sqrt()
@@ -130,7 +134,8 @@ pub fn clip_global_norm(grads: &mut NamedGrads, max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if max_norm > 0.0 && coef < 1.0 {
         for g in grads.values_mut() {
-            *g = g.clone() * coef as f32;
+            let taken = std::mem::replace(g, Tensor::empty([0], &g.device()));
+            *g = scale(taken, coef as f32).unwrap_or_else(|g| *g * coef as f32);
         }
     }
     norm
@@ -191,25 +196,46 @@ impl AdamW {
         module.map(&mut m)
     }
 
-    /// `torch.optim.AdamW` single-tensor update of one flattened parameter.
+    /// `torch.optim.AdamW` single-tensor update of one flattened parameter: one threaded pass
+    /// on flex f32 (`optim_kernels.rs`), Burn's ops otherwise.
     fn update(&mut self, name: &str, p: Tensor<1>, g: Tensor<1>, lr: f64) -> Tensor<1> {
         let c = self.config;
         let t = self.step as i32;
-        let p = p * (1.0 - lr * c.weight_decay) as f32;
-        let st = self
-            .moments
-            .entry(name.to_string())
-            .or_insert_with(|| Moments {
-                exp_avg: g.zeros_like(),
-                exp_avg_sq: g.zeros_like(),
-            });
-        st.exp_avg = st.exp_avg.clone() * c.beta1 as f32 + g.clone() * (1.0 - c.beta1) as f32;
-        st.exp_avg_sq =
-            st.exp_avg_sq.clone() * c.beta2 as f32 + (g.clone() * g) * (1.0 - c.beta2) as f32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        let step_size = lr / bc1;
-        let denom = st.exp_avg_sq.clone().sqrt() / bc2_sqrt as f32 + c.eps as f32;
-        p - (st.exp_avg.clone() / denom) * step_size as f32
+        let s = AdamWScalars {
+            decay: (1.0 - lr * c.weight_decay) as f32,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            bias_correction2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            eps: c.eps as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+        };
+        let Moments {
+            exp_avg,
+            exp_avg_sq,
+        } = self.moments.remove(name).unwrap_or_else(|| Moments {
+            exp_avg: g.zeros_like(),
+            exp_avg_sq: g.zeros_like(),
+        });
+        let (p, exp_avg, exp_avg_sq) = match adamw_update(p, &g, exp_avg, exp_avg_sq, &s) {
+            Ok(updated) => updated,
+            Err(inputs) => {
+                let (p, m, v) = *inputs;
+                let p = p * s.decay;
+                let m = m * s.beta1 + g.clone() * s.one_minus_beta1;
+                let v = v * s.beta2 + (g.clone() * g) * s.one_minus_beta2;
+                let denom = v.clone().sqrt() / s.bias_correction2_sqrt + s.eps;
+                (p - (m.clone() / denom) * s.step_size, m, v)
+            }
+        };
+        self.moments.insert(
+            name.to_string(),
+            Moments {
+                exp_avg,
+                exp_avg_sq,
+            },
+        );
+        p
     }
 }

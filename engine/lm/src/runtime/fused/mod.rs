@@ -8,9 +8,12 @@
 //! plain Burn ops (which it is tested against) for other dtypes and backends.
 
 pub mod attention;
-mod host;
+pub mod dropout;
+pub mod gradient_carrier;
+pub(crate) mod host;
+pub mod linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

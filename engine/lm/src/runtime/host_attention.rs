@@ -8,6 +8,8 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
+use super::kernels::{axpy, dot};
+
 /// The RoPE tables as the model keeps them: cosine and sine, `[positions, head_dim]`.
 pub(crate) type Rotary<'a> = (&'a Tensor<2>, &'a Tensor<2>);
 
@@ -155,28 +157,8 @@ pub(crate) fn attend_head(
     let inv = 1.0 / sum;
     out.fill(0.0);
     for (s, value) in scores.iter().zip(values.chunks_exact(d)) {
-        let p = s * inv;
-        for (o, x) in out.iter_mut().zip(value) {
-            *o += p * x;
-        }
+        axpy(s * inv, value, out);
     }
-}
-
-/// Dot product in 8 independent lanes (vectorised by the compiler), summed at the end.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
 }
 
 #[cfg(test)]

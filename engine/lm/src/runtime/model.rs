@@ -347,14 +347,7 @@ impl Attention {
         let q = self.q_proj.forward(x.clone()).reshape([1, 1, h, d]);
         let k = self.k_proj.forward(x.clone()).reshape([1, 1, kvh, d]);
         let v = self.v_proj.forward(x.clone());
-        let q = match &self.q_norm {
-            Some(n) => n.forward(q),
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(k),
-            None => k,
-        };
+        let (q, k) = self.norm_heads(q, k);
         let host = |t: Tensor<4>| -> Option<Vec<f32>> {
             t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
         };
@@ -381,6 +374,20 @@ impl Attention {
         ))
     }
 
+    /// Per-head RMSNorm of queries and keys `[b, s, heads, d]` (Qwen3 only; others pass
+    /// through).
+    fn norm_heads(&self, q: Tensor<4>, k: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let q = match &self.q_norm {
+            Some(n) => n.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(k),
+            None => k,
+        };
+        (q, k)
+    }
+
     /// Steps 1-4 of the attention: queries `[b, heads, s, d]`, keys and values
     /// `[b, kv_heads, s, d]`, projected, split into heads, normed (Qwen3) and rotated to the
     /// absolute positions `start..start+s`.
@@ -401,14 +408,7 @@ impl Attention {
         let k = k.reshape([b, s, kvh, d]);
         let v = v.reshape([b, s, kvh, d]);
         // 3. Per-head RMSNorm of q and k (Qwen3 only).
-        let q = match &self.q_norm {
-            Some(n) => n.forward(q),
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(k),
-            None => k,
-        };
+        let (q, k) = self.norm_heads(q, k);
         // 4. Heads first, then RoPE at absolute positions start..start+s.
         let q = rotary.apply_heads_first(q, start);
         let k = rotary.apply_heads_first(k, start);

@@ -129,7 +129,8 @@ fn qwen3_greedy_ids_exact() {
 
 /// A prompt cache kept between generations reuses the shared prefix and still gives the
 /// transformers greedy ids: after a prompt sharing 5 tokens, after the same prompt (all but
-/// its last token reused), and after a longer one that contains it.
+/// its last two tokens reused: prompt tokens always run through the prompt's attention, never
+/// one alone), and after a longer one that contains it.
 #[test]
 fn prompt_cache_reuses_the_shared_prefix_with_the_same_greedy_ids() {
     let dir = fixtures().join("qwen3").join("tiny-qwen3");
@@ -152,14 +153,15 @@ fn prompt_cache_reuses_the_shared_prefix_with_the_same_greedy_ids() {
     assert_eq!(a.timings.prefill_tokens, prompt.len() - 5);
     assert_eq!(a.generated_ids, want);
     let b = run(&prompt);
-    assert_eq!(b.timings.cached_prompt_tokens, prompt.len() - 1);
+    assert_eq!(b.timings.cached_prompt_tokens, prompt.len() - 2);
     assert_eq!(b.generated_ids, want);
-    // The prompt plus its first 3 greedy tokens: prompt and 2 generated ids are reused (the
-    // last generated id was never fed), and the continuation is the reference's.
+    // The prompt plus its first 3 greedy tokens: the cache holds the prompt and 2 generated ids
+    // (the last generated id was never fed); all but the last two of `longer` are reused, and
+    // the continuation is the reference's.
     let mut longer = prompt.clone();
     longer.extend(&want[..3]);
     let c = run(&longer);
-    assert_eq!(c.timings.cached_prompt_tokens, prompt.len() + 2);
+    assert_eq!(c.timings.cached_prompt_tokens, prompt.len() + 1);
     assert_eq!(c.generated_ids[..want.len() - 3], want[3..]);
 }
 

@@ -83,19 +83,9 @@ impl CausalLm {
     }
 
     pub fn has_lora(&self) -> bool {
-        self.model.layers.iter().any(|l| {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            [
-                &a.q_proj,
-                &a.k_proj,
-                &a.v_proj,
-                &a.o_proj,
-                &m.gate_proj,
-                &m.up_proj,
-                &m.down_proj,
-            ]
+        self.model
+            .layers
             .iter()
-            .any(|p| p.lora.is_some())
-        })
+            .any(|l| l.projections().iter().any(|(_, p)| p.lora.is_some()))
     }
 }

@@ -344,15 +344,11 @@ impl Attention {
         }
         let rope = RopeTables::read(rotary.tables())?;
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([1, 1, h, d]);
-        let k = self.k_proj.forward(x.clone()).reshape([1, 1, kvh, d]);
-        let v = self.v_proj.forward(x.clone());
-        let (q, k) = self.norm_heads(q, k);
+        let (q, k, v) = self.heads(x.clone());
         let host = |t: Tensor<4>| -> Option<Vec<f32>> {
             t.into_data().convert::<f32>().try_into_vec::<f32>().ok()
         };
-        let (mut qh, mut kh) = (host(q)?, host(k)?);
-        let vh = host(v.reshape([1, 1, kvh, d]))?;
+        let (mut qh, mut kh, vh) = (host(q)?, host(k)?, host(v)?);
         let heads = Heads {
             query: h,
             kv: kvh,
@@ -374,29 +370,10 @@ impl Attention {
         ))
     }
 
-    /// Per-head RMSNorm of queries and keys `[b, s, heads, d]` (Qwen3 only; others pass
-    /// through).
-    fn norm_heads(&self, q: Tensor<4>, k: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
-        let q = match &self.q_norm {
-            Some(n) => n.forward(q),
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(k),
-            None => k,
-        };
-        (q, k)
-    }
-
-    /// Steps 1-4 of the attention: queries `[b, heads, s, d]`, keys and values
-    /// `[b, kv_heads, s, d]`, projected, split into heads, normed (Qwen3) and rotated to the
-    /// absolute positions `start..start+s`.
-    pub(crate) fn qkv(
-        &self,
-        x: Tensor<3>,
-        rotary: &Rotary,
-        start: usize,
-    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    /// Steps 1-3 of the attention: `x` `[b, s, hidden]` projected, split into heads
+    /// `[b, s, heads, d]` (queries) and `[b, s, kv_heads, d]` (keys, values), q and k normed per
+    /// head (Qwen3 only).
+    fn heads(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // 1. Project.
@@ -408,7 +385,27 @@ impl Attention {
         let k = k.reshape([b, s, kvh, d]);
         let v = v.reshape([b, s, kvh, d]);
         // 3. Per-head RMSNorm of q and k (Qwen3 only).
-        let (q, k) = self.norm_heads(q, k);
+        let q = match &self.q_norm {
+            Some(n) => n.forward(q),
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(k),
+            None => k,
+        };
+        (q, k, v)
+    }
+
+    /// Steps 1-4 of the attention: queries `[b, heads, s, d]`, keys and values
+    /// `[b, kv_heads, s, d]`, projected, split into heads, normed (Qwen3) and rotated to the
+    /// absolute positions `start..start+s`.
+    pub(crate) fn qkv(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        start: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let (q, k, v) = self.heads(x);
         // 4. Heads first, then RoPE at absolute positions start..start+s.
         let q = rotary.apply_heads_first(q, start);
         let k = rotary.apply_heads_first(k, start);

@@ -317,13 +317,13 @@ fn the_estimate_is_within_a_quarter_of_the_measured_peak() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let modes = modes(TrainPrecision::F32);
     // Measured (MiB, this machine, counting allocator), estimate / measured in brackets, with
-    // the fused f32 kernels (plain at 1024 varied 33.7-39.7 between runs):
-    //   full 1024: plain 33.7 (0.93), checkpointing 15.3 (1.18), memory-efficient 17.2
-    //              (0.88), both 9.9 (0.99)
-    //   full 2048: plain 98.3 (0.95), checkpointing 45.2 (1.12), memory-efficient 33.3
-    //              (0.87), both 18.7 (0.97)
-    //   LoRA 2048: plain 98.4 (0.95), checkpointing 45.2 (1.10), memory-efficient 33.9
-    //              (0.85), both 18.8 (0.91)
+    // the fused f32 kernels and the loss's products on `gemm` (512-row logit chunks):
+    //   full 1024: plain 31.4 (1.00), checkpointing 15.3 (1.09), memory-efficient 13.0
+    //              (0.98), both 7.0 (1.12)
+    //   full 2048: plain 86.5 (1.08), checkpointing 45.1 (1.07), memory-efficient 21.5
+    //              (1.13), both 12.7 (1.08)
+    //   LoRA 2048: plain 86.3 (1.08), checkpointing 45.1 (1.06), memory-efficient 21.8
+    //              (1.10), both 12.7 (1.05)
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     for (lora, len) in [(false, 1024), (false, 2048), (true, 2048)] {
         let mut peaks = Vec::new();
@@ -370,9 +370,10 @@ fn the_estimate_is_within_a_quarter_of_the_measured_peak() {
 /// The same check in bf16 (f32 masters and gradients, the bf16 compute copy, activations
 /// as the bf16 step keeps them) for full fine-tuning and LoRA at 2,048 tokens.
 ///
-/// Measured (MiB, counting allocator, estimate / measured in brackets): full: plain 200.1
-/// (1.13), checkpointing 108.9 (1.05), memory-efficient 33.5 (0.88), both 19.0 (1.03); LoRA:
-/// 196.1 (1.15), 108.1 (1.05), 31.9 (0.91), 18.8 (0.99). bf16 saves less than half here:
+/// Measured (MiB, counting allocator, estimate / measured in brackets; the loss's products on
+/// `gemm`, 512-row logit chunks): full: plain 202.1 (1.12), checkpointing 108.9 (1.05),
+/// memory-efficient 21.7 (1.14), both 12.1 (1.13); LoRA: 196.1 (1.15), 108.1 (1.05), 19.8
+/// (1.23), 11.2 (1.17). bf16 saves less than half here:
 /// the eager attention's scores stay f32, and at 2,048 tokens they dominate this tiny model.
 #[test]
 fn the_bf16_estimate_is_within_a_quarter_of_the_measured_peak() {

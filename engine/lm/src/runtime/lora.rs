@@ -19,7 +19,7 @@ pub use psy_core::train_spec::{LoraConfig, PROJECTIONS};
 use super::config::ModelConfig;
 use super::fused::dropout::dropout;
 pub use super::fused::dropout::dropout_mask;
-use super::fused::linear::x_wt;
+use super::fused::linear::{scaled_x_wt, x_wt};
 
 /// Adapter parameters for a model of this shape: `rank * (in + out)` per adapted projection.
 pub fn trainable_params(cfg: &LoraConfig, c: &ModelConfig) -> Result<u64, String> {
@@ -117,7 +117,7 @@ impl LoraAdapter {
         let bw = self.lora_b.val();
         let n = bw.dims()[0];
         let h = x_wt(x.reshape([b * s, k]), self.lora_a.val());
-        (x_wt(h, bw) * self.scale).reshape([b, s, n])
+        scaled_x_wt(h, bw, self.scale).reshape([b, s, n])
     }
 
     /// `scale * B A`, `[out, in]`: what merging adds to the base weight.

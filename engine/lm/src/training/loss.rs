@@ -6,6 +6,7 @@ use burn::tensor::{activation, Device, Int, Tensor, TensorData};
 
 use super::cast::in_f32;
 use crate::runtime::fused::gradient_carrier::carry;
+use crate::runtime::fused::linear::matmul;
 use crate::runtime::kernels::xent_columns;
 use crate::runtime::model::ids_tensor;
 use crate::runtime::{CausalLm, KvCache, ModelConfig};
@@ -119,13 +120,20 @@ pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
     (picked * weights).sum().neg()
 }
 
-/// Bytes of the transient `[vocab, rows]` logit buffer of [`head_loss`]: 138 rows of a
-/// 151,936-token vocabulary.
-const LOGIT_CHUNK_BYTES: usize = 80 << 20;
+/// Most trained positions whose logits [`head_loss`] computes at once. Each chunk reads the
+/// whole `[vocab, hidden]` head once per product (GEMM packs it again for every chunk), so the
+/// chunk must be long against that read: on the Qwen3-0.6B-shape LoRA step at 511 positions,
+/// chunks of 138 rows (the former 80 MiB budget) took 1.9 s for the head + loss and one chunk
+/// 1.2 s. The `[vocab, rows]` buffer is then at most the head's own size when `hidden >= 512`
+/// (311 MiB at a 151,936-token vocabulary).
+pub const LOGIT_CHUNK_ROWS: usize = 512;
 
-/// Trained positions whose logits [`head_loss`] computes at once for a `vocab`-token head.
-pub fn logit_chunk_rows(vocab: usize) -> usize {
-    (LOGIT_CHUNK_BYTES / (4 * vocab.max(1))).max(1)
+/// Rows per chunk for `n` trained positions: as few chunks as [`LOGIT_CHUNK_ROWS`] allows, of
+/// equal size (each chunk reads the whole head once per product, so a short last chunk costs
+/// as much as a full one).
+fn balanced_chunk_rows(n: usize) -> usize {
+    let chunks = n.div_ceil(LOGIT_CHUNK_ROWS).max(1);
+    n.div_ceil(chunks)
 }
 
 /// The same value and gradients as `masked_lm_loss(forward_logits(..))`, computed with the LM
@@ -197,7 +205,7 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
     let x = hidden.reshape([b * s, h]).select(0, rows);
     let xv = x.clone().inner();
     let wv = head.clone().inner();
-    let chunk = logit_chunk_rows(v);
+    let chunk = balanced_chunk_rows(n);
     let mut loss = 0.0f64;
     let mut dx: Vec<Tensor<2>> = Vec::new();
     let mut dw: Option<Tensor<2>> = None;
@@ -206,15 +214,15 @@ pub fn head_loss(hidden: Tensor<3>, head: Tensor<2>, batch: &Batch) -> Tensor<1>
         let xc = xv.clone().narrow(0, c0, c);
         // Logits as `[vocab, rows]` = W x^T: the head weight is GEMM's left operand, which it
         // packs across threads (a right operand is packed on the calling thread alone).
-        let zt = wv.clone().matmul(xc.clone().transpose());
+        let zt = matmul(wv.clone(), xc.clone().transpose());
         let (l, gt) = xent(zt, &targets[c0..c0 + c], &weights[c0..c0 + c], grads);
         loss += l;
         if grad_h {
             // d loss / d x = G W, computed as (W^T G^T)^T for the same reason.
-            dx.push(wv.clone().transpose().matmul(gt.clone()).transpose());
+            dx.push(matmul(wv.clone().transpose(), gt.clone()).transpose());
         }
         if grad_w {
-            let d = gt.matmul(xc);
+            let d = matmul(gt, xc);
             dw = Some(match dw {
                 Some(acc) => acc + d,
                 None => d,

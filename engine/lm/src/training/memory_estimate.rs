@@ -15,7 +15,7 @@
 use psy_core::train_spec::{TrainAttention, TrainPrecision};
 
 use super::checkpointing::TrainMemory;
-use super::loss::logit_chunk_rows;
+use super::loss::LOGIT_CHUNK_ROWS;
 use crate::runtime::memory_check::available_memory;
 use crate::runtime::ModelConfig;
 
@@ -142,18 +142,20 @@ pub fn estimate_memory(
     let fused = fused_kernels(device, mem.precision);
     let layer = layer_bytes(c, rows, len, mem.attention, mem.precision, fused);
     // What backward holds besides the kept values while it walks one layer (half of it for a
-    // recomputed layer, below): about one layer's kept values with Burn's ops. The fused
-    // kernels keep fewer values, but their backward passes allocate about what Burn's ops
-    // keep, except the eager attention's scores, which the fused backward forms one block at
-    // a time (measured, `tests/train_memory.rs`).
-    let walk = if fused {
-        let unfused = layer_bytes(c, rows, len, mem.attention, mem.precision, false);
-        match mem.attention {
-            TrainAttention::Eager => unfused - eager_score_bytes(c, rows, len, 2),
-            TrainAttention::MemoryEfficient => unfused,
+    // recomputed layer, below), measured (`tests/train_memory.rs`). With the eager attention:
+    // about one layer's kept values with Burn's ops; the fused kernels keep fewer values, but
+    // their backward passes allocate about what Burn's ops keep, except the eager attention's
+    // scores, which the fused backward forms one block at a time. With the memory-efficient
+    // attention (no scores kept) less: about one layer's kept values with the fused kernels,
+    // half of one with Burn's ops (bf16).
+    let walk = match (fused, mem.attention) {
+        (true, TrainAttention::Eager) => {
+            layer_bytes(c, rows, len, mem.attention, mem.precision, false)
+                - eager_score_bytes(c, rows, len, 2)
         }
-    } else {
-        layer
+        (true, TrainAttention::MemoryEfficient) => layer,
+        (false, TrainAttention::Eager) => layer,
+        (false, TrainAttention::MemoryEfficient) => layer / 2,
     };
     // Values of the compute copy and of the layer inputs: 4 bytes in f32, 2 in bf16.
     let b = mem.precision.compute_bytes();
@@ -168,7 +170,7 @@ pub fn estimate_memory(
     // chunk of `[vocab, rows]` logits (the gradient is formed in place), never the whole
     // `[tokens, vocab]`.
     let v = c.vocab_size as u64;
-    let mut head = tok.min(logit_chunk_rows(c.vocab_size) as u64) * v;
+    let mut head = tok.min(LOGIT_CHUNK_ROWS as u64) * v;
     if trainable >= v * h {
         // The head trains (full fine-tuning): its gradient and one chunk's share.
         head += 2 * v * h;
@@ -244,7 +246,7 @@ mod tests {
             );
             assert!(h.activations < f.activations, "{len}: {h:?} vs {f:?}");
         }
-        // At 2,048 tokens one layer's backward outweighs the f32 head chunk (138 x 151,936
+        // At 2,048 tokens one layer's backward outweighs the f32 head chunk (512 x 151,936
         // values), so activations = 29 layers' kept bytes: linear values at 3 bytes, the eager
         // attention's two f32 score tensors at 8 bytes an entry.
         let h = est(TrainPrecision::Bf16, 2048);

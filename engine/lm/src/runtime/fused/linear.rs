@@ -22,16 +22,25 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 /// `x Wᵀ`: `[m, k] x [n, k] -> [m, n]`. Autodiff flex f32 tensors take the fused op; anything
 /// else Burn's `x.matmul(W.transpose())`, which it is tested against.
 pub fn x_wt(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    scaled_x_wt(x, w, 1.0)
+}
+
+/// `scale · x Wᵀ` (a LoRA adapter's second product): the scale is GEMM's factor on the
+/// product, forward and backward, instead of a separate pass over the output and over its
+/// gradient. Other backends and dtypes run Burn's `x.matmul(W.transpose()) * scale`.
+pub fn scaled_x_wt(x: Tensor<2>, w: Tensor<2>, scale: f64) -> Tensor<2> {
     if x.dims()[1] == w.dims()[1] {
         if let (Some(FlexF32::Tracked(xt)), Some(FlexF32::Tracked(wt))) =
             (FlexF32::of(&x), FlexF32::of(&w))
         {
+            let scale = scale as f32;
             let out = product(
                 View::rows(xt.primitive()),
                 View::rows(wt.primitive()).transposed(),
+                scale,
             );
             let state = (xt.primitive().clone(), wt.primitive().clone());
-            let out = match XWtBackward
+            let out = match (XWtBackward { scale })
                 .prepare::<NoCheckpointing>([xt.node(), wt.node()])
                 .compute_bound()
                 .stateful()
@@ -42,7 +51,27 @@ pub fn x_wt(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
             return Tensor::from_primitive::<Autodiff<Flex>>(out);
         }
     }
-    x.matmul(w.transpose())
+    let y = x.matmul(w.transpose());
+    if scale == 1.0 {
+        y
+    } else {
+        y * scale
+    }
+}
+
+/// `a b` for plain (non-autodiff) 2-D tensors, `[m, k] x [k, n]`, either possibly a transposed
+/// view: on flex f32 the same `gemm` call as Burn's matmul without its zero-fill and copy of the
+/// output (the fused loss's `[vocab, rows]` logits are hundreds of MiB a chunk); Burn's matmul
+/// otherwise.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    if a.dims()[1] == b.dims()[0] {
+        if let (Some(FlexF32::Plain(at)), Some(FlexF32::Plain(bt))) =
+            (FlexF32::of(&a), FlexF32::of(&b))
+        {
+            return Tensor::from_primitive::<Flex>(product(View::rows(&at), View::rows(&bt), 1.0));
+        }
+    }
+    a.matmul(b)
 }
 
 /// A 2-D f32 matrix as `gemm` reads it: the tensor, its shape and strides in elements.
@@ -85,8 +114,8 @@ impl<'a> View<'a> {
     }
 }
 
-/// `a b` into a new contiguous `[a.rows, b.cols]` tensor.
-fn product(a: View, b: View) -> FlexTensor {
+/// `scale · a b` into a new contiguous `[a.rows, b.cols]` tensor.
+fn product(a: View, b: View, scale: f32) -> FlexTensor {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "x_wt: inner dimensions");
     if k == 0 || m == 0 || n == 0 {
@@ -117,7 +146,7 @@ fn product(a: View, b: View) -> FlexTensor {
             b.col_stride,
             b.row_stride,
             0.0f32,
-            1.0f32,
+            scale,
             false,
             false,
             false,
@@ -128,8 +157,11 @@ fn product(a: View, b: View) -> FlexTensor {
     tensor(out, vec![m, n])
 }
 
+/// Backward of `scale · x Wᵀ`.
 #[derive(Debug)]
-struct XWtBackward;
+struct XWtBackward {
+    scale: f32,
+}
 
 impl Backward<Flex, 2> for XWtBackward {
     type State = (FlexTensor, FlexTensor);
@@ -139,12 +171,13 @@ impl Backward<Flex, 2> for XWtBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let [px, pw] = ops.parents;
         if let Some(p) = px {
-            // d x = dy W.
-            grads.register::<Flex>(p.id, product(View::rows(&dy), View::rows(&w)));
+            // d x = scale · dy W.
+            let dx = product(View::rows(&dy), View::rows(&w), self.scale);
+            grads.register::<Flex>(p.id, dx);
         }
         if let Some(p) = pw {
-            // d W = dyᵀ x.
-            let dw = product(View::rows(&dy).transposed(), View::rows(&x));
+            // d W = scale · dyᵀ x.
+            let dw = product(View::rows(&dy).transposed(), View::rows(&x), self.scale);
             grads.register::<Flex>(p.id, dw);
         }
     }
@@ -201,6 +234,63 @@ mod tests {
             assert_close(&format!("{what} d x"), a.1, b.1, 0.0);
             assert_close(&format!("{what} d W"), a.2, b.2, 0.0);
         }
+    }
+
+    /// `scale · x Wᵀ` against Burn's `x.matmul(W.transpose()) * scale`, forward and both
+    /// gradients: bit for bit at a power-of-two scale (PEFT's r16 alpha 32), within f32 rounding
+    /// of the scale's product otherwise (Burn rounds `scale · dy` before the product).
+    #[test]
+    fn scaled_x_wt_matches_burn_ops_forward_and_backward() {
+        let device = Device::flex().autodiff();
+        for (scale, tol) in [(2.0, 0.0), (0.37, 2e-6)] {
+            let (m, k, n) = (300, 16, 190);
+            let (x0, w0, o0) = (
+                random([m, k], 11, 1.0),
+                random([n, k], 12, 0.5),
+                random([m, n], 13, 1.0),
+            );
+            let run = |fused: bool| {
+                let x = Tensor::<2>::from_data(x0.clone(), &device).require_grad();
+                let w = Tensor::<2>::from_data(w0.clone(), &device).require_grad();
+                let y = if fused {
+                    scaled_x_wt(x.clone(), w.clone(), scale)
+                } else {
+                    x.clone().matmul(w.clone().transpose()) * scale
+                };
+                let grads = (y.clone() * Tensor::from_data(o0.clone(), &device))
+                    .sum()
+                    .backward();
+                (y.inner(), x.grad(&grads).unwrap(), w.grad(&grads).unwrap())
+            };
+            let (a, b) = (run(true), run(false));
+            assert_close(&format!("scale {scale} forward"), a.0, b.0, 0.0);
+            assert_close(&format!("scale {scale} d x"), a.1, b.1, tol);
+            assert_close(&format!("scale {scale} d W"), a.2, b.2, tol);
+        }
+    }
+
+    /// The plain product equals Burn's bit for bit, with transposed operands too.
+    #[test]
+    fn plain_matmul_matches_burn() {
+        let d = Device::flex();
+        let (a0, b0) = (random([300, 257], 7, 1.0), random([257, 190], 8, 1.0));
+        let (a, b) = (
+            Tensor::<2>::from_data(a0, &d),
+            Tensor::<2>::from_data(b0, &d),
+        );
+        assert_close(
+            "plain",
+            matmul(a.clone(), b.clone()),
+            a.clone().matmul(b.clone()),
+            0.0,
+        );
+        let (at, bt) = (a.transpose(), b.transpose());
+        assert_close(
+            "transposed",
+            matmul(bt.clone(), at.clone()),
+            bt.matmul(at),
+            0.0,
+        );
     }
 
     /// A frozen `W` (no gradient) and plain tensors keep working.

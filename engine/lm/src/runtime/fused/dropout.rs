@@ -14,6 +14,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::host::{contiguous, dims, tensor, values, FlexF32};
 
@@ -42,6 +43,19 @@ pub fn dropout_mask(seed: u64, len: usize, keep: f64) -> Vec<f32> {
             }
         });
     mask
+}
+
+/// Whether [`MaskRule::apply`] can take its AVX-512 path.
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// SplitMix64's output for the `i`-th state after `seed` (Steele, Lea and Flood 2014).
@@ -80,19 +94,46 @@ impl MaskRule {
         }
     }
 
-    /// `v * mask` element-wise, `v` holding elements `0..len` in order, across the pool.
+    /// `v * mask` element-wise, `v` holding elements `0..len` in order, across the pool, into
+    /// an uninitialised buffer (every element is written).
     fn apply(&self, v: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0f32; v.len()];
-        out.par_chunks_mut(MASK_CHUNK)
+        let mut out: Vec<f32> = Vec::with_capacity(v.len());
+        let avx512 = avx512_available();
+        out.spare_capacity_mut()[..v.len()]
+            .par_chunks_mut(MASK_CHUNK)
             .zip(v.par_chunks(MASK_CHUNK))
             .enumerate()
             .for_each(|(c, (o, v))| {
                 let base = (c * MASK_CHUNK) as u64;
-                for (i, (o, &v)) in o.iter_mut().zip(v).enumerate() {
-                    *o = v * self.value(base + i as u64);
+                #[cfg(target_arch = "x86_64")]
+                if avx512 {
+                    // SAFETY: the CPU has AVX-512 F and DQ (checked at run time).
+                    unsafe { self.apply_chunk_avx512(base, v, o) };
+                    return;
                 }
+                let _ = avx512;
+                self.apply_chunk(base, v, o);
             });
+        // SAFETY: the chunks above wrote all `v.len()` elements.
+        unsafe { out.set_len(v.len()) };
         out
+    }
+
+    /// `o[i] = v[i] * mask(base + i)`.
+    #[inline(always)]
+    fn apply_chunk(&self, base: u64, v: &[f32], o: &mut [MaybeUninit<f32>]) {
+        for (i, (o, &v)) in o.iter_mut().zip(v).enumerate() {
+            o.write(v * self.value(base + i as u64));
+        }
+    }
+
+    /// [`Self::apply_chunk`] compiled for AVX-512: the hash's 64-bit multiplies vectorise
+    /// (`vpmullq`, eight elements at once), which a generic x86-64 build cannot do; the values
+    /// are the same. Scalar hashing took ~6% of the Qwen3-0.6B LoRA step's samples.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    unsafe fn apply_chunk_avx512(&self, base: u64, v: &[f32], o: &mut [MaybeUninit<f32>]) {
+        self.apply_chunk(base, v, o);
     }
 
     fn apply_to(&self, t: &FlexTensor) -> FlexTensor {
@@ -179,6 +220,35 @@ mod tests {
         let same = mask.iter().zip(&other).filter(|(a, b)| a == b).count() as f64 / n as f64;
         // Independent masks agree on 0.95^2 + 0.05^2 = 0.905 of the elements.
         assert!((same - 0.905).abs() < 0.002, "agreement {same}");
+    }
+
+    /// The AVX-512 chunk (where the CPU has it) writes what the generic chunk writes.
+    #[test]
+    fn the_avx512_chunk_equals_the_generic_chunk() {
+        if !avx512_available() {
+            return;
+        }
+        let v = random([1037], 3, 2.0).to_vec::<f32>().unwrap();
+        let rule = MaskRule::new(99, 0.8);
+        let run = |avx512: bool| {
+            let mut o = vec![MaybeUninit::new(f32::NAN); v.len()];
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: checked above.
+                unsafe { rule.apply_chunk_avx512(7, &v, &mut o) };
+                return o
+                    .iter()
+                    .map(|x| unsafe { x.assume_init() })
+                    .collect::<Vec<_>>();
+            }
+            rule.apply_chunk(7, &v, &mut o);
+            o.iter()
+                .map(|x| unsafe { x.assume_init() })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (run(true), run(false));
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(b.iter().any(|&x| x == 0.0) && b.iter().any(|&x| x != 0.0));
     }
 
     /// Values and gradient equal Burn's product with the mask tensor, bit for bit.

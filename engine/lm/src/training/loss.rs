@@ -125,7 +125,7 @@ pub fn masked_lm_loss(logits: Tensor<3>, batch: &Batch) -> Tensor<1> {
 /// chunk must be long against that read: on the Qwen3-0.6B-shape LoRA step at 511 positions,
 /// chunks of 138 rows (the former 80 MiB budget) took 1.9 s for the head + loss and one chunk
 /// 1.2 s. The `[vocab, rows]` buffer is then at most the head's own size when `hidden >= 512`
-/// (311 MiB at a 151,936-token vocabulary).
+/// (297 MiB at a 151,936-token vocabulary).
 pub const LOGIT_CHUNK_ROWS: usize = 512;
 
 /// Rows per chunk for `n` trained positions: as few chunks as [`LOGIT_CHUNK_ROWS`] allows, of

@@ -111,7 +111,7 @@ impl MaskRule {
                     unsafe { self.apply_chunk_avx512(base, v, o) };
                     return;
                 }
-                let _ = avx512;
+                let _ = avx512; // read only on x86-64
                 self.apply_chunk(base, v, o);
             });
         // SAFETY: the chunks above wrote all `v.len()` elements.

@@ -179,5 +179,34 @@ fn smollm2_quantized_path_matches_the_f32_path() {
     let a = ids(&f32m);
     assert_eq!(a.len(), 30);
     assert_eq!(a, ids(&qf), "f32 activations");
-    assert_eq!(a, ids(&qi), "8-bit activations");
+    // 8-bit activations move logits by up to ~1 (above), so a greedy reply can part from the
+    // f32 one at a near tie and then follow its own text (with the host attention's span
+    // kernel: step 3, where the f32 path's top two are 0.17 apart and the 8-bit path's
+    // 0.02). Teacher-forced along the f32 reply instead: the same choice wherever the f32
+    // path's top two are further apart than that error.
+    let mut forced = KvCache::new(&qi.config, 1, prompt.len() + a.len(), &qi.device);
+    let mut reference = KvCache::new(&f32m.config, 1, prompt.len() + a.len(), &f32m.device);
+    let (mut lq, mut lf) = (
+        qi.model.next_logits(&prompt, &mut forced),
+        f32m.model.next_logits(&prompt, &mut reference),
+    );
+    let mut clear = 0;
+    for (step, &t) in a.iter().enumerate() {
+        let mut top: Vec<usize> = (0..lf.len()).collect();
+        top.sort_by(|&i, &j| lf[j].total_cmp(&lf[i]));
+        assert_eq!(top[0] as u32, t, "step {step}: the f32 reply is greedy");
+        if lf[top[0]] - lf[top[1]] > 1.0 {
+            clear += 1;
+            assert_eq!(
+                argmaxes(&lq),
+                vec![t as usize],
+                "8-bit activations, step {step}"
+            );
+        }
+        lq = qi.model.next_logits(&[t], &mut forced);
+        lf = f32m.model.next_logits(&[t], &mut reference);
+    }
+    println!("8-bit activations: the f32 choice at all {clear} of 30 steps with a clear margin");
+    // Measured: 15 of the 30.
+    assert!(clear >= 10, "{clear} of 30 steps with a clear margin");
 }

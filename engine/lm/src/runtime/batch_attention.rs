@@ -12,8 +12,9 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::host_attention::{attend_head, rotate, take, Heads, RopeTables};
+use super::host_attention::{rotate, take, Heads, RopeTables};
 use super::model::KvCache;
+use super::span_attention::attend_group;
 
 /// Attention of a batched step, whose sequences each feed `counts[i]` new positions (one while
 /// decoding, a piece of the prompt while prefilling): `q` `[rows, heads * d]` and `k`
@@ -95,19 +96,26 @@ pub(crate) fn feed_attention(
     out.par_chunks_mut(qw)
         .zip(q.par_chunks(qw))
         .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (r, (out, q))| {
-            let s = &seqs[owner[r]];
-            let pos = s.start + r - s.first_row;
-            let kb = s.k.as_slice::<f32>().expect("a contiguous f32 cache");
-            let vb = s.v.as_slice::<f32>().expect("a contiguous f32 cache");
-            scores.resize(pos + 1, 0.0);
-            for (h, (qh, oh)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-                let base = (h / n_rep) * s.cap * d;
-                let keys = &kb[base..base + (pos + 1) * d];
-                let values = &vb[base..base + (pos + 1) * d];
-                attend_head(qh, keys, values, d, scale, scores, oh);
-            }
-        });
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scores, partials), (r, (out, q))| {
+                let s = &seqs[owner[r]];
+                let t = s.start + r - s.first_row + 1;
+                let kb = s.k.as_slice::<f32>().expect("a contiguous f32 cache");
+                let vb = s.v.as_slice::<f32>().expect("a contiguous f32 cache");
+                let group = n_rep * d;
+                for (g, (qs, og)) in q
+                    .chunks_exact(group)
+                    .zip(out.chunks_exact_mut(group))
+                    .enumerate()
+                {
+                    let base = g * s.cap * d;
+                    let keys = &kb[base..base + t * d];
+                    let values = &vb[base..base + t * d];
+                    attend_group(qs, keys, values, d, scale, scores, partials, og);
+                }
+            },
+        );
     // 3. The buffers go back to their slots.
     for (cache, s) in caches.iter_mut().zip(seqs) {
         let lc = &mut cache.layers[layer];

@@ -111,16 +111,19 @@ pub fn generate_cached(
     let cache = cache.as_mut().expect("allocated above");
     let mut outputs = Vec::with_capacity(prompts.len());
     for (index, prompt) in prompts.iter().enumerate() {
-        // Keep the shared prefix, but run at least two prompt tokens (one when the prompt is a
-        // single token): a one-token step attends on the host (`host_attention.rs`), whose sums
-        // run in another order than the prompt's attention, so re-feeding only the last prompt
-        // token would give other logits than a cold prefill and could change a greedy reply.
+        // Keep the shared prefix, but run the last prompt tokens again through the paths of a
+        // cold prefill (`CausalLm::prompt_refeed_rows`), so that a cached prompt gives the
+        // logits, and a greedy reply, of a cold one.
         let common = fed
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(2))
+            .min(
+                prompt
+                    .len()
+                    .saturating_sub(model.model.prompt_refeed_rows()),
+            )
             .min(cache.len());
         cache.truncate(common);
         fed.truncate(common);

@@ -8,7 +8,7 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::kernels::{axpy, dot};
+use super::span_attention::{merge_spans, partial_len, span_count, span_partial, SPAN};
 
 /// The RoPE tables as the model keeps them: cosine and sine, `[positions, head_dim]`.
 pub(crate) type Rotary<'a> = (&'a Tensor<2>, &'a Tensor<2>);
@@ -74,10 +74,11 @@ pub(crate) fn take(slot: &mut Option<Tensor<4>>) -> FlexTensor {
 /// Attention of one decoded token of a single sequence at position `pos`: `q` `[heads * d]` and
 /// `k` `[kv_heads * d]` rotated in place, `k` and `v` written at `pos` of a layer's cache buffers `keys`, `values`
 /// (`[1, kv_heads, capacity, d]`),
-/// and the query heads over positions `0..=pos`, heads in parallel (a single row gives
-/// `feed_attention` nothing to split). Returns `[heads * d]`. The same operations per head as
-/// `feed_attention`; instead of Burn's attention, which copied the cached keys and values of
-/// every layer into contiguous tensors for each token.
+/// and the query heads over positions `0..=pos`, each group of heads and span of positions a
+/// parallel task (a single row gives `feed_attention` nothing to split). Returns
+/// `[heads * d]`: the same values as `feed_attention`'s for the row (`span_attention.rs`).
+/// Instead of Burn's attention, which copied the cached keys and values of every layer into
+/// contiguous tensors for each token.
 ///
 /// # Panics
 /// Off the flex backend (callers check [`RopeTables::read`] first), or when `pos` is past the
@@ -113,52 +114,37 @@ pub(crate) fn decode_attention(
     }
     let n_rep = query / kv;
     let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let mut out = vec![0.0f32; q.len()];
+    let t = pos + 1;
+    let (spans, len) = (span_count(t), partial_len(n_rep, d));
+    // One task per group and span: a group's heads share one pass over its keys and values,
+    // and the spans give a single sequence more tasks than it has groups.
+    let mut partials = vec![0.0f32; kv * spans * len];
     {
         let kb = kt.as_slice::<f32>().expect("a contiguous f32 cache");
         let vb = vt.as_slice::<f32>().expect("a contiguous f32 cache");
-        out.par_chunks_mut(d)
-            .zip(q.par_chunks(d))
-            .enumerate()
-            .for_each_init(Vec::new, |scores: &mut Vec<f32>, (h, (oh, qh))| {
-                scores.resize(pos + 1, 0.0);
-                let base = (h / n_rep) * cap * d;
-                let keys = &kb[base..base + (pos + 1) * d];
-                let values = &vb[base..base + (pos + 1) * d];
-                attend_head(qh, keys, values, d, scale, scores, oh);
-            });
+        partials.par_chunks_mut(len).enumerate().for_each_init(
+            Vec::new,
+            |scores: &mut Vec<f32>, (task, p)| {
+                let (g, span) = (task / spans, task % spans);
+                let first = span * SPAN;
+                let range = (g * cap + first) * d..(g * cap + (first + SPAN).min(t)) * d;
+                let qs = &q[g * n_rep * d..(g + 1) * n_rep * d];
+                span_partial(qs, &kb[range.clone()], &vb[range], d, scale, scores, p);
+            },
+        );
+    }
+    let mut out = vec![0.0f32; q.len()];
+    for (g, og) in out.chunks_exact_mut(n_rep * d).enumerate() {
+        merge_spans(
+            &partials[g * spans * len..(g + 1) * spans * len],
+            n_rep,
+            d,
+            og,
+        );
     }
     *keys = Some(Tensor::from_primitive::<Flex>(kt));
     *values = Some(Tensor::from_primitive::<Flex>(vt));
     out
-}
-
-/// One query head over `t` keys and values (`[t, d]` each): softmax of the scaled dot
-/// products, then the weighted sum of the values, into `out`.
-pub(crate) fn attend_head(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    d: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let mut max = f32::NEG_INFINITY;
-    for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-        *s = dot(q, key) * scale;
-        max = max.max(*s);
-    }
-    let mut sum = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    out.fill(0.0);
-    for (s, value) in scores.iter().zip(values.chunks_exact(d)) {
-        axpy(s * inv, value, out);
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod quantize_model;
 pub mod quantize_source;
 pub mod sampling;
 pub(crate) mod sequence;
+mod span_attention;
 pub mod tokenize_cli;
 pub mod tokenizer;
 pub mod weights;

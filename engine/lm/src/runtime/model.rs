@@ -971,6 +971,25 @@ impl CausalLm {
         self.run(ids, cache, true, true)
     }
 
+    /// How many last tokens of a prompt to run again after a prompt-cache hit so that they take
+    /// the paths of a cold prefill of the whole prompt: at least two (one token alone attends on
+    /// the host, `host_attention.rs`, whose sums run in another order than the prompt's
+    /// attention), and more where a short prompt multiplies quantized weights with 8-bit
+    /// activations and a long one with f32 ones
+    /// ([`Projection::rows_of_the_long_prompt_path`]: 17 for Q4_1 and Q8_0). Fewer would give
+    /// other logits than a cold prefill and could change a greedy reply.
+    pub fn prompt_refeed_rows(&self) -> usize {
+        let layers = self.model.layers.iter().flat_map(|l| l.projections());
+        layers
+            .map(|(_, p)| p.rows_of_the_long_prompt_path())
+            .chain(
+                self.lm_head
+                    .iter()
+                    .map(Projection::rows_of_the_long_prompt_path),
+            )
+            .fold(2, usize::max)
+    }
+
     /// Convenience for batch 1: feeds token ids, returns the last position's logits.
     pub fn next_logits(&self, ids: &[u32], cache: &mut KvCache) -> Vec<f32> {
         let t = ids_tensor(&[ids.to_vec()], &self.device());

@@ -396,6 +396,23 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// The fewest rows of a single sequence's prompt whose product takes the path of every
+    /// longer prompt's: one more than the rows up to which 8-bit activations multiply the
+    /// quantized weight where longer prompts keep f32 ones ([`int_gemm_max_tokens`]), else 1.
+    pub fn rows_of_the_long_prompt_path(&self) -> usize {
+        let Some(w) = self.quant.as_deref() else {
+            return 1;
+        };
+        if self.activations != Activations::Int8 || !has_int_kernel(w.dtype()) {
+            return 1;
+        }
+        let int_rows = match quant_prefill() {
+            QuantPrefill::IntTiled => int_gemm_max_tokens(w.dtype()),
+            QuantPrefill::GemmAbove4 => QUANT_INT_MAX_TOKENS,
+        };
+        int_rows.checked_add(1).unwrap_or(1)
+    }
+
     pub(crate) fn load(
         src: &mut dyn TensorSource,
         prefix: &str,

@@ -226,9 +226,10 @@ mod tests {
     #[test]
     fn the_avx512_chunk_equals_the_generic_chunk() {
         if !avx512_available() {
+            println!("no AVX-512 F+DQ on this CPU; nothing to compare");
             return;
         }
-        let v = random([1037], 3, 2.0).to_vec::<f32>().unwrap();
+        let v = random([1037], 3, 2.0).try_to_vec::<f32>().unwrap();
         let rule = MaskRule::new(99, 0.8);
         let run = |avx512: bool| {
             let mut o = vec![MaybeUninit::new(f32::NAN); v.len()];
@@ -248,7 +249,7 @@ mod tests {
         };
         let (a, b) = (run(true), run(false));
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
-        assert!(b.iter().any(|&x| x == 0.0) && b.iter().any(|&x| x != 0.0));
+        assert!(b.contains(&0.0) && b.iter().any(|&x| x != 0.0));
     }
 
     /// Values and gradient equal Burn's product with the mask tensor, bit for bit.

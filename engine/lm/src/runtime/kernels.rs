@@ -45,41 +45,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
-/// `y += alpha * x`, with FMA when the CPU has it (attention's weighted sum of values).
-#[inline]
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were just detected at run time.
-            return unsafe { axpy_avx2(alpha, x, y) };
-        }
-    }
-    for (o, v) in y.iter_mut().zip(x) {
-        *o += alpha * v;
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_avx2(alpha: f32, x: &[f32], y: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let n = x.len().min(y.len());
-    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-    let a = _mm256_set1_ps(alpha);
-    let mut i = 0;
-    while i + 8 <= n {
-        let o = _mm256_fmadd_ps(a, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-        _mm256_storeu_ps(py.add(i), o);
-        i += 8;
-    }
-    while i < n {
-        *py.add(i) = alpha.mul_add(*px.add(i), *py.add(i));
-        i += 1;
-    }
-}
-
 /// Dot products of four consecutive rows (`w` is `[4, x.len()]`) with `x`: four weight
 /// streams in flight per core keep more memory requests outstanding than one.
 #[inline]
@@ -387,18 +352,6 @@ pub fn xent_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn axpy_adds_the_scaled_vector_including_the_tail() {
-        // 19 values: two 8-wide steps and a 3-value tail. Halves and quarters are exact in f32.
-        let x: Vec<f32> = (0..19).map(|i| i as f32 * 0.25 - 2.0).collect();
-        let mut y: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
-        axpy(-2.0, &x, &mut y);
-        let want: Vec<f32> = (0..19)
-            .map(|i| i as f32 * 0.5 - 2.0 * (i as f32 * 0.25 - 2.0))
-            .collect();
-        assert_eq!(y, want);
-    }
 
     #[test]
     fn gemv_matches_naive() {

@@ -7,10 +7,12 @@
 //! copy per directory for the whole process.
 
 pub mod adapter;
+pub mod bottom_states;
 pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod gelu;
+pub mod host_forward;
 pub mod layer_norm;
 pub mod model;
 pub mod modules;

@@ -1,0 +1,386 @@
+//! The BERT forward on host memory, for inference: texts packed one after another without
+//! padding, each block's projections as GEMMs on the packed rows (query, key and value fused
+//! into one), and attention, LayerNorm and GELU as loops over rows.
+//!
+//! A planner's new turn encodes a few texts of 10-80 tokens; through Burn every block is some
+//! twenty tensor ops, each with its dispatch, a copy for every transpose and a single-threaded
+//! element-wise kernel, and short texts are padded to their batch's longest. Here the same
+//! arithmetic runs on plain `f32` slices. Padding never changed a text's embedding (beyond
+//! rounding), so packing does not either; every row of a GEMM sums its products in the same
+//! order whatever rows are beside it, so a text's embedding does not depend on the texts
+//! encoded with it.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::gelu::gelu_value;
+use super::layer_norm::{normalize_in_place, LayerNorm};
+use super::model::{BertModel, BertLayer};
+use super::pooling::Pooling;
+use crate::runtime::model::Linear;
+
+/// GEMMs from this many multiply-adds run on the rayon pool: below it, waking the second
+/// thread costs more than it saves (the threshold of the runtime's fused projection).
+const PARALLEL_MACS: usize = 192 * 192 * 192;
+
+/// Attention work (query rows times keys times hidden) from which rows are spread over the pool.
+const PARALLEL_ATTENTION: usize = 1 << 20;
+
+/// A dense layer as `y = x Wᵀ + b` needs it: `Wᵀ` row-major `[in, out]`.
+struct Dense {
+    wt: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+}
+
+impl Dense {
+    /// Projections side by side (query, key, value): one GEMM instead of three.
+    fn from_linears(parts: &[&Linear]) -> Dense {
+        let (inputs, outputs) = {
+            let [out, inp] = parts[0].weight.dims();
+            (inp, out * parts.len())
+        };
+        let mut wt = vec![0.0f32; inputs * outputs];
+        let mut bias = Vec::with_capacity(outputs);
+        let mut col = 0;
+        for l in parts {
+            let [out, inp] = l.weight.dims();
+            assert_eq!(inp, inputs, "fused projections take the same input");
+            let w = values(l.weight.val());
+            for o in 0..out {
+                for i in 0..inp {
+                    wt[i * outputs + col + o] = w[o * inp + i];
+                }
+            }
+            match &l.bias {
+                Some(b) => bias.extend(values(b.val())),
+                None => bias.extend(std::iter::repeat_n(0.0, out)),
+            }
+            col += out;
+        }
+        Dense { wt, bias, inputs }
+    }
+
+    fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// `x Wᵀ + b` for the `rows` rows of `x`: the bias is written first and the GEMM adds the
+    /// product to it, which rounds as adding the bias afterwards does.
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let (k, n) = (self.inputs, self.outputs());
+        debug_assert_eq!(x.len(), rows * k);
+        let mut out: Vec<f32> = Vec::with_capacity(rows * n);
+        for _ in 0..rows {
+            out.extend_from_slice(&self.bias);
+        }
+        if rows == 0 {
+            return out;
+        }
+        let parallelism = if rows * n * k >= PARALLEL_MACS {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: `out` is `rows x n`, `x` is `rows x k` and `wt` is `k x n`, all row-major and
+        // live for the call; `read_dst` keeps the bias written above.
+        unsafe {
+            gemm::gemm(
+                rows,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                self.wt.as_ptr(),
+                1,
+                n as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        out
+    }
+}
+
+/// Scale and shift of a LayerNorm.
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    fn from(ln: &LayerNorm) -> Norm {
+        Norm {
+            weight: values(ln.weight.val()),
+            bias: values(ln.bias.val()),
+            eps: ln.eps as f32,
+        }
+    }
+
+    /// Normalises every row of `x` in place.
+    fn apply(&self, x: &mut [f32]) {
+        let h = self.weight.len();
+        let norm = |row: &mut [f32]| normalize_in_place(row, &self.weight, &self.bias, self.eps);
+        if x.len() >= 64 * h {
+            x.par_chunks_mut(h).for_each(norm);
+        } else {
+            x.chunks_mut(h).for_each(norm);
+        }
+    }
+}
+
+/// One transformer block's weights.
+pub struct HostLayer {
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+impl HostLayer {
+    fn from(layer: &BertLayer) -> HostLayer {
+        let sa = &layer.attention.self_attention;
+        HostLayer {
+            qkv: Dense::from_linears(&[&sa.query, &sa.key, &sa.value]),
+            attention_out: Dense::from_linears(&[&layer.attention.output.dense]),
+            attention_norm: Norm::from(&layer.attention.output.layer_norm),
+            intermediate: Dense::from_linears(&[&layer.intermediate.dense]),
+            output: Dense::from_linears(&[&layer.output.dense]),
+            output_norm: Norm::from(&layer.output.layer_norm),
+        }
+    }
+}
+
+/// Embedding tables and their LayerNorm.
+struct HostEmbeddings {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    norm: Norm,
+}
+
+/// A [`BertModel`]'s weights in host memory. Blocks are shared (`Arc`) between a model and a
+/// copy with an adapter on its upper blocks.
+pub struct HostBert {
+    embeddings: Arc<HostEmbeddings>,
+    layers: Vec<Arc<HostLayer>>,
+    heads: usize,
+    head_dim: usize,
+    hidden: usize,
+}
+
+/// The tokens of one text as the model reads them.
+pub struct TokenRow<'a> {
+    pub ids: &'a [u32],
+    pub type_ids: &'a [u32],
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32 above")
+}
+
+impl HostBert {
+    /// Copies `model`'s weights.
+    pub fn from_model(model: &BertModel) -> HostBert {
+        let e = &model.embeddings;
+        let embeddings = Arc::new(HostEmbeddings {
+            word: values(e.word_embeddings.weight.val()),
+            position: values(e.position_embeddings.weight.val()),
+            token_type: values(e.token_type_embeddings.weight.val()),
+            norm: Norm::from(&e.layer_norm),
+        });
+        HostBert::with_embeddings(model, embeddings, |i| Arc::new(HostLayer::from(&model.layers[i])))
+    }
+
+    /// `model`'s weights, taking this model's embeddings and the blocks `unchanged(i)` says
+    /// are the same as this model's (an adapter's blocks are copied from `model`).
+    pub fn sharing(&self, model: &BertModel, unchanged: impl Fn(usize) -> bool) -> HostBert {
+        HostBert::with_embeddings(model, Arc::clone(&self.embeddings), |i| {
+            if unchanged(i) {
+                Arc::clone(&self.layers[i])
+            } else {
+                Arc::new(HostLayer::from(&model.layers[i]))
+            }
+        })
+    }
+
+    fn with_embeddings(
+        model: &BertModel,
+        embeddings: Arc<HostEmbeddings>,
+        layer: impl Fn(usize) -> Arc<HostLayer>,
+    ) -> HostBert {
+        let sa = &model.layers[0].attention.self_attention;
+        let hidden = embeddings.norm.weight.len();
+        HostBert {
+            embeddings,
+            layers: (0..model.layers.len()).map(layer).collect(),
+            heads: sa.num_heads,
+            head_dim: sa.head_dim,
+            hidden,
+        }
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Embedding output `[tokens, hidden]` of the texts, packed one after another.
+    pub fn embed(&self, texts: &[TokenRow<'_>]) -> Vec<f32> {
+        let h = self.hidden;
+        let e = &self.embeddings;
+        let total: usize = texts.iter().map(|t| t.ids.len()).sum();
+        let mut x = Vec::with_capacity(total * h);
+        for t in texts {
+            for (pos, (&id, &ty)) in t.ids.iter().zip(t.type_ids).enumerate() {
+                let word = &e.word[id as usize * h..][..h];
+                let kind = &e.token_type[ty as usize * h..][..h];
+                let place = &e.position[pos * h..][..h];
+                // (word + type) + position: the order the tensor version adds them in.
+                x.extend(word.iter().zip(kind).zip(place).map(|((w, k), p)| w + k + p));
+            }
+        }
+        e.norm.apply(&mut x);
+        x
+    }
+
+    /// Runs blocks `layers` on packed hidden states `x` of texts with `lengths` tokens each.
+    pub fn run(&self, x: &mut Vec<f32>, lengths: &[usize], layers: Range<usize>) {
+        for layer in &self.layers[layers] {
+            *x = self.block(layer, x, lengths);
+        }
+    }
+
+    fn block(&self, layer: &HostLayer, x: &[f32], lengths: &[usize]) -> Vec<f32> {
+        let rows = x.len() / self.hidden;
+        let qkv = layer.qkv.forward(x, rows);
+        let context = self.attend(&qkv, lengths);
+        let mut y = layer.attention_out.forward(&context, rows);
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += x;
+        }
+        layer.attention_norm.apply(&mut y);
+        let mut inner = layer.intermediate.forward(&y, rows);
+        if inner.len() >= 16 * 1024 {
+            inner.par_chunks_mut(16 * 1024).for_each(|c| c.iter_mut().for_each(gelu_in_place));
+        } else {
+            inner.iter_mut().for_each(gelu_in_place);
+        }
+        let mut out = layer.output.forward(&inner, rows);
+        for (o, y) in out.iter_mut().zip(&y) {
+            *o += y;
+        }
+        layer.output_norm.apply(&mut out);
+        out
+    }
+
+    /// Every head's softmax attention within each text: `[tokens, hidden]` context rows from
+    /// the fused `[tokens, 3 hidden]` query-key-value rows.
+    fn attend(&self, qkv: &[f32], lengths: &[usize]) -> Vec<f32> {
+        let (h, d) = (self.hidden, self.head_dim);
+        let scale = 1.0 / (d as f64).sqrt();
+        let scale = scale as f32;
+        // The text (its first row and length) of every row.
+        let mut spans = Vec::with_capacity(qkv.len() / (3 * h));
+        let mut start = 0;
+        for &len in lengths {
+            spans.extend(std::iter::repeat_n((start, len), len));
+            start += len;
+        }
+        let row = |(i, out): (usize, &mut [f32])| {
+            let (first, len) = spans[i];
+            let mut scores = vec![0.0f32; len];
+            for head in 0..self.heads {
+                let q: Vec<f32> = qkv[i * 3 * h + head * d..][..d]
+                    .iter()
+                    .map(|v| v * scale)
+                    .collect();
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let k = &qkv[(first + j) * 3 * h + h + head * d..][..d];
+                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                }
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let ctx = &mut out[head * d..][..d];
+                ctx.fill(0.0);
+                for (j, s) in scores.iter().enumerate() {
+                    let p = s / sum;
+                    let v = &qkv[(first + j) * 3 * h + 2 * h + head * d..][..d];
+                    for (c, v) in ctx.iter_mut().zip(v) {
+                        *c += p * v;
+                    }
+                }
+            }
+        };
+        let rows = spans.len();
+        let mut context = vec![0.0f32; rows * h];
+        let work: usize = lengths.iter().map(|l| l * l).sum::<usize>() * h;
+        if work >= PARALLEL_ATTENTION {
+            context.par_chunks_mut(h).enumerate().for_each(row);
+        } else {
+            context.chunks_mut(h).enumerate().for_each(row);
+        }
+        context
+    }
+
+    /// One vector per text from packed last hidden states.
+    pub fn pool(&self, x: &[f32], lengths: &[usize], pooling: Pooling, normalize: bool) -> Vec<Vec<f32>> {
+        let h = self.hidden;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(lengths.len());
+        for &len in lengths {
+            let rows = &x[start * h..(start + len) * h];
+            start += len;
+            let mut v = match pooling {
+                Pooling::Cls => rows[..h].to_vec(),
+                Pooling::Mean => {
+                    let mut sum = vec![0.0f32; h];
+                    for r in rows.chunks_exact(h) {
+                        for (s, v) in sum.iter_mut().zip(r) {
+                            *s += v;
+                        }
+                    }
+                    // sentence-transformers clamps the token count at 1e-9.
+                    let count = (len as f32).max(1e-9);
+                    sum.iter_mut().for_each(|s| *s /= count);
+                    sum
+                }
+            };
+            if normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+            out.push(v);
+        }
+        out
+    }
+}
+
+fn gelu_in_place(v: &mut f32) {
+    *v = gelu_value(*v);
+}

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use burn::tensor::Tensor;
+use psy_core::semantic::dot;
 use rayon::prelude::*;
 
 use super::gelu::gelu_value;
@@ -311,14 +312,14 @@ impl HostBert {
         let row = |(i, out): (usize, &mut [f32])| {
             let (first, len) = spans[i];
             let mut scores = vec![0.0f32; len];
+            let mut q = vec![0.0f32; d];
             for head in 0..self.heads {
-                let q: Vec<f32> = qkv[i * 3 * h + head * d..][..d]
-                    .iter()
-                    .map(|v| v * scale)
-                    .collect();
+                for (q, v) in q.iter_mut().zip(&qkv[i * 3 * h + head * d..][..d]) {
+                    *q = v * scale;
+                }
                 for (j, s) in scores.iter_mut().enumerate() {
-                    let k = &qkv[(first + j) * 3 * h + h + head * d..][..d];
-                    *s = q.iter().zip(k).map(|(a, b)| a * b).sum();
+                    // Summed in independent lanes: a plain sum is one chain of dependent adds.
+                    *s = dot(&q, &qkv[(first + j) * 3 * h + h + head * d..][..d]);
                 }
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;

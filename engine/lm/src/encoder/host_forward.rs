@@ -21,7 +21,10 @@ use super::gelu::gelu_value;
 use super::layer_norm::{normalize_in_place, LayerNorm};
 use super::model::{BertModel, BertLayer};
 use super::pooling::Pooling;
+use super::precision::EncoderPrecision;
 use crate::runtime::model::Linear;
+use crate::runtime::quant::quantize::q8_0_matrix;
+use crate::runtime::quant::{IntKernel, IntOrder, QuantMatrix};
 
 /// GEMMs from this many multiply-adds run on the rayon pool: below it, waking the second
 /// thread costs more than it saves (the threshold of the runtime's fused projection).
@@ -30,39 +33,58 @@ const PARALLEL_MACS: usize = 192 * 192 * 192;
 /// Attention work (query rows times keys times hidden) from which rows are spread over the pool.
 const PARALLEL_ATTENTION: usize = 1 << 20;
 
-/// A dense layer as `y = x Wᵀ + b` needs it: `Wᵀ` row-major `[in, out]`.
+/// A dense layer's weights: `Wᵀ` row-major `[in, out]` for the f32 GEMM, or `W` `[out, in]`
+/// in Q8_0 blocks for the integer kernels.
+enum Weights {
+    F32(Vec<f32>),
+    Q8(QuantMatrix),
+}
+
+/// A dense layer, `y = x Wᵀ + b`.
 struct Dense {
-    wt: Vec<f32>,
+    weights: Weights,
     bias: Vec<f32>,
     inputs: usize,
 }
 
 impl Dense {
-    /// Projections side by side (query, key, value): one GEMM instead of three.
-    fn from_linears(parts: &[&Linear]) -> Dense {
-        let (inputs, outputs) = {
-            let [out, inp] = parts[0].weight.dims();
-            (inp, out * parts.len())
-        };
-        let mut wt = vec![0.0f32; inputs * outputs];
-        let mut bias = Vec::with_capacity(outputs);
-        let mut col = 0;
+    /// Projections side by side (query, key, value): one GEMM instead of three. With
+    /// [`EncoderPrecision::Q8`] the weights are quantized to Q8_0 (a width that is not a whole
+    /// number of 32-value blocks stays f32).
+    fn from_linears(parts: &[&Linear], precision: EncoderPrecision) -> Dense {
+        let inputs = parts[0].weight.dims()[1];
+        let mut w_rows: Vec<f32> = Vec::new();
+        let mut bias = Vec::new();
         for l in parts {
             let [out, inp] = l.weight.dims();
             assert_eq!(inp, inputs, "fused projections take the same input");
-            let w = values(l.weight.val());
-            for o in 0..out {
-                for i in 0..inp {
-                    wt[i * outputs + col + o] = w[o * inp + i];
-                }
-            }
+            w_rows.extend(values(l.weight.val()));
             match &l.bias {
                 Some(b) => bias.extend(values(b.val())),
                 None => bias.extend(std::iter::repeat_n(0.0, out)),
             }
-            col += out;
         }
-        Dense { wt, bias, inputs }
+        let outputs = bias.len();
+        if precision == EncoderPrecision::Q8 {
+            if let Ok(m) = q8_0_matrix(&w_rows, outputs, inputs) {
+                return Dense {
+                    weights: Weights::Q8(m),
+                    bias,
+                    inputs,
+                };
+            }
+        }
+        let mut wt = vec![0.0f32; inputs * outputs];
+        for (o, row) in w_rows.chunks_exact(inputs).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                wt[i * outputs + o] = v;
+            }
+        }
+        Dense {
+            weights: Weights::F32(wt),
+            bias,
+            inputs,
+        }
     }
 
     fn outputs(&self) -> usize {
@@ -74,6 +96,28 @@ impl Dense {
     fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let (k, n) = (self.inputs, self.outputs());
         debug_assert_eq!(x.len(), rows * k);
+        let wt = match &self.weights {
+            Weights::F32(wt) => wt,
+            Weights::Q8(m) => {
+                let mut out = vec![0.0f32; rows * n];
+                if rows > 0 {
+                    QuantMatrix::matmul_int_tiled_many(
+                        &[m],
+                        x,
+                        rows,
+                        &mut [&mut out],
+                        IntKernel::detect(),
+                        IntOrder::Lanes,
+                    );
+                }
+                for row in out.chunks_exact_mut(n) {
+                    for (y, b) in row.iter_mut().zip(&self.bias) {
+                        *y += b;
+                    }
+                }
+                return out;
+            }
+        };
         let mut out: Vec<f32> = Vec::with_capacity(rows * n);
         for _ in 0..rows {
             out.extend_from_slice(&self.bias);
@@ -100,7 +144,7 @@ impl Dense {
                 x.as_ptr(),
                 1,
                 k as isize,
-                self.wt.as_ptr(),
+                wt.as_ptr(),
                 1,
                 n as isize,
                 1.0f32,
@@ -154,14 +198,14 @@ pub struct HostLayer {
 }
 
 impl HostLayer {
-    fn from(layer: &BertLayer) -> HostLayer {
+    fn from(layer: &BertLayer, p: EncoderPrecision) -> HostLayer {
         let sa = &layer.attention.self_attention;
         HostLayer {
-            qkv: Dense::from_linears(&[&sa.query, &sa.key, &sa.value]),
-            attention_out: Dense::from_linears(&[&layer.attention.output.dense]),
+            qkv: Dense::from_linears(&[&sa.query, &sa.key, &sa.value], p),
+            attention_out: Dense::from_linears(&[&layer.attention.output.dense], p),
             attention_norm: Norm::from(&layer.attention.output.layer_norm),
-            intermediate: Dense::from_linears(&[&layer.intermediate.dense]),
-            output: Dense::from_linears(&[&layer.output.dense]),
+            intermediate: Dense::from_linears(&[&layer.intermediate.dense], p),
+            output: Dense::from_linears(&[&layer.output.dense], p),
             output_norm: Norm::from(&layer.output.layer_norm),
         }
     }
@@ -183,6 +227,7 @@ pub struct HostBert {
     heads: usize,
     head_dim: usize,
     hidden: usize,
+    precision: EncoderPrecision,
 }
 
 /// The tokens of one text as the model reads them.
@@ -199,8 +244,8 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 impl HostBert {
-    /// Copies `model`'s weights.
-    pub fn from_model(model: &BertModel) -> HostBert {
+    /// Copies `model`'s weights (quantized to Q8_0 with [`EncoderPrecision::Q8`]).
+    pub fn from_model(model: &BertModel, precision: EncoderPrecision) -> HostBert {
         let e = &model.embeddings;
         let embeddings = Arc::new(HostEmbeddings {
             word: values(e.word_embeddings.weight.val()),
@@ -208,17 +253,20 @@ impl HostBert {
             token_type: values(e.token_type_embeddings.weight.val()),
             norm: Norm::from(&e.layer_norm),
         });
-        HostBert::with_embeddings(model, embeddings, |i| Arc::new(HostLayer::from(&model.layers[i])))
+        HostBert::with_embeddings(model, embeddings, precision, |i| {
+            Arc::new(HostLayer::from(&model.layers[i], precision))
+        })
     }
 
     /// `model`'s weights, taking this model's embeddings and the blocks `unchanged(i)` says
     /// are the same as this model's (an adapter's blocks are copied from `model`).
     pub fn sharing(&self, model: &BertModel, unchanged: impl Fn(usize) -> bool) -> HostBert {
-        HostBert::with_embeddings(model, Arc::clone(&self.embeddings), |i| {
+        let precision = self.precision;
+        HostBert::with_embeddings(model, Arc::clone(&self.embeddings), precision, |i| {
             if unchanged(i) {
                 Arc::clone(&self.layers[i])
             } else {
-                Arc::new(HostLayer::from(&model.layers[i]))
+                Arc::new(HostLayer::from(&model.layers[i], precision))
             }
         })
     }
@@ -226,6 +274,7 @@ impl HostBert {
     fn with_embeddings(
         model: &BertModel,
         embeddings: Arc<HostEmbeddings>,
+        precision: EncoderPrecision,
         layer: impl Fn(usize) -> Arc<HostLayer>,
     ) -> HostBert {
         let sa = &model.layers[0].attention.self_attention;
@@ -236,6 +285,7 @@ impl HostBert {
             heads: sa.num_heads,
             head_dim: sa.head_dim,
             hidden,
+            precision,
         }
     }
 

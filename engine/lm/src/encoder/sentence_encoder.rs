@@ -14,6 +14,7 @@ use super::host_forward::{HostBert, TokenRow};
 use super::model::BertModel;
 use super::modules::SentencePipeline;
 use super::pooling::Pooling;
+use super::precision::EncoderPrecision;
 use crate::runtime::weights::SafetensorsSource;
 
 /// Texts run through the model together (sentence-transformers' default `batch_size`): bounds
@@ -35,6 +36,7 @@ pub struct Encoder {
     host: OnceLock<Arc<HostBert>>,
     /// Lower blocks' states shared with adapted copies, once a copy exists.
     bottom: OnceLock<Arc<BottomStates>>,
+    precision: EncoderPrecision,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Encoder {
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("max_seq_length", &self.max_seq_length)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -53,7 +56,13 @@ impl Encoder {
     /// Loads a sentence-transformers directory: `modules.json`, the transformer's
     /// `config.json`, `model.safetensors` and `tokenizer.json`, the pooling `config.json` and
     /// `sentence_bert_config.json`. See [`super::shared`] for the process-wide copy.
+    /// The precision is `PSY_ENCODER_WEIGHTS`'s (f32 when unset).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, EncoderPrecision::from_env()?)
+    }
+
+    /// [`Encoder::load`] with the projections in `precision`.
+    pub fn load_with(dir: &Path, precision: EncoderPrecision) -> Result<Self> {
         let pipeline = SentencePipeline::from_dir(dir)?;
         let tdir = &pipeline.transformer_dir;
         let config = BertConfig::from_file(&tdir.join("config.json"))?;
@@ -75,7 +84,13 @@ impl Encoder {
             tokenizer_path,
             host: OnceLock::new(),
             bottom: OnceLock::new(),
+            precision,
         })
+    }
+
+    /// How the projections multiply (`PSY_ENCODER_WEIGHTS` at load).
+    pub fn precision(&self) -> EncoderPrecision {
+        self.precision
     }
 
     /// Length of every embedding.
@@ -118,7 +133,7 @@ impl Encoder {
     /// The host copy of the weights.
     fn host(&self) -> &Arc<HostBert> {
         self.host
-            .get_or_init(|| Arc::new(HostBert::from_model(&self.model)))
+            .get_or_init(|| Arc::new(HostBert::from_model(&self.model, self.precision)))
     }
 
     /// Embeds texts packed together. With adapted copies around, the lower blocks run only for
@@ -244,6 +259,7 @@ impl Encoder {
             tokenizer_path: self.tokenizer_path.clone(),
             host: OnceLock::from(host),
             bottom,
+            precision: self.precision,
         })
     }
 

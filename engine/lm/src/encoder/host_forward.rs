@@ -13,6 +13,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
 use burn::tensor::Tensor;
 use psy_core::semantic::dot;
 use rayon::prelude::*;
@@ -33,8 +35,36 @@ const PARALLEL_MACS: usize = 192 * 192 * 192;
 /// Attention work (query rows times keys times hidden) from which rows are spread over the pool.
 const PARALLEL_ATTENTION: usize = 1 << 20;
 
-/// A dense layer's weights: `Wᵀ` row-major `[in, out]` for the f32 GEMM, or `W` `[out, in]`
-/// in Q8_0 blocks for the integer kernels.
+/// f32 values in host memory: the Burn model's own buffer when it can be read in place
+/// (the embedding tables, 47 MB for MiniLM, are not copied), else a copy.
+enum Values {
+    Shared(FlexTensor),
+    Owned(Vec<f32>),
+}
+
+impl Values {
+    fn of<const D: usize>(t: Tensor<D>) -> Values {
+        if let Ok(p) = t.clone().try_into_primitive::<Flex>() {
+            let p = p.to_contiguous();
+            if p.as_slice::<f32>().is_some() {
+                return Values::Shared(p);
+            }
+        }
+        Values::Owned(values(t))
+    }
+
+    fn slice(&self) -> &[f32] {
+        match self {
+            Values::Shared(t) => t.as_slice::<f32>().unwrap_or_default(),
+            Values::Owned(v) => v,
+        }
+    }
+}
+
+/// A dense layer's weights: `Wᵀ` row-major `[in, out]` in f32, or `W` `[out, in]` in Q8_0
+/// blocks for the integer kernels. The f32 weights are a transposed copy: gemm multiplies
+/// `Wᵀ` row-major in place, while the Burn model's `[out, in]` would be repacked at every
+/// product (a new turn's plan took ~25% longer reading it in place).
 enum Weights {
     F32(Vec<f32>),
     Q8(QuantMatrix),
@@ -53,20 +83,20 @@ impl Dense {
     /// number of 32-value blocks stays f32).
     fn from_linears(parts: &[&Linear], precision: EncoderPrecision) -> Dense {
         let inputs = parts[0].weight.dims()[1];
-        let mut w_rows: Vec<f32> = Vec::new();
         let mut bias = Vec::new();
         for l in parts {
             let [out, inp] = l.weight.dims();
             assert_eq!(inp, inputs, "fused projections take the same input");
-            w_rows.extend(values(l.weight.val()));
             match &l.bias {
                 Some(b) => bias.extend(values(b.val())),
                 None => bias.extend(std::iter::repeat_n(0.0, out)),
             }
         }
         let outputs = bias.len();
+        // Stacked row after row: `[out, in]` of all the parts.
+        let w: Vec<f32> = parts.iter().flat_map(|l| values(l.weight.val())).collect();
         if precision == EncoderPrecision::Q8 {
-            if let Ok(m) = q8_0_matrix(&w_rows, outputs, inputs) {
+            if let Ok(m) = q8_0_matrix(&w, outputs, inputs) {
                 return Dense {
                     weights: Weights::Q8(m),
                     bias,
@@ -75,7 +105,7 @@ impl Dense {
             }
         }
         let mut wt = vec![0.0f32; inputs * outputs];
-        for (o, row) in w_rows.chunks_exact(inputs).enumerate() {
+        for (o, row) in w.chunks_exact(inputs).enumerate() {
             for (i, &v) in row.iter().enumerate() {
                 wt[i * outputs + o] = v;
             }
@@ -213,9 +243,9 @@ impl HostLayer {
 
 /// Embedding tables and their LayerNorm.
 struct HostEmbeddings {
-    word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
+    word: Values,
+    position: Values,
+    token_type: Values,
     norm: Norm,
 }
 
@@ -248,9 +278,9 @@ impl HostBert {
     pub fn from_model(model: &BertModel, precision: EncoderPrecision) -> HostBert {
         let e = &model.embeddings;
         let embeddings = Arc::new(HostEmbeddings {
-            word: values(e.word_embeddings.weight.val()),
-            position: values(e.position_embeddings.weight.val()),
-            token_type: values(e.token_type_embeddings.weight.val()),
+            word: Values::of(e.word_embeddings.weight.val()),
+            position: Values::of(e.position_embeddings.weight.val()),
+            token_type: Values::of(e.token_type_embeddings.weight.val()),
             norm: Norm::from(&e.layer_norm),
         });
         HostBert::with_embeddings(model, embeddings, precision, |i| {
@@ -301,13 +331,14 @@ impl HostBert {
     pub fn embed(&self, texts: &[TokenRow<'_>]) -> Vec<f32> {
         let h = self.hidden;
         let e = &self.embeddings;
+        let (word, kind, place) = (e.word.slice(), e.token_type.slice(), e.position.slice());
         let total: usize = texts.iter().map(|t| t.ids.len()).sum();
         let mut x = Vec::with_capacity(total * h);
         for t in texts {
             for (pos, (&id, &ty)) in t.ids.iter().zip(t.type_ids).enumerate() {
-                let word = &e.word[id as usize * h..][..h];
-                let kind = &e.token_type[ty as usize * h..][..h];
-                let place = &e.position[pos * h..][..h];
+                let word = &word[id as usize * h..][..h];
+                let kind = &kind[ty as usize * h..][..h];
+                let place = &place[pos * h..][..h];
                 // (word + type) + position: the order the tensor version adds them in.
                 x.extend(word.iter().zip(kind).zip(place).map(|((w, k), p)| w + k + p));
             }

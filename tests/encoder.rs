@@ -177,7 +177,10 @@ fn an_adapted_copy_starting_from_the_shared_lower_states_embeds_as_on_its_own() 
     assert_eq!(base_from_states, base_alone);
     // The base encoder without any adapted copy gives the same vector too.
     assert_eq!(base_alone, minilm().embed(&[text]).unwrap());
-    assert!(max_abs_diff(&cold[0], &base_alone[0]) > 1e-2, "the adapter changes the vector");
+    assert!(
+        max_abs_diff(&cold[0], &base_alone[0]) > 1e-2,
+        "the adapter changes the vector"
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::gelu::gelu_value;
 use super::layer_norm::{normalize_in_place, LayerNorm};
-use super::model::{BertModel, BertLayer};
+use super::model::{BertLayer, BertModel};
 use super::pooling::Pooling;
 use super::precision::EncoderPrecision;
 use crate::runtime::model::Linear;
@@ -340,7 +340,12 @@ impl HostBert {
                 let kind = &kind[ty as usize * h..][..h];
                 let place = &place[pos * h..][..h];
                 // (word + type) + position: the order the tensor version adds them in.
-                x.extend(word.iter().zip(kind).zip(place).map(|((w, k), p)| w + k + p));
+                x.extend(
+                    word.iter()
+                        .zip(kind)
+                        .zip(place)
+                        .map(|((w, k), p)| w + k + p),
+                );
             }
         }
         e.norm.apply(&mut x);
@@ -365,7 +370,9 @@ impl HostBert {
         layer.attention_norm.apply(&mut y);
         let mut inner = layer.intermediate.forward(&y, rows);
         if inner.len() >= 16 * 1024 {
-            inner.par_chunks_mut(16 * 1024).for_each(|c| c.iter_mut().for_each(gelu_in_place));
+            inner
+                .par_chunks_mut(16 * 1024)
+                .for_each(|c| c.iter_mut().for_each(gelu_in_place));
         } else {
             inner.iter_mut().for_each(gelu_in_place);
         }
@@ -431,7 +438,13 @@ impl HostBert {
     }
 
     /// One vector per text from packed last hidden states.
-    pub fn pool(&self, x: &[f32], lengths: &[usize], pooling: Pooling, normalize: bool) -> Vec<Vec<f32>> {
+    pub fn pool(
+        &self,
+        x: &[f32],
+        lengths: &[usize],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Vec<Vec<f32>> {
         let h = self.hidden;
         let mut start = 0;
         let mut out = Vec::with_capacity(lengths.len());

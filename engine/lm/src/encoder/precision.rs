@@ -66,8 +66,14 @@ mod tests {
 
     #[test]
     fn parses_the_two_precisions_and_names_a_bad_value() {
-        assert_eq!(EncoderPrecision::parse("f32").unwrap(), EncoderPrecision::F32);
-        assert_eq!(EncoderPrecision::parse("Q8_0").unwrap(), EncoderPrecision::Q8);
+        assert_eq!(
+            EncoderPrecision::parse("f32").unwrap(),
+            EncoderPrecision::F32
+        );
+        assert_eq!(
+            EncoderPrecision::parse("Q8_0").unwrap(),
+            EncoderPrecision::Q8
+        );
         let e = EncoderPrecision::parse("q4").unwrap_err().to_string();
         assert!(e.contains("PSY_ENCODER_WEIGHTS=q4"), "{e}");
     }

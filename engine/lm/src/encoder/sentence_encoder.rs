@@ -147,11 +147,7 @@ impl Encoder {
         let kept: Vec<Option<Arc<[f32]>>> = texts
             .iter()
             .zip(&lengths)
-            .map(|(t, &len)| {
-                bottom
-                    .and_then(|b| b.get(t))
-                    .filter(|s| s.len() == len * h)
-            })
+            .map(|(t, &len)| bottom.and_then(|b| b.get(t)).filter(|s| s.len() == len * h))
             .collect();
         let fresh: Vec<usize> = (0..texts.len()).filter(|&i| kept[i].is_none()).collect();
         let rows: Vec<TokenRow<'_>> = fresh

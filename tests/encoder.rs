@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use psy_lm::encoder::{cosine, shared, Encoder, EncoderError};
+use psy_lm::encoder::pooling::l2_normalize;
+use psy_lm::encoder::{cosine, shared, Encoder, EncoderError, EncoderPrecision};
 use psy_lm::runtime::RuntimeError;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
@@ -118,16 +119,89 @@ fn similar_worries_are_closer_than_an_unrelated_sentence() {
 }
 
 #[test]
-fn padding_in_a_batch_does_not_change_an_embedding() {
+fn a_text_packed_with_others_embeds_exactly_as_alone() {
     let enc = minilm();
     let short = "I can't sleep.";
     let long = "Ever since the move I have felt alone, and most nights I lie awake going over \
                 everything I said during the day.";
     let alone = enc.embed(&[short]).unwrap();
-    let batched = enc.embed(&[long, short, long]).unwrap();
-    let diff = max_abs_diff(&alone[0], &batched[1]);
-    assert!(diff < 1e-5, "padding changed the embedding by {diff}");
-    assert!(max_abs_diff(&batched[0], &batched[2]) < 1e-6);
+    let packed = enc.embed(&[long, short, long]).unwrap();
+    assert_eq!(alone[0], packed[1]);
+    assert_eq!(packed[0], packed[2]);
+}
+
+#[test]
+fn the_host_forward_matches_the_burn_model() {
+    let r = reference();
+    let texts = texts(&r);
+    let mut refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    refs.push("Short one.");
+    let enc = minilm();
+    let host = enc.embed(&refs).unwrap();
+    let encodings = enc.encode(&refs).unwrap();
+    let batch: Vec<_> = encodings.iter().collect();
+    let (ids, types, mask) = enc.padded(&batch);
+    let (pooling, _) = enc.pooling();
+    let hidden = enc.model().forward(ids, types, mask.clone());
+    let burn = l2_normalize(pooling.pool(hidden, mask))
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    for (h, b) in host.iter().zip(burn.chunks(enc.dim())) {
+        let diff = max_abs_diff(h, b);
+        assert!(diff < 1e-5, "host and Burn forwards differ by {diff}");
+    }
+}
+
+fn screen_adapter() -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/safety/screen/adapter.safetensors");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn an_adapted_copy_starting_from_the_shared_lower_states_embeds_as_on_its_own() {
+    let text = "I have been counting the pills I saved. Tonight feels different.";
+    let adapter = screen_adapter();
+    // Cold: the adapted copy runs every block itself (and keeps the lower states); the base
+    // encoder then starts from them.
+    let base = Encoder::load_with(&minilm_dir(), EncoderPrecision::F32).unwrap();
+    let adapted = base.with_adapter(&adapter, "screen").unwrap();
+    let cold = adapted.embed(&[text]).unwrap();
+    let base_from_states = base.embed(&[text]).unwrap();
+    // Warm: the base encoder reads the text first; the adapted copy starts from its states.
+    let base2 = Encoder::load_with(&minilm_dir(), EncoderPrecision::F32).unwrap();
+    let adapted2 = base2.with_adapter(&adapter, "screen").unwrap();
+    let base_alone = base2.embed(&[text]).unwrap();
+    let warm = adapted2.embed(&[text]).unwrap();
+    assert_eq!(cold, warm);
+    assert_eq!(base_from_states, base_alone);
+    // The base encoder without any adapted copy gives the same vector too.
+    assert_eq!(base_alone, minilm().embed(&[text]).unwrap());
+    assert!(
+        max_abs_diff(&cold[0], &base_alone[0]) > 1e-2,
+        "the adapter changes the vector"
+    );
+}
+
+#[test]
+fn q8_weights_stay_within_their_tolerance_of_f32() {
+    let r = reference();
+    let texts = texts(&r);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let q8 = Encoder::load_with(&minilm_dir(), EncoderPrecision::Q8).unwrap();
+    assert_eq!(q8.precision(), EncoderPrecision::Q8);
+    let exact = minilm().embed(&refs).unwrap();
+    let approx = q8.embed(&refs).unwrap();
+    let worst = exact
+        .iter()
+        .zip(&approx)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0.0f32, f32::max);
+    eprintln!("max |q8_0 - f32| over the reference texts: {worst:.3e}");
+    assert!(worst > 0.0, "8-bit weights round");
+    assert!(worst < EncoderPrecision::Q8.tolerance(), "{worst}");
+    let adapted = q8.with_adapter(&screen_adapter(), "screen").unwrap();
+    assert_eq!(adapted.precision(), EncoderPrecision::Q8);
 }
 
 #[test]

@@ -17,6 +17,12 @@ pub trait SentenceEmbedder: Send + Sync {
     /// One vector per text, in order. An error is the encoder's message.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
 
+    /// How far, per component, this encoder's vectors may lie from the exact (f32) model's:
+    /// 0 for an exact encoder, more for an approximation such as 8-bit weights.
+    fn tolerance(&self) -> f32 {
+        0.0
+    }
+
     /// [`Self::embed`] for texts that ship with psy (modules' example sentences, never client
     /// text): an implementation may keep their vectors on disk across processes, since
     /// embedding every example again costs seconds at each start. Default: [`Self::embed`].

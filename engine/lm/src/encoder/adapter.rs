@@ -74,7 +74,8 @@ pub fn export(layers: &mut [BertLayer], first: usize) -> Result<Vec<NamedTensor>
 
 /// Adds the adapter in `bytes` (safetensors, format above; `origin` names it in errors) to
 /// `model`'s weights. Every tensor must name an existing projection with matching shapes.
-pub fn merge(model: &mut BertModel, bytes: &[u8], origin: &str) -> Result<()> {
+/// Returns the indices of the blocks it changed, ascending.
+pub fn merge(model: &mut BertModel, bytes: &[u8], origin: &str) -> Result<Vec<usize>> {
     let err = |msg: String| EncoderError::Adapter {
         origin: origin.to_string(),
         msg,
@@ -100,6 +101,7 @@ pub fn merge(model: &mut BertModel, bytes: &[u8], origin: &str) -> Result<()> {
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
     let layers = model.layers.len();
+    let mut changed: Vec<usize> = Vec::new();
     for name in names.iter().filter(|n| n.ends_with(".lora_a")) {
         let prefix = &name[..name.len() - ".lora_a".len()];
         let rest = prefix
@@ -137,6 +139,7 @@ pub fn merge(model: &mut BertModel, bytes: &[u8], origin: &str) -> Result<()> {
         let b = Tensor::<2>::from_data(TensorData::new(b, [out, sb[1]]), &device);
         let merged = lin.weight.val() + b.matmul(a);
         lin.weight = Param::from_tensor(merged);
+        changed.push(idx);
     }
     if let Some(stray) = names
         .iter()
@@ -144,5 +147,7 @@ pub fn merge(model: &mut BertModel, bytes: &[u8], origin: &str) -> Result<()> {
     {
         return Err(err(format!("unexpected tensor `{stray}`")));
     }
-    Ok(())
+    changed.sort_unstable();
+    changed.dedup();
+    Ok(changed)
 }

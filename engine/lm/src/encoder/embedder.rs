@@ -30,7 +30,11 @@ pub struct CachedEmbedder {
 
 impl CachedEmbedder {
     pub fn new(encoder: Arc<Encoder>) -> Self {
-        let name = encoder.dir().display().to_string();
+        let name = format!(
+            "{}{}",
+            encoder.dir().display(),
+            encoder.precision().suffix()
+        );
         CachedEmbedder {
             encoder,
             name,
@@ -48,7 +52,11 @@ impl CachedEmbedder {
         *self.identity.get_or_init(|| {
             let cache_dir = crate::runtime::prompt_cache_file::default_dir();
             match vector_cache_file::encoder_identity(self.encoder.dir(), &cache_dir) {
-                Ok(base) => Some(base),
+                // Vectors of another precision are other vectors.
+                Ok(base) => Some(match self.encoder.precision().suffix() {
+                    "" => base,
+                    mark => vector_cache_file::adapted_identity(&base, mark),
+                }),
                 Err(e) => {
                     tracing::warn!("embedding cache off: {e}");
                     None
@@ -65,6 +73,10 @@ impl SentenceEmbedder for CachedEmbedder {
 
     fn dim(&self) -> usize {
         self.encoder.dim()
+    }
+
+    fn tolerance(&self) -> f32 {
+        self.encoder.precision().tolerance()
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {

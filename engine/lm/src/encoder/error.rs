@@ -37,6 +37,9 @@ pub enum EncoderError {
     MissingDefault { path: PathBuf },
     #[error("reading back the pooled embeddings: {0}")]
     Output(String),
+    /// An unknown `PSY_ENCODER_WEIGHTS`.
+    #[error("encoder precision: {0}")]
+    Precision(String),
     /// A screen adapter that does not fit this encoder.
     #[error("{origin}: encoder adapter: {msg}")]
     Adapter { origin: String, msg: String },

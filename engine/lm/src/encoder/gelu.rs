@@ -28,6 +28,11 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * (-ax * ax).exp()).copysign(x)
 }
 
+/// `0.5 x (1 + erf(x / sqrt 2))` of one value.
+pub fn gelu_value(v: f32) -> f32 {
+    0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
 /// `0.5 x (1 + erf(x / sqrt 2))` element-wise.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let Ok(prim) = x.clone().try_into_primitive::<Flex>() else {
@@ -43,7 +48,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         .zip(values.par_chunks(CHUNK))
         .for_each(|(o, v)| {
             for (o, &v) in o.iter_mut().zip(v) {
-                *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                *o = gelu_value(v);
             }
         });
     Tensor::from_data(TensorData::new(out, x.dims()), &x.device())

@@ -48,23 +48,27 @@ impl LayerNorm {
             return None;
         }
         let eps = self.eps as f32;
-        let mut out = vec![0.0f32; xs.len()];
-        out.par_chunks_mut(ROWS_PER_TASK * h)
-            .zip(xs.par_chunks(ROWS_PER_TASK * h))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
-                    let mean = x.iter().sum::<f32>() / h as f32;
-                    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
-                    let inv = 1.0 / (var + eps).sqrt();
-                    for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                        *o = (v - mean) * inv * w + b;
-                    }
-                }
-            });
+        let mut out = xs.to_vec();
+        out.par_chunks_mut(ROWS_PER_TASK * h).for_each(|o| {
+            for row in o.chunks_exact_mut(h) {
+                normalize_in_place(row, w, b, eps);
+            }
+        });
         Some(Tensor::from_data(
             TensorData::new(out, x.dims()),
             &x.device(),
         ))
+    }
+}
+
+/// Normalises one row in place: `(x - mean) / sqrt(var + eps) * w + b` (biased variance).
+pub fn normalize_in_place(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let h = row.len();
+    let mean = row.iter().sum::<f32>() / h as f32;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, &w), &b) in row.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * w + b;
     }
 }
 

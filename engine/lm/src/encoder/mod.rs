@@ -7,14 +7,17 @@
 //! copy per directory for the whole process.
 
 pub mod adapter;
+pub mod bottom_states;
 pub mod config;
 pub mod embedder;
 pub mod error;
 pub mod gelu;
+pub mod host_forward;
 pub mod layer_norm;
 pub mod model;
 pub mod modules;
 pub mod pooling;
+pub mod precision;
 pub mod sentence_encoder;
 pub mod shared;
 pub mod vector_cache_file;
@@ -23,5 +26,6 @@ pub use config::BertConfig;
 pub use embedder::{shared_embedder, CachedEmbedder};
 pub use error::EncoderError;
 pub use pooling::Pooling;
+pub use precision::EncoderPrecision;
 pub use sentence_encoder::{cosine, Encoder, MAX_BATCH};
 pub use shared::{default_encoder_dir, shared, DEFAULT_ENCODER};

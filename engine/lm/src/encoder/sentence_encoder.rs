@@ -2,19 +2,23 @@
 //! sentence-transformers computes it for the same directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tokenizers::{TruncationParams, TruncationStrategy};
 
+use super::bottom_states::BottomStates;
 use super::config::BertConfig;
 use super::error::{EncoderError, Result};
+use super::host_forward::{HostBert, TokenRow};
 use super::model::BertModel;
 use super::modules::SentencePipeline;
-use super::pooling::{l2_normalize, Pooling};
+use super::pooling::Pooling;
+use super::precision::EncoderPrecision;
 use crate::runtime::weights::SafetensorsSource;
 
-/// Texts run through the model together: sentence-transformers' default `batch_size`. Bounds the
-/// `[batch, heads, seq, seq]` attention scores of a large call.
+/// Texts run through the model together (sentence-transformers' default `batch_size`): bounds
+/// the activations of a large call.
 pub const MAX_BATCH: usize = 32;
 
 /// A loaded sentence encoder (BERT + pooling [+ normalisation]) on the CPU.
@@ -27,6 +31,12 @@ pub struct Encoder {
     hidden_size: usize,
     dir: PathBuf,
     tokenizer_path: PathBuf,
+    /// The weights in host memory for [`Encoder::embed`], copied on first use (the Burn model
+    /// stays for training).
+    host: OnceLock<Arc<HostBert>>,
+    /// Lower blocks' states shared with adapted copies, once a copy exists.
+    bottom: OnceLock<Arc<BottomStates>>,
+    precision: EncoderPrecision,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -37,6 +47,7 @@ impl std::fmt::Debug for Encoder {
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("max_seq_length", &self.max_seq_length)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -45,7 +56,13 @@ impl Encoder {
     /// Loads a sentence-transformers directory: `modules.json`, the transformer's
     /// `config.json`, `model.safetensors` and `tokenizer.json`, the pooling `config.json` and
     /// `sentence_bert_config.json`. See [`super::shared`] for the process-wide copy.
+    /// The precision is `PSY_ENCODER_WEIGHTS`'s (f32 when unset).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, EncoderPrecision::from_env()?)
+    }
+
+    /// [`Encoder::load`] with the projections in `precision`.
+    pub fn load_with(dir: &Path, precision: EncoderPrecision) -> Result<Self> {
         let pipeline = SentencePipeline::from_dir(dir)?;
         let tdir = &pipeline.transformer_dir;
         let config = BertConfig::from_file(&tdir.join("config.json"))?;
@@ -65,7 +82,15 @@ impl Encoder {
             hidden_size: config.hidden_size,
             dir: dir.to_path_buf(),
             tokenizer_path,
+            host: OnceLock::new(),
+            bottom: OnceLock::new(),
+            precision,
         })
+    }
+
+    /// How the projections multiply (`PSY_ENCODER_WEIGHTS` at load).
+    pub fn precision(&self) -> EncoderPrecision {
+        self.precision
     }
 
     /// Length of every embedding.
@@ -92,32 +117,69 @@ impl Encoder {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// One embedding per text, in order. Texts are sorted by length and grouped into batches
-    /// of up to [`MAX_BATCH`] texts of similar length ([`length_batches`]), each padded to its
-    /// longest text and masked, as sentence-transformers' `encode` does; padding never changes
-    /// a text's embedding (beyond rounding).
+    /// One embedding per text, in order, as sentence-transformers' `encode` computes it. Up
+    /// to [`MAX_BATCH`] texts at a time run through the model packed one after another without
+    /// padding ([`super::host_forward`]); a text's embedding does not depend on the texts
+    /// beside it.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| self.tokenizer_error(e))?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].len()).collect();
-        let mut out = vec![Vec::new(); texts.len()];
-        let mut at = 0;
-        for size in length_batches(&lengths) {
-            let chunk = &order[at..at + size];
-            at += size;
-            let batch: Vec<&tokenizers::Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
-                out[i] = v;
-            }
+        let encodings = self.encode(texts)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for (t, e) in texts.chunks(MAX_BATCH).zip(encodings.chunks(MAX_BATCH)) {
+            out.extend(self.embed_packed(t, e));
         }
         Ok(out)
     }
 
-    /// Runs one right-padded batch through model, pooling and normalisation.
+    /// The host copy of the weights.
+    fn host(&self) -> &Arc<HostBert> {
+        self.host
+            .get_or_init(|| Arc::new(HostBert::from_model(&self.model, self.precision)))
+    }
+
+    /// Embeds texts packed together. With adapted copies around, the lower blocks run only for
+    /// texts no sharing encoder has read yet, and their states are kept for the others.
+    fn embed_packed(&self, texts: &[&str], encodings: &[tokenizers::Encoding]) -> Vec<Vec<f32>> {
+        let host = self.host();
+        let h = host.hidden();
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
+        let bottom = self.bottom.get();
+        let depth = bottom.map_or(0, |b| b.depth());
+        let kept: Vec<Option<Arc<[f32]>>> = texts
+            .iter()
+            .zip(&lengths)
+            .map(|(t, &len)| bottom.and_then(|b| b.get(t)).filter(|s| s.len() == len * h))
+            .collect();
+        let fresh: Vec<usize> = (0..texts.len()).filter(|&i| kept[i].is_none()).collect();
+        let rows: Vec<TokenRow<'_>> = fresh
+            .iter()
+            .map(|&i| TokenRow {
+                ids: encodings[i].get_ids(),
+                type_ids: encodings[i].get_type_ids(),
+            })
+            .collect();
+        let fresh_lengths: Vec<usize> = fresh.iter().map(|&i| lengths[i]).collect();
+        let mut x = host.embed(&rows);
+        host.run(&mut x, &fresh_lengths, 0..depth);
+        if let Some(bottom) = bottom {
+            let mut packed = Vec::with_capacity(lengths.iter().sum::<usize>() * h);
+            let mut at = 0;
+            for ((text, state), len) in texts.iter().zip(&kept).zip(&lengths) {
+                match state {
+                    Some(state) => packed.extend_from_slice(state),
+                    None => {
+                        let state = &x[at * h..(at + len) * h];
+                        bottom.put(text, state);
+                        packed.extend_from_slice(state);
+                        at += len;
+                    }
+                }
+            }
+            x = packed;
+        }
+        host.run(&mut x, &lengths, depth..host.layers());
+        host.pool(&x, &lengths, self.pooling, self.normalize)
+    }
+
     /// Token ids, token type ids and the padding mask `[batch, seq]` of right-padded texts.
     pub fn padded(
         &self,
@@ -165,9 +227,23 @@ impl Encoder {
 
     /// A copy of this encoder with a low-rank adapter merged into its weights (see
     /// [`super::adapter`]); `origin` names the adapter in errors and in the copy's name.
+    /// The copy shares the blocks below the first one the adapter changes with this encoder:
+    /// their weights, and the states of texts either encoder has read ([`BottomStates`]).
     pub fn with_adapter(&self, adapter: &[u8], origin: &str) -> Result<Encoder> {
         let mut model = self.model.clone();
-        super::adapter::merge(&mut model, adapter, origin)?;
+        let changed = super::adapter::merge(&mut model, adapter, origin)?;
+        let host = Arc::new(self.host().sharing(&model, |i| !changed.contains(&i)));
+        let depth = changed.first().copied().unwrap_or(model.layers.len());
+        let bottom = OnceLock::new();
+        if depth > 0 {
+            let shared = self
+                .bottom
+                .get_or_init(|| Arc::new(BottomStates::new(depth)));
+            // A second adapter that changes a lower block than the first cannot share.
+            if shared.depth() <= depth {
+                let _ = bottom.set(Arc::clone(shared));
+            }
+        }
         Ok(Encoder {
             model,
             tokenizer: self.tokenizer.clone(),
@@ -177,21 +253,10 @@ impl Encoder {
             hidden_size: self.hidden_size,
             dir: self.dir.join(format!("+{origin}")),
             tokenizer_path: self.tokenizer_path.clone(),
+            host: OnceLock::from(host),
+            bottom,
+            precision: self.precision,
         })
-    }
-
-    fn embed_batch(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
-        let (ids, type_ids, mask) = self.padded(batch);
-        let hidden = self.model.forward(ids, type_ids, mask.clone());
-        let mut pooled = self.pooling.pool(hidden, mask);
-        if self.normalize {
-            pooled = l2_normalize(pooled);
-        }
-        let flat = pooled
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| EncoderError::Output(format!("{e:?}")))?;
-        Ok(flat.chunks(self.hidden_size).map(<[f32]>::to_vec).collect())
     }
 
     fn tokenizer_error(&self, e: tokenizers::Error) -> EncoderError {
@@ -224,35 +289,6 @@ fn load_tokenizer(path: &Path, max_seq_length: usize) -> Result<tokenizers::Toke
     Ok(tok)
 }
 
-/// A text joins a batch while it has at least this share of the batch's longest text's tokens
-/// or while padding it wastes at most [`MAX_PADDING`] tokens: a planner's turn mixes a
-/// ~60-token context view with ~10-token sentences, and padding the sentences to 60 tokens
-/// doubled the encoder's work; among similar lengths, fewer larger batches run faster.
-const MIN_LENGTH_SHARE: f32 = 0.75;
-
-/// See [`MIN_LENGTH_SHARE`].
-const MAX_PADDING: usize = 16;
-
-/// Sizes of consecutive batches over token lengths sorted longest first: at most [`MAX_BATCH`]
-/// texts each, and a new batch whenever a text is both shorter than [`MIN_LENGTH_SHARE`] of its
-/// batch's first (longest) text and more than [`MAX_PADDING`] tokens shorter.
-pub fn length_batches(sorted_lengths: &[usize]) -> Vec<usize> {
-    let mut sizes: Vec<usize> = Vec::new();
-    let mut longest = 0usize;
-    for &len in sorted_lengths {
-        let fits = len as f32 >= MIN_LENGTH_SHARE * longest as f32
-            || longest.saturating_sub(len) <= MAX_PADDING;
-        match sizes.last_mut() {
-            Some(n) if *n < MAX_BATCH && fits => *n += 1,
-            _ => {
-                sizes.push(1);
-                longest = len;
-            }
-        }
-    }
-    sizes
-}
-
 /// Cosine similarity of two vectors (0 when either is all zeros).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
@@ -262,26 +298,5 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         0.0
     } else {
         dot / denom
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_group_similar_lengths() {
-        // A planner's new turn: the context view alone; message and sentence together (10
-        // tokens is less than 0.75 * 22 but only 12 tokens of padding).
-        assert_eq!(length_batches(&[62, 22, 10]), [1, 2]);
-        // 60 down to 45 share a batch (45 >= 0.75 * 60); 43 does not (43 < 45, 17 tokens
-        // short); the next batch takes every length within 16 tokens of 43; 26 starts anew.
-        assert_eq!(length_batches(&[60, 50, 45, 43, 30, 27, 26]), [3, 3, 1]);
-        assert_eq!(length_batches(&[]), Vec::<usize>::new());
-        // Never more than MAX_BATCH texts in one batch.
-        assert_eq!(
-            length_batches(&[10; 70]),
-            [MAX_BATCH, MAX_BATCH, 70 - 2 * MAX_BATCH]
-        );
     }
 }

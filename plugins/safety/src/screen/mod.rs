@@ -128,10 +128,12 @@ impl Screen {
                 .zip(got)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            if got.len() != e.dim || want.is_empty() || worst > PROBE_TOLERANCE {
+            // An approximate encoder (8-bit weights) may lie further from the recorded values.
+            let allowed = PROBE_TOLERANCE + enc.tolerance();
+            if got.len() != e.dim || want.is_empty() || worst > allowed {
                 return Err(format!(
                     "{}: the {which} {} is not the one the screen was trained with ({}): its \
-                     probe embedding differs by {worst:.2e} (allowed {PROBE_TOLERANCE:.0e}); \
+                     probe embedding differs by {worst:.2e} (allowed {allowed:.0e}); \
                      retrain the screen for this encoder with `psy train-screen`",
                     self.origin,
                     enc.name(),

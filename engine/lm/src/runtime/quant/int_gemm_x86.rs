@@ -19,7 +19,10 @@
 
 use std::arch::x86_64::*;
 
-use super::int_x86::{f16_at, hsum_ps, mul_sum, nibbles32};
+use super::int_x86::{
+    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, q6k_chunk_scales,
+    q6k_scale_dwords,
+};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -111,58 +114,16 @@ unsafe fn hsums<const T: usize>(v: &[__m256i; T]) -> __m256i {
     )
 }
 
-/// `vpdpwssd ymm` (AVX512-VNNI + VL): `acc` plus the sum of each i32 lane's two i16 products,
-/// as inline assembly (see `int_x86::vpdpbusd`). SAFETY: the CPU has AVX512-VNNI and -VL.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn vpdpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    let mut acc = acc;
-    std::arch::asm!(
-        "vpdpwssd {acc}, {a}, {b}",
-        acc = inout(ymm_reg) acc,
-        a = in(ymm_reg) a,
-        b = in(ymm_reg) b,
-        options(pure, nomem, nostack),
-    );
-    acc
-}
-
-/// `acc + madd(a, b)`: one `vpdpwssd` with VNNI, `vpmaddwd` and an add without. Exact: the i16
-/// products here (byte-pair sums times 6-bit scales, 16-value sums times scales) stay far below
-/// 2^31.
-#[inline(always)]
-unsafe fn madd_add<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-    if VNNI {
-        vpdpwssd(acc, a, b)
-    } else {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
-    }
-}
-
 /// Q4_K's 8 scales and 8 mins (`kquants::k_scale_min` of the 12 bytes at `s`), each as a
-/// dword holding the value in both i16 halves (the `b` of [`madd_add`]); the 6-bit fields are
-/// unpacked four at a time in u32 words.
+/// dword holding the value in both i16 halves (the `b` of [`madd_add`]), in arrays to
+/// broadcast one at a time.
 #[inline(always)]
 unsafe fn k_scale_min_words(s: *const u8) -> ([i32; 8], [i32; 8]) {
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const LOW2: u32 = 0x0303_0303;
-    let w = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
-    let (u0, u1, u2) = (w(0), w(1), w(2));
-    let sc = (u0 & LOW6, (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4));
-    let mn = (u1 & LOW6, ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4));
-    let words = |(lo, hi): (u32, u32)| {
-        let v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(
-            (u64::from(hi) << 32 | u64::from(lo)) as i64,
-        ));
-        let mut out = [0i32; 8];
-        _mm256_storeu_si256(
-            out.as_mut_ptr() as *mut __m256i,
-            _mm256_or_si256(v, _mm256_slli_epi32::<16>(v)),
-        );
-        out
-    };
-    (words(sc), words(mn))
+    let (sc, mn) = k_scale_min_dwords(s);
+    let mut out = ([0i32; 8], [0i32; 8]);
+    _mm256_storeu_si256(out.0.as_mut_ptr() as *mut __m256i, sc);
+    _mm256_storeu_si256(out.1.as_mut_ptr() as *mut __m256i, mn);
+    out
 }
 
 /// `out[t] = dot(row, token t of the tile)` for `T` tokens. SAFETY: the CPU has AVX2 and F16C
@@ -263,20 +224,9 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             let three = _mm256_set1_epi8(3);
             for sb in 0..blocks {
                 let blk = row.add(sb * 210);
-                // The 16 scales as i16: dword p holds (scale 2p, scale 2p + 1), the bias
-                // weights of activation pair p; `each` holds every scale in both halves of a
-                // dword (scale g at dword g of `[each_lo, each_hi]`), the chunk weights.
-                let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
+                let (s16, each) = q6k_scale_dwords(blk);
                 let mut pair_w = [0i32; 8];
                 _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, s16);
-                let (e_lo, e_hi) = (
-                    _mm256_unpacklo_epi16(s16, s16),
-                    _mm256_unpackhi_epi16(s16, s16),
-                );
-                let each = [
-                    _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
-                    _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
-                ];
                 let mut iacc = [_mm256_setzero_si256(); T];
                 for (h, each) in each.iter().enumerate() {
                     let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
@@ -294,12 +244,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                             three,
                         ));
                         let q = _mm256_or_si256(lo, hi);
-                        // Scale 8h + 2j for the chunk's first 16 values, 8h + 2j + 1 after.
-                        let g = 2 * j as i32;
-                        let s = _mm256_permutevar8x32_epi32(
-                            *each,
-                            _mm256_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1),
-                        );
+                        let s = q6k_chunk_scales(*each, j);
                         for (t, iacc) in iacc.iter_mut().enumerate() {
                             let prod = _mm256_maddubs_epi16(q, tile.x32(t, sb * 8 + h * 4 + j));
                             *iacc = madd_add::<VNNI>(*iacc, prod, s);

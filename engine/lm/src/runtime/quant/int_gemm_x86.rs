@@ -20,8 +20,8 @@
 use std::arch::x86_64::*;
 
 use super::int_x86::{
-    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, q6k_chunk_scales,
-    q6k_scale_dwords,
+    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
+    q6k_chunk_scales, q6k_scale_dwords,
 };
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
@@ -181,6 +181,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             let low = _mm256_set1_epi8(0x0f);
             for sb in 0..blocks {
                 let blk = row.add(sb * 144);
+                prefetch_ahead(blk, 144);
                 let (sc, mn) = k_scale_min_words(blk.add(4));
                 let mut iacc = [_mm256_setzero_si256(); T];
                 for c in 0..4 {
@@ -224,6 +225,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
             let three = _mm256_set1_epi8(3);
             for sb in 0..blocks {
                 let blk = row.add(sb * 210);
+                prefetch_ahead(blk, 210);
                 let (s16, each) = q6k_scale_dwords(blk);
                 let mut pair_w = [0i32; 8];
                 _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, s16);

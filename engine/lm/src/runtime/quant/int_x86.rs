@@ -265,9 +265,9 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                 // [isum, imin] as f32 times [d d_x, dmin d_x]: `min_value`'s two products,
                 // the f16 pair converted at once.
                 let ints = _mm_cvtepi32_ps(hsum2_i32(_mm256_add_epi32(ilo, ihi), mins));
-                let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(
-                    std::ptr::read_unaligned(blk as *const i32),
-                ));
+                let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                    blk as *const i32,
+                )));
                 let prods = _mm_mul_ps(_mm_mul_ps(d_dmin, _mm_set1_ps(a.d[sb])), ints);
                 acc += _mm_cvtss_f32(_mm_sub_ss(prods, _mm_movehdup_ps(prods)));
             }
@@ -354,7 +354,7 @@ const PREFETCH_BYTES_AHEAD: usize = 2560;
 /// `blk`. A prefetch never faults, so past the end of the weights it is only a wasted request;
 /// the address is formed with wrapping arithmetic for that reason.
 #[inline(always)]
-unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
+pub(super) unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
     let at = blk.wrapping_add(PREFETCH_BYTES_AHEAD);
     let mut line = 0;
     while line < len {

@@ -50,7 +50,8 @@ pub struct LaneActivations {
 }
 
 impl LaneActivations {
-    /// Regroups the first `8 * (tokens / 8)` tokens of `batch` (32-value blocks).
+    /// Regroups the first `8 * (tokens / 8)` tokens of `batch` in pieces of 32 values (a
+    /// 256-value block is 8 of them).
     pub fn new(batch: &Q8Batch) -> Self {
         let blocks = batch.cols() / 32;
         let groups = batch.tokens.len() / 8;

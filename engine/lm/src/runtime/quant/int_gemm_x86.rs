@@ -345,6 +345,82 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
     }
 }
 
+/// The f32 accumulators (lane `t`: token `t`'s value, as the tiles' `acc`) of `R` Q4_K rows
+/// (`rows`, their nibbles decoded in element order at `us`) with the 8 tokens of `group`.
+/// SAFETY: as [`q4k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
+/// super-blocks.
+#[inline(always)]
+unsafe fn q4k_lane_group<const R: usize>(
+    rows: [*const u8; R],
+    us: [*const u8; R],
+    tile: &Tile<8>,
+    lanes: &LaneActivations,
+    group: usize,
+    blocks: usize,
+) -> [__m256; R] {
+    let low16 = _mm256_set1_epi32(0xffff);
+    let mut accs = [_mm256_setzero_ps(); R];
+    for sb in 0..blocks {
+        let mut scales = [[0i32; 8]; R];
+        let mut mins = [[0i32; 8]; R];
+        for i in 0..R {
+            let (sc, mn) = k_scale_min_dwords(rows[i].add(sb * 144 + 4));
+            _mm256_storeu_si256(
+                scales[i].as_mut_ptr() as *mut __m256i,
+                _mm256_and_si256(sc, low16),
+            );
+            _mm256_storeu_si256(mins[i].as_mut_ptr() as *mut __m256i, mn);
+        }
+        let mut isum = [_mm256_setzero_si256(); R];
+        for j in 0..8 {
+            let xp = lanes.block_ptr(group, sb * 8 + j);
+            // Two chains of 4 dependent `vpdpbusd` per row (exact integers).
+            let mut a = [[_mm256_setzero_si256(); 2]; R];
+            for g in (0..8).step_by(2) {
+                let x0 = _mm256_loadu_si256(xp.add(32 * g) as *const __m256i);
+                let x1 = _mm256_loadu_si256(xp.add(32 * g + 32) as *const __m256i);
+                for i in 0..R {
+                    let up = us[i].add(sb * 256 + j * 32 + 4 * g);
+                    let w0 = _mm256_set1_epi32((up as *const i32).read_unaligned());
+                    let w1 = _mm256_set1_epi32((up.add(4) as *const i32).read_unaligned());
+                    a[i][0] = dpbusd(a[i][0], w0, x0);
+                    a[i][1] = dpbusd(a[i][1], w1, x1);
+                }
+            }
+            for i in 0..R {
+                let s = _mm256_add_epi32(a[i][0], a[i][1]);
+                isum[i] = _mm256_add_epi32(
+                    isum[i],
+                    _mm256_mullo_epi32(s, _mm256_set1_epi32(scales[i][j])),
+                );
+            }
+        }
+        for i in 0..R {
+            // The tiles' minimum sums and f32 steps, unchanged.
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for j in (0..8).step_by(2) {
+                let (m0, m1) = (
+                    _mm256_set1_epi32(mins[i][j]),
+                    _mm256_set1_epi32(mins[i][j + 1]),
+                );
+                even = madd_add::<true>(even, tile.pairs(sb * 8 + j), m0);
+                odd = madd_add::<true>(odd, tile.pairs(sb * 8 + j + 1), m1);
+            }
+            let imin = _mm256_add_epi32(even, odd);
+            let blk = rows[i].add(sb * 144);
+            let dx = tile.d(sb);
+            let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
+            let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
+            let v = _mm256_sub_ps(
+                _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[i])),
+                _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin)),
+            );
+            accs[i] = _mm256_add_ps(accs[i], v);
+        }
+    }
+    accs
+}
+
 /// `out[t * n + r] = dot(row r, token t)` for the `n` Q4_K rows in `rows`, the whole groups of
 /// 8 tokens in the lanes of one vector (`lanes` regroups `batch`), the other tokens by the
 /// tiles. Each row is decoded once into unsigned bytes; then each 32-value sub-block's integer
@@ -372,7 +448,6 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
     let blocks = batch.cols() / 256;
     let row_bytes = blocks * 144;
     let low = _mm256_set1_epi8(0x0f);
-    let low16 = _mm256_set1_epi32(0xffff);
     // Every row's nibbles in element order, decoded once (sub-block 2c is chunk c's low
     // nibbles, 2c + 1 its high ones); then group by group, so that a group's activations stay
     // in cache over the rows (row by row, the activations of every group streamed from L2 for
@@ -396,63 +471,35 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
     }
     for group in 0..lanes.groups {
         let tile = Tile::<8>::new(batch, group * 8);
-        for r in 0..n {
-            let row = rows.as_ptr().add(r * row_bytes);
-            let u = &decoded[r * blocks * 256..];
-            let mut acc = _mm256_setzero_ps();
-            for sb in 0..blocks {
-                let blk = row.add(sb * 144);
-                let (sc, mn) = k_scale_min_dwords(blk.add(4));
-                let mut scales = [0i32; 8];
-                _mm256_storeu_si256(
-                    scales.as_mut_ptr() as *mut __m256i,
-                    _mm256_and_si256(sc, low16),
+        // Two rows at a time: each load of the group's activations serves both.
+        let mut r = 0;
+        while r < n {
+            let pair = n - r >= 2;
+            let row = |i: usize| rows.as_ptr().add((r + i) * row_bytes);
+            let u = |i: usize| decoded.as_ptr().add((r + i) * blocks * 256);
+            let (accs, m) = if pair {
+                let two = q4k_lane_group::<2>(
+                    [row(0), row(1)],
+                    [u(0), u(1)],
+                    &tile,
+                    lanes,
+                    group,
+                    blocks,
                 );
-                let mut mins = [0i32; 8];
-                _mm256_storeu_si256(mins.as_mut_ptr() as *mut __m256i, mn);
-                let mut isum = _mm256_setzero_si256();
-                for (j, &scale) in scales.iter().enumerate() {
-                    let up = u.as_ptr().add(sb * 256 + j * 32);
-                    let xp = lanes.block_ptr(group, sb * 8 + j);
-                    // Two chains of 4 dependent `vpdpbusd` (exact integers).
-                    let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                    for g in (0..8).step_by(2) {
-                        let w0 = _mm256_set1_epi32((up.add(4 * g) as *const i32).read_unaligned());
-                        let w1 =
-                            _mm256_set1_epi32((up.add(4 * g + 4) as *const i32).read_unaligned());
-                        a0 = dpbusd(a0, w0, _mm256_loadu_si256(xp.add(32 * g) as *const __m256i));
-                        a1 = dpbusd(
-                            a1,
-                            w1,
-                            _mm256_loadu_si256(xp.add(32 * g + 32) as *const __m256i),
-                        );
-                    }
-                    let a = _mm256_add_epi32(a0, a1);
-                    isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(a, _mm256_set1_epi32(scale)));
+                (two, 2)
+            } else {
+                let [one] = q4k_lane_group::<1>([row(0)], [u(0)], &tile, lanes, group, blocks);
+                ([one, _mm256_setzero_ps()], 1)
+            };
+            for (i, acc) in accs.iter().take(m).enumerate() {
+                // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero (+0.0 +
+                // acc: a -0.0 becomes +0.0 there too).
+                let values = lanes_of(_mm256_add_ps(_mm256_setzero_ps(), *acc));
+                for (t, v) in values.iter().enumerate() {
+                    out[(group * 8 + t) * n + r + i] = *v;
                 }
-                // The tiles' minimum sums and f32 steps, unchanged.
-                let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for j in (0..8).step_by(2) {
-                    let (m0, m1) = (_mm256_set1_epi32(mins[j]), _mm256_set1_epi32(mins[j + 1]));
-                    even = madd_add::<true>(even, tile.pairs(sb * 8 + j), m0);
-                    odd = madd_add::<true>(odd, tile.pairs(sb * 8 + j + 1), m1);
-                }
-                let imin = _mm256_add_epi32(even, odd);
-                let dx = tile.d(sb);
-                let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
-                let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
-                let v = _mm256_sub_ps(
-                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)),
-                    _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin)),
-                );
-                acc = _mm256_add_ps(acc, v);
             }
-            // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero (+0.0 + acc:
-            // a -0.0 becomes +0.0 there too).
-            let values = lanes_of(_mm256_add_ps(_mm256_setzero_ps(), acc));
-            for (t, v) in values.iter().enumerate() {
-                out[(group * 8 + t) * n + r] = *v;
-            }
+            r += m;
         }
     }
     // The tokens past the whole groups, by the tiles.

@@ -374,17 +374,16 @@ unsafe fn q4k_lane_group<const R: usize>(
         let mut isum = [_mm256_setzero_si256(); R];
         for j in 0..8 {
             let xp = lanes.block_ptr(group, sb * 8 + j);
-            // Two chains of 4 dependent `vpdpbusd` per row (exact integers).
+            // Two chains of 4 dependent `vpdpbusd` per row with up to 2 rows, one chain of 8 with
+            // more (registers), exact integers either way.
+            let chains = if R > 2 { 1 } else { 2 };
             let mut a = [[_mm256_setzero_si256(); 2]; R];
-            for g in (0..8).step_by(2) {
-                let x0 = _mm256_loadu_si256(xp.add(32 * g) as *const __m256i);
-                let x1 = _mm256_loadu_si256(xp.add(32 * g + 32) as *const __m256i);
+            for g in 0..8 {
+                let x = _mm256_loadu_si256(xp.add(32 * g) as *const __m256i);
                 for i in 0..R {
                     let up = us[i].add(sb * 256 + j * 32 + 4 * g);
-                    let w0 = _mm256_set1_epi32((up as *const i32).read_unaligned());
-                    let w1 = _mm256_set1_epi32((up.add(4) as *const i32).read_unaligned());
-                    a[i][0] = dpbusd(a[i][0], w0, x0);
-                    a[i][1] = dpbusd(a[i][1], w1, x1);
+                    let w = _mm256_set1_epi32((up as *const i32).read_unaligned());
+                    a[i][g % chains] = dpbusd(a[i][g % chains], w, x);
                 }
             }
             for i in 0..R {
@@ -474,22 +473,36 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
         // Two rows at a time: each load of the group's activations serves both.
         let mut r = 0;
         while r < n {
-            let pair = n - r >= 2;
             let row = |i: usize| rows.as_ptr().add((r + i) * row_bytes);
             let u = |i: usize| decoded.as_ptr().add((r + i) * blocks * 256);
-            let (accs, m) = if pair {
-                let two = q4k_lane_group::<2>(
-                    [row(0), row(1)],
-                    [u(0), u(1)],
-                    &tile,
-                    lanes,
-                    group,
-                    blocks,
-                );
-                (two, 2)
-            } else {
-                let [one] = q4k_lane_group::<1>([row(0)], [u(0)], &tile, lanes, group, blocks);
-                ([one, _mm256_setzero_ps()], 1)
+            let z = _mm256_setzero_ps();
+            let (accs, m) = match n - r {
+                1 => {
+                    let [a] = q4k_lane_group::<1>([row(0)], [u(0)], &tile, lanes, group, blocks);
+                    ([a, z, z, z], 1)
+                }
+                2 | 3 => {
+                    let [a, b] = q4k_lane_group::<2>(
+                        [row(0), row(1)],
+                        [u(0), u(1)],
+                        &tile,
+                        lanes,
+                        group,
+                        blocks,
+                    );
+                    ([a, b, z, z], 2)
+                }
+                _ => (
+                    q4k_lane_group::<4>(
+                        [row(0), row(1), row(2), row(3)],
+                        [u(0), u(1), u(2), u(3)],
+                        &tile,
+                        lanes,
+                        group,
+                        blocks,
+                    ),
+                    4,
+                ),
             };
             for (i, acc) in accs.iter().take(m).enumerate() {
                 // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero (+0.0 +

@@ -55,8 +55,8 @@ pub fn gemm_rows(
     }
 }
 
-/// Whether [`gemm_rows_lanes`] serves `dtype` with `kernel`: Q4_K with AVX-512 VNNI (the
-/// other K-quants and CPUs keep the tiles).
+/// Whether [`gemm_rows_lanes`] serves `dtype` with `kernel`: Q4_K and Q6_K with AVX-512 VNNI
+/// (other types and CPUs keep the tiles).
 pub fn has_k_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
     #[cfg(target_arch = "x86_64")]
     let vnni = kernel == IntKernel::Vnni;
@@ -65,11 +65,11 @@ pub fn has_k_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
         let _ = kernel;
         false
     };
-    vnni && dtype == GgmlDType::Q4K
+    vnni && matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
 }
 
 /// [`gemm_rows`] with the whole groups of 8 tokens in the lanes of one vector
-/// (`int_gemm_x86::q4k_lane_rows_vnni`), `lanes` regrouping `batch`: the same f32 results,
+/// (`int_gemm_x86::k_lane_rows_vnni`), `lanes` regrouping `batch`: the same f32 results,
 /// bit for bit, with fewer instructions per token. [`has_k_lane_kernel`] must hold; lengths
 /// are checked here, since the SIMD kernel loads without bounds checks.
 pub fn gemm_rows_lanes(
@@ -100,15 +100,16 @@ pub fn gemm_rows_lanes(
         "lanes regroup this batch"
     );
     assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
+    let (_, bytes) = dtype.block_layout().expect("a block type");
     assert_eq!(
         rows.len(),
-        out.len() / tokens * cols / 256 * 144,
+        out.len() / tokens * cols / 256 * bytes as usize,
         "{dtype} rows vs outputs"
     );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_k_lane_kernel` holds only with VNNI detected; lengths checked above.
     unsafe {
-        super::int_gemm_x86::q4k_lane_rows_vnni(rows, batch, lanes, out)
+        super::int_gemm_x86::k_lane_rows_vnni(dtype, rows, batch, lanes, out)
     }
 }
 

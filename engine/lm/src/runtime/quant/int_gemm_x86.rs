@@ -347,7 +347,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
 
 /// The f32 accumulators (lane `t`: token `t`'s value, as the tiles' `acc`) of `R` Q4_K rows
 /// (`rows`, their nibbles decoded in element order at `us`) with the 8 tokens of `group`.
-/// SAFETY: as [`q4k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
+/// SAFETY: as [`k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
 /// super-blocks.
 #[inline(always)]
 unsafe fn q4k_lane_group<const R: usize>(
@@ -420,23 +420,121 @@ unsafe fn q4k_lane_group<const R: usize>(
     accs
 }
 
-/// `out[t * n + r] = dot(row r, token t)` for the `n` Q4_K rows in `rows`, the whole groups of
-/// 8 tokens in the lanes of one vector (`lanes` regroups `batch`), the other tokens by the
-/// tiles. Each row is decoded once into unsigned bytes; then each 32-value sub-block's integer
-/// dot product of 8 tokens is 8 `vpdpbusd` (4 weights broadcast against the 8 tokens' 4
-/// values), weighed by the sub-block's scale with one `vpmulld`. Where the tiles spend a byte
-/// product and a scale product per 32 values *and token*, this spends an eighth of both, per
-/// token, on one instruction each.
+/// The f32 accumulators of `R` Q6_K rows with the 8 tokens of `group`, as
+/// [`q4k_lane_group`]: each 16-value group's integer dot product of 8 tokens is 4 `vpdpbusd`
+/// weighed by the group's scale with one `vpmulld`; the -32 offset and the f32 steps are the
+/// tiles'. SAFETY: as [`q4k_lane_group`], for Q6_K rows whose 6-bit quants are decoded at `us`.
+#[inline(always)]
+unsafe fn q6k_lane_group<const R: usize>(
+    rows: [*const u8; R],
+    us: [*const u8; R],
+    tile: &Tile<8>,
+    lanes: &LaneActivations,
+    group: usize,
+    blocks: usize,
+) -> [__m256; R] {
+    let mut accs = [_mm256_setzero_ps(); R];
+    for sb in 0..blocks {
+        let mut isum = [_mm256_setzero_si256(); R];
+        for b in 0..8 {
+            let xp = lanes.block_ptr(group, sb * 8 + b);
+            for half in 0..2 {
+                let mut a = [_mm256_setzero_si256(); R];
+                for p in 0..4 {
+                    let x = _mm256_loadu_si256(xp.add(32 * (4 * half + p)) as *const __m256i);
+                    for i in 0..R {
+                        let up = us[i].add(sb * 256 + b * 32 + half * 16 + 4 * p);
+                        let w = _mm256_set1_epi32((up as *const i32).read_unaligned());
+                        a[i] = dpbusd(a[i], w, x);
+                    }
+                }
+                for i in 0..R {
+                    let scale = *rows[i].add(sb * 210 + 192 + 2 * b + half) as i8;
+                    isum[i] = _mm256_add_epi32(
+                        isum[i],
+                        _mm256_mullo_epi32(a[i], _mm256_set1_epi32(i32::from(scale))),
+                    );
+                }
+            }
+        }
+        for i in 0..R {
+            // The tiles' offset sums and f32 steps, unchanged.
+            let blk = rows[i].add(sb * 210);
+            let (s16, _) = q6k_scale_dwords(blk);
+            let mut pair_w = [0i32; 8];
+            _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, s16);
+            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            for p in (0..8).step_by(2) {
+                let (w0, w1) = (
+                    _mm256_set1_epi32(pair_w[p]),
+                    _mm256_set1_epi32(pair_w[p + 1]),
+                );
+                even = madd_add::<true>(even, tile.pairs(sb * 8 + p), w0);
+                odd = madd_add::<true>(odd, tile.pairs(sb * 8 + p + 1), w1);
+            }
+            let bias = _mm256_add_epi32(even, odd);
+            let isum = _mm256_sub_epi32(isum[i], _mm256_slli_epi32::<5>(bias));
+            let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(208))), tile.d(sb));
+            accs[i] = _mm256_add_ps(accs[i], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+        }
+    }
+    accs
+}
+
+/// The quants of the K-quant super-block at `blk` (Q4_K or Q6_K) as 256 unsigned bytes in
+/// element order at `u`: Q4_K's nibbles (sub-block 2c is chunk c's low nibbles, 2c + 1 its
+/// high ones), Q6_K's 6-bit values (its -32 stays folded into the activation sums).
+#[inline(always)]
+unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
+    let low = _mm256_set1_epi8(0x0f);
+    let store = |at: usize, v: __m256i| _mm256_storeu_si256(u.add(at) as *mut __m256i, v);
+    if dtype == GgmlDType::Q4K {
+        for c in 0..4 {
+            let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
+            store(c * 64, _mm256_and_si256(q, low));
+            store(
+                c * 64 + 32,
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+            );
+        }
+    } else {
+        let three = _mm256_set1_epi8(3);
+        for h in 0..2 {
+            let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
+            for j in 0..4 {
+                let ql = _mm256_loadu_si256(blk.add(h * 64 + (j % 2) * 32) as *const __m256i);
+                let lo = if j < 2 {
+                    _mm256_and_si256(ql, low)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql), low)
+                };
+                let shift = _mm_cvtsi32_si128(2 * j as i32);
+                let hi =
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srl_epi16(qh, shift), three));
+                store(h * 128 + j * 32, _mm256_or_si256(lo, hi));
+            }
+        }
+    }
+}
+
+/// `out[t * n + r] = dot(row r, token t)` for the `n` K-quant rows (Q4_K or Q6_K) in `rows`,
+/// the whole groups of 8 tokens in the lanes of one vector (`lanes` regroups `batch`), the
+/// other tokens by the tiles. Each row is decoded once into unsigned bytes; then each sub-block
+/// (32 values for Q4_K, 16 for Q6_K) of 8 tokens is one `vpdpbusd` per 4 values (4 weights
+/// broadcast against the 8 tokens' 4 values), weighed by the sub-block's scale with one
+/// `vpmulld`. Where the tiles spend a byte product and a scale product per 32 values *and
+/// token*, this spends an eighth of both, per token, on one instruction each.
 ///
-/// Bit-equal to the tiles and the GEMV: a super-block's `isum` and `imin` are exact integers
-/// whatever the order of their sums, and the f32 steps are the tiles' (lane `t` of each vector
-/// op is token `t`'s scalar op).
+/// Bit-equal to the tiles and the GEMV: a super-block's integers (`isum`, Q4_K's `imin`,
+/// Q6_K's offset) are exact whatever the order of their sums, and the f32 steps are the tiles'
+/// (lane `t` of each vector op is token `t`'s scalar op).
 ///
-/// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `rows` is `out.len() / tokens`
-/// whole Q4_K rows for `batch.cols()` values; `batch` has 256-value blocks and `lanes`
-/// regroups it (checked by `int_gemm::gemm_rows_lanes`).
+/// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `dtype` is Q4_K or Q6_K; `rows`
+/// is `out.len() / tokens` whole rows of it for `batch.cols()` values; `batch` has 256-value
+/// blocks and `lanes` regroups it (checked by `int_gemm::gemm_rows_lanes`).
 #[target_feature(enable = "avx2,f16c")]
-pub(super) unsafe fn q4k_lane_rows_vnni(
+pub(super) unsafe fn k_lane_rows_vnni(
+    dtype: GgmlDType,
     rows: &[u8],
     batch: &Q8Batch,
     lanes: &LaneActivations,
@@ -445,32 +543,36 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
     let tokens = batch.tokens.len();
     let n = out.len() / tokens;
     let blocks = batch.cols() / 256;
-    let row_bytes = blocks * 144;
-    let low = _mm256_set1_epi8(0x0f);
-    // Every row's nibbles in element order, decoded once (sub-block 2c is chunk c's low
-    // nibbles, 2c + 1 its high ones); then group by group, so that a group's activations stay
-    // in cache over the rows (row by row, the activations of every group streamed from L2 for
-    // each row, and the kernel ran 6% slower than the tiles).
+    let size = if dtype == GgmlDType::Q4K { 144 } else { 210 };
+    let row_bytes = blocks * size;
+    // Every row decoded once; then group by group, so that a group's activations stay in cache
+    // over the rows (row by row, the activations of every group streamed from L2 for each
+    // row, and the Q4_K kernel ran 6% slower than the tiles).
     let mut decoded = vec![0u8; n * blocks * 256];
     for r in 0..n {
-        let row = rows.as_ptr().add(r * row_bytes);
         for sb in 0..blocks {
-            let blk = row.add(sb * 144);
-            prefetch_ahead(blk, 144);
-            for c in 0..4 {
-                let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
-                let at = decoded.as_mut_ptr().add((r * blocks + sb) * 256 + c * 64);
-                _mm256_storeu_si256(at as *mut __m256i, _mm256_and_si256(q, low));
-                _mm256_storeu_si256(
-                    at.add(32) as *mut __m256i,
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
-                );
+            let blk = rows.as_ptr().add(r * row_bytes + sb * size);
+            prefetch_ahead(blk, size);
+            let at = decoded.as_mut_ptr().add((r * blocks + sb) * 256);
+            if dtype == GgmlDType::Q4K {
+                k_unsigned_block(GgmlDType::Q4K, blk, at);
+            } else {
+                k_unsigned_block(GgmlDType::Q6K, blk, at);
             }
         }
     }
+    macro_rules! group_of {
+        ($r:literal, $rows:expr, $us:expr, $tile:expr, $group:expr) => {
+            if dtype == GgmlDType::Q4K {
+                q4k_lane_group::<$r>($rows, $us, $tile, lanes, $group, blocks)
+            } else {
+                q6k_lane_group::<$r>($rows, $us, $tile, lanes, $group, blocks)
+            }
+        };
+    }
     for group in 0..lanes.groups {
         let tile = Tile::<8>::new(batch, group * 8);
-        // Two rows at a time: each load of the group's activations serves both.
+        // Four rows at a time (then 2, 1): each load of the group's activations serves them all.
         let mut r = 0;
         while r < n {
             let row = |i: usize| rows.as_ptr().add((r + i) * row_bytes);
@@ -478,28 +580,20 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
             let z = _mm256_setzero_ps();
             let (accs, m) = match n - r {
                 1 => {
-                    let [a] = q4k_lane_group::<1>([row(0)], [u(0)], &tile, lanes, group, blocks);
+                    let [a] = group_of!(1, [row(0)], [u(0)], &tile, group);
                     ([a, z, z, z], 1)
                 }
                 2 | 3 => {
-                    let [a, b] = q4k_lane_group::<2>(
-                        [row(0), row(1)],
-                        [u(0), u(1)],
-                        &tile,
-                        lanes,
-                        group,
-                        blocks,
-                    );
+                    let [a, b] = group_of!(2, [row(0), row(1)], [u(0), u(1)], &tile, group);
                     ([a, b, z, z], 2)
                 }
                 _ => (
-                    q4k_lane_group::<4>(
+                    group_of!(
+                        4,
                         [row(0), row(1), row(2), row(3)],
                         [u(0), u(1), u(2), u(3)],
                         &tile,
-                        lanes,
-                        group,
-                        blocks,
+                        group
                     ),
                     4,
                 ),
@@ -516,7 +610,11 @@ pub(super) unsafe fn q4k_lane_rows_vnni(
         }
     }
     // The tokens past the whole groups, by the tiles.
-    gemm_rows_impl::<true>(GgmlDType::Q4K, rows, batch, lanes.groups * 8, out);
+    if dtype == GgmlDType::Q4K {
+        gemm_rows_impl::<true>(GgmlDType::Q4K, rows, batch, lanes.groups * 8, out);
+    } else {
+        gemm_rows_impl::<true>(GgmlDType::Q6K, rows, batch, lanes.groups * 8, out);
+    }
 }
 
 /// AVX2 tiles. SAFETY: the CPU has AVX2 and F16C; `rows` is `out.len() / tokens` whole rows of

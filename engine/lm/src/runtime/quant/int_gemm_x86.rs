@@ -349,6 +349,8 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
 /// (`rows`, their nibbles decoded in element order at `us`) with the 8 tokens of `group`.
 /// SAFETY: as [`k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
 /// super-blocks.
+// The loops index several per-row arrays by row and sub-block at once.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn q4k_lane_group<const R: usize>(
     rows: [*const u8; R],

@@ -8,6 +8,7 @@
 
 use super::int_dot::IntKernel;
 use super::int_scalar;
+use super::lane_layout::LaneActivations;
 use super::q8::{activation_block, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -51,6 +52,64 @@ pub fn gemm_rows(
         IntKernel::Vnni => unsafe { super::int_gemm_x86::gemm_rows_vnni(dtype, rows, batch, out) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => gemm_rows_scalar(dtype, rows, row_bytes, batch, out),
+    }
+}
+
+/// Whether [`gemm_rows_lanes`] serves `dtype` with `kernel`: Q4_K and Q6_K with AVX-512 VNNI
+/// (other types and CPUs keep the tiles).
+pub fn has_k_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let vnni = kernel == IntKernel::Vnni;
+    #[cfg(not(target_arch = "x86_64"))]
+    let vnni = {
+        let _ = kernel;
+        false
+    };
+    vnni && matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
+}
+
+/// [`gemm_rows`] with the whole groups of 8 tokens in the lanes of one vector
+/// (`int_gemm_x86::k_lane_rows_vnni`), `lanes` regrouping `batch`: the same f32 results,
+/// bit for bit, with fewer instructions per token. [`has_k_lane_kernel`] must hold; lengths
+/// are checked here, since the SIMD kernel loads without bounds checks.
+pub fn gemm_rows_lanes(
+    kernel: IntKernel,
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    lanes: &LaneActivations,
+    out: &mut [f32],
+) {
+    assert!(
+        has_k_lane_kernel(kernel, dtype),
+        "a lane kernel for {dtype}"
+    );
+    let tokens = batch.tokens.len();
+    if tokens == 0 || out.is_empty() {
+        return;
+    }
+    let cols = batch.cols();
+    assert_eq!(batch.block(), 256, "256-value activation blocks");
+    assert!(
+        batch.tokens.iter().all(|a| a.len() == cols),
+        "every token has {cols} values"
+    );
+    assert_eq!(
+        (lanes.groups, lanes.blocks),
+        (tokens / 8, cols / 32),
+        "lanes regroup this batch"
+    );
+    assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
+    let (_, bytes) = dtype.block_layout().expect("a block type");
+    assert_eq!(
+        rows.len(),
+        out.len() / tokens * cols / 256 * bytes as usize,
+        "{dtype} rows vs outputs"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_k_lane_kernel` holds only with VNNI detected; lengths checked above.
+    unsafe {
+        super::int_gemm_x86::k_lane_rows_vnni(dtype, rows, batch, lanes, out)
     }
 }
 
@@ -105,15 +164,25 @@ mod tests {
         out
     }
 
-    /// Every kernel's tiles equal the GEMV's dot product of each (row, token) on the scalar
-    /// kernel, bit for bit.
+    /// Every kernel's tiles (and lanes, where it has them) equal the GEMV's dot product of each
+    /// (row, token) on the scalar kernel, bit for bit.
     fn assert_tiles_equal_the_gemv(dtype: GgmlDType, rows: usize, w: &[u8], x: &[f32], k: usize) {
         let batch = Q8Batch::quantize(x, k, activation_block(dtype));
         let tokens = batch.tokens.len();
         let row_bytes = w.len() / rows;
+        let lanes = LaneActivations::new(&batch);
+        let mut runs = Vec::new();
         for kernel in IntKernel::available() {
             let mut out = vec![0.0f32; rows * tokens];
             gemm_rows(kernel, dtype, w, &batch, &mut out);
+            runs.push((format!("{kernel:?} tiles"), out));
+            if has_k_lane_kernel(kernel, dtype) {
+                let mut out = vec![0.0f32; rows * tokens];
+                gemm_rows_lanes(kernel, dtype, w, &batch, &lanes, &mut out);
+                runs.push((format!("{kernel:?} lanes"), out));
+            }
+        }
+        for (kernel, out) in runs {
             for r in 0..rows {
                 for (t, a) in batch.tokens.iter().enumerate() {
                     let want = dot_row(
@@ -125,7 +194,7 @@ mod tests {
                     assert_eq!(
                         out[t * rows + r].to_bits(),
                         want.to_bits(),
-                        "{dtype} {kernel:?} row {r} token {t}: {} vs {want}",
+                        "{dtype} {kernel} row {r} token {t}: {} vs {want}",
                         out[t * rows + r]
                     );
                 }

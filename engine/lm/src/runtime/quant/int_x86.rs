@@ -9,8 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_scalar::{min_value, q4k_min_sum, q6k_bias, scaled_value};
-use super::kquants::k_scale_min;
+use super::int_scalar::scaled_value;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -63,6 +62,108 @@ pub(super) unsafe fn mul_sum<const VNNI: bool>(u: __m256i, x: __m256i) -> __m256
     } else {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
     }
+}
+
+/// `vpdpwssd ymm` (AVX512-VNNI + VL): `acc` plus the sum of each i32 lane's two i16 products,
+/// as inline assembly (see [`vpdpbusd`]). SAFETY: the CPU has AVX512-VNNI and -VL.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn vpdpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(ymm_reg) acc,
+        a = in(ymm_reg) a,
+        b = in(ymm_reg) b,
+        options(pure, nomem, nostack),
+    );
+    acc
+}
+
+/// `acc + madd(a, b)`: one `vpdpwssd` with VNNI, `vpmaddwd` and an add without. Exact: the i16
+/// products here (byte-pair sums times 6-bit scales, 16-value sums times scales) stay far below
+/// 2^31.
+#[inline(always)]
+pub(super) unsafe fn madd_add<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    if VNNI {
+        vpdpwssd(acc, a, b)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+}
+
+/// Q4_K's 8 scales and 8 mins (`kquants::k_scale_min` of the 12 bytes at `s`) as two vectors
+/// whose dword `j` holds value `j` in both i16 halves (the `b` of [`madd_add`]); the 6-bit
+/// fields are unpacked four at a time in u32 words (the scalar unpacking, byte by byte, was a
+/// fifth of the GEMV's instructions).
+#[inline(always)]
+pub(super) unsafe fn k_scale_min_dwords(s: *const u8) -> (__m256i, __m256i) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let w = |i: usize| (s.add(4 * i) as *const u32).read_unaligned();
+    let (u0, u1, u2) = (w(0), w(1), w(2));
+    let sc = (u0 & LOW6, (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4));
+    let mn = (u1 & LOW6, ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4));
+    let dwords = |(lo, hi): (u32, u32)| {
+        let v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(
+            (u64::from(hi) << 32 | u64::from(lo)) as i64,
+        ));
+        _mm256_or_si256(v, _mm256_slli_epi32::<16>(v))
+    };
+    (dwords(sc), dwords(mn))
+}
+
+/// Q6_K's 16 scales (at byte 192 of the block `blk`) as i16, dword `p` holding (scale 2p,
+/// scale 2p + 1), the weights of activation sum pair `p`; and as two vectors holding scale `g`
+/// in both halves of dword `g % 8` of vector `g / 8` (the chunk weights, picked by
+/// [`q6k_chunk_scales`]).
+#[inline(always)]
+pub(super) unsafe fn q6k_scale_dwords(blk: *const u8) -> (__m256i, [__m256i; 2]) {
+    let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
+    let (e_lo, e_hi) = (
+        _mm256_unpacklo_epi16(s16, s16),
+        _mm256_unpackhi_epi16(s16, s16),
+    );
+    (
+        s16,
+        [
+            _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
+            _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
+        ],
+    )
+}
+
+/// The scales of chunk `j` of a Q6_K half (`each` from [`q6k_scale_dwords`]): scale `2j` for
+/// the chunk's first 16 values, `2j + 1` for the others.
+#[inline(always)]
+pub(super) unsafe fn q6k_chunk_scales(each: __m256i, j: usize) -> __m256i {
+    let g = 2 * j as i32;
+    _mm256_permutevar8x32_epi32(
+        each,
+        _mm256_setr_epi32(g, g, g, g, g + 1, g + 1, g + 1, g + 1),
+    )
+}
+
+/// A 256-value super-block's 16 activation group sums (i32 at `sums`) as i16 pairs in 8
+/// dwords, pair `j` = (sum 2j, sum 2j + 1): a [`madd_add`] with per-pair weights gives the
+/// weighted sums. Exact: a sum of 16 values in [-127, 127] fits an i16.
+#[inline(always)]
+unsafe fn sum_pairs(sums: *const i32) -> __m256i {
+    let packed = _mm256_packs_epi32(
+        _mm256_loadu_si256(sums as *const __m256i),
+        _mm256_loadu_si256(sums.add(8) as *const __m256i),
+    );
+    // `packs` works per 128-bit half: pairs [0, 1, 4, 5, 2, 3, 6, 7] back in order.
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(packed)
+}
+
+/// `[hsum_i32(a), hsum_i32(b), ..]` in the two low lanes (exact integer sums).
+#[inline(always)]
+unsafe fn hsum2_i32(a: __m256i, b: __m256i) -> __m128i {
+    let h = _mm256_hadd_epi32(a, b);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    _mm_hadd_epi32(s, s)
 }
 
 /// The 32 nibbles of 16 bytes in element order: low nibbles first, then high nibbles.
@@ -142,8 +243,13 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
             let low = _mm256_set1_epi8(0x0f);
             for sb in 0..a.len() / 256 {
                 let blk = p.add(sb * 144);
-                let (sc, mn) = k_scale_min(std::slice::from_raw_parts(blk.add(4), 12));
-                let mut iacc = _mm256_setzero_si256();
+                prefetch_ahead(blk, 144);
+                let (sc, mn) = k_scale_min_dwords(blk.add(4));
+                let mut scw = [0i32; 8];
+                _mm256_storeu_si256(scw.as_mut_ptr() as *mut __m256i, sc);
+                // Two chains of 4 dependent multiply-adds instead of one of 8 (exact integers:
+                // the split does not change the sum).
+                let (mut ilo, mut ihi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
                 for c in 0..4 {
                     let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
                     let lo = _mm256_maddubs_epi16(_mm256_and_si256(q, low), x32(sb * 8 + 2 * c));
@@ -151,18 +257,19 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                         _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
                         x32(sb * 8 + 2 * c + 1),
                     );
-                    let lo = _mm256_madd_epi16(lo, _mm256_set1_epi16(i16::from(sc[2 * c])));
-                    let hi = _mm256_madd_epi16(hi, _mm256_set1_epi16(i16::from(sc[2 * c + 1])));
-                    iacc = _mm256_add_epi32(iacc, _mm256_add_epi32(lo, hi));
+                    ilo = madd_add::<VNNI>(ilo, lo, _mm256_set1_epi32(scw[2 * c]));
+                    ihi = madd_add::<VNNI>(ihi, hi, _mm256_set1_epi32(scw[2 * c + 1]));
                 }
-                let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
-                acc += min_value(
-                    f16_at(blk),
-                    f16_at(blk.add(2)),
-                    a.d[sb],
-                    hsum_i32(iacc),
-                    imin,
-                );
+                // q4k_min_sum: sum_j mn_j (sums16[2j] + sums16[2j + 1]), one pair per dword.
+                let mins = _mm256_madd_epi16(sum_pairs(a.sums.as_ptr().add(sb * 16)), mn);
+                // [isum, imin] as f32 times [d d_x, dmin d_x]: `min_value`'s two products,
+                // the f16 pair converted at once.
+                let ints = _mm_cvtepi32_ps(hsum2_i32(_mm256_add_epi32(ilo, ihi), mins));
+                let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(
+                    blk as *const i32,
+                )));
+                let prods = _mm_mul_ps(_mm_mul_ps(d_dmin, _mm_set1_ps(a.d[sb])), ints);
+                acc += _mm_cvtss_f32(_mm_sub_ss(prods, _mm_movehdup_ps(prods)));
             }
         }
         GgmlDType::Q6K => {
@@ -170,9 +277,10 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
             let three = _mm256_set1_epi8(3);
             for sb in 0..a.len() / 256 {
                 let blk = p.add(sb * 210);
-                let scales: [i8; 16] = std::array::from_fn(|g| *blk.add(192 + g) as i8);
-                let mut iacc = _mm256_setzero_si256();
-                for h in 0..2 {
+                prefetch_ahead(blk, 210);
+                let (s16, each) = q6k_scale_dwords(blk);
+                let mut halves = [_mm256_setzero_si256(); 2];
+                for (h, (iacc, each)) in halves.iter_mut().zip(each).enumerate() {
                     let qh = _mm256_loadu_si256(blk.add(128 + h * 32) as *const __m256i);
                     for j in 0..4 {
                         let ql =
@@ -190,15 +298,16 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                         // Unsigned 6-bit quants; the -32 is folded in through the group sums.
                         let q = _mm256_or_si256(lo, hi);
                         let prod = _mm256_maddubs_epi16(q, x32(sb * 8 + h * 4 + j));
-                        let g = h * 8 + j * 2;
-                        let s = _mm256_set_m128i(
-                            _mm_set1_epi16(i16::from(scales[g + 1])),
-                            _mm_set1_epi16(i16::from(scales[g])),
-                        );
-                        iacc = _mm256_add_epi32(iacc, _mm256_madd_epi16(prod, s));
+                        *iacc = madd_add::<VNNI>(*iacc, prod, q6k_chunk_scales(each, j));
                     }
                 }
-                let isum = hsum_i32(iacc) - q6k_bias(&scales, &a.sums[sb * 16..sb * 16 + 16]);
+                // q6k_bias: 32 sum_g scale_g sums16[g], one pair of groups per dword, taken
+                // off before the one reduction (exact integers).
+                let bias = _mm256_madd_epi16(sum_pairs(a.sums.as_ptr().add(sb * 16)), s16);
+                let isum = hsum_i32(_mm256_sub_epi32(
+                    _mm256_add_epi32(halves[0], halves[1]),
+                    _mm256_slli_epi32::<5>(bias),
+                ));
                 acc += scaled_value(f16_at(blk.add(208)), a.d[sb], isum);
             }
         }
@@ -215,9 +324,10 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
 }
 
-/// Rows ahead of the one being multiplied whose bytes a GEMV asks the cache for. Decoding
-/// streams every weight from memory once per token, and under perf the kernels stalled on
-/// their first load of each block: the hardware prefetcher alone leaves them waiting.
+/// Rows ahead of the one being multiplied whose bytes a GEMV of a 32-value block type asks the
+/// cache for. Decoding streams every weight from memory once per token, and under perf the
+/// kernels stalled on their first load of each block: the hardware prefetcher alone leaves
+/// them waiting.
 const PREFETCH_ROWS_AHEAD: usize = 2;
 
 /// Asks for the cache lines of `rows[start..start + len]` (the part inside `rows`), without
@@ -230,6 +340,29 @@ unsafe fn prefetch_row(rows: &[u8], start: usize, len: usize) {
         _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(at) as *const i8);
         at += 64;
     }
+}
+
+/// Bytes ahead of the K-quant super-block being multiplied that the GEMV asks the cache for,
+/// a super-block at a time. Asking for a whole row ahead at once ([`prefetch_row`]) filled the
+/// line-fill buffers: under perf 45% of the Q4_K/Q6_K GEMV's samples sat on those prefetches.
+/// Spread over the loop, the 1.5B Q4_K_M decode ran 9-10% faster (Intel host, one window:
+/// 1024 bytes ahead +1%, 1536 +6%, 2048-3072 +9-10%, 4096 +2%; with no software prefetch at
+/// all, 40% slower than with the whole-row one).
+const PREFETCH_BYTES_AHEAD: usize = 2560;
+
+/// Asks for the cache lines of the `len` (at most 256) bytes [`PREFETCH_BYTES_AHEAD`] past
+/// `blk`. A prefetch never faults, so past the end of the weights it is only a wasted request;
+/// the address is formed with wrapping arithmetic for that reason.
+#[inline(always)]
+pub(super) unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
+    let at = blk.wrapping_add(PREFETCH_BYTES_AHEAD);
+    let mut line = 0;
+    while line < len {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line) as *const i8);
+        line += 64;
+    }
+    // The block's last byte may sit on one more line.
+    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(len - 1) as *const i8);
 }
 
 /// `out[i] = dot(row i, a)` for the consecutive rows in `rows`, with the type dispatched once
@@ -245,7 +378,10 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
     macro_rules! each {
         ($t:expr) => {
             for (i, (row, o)) in rows.chunks_exact(row_bytes).zip(out.iter_mut()).enumerate() {
-                prefetch_row(rows, (i + PREFETCH_ROWS_AHEAD) * row_bytes, row_bytes);
+                // The K-quant loops prefetch as they go (`prefetch_ahead`).
+                if !matches!($t, GgmlDType::Q4K | GgmlDType::Q6K) {
+                    prefetch_row(rows, (i + PREFETCH_ROWS_AHEAD) * row_bytes, row_bytes);
+                }
                 *o = dot_row_impl::<VNNI>($t, row, a);
             }
         };

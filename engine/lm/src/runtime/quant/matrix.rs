@@ -420,10 +420,12 @@ impl DisjointRows {
 
 /// The activations of one product quantized for each activation block size its matrices
 /// need (32 for the legacy types, 256 for the K-quants), each size once, and regrouped for the
-/// lane kernel when a matrix takes it.
+/// lane kernels when a matrix takes one: the 32-value types' in the engine's order, Q4_K's
+/// (bit-equal to the tiles) from 8 tokens on.
 struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
     lanes: Option<LaneActivations>,
+    k_lanes: Option<LaneActivations>,
 }
 
 impl Q8Batches {
@@ -441,18 +443,31 @@ impl Q8Batches {
                 batches.push((block, Q8Batch::quantize(x, cols, block)));
             }
         }
+        let regroup = |block: usize| {
+            let (_, batch) = batches
+                .iter()
+                .find(|(b, _)| *b == block)
+                .expect("quantized");
+            LaneActivations::new(batch)
+        };
         let lanes = mats
             .iter()
             .any(|m| order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
-            .then(|| {
-                let (_, batch) = batches.iter().find(|(b, _)| *b == 32).expect("32-value");
-                LaneActivations::new(batch)
-            });
-        Q8Batches { batches, lanes }
+            .then(|| regroup(32));
+        let k_lanes = (x.len() / cols >= 8
+            && mats
+                .iter()
+                .any(|m| int_gemm::has_k_lane_kernel(kernel, m.dtype)))
+        .then(|| regroup(256));
+        Q8Batches {
+            batches,
+            lanes,
+            k_lanes,
+        }
     }
 
-    /// `out[t * n + r] = dot(row r, token t)` for the `n` rows of `dtype` in `rows`: by the
-    /// lane kernel when this product takes it for `dtype`, else by the GEMV-order tiles.
+    /// `out[t * n + r] = dot(row r, token t)` for the `n` rows of `dtype` in `rows`: by a lane
+    /// kernel when this product takes one for `dtype`, else by the GEMV-order tiles.
     fn gemm_rows(&self, kernel: IntKernel, dtype: GgmlDType, rows: &[u8], out: &mut [f32]) {
         let block = activation_block(dtype);
         let (_, batch) = self
@@ -460,9 +475,12 @@ impl Q8Batches {
             .iter()
             .find(|(b, _)| *b == block)
             .expect("quantized for every matrix");
-        match &self.lanes {
-            Some(lanes) if has_lane_kernel(kernel, dtype) => {
+        match (&self.lanes, &self.k_lanes) {
+            (Some(lanes), _) if has_lane_kernel(kernel, dtype) => {
                 lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out)
+            }
+            (_, Some(lanes)) if int_gemm::has_k_lane_kernel(kernel, dtype) => {
+                int_gemm::gemm_rows_lanes(kernel, dtype, rows, batch, lanes, out)
             }
             _ => int_gemm::gemm_rows(kernel, dtype, rows, batch, out),
         }

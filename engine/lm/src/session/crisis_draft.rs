@@ -29,6 +29,9 @@ pub enum DraftFault {
     MethodDetail(String),
     /// At imminent risk it asks again about thoughts the client has already acted on.
     AsksAgain(String),
+    /// It answers with a list or headed steps (the line found): advice to work through, where
+    /// a crisis reply stays with the person in a few sentences and asks about their safety.
+    AdviceList(String),
 }
 
 impl fmt::Display for DraftFault {
@@ -48,6 +51,7 @@ impl fmt::Display for DraftFault {
                 f,
                 "draft asks about thoughts the client has already acted on: \"{p}\""
             ),
+            DraftFault::AdviceList(p) => write!(f, "draft answers with a list: \"{p}\""),
         }
     }
 }
@@ -109,6 +113,12 @@ const MINIMISING: &[&str] = &[
     "respect your choice",
     "understand your decision",
     "your decision to",
+    // Suicide framed as a considered choice ("the decision to end your life can be very
+    // difficult"): seen in a kept crisis draft of Qwen2.5-Coder-1.5B (README, Which default model).
+    "the decision to end",
+    "decision to end your life",
+    "decision to take your life",
+    "decision to kill yourself",
     "at peace",
     "rest in peace",
     "better place",
@@ -331,6 +341,9 @@ pub fn check_crisis_draft(draft: &str, client: &str, plan: &Plan) -> Result<(), 
     if let Some(p) = method_detail(&text) {
         return Err(DraftFault::MethodDetail(p));
     }
+    if let Some(line) = advice_list_line(draft) {
+        return Err(DraftFault::AdviceList(line));
+    }
     if plan.risk.level >= RiskLevel::Imminent {
         if let Some(p) = find_phrase(&text, ASKS_AGAIN) {
             return Err(DraftFault::AsksAgain(p));
@@ -360,6 +373,25 @@ pub fn check_crisis_draft(draft: &str, client: &str, plan: &Plan) -> Result<(), 
         return Err(DraftFault::Unacknowledged);
     }
     Ok(())
+}
+
+/// The first line of `draft` that makes it a list of advice: a numbered item ("1. ..."), a
+/// bullet ("- ", "* ", "• ") or a Markdown heading ("### Step 1"). Small models answered crisis
+/// disclosures with self-help lists ("Educate Yourself: learn more about suicide prevention");
+/// published safe-messaging guidance for crisis replies asks for a short, direct response that
+/// stays with the person, so at high risk a listed draft is replaced by the protocol.
+fn advice_list_line(draft: &str) -> Option<String> {
+    draft.lines().map(str::trim).find_map(|line| {
+        let numbered = line.split_once(['.', ')']).is_some_and(|(n, rest)| {
+            !n.is_empty()
+                && n.len() <= 2
+                && n.chars().all(|c| c.is_ascii_digit())
+                && rest.starts_with(' ')
+        });
+        let bullet = ["- ", "* ", "• "].iter().any(|b| line.starts_with(b));
+        let heading = line.starts_with('#');
+        (numbered || bullet || heading).then(|| line.chars().take(60).collect())
+    })
 }
 
 /// Lower case, curly apostrophes straightened, words separated by single spaces, with a
@@ -637,6 +669,50 @@ mod tests {
         assert_eq!(
             check("and so on and so on…", THOUGHTS, RiskLevel::High),
             Err(DraftFault::Empty)
+        );
+    }
+
+    #[test]
+    fn a_draft_that_answers_with_a_list_fails() {
+        // The 1.5B's kept crisis drafts in the demo (README, Which default model), shortened.
+        let numbered = "Thank you for sharing your concern. Here are some steps:\n\n\
+                        1. **Seek Professional Help:** talk to a counselor.";
+        assert_eq!(
+            check(numbered, THOUGHTS, RiskLevel::High),
+            Err(DraftFault::AdviceList(
+                "1. **Seek Professional Help:** talk to a counselor.".into()
+            ))
+        );
+        let headed = "Thank you for sharing.\n\n### Step 1: Acknowledge Your Feelings\n\
+                      First, it's important to acknowledge how you feel.";
+        assert!(matches!(
+            check(headed, THOUGHTS, RiskLevel::High),
+            Err(DraftFault::AdviceList(_))
+        ));
+        let bullets = "I hear you.\n- Call a friend.\n- Go for a walk.";
+        assert_eq!(
+            check(bullets, THOUGHTS, RiskLevel::High),
+            Err(DraftFault::AdviceList("- Call a friend.".into()))
+        );
+        // Numbers inside sentences, a sentence ending a line and a hyphenated word are not lists.
+        for prose in [
+            "I hear you. You said it has been 2. weeks like this, and I'm glad you told me.",
+            "I'm so sorry.\nIt sounds like a well-meant plan fell apart.",
+            "Thank you for telling me. At 3 in the morning everything feels heavier.",
+        ] {
+            assert_eq!(check(prose, THOUGHTS, RiskLevel::High), Ok(()), "{prose}");
+        }
+        // Below high risk a list is an ordinary reply.
+        assert_eq!(check(numbered, THOUGHTS, RiskLevel::Moderate), Ok(()));
+    }
+
+    #[test]
+    fn a_draft_that_calls_suicide_a_decision_fails() {
+        let draft = "Thank you for sharing your concerns about suicide. As you mentioned, the \
+                     decision to end your life can be very difficult and overwhelming.";
+        assert_eq!(
+            check(draft, THOUGHTS, RiskLevel::High),
+            Err(DraftFault::Minimising("the decision to end".into()))
         );
     }
 

@@ -73,6 +73,24 @@ impl<const T: usize> Tile<T> {
         _mm256_loadu_si256(self.pairs.add(p * 8) as *const __m256i)
     }
 
+    /// `q6k_bias` of super-block `sb` for every token of the tile, before its factor 32:
+    /// `sum_g scale_g sums16[g]`, one i16 pair product per pair of groups (`pair_w`: the
+    /// super-block's scales as [`q6k_scale_dwords`] packs them). Shared by the tiles and the
+    /// lane kernel, which must give the same integers.
+    #[inline(always)]
+    unsafe fn q6k_bias<const VNNI: bool>(&self, sb: usize, pair_w: &[i32; 8]) -> __m256i {
+        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for p in (0..8).step_by(2) {
+            let (w0, w1) = (
+                _mm256_set1_epi32(pair_w[p]),
+                _mm256_set1_epi32(pair_w[p + 1]),
+            );
+            even = madd_add::<VNNI>(even, self.pairs(sb * 8 + p), w0);
+            odd = madd_add::<VNNI>(odd, self.pairs(sb * 8 + p + 1), w1);
+        }
+        _mm256_add_epi32(even, odd)
+    }
+
     /// Token `t`'s scale of block `b` in every lane (a broadcast load).
     #[inline(always)]
     unsafe fn d_of(&self, t: usize, b: usize) -> __m256 {
@@ -255,18 +273,7 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                         }
                     }
                 }
-                // q6k_bias for every token: 32 sum_g scale_g sums16[g], one i16 pair product
-                // per pair of groups.
-                let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-                for p in (0..8).step_by(2) {
-                    let (w0, w1) = (
-                        _mm256_set1_epi32(pair_w[p]),
-                        _mm256_set1_epi32(pair_w[p + 1]),
-                    );
-                    even = madd_add::<VNNI>(even, tile.pairs(sb * 8 + p), w0);
-                    odd = madd_add::<VNNI>(odd, tile.pairs(sb * 8 + p + 1), w1);
-                }
-                let bias = _mm256_add_epi32(even, odd);
+                let bias = tile.q6k_bias::<VNNI>(sb, &pair_w);
                 let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<5>(bias));
                 // scaled_value: (d d_x) isum.
                 let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(208))), tile.d(sb));
@@ -465,16 +472,7 @@ unsafe fn q6k_lane_group<const R: usize>(
             let (s16, _) = q6k_scale_dwords(blk);
             let mut pair_w = [0i32; 8];
             _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, s16);
-            let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-            for p in (0..8).step_by(2) {
-                let (w0, w1) = (
-                    _mm256_set1_epi32(pair_w[p]),
-                    _mm256_set1_epi32(pair_w[p + 1]),
-                );
-                even = madd_add::<true>(even, tile.pairs(sb * 8 + p), w0);
-                odd = madd_add::<true>(odd, tile.pairs(sb * 8 + p + 1), w1);
-            }
-            let bias = _mm256_add_epi32(even, odd);
+            let bias = tile.q6k_bias::<true>(sb, &pair_w);
             let isum = _mm256_sub_epi32(isum[i], _mm256_slli_epi32::<5>(bias));
             let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(208))), tile.d(sb));
             accs[i] = _mm256_add_ps(accs[i], _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));

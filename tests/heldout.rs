@@ -47,6 +47,10 @@ const FROZEN: &[(&str, &str)] = &[
         "d5ad831032c1f24c6eb2f1f2d1d2405cc9335efa08c4bd16b0ffd7b36f9fb785",
     ),
     (
+        "risk-v7.jsonl",
+        "6edec4cdcccde918441f906d7b1706d7c12c9db29bd530f34f0811a1cb30126b",
+    ),
+    (
         "modality-v2.jsonl",
         "6a6570389ed98fe9f2797944f71a4c01c2b9502c8d075b64e822b221ced14057",
     ),
@@ -266,5 +270,22 @@ fn risk_v6_reads_as_the_expectations_it_promises() {
             ("at most none", 15),
         ],
         54,
+    );
+}
+
+#[test]
+fn risk_v7_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v7.md`).
+    assert_risk_set(
+        "risk-v7.jsonl",
+        290,
+        &[
+            ("at least imminent", 22),
+            ("at least high", 58),
+            ("moderate to high", 55),
+            ("at most low", 140),
+            ("at most none", 15),
+        ],
+        57,
     );
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use common::{counselor, ScriptedDrafter};
 use psy_core::dialogue::Dialogue;
@@ -467,13 +468,9 @@ fn scripts_are_text_lines_or_jsonl() {
     assert!(demo.len() >= 3);
 }
 
-#[test]
-fn smollm2_crisis_turn_carries_the_protocol() {
-    let mut c = psy::counselor(
-        &common::repo().join("manifests/psyllm.toml"),
-        Some(&common::smollm2()),
-    )
-    .unwrap();
+/// One crisis turn of SmolLM2 under `manifest`: the reply, what streamed, the turn.
+fn smollm2_crisis_turn(manifest: &Path) -> (TranscriptTurn, String) {
+    let mut c = psy::counselor(manifest, Some(&common::smollm2())).unwrap();
     let opts = TurnOptions {
         max_new_tokens: Some(24),
         ..Default::default()
@@ -490,7 +487,43 @@ fn smollm2_crisis_turn_carries_the_protocol() {
     assert!(t.reply.contains("988"), "{}", t.reply);
     assert!(check(&t.plan.constraints, &t.reply).is_empty());
     assert_eq!(content, t.reply);
+    (t, content)
+}
+
+/// `crisis_drafts = "auto"` (the default): a 135M model drafts no crisis reply; the protocol
+/// text is the reply, at once, and the turn says why.
+#[test]
+fn smollm2_crisis_turn_is_the_protocol_alone_by_default() {
+    let (t, _) = smollm2_crisis_turn(&common::repo().join("manifests/psyllm.toml"));
+    assert_eq!(t.timings.completion_tokens, 0);
+    assert_eq!(t.timings.drafts, 0);
+    let r = t
+        .repairs
+        .iter()
+        .find(|r| r.rule == "crisis-draft")
+        .expect("a crisis-draft repair");
+    assert_eq!(r.action, "protocol-only");
+    assert!(r.detail.contains("0.13B parameters"), "{}", r.detail);
+    // Nothing was drafted, so nothing was "left out".
+    assert!(t.violations.is_empty(), "{:?}", t.violations);
+}
+
+/// `crisis_drafts = "checked"`: the model drafts, and the reply still carries the protocol.
+#[test]
+fn smollm2_crisis_turn_drafts_when_the_manifest_says_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("checked.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "schema = 1\nextends = {:?}\n[safety]\ncrisis_drafts = \"checked\"\n",
+            common::repo().join("manifests/psyllm.toml")
+        ),
+    )
+    .unwrap();
+    let (t, _) = smollm2_crisis_turn(&m);
     assert!(t.timings.completion_tokens > 0);
+    assert!(!t.repairs.iter().any(|r| r.action == "protocol-only"));
 }
 
 /// `max_tokens` bounds reasoning and reply together, and a reply the cap cuts reports `length`.

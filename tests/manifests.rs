@@ -75,6 +75,19 @@ fn wrong_type_names_line_and_column() {
 }
 
 #[test]
+fn an_unknown_crisis_drafts_policy_names_line_and_choices() {
+    let e = err(
+        &[(
+            "run.toml",
+            "schema = 1\n[safety]\ncrisis_drafts = \"sometimes\"\n",
+        )],
+        "run.toml",
+    );
+    assert!(e.starts_with("DIR/run.toml:3:"), "{e}");
+    assert!(e.contains("protocol-only"), "{e}");
+}
+
+#[test]
 fn unknown_module_suggests_the_nearest_id() {
     let e = err(
         &[(

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use psy_core::dialogue::{Dialogue, Message};
 use psy_core::module::{ReplyRule, RiskLevel};
+use psy_core::reply_rules::{self, word_count};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -124,6 +125,35 @@ fn the_crisis_guard_is_always_in_the_plan() {
             "{name}: the protocol is a required reply rule"
         );
     }
+}
+
+/// At high risk the model's own words are a few sentences (`crisis_words`), and the budget
+/// adds room for the protocol's required text after them.
+#[test]
+fn a_crisis_reply_budgets_a_few_sentences_and_the_protocol() {
+    let p = psyllm();
+    let plan = p.plan(&Dialogue::from_message(
+        "Honestly I don't see the point anymore. I've been thinking about killing myself and I have pills saved up.",
+    ));
+    assert!(plan.constraints.crisis_protocol_required);
+    let c = &plan.constraints;
+    assert_eq!(c.target_words, 40);
+    let protocol: usize = c
+        .rules
+        .iter()
+        .filter_map(|r| match &r.rule {
+            ReplyRule::Require { repair, .. } => Some(word_count(repair)),
+            _ => None,
+        })
+        .sum();
+    assert!(protocol > 20, "the protocol text is {protocol} words");
+    assert_eq!(c.max_words as usize, 80 + protocol);
+    assert_eq!(reply_rules::draft_word_limit(c), Some(80));
+    assert!(
+        plan.prompt.system.contains("about 40 words (at most 80)"),
+        "{}",
+        plan.prompt.system
+    );
 }
 
 #[test]

@@ -150,6 +150,10 @@ pub struct PromptingSection {
     /// Upper bound on the hidden reasoning, in words.
     #[serde(default = "default_reasoning_words")]
     pub reasoning_words: u32,
+    /// The model's own words in a crisis reply (risk high or imminent), before the crisis
+    /// protocol's text: a few sentences that stay with the person, not an essay to wait for.
+    #[serde(default = "default_crisis_words")]
+    pub crisis_words: u32,
 }
 
 fn default_persona() -> String {
@@ -169,6 +173,9 @@ fn default_heavy() -> u32 {
 fn default_reasoning_words() -> u32 {
     400
 }
+fn default_crisis_words() -> u32 {
+    40
+}
 
 impl Default for PromptingSection {
     fn default() -> Self {
@@ -179,6 +186,7 @@ impl Default for PromptingSection {
             moderate_words: default_moderate(),
             heavy_words: default_heavy(),
             reasoning_words: default_reasoning_words(),
+            crisis_words: default_crisis_words(),
         }
     }
 }
@@ -257,9 +265,42 @@ pub struct SafetySection {
     /// Extra or replacement crisis resources; entries for a locale replace the built-in ones.
     #[serde(default)]
     pub resources: Vec<CrisisResource>,
+    /// Whether the model drafts crisis replies (risk high or imminent) at all; see
+    /// [`CrisisDrafts`].
+    #[serde(default)]
+    pub crisis_drafts: CrisisDrafts,
     /// Present only so that `enabled = false` gets a clear refusal instead of "unknown key".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+}
+
+/// Who writes the opening of a crisis reply. The crisis protocol's text is given either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrisisDrafts {
+    /// `checked` for models of at least [`CrisisDrafts::MIN_PARAMETERS`] parameters (and for
+    /// remote models, whose size is unknown), `protocol-only` for smaller ones: the draft
+    /// checks test safety, not coherence, and small models write incoherent drafts that pass.
+    #[default]
+    Auto,
+    /// The model drafts; the draft is kept only if it passes the crisis-draft checks.
+    Checked,
+    /// No draft: the reply is the protocol text alone, at once.
+    ProtocolOnly,
+}
+
+impl CrisisDrafts {
+    /// Below this size `auto` means `protocol-only`.
+    pub const MIN_PARAMETERS: u64 = 1_000_000_000;
+
+    /// Whether a model of `parameters` (unknown: `None`) drafts crisis replies.
+    pub fn model_drafts(self, parameters: Option<u64>) -> bool {
+        match self {
+            CrisisDrafts::Checked => true,
+            CrisisDrafts::ProtocolOnly => false,
+            CrisisDrafts::Auto => parameters.is_none_or(|p| p >= Self::MIN_PARAMETERS),
+        }
+    }
 }
 
 fn default_locale() -> String {
@@ -271,6 +312,7 @@ impl Default for SafetySection {
         SafetySection {
             locale: default_locale(),
             resources: vec![],
+            crisis_drafts: CrisisDrafts::default(),
             enabled: None,
         }
     }
@@ -785,4 +827,21 @@ pub fn apply_overrides(
     };
     check_run(&resolved)?;
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CrisisDrafts;
+
+    #[test]
+    fn auto_crisis_drafts_follow_the_models_size() {
+        let auto = CrisisDrafts::Auto;
+        assert!(!auto.model_drafts(Some(134_515_008)));
+        assert!(!auto.model_drafts(Some(999_999_999)));
+        assert!(auto.model_drafts(Some(1_000_000_000)));
+        // A remote model of unknown size drafts, and its draft is checked.
+        assert!(auto.model_drafts(None));
+        assert!(CrisisDrafts::Checked.model_drafts(Some(1)));
+        assert!(!CrisisDrafts::ProtocolOnly.model_drafts(Some(70_000_000_000)));
+    }
 }

@@ -21,6 +21,7 @@ use crate::module::{
     RiskLevel, RuleContext, Stage,
 };
 use crate::registry::Registry;
+use crate::reply_rules;
 use crate::semantic::{AssessContext, SentenceEmbedder};
 
 /// How the case formulation's line of diagnostic hypotheses starts (names, codes, confidence,
@@ -283,26 +284,6 @@ impl Planner {
         } else {
             affect.intensity
         };
-        let target = match intensity {
-            Intensity::Light => m.prompting.light_words,
-            Intensity::Moderate => m.prompting.moderate_words,
-            Intensity::Heavy => m.prompting.heavy_words,
-        };
-        // Crisis replies carry resources and may run longer than the usual budget.
-        let max_words = if risk.level >= RiskLevel::High {
-            target * 2
-        } else {
-            target + target / 2
-        };
-        let mut rules = vec![SourcedRule {
-            source: "psy".into(),
-            rule: ReplyRule::MaxWords {
-                id: "word-budget".into(),
-                reason: format!("{intensity:?} message: about {target} words, at most {max_words}")
-                    .to_lowercase(),
-                max: max_words,
-            },
-        }];
         let assessments: Vec<(&Arc<dyn Module>, &Assessment)> = self
             .diagnostic
             .iter()
@@ -314,6 +295,7 @@ impl Planner {
                     .any(|c| c.chosen && c.id == x.spec().module.id)
             }))
             .collect();
+        let mut module_rules = Vec::new();
         for (module, assessment) in &assessments {
             let ctx = RuleContext {
                 assessment,
@@ -321,19 +303,44 @@ impl Planner {
                 resources: &m.safety.resources,
             };
             for rule in module.reply_rules(&ctx) {
-                rules.push(SourcedRule {
+                module_rules.push(SourcedRule {
                     source: module.spec().module.id.clone(),
                     rule,
                 });
             }
         }
+        let mut rules = Vec::new();
+        let crisis = risk.level >= RiskLevel::High;
+        let target = match intensity {
+            _ if crisis => m.prompting.crisis_words,
+            Intensity::Light => m.prompting.light_words,
+            Intensity::Moderate => m.prompting.moderate_words,
+            Intensity::Heavy => m.prompting.heavy_words,
+        };
+        // A crisis reply is the model's few sentences and then the protocol's text (its
+        // `require` rules), which the budget makes room for.
+        let max_words = if crisis {
+            target * 2 + reply_rules::reserved_words(&module_rules) as u32
+        } else {
+            target + target / 2
+        };
+        rules.push(SourcedRule {
+            source: "psy".into(),
+            rule: ReplyRule::MaxWords {
+                id: "word-budget".into(),
+                reason: format!("{intensity:?} message: about {target} words, at most {max_words}")
+                    .to_lowercase(),
+                max: max_words,
+            },
+        });
+        rules.extend(module_rules);
         let constraints = Constraints {
             intensity,
             target_words: target,
             max_words,
             reasoning_max_words: m.prompting.reasoning_words,
             no_labels_to_client: true,
-            crisis_protocol_required: risk.level >= RiskLevel::High,
+            crisis_protocol_required: crisis,
             rules,
         };
 
@@ -823,14 +830,20 @@ fn risk_context(risk: &RiskAssessment) -> String {
 }
 
 fn response_context(c: &Constraints) -> String {
-    let mut s = format!(
+    if c.crisis_protocol_required {
+        // The model's own words; the protocol's text has its room in the budget already.
+        let own = reply_rules::draft_word_limit(c).unwrap_or(c.max_words as usize);
+        return format!(
+            "a few sentences that stay with the person, about {} words (at most {own}); plain, \
+             warm language; no lists or headings; no diagnostic labels or clinical jargon; \
+             follow the crisis protocol",
+            c.target_words
+        );
+    }
+    format!(
         "about {} words (at most {}); plain, warm language; no diagnostic labels or clinical jargon",
         c.target_words, c.max_words
-    );
-    if c.crisis_protocol_required {
-        s.push_str("; follow the crisis protocol");
-    }
-    s
+    )
 }
 
 fn outline(steps: &[PlanStep]) -> String {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lexicon::{Lexicon, Text};
 use crate::module::ReplyRule;
-use crate::planner::Constraints;
+use crate::planner::{Constraints, SourcedRule};
 
 /// A rule a draft broke.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,6 +156,23 @@ pub fn word_limit(constraints: &Constraints) -> Option<usize> {
             _ => None,
         })
         .min()
+}
+
+/// Words kept free for required text appended after the model's words (the crisis
+/// protocol): the repair texts of the `Require` rules among `rules`.
+pub fn reserved_words(rules: &[SourcedRule]) -> usize {
+    rules
+        .iter()
+        .filter_map(|r| match &r.rule {
+            ReplyRule::Require { repair, .. } => Some(word_count(repair)),
+            _ => None,
+        })
+        .sum()
+}
+
+/// Words the model itself may write: the word limit less the reserved words.
+pub fn draft_word_limit(constraints: &Constraints) -> Option<usize> {
+    word_limit(constraints).map(|l| l.saturating_sub(reserved_words(&constraints.rules)))
 }
 
 /// `(rule id, repair text)` of every `Require` rule that `text` does not meet.

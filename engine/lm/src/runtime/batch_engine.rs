@@ -42,6 +42,8 @@ pub struct EngineInfo {
     pub vocab_size: usize,
     /// Sequences decoding together at most.
     pub max_batch: usize,
+    /// The model's parameter count.
+    pub parameters: u64,
 }
 
 /// A cheap, cloneable way to submit requests to a running engine. The engine thread ends once
@@ -69,6 +71,7 @@ impl EngineHandle {
             context: model.model.max_positions(),
             vocab_size: model.config.vocab_size,
             max_batch,
+            parameters: model.config.num_params(),
         });
         let (jobs, rx) = mpsc::channel();
         let _thread: JoinHandle<()> = std::thread::Builder::new()

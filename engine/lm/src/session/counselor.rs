@@ -77,26 +77,34 @@ impl Counselor {
         let turn = TurnPrompt::new(&plan, dialogue, self.style, &self.decoding, opts);
         let mut strategy = strategy_for(plan.prompt.mode);
         let mut record = TurnRecord::new(turn.reasoning_words);
-        if let Some(req) = strategy.reasoning_request(&turn) {
-            let t0 = Instant::now();
-            reasoning::draft_alone(self.drafter.as_mut(), &req, &mut record, opts, on_delta)?;
-            timings.reasoning_ms = ms(t0);
-        }
-
-        // The reply, streamed through the guard, then repaired.
-        let t0 = Instant::now();
         let c = &plan.constraints;
         let mut guard = ReplyGuard::new(c);
-        let req = strategy.reply_request(&turn, &record.reasoning);
-        let stream = ReplyStream {
-            drafter: self.drafter.as_mut(),
-            strategy: strategy.as_mut(),
-            guard: &mut guard,
-            c,
-            record: &mut record,
-            opts,
-        };
-        stream.draft(req, on_delta)?;
+        let policy = self.planner.run().manifest.safety.crisis_drafts;
+        let parameters = self.drafter.parameters();
+        let mut t0 = Instant::now();
+        if c.crisis_protocol_required && !policy.model_drafts(parameters) {
+            // No draft to wait for: the protocol text alone, at once.
+            repair::protocol_only(policy, parameters, &mut record);
+        } else {
+            if let Some(req) = strategy.reasoning_request(&turn) {
+                let t_reasoning = Instant::now();
+                reasoning::draft_alone(self.drafter.as_mut(), &req, &mut record, opts, on_delta)?;
+                timings.reasoning_ms = ms(t_reasoning);
+            }
+
+            // The reply, streamed through the guard, then repaired.
+            t0 = Instant::now();
+            let req = strategy.reply_request(&turn, &record.reasoning);
+            let stream = ReplyStream {
+                drafter: self.drafter.as_mut(),
+                strategy: strategy.as_mut(),
+                guard: &mut guard,
+                c,
+                record: &mut record,
+                opts,
+            };
+            stream.draft(req, on_delta)?;
+        }
         let t_guard = Instant::now();
         let reply = repair::complete_reply(&plan, &user, &mut guard, &mut record, on_delta)?;
         timings.guard_ms = ms(t_guard);

@@ -72,6 +72,11 @@ pub trait Drafter {
         true
     }
 
+    /// The model's parameter count, when known (decides `[safety] crisis_drafts = "auto"`).
+    fn parameters(&self) -> Option<u64> {
+        None
+    }
+
     /// A name for `/v1/models` and transcripts.
     fn model_id(&self) -> String {
         "model".into()

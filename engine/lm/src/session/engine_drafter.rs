@@ -69,6 +69,10 @@ impl Drafter for EngineDrafter {
         Some(self.engine.info().context)
     }
 
+    fn parameters(&self) -> Option<u64> {
+        Some(self.engine.info().parameters)
+    }
+
     fn model_id(&self) -> String {
         self.engine.info().model_id.clone()
     }

@@ -6,7 +6,6 @@
 //! transcript records. A crisis reply (high risk and above) streams nothing here: it is
 //! checked whole once drafting is over (`crisis_draft`).
 
-use psy_core::module::ReplyRule;
 use psy_core::planner::Constraints;
 use psy_core::reply_rules::{self, forbidden_labels, word_count, word_limit};
 
@@ -38,14 +37,7 @@ pub(crate) struct GuardStep {
 
 impl<'a> ReplyGuard<'a> {
     pub fn new(c: &'a Constraints) -> Self {
-        let reserve = c
-            .rules
-            .iter()
-            .filter_map(|r| match &r.rule {
-                ReplyRule::Require { repair, .. } => Some(word_count(repair)),
-                _ => None,
-            })
-            .sum();
+        let reserve = reply_rules::reserved_words(&c.rules);
         ReplyGuard {
             c,
             pending: String::new(),

@@ -164,6 +164,10 @@ impl Drafter for ModelDrafter {
         Some(self.model.model.max_positions())
     }
 
+    fn parameters(&self) -> Option<u64> {
+        Some(self.model.config.num_params())
+    }
+
     fn model_id(&self) -> String {
         self.model
             .path

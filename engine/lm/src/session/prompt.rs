@@ -13,7 +13,7 @@
 use psy_core::dialogue::{Dialogue, Role};
 use psy_core::manifest::DecodingSection;
 use psy_core::planner::{Constraints, Plan};
-use psy_core::reply_rules::word_limit;
+use psy_core::reply_rules::draft_word_limit;
 
 use crate::runtime::chat_template::ChatMessage;
 use crate::runtime::SamplingConfig;
@@ -62,7 +62,7 @@ impl TokenBudget {
         // About 4 tokens for 3 words, plus room for punctuation.
         TokenBudget {
             cap,
-            reply: cap.min(word_limit(c).map_or(cap, |w| w * 4 / 3 + 16)),
+            reply: cap.min(draft_word_limit(c).map_or(cap, |w| w * 4 / 3 + 16)),
             reasoning: cap.min(c.reasoning_max_words as usize * 4 / 3 + 16),
         }
     }

@@ -13,6 +13,7 @@
 //! - Whatever slipped through the sentence split gets the text-level repairs of
 //!   [`enforce`].
 
+use psy_core::manifest::CrisisDrafts;
 use psy_core::module::ReplyRule;
 use psy_core::planner::{Constraints, Plan};
 use psy_core::reply_rules::{check, enforce, missing_required, word_count, word_limit};
@@ -26,9 +27,34 @@ use super::{Delta, DraftRequest, OnDelta, Result, SessionError};
 /// The rule id under which a crisis draft that was not kept is recorded.
 pub(crate) const CRISIS_DRAFT: &str = "crisis-draft";
 
+/// The repair action of a crisis turn the model did not draft (`[safety] crisis_drafts`).
+pub(crate) const PROTOCOL_ONLY: &str = "protocol-only";
+
 /// Reply drafts a turn makes at most: the first and its redrafts (after closed reasoning or
 /// named labels).
 pub(crate) const MAX_DRAFTS: usize = 3;
+
+/// A crisis turn answered with the protocol text alone, without asking the model for a draft
+/// (`policy` with a model of `parameters`).
+pub(crate) fn protocol_only(
+    policy: CrisisDrafts,
+    parameters: Option<u64>,
+    record: &mut TurnRecord,
+) {
+    let why = match (policy, parameters) {
+        (CrisisDrafts::Auto, Some(p)) => format!(
+            "no draft: crisis_drafts = \"auto\" and the model has {:.2}B parameters (< {:.0}B)",
+            p as f64 / 1e9,
+            CrisisDrafts::MIN_PARAMETERS as f64 / 1e9
+        ),
+        _ => "no draft: crisis_drafts = \"protocol-only\"".to_string(),
+    };
+    record.repairs.push(Repair {
+        rule: CRISIS_DRAFT.into(),
+        action: PROTOCOL_ONLY.into(),
+        detail: why,
+    });
+}
 
 /// The reasoning ran past its budget and was cut there (`how`: `stopped` or `closed`).
 pub(crate) fn reasoning_cut(record: &mut TurnRecord, how: &str) {
@@ -229,12 +255,19 @@ fn held_crisis_reply(
             detail: "dropped an unfinished last sentence".into(),
         });
     }
+    // Without a draft nothing was left out: the protocol is the reply.
+    let drafted = !record
+        .repairs
+        .iter()
+        .any(|r| r.rule == CRISIS_DRAFT && r.action == PROTOCOL_ONLY);
     for id in composed.added {
-        record.violations.push(Violation {
-            rule: id.clone(),
-            source: source_of(c, &id),
-            detail: "draft left out the required text".into(),
-        });
+        if drafted {
+            record.violations.push(Violation {
+                rule: id.clone(),
+                source: source_of(c, &id),
+                detail: "draft left out the required text".into(),
+            });
+        }
         record.repairs.push(Repair {
             rule: id,
             action: "append".into(),

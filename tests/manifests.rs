@@ -39,7 +39,11 @@ const OK_BASE: &str =
 
 #[test]
 fn the_shipped_manifests_are_valid() {
-    for m in ["manifests/psyllm.toml", "manifests/examples/with-sfbt.toml"] {
+    for m in [
+        "manifests/psyllm.toml",
+        "manifests/psyllm-qwen1.5b.toml",
+        "manifests/examples/with-sfbt.toml",
+    ] {
         psy::check_manifest(&root().join(m)).unwrap_or_else(|e| panic!("{m}: {e:#}"));
     }
     psy::check_manifest(&root().join("manifests/ablations/modules.toml")).unwrap();
@@ -72,6 +76,24 @@ fn wrong_type_names_line_and_column() {
     );
     assert!(e.starts_with("DIR/run.toml:3:9:"), "{e}");
     assert!(e.contains("invalid type"), "{e}");
+}
+
+/// The main job's manifest names its model under `$PSY_ASSETS`: the fetched file, or, before
+/// the setup step fetched it, an error that says so.
+#[test]
+fn the_main_jobs_model_is_named_under_the_assets_dir() {
+    let m = root().join("manifests/psyllm-qwen1.5b.toml");
+    let want = psy_lm::runtime::assets::assets_dir()
+        .join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+    match psy::resolve_model(None, Some(&m)) {
+        Ok(p) => assert_eq!(p, want),
+        Err(e) => {
+            assert!(!want.exists());
+            let e = format!("{e:#}");
+            assert!(e.contains("run scripts/setup.sh"), "{e}");
+            assert!(e.contains(&want.display().to_string()), "{e}");
+        }
+    }
 }
 
 #[test]

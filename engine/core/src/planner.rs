@@ -840,8 +840,10 @@ fn response_context(c: &Constraints) -> String {
             c.target_words
         );
     }
+    // Counseling is a conversation: small instruct models default to advice lists otherwise.
     format!(
-        "about {} words (at most {}); plain, warm language; no diagnostic labels or clinical jargon",
+        "about {} words (at most {}); plain, warm language in conversational sentences (no lists \
+         or headings); no diagnostic labels or clinical jargon",
         c.target_words, c.max_words
     )
 }

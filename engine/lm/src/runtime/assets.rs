@@ -18,6 +18,15 @@ pub fn assets_dir() -> PathBuf {
     }
 }
 
+/// Expands a leading `$PSY_ASSETS` (see [`assets_dir`]), so that manifests can name the
+/// files the setup step fetched.
+pub fn expand_assets(p: &str) -> PathBuf {
+    match p.strip_prefix("$PSY_ASSETS") {
+        Some(rest) => assets_dir().join(rest.trim_start_matches('/')),
+        None => PathBuf::from(p),
+    }
+}
+
 /// The default model (SmolLM2-135M-Instruct, GGUF); an error telling to run the setup
 /// script when it is missing.
 pub fn default_model_path() -> Result<PathBuf, RuntimeError> {

@@ -39,7 +39,7 @@ pub mod tokenize_cli;
 pub mod tokenizer;
 pub mod weights;
 
-pub use assets::default_model_path;
+pub use assets::{default_model_path, expand_assets};
 pub use batch::{generate_batched, panic_message, BatchRequest, Batcher, PREFILL_ROWS_PER_STEP};
 pub use batch_engine::{EngineHandle, EngineInfo};
 pub use batch_forward::Feed;

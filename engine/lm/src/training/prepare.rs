@@ -197,18 +197,7 @@ pub fn is_gguf(path: &Path) -> bool {
 
 /// Expands a leading `$PSY_ASSETS` (default `~/.cache/psy/assets`), where test assets live.
 pub fn expand(p: &str) -> PathBuf {
-    match p.strip_prefix("$PSY_ASSETS") {
-        Some(rest) => {
-            let base = std::env::var_os("PSY_ASSETS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/psy/assets")
-                });
-            base.join(rest.trim_start_matches('/'))
-        }
-        None => PathBuf::from(p),
-    }
+    crate::runtime::assets::expand_assets(p)
 }
 
 pub(super) fn mf(path: &Path, msg: impl Into<String>) -> TrainError {

@@ -716,9 +716,17 @@ pub fn focus_of(rules: &Rules, risk: &RiskAssessment) -> Focus {
         .unwrap_or(Focus::Myself)
 }
 
+/// Whether the client turn before the last was already at high or above, so the previous
+/// reply carried the crisis protocol.
+fn protocol_given(risk: &RiskAssessment) -> bool {
+    let t = &risk.trajectory;
+    t.len() >= 2 && t[t.len() - 2].level >= RiskLevel::High
+}
+
 /// The reply rule for an assessed risk: at imminent, emergency services now (and the poison
-/// line where the locale has one); at high, the crisis protocol; at moderate, a safety
-/// check-in; nothing below. The repair text is the tier's standalone reply.
+/// line where the locale has one); at high, the crisis protocol (in other words on the turn
+/// after one that got it); at moderate, a safety check-in; nothing below. The repair text is
+/// the tier's standalone reply.
 pub fn crisis_reply_rule(
     rules: &Rules,
     risk: &RiskAssessment,
@@ -732,12 +740,12 @@ pub fn crisis_reply_rule(
     let file = &rules.file;
     let res = resources_for(locale, manifest_resources);
     let questions: Vec<String> = file.questions.get(focus).to_vec();
-    let repair = fill(
-        file.repair.get(focus, risk.level),
-        &res,
-        locale,
-        &file.repair,
-    );
+    let text = if focus == Focus::Myself && risk.level == RiskLevel::High && protocol_given(risk) {
+        &file.repair.self_high_again
+    } else {
+        file.repair.get(focus, risk.level)
+    };
+    let repair = fill(text, &res, locale, &file.repair);
     Some(match risk.level {
         RiskLevel::Imminent => {
             // Someone at imminent risk has already said what is happening: the reply sends

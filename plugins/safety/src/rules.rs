@@ -184,6 +184,8 @@ impl Protocol {
 pub struct Repair {
     pub self_imminent: String,
     pub self_high: String,
+    /// `self-high` for the next turn still at high after one that got the protocol.
+    pub self_high_again: String,
     pub self_moderate: String,
     pub others_imminent: String,
     pub others_high: String,

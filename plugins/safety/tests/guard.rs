@@ -413,3 +413,39 @@ fn training_replies_to_high_risk_messages_must_carry_the_protocol() {
     let calm = Dialogue::from_message("Work has been stressful but I'm managing.");
     assert_eq!(review(&calm, "What has helped so far?"), Ok(()));
 }
+
+/// A second turn at high after one that got the protocol takes the same steps in other words,
+/// and that text meets the rule it repairs on its own.
+#[test]
+fn the_turn_after_the_protocol_gets_it_in_other_words() {
+    let first = "I don't see the point anymore. I've been thinking about killing myself and I have pills saved up.";
+    let one = assess(first);
+    assert_eq!(one.risk.as_ref().unwrap().level, RiskLevel::High);
+    let (_, repair_once) = require(&rules_for(&one, "US", &[]), "crisis-protocol");
+    let two = module().assess(&Dialogue::new(vec![
+        Message::user(first),
+        Message::assistant(repair_once.clone()),
+        Message::user(
+            "I still have the pills next to me and I keep thinking about killing myself.",
+        ),
+    ]));
+    let risk = two.risk.as_ref().unwrap();
+    assert_eq!(risk.level, RiskLevel::High, "{risk:?}");
+    let (any_of, repair_again) = require(&rules_for(&two, "US", &[]), "crisis-protocol");
+    assert_ne!(repair_again, repair_once);
+    assert!(
+        repair_again.contains("again") && repair_again.contains("988"),
+        "{repair_again}"
+    );
+    for group in &any_of {
+        assert!(
+            psy_core::reply_rules::group_present(group, &repair_again),
+            "{group:?} not in {repair_again}"
+        );
+    }
+    // The first high turn of a session gets the full text.
+    assert!(
+        repair_once.starts_with("I'm really glad you told me"),
+        "{repair_once}"
+    );
+}

@@ -384,11 +384,19 @@ def main():
             cuts = Cuts(tomllib.load(f)["thresholds"])
     except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
         sys.exit(f"{a.screen}/screen.toml: {e}")
+    # Candidate rules and ensembles are judged on the validation split alone; `--set` files are
+    # broken down beside it.
+    sets = defaultdict(list)
+    for r in items:
+        sets[r.get("set", "")].append(r)
+    extra = {k: v for k, v in sets.items() if k and not k.startswith("validation")}
+    items = [r for r in items if not r.get("set") or r["set"].startswith("validation")]
     messages = [r for r in items if not is_session(r)]
     sessions = [r for r in items if is_session(r)]
     print(f"readings: {a.readings}; cut-offs: {a.screen}/screen.toml {cuts.t}")
     if a.ensemble:
-        items = ensemble([items] + [load(p) for p in a.ensemble])
+        items = ensemble([items] + [[r for r in load(p) if not r.get("set") or r["set"]
+                                     .startswith("validation")] for p in a.ensemble])
         messages = [r for r in items if not is_session(r)]
         sessions = [r for r in items if is_session(r)]
         cuts = calibrate(messages, sessions)
@@ -403,6 +411,8 @@ def main():
         return
     breakdown("validation messages", messages, cuts)
     breakdown("validation sessions", sessions, cuts, explain_sessions=True)
+    for name, rows in extra.items():
+        breakdown(name, rows, cuts, explain_sessions=True)
     candidates(messages, cuts)
 
 

@@ -33,6 +33,8 @@ pub struct LabelledItem {
 /// What each detector says about an item's last turn.
 #[derive(Clone, Debug, Serialize)]
 pub struct ItemReading {
+    /// The set the item belongs to (`validation messages`, `validation sessions`, a `--set` file).
+    pub set: String,
     pub id: String,
     pub category: String,
     pub level: RiskLevel,
@@ -379,6 +381,7 @@ pub fn read_items(
             })
             .collect();
         out.push(ItemReading {
+            set: String::new(),
             id: item.id.clone(),
             category: item.category.clone(),
             level: item.level,
@@ -502,12 +505,15 @@ pub fn screen_report(o: &ReportOptions) -> Result<String> {
     for (i, (name, items)) in named.iter().enumerate() {
         // Items of `--set` files (after the validation split's) are explained even when calm.
         let explain_all = i >= named.len() - o.sets.len();
-        let readings = read_items(
+        let mut readings = read_items(
             &screen,
             &*embedder,
             items,
             index.as_ref().map(|x| (x, explain_all)),
         )?;
+        for r in &mut readings {
+            r.set = name.clone();
+        }
         for r in &readings {
             lines.push(serde_json::to_string(r)?);
         }
@@ -531,6 +537,7 @@ mod tests {
         context: RiskLevel,
     ) -> ItemReading {
         ItemReading {
+            set: "t".into(),
             id: "x".into(),
             category: "game".into(),
             level,

@@ -33,6 +33,8 @@ pub struct LabelledItem {
 /// What each detector says about an item's last turn.
 #[derive(Clone, Debug, Serialize)]
 pub struct ItemReading {
+    /// The set the item belongs to (`validation messages`, `validation sessions`, a `--set` file).
+    pub set: String,
     pub id: String,
     pub category: String,
     pub level: RiskLevel,
@@ -53,10 +55,26 @@ pub struct ItemReading {
     pub p_sentence: Option<[f32; 3]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p_context: Option<[f32; 3]>,
+    /// Every piece of the last turn (message, sentences, context) with its probabilities and
+    /// the category head's reading: what a rule over the pieces would see.
+    pub pieces: Vec<PieceReading>,
     /// For false alarms and items of `--set` files: the training exemplars closest to the last
     /// turn under the screen's encoder (why the screen reads it as it does).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nearest: Vec<Neighbour>,
+}
+
+/// One scored piece of an item's last turn.
+#[derive(Clone, Debug, Serialize)]
+pub struct PieceReading {
+    pub kind: &'static str,
+    /// `P(>= moderate)`, `P(>= high)`, `P(imminent)`.
+    pub p: [f32; 3],
+    /// The level this piece alone gets under its own cut-offs.
+    pub level: RiskLevel,
+    /// The category head's most likely category and its probability.
+    pub category: String,
+    pub category_p: f32,
 }
 
 /// A training exemplar close to an item, with its cosine similarity under the screen's
@@ -343,7 +361,27 @@ pub fn read_items(
             }
             _ => Vec::new(),
         };
+        let pieces = last
+            .pieces
+            .iter()
+            .map(|p| {
+                let category = screen.category_of(p).to_string();
+                let category_p = p.output.categories.iter().copied().fold(0.0f32, f32::max);
+                PieceReading {
+                    kind: p.kind.as_str(),
+                    p: p.output.levels,
+                    level: match p.kind {
+                        PieceKind::Message => screen.level_of(&p.output.levels),
+                        PieceKind::Sentence => screen.sentence_level_of(&p.output.levels),
+                        PieceKind::Context => screen.context_level_of(&p.output.levels),
+                    },
+                    category,
+                    category_p,
+                }
+            })
+            .collect();
         out.push(ItemReading {
+            set: String::new(),
             id: item.id.clone(),
             category: item.category.clone(),
             level: item.level,
@@ -355,6 +393,7 @@ pub fn read_items(
             p_message: best(PieceKind::Message).unwrap_or_default(),
             p_sentence: best(PieceKind::Sentence),
             p_context: best(PieceKind::Context),
+            pieces,
             nearest,
         });
     }
@@ -466,12 +505,15 @@ pub fn screen_report(o: &ReportOptions) -> Result<String> {
     for (i, (name, items)) in named.iter().enumerate() {
         // Items of `--set` files (after the validation split's) are explained even when calm.
         let explain_all = i >= named.len() - o.sets.len();
-        let readings = read_items(
+        let mut readings = read_items(
             &screen,
             &*embedder,
             items,
             index.as_ref().map(|x| (x, explain_all)),
         )?;
+        for r in &mut readings {
+            r.set = name.clone();
+        }
         for r in &readings {
             lines.push(serde_json::to_string(r)?);
         }
@@ -495,6 +537,7 @@ mod tests {
         context: RiskLevel,
     ) -> ItemReading {
         ItemReading {
+            set: "t".into(),
             id: "x".into(),
             category: "game".into(),
             level,
@@ -506,6 +549,7 @@ mod tests {
             p_message: [0.0; 3],
             p_sentence: None,
             p_context: None,
+            pieces: Vec::new(),
             nearest: Vec::new(),
         }
     }

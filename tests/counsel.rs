@@ -292,6 +292,35 @@ fn the_overdose_under_way_gets_emergency_services_and_poison_control_not_a_quest
     }
 }
 
+/// `crisis_drafts = "auto"` (the default): at imminent risk no model drafts, whatever its
+/// size; the emergency text goes out at once.
+#[test]
+fn at_imminent_risk_the_default_policy_sends_the_protocol_without_a_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = ScriptedDrafter::new(&["Thank you for telling me. I'm here."]);
+    let mut c =
+        psy_lm::session::Counselor::new(common::planner("direct", dir.path()), Box::new(d.clone()));
+    let t = c
+        .respond(
+            &Dialogue::from_message(OVERDOSE),
+            &TurnOptions::default(),
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(t.risk_level, RiskLevel::Imminent);
+    assert!(
+        d.requests.lock().unwrap().is_empty(),
+        "the model was asked for a draft"
+    );
+    assert_eq!(t.reply, protocol_text(&t));
+    let r = t
+        .repairs
+        .iter()
+        .find(|r| r.action == "protocol-only")
+        .unwrap();
+    assert!(r.detail.contains("imminent"), "{}", r.detail);
+}
+
 #[test]
 fn harm_to_others_gets_its_own_text() {
     let (t, _, _, _) = turn("direct", &["Just smile, he'll be fine."], HARM_OTHERS);

@@ -105,11 +105,16 @@ pub fn repo() -> PathBuf {
 
 /// A planner for `manifests/psyllm.toml` with the prompting mode set to `mode`.
 pub fn planner(mode: &str, dir: &Path) -> Planner {
+    planner_with(mode, dir, "")
+}
+
+/// [`planner`] with more manifest text appended (whole sections).
+pub fn planner_with(mode: &str, dir: &Path, extra: &str) -> Planner {
     let path = dir.join(format!("{mode}.toml"));
     std::fs::write(
         &path,
         format!(
-            "schema = 1\nextends = \"{}\"\n[prompting]\nmode = \"{mode}\"\n",
+            "schema = 1\nextends = \"{}\"\n[prompting]\nmode = \"{mode}\"\n{extra}",
             repo().join("manifests/psyllm.toml").display()
         ),
     )
@@ -121,9 +126,12 @@ pub fn planner(mode: &str, dir: &Path) -> Planner {
     .unwrap()
 }
 
+/// A counselor whose drafts come from `drafter`. Crisis turns always draft (`crisis_drafts =
+/// "checked"`), so that the scripted drafts meet the crisis-draft checks at every level.
 pub fn counselor(mode: &str, drafter: ScriptedDrafter) -> Counselor {
     let dir = tempfile::tempdir().unwrap();
-    Counselor::new(planner(mode, dir.path()), Box::new(drafter))
+    let checked = "[safety]\ncrisis_drafts = \"checked\"\n";
+    Counselor::new(planner_with(mode, dir.path(), checked), Box::new(drafter))
 }
 
 pub fn smollm2() -> PathBuf {

@@ -278,9 +278,11 @@ pub struct SafetySection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CrisisDrafts {
-    /// `checked` for models of at least [`CrisisDrafts::MIN_PARAMETERS`] parameters (and for
-    /// remote models, whose size is unknown), `protocol-only` for smaller ones: the draft
-    /// checks test safety, not coherence, and small models write incoherent drafts that pass.
+    /// At `high`, `checked` for models of at least [`CrisisDrafts::MIN_PARAMETERS`] parameters
+    /// (and for remote models, whose size is unknown) and `protocol-only` for smaller ones: the
+    /// draft checks test safety, not coherence, and small models write incoherent drafts that
+    /// pass. At `imminent`, `protocol-only` for every model: emergency services now should not
+    /// wait for a draft to be written and checked.
     #[default]
     Auto,
     /// The model drafts; the draft is kept only if it passes the crisis-draft checks.
@@ -293,12 +295,13 @@ impl CrisisDrafts {
     /// Below this size `auto` means `protocol-only`.
     pub const MIN_PARAMETERS: u64 = 1_000_000_000;
 
-    /// Whether a model of `parameters` (unknown: `None`) drafts crisis replies.
-    pub fn model_drafts(self, parameters: Option<u64>) -> bool {
+    /// Whether a model of `parameters` (unknown: `None`) drafts a crisis reply at `imminent`
+    /// risk or only `high`.
+    pub fn model_drafts(self, parameters: Option<u64>, imminent: bool) -> bool {
         match self {
             CrisisDrafts::Checked => true,
             CrisisDrafts::ProtocolOnly => false,
-            CrisisDrafts::Auto => parameters.is_none_or(|p| p >= Self::MIN_PARAMETERS),
+            CrisisDrafts::Auto => !imminent && parameters.is_none_or(|p| p >= Self::MIN_PARAMETERS),
         }
     }
 }
@@ -834,14 +837,17 @@ mod tests {
     use super::CrisisDrafts;
 
     #[test]
-    fn auto_crisis_drafts_follow_the_models_size() {
+    fn auto_crisis_drafts_follow_the_models_size_and_the_level() {
         let auto = CrisisDrafts::Auto;
-        assert!(!auto.model_drafts(Some(134_515_008)));
-        assert!(!auto.model_drafts(Some(999_999_999)));
-        assert!(auto.model_drafts(Some(1_000_000_000)));
+        assert!(!auto.model_drafts(Some(134_515_008), false));
+        assert!(!auto.model_drafts(Some(999_999_999), false));
+        assert!(auto.model_drafts(Some(1_000_000_000), false));
         // A remote model of unknown size drafts, and its draft is checked.
-        assert!(auto.model_drafts(None));
-        assert!(CrisisDrafts::Checked.model_drafts(Some(1)));
-        assert!(!CrisisDrafts::ProtocolOnly.model_drafts(Some(70_000_000_000)));
+        assert!(auto.model_drafts(None, false));
+        // At imminent nobody drafts under `auto`: the emergency text goes out at once.
+        assert!(!auto.model_drafts(Some(70_000_000_000), true));
+        assert!(!auto.model_drafts(None, true));
+        assert!(CrisisDrafts::Checked.model_drafts(Some(1), true));
+        assert!(!CrisisDrafts::ProtocolOnly.model_drafts(Some(70_000_000_000), false));
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use psy_core::dialogue::Dialogue;
 use psy_core::manifest::DecodingSection;
+use psy_core::module::RiskLevel;
 use psy_core::planner::{Constraints, Planner};
 
 use crate::runtime::FinishReason;
@@ -82,9 +83,10 @@ impl Counselor {
         let policy = self.planner.run().manifest.safety.crisis_drafts;
         let parameters = self.drafter.parameters();
         let mut t0 = Instant::now();
-        if c.crisis_protocol_required && !policy.model_drafts(parameters) {
+        let imminent = plan.risk.level >= RiskLevel::Imminent;
+        if c.crisis_protocol_required && !policy.model_drafts(parameters, imminent) {
             // No draft to wait for: the protocol text alone, at once.
-            repair::protocol_only(policy, parameters, &mut record);
+            repair::protocol_only(policy, parameters, imminent, &mut record);
         } else {
             if let Some(req) = strategy.reasoning_request(&turn) {
                 let t_reasoning = Instant::now();

@@ -35,13 +35,18 @@ pub(crate) const PROTOCOL_ONLY: &str = "protocol-only";
 pub(crate) const MAX_DRAFTS: usize = 3;
 
 /// A crisis turn answered with the protocol text alone, without asking the model for a draft
-/// (`policy` with a model of `parameters`).
+/// (`policy` with a model of `parameters`, at `imminent` risk or `high`).
 pub(crate) fn protocol_only(
     policy: CrisisDrafts,
     parameters: Option<u64>,
+    imminent: bool,
     record: &mut TurnRecord,
 ) {
     let why = match (policy, parameters) {
+        (CrisisDrafts::Auto, _) if imminent => {
+            "no draft: crisis_drafts = \"auto\" and the risk is imminent (emergency help first)"
+                .to_string()
+        }
         (CrisisDrafts::Auto, Some(p)) => format!(
             "no draft: crisis_drafts = \"auto\" and the model has {:.2}B parameters (< {:.0}B)",
             p as f64 / 1e9,

@@ -119,9 +119,10 @@ mod tests {
     use half::f16;
     use proptest::prelude::*;
 
-    const TYPES: [GgmlDType; 5] = [
+    const TYPES: [GgmlDType; 6] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
         GgmlDType::Q6K,

@@ -73,7 +73,7 @@ pub(super) fn q6k_bias(scales: &[i8], sums16: &[i32]) -> i32 {
 /// Whether [`dot_row`] handles `dtype` (the others keep f32 activations).
 pub fn has_int_kernel(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
-    matches!(dtype, Q4_0 | Q4_1 | Q8_0 | Q4K | Q6K)
+    matches!(dtype, Q4_0 | Q4_1 | Q5_0 | Q8_0 | Q4K | Q6K)
 }
 
 /// `sum_i u_i * x_i` for unsigned weights `u`.
@@ -109,6 +109,16 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
                 let scale = f16_at(blk, 0) * a.d[b];
                 lanes_add(&mut lanes, scale, |e| nibble(&blk[4..], e), x);
                 acc += offset_value(f16_at(blk, 2), a.d[b], a.sums[b]);
+            }
+        }
+        GgmlDType::Q5_0 => {
+            for (b, blk) in row.chunks_exact(22).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                // Bit e of the little-endian `qh` is element e's fifth bit.
+                let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                let q5 = |e: usize| nibble(&blk[6..], e) | (((qh >> e) & 1) as i32) << 4;
+                lanes_add(&mut lanes, scale, |e| q5(e) - 16, x);
             }
         }
         GgmlDType::Q8_0 => {

@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 use super::int_x86::dpbusd;
 use super::int_x86::{
     f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
-    q5_0_weights, q6k_chunk_scales, q6k_scale_dwords,
+    q5_0_weights, q5_1_weights, q6k_chunk_scales, q6k_scale_dwords,
 };
 use super::lane_layout::LaneActivations;
 use super::q8::Q8Batch;
@@ -186,10 +186,15 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 }
             }
         }
-        GgmlDType::Q4_1 => {
+        GgmlDType::Q4_1 | GgmlDType::Q5_1 => {
+            let size = if dtype == GgmlDType::Q4_1 { 20 } else { 24 };
             for b in 0..blocks {
-                let blk = row.add(b * 20);
-                let w = nibbles32(blk.add(4));
+                let blk = row.add(b * size);
+                let w = if dtype == GgmlDType::Q4_1 {
+                    nibbles32(blk.add(4))
+                } else {
+                    q5_1_weights(blk)
+                };
                 let dw = _mm256_set1_ps(f16_at(blk));
                 for (t, lanes) in lanes.iter_mut().enumerate() {
                     let s = mul_sum::<VNNI>(w, tile.x32(t, b));
@@ -351,6 +356,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         GgmlDType::Q4_0 => tiles!(GgmlDType::Q4_0),
         GgmlDType::Q4_1 => tiles!(GgmlDType::Q4_1),
         GgmlDType::Q5_0 => tiles!(GgmlDType::Q5_0),
+        GgmlDType::Q5_1 => tiles!(GgmlDType::Q5_1),
         GgmlDType::Q8_0 => tiles!(GgmlDType::Q8_0),
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),

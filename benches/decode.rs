@@ -5,8 +5,9 @@
 //!   default) and with f32 activations (`smollm2-135m-gguf-q-f32act`, the path before integer
 //!   kernels); run `scripts/setup.sh` first.
 //! - Qwen2.5-Coder-1.5B-Instruct Q4_K_M with quantized weights (`qwen2.5-1.5b-q4km-q`, and
-//!   `qwen2.5-1.5b-q4km-q-f32act`), when `scripts/setup.sh --qwen` has fetched it (skipped
-//!   otherwise).
+//!   `qwen2.5-1.5b-q4km-q-f32act`), and Qwen2.5-Coder-0.5B-Instruct AWQ Q4_K_M, mostly Q5_0
+//!   (`qwen2.5-0.5b-q4km-q`, `qwen2.5-0.5b-q4km-q-f32act`), when `scripts/setup.sh --qwen` has
+//!   fetched them (each skipped otherwise).
 //! - A random Qwen3 with the Qwen3-0.6B shape (hidden 1024, 28 layers, 16/8 heads, head_dim 128,
 //!   intermediate 3072, vocab 151936, tied embeddings), in f32 (`qwen3-0.6b-shape-random`) and
 //!   with its matrices quantized to Q8_0 as `PSY_WEIGHTS=q8_0` loads a checkpoint
@@ -222,22 +223,38 @@ fn smollm2_quantized(c: &mut Criterion) {
     }
 }
 
+/// The Qwen2.5-Coder GGUFs `scripts/setup.sh --qwen` fetches, by bench-group base name: the
+/// 1.5B (Q4_K and Q6_K matrices) and the 0.5B AWQ (hidden size 896, not a multiple of 256, so
+/// most of its matrices are Q5_0).
+const QWEN25_MODELS: [(&str, &str); 2] = [
+    (
+        "qwen2.5-1.5b-q4km-q",
+        "qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    ),
+    (
+        "qwen2.5-0.5b-q4km-q",
+        "qwen2.5-coder/qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+    ),
+];
+
 fn qwen25_quantized(c: &mut Criterion) {
-    let path = assets().join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
-    for (suffix, format) in QUANT_FORMATS {
-        let name = format!("qwen2.5-1.5b-q4km-q{suffix}");
-        if (!wanted(&name) && !wanted("qwen2.5-1.5b-q4km-q")) || !path.is_file() {
-            continue;
+    for (base, file) in QWEN25_MODELS {
+        let path = assets().join(file);
+        for (suffix, format) in QUANT_FORMATS {
+            let name = format!("{base}{suffix}");
+            if (!wanted(&name) && !wanted(base)) || !path.is_file() {
+                continue;
+            }
+            let device = select_device(DevicePreference::Cpu).unwrap();
+            let m = load_model_with(&path, &device, format).expect("load Qwen2.5 GGUF");
+            bench_model(
+                c,
+                &name,
+                &m.model,
+                &m.config,
+                format == WeightFormat::Quantized,
+            );
         }
-        let device = select_device(DevicePreference::Cpu).unwrap();
-        let m = load_model_with(&path, &device, format).expect("load Qwen2.5 GGUF");
-        bench_model(
-            c,
-            &name,
-            &m.model,
-            &m.config,
-            format == WeightFormat::Quantized,
-        );
     }
 }
 

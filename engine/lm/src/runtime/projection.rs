@@ -51,7 +51,9 @@ pub enum QuantPrefill {
 /// run under load ~10, tiles of 8 tokens): the K-quants' integer GEMM is faster at every length
 /// (Q4_K 14.1 vs 25.3 ms at 64 tokens, 131.6 vs 224.4 at 512); the 32-value types' (one scale
 /// product per 32 values and token) wins at 16 tokens (Q4_1 6.8 vs 9.8 ms) and ties or loses
-/// from 64 (29.9 vs 28.6, 259.6 vs 222.1 at 512).
+/// from 64 (29.9 vs 28.6, 259.6 vs 222.1 at 512). Q5_0 likewise: Qwen2.5-0.5B's prefill (133 of
+/// 170 matrices Q5_0) with its prompts above 16 tokens in the tiles fell from 171 to 168 tok/s
+/// at 64 tokens and from 272 to 177 at 512 (Intel host, one window).
 pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {

@@ -119,9 +119,11 @@ mod tests {
     use half::f16;
     use proptest::prelude::*;
 
-    const TYPES: [GgmlDType; 5] = [
+    const TYPES: [GgmlDType; 7] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
         GgmlDType::Q6K,
@@ -130,7 +132,7 @@ mod tests {
     /// Byte offsets of the f16 scales in a block of `dtype`.
     fn f16_fields(dtype: GgmlDType) -> &'static [usize] {
         match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K => &[0, 2],
             GgmlDType::Q6K => &[208],
             _ => &[0],
         }

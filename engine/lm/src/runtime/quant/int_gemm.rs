@@ -136,9 +136,11 @@ mod tests {
     use half::f16;
     use proptest::prelude::*;
 
-    const TYPES: [GgmlDType; 5] = [
+    const TYPES: [GgmlDType; 7] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
         GgmlDType::Q8_0,
         GgmlDType::Q4K,
         GgmlDType::Q6K,
@@ -151,7 +153,7 @@ mod tests {
         let n = rows * k / elems as usize * size as usize;
         let mut out: Vec<u8> = bytes.iter().copied().cycle().take(n).collect();
         let fields: &[usize] = match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K => &[0, 2],
             GgmlDType::Q6K => &[208],
             _ => &[0],
         };

@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 use super::int_x86::dpbusd;
 use super::int_x86::{
     f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
-    q6k_chunk_scales, q6k_scale_dwords,
+    q5_0_weights, q5_1_weights, q6k_chunk_scales, q6k_scale_dwords,
 };
 use super::lane_layout::LaneActivations;
 use super::q8::Q8Batch;
@@ -161,15 +161,20 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
     let mut lanes = [_mm256_setzero_ps(); T];
     let mut acc = _mm256_setzero_ps();
     match dtype {
-        GgmlDType::Q4_0 | GgmlDType::Q8_0 => {
+        GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q8_0 => {
             let eight = _mm256_set1_epi8(8);
-            let size = if dtype == GgmlDType::Q4_0 { 18 } else { 34 };
+            let size = match dtype {
+                GgmlDType::Q4_0 => 18,
+                GgmlDType::Q5_0 => 22,
+                _ => 34,
+            };
             for b in 0..blocks {
                 let blk = row.add(b * size);
-                let w = if dtype == GgmlDType::Q4_0 {
-                    _mm256_sub_epi8(nibbles32(blk.add(2)), eight)
-                } else {
-                    _mm256_loadu_si256(blk.add(2) as *const __m256i)
+                // Signed weights, as the GEMV's.
+                let w = match dtype {
+                    GgmlDType::Q4_0 => _mm256_sub_epi8(nibbles32(blk.add(2)), eight),
+                    GgmlDType::Q5_0 => q5_0_weights(blk),
+                    _ => _mm256_loadu_si256(blk.add(2) as *const __m256i),
                 };
                 let wabs = _mm256_sign_epi8(w, w);
                 let dw = _mm256_set1_ps(f16_at(blk));
@@ -181,10 +186,15 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 }
             }
         }
-        GgmlDType::Q4_1 => {
+        GgmlDType::Q4_1 | GgmlDType::Q5_1 => {
+            let size = if dtype == GgmlDType::Q4_1 { 20 } else { 24 };
             for b in 0..blocks {
-                let blk = row.add(b * 20);
-                let w = nibbles32(blk.add(4));
+                let blk = row.add(b * size);
+                let w = if dtype == GgmlDType::Q4_1 {
+                    nibbles32(blk.add(4))
+                } else {
+                    q5_1_weights(blk)
+                };
                 let dw = _mm256_set1_ps(f16_at(blk));
                 for (t, lanes) in lanes.iter_mut().enumerate() {
                     let s = mul_sum::<VNNI>(w, tile.x32(t, b));
@@ -345,6 +355,8 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
     match dtype {
         GgmlDType::Q4_0 => tiles!(GgmlDType::Q4_0),
         GgmlDType::Q4_1 => tiles!(GgmlDType::Q4_1),
+        GgmlDType::Q5_0 => tiles!(GgmlDType::Q5_0),
+        GgmlDType::Q5_1 => tiles!(GgmlDType::Q5_1),
         GgmlDType::Q8_0 => tiles!(GgmlDType::Q8_0),
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),

@@ -21,8 +21,8 @@ pub(super) fn scaled_value(dw: f32, dx: f32, isum: i32) -> f32 {
     (dw * dx) * isum as f32
 }
 
-/// Q4_1's offset term: `x = d q + m`, so `sum x a = d d_x isum + m d_x sum(q_x)`; the SIMD
-/// kernel accumulates it beside the vector lanes, as here.
+/// Q4_1's and Q5_1's offset term: `x = d q + m`, so `sum x a = d d_x isum + m d_x sum(q_x)`;
+/// the SIMD kernels accumulate it beside the vector lanes, as here.
 #[inline(always)]
 pub(super) fn offset_value(m: f32, dx: f32, xsum: i32) -> f32 {
     (m * dx) * xsum as f32
@@ -73,7 +73,7 @@ pub(super) fn q6k_bias(scales: &[i8], sums16: &[i32]) -> i32 {
 /// Whether [`dot_row`] handles `dtype` (the others keep f32 activations).
 pub fn has_int_kernel(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
-    matches!(dtype, Q4_0 | Q4_1 | Q8_0 | Q4K | Q6K)
+    matches!(dtype, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q6K)
 }
 
 /// `sum_i u_i * x_i` for unsigned weights `u`.
@@ -95,6 +95,12 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
             i32::from(qs[e - 16] >> 4)
         }
     };
+    // Element e of Q5_0/Q5_1's `qh[4]` and nibbles that follow it (at `q`): its nibble, plus
+    // bit e of the little-endian `qh` as the fifth bit.
+    let five_bits = |q: &[u8], e: usize| {
+        let qh = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+        nibble(&q[4..], e) | (((qh >> e) & 1) as i32) << 4
+    };
     match dtype {
         GgmlDType::Q4_0 => {
             for (b, blk) in row.chunks_exact(18).enumerate() {
@@ -108,6 +114,21 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
                 let x = &a.qs[b * 32..b * 32 + 32];
                 let scale = f16_at(blk, 0) * a.d[b];
                 lanes_add(&mut lanes, scale, |e| nibble(&blk[4..], e), x);
+                acc += offset_value(f16_at(blk, 2), a.d[b], a.sums[b]);
+            }
+        }
+        GgmlDType::Q5_0 => {
+            for (b, blk) in row.chunks_exact(22).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| five_bits(&blk[2..], e) - 16, x);
+            }
+        }
+        GgmlDType::Q5_1 => {
+            for (b, blk) in row.chunks_exact(24).enumerate() {
+                let x = &a.qs[b * 32..b * 32 + 32];
+                let scale = f16_at(blk, 0) * a.d[b];
+                lanes_add(&mut lanes, scale, |e| five_bits(&blk[4..], e), x);
                 acc += offset_value(f16_at(blk, 2), a.d[b], a.sums[b]);
             }
         }

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_scalar::scaled_value;
+use super::int_scalar::{offset_value, scaled_value};
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -177,6 +177,46 @@ pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
     )
 }
 
+/// The fifth bits of a Q5_0/Q5_1 block (bit e of the little-endian u32 at `qh` belongs to
+/// element e) as 32 byte masks in element order: 0xff where the bit is set.
+#[inline(always)]
+unsafe fn fifth_bit_masks(qh: *const u8) -> __m256i {
+    let qh = (qh as *const i32).read_unaligned();
+    // Byte e takes byte e / 8 of `qh` (a shuffle stays in its 128-bit half, so `qh` is in
+    // every dword), then tests its bit e % 8.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh),
+        _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3,
+            3, 3, 3,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
+}
+
+/// Q5_0's 32 quants minus 16 as signed bytes in element order. A nibble whose fifth bit is set
+/// is already `q - 16`; one whose bit is clear gets its high four bits set, which as a signed
+/// byte is `nibble - 16`.
+#[inline(always)]
+pub(super) unsafe fn q5_0_weights(blk: *const u8) -> __m256i {
+    let set = fifth_bit_masks(blk.add(2));
+    _mm256_or_si256(
+        nibbles32(blk.add(6)),
+        _mm256_andnot_si256(set, _mm256_set1_epi8(0xf0u8 as i8)),
+    )
+}
+
+/// Q5_1's 32 unsigned quants (0..32) in element order: each nibble with its fifth bit.
+#[inline(always)]
+pub(super) unsafe fn q5_1_weights(blk: *const u8) -> __m256i {
+    let set = fifth_bit_masks(blk.add(4));
+    _mm256_or_si256(
+        nibbles32(blk.add(8)),
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10)),
+    )
+}
+
 /// `lanes += scale * isum` (multiply, then add: as `int_scalar.rs`).
 #[inline(always)]
 unsafe fn add_block(lanes: &mut __m256, isum: __m256i, scale: f32) {
@@ -229,6 +269,24 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                 let xsum = _mm_cvtepi32_ps(_mm_cvtsi32_si128(*sums.add(b)));
                 let off = _mm_mul_ps(_mm_mul_ps(m, _mm256_castps256_ps128(dx)), xsum);
                 acc += _mm_cvtss_f32(off);
+            }
+        }
+        GgmlDType::Q5_0 => {
+            for b in 0..a.len() / 32 {
+                let blk = p.add(b * 22);
+                let w = q5_0_weights(blk);
+                let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
+                add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
+            }
+        }
+        GgmlDType::Q5_1 => {
+            // Q4_1's steps in its plain form: the scaled block, then the offset.
+            let (ds, sums) = (a.d.as_ptr(), a.sums.as_ptr());
+            for b in 0..a.len() / 32 {
+                let blk = p.add(b * 24);
+                let s = mul_sum::<VNNI>(q5_1_weights(blk), x32(b));
+                add_block(&mut lanes, s, f16_at(blk) * *ds.add(b));
+                acc += offset_value(f16_at(blk.add(2)), *ds.add(b), *sums.add(b));
             }
         }
         GgmlDType::Q8_0 => {
@@ -389,6 +447,8 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
     match dtype {
         GgmlDType::Q4_0 => each!(GgmlDType::Q4_0),
         GgmlDType::Q4_1 => each!(GgmlDType::Q4_1),
+        GgmlDType::Q5_0 => each!(GgmlDType::Q5_0),
+        GgmlDType::Q5_1 => each!(GgmlDType::Q5_1),
         GgmlDType::Q8_0 => each!(GgmlDType::Q8_0),
         GgmlDType::Q4K => each!(GgmlDType::Q4K),
         GgmlDType::Q6K => each!(GgmlDType::Q6K),

@@ -22,6 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::host::{contiguous, dims, tensor, values, FlexF32, CHUNK};
+use super::prefill_attention::prefill_attention;
 
 /// Where the queries sit and how they are split.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +48,9 @@ pub fn causal_attention(
 ) -> Option<Tensor<4>> {
     match (FlexF32::of(q)?, FlexF32::of(k)?, FlexF32::of(v)?) {
         (FlexF32::Plain(q), FlexF32::Plain(k), FlexF32::Plain(v)) => {
-            let (out, _) = forward(&q, &k, &v, geometry, false);
+            // Inference: the threaded host kernel; the Burn-op blocks for layouts it declines.
+            let out = prefill_attention(&q, &k, &v, geometry)
+                .unwrap_or_else(|| forward(&q, &k, &v, geometry, false).0);
             Some(Tensor::from_primitive::<Flex>(out))
         }
         (FlexF32::Tracked(q), FlexF32::Tracked(k), FlexF32::Tracked(v)) => {

@@ -48,10 +48,12 @@ pub fn causal_attention(
 ) -> Option<Tensor<4>> {
     match (FlexF32::of(q)?, FlexF32::of(k)?, FlexF32::of(v)?) {
         (FlexF32::Plain(q), FlexF32::Plain(k), FlexF32::Plain(v)) => {
-            // Inference: the threaded host kernel; the Burn-op blocks for layouts it declines.
-            let out = prefill_attention(&q, &k, &v, geometry)
-                .unwrap_or_else(|| forward(&q, &k, &v, geometry, false).0);
-            Some(Tensor::from_primitive::<Flex>(out))
+            // Inference: the threaded host kernel (its `[b, s, heads, d]` output seen as
+            // `[b, heads, s, d]`); the Burn-op blocks for layouts it declines.
+            Some(match prefill_attention(&q, &k, &v, geometry) {
+                Some(out) => Tensor::<4>::from_primitive::<Flex>(out).swap_dims(1, 2),
+                None => Tensor::from_primitive::<Flex>(forward(&q, &k, &v, geometry, false).0),
+            })
         }
         (FlexF32::Tracked(q), FlexF32::Tracked(k), FlexF32::Tracked(v)) => {
             let values = [

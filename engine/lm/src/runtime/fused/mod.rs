@@ -19,3 +19,4 @@ mod softmax_row;
 pub mod swiglu;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod transpose;

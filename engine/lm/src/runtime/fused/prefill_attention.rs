@@ -19,9 +19,10 @@ use super::attention::Geometry;
 use super::host::{contiguous, dims, tensor, values};
 use super::softmax_row::softmax_row;
 
-/// `[b, heads, s, d]` attention of `q` (contiguous or not) over `k`, `v` `[b, kv_heads, t, d]`
-/// whose rows of `d` values are contiguous (a prefix of the KV cache buffers qualifies); `None`
-/// for other layouts (the caller runs the Burn-op blocks).
+/// Attention of `q` `[b, heads, s, d]` (contiguous or not) over `k`, `v` `[b, kv_heads, t, d]`
+/// whose rows of `d` values are contiguous (a prefix of the KV cache buffers qualifies), laid
+/// out `[b, s, heads, d]`: the order the output projection reads, so that merging the heads
+/// copies nothing. `None` for other layouts (the caller runs the Burn-op blocks).
 pub(crate) fn prefill_attention(
     q: &FlexTensor,
     k: &FlexTensor,
@@ -80,6 +81,7 @@ pub(crate) fn prefill_attention(
                 let head = gi * g.n_rep + r;
                 let at = ((bi * h + head) * s + q0) * d;
                 let qp = qv[at..at + len * d].as_ptr();
+                let out_at = ((bi * s + q0) * h + head) * d;
                 // SAFETY: `qp` covers `len` rows of `d`, `kp` `keys` rows of `d` (stride d),
                 // `scores` `len * keys` values; one thread.
                 unsafe {
@@ -110,16 +112,17 @@ pub(crate) fn prefill_attention(
                     softmax_row(seen, scale);
                     hidden.fill(0.0);
                 }
-                // SAFETY: this task alone writes rows q0..q0+len of `head` in sequence `bi`
-                // (the tasks partition them); `vp` covers `keys` rows of `d`.
+                // SAFETY: this task alone writes the `d` values of `head` at positions
+                // q0..q0+len of sequence `bi` (the tasks partition them); `vp` covers `keys`
+                // rows of `d`.
                 unsafe {
                     gemm::gemm(
                         len,
                         d,
                         keys,
-                        out_ptr.at(at),
+                        out_ptr.at(out_at),
                         1,
-                        d as isize,
+                        (h * d) as isize,
                         false,
                         scores.as_ptr(),
                         1,
@@ -137,7 +140,7 @@ pub(crate) fn prefill_attention(
                 }
             }
         });
-    Some(tensor(out, vec![b, h, s, d]))
+    Some(tensor(out, vec![b, s, h, d]))
 }
 
 /// The first value of `x`'s view in its storage.
@@ -251,7 +254,7 @@ mod tests {
             let (k, v) = (kbuf.narrow(2, 0, t), vbuf.narrow(2, 0, t));
             let got = prefill_attention(&flex(&q), &flex(&k), &flex(&v), g)
                 .expect("rows of the cache are contiguous");
-            let got = Tensor::<4>::from_primitive::<Flex>(got);
+            let got = Tensor::<4>::from_primitive::<Flex>(got).swap_dims(1, 2);
             let host = |x: &Tensor<4>| {
                 x.clone()
                     .into_data()
@@ -284,7 +287,7 @@ mod tests {
         let whole = prefill_attention(&flex(&q), &flex(&k), &flex(&v), g(0)).unwrap();
         let tail_q = q.clone().narrow(2, 60, 20);
         let tail = prefill_attention(&flex(&tail_q), &flex(&k), &flex(&v), g(60)).unwrap();
-        let whole = Tensor::<4>::from_primitive::<Flex>(whole).narrow(2, 60, 20);
+        let whole = Tensor::<4>::from_primitive::<Flex>(whole).narrow(1, 60, 20);
         let bits = |x: Tensor<4>| {
             x.into_data()
                 .try_to_vec::<f32>()

@@ -22,7 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::host::{contiguous, dims, tensor, values, FlexF32, CHUNK};
-use super::prefill_attention::prefill_attention;
+use super::prefill_attention::{prefill_attention, Layout};
 
 /// Where the queries sit and how they are split.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +50,13 @@ pub fn causal_attention(
         (FlexF32::Plain(q), FlexF32::Plain(k), FlexF32::Plain(v)) => {
             // Inference: the threaded host kernel (its `[b, s, heads, d]` output seen as
             // `[b, heads, s, d]`); the Burn-op blocks for layouts it declines.
-            Some(match prefill_attention(&q, &k, &v, geometry) {
+            let layout = Layout {
+                first: geometry.first,
+                scale: geometry.scale,
+                n_rep: geometry.n_rep,
+                block: geometry.block,
+            };
+            Some(match prefill_attention(&q, &k, &v, layout) {
                 Some(out) => Tensor::<4>::from_primitive::<Flex>(out).swap_dims(1, 2),
                 None => Tensor::from_primitive::<Flex>(forward(&q, &k, &v, geometry, false).0),
             })

@@ -15,9 +15,22 @@
 use burn::backend::flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::attention::Geometry;
 use super::host::{contiguous, dims, tensor, values};
 use super::softmax_row::softmax_row;
+
+/// Where the queries sit and how they are split (as `attention::Geometry`, which this file
+/// does not import: that module calls this one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    /// Position of the first query (the keys start at 0).
+    pub(crate) first: usize,
+    /// Multiplier of the scores.
+    pub(crate) scale: f64,
+    /// Query heads per KV head.
+    pub(crate) n_rep: usize,
+    /// Query rows per task.
+    pub(crate) block: usize,
+}
 
 /// Attention of `q` `[b, heads, s, d]` (contiguous or not) over `k`, `v` `[b, kv_heads, t, d]`
 /// whose rows of `d` values are contiguous (a prefix of the KV cache buffers qualifies), laid
@@ -27,7 +40,7 @@ pub(crate) fn prefill_attention(
     q: &FlexTensor,
     k: &FlexTensor,
     v: &FlexTensor,
-    g: Geometry,
+    g: Layout,
 ) -> Option<FlexTensor> {
     let [b, h, s, d]: [usize; 4] = dims(q).try_into().ok()?;
     let [kb, kvh, t, kd]: [usize; 4] = dims(k).try_into().ok()?;
@@ -182,8 +195,18 @@ impl SharedOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::fused::attention::Geometry;
     use crate::runtime::fused::test_support::{assert_close, random};
     use crate::runtime::model::causal_blocks_ops;
+
+    fn layout(g: Geometry) -> Layout {
+        Layout {
+            first: g.first,
+            scale: g.scale,
+            n_rep: g.n_rep,
+            block: g.block,
+        }
+    }
     use burn::backend::Flex;
     use burn::tensor::{Device, Tensor, TensorData};
 
@@ -252,7 +275,7 @@ mod tests {
             let kbuf = Tensor::<4>::from_data(random([b, kvh, cap, d], 32, 2.0), &device);
             let vbuf = Tensor::<4>::from_data(random([b, kvh, cap, d], 33, 1.0), &device);
             let (k, v) = (kbuf.narrow(2, 0, t), vbuf.narrow(2, 0, t));
-            let got = prefill_attention(&flex(&q), &flex(&k), &flex(&v), g)
+            let got = prefill_attention(&flex(&q), &flex(&k), &flex(&v), layout(g))
                 .expect("rows of the cache are contiguous");
             let got = Tensor::<4>::from_primitive::<Flex>(got).swap_dims(1, 2);
             let host = |x: &Tensor<4>| {
@@ -284,9 +307,9 @@ mod tests {
         let q = Tensor::<4>::from_data(random([1, h, t, d], 41, 2.0), &device);
         let k = Tensor::<4>::from_data(random([1, kvh, t, d], 42, 2.0), &device);
         let v = Tensor::<4>::from_data(random([1, kvh, t, d], 43, 1.0), &device);
-        let whole = prefill_attention(&flex(&q), &flex(&k), &flex(&v), g(0)).unwrap();
+        let whole = prefill_attention(&flex(&q), &flex(&k), &flex(&v), layout(g(0))).unwrap();
         let tail_q = q.clone().narrow(2, 60, 20);
-        let tail = prefill_attention(&flex(&tail_q), &flex(&k), &flex(&v), g(60)).unwrap();
+        let tail = prefill_attention(&flex(&tail_q), &flex(&k), &flex(&v), layout(g(60))).unwrap();
         let whole = Tensor::<4>::from_primitive::<Flex>(whole).narrow(1, 60, 20);
         let bits = |x: Tensor<4>| {
             x.into_data()
@@ -311,6 +334,6 @@ mod tests {
             block: 16,
         };
         // 9 keys for 8 queries from position 0.
-        assert!(prefill_attention(&flex(&q), &flex(&k), &flex(&k), g).is_none());
+        assert!(prefill_attention(&flex(&q), &flex(&k), &flex(&k), layout(g)).is_none());
     }
 }

@@ -18,8 +18,14 @@ psy's and llama.cpp's decode step both follow each prompt (decode at 512 tokens 
 with --prompt 512).
 
 Needs: pip install torch transformers gguf llama-cpp-python
+transformers' prefill is the median of several forwards after a warm-up, measured with the logits
+of every position (`model(x)`) and with the last position's only (`logits_to_keep=1`, as
+`generate` runs it and as psy's bench computes): the prefill goal is judged against the latter.
+
 Usage: scripts/compare_speed.py [--threads N] [--prompt 64[,512]] [--decode 32] [--skip-psy]
-       [--bench-filter REGEX]   (only the psy bench groups matching REGEX, e.g. 'gguf-q/|q4km-q/')
+       [--bench-filter REGEX]   (only the psy bench groups matching REGEX, e.g. 'gguf-q/|q4km-q/';
+                                 the other engines run only for the models measured)
+       [--skip-engines hf-smollm2,...]
 """
 import argparse
 import json
@@ -85,14 +91,32 @@ def psy_bench(threads, prompts, run=True, bench_filter=None):
     return out
 
 
+PREFILL_RUNS = 7  # timed prefill forwards per transformers measurement, after one warm-up
+
+
 def torch_time(model, ids, decode, torch):
-    """Prefill tokens/s and per-token decode tokens/s with the KV cache, greedy."""
+    """Prefill and per-token decode tokens/s with the KV cache, greedy.
+
+    Prefill is timed PREFILL_RUNS times after a warm-up and reported as the median (with min
+    and max), twice: `model(x)` as before, which computes logits for every position, and with
+    `logits_to_keep=1` as `generate` calls it (only the last position's logits; psy's bench
+    computes only those too). The second is the stricter reference.
+    """
+    import statistics
+
+    def prefill_rates(**kwargs):
+        rates = []
+        for _ in range(PREFILL_RUNS):
+            t = time.perf_counter()
+            out = model(x, use_cache=True, **kwargs)
+            rates.append(len(ids) / (time.perf_counter() - t))
+        return out, rates
+
     with torch.inference_mode():
         x = torch.tensor([ids])
         model(x, use_cache=True)  # warm-up
-        t = time.perf_counter()
-        out = model(x, use_cache=True)
-        prefill = len(ids) / (time.perf_counter() - t)
+        _, all_logits = prefill_rates()
+        out, last_logits = prefill_rates(logits_to_keep=1)
         past = out.past_key_values
         tok = out.logits[:, -1:].argmax(-1)
         t = time.perf_counter()
@@ -101,7 +125,9 @@ def torch_time(model, ids, decode, torch):
             past = out.past_key_values
             tok = out.logits[:, -1:].argmax(-1)
         dec = decode / (time.perf_counter() - t)
-    return {"prefill": prefill, "decode": dec}
+    return {"prefill": statistics.median(last_logits), "prefill_range": [min(last_logits), max(last_logits)],
+            "prefill_all_logits": statistics.median(all_logits),
+            "prefill_all_logits_range": [min(all_logits), max(all_logits)], "decode": dec}
 
 
 def hf_smollm2(threads, n_prompt, decode):
@@ -180,6 +206,7 @@ def main():
     ap.add_argument("--decode", type=int, default=32)
     ap.add_argument("--skip-psy", action="store_true", help="reuse the last criterion results")
     ap.add_argument("--bench-filter", help="criterion filter for psy's bench groups")
+    ap.add_argument("--skip-engines", help="comma-separated engines not to run: " + ", ".join(sorted(ENGINES)))
     ap.add_argument("--only", choices=sorted(ENGINES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     prompts = [int(n) for n in str(args.prompt).split(",")]
@@ -205,22 +232,36 @@ def main():
             rows.append((model, n, label, res))
             if key.endswith("-q"):
                 rows.append((model, n, label.replace(")", ", GEMM > 4)"), psy[(key, "prefill-gemm", n)]))
+        measured = {r[0] for r in rows if r[1] == n and "error" not in r[3]}
         for engine, (model, label, _) in ENGINES.items():
-            if args.bench_filter and engine.startswith("hf-"):
+            if args.skip_engines and engine in args.skip_engines.split(","):
                 continue
+            if args.bench_filter and model not in measured:
+                continue  # no psy figure of this model to compare with in this run
             one = argparse.Namespace(**{**vars(args), "prompt": n})
-            rows.append((model, n, label, run_isolated(engine, one)))
+            res = run_isolated(engine, one)
+            if "prefill_all_logits" in res:
+                rows.append((model, n, label.replace(")", ", logits of all positions)"),
+                             {"prefill": res["prefill_all_logits"], "range": res["prefill_all_logits_range"],
+                              "decode": res["decode"]}))
+                res = {**res, "range": res["prefill_range"]}
+                label = label.replace(")", ", last logits only)")
+            rows.append((model, n, label, res))
 
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")), "?")
     print(f"\ncpu: {cpu}; started {started}; 1-minute load average at the start / end: "
           f"{load_start:.1f} / {os.getloadavg()[0]:.1f}")
     print(f"threads={args.threads} decode={args.decode} (tokens/s, batch 1)")
-    print(f"{'model':<10} {'prompt':>6} {'engine':<36} {'prefill':>10} {'decode':>10}")
+    print(f"{'model':<10} {'prompt':>6} {'engine':<50} {'prefill':>10} {'decode':>10}")
     for model, n, engine, r in sorted(rows, key=lambda r: (r[0], r[1]), reverse=True):
         if "error" in r or r.get("prefill") is None:
-            print(f"{model:<10} {n:>6} {engine:<36} {'n/a':>10} {'n/a':>10}  ({r.get('error', '?')[:100]})")
+            print(f"{model:<10} {n:>6} {engine:<50} {'n/a':>10} {'n/a':>10}  ({r.get('error', '?')[:100]})")
         else:
-            print(f"{model:<10} {n:>6} {engine:<36} {r['prefill']:>10.1f} {r['decode']:>10.2f}")
+            spread = f"  (prefill min-max {r['range'][0]:.1f}-{r['range'][1]:.1f})" if "range" in r else ""
+            print(f"{model:<10} {n:>6} {engine:<50} {r['prefill']:>10.1f} {r['decode']:>10.2f}{spread}")
+    print("psy: criterion mean. transformers prefill: median of %d forwards after a warm-up; the "
+          "prefill goal (>= 1.0x transformers) is judged against 'last logits only' (as generate "
+          "runs it, and as psy computes), the stricter reference." % PREFILL_RUNS)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::error::Result;
-use super::fused::linear::x_wt;
+use super::fused::linear::{matmul, x_wt};
+use super::fused::transpose::transpose_contiguous;
 use super::kernels::gemv_rows;
 use super::weights::TensorSource;
 
@@ -40,10 +41,9 @@ pub(crate) fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>, x: Tensor<3>) -
     } else {
         // `W x^T` reads W row-major as gemm's lhs; `x W^T` made gemm repack the transposed
         // weight on every call (measured ~30% slower prefill on SmolLM2).
-        weight
-            .matmul(x.reshape([b * s, k]).transpose())
-            .transpose()
-            .reshape([b, s, n])
+        // The product without Burn's zero-fill and copy of its output (the same gemm call),
+        // and the transpose back across the pool (a copy either way).
+        transpose_contiguous(matmul(weight, x.reshape([b * s, k]).transpose())).reshape([b, s, n])
     };
     match bias {
         Some(bias) => y + bias.unsqueeze::<3>(),

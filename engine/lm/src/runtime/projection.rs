@@ -18,6 +18,8 @@ use rayon::prelude::*;
 
 use super::dense::{linear, load};
 use super::error::Result;
+use super::fused::linear::matmul;
+use super::fused::transpose::transpose_contiguous;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
@@ -343,10 +345,10 @@ pub fn quant_gemm(w: &QuantMatrix, x: Tensor<3>) -> Tensor<3> {
         .map(|r| {
             let rows = tile.min(n - r);
             let wt = Tensor::from_data(TensorData::new(w.rows_f32(r, rows), [rows, k]), &device);
-            wt.matmul(xt.clone())
+            matmul(wt, xt.clone())
         })
         .collect();
-    Tensor::cat(parts, 0).transpose().reshape([b, s, n])
+    transpose_contiguous(Tensor::cat(parts, 0)).reshape([b, s, n])
 }
 
 /// A weight matrix as (f32 parameter, quantized blocks): exactly one is `Some`.

@@ -22,6 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::host::{contiguous, dims, tensor, values, FlexF32, CHUNK};
+use super::prefill_attention::{prefill_attention, Layout};
 
 /// Where the queries sit and how they are split.
 #[derive(Debug, Clone, Copy)]
@@ -47,8 +48,18 @@ pub fn causal_attention(
 ) -> Option<Tensor<4>> {
     match (FlexF32::of(q)?, FlexF32::of(k)?, FlexF32::of(v)?) {
         (FlexF32::Plain(q), FlexF32::Plain(k), FlexF32::Plain(v)) => {
-            let (out, _) = forward(&q, &k, &v, geometry, false);
-            Some(Tensor::from_primitive::<Flex>(out))
+            // Inference: the threaded host kernel (its `[b, s, heads, d]` output seen as
+            // `[b, heads, s, d]`); the Burn-op blocks for layouts it declines.
+            let layout = Layout {
+                first: geometry.first,
+                scale: geometry.scale,
+                n_rep: geometry.n_rep,
+                block: geometry.block,
+            };
+            Some(match prefill_attention(&q, &k, &v, layout) {
+                Some(out) => Tensor::<4>::from_primitive::<Flex>(out).swap_dims(1, 2),
+                None => Tensor::from_primitive::<Flex>(forward(&q, &k, &v, geometry, false).0),
+            })
         }
         (FlexF32::Tracked(q), FlexF32::Tracked(k), FlexF32::Tracked(v)) => {
             let values = [

@@ -12,8 +12,11 @@ pub mod dropout;
 pub mod gradient_carrier;
 pub(crate) mod host;
 pub mod linear;
+mod prefill_attention;
 pub mod rms_norm;
 pub mod rope;
+mod softmax_row;
 pub mod swiglu;
 #[cfg(test)]
 pub(crate) mod test_support;
+pub mod transpose;

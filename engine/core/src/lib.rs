@@ -28,5 +28,6 @@ pub mod synth_spec;
 pub mod testing;
 pub mod train_spec;
 pub mod variant_train;
+pub mod words;
 
 pub use inventory;

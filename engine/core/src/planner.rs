@@ -21,8 +21,8 @@ use crate::module::{
     RiskLevel, RuleContext, Stage,
 };
 use crate::registry::Registry;
-use crate::reply_rules;
 use crate::semantic::{AssessContext, SentenceEmbedder};
+use crate::words::reserved_words;
 
 /// How the case formulation's line of diagnostic hypotheses starts (names, codes, confidence,
 /// criteria, questions). A compact session prompt finds it by this prefix and says it in the
@@ -320,7 +320,7 @@ impl Planner {
         // A crisis reply is the model's few sentences and then the protocol's text (its
         // `require` rules), which the budget makes room for.
         let max_words = if crisis {
-            target * 2 + reply_rules::reserved_words(&module_rules) as u32
+            target * 2 + reserved_words(module_rules.iter().map(|r| &r.rule)) as u32
         } else {
             target + target / 2
         };
@@ -832,7 +832,8 @@ fn risk_context(risk: &RiskAssessment) -> String {
 fn response_context(c: &Constraints) -> String {
     if c.crisis_protocol_required {
         // The model's own words; the protocol's text has its room in the budget already.
-        let own = reply_rules::draft_word_limit(c).unwrap_or(c.max_words as usize);
+        let own =
+            (c.max_words as usize).saturating_sub(reserved_words(c.rules.iter().map(|r| &r.rule)));
         return format!(
             "a few sentences that stay with the person, about {} words (at most {own}); plain, \
              warm language; no lists or headings; no diagnostic labels or clinical jargon; \

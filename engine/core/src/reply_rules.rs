@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::lexicon::{Lexicon, Text};
 use crate::module::ReplyRule;
-use crate::planner::{Constraints, SourcedRule};
+use crate::planner::Constraints;
+pub use crate::words::{reserved_words, word_count};
 
 /// A rule a draft broke.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,13 +27,6 @@ pub struct Repair {
     /// `regenerate`, `logit-bias`, `drop-sentence`, `truncate`, `append`.
     pub action: String,
     pub detail: String,
-}
-
-/// Words as a reader counts them.
-pub fn word_count(text: &str) -> usize {
-    text.split_whitespace()
-        .filter(|w| w.chars().any(|c| c.is_alphanumeric()))
-        .count()
 }
 
 /// Finds every forbidden phrase present in `text` (case-insensitive, whole words).
@@ -158,21 +152,10 @@ pub fn word_limit(constraints: &Constraints) -> Option<usize> {
         .min()
 }
 
-/// Words kept free for required text appended after the model's words (the crisis
-/// protocol): the repair texts of the `Require` rules among `rules`.
-pub fn reserved_words(rules: &[SourcedRule]) -> usize {
-    rules
-        .iter()
-        .filter_map(|r| match &r.rule {
-            ReplyRule::Require { repair, .. } => Some(word_count(repair)),
-            _ => None,
-        })
-        .sum()
-}
-
 /// Words the model itself may write: the word limit less the reserved words.
 pub fn draft_word_limit(constraints: &Constraints) -> Option<usize> {
-    word_limit(constraints).map(|l| l.saturating_sub(reserved_words(&constraints.rules)))
+    word_limit(constraints)
+        .map(|l| l.saturating_sub(reserved_words(constraints.rules.iter().map(|r| &r.rule))))
 }
 
 /// `(rule id, repair text)` of every `Require` rule that `text` does not meet.

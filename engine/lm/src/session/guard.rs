@@ -37,7 +37,7 @@ pub(crate) struct GuardStep {
 
 impl<'a> ReplyGuard<'a> {
     pub fn new(c: &'a Constraints) -> Self {
-        let reserve = reply_rules::reserved_words(&c.rules);
+        let reserve = reply_rules::reserved_words(c.rules.iter().map(|r| &r.rule));
         ReplyGuard {
             c,
             pending: String::new(),

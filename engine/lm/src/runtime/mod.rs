@@ -4,6 +4,7 @@
 /// Re-exported so that callers (tests, benches, CLI) use the same Burn version.
 pub use burn;
 
+pub mod amx;
 pub mod assets;
 pub mod batch;
 mod batch_attention;

@@ -51,6 +51,10 @@ const FROZEN: &[(&str, &str)] = &[
         "6edec4cdcccde918441f906d7b1706d7c12c9db29bd530f34f0811a1cb30126b",
     ),
     (
+        "risk-v8.jsonl",
+        "99dffcf2886a4344de9fc06a603b3c4f0c5a18a43f84c9cce5cda55f2300aaf6",
+    ),
+    (
         "modality-v2.jsonl",
         "6a6570389ed98fe9f2797944f71a4c01c2b9502c8d075b64e822b221ced14057",
     ),
@@ -287,5 +291,22 @@ fn risk_v7_reads_as_the_expectations_it_promises() {
             ("at most none", 15),
         ],
         57,
+    );
+}
+
+#[test]
+fn risk_v8_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v8.md`).
+    assert_risk_set(
+        "risk-v8.jsonl",
+        300,
+        &[
+            ("at least imminent", 25),
+            ("at least high", 60),
+            ("moderate to high", 55),
+            ("at most low", 145),
+            ("at most none", 15),
+        ],
+        60,
     );
 }

@@ -3,6 +3,11 @@
 //! 2 B tiles -> 4 int32 tiles per step, stored to a 16 KB buffer), then AVX-512 applies each
 //! step's scales to f32 accumulators of the 32 x 32 outputs (the K-quants first sum their steps
 //! with the sub-block scales in i32). The order of every f32 operation is `amx_gemm::model_rows`.
+//!
+//! The AVX-512 intrinsics here are stable from Rust 1.89, above the workspace's declared 1.85
+//! (as is the `avx512f` target feature that `fused/softmax_row.rs` already enables); AMX hosts
+//! all have AVX-512, and writing the scale steps as 256-bit inline assembly would double them.
+#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;

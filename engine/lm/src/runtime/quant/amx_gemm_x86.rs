@@ -22,7 +22,6 @@ use crate::runtime::ggml_type::GgmlDType;
 const CHUNK: usize = 4;
 
 /// The int32 tiles of a chunk: `[step][tile a * 2 + p][16 tokens][16 rows]`.
-#[allow(dead_code)] // only written and read through raw pointers
 #[repr(C, align(64))]
 struct Sums([[i32; 256]; CHUNK * 4]);
 
@@ -106,84 +105,72 @@ unsafe fn tokens_by_rows<const A: usize>(
     let cols = acts.cols;
     let st = step(dtype);
     let steps = cols / st;
-    let chunks = steps.div_ceil(CHUNK);
     let kquant = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K);
-    // Two chunks' tiles: the tile unit fills one while AVX-512 takes the scale steps of the
-    // other (tile registers are not renamed, so a step's products, stores and the next step's
-    // loads run one after the other; the scale steps issued between them overlap with them).
-    // Every entry read is stored first.
-    let mut sums = std::mem::MaybeUninit::<[Sums; 2]>::uninit();
-    let sp = sums.as_mut_ptr() as *mut [i32; 256];
+    let mut sums = Sums([[0; 256]; CHUNK * 4]);
     let mut acc = Acc([0.0f32; 32 * 32]);
     let mut iacc = Acc([0i32; 32 * 32]);
     let signed = signed_weights(dtype);
     let a_at = |t: usize, s: usize| acts.qs.as_ptr().add(t * cols + s * st) as *const u8;
-    let chunk_steps = |c: usize| CHUNK.min(steps - c * CHUNK);
-    for c in 0..=chunks {
-        for j in 0..CHUNK {
-            if c < chunks && j < chunk_steps(c) {
-                let s = c * CHUNK + j;
-                tile::zero::<0>();
-                tile::zero::<1>();
-                tile::load::<4>(a_at(t0, s), cols);
-                tile::load::<6>(panels[0].q.as_ptr().add(s * st * TILE), 64);
-                tile::load::<7>(panels[1].q.as_ptr().add(s * st * TILE), 64);
+    let sp: *mut [i32; 256] = sums.0.as_mut_ptr();
+    for c0 in (0..steps).step_by(CHUNK) {
+        let ns = CHUNK.min(steps - c0);
+        for j in 0..ns {
+            let s = c0 + j;
+            tile::zero::<0>();
+            tile::zero::<1>();
+            tile::load::<4>(a_at(t0, s), cols);
+            tile::load::<6>(panels[0].q.as_ptr().add(s * st * TILE), 64);
+            tile::load::<7>(panels[1].q.as_ptr().add(s * st * TILE), 64);
+            if A == 2 {
+                tile::zero::<2>();
+                tile::zero::<3>();
+                tile::load::<5>(a_at(t0 + TILE, s), cols);
+            }
+            if signed {
+                tile::dpbssd::<0, 4, 6>();
+                tile::dpbssd::<1, 4, 7>();
                 if A == 2 {
-                    tile::zero::<2>();
-                    tile::zero::<3>();
-                    tile::load::<5>(a_at(t0 + TILE, s), cols);
+                    tile::dpbssd::<2, 5, 6>();
+                    tile::dpbssd::<3, 5, 7>();
                 }
-                if signed {
-                    tile::dpbssd::<0, 4, 6>();
-                    tile::dpbssd::<1, 4, 7>();
-                    if A == 2 {
-                        tile::dpbssd::<2, 5, 6>();
-                        tile::dpbssd::<3, 5, 7>();
-                    }
-                } else {
-                    tile::dpbsud::<0, 4, 6>();
-                    tile::dpbsud::<1, 4, 7>();
-                    if A == 2 {
-                        tile::dpbsud::<2, 5, 6>();
-                        tile::dpbsud::<3, 5, 7>();
-                    }
-                }
-                let at = |i: usize| sp.add(((c % 2) * CHUNK + j) * 4 + i) as *mut u8;
-                tile::store::<0>(at(0), 64);
-                tile::store::<1>(at(1), 64);
+            } else {
+                tile::dpbsud::<0, 4, 6>();
+                tile::dpbsud::<1, 4, 7>();
                 if A == 2 {
-                    tile::store::<2>(at(2), 64);
-                    tile::store::<3>(at(3), 64);
+                    tile::dpbsud::<2, 5, 6>();
+                    tile::dpbsud::<3, 5, 7>();
                 }
             }
-            // The scale steps of the previous chunk, one of its (token tile, panel) pairs
-            // after each step of this one (pair j; A * 2 <= CHUNK pairs).
-            if c == 0 || j >= A * 2 {
-                continue;
+            let c = |i: usize| sp.add(j * 4 + i) as *mut u8;
+            tile::store::<0>(c(0), 64);
+            tile::store::<1>(c(1), 64);
+            if A == 2 {
+                tile::store::<2>(c(2), 64);
+                tile::store::<3>(c(3), 64);
             }
-            let (pc, a, p) = (c - 1, j / 2, j % 2);
-            let (c0, ns) = (pc * CHUNK, chunk_steps(pc));
-            let panel = panels[p];
-            for i in 0..TILE {
-                let row = (a * TILE + i) * 32 + p * TILE;
-                let t = t0 + a * TILE + i;
-                let tile_row = |k: usize| {
-                    (sp.add(((pc % 2) * CHUNK + k) * 4 + a * 2 + p) as *const i32).add(i * TILE)
-                };
-                if kquant {
-                    kquant_steps(
-                        dtype,
-                        acts,
-                        panel,
-                        t,
-                        c0,
-                        ns,
-                        tile_row,
-                        &mut iacc.0[row..],
-                        &mut acc.0[row..],
-                    );
-                } else {
-                    block_steps(dtype, acts, panel, t, c0, ns, tile_row, &mut acc.0[row..]);
+        }
+        for a in 0..A {
+            for (p, panel) in panels.iter().enumerate() {
+                for i in 0..TILE {
+                    let row = (a * TILE + i) * 32 + p * TILE;
+                    let t = t0 + a * TILE + i;
+                    let tile_row =
+                        |j: usize| (sp.add(j * 4 + a * 2 + p) as *const i32).add(i * TILE);
+                    if kquant {
+                        kquant_steps(
+                            dtype,
+                            acts,
+                            panel,
+                            t,
+                            c0,
+                            ns,
+                            tile_row,
+                            &mut iacc.0[row..],
+                            &mut acc.0[row..],
+                        );
+                    } else {
+                        block_steps(dtype, acts, panel, t, c0, ns, tile_row, &mut acc.0[row..]);
+                    }
                 }
             }
         }

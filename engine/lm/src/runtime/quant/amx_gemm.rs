@@ -55,12 +55,14 @@ pub fn available() -> bool {
 /// The fewest tokens of a single sequence's prompt that take the AMX GEMM for `dtype`.
 /// The 32-value types: the prompts that took Burn's GEMM on dequantised tiles before (above
 /// `projection::int_gemm_max_tokens`, 16), so the boundary between the GEMV-order tiles and the
-/// long-prompt path stays where it was. The K-quants (the same bits as the tiles): from where
-/// the tiles measured slower.
+/// long-prompt path stays where it was. The K-quants (the same bits as the tiles) from 16:
+/// Qwen2.5-Coder-1.5B Q4_K_M prefill, one window each, lanes vs AMX alternating (`PSY_NO_AMX`,
+/// 2 threads, 2026-12-04 10:00 UTC, load 0.4-2.0): 85.4, 86.1 vs 102.2, 102.9 tok/s at 16
+/// tokens; 105.5, 105.4 vs 146.0, 140.3 at 32 (fewer tokens were not measured).
 pub fn min_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {
-        Q4K | Q6K => 32,
+        Q4K | Q6K => 16,
         _ => 17,
     }
 }

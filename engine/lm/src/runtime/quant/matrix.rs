@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::amx_gemm::{self, AmxActivations};
 use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::int_dot::{self, has_int_kernel, IntKernel};
@@ -44,6 +45,10 @@ pub enum IntOrder {
     /// kernel, the GEMV's for the others: fewer float operations per token from 8 tokens on.
     /// The engine runs every row of every step in this order.
     Lanes,
+    /// A single sequence's prompt: the AMX GEMM ([`super::amx_gemm`]) for the types and prompt
+    /// lengths it takes on a CPU that has it (the K-quants' values equal [`IntOrder::Gemv`]'s,
+    /// the 32-value types' are summed per block), [`IntOrder::Gemv`] elsewhere.
+    Amx,
 }
 
 /// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks.
@@ -426,6 +431,9 @@ struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
     lanes: Option<LaneActivations>,
     k_lanes: Option<LaneActivations>,
+    /// With [`IntOrder::Amx`], each block size's activations as the AMX GEMM reads them, for
+    /// the matrices it takes.
+    amx: Vec<(usize, AmxActivations)>,
 }
 
 impl Q8Batches {
@@ -454,15 +462,33 @@ impl Q8Batches {
             .iter()
             .any(|m| order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
             .then(|| regroup(32));
+        let tokens = x.len() / cols;
+        let mut amx: Vec<(usize, AmxActivations)> = Vec::new();
+        for m in mats {
+            let block = activation_block(m.dtype);
+            if order == IntOrder::Amx
+                && amx_gemm::takes(m.dtype, tokens)
+                && !amx.iter().any(|(b, _)| *b == block)
+            {
+                let (_, batch) = batches
+                    .iter()
+                    .find(|(b, _)| *b == block)
+                    .expect("quantized");
+                amx.push((block, AmxActivations::new(batch)));
+            }
+        }
+        // Not for the K-quant matrices the AMX GEMM takes.
         let k_lanes = (x.len() / cols >= 8
-            && mats
-                .iter()
-                .any(|m| int_gemm::has_k_lane_kernel(kernel, m.dtype)))
+            && mats.iter().any(|m| {
+                int_gemm::has_k_lane_kernel(kernel, m.dtype)
+                    && !amx.iter().any(|(b, _)| *b == activation_block(m.dtype))
+            }))
         .then(|| regroup(256));
         Q8Batches {
             batches,
             lanes,
             k_lanes,
+            amx,
         }
     }
 
@@ -475,6 +501,11 @@ impl Q8Batches {
             .iter()
             .find(|(b, _)| *b == block)
             .expect("quantized for every matrix");
+        if let Some((_, acts)) = self.amx.iter().find(|(b, _)| *b == block) {
+            if amx_gemm::takes(dtype, acts.tokens()) {
+                return amx_gemm::gemm_rows(dtype, rows, acts, out);
+            }
+        }
         match (&self.lanes, &self.k_lanes) {
             (Some(lanes), _) if has_lane_kernel(kernel, dtype) => {
                 lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out)

@@ -3,6 +3,9 @@
 //! either with f32 activations (`dot.rs`) or with activations quantized to 8 bits and integer
 //! dot products (`q8.rs`, `int_*.rs`).
 
+pub mod amx_gemm;
+#[cfg(target_arch = "x86_64")]
+mod amx_gemm_x86;
 pub mod dequant;
 pub mod dot;
 pub mod int_dot;

@@ -1,0 +1,663 @@
+//! The integer GEMM of long prompts on Intel AMX (`amx_gemm_x86.rs`): the weights stay in their
+//! GGUF blocks and are unpacked, 16 rows at a time, into a small thread-local panel in the
+//! layout of the tile unit's B operand ([`Panel`]), reused for every tile of 16 or 32 tokens;
+//! the activations are the prompt's 8-bit blocks ([`Q8Batch`]) copied into one token-major
+//! matrix ([`AmxActivations`]), so that a tile of tokens is one strided tile load.
+//!
+//! One tile product covers one scale step of the weights (32 values; 16 for Q6_K), so each
+//! step's int32 sums come out of the tile unit separately and get their scales there after:
+//! - the K-quants (Q4_K, Q6_K) sum their steps in i32 with the sub-block scales, exactly as
+//!   [`super::int_scalar::dot_row`] does, and then take the same f32 steps: their results equal
+//!   the integer tiles and the GEMV, bit for bit;
+//! - the 32-value types (Q4_0, Q4_1, Q8_0) add each block as `acc = fma(d_w d_x, isum, acc)`
+//!   (and Q4_1's offset as `acc = fma(m, d_x sum(q_x), acc)`), where the GEMV keeps 8 partial
+//!   sums of 4 values each: the tile unit sums all 32 products of a block at once, so those
+//!   partial sums do not exist here. [`model_rows`] is that order in plain Rust (the tests hold
+//!   the tiles to it bit for bit); against the dequantised f32 product the difference is the
+//!   8-bit rounding of the activations, as for every integer kernel.
+//!
+//! AMX exists only on recent Intel Xeons (Sapphire Rapids on); elsewhere [`available`] is false
+//! and every product keeps its previous path.
+
+use super::kquants::k_scale_min;
+use super::legacy::f16_at;
+use super::q8::Q8Batch;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// Tokens per A tile and weight rows per B tile (and per [`Panel`]).
+pub(super) const TILE: usize = 16;
+
+/// Whether the AMX GEMM multiplies `dtype`.
+pub fn has_amx_kernel(dtype: GgmlDType) -> bool {
+    use GgmlDType::*;
+    matches!(dtype, Q4_0 | Q4_1 | Q8_0 | Q4K | Q6K)
+}
+
+/// Whether this process runs the AMX GEMM: AMX-INT8 granted by the OS, and AVX-512 (F, BW,
+/// VNNI) for the scale steps and the unpacking.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            use std::arch::is_x86_feature_detected as has;
+            crate::runtime::amx::support().int8
+                && has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vnni")
+                && has!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The fewest tokens of a single sequence's prompt that take the AMX GEMM for `dtype`.
+/// The 32-value types: the prompts that took Burn's GEMM on dequantised tiles before (above
+/// `projection::int_gemm_max_tokens`, 16), so the boundary between the GEMV-order tiles and the
+/// long-prompt path stays where it was. The K-quants (the same bits as the tiles) from 16:
+/// Qwen2.5-Coder-1.5B Q4_K_M prefill, one window each, lanes vs AMX alternating (`PSY_NO_AMX`,
+/// 2 threads, 2026-12-04 10:00 UTC, load 0.4-2.0): 85.4, 86.1 vs 102.2, 102.9 tok/s at 16
+/// tokens; 105.5, 105.4 vs 146.0, 140.3 at 32 (fewer tokens were not measured).
+pub fn min_tokens(dtype: GgmlDType) -> usize {
+    use GgmlDType::*;
+    match dtype {
+        Q4K | Q6K => 16,
+        _ => 17,
+    }
+}
+
+/// Whether a prompt of `tokens` rows multiplies `dtype` on AMX in this process.
+pub fn takes(dtype: GgmlDType, tokens: usize) -> bool {
+    has_amx_kernel(dtype) && tokens >= min_tokens(dtype) && available()
+}
+
+/// Values per tile product: one scale step of `dtype`.
+pub(super) fn step(dtype: GgmlDType) -> usize {
+    if dtype == GgmlDType::Q6K {
+        16
+    } else {
+        32
+    }
+}
+
+/// Whether `dtype`'s unpacked weights are signed (`tdpbssd`) rather than unsigned (`tdpbsud`).
+pub(super) fn signed_weights(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0)
+}
+
+/// A prompt's 8-bit activations as the A operand: token-major, padded with zero tokens to a
+/// multiple of [`TILE`], with each token's per-block scale terms beside it.
+#[derive(Debug, Clone)]
+pub struct AmxActivations {
+    pub(super) tokens: usize,
+    pub(super) cols: usize,
+    /// Values per activation block (32 or 256).
+    pub(super) block: usize,
+    /// `[padded][cols]`.
+    pub(super) qs: Vec<i8>,
+    /// `[padded][cols / block]`: the block scales.
+    pub(super) d: Vec<f32>,
+    /// `[padded][cols / 32]` for 32-value blocks: `d * sum(q)` (Q4_1's offset term).
+    pub(super) dsum: Vec<f32>,
+    /// `[padded][cols / 32]` for 256-value blocks: the sums of 16-value groups `2p` and `2p + 1`
+    /// as two i16 (low, high half), as [`Q8Batch::pairs`] packs them.
+    pub(super) pairs: Vec<i32>,
+}
+
+impl AmxActivations {
+    pub fn new(batch: &Q8Batch) -> Self {
+        let (tokens, cols, block) = (batch.tokens.len(), batch.cols(), batch.block());
+        let padded = tokens.div_ceil(TILE) * TILE;
+        let blocks = cols / block;
+        let mut qs = vec![0i8; padded * cols];
+        let mut d = vec![0.0f32; padded * blocks];
+        let (mut dsum, mut pairs) = (Vec::new(), Vec::new());
+        if block == 32 {
+            dsum = vec![0.0f32; padded * blocks];
+        } else {
+            pairs = vec![0i32; padded * cols / 32];
+        }
+        for (t, a) in batch.tokens.iter().enumerate() {
+            qs[t * cols..(t + 1) * cols].copy_from_slice(&a.qs);
+            d[t * blocks..(t + 1) * blocks].copy_from_slice(&a.d);
+            if block == 32 {
+                for (b, (&db, &s)) in a.d.iter().zip(&a.sums).enumerate() {
+                    dsum[t * blocks + b] = db * s as f32;
+                }
+            } else {
+                for p in 0..cols / 32 {
+                    let (lo, hi) = (a.sums[2 * p] as i16 as u16, a.sums[2 * p + 1] as i16 as u16);
+                    pairs[t * cols / 32 + p] = (u32::from(hi) << 16 | u32::from(lo)) as i32;
+                }
+            }
+        }
+        Self {
+            tokens,
+            cols,
+            block,
+            qs,
+            d,
+            dsum,
+            pairs,
+        }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+}
+
+/// 16 weight rows unpacked for the tile unit: `q` is the `[cols, 16]` B operand in the VNNI
+/// layout (row `k / 4` holds the 4 consecutive k of each of the 16 rows, 64 bytes), so the
+/// tile of step `s` starts at byte `s * step * 16` with rows 64 bytes apart; `f` and `i` hold
+/// the per-step scale terms of the 16 rows, 16 apart (offsets below). Rows past the matrix
+/// are zeros.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Panel {
+    pub q: Vec<u8>,
+    pub f: Vec<f32>,
+    pub i: Vec<i32>,
+}
+
+/// Offsets into [`Panel::f`] and [`Panel::i`] (times 16, plus the row) of the scale terms.
+pub(super) mod at {
+    /// 32-value types: block `b`'s `d` and Q4_1's `m` (`blocks` blocks).
+    pub fn d32(b: usize) -> usize {
+        b * 16
+    }
+    pub fn m32(blocks: usize, b: usize) -> usize {
+        (blocks + b) * 16
+    }
+    /// K-quants: super-block `sb`'s `d`, and Q4_K's `dmin` (`sbs` super-blocks).
+    pub fn dk(sb: usize) -> usize {
+        sb * 16
+    }
+    pub fn dmin(sbs: usize, sb: usize) -> usize {
+        (sbs + sb) * 16
+    }
+    /// K-quants: the i32 scale of step `j` of super-block `sb` (8 steps for Q4_K, 16 for Q6_K).
+    pub fn sc(steps: usize, sb: usize, j: usize) -> usize {
+        (sb * steps + j) * 16
+    }
+    /// K-quants: pair `p` (0..8) of super-block `sb`: the i16 pair of weights of the activation
+    /// group sums `2p`, `2p + 1` (Q4_K's min `mn_p` twice, Q6_K's scales `2p`, `2p + 1`).
+    pub fn pair(sbs: usize, steps: usize, sb: usize, p: usize) -> usize {
+        (sbs * steps + sb * 8 + p) * 16
+    }
+}
+
+/// Elements per block (or super-block) and its bytes.
+fn layout(dtype: GgmlDType) -> (usize, usize) {
+    let (e, b) = dtype.block_layout().expect("a block type");
+    (e as usize, b as usize)
+}
+
+/// The quants of one block of `dtype` in element order, as the tile unit multiplies them
+/// (unsigned for Q4_1 and the K-quants, whose offsets go through the activation sums; signed
+/// for Q4_0 and Q8_0).
+fn block_quants(dtype: GgmlDType, blk: &[u8], out: &mut [u8]) {
+    let nibble = |qs: &[u8], e: usize| if e < 16 { qs[e] & 15 } else { qs[e - 16] >> 4 };
+    match dtype {
+        GgmlDType::Q4_0 => (0..32).for_each(|e| out[e] = (nibble(&blk[2..], e) as i8 - 8) as u8),
+        GgmlDType::Q4_1 => (0..32).for_each(|e| out[e] = nibble(&blk[4..], e)),
+        GgmlDType::Q8_0 => out[..32].copy_from_slice(&blk[2..34]),
+        GgmlDType::Q4K => {
+            for c in 0..4 {
+                for i in 0..32 {
+                    let q = blk[16 + c * 32 + i];
+                    out[c * 64 + i] = q & 15;
+                    out[c * 64 + 32 + i] = q >> 4;
+                }
+            }
+        }
+        GgmlDType::Q6K => {
+            // Element h*128 + j*32 + l: nibble j/2 of ql[h*64 + (j%2)*32 + l], bits 2j of
+            // qh[h*32 + l] (the -32 goes through the activation sums).
+            for h in 0..2 {
+                for j in 0..4 {
+                    for l in 0..32 {
+                        let low = (blk[h * 64 + (j % 2) * 32 + l] >> (4 * (j / 2))) & 15;
+                        let high = (blk[128 + h * 32 + l] >> (2 * j)) & 3;
+                        out[h * 128 + j * 32 + l] = low | (high << 4);
+                    }
+                }
+            }
+        }
+        other => unreachable!("no AMX kernel for {other}"),
+    }
+}
+
+impl Panel {
+    /// Unpacks rows `r0..r0 + 16` of `rows` (`row_bytes` each; rows past the end are zeros)
+    /// for `cols` values: the portable packing, which the AVX-512 one must equal.
+    pub fn pack(
+        &mut self,
+        dtype: GgmlDType,
+        rows: &[u8],
+        row_bytes: usize,
+        r0: usize,
+        cols: usize,
+    ) {
+        let (elems, size) = layout(dtype);
+        let blocks = cols / elems;
+        self.resize(dtype, cols);
+        self.q.fill(0);
+        self.f.fill(0.0);
+        self.i.fill(0);
+        let mut quants = vec![0u8; elems];
+        let n_rows = (rows.len() / row_bytes).saturating_sub(r0).min(TILE);
+        for n in 0..n_rows {
+            let row = &rows[(r0 + n) * row_bytes..][..row_bytes];
+            for (b, blk) in row.chunks_exact(size).enumerate().take(blocks) {
+                block_quants(dtype, blk, &mut quants);
+                for (e, &q) in quants.iter().enumerate() {
+                    let k = b * elems + e;
+                    self.q[(k / 4) * 64 + n * 4 + k % 4] = q;
+                }
+                self.scales(dtype, blocks, b, n, blk);
+            }
+        }
+    }
+
+    /// Sizes the buffers for `cols` values of `dtype`.
+    pub fn resize(&mut self, dtype: GgmlDType, cols: usize) {
+        let (elems, _) = layout(dtype);
+        let blocks = cols / elems;
+        let (nf, ni) = match dtype {
+            GgmlDType::Q4K => (2 * blocks, blocks * 16),
+            GgmlDType::Q6K => (blocks, blocks * 24),
+            _ => (2 * blocks, 0),
+        };
+        self.q.resize(cols * TILE, 0);
+        self.f.resize(nf * TILE, 0.0);
+        self.i.resize(ni * TILE, 0);
+    }
+
+    /// Block `b`'s scale terms of row `n`.
+    fn scales(&mut self, dtype: GgmlDType, blocks: usize, b: usize, n: usize, blk: &[u8]) {
+        match dtype {
+            GgmlDType::Q4K => {
+                let (sc, mn) = k_scale_min(&blk[4..16]);
+                self.f[at::dk(b) + n] = f16_at(blk, 0);
+                self.f[at::dmin(blocks, b) + n] = f16_at(blk, 2);
+                for j in 0..8 {
+                    self.i[at::sc(8, b, j) + n] = i32::from(sc[j]);
+                    self.i[at::pair(blocks, 8, b, j) + n] = i32::from(mn[j]) * 0x1_0001;
+                }
+            }
+            GgmlDType::Q6K => {
+                let sc = |g: usize| i32::from(blk[192 + g] as i8);
+                self.f[at::dk(b) + n] = f16_at(blk, 208);
+                for g in 0..16 {
+                    self.i[at::sc(16, b, g) + n] = sc(g);
+                }
+                for p in 0..8 {
+                    let (lo, hi) = (sc(2 * p) as i16 as u16, sc(2 * p + 1) as i16 as u16);
+                    self.i[at::pair(blocks, 16, b, p) + n] =
+                        (u32::from(hi) << 16 | u32::from(lo)) as i32;
+                }
+            }
+            _ => {
+                self.f[at::d32(b) + n] = f16_at(blk, 0);
+                if dtype == GgmlDType::Q4_1 {
+                    self.f[at::m32(blocks, b) + n] = f16_at(blk, 2);
+                }
+            }
+        }
+    }
+}
+
+/// The product of a pair of i16 halves, as `vpdpwssd` sums it.
+fn pair_dot(a: i32, b: i32) -> i32 {
+    let (a0, a1) = (i32::from(a as i16), a >> 16);
+    let (b0, b1) = (i32::from(b as i16), b >> 16);
+    a0 * b0 + a1 * b1
+}
+
+/// What the tile unit computes for step `s` of token `t` and panel row `n`: the int32 sum of
+/// the step's products, read from the VNNI layout.
+fn tile_sum(
+    dtype: GgmlDType,
+    acts: &AmxActivations,
+    panel: &Panel,
+    t: usize,
+    s: usize,
+    n: usize,
+) -> i32 {
+    let st = step(dtype);
+    (0..st / 4)
+        .map(|kk| {
+            let row = (s * st / 4 + kk) * 64 + n * 4;
+            (0..4)
+                .map(|i| {
+                    let a = i32::from(acts.qs[t * acts.cols + s * st + kk * 4 + i]);
+                    let w = panel.q[row + i];
+                    let w = if signed_weights(dtype) {
+                        i32::from(w as i8)
+                    } else {
+                        i32::from(w)
+                    };
+                    a * w
+                })
+                .sum::<i32>()
+        })
+        .sum()
+}
+
+/// `out[t * n + r] = dot(row r, token t)` in the AMX GEMM's order, in plain Rust: the tile
+/// products read from [`Panel`]'s layout, then the scale steps of the module doc. The reference
+/// of the tiles' bits and of the packing.
+pub(super) fn model_rows(dtype: GgmlDType, rows: &[u8], acts: &AmxActivations, out: &mut [f32]) {
+    let (elems, size) = layout(dtype);
+    let cols = acts.cols;
+    let row_bytes = cols / elems * size;
+    let n = rows.len() / row_bytes;
+    let blocks = cols / elems;
+    let mut panel = Panel::default();
+    for r0 in (0..n).step_by(TILE) {
+        panel.pack(dtype, rows, row_bytes, r0, cols);
+        for nr in 0..TILE.min(n - r0) {
+            for t in 0..acts.tokens {
+                let v = match dtype {
+                    GgmlDType::Q4K | GgmlDType::Q6K => {
+                        let steps = elems / step(dtype);
+                        let mut acc = 0.0f32;
+                        for sb in 0..blocks {
+                            let mut isum = 0i32;
+                            for j in 0..steps {
+                                let s = tile_sum(dtype, acts, &panel, t, sb * steps + j, nr);
+                                isum += panel.i[at::sc(steps, sb, j) + nr] * s;
+                            }
+                            let mut pairs = 0i32;
+                            for p in 0..8 {
+                                let a = acts.pairs[t * cols / 32 + sb * 8 + p];
+                                pairs += pair_dot(a, panel.i[at::pair(blocks, steps, sb, p) + nr]);
+                            }
+                            let dx = acts.d[t * blocks + sb];
+                            let d = panel.f[at::dk(sb) + nr];
+                            acc += if dtype == GgmlDType::Q4K {
+                                let dmin = panel.f[at::dmin(blocks, sb) + nr];
+                                (d * dx) * isum as f32 - (dmin * dx) * pairs as f32
+                            } else {
+                                (d * dx) * (isum - 32 * pairs) as f32
+                            };
+                        }
+                        // The GEMV's `hsum(lanes) + acc` with its lanes at zero.
+                        0.0 + acc
+                    }
+                    _ => {
+                        let mut acc = 0.0f32;
+                        for b in 0..blocks {
+                            let s = tile_sum(dtype, acts, &panel, t, b, nr);
+                            let dx = acts.d[t * blocks + b];
+                            acc = (panel.f[at::d32(b) + nr] * dx).mul_add(s as f32, acc);
+                            if dtype == GgmlDType::Q4_1 {
+                                let m = panel.f[at::m32(blocks, b) + nr];
+                                acc = m.mul_add(acts.dsum[t * blocks + b], acc);
+                            }
+                        }
+                        acc
+                    }
+                };
+                out[t * n + r0 + nr] = v;
+            }
+        }
+    }
+}
+
+/// `out[t * n + r] = dot(row r, token t)` (`[tokens, n]`) for the `n` consecutive rows of
+/// `dtype` in `rows`: on AMX where [`available`], else by [`model_rows`] (the same bits, slowly;
+/// callers pick the AMX GEMM only where it is available). [`has_amx_kernel`] must hold and
+/// `acts` be quantized with the block of `dtype`; lengths are checked here, since the kernel
+/// loads without bounds checks.
+pub fn gemm_rows(dtype: GgmlDType, rows: &[u8], acts: &AmxActivations, out: &mut [f32]) {
+    assert!(has_amx_kernel(dtype), "an AMX kernel for {dtype}");
+    let tokens = acts.tokens;
+    if tokens == 0 || out.is_empty() {
+        return;
+    }
+    let (elems, size) = layout(dtype);
+    assert_eq!(
+        acts.block,
+        super::q8::activation_block(dtype),
+        "activation blocks"
+    );
+    assert_eq!(acts.cols % elems, 0, "activations are whole blocks");
+    assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
+    let row_bytes = acts.cols / elems * size;
+    assert_eq!(
+        rows.len(),
+        out.len() / tokens * row_bytes,
+        "{dtype} rows vs outputs"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `available()` checked AMX-INT8 (with the OS permission) and AVX-512; lengths
+        // checked above.
+        return unsafe { super::amx_gemm_x86::gemm_rows(dtype, rows, row_bytes, acts, out) };
+    }
+    model_rows(dtype, rows, acts, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::quant::int_scalar;
+    use half::f16;
+    use proptest::prelude::*;
+
+    const TYPES: [GgmlDType; 5] = [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ];
+
+    /// `rows` rows of `dtype` for `k` values from `bytes` (cycled), with finite f16 scales from
+    /// `scales` (cycled) in the f16 fields.
+    fn matrix(dtype: GgmlDType, rows: usize, k: usize, bytes: &[u8], scales: &[f32]) -> Vec<u8> {
+        let (elems, size) = layout(dtype);
+        let mut out: Vec<u8> = bytes
+            .iter()
+            .copied()
+            .cycle()
+            .take(rows * k / elems * size)
+            .collect();
+        let fields: &[usize] = match dtype {
+            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q6K => &[208],
+            _ => &[0],
+        };
+        let mut s = scales.iter().cycle();
+        for blk in out.chunks_exact_mut(size) {
+            for &at in fields {
+                blk[at..at + 2].copy_from_slice(&f16::from_f32(*s.next().unwrap()).to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The 32-value types' order written directly from the block bytes (no panel): per block
+    /// the integer dot of the quants, then the fused steps of the module doc.
+    fn direct_32(dtype: GgmlDType, row: &[u8], batch: &Q8Batch, t: usize) -> f32 {
+        let (_, size) = layout(dtype);
+        let a = &batch.tokens[t];
+        let mut acc = 0.0f32;
+        for (b, blk) in row.chunks_exact(size).enumerate() {
+            let q = |e: usize| -> i32 {
+                let nib = |off: usize| {
+                    let byte = blk[off + e % 16];
+                    i32::from(if e < 16 { byte & 15 } else { byte >> 4 })
+                };
+                match dtype {
+                    GgmlDType::Q4_0 => nib(2) - 8,
+                    GgmlDType::Q4_1 => nib(4),
+                    _ => i32::from(blk[2 + e] as i8),
+                }
+            };
+            let isum: i32 = (0..32).map(|e| q(e) * i32::from(a.qs[b * 32 + e])).sum();
+            acc = (f16_at(blk, 0) * a.d[b]).mul_add(isum as f32, acc);
+            if dtype == GgmlDType::Q4_1 {
+                acc = f16_at(blk, 2).mul_add(a.d[b] * a.sums[b] as f32, acc);
+            }
+        }
+        acc
+    }
+
+    /// The plain-Rust model of the tiles equals, bit for bit, the integer GEMV (K-quants) or
+    /// the direct per-block order (32-value types): the panel layout and scale offsets hold on
+    /// any CPU. Where AMX runs, the tiles equal the model bit for bit.
+    fn check(dtype: GgmlDType, rows: usize, w: &[u8], x: &[f32], k: usize) {
+        let batch = Q8Batch::quantize(x, k, super::super::q8::activation_block(dtype));
+        let acts = AmxActivations::new(&batch);
+        let tokens = batch.tokens.len();
+        let row_bytes = w.len() / rows;
+        let mut model = vec![0.0f32; rows * tokens];
+        model_rows(dtype, w, &acts, &mut model);
+        for r in 0..rows {
+            let row = &w[r * row_bytes..][..row_bytes];
+            for t in 0..tokens {
+                let want = match dtype {
+                    GgmlDType::Q4K | GgmlDType::Q6K => {
+                        int_scalar::dot_row(dtype, row, &batch.tokens[t])
+                    }
+                    _ => direct_32(dtype, row, &batch, t),
+                };
+                let got = model[t * rows + r];
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{dtype} model row {r} token {t}: {got} vs {want}"
+                );
+            }
+        }
+        if available() {
+            // `gemm_rows` runs the tiles here.
+            let mut tiles = vec![f32::NAN; rows * tokens];
+            gemm_rows(dtype, w, &acts, &mut tiles);
+            for (i, (a, b)) in tiles.iter().zip(&model).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{dtype} tiles row {} token {}: {a} vs {b}",
+                    i % rows,
+                    i / rows
+                );
+            }
+        } else {
+            eprintln!("AMX tiles skipped: no AMX-INT8 (or AVX-512) on this CPU/OS");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Ragged shapes: 1-70 tokens (tiles of 32 and 16 and a padded rest), 1-40 rows (a
+        /// panel of 16 and a partial one), 256 or 512 values; random quants, scales (0,
+        /// negative, f16's largest) and activations (±1e30, zeros, rounding ties).
+        #[test]
+        fn amx_gemm_equals_its_model_and_the_reference(
+            tokens in 1usize..70,
+            rows in 1usize..40,
+            wide in any::<bool>(),
+            bytes in proptest::collection::vec(any::<u8>(), 1..700),
+            scales in proptest::collection::vec(
+                prop_oneof![-2.0f32..2.0, Just(0.0f32), Just(65504.0f32), Just(-65504.0f32)], 1..9),
+            x in proptest::collection::vec(
+                prop_oneof![-100.0f32..100.0, Just(0.0f32), Just(1e30f32), Just(-1e30f32), Just(0.5f32)], 512),
+        ) {
+            let k = if wide { 512 } else { 256 };
+            let x: Vec<f32> = x.iter().cycle().skip(tokens).take(tokens * k).copied().collect();
+            for dtype in TYPES {
+                let w = matrix(dtype, rows, k, &bytes, &scales);
+                check(dtype, rows, &w, &x, k);
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_quants_and_activations_agree() {
+        let k = 256;
+        let ramp: Vec<f32> = (0..k).map(|i| i as f32 - 128.0).collect();
+        let x: Vec<f32> = [vec![127.0f32; k], vec![-127.0; k], ramp, vec![0.0; k]]
+            .into_iter()
+            .cycle()
+            .take(37)
+            .flatten()
+            .collect();
+        for dtype in TYPES {
+            for fill in [0x00u8, 0xff, 0x80, 0x7f] {
+                let w = matrix(dtype, 33, k, &[fill], &[1.0, -65504.0]);
+                check(dtype, 33, &w, &x, k);
+            }
+        }
+    }
+
+    /// The 32-value types' order stays within the 8-bit rounding of the activations of the
+    /// dequantised f32 product (the bound of `q8.rs`, plus f32 rounding).
+    #[test]
+    fn the_32_value_order_is_within_the_8_bit_bound_of_the_f32_product() {
+        let (rows, k, tokens) = (20usize, 512usize, 19usize);
+        let x: Vec<f32> = (0..tokens * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+            .collect();
+        let bytes: Vec<u8> = (0..997u32).map(|i| (i * 31 + 7) as u8).collect();
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            let w = matrix(dtype, rows, k, &bytes, &[0.01, -0.02, 0.015]);
+            let dense = super::super::dequantize(dtype, &w).unwrap();
+            let batch = Q8Batch::quantize(&x, k, 32);
+            let acts = AmxActivations::new(&batch);
+            let mut got = vec![0.0f32; rows * tokens];
+            model_rows(dtype, &w, &acts, &mut got);
+            for t in 0..tokens {
+                for r in 0..rows {
+                    let wr = &dense[r * k..(r + 1) * k];
+                    let xt = &x[t * k..(t + 1) * k];
+                    let want: f64 = wr
+                        .iter()
+                        .zip(xt)
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum();
+                    let bound: f64 = (0..k / 32)
+                        .map(|b| {
+                            let d = f64::from(batch.tokens[t].d[b]);
+                            d / 2.0
+                                * wr[b * 32..][..32]
+                                    .iter()
+                                    .map(|v| f64::from(v.abs()))
+                                    .sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        + 1e-4 * (1.0 + want.abs());
+                    let v = f64::from(got[t * rows + r]);
+                    assert!(
+                        (v - want).abs() <= bound,
+                        "{dtype} t {t} r {r}: {v} vs {want} (bound {bound})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_panel_holds_4_consecutive_k_of_each_row_side_by_side() {
+        // Q8_0 rows whose value k of row n is (n * 7 + k) as i8: byte (k/4)*64 + n*4 + k%4.
+        let (rows, k) = (18usize, 64usize);
+        let mut w = Vec::new();
+        for n in 0..rows {
+            for b in 0..k / 32 {
+                w.extend(f16::from_f32(1.0).to_le_bytes());
+                w.extend((0..32).map(|e| (n * 7 + b * 32 + e) as u8));
+            }
+        }
+        let mut p = Panel::default();
+        p.pack(GgmlDType::Q8_0, &w, w.len() / rows, 16, k);
+        // Rows 16 and 17 of the matrix are panel rows 0 and 1; the rest are zeros.
+        assert_eq!(p.q[0..8], [112, 113, 114, 115, 119, 120, 121, 122]);
+        assert_eq!(p.q[64 + 4], 119 + 4);
+        assert!(p.q[8..64].iter().all(|&v| v == 0));
+        assert_eq!(p.f[at::d32(1)], 1.0);
+        assert_eq!(p.f[at::d32(1) + 2], 0.0);
+    }
+}

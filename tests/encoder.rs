@@ -205,6 +205,28 @@ fn q8_weights_stay_within_their_tolerance_of_f32() {
 }
 
 #[test]
+fn split_bf16_products_stay_within_their_tolerance_of_f32_and_the_reference() {
+    let r = reference();
+    let texts = texts(&r);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let split = Encoder::load_with(&minilm_dir(), EncoderPrecision::SplitBf16).unwrap();
+    let exact = minilm().embed(&refs).unwrap();
+    let approx = split.embed(&refs).unwrap();
+    let worst = exact
+        .iter()
+        .zip(&approx)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0.0f32, f32::max);
+    eprintln!("max |bf16x3 - f32| over the reference texts: {worst:.3e}");
+    assert!(worst < EncoderPrecision::SplitBf16.tolerance(), "{worst}");
+    // And against sentence-transformers' own vectors, as the f32 encoder is held.
+    for (v, want) in approx.iter().zip(r["embeddings"].as_array().unwrap()) {
+        let d = max_abs_diff(v, &floats(want));
+        assert!(d < 1e-4, "{d}");
+    }
+}
+
+#[test]
 fn batches_larger_than_max_batch_keep_the_input_order() {
     let enc = minilm();
     let texts: Vec<String> = (0..psy_lm::encoder::MAX_BATCH + 7)

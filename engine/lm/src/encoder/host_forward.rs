@@ -24,6 +24,7 @@ use super::layer_norm::{normalize_in_place, LayerNorm};
 use super::model::{BertLayer, BertModel};
 use super::pooling::Pooling;
 use super::precision::EncoderPrecision;
+use super::split_bf16_gemm::SplitBf16Weights;
 use crate::runtime::model::Linear;
 use crate::runtime::quant::quantize::q8_0_matrix;
 use crate::runtime::quant::{IntKernel, IntOrder, QuantMatrix};
@@ -68,6 +69,7 @@ impl Values {
 enum Weights {
     F32(Vec<f32>),
     Q8(QuantMatrix),
+    SplitBf16(SplitBf16Weights),
 }
 
 /// A dense layer, `y = x Wᵀ + b`.
@@ -95,6 +97,15 @@ impl Dense {
         let outputs = bias.len();
         // Stacked row after row: `[out, in]` of all the parts.
         let w: Vec<f32> = parts.iter().flat_map(|l| values(l.weight.val())).collect();
+        if precision == EncoderPrecision::SplitBf16 {
+            if let Some(m) = SplitBf16Weights::new(&w, outputs, inputs) {
+                return Dense {
+                    weights: Weights::SplitBf16(m),
+                    bias,
+                    inputs,
+                };
+            }
+        }
         if precision == EncoderPrecision::Q8 {
             if let Ok(m) = q8_0_matrix(&w, outputs, inputs) {
                 return Dense {
@@ -145,6 +156,14 @@ impl Dense {
                         *y += b;
                     }
                 }
+                return out;
+            }
+            Weights::SplitBf16(m) => {
+                let mut out: Vec<f32> = Vec::with_capacity(rows * n);
+                for _ in 0..rows {
+                    out.extend_from_slice(&self.bias);
+                }
+                m.matmul_add(x, rows, &mut out);
                 return out;
             }
         };

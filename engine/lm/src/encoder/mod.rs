@@ -20,6 +20,7 @@ pub mod pooling;
 pub mod precision;
 pub mod sentence_encoder;
 pub mod shared;
+pub mod split_bf16_gemm;
 pub mod vector_cache_file;
 
 pub use config::BertConfig;

@@ -102,7 +102,7 @@ fn split_hash(text: &str) -> u64 {
 
 /// Whether an exemplar belongs to the validation split.
 pub fn in_validation(text: &str) -> bool {
-    split_hash(text) % VALIDATION_EVERY == 0
+    split_hash(text).is_multiple_of(VALIDATION_EVERY)
 }
 
 /// Reads the exemplar files of `dir` (sorted by name): the exemplars, the file names and the

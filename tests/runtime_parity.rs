@@ -604,7 +604,7 @@ fn sharded_safetensors_load() {
             weight_map.insert((*name).clone(), Value::from(file.clone()));
         }
         let mut text = serde_json::to_string(&h).unwrap();
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
         let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -74,13 +74,13 @@ pub fn write_gguf(path: &Path, kv: &[(String, Value)], tensors: &[GgufTensor]) {
         out.extend(t.offset.unwrap_or(next).to_le_bytes());
         next += (t.data.len() as u64 * 4).div_ceil(32) * 32;
     }
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     for t in tensors {
         let start = out.len();
         out.extend(t.data.iter().flat_map(|x| x.to_le_bytes()));
-        while (out.len() - start) % 32 != 0 {
+        while !(out.len() - start).is_multiple_of(32) {
             out.push(0);
         }
     }

@@ -19,7 +19,7 @@ pub fn fnv1a64(s: &str) -> u64 {
 
 /// Whether the dialogue with this id is in the held-out split: `fnv1a64(id) % k == 0`.
 pub fn is_held_out(id: &str, k: NonZeroU64) -> bool {
-    fnv1a64(id) % k.get() == 0
+    fnv1a64(id).is_multiple_of(k.get())
 }
 
 /// Splits `dialogues` into `(held_out, rest)` by [`is_held_out`], keeping order.

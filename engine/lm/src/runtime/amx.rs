@@ -124,7 +124,13 @@ impl Default for TileConfig {
 impl TileConfig {
     /// Shapes tile `tile` (0-7) as `rows` rows (1-16) of `bytes` bytes (4-64, a multiple of 4).
     pub fn with_tile(mut self, tile: usize, rows: u8, bytes: u16) -> Self {
-        assert!(tile < 8 && (1..=16).contains(&rows) && bytes <= 64 && bytes % 4 == 0 && bytes > 0);
+        assert!(
+            tile < 8
+                && (1..=16).contains(&rows)
+                && bytes <= 64
+                && bytes.is_multiple_of(4)
+                && bytes > 0
+        );
         self.rows[tile] = rows;
         self.bytes_per_row[tile] = bytes;
         self

@@ -277,7 +277,7 @@ impl ModelConfig {
             Some(d) => d,
             // Zero heads is reported by `check_sizes` under its own name.
             None if heads == 0 => 0,
-            None if hf.hidden_size % heads == 0 => hf.hidden_size / heads,
+            None if hf.hidden_size.is_multiple_of(heads) => hf.hidden_size / heads,
             None => {
                 return Err(format!(
                     "`head_dim` is absent and `hidden_size` ({}) is not a multiple of \
@@ -342,14 +342,17 @@ impl ModelConfig {
                 }
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return error(
                 SizeField::NumKeyValueHeads,
                 SizeProblem::NotDividing(SizeField::NumAttentionHeads, self.num_attention_heads),
             );
         }
         // RoPE rotates pairs of dimensions (the two halves of each head).
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return error(SizeField::HeadDim, SizeProblem::OddForRope);
         }
         Ok(())

@@ -157,7 +157,7 @@ impl GgufTensorInfo {
     pub fn byte_size(&self) -> Option<u64> {
         let (block, bytes) = self.dtype.block_layout()?;
         let n = self.n_elements();
-        (n % block == 0).then(|| n / block * bytes)
+        n.is_multiple_of(block).then(|| n / block * bytes)
     }
 }
 

@@ -275,7 +275,7 @@ pub fn xent_columns(
     assert_eq!(targets.len(), cols, "one target per column");
     assert_eq!(weights.len(), cols, "one weight per column");
     assert!(
-        cols > 0 && z.len() % cols == 0,
+        cols > 0 && z.len().is_multiple_of(cols),
         "logits are not [vocab, cols]"
     );
     let vocab = z.len() / cols;

@@ -65,7 +65,7 @@ pub(crate) fn span_partial(
 /// added in span order, and the output divided by the total. `out` is `[n_rep, d]`.
 pub(crate) fn merge_spans(partials: &[f32], n_rep: usize, d: usize, out: &mut [f32]) {
     let len = partial_len(n_rep, d);
-    debug_assert!(!partials.is_empty() && partials.len() % len == 0);
+    debug_assert!(!partials.is_empty() && partials.len().is_multiple_of(len));
     debug_assert_eq!(out.len(), n_rep * d);
     for h in 0..n_rep {
         let max_of = |p: &[f32]| p[n_rep * d + h];
@@ -125,7 +125,7 @@ pub(crate) fn attend_group(
 fn span_scores(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if d % 8 == 0
+        if d.is_multiple_of(8)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
@@ -147,7 +147,7 @@ fn weighted_sum(w: &[f32], values: &[f32], out: &mut [f32]) {
     let d = out.len();
     #[cfg(target_arch = "x86_64")]
     {
-        if d % 64 == 0
+        if d.is_multiple_of(64)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
@@ -175,7 +175,7 @@ fn weighted_sum_portable(w: &[f32], values: &[f32], out: &mut [f32]) {
 unsafe fn span_scores_avx2(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
     use std::arch::x86_64::*;
     let t = s.len();
-    debug_assert!(keys.len() >= t * d && q.len() == d && d % 8 == 0);
+    debug_assert!(keys.len() >= t * d && q.len() == d && d.is_multiple_of(8));
     let (pq, pk) = (q.as_ptr(), keys.as_ptr());
     let vscale = _mm256_set1_ps(scale);
     let mut j = 0;
@@ -230,7 +230,7 @@ unsafe fn weighted_sum_avx2(w: &[f32], values: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let d = out.len();
     let t = w.len();
-    debug_assert!(values.len() >= t * d && d % 64 == 0);
+    debug_assert!(values.len() >= t * d && d.is_multiple_of(64));
     let pv = values.as_ptr();
     let mut strip = 0;
     while strip < d {

@@ -427,13 +427,14 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
         last_loss = loss_sum;
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss_sum:.4} lr {lr:.2e} {tps:.0} tok/s"));
-        if t.log_every > 0 && (state.step % t.log_every == 0 || state.step == total_steps) {
+        if t.log_every > 0 && (state.step.is_multiple_of(t.log_every) || state.step == total_steps)
+        {
             let row = json!({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr, "grad_norm": norm, "tokens_per_s": tps});
             writeln!(metrics, "{row}").map_err(io(&metrics_path))?;
             rows_log.push(row);
         }
         let at_end = state.step == total_steps;
-        if (t.eval_every > 0 && state.step % t.eval_every == 0) || at_end {
+        if (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) || at_end {
             if let Some(l) = eval_loss(&model, &config, &val, rows, pad) {
                 eval = Some(l);
                 let row = json!({"step": state.step, "eval_loss": l, "eval_ppl": l.exp()});
@@ -441,7 +442,7 @@ pub fn run_with(o: &RunOptions) -> Result<RunSummary> {
                 rows_log.push(row);
             }
         }
-        if (t.save_every > 0 && state.step % t.save_every == 0) || at_end {
+        if (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) || at_end {
             checkpoint::save(
                 &ck_root,
                 &model,

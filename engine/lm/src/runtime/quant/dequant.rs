@@ -48,7 +48,7 @@ pub fn block_layout(dtype: GgmlDType) -> Result<(usize, usize), QuantError> {
 #[inline(always)]
 pub fn dequantize_into(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     let (elems, block) = block_layout(dtype)?;
-    if bytes.len() % block != 0 {
+    if !bytes.len().is_multiple_of(block) {
         return Err(QuantError::PartialBlock {
             dtype,
             len: bytes.len(),

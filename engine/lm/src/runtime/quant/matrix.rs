@@ -81,7 +81,7 @@ impl QuantMatrix {
         data: Vec<u8>,
     ) -> Result<Self, QuantError> {
         let (elems, block) = block_layout(dtype)?;
-        if cols % elems != 0 {
+        if !cols.is_multiple_of(elems) {
             return Err(QuantError::Misaligned {
                 dtype,
                 values: cols,

@@ -144,7 +144,7 @@ impl Q8Batch {
     /// Quantizes `x`, row-major `[tokens, cols]`, one token at a time in blocks of `block`.
     pub fn quantize(x: &[f32], cols: usize, block: usize) -> Self {
         assert!(
-            cols > 0 && x.len() % cols == 0,
+            cols > 0 && x.len().is_multiple_of(cols),
             "activations are not [tokens, cols]"
         );
         // One thread for short prompts: with the AVX2 quantization this is ~1% of the product,

@@ -69,7 +69,7 @@ fn quantize_block(x: &[f32], out: &mut [u8]) -> Result<(), f32> {
 /// `values` (`rows` x `cols`, row-major) as Q8_0 blocks, rows in parallel. Every value must be
 /// finite and `cols` a multiple of 32.
 pub fn quantize_q8_0(values: &[f32], rows: usize, cols: usize) -> Result<Vec<u8>, QuantizeError> {
-    if cols % BLOCK != 0 {
+    if !cols.is_multiple_of(BLOCK) {
         return Err(QuantizeError::Misaligned { cols });
     }
     if values.len() != rows * cols {

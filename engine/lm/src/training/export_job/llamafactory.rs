@@ -53,7 +53,7 @@ fn batch_split(data: &TrainingData, world: usize) -> Result<(usize, usize)> {
         ));
     }
     let total = t.batch_size.max(1) * t.grad_accum.max(1);
-    if total % world != 0 {
+    if !total.is_multiple_of(world) {
         return Err(bad(format!(
             "[train] batch_size x grad_accum = {total} sequences per step cannot be split evenly \
              over {world} GPUs; choose a multiple of {world}"
@@ -62,7 +62,7 @@ fn batch_split(data: &TrainingData, world: usize) -> Result<(usize, usize)> {
     let per_gpu = total / world;
     let per_device = (1..=per_gpu.min(t.batch_size.max(1)))
         .rev()
-        .find(|d| per_gpu % d == 0)
+        .find(|d| per_gpu.is_multiple_of(*d))
         .unwrap_or(1);
     Ok((per_device, per_gpu / per_device))
 }

@@ -42,35 +42,32 @@ fn split(v: f32) -> (u16, u16) {
 }
 
 /// Splits the `rows x k` values of `x` into `hi` and `lo` rows of `k_pad` (padding untouched).
-///
-/// # Safety
-/// The CPU must have AVX-512F (every AMX CPU has); the loop is written for the compiler to
-/// vectorise with it.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn split_rows(x: &[f32], k: usize, k_pad: usize, hi: &mut [u16], lo: &mut [u16]) {
-    for ((row, h), l) in x
+#[inline(always)]
+fn split_rows_plain(x: &[f32], k: usize, k_pad: usize, hi: &mut [u16], lo: &mut [u16]) {
+    let rows = x
         .chunks_exact(k)
         .zip(hi.chunks_exact_mut(k_pad))
-        .zip(lo.chunks_exact_mut(k_pad))
-    {
+        .zip(lo.chunks_exact_mut(k_pad));
+    for ((row, h), l) in rows {
         for ((v, h), l) in row.iter().zip(&mut h[..k]).zip(&mut l[..k]) {
             (*h, *l) = split(*v);
         }
     }
 }
 
+/// [`split_rows_plain`] compiled for AVX-512, which the compiler vectorises the loop with.
+///
+/// # Safety
+/// The CPU must have AVX-512F (every AMX CPU has).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn split_rows(x: &[f32], k: usize, k_pad: usize, hi: &mut [u16], lo: &mut [u16]) {
+    split_rows_plain(x, k, k_pad, hi, lo)
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn split_rows(x: &[f32], k: usize, k_pad: usize, hi: &mut [u16], lo: &mut [u16]) {
-    for ((row, h), l) in x
-        .chunks_exact(k)
-        .zip(hi.chunks_exact_mut(k_pad))
-        .zip(lo.chunks_exact_mut(k_pad))
-    {
-        for ((v, h), l) in row.iter().zip(&mut h[..k]).zip(&mut l[..k]) {
-            (*h, *l) = split(*v);
-        }
-    }
+    split_rows_plain(x, k, k_pad, hi, lo)
 }
 
 /// A pointer to the accumulator rows that column-pair tasks share: each writes only its own

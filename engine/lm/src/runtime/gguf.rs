@@ -702,7 +702,7 @@ mod tests {
         out.extend(32u64.to_le_bytes());
         out.extend(8u32.to_le_bytes());
         out.extend(32u64.to_le_bytes());
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         for i in 0..6 {

@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::amx_gemm::{at, signed_weights, step, AmxActivations, Panel, TILE};
+use super::amx_panel::{at, signed_weights, step, AmxActivations, Panel, TILE};
 use super::kquants::k_scale_min;
 use crate::runtime::amx::{tile, TileConfig};
 use crate::runtime::ggml_type::GgmlDType;

@@ -6,6 +6,7 @@
 pub mod amx_gemm;
 #[cfg(target_arch = "x86_64")]
 mod amx_gemm_x86;
+mod amx_panel;
 pub mod dequant;
 pub mod dot;
 pub mod int_dot;

@@ -429,15 +429,7 @@ unsafe fn pack(
                 _mm512_storeu_ps(f.add(at::dk(b)), f16s(d));
                 for n in 0..n_rows {
                     let s = base.add(n * row_bytes + blk + 192) as *const i8;
-                    let sc = |g: usize| i32::from(*s.add(g));
-                    for g in 0..16 {
-                        panel.i[at::sc(16, b, g) + n] = sc(g);
-                    }
-                    for p in 0..8 {
-                        let (lo, hi) = (sc(2 * p) as i16 as u16, sc(2 * p + 1) as i16 as u16);
-                        panel.i[at::pair(blocks, 16, b, p) + n] =
-                            (u32::from(hi) << 16 | u32::from(lo)) as i32;
-                    }
+                    panel.put_q6k_scales(blocks, b, n, |g| i32::from(*s.add(g)));
                 }
                 zero_scales_past(panel, n_rows, dtype, blocks, b);
             }

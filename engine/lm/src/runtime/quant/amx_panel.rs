@@ -166,6 +166,24 @@ fn block_quants(dtype: GgmlDType, blk: &[u8], out: &mut [u8]) {
 }
 
 impl Panel {
+    /// Q6_K super-block `b`'s 16 signed scales `sc(g)` of row `n`: each alone, and as 8 pairs
+    /// packed as two i16 halves (low, high), as [`AmxActivations`] packs its `pairs`.
+    pub(super) fn put_q6k_scales(
+        &mut self,
+        blocks: usize,
+        b: usize,
+        n: usize,
+        sc: impl Fn(usize) -> i32,
+    ) {
+        for g in 0..16 {
+            self.i[at::sc(16, b, g) + n] = sc(g);
+        }
+        for p in 0..8 {
+            let (lo, hi) = (sc(2 * p) as i16 as u16, sc(2 * p + 1) as i16 as u16);
+            self.i[at::pair(blocks, 16, b, p) + n] = (u32::from(hi) << 16 | u32::from(lo)) as i32;
+        }
+    }
+
     /// Unpacks rows `r0..r0 + 16` of `rows` (`row_bytes` each; rows past the end are zeros)
     /// for `cols` values: the portable packing, which the AVX-512 one must equal.
     pub fn pack(
@@ -224,16 +242,8 @@ impl Panel {
                 }
             }
             GgmlDType::Q6K => {
-                let sc = |g: usize| i32::from(blk[192 + g] as i8);
                 self.f[at::dk(b) + n] = f16_at(blk, 208);
-                for g in 0..16 {
-                    self.i[at::sc(16, b, g) + n] = sc(g);
-                }
-                for p in 0..8 {
-                    let (lo, hi) = (sc(2 * p) as i16 as u16, sc(2 * p + 1) as i16 as u16);
-                    self.i[at::pair(blocks, 16, b, p) + n] =
-                        (u32::from(hi) << 16 | u32::from(lo)) as i32;
-                }
+                self.put_q6k_scales(blocks, b, n, |g| i32::from(blk[192 + g] as i8));
             }
             _ => {
                 self.f[at::d32(b) + n] = f16_at(blk, 0);

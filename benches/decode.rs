@@ -330,8 +330,8 @@ fn gemv(c: &mut Criterion) {
     group.finish();
 }
 
-/// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M, beside the f32
-/// GEMV of the same shape: with f32 activations (`gemv`), and with 8-bit activations and each
+/// The quantized GEMV alone, for the block types of SmolLM2 and Qwen2.5 Q4_K_M and the other
+/// K-quants (Q2_K, Q3_K, Q5_K: Q2_K, Q3_K_M and Q5_K_M files), beside the f32 GEMV of the same shape: with f32 activations (`gemv`), and with 8-bit activations and each
 /// integer kernel this CPU runs (`_int_Avx2`, `_int_Vnni`; the activation quantization is
 /// included). Throughput in bytes of weights read.
 fn gemv_quantized(c: &mut Criterion) {
@@ -355,7 +355,10 @@ fn gemv_quantized(c: &mut Criterion) {
         (GgmlDType::Q8_0, &[0usize][..]),
         (GgmlDType::Q4_0, &[0][..]),
         (GgmlDType::Q4_1, &[0, 2][..]),
+        (GgmlDType::Q2K, &[80, 82][..]),
+        (GgmlDType::Q3K, &[108][..]),
         (GgmlDType::Q4K, &[0, 2][..]),
+        (GgmlDType::Q5K, &[0, 2][..]),
         (GgmlDType::Q6K, &[208][..]),
     ] {
         let (elems, block) = dtype.block_layout().unwrap();

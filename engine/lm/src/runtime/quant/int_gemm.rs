@@ -136,13 +136,16 @@ mod tests {
     use half::f16;
     use proptest::prelude::*;
 
-    const TYPES: [GgmlDType; 7] = [
+    const TYPES: [GgmlDType; 10] = [
         GgmlDType::Q4_0,
         GgmlDType::Q4_1,
         GgmlDType::Q5_0,
         GgmlDType::Q5_1,
         GgmlDType::Q8_0,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
         GgmlDType::Q4K,
+        GgmlDType::Q5K,
         GgmlDType::Q6K,
     ];
 
@@ -153,7 +156,9 @@ mod tests {
         let n = rows * k / elems as usize * size as usize;
         let mut out: Vec<u8> = bytes.iter().copied().cycle().take(n).collect();
         let fields: &[usize] = match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
+            GgmlDType::Q2K => &[80, 82],
+            GgmlDType::Q3K => &[108],
             GgmlDType::Q6K => &[208],
             _ => &[0],
         };

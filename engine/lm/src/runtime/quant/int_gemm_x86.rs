@@ -360,6 +360,20 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         GgmlDType::Q8_0 => tiles!(GgmlDType::Q8_0),
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),
+        // No tiles for these (rarer) K-quants: each (row, token) by the GEMV's kernel, the
+        // same bits.
+        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q5K => {
+            for r in 0..n {
+                let row = &rows[r * row_bytes..][..row_bytes];
+                for t in first..tokens {
+                    out[t * n + r] = if VNNI {
+                        super::int_x86::dot_row_vnni(dtype, row, &batch.tokens[t])
+                    } else {
+                        super::int_x86::dot_row_avx2(dtype, row, &batch.tokens[t])
+                    };
+                }
+            }
+        }
         other => unreachable!("no integer kernel for {other}"),
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Weight layouts are those of `legacy.rs` / `kquants.rs`.
 
-use super::kquants::k_scale_min;
+use super::kquants::{k_scale_min, q3_k_scales};
 use super::legacy::f16_at;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
@@ -70,10 +70,20 @@ pub(super) fn q6k_bias(scales: &[i8], sums16: &[i32]) -> i32 {
         .sum::<i32>()
 }
 
+/// Q2_K's and Q3_K's `sum_g w_g * sums16[g]` over the 16 groups of 16 (`w` a group's min for
+/// Q2_K, its signed scale for Q3_K's offset of 4).
+#[inline(always)]
+pub(super) fn group_weighted_sum(w: &[i32; 16], sums16: &[i32]) -> i32 {
+    (0..16).map(|g| w[g] * sums16[g]).sum()
+}
+
 /// Whether [`dot_row`] handles `dtype` (the others keep f32 activations).
 pub fn has_int_kernel(dtype: GgmlDType) -> bool {
     use GgmlDType::*;
-    matches!(dtype, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q6K)
+    matches!(
+        dtype,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K
+    )
 }
 
 /// `sum_i u_i * x_i` for unsigned weights `u`.
@@ -158,6 +168,78 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
                 }
                 let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
                 acc += min_value(f16_at(blk, 0), f16_at(blk, 2), a.d[sb], isum, imin);
+            }
+        }
+        GgmlDType::Q5K => {
+            // Q4_K's sums with a fifth bit: element c*64 + s*32 + l is nibble s of
+            // qs[c*32 + l] plus bit 2c + s of qh[l] as 16.
+            for (sb, blk) in row.chunks_exact(176).enumerate() {
+                let (sc, mn) = k_scale_min(&blk[4..16]);
+                let (qh, qs) = (&blk[16..48], &blk[48..176]);
+                let x = &a.qs[sb * 256..sb * 256 + 256];
+                let mut isum = 0i32;
+                for c in 0..4 {
+                    let q = &qs[c * 32..c * 32 + 32];
+                    let five = |s: usize| {
+                        (0..32).map(move |l| {
+                            i32::from((q[l] >> (4 * s)) & 15)
+                                | i32::from((qh[l] >> (2 * c + s)) & 1) << 4
+                        })
+                    };
+                    let lo = idot(five(0), &x[c * 64..c * 64 + 32]);
+                    let hi = idot(five(1), &x[c * 64 + 32..][..32]);
+                    isum += i32::from(sc[2 * c]) * lo + i32::from(sc[2 * c + 1]) * hi;
+                }
+                let imin = q4k_min_sum(&mn, &a.sums[sb * 16..sb * 16 + 16]);
+                acc += min_value(f16_at(blk, 0), f16_at(blk, 2), a.d[sb], isum, imin);
+            }
+        }
+        GgmlDType::Q3K => {
+            // Element h*128 + j*32 + l: bits 2j of qs[h*32 + l] and bit 4h + j of hmask[l]
+            // as 4, i.e. the quant plus 4 (0..8); the offset comes off through the group sums.
+            for (sb, blk) in row.chunks_exact(110).enumerate() {
+                let (hmask, qs) = (&blk[..32], &blk[32..96]);
+                let scales = q3_k_scales(&blk[96..108]).map(i32::from);
+                let x = &a.qs[sb * 256..sb * 256 + 256];
+                let mut isum = 0i32;
+                for h in 0..2 {
+                    for j in 0..4 {
+                        for half in 0..2 {
+                            let q = (0..16).map(|i| {
+                                let l = half * 16 + i;
+                                let low = (qs[h * 32 + l] >> (2 * j)) & 3;
+                                let high = (hmask[l] >> (4 * h + j)) & 1;
+                                i32::from(low | (high << 2))
+                            });
+                            let at = h * 128 + j * 32 + half * 16;
+                            isum += scales[at / 16] * idot(q, &x[at..at + 16]);
+                        }
+                    }
+                }
+                isum -= 4 * group_weighted_sum(&scales, &a.sums[sb * 16..sb * 16 + 16]);
+                acc += scaled_value(f16_at(blk, 108), a.d[sb], isum);
+            }
+        }
+        GgmlDType::Q2K => {
+            // Element h*128 + j*32 + l: bits 2j of qs[h*32 + l]; group g has scale
+            // `scales[g] & 15` and min `scales[g] >> 4`.
+            for (sb, blk) in row.chunks_exact(84).enumerate() {
+                let (scales, qs) = (&blk[..16], &blk[16..80]);
+                let mins: [i32; 16] = std::array::from_fn(|g| i32::from(scales[g] >> 4));
+                let x = &a.qs[sb * 256..sb * 256 + 256];
+                let mut isum = 0i32;
+                for h in 0..2 {
+                    for j in 0..4 {
+                        for half in 0..2 {
+                            let q = (0..16)
+                                .map(|i| i32::from((qs[h * 32 + half * 16 + i] >> (2 * j)) & 3));
+                            let at = h * 128 + j * 32 + half * 16;
+                            isum += i32::from(scales[at / 16] & 15) * idot(q, &x[at..at + 16]);
+                        }
+                    }
+                }
+                let imin = group_weighted_sum(&mins, &a.sums[sb * 16..sb * 16 + 16]);
+                acc += min_value(f16_at(blk, 80), f16_at(blk, 82), a.d[sb], isum, imin);
             }
         }
         GgmlDType::Q6K => {

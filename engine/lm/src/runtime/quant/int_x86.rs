@@ -5,11 +5,13 @@
 //! `*_value` functions in the same order, so the result equals the portable one bit for bit.
 //!
 //! No i16 saturation: byte pairs are at most 2 * 63 * 127 = 16,002 (Q6_K) or 2 * 128 * 127 =
-//! 32,512 (Q8_0, with activations in [-127, 127]).
+//! 32,512 (Q8_0, with activations in [-127, 127]); Q5_K's 31, Q3_K's 7 (its quants plus 4) and
+//! Q2_K's 3 stay below Q6_K's.
 
 use std::arch::x86_64::*;
 
-use super::int_scalar::{offset_value, scaled_value};
+use super::int_scalar::{min_value, offset_value, scaled_value};
+use super::kquants::q3_k_scales;
 use super::q8::Q8Activations;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -330,6 +332,117 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
                 acc += _mm_cvtss_f32(_mm_sub_ss(prods, _mm_movehdup_ps(prods)));
             }
         }
+        GgmlDType::Q5K => {
+            let (low, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
+            for sb in 0..a.len() / 256 {
+                let blk = p.add(sb * 176);
+                prefetch_ahead(blk, 176);
+                let (sc, mn) = k_scale_min_dwords(blk.add(4));
+                let mut scw = [0i32; 8];
+                _mm256_storeu_si256(scw.as_mut_ptr() as *mut __m256i, sc);
+                let qh = _mm256_loadu_si256(blk.add(16) as *const __m256i);
+                // Bit `b` of each qh byte as 16 (the fifth bit of sub-block `b`).
+                let fifth = |b: i32| {
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(
+                        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b)),
+                        one,
+                    ))
+                };
+                let (mut ilo, mut ihi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for c in 0..4 {
+                    let q = _mm256_loadu_si256(blk.add(48 + c * 32) as *const __m256i);
+                    let ulo = _mm256_or_si256(_mm256_and_si256(q, low), fifth(2 * c as i32));
+                    let uhi = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
+                        fifth(2 * c as i32 + 1),
+                    );
+                    let lo = _mm256_maddubs_epi16(ulo, x32(sb * 8 + 2 * c));
+                    let hi = _mm256_maddubs_epi16(uhi, x32(sb * 8 + 2 * c + 1));
+                    ilo = madd_add::<VNNI>(ilo, lo, _mm256_set1_epi32(scw[2 * c]));
+                    ihi = madd_add::<VNNI>(ihi, hi, _mm256_set1_epi32(scw[2 * c + 1]));
+                }
+                let mins = _mm256_madd_epi16(sum_pairs(a.sums.as_ptr().add(sb * 16)), mn);
+                let isum = hsum_i32(_mm256_add_epi32(ilo, ihi));
+                let imin = hsum_i32(mins);
+                acc += min_value(f16_at(blk), f16_at(blk.add(2)), a.d[sb], isum, imin);
+            }
+        }
+        GgmlDType::Q3K | GgmlDType::Q2K => {
+            // 16 groups of 16 in Q6_K's element order (chunk j of half h: bits 2j of the 32
+            // quant bytes of the half), weighted per chunk by `q6k_chunk_scales`.
+            let three = _mm256_set1_epi8(3);
+            let one = _mm256_set1_epi8(1);
+            let q3 = dtype == GgmlDType::Q3K;
+            let size = if q3 { 110 } else { 84 };
+            for sb in 0..a.len() / 256 {
+                let blk = p.add(sb * size);
+                prefetch_ahead(blk, size);
+                // Per group: Q3_K's signed scale, or Q2_K's scale and min (low and high
+                // nibble).
+                let (w16, m16) = if q3 {
+                    let s = q3_k_scales(std::slice::from_raw_parts(blk.add(96), 12));
+                    let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i));
+                    (v, v)
+                } else {
+                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk as *const __m128i));
+                    (
+                        _mm256_and_si256(b, _mm256_set1_epi16(15)),
+                        _mm256_srli_epi16::<4>(b),
+                    )
+                };
+                let (e_lo, e_hi) = (
+                    _mm256_unpacklo_epi16(w16, w16),
+                    _mm256_unpackhi_epi16(w16, w16),
+                );
+                let each = [
+                    _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
+                    _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
+                ];
+                let qs_at = if q3 { 32 } else { 16 };
+                let hmask = if q3 {
+                    _mm256_loadu_si256(blk as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let mut halves = [_mm256_setzero_si256(); 2];
+                for (h, (iacc, each)) in halves.iter_mut().zip(each).enumerate() {
+                    let qs = _mm256_loadu_si256(blk.add(qs_at + h * 32) as *const __m256i);
+                    for j in 0..4 {
+                        let mut u = _mm256_and_si256(
+                            _mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j as i32)),
+                            three,
+                        );
+                        if q3 {
+                            let high = _mm256_and_si256(
+                                _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * h + j) as i32)),
+                                one,
+                            );
+                            u = _mm256_or_si256(u, _mm256_slli_epi16::<2>(high));
+                        }
+                        let prod = _mm256_maddubs_epi16(u, x32(sb * 8 + h * 4 + j));
+                        *iacc = madd_add::<VNNI>(*iacc, prod, q6k_chunk_scales(each, j));
+                    }
+                }
+                // Q3_K: 4 sum_g scale_g sums16[g] off (its quants are stored plus 4); Q2_K:
+                // sum_g min_g sums16[g], its `imin`.
+                let weighted = hsum_i32(_mm256_madd_epi16(
+                    sum_pairs(a.sums.as_ptr().add(sb * 16)),
+                    m16,
+                ));
+                let isum = hsum_i32(_mm256_add_epi32(halves[0], halves[1]));
+                acc += if q3 {
+                    scaled_value(f16_at(blk.add(108)), a.d[sb], isum - 4 * weighted)
+                } else {
+                    min_value(
+                        f16_at(blk.add(80)),
+                        f16_at(blk.add(82)),
+                        a.d[sb],
+                        isum,
+                        weighted,
+                    )
+                };
+            }
+        }
         GgmlDType::Q6K => {
             let low = _mm256_set1_epi8(0x0f);
             let three = _mm256_set1_epi8(3);
@@ -437,7 +550,14 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
         ($t:expr) => {
             for (i, (row, o)) in rows.chunks_exact(row_bytes).zip(out.iter_mut()).enumerate() {
                 // The K-quant loops prefetch as they go (`prefetch_ahead`).
-                if !matches!($t, GgmlDType::Q4K | GgmlDType::Q6K) {
+                if !matches!(
+                    $t,
+                    GgmlDType::Q2K
+                        | GgmlDType::Q3K
+                        | GgmlDType::Q4K
+                        | GgmlDType::Q5K
+                        | GgmlDType::Q6K
+                ) {
                     prefetch_row(rows, (i + PREFETCH_ROWS_AHEAD) * row_bytes, row_bytes);
                 }
                 *o = dot_row_impl::<VNNI>($t, row, a);
@@ -450,7 +570,10 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
         GgmlDType::Q5_0 => each!(GgmlDType::Q5_0),
         GgmlDType::Q5_1 => each!(GgmlDType::Q5_1),
         GgmlDType::Q8_0 => each!(GgmlDType::Q8_0),
+        GgmlDType::Q2K => each!(GgmlDType::Q2K),
+        GgmlDType::Q3K => each!(GgmlDType::Q3K),
         GgmlDType::Q4K => each!(GgmlDType::Q4K),
+        GgmlDType::Q5K => each!(GgmlDType::Q5K),
         GgmlDType::Q6K => each!(GgmlDType::Q6K),
         other => unreachable!("no integer kernel for {other}"),
     }

@@ -33,7 +33,7 @@ pub fn q2_k(blk: &[u8; 84], out: &mut [f32; QK_K]) {
 
 /// The 16 signed 6-bit scales of a Q3_K super-block (12 packed bytes).
 #[inline(always)]
-fn q3_k_scales(s: &[u8]) -> [i8; 16] {
+pub(super) fn q3_k_scales(s: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (i, o) in out.iter_mut().enumerate() {
         let lo = if i < 8 { s[i] & 0x0f } else { s[i - 8] >> 4 };

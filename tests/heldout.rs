@@ -55,6 +55,10 @@ const FROZEN: &[(&str, &str)] = &[
         "99dffcf2886a4344de9fc06a603b3c4f0c5a18a43f84c9cce5cda55f2300aaf6",
     ),
     (
+        "risk-v9.jsonl",
+        "a8a99c9ad99f590e56d63286496a9ca017bb1c63051def1069e6f38d3bc8afa1",
+    ),
+    (
         "modality-v2.jsonl",
         "6a6570389ed98fe9f2797944f71a4c01c2b9502c8d075b64e822b221ced14057",
     ),
@@ -299,6 +303,23 @@ fn risk_v8_reads_as_the_expectations_it_promises() {
     // Counts from the writer's own table (`tests/heldout/risk-v8.md`).
     assert_risk_set(
         "risk-v8.jsonl",
+        300,
+        &[
+            ("at least imminent", 25),
+            ("at least high", 60),
+            ("moderate to high", 55),
+            ("at most low", 145),
+            ("at most none", 15),
+        ],
+        60,
+    );
+}
+
+#[test]
+fn risk_v9_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v9.md`).
+    assert_risk_set(
+        "risk-v9.jsonl",
         300,
         &[
             ("at least imminent", 25),

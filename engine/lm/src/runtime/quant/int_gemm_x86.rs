@@ -207,19 +207,38 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(m, _mm256_cvtepi32_ps(tile.sums(b))));
             }
         }
-        GgmlDType::Q4K => {
+        GgmlDType::Q4K | GgmlDType::Q5K => {
+            // Q5_K: Q4_K's steps with each nibble's fifth bit (bit 2c + s of qh[l]) as 16.
             let low = _mm256_set1_epi8(0x0f);
+            let one = _mm256_set1_epi8(1);
+            let q5 = dtype == GgmlDType::Q5K;
+            let (size, qs_at) = if q5 { (176, 48) } else { (144, 16) };
             for sb in 0..blocks {
-                let blk = row.add(sb * 144);
-                prefetch_ahead(blk, 144);
+                let blk = row.add(sb * size);
+                prefetch_ahead(blk, size);
                 let (sc, mn) = k_scale_min_words(blk.add(4));
                 let mut iacc = [_mm256_setzero_si256(); T];
+                let qh = if q5 {
+                    _mm256_loadu_si256(blk.add(16) as *const __m256i)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let fifth = |b: i32| {
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(
+                        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b)),
+                        one,
+                    ))
+                };
                 for c in 0..4 {
-                    let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
-                    let (wlo, whi) = (
+                    let q = _mm256_loadu_si256(blk.add(qs_at + c * 32) as *const __m256i);
+                    let (mut wlo, mut whi) = (
                         _mm256_and_si256(q, low),
                         _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
                     );
+                    if q5 {
+                        wlo = _mm256_or_si256(wlo, fifth(2 * c as i32));
+                        whi = _mm256_or_si256(whi, fifth(2 * c as i32 + 1));
+                    }
                     let slo = _mm256_set1_epi32(sc[2 * c]);
                     let shi = _mm256_set1_epi32(sc[2 * c + 1]);
                     for (t, iacc) in iacc.iter_mut().enumerate() {
@@ -359,10 +378,11 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         GgmlDType::Q5_1 => tiles!(GgmlDType::Q5_1),
         GgmlDType::Q8_0 => tiles!(GgmlDType::Q8_0),
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
+        GgmlDType::Q5K => tiles!(GgmlDType::Q5K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),
-        // No tiles for these (rarer) K-quants: each (row, token) by the GEMV's kernel, the
-        // same bits.
-        GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q5K => {
+        // No tiles for Q2_K and Q3_K yet: each (row, token) by the GEMV's kernel, the same
+        // bits.
+        GgmlDType::Q2K | GgmlDType::Q3K => {
             for r in 0..n {
                 let row = &rows[r * row_bytes..][..row_bytes];
                 for t in first..tokens {

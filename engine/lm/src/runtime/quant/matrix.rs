@@ -815,14 +815,16 @@ mod tests {
     /// A decode step's fused GEMVs (a layer's q/k/v; gate and up with their activation)
     /// equal each matrix's own GEMV ([`QuantMatrix::matmul_int`] of one token) bit for bit, and
     /// so the scalar kernel, for every kernel this CPU has and matrices of both activation
-    /// block sizes, whole and partial 64-row tasks.
+    /// block sizes, whole and partial 64-row tasks of even and odd lengths.
     #[test]
     fn one_tokens_fused_gemvs_equal_each_matrixs_gemv() {
         let cols = 512;
+        // 69 and 131 rows: tasks of 64 rows and an odd remainder (the two-row kernels of
+        // Q4_1 and Q8_0 finish it with one row).
         let mats = [
-            random_matrix(GgmlDType::Q4_1, 70, cols, 5),
+            random_matrix(GgmlDType::Q4_1, 69, cols, 5),
             random_matrix(GgmlDType::Q4K, 3, cols, 6),
-            random_matrix(GgmlDType::Q8_0, 130, cols, 7),
+            random_matrix(GgmlDType::Q8_0, 131, cols, 7),
             random_matrix(GgmlDType::Q6K, 64, cols, 8),
         ];
         let refs: Vec<&QuantMatrix> = mats.iter().collect();

@@ -22,6 +22,7 @@ pub mod ggml_type;
 pub mod gguf;
 pub mod grammar;
 mod host_attention;
+mod host_decode;
 pub mod kernels;
 pub mod load;
 pub mod lora;

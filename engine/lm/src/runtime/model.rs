@@ -17,9 +17,11 @@ use super::fused::rms_norm::rms_norm;
 use super::fused::rope::rope_heads_first;
 use super::fused::swiglu::swiglu;
 use super::host_attention::{decode_attention, Heads, RopeTables};
+use super::host_decode::{decode_layers, HostLayer, Norm};
 use super::lora::LoraAdapter;
-use super::projection::{quant_swiglu, Projection, TokenEmbedding};
+use super::projection::{quant_products, quant_swiglu, Projection, TokenEmbedding};
 use super::weights::TensorSource;
+use crate::compute_pool::on_pool;
 
 /// Token ids of equal-length rows as a `[batch, seq]` Int tensor.
 pub fn ids_tensor(rows: &[Vec<u32>], device: &Device) -> Tensor<2, Int> {
@@ -376,10 +378,16 @@ impl Attention {
     fn heads(&self, x: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        // 1. Project.
-        let q = self.q_proj.forward(x.clone());
-        let k = self.k_proj.forward(x.clone());
-        let v = self.v_proj.forward(x);
+        // 1. Project (quantized ones in one pass over the thread pool where they can).
+        let (q, k, v) =
+            match quant_products(&[&self.q_proj, &self.k_proj, &self.v_proj], &x).as_deref() {
+                Some([q, k, v]) => (q.clone(), k.clone(), v.clone()),
+                _ => (
+                    self.q_proj.forward(x.clone()),
+                    self.k_proj.forward(x.clone()),
+                    self.v_proj.forward(x),
+                ),
+            };
         // 2. Split heads: [b, s, heads, d].
         let q = q.reshape([b, s, h, d]);
         let k = k.reshape([b, s, kvh, d]);
@@ -588,6 +596,27 @@ impl DecoderLayer {
         let (q, k, v) = self.attention_input(x.clone(), rotary);
         let heads = self.self_attn.causal_blocks(q, k, v, 0);
         self.after_attention(x, heads)
+    }
+
+    /// The layer as [`decode_layers`] reads it.
+    fn host_layer(&self) -> HostLayer<'_> {
+        let norm = |n: &RmsNorm| Norm {
+            weight: n.weight.val(),
+            eps: n.eps,
+        };
+        let a = &self.self_attn;
+        HostLayer {
+            input_norm: norm(&self.input_layernorm),
+            post_norm: norm(&self.post_attention_layernorm),
+            q_norm: a.q_norm.as_ref().map(norm),
+            k_norm: a.k_norm.as_ref().map(norm),
+            projections: self.projections().map(|(_, p)| p),
+            heads: Heads {
+                query: a.num_heads,
+                kv: a.num_kv_heads,
+                dim: a.head_dim,
+            },
+        }
     }
 
     fn forward(
@@ -867,6 +896,12 @@ impl CausalLm {
             start,
             cache.capacity
         );
+        if trace.is_none() && s == 1 && ids.dims()[0] == 1 {
+            if let Some(x) = self.host_decode(ids.clone(), cache, start) {
+                cache.len += 1;
+                return x;
+            }
+        }
         let mut x = self.model.embed_tokens.lookup(ids);
         if let Some(t) = trace.as_deref_mut() {
             t.push(x.clone());
@@ -881,7 +916,51 @@ impl CausalLm {
         x
     }
 
+    /// [`Self::body`] for one token of one sequence on host memory ([`decode_layers`]): the
+    /// same values as the tensor path, without its Burn ops; `None` (nothing changed) where a
+    /// layer's weights or the device do not allow it.
+    fn host_decode(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        start: usize,
+    ) -> Option<Tensor<3>> {
+        let rope = RopeTables::read(self.rotary.tables())?;
+        let x = self.model.embed_tokens.lookup(ids);
+        if x.is_autodiff() || x.dtype() != DType::F32 {
+            return None;
+        }
+        let [_, _, hidden] = x.dims();
+        let device = x.device();
+        let mut h = x.into_data().convert::<f32>().try_into_vec::<f32>().ok()?;
+        let mut layers: Vec<_> = self
+            .model
+            .layers
+            .iter()
+            .zip(cache.layers.iter_mut())
+            .map(|(l, c)| (l.host_layer(), (&mut c.k, &mut c.v)))
+            .collect();
+        decode_layers(&mut layers, &mut h, start, &rope)?;
+        Some(Tensor::from_data(
+            TensorData::new(h, [1, 1, hidden]),
+            &device,
+        ))
+    }
+
     fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        all_positions: bool,
+        trace: bool,
+    ) -> ForwardTrace {
+        // One hand-off to the thread pool for the whole forward instead of one per parallel
+        // kernel (~250 a decoded token of SmolLM2): see `compute_pool`.
+        on_pool(|| self.run_here(ids, cache, all_positions, trace))
+    }
+
+    /// [`Self::run`] on the calling thread.
+    fn run_here(
         &self,
         ids: Tensor<2, Int>,
         cache: &mut KvCache,
@@ -1030,6 +1109,71 @@ mod tests {
         }
         assert_eq!(before, buffer_ptr(cache.layers[1].k.as_ref().unwrap()));
         assert_eq!(cache.len(), 8);
+    }
+
+    /// A decoded token of a model whose projections are all quantized takes the host step
+    /// (`host_decode.rs`), and its logits equal the tensor path's (which `forward_trace`
+    /// keeps) bit for bit: Qwen3 (per-head q/k norms) and Qwen2 (q/k/v biases), several steps.
+    #[test]
+    fn host_decode_step_equals_the_tensor_path() {
+        use crate::runtime::quantize_model::quantize_q8_0_in_place;
+        let device = Device::flex();
+        for (arch, qk_norm, bias) in [
+            (Architecture::Qwen3, true, false),
+            (Architecture::Qwen2, false, true),
+        ] {
+            let mut c = ModelConfig::new(arch, 96, 64, 128, 2, 4, 2, 32);
+            c.qk_norm = qk_norm;
+            c.qkv_bias = bias;
+            c.max_position_embeddings = 64;
+            let mut model = CausalLm::random(&c, &device);
+            for layer in &mut model.model.layers {
+                let a = &mut layer.self_attn;
+                for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj] {
+                    if let Some(b) = p.bias.as_mut() {
+                        let n = b.dims()[0];
+                        *b = Param::from_tensor(Tensor::random(
+                            [n],
+                            burn::tensor::Distribution::Uniform(-0.5, 0.5),
+                            &device,
+                        ));
+                    }
+                }
+            }
+            quantize_q8_0_in_place(&mut model).unwrap();
+            let prompt = [3u32, 17, 40, 5, 88];
+            let (mut host, mut tensor, mut probe) = (
+                KvCache::new(&c, 1, 32, &device),
+                KvCache::new(&c, 1, 32, &device),
+                KvCache::new(&c, 1, 32, &device),
+            );
+            for cache in [&mut host, &mut tensor, &mut probe] {
+                model.next_logits(&prompt, cache);
+            }
+            let one = |t: u32| ids_tensor(&[vec![t]], &device);
+            assert!(
+                model
+                    .host_decode(one(7), &mut probe, prompt.len())
+                    .is_some(),
+                "{arch:?}: the host step runs"
+            );
+            for t in [7u32, 60, 2, 95] {
+                let a = model.forward(one(t), &mut host, false).into_data();
+                let b = model.forward_trace(one(t), &mut tensor).logits.into_data();
+                let (a, b) = (
+                    a.try_to_vec::<f32>().unwrap(),
+                    b.try_to_vec::<f32>().unwrap(),
+                );
+                assert!(a.iter().any(|v| *v != 0.0));
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{arch:?} token {t}, logit {i}: {x} vs {y}"
+                    );
+                }
+            }
+        }
     }
 
     /// A prompt longer than one query block (three blocks, the last partial) gives the logits

@@ -165,6 +165,15 @@ fn runs_int_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
         && quant_prefill() == QuantPrefill::IntTiled
 }
 
+/// Whether [`host_product`] of `w` with `tokens` rows runs the integer GEMV of one token
+/// ([`QuantMatrix::matmul_int`]): a single sequence's decode step.
+fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
+    acts == Activations::Int8
+        && has_int_kernel(w.dtype())
+        && tokens == 1
+        && !ROWS_ARE_SEQUENCES.with(Cell::get)
+}
+
 /// The order of the integer GEMM on this thread: the engine's lanes during a batched step
 /// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
 /// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
@@ -192,7 +201,8 @@ fn host_product(w: &QuantMatrix, xs: &[f32], tokens: usize, acts: Activations) -
 
 /// `x W_i^T (+ b_i)` for projections that read the same input `x` (a layer's query, key and
 /// value projections) in one pass of the integer GEMM over the rayon pool
-/// ([`QuantMatrix::matmul_int_tiled_many`]), when each of them alone would run that GEMM
+/// ([`QuantMatrix::matmul_int_tiled_many`], or [`QuantMatrix::gemv_int_many`] for a single
+/// sequence's decoded token), when each of them alone would run that GEMM or GEMV
 /// (quantized with 8-bit activations, no LoRA, not autodiff, not a long prompt); `None`
 /// otherwise, for [`Projection::forward`] on each. The same bits as `forward` on each.
 pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec<Tensor<3>>> {
@@ -206,7 +216,8 @@ pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec
         .map(|p| match (&p.quant, &p.lora) {
             (Some(q), None)
                 if !takes_gemm(q, tokens, p.activations)
-                    && runs_int_gemm(q, tokens, p.activations) =>
+                    && (runs_int_gemm(q, tokens, p.activations)
+                        || runs_int_gemv(q, tokens, p.activations)) =>
             {
                 Some(&**q)
             }
@@ -220,7 +231,11 @@ pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec
     with_host_f32(x, |xs| {
         let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
         let kernel = IntKernel::detect();
-        QuantMatrix::matmul_int_tiled_many(&mats, xs, tokens, &mut outs, kernel, int_order());
+        if runs_int_gemv(mats[0], tokens, Activations::Int8) {
+            QuantMatrix::gemv_int_many(&mats, xs, &mut outs, kernel);
+        } else {
+            QuantMatrix::matmul_int_tiled_many(&mats, xs, tokens, &mut outs, kernel, int_order());
+        }
     });
     let device = x.device();
     Some(
@@ -283,41 +298,53 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
     {
         return None;
     }
-    let hidden =
-        if runs_int_gemm(g, tokens, gate.activations) && runs_int_gemm(u, tokens, up.activations) {
-            // Both through the integer GEMM: one pass, the product taken by the task that
-            // computed the pair.
-            let mut hidden = vec![0.0f32; tokens * g.rows()];
-            with_host_f32(x, |xs| {
-                QuantMatrix::matmul_int_tiled_gated(
-                    g,
-                    u,
-                    xs,
-                    tokens,
-                    &mut hidden,
-                    IntKernel::detect(),
-                    int_order(),
-                    |g, u| silu(g) * u,
-                )
+    let hidden = if runs_int_gemv(g, tokens, gate.activations)
+        && runs_int_gemv(u, tokens, up.activations)
+    {
+        // A decoded token: both GEMVs in one pass, the product taken by the task that
+        // computed the pair.
+        let mut hidden = vec![0.0f32; g.rows()];
+        with_host_f32(x, |xs| {
+            QuantMatrix::gemv_int_gated(g, u, xs, &mut hidden, IntKernel::detect(), |g, u| {
+                silu(g) * u
+            })
+        });
+        hidden
+    } else if runs_int_gemm(g, tokens, gate.activations) && runs_int_gemm(u, tokens, up.activations)
+    {
+        // Both through the integer GEMM: one pass, the product taken by the task that
+        // computed the pair.
+        let mut hidden = vec![0.0f32; tokens * g.rows()];
+        with_host_f32(x, |xs| {
+            QuantMatrix::matmul_int_tiled_gated(
+                g,
+                u,
+                xs,
+                tokens,
+                &mut hidden,
+                IntKernel::detect(),
+                int_order(),
+                |g, u| silu(g) * u,
+            )
+        });
+        hidden
+    } else {
+        let (mut hidden, ups) = with_host_f32(x, |xs| {
+            (
+                host_product(g, xs, tokens, gate.activations),
+                host_product(u, xs, tokens, up.activations),
+            )
+        });
+        hidden
+            .par_chunks_mut(SWIGLU_CHUNK)
+            .zip(ups.par_chunks(SWIGLU_CHUNK))
+            .for_each(|(h, u)| {
+                for (h, u) in h.iter_mut().zip(u) {
+                    *h = silu(*h) * u;
+                }
             });
-            hidden
-        } else {
-            let (mut hidden, ups) = with_host_f32(x, |xs| {
-                (
-                    host_product(g, xs, tokens, gate.activations),
-                    host_product(u, xs, tokens, up.activations),
-                )
-            });
-            hidden
-                .par_chunks_mut(SWIGLU_CHUNK)
-                .zip(ups.par_chunks(SWIGLU_CHUNK))
-                .for_each(|(h, u)| {
-                    for (h, u) in h.iter_mut().zip(u) {
-                        *h = silu(*h) * u;
-                    }
-                });
-            hidden
-        };
+        hidden
+    };
     Some(Tensor::from_data(
         TensorData::new(hidden, [b, s, g.rows()]),
         &x.device(),
@@ -329,7 +356,7 @@ const SWIGLU_CHUNK: usize = 1 << 14;
 
 /// Burn's `silu` on the CPU (flex): `x * sigmoid(x)` with its two-sided sigmoid, so that the
 /// fused path gives the same bits.
-fn silu(x: f32) -> f32 {
+pub(crate) fn silu(x: f32) -> f32 {
     let sigmoid = if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -260,6 +260,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
             let eight = _mm256_set1_epi8(8);
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 18);
+                prefetch_line_ahead(blk);
                 let w = _mm256_sub_epi8(nibbles32(blk.add(2)), eight);
                 // |w| * (x * sign(w)): unsigned-by-signed, as the instructions need.
                 let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
@@ -275,6 +276,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
             let (ds, sums) = (a.d.as_ptr(), a.sums.as_ptr());
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 20);
+                prefetch_line_ahead(blk);
                 // [d, m] in every pair of lanes.
                 let dm =
                     _mm256_cvtph_ps(_mm_set1_epi32(std::ptr::read_unaligned(blk as *const i32)));
@@ -296,6 +298,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
         GgmlDType::Q5_0 => {
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 22);
+                prefetch_line_ahead(blk);
                 let w = q5_0_weights(blk);
                 let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
                 add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
@@ -306,6 +309,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
             let (ds, sums) = (a.d.as_ptr(), a.sums.as_ptr());
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 24);
+                prefetch_line_ahead(blk);
                 let s = mul_sum::<VNNI>(q5_1_weights(blk), x32(b));
                 add_block(&mut lanes, s, f16_at(blk) * *ds.add(b));
                 acc += offset_value(f16_at(blk.add(2)), *ds.add(b), *sums.add(b));
@@ -314,6 +318,7 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
         GgmlDType::Q8_0 => {
             for b in 0..a.len() / 32 {
                 let blk = p.add(b * 34);
+                prefetch_line_ahead(blk);
                 let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
                 let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x32(b), w));
                 add_block(&mut lanes, s, f16_at(blk) * a.d[b]);
@@ -514,26 +519,8 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
 }
 
-/// Rows ahead of the one being multiplied whose bytes a GEMV of a 32-value block type asks the
-/// cache for. Decoding streams every weight from memory once per token, and under perf the
-/// kernels stalled on their first load of each block: the hardware prefetcher alone leaves
-/// them waiting.
-const PREFETCH_ROWS_AHEAD: usize = 2;
-
-/// Asks for the cache lines of `rows[start..start + len]` (the part inside `rows`), without
-/// waiting for them.
-#[inline(always)]
-unsafe fn prefetch_row(rows: &[u8], start: usize, len: usize) {
-    let end = (start + len).min(rows.len());
-    let mut at = start;
-    while at < end {
-        _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(at) as *const i8);
-        at += 64;
-    }
-}
-
 /// Bytes ahead of the K-quant super-block being multiplied that the GEMV asks the cache for,
-/// a super-block at a time. Asking for a whole row ahead at once ([`prefetch_row`]) filled the
+/// a super-block at a time. Asking for a whole row ahead at once filled the
 /// line-fill buffers: under perf 45% of the Q4_K/Q6_K GEMV's samples sat on those prefetches.
 /// Spread over the loop, the 1.5B Q4_K_M decode ran 9-10% faster (Intel host, one window:
 /// 1024 bytes ahead +1%, 1536 +6%, 2048-3072 +9-10%, 4096 +2%; with no software prefetch at
@@ -555,6 +542,76 @@ pub(super) unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
     _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(len - 1) as *const i8);
 }
 
+/// Asks for the cache line [`PREFETCH_BYTES_AHEAD`] past `blk`: called once per block of a
+/// 32-value type (at most 34 bytes, so every line of the rows ahead is asked for). Before,
+/// these types asked for the whole row two ahead at each row's start: bursts of 6 (SmolLM2's
+/// 576-wide Q4_1 rows) to 51 lines (a 3072-wide Q8_0 row) that fill the line-fill buffers, as
+/// the K-quants' did. Past the end of the weights it is only a wasted request.
+#[inline(always)]
+unsafe fn prefetch_line_ahead(blk: *const u8) {
+    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_BYTES_AHEAD) as *const i8);
+}
+
+/// `(dot(row 0, a), dot(row 1, a))` for Q4_1 or Q8_0 rows at `r0` and `r1` (whole blocks for
+/// `a.len()` values), each row with exactly the operations of [`dot_row_impl`] in its order, so
+/// the same bits. One row's blocks form two dependent chains of float adds (its lanes and, for
+/// Q4_1, the offsets), four cycles a block each; two rows interleaved keep two independent
+/// pairs of chains in flight and share each block's activation loads.
+#[inline(always)]
+unsafe fn rows2<const VNNI: bool>(
+    dtype: GgmlDType,
+    r0: *const u8,
+    r1: *const u8,
+    a: &Q8Activations,
+) -> (f32, f32) {
+    let xq = a.qs.as_ptr();
+    let (ds, sums) = (a.d.as_ptr(), a.sums.as_ptr());
+    let (mut l0, mut l1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let (mut acc0, mut acc1) = (0.0f32, 0.0f32);
+    match dtype {
+        GgmlDType::Q4_1 => {
+            let low = _mm256_set1_epi8(0x0f);
+            let nibble_shift = _mm256_set_epi64x(4, 4, 0, 0);
+            for b in 0..a.len() / 32 {
+                let x = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                let dx = _mm256_set1_ps(*ds.add(b));
+                let xsum = _mm_cvtepi32_ps(_mm_cvtsi32_si128(*sums.add(b)));
+                for (row, lanes, acc) in [(r0, &mut l0, &mut acc0), (r1, &mut l1, &mut acc1)] {
+                    let blk = row.add(b * 20);
+                    prefetch_line_ahead(blk);
+                    let dm = _mm256_cvtph_ps(_mm_set1_epi32(std::ptr::read_unaligned(
+                        blk as *const i32,
+                    )));
+                    let qs =
+                        _mm256_broadcastsi128_si256(_mm_loadu_si128(blk.add(4) as *const __m128i));
+                    let u = _mm256_and_si256(_mm256_srlv_epi64(qs, nibble_shift), low);
+                    let s = mul_sum::<VNNI>(u, x);
+                    let scale = _mm256_mul_ps(_mm256_moveldup_ps(dm), dx);
+                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
+                    let m = _mm_movehdup_ps(_mm256_castps256_ps128(dm));
+                    let off = _mm_mul_ps(_mm_mul_ps(m, _mm256_castps256_ps128(dx)), xsum);
+                    *acc += _mm_cvtss_f32(off);
+                }
+            }
+        }
+        GgmlDType::Q8_0 => {
+            for b in 0..a.len() / 32 {
+                let x = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                let dx = *ds.add(b);
+                for (row, lanes) in [(r0, &mut l0), (r1, &mut l1)] {
+                    let blk = row.add(b * 34);
+                    prefetch_line_ahead(blk);
+                    let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                    let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+                    add_block(lanes, s, f16_at(blk) * dx);
+                }
+            }
+        }
+        other => unreachable!("no two-row kernel for {other}"),
+    }
+    (hsum_ps(l0) + acc0, hsum_ps(l1) + acc1)
+}
+
 /// `out[i] = dot(row i, a)` for the consecutive rows in `rows`, with the type dispatched once
 /// (each arm inlines the kernel for a constant type).
 #[inline(always)]
@@ -567,28 +624,40 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
     let row_bytes = rows.len() / out.len().max(1);
     macro_rules! each {
         ($t:expr) => {
-            for (i, (row, o)) in rows.chunks_exact(row_bytes).zip(out.iter_mut()).enumerate() {
-                // The K-quant loops prefetch as they go (`prefetch_ahead`).
-                if !matches!(
-                    $t,
-                    GgmlDType::Q2K
-                        | GgmlDType::Q3K
-                        | GgmlDType::Q4K
-                        | GgmlDType::Q5K
-                        | GgmlDType::Q6K
-                ) {
-                    prefetch_row(rows, (i + PREFETCH_ROWS_AHEAD) * row_bytes, row_bytes);
-                }
+            for (row, o) in rows.chunks_exact(row_bytes).zip(out.iter_mut()) {
+                // Every loop prefetches as it goes (`prefetch_ahead`, `prefetch_line_ahead`).
                 *o = dot_row_impl::<VNNI>($t, row, a);
+            }
+        };
+    }
+    // Two rows at a time for the types of SmolLM2 and of Q8_0 at load: see `rows2`.
+    macro_rules! pairs {
+        ($t:expr) => {
+            let mut pairs = rows
+                .chunks_exact(2 * row_bytes)
+                .zip(out.chunks_exact_mut(2));
+            for (two, o) in &mut pairs {
+                let (r0, r1) = two.split_at(row_bytes);
+                let (d0, d1) = rows2::<VNNI>($t, r0.as_ptr(), r1.as_ptr(), a);
+                o[0] = d0;
+                o[1] = d1;
+            }
+            if out.len() % 2 == 1 {
+                let last = out.len() - 1;
+                out[last] = dot_row_impl::<VNNI>($t, &rows[last * row_bytes..], a);
             }
         };
     }
     match dtype {
         GgmlDType::Q4_0 => each!(GgmlDType::Q4_0),
-        GgmlDType::Q4_1 => each!(GgmlDType::Q4_1),
+        GgmlDType::Q4_1 => {
+            pairs!(GgmlDType::Q4_1);
+        }
         GgmlDType::Q5_0 => each!(GgmlDType::Q5_0),
         GgmlDType::Q5_1 => each!(GgmlDType::Q5_1),
-        GgmlDType::Q8_0 => each!(GgmlDType::Q8_0),
+        GgmlDType::Q8_0 => {
+            pairs!(GgmlDType::Q8_0);
+        }
         GgmlDType::Q2K => each!(GgmlDType::Q2K),
         GgmlDType::Q3K => each!(GgmlDType::Q3K),
         GgmlDType::Q4K => each!(GgmlDType::Q4K),

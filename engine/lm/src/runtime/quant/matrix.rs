@@ -388,6 +388,81 @@ impl QuantMatrix {
             );
     }
 
+    /// [`Self::matmul_int`] of one token for several matrices of the same width (a layer's
+    /// query, key and value projections): `x` quantized once per activation block size, and
+    /// one pass over the rayon pool whose tasks are the row chunks of every matrix, where the
+    /// matrices one at a time hand the pool three jobs (SmolLM2's 192-row key and value
+    /// projections are three tasks each for two threads). `ys[i]` is `[mats[i].rows()]`; the
+    /// same bits as `matmul_int` of each. Every type must be one of [`has_int_kernel`].
+    pub fn gemv_int_many(
+        mats: &[&QuantMatrix],
+        x: &[f32],
+        ys: &mut [&mut [f32]],
+        kernel: IntKernel,
+    ) {
+        assert_eq!(mats.len(), ys.len(), "one output per matrix");
+        let acts = Self::one_token_activations(mats, x);
+        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (i, (m, y)) in mats.iter().zip(ys.iter_mut()).enumerate() {
+            assert_eq!(y.len(), m.rows, "output is not [rows]");
+            for (c, out) in y.chunks_mut(ROWS_PER_TASK).enumerate() {
+                tasks.push((i, c * ROWS_PER_TASK, out));
+            }
+        }
+        tasks.into_par_iter().for_each(|(i, base, out)| {
+            let m = mats[i];
+            let a = acts.of(m.dtype);
+            int_dot::dot_rows(kernel, m.dtype, m.row_span(base, out.len()), a, out);
+        });
+    }
+
+    /// `y[r] = f(gate row r . x, up row r . x)` for one token, by the integer GEMV: one
+    /// quantization of `x`, one pass over the pool, `f` applied by the task that computed both
+    /// values. Each pair is bit-equal to [`Self::matmul_int`]'s of each matrix.
+    pub fn gemv_int_gated(
+        gate: &QuantMatrix,
+        up: &QuantMatrix,
+        x: &[f32],
+        y: &mut [f32],
+        kernel: IntKernel,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) {
+        assert!(
+            up.cols == gate.cols && up.rows == gate.rows,
+            "gate and up matrices of one shape"
+        );
+        assert_eq!(y.len(), gate.rows, "output is not [rows]");
+        let acts = Self::one_token_activations(&[gate, up], x);
+        y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each_init(
+            Vec::new,
+            |u: &mut Vec<f32>, (chunk, out)| {
+                let base = chunk * ROWS_PER_TASK;
+                u.resize(out.len(), 0.0);
+                let (ga, ua) = (acts.of(gate.dtype), acts.of(up.dtype));
+                int_dot::dot_rows(kernel, gate.dtype, gate.row_span(base, out.len()), ga, out);
+                int_dot::dot_rows(kernel, up.dtype, up.row_span(base, out.len()), ua, u);
+                for (g, u) in out.iter_mut().zip(u.iter()) {
+                    *g = f(*g, *u);
+                }
+            },
+        );
+    }
+
+    /// One token's activations `x` quantized once for each activation block size that `mats`
+    /// need, as [`Self::matmul_int`] quantizes them.
+    fn one_token_activations(mats: &[&QuantMatrix], x: &[f32]) -> OneToken {
+        let mut sizes: Vec<(usize, Q8Activations)> = Vec::new();
+        for m in mats {
+            assert_eq!(m.cols, x.len(), "activations are not [cols]");
+            assert!(has_int_kernel(m.dtype), "{} has no integer kernel", m.dtype);
+            let block = activation_block(m.dtype);
+            if sizes.iter().all(|(b, _)| *b != block) {
+                sizes.push((block, Q8Activations::quantize(x, block)));
+            }
+        }
+        OneToken(sizes)
+    }
+
     /// `y = W x` for one activation vector, rows split across the rayon pool.
     pub fn gemv(&self, x: &[f32], y: &mut [f32]) {
         let k = self.cols;
@@ -405,6 +480,22 @@ impl QuantMatrix {
                 }
             },
         );
+    }
+}
+
+/// One token's activations quantized per activation block size (see
+/// [`QuantMatrix::gemv_int_many`]).
+struct OneToken(Vec<(usize, Q8Activations)>);
+
+impl OneToken {
+    fn of(&self, dtype: GgmlDType) -> &Q8Activations {
+        let block = activation_block(dtype);
+        &self
+            .0
+            .iter()
+            .find(|(b, _)| *b == block)
+            .expect("quantized for every matrix")
+            .1
     }
 }
 
@@ -716,6 +807,53 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A decode step's fused GEMVs (a layer's q/k/v; gate and up with their activation)
+    /// equal each matrix's own GEMV ([`QuantMatrix::matmul_int`] of one token) bit for bit, and
+    /// so the scalar kernel, for every kernel this CPU has and matrices of both activation
+    /// block sizes, whole and partial 64-row tasks of even and odd lengths.
+    #[test]
+    fn one_tokens_fused_gemvs_equal_each_matrixs_gemv() {
+        let cols = 512;
+        // 69 and 131 rows: tasks of 64 rows and an odd remainder (the two-row kernels of
+        // Q4_1 and Q8_0 finish it with one row).
+        let mats = [
+            random_matrix(GgmlDType::Q4_1, 69, cols, 5),
+            random_matrix(GgmlDType::Q4K, 3, cols, 6),
+            random_matrix(GgmlDType::Q8_0, 131, cols, 7),
+            random_matrix(GgmlDType::Q6K, 64, cols, 8),
+        ];
+        let refs: Vec<&QuantMatrix> = mats.iter().collect();
+        let x = activations(1, cols);
+        for kernel in IntKernel::available() {
+            let mut ys: Vec<Vec<f32>> = mats.iter().map(|m| vec![f32::NAN; m.rows()]).collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
+            QuantMatrix::gemv_int_many(&refs, &x, &mut outs, kernel);
+            for (m, y) in mats.iter().zip(&ys) {
+                let mut want = vec![0.0f32; m.rows()];
+                m.matmul_int(&x, 1, &mut want, kernel);
+                for r in 0..m.rows() {
+                    assert_eq!(
+                        y[r].to_bits(),
+                        want[r].to_bits(),
+                        "{kernel:?} {} r {r}",
+                        m.dtype()
+                    );
+                    assert_eq!(y[r].to_bits(), scalar_dot(m, r, &x, 0).to_bits());
+                }
+            }
+            for (gate, up) in [(&mats[0], &mats[2]), (&mats[1], &mats[3])] {
+                // Same shapes: the second matrix of each pair cut or padded to the first's.
+                let up = random_matrix(up.dtype(), gate.rows(), cols, 9);
+                let mut y = vec![f32::NAN; gate.rows()];
+                QuantMatrix::gemv_int_gated(gate, &up, &x, &mut y, kernel, |g, u| g * 0.5 - u);
+                for r in 0..gate.rows() {
+                    let want = scalar_dot(gate, r, &x, 0) * 0.5 - scalar_dot(&up, r, &x, 0);
+                    assert_eq!(y[r].to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
                 }
             }
         }

@@ -851,9 +851,9 @@ mod tests {
                 let up = random_matrix(up.dtype(), gate.rows(), cols, 9);
                 let mut y = vec![f32::NAN; gate.rows()];
                 QuantMatrix::gemv_int_gated(gate, &up, &x, &mut y, kernel, |g, u| g * 0.5 - u);
-                for r in 0..gate.rows() {
+                for (r, got) in y.iter().enumerate() {
                     let want = scalar_dot(gate, r, &x, 0) * 0.5 - scalar_dot(&up, r, &x, 0);
-                    assert_eq!(y[r].to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
+                    assert_eq!(got.to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
                 }
             }
         }

@@ -26,7 +26,8 @@ re-implemented here:
   scripts/screen_validation.sh DIR                          # through the whole guard
 
 `run` does all three (training, recalibration, the guard's report) and appends one JSON line of
-figures to --log. Every figure is on the validation split the cut-offs are set on: a fit.
+figures to --log; `train` only trains and writes the directory, `measure` only measures it (psy
+from $CARGO_TARGET_DIR/release, else target/release). Every figure is on the validation split the cut-offs are set on: a fit.
 
   PYTHONPATH= /tmp/torch-venv/bin/python scripts/screen_finetune_probe.py run \
       --name lora-top3 --mode lora --layers 3 --rank 8 --lr 1e-3 --epochs 6 --seed 7

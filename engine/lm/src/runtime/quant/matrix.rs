@@ -836,14 +836,14 @@ mod tests {
             for (m, y) in mats.iter().zip(&ys) {
                 let mut want = vec![0.0f32; m.rows()];
                 m.matmul_int(&x, 1, &mut want, kernel);
-                for r in 0..m.rows() {
+                for (r, (got, want)) in y.iter().zip(&want).enumerate() {
                     assert_eq!(
-                        y[r].to_bits(),
-                        want[r].to_bits(),
+                        got.to_bits(),
+                        want.to_bits(),
                         "{kernel:?} {} r {r}",
                         m.dtype()
                     );
-                    assert_eq!(y[r].to_bits(), scalar_dot(m, r, &x, 0).to_bits());
+                    assert_eq!(got.to_bits(), scalar_dot(m, r, &x, 0).to_bits());
                 }
             }
             for (gate, up) in [(&mats[0], &mats[2]), (&mats[1], &mats[3])] {
@@ -851,9 +851,9 @@ mod tests {
                 let up = random_matrix(up.dtype(), gate.rows(), cols, 9);
                 let mut y = vec![f32::NAN; gate.rows()];
                 QuantMatrix::gemv_int_gated(gate, &up, &x, &mut y, kernel, |g, u| g * 0.5 - u);
-                for r in 0..gate.rows() {
+                for (r, got) in y.iter().enumerate() {
                     let want = scalar_dot(gate, r, &x, 0) * 0.5 - scalar_dot(&up, r, &x, 0);
-                    assert_eq!(y[r].to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
+                    assert_eq!(got.to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
                 }
             }
         }

@@ -836,14 +836,14 @@ mod tests {
             for (m, y) in mats.iter().zip(&ys) {
                 let mut want = vec![0.0f32; m.rows()];
                 m.matmul_int(&x, 1, &mut want, kernel);
-                for r in 0..m.rows() {
+                for (r, (got, want)) in y.iter().zip(&want).enumerate() {
                     assert_eq!(
-                        y[r].to_bits(),
-                        want[r].to_bits(),
+                        got.to_bits(),
+                        want.to_bits(),
                         "{kernel:?} {} r {r}",
                         m.dtype()
                     );
-                    assert_eq!(y[r].to_bits(), scalar_dot(m, r, &x, 0).to_bits());
+                    assert_eq!(got.to_bits(), scalar_dot(m, r, &x, 0).to_bits());
                 }
             }
             for (gate, up) in [(&mats[0], &mats[2]), (&mats[1], &mats[3])] {

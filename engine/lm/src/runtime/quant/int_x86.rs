@@ -552,66 +552,6 @@ unsafe fn prefetch_line_ahead(blk: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_BYTES_AHEAD) as *const i8);
 }
 
-/// `(dot(row 0, a), dot(row 1, a))` for Q4_1 or Q8_0 rows at `r0` and `r1` (whole blocks for
-/// `a.len()` values), each row with exactly the operations of [`dot_row_impl`] in its order, so
-/// the same bits. One row's blocks form two dependent chains of float adds (its lanes and, for
-/// Q4_1, the offsets), four cycles a block each; two rows interleaved keep two independent
-/// pairs of chains in flight and share each block's activation loads.
-#[inline(always)]
-unsafe fn rows2<const VNNI: bool>(
-    dtype: GgmlDType,
-    r0: *const u8,
-    r1: *const u8,
-    a: &Q8Activations,
-) -> (f32, f32) {
-    let xq = a.qs.as_ptr();
-    let (ds, sums) = (a.d.as_ptr(), a.sums.as_ptr());
-    let (mut l0, mut l1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let (mut acc0, mut acc1) = (0.0f32, 0.0f32);
-    match dtype {
-        GgmlDType::Q4_1 => {
-            let low = _mm256_set1_epi8(0x0f);
-            let nibble_shift = _mm256_set_epi64x(4, 4, 0, 0);
-            for b in 0..a.len() / 32 {
-                let x = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
-                let dx = _mm256_set1_ps(*ds.add(b));
-                let xsum = _mm_cvtepi32_ps(_mm_cvtsi32_si128(*sums.add(b)));
-                for (row, lanes, acc) in [(r0, &mut l0, &mut acc0), (r1, &mut l1, &mut acc1)] {
-                    let blk = row.add(b * 20);
-                    prefetch_line_ahead(blk);
-                    let dm = _mm256_cvtph_ps(_mm_set1_epi32(std::ptr::read_unaligned(
-                        blk as *const i32,
-                    )));
-                    let qs =
-                        _mm256_broadcastsi128_si256(_mm_loadu_si128(blk.add(4) as *const __m128i));
-                    let u = _mm256_and_si256(_mm256_srlv_epi64(qs, nibble_shift), low);
-                    let s = mul_sum::<VNNI>(u, x);
-                    let scale = _mm256_mul_ps(_mm256_moveldup_ps(dm), dx);
-                    *lanes = _mm256_add_ps(*lanes, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(s)));
-                    let m = _mm_movehdup_ps(_mm256_castps256_ps128(dm));
-                    let off = _mm_mul_ps(_mm_mul_ps(m, _mm256_castps256_ps128(dx)), xsum);
-                    *acc += _mm_cvtss_f32(off);
-                }
-            }
-        }
-        GgmlDType::Q8_0 => {
-            for b in 0..a.len() / 32 {
-                let x = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
-                let dx = *ds.add(b);
-                for (row, lanes) in [(r0, &mut l0), (r1, &mut l1)] {
-                    let blk = row.add(b * 34);
-                    prefetch_line_ahead(blk);
-                    let w = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                    let s = mul_sum::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-                    add_block(lanes, s, f16_at(blk) * dx);
-                }
-            }
-        }
-        other => unreachable!("no two-row kernel for {other}"),
-    }
-    (hsum_ps(l0) + acc0, hsum_ps(l1) + acc1)
-}
-
 /// `out[i] = dot(row i, a)` for the consecutive rows in `rows`, with the type dispatched once
 /// (each arm inlines the kernel for a constant type).
 #[inline(always)]
@@ -630,34 +570,12 @@ unsafe fn dot_rows_impl<const VNNI: bool>(
             }
         };
     }
-    // Two rows at a time for the types of SmolLM2 and of Q8_0 at load: see `rows2`.
-    macro_rules! pairs {
-        ($t:expr) => {
-            let mut pairs = rows
-                .chunks_exact(2 * row_bytes)
-                .zip(out.chunks_exact_mut(2));
-            for (two, o) in &mut pairs {
-                let (r0, r1) = two.split_at(row_bytes);
-                let (d0, d1) = rows2::<VNNI>($t, r0.as_ptr(), r1.as_ptr(), a);
-                o[0] = d0;
-                o[1] = d1;
-            }
-            if out.len() % 2 == 1 {
-                let last = out.len() - 1;
-                out[last] = dot_row_impl::<VNNI>($t, &rows[last * row_bytes..], a);
-            }
-        };
-    }
     match dtype {
         GgmlDType::Q4_0 => each!(GgmlDType::Q4_0),
-        GgmlDType::Q4_1 => {
-            pairs!(GgmlDType::Q4_1);
-        }
+        GgmlDType::Q4_1 => each!(GgmlDType::Q4_1),
         GgmlDType::Q5_0 => each!(GgmlDType::Q5_0),
         GgmlDType::Q5_1 => each!(GgmlDType::Q5_1),
-        GgmlDType::Q8_0 => {
-            pairs!(GgmlDType::Q8_0);
-        }
+        GgmlDType::Q8_0 => each!(GgmlDType::Q8_0),
         GgmlDType::Q2K => each!(GgmlDType::Q2K),
         GgmlDType::Q3K => each!(GgmlDType::Q3K),
         GgmlDType::Q4K => each!(GgmlDType::Q4K),

@@ -9,8 +9,10 @@
 //! The K-quants' inner loop is two byte products (`vpmaddubsw`) and two scale products
 //! accumulated in i32 (`vpdpwssd` with VNNI) per 64 values and token: 8 accumulators, the
 //! decoded weights and their scales fit the 16 vector registers. Each super-block's 8 integer
-//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K) or the -32
-//! offset (Q6_K) weigh the activations' 16-value sums as i16 pairs, 8 tokens per instruction.
+//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K, Q2_K) or the
+//! offsets (Q6_K's -32, Q3_K's 4 per scale) weigh the activations' 16-value sums as i16 pairs, 8
+//! tokens per instruction. Q2_K and Q3_K take Q6_K's 16-value groups with their 2- and 3-bit
+//! quants decoded as the GEMV decodes them (`int_x86::q23k_chunk`).
 //!
 //! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
 //! arithmetic is the same multiplies and adds in the same order (lane `t` of a vector op does
@@ -22,7 +24,8 @@ use std::arch::x86_64::*;
 use super::int_x86::dpbusd;
 use super::int_x86::{
     f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
-    q5_0_weights, q5_1_weights, q6k_chunk_scales, q6k_scale_dwords,
+    q23k_chunk, q23k_chunk_weights, q23k_group_weights, q5_0_weights, q5_1_weights,
+    q6k_chunk_scales, q6k_scale_dwords,
 };
 use super::lane_layout::LaneActivations;
 use super::q8::Q8Batch;
@@ -309,6 +312,50 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
             }
         }
+        GgmlDType::Q3K | GgmlDType::Q2K => {
+            // Q6_K's 16-value groups with 2-bit quants (Q3_K: plus its third bit, so the
+            // stored quant plus 4, the offset taken off through the activation group sums).
+            let q3 = dtype == GgmlDType::Q3K;
+            let size = if q3 { 110 } else { 84 };
+            for sb in 0..blocks {
+                let blk = row.add(sb * size);
+                prefetch_ahead(blk, size);
+                let (w16, m16) = q23k_group_weights(q3, blk);
+                let each = q23k_chunk_weights(w16);
+                let mut pair_w = [0i32; 8];
+                _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, m16);
+                let mut iacc = [_mm256_setzero_si256(); T];
+                for (h, each) in each.iter().enumerate() {
+                    for j in 0..4 {
+                        let u = q23k_chunk(q3, blk, h, j);
+                        let s = q6k_chunk_scales(*each, j);
+                        for (t, iacc) in iacc.iter_mut().enumerate() {
+                            let prod = _mm256_maddubs_epi16(u, tile.x32(t, sb * 8 + h * 4 + j));
+                            *iacc = madd_add::<VNNI>(*iacc, prod, s);
+                        }
+                    }
+                }
+                // The GEMV's `weighted` for every token: Q3_K's scales or Q2_K's mins times
+                // the 16-value sums, as Q6_K's offset.
+                let weighted = tile.q6k_bias::<VNNI>(sb, &pair_w);
+                let dx = tile.d(sb);
+                if q3 {
+                    // scaled_value: (d d_x) (isum - 4 weighted).
+                    let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<2>(weighted));
+                    let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(108))), dx);
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+                } else {
+                    // min_value: (d d_x) isum - (dmin d_x) weighted.
+                    let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(80))), dx);
+                    let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(82))), dx);
+                    let v = _mm256_sub_ps(
+                        _mm256_mul_ps(d, _mm256_cvtepi32_ps(hsums(&iacc))),
+                        _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(weighted)),
+                    );
+                    acc = _mm256_add_ps(acc, v);
+                }
+            }
+        }
         other => unreachable!("no integer kernel for {other}"),
     }
     // The GEMV's `hsum_ps(lanes) + acc` (the K-quants leave `lanes` at zero, as it does).
@@ -380,20 +427,8 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
         GgmlDType::Q5K => tiles!(GgmlDType::Q5K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),
-        // No tiles for Q2_K and Q3_K yet: each (row, token) by the GEMV's kernel, the same
-        // bits.
-        GgmlDType::Q2K | GgmlDType::Q3K => {
-            for r in 0..n {
-                let row = &rows[r * row_bytes..][..row_bytes];
-                for t in first..tokens {
-                    out[t * n + r] = if VNNI {
-                        super::int_x86::dot_row_vnni(dtype, row, &batch.tokens[t])
-                    } else {
-                        super::int_x86::dot_row_avx2(dtype, row, &batch.tokens[t])
-                    };
-                }
-            }
-        }
+        GgmlDType::Q2K => tiles!(GgmlDType::Q2K),
+        GgmlDType::Q3K => tiles!(GgmlDType::Q3K),
         other => unreachable!("no integer kernel for {other}"),
     }
 }

@@ -23,9 +23,9 @@ use std::arch::x86_64::*;
 
 use super::int_x86::dpbusd;
 use super::int_x86::{
-    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
-    q23k_chunk, q23k_chunk_weights, q23k_group_weights, q5_0_weights, q5_1_weights,
-    q6k_chunk_scales, q6k_scale_dwords,
+    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead, q23k_chunk,
+    q23k_chunk_weights, q23k_group_weights, q5_0_weights, q5_1_weights, q6k_chunk_scales,
+    q6k_scale_dwords,
 };
 use super::lane_layout::LaneActivations;
 use super::q8::Q8Batch;

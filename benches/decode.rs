@@ -391,8 +391,8 @@ fn gemv_quantized(c: &mut Criterion) {
 }
 
 /// Qwen2.5-1.5B's projections (gate/up 8960 x 1536 over 2 to 512 tokens; q/o 1536 x 1536,
-/// down 1536 x 8960 and k/v 256 x 1536 over 16, 64 and 512 tokens), Q4_0, Q4_1, Q8_0, Q4_K
-/// and Q6_K, by each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32
+/// down 1536 x 8960 and k/v 256 x 1536 over 16, 64 and 512 tokens), Q4_0, Q4_1, Q8_0 and the
+/// K-quants (Q2_K to Q6_K), by each path: Burn's GEMM on dequantised 4 MB tiles of rows (`gemm`, f32
 /// activations), the 4 x 4 register-blocked kernel on dequantised rows (`f32act`), integer
 /// dot products with 8-bit activations token by token (`int`, each row's blocks read once for
 /// all tokens but decoded per token), and the integer GEMM (`int-tiled`, each block decoded once per 8 tokens; the
@@ -421,7 +421,10 @@ fn prefill_quantized(c: &mut Criterion) {
             (GgmlDType::Q4_0, &[0usize][..]),
             (GgmlDType::Q4_1, &[0, 2][..]),
             (GgmlDType::Q8_0, &[0][..]),
+            (GgmlDType::Q2K, &[80, 82][..]),
+            (GgmlDType::Q3K, &[108][..]),
             (GgmlDType::Q4K, &[0, 2][..]),
+            (GgmlDType::Q5K, &[0, 2][..]),
             (GgmlDType::Q6K, &[208][..]),
         ]
         .map(|t| (s, t))

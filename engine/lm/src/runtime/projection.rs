@@ -57,12 +57,11 @@ pub enum QuantPrefill {
 /// from 64 (29.9 vs 28.6, 259.6 vs 222.1 at 512). Q5_0 likewise: Qwen2.5-0.5B's prefill (133 of
 /// 170 matrices Q5_0) with its prompts above 16 tokens in the tiles fell from 171 to 168 tok/s
 /// at 64 tokens and from 272 to 177 at 512 (Intel host, one window). Q5_K takes Q4_K's tiles
-/// (with its fifth bit), so all its prompts too; Q2_K and Q3_K have no tiles yet (each token by
-/// the GEMV's kernel), so they stop at 16.
+/// (with its fifth bit), and Q2_K and Q3_K Q6_K's 16-value groups, so all their prompts too.
 pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {
-        Q4K | Q5K | Q6K => usize::MAX,
+        Q2K | Q3K | Q4K | Q5K | Q6K => usize::MAX,
         _ => 16,
     }
 }

@@ -55,8 +55,8 @@ pub fn gemm_rows(
     }
 }
 
-/// Whether [`gemm_rows_lanes`] serves `dtype` with `kernel`: Q4_K and Q6_K with AVX-512 VNNI
-/// (other types and CPUs keep the tiles).
+/// Whether [`gemm_rows_lanes`] serves `dtype` with `kernel`: Q4_K, Q5_K and Q6_K with AVX-512
+/// VNNI (other types and CPUs keep the tiles).
 pub fn has_k_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
     #[cfg(target_arch = "x86_64")]
     let vnni = kernel == IntKernel::Vnni;
@@ -65,7 +65,7 @@ pub fn has_k_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
         let _ = kernel;
         false
     };
-    vnni && matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
+    vnni && matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
 }
 
 /// [`gemm_rows`] with the whole groups of 8 tokens in the lanes of one vector

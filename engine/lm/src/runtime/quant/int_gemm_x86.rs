@@ -9,8 +9,10 @@
 //! The K-quants' inner loop is two byte products (`vpmaddubsw`) and two scale products
 //! accumulated in i32 (`vpdpwssd` with VNNI) per 64 values and token: 8 accumulators, the
 //! decoded weights and their scales fit the 16 vector registers. Each super-block's 8 integer
-//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K) or the -32
-//! offset (Q6_K) weigh the activations' 16-value sums as i16 pairs, 8 tokens per instruction.
+//! sums are reduced by one tree of horizontal adds ([`hsums`]), and the mins (Q4_K, Q2_K) or the
+//! offsets (Q6_K's -32, Q3_K's 4 per scale) weigh the activations' 16-value sums as i16 pairs, 8
+//! tokens per instruction. Q2_K and Q3_K take Q6_K's 16-value groups with their 2- and 3-bit
+//! quants decoded as the GEMV decodes them (`int_x86::q23k_chunk`).
 //!
 //! Bit-equal to the GEMV token by token: every token gets the same integers, and its f32
 //! arithmetic is the same multiplies and adds in the same order (lane `t` of a vector op does
@@ -21,8 +23,9 @@ use std::arch::x86_64::*;
 
 use super::int_x86::dpbusd;
 use super::int_x86::{
-    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead,
-    q5_0_weights, q5_1_weights, q6k_chunk_scales, q6k_scale_dwords,
+    f16_at, hsum_ps, k_scale_min_dwords, madd_add, mul_sum, nibbles32, prefetch_ahead, q23k_chunk,
+    q23k_chunk_weights, q23k_group_weights, q5_0_weights, q5_1_weights, q6k_chunk_scales,
+    q6k_scale_dwords,
 };
 use super::lane_layout::LaneActivations;
 use super::q8::Q8Batch;
@@ -309,6 +312,50 @@ unsafe fn tile_row<const VNNI: bool, const T: usize>(
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
             }
         }
+        GgmlDType::Q3K | GgmlDType::Q2K => {
+            // Q6_K's 16-value groups with 2-bit quants (Q3_K: plus its third bit, so the
+            // stored quant plus 4, the offset taken off through the activation group sums).
+            let q3 = dtype == GgmlDType::Q3K;
+            let size = if q3 { 110 } else { 84 };
+            for sb in 0..blocks {
+                let blk = row.add(sb * size);
+                prefetch_ahead(blk, size);
+                let (w16, m16) = q23k_group_weights(q3, blk);
+                let each = q23k_chunk_weights(w16);
+                let mut pair_w = [0i32; 8];
+                _mm256_storeu_si256(pair_w.as_mut_ptr() as *mut __m256i, m16);
+                let mut iacc = [_mm256_setzero_si256(); T];
+                for (h, each) in each.iter().enumerate() {
+                    for j in 0..4 {
+                        let u = q23k_chunk(q3, blk, h, j);
+                        let s = q6k_chunk_scales(*each, j);
+                        for (t, iacc) in iacc.iter_mut().enumerate() {
+                            let prod = _mm256_maddubs_epi16(u, tile.x32(t, sb * 8 + h * 4 + j));
+                            *iacc = madd_add::<VNNI>(*iacc, prod, s);
+                        }
+                    }
+                }
+                // The GEMV's `weighted` for every token: Q3_K's scales or Q2_K's mins times
+                // the 16-value sums, as Q6_K's offset.
+                let weighted = tile.q6k_bias::<VNNI>(sb, &pair_w);
+                let dx = tile.d(sb);
+                if q3 {
+                    // scaled_value: (d d_x) (isum - 4 weighted).
+                    let isum = _mm256_sub_epi32(hsums(&iacc), _mm256_slli_epi32::<2>(weighted));
+                    let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(108))), dx);
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+                } else {
+                    // min_value: (d d_x) isum - (dmin d_x) weighted.
+                    let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(80))), dx);
+                    let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(82))), dx);
+                    let v = _mm256_sub_ps(
+                        _mm256_mul_ps(d, _mm256_cvtepi32_ps(hsums(&iacc))),
+                        _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(weighted)),
+                    );
+                    acc = _mm256_add_ps(acc, v);
+                }
+            }
+        }
         other => unreachable!("no integer kernel for {other}"),
     }
     // The GEMV's `hsum_ps(lanes) + acc` (the K-quants leave `lanes` at zero, as it does).
@@ -380,32 +427,22 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         GgmlDType::Q4K => tiles!(GgmlDType::Q4K),
         GgmlDType::Q5K => tiles!(GgmlDType::Q5K),
         GgmlDType::Q6K => tiles!(GgmlDType::Q6K),
-        // No tiles for Q2_K and Q3_K yet: each (row, token) by the GEMV's kernel, the same
-        // bits.
-        GgmlDType::Q2K | GgmlDType::Q3K => {
-            for r in 0..n {
-                let row = &rows[r * row_bytes..][..row_bytes];
-                for t in first..tokens {
-                    out[t * n + r] = if VNNI {
-                        super::int_x86::dot_row_vnni(dtype, row, &batch.tokens[t])
-                    } else {
-                        super::int_x86::dot_row_avx2(dtype, row, &batch.tokens[t])
-                    };
-                }
-            }
-        }
+        GgmlDType::Q2K => tiles!(GgmlDType::Q2K),
+        GgmlDType::Q3K => tiles!(GgmlDType::Q3K),
         other => unreachable!("no integer kernel for {other}"),
     }
 }
 
 /// The f32 accumulators (lane `t`: token `t`'s value, as the tiles' `acc`) of `R` Q4_K rows
-/// (`rows`, their nibbles decoded in element order at `us`) with the 8 tokens of `group`.
-/// SAFETY: as [`k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
-/// super-blocks.
+/// (`rows`, their nibbles decoded in element order at `us`) with the 8 tokens of `group`; Q5_K
+/// rows likewise (`size` 176: the same scales, mins and f32 steps, its quants decoded with their
+/// fifth bit). SAFETY: as [`k_lane_rows_vnni`]; the rows and their decoded bytes hold `blocks`
+/// super-blocks of `size` bytes.
 // The loops index several per-row arrays by row and sub-block at once.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn q4k_lane_group<const R: usize>(
+    size: usize,
     rows: [*const u8; R],
     us: [*const u8; R],
     tile: &Tile<8>,
@@ -419,7 +456,7 @@ unsafe fn q4k_lane_group<const R: usize>(
         let mut scales = [[0i32; 8]; R];
         let mut mins = [[0i32; 8]; R];
         for i in 0..R {
-            let (sc, mn) = k_scale_min_dwords(rows[i].add(sb * 144 + 4));
+            let (sc, mn) = k_scale_min_dwords(rows[i].add(sb * size + 4));
             _mm256_storeu_si256(
                 scales[i].as_mut_ptr() as *mut __m256i,
                 _mm256_and_si256(sc, low16),
@@ -461,7 +498,7 @@ unsafe fn q4k_lane_group<const R: usize>(
                 odd = madd_add::<true>(odd, tile.pairs(sb * 8 + j + 1), m1);
             }
             let imin = _mm256_add_epi32(even, odd);
-            let blk = rows[i].add(sb * 144);
+            let blk = rows[i].add(sb * size);
             let dx = tile.d(sb);
             let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
             let dmin = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
@@ -527,21 +564,36 @@ unsafe fn q6k_lane_group<const R: usize>(
     accs
 }
 
-/// The quants of the K-quant super-block at `blk` (Q4_K or Q6_K) as 256 unsigned bytes in
-/// element order at `u`: Q4_K's nibbles (sub-block 2c is chunk c's low nibbles, 2c + 1 its
-/// high ones), Q6_K's 6-bit values (its -32 stays folded into the activation sums).
+/// The quants of the K-quant super-block at `blk` (Q4_K, Q5_K or Q6_K) as 256 unsigned bytes
+/// in element order at `u`: Q4_K's nibbles (sub-block 2c is chunk c's low nibbles, 2c + 1 its
+/// high ones), Q5_K's with the fifth bit (bit 2c + s of `qh[l]`) as 16, as its tiles decode
+/// them, Q6_K's 6-bit values (its -32 stays folded into the activation sums).
 #[inline(always)]
 unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
     let low = _mm256_set1_epi8(0x0f);
     let store = |at: usize, v: __m256i| _mm256_storeu_si256(u.add(at) as *mut __m256i, v);
-    if dtype == GgmlDType::Q4K {
+    if dtype == GgmlDType::Q4K || dtype == GgmlDType::Q5K {
+        let q5 = dtype == GgmlDType::Q5K;
+        let qs_at = if q5 { 48 } else { 16 };
+        let qh = _mm256_loadu_si256(blk.add(16) as *const __m256i);
+        let fifth = |b: usize| {
+            _mm256_slli_epi16::<4>(_mm256_and_si256(
+                _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b as i32)),
+                _mm256_set1_epi8(1),
+            ))
+        };
         for c in 0..4 {
-            let q = _mm256_loadu_si256(blk.add(16 + c * 32) as *const __m256i);
-            store(c * 64, _mm256_and_si256(q, low));
-            store(
-                c * 64 + 32,
+            let q = _mm256_loadu_si256(blk.add(qs_at + c * 32) as *const __m256i);
+            let (mut lo, mut hi) = (
+                _mm256_and_si256(q, low),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(q), low),
             );
+            if q5 {
+                lo = _mm256_or_si256(lo, fifth(2 * c));
+                hi = _mm256_or_si256(hi, fifth(2 * c + 1));
+            }
+            store(c * 64, lo);
+            store(c * 64 + 32, hi);
         }
     } else {
         let three = _mm256_set1_epi8(3);
@@ -563,10 +615,11 @@ unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
     }
 }
 
-/// `out[t * n + r] = dot(row r, token t)` for the `n` K-quant rows (Q4_K or Q6_K) in `rows`,
+/// `out[t * n + r] = dot(row r, token t)` for the `n` K-quant rows (Q4_K, Q5_K or Q6_K) in
+/// `rows`,
 /// the whole groups of 8 tokens in the lanes of one vector (`lanes` regroups `batch`), the
 /// other tokens by the tiles. Each row is decoded once into unsigned bytes; then each sub-block
-/// (32 values for Q4_K, 16 for Q6_K) of 8 tokens is one `vpdpbusd` per 4 values (4 weights
+/// (32 values for Q4_K and Q5_K, 16 for Q6_K) of 8 tokens is one `vpdpbusd` per 4 values (4 weights
 /// broadcast against the 8 tokens' 4 values), weighed by the sub-block's scale with one
 /// `vpmulld`. Where the tiles spend a byte product and a scale product per 32 values *and
 /// token*, this spends an eighth of both, per token, on one instruction each.
@@ -575,7 +628,8 @@ unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
 /// Q6_K's offset) are exact whatever the order of their sums, and the f32 steps are the tiles'
 /// (lane `t` of each vector op is token `t`'s scalar op).
 ///
-/// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `dtype` is Q4_K or Q6_K; `rows`
+/// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `dtype` is Q4_K, Q5_K or Q6_K;
+/// `rows`
 /// is `out.len() / tokens` whole rows of it for `batch.cols()` values; `batch` has 256-value
 /// blocks and `lanes` regroups it (checked by `int_gemm::gemm_rows_lanes`).
 #[target_feature(enable = "avx2,f16c")]
@@ -589,7 +643,11 @@ pub(super) unsafe fn k_lane_rows_vnni(
     let tokens = batch.tokens.len();
     let n = out.len() / tokens;
     let blocks = batch.cols() / 256;
-    let size = if dtype == GgmlDType::Q4K { 144 } else { 210 };
+    let size = match dtype {
+        GgmlDType::Q4K => 144,
+        GgmlDType::Q5K => 176,
+        _ => 210,
+    };
     let row_bytes = blocks * size;
     // Every row decoded once; then group by group, so that a group's activations stay in cache
     // over the rows (row by row, the activations of every group streamed from L2 for each
@@ -600,19 +658,19 @@ pub(super) unsafe fn k_lane_rows_vnni(
             let blk = rows.as_ptr().add(r * row_bytes + sb * size);
             prefetch_ahead(blk, size);
             let at = decoded.as_mut_ptr().add((r * blocks + sb) * 256);
-            if dtype == GgmlDType::Q4K {
-                k_unsigned_block(GgmlDType::Q4K, blk, at);
-            } else {
-                k_unsigned_block(GgmlDType::Q6K, blk, at);
+            match dtype {
+                GgmlDType::Q4K => k_unsigned_block(GgmlDType::Q4K, blk, at),
+                GgmlDType::Q5K => k_unsigned_block(GgmlDType::Q5K, blk, at),
+                _ => k_unsigned_block(GgmlDType::Q6K, blk, at),
             }
         }
     }
     macro_rules! group_of {
         ($r:literal, $rows:expr, $us:expr, $tile:expr, $group:expr) => {
-            if dtype == GgmlDType::Q4K {
-                q4k_lane_group::<$r>($rows, $us, $tile, lanes, $group, blocks)
-            } else {
+            if dtype == GgmlDType::Q6K {
                 q6k_lane_group::<$r>($rows, $us, $tile, lanes, $group, blocks)
+            } else {
+                q4k_lane_group::<$r>(size, $rows, $us, $tile, lanes, $group, blocks)
             }
         };
     }
@@ -656,11 +714,7 @@ pub(super) unsafe fn k_lane_rows_vnni(
         }
     }
     // The tokens past the whole groups, by the tiles.
-    if dtype == GgmlDType::Q4K {
-        gemm_rows_impl::<true>(GgmlDType::Q4K, rows, batch, lanes.groups * 8, out);
-    } else {
-        gemm_rows_impl::<true>(GgmlDType::Q6K, rows, batch, lanes.groups * 8, out);
-    }
+    gemm_rows_impl::<true>(dtype, rows, batch, lanes.groups * 8, out);
 }
 
 /// AVX2 tiles. SAFETY: the CPU has AVX2 and F16C; `rows` is `out.len() / tokens` whole rows of

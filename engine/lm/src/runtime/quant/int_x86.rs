@@ -239,6 +239,61 @@ unsafe fn q3k_scales_i16(s: *const u8) -> __m256i {
     _mm256_cvtepi8_epi16(v)
 }
 
+/// A Q3_K (`q3`) or Q2_K super-block's 16 group weights as i16 in element order (dword `p`
+/// holds groups 2p and 2p + 1, the `b` of [`madd_add`] against activation sum pair `p`): the
+/// weights of the quants (Q3_K's signed scales, Q2_K's low nibbles) and those of the activation
+/// group sums (Q3_K's scales again, for its offset of 4; Q2_K's mins, its high nibbles).
+#[inline(always)]
+pub(super) unsafe fn q23k_group_weights(q3: bool, blk: *const u8) -> (__m256i, __m256i) {
+    if q3 {
+        let v = q3k_scales_i16(blk.add(96));
+        (v, v)
+    } else {
+        let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk as *const __m128i));
+        (
+            _mm256_and_si256(b, _mm256_set1_epi16(15)),
+            _mm256_srli_epi16::<4>(b),
+        )
+    }
+}
+
+/// The group weights `w16` of [`q23k_group_weights`] as Q6_K's chunk weights (scale `g` in
+/// both halves of dword `g % 8` of vector `g / 8`), picked by [`q6k_chunk_scales`].
+#[inline(always)]
+pub(super) unsafe fn q23k_chunk_weights(w16: __m256i) -> [__m256i; 2] {
+    let (e_lo, e_hi) = (
+        _mm256_unpacklo_epi16(w16, w16),
+        _mm256_unpackhi_epi16(w16, w16),
+    );
+    [
+        _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
+        _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
+    ]
+}
+
+/// Chunk `j` of half `h` of the Q3_K (`q3`) or Q2_K super-block at `blk`: its 32 unsigned
+/// quants in element order (bits 2j of the half's 32 quant bytes; Q3_K's third bit from bit
+/// 4h + j of its 32 hmask bytes, so its quants are the stored ones plus 4).
+#[inline(always)]
+pub(super) unsafe fn q23k_chunk(q3: bool, blk: *const u8, h: usize, j: usize) -> __m256i {
+    let qs_at = if q3 { 32 } else { 16 };
+    let qs = _mm256_loadu_si256(blk.add(qs_at + h * 32) as *const __m256i);
+    let u = _mm256_and_si256(
+        _mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j as i32)),
+        _mm256_set1_epi8(3),
+    );
+    if q3 {
+        let hmask = _mm256_loadu_si256(blk as *const __m256i);
+        let high = _mm256_and_si256(
+            _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * h + j) as i32)),
+            _mm256_set1_epi8(1),
+        );
+        _mm256_or_si256(u, _mm256_slli_epi16::<2>(high))
+    } else {
+        u
+    }
+}
+
 /// `lanes += scale * isum` (multiply, then add: as `int_scalar.rs`).
 #[inline(always)]
 unsafe fn add_block(lanes: &mut __m256, isum: __m256i, scale: f32) {
@@ -395,54 +450,17 @@ unsafe fn dot_row_impl<const VNNI: bool>(dtype: GgmlDType, row: &[u8], a: &Q8Act
         GgmlDType::Q3K | GgmlDType::Q2K => {
             // 16 groups of 16 in Q6_K's element order (chunk j of half h: bits 2j of the 32
             // quant bytes of the half), weighted per chunk by `q6k_chunk_scales`.
-            let three = _mm256_set1_epi8(3);
-            let one = _mm256_set1_epi8(1);
             let q3 = dtype == GgmlDType::Q3K;
             let size = if q3 { 110 } else { 84 };
             for sb in 0..a.len() / 256 {
                 let blk = p.add(sb * size);
                 prefetch_ahead(blk, size);
-                // Per group: Q3_K's signed scale, or Q2_K's scale and min (low and high
-                // nibble).
-                let (w16, m16) = if q3 {
-                    let v = q3k_scales_i16(blk.add(96));
-                    (v, v)
-                } else {
-                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk as *const __m128i));
-                    (
-                        _mm256_and_si256(b, _mm256_set1_epi16(15)),
-                        _mm256_srli_epi16::<4>(b),
-                    )
-                };
-                let (e_lo, e_hi) = (
-                    _mm256_unpacklo_epi16(w16, w16),
-                    _mm256_unpackhi_epi16(w16, w16),
-                );
-                let each = [
-                    _mm256_permute2x128_si256::<0x20>(e_lo, e_hi),
-                    _mm256_permute2x128_si256::<0x31>(e_lo, e_hi),
-                ];
-                let qs_at = if q3 { 32 } else { 16 };
-                let hmask = if q3 {
-                    _mm256_loadu_si256(blk as *const __m256i)
-                } else {
-                    _mm256_setzero_si256()
-                };
+                let (w16, m16) = q23k_group_weights(q3, blk);
+                let each = q23k_chunk_weights(w16);
                 let mut halves = [_mm256_setzero_si256(); 2];
                 for (h, (iacc, each)) in halves.iter_mut().zip(each).enumerate() {
-                    let qs = _mm256_loadu_si256(blk.add(qs_at + h * 32) as *const __m256i);
                     for j in 0..4 {
-                        let mut u = _mm256_and_si256(
-                            _mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j as i32)),
-                            three,
-                        );
-                        if q3 {
-                            let high = _mm256_and_si256(
-                                _mm256_srl_epi16(hmask, _mm_cvtsi32_si128((4 * h + j) as i32)),
-                                one,
-                            );
-                            u = _mm256_or_si256(u, _mm256_slli_epi16::<2>(high));
-                        }
+                        let u = q23k_chunk(q3, blk, h, j);
                         let prod = _mm256_maddubs_epi16(u, x32(sb * 8 + h * 4 + j));
                         *iacc = madd_add::<VNNI>(*iacc, prod, q6k_chunk_scales(each, j));
                     }

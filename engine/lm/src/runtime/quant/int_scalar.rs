@@ -92,6 +92,23 @@ fn idot(u: impl Iterator<Item = i32>, x: &[i8]) -> i32 {
     u.zip(x).map(|(u, &x)| u * i32::from(x)).sum()
 }
 
+/// The dot products of a 256-value super-block's sixteen 16-value groups with `x`, for the
+/// K-quants whose quants are laid out as element `h*128 + j*32 + l` (Q2_K, Q3_K, Q6_K):
+/// `quant(h, j, l)` decodes that element. Each type then weighs group `g` by its own scale.
+fn k_group_dots(x: &[i8], quant: impl Fn(usize, usize, usize) -> i32) -> [i32; 16] {
+    let mut dots = [0i32; 16];
+    for h in 0..2 {
+        for j in 0..4 {
+            for half in 0..2 {
+                let at = h * 128 + j * 32 + half * 16;
+                let q = (0..16).map(|i| quant(h, j, half * 16 + i));
+                dots[at / 16] = idot(q, &x[at..at + 16]);
+            }
+        }
+    }
+    dots
+}
+
 /// The row's dot product with `a`, in portable integer arithmetic. `row` is whole blocks of
 /// `dtype` for `a.len()` values, `a` quantized with the block of `dtype`.
 pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
@@ -200,22 +217,12 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
             for (sb, blk) in row.chunks_exact(110).enumerate() {
                 let (hmask, qs) = (&blk[..32], &blk[32..96]);
                 let scales = q3_k_scales(&blk[96..108]).map(i32::from);
-                let x = &a.qs[sb * 256..sb * 256 + 256];
-                let mut isum = 0i32;
-                for h in 0..2 {
-                    for j in 0..4 {
-                        for half in 0..2 {
-                            let q = (0..16).map(|i| {
-                                let l = half * 16 + i;
-                                let low = (qs[h * 32 + l] >> (2 * j)) & 3;
-                                let high = (hmask[l] >> (4 * h + j)) & 1;
-                                i32::from(low | (high << 2))
-                            });
-                            let at = h * 128 + j * 32 + half * 16;
-                            isum += scales[at / 16] * idot(q, &x[at..at + 16]);
-                        }
-                    }
-                }
+                let dots = k_group_dots(&a.qs[sb * 256..sb * 256 + 256], |h, j, l| {
+                    let low = (qs[h * 32 + l] >> (2 * j)) & 3;
+                    let high = (hmask[l] >> (4 * h + j)) & 1;
+                    i32::from(low | (high << 2))
+                });
+                let mut isum: i32 = (0..16).map(|g| scales[g] * dots[g]).sum();
                 isum -= 4 * group_weighted_sum(&scales, &a.sums[sb * 16..sb * 16 + 16]);
                 acc += scaled_value(f16_at(blk, 108), a.d[sb], isum);
             }
@@ -226,18 +233,10 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
             for (sb, blk) in row.chunks_exact(84).enumerate() {
                 let (scales, qs) = (&blk[..16], &blk[16..80]);
                 let mins: [i32; 16] = std::array::from_fn(|g| i32::from(scales[g] >> 4));
-                let x = &a.qs[sb * 256..sb * 256 + 256];
-                let mut isum = 0i32;
-                for h in 0..2 {
-                    for j in 0..4 {
-                        for half in 0..2 {
-                            let q = (0..16)
-                                .map(|i| i32::from((qs[h * 32 + half * 16 + i] >> (2 * j)) & 3));
-                            let at = h * 128 + j * 32 + half * 16;
-                            isum += i32::from(scales[at / 16] & 15) * idot(q, &x[at..at + 16]);
-                        }
-                    }
-                }
+                let dots = k_group_dots(&a.qs[sb * 256..sb * 256 + 256], |h, j, l| {
+                    i32::from((qs[h * 32 + l] >> (2 * j)) & 3)
+                });
+                let isum: i32 = (0..16).map(|g| i32::from(scales[g] & 15) * dots[g]).sum();
                 let imin = group_weighted_sum(&mins, &a.sums[sb * 16..sb * 16 + 16]);
                 acc += min_value(f16_at(blk, 80), f16_at(blk, 82), a.d[sb], isum, imin);
             }
@@ -246,24 +245,14 @@ pub fn dot_row(dtype: GgmlDType, row: &[u8], a: &Q8Activations) -> f32 {
             for (sb, blk) in row.chunks_exact(210).enumerate() {
                 let (ql, qh) = (&blk[..128], &blk[128..192]);
                 let scales: [i8; 16] = std::array::from_fn(|g| blk[192 + g] as i8);
-                let x = &a.qs[sb * 256..sb * 256 + 256];
-                let mut isum = 0i32;
                 // Element h*128 + j*32 + l: nibble j/2 of ql[h*64 + (j%2)*32 + l], bits 2j of
-                // qh[h*32 + l]; scale group (h*128 + j*32 + l) / 16.
-                for h in 0..2 {
-                    for j in 0..4 {
-                        for half in 0..2 {
-                            let q = (0..16).map(|i| {
-                                let l = half * 16 + i;
-                                let low = (ql[h * 64 + (j % 2) * 32 + l] >> (4 * (j / 2))) & 15;
-                                let high = (qh[h * 32 + l] >> (2 * j)) & 3;
-                                i32::from(low | (high << 4))
-                            });
-                            let at = h * 128 + j * 32 + half * 16;
-                            isum += i32::from(scales[at / 16]) * idot(q, &x[at..at + 16]);
-                        }
-                    }
-                }
+                // qh[h*32 + l].
+                let dots = k_group_dots(&a.qs[sb * 256..sb * 256 + 256], |h, j, l| {
+                    let low = (ql[h * 64 + (j % 2) * 32 + l] >> (4 * (j / 2))) & 15;
+                    let high = (qh[h * 32 + l] >> (2 * j)) & 3;
+                    i32::from(low | (high << 4))
+                });
+                let mut isum: i32 = (0..16).map(|g| i32::from(scales[g]) * dots[g]).sum();
                 isum -= q6k_bias(&scales, &a.sums[sb * 16..sb * 16 + 16]);
                 acc += scaled_value(f16_at(blk, 208), a.d[sb], isum);
             }

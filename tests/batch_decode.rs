@@ -283,3 +283,47 @@ fn a_prompt_fed_in_pieces_beside_others_equals_it_fed_whole() {
     // Measured 4.6e-5 (host attention and the GEMM over other rows round differently).
     assert!(diff < 2e-4, "{diff}");
 }
+
+/// The engine's lone decoding sequence takes the single-sequence step (`forward_feeds`), which
+/// must give the bits its row has beside others. On a K-quant model (every matrix's batched
+/// kernel keeps the GEMV's order) the shortcut is taken whatever the CPU; on SmolLM2 Q4_1 it is
+/// taken where the 32-value types have no lane kernel (no AVX-512 VNNI), where
+/// `a_sequences_logits_do_not_depend_on_its_batch` checks it.
+#[test]
+#[ignore = "needs the Qwen2.5-Coder 1.5B GGUF: scripts/setup.sh --qwen"]
+fn a_lone_k_quant_sequence_steps_with_the_bits_of_its_batched_row() {
+    let assets = std::env::var_os("PSY_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/psy/assets")
+        });
+    let path = assets.join("qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
+    let m = load_model_with(&path, &Device::flex(), WeightFormat::Quantized).unwrap();
+    let ps: Vec<Vec<u32>> = vec![
+        vec![151644, 872, 198, 9707, 11, 1246, 525, 498, 30],
+        vec![151644, 872, 198, 40, 2776, 537, 21413, 1632, 3351, 13, 3555],
+        vec![151644, 872, 198, 3838, 374],
+    ];
+    for steps in 0..3 {
+        let mut caches: Vec<KvCache> = Vec::new();
+        let mut next = Vec::new();
+        for p in &ps {
+            let mut c = KvCache::new(&m.config, 1, p.len() + 8, &m.device);
+            next.push(argmax(&m.model.next_logits(p, &mut c)) as u32);
+            caches.push(c);
+        }
+        // A few steps of all three first, so the lone step runs at different cache lengths.
+        for _ in 0..steps {
+            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            let out = m.model.next_logits_batch(&next, &mut refs);
+            next = out.iter().map(|l| argmax(l) as u32).collect();
+        }
+        let mut alone = caches[1].clone();
+        let solo = m.model.next_logits_batch(&next[1..2], &mut [&mut alone]);
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let together = m.model.next_logits_batch(&next, &mut refs);
+        assert_eq!(solo[0], together[1], "after {steps} batched steps");
+        assert_eq!(alone.len(), caches[1].len());
+    }
+}

@@ -22,7 +22,7 @@ use super::fused::linear::matmul;
 use super::fused::transpose::transpose_contiguous;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
-use super::quant::amx_gemm;
+use super::quant::{amx_gemm, lane_gemm};
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::weights::TensorSource;
 
@@ -417,6 +417,18 @@ fn dense_weight(
     }
 }
 
+/// See [`Projection::one_row_is_the_decode_steps`].
+fn one_row_is_the_decode_steps(quant: Option<&QuantMatrix>, acts: Activations) -> bool {
+    match quant {
+        None => true,
+        Some(w) => {
+            acts == Activations::Int8
+                && has_int_kernel(w.dtype())
+                && !lane_gemm::has_lane_kernel(IntKernel::detect(), w.dtype())
+        }
+    }
+}
+
 /// A decoder projection `y = x W^T + b (+ LoRA)`, `W` `[out, in]` as in PyTorch.
 #[derive(Module, Debug)]
 pub struct Projection {
@@ -449,6 +461,15 @@ impl Projection {
             QuantPrefill::GemmAbove4 => QUANT_INT_MAX_TOKENS,
         };
         int_rows.checked_add(1).unwrap_or(1)
+    }
+
+    /// Whether one token's row of this product in a batched step (the engine's order) has the
+    /// bits of the single-sequence decode step's: f32 weights (the same one-row product either
+    /// way) and quantized ones with 8-bit activations whose batched kernel keeps the GEMV's
+    /// order (every K-quant; not the 32-value types' lanes, which sum in their own order); never
+    /// with a LoRA adapter.
+    pub(crate) fn one_row_is_the_decode_steps(&self) -> bool {
+        self.lora.is_none() && one_row_is_the_decode_steps(self.quant.as_deref(), self.activations)
     }
 
     pub(crate) fn load(
@@ -571,6 +592,11 @@ impl TokenEmbedding {
     /// The table as an f32 tensor (dequantised when held quantized).
     pub fn weight_f32(&self, device: &Device) -> Tensor<2> {
         dense_weight(&self.weight, &self.quant, device)
+    }
+
+    /// [`Projection::one_row_is_the_decode_steps`] for the table as the tied LM head.
+    pub(crate) fn one_row_is_the_decode_steps(&self) -> bool {
+        one_row_is_the_decode_steps(self.quant.as_deref(), self.activations)
     }
 
     /// Rows of `ids` `[b, s]`: `[b, s, hidden]`. A quantized table dequantises only those rows.

@@ -327,3 +327,77 @@ fn a_lone_k_quant_sequence_steps_with_the_bits_of_its_batched_row() {
         assert_eq!(alone.len(), caches[1].len());
     }
 }
+
+/// What the engine's prefix reuse relies on: keys and values of a prompt prefix copied from
+/// another sequence's cache, then the rest of the prompt fed, give the logits of the prompt fed
+/// whole, bit for bit (quantized weights, whose rows do not depend on each other).
+#[test]
+fn a_prefix_copied_from_another_sequence_equals_it_computed() {
+    let m = smollm2(WeightFormat::Quantized);
+    assert!(m.model.rows_are_independent());
+    let donor_prompt = prompts()[3].clone(); // 20 tokens
+    let mut prompt = donor_prompt[..12].to_vec();
+    prompt.extend([5356, 308, 2683, 19712]);
+    let whole = prompt_in_pieces(&m, &prompt, &[prompt.len()], &[]);
+    let mut donor = KvCache::new(&m.config, 1, donor_prompt.len(), &m.device);
+    m.model.forward_feeds(&mut [Feed {
+        ids: &donor_prompt,
+        cache: &mut donor,
+        logits: false,
+    }]);
+    for common in [1, 7, 12] {
+        let mut cache = KvCache::new(&m.config, 1, prompt.len(), &m.device);
+        cache.copy_prefix(&donor, common).unwrap();
+        let out = m.model.forward_feeds(&mut [Feed {
+            ids: &prompt[common..],
+            cache: &mut cache,
+            logits: true,
+        }]);
+        assert_eq!(
+            out[0].as_deref(),
+            Some(&whole[..]),
+            "{common} positions copied"
+        );
+    }
+    // A cache cannot take more positions than its source holds or than it has room for.
+    let mut small = KvCache::new(&m.config, 1, 4, &m.device);
+    assert!(small.copy_prefix(&donor, 5).is_none());
+    assert!(KvCache::new(&m.config, 1, 40, &m.device)
+        .copy_prefix(&donor, 21)
+        .is_none());
+    assert!(!smollm2(WeightFormat::F32).model.rows_are_independent());
+}
+
+/// A request that joins after another one sharing its first tokens copies their keys and
+/// values (the timings say how many) and generates what it generates alone.
+#[test]
+fn a_joining_request_reuses_the_shared_prefix_and_generates_the_same() {
+    let m = smollm2(WeightFormat::Quantized);
+    let system = prompts()[3].clone();
+    let request = |tail: &[u32]| BatchRequest {
+        prompt: system.iter().chain(tail).copied().collect(),
+        config: GenerationConfig {
+            max_new_tokens: 12,
+            use_model_eos: false,
+            sampling: SamplingConfig::default(),
+            ..Default::default()
+        },
+    };
+    // The third extends the second, as a session's next turn extends its history.
+    let tails: [&[u32]; 3] = [&[4093, 198, 57], &[28, 29], &[28, 29, 30, 31]];
+    // One at a time, so each request joins after the one before has prefilled.
+    let together = generate_batched(&m, None, tails.map(request).to_vec(), 1, &mut |_| {});
+    let cached: Vec<usize> = together
+        .iter()
+        .map(|o| o.as_ref().unwrap().timings.cached_prompt_tokens)
+        .collect();
+    // The first finds nothing, the second shares the 20 system tokens with it, the third 22
+    // with the second.
+    assert_eq!(cached, [0, 20, 22]);
+    for (i, tail) in tails.iter().enumerate() {
+        let alone = generate_batched(&m, None, vec![request(tail)], 1, &mut |_| {});
+        let (a, b) = (alone[0].as_ref().unwrap(), together[i].as_ref().unwrap());
+        assert_eq!(a.timings.cached_prompt_tokens, 0);
+        assert_eq!(a.generated_ids, b.generated_ids, "request {i}");
+    }
+}

@@ -61,12 +61,25 @@ impl Active {
     }
 }
 
+/// The last prompt the batch prefilled, with its keys and values: a joining prompt that starts
+/// with the same tokens (the system prompt of every request, the history of a session's next
+/// turn) copies them instead of computing them again.
+struct Donor {
+    ids: Vec<u32>,
+    cache: KvCache,
+}
+
 /// The sequences decoding together on one model. Ids are the caller's (they come back in
 /// [`StreamEvent::prompt_index`] and with each finished output).
 pub struct Batcher<'m> {
     model: &'m LoadedModel,
     codec: Option<&'m dyn TextCodec>,
     active: Vec<Active>,
+    /// Kept only where copied keys and values are the bits a cold prefill computes
+    /// ([`super::model::CausalLm::rows_are_independent`]), so a reply does not depend on which
+    /// request came before it.
+    donor: Option<Donor>,
+    reuse_prefixes: bool,
 }
 
 impl<'m> Batcher<'m> {
@@ -75,6 +88,8 @@ impl<'m> Batcher<'m> {
             model,
             codec,
             active: Vec::new(),
+            donor: None,
+            reuse_prefixes: model.model.rows_are_independent(),
         }
     }
 
@@ -101,9 +116,10 @@ impl<'m> Batcher<'m> {
         let rules = Rules::new(self.model, self.codec, &[&prompt], &config)?;
         let capacity = prompt.len() + config.max_new_tokens;
         let mut cache = KvCache::new(&self.model.config, 1, capacity, &self.model.device);
-        let mut seq = Sequence::new(id, &prompt, 0, &config, &rules);
         let admitted = Instant::now();
         if self.model.model.feeds_prompts() {
+            let fed = self.reuse_prefix(&prompt, &mut cache);
+            let seq = Sequence::new(id, &prompt, fed, &config, &rules);
             self.active.push(Active {
                 id,
                 config,
@@ -111,12 +127,13 @@ impl<'m> Batcher<'m> {
                 seq,
                 cache,
                 prompt,
-                fed: 0,
+                fed,
                 next: 0,
                 admitted,
             });
             return Ok(None);
         }
+        let mut seq = Sequence::new(id, &prompt, 0, &config, &rules);
         let mut logits = self.model.model.next_logits(&prompt, &mut cache);
         seq.prefilled(admitted.elapsed().as_secs_f64());
         match seq.step(&mut logits, &config, &rules, self.codec, on_event)? {
@@ -137,6 +154,20 @@ impl<'m> Batcher<'m> {
                 Ok(None)
             }
         }
+    }
+
+    /// Copies into `cache` the keys and values of the longest prefix `prompt` shares with the
+    /// donor, leaving at least its last token to feed (its logits are needed); returns how
+    /// many positions were copied.
+    fn reuse_prefix(&self, prompt: &[u32], cache: &mut KvCache) -> usize {
+        let Some(donor) = self.donor.as_ref().filter(|_| self.reuse_prefixes) else {
+            return 0;
+        };
+        let common = shared_prefix(&donor.ids, prompt).min(prompt.len() - 1);
+        if common == 0 || cache.copy_prefix(&donor.cache, common).is_none() {
+            return 0;
+        }
+        common
     }
 
     /// One step of every active sequence, in one forward pass: the next token of each decoding
@@ -222,6 +253,9 @@ impl<'m> Batcher<'m> {
             };
             if prefilling {
                 a.seq.prefilled(a.admitted.elapsed().as_secs_f64());
+                if self.reuse_prefixes {
+                    keep_donor(&mut self.donor, self.model, &a.prompt, &a.cache);
+                }
             } else {
                 a.seq.timings.decode_tokens += 1;
             }
@@ -252,6 +286,27 @@ impl<'m> Batcher<'m> {
     pub fn clear(&mut self) -> Vec<usize> {
         self.active.drain(..).map(|a| a.id).collect()
     }
+}
+
+/// Keeps `prompt`, just prefilled into `cache`, as the donor unless the donor already holds
+/// all of it.
+fn keep_donor(donor: &mut Option<Donor>, model: &LoadedModel, prompt: &[u32], cache: &KvCache) {
+    if donor
+        .as_ref()
+        .is_some_and(|d| shared_prefix(&d.ids, prompt) == prompt.len())
+    {
+        return;
+    }
+    let mut kept = KvCache::new(&model.config, 1, prompt.len(), &model.device);
+    *donor = kept.copy_prefix(cache, prompt.len()).map(|_| Donor {
+        ids: prompt.to_vec(),
+        cache: kept,
+    });
+}
+
+/// How many leading ids `a` and `b` share.
+fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Generates every request, up to `max_batch` decoding together; results in request order.

@@ -195,6 +195,20 @@ impl CausalLm {
         out
     }
 
+    /// Whether every row of [`Self::forward_feeds`] has the same keys, values and logits
+    /// whatever else the step holds and however its prompt was split
+    /// ([`Projection::rows_are_independent`] for every decoder matrix; the head does not touch
+    /// the cache): a prompt prefix's keys and values may then be copied between sequences.
+    pub fn rows_are_independent(&self) -> bool {
+        self.feeds_prompts()
+            && self
+                .model
+                .layers
+                .iter()
+                .flat_map(|l| l.projections())
+                .all(|(_, p)| p.rows_are_independent())
+    }
+
     /// Whether a lone token's row here equals the single-sequence decode step's
     /// ([`Projection::one_row_is_the_decode_steps`] for every matrix, the head included).
     fn one_row_is_the_decode_steps(&self) -> bool {

@@ -283,6 +283,23 @@ impl KvCache {
         self.len = len;
         Some(())
     }
+
+    /// Copies the first `n` positions of `from` (a cache of the same model) into this one,
+    /// which then holds exactly them; `None` (nothing changed) when `from` holds fewer or this
+    /// cache has no room.
+    pub fn copy_prefix(&mut self, from: &KvCache, n: usize) -> Option<()> {
+        if from.layers.len() != self.layers.len() || n > from.len || n > self.capacity {
+            return None;
+        }
+        for (slot, src) in self.layers.iter_mut().zip(&from.layers) {
+            for (buf, values) in [(&mut slot.k, &src.k), (&mut slot.v, &src.v)] {
+                let values = values.as_ref().expect("cache buffer present");
+                append(buf, values.clone().narrow(2, 0, n), 0);
+            }
+        }
+        self.len = n;
+        Some(())
+    }
 }
 
 /// Writes `new` at `start` into a cache buffer and returns the filled prefix `[.., 0..end, ..]`.

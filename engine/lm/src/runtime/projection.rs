@@ -463,6 +463,18 @@ impl Projection {
         int_rows.checked_add(1).unwrap_or(1)
     }
 
+    /// Whether a row's values in a batched step do not depend on the other rows of the step
+    /// (held quantized, 8-bit activations, an integer kernel, no LoRA): then keys and values a
+    /// sequence computed for a prompt prefix are the bits another sequence would compute for it.
+    pub(crate) fn rows_are_independent(&self) -> bool {
+        self.lora.is_none()
+            && self.activations == Activations::Int8
+            && self
+                .quant
+                .as_deref()
+                .is_some_and(|w| has_int_kernel(w.dtype()))
+    }
+
     /// Whether one token's row of this product in a batched step (the engine's order) has the
     /// bits of the single-sequence decode step's: f32 weights (the same one-row product either
     /// way) and quantized ones with 8-bit activations whose batched kernel keeps the GEMV's

@@ -23,6 +23,7 @@ use super::fused::transpose::transpose_contiguous;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
 use super::quant::amx_gemm;
+use super::quant::gemv_lanes;
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::weights::TensorSource;
 
@@ -58,10 +59,14 @@ pub enum QuantPrefill {
 /// 170 matrices Q5_0) with its prompts above 16 tokens in the tiles fell from 171 to 168 tok/s
 /// at 64 tokens and from 272 to 177 at 512 (Intel host, one window). Q5_K takes Q4_K's tiles
 /// (with its fifth bit), and Q2_K and Q3_K Q6_K's 16-value groups, so all their prompts too.
+/// On AVX-512 VNNI hosts the 32-value types' prompts take 16 tokens per vector
+/// ([`gemv_lanes`], the GEMV's bits), faster than the dequantising GEMM from 64 tokens on (see
+/// the notes of `gemv_lanes`), so all of them too.
 pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {
         Q2K | Q3K | Q4K | Q5K | Q6K => usize::MAX,
+        _ if gemv_lanes::has_gemv_lanes(IntKernel::detect(), dtype) => usize::MAX,
         _ => 16,
     }
 }
@@ -173,14 +178,13 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
         && !ROWS_ARE_SEQUENCES.with(Cell::get)
 }
 
-/// The order of the integer GEMM on this thread: the engine's lanes during a batched step
-/// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
-/// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
-/// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, which took the
-/// dequantising GEMM there before; the K-quants' values are the GEMV's).
+/// The order of the integer GEMM on this thread: the GEMV's during a batched step (each row
+/// the bits of its sequence decoded alone); elsewhere the AMX GEMM's for the prompts it takes
+/// (above 16 tokens for the 32-value types, summed per block; the K-quants' values are the
+/// GEMV's), the GEMV's for the others.
 fn int_order() -> IntOrder {
     if ROWS_ARE_SEQUENCES.with(Cell::get) {
-        IntOrder::Lanes
+        IntOrder::Gemv
     } else {
         IntOrder::Amx
     }

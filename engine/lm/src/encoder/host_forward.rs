@@ -148,7 +148,7 @@ impl Dense {
                         rows,
                         &mut [&mut out],
                         IntKernel::detect(),
-                        IntOrder::Gemv,
+                        IntOrder::Lanes,
                     );
                 }
                 for row in out.chunks_exact_mut(n) {

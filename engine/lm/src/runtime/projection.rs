@@ -178,13 +178,17 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
         && !ROWS_ARE_SEQUENCES.with(Cell::get)
 }
 
-/// The order of the integer GEMM on this thread: the GEMV's during a batched step (each row
-/// the bits of its sequence decoded alone); elsewhere the AMX GEMM's for the prompts it takes
-/// (above 16 tokens for the 32-value types, summed per block; the K-quants' values are the
-/// GEMV's), the GEMV's for the others.
+/// The order of the integer GEMM on this thread: the engine's lanes during a batched step
+/// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
+/// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
+/// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, summed per block;
+/// the K-quants' values are the GEMV's). `IntOrder::Gemv` here would give a batched step the
+/// GEMV's bits too (the 32-value types through `gemv_lanes`), at ~10-15% of the engine's
+/// throughput with 8 requests on the AMD host (16 lanes of the GEMV's float work against the
+/// engine order's one conversion per block; notes of s17-lanes32).
 fn int_order() -> IntOrder {
     if ROWS_ARE_SEQUENCES.with(Cell::get) {
-        IntOrder::Gemv
+        IntOrder::Lanes
     } else {
         IntOrder::Amx
     }

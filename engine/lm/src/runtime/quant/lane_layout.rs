@@ -1,9 +1,44 @@
-//! The K-quant lane kernels' activation layout: the activations of 8 tokens regrouped so that
-//! one vector load gives the 8 tokens' values side by side.
+//! The lane GEMM's data layout (`lane_gemm.rs` and its AVX-512 VNNI kernel `lane_gemm_x86.rs`
+//! share it): each 32-value block's weights as unsigned bytes, and the activations of 8 tokens
+//! regrouped so that one vector load gives the 8 tokens' values side by side.
 
 use rayon::prelude::*;
 
 use super::q8::Q8Batch;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// Bytes of one block and the constant that the unsigned weights carry (`u = w + c`).
+pub(super) fn block_form(dtype: GgmlDType) -> (usize, i32) {
+    match dtype {
+        GgmlDType::Q4_0 => (18, 8),
+        GgmlDType::Q4_1 => (20, 0),
+        GgmlDType::Q8_0 => (34, 128),
+        other => unreachable!("no lane kernel for {other}"),
+    }
+}
+
+/// The 32 weights of one block as unsigned bytes `u = w + c` (`c` of [`block_form`]): Q4's
+/// nibbles as they are, Q8_0's bytes plus 128, so that one unsigned-by-signed product serves
+/// all three and `isum = dot(u, x) - c * sum(x)` exactly.
+pub(super) fn unsigned_block(dtype: GgmlDType, blk: &[u8]) -> [u8; 32] {
+    let mut u = [0u8; 32];
+    match dtype {
+        GgmlDType::Q4_0 | GgmlDType::Q4_1 => {
+            let qs = &blk[blk.len() - 16..];
+            for (j, &q) in qs.iter().enumerate() {
+                u[j] = q & 0x0f;
+                u[j + 16] = q >> 4;
+            }
+        }
+        GgmlDType::Q8_0 => {
+            for (u, &q) in u.iter_mut().zip(&blk[2..34]) {
+                *u = q ^ 0x80;
+            }
+        }
+        other => unreachable!("no lane kernel for {other}"),
+    }
+    u
+}
 
 /// Regrouped bytes from which [`LaneActivations::new`] copies across the rayon pool.
 const PARALLEL_BYTES: usize = 1 << 18;

@@ -18,7 +18,7 @@ use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::int_dot::{self, has_int_kernel, IntKernel};
 use super::int_gemm;
 use super::gemv_lanes::{self, has_gemv_lanes, GemvLanes};
-use super::lane_layout::LaneActivations;
+use super::lane_gemm::{self, has_lane_kernel, LaneActivations};
 use super::q8::{activation_block, Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 use crate::runtime::kernels;
@@ -41,9 +41,12 @@ pub enum Activations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntOrder {
     /// The GEMV's ([`super::int_gemm`], and [`super::gemv_lanes`] for the 32-value types on
-    /// AVX-512 VNNI): a prompt's values equal token-by-token decoding, and a batched step's
-    /// rows each sequence's own.
+    /// AVX-512 VNNI): a prompt's values equal token-by-token decoding.
     Gemv,
+    /// The batch engine's ([`super::lane_gemm`]) for the types and CPUs that have a lane
+    /// kernel, the GEMV's for the others: fewer float operations per token from 8 tokens on.
+    /// The engine runs every row of every step in this order.
+    Lanes,
     /// A single sequence's prompt: the AMX GEMM ([`super::amx_gemm`]) for the types and prompt
     /// lengths it takes on a CPU that has it (the K-quants' values equal [`IntOrder::Gemv`]'s,
     /// the 32-value types' are summed per block), [`IntOrder::Gemv`] elsewhere.
@@ -515,10 +518,12 @@ impl DisjointRows {
 
 /// The activations of one product quantized for each activation block size its matrices
 /// need (32 for the legacy types, 256 for the K-quants), each size once, and regrouped for the
-/// lane kernels when a matrix takes one (bit-equal to the tiles): the 32-value types' from
-/// [`GemvLanes::new`]'s lengths on, the K-quants' from 8 tokens on.
+/// lane kernels when a matrix takes one: the 32-value types' in the engine's order, or else
+/// bit-equal to the tiles from [`GemvLanes::new`]'s lengths on; Q4_K's (bit-equal to the tiles)
+/// from 8 tokens on.
 struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
+    lanes: Option<LaneActivations>,
     gemv_lanes: Option<GemvLanes>,
     k_lanes: Option<LaneActivations>,
     /// With [`IntOrder::Amx`], each block size's activations as the AMX GEMM reads them, for
@@ -549,12 +554,17 @@ impl Q8Batches {
             batch
         };
         let regroup = |block: usize| LaneActivations::new(batch_of(block));
+        let lanes = mats
+            .iter()
+            .any(|m| order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
+            .then(|| regroup(32));
         let tokens = x.len() / cols;
-        // Not for the 32-value matrices the AMX GEMM takes.
+        // Not for the 32-value matrices the engine's lanes or the AMX GEMM take.
         let gemv_lanes = mats
             .iter()
             .any(|m| {
                 has_gemv_lanes(kernel, m.dtype)
+                    && !(order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
                     && !(order == IntOrder::Amx && amx_gemm::takes(m.dtype, tokens))
             })
             .then(|| GemvLanes::new(batch_of(32)))
@@ -582,6 +592,7 @@ impl Q8Batches {
         .then(|| regroup(256));
         Q8Batches {
             batches,
+            lanes,
             gemv_lanes,
             k_lanes,
             amx,
@@ -601,6 +612,9 @@ impl Q8Batches {
             if amx_gemm::takes(dtype, acts.tokens()) {
                 return amx_gemm::gemm_rows(dtype, rows, acts, out);
             }
+        }
+        if let (Some(lanes), true) = (&self.lanes, has_lane_kernel(kernel, dtype)) {
+            return lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out);
         }
         match (&self.gemv_lanes, &self.k_lanes) {
             (Some(lanes), _) if has_gemv_lanes(kernel, dtype) => {
@@ -769,7 +783,9 @@ mod tests {
 
     /// Matrices of both activation block sizes (32 and 256), row counts that are and are not
     /// multiples of the task size, tokens below, at and above a tile of 8 and a lane group of
-    /// 16, with and without a padded lane group.
+    /// 16 (with and without a padded group), in both orders (the engine's lane order's
+    /// reference is `lane_gemm::dot_row`, itself held to the dequantised product in
+    /// `lane_gemm`'s tests).
     #[test]
     fn several_matrices_in_one_pass_equal_the_scalar_kernel() {
         let cols = 512;
@@ -780,7 +796,10 @@ mod tests {
             random_matrix(GgmlDType::Q6K, 64, cols, 4),
         ];
         let refs: Vec<&QuantMatrix> = mats.iter().collect();
-        for tokens in [1, 5, 8, 19, 37] {
+        for (tokens, order) in [1, 5, 8, 19, 37]
+            .into_iter()
+            .flat_map(|t| [(t, IntOrder::Gemv), (t, IntOrder::Lanes)])
+        {
             let x = activations(tokens, cols);
             for kernel in IntKernel::available() {
                 let mut ys: Vec<Vec<f32>> = mats
@@ -788,16 +807,22 @@ mod tests {
                     .map(|m| vec![f32::NAN; tokens * m.rows()])
                     .collect();
                 let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
-                let order = IntOrder::Gemv;
                 QuantMatrix::matmul_int_tiled_many(&refs, &x, tokens, &mut outs, kernel, order);
                 for (m, y) in mats.iter().zip(&ys) {
+                    let lanes = order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype());
                     for t in 0..tokens {
                         for r in 0..m.rows() {
-                            let want = scalar_dot(m, r, &x, t);
+                            let want = if lanes {
+                                let k = m.cols();
+                                let a = Q8Activations::quantize(&x[t * k..(t + 1) * k], 32);
+                                lane_gemm::dot_row(m.dtype(), m.row_span(r, 1), &a)
+                            } else {
+                                scalar_dot(m, r, &x, t)
+                            };
                             assert_eq!(
                                 y[t * m.rows() + r].to_bits(),
                                 want.to_bits(),
-                                "{kernel:?} {} t {t} r {r}",
+                                "{kernel:?} {order:?} {} t {t} r {r}",
                                 m.dtype()
                             );
                         }

@@ -20,6 +20,9 @@ mod int_scalar;
 #[cfg(target_arch = "x86_64")]
 mod int_x86;
 pub mod kquants;
+pub mod lane_gemm;
+#[cfg(target_arch = "x86_64")]
+mod lane_gemm_x86;
 mod lane_layout;
 pub mod legacy;
 pub mod matrix;

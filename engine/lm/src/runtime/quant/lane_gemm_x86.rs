@@ -1,0 +1,131 @@
+//! The AVX-512 VNNI kernel of the lane GEMM (`lane_gemm.rs`): 256-bit `vpdpbusd` as inline
+//! assembly (its intrinsic needs Rust 1.89, above the workspace's MSRV).
+//!
+//! Each row is decoded once into unsigned bytes (`u = w + c`), then for every whole group of 8
+//! tokens each block is 8 `vpdpbusd` (one 4-weight piece broadcast against the 8 tokens'
+//! pieces) giving the 8 tokens' exact integer sums in the 8 lanes, and one conversion and
+//! multiply-then-add (as `lane_gemm::dot_row`, lane by lane) apply the scales. Tokens past the
+//! last whole group go one at a time: one `vpdpbusd` per block, an exact horizontal sum, and
+//! the same scalar steps.
+
+use std::arch::x86_64::*;
+
+use super::int_x86::{dpbusd, f16_at, hsum_i32, nibbles32};
+use super::lane_layout::{block_form, LaneActivations};
+use super::q8::Q8Batch;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// The block at `blk` as 32 unsigned weights (`lane_layout::unsigned_block`).
+#[inline(always)]
+unsafe fn unsigned32(dtype: GgmlDType, blk: *const u8) -> __m256i {
+    match dtype {
+        GgmlDType::Q4_0 => nibbles32(blk.add(2)),
+        GgmlDType::Q4_1 => nibbles32(blk.add(4)),
+        _ => _mm256_xor_si256(
+            _mm256_loadu_si256(blk.add(2) as *const __m256i),
+            _mm256_set1_epi8(i8::MIN),
+        ),
+    }
+}
+
+/// `c * s` in each lane for the weight constant `c` (0, 8 or 128).
+#[inline(always)]
+unsafe fn times_c(c: i32, s: __m256i) -> __m256i {
+    match c {
+        8 => _mm256_slli_epi32::<3>(s),
+        128 => _mm256_slli_epi32::<7>(s),
+        _ => _mm256_setzero_si256(),
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_rows_impl(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    lanes: &LaneActivations,
+    out: &mut [f32],
+) {
+    let tokens = batch.tokens.len();
+    let n = out.len() / tokens;
+    let (size, c) = block_form(dtype);
+    let offsets = dtype == GgmlDType::Q4_1;
+    let blocks = batch.cols() / 32;
+    let mut u = vec![0u8; blocks * 32];
+    for r in 0..n {
+        let row = rows.as_ptr().add(r * blocks * size);
+        for b in 0..blocks {
+            let w = unsigned32(dtype, row.add(b * size));
+            _mm256_storeu_si256(u.as_mut_ptr().add(b * 32) as *mut __m256i, w);
+        }
+        for q in 0..lanes.groups {
+            let d = batch.d.as_ptr().add(batch.d_at(q * 8));
+            let sums = batch.sums.as_ptr().add(batch.sums_at(q * 8));
+            let (mut scaled, mut offset) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for b in 0..blocks {
+                let (up, xp) = (u.as_ptr().add(b * 32), lanes.block_ptr(q, b));
+                let mut acc = _mm256_setzero_si256();
+                for g in 0..8 {
+                    let w = _mm256_set1_epi32((up.add(4 * g) as *const i32).read_unaligned());
+                    let x = _mm256_loadu_si256(xp.add(32 * g) as *const __m256i);
+                    acc = dpbusd(acc, w, x);
+                }
+                let s = _mm256_loadu_si256(sums.add(b * 8) as *const __m256i);
+                let isum = _mm256_sub_epi32(acc, times_c(c, s));
+                let dx = _mm256_loadu_ps(d.add(b * 8));
+                let blk = row.add(b * size);
+                let scale = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk)), dx);
+                scaled = _mm256_add_ps(scaled, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+                if offsets {
+                    let mx = _mm256_mul_ps(_mm256_set1_ps(f16_at(blk.add(2))), dx);
+                    offset = _mm256_add_ps(offset, _mm256_mul_ps(mx, _mm256_cvtepi32_ps(s)));
+                }
+            }
+            let v = if offsets {
+                _mm256_add_ps(scaled, offset)
+            } else {
+                scaled
+            };
+            let mut lanes_out = [0.0f32; 8];
+            _mm256_storeu_ps(lanes_out.as_mut_ptr(), v);
+            for (l, v) in lanes_out.iter().enumerate() {
+                out[(q * 8 + l) * n + r] = *v;
+            }
+        }
+        for t in lanes.groups * 8..tokens {
+            let a = &batch.tokens[t];
+            let (mut scaled, mut offset) = (0.0f32, 0.0f32);
+            for b in 0..blocks {
+                let w = _mm256_loadu_si256(u.as_ptr().add(b * 32) as *const __m256i);
+                let x = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
+                let isum = hsum_i32(dpbusd(_mm256_setzero_si256(), w, x)) - c * a.sums[b];
+                let blk = row.add(b * size);
+                scaled += (f16_at(blk) * a.d[b]) * isum as f32;
+                if offsets {
+                    offset += (f16_at(blk.add(2)) * a.d[b]) * a.sums[b] as f32;
+                }
+            }
+            out[t * n + r] = if offsets { scaled + offset } else { scaled };
+        }
+    }
+}
+
+/// `out[t * n + r] = lane_gemm::dot_row(row r, token t)` for the `n` rows in `rows`.
+/// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `dtype` is Q4_0, Q4_1 or Q8_0;
+/// `rows` is `out.len() / tokens` whole rows for `batch.cols()` values; `batch` has 32-value
+/// blocks and `lanes` regroups it (all checked by `lane_gemm::gemm_rows`).
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn gemm_rows_vnni(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    lanes: &LaneActivations,
+    out: &mut [f32],
+) {
+    match dtype {
+        GgmlDType::Q4_0 => gemm_rows_impl(GgmlDType::Q4_0, rows, batch, lanes, out),
+        GgmlDType::Q4_1 => gemm_rows_impl(GgmlDType::Q4_1, rows, batch, lanes, out),
+        GgmlDType::Q8_0 => gemm_rows_impl(GgmlDType::Q8_0, rows, batch, lanes, out),
+        other => unreachable!("no lane kernel for {other}"),
+    }
+}

@@ -75,6 +75,9 @@ pub struct GemvLanes {
     tail: Option<Q8Batch>,
 }
 
+/// One group's activations, scales and sums in [`GemvLanes`], as the copy fills them.
+type GroupSlices<'a> = ((&'a mut [u8], &'a mut [f32]), &'a mut [f32]);
+
 /// Regrouped bytes from which [`GemvLanes::new`] copies across the rayon pool.
 const PARALLEL_BYTES: usize = 1 << 18;
 
@@ -93,7 +96,7 @@ impl GemvLanes {
         let mut x = vec![0x80u8; groups * blocks * 512];
         let mut d = vec![0.0f32; groups * blocks * LANES];
         let mut sums = vec![0.0f32; groups * blocks * LANES];
-        let regroup = |(q, ((x, d), sums)): (usize, ((&mut [u8], &mut [f32]), &mut [f32]))| {
+        let regroup = |(q, ((x, d), sums)): (usize, GroupSlices<'_>)| {
             for (l, a) in batch.tokens[q * LANES..tokens.min(q * LANES + LANES)]
                 .iter()
                 .enumerate()

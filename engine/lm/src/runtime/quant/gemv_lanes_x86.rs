@@ -65,6 +65,8 @@ impl Decoded {
 
 /// `R` rows (`rs`, rows of `dec`) times one group of 16 tokens (`q`): each lane the GEMV's
 /// result for its token. `OFFSET`: Q4_1's and Q5_1's ninth sum.
+// The indices run over several arrays of registers at once (`acc[i][g]`, `scale[i]`, `rs[i]`).
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn group_rows<const R: usize, const OFFSET: bool>(
     lanes: &GemvLanes,

@@ -8,7 +8,7 @@ same REQUESTS chat requests (greedy, --tokens completion tokens each, different 
 Prints, for each, completion tokens per second over the wave's wall time and each request's
 latency (send to last byte) as p50 / p95, then the ratio of the two throughputs. With --solo
 it also runs the same two waves against `--max-batch 1` (one request at a time, today's
-behaviour before batching), in the same run. And it checks that every request got the same text
+behaviour before batching), in the same run, and compares each request's text across the two. And it checks that every request got the same text
 alone and in the crowd (greedy decoding is batch-independent on the quantized path).
 
 Standard library only. Build first: cargo build --release --bin psy
@@ -135,7 +135,7 @@ def run_server(args, max_batch):
         same = all(a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
                    for (_, a), (_, b) in zip(r1, rn))
         print(f"  every request's text the same alone and at once: {same}")
-        return one, many
+        return [v["choices"][0]["message"]["content"] for _, v in r1]
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -156,9 +156,11 @@ def main():
                          text=True).stdout.strip()
     print(cpu)
     print("load before:", os.getloadavg())
-    run_server(args, args.max_batch)
+    texts = run_server(args, args.max_batch)
     if args.solo:
-        run_server(args, 1)
+        solo = run_server(args, 1)
+        print(f"every request's text the same on --max-batch {args.max_batch} and 1: "
+              f"{texts == solo}")
     print("load after:", os.getloadavg())
 
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use psy_lm::runtime::burn::tensor::Device;
 use psy_lm::runtime::ggml_type::GgmlDType;
 use psy_lm::runtime::model::{ids_tensor, KvCache};
+use psy_lm::runtime::projection::int_gemm_max_tokens;
 use psy_lm::runtime::quant::amx_gemm;
 use psy_lm::runtime::{generate, load_model_with, GenerationConfig, LoadedModel, WeightFormat};
 
@@ -142,14 +143,18 @@ fn smollm2_quantized_path_matches_the_f32_path() {
         // (max|x| / 254), compounded through 30 layers. Measured on logits of magnitude ~10-20:
         // max 1.24 / 0.87 with 4 tokens (log-probs 0.83 / 0.48), 1.10 / 0.69 with 14 (log-probs 1.07 / 0.61), 1.9e-5 / 0.66
         // with 40 (log-probs 1.9e-5 / 0.59; a 40-token prefill runs Burn's GEMM on f32
-        // activations, see `int_gemm_max_tokens`), the largest
+        // activations, see `int_gemm_max_tokens`; on AVX-512 VNNI hosts the GEMV-order lanes
+        // with 8-bit ones: 1.43 / 0.65, log-probs 1.04 / 0.40 on the AMD host), the largest
         // differences on unlikely tokens; every position's argmax equal. llama.cpp's Q8_1
         // activations for Q4_1 weights round the same way.
         assert!(ep < 1.6 && ed < 1.6, "{len} tokens: logits {ep} / {ed}");
         assert!(lp < 1.1 && ld < 1.1, "{len} tokens: log-probs {lp} / {ld}");
-        if amx_gemm::takes(GgmlDType::Q4_1, len) {
-            // On an AMX host the 40-token prompt runs 8-bit activations too (the AMX GEMM, where
-            // other CPUs take Burn's GEMM on f32 ones): on this prompt of random ids 5 of its 40
+        if amx_gemm::takes(GgmlDType::Q4_1, len)
+            || (len > 16 && int_gemm_max_tokens(GgmlDType::Q4_1) >= len)
+        {
+            // On an AMX host the 40-token prompt runs 8-bit activations too (the AMX GEMM, and
+            // on AVX-512 VNNI hosts the GEMV-order lanes, where other CPUs take Burn's GEMM on
+            // f32 ones): on this prompt of random ids 5 of its 40
             // positions are near ties that part (as the greedy reply below may). Every position
             // whose f32 top two are more than 1.0 apart (the margin of the teacher-forced check
             // below) keeps its argmax.

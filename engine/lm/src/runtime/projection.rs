@@ -22,7 +22,7 @@ use super::fused::linear::matmul;
 use super::fused::transpose::transpose_contiguous;
 use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
-use super::quant::{amx_gemm, lane_gemm};
+use super::quant::{amx_gemm, gemv_lanes, lane_gemm};
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::weights::TensorSource;
 
@@ -58,10 +58,15 @@ pub enum QuantPrefill {
 /// 170 matrices Q5_0) with its prompts above 16 tokens in the tiles fell from 171 to 168 tok/s
 /// at 64 tokens and from 272 to 177 at 512 (Intel host, one window). Q5_K takes Q4_K's tiles
 /// (with its fifth bit), and Q2_K and Q3_K Q6_K's 16-value groups, so all their prompts too.
+/// On AVX-512 VNNI hosts the 32-value types' prompts take 16 tokens per vector
+/// ([`gemv_lanes`], the GEMV's bits), faster than the dequantising GEMM (8960 x 1536, 2
+/// threads, AMD host, one window: Q4_0/Q4_1/Q8_0 3.4-4.7 vs 9.1-13.2 ms at 64 tokens, 22-24 vs
+/// 50-62 ms at 512), so all of them too.
 pub fn int_gemm_max_tokens(dtype: GgmlDType) -> usize {
     use GgmlDType::*;
     match dtype {
         Q2K | Q3K | Q4K | Q5K | Q6K => usize::MAX,
+        _ if gemv_lanes::has_gemv_lanes(IntKernel::detect(), dtype) => usize::MAX,
         _ => 16,
     }
 }
@@ -176,8 +181,11 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
 /// The order of the integer GEMM on this thread: the engine's lanes during a batched step
 /// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
 /// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
-/// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, which took the
-/// dequantising GEMM there before; the K-quants' values are the GEMV's).
+/// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, summed per block;
+/// the K-quants' values are the GEMV's). `IntOrder::Gemv` here would give a batched step the
+/// GEMV's bits too (the 32-value types through `gemv_lanes`), at ~10-15% of the engine's
+/// throughput with 8 SmolLM2 requests on the AMD host (242-286 vs 283-306 tok/s, alternating
+/// runs): the GEMV's 8 float steps per block against the engine order's one.
 fn int_order() -> IntOrder {
     if ROWS_ARE_SEQUENCES.with(Cell::get) {
         IntOrder::Lanes

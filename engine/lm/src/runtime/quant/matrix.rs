@@ -17,6 +17,7 @@ use super::dequant::{block_layout, dequantize_into, QuantError};
 use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::int_dot::{self, has_int_kernel, IntKernel};
 use super::int_gemm;
+use super::gemv_lanes::{self, has_gemv_lanes, GemvLanes};
 use super::lane_gemm::{self, has_lane_kernel, LaneActivations};
 use super::q8::{activation_block, Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
@@ -39,7 +40,8 @@ pub enum Activations {
 /// The order in which the integer GEMM sums a row's blocks (see [`QuantMatrix::matmul_int_tiled_many`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntOrder {
-    /// The GEMV's ([`super::int_gemm`]): a prompt's values equal token-by-token decoding.
+    /// The GEMV's ([`super::int_gemm`], and [`super::gemv_lanes`] for the 32-value types on
+    /// AVX-512 VNNI): a prompt's values equal token-by-token decoding.
     Gemv,
     /// The batch engine's ([`super::lane_gemm`]) for the types and CPUs that have a lane
     /// kernel, the GEMV's for the others: fewer float operations per token from 8 tokens on.
@@ -516,11 +518,13 @@ impl DisjointRows {
 
 /// The activations of one product quantized for each activation block size its matrices
 /// need (32 for the legacy types, 256 for the K-quants), each size once, and regrouped for the
-/// lane kernels when a matrix takes one: the 32-value types' in the engine's order, Q4_K's
-/// (bit-equal to the tiles) from 8 tokens on.
+/// lane kernels when a matrix takes one: the 32-value types' in the engine's order, or else
+/// bit-equal to the tiles from [`GemvLanes::new`]'s lengths on; Q4_K's (bit-equal to the tiles)
+/// from 8 tokens on.
 struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
     lanes: Option<LaneActivations>,
+    gemv_lanes: Option<GemvLanes>,
     k_lanes: Option<LaneActivations>,
     /// With [`IntOrder::Amx`], each block size's activations as the AMX GEMM reads them, for
     /// the matrices it takes.
@@ -542,18 +546,29 @@ impl Q8Batches {
                 batches.push((block, Q8Batch::quantize(x, cols, block)));
             }
         }
-        let regroup = |block: usize| {
+        let batch_of = |block: usize| {
             let (_, batch) = batches
                 .iter()
                 .find(|(b, _)| *b == block)
                 .expect("quantized");
-            LaneActivations::new(batch)
+            batch
         };
+        let regroup = |block: usize| LaneActivations::new(batch_of(block));
         let lanes = mats
             .iter()
             .any(|m| order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
             .then(|| regroup(32));
         let tokens = x.len() / cols;
+        // Not for the 32-value matrices the engine's lanes or the AMX GEMM take.
+        let gemv_lanes = mats
+            .iter()
+            .any(|m| {
+                has_gemv_lanes(kernel, m.dtype)
+                    && !(order == IntOrder::Lanes && has_lane_kernel(kernel, m.dtype))
+                    && !(order == IntOrder::Amx && amx_gemm::takes(m.dtype, tokens))
+            })
+            .then(|| GemvLanes::new(batch_of(32)))
+            .flatten();
         let mut amx: Vec<(usize, AmxActivations)> = Vec::new();
         for m in mats {
             let block = activation_block(m.dtype);
@@ -578,6 +593,7 @@ impl Q8Batches {
         Q8Batches {
             batches,
             lanes,
+            gemv_lanes,
             k_lanes,
             amx,
         }
@@ -597,9 +613,12 @@ impl Q8Batches {
                 return amx_gemm::gemm_rows(dtype, rows, acts, out);
             }
         }
-        match (&self.lanes, &self.k_lanes) {
-            (Some(lanes), _) if has_lane_kernel(kernel, dtype) => {
-                lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out)
+        if let (Some(lanes), true) = (&self.lanes, has_lane_kernel(kernel, dtype)) {
+            return lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out);
+        }
+        match (&self.gemv_lanes, &self.k_lanes) {
+            (Some(lanes), _) if has_gemv_lanes(kernel, dtype) => {
+                gemv_lanes::gemm_rows(kernel, dtype, rows, batch, lanes, out)
             }
             (_, Some(lanes)) if int_gemm::has_k_lane_kernel(kernel, dtype) => {
                 int_gemm::gemm_rows_lanes(kernel, dtype, rows, batch, lanes, out)
@@ -763,9 +782,10 @@ mod tests {
     }
 
     /// Matrices of both activation block sizes (32 and 256), row counts that are and are not
-    /// multiples of the task size, tokens below, at and above a tile of 8, in both orders (the
-    /// lane order's reference is `lane_gemm::dot_row`, itself held to the dequantised product
-    /// in `lane_gemm`'s tests).
+    /// multiples of the task size, tokens below, at and above a tile of 8 and a lane group of
+    /// 16 (with and without a padded group), in both orders (the engine's lane order's
+    /// reference is `lane_gemm::dot_row`, itself held to the dequantised product in
+    /// `lane_gemm`'s tests).
     #[test]
     fn several_matrices_in_one_pass_equal_the_scalar_kernel() {
         let cols = 512;
@@ -776,7 +796,7 @@ mod tests {
             random_matrix(GgmlDType::Q6K, 64, cols, 4),
         ];
         let refs: Vec<&QuantMatrix> = mats.iter().collect();
-        for (tokens, order) in [1, 5, 8, 19]
+        for (tokens, order) in [1, 5, 8, 19, 37]
             .into_iter()
             .flat_map(|t| [(t, IntOrder::Gemv), (t, IntOrder::Lanes)])
         {

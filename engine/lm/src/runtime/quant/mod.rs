@@ -9,6 +9,9 @@ mod amx_gemm_x86;
 mod amx_panel;
 pub mod dequant;
 pub mod dot;
+pub mod gemv_lanes;
+#[cfg(target_arch = "x86_64")]
+mod gemv_lanes_x86;
 pub mod int_dot;
 pub mod int_gemm;
 #[cfg(target_arch = "x86_64")]

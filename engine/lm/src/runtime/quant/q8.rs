@@ -155,6 +155,13 @@ impl Q8Batch {
         } else {
             x.chunks_exact(cols).map(quantize).collect()
         };
+        Self::from_tokens(tokens)
+    }
+
+    /// The batch of tokens already quantized (of one width and block size), their scales and
+    /// sums regrouped as [`Self::quantize`] does.
+    pub fn from_tokens(tokens: Vec<Q8Activations>) -> Self {
+        let block = tokens.first().map_or(32, |a| a.block);
         let padded = tokens.len().div_ceil(8) * 8;
         let (blocks, groups) = tokens.first().map_or((0, 0), |a| (a.d.len(), a.sums.len()));
         let mut d = vec![0.0f32; blocks * padded + 8];

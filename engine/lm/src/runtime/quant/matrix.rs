@@ -568,10 +568,11 @@ impl Q8Batches {
                 amx.push((block, AmxActivations::new(batch)));
             }
         }
-        // Not for the K-quant matrices the AMX GEMM takes.
+        // Not for the K-quant matrices the AMX GEMM or the 512-bit kernel takes.
         let k_lanes = (x.len() / cols >= 8
             && mats.iter().any(|m| {
                 int_gemm::has_k_lane_kernel(kernel, m.dtype)
+                    && !int_gemm::takes_k512(kernel, m.dtype, tokens)
                     && !amx.iter().any(|(b, _)| *b == activation_block(m.dtype))
             }))
         .then(|| regroup(256));
@@ -596,6 +597,9 @@ impl Q8Batches {
             if amx_gemm::takes(dtype, acts.tokens()) {
                 return amx_gemm::gemm_rows(dtype, rows, acts, out);
             }
+        }
+        if int_gemm::takes_k512(kernel, dtype, batch.tokens.len()) {
+            return int_gemm::gemm_rows_512(kernel, dtype, rows, batch, out);
         }
         match (&self.lanes, &self.k_lanes) {
             (Some(lanes), _) if has_lane_kernel(kernel, dtype) => {

@@ -15,6 +15,7 @@
 //! super-block, then `0 + acc`.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use super::int_gemm_x86::k_unsigned_block;
 use super::int_x86::{f16_at, k_scale_min_dwords};
@@ -38,6 +39,11 @@ const META: usize = 26;
 struct Panel {
     q: Vec<u8>,
     meta: Vec<__m512i>,
+}
+
+thread_local! {
+    /// The panel, reused across products (a 8960-wide row's is 140 KB).
+    static PANEL: RefCell<Panel> = const { RefCell::new(Panel { q: Vec::new(), meta: Vec::new() }) };
 }
 
 /// The 16 x 16 transpose of dwords: `out[j]` lane `i` = `rows[i]` lane `j`.
@@ -161,8 +167,7 @@ impl Token {
 /// The f32 sums (lane `i`: row `i`) of the panel's rows with `T` tokens. SAFETY: as
 /// [`k_rows_512`]; the panel holds `blocks` super-blocks and the tokens `blocks * 256` values.
 #[inline(always)]
-unsafe fn panel_tokens<const T: usize>(
-    q6: bool,
+unsafe fn panel_tokens<const Q6: bool, const T: usize>(
     panel: &Panel,
     tokens: &[Token; T],
     blocks: usize,
@@ -173,7 +178,7 @@ unsafe fn panel_tokens<const T: usize>(
         let w = |p: usize| _mm512_loadu_si512(panel.q.as_ptr().add((sb * 64 + p) * 64) as *const _);
         let mut isum = [_mm512_setzero_si512(); T];
         // Q4_K/Q5_K: 8 sub-blocks of 8 pieces; Q6_K: 16 of 4, each weighed by its scale.
-        let (subs, pieces) = if q6 { (16, 4) } else { (8, 8) };
+        let (subs, pieces) = if Q6 { (16, 4) } else { (8, 8) };
         for s in 0..subs {
             let mut a = [_mm512_setzero_si512(); T];
             for p in 0..pieces {
@@ -188,7 +193,7 @@ unsafe fn panel_tokens<const T: usize>(
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(a[t], scale));
             }
         }
-        if q6 {
+        if Q6 {
             let d = _mm512_castsi512_ps(*meta.add(24));
             for t in 0..T {
                 // The tiles' `q6k_bias`: sum_p pair_w[p] * pair[p], then isum - 32 bias.
@@ -240,8 +245,27 @@ unsafe fn panel_tokens<const T: usize>(
 /// SAFETY: the CPU has AVX2, F16C, AVX512-F and AVX512-VNNI; `dtype` is Q4_K, Q5_K or Q6_K;
 /// `rows` is `out.len() / tokens` whole rows of it for `batch.cols()` values, and `batch` has
 /// 256-value blocks (checked by `int_gemm::gemm_rows_512`).
-#[target_feature(enable = "avx512f,avx512vnni,avx2,f16c")]
 pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, out: &mut [f32]) {
+    let blocks = batch.cols() / 256;
+    PANEL.with(|panel| {
+        let mut panel = panel.borrow_mut();
+        // Every super-block is rewritten by `decode_panel`: no clearing between products.
+        panel.q.resize(blocks * 256 * ROWS, 0);
+        panel.meta.resize(blocks * META, _mm512_setzero_si512());
+        // SAFETY: as this function's.
+        unsafe { k_rows_with(dtype, rows, batch, out, &mut panel) }
+    })
+}
+
+/// [`k_rows_512`] with the thread's panel. SAFETY: as [`k_rows_512`].
+#[target_feature(enable = "avx512f,avx512vnni,avx2,f16c")]
+unsafe fn k_rows_with(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+    panel: &mut Panel,
+) {
     let tokens = batch.tokens.len();
     let n = out.len() / tokens;
     let blocks = batch.cols() / 256;
@@ -252,10 +276,6 @@ pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, 
     };
     let q6 = dtype == GgmlDType::Q6K;
     let row_bytes = blocks * size;
-    let mut panel = Panel {
-        q: vec![0u8; blocks * 256 * ROWS],
-        meta: vec![_mm512_setzero_si512(); blocks * META],
-    };
     let mut r0 = 0;
     while r0 < n {
         let m = ROWS.min(n - r0);
@@ -263,9 +283,9 @@ pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, 
             .map(|i| rows.as_ptr().add((r0 + i) * row_bytes))
             .collect();
         match dtype {
-            GgmlDType::Q4K => decode_panel(GgmlDType::Q4K, 144, &ptrs, blocks, &mut panel),
-            GgmlDType::Q5K => decode_panel(GgmlDType::Q5K, 176, &ptrs, blocks, &mut panel),
-            _ => decode_panel(GgmlDType::Q6K, 210, &ptrs, blocks, &mut panel),
+            GgmlDType::Q4K => decode_panel(GgmlDType::Q4K, 144, &ptrs, blocks, panel),
+            GgmlDType::Q5K => decode_panel(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
+            _ => decode_panel(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
         }
         let mask: __mmask16 = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
         let mut t0 = 0;
@@ -273,7 +293,11 @@ pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, 
             macro_rules! run {
                 ($n:literal) => {{
                     let toks: [Token; $n] = std::array::from_fn(|t| Token::new(batch, t0 + t));
-                    let acc = panel_tokens::<$n>(q6, &panel, &toks, blocks);
+                    let acc = if q6 {
+                        panel_tokens::<true, $n>(panel, &toks, blocks)
+                    } else {
+                        panel_tokens::<false, $n>(panel, &toks, blocks)
+                    };
                     for (t, a) in acc.iter().enumerate() {
                         // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero
                         // (+0.0 + acc: a -0.0 becomes +0.0 there too).

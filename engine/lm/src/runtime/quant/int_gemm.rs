@@ -123,7 +123,7 @@ pub fn has_k512_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
 /// 8-token lanes (same bits), to measure one against the other with one binary.
 pub fn k512_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| !std::env::var_os("PSY_NO_K512").is_some_and(|v| v != "0"))
+    *ON.get_or_init(|| std::env::var_os("PSY_NO_K512").is_none_or(|v| v == "0"))
 }
 
 /// The fewest tokens of a product that take [`gemm_rows_512`] (fewer keep the tiles). One

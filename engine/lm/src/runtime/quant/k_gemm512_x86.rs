@@ -94,8 +94,8 @@ unsafe fn decode_panel(
             let blk = row.add(sb * size);
             k_unsigned_block(dtype, blk, u[i].as_mut_ptr());
             if dtype == GgmlDType::Q6K {
-                for g in 0..16 {
-                    meta[g][i] = i32::from(*blk.add(192 + g) as i8);
+                for (g, m) in meta[..16].iter_mut().enumerate() {
+                    m[i] = i32::from(*blk.add(192 + g) as i8);
                 }
                 for p in 0..8 {
                     let (lo, hi) = (meta[2 * p][i] as u16, meta[2 * p + 1][i] as u16);

@@ -521,6 +521,7 @@ impl DisjointRows {
 struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
     lanes: Option<LaneActivations>,
+    /// The K-quants' 8-token lanes: only with `PSY_NO_K512=1` (else `int_gemm::gemm_rows_512`).
     k_lanes: Option<LaneActivations>,
     /// With [`IntOrder::Amx`], each block size's activations as the AMX GEMM reads them, for
     /// the matrices it takes.

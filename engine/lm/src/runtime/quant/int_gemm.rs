@@ -113,6 +113,68 @@ pub fn gemm_rows_lanes(
     }
 }
 
+/// Whether [`gemm_rows_512`] serves `dtype` with `kernel`: Q4_K, Q5_K and Q6_K with AVX-512
+/// VNNI (the [`IntKernel::Vnni`] hosts, which all have AVX-512 F).
+pub fn has_k512_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
+    has_k_lane_kernel(kernel, dtype)
+}
+
+/// Whether products may take [`gemm_rows_512`] in this process: `PSY_NO_K512=1` keeps the
+/// 8-token lanes (same bits), to measure one against the other with one binary.
+pub fn k512_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PSY_NO_K512").is_none_or(|v| v == "0"))
+}
+
+/// The fewest tokens of a product that take [`gemm_rows_512`] (fewer keep the tiles). One
+/// 8960 x 1536 projection, 2 threads, AMD Zen 5, tiles vs this kernel in one window
+/// (2026-12-04 18:35-18:39 UTC): at 2 and 4 tokens Q4_K 382 / 406 vs 368 / 406 us, Q5_K 360 / 395
+/// vs 432 / 453, Q6_K 350 / 377 vs 474 / 494; at 8 tokens (the 8-token lanes before) Q4_K 635
+/// vs 477, Q5_K 622 vs 528, Q6_K 625 vs 591.
+pub const K512_MIN_TOKENS: usize = 8;
+
+/// Whether a product of `tokens` rows multiplies `dtype` by [`gemm_rows_512`] with `kernel`.
+pub fn takes_k512(kernel: IntKernel, dtype: GgmlDType, tokens: usize) -> bool {
+    tokens >= K512_MIN_TOKENS && has_k512_kernel(kernel, dtype) && k512_enabled()
+}
+
+/// [`gemm_rows`] with 16 rows in the lanes of a 512-bit vector (`k_gemm512_x86::k_rows_512`):
+/// the same f32 results, bit for bit, for every token, whole groups or not.
+/// [`has_k512_kernel`] must hold; lengths are checked here, since the SIMD kernel loads
+/// without bounds checks.
+pub fn gemm_rows_512(
+    kernel: IntKernel,
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
+    assert!(has_k512_kernel(kernel, dtype), "a 512-bit kernel for {dtype}");
+    let tokens = batch.tokens.len();
+    if tokens == 0 || out.is_empty() {
+        return;
+    }
+    let cols = batch.cols();
+    assert_eq!(batch.block(), 256, "256-value activation blocks");
+    assert!(
+        batch.tokens.iter().all(|a| a.len() == cols),
+        "every token has {cols} values"
+    );
+    assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
+    let (_, bytes) = dtype.block_layout().expect("a block type");
+    assert_eq!(
+        rows.len(),
+        out.len() / tokens * cols / 256 * bytes as usize,
+        "{dtype} rows vs outputs"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_k512_kernel` holds only with AVX-512 F and VNNI detected; lengths checked
+    // above.
+    unsafe {
+        super::k_gemm512_x86::k_rows_512(dtype, rows, batch, out)
+    }
+}
+
 /// The portable kernel's dot product for every (row, token).
 fn gemm_rows_scalar(
     dtype: GgmlDType,
@@ -188,6 +250,11 @@ mod tests {
                 gemm_rows_lanes(kernel, dtype, w, &batch, &lanes, &mut out);
                 runs.push((format!("{kernel:?} lanes"), out));
             }
+            if has_k512_kernel(kernel, dtype) {
+                let mut out = vec![0.0f32; rows * tokens];
+                gemm_rows_512(kernel, dtype, w, &batch, &mut out);
+                runs.push((format!("{kernel:?} 512-bit"), out));
+            }
         }
         for (kernel, out) in runs {
             for r in 0..rows {
@@ -211,11 +278,13 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
-        /// 1-19 tokens (tiles of 8, 4 and 1), 3 rows of 512 values, random quants, scales
-        /// (0, negative, f16's largest) and activations (±1e30, zeros, rounding ties).
+        /// 1-19 tokens (tiles of 8, 4 and 1), 1-39 rows of 512 values (the 512-bit kernel's
+        /// panels of 16 rows whole and partial), random quants, scales (0, negative, f16's
+        /// largest) and activations (±1e30, zeros, rounding ties).
         #[test]
         fn integer_gemm_tiles_equal_the_gemv_token_by_token(
             tokens in 1usize..20,
+            rows in 1usize..40,
             bytes in proptest::collection::vec(any::<u8>(), 1..700),
             scales in proptest::collection::vec(
                 prop_oneof![-2.0f32..2.0, Just(0.0f32), Just(65504.0f32), Just(-65504.0f32)], 1..9),
@@ -223,8 +292,8 @@ mod tests {
                 prop_oneof![-100.0f32..100.0, Just(0.0f32), Just(1e30f32), Just(-1e30f32), Just(0.5f32)], 512 * 19),
         ) {
             for dtype in TYPES {
-                let w = matrix(dtype, 3, 512, &bytes, &scales);
-                assert_tiles_equal_the_gemv(dtype, 3, &w, &x[..tokens * 512], 512);
+                let w = matrix(dtype, rows, 512, &bytes, &scales);
+                assert_tiles_equal_the_gemv(dtype, rows, &w, &x[..tokens * 512], 512);
             }
         }
     }
@@ -241,8 +310,10 @@ mod tests {
             .collect();
         for dtype in TYPES {
             for fill in [0x00u8, 0xff, 0x80, 0x7f] {
-                let w = matrix(dtype, 2, k, &[fill], &[1.0, -65504.0]);
-                assert_tiles_equal_the_gemv(dtype, 2, &w, &x, k);
+                for rows in [2, 16, 17] {
+                    let w = matrix(dtype, rows, k, &[fill], &[1.0, -65504.0]);
+                    assert_tiles_equal_the_gemv(dtype, rows, &w, &x, k);
+                }
             }
         }
     }

@@ -569,7 +569,7 @@ unsafe fn q6k_lane_group<const R: usize>(
 /// high ones), Q5_K's with the fifth bit (bit 2c + s of `qh[l]`) as 16, as its tiles decode
 /// them, Q6_K's 6-bit values (its -32 stays folded into the activation sums).
 #[inline(always)]
-unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
+pub(super) unsafe fn k_unsigned_block(dtype: GgmlDType, blk: *const u8, u: *mut u8) {
     let low = _mm256_set1_epi8(0x0f);
     let store = |at: usize, v: __m256i| _mm256_storeu_si256(u.add(at) as *mut __m256i, v);
     if dtype == GgmlDType::Q4K || dtype == GgmlDType::Q5K {

@@ -525,6 +525,7 @@ struct Q8Batches {
     batches: Vec<(usize, Q8Batch)>,
     lanes: Option<LaneActivations>,
     gemv_lanes: Option<GemvLanes>,
+    /// The K-quants' 8-token lanes: only with `PSY_NO_K512=1` (else `int_gemm::gemm_rows_512`).
     k_lanes: Option<LaneActivations>,
     /// With [`IntOrder::Amx`], each block size's activations as the AMX GEMM reads them, for
     /// the matrices it takes.
@@ -583,10 +584,11 @@ impl Q8Batches {
                 amx.push((block, AmxActivations::new(batch)));
             }
         }
-        // Not for the K-quant matrices the AMX GEMM takes.
+        // Not for the K-quant matrices the AMX GEMM or the 512-bit kernel takes.
         let k_lanes = (x.len() / cols >= 8
             && mats.iter().any(|m| {
                 int_gemm::has_k_lane_kernel(kernel, m.dtype)
+                    && !int_gemm::takes_k512(kernel, m.dtype, tokens)
                     && !amx.iter().any(|(b, _)| *b == activation_block(m.dtype))
             }))
         .then(|| regroup(256));
@@ -612,6 +614,9 @@ impl Q8Batches {
             if amx_gemm::takes(dtype, acts.tokens()) {
                 return amx_gemm::gemm_rows(dtype, rows, acts, out);
             }
+        }
+        if int_gemm::takes_k512(kernel, dtype, batch.tokens.len()) {
+            return int_gemm::gemm_rows_512(kernel, dtype, rows, batch, out);
         }
         if let (Some(lanes), true) = (&self.lanes, has_lane_kernel(kernel, dtype)) {
             return lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out);

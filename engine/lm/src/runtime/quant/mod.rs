@@ -19,6 +19,8 @@ mod int_gemm_x86;
 mod int_scalar;
 #[cfg(target_arch = "x86_64")]
 mod int_x86;
+#[cfg(target_arch = "x86_64")]
+mod k_gemm512_x86;
 pub mod kquants;
 pub mod lane_gemm;
 #[cfg(target_arch = "x86_64")]

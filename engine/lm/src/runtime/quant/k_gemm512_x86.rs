@@ -1,0 +1,319 @@
+//! The K-quant GEMM of prefill in 512-bit vectors (AVX-512 VNNI): 16 weight rows in the 16 lanes
+//! of a vector, each token's 4 activation bytes broadcast into `vpdpbusd`'s memory operand.
+//!
+//! Why rows in lanes and not 16 tokens: `vpdpbusd` broadcasts only its signed operand, the
+//! activations, so one 4-byte piece of a token feeds 16 rows with no broadcast instruction, and a
+//! vector of 16 rows' weights serves the 8 tokens of a block from a register. A task's rows are
+//! decoded once into unsigned bytes (`int_gemm_x86::k_unsigned_block`) and transposed into
+//! panels of 16 rows ([`Panel`]), with their sub-block scales, mins and f16 factors as vectors of
+//! 16 rows. The tokens are read where the batch keeps them; no regrouping.
+//!
+//! Bit-equal to the GEMV: lane `r` of every vector op on token `t` is the GEMV's scalar op for row
+//! `r` and token `t`. A super-block's integers (`isum`, Q4_K's and Q5_K's `imin`, Q6_K's offset)
+//! are exact in any order, and the f32 steps are the tiles' (`int_gemm_x86::tile_row`): `d = d_w
+//! d_x`, `acc + (d isum - dmin imin)` (Q6_K: `acc + d (isum - 32 bias)`), super-block by
+//! super-block, then `0 + acc`.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::int_gemm_x86::k_unsigned_block;
+use super::int_x86::{f16_at, k_scale_min_dwords};
+use super::q8::Q8Batch;
+use crate::runtime::ggml_type::GgmlDType;
+
+/// Rows per panel: the 16 i32 lanes of a 512-bit vector.
+const ROWS: usize = 16;
+
+/// Tokens per pass over a panel: each weight vector loaded serves them all; 8 accumulators, 8
+/// scaled sums and 8 f32 sums stay in the 32 vector registers.
+const TOKENS: usize = 8;
+
+/// Vectors of per-row values for one super-block of a panel: Q4_K/Q5_K's 8 scales (plain i32),
+/// 8 mins (in both i16 halves, the `b` of `vpdpwssd`), `d` and `dmin`; Q6_K's 16 scales (i32),
+/// 8 pairs of scales (i16 halves, the weights of the activations' 16-value sum pairs) and `d`.
+const META: usize = 26;
+
+/// 16 rows of a task, decoded: for super-block `sb`, weight piece `p` (values `4p..4p + 4`) of
+/// row `i` at byte `(sb * 64 + p) * 64 + 4 i`, and `META` vectors per super-block.
+struct Panel {
+    q: Vec<u8>,
+    meta: Vec<__m512i>,
+}
+
+thread_local! {
+    /// The panel, reused across products (a 8960-wide row's is 140 KB).
+    static PANEL: RefCell<Panel> = const { RefCell::new(Panel { q: Vec::new(), meta: Vec::new() }) };
+}
+
+/// The 16 x 16 transpose of dwords: `out[j]` lane `i` = `rows[i]` lane `j`.
+#[inline(always)]
+unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for k in 0..8 {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    // u[4k + m], 128-bit lane L: column 4L + m of rows 4k..4k + 4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for k in 0..4 {
+        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for m in 0..4 {
+        let v0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[m], u[4 + m]);
+        let v1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[m], u[4 + m]);
+        let w0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[8 + m], u[12 + m]);
+        let w1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[8 + m], u[12 + m]);
+        out[m] = _mm512_shuffle_i32x4::<0b10_00_10_00>(v0, w0);
+        out[8 + m] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v0, w0);
+        out[4 + m] = _mm512_shuffle_i32x4::<0b10_00_10_00>(v1, w1);
+        out[12 + m] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v1, w1);
+    }
+    out
+}
+
+/// Decodes rows `rows[0..m]` (`m <= 16`, each `blocks` super-blocks of `size` bytes of `dtype`)
+/// into `panel`, every super-block rewritten; lanes past `m` get zero weights and factors
+/// (their results are not stored).
+#[inline(always)]
+unsafe fn decode_panel(
+    dtype: GgmlDType,
+    size: usize,
+    rows: &[*const u8],
+    blocks: usize,
+    panel: &mut Panel,
+) {
+    let mut u = [[0u8; 256]; ROWS];
+    let mut meta = [[0i32; ROWS]; META];
+    for sb in 0..blocks {
+        for (i, row) in rows.iter().enumerate() {
+            let blk = row.add(sb * size);
+            k_unsigned_block(dtype, blk, u[i].as_mut_ptr());
+            if dtype == GgmlDType::Q6K {
+                for (g, m) in meta[..16].iter_mut().enumerate() {
+                    m[i] = i32::from(*blk.add(192 + g) as i8);
+                }
+                for p in 0..8 {
+                    let (lo, hi) = (meta[2 * p][i] as u16, meta[2 * p + 1][i] as u16);
+                    meta[16 + p][i] = (u32::from(hi) << 16 | u32::from(lo)) as i32;
+                }
+                meta[24][i] = f16_at(blk.add(208)).to_bits() as i32;
+            } else {
+                let (sc, mn) = k_scale_min_dwords(blk.add(4));
+                let (mut s, mut n) = ([0i32; 8], [0i32; 8]);
+                _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, sc);
+                _mm256_storeu_si256(n.as_mut_ptr() as *mut __m256i, mn);
+                for j in 0..8 {
+                    meta[j][i] = s[j] & 0xffff;
+                    meta[8 + j][i] = n[j];
+                }
+                meta[16][i] = f16_at(blk).to_bits() as i32;
+                meta[17][i] = f16_at(blk.add(2)).to_bits() as i32;
+            }
+        }
+        for quarter in 0..4 {
+            let r: [__m512i; 16] = std::array::from_fn(|i| {
+                _mm512_loadu_si512(u[i].as_ptr().add(quarter * 64) as *const _)
+            });
+            for (j, c) in transpose16(&r).iter().enumerate() {
+                let at = (sb * 64 + quarter * 16 + j) * 64;
+                _mm512_storeu_si512(panel.q.as_mut_ptr().add(at) as *mut _, *c);
+            }
+        }
+        for (k, v) in meta.iter().enumerate() {
+            panel.meta[sb * META + k] = _mm512_loadu_si512(v.as_ptr() as *const _);
+        }
+    }
+}
+
+/// Token `t`'s quantized values, scales and i16 sum pairs in `batch`.
+struct Token {
+    qs: *const i8,
+    d: *const f32,
+    pairs: *const i32,
+}
+
+impl Token {
+    fn new(batch: &Q8Batch, t: usize) -> Self {
+        Self {
+            qs: batch.tokens[t].qs.as_ptr(),
+            d: batch.tokens[t].d.as_ptr(),
+            pairs: batch.pairs[batch.pairs_at(t)..].as_ptr(),
+        }
+    }
+
+    /// Values `4k..4k + 4` as one dword in every lane.
+    #[inline(always)]
+    unsafe fn piece(&self, k: usize) -> __m512i {
+        _mm512_set1_epi32((self.qs.add(4 * k) as *const i32).read_unaligned())
+    }
+
+    /// Sum pair `p` (over the whole token) in every lane.
+    #[inline(always)]
+    unsafe fn pair(&self, p: usize) -> __m512i {
+        _mm512_set1_epi32(*self.pairs.add(p * 8))
+    }
+
+    #[inline(always)]
+    unsafe fn d(&self, sb: usize) -> __m512 {
+        _mm512_set1_ps(*self.d.add(sb))
+    }
+}
+
+/// The f32 sums (lane `i`: row `i`) of the panel's rows with `T` tokens. SAFETY: as
+/// [`k_rows_512`]; the panel holds `blocks` super-blocks and the tokens `blocks * 256` values.
+#[inline(always)]
+unsafe fn panel_tokens<const Q6: bool, const T: usize>(
+    panel: &Panel,
+    tokens: &[Token; T],
+    blocks: usize,
+) -> [__m512; T] {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for sb in 0..blocks {
+        let meta = panel.meta.as_ptr().add(sb * META);
+        let w = |p: usize| _mm512_loadu_si512(panel.q.as_ptr().add((sb * 64 + p) * 64) as *const _);
+        let mut isum = [_mm512_setzero_si512(); T];
+        // Q4_K/Q5_K: 8 sub-blocks of 8 pieces; Q6_K: 16 of 4, each weighed by its scale.
+        let (subs, pieces) = if Q6 { (16, 4) } else { (8, 8) };
+        for s in 0..subs {
+            let mut a = [_mm512_setzero_si512(); T];
+            for p in 0..pieces {
+                let k = s * pieces + p;
+                let wv = w(k);
+                for t in 0..T {
+                    a[t] = _mm512_dpbusd_epi32(a[t], wv, tokens[t].piece(sb * 64 + k));
+                }
+            }
+            let scale = *meta.add(s);
+            for t in 0..T {
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(a[t], scale));
+            }
+        }
+        if Q6 {
+            let d = _mm512_castsi512_ps(*meta.add(24));
+            for t in 0..T {
+                // The tiles' `q6k_bias`: sum_p pair_w[p] * pair[p], then isum - 32 bias.
+                let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for p in (0..8).step_by(2) {
+                    even = _mm512_dpwssd_epi32(even, tokens[t].pair(sb * 8 + p), *meta.add(16 + p));
+                    odd = _mm512_dpwssd_epi32(
+                        odd,
+                        tokens[t].pair(sb * 8 + p + 1),
+                        *meta.add(17 + p),
+                    );
+                }
+                let bias = _mm512_add_epi32(even, odd);
+                let isum = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(bias));
+                let dd = _mm512_mul_ps(d, tokens[t].d(sb));
+                acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(dd, _mm512_cvtepi32_ps(isum)));
+            }
+        } else {
+            let (dw, dmin) = (
+                _mm512_castsi512_ps(*meta.add(16)),
+                _mm512_castsi512_ps(*meta.add(17)),
+            );
+            for t in 0..T {
+                // q4k_min_sum: sum_j mn_j * (sums16[2j] + sums16[2j + 1]).
+                let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for j in (0..8).step_by(2) {
+                    even = _mm512_dpwssd_epi32(even, tokens[t].pair(sb * 8 + j), *meta.add(8 + j));
+                    odd =
+                        _mm512_dpwssd_epi32(odd, tokens[t].pair(sb * 8 + j + 1), *meta.add(9 + j));
+                }
+                let imin = _mm512_add_epi32(even, odd);
+                let dx = tokens[t].d(sb);
+                let (d, dm) = (_mm512_mul_ps(dw, dx), _mm512_mul_ps(dmin, dx));
+                let v = _mm512_sub_ps(
+                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
+                    _mm512_mul_ps(dm, _mm512_cvtepi32_ps(imin)),
+                );
+                acc[t] = _mm512_add_ps(acc[t], v);
+            }
+        }
+    }
+    acc
+}
+
+/// `out[t * n + r] = dot(row r, token t)` for the `n` K-quant rows (Q4_K, Q5_K or Q6_K) in
+/// `rows` and every token of `batch`: panel by panel of 16 rows, 8 tokens at a time (then 4, 2,
+/// 1).
+///
+/// SAFETY: the CPU has AVX2, F16C, AVX512-F and AVX512-VNNI; `dtype` is Q4_K, Q5_K or Q6_K;
+/// `rows` is `out.len() / tokens` whole rows of it for `batch.cols()` values, and `batch` has
+/// 256-value blocks (checked by `int_gemm::gemm_rows_512`).
+pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, out: &mut [f32]) {
+    let blocks = batch.cols() / 256;
+    PANEL.with(|panel| {
+        let mut panel = panel.borrow_mut();
+        // Every super-block is rewritten by `decode_panel`: no clearing between products.
+        panel.q.resize(blocks * 256 * ROWS, 0);
+        panel.meta.resize(blocks * META, _mm512_setzero_si512());
+        // SAFETY: as this function's.
+        unsafe { k_rows_with(dtype, rows, batch, out, &mut panel) }
+    })
+}
+
+/// [`k_rows_512`] with the thread's panel. SAFETY: as [`k_rows_512`].
+#[target_feature(enable = "avx512f,avx512vnni,avx2,f16c")]
+unsafe fn k_rows_with(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    out: &mut [f32],
+    panel: &mut Panel,
+) {
+    let tokens = batch.tokens.len();
+    let n = out.len() / tokens;
+    let blocks = batch.cols() / 256;
+    let size = match dtype {
+        GgmlDType::Q4K => 144,
+        GgmlDType::Q5K => 176,
+        _ => 210,
+    };
+    let q6 = dtype == GgmlDType::Q6K;
+    let row_bytes = blocks * size;
+    let mut r0 = 0;
+    while r0 < n {
+        let m = ROWS.min(n - r0);
+        let ptrs: Vec<*const u8> = (0..m)
+            .map(|i| rows.as_ptr().add((r0 + i) * row_bytes))
+            .collect();
+        match dtype {
+            GgmlDType::Q4K => decode_panel(GgmlDType::Q4K, 144, &ptrs, blocks, panel),
+            GgmlDType::Q5K => decode_panel(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
+            _ => decode_panel(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
+        }
+        let mask: __mmask16 = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
+        let mut t0 = 0;
+        while t0 < tokens {
+            macro_rules! run {
+                ($n:literal) => {{
+                    let toks: [Token; $n] = std::array::from_fn(|t| Token::new(batch, t0 + t));
+                    let acc = if q6 {
+                        panel_tokens::<true, $n>(panel, &toks, blocks)
+                    } else {
+                        panel_tokens::<false, $n>(panel, &toks, blocks)
+                    };
+                    for (t, a) in acc.iter().enumerate() {
+                        // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero
+                        // (+0.0 + acc: a -0.0 becomes +0.0 there too).
+                        let v = _mm512_add_ps(_mm512_setzero_ps(), *a);
+                        _mm512_mask_storeu_ps(out.as_mut_ptr().add((t0 + t) * n + r0), mask, v);
+                    }
+                    t0 += $n;
+                }};
+            }
+            match tokens - t0 {
+                left if left >= TOKENS => run!(8),
+                4..=7 => run!(4),
+                2 | 3 => run!(2),
+                _ => run!(1),
+            }
+        }
+        r0 += m;
+    }
+}

@@ -298,12 +298,17 @@ mod tests {
         let k = 256;
         let ramp: Vec<f32> = (0..k).map(|i| i as f32 - 128.0).collect();
         for tokens in [35, 39] {
-            let x: Vec<f32> = [vec![127.0f32; k], vec![-127.0; k], ramp.clone(), vec![0.0; k]]
-                .into_iter()
-                .cycle()
-                .take(tokens)
-                .flatten()
-                .collect();
+            let x: Vec<f32> = [
+                vec![127.0f32; k],
+                vec![-127.0; k],
+                ramp.clone(),
+                vec![0.0; k],
+            ]
+            .into_iter()
+            .cycle()
+            .take(tokens)
+            .flatten()
+            .collect();
             for dtype in TYPES {
                 for fill in [0x00u8, 0xff, 0x80, 0x7f] {
                     let w = matrix(dtype, 2, k, &[fill], &[1.0, -65504.0, -0.0]);

@@ -98,17 +98,16 @@ unsafe fn group_rows<const R: usize, const OFFSET: bool>(
                     _mm512_set1_epi32(*dec.w.get_unchecked(at)),
                 );
                 // Partial `g`: a multiply, then an add (no fused multiply-add), as the GEMV.
-                acc[i][g] = _mm512_add_ps(
-                    acc[i][g],
-                    _mm512_mul_ps(scale[i], _mm512_cvtepi32_ps(isum)),
-                );
+                acc[i][g] =
+                    _mm512_add_ps(acc[i][g], _mm512_mul_ps(scale[i], _mm512_cvtepi32_ps(isum)));
             }
         }
         if OFFSET {
             // `offset_value`: `(m * d_x) * sum_x`.
             let sx = _mm512_loadu_ps(sg.add(b * LANES));
             for i in 0..R {
-                let mx = _mm512_mul_ps(_mm512_set1_ps(*dec.m.get_unchecked(rs[i] * blocks + b)), dx);
+                let mx =
+                    _mm512_mul_ps(_mm512_set1_ps(*dec.m.get_unchecked(rs[i] * blocks + b)), dx);
                 off[i] = _mm512_add_ps(off[i], _mm512_mul_ps(mx, sx));
             }
         }

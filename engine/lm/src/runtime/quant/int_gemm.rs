@@ -149,7 +149,10 @@ pub fn gemm_rows_512(
     batch: &Q8Batch,
     out: &mut [f32],
 ) {
-    assert!(has_k512_kernel(kernel, dtype), "a 512-bit kernel for {dtype}");
+    assert!(
+        has_k512_kernel(kernel, dtype),
+        "a 512-bit kernel for {dtype}"
+    );
     let tokens = batch.tokens.len();
     if tokens == 0 || out.is_empty() {
         return;

@@ -200,11 +200,8 @@ unsafe fn panel_tokens<const Q6: bool, const T: usize>(
                 let (mut even, mut odd) = (_mm512_setzero_si512(), _mm512_setzero_si512());
                 for p in (0..8).step_by(2) {
                     even = _mm512_dpwssd_epi32(even, tokens[t].pair(sb * 8 + p), *meta.add(16 + p));
-                    odd = _mm512_dpwssd_epi32(
-                        odd,
-                        tokens[t].pair(sb * 8 + p + 1),
-                        *meta.add(17 + p),
-                    );
+                    odd =
+                        _mm512_dpwssd_epi32(odd, tokens[t].pair(sb * 8 + p + 1), *meta.add(17 + p));
                 }
                 let bias = _mm512_add_epi32(even, odd);
                 let isum = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(bias));

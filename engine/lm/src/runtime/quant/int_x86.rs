@@ -29,9 +29,10 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// `vpdpbusd ymm` (AVX512-VNNI + VL) from zero, as inline assembly: its intrinsic and the
-/// `avx512vnni` target feature need Rust 1.89, above the workspace's MSRV (1.85). SAFETY: the
-/// CPU has AVX512-VNNI and AVX512-VL.
+/// `vpdpbusd ymm` (AVX512-VNNI + VL) from zero, as inline assembly: written when the
+/// workspace's minimum Rust was 1.85, below the 1.89 that made its intrinsic and the
+/// `avx512vnni` target feature stable (newer kernels, `gemv_lanes_x86.rs`, use them). SAFETY:
+/// the CPU has AVX512-VNNI and AVX512-VL.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn vpdpbusd(u: __m256i, x: __m256i) -> __m256i {

@@ -1,5 +1,5 @@
 //! The AVX-512 VNNI kernel of the lane GEMM (`lane_gemm.rs`): 256-bit `vpdpbusd` as inline
-//! assembly (its intrinsic needs Rust 1.89, above the workspace's MSRV).
+//! assembly (written when its intrinsic, stable from Rust 1.89, was above the workspace's MSRV).
 //!
 //! Each row is decoded once into unsigned bytes (`u = w + c`), then for every whole group of 8
 //! tokens each block is 8 `vpdpbusd` (one 4-weight piece broadcast against the 8 tokens'

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::gemv_lanes::{GemvLanes, LANES};
+use super::gemv_lanes_layout::{GemvLanes, LANES};
 use super::int_x86::{f16_at, nibbles32, q5_0_weights, q5_1_weights};
 use crate::runtime::ggml_type::GgmlDType;
 

@@ -10,6 +10,7 @@ mod amx_panel;
 pub mod dequant;
 pub mod dot;
 pub mod gemv_lanes;
+mod gemv_lanes_layout;
 #[cfg(target_arch = "x86_64")]
 mod gemv_lanes_x86;
 pub mod int_dot;

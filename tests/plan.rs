@@ -425,6 +425,15 @@ fn a_lay_word_stated_as_a_finding_counts_as_a_label() {
         "Feeling flat is a classic symptom of depression.",
     );
     assert!(!found.is_empty(), "{found:?}");
+    // The counselor's own guess at the condition (the same demo, the next session).
+    for guess in [
+        "That sounds like you might be dealing with low self-esteem or depression.",
+        "It sounds like depression, and it is treatable.",
+        "Many people who have depression feel this way.",
+    ] {
+        let found = psy_core::reply_rules::forbidden_labels(&plan.constraints, guess);
+        assert!(!found.is_empty(), "{guess}");
+    }
     let lay = psy_core::reply_rules::forbidden_labels(
         &plan.constraints,
         "You said this might be depression; tell me more about the flat days.",

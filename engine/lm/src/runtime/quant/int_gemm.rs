@@ -84,20 +84,34 @@ pub fn gemm_rows_lanes(
         has_k_lane_kernel(kernel, dtype),
         "a lane kernel for {dtype}"
     );
+    if !checked_k_batch(dtype, rows, batch, out) {
+        return;
+    }
+    assert_eq!(
+        (lanes.groups, lanes.blocks),
+        (batch.tokens.len() / 8, batch.cols() / 32),
+        "lanes regroup this batch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `has_k_lane_kernel` holds only with VNNI detected; lengths checked above.
+    unsafe {
+        super::int_gemm_x86::k_lane_rows_vnni(dtype, rows, batch, lanes, out)
+    }
+}
+
+/// The lengths the K-quant SIMD kernels rely on, since they load without bounds checks:
+/// 256-value activation blocks, every token `batch.cols()` values, `out` `[tokens, rows]` and
+/// `rows` whole rows of `dtype` for it. `false` when there is nothing to compute.
+fn checked_k_batch(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, out: &[f32]) -> bool {
     let tokens = batch.tokens.len();
     if tokens == 0 || out.is_empty() {
-        return;
+        return false;
     }
     let cols = batch.cols();
     assert_eq!(batch.block(), 256, "256-value activation blocks");
     assert!(
         batch.tokens.iter().all(|a| a.len() == cols),
         "every token has {cols} values"
-    );
-    assert_eq!(
-        (lanes.groups, lanes.blocks),
-        (tokens / 8, cols / 32),
-        "lanes regroup this batch"
     );
     assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
     let (_, bytes) = dtype.block_layout().expect("a block type");
@@ -106,11 +120,7 @@ pub fn gemm_rows_lanes(
         out.len() / tokens * cols / 256 * bytes as usize,
         "{dtype} rows vs outputs"
     );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `has_k_lane_kernel` holds only with VNNI detected; lengths checked above.
-    unsafe {
-        super::int_gemm_x86::k_lane_rows_vnni(dtype, rows, batch, lanes, out)
-    }
+    true
 }
 
 /// Whether [`gemm_rows_512`] serves `dtype` with `kernel`: Q4_K, Q5_K and Q6_K with AVX-512
@@ -153,23 +163,9 @@ pub fn gemm_rows_512(
         has_k512_kernel(kernel, dtype),
         "a 512-bit kernel for {dtype}"
     );
-    let tokens = batch.tokens.len();
-    if tokens == 0 || out.is_empty() {
+    if !checked_k_batch(dtype, rows, batch, out) {
         return;
     }
-    let cols = batch.cols();
-    assert_eq!(batch.block(), 256, "256-value activation blocks");
-    assert!(
-        batch.tokens.iter().all(|a| a.len() == cols),
-        "every token has {cols} values"
-    );
-    assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
-    let (_, bytes) = dtype.block_layout().expect("a block type");
-    assert_eq!(
-        rows.len(),
-        out.len() / tokens * cols / 256 * bytes as usize,
-        "{dtype} rows vs outputs"
-    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_k512_kernel` holds only with AVX-512 F and VNNI detected; lengths checked
     // above.

@@ -456,7 +456,9 @@ pub struct Projection {
 impl Projection {
     /// The fewest rows of a single sequence's prompt whose product takes the path of every
     /// longer prompt's: one more than the rows up to which 8-bit activations multiply the
-    /// quantized weight where longer prompts keep f32 ones ([`int_gemm_max_tokens`]), else 1.
+    /// quantized weight where longer prompts keep f32 ones ([`int_gemm_max_tokens`]); on AMX
+    /// hosts, for the types whose AMX GEMM sums each block in its own order (the 32-value
+    /// types), the fewest rows it takes; else 1.
     pub fn rows_of_the_long_prompt_path(&self) -> usize {
         let Some(w) = self.quant.as_deref() else {
             return 1;
@@ -464,11 +466,20 @@ impl Projection {
         if self.activations != Activations::Int8 || !has_int_kernel(w.dtype()) {
             return 1;
         }
-        let int_rows = match quant_prefill() {
-            QuantPrefill::IntTiled => int_gemm_max_tokens(w.dtype()),
-            QuantPrefill::GemmAbove4 => QUANT_INT_MAX_TOKENS,
+        let dtype = w.dtype();
+        let (int_rows, amx) = match quant_prefill() {
+            QuantPrefill::IntTiled => (
+                int_gemm_max_tokens(dtype),
+                amx_gemm::takes(dtype, usize::MAX) && !amx_gemm::keeps_gemv_bits(dtype),
+            ),
+            QuantPrefill::GemmAbove4 => (QUANT_INT_MAX_TOKENS, false),
         };
-        int_rows.checked_add(1).unwrap_or(1)
+        let rows = int_rows.checked_add(1).unwrap_or(1);
+        if amx {
+            rows.max(amx_gemm::min_tokens(dtype))
+        } else {
+            rows
+        }
     }
 
     /// Whether a row's values in a batched step do not depend on the other rows of the step
@@ -713,6 +724,36 @@ mod tests {
                     "{tokens} tokens, value {i}: {f} vs {w}"
                 );
             }
+        }
+    }
+
+    /// What a prompt-cache hit relies on (`generate.rs` re-runs the last
+    /// `prompt_refeed_rows` tokens): that many last rows of a long prompt, run alone, have the
+    /// bits they have inside the whole prompt. On AMX hosts the 32-value types' long prompts
+    /// sum each block in the AMX GEMM's order, so two rows (the GEMV's order) would differ.
+    #[test]
+    fn the_last_rows_of_a_long_prompt_alone_have_the_whole_prompts_bits() {
+        let device = Device::flex();
+        let p = q8_projection(48, 5);
+        let rows = p.rows_of_the_long_prompt_path().max(2);
+        let tokens = 40;
+        assert!(rows < tokens, "{rows} rows");
+        let x: Vec<f32> = (0..tokens * 64)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) * 0.031)
+            .collect();
+        let run = |x: Vec<f32>, n: usize| {
+            let t = Tensor::<3>::from_data(TensorData::new(x, [1, n, 64]), &device);
+            p.forward(t).into_data().to_vec::<f32>().unwrap()
+        };
+        let whole = run(x.clone(), tokens);
+        let tail = run(x[(tokens - rows) * 64..].to_vec(), rows);
+        let whole_tail = &whole[(tokens - rows) * 48..];
+        for (i, (a, b)) in tail.iter().zip(whole_tail).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{rows} rows, value {i}: {a} vs {b}"
+            );
         }
     }
 

@@ -29,6 +29,12 @@ pub fn has_amx_kernel(dtype: GgmlDType) -> bool {
     matches!(dtype, Q4_0 | Q4_1 | Q8_0 | Q4K | Q6K)
 }
 
+/// Whether the AMX GEMM's values for `dtype` equal the GEMV's bit for bit: the K-quants (see
+/// the module doc).
+pub fn keeps_gemv_bits(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K)
+}
+
 /// Whether this process runs the AMX GEMM: AMX-INT8 granted by the OS, and AVX-512 (F, BW,
 /// VNNI) for the scale steps and the unpacking.
 pub fn available() -> bool {

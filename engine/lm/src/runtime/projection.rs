@@ -743,7 +743,7 @@ mod tests {
             .collect();
         let run = |x: Vec<f32>, n: usize| {
             let t = Tensor::<3>::from_data(TensorData::new(x, [1, n, 64]), &device);
-            p.forward(t).into_data().to_vec::<f32>().unwrap()
+            p.forward(t).into_data().try_to_vec::<f32>().unwrap()
         };
         let whole = run(x.clone(), tokens);
         let tail = run(x[(tokens - rows) * 64..].to_vec(), rows);

@@ -100,8 +100,7 @@ pub fn gemm_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::quant::int_dot::dot_row;
-    use half::f16;
+    use crate::runtime::quant::test_blocks::{assert_each_is_the_gemv, matrix};
     use proptest::prelude::*;
 
     const TYPES: [GgmlDType; 5] = [
@@ -111,25 +110,6 @@ mod tests {
         GgmlDType::Q5_1,
         GgmlDType::Q8_0,
     ];
-
-    /// `rows` rows of `dtype` for `k` values from `bytes` (cycled), f16 scales (and mins) from
-    /// `scales` (cycled).
-    fn matrix(dtype: GgmlDType, rows: usize, k: usize, bytes: &[u8], scales: &[f32]) -> Vec<u8> {
-        let (_, size) = dtype.block_layout().unwrap();
-        let n = rows * k / 32 * size as usize;
-        let mut out: Vec<u8> = bytes.iter().copied().cycle().take(n).collect();
-        let fields: &[usize] = match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q5_1 => &[0, 2],
-            _ => &[0],
-        };
-        let mut s = scales.iter().cycle();
-        for blk in out.chunks_exact_mut(size as usize) {
-            for &at in fields {
-                blk[at..at + 2].copy_from_slice(&f16::from_f32(*s.next().unwrap()).to_le_bytes());
-            }
-        }
-        out
-    }
 
     /// The lane GEMM of every (row, token) equals the scalar GEMV's, bit for bit; returns
     /// whether the lanes ran (no lane kernel on this CPU, or too few tokens: only the tiles).
@@ -151,25 +131,9 @@ mod tests {
             return false;
         };
         let tokens = batch.tokens.len();
-        let row_bytes = w.len() / rows;
         let mut out = vec![f32::NAN; rows * tokens];
         gemm_rows(kernel, dtype, w, &batch, &lanes, &mut out);
-        for r in 0..rows {
-            for (t, a) in batch.tokens.iter().enumerate() {
-                let want = dot_row(
-                    IntKernel::Scalar,
-                    dtype,
-                    &w[r * row_bytes..][..row_bytes],
-                    a,
-                );
-                assert_eq!(
-                    out[t * rows + r].to_bits(),
-                    want.to_bits(),
-                    "{dtype} {tokens} tokens, row {r} token {t}: {} vs {want}",
-                    out[t * rows + r]
-                );
-            }
-        }
+        assert_each_is_the_gemv(dtype, w, rows, &batch, &out, &format!("{tokens} tokens"));
         true
     }
 

@@ -193,8 +193,7 @@ fn gemm_rows_scalar(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::quant::int_dot::dot_row;
-    use half::f16;
+    use crate::runtime::quant::test_blocks::{assert_each_is_the_gemv, matrix};
     use proptest::prelude::*;
 
     const TYPES: [GgmlDType; 10] = [
@@ -210,34 +209,11 @@ mod tests {
         GgmlDType::Q6K,
     ];
 
-    /// `rows` random rows of `dtype` for `k` values from `bytes` (cycled) with finite f16
-    /// scales from `scales` (cycled).
-    fn matrix(dtype: GgmlDType, rows: usize, k: usize, bytes: &[u8], scales: &[f32]) -> Vec<u8> {
-        let (elems, size) = dtype.block_layout().unwrap();
-        let n = rows * k / elems as usize * size as usize;
-        let mut out: Vec<u8> = bytes.iter().copied().cycle().take(n).collect();
-        let fields: &[usize] = match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
-            GgmlDType::Q2K => &[80, 82],
-            GgmlDType::Q3K => &[108],
-            GgmlDType::Q6K => &[208],
-            _ => &[0],
-        };
-        let mut s = scales.iter().cycle();
-        for blk in out.chunks_exact_mut(size as usize) {
-            for &at in fields {
-                blk[at..at + 2].copy_from_slice(&f16::from_f32(*s.next().unwrap()).to_le_bytes());
-            }
-        }
-        out
-    }
-
     /// Every kernel's tiles (and lanes, where it has them) equal the GEMV's dot product of each
     /// (row, token) on the scalar kernel, bit for bit.
     fn assert_tiles_equal_the_gemv(dtype: GgmlDType, rows: usize, w: &[u8], x: &[f32], k: usize) {
         let batch = Q8Batch::quantize(x, k, activation_block(dtype));
         let tokens = batch.tokens.len();
-        let row_bytes = w.len() / rows;
         let lanes = LaneActivations::new(&batch);
         let mut runs = Vec::new();
         for kernel in IntKernel::available() {
@@ -256,22 +232,7 @@ mod tests {
             }
         }
         for (kernel, out) in runs {
-            for r in 0..rows {
-                for (t, a) in batch.tokens.iter().enumerate() {
-                    let want = dot_row(
-                        IntKernel::Scalar,
-                        dtype,
-                        &w[r * row_bytes..][..row_bytes],
-                        a,
-                    );
-                    assert_eq!(
-                        out[t * rows + r].to_bits(),
-                        want.to_bits(),
-                        "{dtype} {kernel} row {r} token {t}: {} vs {want}",
-                        out[t * rows + r]
-                    );
-                }
-            }
+            assert_each_is_the_gemv(dtype, w, rows, &batch, &out, &kernel);
         }
     }
 

@@ -33,6 +33,8 @@ pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod q8_x86;
 pub mod quantize;
+#[cfg(test)]
+mod test_blocks;
 
 pub use dequant::{block_layout, dequantize, dequantize_into, is_supported, QuantError};
 pub use int_dot::{has_int_kernel, IntKernel};

@@ -6,12 +6,23 @@
 //! own KV cache at its own positions, so sequences of any lengths join and leave between steps
 //! and a joining prompt rides along with the decoding tokens.
 
-use burn::tensor::{Tensor, TensorData};
+use std::cell::Cell;
+
+use burn::tensor::{DType, Tensor, TensorData};
 
 use super::batch_attention::feed_attention;
 use super::host_attention::{Heads, RopeTables};
+use super::host_decode::HostLayer;
+use super::host_feeds::feed_layers;
 use super::model::{append, attend, ids_tensor, CausalLm, KvCache};
-use super::projection::{quant_products, Projection, SequenceRows};
+use super::projection::{quant_prefill, quant_products, Projection, QuantPrefill, SequenceRows};
+use crate::compute_pool::on_pool;
+
+thread_local! {
+    /// Whether a step may take the host layers (`host_feeds.rs`); the tests turn it off on
+    /// their thread to compare with the tensor path.
+    static HOST_FEEDS: Cell<bool> = const { Cell::new(true) };
+}
 
 /// One sequence's part of a batched forward pass.
 pub struct Feed<'a> {
@@ -101,7 +112,16 @@ impl CausalLm {
         let _rows = SequenceRows::begin();
         let hidden = self.model.embed_tokens.lookup(ids_tensor(&[ids], &device));
         let width = hidden.dims()[2];
-        let mut x = hidden.reshape([b, 1, width]);
+        let x = hidden.reshape([b, 1, width]);
+        if let Some(rope) = rope.as_ref().filter(|_| HOST_FEEDS.with(Cell::get)) {
+            if let Some(x) = self.host_layers(&x, &mut caches, &counts, rope) {
+                for (c, n) in caches.iter_mut().zip(&counts) {
+                    c.len += n;
+                }
+                return self.picked_logits(x, &counts, &wanted);
+            }
+        }
+        let mut x = x;
         for (l, layer) in self.model.layers.iter().enumerate() {
             let attn = &layer.self_attn;
             let (h, kvh, d) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
@@ -156,16 +176,50 @@ impl CausalLm {
         for (c, n) in caches.iter_mut().zip(&counts) {
             c.len += n;
         }
+        self.picked_logits(x, &counts, &wanted)
+    }
+
+    /// The decoder layers of a step on host memory ([`feed_layers`]) from the embedded rows
+    /// `x` `[rows, 1, hidden]`, on the pool in one hand-off; `None` (nothing changed) when a
+    /// layer's weights do not allow it (f32 or LoRA weights, f32 activations, a prefill path
+    /// other than the integer GEMM).
+    fn host_layers(
+        &self,
+        x: &Tensor<3>,
+        caches: &mut [&mut KvCache],
+        counts: &[usize],
+        rope: &RopeTables,
+    ) -> Option<Tensor<3>> {
+        if x.is_autodiff() || x.dtype() != DType::F32 || quant_prefill() != QuantPrefill::IntTiled {
+            return None;
+        }
+        let dims = x.dims();
+        let mut h = x.clone().into_data().try_into_vec::<f32>().ok()?;
+        let layers: Vec<HostLayer<'_>> = self.model.layers.iter().map(|l| l.host_layer()).collect();
+        on_pool(|| feed_layers(&layers, caches, &mut h, counts, rope))?;
+        Some(Tensor::from_data(TensorData::new(h, dims), &x.device()))
+    }
+
+    /// The final norm and the head over the last row of every feed that wants logits (`x` the
+    /// last layer's `[rows, 1, hidden]`); `None` for the others.
+    fn picked_logits(
+        &self,
+        x: Tensor<3>,
+        counts: &[usize],
+        wanted: &[bool],
+    ) -> Vec<Option<Vec<f32>>> {
+        let [b, _, width] = x.dims();
+        let device = x.device();
         // The last row of every feed that wants logits.
         let mut picks = Vec::new();
         let mut end = 0;
-        for (n, &w) in counts.iter().zip(&wanted) {
+        for (n, &w) in counts.iter().zip(wanted) {
             end += n;
             if w {
                 picks.push(end - 1);
             }
         }
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; feeds.len()];
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; counts.len()];
         if picks.is_empty() {
             return out;
         }
@@ -187,7 +241,7 @@ impl CausalLm {
         let vocab = logits.dims()[2];
         let flat = logits.into_data().try_into_vec::<f32>().unwrap_or_default();
         let mut rows = flat.chunks(vocab.max(1)).map(<[f32]>::to_vec);
-        for (o, &w) in out.iter_mut().zip(&wanted) {
+        for (o, &w) in out.iter_mut().zip(wanted) {
             if w {
                 *o = rows.next();
             }
@@ -261,4 +315,120 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 activations")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::{Architecture, ModelConfig};
+    use crate::runtime::quantize_model::quantize_q8_0_in_place;
+    use burn::module::Param;
+    use burn::tensor::Device;
+
+    fn cache_bits(cache: &KvCache) -> Vec<u32> {
+        cache
+            .layers
+            .iter()
+            .flat_map(|l| [&l.k, &l.v])
+            .flat_map(|t| {
+                let t = t.as_ref().expect("cache buffers in place").clone();
+                t.into_data().try_to_vec::<f32>().unwrap()
+            })
+            .map(f32::to_bits)
+            .collect()
+    }
+
+    /// A batched step on host memory (`host_feeds.rs`) gives the tensor path's logits and KV
+    /// cache values bit for bit, with a prompt piece, a prompt's last piece and decoding
+    /// tokens in one step, then a step of decoding rows only, and a lone row: Qwen3 (per-head
+    /// q/k norms) and Qwen2 (q/k/v biases), Q8_0 weights with 8-bit activations.
+    #[test]
+    fn host_feeds_equal_the_tensor_path() {
+        let device = Device::flex();
+        for (arch, qk_norm, bias) in [
+            (Architecture::Qwen3, true, false),
+            (Architecture::Qwen2, false, true),
+        ] {
+            let mut c = ModelConfig::new(arch, 96, 64, 128, 2, 4, 2, 32);
+            c.qk_norm = qk_norm;
+            c.qkv_bias = bias;
+            c.max_position_embeddings = 64;
+            let mut model = CausalLm::random(&c, &device);
+            for layer in &mut model.model.layers {
+                let a = &mut layer.self_attn;
+                for p in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj] {
+                    if let Some(b) = p.bias.as_mut() {
+                        let n = b.dims()[0];
+                        *b = Param::from_tensor(Tensor::random(
+                            [n],
+                            burn::tensor::Distribution::Uniform(-0.5, 0.5),
+                            &device,
+                        ));
+                    }
+                }
+            }
+            quantize_q8_0_in_place(&mut model).unwrap();
+            let layers: Vec<HostLayer<'_>> =
+                model.model.layers.iter().map(|l| l.host_layer()).collect();
+            assert!(
+                layers.iter().all(|l| l.ready().is_some()),
+                "{arch:?}: every layer takes the host step"
+            );
+            let new = || KvCache::new(&c, 1, 48, &device);
+            let mut host: Vec<KvCache> = (0..3).map(|_| new()).collect();
+            let mut tensor: Vec<KvCache> = (0..3).map(|_| new()).collect();
+            // Two sequences with a few positions cached already, one starting its prompt.
+            for caches in [&mut host, &mut tensor] {
+                model.next_logits(&[5, 9, 11], &mut caches[0]);
+                model.next_logits(&[40, 2], &mut caches[1]);
+            }
+            let steps: [&[&[u32]]; 4] = [
+                &[&[7], &[60, 61, 62, 63, 64], &[3, 4, 80]],
+                &[&[12], &[13, 14], &[90]],
+                &[&[2], &[33], &[1]],
+                &[&[44]],
+            ];
+            for (s, step) in steps.iter().enumerate() {
+                let run = |caches: &mut Vec<KvCache>, on_host: bool| {
+                    HOST_FEEDS.with(|f| f.set(on_host));
+                    let mut feeds: Vec<Feed> = caches
+                        .iter_mut()
+                        .zip(step.iter())
+                        .enumerate()
+                        .map(|(i, (cache, ids))| Feed {
+                            ids,
+                            cache,
+                            // The middle sequence's first piece goes on in the next step.
+                            logits: !(s == 0 && i == 1),
+                        })
+                        .collect();
+                    let out = model.forward_feeds(&mut feeds);
+                    HOST_FEEDS.with(|f| f.set(true));
+                    out
+                };
+                let a = run(&mut host, true);
+                let b = run(&mut tensor, false);
+                assert_eq!(a.len(), b.len());
+                for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                    assert_eq!(a.is_some(), b.is_some(), "{arch:?} step {s} feed {i}");
+                    let (Some(a), Some(b)) = (a, b) else { continue };
+                    assert!(a.iter().any(|v| *v != 0.0));
+                    for (j, (x, y)) in a.iter().zip(b).enumerate() {
+                        assert_eq!(
+                            x.to_bits(),
+                            y.to_bits(),
+                            "{arch:?} step {s} feed {i}, logit {j}: {x} vs {y}"
+                        );
+                    }
+                }
+                for (i, (h, t)) in host.iter().zip(&tensor).enumerate() {
+                    assert_eq!(h.len, t.len, "{arch:?} step {s} cache {i}");
+                    assert!(
+                        cache_bits(h) == cache_bits(t),
+                        "{arch:?} step {s}: cache {i} differs"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -54,18 +54,18 @@ fn host_values<const D: usize>(t: &Tensor<D>) -> Option<Vec<f32>> {
 }
 
 /// A layer's weights and biases as the host step reads them, checked once per token.
-struct Ready<'a> {
-    mats: [&'a QuantMatrix; 7],
+pub(crate) struct Ready<'a> {
+    pub(crate) mats: [&'a QuantMatrix; 7],
     /// Of the query, key, value and output projections.
-    biases: [Option<Vec<f32>>; 4],
-    input_norm: Vec<f32>,
-    post_norm: Vec<f32>,
-    q_norm: Option<Vec<f32>>,
-    k_norm: Option<Vec<f32>>,
+    pub(crate) biases: [Option<Vec<f32>>; 4],
+    pub(crate) input_norm: Vec<f32>,
+    pub(crate) post_norm: Vec<f32>,
+    pub(crate) q_norm: Option<Vec<f32>>,
+    pub(crate) k_norm: Option<Vec<f32>>,
 }
 
 impl<'a> HostLayer<'a> {
-    fn ready(&self) -> Option<Ready<'a>> {
+    pub(crate) fn ready(&self) -> Option<Ready<'a>> {
         let mut mats = Vec::with_capacity(7);
         for p in self.projections {
             mats.push(host_matrix(p)?);
@@ -121,7 +121,7 @@ pub(crate) fn rms_norm_as_burn(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) 
 }
 
 /// `y += b` when the projection has a bias (Burn's `y + b`, element by element).
-fn add_bias(y: &mut [f32], b: &Option<Vec<f32>>) {
+pub(crate) fn add_bias(y: &mut [f32], b: &Option<Vec<f32>>) {
     if let Some(b) = b {
         for (y, b) in y.iter_mut().zip(b) {
             *y += b;

@@ -23,6 +23,7 @@ pub mod gguf;
 pub mod grammar;
 mod host_attention;
 mod host_decode;
+mod host_feeds;
 pub mod kernels;
 pub mod load;
 pub mod lora;

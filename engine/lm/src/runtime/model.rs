@@ -616,7 +616,7 @@ impl DecoderLayer {
     }
 
     /// The layer as [`decode_layers`] reads it.
-    fn host_layer(&self) -> HostLayer<'_> {
+    pub(crate) fn host_layer(&self) -> HostLayer<'_> {
         let norm = |n: &RmsNorm| Norm {
             weight: n.weight.val(),
             eps: n.eps,

@@ -136,16 +136,25 @@ pub fn k512_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("PSY_NO_K512").is_none_or(|v| v == "0"))
 }
 
-/// The fewest tokens of a product that take [`gemm_rows_512`] (fewer keep the tiles). One
-/// 8960 x 1536 projection, 2 threads, AMD Zen 5, tiles vs this kernel in one window
-/// (2026-12-04 18:35-18:39 UTC): at 2 and 4 tokens Q4_K 382 / 406 vs 368 / 406 us, Q5_K 360 / 395
-/// vs 432 / 453, Q6_K 350 / 377 vs 474 / 494; at 8 tokens (the 8-token lanes before) Q4_K 635
-/// vs 477, Q5_K 622 vs 528, Q6_K 625 vs 591.
-pub const K512_MIN_TOKENS: usize = 8;
+/// The fewest tokens of a product that take [`gemm_rows_512`] for `dtype` (fewer keep the
+/// tiles). Q5_K, whose panels are still decoded row by row: 8. One 8960 x 1536 projection, 2
+/// threads, AMD Zen 5, tiles vs this kernel in one window (2026-12-04 18:35-18:39 UTC): at 2 and
+/// 4 tokens Q4_K 382 / 406 vs 368 / 406 us, Q5_K 360 / 395 vs 432 / 453, Q6_K 350 / 377 vs 474 /
+/// 494; at 8 tokens (the 8-token lanes before) Q4_K 635 vs 477, Q5_K 622 vs 528, Q6_K 625 vs
+/// 591. Q4_K and Q6_K, whose panels are decoded by vectors: 2. Intel Xeon (AMX host), the same
+/// projection, criterion means, tiles vs this kernel (2026-12-04 23:45 UTC): at 2 and 4 tokens
+/// Q4_K 917 / 1016 vs 769 / 885 us, Q6_K 1013 / 1133 vs 877 / 1078. One token keeps the tiles
+/// (a single sequence's token takes the GEMV).
+pub fn k512_min_tokens(dtype: GgmlDType) -> usize {
+    match dtype {
+        GgmlDType::Q4K | GgmlDType::Q6K => 2,
+        _ => 8,
+    }
+}
 
 /// Whether a product of `tokens` rows multiplies `dtype` by [`gemm_rows_512`] with `kernel`.
 pub fn takes_k512(kernel: IntKernel, dtype: GgmlDType, tokens: usize) -> bool {
-    tokens >= K512_MIN_TOKENS && has_k512_kernel(kernel, dtype) && k512_enabled()
+    tokens >= k512_min_tokens(dtype) && has_k512_kernel(kernel, dtype) && k512_enabled()
 }
 
 /// [`gemm_rows`] with 16 rows in the lanes of a 512-bit vector (`k_gemm512_x86::k_rows_512`):

@@ -152,6 +152,12 @@ unsafe fn decode_panel_by_vectors(
     let bits45 = _mm512_set1_epi8(0x30);
     let low16 = _mm512_set1_epi32(0xffff);
     let q = panel.q.as_mut_ptr();
+    // Each row's distance from the first, for the gathers of the scales.
+    let mut distance = [0i32; ROWS];
+    for (d, r) in distance.iter_mut().zip(rows) {
+        *d = r.offset_from(rows[0]) as i32;
+    }
+    let offsets = _mm512_loadu_si512(distance.as_ptr() as *const _);
     for sb in 0..blocks {
         let mut blk = [std::ptr::null::<u8>(); ROWS];
         for (b, r) in blk.iter_mut().zip(rows) {
@@ -188,22 +194,27 @@ unsafe fn decode_panel_by_vectors(
                     put(k + 24, b_hi, _mm512_srli_epi32::<2>(h));
                 }
             }
-            let mut s = [_mm512_setzero_si512(); 16];
-            for (v, b) in s.iter_mut().zip(&blk) {
-                *v = _mm512_cvtepi8_epi32(_mm_loadu_si128(b.add(192) as *const __m128i));
-            }
-            let scales = transpose16(&s);
-            for (g, v) in scales.iter().enumerate() {
-                *meta.add(g) = *v;
+            // Scale g of each row: byte g % 4 of dword g / 4 at byte 192, sign-extended.
+            for w in 0..4 {
+                let v = gather(blk[0], offsets, 192 + 4 * w);
+                let byte = |j: usize| match j {
+                    0 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)),
+                    1 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)),
+                    2 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)),
+                    _ => _mm512_srai_epi32::<24>(v),
+                };
+                for j in 0..4 {
+                    *meta.add(4 * w + j) = byte(j);
+                }
             }
             for p in 0..8 {
                 *meta.add(16 + p) = _mm512_or_si512(
-                    _mm512_slli_epi32::<16>(scales[2 * p + 1]),
-                    _mm512_and_si512(scales[2 * p], low16),
+                    _mm512_slli_epi32::<16>(*meta.add(2 * p + 1)),
+                    _mm512_and_si512(*meta.add(2 * p), low16),
                 );
             }
             // `d` is the block's last two bytes: the high half of the dword before.
-            *meta.add(24) = f16_lanes(_mm512_srli_epi32::<16>(dwords_at(&blk, 206)));
+            *meta.add(24) = f16_lanes(_mm512_srli_epi32::<16>(gather(blk[0], offsets, 206)));
         } else {
             // Dword 8g + p of the quants: values 64g + 4p.. in its low nibbles, 64g + 32 + 4p.. in
             // its high ones.
@@ -217,20 +228,52 @@ unsafe fn decode_panel_by_vectors(
                     _mm512_storeu_si512(pieces.add((16 * g + 8 + p) * 64) as *mut _, hi);
                 }
             }
-            let mut sm = [_mm512_setzero_si512(); 16];
-            for (v, b) in sm.iter_mut().zip(&blk) {
-                let (sc, mn) = k_scale_min_dwords(b.add(4));
-                let sc = _mm256_and_si256(sc, _mm256_set1_epi32(0xffff));
-                *v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(sc), mn);
+            // The 12 bytes of 6-bit scales and mins (`k_scale_min_dwords`, 16 rows per op):
+            // scales 0-3 and mins 0-3 in the low 6 bits of dwords 0 and 1, scales and mins 4-7
+            // in the nibbles of dword 2 with their top two bits in dwords 0 and 1.
+            let word = |w: usize| gather(blk[0], offsets, 4 + 4 * w);
+            let (u0, u1, u2) = (word(0), word(1), word(2));
+            let (low6, low4, low2) = (
+                _mm512_set1_epi32(0x3f3f_3f3f),
+                _mm512_set1_epi32(0x0f0f_0f0f),
+                _mm512_set1_epi32(0x0303_0303),
+            );
+            let high = |nib: __m512i, top: __m512i| {
+                _mm512_or_si512(
+                    _mm512_and_si512(nib, low4),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(top), low2)),
+                )
+            };
+            let sc = [_mm512_and_si512(u0, low6), high(u2, u0)];
+            let mn = [
+                _mm512_and_si512(u1, low6),
+                high(_mm512_srli_epi32::<4>(u2), u1),
+            ];
+            let low8 = _mm512_set1_epi32(0xff);
+            let byte = |v: __m512i, j: usize| match j {
+                0 => _mm512_and_si512(v, low8),
+                1 => _mm512_and_si512(_mm512_srli_epi32::<8>(v), low8),
+                2 => _mm512_and_si512(_mm512_srli_epi32::<16>(v), low8),
+                _ => _mm512_srli_epi32::<24>(v),
+            };
+            for h in 0..2 {
+                for j in 0..4 {
+                    *meta.add(4 * h + j) = byte(sc[h], j);
+                    let m = byte(mn[h], j);
+                    *meta.add(8 + 4 * h + j) = _mm512_or_si512(m, _mm512_slli_epi32::<16>(m));
+                }
             }
-            for (j, v) in transpose16(&sm).iter().enumerate() {
-                *meta.add(j) = *v;
-            }
-            let d = dwords_at(&blk, 0);
+            let d = gather(blk[0], offsets, 0);
             *meta.add(16) = f16_lanes(d);
             *meta.add(17) = f16_lanes(_mm512_srli_epi32::<16>(d));
         }
     }
+}
+
+/// The dword at `base + offsets[i] + at`, lane by lane.
+#[inline(always)]
+unsafe fn gather(base: *const u8, offsets: __m512i, at: usize) -> __m512i {
+    _mm512_i32gather_epi32::<1>(offsets, base.add(at) as *const i32)
 }
 
 /// The 64 bytes at `at` of each of the 16 blocks, transposed: lane `i` of vector `j` is dword
@@ -242,16 +285,6 @@ unsafe fn raw_dwords(blk: &[*const u8; ROWS], at: usize) -> [__m512i; 16] {
         *v = _mm512_loadu_si512(b.add(at) as *const _);
     }
     transpose16(&r)
-}
-
-/// The dword at `at` of each of the 16 blocks, lane by lane.
-#[inline(always)]
-unsafe fn dwords_at(blk: &[*const u8; ROWS], at: usize) -> __m512i {
-    let mut d = [0u32; ROWS];
-    for (d, b) in d.iter_mut().zip(blk) {
-        *d = (b.add(at) as *const u32).read_unaligned();
-    }
-    _mm512_loadu_si512(d.as_ptr() as *const _)
 }
 
 /// The f16 in the low half of every dword lane as f32 bits.

@@ -21,6 +21,8 @@
 
 pub use super::amx_panel::AmxActivations;
 use super::amx_panel::{at, layout, signed_weights, step, Panel, TILE};
+use super::int_dot::IntKernel;
+use super::int_gemm;
 use crate::runtime::ggml_type::GgmlDType;
 
 /// Whether the AMX GEMM multiplies `dtype`.
@@ -69,9 +71,20 @@ pub fn min_tokens(dtype: GgmlDType) -> usize {
     }
 }
 
-/// Whether a prompt of `tokens` rows multiplies `dtype` on AMX in this process.
+/// Whether a prompt of `tokens` rows multiplies `dtype` on AMX in this process. Not the
+/// K-quants where the 512-bit kernel serves them (every AMX host has AVX-512 VNNI), with the
+/// same bits: since its panels are decoded by vectors it is ahead of AMX. Qwen2.5-Coder-1.5B
+/// Q4_K_M prefill (`PSY_BENCH_PREFILL=64,512 cargo bench --bench decode --
+/// 'qwen2.5-1.5b-q4km-q/prefill/'`), AMX vs `PSY_NO_AMX=1` alternating, two runs each, Intel
+/// Xeon, 2026-12-04 23:54-23:57 UTC, load 1.8: 169.0, 169.2 vs 173.3, 179.4 tok/s at 64
+/// tokens; 191.6, 190.2 vs 202.6, 199.1 at 512. `PSY_NO_K512=1` gives them back to AMX.
 pub fn takes(dtype: GgmlDType, tokens: usize) -> bool {
-    has_amx_kernel(dtype) && tokens >= min_tokens(dtype) && available()
+    has_amx_kernel(dtype)
+        && tokens >= min_tokens(dtype)
+        && available()
+        && !(keeps_gemv_bits(dtype)
+            && int_gemm::has_k512_kernel(IntKernel::detect(), dtype)
+            && int_gemm::k512_enabled())
 }
 
 /// The product of a pair of i16 halves, as `vpdpwssd` sums it.

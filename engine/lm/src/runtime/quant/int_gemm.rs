@@ -137,19 +137,15 @@ pub fn k512_enabled() -> bool {
 }
 
 /// The fewest tokens of a product that take [`gemm_rows_512`] for `dtype` (fewer keep the
-/// tiles). Q5_K, whose panels are still decoded row by row: 8. One 8960 x 1536 projection, 2
-/// threads, AMD Zen 5, tiles vs this kernel in one window (2026-12-04 18:35-18:39 UTC): at 2 and
-/// 4 tokens Q4_K 382 / 406 vs 368 / 406 us, Q5_K 360 / 395 vs 432 / 453, Q6_K 350 / 377 vs 474 /
-/// 494; at 8 tokens (the 8-token lanes before) Q4_K 635 vs 477, Q5_K 622 vs 528, Q6_K 625 vs
-/// 591. Q4_K and Q6_K, whose panels are decoded by vectors: 2. Intel Xeon (AMX host), the same
-/// projection, criterion means, tiles vs this kernel (2026-12-04 23:45 UTC): at 2 and 4 tokens
-/// Q4_K 917 / 1016 vs 769 / 885 us, Q6_K 1013 / 1133 vs 877 / 1078. One token keeps the tiles
-/// (a single sequence's token takes the GEMV).
+/// tiles): 2, since its panels are decoded by vectors. One 8960 x 1536 projection, 2 threads,
+/// Intel Xeon (AMX host), criterion means, tiles vs this kernel (2026-12-04 23:45 and 00:15 UTC):
+/// at 2 and 4 tokens Q4_K 917 / 1016 vs 769 / 885 us, Q5_K 918-1015 / 1078-1121 vs 870-911 /
+/// 995-1061, Q6_K 1013 / 1133 vs 877 / 1078. (Decoded row by row, on AMD Zen 5 at 2 and 4 tokens
+/// it was behind the tiles for Q5_K and Q6_K, 8 tokens was its threshold then; AMD was not
+/// measured since.) One token keeps the tiles (a single sequence's token takes the GEMV).
 pub fn k512_min_tokens(dtype: GgmlDType) -> usize {
-    match dtype {
-        GgmlDType::Q4K | GgmlDType::Q6K => 2,
-        _ => 8,
-    }
+    let _ = dtype;
+    2
 }
 
 /// Whether a product of `tokens` rows multiplies `dtype` by [`gemm_rows_512`] with `kernel`.

@@ -4,9 +4,10 @@
 //! Why rows in lanes and not 16 tokens: `vpdpbusd` broadcasts only its signed operand, the
 //! activations, so one 4-byte piece of a token feeds 16 rows with no broadcast instruction, and a
 //! vector of 16 rows' weights serves the 8 tokens of a block from a register. A task's rows are
-//! decoded once into unsigned bytes (`int_gemm_x86::k_unsigned_block`) and transposed into
-//! panels of 16 rows ([`Panel`]), with their sub-block scales, mins and f16 factors as vectors of
-//! 16 rows. The tokens are read where the batch keeps them; no regrouping.
+//! decoded once, 16 at a time, into panels of unsigned bytes ([`Panel`], the values of
+//! `int_gemm_x86::k_unsigned_block`) with their sub-block scales, mins and f16 factors as vectors
+//! of 16 rows: the raw bytes transposed and unpacked in vectors ([`decode_panel_by_vectors`]).
+//! The tokens are read where the batch keeps them; no regrouping.
 //!
 //! Bit-equal to the GEMV: lane `r` of every vector op on token `t` is the GEMV's scalar op for row
 //! `r` and token `t`. A super-block's integers (`isum`, Q4_K's and Q5_K's `imin`, Q6_K's offset)
@@ -17,8 +18,6 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::int_gemm_x86::k_unsigned_block;
-use super::int_x86::{f16_at, k_scale_min_dwords};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -76,78 +75,27 @@ unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
     out
 }
 
-/// Decodes rows `rows[0..m]` (`m <= 16`, each `blocks` super-blocks of `size` bytes of `dtype`)
-/// into `panel`, every super-block rewritten; lanes past `m` get zero weights and factors
-/// (their results are not stored).
-#[inline(always)]
-unsafe fn decode_panel(
-    dtype: GgmlDType,
-    size: usize,
-    rows: &[*const u8],
-    blocks: usize,
-    panel: &mut Panel,
-) {
-    let mut u = [[0u8; 256]; ROWS];
-    let mut meta = [[0i32; ROWS]; META];
-    for sb in 0..blocks {
-        for (i, row) in rows.iter().enumerate() {
-            let blk = row.add(sb * size);
-            k_unsigned_block(dtype, blk, u[i].as_mut_ptr());
-            if dtype == GgmlDType::Q6K {
-                for (g, m) in meta[..16].iter_mut().enumerate() {
-                    m[i] = i32::from(*blk.add(192 + g) as i8);
-                }
-                for p in 0..8 {
-                    let (lo, hi) = (meta[2 * p][i] as u16, meta[2 * p + 1][i] as u16);
-                    meta[16 + p][i] = (u32::from(hi) << 16 | u32::from(lo)) as i32;
-                }
-                meta[24][i] = f16_at(blk.add(208)).to_bits() as i32;
-            } else {
-                let (sc, mn) = k_scale_min_dwords(blk.add(4));
-                let (mut s, mut n) = ([0i32; 8], [0i32; 8]);
-                _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, sc);
-                _mm256_storeu_si256(n.as_mut_ptr() as *mut __m256i, mn);
-                for j in 0..8 {
-                    meta[j][i] = s[j] & 0xffff;
-                    meta[8 + j][i] = n[j];
-                }
-                meta[16][i] = f16_at(blk).to_bits() as i32;
-                meta[17][i] = f16_at(blk.add(2)).to_bits() as i32;
-            }
-        }
-        for quarter in 0..4 {
-            let r: [__m512i; 16] = std::array::from_fn(|i| {
-                _mm512_loadu_si512(u[i].as_ptr().add(quarter * 64) as *const _)
-            });
-            for (j, c) in transpose16(&r).iter().enumerate() {
-                let at = (sb * 64 + quarter * 16 + j) * 64;
-                _mm512_storeu_si512(panel.q.as_mut_ptr().add(at) as *mut _, *c);
-            }
-        }
-        for (k, v) in meta.iter().enumerate() {
-            panel.meta[sb * META + k] = _mm512_loadu_si512(v.as_ptr() as *const _);
-        }
-    }
-}
-
-/// [`decode_panel`] for Q4_K and Q6_K by vectors: each super-block's raw quant bytes of the 16
+/// Decodes the 16 rows `rows` (each `blocks` super-blocks of `size` bytes of Q4_K, Q5_K or Q6_K)
+/// into `panel`, every super-block rewritten, by vectors: each super-block's raw quant bytes of the 16
 /// rows transposed 16 dwords at a time ([`transpose16`]: a dword of a row holds 4 consecutive
 /// bytes, so after the transpose lane `i` of vector `j` is dword `j` of row `i`) and unpacked
-/// there, 16 rows per instruction; the scales transposed the same way. The same panel bytes and
-/// factors as [`decode_panel`] in the lanes of `rows` (a short panel repeats a row in the other
-/// lanes, whose results are not stored).
+/// there, 16 rows per instruction; the scales, mins and f16 factors gathered 16 rows at a time and
+/// unpacked the same way. Each panel byte is the unsigned value `int_gemm_x86::k_unsigned_block`
+/// gives (a short panel repeats a row in the lanes past its rows, whose results are not stored).
 ///
 /// Why: at the 8 tokens of a batch engine's step the panel is decoded for 8 tokens only, and
-/// [`decode_panel`]'s row-by-row unpacking and scalar scale scatter were about two thirds of the
-/// product (one 8960 x 1536 Q4_K matrix: 1.83 ms at 8 tokens, 2.61 at 16).
+/// decoding row by row (`k_unsigned_block` per row, then a scalar scatter of the scales) was about
+/// two thirds of the product (one 8960 x 1536 Q4_K matrix: 1.83 ms at 8 tokens, 2.61 at 16;
+/// by vectors 1.18 and 1.62-1.69).
 #[inline(always)]
 unsafe fn decode_panel_by_vectors(
-    q6: bool,
+    dtype: GgmlDType,
     size: usize,
     rows: &[*const u8; ROWS],
     blocks: usize,
     panel: &mut Panel,
 ) {
+    let q6 = dtype == GgmlDType::Q6K;
     let low4 = _mm512_set1_epi8(0x0f);
     let bits45 = _mm512_set1_epi8(0x30);
     let low16 = _mm512_set1_epi32(0xffff);
@@ -217,13 +165,30 @@ unsafe fn decode_panel_by_vectors(
             *meta.add(24) = f16_lanes(_mm512_srli_epi32::<16>(gather(blk[0], offsets, 206)));
         } else {
             // Dword 8g + p of the quants: values 64g + 4p.. in its low nibbles, 64g + 32 + 4p.. in
-            // its high ones.
+            // its high ones; Q5_K's fifth bits are bits 2g (low) and 2g + 1 (high) of the bytes of
+            // dword p of `qh`.
+            let (qs_at, qh) = if dtype == GgmlDType::Q5K {
+                (48, Some(raw_dwords(&blk, 16)))
+            } else {
+                (16, None)
+            };
+            let ones = _mm512_set1_epi8(1);
+            let fifth = |h: __m512i, bit: usize| {
+                _mm512_slli_epi32::<4>(_mm512_and_si512(
+                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(bit as i32)),
+                    ones,
+                ))
+            };
             for half in 0..2 {
-                let qs = raw_dwords(&blk, 16 + 64 * half);
+                let qs = raw_dwords(&blk, qs_at + 64 * half);
                 for (j, v) in qs.iter().enumerate() {
                     let (g, p) = ((16 * half + j) / 8, (16 * half + j) % 8);
-                    let lo = _mm512_and_si512(*v, low4);
-                    let hi = _mm512_and_si512(_mm512_srli_epi32::<4>(*v), low4);
+                    let mut lo = _mm512_and_si512(*v, low4);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi32::<4>(*v), low4);
+                    if let Some(qh) = &qh {
+                        lo = _mm512_or_si512(lo, fifth(qh[p], 2 * g));
+                        hi = _mm512_or_si512(hi, fifth(qh[p], 2 * g + 1));
+                    }
                     _mm512_storeu_si512(pieces.add((16 * g + p) * 64) as *mut _, lo);
                     _mm512_storeu_si512(pieces.add((16 * g + 8 + p) * 64) as *mut _, hi);
                 }
@@ -439,21 +404,15 @@ unsafe fn k_rows_with(
     let mut r0 = 0;
     while r0 < n {
         let m = ROWS.min(n - r0);
+        // Lanes past a short panel's rows read its first row.
+        let ptrs: [*const u8; ROWS] = std::array::from_fn(|i| {
+            rows.as_ptr()
+                .add((r0 + if i < m { i } else { 0 }) * row_bytes)
+        });
         match dtype {
-            GgmlDType::Q5K => {
-                let ptrs: Vec<*const u8> = (0..m)
-                    .map(|i| rows.as_ptr().add((r0 + i) * row_bytes))
-                    .collect();
-                decode_panel(GgmlDType::Q5K, 176, &ptrs, blocks, panel)
-            }
-            _ => {
-                // Lanes past a short panel's rows read its first row.
-                let ptrs: [*const u8; ROWS] = std::array::from_fn(|i| {
-                    rows.as_ptr()
-                        .add((r0 + if i < m { i } else { 0 }) * row_bytes)
-                });
-                decode_panel_by_vectors(q6, size, &ptrs, blocks, panel)
-            }
+            GgmlDType::Q4K => decode_panel_by_vectors(GgmlDType::Q4K, 144, &ptrs, blocks, panel),
+            GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
+            _ => decode_panel_by_vectors(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
         }
         let mask: __mmask16 = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
         let mut t0 = 0;

@@ -72,7 +72,14 @@ pub(crate) fn feed_layers(
         }
         let context = feed_attention(&mut q, &mut k, &v, caches, counts, l, heads, rope);
         let mut o = vec![0.0f32; rows * hidden];
-        QuantMatrix::matmul_int_tiled_many(&[o_m], &context, rows, &mut [&mut o[..]], kernel, order);
+        QuantMatrix::matmul_int_tiled_many(
+            &[o_m],
+            &context,
+            rows,
+            &mut [&mut o[..]],
+            kernel,
+            order,
+        );
         o.chunks_exact_mut(hidden)
             .for_each(|row| add_bias(row, &r.biases[3]));
         for (x, o) in x.iter_mut().zip(&o) {
@@ -91,7 +98,14 @@ pub(crate) fn feed_layers(
             |g, u| silu(g) * u,
         );
         let mut down = vec![0.0f32; rows * hidden];
-        QuantMatrix::matmul_int_tiled_many(&[down_m], &act, rows, &mut [&mut down[..]], kernel, order);
+        QuantMatrix::matmul_int_tiled_many(
+            &[down_m],
+            &act,
+            rows,
+            &mut [&mut down[..]],
+            kernel,
+            order,
+        );
         for (x, d) in x.iter_mut().zip(&down) {
             *x += d;
         }

@@ -136,21 +136,17 @@ pub fn k512_enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("PSY_NO_K512").is_none_or(|v| v == "0"))
 }
 
-/// The fewest tokens of a product that take [`gemm_rows_512`] for `dtype` (fewer keep the
-/// tiles): 2, since its panels are decoded by vectors. One 8960 x 1536 projection, 2 threads,
+/// The fewest tokens of a product that take [`gemm_rows_512`] (fewer keep the tiles): 2, since its panels are decoded by vectors. One 8960 x 1536 projection, 2 threads,
 /// Intel Xeon (AMX host), criterion means, tiles vs this kernel (2026-12-04 23:45 and 00:15 UTC):
 /// at 2 and 4 tokens Q4_K 917 / 1016 vs 769 / 885 us, Q5_K 918-1015 / 1078-1121 vs 870-911 /
 /// 995-1061, Q6_K 1013 / 1133 vs 877 / 1078. (Decoded row by row, on AMD Zen 5 at 2 and 4 tokens
 /// it was behind the tiles for Q5_K and Q6_K, 8 tokens was its threshold then; AMD was not
 /// measured since.) One token keeps the tiles (a single sequence's token takes the GEMV).
-pub fn k512_min_tokens(dtype: GgmlDType) -> usize {
-    let _ = dtype;
-    2
-}
+pub const K512_MIN_TOKENS: usize = 2;
 
 /// Whether a product of `tokens` rows multiplies `dtype` by [`gemm_rows_512`] with `kernel`.
 pub fn takes_k512(kernel: IntKernel, dtype: GgmlDType, tokens: usize) -> bool {
-    tokens >= k512_min_tokens(dtype) && has_k512_kernel(kernel, dtype) && k512_enabled()
+    tokens >= K512_MIN_TOKENS && has_k512_kernel(kernel, dtype) && k512_enabled()
 }
 
 /// [`gemm_rows`] with 16 rows in the lanes of a 512-bit vector (`k_gemm512_x86::k_rows_512`):

@@ -199,7 +199,8 @@ mod tests {
     }
 
     /// Every (row, token) of the SIMD kernel equals [`dot_row`] bit for bit: whole groups of 8
-    /// tokens in lanes and the rest one at a time, extreme activations and scales included.
+    /// tokens in lanes and the rest one at a time (8 rows at once, or one row at a time), extreme
+    /// activations and scales included.
     #[test]
     fn the_kernel_equals_the_reference_order() {
         let Some(kernel) = IntKernel::available()
@@ -209,8 +210,12 @@ mod tests {
             println!("no lane kernel on this CPU; nothing to compare");
             return;
         };
-        let (k, n) = (320, 5);
-        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let k = 320;
+        // 5 rows: one at a time; 8 and 21: rows 8 at a time for the tokens past the groups.
+        for (dtype, n) in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0]
+            .into_iter()
+            .flat_map(|d| [(d, 5), (d, 8), (d, 21)])
+        {
             let rows: Vec<u8> = (0..n)
                 .flat_map(|i| row(dtype, k / 32, 7 + i as u32))
                 .collect();

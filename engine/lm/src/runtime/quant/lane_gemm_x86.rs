@@ -52,7 +52,26 @@ unsafe fn gemm_rows_impl(
     let offsets = dtype == GgmlDType::Q4_1;
     let blocks = batch.cols() / 32;
     let mut u = vec![0u8; blocks * 32];
+    // Tokens past the last whole group of 8: rows 8 at a time in the lanes ([`rows8_token`]),
+    // the rows past the last 8 one at a time below.
+    let rest = lanes.groups * 8..tokens;
+    let rows8 = if rest.is_empty() { 0 } else { n / 8 * 8 };
+    for r0 in (0..rows8).step_by(8) {
+        for t in rest.clone() {
+            let v = rows8_token(
+                dtype,
+                rows.as_ptr().add(r0 * blocks * size),
+                blocks,
+                batch,
+                t,
+            );
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * n + r0), v);
+        }
+    }
     for r in 0..n {
+        if lanes.groups == 0 && r < rows8 {
+            continue;
+        }
         let row = rows.as_ptr().add(r * blocks * size);
         for b in 0..blocks {
             let w = unsigned32(dtype, row.add(b * size));
@@ -92,7 +111,7 @@ unsafe fn gemm_rows_impl(
                 out[(q * 8 + l) * n + r] = *v;
             }
         }
-        for t in lanes.groups * 8..tokens {
+        for t in if r < rows8 { 0..0 } else { rest.clone() } {
             let a = &batch.tokens[t];
             let (mut scaled, mut offset) = (0.0f32, 0.0f32);
             for b in 0..blocks {
@@ -107,6 +126,60 @@ unsafe fn gemm_rows_impl(
             }
             out[t * n + r] = if offsets { scaled + offset } else { scaled };
         }
+    }
+}
+
+/// `lane_gemm::dot_row` of the 8 consecutive rows at `rows` (`blocks` blocks each) with token `t`
+/// of `batch`, row `j` in lane `j`: each block's 8 exact integer sums (one `vpdpbusd` per row, then
+/// an add tree across the 8 vectors) and the scalar steps of `dot_row` lane by lane. Where the
+/// per-row path spends a horizontal sum and a chain of dependent scalar adds per block, this
+/// spends an eighth of the tree and of the vector adds.
+#[inline(always)]
+unsafe fn rows8_token(
+    dtype: GgmlDType,
+    rows: *const u8,
+    blocks: usize,
+    batch: &Q8Batch,
+    t: usize,
+) -> __m256 {
+    let (size, c) = block_form(dtype);
+    let offsets = dtype == GgmlDType::Q4_1;
+    let a = &batch.tokens[t];
+    let row_bytes = blocks * size;
+    let (mut scaled, mut offset) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for b in 0..blocks {
+        let x = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
+        let mut p = [_mm256_setzero_si256(); 8];
+        let mut dw = [0u16; 8];
+        let mut mw = [0u16; 8];
+        for (j, (p, (dw, mw))) in p.iter_mut().zip(dw.iter_mut().zip(&mut mw)).enumerate() {
+            let blk = rows.add(j * row_bytes + b * size);
+            *p = dpbusd(_mm256_setzero_si256(), unsigned32(dtype, blk), x);
+            *dw = (blk as *const u16).read_unaligned();
+            *mw = (blk.add(2) as *const u16).read_unaligned();
+        }
+        // Lane j: the sum of p[j]'s 8 lanes.
+        let (t0, t1) = (_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        let (t2, t3) = (_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+        let (u0, u1) = (_mm256_hadd_epi32(t0, t1), _mm256_hadd_epi32(t2, t3));
+        let sums = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(u0, u1),
+            _mm256_permute2x128_si256::<0x31>(u0, u1),
+        );
+        let isum = _mm256_sub_epi32(sums, _mm256_set1_epi32(c * a.sums[b]));
+        let dx = _mm256_set1_ps(a.d[b]);
+        let f16s = |h: &[u16; 8]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i));
+        let scale = _mm256_mul_ps(f16s(&dw), dx);
+        scaled = _mm256_add_ps(scaled, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(isum)));
+        if offsets {
+            let mx = _mm256_mul_ps(f16s(&mw), dx);
+            offset = _mm256_add_ps(offset, _mm256_mul_ps(mx, _mm256_set1_ps(a.sums[b] as f32)));
+        }
+    }
+    if offsets {
+        _mm256_add_ps(scaled, offset)
+    } else {
+        scaled
     }
 }
 

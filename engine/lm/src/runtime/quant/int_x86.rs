@@ -567,7 +567,7 @@ pub(super) unsafe fn prefetch_ahead(blk: *const u8, len: usize) {
 /// 576-wide Q4_1 rows) to 51 lines (a 3072-wide Q8_0 row) that fill the line-fill buffers, as
 /// the K-quants' did. Past the end of the weights it is only a wasted request.
 #[inline(always)]
-unsafe fn prefetch_line_ahead(blk: *const u8) {
+pub(super) unsafe fn prefetch_line_ahead(blk: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_BYTES_AHEAD) as *const i8);
 }
 

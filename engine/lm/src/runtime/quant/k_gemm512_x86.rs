@@ -47,7 +47,7 @@ thread_local! {
 
 /// The 16 x 16 transpose of dwords: `out[j]` lane `i` = `rows[i]` lane `j`.
 #[inline(always)]
-unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
+pub(super) unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
     let mut t = [_mm512_setzero_si512(); 16];
     for k in 0..8 {
         t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);

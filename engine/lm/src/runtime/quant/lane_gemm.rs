@@ -99,10 +99,34 @@ pub fn gemm_rows(
         "{dtype} rows vs outputs"
     );
     #[cfg(target_arch = "x86_64")]
+    if takes_512(tokens) {
+        // SAFETY: `has_lane_kernel` holds only with AVX-512 F and VNNI detected, `takes_512`
+        // only with BW too; lengths checked above.
+        unsafe { super::lane_gemm512_x86::lane_rows_512(dtype, rows, batch, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_lane_kernel` holds only with VNNI detected; lengths checked above.
     unsafe {
         super::lane_gemm_x86::gemm_rows_vnni(dtype, rows, batch, lanes, out)
     }
+}
+
+/// The fewest tokens of a product that take the 512-bit lane kernel (`lane_gemm512_x86.rs`, 16
+/// rows in the lanes); fewer keep the 256-bit one (8 tokens in the lanes). Same bits either way.
+pub const LANE512_MIN_TOKENS: usize = 2;
+
+/// Whether a product of `tokens` rows (on a [`has_lane_kernel`] host) takes the 512-bit lane
+/// kernel: AVX-512 BW present and `PSY_NO_LANE512` unset, which keeps the 256-bit kernel, to
+/// measure one against the other with one binary.
+#[cfg(target_arch = "x86_64")]
+fn takes_512(tokens: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    tokens >= LANE512_MIN_TOKENS
+        && *ON.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512bw")
+                && std::env::var_os("PSY_NO_LANE512").is_none_or(|v| v == "0")
+        })
 }
 
 #[cfg(test)]
@@ -211,16 +235,17 @@ mod tests {
             return;
         };
         let k = 320;
-        // 5 rows: one at a time; 8 and 21: rows 8 at a time for the tokens past the groups.
+        // 5 rows: one at a time; 8 and 21: rows 8 at a time for the tokens past the groups (the
+        // 256-bit kernel); 5, 21 and 37: a short pass of 16 rows (the 512-bit one).
         for (dtype, n) in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0]
             .into_iter()
-            .flat_map(|d| [(d, 5), (d, 8), (d, 21)])
+            .flat_map(|d| [(d, 5), (d, 8), (d, 21), (d, 37)])
         {
             let rows: Vec<u8> = (0..n)
                 .flat_map(|i| row(dtype, k / 32, 7 + i as u32))
                 .collect();
             let row_bytes = rows.len() / n;
-            for tokens in [1, 3, 8, 9, 17] {
+            for tokens in [1, 2, 3, 4, 5, 8, 9, 17] {
                 let x: Vec<f32> = (0..tokens * k)
                     .map(|i| match i % 41 {
                         0 => 1e30,
@@ -231,17 +256,44 @@ mod tests {
                     .collect();
                 let batch = Q8Batch::quantize(&x, k, 32);
                 let lanes = LaneActivations::new(&batch);
+                // What `gemm_rows` takes on this host, and both x86 kernels by name (the
+                // 512-bit one only where the CPU has AVX-512 BW).
+                let mut runs = Vec::new();
                 let mut out = vec![f32::NAN; tokens * n];
                 gemm_rows(kernel, dtype, &rows, &batch, &lanes, &mut out);
-                for r in 0..n {
-                    for (t, a) in batch.tokens.iter().enumerate() {
-                        let want = dot_row(dtype, &rows[r * row_bytes..][..row_bytes], a);
-                        assert_eq!(
-                            out[t * n + r].to_bits(),
-                            want.to_bits(),
-                            "{dtype} {tokens} tokens, row {r} token {t}: {} vs {want}",
-                            out[t * n + r]
-                        );
+                runs.push(("gemm_rows", out));
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let mut out = vec![f32::NAN; tokens * n];
+                    // SAFETY: a lane kernel exists, so AVX-512 F and VNNI are present.
+                    unsafe {
+                        super::super::lane_gemm_x86::gemm_rows_vnni(
+                            dtype, &rows, &batch, &lanes, &mut out,
+                        )
+                    };
+                    runs.push(("256-bit", out));
+                    if std::arch::is_x86_feature_detected!("avx512bw") {
+                        let mut out = vec![f32::NAN; tokens * n];
+                        // SAFETY: as above, and BW detected.
+                        unsafe {
+                            super::super::lane_gemm512_x86::lane_rows_512(
+                                dtype, &rows, &batch, &mut out,
+                            )
+                        };
+                        runs.push(("512-bit", out));
+                    }
+                }
+                for (name, out) in &runs {
+                    for r in 0..n {
+                        for (t, a) in batch.tokens.iter().enumerate() {
+                            let want = dot_row(dtype, &rows[r * row_bytes..][..row_bytes], a);
+                            assert_eq!(
+                                out[t * n + r].to_bits(),
+                                want.to_bits(),
+                                "{name}: {dtype} {tokens} tokens, row {r} token {t}: {} vs {want}",
+                                out[t * n + r]
+                            );
+                        }
                     }
                 }
             }

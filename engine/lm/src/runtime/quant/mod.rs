@@ -25,6 +25,8 @@ mod k_gemm512_x86;
 pub mod kquants;
 pub mod lane_gemm;
 #[cfg(target_arch = "x86_64")]
+mod lane_gemm512_x86;
+#[cfg(target_arch = "x86_64")]
 mod lane_gemm_x86;
 mod lane_layout;
 pub mod legacy;

@@ -85,7 +85,7 @@ unsafe fn decode_panel(
         // The dword at byte `at` (even) of every row's span.
         let dword = |at: usize| {
             let k = at / 4;
-            if at % 4 == 0 {
+            if at.is_multiple_of(4) {
                 raw[k]
             } else {
                 _mm512_or_si512(

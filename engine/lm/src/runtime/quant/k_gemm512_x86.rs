@@ -22,11 +22,42 @@ use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
 /// Rows per panel: the 16 i32 lanes of a 512-bit vector.
-const ROWS: usize = 16;
+pub(super) const ROWS: usize = 16;
 
 /// Tokens per pass over a panel: each weight vector loaded serves them all; 8 accumulators, 8
 /// scaled sums and 8 f32 sums stay in the 32 vector registers.
-const TOKENS: usize = 8;
+pub(super) const TOKENS: usize = 8;
+
+/// How many tokens the next pass over a panel takes with `left` to go: [`TOKENS`] while there
+/// are, then 4, 2, 1 (the passes' code is instantiated for those counts).
+#[inline(always)]
+pub(super) fn pass_tokens(left: usize) -> usize {
+    match left {
+        l if l >= TOKENS => TOKENS,
+        4..=7 => 4,
+        2 | 3 => 2,
+        _ => 1,
+    }
+}
+
+/// The panel of rows `r0..` of the `n` rows in `rows`, `row_bytes` apart: its rows (at most
+/// [`ROWS`]), their pointers (lanes past a short panel's rows repeat its first row; their
+/// results are not stored) and the mask of the lanes to store.
+#[inline(always)]
+pub(super) unsafe fn panel_rows(
+    rows: &[u8],
+    r0: usize,
+    n: usize,
+    row_bytes: usize,
+) -> (usize, [*const u8; ROWS], __mmask16) {
+    let m = ROWS.min(n - r0);
+    let ptrs = std::array::from_fn(|i| {
+        rows.as_ptr()
+            .add((r0 + if i < m { i } else { 0 }) * row_bytes)
+    });
+    let mask = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
+    (m, ptrs, mask)
+}
 
 /// Vectors of per-row values for one super-block of a panel: Q4_K/Q5_K's 8 scales (plain i32),
 /// 8 mins (in both i16 halves, the `b` of `vpdpwssd`), `d` and `dmin`; Q6_K's 16 scales (i32),
@@ -403,18 +434,12 @@ unsafe fn k_rows_with(
     let row_bytes = blocks * size;
     let mut r0 = 0;
     while r0 < n {
-        let m = ROWS.min(n - r0);
-        // Lanes past a short panel's rows read its first row.
-        let ptrs: [*const u8; ROWS] = std::array::from_fn(|i| {
-            rows.as_ptr()
-                .add((r0 + if i < m { i } else { 0 }) * row_bytes)
-        });
+        let (m, ptrs, mask) = panel_rows(rows, r0, n, row_bytes);
         match dtype {
             GgmlDType::Q4K => decode_panel_by_vectors(GgmlDType::Q4K, 144, &ptrs, blocks, panel),
             GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
             _ => decode_panel_by_vectors(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
         }
-        let mask: __mmask16 = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
         let mut t0 = 0;
         while t0 < tokens {
             macro_rules! run {
@@ -434,10 +459,10 @@ unsafe fn k_rows_with(
                     t0 += $n;
                 }};
             }
-            match tokens - t0 {
-                left if left >= TOKENS => run!(8),
-                4..=7 => run!(4),
-                2 | 3 => run!(2),
+            match pass_tokens(tokens - t0) {
+                TOKENS => run!(8),
+                4 => run!(4),
+                2 => run!(2),
                 _ => run!(1),
             }
         }

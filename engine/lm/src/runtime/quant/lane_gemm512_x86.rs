@@ -16,17 +16,11 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::k_gemm512_x86::transpose16;
+use super::k_gemm512_x86::{panel_rows, pass_tokens, transpose16, ROWS, TOKENS};
 
 use super::lane_layout::block_form;
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
-
-/// Rows per pass: the 16 i32 lanes of a 512-bit vector.
-const ROWS: usize = 16;
-
-/// Tokens per pass over a block: its 8 weight vectors serve them all from registers.
-const TOKENS: usize = 8;
 
 /// Blocks per span of the decode: 16 rows' 16 blocks are at most 9 transposes of 64 bytes.
 const SPAN: usize = 16;
@@ -226,14 +220,8 @@ unsafe fn rows_typed(
     let row_bytes = blocks * size;
     let mut r0 = 0;
     while r0 < n {
-        let m = ROWS.min(n - r0);
-        // Lanes past a short pass's rows read its first row; their results are not stored.
-        let ptrs: [*const u8; ROWS] = std::array::from_fn(|i| {
-            rows.as_ptr()
-                .add((r0 + if i < m { i } else { 0 }) * row_bytes)
-        });
+        let (m, ptrs, mask) = panel_rows(rows, r0, n, row_bytes);
         decode_panel(dtype, size, &ptrs, blocks, panel);
-        let mask: __mmask16 = if m == ROWS { 0xffff } else { (1u16 << m) - 1 };
         let mut t0 = 0;
         while t0 < tokens {
             macro_rules! run {
@@ -253,10 +241,10 @@ unsafe fn rows_typed(
                     t0 += $n;
                 }};
             }
-            match tokens - t0 {
-                left if left >= TOKENS => run!(8),
-                4..=7 => run!(4),
-                2 | 3 => run!(2),
+            match pass_tokens(tokens - t0) {
+                TOKENS => run!(8),
+                4 => run!(4),
+                2 => run!(2),
                 _ => run!(1),
             }
         }

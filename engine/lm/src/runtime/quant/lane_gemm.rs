@@ -1,5 +1,6 @@
 //! The batch engine's integer GEMM for the 32-value block types (Q4_0, Q4_1, Q8_0), with the
-//! tokens of a step in the 8 lanes of a vector (`lane_gemm_x86.rs`).
+//! tokens of a step in the 8 lanes of a vector (`lane_gemm_x86.rs`), or, from 2 tokens on CPUs
+//! with AVX-512 BW, 16 rows in the lanes of 512-bit vectors (`lane_gemm512_x86.rs`).
 //!
 //! Why: the tiles of `int_gemm_x86.rs` keep the GEMV's order (8 partial sums per token, each
 //! block's scale applied to all 8), which costs a conversion, two multiplies and an add per

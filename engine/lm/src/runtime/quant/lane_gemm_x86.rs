@@ -5,8 +5,9 @@
 //! tokens each block is 8 `vpdpbusd` (one 4-weight piece broadcast against the 8 tokens'
 //! pieces) giving the 8 tokens' exact integer sums in the 8 lanes, and one conversion and
 //! multiply-then-add (as `lane_gemm::dot_row`, lane by lane) apply the scales. Tokens past the
-//! last whole group go one at a time: one `vpdpbusd` per block, an exact horizontal sum, and
-//! the same scalar steps.
+//! last whole group take 8 rows at a time in the lanes ([`rows8_token`]), the rows past the
+//! last 8 one at a time (an exact horizontal sum and the same scalar steps). Where AVX-512 BW is
+//! present, steps of 2 or more tokens take `lane_gemm512_x86.rs` instead (same bits).
 
 use std::arch::x86_64::*;
 

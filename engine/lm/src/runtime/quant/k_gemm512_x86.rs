@@ -330,9 +330,20 @@ unsafe fn panel_tokens<const Q6: bool, const T: usize>(
     panel: &Panel,
     tokens: &[Token; T],
     blocks: usize,
+    ahead: &[u8],
 ) -> [__m512; T] {
+    // `ahead`'s share per super-block: the next panel's 16 rows are contiguous, as many
+    // super-blocks long.
+    let lines = ahead.len().div_ceil(64).div_ceil(blocks.max(1));
     let mut acc = [_mm512_setzero_ps(); T];
     for sb in 0..blocks {
+        // The next panel's bytes, fetched while this one computes (`lane_gemm512_x86.rs`).
+        for l in 0..lines {
+            let at = (sb * lines + l) * 64;
+            if at < ahead.len() {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
+            }
+        }
         let meta = panel.meta.as_ptr().add(sb * META);
         let w = |p: usize| _mm512_loadu_si512(panel.q.as_ptr().add((sb * 64 + p) * 64) as *const _);
         let mut isum = [_mm512_setzero_si512(); T];
@@ -440,15 +451,19 @@ unsafe fn k_rows_with(
             GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
             _ => decode_panel_by_vectors(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
         }
+        // The next panel's rows, fetched while this one's first pass computes.
+        let next = &rows[((r0 + m) * row_bytes).min(rows.len())..];
+        let next = &next[..next.len().min(ROWS * row_bytes)];
         let mut t0 = 0;
         while t0 < tokens {
             macro_rules! run {
                 ($n:literal) => {{
                     let toks: [Token; $n] = std::array::from_fn(|t| Token::new(batch, t0 + t));
+                    let ahead = if t0 == 0 { next } else { &[] };
                     let acc = if q6 {
-                        panel_tokens::<true, $n>(panel, &toks, blocks)
+                        panel_tokens::<true, $n>(panel, &toks, blocks, ahead)
                     } else {
-                        panel_tokens::<false, $n>(panel, &toks, blocks)
+                        panel_tokens::<false, $n>(panel, &toks, blocks, ahead)
                     };
                     for (t, a) in acc.iter().enumerate() {
                         // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero

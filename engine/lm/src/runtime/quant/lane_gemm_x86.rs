@@ -52,7 +52,9 @@ unsafe fn gemm_rows_impl(
     let (size, c) = block_form(dtype);
     let offsets = dtype == GgmlDType::Q4_1;
     let blocks = batch.cols() / 32;
-    let mut u = vec![0u8; blocks * 32];
+    // A row's unsigned weights, for the rows that take the per-row paths below (none for one
+    // token when the rows are whole groups of 8).
+    let mut u = Vec::new();
     // Tokens past the last whole group of 8: rows 8 at a time in the lanes ([`rows8_token`]),
     // the rows past the last 8 one at a time below.
     let rest = lanes.groups * 8..tokens;
@@ -80,6 +82,7 @@ unsafe fn gemm_rows_impl(
         if lanes.groups == 0 && r < rows8 {
             continue;
         }
+        u.resize(blocks * 32, 0u8);
         let row = rows.as_ptr().add(r * blocks * size);
         for b in 0..blocks {
             prefetch_line_ahead(row.add(b * size));

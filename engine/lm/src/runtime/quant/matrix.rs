@@ -26,11 +26,12 @@ use crate::runtime::kernels;
 /// Rows per rayon task (as in the f32 GEMV).
 const ROWS_PER_TASK: usize = 64;
 
-/// Rows per task of the integer GEMM of a `rows`-row matrix with `tokens` tokens. A decoding
-/// step's few tokens: two tasks per thread, whole panels of 16 rows (a 576-row matrix was 9
-/// tasks of 64 for 2 threads, and each task's first rows were read before any prefetch; at 8
-/// sequences SmolLM2's step was ~10% slower, at 1 ~8%, measured on an AMD EPYC against 32,
-/// 64, 128, 256 and one task per thread). Prompts keep 64-row tasks.
+/// Rows per task of the integer GEMM (and GEMV) of a `rows`-row matrix with `tokens` tokens. A
+/// decoding step's few tokens: two tasks per thread, whole panels of 16 rows (a 576-row matrix
+/// was 9 tasks of 64 for 2 threads, and each task's first rows were read before any prefetch;
+/// at 8 sequences SmolLM2's batch step was ~10% slower, at 1 ~8%, measured on an AMD EPYC
+/// against 32, 64, 128, 256 and one task per thread; the one-request GEMV gained 0-5%, within
+/// noise). Prompts keep 64-row tasks.
 fn tiled_rows_per_task(rows: usize, tokens: usize) -> usize {
     if tokens > 16 {
         return ROWS_PER_TASK;
@@ -257,10 +258,11 @@ impl QuantMatrix {
             .map(|xt| Q8Activations::quantize(xt, block))
             .collect();
         if tokens == 1 {
-            y.par_chunks_mut(ROWS_PER_TASK)
+            let per_task = tiled_rows_per_task(n, 1);
+            y.par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(chunk, out)| {
-                    let rows = self.row_span(chunk * ROWS_PER_TASK, out.len());
+                    let rows = self.row_span(chunk * per_task, out.len());
                     int_dot::dot_rows(kernel, self.dtype, rows, &acts[0], out);
                 });
             return;
@@ -424,8 +426,9 @@ impl QuantMatrix {
         let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
         for (i, (m, y)) in mats.iter().zip(ys.iter_mut()).enumerate() {
             assert_eq!(y.len(), m.rows, "output is not [rows]");
-            for (c, out) in y.chunks_mut(ROWS_PER_TASK).enumerate() {
-                tasks.push((i, c * ROWS_PER_TASK, out));
+            let per_task = tiled_rows_per_task(m.rows, 1);
+            for (c, out) in y.chunks_mut(per_task).enumerate() {
+                tasks.push((i, c * per_task, out));
             }
         }
         tasks.into_par_iter().for_each(|(i, base, out)| {
@@ -452,10 +455,11 @@ impl QuantMatrix {
         );
         assert_eq!(y.len(), gate.rows, "output is not [rows]");
         let acts = Self::one_token_activations(&[gate, up], x);
-        y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each_init(
+        let per_task = tiled_rows_per_task(gate.rows, 1);
+        y.par_chunks_mut(per_task).enumerate().for_each_init(
             Vec::new,
             |u: &mut Vec<f32>, (chunk, out)| {
-                let base = chunk * ROWS_PER_TASK;
+                let base = chunk * per_task;
                 u.resize(out.len(), 0.0);
                 let (ga, ua) = (acts.of(gate.dtype), acts.of(up.dtype));
                 int_dot::dot_rows(kernel, gate.dtype, gate.row_span(base, out.len()), ga, out);

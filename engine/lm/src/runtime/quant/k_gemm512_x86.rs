@@ -332,24 +332,25 @@ unsafe fn panel_tokens<const Q6: bool, const T: usize>(
     blocks: usize,
     ahead: &[u8],
 ) -> [__m512; T] {
-    // `ahead`'s share per super-block: the next panel's 16 rows are contiguous, as many
-    // super-blocks long.
-    let lines = ahead.len().div_ceil(64).div_ceil(blocks.max(1));
+    // `ahead`'s share per sub-block: the next panel's 16 rows are contiguous, as many
+    // super-blocks long. Spread over the sub-blocks: a burst of 36 at each super-block stalled
+    // on the fill buffers (a tenth of this kernel's samples sat on those prefetches).
+    let (subs, pieces) = if Q6 { (16, 4) } else { (8, 8) };
+    let lines = ahead.len().div_ceil(64).div_ceil(blocks.max(1) * subs);
     let mut acc = [_mm512_setzero_ps(); T];
     for sb in 0..blocks {
-        // The next panel's bytes, fetched while this one computes (`lane_gemm512_x86.rs`).
-        for l in 0..lines {
-            let at = (sb * lines + l) * 64;
-            if at < ahead.len() {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
-            }
-        }
         let meta = panel.meta.as_ptr().add(sb * META);
         let w = |p: usize| _mm512_loadu_si512(panel.q.as_ptr().add((sb * 64 + p) * 64) as *const _);
         let mut isum = [_mm512_setzero_si512(); T];
         // Q4_K/Q5_K: 8 sub-blocks of 8 pieces; Q6_K: 16 of 4, each weighed by its scale.
-        let (subs, pieces) = if Q6 { (16, 4) } else { (8, 8) };
         for s in 0..subs {
+            // The next panel's bytes, fetched while this one computes (`lane_gemm512_x86.rs`).
+            for l in 0..lines {
+                let at = ((sb * subs + s) * lines + l) * 64;
+                if at < ahead.len() {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
+                }
+            }
             let mut a = [_mm512_setzero_si512(); T];
             for p in 0..pieces {
                 let k = s * pieces + p;

@@ -571,6 +571,19 @@ pub(super) unsafe fn prefetch_line_ahead(blk: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_BYTES_AHEAD) as *const i8);
 }
 
+/// Asks the cache for share `i` of `ahead` (its cache lines `i * lines..(i + 1) * lines`, those
+/// within it): the next rows of a kernel that reads several rows side by side, fetched a share
+/// per step while the current rows compute.
+#[inline(always)]
+pub(super) unsafe fn prefetch_share(ahead: &[u8], i: usize, lines: usize) {
+    for l in 0..lines {
+        let at = (i * lines + l) * 64;
+        if at < ahead.len() {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
+        }
+    }
+}
+
 /// `out[i] = dot(row i, a)` for the consecutive rows in `rows`, with the type dispatched once
 /// (each arm inlines the kernel for a constant type).
 #[inline(always)]

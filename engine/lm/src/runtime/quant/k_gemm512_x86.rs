@@ -18,6 +18,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::int_x86::prefetch_share;
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -345,12 +346,7 @@ unsafe fn panel_tokens<const Q6: bool, const T: usize>(
         // Q4_K/Q5_K: 8 sub-blocks of 8 pieces; Q6_K: 16 of 4, each weighed by its scale.
         for s in 0..subs {
             // The next panel's bytes, fetched while this one computes (`lane_gemm512_x86.rs`).
-            for l in 0..lines {
-                let at = ((sb * subs + s) * lines + l) * 64;
-                if at < ahead.len() {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
-                }
-            }
+            prefetch_share(ahead, sb * subs + s, lines);
             let mut a = [_mm512_setzero_si512(); T];
             for p in 0..pieces {
                 let k = s * pieces + p;

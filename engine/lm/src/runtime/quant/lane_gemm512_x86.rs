@@ -16,6 +16,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::int_x86::prefetch_share;
 use super::k_gemm512_x86::{panel_rows, pass_tokens, transpose16, ROWS, TOKENS};
 
 use super::lane_layout::block_form;
@@ -144,12 +145,7 @@ unsafe fn panel_tokens<const T: usize>(
         let (d, m) = (*panel.d.as_ptr().add(b), *panel.m.as_ptr().add(b));
         // The next panel's bytes, a block's share at a time: its decode read rows from memory
         // and waited there (the row loads were about a third of this kernel on an AMD EPYC).
-        for l in 0..lines {
-            let at = (b * lines + l) * 64;
-            if at < ahead.len() {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(at) as *const i8);
-            }
-        }
+        prefetch_share(ahead, b, lines);
         // Pieces outside, tokens inside, as in the K-quant kernel: T independent accumulator
         // chains, each weight vector read once (alone, no measurable change on a Zen 4).
         let mut acc = [_mm512_setzero_si512(); T];

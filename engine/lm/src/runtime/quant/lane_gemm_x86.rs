@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int_x86::{dpbusd, f16_at, hsum_i32, nibbles32, prefetch_line_ahead};
+use super::int_x86::{dpbusd, f16_at, hsum_i32, nibbles32, prefetch_line_ahead, prefetch_share};
 use super::lane_layout::{block_form, LaneActivations};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
@@ -60,20 +60,19 @@ unsafe fn gemm_rows_impl(
     let rest = lanes.groups * 8..tokens;
     let rows8 = if rest.is_empty() { 0 } else { n / 8 * 8 };
     for r0 in (0..rows8).step_by(8) {
+        // The next group of 8 rows, fetched on the first token's pass only.
+        let row_bytes = blocks * size;
+        let next = &rows[((r0 + 8) * row_bytes).min(rows.len())..];
+        let next = &next[..next.len().min(8 * row_bytes)];
         for t in rest.clone() {
-            // Rows ahead are fetched on the first token's pass only.
-            let end = if t == rest.start {
-                rows.as_ptr_range().end
-            } else {
-                std::ptr::null()
-            };
+            let ahead = if t == rest.start { next } else { &[] };
             let v = rows8_token(
                 dtype,
                 rows.as_ptr().add(r0 * blocks * size),
                 blocks,
                 batch,
                 t,
-                end,
+                ahead,
             );
             _mm256_storeu_ps(out.as_mut_ptr().add(t * n + r0), v);
         }
@@ -153,7 +152,7 @@ unsafe fn rows8_token(
     blocks: usize,
     batch: &Q8Batch,
     t: usize,
-    ahead_end: *const u8,
+    ahead: &[u8],
 ) -> __m256 {
     let (size, c) = block_form(dtype);
     let offsets = dtype == GgmlDType::Q4_1;
@@ -165,15 +164,9 @@ unsafe fn rows8_token(
     // time), so a block's share of the next group is fetched with each block. One group ahead
     // read 11-12 GB/s on one thread there, as the GEMV does; the same block of each next row
     // (the previous way) 10, two or three groups ahead 9.5-10, none 7-8.
-    let ahead = rows.wrapping_add(8 * row_bytes);
     let lines = (8 * size).div_ceil(64);
     for b in 0..blocks {
-        for l in 0..lines {
-            let at = (b * lines + l) * 64;
-            if at < (ahead_end as usize).saturating_sub(ahead as usize) {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.add(at) as *const i8);
-            }
-        }
+        prefetch_share(ahead, b, lines);
         let x = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
         let mut p = [_mm256_setzero_si256(); 8];
         let mut dw = [0u16; 8];

@@ -411,7 +411,7 @@ fn prefill_quantized(c: &mut Criterion) {
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     let shapes: [(usize, usize, &[usize]); 4] = [
-        (8960, 1536, &[2, 4, 8, 16, 32, 64, 512]),
+        (8960, 1536, &[1, 2, 4, 8, 16, 32, 64, 512]),
         (1536, 1536, &[16, 64, 512]),
         (1536, 8960, &[16, 64, 512]),
         (256, 1536, &[16, 64, 512]),
@@ -440,6 +440,7 @@ fn prefill_quantized(c: &mut Criterion) {
             }
         }
         let m = QuantMatrix::new(dtype, rows, k, data).unwrap();
+        let panels = m.clone().into_panels();
         for &tokens in lengths {
             group.throughput(Throughput::Elements(tokens as u64));
             let x: Vec<f32> = (0..tokens * k)
@@ -472,6 +473,14 @@ fn prefill_quantized(c: &mut Criterion) {
                     m.matmul_int_tiled(&x, tokens, &mut y, IntKernel::detect())
                 })
             });
+            if panels.panel_rows() > 0 {
+                // The same matrix stored as panels (what a GGUF load keeps on this CPU).
+                group.bench_function(id("int-panels"), |b| {
+                    each(b, &mut || {
+                        panels.matmul_int_tiled(&x, tokens, &mut y, IntKernel::detect())
+                    })
+                });
+            }
         }
     }
     group.finish();

@@ -467,10 +467,12 @@ impl TensorSource for GgufSource {
         }
         let m = self.file.tensor_quant(&g).map_err(gguf_err)?;
         self.used.insert(g.clone());
-        Ok(Some(match self.qk_heads(&g) {
+        let m = match self.qk_heads(&g) {
             Some(heads) => m.permute_rows(|dst| permuted_source_row(dst, heads, shape[0])),
             None => m,
-        }))
+        };
+        // K-quants as panels where the 512-bit kernel reads them (a no-op elsewhere).
+        Ok(Some(m.into_panels()))
     }
 
     fn finish(&self) -> Result<()> {

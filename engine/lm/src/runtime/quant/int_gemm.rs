@@ -150,13 +150,15 @@ pub fn takes_k512(kernel: IntKernel, dtype: GgmlDType, tokens: usize) -> bool {
 }
 
 /// [`gemm_rows`] with 16 rows in the lanes of a 512-bit vector (`k_gemm512_x86::k_rows_512`):
-/// the same f32 results, bit for bit, for every token, whole groups or not.
+/// the same f32 results, bit for bit, for every token, whole groups or not. The first `panels`
+/// rows of `rows` (a multiple of 16) are stored as panels (`k_panels.rs`), the rest as rows.
 /// [`has_k512_kernel`] must hold; lengths are checked here, since the SIMD kernel loads
 /// without bounds checks.
 pub fn gemm_rows_512(
     kernel: IntKernel,
     dtype: GgmlDType,
     rows: &[u8],
+    panels: usize,
     batch: &Q8Batch,
     out: &mut [f32],
 ) {
@@ -167,11 +169,15 @@ pub fn gemm_rows_512(
     if !checked_k_batch(dtype, rows, batch, out) {
         return;
     }
+    assert!(
+        panels.is_multiple_of(16) && panels <= out.len() / batch.tokens.len(),
+        "{panels} panel rows: whole panels of the rows"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `has_k512_kernel` holds only with AVX-512 F and VNNI detected; lengths checked
     // above.
     unsafe {
-        super::k_gemm512_x86::k_rows_512(dtype, rows, batch, out)
+        super::k_gemm512_x86::k_rows_512(dtype, rows, panels, batch, out)
     }
 }
 
@@ -194,6 +200,7 @@ fn gemm_rows_scalar(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::quant::k_panels;
     use crate::runtime::quant::test_blocks::{assert_each_is_the_gemv, matrix};
     use proptest::prelude::*;
 
@@ -228,8 +235,17 @@ mod tests {
             }
             if has_k512_kernel(kernel, dtype) {
                 let mut out = vec![0.0f32; rows * tokens];
-                gemm_rows_512(kernel, dtype, w, &batch, &mut out);
+                gemm_rows_512(kernel, dtype, w, 0, &batch, &mut out);
                 runs.push((format!("{kernel:?} 512-bit"), out));
+                let whole = rows / 16 * 16;
+                if whole > 0 {
+                    let row_bytes = w.len() / rows;
+                    let mut panels = w.to_vec();
+                    k_panels::rows_to_panels(dtype, &mut panels, rows, row_bytes);
+                    let mut out = vec![0.0f32; rows * tokens];
+                    gemm_rows_512(kernel, dtype, &panels, whole, &batch, &mut out);
+                    runs.push((format!("{kernel:?} 512-bit panels"), out));
+                }
             }
         }
         for (kernel, out) in runs {

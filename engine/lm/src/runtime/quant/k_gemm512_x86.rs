@@ -9,6 +9,18 @@
 //! of 16 rows: the raw bytes transposed and unpacked in vectors ([`decode_panel_by_vectors`]).
 //! The tokens are read where the batch keeps them; no regrouping.
 //!
+//! A matrix loaded from a GGUF file on a CPU with this kernel keeps its K-quant rows as panels
+//! (`k_panels.rs`: the transpose done once at load). Then a panel's vectors are plain loads, and
+//! for up to [`FUSED_MAX_TOKENS`] tokens (a decoding step; one token included) Q4_K's and Q6_K's
+//! passes unpack their quants as they read them ([`Q4Panels`], [`Q6Panels`]), with the scales
+//! decoded per super-block and the bytes ahead fetched linearly, as the GEMV does; longer
+//! products decode each panel once for their several passes. One 8960 x 1536 product, 2
+//! threads, AMD EPYC (Zen 4), weights cycled through 24 copies so that they come from memory:
+//! Q4_K 8 tokens 1.89 ms per row GEMV, ~0.57 ms transposing rows, 0.43-0.46 ms from panels; 1
+//! token 0.20-0.24 ms (GEMV 0.23-0.24); Q6_K 8 tokens 0.55-0.65 ms (rows ~0.68-0.75), 1 token
+//! 0.36-0.39 ms against the GEMV's 0.30-0.33 (its loads jump between a super-block's ql, qh and
+//! scales; not solved).
+//!
 //! Bit-equal to the GEMV: lane `r` of every vector op on token `t` is the GEMV's scalar op for row
 //! `r` and token `t`. A super-block's integers (`isum`, Q4_K's and Q5_K's `imin`, Q6_K's offset)
 //! are exact in any order, and the f32 steps are the tiles' (`int_gemm_x86::tile_row`): `d = d_w
@@ -24,6 +36,10 @@ use crate::runtime::ggml_type::GgmlDType;
 
 /// Rows per panel: the 16 i32 lanes of a 512-bit vector.
 pub(super) const ROWS: usize = 16;
+
+/// The most tokens of a product whose passes unpack Q4_K and Q6_K panels as they read them;
+/// more tokens take several passes, which read the panel of pieces decoded once.
+const FUSED_MAX_TOKENS: usize = 16;
 
 /// Tokens per pass over a panel: each weight vector loaded serves them all; 8 accumulators, 8
 /// scaled sums and 8 f32 sums stay in the 32 vector registers.
@@ -120,168 +136,227 @@ pub(super) unsafe fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
 /// two thirds of the product (one 8960 x 1536 Q4_K matrix: 1.83 ms at 8 tokens, 2.61 at 16;
 /// by vectors 1.18 and 1.62-1.69).
 #[inline(always)]
-unsafe fn decode_panel_by_vectors(
+unsafe fn decode_panel_by_vectors<B: Blocks>(
     dtype: GgmlDType,
-    size: usize,
-    rows: &[*const u8; ROWS],
+    src: &B,
     blocks: usize,
     panel: &mut Panel,
 ) {
-    let q6 = dtype == GgmlDType::Q6K;
+    for sb in 0..blocks {
+        decode_quants(dtype, src, sb, panel.q.as_mut_ptr().add(sb * 64 * 64));
+        decode_meta(dtype, src, sb, panel.meta.as_mut_ptr().add(sb * META));
+    }
+}
+
+/// Super-block `sb`'s 64 pieces of 16 rows' unsigned values, written at `pieces`.
+#[inline(always)]
+unsafe fn decode_quants<B: Blocks>(dtype: GgmlDType, src: &B, sb: usize, pieces: *mut u8) {
     let low4 = _mm512_set1_epi8(0x0f);
     let bits45 = _mm512_set1_epi8(0x30);
-    let low16 = _mm512_set1_epi32(0xffff);
-    let q = panel.q.as_mut_ptr();
-    // Each row's distance from the first, for the gathers of the scales.
-    let mut distance = [0i32; ROWS];
-    for (d, r) in distance.iter_mut().zip(rows) {
-        *d = r.offset_from(rows[0]) as i32;
-    }
-    let offsets = _mm512_loadu_si512(distance.as_ptr() as *const _);
-    for sb in 0..blocks {
-        let mut blk = [std::ptr::null::<u8>(); ROWS];
-        for (b, r) in blk.iter_mut().zip(rows) {
-            *b = r.add(sb * size);
-        }
-        let pieces = q.add(sb * 64 * 64);
-        let meta = panel.meta.as_mut_ptr().add(sb * META);
-        if q6 {
-            // Value 128n + 32c + 4i + (0..4) is (ql nibble) | (2 qh bits) << 4, from ql dword
-            // 16n + i (c = 0, 2: low, high nibble) or 16n + 8 + i (c = 1, 3) and qh dword 8n + i
-            // (bits 2c, 2c + 1 of each byte).
-            let (ql0, ql1, qh) = (
-                raw_dwords(&blk, 0),
-                raw_dwords(&blk, 64),
-                raw_dwords(&blk, 128),
-            );
-            for n in 0..2 {
-                let ql = if n == 0 { &ql0 } else { &ql1 };
-                for i in 0..8 {
-                    let (a, b, h) = (ql[i], ql[8 + i], qh[8 * n + i]);
-                    let a_hi = _mm512_srli_epi32::<4>(a);
-                    let b_hi = _mm512_srli_epi32::<4>(b);
-                    let k = 32 * n + i;
-                    let put = |k: usize, nib: __m512i, top: __m512i| {
-                        let v = _mm512_or_si512(
-                            _mm512_and_si512(nib, low4),
-                            _mm512_and_si512(top, bits45),
-                        );
-                        _mm512_storeu_si512(pieces.add(k * 64) as *mut _, v);
-                    };
-                    put(k, a, _mm512_slli_epi32::<4>(h));
-                    put(k + 8, b, _mm512_slli_epi32::<2>(h));
-                    put(k + 16, a_hi, h);
-                    put(k + 24, b_hi, _mm512_srli_epi32::<2>(h));
-                }
-            }
-            // Scale g of each row: byte g % 4 of dword g / 4 at byte 192, sign-extended.
-            for w in 0..4 {
-                let v = gather(blk[0], offsets, 192 + 4 * w);
-                let byte = |j: usize| match j {
-                    0 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)),
-                    1 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)),
-                    2 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)),
-                    _ => _mm512_srai_epi32::<24>(v),
+    if dtype == GgmlDType::Q6K {
+        // Value 128n + 32c + 4i + (0..4) is (ql nibble) | (2 qh bits) << 4, from ql dword
+        // 16n + i (c = 0, 2: low, high nibble) or 16n + 8 + i (c = 1, 3) and qh dword 8n + i
+        // (bits 2c, 2c + 1 of each byte).
+        let (ql0, ql1, qh) = (src.dwords(sb, 0), src.dwords(sb, 64), src.dwords(sb, 128));
+        for n in 0..2 {
+            let ql = if n == 0 { &ql0 } else { &ql1 };
+            for i in 0..8 {
+                let (a, b, h) = (ql[i], ql[8 + i], qh[8 * n + i]);
+                let a_hi = _mm512_srli_epi32::<4>(a);
+                let b_hi = _mm512_srli_epi32::<4>(b);
+                let k = 32 * n + i;
+                let put = |k: usize, nib: __m512i, top: __m512i| {
+                    let v =
+                        _mm512_or_si512(_mm512_and_si512(nib, low4), _mm512_and_si512(top, bits45));
+                    _mm512_storeu_si512(pieces.add(k * 64) as *mut _, v);
                 };
-                for j in 0..4 {
-                    *meta.add(4 * w + j) = byte(j);
-                }
+                put(k, a, _mm512_slli_epi32::<4>(h));
+                put(k + 8, b, _mm512_slli_epi32::<2>(h));
+                put(k + 16, a_hi, h);
+                put(k + 24, b_hi, _mm512_srli_epi32::<2>(h));
             }
-            for p in 0..8 {
-                *meta.add(16 + p) = _mm512_or_si512(
-                    _mm512_slli_epi32::<16>(*meta.add(2 * p + 1)),
-                    _mm512_and_si512(*meta.add(2 * p), low16),
-                );
+        }
+        return;
+    }
+    // Dword 8g + p of the quants: values 64g + 4p.. in its low nibbles, 64g + 32 + 4p.. in
+    // its high ones; Q5_K's fifth bits are bits 2g (low) and 2g + 1 (high) of the bytes of
+    // dword p of `qh`.
+    let (qs_at, qh) = if dtype == GgmlDType::Q5K {
+        (48, Some(src.dwords(sb, 16)))
+    } else {
+        (16, None)
+    };
+    let ones = _mm512_set1_epi8(1);
+    let fifth = |h: __m512i, bit: usize| {
+        _mm512_slli_epi32::<4>(_mm512_and_si512(
+            _mm512_srl_epi32(h, _mm_cvtsi32_si128(bit as i32)),
+            ones,
+        ))
+    };
+    for half in 0..2 {
+        let qs = src.dwords(sb, qs_at + 64 * half);
+        for (j, v) in qs.iter().enumerate() {
+            let (g, p) = ((16 * half + j) / 8, (16 * half + j) % 8);
+            let mut lo = _mm512_and_si512(*v, low4);
+            let mut hi = _mm512_and_si512(_mm512_srli_epi32::<4>(*v), low4);
+            if let Some(qh) = &qh {
+                lo = _mm512_or_si512(lo, fifth(qh[p], 2 * g));
+                hi = _mm512_or_si512(hi, fifth(qh[p], 2 * g + 1));
             }
-            // `d` is the block's last two bytes: the high half of the dword before.
-            *meta.add(24) = f16_lanes(_mm512_srli_epi32::<16>(gather(blk[0], offsets, 206)));
-        } else {
-            // Dword 8g + p of the quants: values 64g + 4p.. in its low nibbles, 64g + 32 + 4p.. in
-            // its high ones; Q5_K's fifth bits are bits 2g (low) and 2g + 1 (high) of the bytes of
-            // dword p of `qh`.
-            let (qs_at, qh) = if dtype == GgmlDType::Q5K {
-                (48, Some(raw_dwords(&blk, 16)))
-            } else {
-                (16, None)
-            };
-            let ones = _mm512_set1_epi8(1);
-            let fifth = |h: __m512i, bit: usize| {
-                _mm512_slli_epi32::<4>(_mm512_and_si512(
-                    _mm512_srl_epi32(h, _mm_cvtsi32_si128(bit as i32)),
-                    ones,
-                ))
-            };
-            for half in 0..2 {
-                let qs = raw_dwords(&blk, qs_at + 64 * half);
-                for (j, v) in qs.iter().enumerate() {
-                    let (g, p) = ((16 * half + j) / 8, (16 * half + j) % 8);
-                    let mut lo = _mm512_and_si512(*v, low4);
-                    let mut hi = _mm512_and_si512(_mm512_srli_epi32::<4>(*v), low4);
-                    if let Some(qh) = &qh {
-                        lo = _mm512_or_si512(lo, fifth(qh[p], 2 * g));
-                        hi = _mm512_or_si512(hi, fifth(qh[p], 2 * g + 1));
-                    }
-                    _mm512_storeu_si512(pieces.add((16 * g + p) * 64) as *mut _, lo);
-                    _mm512_storeu_si512(pieces.add((16 * g + 8 + p) * 64) as *mut _, hi);
-                }
-            }
-            // The 12 bytes of 6-bit scales and mins (`k_scale_min_dwords`, 16 rows per op):
-            // scales 0-3 and mins 0-3 in the low 6 bits of dwords 0 and 1, scales and mins 4-7
-            // in the nibbles of dword 2 with their top two bits in dwords 0 and 1.
-            let word = |w: usize| gather(blk[0], offsets, 4 + 4 * w);
-            let (u0, u1, u2) = (word(0), word(1), word(2));
-            let (low6, low4, low2) = (
-                _mm512_set1_epi32(0x3f3f_3f3f),
-                _mm512_set1_epi32(0x0f0f_0f0f),
-                _mm512_set1_epi32(0x0303_0303),
-            );
-            let high = |nib: __m512i, top: __m512i| {
-                _mm512_or_si512(
-                    _mm512_and_si512(nib, low4),
-                    _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(top), low2)),
-                )
-            };
-            let sc = [_mm512_and_si512(u0, low6), high(u2, u0)];
-            let mn = [
-                _mm512_and_si512(u1, low6),
-                high(_mm512_srli_epi32::<4>(u2), u1),
-            ];
-            let low8 = _mm512_set1_epi32(0xff);
-            let byte = |v: __m512i, j: usize| match j {
-                0 => _mm512_and_si512(v, low8),
-                1 => _mm512_and_si512(_mm512_srli_epi32::<8>(v), low8),
-                2 => _mm512_and_si512(_mm512_srli_epi32::<16>(v), low8),
-                _ => _mm512_srli_epi32::<24>(v),
-            };
-            for h in 0..2 {
-                for j in 0..4 {
-                    *meta.add(4 * h + j) = byte(sc[h], j);
-                    let m = byte(mn[h], j);
-                    *meta.add(8 + 4 * h + j) = _mm512_or_si512(m, _mm512_slli_epi32::<16>(m));
-                }
-            }
-            let d = gather(blk[0], offsets, 0);
-            *meta.add(16) = f16_lanes(d);
-            *meta.add(17) = f16_lanes(_mm512_srli_epi32::<16>(d));
+            _mm512_storeu_si512(pieces.add((16 * g + p) * 64) as *mut _, lo);
+            _mm512_storeu_si512(pieces.add((16 * g + 8 + p) * 64) as *mut _, hi);
         }
     }
 }
 
-/// The dword at `base + offsets[i] + at`, lane by lane.
+/// Super-block `sb`'s `META` vectors of per-row scales, mins and factors, written at `meta`.
 #[inline(always)]
-unsafe fn gather(base: *const u8, offsets: __m512i, at: usize) -> __m512i {
-    _mm512_i32gather_epi32::<1>(offsets, base.add(at) as *const i32)
+unsafe fn decode_meta<B: Blocks>(dtype: GgmlDType, src: &B, sb: usize, meta: *mut __m512i) {
+    if dtype == GgmlDType::Q6K {
+        let low16 = _mm512_set1_epi32(0xffff);
+        // Scale g of each row: byte g % 4 of dword g / 4 at byte 192, sign-extended.
+        for w in 0..4 {
+            let v = src.word(sb, 192 + 4 * w);
+            let byte = |j: usize| match j {
+                0 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)),
+                1 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)),
+                2 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)),
+                _ => _mm512_srai_epi32::<24>(v),
+            };
+            for j in 0..4 {
+                *meta.add(4 * w + j) = byte(j);
+            }
+        }
+        for p in 0..8 {
+            *meta.add(16 + p) = _mm512_or_si512(
+                _mm512_slli_epi32::<16>(*meta.add(2 * p + 1)),
+                _mm512_and_si512(*meta.add(2 * p), low16),
+            );
+        }
+        // `d` is the block's last two bytes.
+        *meta.add(24) = f16_lanes(src.q6_d(sb));
+        return;
+    }
+    // The 12 bytes of 6-bit scales and mins (`k_scale_min_dwords`, 16 rows per op):
+    // scales 0-3 and mins 0-3 in the low 6 bits of dwords 0 and 1, scales and mins 4-7
+    // in the nibbles of dword 2 with their top two bits in dwords 0 and 1.
+    let word = |w: usize| src.word(sb, 4 + 4 * w);
+    let (u0, u1, u2) = (word(0), word(1), word(2));
+    let (low6, low4, low2) = (
+        _mm512_set1_epi32(0x3f3f_3f3f),
+        _mm512_set1_epi32(0x0f0f_0f0f),
+        _mm512_set1_epi32(0x0303_0303),
+    );
+    let high = |nib: __m512i, top: __m512i| {
+        _mm512_or_si512(
+            _mm512_and_si512(nib, low4),
+            _mm512_slli_epi32::<4>(_mm512_and_si512(_mm512_srli_epi32::<6>(top), low2)),
+        )
+    };
+    let sc = [_mm512_and_si512(u0, low6), high(u2, u0)];
+    let mn = [
+        _mm512_and_si512(u1, low6),
+        high(_mm512_srli_epi32::<4>(u2), u1),
+    ];
+    let low8 = _mm512_set1_epi32(0xff);
+    let byte = |v: __m512i, j: usize| match j {
+        0 => _mm512_and_si512(v, low8),
+        1 => _mm512_and_si512(_mm512_srli_epi32::<8>(v), low8),
+        2 => _mm512_and_si512(_mm512_srli_epi32::<16>(v), low8),
+        _ => _mm512_srli_epi32::<24>(v),
+    };
+    for h in 0..2 {
+        for j in 0..4 {
+            *meta.add(4 * h + j) = byte(sc[h], j);
+            let m = byte(mn[h], j);
+            *meta.add(8 + 4 * h + j) = _mm512_or_si512(m, _mm512_slli_epi32::<16>(m));
+        }
+    }
+    let d = src.word(sb, 0);
+    *meta.add(16) = f16_lanes(d);
+    *meta.add(17) = f16_lanes(_mm512_srli_epi32::<16>(d));
 }
 
-/// The 64 bytes at `at` of each of the 16 blocks, transposed: lane `i` of vector `j` is dword
-/// `j` of block `i`.
-#[inline(always)]
-unsafe fn raw_dwords(blk: &[*const u8; ROWS], at: usize) -> [__m512i; 16] {
-    let mut r = [_mm512_setzero_si512(); 16];
-    for (v, b) in r.iter_mut().zip(blk) {
-        *v = _mm512_loadu_si512(b.add(at) as *const _);
+/// The 16 blocks of a panel's rows, super-block by super-block, as the decoder reads them.
+trait Blocks {
+    /// The 64 bytes at `at` of each row's block `sb`, transposed: lane `i` of vector `j` is
+    /// dword `j` of row `i`'s block.
+    unsafe fn dwords(&self, sb: usize, at: usize) -> [__m512i; 16];
+    /// The dword at byte `at` (a multiple of 4) of each row's block `sb`, lane by lane.
+    unsafe fn word(&self, sb: usize, at: usize) -> __m512i;
+    /// Q6_K's `d` of each row's block `sb` (its last two bytes) in the low half of every lane.
+    unsafe fn q6_d(&self, sb: usize) -> __m512i;
+}
+
+/// Rows as the file stores them: transposed in registers, scales gathered.
+struct RowBlocks {
+    rows: [*const u8; ROWS],
+    size: usize,
+    /// Each row's distance from the first, for the gathers.
+    offsets: __m512i,
+}
+
+impl RowBlocks {
+    #[inline(always)]
+    unsafe fn new(rows: [*const u8; ROWS], size: usize) -> Self {
+        let mut distance = [0i32; ROWS];
+        for (d, r) in distance.iter_mut().zip(&rows) {
+            *d = r.offset_from(rows[0]) as i32;
+        }
+        let offsets = _mm512_loadu_si512(distance.as_ptr() as *const _);
+        Self {
+            rows,
+            size,
+            offsets,
+        }
     }
-    transpose16(&r)
+}
+
+impl Blocks for RowBlocks {
+    #[inline(always)]
+    unsafe fn dwords(&self, sb: usize, at: usize) -> [__m512i; 16] {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (v, b) in r.iter_mut().zip(&self.rows) {
+            *v = _mm512_loadu_si512(b.add(sb * self.size + at) as *const _);
+        }
+        transpose16(&r)
+    }
+
+    #[inline(always)]
+    unsafe fn word(&self, sb: usize, at: usize) -> __m512i {
+        let base = self.rows[0].add(sb * self.size + at);
+        _mm512_i32gather_epi32::<1>(self.offsets, base as *const i32)
+    }
+
+    #[inline(always)]
+    unsafe fn q6_d(&self, sb: usize) -> __m512i {
+        _mm512_srli_epi32::<16>(self.word(sb, 206))
+    }
+}
+
+/// A panel stored as panels (`k_panels.rs`): every vector is one load.
+struct PanelBlocks {
+    panel: *const u8,
+    size: usize,
+}
+
+impl Blocks for PanelBlocks {
+    #[inline(always)]
+    unsafe fn dwords(&self, sb: usize, at: usize) -> [__m512i; 16] {
+        let first = self.panel.add(sb * ROWS * self.size + at / 4 * 64);
+        std::array::from_fn(|j| _mm512_loadu_si512(first.add(64 * j) as *const _))
+    }
+
+    #[inline(always)]
+    unsafe fn word(&self, sb: usize, at: usize) -> __m512i {
+        _mm512_loadu_si512(self.panel.add(sb * ROWS * self.size + at / 4 * 64) as *const _)
+    }
+
+    #[inline(always)]
+    unsafe fn q6_d(&self, sb: usize) -> __m512i {
+        let d = self.panel.add(sb * ROWS * self.size + 52 * 64);
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256(d as *const _))
+    }
 }
 
 /// The f16 in the low half of every dword lane as f32 bits.
@@ -324,33 +399,165 @@ impl Token {
     }
 }
 
+/// Where a pass over a panel reads its weight pieces: piece `k` of super-block `sb` is the
+/// unsigned values `4k..4k + 4` of the 16 rows (lane `i`: row `i`).
+trait Pieces {
+    unsafe fn piece(&self, sb: usize, k: usize) -> __m512i;
+
+    /// Super-block `sb`'s `META` vectors (decoded into `scratch` if they are not stored).
+    unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i;
+
+    /// Called at sub-block `s` of the `subs` of super-block `sb`: asks for the bytes that
+    /// the passes will read next.
+    unsafe fn prefetch(&self, sb: usize, s: usize, subs: usize);
+}
+
+/// The pieces and scales the decoder wrote into the panel; `ahead`, the next panel's rows, is
+/// fetched a share per sub-block during the first pass.
+struct Decoded<'a> {
+    panel: &'a Panel,
+    ahead: &'a [u8],
+    /// Cache lines of `ahead` per sub-block.
+    lines: usize,
+}
+
+impl Pieces for Decoded<'_> {
+    #[inline(always)]
+    unsafe fn piece(&self, sb: usize, k: usize) -> __m512i {
+        _mm512_loadu_si512(self.panel.q.as_ptr().add((sb * 64 + k) * 64) as *const _)
+    }
+
+    #[inline(always)]
+    unsafe fn meta(&self, sb: usize, _: &mut [__m512i; META]) -> *const __m512i {
+        self.panel.meta.as_ptr().add(sb * META)
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(&self, sb: usize, s: usize, subs: usize) {
+        prefetch_share(self.ahead, sb * subs + s, self.lines);
+    }
+}
+
+/// Bytes between a pass's reading point in panels and the line it asks for: the GEMV's
+/// distance (`int_x86::PREFETCH_BYTES_AHEAD`). Panels follow one another, so reading
+/// linearly ahead reaches into the next panel without knowing where it is.
+const PANEL_BYTES_AHEAD: usize = 2560;
+
+/// Asks for the lines of the `step` bytes at `at + ahead` (a prefetch never faults: past the
+/// weights' end it is a wasted request, so the address wraps).
+#[inline(always)]
+unsafe fn prefetch_linear(at: *const u8, ahead: usize, step: usize) {
+    let mut line = 0;
+    while line < step {
+        _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(ahead + line) as *const i8);
+        line += 64;
+    }
+}
+
+/// Q4_K stored as panels, unpacked as the pass reads it (no panel of pieces written and read
+/// back): piece `k` is sub-block `s = k / 8`'s nibbles (low for even `s`, high for odd) of
+/// quant dword `8 (s / 2) + k % 8`, vector `4 + ..` of the super-block (`k_panels.rs`).
+struct Q4Panels(*const u8);
+
+impl Pieces for Q4Panels {
+    #[inline(always)]
+    unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i {
+        let src = PanelBlocks {
+            panel: self.0,
+            size: 144,
+        };
+        decode_meta(GgmlDType::Q4K, &src, sb, scratch.as_mut_ptr());
+        scratch.as_ptr()
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(&self, sb: usize, s: usize, _: usize) {
+        // 36 lines a super-block, 8 sub-blocks: 4.5 lines each.
+        prefetch_linear(self.0.add(sb * 36 * 64 + s * 288), PANEL_BYTES_AHEAD, 288);
+    }
+
+    #[inline(always)]
+    unsafe fn piece(&self, sb: usize, k: usize) -> __m512i {
+        let (s, p) = (k / 8, k % 8);
+        let raw = _mm512_loadu_si512(self.0.add((sb * 36 + 4 + 8 * (s / 2) + p) * 64) as *const _);
+        // One shift by a count in a register (0 or 4): no branch for LLVM to unswitch, which
+        // reordered the passes' loads into spills.
+        let shift = _mm512_srl_epi32(raw, _mm_cvtsi32_si128(4 * (s % 2) as i32));
+        _mm512_and_si512(shift, _mm512_set1_epi8(0x0f))
+    }
+}
+
+/// Q6_K stored as panels, unpacked as the pass reads it: piece `k = 32 n + 8 c + i` is the ql
+/// nibble (low for `c` 0, 1, high for 2, 3) of ql dword `16 n + i` (`c` even) or `16 n + 8 + i`
+/// (`c` odd) with bits `2c, 2c + 1` of qh dword `8 n + i` above it, as the decoder writes it.
+struct Q6Panels(*const u8);
+
+impl Pieces for Q6Panels {
+    #[inline(always)]
+    unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i {
+        let src = PanelBlocks {
+            panel: self.0,
+            size: 210,
+        };
+        decode_meta(GgmlDType::Q6K, &src, sb, scratch.as_mut_ptr());
+        scratch.as_ptr()
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(&self, sb: usize, s: usize, _: usize) {
+        // 3360 bytes a super-block, 16 sub-blocks: 210 each. A super-block's scales are its
+        // last 288 bytes and are read first: one super-block further ahead, so that they
+        // are in when it starts.
+        prefetch_linear(
+            self.0.add(sb * 3360 + s * 210),
+            PANEL_BYTES_AHEAD + 3360,
+            210,
+        );
+    }
+
+    #[inline(always)]
+    unsafe fn piece(&self, sb: usize, k: usize) -> __m512i {
+        let (n, c, i) = (k / 32, (k % 32) / 8, k % 8);
+        let blk = self.0.add(sb * 16 * 210);
+        let q = _mm512_loadu_si512(blk.add((16 * n + 8 * (c % 2) + i) * 64) as *const _);
+        let h = _mm512_loadu_si512(blk.add((32 + 8 * n + i) * 64) as *const _);
+        // Shifts by counts in registers, no branches (as `Q4Panels`): the low or high nibble,
+        // and qh's bits 2c, 2c + 1 moved to bits 4, 5 of each byte (right first, so that no bit
+        // leaves the dword).
+        let nib = _mm512_srl_epi32(q, _mm_cvtsi32_si128(4 * (c / 2) as i32));
+        let top = _mm512_slli_epi32::<4>(_mm512_srl_epi32(h, _mm_cvtsi32_si128(2 * c as i32)));
+        // (nib & 0x0f) | (top & 0x30) in one op: bit by bit, mask ? top : nib, with the
+        // nibble's upper bits cleared by the mask 0x3f of the result.
+        let v = _mm512_ternarylogic_epi32::<0xca>(_mm512_set1_epi8(0x30), top, nib);
+        _mm512_and_si512(v, _mm512_set1_epi8(0x3f))
+    }
+}
+
 /// The f32 sums (lane `i`: row `i`) of the panel's rows with `T` tokens. SAFETY: as
 /// [`k_rows_512`]; the panel holds `blocks` super-blocks and the tokens `blocks * 256` values.
 #[inline(always)]
-unsafe fn panel_tokens<const Q6: bool, const T: usize>(
-    panel: &Panel,
+unsafe fn panel_tokens<W: Pieces, const Q6: bool, const T: usize>(
+    weights: &W,
     tokens: &[Token; T],
     blocks: usize,
-    ahead: &[u8],
+    prefetch: bool,
 ) -> [__m512; T] {
-    // `ahead`'s share per sub-block: the next panel's 16 rows are contiguous, as many
-    // super-blocks long. Spread over the sub-blocks: a burst of 36 at each super-block stalled
-    // on the fill buffers (a tenth of this kernel's samples sat on those prefetches).
     let (subs, pieces) = if Q6 { (16, 4) } else { (8, 8) };
-    let lines = ahead.len().div_ceil(64).div_ceil(blocks.max(1) * subs);
     let mut acc = [_mm512_setzero_ps(); T];
+    let mut scratch = [_mm512_setzero_si512(); META];
     for sb in 0..blocks {
-        let meta = panel.meta.as_ptr().add(sb * META);
-        let w = |p: usize| _mm512_loadu_si512(panel.q.as_ptr().add((sb * 64 + p) * 64) as *const _);
+        let meta = weights.meta(sb, &mut scratch);
         let mut isum = [_mm512_setzero_si512(); T];
         // Q4_K/Q5_K: 8 sub-blocks of 8 pieces; Q6_K: 16 of 4, each weighed by its scale.
         for s in 0..subs {
-            // The next panel's bytes, fetched while this one computes (`lane_gemm512_x86.rs`).
-            prefetch_share(ahead, sb * subs + s, lines);
+            // The bytes read next, fetched while these compute (`lane_gemm512_x86.rs`).
+            if prefetch {
+                weights.prefetch(sb, s, subs);
+            }
             let mut a = [_mm512_setzero_si512(); T];
             for p in 0..pieces {
                 let k = s * pieces + p;
-                let wv = w(k);
+                let wv = weights.piece(sb, k);
                 for t in 0..T {
                     a[t] = _mm512_dpbusd_epi32(a[t], wv, tokens[t].piece(sb * 64 + k));
                 }
@@ -404,12 +611,20 @@ unsafe fn panel_tokens<const Q6: bool, const T: usize>(
 
 /// `out[t * n + r] = dot(row r, token t)` for the `n` K-quant rows (Q4_K, Q5_K or Q6_K) in
 /// `rows` and every token of `batch`: panel by panel of 16 rows, 8 tokens at a time (then 4, 2,
-/// 1).
+/// 1). The first `panels` rows (a multiple of 16) are stored as panels (`k_panels.rs`), the
+/// others as rows.
 ///
 /// SAFETY: the CPU has AVX2, F16C, AVX512-F and AVX512-VNNI; `dtype` is Q4_K, Q5_K or Q6_K;
-/// `rows` is `out.len() / tokens` whole rows of it for `batch.cols()` values, and `batch` has
-/// 256-value blocks (checked by `int_gemm::gemm_rows_512`).
-pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, out: &mut [f32]) {
+/// `rows` is `out.len() / tokens` whole rows of it for `batch.cols()` values, `panels` a
+/// multiple of 16 no larger than that, and `batch` has 256-value blocks (checked by
+/// `int_gemm::gemm_rows_512`).
+pub(super) unsafe fn k_rows_512(
+    dtype: GgmlDType,
+    rows: &[u8],
+    panels: usize,
+    batch: &Q8Batch,
+    out: &mut [f32],
+) {
     let blocks = batch.cols() / 256;
     PANEL.with(|panel| {
         let mut panel = panel.borrow_mut();
@@ -417,7 +632,7 @@ pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, 
         panel.q.resize(blocks * 256 * ROWS, 0);
         panel.meta.resize(blocks * META, _mm512_setzero_si512());
         // SAFETY: as this function's.
-        unsafe { k_rows_with(dtype, rows, batch, out, &mut panel) }
+        unsafe { k_rows_with(dtype, rows, panels, batch, out, &mut panel) }
     })
 }
 
@@ -426,6 +641,7 @@ pub(super) unsafe fn k_rows_512(dtype: GgmlDType, rows: &[u8], batch: &Q8Batch, 
 unsafe fn k_rows_with(
     dtype: GgmlDType,
     rows: &[u8],
+    panels: usize,
     batch: &Q8Batch,
     out: &mut [f32],
     panel: &mut Panel,
@@ -443,24 +659,60 @@ unsafe fn k_rows_with(
     let mut r0 = 0;
     while r0 < n {
         let (m, ptrs, mask) = panel_rows(rows, r0, n, row_bytes);
-        match dtype {
-            GgmlDType::Q4K => decode_panel_by_vectors(GgmlDType::Q4K, 144, &ptrs, blocks, panel),
-            GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, 176, &ptrs, blocks, panel),
-            _ => decode_panel_by_vectors(GgmlDType::Q6K, 210, &ptrs, blocks, panel),
+        // Q4_K and Q6_K panels: only the scales are decoded, the passes unpack the quants as
+        // they read them; Q5_K panels and rows: the panel of pieces is written first.
+        let fused = r0 < panels && dtype != GgmlDType::Q5K && tokens <= FUSED_MAX_TOKENS;
+        if fused {
+            // Nothing to decode ahead: the passes read the panel as it is stored.
+        } else if r0 < panels {
+            let src = PanelBlocks {
+                panel: ptrs[0],
+                size,
+            };
+            match dtype {
+                GgmlDType::Q4K => decode_panel_by_vectors(GgmlDType::Q4K, &src, blocks, panel),
+                GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, &src, blocks, panel),
+                _ => decode_panel_by_vectors(GgmlDType::Q6K, &src, blocks, panel),
+            }
+        } else {
+            let src = RowBlocks::new(ptrs, size);
+            match dtype {
+                GgmlDType::Q4K => decode_panel_by_vectors(GgmlDType::Q4K, &src, blocks, panel),
+                GgmlDType::Q5K => decode_panel_by_vectors(GgmlDType::Q5K, &src, blocks, panel),
+                _ => decode_panel_by_vectors(GgmlDType::Q6K, &src, blocks, panel),
+            }
         }
-        // The next panel's rows, fetched while this one's first pass computes.
+        // The next panel's rows, fetched a share per sub-block while this one's first pass
+        // computes: the next panel's 16 rows are contiguous, as many super-blocks long. Spread
+        // over the sub-blocks: a burst of 36 at each super-block stalled on the fill buffers
+        // (a tenth of this kernel's samples sat on those prefetches).
         let next = &rows[((r0 + m) * row_bytes).min(rows.len())..];
         let next = &next[..next.len().min(ROWS * row_bytes)];
+        let subs = if q6 { 16 } else { 8 };
+        let decoded = Decoded {
+            panel: &*panel,
+            ahead: next,
+            lines: next.len().div_ceil(64).div_ceil(blocks.max(1) * subs),
+        };
         let mut t0 = 0;
         while t0 < tokens {
             macro_rules! run {
                 ($n:literal) => {{
                     let toks: [Token; $n] = std::array::from_fn(|t| Token::new(batch, t0 + t));
-                    let ahead = if t0 == 0 { next } else { &[] };
-                    let acc = if q6 {
-                        panel_tokens::<true, $n>(panel, &toks, blocks, ahead)
-                    } else {
-                        panel_tokens::<false, $n>(panel, &toks, blocks, ahead)
+                    let first = t0 == 0;
+                    let acc = match (q6, fused) {
+                        (true, true) => {
+                            panel_tokens::<_, true, $n>(&Q6Panels(ptrs[0]), &toks, blocks, first)
+                        }
+                        (true, false) => {
+                            panel_tokens::<_, true, $n>(&decoded, &toks, blocks, first)
+                        }
+                        (false, true) => {
+                            panel_tokens::<_, false, $n>(&Q4Panels(ptrs[0]), &toks, blocks, first)
+                        }
+                        (false, false) => {
+                            panel_tokens::<_, false, $n>(&decoded, &toks, blocks, first)
+                        }
                     };
                     for (t, a) in acc.iter().enumerate() {
                         // The tiles' `hsum_ps(lanes) + acc` with their K-quant lanes at zero

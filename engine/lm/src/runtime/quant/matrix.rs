@@ -10,6 +10,8 @@
 //! product ([`Q8Activations`]) and every row is an integer dot product ([`super::int_dot`]), as
 //! in llama.cpp; [`Activations::F32`] keeps the f32-activation kernels above.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::amx_gemm::{self, AmxActivations};
@@ -18,6 +20,7 @@ use super::dot::{dot_row, group_sums, has_fused_kernel};
 use super::gemv_lanes::{self, has_gemv_lanes, GemvLanes};
 use super::int_dot::{self, has_int_kernel, IntKernel};
 use super::int_gemm;
+use super::k_panels::{self, PANEL_ROWS};
 use super::lane_gemm::{self, has_lane_kernel, LaneActivations};
 use super::q8::{activation_block, Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
@@ -68,7 +71,8 @@ pub enum IntOrder {
     Amx,
 }
 
-/// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks.
+/// `[rows, cols]` row-major in ggml blocks; every row is a whole number of blocks. The first
+/// `panels` rows may be stored as panels of 16 rows ([`Self::into_panels`]).
 #[derive(Clone)]
 pub struct QuantMatrix {
     dtype: GgmlDType,
@@ -76,6 +80,15 @@ pub struct QuantMatrix {
     cols: usize,
     row_bytes: usize,
     data: Vec<u8>,
+    /// Rows `0..panels` (a multiple of 16) are stored as panels (`k_panels.rs`).
+    panels: usize,
+}
+
+/// Whether [`QuantMatrix::into_panels`] stores panels in this process: `PSY_NO_PANELS=1` keeps
+/// rows (same bits), to measure one layout against the other with one binary.
+fn panels_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PSY_NO_PANELS").is_none_or(|v| v == "0"))
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -119,7 +132,31 @@ impl QuantMatrix {
             cols,
             row_bytes,
             data,
+            panels: 0,
         })
+    }
+
+    /// The matrix with its whole groups of 16 rows stored as panels, the layout the 512-bit
+    /// K-quant kernel reads (`k_panels.rs`), when this CPU runs that kernel for `dtype`
+    /// (Q4_K, Q5_K, Q6_K with AVX-512 VNNI); else unchanged. The same bytes, rearranged: every
+    /// product and every dequantised row stay bit-equal; products by that kernel (every
+    /// integer product of the matrix, one token included) read the panels without transposing
+    /// them, the others (f32 activations, dequantisation) rebuild the rows they read.
+    pub fn into_panels(mut self) -> Self {
+        let takes = k_panels::has_panels(self.dtype)
+            && int_gemm::has_k512_kernel(IntKernel::detect(), self.dtype)
+            && int_gemm::k512_enabled()
+            && panels_enabled();
+        if takes && self.panels == 0 && self.rows >= PANEL_ROWS {
+            k_panels::rows_to_panels(self.dtype, &mut self.data, self.rows, self.row_bytes);
+            self.panels = self.rows / PANEL_ROWS * PANEL_ROWS;
+        }
+        self
+    }
+
+    /// How many rows (from the first) are stored as panels.
+    pub fn panel_rows(&self) -> usize {
+        self.panels
     }
 
     pub fn dtype(&self) -> GgmlDType {
@@ -144,20 +181,102 @@ impl QuantMatrix {
     pub fn permute_rows(self, src_of: impl Fn(usize) -> usize) -> Self {
         let mut data = vec![0u8; self.data.len()];
         for (dst, row) in data.chunks_exact_mut(self.row_bytes).enumerate() {
-            row.copy_from_slice(self.row_span(src_of(dst), 1));
+            row.copy_from_slice(&self.rows_bytes(src_of(dst), 1));
         }
-        Self { data, ..self }
+        Self {
+            data,
+            panels: 0,
+            ..self
+        }
     }
 
-    /// Bytes of rows `r..r + n`.
+    /// Stored bytes of rows `r..r + n` (panels where rows are stored as panels).
     fn row_span(&self, r: usize, n: usize) -> &[u8] {
         &self.data[r * self.row_bytes..(r + n) * self.row_bytes]
+    }
+
+    /// Rows `r..r + n` as rows of blocks: borrowed where they are stored as rows, rebuilt from
+    /// their panels where not.
+    fn rows_bytes(&self, r: usize, n: usize) -> Cow<'_, [u8]> {
+        if r >= self.panels {
+            return Cow::Borrowed(self.row_span(r, n));
+        }
+        let mut out = vec![0u8; n * self.row_bytes];
+        for (i, row) in out.chunks_exact_mut(self.row_bytes).enumerate() {
+            k_panels::panel_row(
+                self.dtype,
+                &self.data,
+                self.panels,
+                self.row_bytes,
+                r + i,
+                row,
+            );
+        }
+        Cow::Owned(out)
+    }
+
+    /// How many of rows `base..base + m` the 512-bit kernel with `kernel` reads from panels,
+    /// when this product runs on it (the matrix keeps panels and `base` starts one); `None`
+    /// when the rows must be read as rows.
+    fn panels_in(&self, kernel: IntKernel, base: usize, m: usize) -> Option<usize> {
+        (self.panels > 0
+            && int_gemm::has_k512_kernel(kernel, self.dtype)
+            && (base >= self.panels || base.is_multiple_of(PANEL_ROWS)))
+        .then(|| self.panels.saturating_sub(base).min(m))
+    }
+
+    /// `out[t * m + i] = dot(row base + i, token t)` for the rows of one task of an integer
+    /// product: from the panels by the 512-bit kernel where the matrix keeps them, else by
+    /// `batches`' kernel for this product.
+    fn gemm_task(
+        &self,
+        batches: &Q8Batches,
+        kernel: IntKernel,
+        base: usize,
+        m: usize,
+        out: &mut [f32],
+    ) {
+        match self.panels_in(kernel, base, m) {
+            Some(panels) => int_gemm::gemm_rows_512(
+                kernel,
+                self.dtype,
+                self.row_span(base, m),
+                panels,
+                batches.batch(self.dtype),
+                out,
+            ),
+            None => batches.gemm_rows(kernel, self.dtype, &self.rows_bytes(base, m), out),
+        }
+    }
+
+    /// `out[i] = dot(row base + i, a)` for one token: the GEMV, or the 512-bit kernel on the
+    /// panels (`batch`: `a` as a batch of one, when the matrix keeps panels).
+    fn gemv_task(
+        &self,
+        kernel: IntKernel,
+        base: usize,
+        a: &Q8Activations,
+        batch: Option<&Q8Batch>,
+        out: &mut [f32],
+    ) {
+        let m = out.len();
+        match (self.panels_in(kernel, base, m), batch) {
+            (Some(panels), Some(batch)) => int_gemm::gemm_rows_512(
+                kernel,
+                self.dtype,
+                self.row_span(base, m),
+                panels,
+                batch,
+                out,
+            ),
+            _ => int_dot::dot_rows(kernel, self.dtype, &self.rows_bytes(base, m), a, out),
+        }
     }
 
     /// Dequantises rows `r..r + out.len() / cols` into `out`.
     pub fn dequantize_rows(&self, r: usize, out: &mut [f32]) {
         let n = out.len() / self.cols;
-        let bytes = self.row_span(r, n);
+        let bytes = &*self.rows_bytes(r, n);
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
@@ -253,17 +372,21 @@ impl QuantMatrix {
         assert_eq!(x.len(), tokens * k, "activations are not [tokens, cols]");
         assert_eq!(y.len(), tokens * n, "output is not [tokens, rows]");
         let block = activation_block(self.dtype);
+        if tokens > 1 && self.panels_in(kernel, 0, n).is_some() {
+            // Panels are read by the 512-bit kernel, whose values are the GEMV's.
+            return self.matmul_int_tiled(x, tokens, y, kernel);
+        }
         let acts: Vec<Q8Activations> = x
             .chunks_exact(k)
             .map(|xt| Q8Activations::quantize(xt, block))
             .collect();
         if tokens == 1 {
+            let batch = (self.panels > 0).then(|| Q8Batch::from_tokens(acts.clone()));
             let per_task = tiled_rows_per_task(n, 1);
             y.par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(chunk, out)| {
-                    let rows = self.row_span(chunk * per_task, out.len());
-                    int_dot::dot_rows(kernel, self.dtype, rows, &acts[0], out);
+                    self.gemv_task(kernel, chunk * per_task, &acts[0], batch.as_ref(), out);
                 });
             return;
         }
@@ -274,9 +397,9 @@ impl QuantMatrix {
             .for_each(|(chunk, out)| {
                 let base = chunk * ROWS_PER_TASK;
                 for (i, o) in out.chunks_exact_mut(tokens).enumerate() {
-                    let row = self.row_span(base + i, 1);
+                    let row = self.rows_bytes(base + i, 1);
                     for (o, a) in o.iter_mut().zip(&acts) {
-                        *o = int_dot::dot_row(kernel, self.dtype, row, a);
+                        *o = int_dot::dot_row(kernel, self.dtype, &row, a);
                     }
                 }
             });
@@ -345,7 +468,7 @@ impl QuantMatrix {
                 let w = mats[i];
                 let (n, m) = (w.rows, per_task.min(w.rows - base));
                 scratch.resize(m * tokens, 0.0);
-                batches.gemm_rows(kernel, w.dtype, w.row_span(base, m), scratch);
+                w.gemm_task(&batches, kernel, base, m, scratch);
                 for (t, piece) in scratch.chunks_exact(m).enumerate() {
                     // SAFETY: `t * n + base + m <= tokens * n == ys[i].len()`, and rows
                     // `base..base + m` of matrix `i` belong to this task alone.
@@ -395,8 +518,8 @@ impl QuantMatrix {
                 let m = per_task.min(n - base);
                 g.resize(m * tokens, 0.0);
                 u.resize(m * tokens, 0.0);
-                batches.gemm_rows(kernel, gate.dtype, gate.row_span(base, m), g);
-                batches.gemm_rows(kernel, up.dtype, up.row_span(base, m), u);
+                gate.gemm_task(&batches, kernel, base, m, g);
+                up.gemm_task(&batches, kernel, base, m, u);
                 for (gv, uv) in g.iter_mut().zip(u.iter()) {
                     *gv = f(*gv, *uv);
                 }
@@ -433,8 +556,7 @@ impl QuantMatrix {
         }
         tasks.into_par_iter().for_each(|(i, base, out)| {
             let m = mats[i];
-            let a = acts.of(m.dtype);
-            int_dot::dot_rows(kernel, m.dtype, m.row_span(base, out.len()), a, out);
+            m.gemv_task(kernel, base, acts.of(m.dtype), acts.batch(m.dtype), out);
         });
     }
 
@@ -462,8 +584,8 @@ impl QuantMatrix {
                 let base = chunk * per_task;
                 u.resize(out.len(), 0.0);
                 let (ga, ua) = (acts.of(gate.dtype), acts.of(up.dtype));
-                int_dot::dot_rows(kernel, gate.dtype, gate.row_span(base, out.len()), ga, out);
-                int_dot::dot_rows(kernel, up.dtype, up.row_span(base, out.len()), ua, u);
+                gate.gemv_task(kernel, base, ga, acts.batch(gate.dtype), out);
+                up.gemv_task(kernel, base, ua, acts.batch(up.dtype), u);
                 for (g, u) in out.iter_mut().zip(u.iter()) {
                     *g = f(*g, *u);
                 }
@@ -483,7 +605,12 @@ impl QuantMatrix {
                 sizes.push((block, Q8Activations::quantize(x, block)));
             }
         }
-        OneToken(sizes)
+        // The K-quants' 256-value blocks as a batch of one, for matrices kept as panels.
+        let panels = mats
+            .iter()
+            .find(|m| m.panels > 0)
+            .map(|m| Q8Batch::from_tokens(vec![OneToken::find(&sizes, m.dtype).clone()]));
+        OneToken(sizes, panels)
     }
 
     /// `y = W x` for one activation vector, rows split across the rayon pool.
@@ -498,8 +625,8 @@ impl QuantMatrix {
             |scratch, (chunk, out)| {
                 let base = chunk * ROWS_PER_TASK;
                 for (i, o) in out.iter_mut().enumerate() {
-                    let row = self.row_span(base + i, 1);
-                    *o = dot_row(self.dtype, row, x, &sums, scratch, fused);
+                    let row = self.rows_bytes(base + i, 1);
+                    *o = dot_row(self.dtype, &row, x, &sums, scratch, fused);
                 }
             },
         );
@@ -507,18 +634,27 @@ impl QuantMatrix {
 }
 
 /// One token's activations quantized per activation block size (see
-/// [`QuantMatrix::gemv_int_many`]).
-struct OneToken(Vec<(usize, Q8Activations)>);
+/// [`QuantMatrix::gemv_int_many`]), and the 256-value ones as a batch of one when a matrix
+/// keeps panels.
+struct OneToken(Vec<(usize, Q8Activations)>, Option<Q8Batch>);
 
 impl OneToken {
-    fn of(&self, dtype: GgmlDType) -> &Q8Activations {
+    fn find(sizes: &[(usize, Q8Activations)], dtype: GgmlDType) -> &Q8Activations {
         let block = activation_block(dtype);
-        &self
-            .0
+        &sizes
             .iter()
             .find(|(b, _)| *b == block)
             .expect("quantized for every matrix")
             .1
+    }
+
+    fn of(&self, dtype: GgmlDType) -> &Q8Activations {
+        Self::find(&self.0, dtype)
+    }
+
+    /// The batch of one for the panels' kernel (only the K-quants keep panels).
+    fn batch(&self, dtype: GgmlDType) -> Option<&Q8Batch> {
+        self.1.as_ref().filter(|_| k_panels::has_panels(dtype))
     }
 }
 
@@ -622,6 +758,17 @@ impl Q8Batches {
         }
     }
 
+    /// The activations quantized in `dtype`'s block size.
+    fn batch(&self, dtype: GgmlDType) -> &Q8Batch {
+        let block = activation_block(dtype);
+        &self
+            .batches
+            .iter()
+            .find(|(b, _)| *b == block)
+            .expect("quantized for every matrix")
+            .1
+    }
+
     /// `out[t * n + r] = dot(row r, token t)` for the `n` rows of `dtype` in `rows`: by a lane
     /// kernel when this product takes one for `dtype`, else by the GEMV-order tiles.
     fn gemm_rows(&self, kernel: IntKernel, dtype: GgmlDType, rows: &[u8], out: &mut [f32]) {
@@ -637,7 +784,7 @@ impl Q8Batches {
             }
         }
         if int_gemm::takes_k512(kernel, dtype, batch.tokens.len()) {
-            return int_gemm::gemm_rows_512(kernel, dtype, rows, batch, out);
+            return int_gemm::gemm_rows_512(kernel, dtype, rows, 0, batch, out);
         }
         if let (Some(lanes), true) = (&self.lanes, has_lane_kernel(kernel, dtype)) {
             return lane_gemm::gemm_rows(kernel, dtype, rows, batch, lanes, out);
@@ -780,7 +927,7 @@ mod tests {
             .map(|_| next() as u8)
             .collect();
         let fields: &[usize] = match dtype {
-            GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+            GgmlDType::Q4_1 | GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
             GgmlDType::Q6K => &[208],
             _ => &[0],
         };
@@ -791,6 +938,102 @@ mod tests {
             }
         }
         QuantMatrix::new(dtype, rows, cols, data).unwrap()
+    }
+
+    /// A matrix kept as panels gives every product and every dequantised row of the same
+    /// matrix kept as rows, bit for bit: one token and several, the GEMV's and the engine's
+    /// order, fused and gated products, f32 activations, panels whole and a tail of rows. (On
+    /// a CPU without the 512-bit K-quant kernel `into_panels` keeps rows and this compares a
+    /// matrix with itself; the test says so.)
+    #[test]
+    fn a_matrix_kept_as_panels_gives_the_rows_bits() {
+        let kernel = IntKernel::detect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+            for (rows, seed) in [(16, 1), (40, 2), (72, 3)] {
+                let k = 512;
+                let w = random_matrix(dtype, rows, k, seed);
+                let u = random_matrix(dtype, rows, k, seed + 10);
+                let (wp, up) = (w.clone().into_panels(), u.clone().into_panels());
+                if wp.panel_rows() == 0 {
+                    eprintln!("{dtype}: no 512-bit K-quant kernel here, rows kept");
+                }
+                assert_eq!(wp.size_bytes(), w.size_bytes());
+                assert_eq!(bits(&wp.to_f32()), bits(&w.to_f32()), "{dtype} to_f32");
+                let mut a = vec![0.0f32; 3 * k];
+                let mut b = vec![0.0f32; 3 * k];
+                w.dequantize_rows(13, &mut a);
+                wp.dequantize_rows(13, &mut b);
+                assert_eq!(bits(&a), bits(&b), "{dtype} dequantize_rows");
+                for tokens in [1usize, 2, 5, 8, 17] {
+                    let x = activations(tokens, k);
+                    let n = tokens * rows;
+                    for order in [IntOrder::Gemv, IntOrder::Lanes] {
+                        let (mut y0, mut y1) = (vec![0.0f32; n], vec![0.0f32; n]);
+                        let (mut z0, mut z1) = (vec![0.0f32; n], vec![0.0f32; n]);
+                        QuantMatrix::matmul_int_tiled_many(
+                            &[&w, &u],
+                            &x,
+                            tokens,
+                            &mut [&mut y0, &mut z0],
+                            kernel,
+                            order,
+                        );
+                        QuantMatrix::matmul_int_tiled_many(
+                            &[&wp, &up],
+                            &x,
+                            tokens,
+                            &mut [&mut y1, &mut z1],
+                            kernel,
+                            order,
+                        );
+                        assert_eq!(bits(&y0), bits(&y1), "{dtype} {rows}x{tokens} {order:?}");
+                        assert_eq!(bits(&z0), bits(&z1), "{dtype} {rows}x{tokens} {order:?}");
+                        let f = |g: f32, u: f32| g * 0.5 + u;
+                        QuantMatrix::matmul_int_tiled_gated(
+                            &w, &u, &x, tokens, &mut y0, kernel, order, f,
+                        );
+                        QuantMatrix::matmul_int_tiled_gated(
+                            &wp, &up, &x, tokens, &mut y1, kernel, order, f,
+                        );
+                        assert_eq!(bits(&y0), bits(&y1), "{dtype} gated {rows}x{tokens}");
+                    }
+                    let (mut y0, mut y1) = (vec![0.0f32; n], vec![0.0f32; n]);
+                    w.matmul_int(&x, tokens, &mut y0, kernel);
+                    wp.matmul_int(&x, tokens, &mut y1, kernel);
+                    assert_eq!(bits(&y0), bits(&y1), "{dtype} matmul_int {rows}x{tokens}");
+                    w.matmul(&x, tokens, &mut y0);
+                    wp.matmul(&x, tokens, &mut y1);
+                    assert_eq!(bits(&y0), bits(&y1), "{dtype} f32 matmul {rows}x{tokens}");
+                }
+                let x = activations(1, k);
+                let (mut y0, mut y1) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                let (mut z0, mut z1) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                QuantMatrix::gemv_int_many(&[&w, &u], &x, &mut [&mut y0, &mut z0], kernel);
+                QuantMatrix::gemv_int_many(&[&wp, &up], &x, &mut [&mut y1, &mut z1], kernel);
+                assert_eq!(bits(&y0), bits(&y1), "{dtype} gemv_int_many");
+                assert_eq!(bits(&z0), bits(&z1), "{dtype} gemv_int_many");
+                let f = |g: f32, u: f32| g - u;
+                QuantMatrix::gemv_int_gated(&w, &u, &x, &mut y0, kernel, f);
+                QuantMatrix::gemv_int_gated(&wp, &up, &x, &mut y1, kernel, f);
+                assert_eq!(bits(&y0), bits(&y1), "{dtype} gemv_int_gated");
+                // The panels' one-token values are the scalar GEMV's.
+                for (r, v) in y1.iter().enumerate().step_by(7) {
+                    let g = scalar_dot(&w, r, &x, 0);
+                    let u = scalar_dot(&u, r, &x, 0);
+                    assert_eq!(v.to_bits(), f(g, u).to_bits(), "{dtype} row {r}");
+                }
+                w.gemv(&x, &mut y0);
+                wp.gemv(&x, &mut y1);
+                assert_eq!(bits(&y0), bits(&y1), "{dtype} f32 gemv");
+                let perm = |r: usize| rows - 1 - r;
+                assert_eq!(
+                    bits(&w.clone().permute_rows(perm).to_f32()),
+                    bits(&wp.clone().permute_rows(perm).to_f32()),
+                    "{dtype} permute_rows"
+                );
+            }
+        }
     }
 
     fn activations(tokens: usize, cols: usize) -> Vec<f32> {

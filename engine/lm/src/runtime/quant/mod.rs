@@ -22,6 +22,7 @@ mod int_scalar;
 mod int_x86;
 #[cfg(target_arch = "x86_64")]
 mod k_gemm512_x86;
+pub mod k_panels;
 pub mod kquants;
 pub mod lane_gemm;
 #[cfg(target_arch = "x86_64")]

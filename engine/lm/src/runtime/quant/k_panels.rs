@@ -45,17 +45,33 @@ fn panel_offset(size: usize, i: usize, at: usize) -> usize {
 /// to panels, in place; the rows past the last whole panel are left as they are.
 pub fn rows_to_panels(dtype: GgmlDType, data: &mut [u8], rows: usize, row_bytes: usize) {
     let size = block_bytes(dtype);
+    let words = size / 4;
     let whole = rows / PANEL_ROWS * PANEL_ROWS;
     data[..whole * row_bytes]
         .par_chunks_exact_mut(PANEL_ROWS * row_bytes)
-        .for_each(|group| {
-            let rows_copy = group.to_vec();
+        .for_each_init(Vec::new, |rows_copy: &mut Vec<u8>, group| {
+            rows_copy.clear();
+            rows_copy.extend_from_slice(group);
             for sb in 0..row_bytes / size {
                 let dst = &mut group[sb * PANEL_ROWS * size..][..PANEL_ROWS * size];
-                for i in 0..PANEL_ROWS {
-                    let src = &rows_copy[i * row_bytes + sb * size..][..size];
-                    for (at, b) in src.iter().enumerate() {
-                        dst[panel_offset(size, i, at)] = *b;
+                let src = |i: usize| &rows_copy[i * row_bytes + sb * size..][..size];
+                // Whole dwords at a time (a byte at a time made a 1.1 GB model's load 2 s
+                // longer), then Q6_K's trailing `d`s.
+                for (w, out) in dst[..words * 4 * PANEL_ROWS]
+                    .chunks_exact_mut(4 * PANEL_ROWS)
+                    .enumerate()
+                {
+                    for (i, dword) in out.chunks_exact_mut(4).enumerate() {
+                        dword.copy_from_slice(&src(i)[w * 4..w * 4 + 4]);
+                    }
+                }
+                if size > words * 4 {
+                    let tail = size - words * 4;
+                    for (i, d) in dst[words * 4 * PANEL_ROWS..]
+                        .chunks_exact_mut(tail)
+                        .enumerate()
+                    {
+                        d.copy_from_slice(&src(i)[words * 4..]);
                     }
                 }
             }

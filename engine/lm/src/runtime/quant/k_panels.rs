@@ -93,12 +93,17 @@ pub fn panel_row(
         return;
     }
     let size = block_bytes(dtype);
+    let words = size / 4;
     let (group, i) = (r / PANEL_ROWS, r % PANEL_ROWS);
     let panel = &data[group * PANEL_ROWS * row_bytes..][..PANEL_ROWS * row_bytes];
     for (sb, blk) in out.chunks_exact_mut(size).enumerate() {
         let src = &panel[sb * PANEL_ROWS * size..][..PANEL_ROWS * size];
-        for (at, b) in blk.iter_mut().enumerate() {
-            *b = src[panel_offset(size, i, at)];
+        for (w, dword) in blk[..words * 4].chunks_exact_mut(4).enumerate() {
+            let at = panel_offset(size, i, 4 * w);
+            dword.copy_from_slice(&src[at..at + 4]);
+        }
+        for at in words * 4..size {
+            blk[at] = src[panel_offset(size, i, at)];
         }
     }
 }

@@ -9,6 +9,10 @@
 //! With [`Activations::Int8`] (the default) the activations are quantized to 8 bits once per
 //! product ([`Q8Activations`]) and every row is an integer dot product ([`super::int_dot`]), as
 //! in llama.cpp; [`Activations::F32`] keeps the f32-activation kernels above.
+//!
+//! On CPUs with the 512-bit K-quant kernel a loaded K-quant matrix keeps its rows as panels of
+//! 16 ([`QuantMatrix::into_panels`], `k_panels.rs`), which that kernel reads for every integer
+//! product; the other paths rebuild the rows they need.
 
 use std::borrow::Cow;
 

@@ -15,8 +15,9 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 
 use super::host_attention::{decode_attention, Heads, RopeTables};
-use super::projection::{silu, Projection};
+use super::projection::Projection;
 use super::quant::{has_int_kernel, Activations, IntKernel, QuantMatrix};
+use super::silu_mul::silu_mul;
 
 /// A layer cache's key and value buffers (`[1, kv_heads, capacity, head_dim]`).
 pub(crate) type CacheSlots<'a> = (&'a mut Option<Tensor<4>>, &'a mut Option<Tensor<4>>);
@@ -183,7 +184,7 @@ pub(crate) fn decode_layers(
         // MLP: norm, gate and up with SiLU in one pass, down.
         rms_norm_as_burn(x, &r.post_norm, layer.post_norm.eps, &mut xn);
         let mut act = vec![0.0f32; gate_m.rows()];
-        QuantMatrix::gemv_int_gated(gate_m, up_m, &xn, &mut act, kernel, |g, u| silu(g) * u);
+        QuantMatrix::gemv_int_gated(gate_m, up_m, &xn, &mut act, kernel, silu_mul);
         let mut down = vec![0.0f32; hidden];
         QuantMatrix::gemv_int_many(&[down_m], &act, &mut [&mut down[..]], kernel);
         for (x, d) in x.iter_mut().zip(&down) {

@@ -15,8 +15,8 @@ use super::batch_attention::feed_attention;
 use super::host_attention::{Heads, RopeTables};
 use super::host_decode::{add_bias, rms_norm_as_burn, HostLayer, Ready};
 use super::model::KvCache;
-use super::projection::silu;
 use super::quant::{IntKernel, IntOrder, QuantMatrix};
+use super::silu_mul::silu_mul;
 
 /// Runs the hidden states `x` (`[rows, hidden]`, the feeds' rows one after another, `counts[i]`
 /// rows for sequence `i`) through `layers`, each sequence at its own positions in its own
@@ -88,14 +88,7 @@ pub(crate) fn feed_layers(
         rms_norm_as_burn(x, &r.post_norm, layer.post_norm.eps, &mut xn);
         let mut act = vec![0.0f32; rows * gate_m.rows()];
         QuantMatrix::matmul_int_tiled_gated(
-            gate_m,
-            up_m,
-            &xn,
-            rows,
-            &mut act,
-            kernel,
-            order,
-            |g, u| silu(g) * u,
+            gate_m, up_m, &xn, rows, &mut act, kernel, order, silu_mul,
         );
         let mut down = vec![0.0f32; rows * hidden];
         QuantMatrix::matmul_int_tiled_many(

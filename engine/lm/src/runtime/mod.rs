@@ -37,6 +37,7 @@ pub mod quantize_model;
 pub mod quantize_source;
 pub mod sampling;
 pub(crate) mod sequence;
+pub mod silu_mul;
 mod span_attention;
 pub mod tokenize_cli;
 pub mod tokenizer;

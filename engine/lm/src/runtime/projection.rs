@@ -24,6 +24,7 @@ use super::ggml_type::GgmlDType;
 use super::lora::LoraAdapter;
 use super::quant::{amx_gemm, gemv_lanes, lane_gemm};
 use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
+use super::silu_mul::silu_mul;
 use super::weights::TensorSource;
 
 /// Tokens from which a quantized projection with f32 activations runs Burn's GEMM on
@@ -312,9 +313,7 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
         // computed the pair.
         let mut hidden = vec![0.0f32; g.rows()];
         with_host_f32(x, |xs| {
-            QuantMatrix::gemv_int_gated(g, u, xs, &mut hidden, IntKernel::detect(), |g, u| {
-                silu(g) * u
-            })
+            QuantMatrix::gemv_int_gated(g, u, xs, &mut hidden, IntKernel::detect(), silu_mul)
         });
         hidden
     } else if runs_int_gemm(g, tokens, gate.activations) && runs_int_gemm(u, tokens, up.activations)
@@ -331,7 +330,7 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
                 &mut hidden,
                 IntKernel::detect(),
                 int_order(),
-                |g, u| silu(g) * u,
+                silu_mul,
             )
         });
         hidden
@@ -345,11 +344,7 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
         hidden
             .par_chunks_mut(SWIGLU_CHUNK)
             .zip(ups.par_chunks(SWIGLU_CHUNK))
-            .for_each(|(h, u)| {
-                for (h, u) in h.iter_mut().zip(u) {
-                    *h = silu(*h) * u;
-                }
-            });
+            .for_each(|(h, u)| silu_mul(h, u));
         hidden
     };
     Some(Tensor::from_data(

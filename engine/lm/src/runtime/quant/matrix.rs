@@ -486,7 +486,9 @@ impl QuantMatrix {
     /// (a gated MLP's gate and up projections, `f` its activation times the up value), by the
     /// integer GEMM: one quantization, one pass over the pool, and `f` applied by the task that
     /// computed both values, while they are in cache (no `[tokens, n]` up buffer and no second
-    /// pass). Each value pair is bit-equal to [`Self::matmul_int_tiled_many`]'s in `order`.
+    /// pass). `f(g, u)` replaces each `g[i]` by its value for the pair `(g[i], u[i])` (slices,
+    /// so that it can take them several at a time). Each value pair is bit-equal to
+    /// [`Self::matmul_int_tiled_many`]'s in `order`.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_int_tiled_gated(
         gate: &QuantMatrix,
@@ -496,7 +498,7 @@ impl QuantMatrix {
         y: &mut [f32],
         kernel: IntKernel,
         order: IntOrder,
-        f: impl Fn(f32, f32) -> f32 + Sync,
+        f: impl Fn(&mut [f32], &[f32]) + Sync,
     ) {
         let (k, n) = (gate.cols, gate.rows);
         assert!(
@@ -524,9 +526,7 @@ impl QuantMatrix {
                 u.resize(m * tokens, 0.0);
                 gate.gemm_task(&batches, kernel, base, m, g);
                 up.gemm_task(&batches, kernel, base, m, u);
-                for (gv, uv) in g.iter_mut().zip(u.iter()) {
-                    *gv = f(*gv, *uv);
-                }
+                f(g, u);
                 for (t, piece) in g.chunks_exact(m).enumerate() {
                     // SAFETY: as in `matmul_int_tiled_many`: rows `base..base + m` are this
                     // task's.
@@ -565,15 +565,16 @@ impl QuantMatrix {
     }
 
     /// `y[r] = f(gate row r . x, up row r . x)` for one token, by the integer GEMV: one
-    /// quantization of `x`, one pass over the pool, `f` applied by the task that computed both
-    /// values. Each pair is bit-equal to [`Self::matmul_int`]'s of each matrix.
+    /// quantization of `x`, one pass over the pool, `f` (on slices, as in
+    /// [`Self::matmul_int_tiled_gated`]) applied by the task that computed both values. Each
+    /// pair is bit-equal to [`Self::matmul_int`]'s of each matrix.
     pub fn gemv_int_gated(
         gate: &QuantMatrix,
         up: &QuantMatrix,
         x: &[f32],
         y: &mut [f32],
         kernel: IntKernel,
-        f: impl Fn(f32, f32) -> f32 + Sync,
+        f: impl Fn(&mut [f32], &[f32]) + Sync,
     ) {
         assert!(
             up.cols == gate.cols && up.rows == gate.rows,
@@ -590,9 +591,7 @@ impl QuantMatrix {
                 let (ga, ua) = (acts.of(gate.dtype), acts.of(up.dtype));
                 gate.gemv_task(kernel, base, ga, acts.batch(gate.dtype), out);
                 up.gemv_task(kernel, base, ua, acts.batch(up.dtype), u);
-                for (g, u) in out.iter_mut().zip(u.iter()) {
-                    *g = f(*g, *u);
-                }
+                f(out, u);
             },
         );
     }
@@ -995,10 +994,24 @@ mod tests {
                         assert_eq!(bits(&z0), bits(&z1), "{dtype} {rows}x{tokens} {order:?}");
                         let f = |g: f32, u: f32| g * 0.5 + u;
                         QuantMatrix::matmul_int_tiled_gated(
-                            &w, &u, &x, tokens, &mut y0, kernel, order, f,
+                            &w,
+                            &u,
+                            &x,
+                            tokens,
+                            &mut y0,
+                            kernel,
+                            order,
+                            pairwise(f),
                         );
                         QuantMatrix::matmul_int_tiled_gated(
-                            &wp, &up, &x, tokens, &mut y1, kernel, order, f,
+                            &wp,
+                            &up,
+                            &x,
+                            tokens,
+                            &mut y1,
+                            kernel,
+                            order,
+                            pairwise(f),
                         );
                         assert_eq!(bits(&y0), bits(&y1), "{dtype} gated {rows}x{tokens}");
                     }
@@ -1018,8 +1031,8 @@ mod tests {
                 assert_eq!(bits(&y0), bits(&y1), "{dtype} gemv_int_many");
                 assert_eq!(bits(&z0), bits(&z1), "{dtype} gemv_int_many");
                 let f = |g: f32, u: f32| g - u;
-                QuantMatrix::gemv_int_gated(&w, &u, &x, &mut y0, kernel, f);
-                QuantMatrix::gemv_int_gated(&wp, &up, &x, &mut y1, kernel, f);
+                QuantMatrix::gemv_int_gated(&w, &u, &x, &mut y0, kernel, pairwise(f));
+                QuantMatrix::gemv_int_gated(&wp, &up, &x, &mut y1, kernel, pairwise(f));
                 assert_eq!(bits(&y0), bits(&y1), "{dtype} gemv_int_gated");
                 // The panels' one-token values are the scalar GEMV's.
                 for (r, v) in y1.iter().enumerate().step_by(7) {
@@ -1036,6 +1049,15 @@ mod tests {
                     bits(&wp.clone().permute_rows(perm).to_f32()),
                     "{dtype} permute_rows"
                 );
+            }
+        }
+    }
+
+    /// The gated products' slice function of a function of one pair.
+    fn pairwise(f: impl Fn(f32, f32) -> f32 + Sync) -> impl Fn(&mut [f32], &[f32]) + Sync {
+        move |g: &mut [f32], u: &[f32]| {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = f(*g, *u);
             }
         }
     }
@@ -1143,7 +1165,8 @@ mod tests {
                 // Same shapes: the second matrix of each pair cut or padded to the first's.
                 let up = random_matrix(up.dtype(), gate.rows(), cols, 9);
                 let mut y = vec![f32::NAN; gate.rows()];
-                QuantMatrix::gemv_int_gated(gate, &up, &x, &mut y, kernel, |g, u| g * 0.5 - u);
+                let f = |g: f32, u: f32| g * 0.5 - u;
+                QuantMatrix::gemv_int_gated(gate, &up, &x, &mut y, kernel, pairwise(f));
                 for (r, got) in y.iter().enumerate() {
                     let want = scalar_dot(gate, r, &x, 0) * 0.5 - scalar_dot(&up, r, &x, 0);
                     assert_eq!(got.to_bits(), want.to_bits(), "{kernel:?} gated r {r}");
@@ -1170,7 +1193,7 @@ mod tests {
                     &mut y,
                     kernel,
                     IntOrder::Gemv,
-                    f,
+                    pairwise(f),
                 );
                 for t in 0..tokens {
                     for r in 0..100 {

@@ -356,18 +356,6 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
 /// Values per rayon task of [`quant_swiglu`]'s element-wise pass.
 const SWIGLU_CHUNK: usize = 1 << 14;
 
-/// Burn's `silu` on the CPU (flex): `x * sigmoid(x)` with its two-sided sigmoid, so that the
-/// fused path gives the same bits.
-pub(crate) fn silu(x: f32) -> f32 {
-    let sigmoid = if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    };
-    x * sigmoid
-}
-
 /// `x W^T` through Burn's GEMM: `W x^T` a tile of dequantised rows at a time, as the f32 path
 /// computes it (see `linear`); f32 activations. Public for the benches that compare it with
 /// the integer GEMM.
@@ -669,6 +657,7 @@ impl TokenEmbedding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::silu_mul::silu;
     use burn::tensor::activation;
     use half::f16;
 

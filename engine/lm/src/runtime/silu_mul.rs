@@ -15,7 +15,17 @@
 //! is used only after it has given the scalar function's bits on a probe of 2^16 values spread
 //! over the whole range in this process ([`vector_is_exact`]); otherwise every value is scalar.
 
-use super::projection::silu;
+/// Burn's `silu` on the CPU (flex): `x * sigmoid(x)` with its two-sided sigmoid, so that the
+/// fused path gives the same bits.
+pub fn silu(x: f32) -> f32 {
+    let sigmoid = if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    };
+    x * sigmoid
+}
 
 /// `g[i] = silu(g[i]) * u[i]`.
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
@@ -69,7 +79,7 @@ fn probe_matches() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::silu;
+    use crate::runtime::silu_mul::silu;
 
     /// `2^(i/32)` with `i << 47` taken off its bits (glibc's `__exp2f_data.tab`): adding
     /// `k << 47` to entry `k % 32` gives `2^(k/32)`.
@@ -147,7 +157,7 @@ mod x86 {
         _mm512_cvtpd_ps(_mm512_mul_pd(y, s))
     }
 
-    /// [`super::silu_mul`] 16 values at a time. SAFETY: the CPU has AVX-512 F.
+    /// `silu_mul` 16 values at a time. SAFETY: the CPU has AVX-512 F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn silu_mul_512(g: &mut [f32], u: &[f32]) {
         let n = g.len() / 16 * 16;

@@ -18,8 +18,8 @@
 //! threads, AMD EPYC (Zen 4), weights cycled through 24 copies so that they come from memory:
 //! Q4_K 8 tokens 1.89 ms per row GEMV, ~0.57 ms transposing rows, 0.43-0.46 ms from panels; 1
 //! token 0.20-0.24 ms (GEMV 0.23-0.24); Q6_K 8 tokens 0.55-0.65 ms (rows ~0.68-0.75), 1 token
-//! 0.36-0.39 ms against the GEMV's 0.30-0.33 (its loads jump between a super-block's ql, qh and
-//! scales; not solved).
+//! 0.36-0.40 ms against the GEMV's 0.30-0.34 (not solved: a longer prefetch distance, an
+//! explicit prefetch of the next scales and a layout with the scales first did not help).
 //!
 //! Bit-equal to the GEMV: lane `r` of every vector op on token `t` is the GEMV's scalar op for row
 //! `r` and token `t`. A super-block's integers (`isum`, Q4_K's and Q5_K's `imin`, Q6_K's offset)
@@ -454,6 +454,25 @@ unsafe fn prefetch_linear(at: *const u8, ahead: usize, step: usize) {
     }
 }
 
+/// Super-block `sb`'s scales of a panel stored as panels (`size`-byte blocks of `dtype`),
+/// decoded into `scratch`.
+#[inline(always)]
+unsafe fn stored_meta(
+    dtype: GgmlDType,
+    size: usize,
+    panel: *const u8,
+    sb: usize,
+    scratch: &mut [__m512i; META],
+) -> *const __m512i {
+    decode_meta(
+        dtype,
+        &PanelBlocks { panel, size },
+        sb,
+        scratch.as_mut_ptr(),
+    );
+    scratch.as_ptr()
+}
+
 /// Q4_K stored as panels, unpacked as the pass reads it (no panel of pieces written and read
 /// back): piece `k` is sub-block `s = k / 8`'s nibbles (low for even `s`, high for odd) of
 /// quant dword `8 (s / 2) + k % 8`, vector `4 + ..` of the super-block (`k_panels.rs`).
@@ -462,12 +481,7 @@ struct Q4Panels(*const u8);
 impl Pieces for Q4Panels {
     #[inline(always)]
     unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i {
-        let src = PanelBlocks {
-            panel: self.0,
-            size: 144,
-        };
-        decode_meta(GgmlDType::Q4K, &src, sb, scratch.as_mut_ptr());
-        scratch.as_ptr()
+        stored_meta(GgmlDType::Q4K, 144, self.0, sb, scratch)
     }
 
     #[inline(always)]
@@ -495,12 +509,7 @@ struct Q6Panels(*const u8);
 impl Pieces for Q6Panels {
     #[inline(always)]
     unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i {
-        let src = PanelBlocks {
-            panel: self.0,
-            size: 210,
-        };
-        decode_meta(GgmlDType::Q6K, &src, sb, scratch.as_mut_ptr());
-        scratch.as_ptr()
+        stored_meta(GgmlDType::Q6K, 210, self.0, sb, scratch)
     }
 
     #[inline(always)]

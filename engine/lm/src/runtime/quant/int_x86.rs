@@ -544,7 +544,7 @@ pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
 /// Spread over the loop, the 1.5B Q4_K_M decode ran 9-10% faster (Intel host, one window:
 /// 1024 bytes ahead +1%, 1536 +6%, 2048-3072 +9-10%, 4096 +2%; with no software prefetch at
 /// all, 40% slower than with the whole-row one).
-const PREFETCH_BYTES_AHEAD: usize = 2560;
+pub(super) const PREFETCH_BYTES_AHEAD: usize = 2560;
 
 /// Asks for the cache lines of the `len` (at most 256) bytes [`PREFETCH_BYTES_AHEAD`] past
 /// `blk`. A prefetch never faults, so past the end of the weights it is only a wasted request;

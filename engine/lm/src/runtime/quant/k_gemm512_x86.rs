@@ -16,8 +16,9 @@
 //! decoded per super-block and the bytes ahead fetched linearly, as the GEMV does; longer
 //! products decode each panel once for their several passes. One 8960 x 1536 product, 2
 //! threads, AMD EPYC (Zen 4), weights cycled through 24 copies so that they come from memory:
-//! Q4_K 8 tokens 1.89 ms per row GEMV, ~0.57 ms transposing rows, 0.43-0.46 ms from panels; 1
-//! token 0.20-0.24 ms (GEMV 0.23-0.24); Q6_K 8 tokens 0.55-0.65 ms (rows ~0.68-0.75), 1 token
+//! Q4_K 8 tokens 1.89 ms per row GEMV, 0.64 ms transposing rows, 0.43-0.46 ms from panels; 1
+//! token 0.20-0.24 ms (GEMV 0.23-0.24); Q6_K 8 tokens 0.55-0.65 ms (rows 0.68-0.75 with the
+//! weights in cache), 1 token
 //! 0.36-0.40 ms against the GEMV's 0.30-0.34 (not solved: a longer prefetch distance, an
 //! explicit prefetch of the next scales and a layout with the scales first did not help).
 //!
@@ -30,7 +31,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::int_x86::prefetch_share;
+use super::int_x86::{prefetch_share, PREFETCH_BYTES_AHEAD};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
 
@@ -439,9 +440,9 @@ impl Pieces for Decoded<'_> {
 }
 
 /// Bytes between a pass's reading point in panels and the line it asks for: the GEMV's
-/// distance (`int_x86::PREFETCH_BYTES_AHEAD`). Panels follow one another, so reading
-/// linearly ahead reaches into the next panel without knowing where it is.
-const PANEL_BYTES_AHEAD: usize = 2560;
+/// distance. Panels follow one another, so reading linearly ahead reaches into the next panel
+/// without knowing where it is.
+const PANEL_BYTES_AHEAD: usize = PREFETCH_BYTES_AHEAD;
 
 /// Asks for the lines of the `step` bytes at `at + ahead` (a prefetch never faults: past the
 /// weights' end it is a wasted request, so the address wraps).

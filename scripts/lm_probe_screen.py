@@ -32,7 +32,17 @@ on: a fit.
   PYTHONPATH= /tmp/torch-venv/bin/python scripts/lm_probe_screen.py evaluate /tmp/feat.npz \
       --readings target/screen-validation.jsonl
 
-Needs: pip install torch transformers gguf numpy
+`lora` fine-tunes the LM itself as the reader (LoRA on a band of layers, a head on the mean of
+the message's tokens after the band, the layers above dropped), trained on the training split as
+the screen is, and writes the validation items' probabilities; `evaluate` then reports the reader
+alone, in the screen's place beside the lexicon, and as a veto:
+
+  PYTHONPATH= /tmp/torch-venv/bin/python scripts/lm_probe_screen.py lora \
+      --gguf ~/.cache/psy/assets/qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
+      --first 10 --last 18 --rank 16 --epochs 2 --seed 7 --out /tmp/lora-s7.npz
+  PYTHONPATH= /tmp/torch-venv/bin/python scripts/lm_probe_screen.py evaluate /tmp/lora-s7.npz
+
+Needs: pip install torch transformers gguf numpy peft
 """
 import argparse
 import glob
@@ -170,6 +180,100 @@ def extract(args):
              ids=np.array([it["id"] for it in items]), seconds=seconds, tokens=tokens)
 
 
+def lora(args):
+    """Fine-tune the LM's layers [first, last) with LoRA and a head on the mean of the message's
+    own tokens after layer `last` (the layers above are dropped), on the training split only, as
+    `psy train-screen` trains the MiniLM screen (the three cumulative outputs, helpers asking about
+    someone else as not at risk). Writes every item's probabilities for `evaluate --probabilities`."""
+    import random
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    folder, name = os.path.split(os.path.expanduser(args.gguf))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    lm = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    base = lm.model
+    base.layers = base.layers[: args.last]
+    base.config.num_hidden_layers = args.last
+    base = base.to(torch.bfloat16)
+    del lm
+    for prm in base.parameters():
+        prm.requires_grad_(False)
+    projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                   "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    cfg = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.05,
+                     target_modules=[f"layers.{n}.{m}" for n in range(args.first, args.last)
+                                     for m in projections])
+    model = get_peft_model(base, cfg)
+    head = torch.nn.Linear(base.config.hidden_size, 3)
+    ids_of = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+    pre = ids_of(PLAIN_PREAMBLE)
+    items = exemplar_items(args.root)
+    if args.limit:
+        items = items[: args.limit]
+    seqs = [pre + ids_of(it["text"])[:MAX_MESSAGE_TOKENS] for it in items]
+    target = torch.tensor([[float(it["train_level"] >= k) for k in (2, 3, 4)] for it in items])
+
+    def batches(idx, shuffle):
+        idx = sorted(idx, key=lambda i: len(seqs[i]))
+        out = [idx[s: s + args.batch] for s in range(0, len(idx), args.batch)]
+        if shuffle:
+            random.shuffle(out)
+        return out
+
+    def forward(idx):
+        longest = max(len(seqs[i]) for i in idx)
+        inp = torch.zeros((len(idx), longest), dtype=torch.long)
+        att = torch.zeros((len(idx), longest), dtype=torch.long)
+        own = torch.zeros((len(idx), longest, 1))
+        for r, i in enumerate(idx):
+            inp[r, : len(seqs[i])] = torch.tensor(seqs[i])
+            att[r, : len(seqs[i])] = 1
+            own[r, len(pre): len(seqs[i])] = 1
+        h = model(input_ids=inp, attention_mask=att).last_hidden_state.float()
+        return head((h * own).sum(1) / own.sum(1))
+
+    train = [i for i, it in enumerate(items) if not it["valid"]]
+    steps = args.epochs * len(batches(train, False))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": params, "lr": args.lr},
+                             {"params": head.parameters(), "lr": args.head_lr}],
+                            weight_decay=0.01)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
+    start, step = time.time(), 0
+    model.train()
+    for epoch in range(args.epochs):
+        total, n = 0.0, 0
+        for idx in batches(train, True):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(forward(idx), target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            total, n = total + loss.item() * len(idx), n + len(idx)
+            if step % 20 == 0:
+                print(f"epoch {epoch + 1} step {step}/{steps} loss {total / n:.4f} "
+                      f"{time.time() - start:.0f} s", file=sys.stderr, flush=True)
+        print(f"epoch {epoch + 1}: loss {total / n:.4f}, {time.time() - start:.0f} s",
+              file=sys.stderr, flush=True)
+    model.eval()
+    p = np.zeros((len(items), 3), np.float32)
+    with torch.no_grad():
+        for idx in batches([i for i, it in enumerate(items) if it["valid"]], False):
+            p[idx] = torch.sigmoid(forward(idx)).numpy()
+    np.savez(args.out, p=p, ids=np.array([it["id"] for it in items]),
+             seconds=time.time() - start, settings=json.dumps(vars(args)))
+    print(f"wrote {args.out} ({time.time() - start:.0f} s)", file=sys.stderr)
+
+
 def fit_logistic(x, y, l2):
     import torch
 
@@ -278,6 +382,58 @@ def price_of_half(readings, p_by_id):
     return None
 
 
+def as_screen(readings, p_by_id, keep=("lexicon",)):
+    """The head in the screen's place: the guard's level as the highest of the head's and the
+    `keep` detectors' (the lexicon; or also the shipped screen's sentence and context views), the
+    head's cut-offs the largest that keep >= 95% acute and >= 90% elevated on the messages."""
+    msgs = [r for r in readings if r["set"] == "validation messages"]
+    lab = np.array([LEVELS[r["level"]] for r in msgs])
+    kept = lambda r: max(LEVELS[r[k]] for k in keep)
+    lex = np.array([kept(r) for r in msgs])
+    p = np.array([p_by_id[r["id"]] for r in msgs])
+    need_acute = math.ceil(0.95 * (lab >= 3).sum())
+    need_elevated = math.ceil(0.90 * (lab == 2).sum())
+    high = max(c for c in np.unique(p[:, 1])
+               if ((np.maximum(lex, np.where(p[:, 1] >= c, 3, 1)) >= 3) & (lab >= 3)).sum()
+               >= need_acute)
+
+    def level(q, lx, moderate):
+        return max(lx, 3 if q[1] >= high else (2 if q[0] >= moderate else 1))
+
+    moderate = max(c for c in np.unique(p[:, 0])
+                   if sum(level(q, lx, c) >= 2 for q, lx, lb in zip(p, lex, lab) if lb == 2)
+                   >= need_elevated)
+    levels = np.array([level(p_by_id[r["id"]], kept(r), moderate) for r in readings])
+    return high, moderate, levels
+
+
+def report_probabilities(items, readings, p):
+    """`evaluate --probabilities`: a fine-tuned reader's own probabilities (`lora` writes them)."""
+    p_by_id = {it["id"]: p[i] for i, it in enumerate(items)}
+    alarms, calm = head_alone(items, p)
+    print(f"reader alone at 95% acute / 90% elevated recall: false alarms {alarms}/{calm}")
+    high, moderate, levels = as_screen(readings, p_by_id)
+    m = tally(readings, levels, "validation messages")
+    s = tally(readings, levels, "validation sessions")
+    print(f"in the screen's place (cut-offs high {high:.4f}, moderate {moderate:.4f}), with the "
+          f"lexicon: messages acute {m[0]}/{m[1]}, elevated {m[2]}/{m[3]}, false alarms "
+          f"{m[4]}/{m[5]}; sessions {s[0]}/{s[1]}, {s[2]}/{s[3]}, {s[4]}/{s[5]}")
+    high, moderate, levels = as_screen(readings, p_by_id, ("lexicon", "sentence", "context"))
+    m = tally(readings, levels, "validation messages")
+    s = tally(readings, levels, "validation sessions")
+    print(f"in the message view's place (cut-offs high {high:.4f}, moderate {moderate:.4f}), with "
+          f"the lexicon and the shipped sentence and context views: messages acute {m[0]}/{m[1]}, "
+          f"elevated {m[2]}/{m[3]}, false alarms {m[4]}/{m[5]}; sessions {s[0]}/{s[1]}, "
+          f"{s[2]}/{s[3]}, {s[4]}/{s[5]}")
+    vh, vm = calibrate_veto(readings, p_by_id)
+    after = replay(readings, p_by_id, vh, vm)
+    m = tally(readings, after, "validation messages")
+    s = tally(readings, after, "validation sessions")
+    print(f"as a veto over the shipped screen (cut-offs {vh:.4f}, {vm:.4f}): messages acute "
+          f"{m[0]}/{m[1]}, elevated {m[2]}/{m[3]}, false alarms {m[4]}/{m[5]}; sessions "
+          f"{s[0]}/{s[1]}, {s[2]}/{s[3]}, {s[4]}/{s[5]}")
+
+
 def evaluate(args):
     refuse_heldout(args.readings)
     items = exemplar_items(args.root)
@@ -288,6 +444,10 @@ def evaluate(args):
     for which in ("validation messages", "validation sessions"):
         a, na, e, ne, fa, nf = tally(readings, base, which)
         print(f"shipped guard, {which}: acute {a}/{na}, elevated {e}/{ne}, false alarms {fa}/{nf}")
+    if "p" in feats:
+        got = dict(zip(feats["ids"], feats["p"]))
+        report_probabilities(items, readings, np.array([got[it["id"]] for it in items]))
+        return
     views = [("yes-no logit", feats["yn"][:, None])] if "yn" in feats else []
     for kind in ("mean", "last"):
         for li, layer in enumerate(feats["layers"]):
@@ -326,8 +486,21 @@ def main():
     ev.add_argument("features")
     ev.add_argument("--readings", default="target/screen-validation.jsonl")
     ev.add_argument("--l2", type=float, default=1e-2)
+    lo = sub.add_parser("lora")
+    lo.add_argument("--gguf", required=True)
+    lo.add_argument("--out", required=True)
+    lo.add_argument("--first", type=int, default=10, help="lowest layer given adapters")
+    lo.add_argument("--last", type=int, default=18, help="layers kept; the head reads its output")
+    lo.add_argument("--rank", type=int, default=16)
+    lo.add_argument("--lr", type=float, default=2e-4)
+    lo.add_argument("--head-lr", type=float, default=1e-3)
+    lo.add_argument("--epochs", type=int, default=2)
+    lo.add_argument("--batch", type=int, default=16)
+    lo.add_argument("--seed", type=int, default=7)
+    lo.add_argument("--threads", type=int, default=2)
+    lo.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    extract(args) if args.cmd == "extract" else evaluate(args)
+    {"extract": extract, "evaluate": evaluate, "lora": lora}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::batch_forward::Feed;
+use super::batch_forward::{Feed, PREFILL_ROWS_PER_STEP};
 use super::error::{Result, RuntimeError};
 use super::generate::{GenerationConfig, GenerationOutput, StreamEvent, TextCodec};
 use super::load::LoadedModel;
 use super::model::KvCache;
 use super::sequence::{Rules, Sequence, Step};
-
-/// Prompt tokens fed per step at most, over all prefilling sequences (first come first):
-/// enough that a typical prompt (or several) prefills in one step, where each weight block
-/// decoded serves many rows; few enough that a long prompt, fed in pieces, delays the
-/// decoding sequences' next tokens by a bounded step.
-pub const PREFILL_ROWS_PER_STEP: usize = 256;
 
 /// The text of a panic's payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

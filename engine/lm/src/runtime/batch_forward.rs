@@ -18,6 +18,13 @@ use super::model::{append, attend, ids_tensor, CausalLm, KvCache};
 use super::projection::{quant_prefill, quant_products, Projection, QuantPrefill, SequenceRows};
 use crate::compute_pool::on_pool;
 
+/// Prompt tokens fed per step at most, over all prefilling sequences (first come first):
+/// enough that a typical prompt (or several) prefills in one step, where each weight block
+/// decoded serves many rows; few enough that a long prompt, fed in pieces, delays the
+/// decoding sequences' next tokens by a bounded step. A lone prompt is fed in the same pieces
+/// ([`CausalLm::prefill_logits`]).
+pub const PREFILL_ROWS_PER_STEP: usize = 256;
+
 thread_local! {
     /// Whether a step may take the host layers (`host_feeds.rs`); the tests turn it off on
     /// their thread to compare with the tensor path.
@@ -261,6 +268,29 @@ impl CausalLm {
                 .iter()
                 .flat_map(|l| l.projections())
                 .all(|(_, p)| p.rows_are_independent())
+    }
+
+    /// The logits after feeding `ids` (a prompt, or what of it is not cached yet) to one
+    /// sequence. Where rows are independent ([`Self::rows_are_independent`]) the prompt runs
+    /// through [`Self::forward_feeds`] in the engine's pieces, so its keys, values and logits are
+    /// the bits continuous batching computes for it, whatever was cached before and however the
+    /// prompt is split: a reply then does not depend on `--max-batch`, nor on the request
+    /// served before it. Elsewhere (f32 weights) it is [`Self::next_logits`].
+    pub fn prefill_logits(&self, ids: &[u32], cache: &mut KvCache) -> Vec<f32> {
+        if ids.is_empty() || !self.rows_are_independent() {
+            return self.next_logits(ids, cache);
+        }
+        let pieces = ids.len().div_ceil(PREFILL_ROWS_PER_STEP);
+        let mut last = None;
+        for (i, piece) in ids.chunks(PREFILL_ROWS_PER_STEP).enumerate() {
+            let mut feeds = [Feed {
+                ids: piece,
+                cache: &mut *cache,
+                logits: i + 1 == pieces,
+            }];
+            last = self.forward_feeds(&mut feeds).pop().flatten();
+        }
+        last.expect("the last piece asks for logits")
     }
 
     /// Whether a lone token's row here equals the single-sequence decode step's

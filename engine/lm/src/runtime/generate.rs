@@ -129,7 +129,7 @@ pub fn generate_cached(
         fed.truncate(common);
         let mut seq = Sequence::new(index, prompt, common, cfg, &rules);
         let t0 = Instant::now();
-        let mut logits = model.model.next_logits(&prompt[common..], cache);
+        let mut logits = model.model.prefill_logits(&prompt[common..], cache);
         fed.extend_from_slice(&prompt[common..]);
         seq.prefilled(t0.elapsed().as_secs_f64());
         while let Step::Feed(next) = seq.step(&mut logits, cfg, &rules, codec, on_event)? {

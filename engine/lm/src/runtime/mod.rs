@@ -44,9 +44,9 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use assets::{default_model_path, expand_assets};
-pub use batch::{generate_batched, panic_message, BatchRequest, Batcher, PREFILL_ROWS_PER_STEP};
+pub use batch::{generate_batched, panic_message, BatchRequest, Batcher};
 pub use batch_engine::{EngineHandle, EngineInfo};
-pub use batch_forward::Feed;
+pub use batch_forward::{Feed, PREFILL_ROWS_PER_STEP};
 pub use config::{Architecture, ModelConfig};
 pub use device::{select_device, DevicePreference};
 pub use error::RuntimeError;

@@ -1075,6 +1075,11 @@ impl CausalLm {
     /// ([`Projection::rows_of_the_long_prompt_path`]: 17 for Q4_1 and Q8_0). Fewer would give
     /// other logits than a cold prefill and could change a greedy reply.
     pub fn prompt_refeed_rows(&self) -> usize {
+        if self.rows_are_independent() {
+            // Prefilled through the engine's pass (`prefill_logits`), a prompt's rows are the
+            // same bits cached or not: only the last token runs again, for its logits.
+            return 1;
+        }
         let layers = self.model.layers.iter().flat_map(|l| l.projections());
         layers
             .map(|(_, p)| p.rows_of_the_long_prompt_path())

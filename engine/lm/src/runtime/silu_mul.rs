@@ -1,5 +1,6 @@
 //! `g = silu(g) * u` over slices (a gated MLP's activation), bit for bit Burn's `silu` times `u`,
-//! 16 values at a time where the CPU allows.
+//! and `exp` over a softmax's scores, bit for bit `f32::exp`, 16 values at a time where the CPU
+//! allows.
 //!
 //! Burn's CPU `silu` takes `f32::exp`, glibc's `expf`, one value at a time; in a batched decoding
 //! step of Qwen2.5-Coder-1.5B that scalar `expf` and its closure were ~7.5% of the step (perf, 8
@@ -37,6 +38,20 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     }
     for (g, u) in g.iter_mut().zip(u) {
         *g = silu(*g) * u;
+    }
+}
+
+/// `x[i] = x[i].exp()` for arguments at most 0 (a softmax's `s - max`), bit for bit
+/// `f32::exp`, 16 values at a time where [`vector_is_exact`] holds (its probe and the exhaustive
+/// test cover every argument at most 0: `silu` takes `exp` of `-|x|`).
+pub fn exp_nonpositive(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if vector_is_exact() {
+        // SAFETY: `vector_is_exact` holds only with AVX-512 F detected.
+        return unsafe { x86::exp_512(x) };
+    }
+    for v in x.iter_mut() {
+        *v = v.exp();
     }
 }
 
@@ -157,6 +172,38 @@ mod x86 {
         _mm512_cvtpd_ps(_mm512_mul_pd(y, s))
     }
 
+    /// `exp` 16 values at a time; a vector with a lane outside glibc's fast path (positive
+    /// arguments included, which `exp_nonpositive` does not promise) goes scalar. SAFETY: the CPU
+    /// has AVX-512 F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn exp_512(x: &mut [f32]) {
+        let n = x.len() / 16 * 16;
+        let limit = _mm512_set1_epi32(0x42a << 20 | 0xfffff);
+        let sign = _mm512_set1_epi32(i32::MIN);
+        for i in (0..n).step_by(16) {
+            let v = _mm512_loadu_ps(x.as_ptr().add(i));
+            let abs = _mm512_andnot_si512(sign, _mm512_castps_si512(v));
+            if _mm512_cmpgt_epu32_mask(abs, limit) != 0 {
+                for e in &mut x[i..i + 16] {
+                    *e = e.exp();
+                }
+                continue;
+            }
+            let lo = expf8(_mm512_castps512_ps256(v));
+            let hi = expf8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(v),
+            )));
+            let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ));
+            _mm512_storeu_ps(x.as_mut_ptr().add(i), e);
+        }
+        for e in &mut x[n..] {
+            *e = e.exp();
+        }
+    }
+
     /// `silu_mul` 16 values at a time. SAFETY: the CPU has AVX-512 F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn silu_mul_512(g: &mut [f32], u: &[f32]) {
@@ -228,6 +275,46 @@ mod tests {
             .filter(|(v, w)| v.to_bits() != **w)
             .count();
         assert_eq!(bad, 0, "{bad} values differ from the scalar silu");
+    }
+
+    /// `exp_nonpositive` equals `f32::exp` on every 257th bit pattern (either sign, NaNs,
+    /// infinities and the slow path's arguments included).
+    #[test]
+    fn the_vector_exp_gives_the_scalar_bits() {
+        let mut x: Vec<f32> = (0..u32::MAX / 257)
+            .map(|i| f32::from_bits(i * 257))
+            .chain((0..20_000).map(|i| -120.0 + i as f32 * 0.012))
+            .collect();
+        let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
+        exp_nonpositive(&mut x);
+        let bad = x
+            .iter()
+            .zip(&want)
+            .filter(|(v, w)| v.to_bits() != **w)
+            .count();
+        assert_eq!(bad, 0, "{bad} values differ from f32::exp");
+    }
+
+    /// Every f32 bit pattern through `exp_nonpositive` (`--ignored every_f32`).
+    #[test]
+    #[ignore]
+    fn every_f32_gives_the_scalar_exp() {
+        use rayon::prelude::*;
+        let bad: usize = (0..1u64 << 16)
+            .into_par_iter()
+            .map(|c| {
+                let mut x: Vec<f32> = (0..1u64 << 16)
+                    .map(|i| f32::from_bits((c << 16 | i) as u32))
+                    .collect();
+                let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
+                exp_nonpositive(&mut x);
+                x.iter()
+                    .zip(&want)
+                    .filter(|(v, w)| v.to_bits() != **w)
+                    .count()
+            })
+            .sum();
+        assert_eq!(bad, 0, "{bad} of 2^32 values differ");
     }
 
     /// Every f32 bit pattern, in chunks (`cargo test --release -p psy-lm --lib -- --ignored

@@ -9,6 +9,8 @@
 //! boundaries are fixed ([`SPAN`] positions from 0), so the result does not depend on how many
 //! threads run the spans, nor on whether they run in parallel ([`attend_group`]) or not.
 
+use super::silu_mul::exp_nonpositive;
+
 /// Positions per span: 128 keys and 128 values of 64 floats are 64 KiB, the scores of eight
 /// heads 4 KiB.
 pub(crate) const SPAN: usize = 128;
@@ -43,11 +45,12 @@ pub(crate) fn span_partial(
         let s = &mut scores[h * t..(h + 1) * t];
         span_scores(&qs[h * d..(h + 1) * d], keys, d, scale, s);
         let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
         for x in s.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
+            *x -= max;
         }
+        // The exponentials 16 at a time (`f32::exp`'s bits), summed in position order.
+        exp_nonpositive(s);
+        let sum = s.iter().fold(0.0f32, |a, x| a + x);
         maxima[h] = max;
         sums[h] = sum;
     }

@@ -13,12 +13,13 @@ alone and in the crowd (greedy decoding is batch-independent on the quantized pa
 
 Standard library only. Build first: cargo build --release --bin psy
 Usage: scripts/serve_batch.py [--psy PATH] [--model GGUF] [--requests 8] [--tokens 48]
-       [--max-batch 8] [--solo] [--port 8391]
+       [--max-batch 8] [--solo] [--shuffled 40] [--port 8391]
 Record `lscpu | grep 'Model name'` and `uptime` beside the figures (the script prints both).
 """
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,17 @@ def run_server(args, max_batch):
         same = all(a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
                    for (_, a), (_, b) in zip(r1, rn))
         print(f"  every request's text the same alone and at once: {same}")
-        return [v["choices"][0]["message"]["content"] for _, v in r1]
+        texts = [v["choices"][0]["message"]["content"] for _, v in r1]
+        if args.shuffled and max_batch == 1:
+            # One at a time in a random order: each prompt then follows different ones, whose
+            # cached prefix it reuses; its text must not depend on which came before.
+            rng = random.Random(7)
+            order = [rng.randrange(len(questions)) for _ in range(args.shuffled)]
+            differ = sum(post(base, questions[i], args.tokens)[1]["choices"][0]["message"]
+                         ["content"] != texts[i] for i in order)
+            print(f"  {args.shuffled} requests one at a time in random order, texts that "
+                  f"differ from the same prompt's first reply: {differ}")
+        return texts
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -150,6 +161,9 @@ def main():
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--solo", action="store_true", help="also run --max-batch 1")
+    ap.add_argument("--shuffled", type=int, default=0, metavar="N",
+                    help="with --solo: N more requests one at a time in random order on "
+                         "--max-batch 1, each text checked against its prompt's first reply")
     ap.add_argument("--port", type=int, default=8391)
     args = ap.parse_args()
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True,

@@ -326,6 +326,18 @@ fn a_lone_k_quant_sequence_steps_with_the_bits_of_its_batched_row() {
         assert_eq!(solo[0], together[1], "after {steps} batched steps");
         assert_eq!(alone.len(), caches[1].len());
     }
+    // Here every prompt row is also the decode step's: a prompt prefilled by the single-request
+    // path gives the bits of decoding it token by token.
+    for p in &ps {
+        let mut whole = KvCache::new(&m.config, 1, p.len(), &m.device);
+        let prefilled = m.model.prefill_logits(p, &mut whole);
+        let mut steps = KvCache::new(&m.config, 1, p.len(), &m.device);
+        let mut one_by_one = Vec::new();
+        for t in p {
+            one_by_one = m.model.next_logits(&[*t], &mut steps);
+        }
+        assert_eq!(prefilled, one_by_one, "prompt of {} tokens", p.len());
+    }
 }
 
 /// What the engine's prefix reuse relies on: keys and values of a prompt prefix copied from
@@ -366,6 +378,28 @@ fn a_prefix_copied_from_another_sequence_equals_it_computed() {
         .copy_prefix(&donor, 21)
         .is_none());
     assert!(!smollm2(WeightFormat::F32).model.rows_are_independent());
+}
+
+/// The single-request path (`generate`, `psy serve --max-batch 1`, sessions) prefills through
+/// the engine's pass where rows are independent: a prompt gives the bits the engine computes
+/// for it in pieces beside another sequence, cold or after a cached prefix another prompt left
+/// (a reply then depends neither on `--max-batch` nor on the request served before).
+#[test]
+fn a_single_request_prefill_has_the_engines_bits_cold_or_cached() {
+    let m = smollm2(WeightFormat::Quantized);
+    let prompt = prompts()[3].clone(); // 20 tokens
+    let engine = prompt_in_pieces(&m, &prompt, &[7, 6, 7], &prompts()[1]);
+    let mut cold = KvCache::new(&m.config, 1, prompt.len(), &m.device);
+    assert_eq!(m.model.prefill_logits(&prompt, &mut cold), engine);
+    // prompts()[0] shares the first 6 tokens; its cache, cut back to them, then the rest.
+    let mut cache = KvCache::new(&m.config, 1, 40, &m.device);
+    m.model.prefill_logits(&prompts()[0], &mut cache);
+    cache.truncate(6);
+    assert_eq!(m.model.prefill_logits(&prompt[6..], &mut cache), engine);
+    assert_eq!(m.model.prompt_refeed_rows(), 1);
+    // f32 weights keep the tensor path and its re-fed tail.
+    let f = smollm2(WeightFormat::F32);
+    assert!(f.model.prompt_refeed_rows() > 1);
 }
 
 /// A request that joins after another one sharing its first tokens copies their keys and

@@ -18,8 +18,10 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-/// Bumped whenever the layout or the meaning of the stored values changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout or the meaning of the stored values changes (2: a quantized
+/// model's prefix is prefilled through the engine's pass, `CausalLm::prefill_logits`, whose bits
+/// a version-1 file of the tensor path does not hold).
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"PSYKVC\0\0";
 
 /// Keys and values of every layer, as [`super::KvCache::export`] gives them.

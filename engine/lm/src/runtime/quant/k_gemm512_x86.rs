@@ -11,8 +11,9 @@
 //!
 //! A matrix loaded from a GGUF file on a CPU with this kernel keeps its K-quant rows as panels
 //! (`k_panels.rs`: the transpose done once at load). Then a panel's vectors are plain loads, and
-//! for up to [`FUSED_MAX_TOKENS`] tokens (a decoding step; one token included) Q4_K's and Q6_K's
-//! passes unpack their quants as they read them ([`Q4Panels`], [`Q6Panels`]), with the scales
+//! for up to [`FUSED_MAX_TOKENS`] tokens (a decoding step; one token included; Q5_K up to
+//! [`Q5_FUSED_MAX_TOKENS`]) Q4_K's, Q5_K's and Q6_K's passes unpack their quants as they read
+//! them ([`Q4Panels`], [`Q5Panels`], [`Q6Panels`]), with the scales
 //! decoded per super-block and the bytes ahead fetched linearly, as the GEMV does; longer
 //! products decode each panel once for their several passes. One 8960 x 1536 product, 2
 //! threads, AMD EPYC (Zen 4), weights cycled through 24 copies so that they come from memory:
@@ -21,6 +22,9 @@
 //! weights in cache), 1 token
 //! 0.36-0.40 ms against the GEMV's 0.30-0.34 (not solved: a longer prefetch distance, an
 //! explicit prefetch of the next scales and a layout with the scales first did not help).
+//! Q5_K (`cargo bench --bench decode -- prefill-q/Q5_K_8960x1536`, one matrix, in cache):
+//! panels unpacked by the passes 0.16 ms at 1 token and 0.47-0.51 at 8, against 0.34-0.38 and
+//! 0.53-0.55 decoding the panel first (rows: 0.42-0.44 and 0.61-0.67).
 //!
 //! Bit-equal to the GEMV: lane `r` of every vector op on token `t` is the GEMV's scalar op for row
 //! `r` and token `t`. A super-block's integers (`isum`, Q4_K's and Q5_K's `imin`, Q6_K's offset)
@@ -41,6 +45,11 @@ pub(super) const ROWS: usize = 16;
 /// The most tokens of a product whose passes unpack Q4_K and Q6_K panels as they read them;
 /// more tokens take several passes, which read the panel of pieces decoded once.
 const FUSED_MAX_TOKENS: usize = 16;
+
+/// The same for Q5_K, whose fifth bits cost each pass more to unpack: one pass of 8 tokens
+/// (an 8960 x 1536 product at 16 tokens, two passes, took 0.98-1.00 ms unpacking against
+/// 0.88-0.89 decoding the panel once).
+const Q5_FUSED_MAX_TOKENS: usize = 8;
 
 /// Tokens per pass over a panel: each weight vector loaded serves them all; 8 accumulators, 8
 /// scaled sums and 8 f32 sums stay in the 32 vector registers.
@@ -502,6 +511,39 @@ impl Pieces for Q4Panels {
     }
 }
 
+/// Q5_K stored as panels, unpacked as the pass reads it: piece `k` of sub-block `s = k / 8` is
+/// that sub-block's nibbles (low for even `s`, high for odd) of quant dword `12 + 8 (s / 2) + k % 8`
+/// with bit `s` of each byte of qh dword `4 + k % 8` above them as the fifth bit, as the decoder
+/// writes it.
+struct Q5Panels(*const u8);
+
+impl Pieces for Q5Panels {
+    #[inline(always)]
+    unsafe fn meta(&self, sb: usize, scratch: &mut [__m512i; META]) -> *const __m512i {
+        stored_meta(GgmlDType::Q5K, 176, self.0, sb, scratch)
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(&self, sb: usize, s: usize, _: usize) {
+        // 44 lines a super-block, 8 sub-blocks: 5.5 lines each.
+        prefetch_linear(self.0.add(sb * 44 * 64 + s * 352), PANEL_BYTES_AHEAD, 352);
+    }
+
+    #[inline(always)]
+    unsafe fn piece(&self, sb: usize, k: usize) -> __m512i {
+        let (s, p) = (k / 8, k % 8);
+        let blk = self.0.add(sb * 44 * 64);
+        let q = _mm512_loadu_si512(blk.add((12 + 8 * (s / 2) + p) * 64) as *const _);
+        let h = _mm512_loadu_si512(blk.add((4 + p) * 64) as *const _);
+        // Shifts by counts in registers (as `Q4Panels`): the nibble, and qh's bit `s` of each
+        // byte moved to its bit 4; then (nib & 0x0f) | (top & 0x10), as `Q6Panels` does.
+        let nib = _mm512_srl_epi32(q, _mm_cvtsi32_si128(4 * (s % 2) as i32));
+        let top = _mm512_slli_epi32::<4>(_mm512_srl_epi32(h, _mm_cvtsi32_si128(s as i32)));
+        let v = _mm512_ternarylogic_epi32::<0xca>(_mm512_set1_epi8(0x10), top, nib);
+        _mm512_and_si512(v, _mm512_set1_epi8(0x1f))
+    }
+}
+
 /// Q6_K stored as panels, unpacked as the pass reads it: piece `k = 32 n + 8 c + i` is the ql
 /// nibble (low for `c` 0, 1, high for 2, 3) of ql dword `16 n + i` (`c` even) or `16 n + 8 + i`
 /// (`c` odd) with bits `2c, 2c + 1` of qh dword `8 n + i` above it, as the decoder writes it.
@@ -669,9 +711,14 @@ unsafe fn k_rows_with(
     let mut r0 = 0;
     while r0 < n {
         let (m, ptrs, mask) = panel_rows(rows, r0, n, row_bytes);
-        // Q4_K and Q6_K panels: only the scales are decoded, the passes unpack the quants as
-        // they read them; Q5_K panels and rows: the panel of pieces is written first.
-        let fused = r0 < panels && dtype != GgmlDType::Q5K && tokens <= FUSED_MAX_TOKENS;
+        // Panels: only the scales are decoded, the passes unpack the quants as they read them;
+        // rows (and more tokens than that): the panel of pieces is written first.
+        let most = if dtype == GgmlDType::Q5K {
+            Q5_FUSED_MAX_TOKENS
+        } else {
+            FUSED_MAX_TOKENS
+        };
+        let fused = r0 < panels && tokens <= most;
         if fused {
             // Nothing to decode ahead: the passes read the panel as it is stored.
         } else if r0 < panels {
@@ -716,6 +763,9 @@ unsafe fn k_rows_with(
                         }
                         (true, false) => {
                             panel_tokens::<_, true, $n>(&decoded, &toks, blocks, first)
+                        }
+                        (false, true) if dtype == GgmlDType::Q5K => {
+                            panel_tokens::<_, false, $n>(&Q5Panels(ptrs[0]), &toks, blocks, first)
                         }
                         (false, true) => {
                             panel_tokens::<_, false, $n>(&Q4Panels(ptrs[0]), &toks, blocks, first)

@@ -172,6 +172,19 @@ mod x86 {
         _mm512_cvtpd_ps(_mm512_mul_pd(y, s))
     }
 
+    /// [`expf8`] of both halves of `v`.
+    #[inline(always)]
+    unsafe fn expf16(v: __m512) -> __m512 {
+        let lo = expf8(_mm512_castps512_ps256(v));
+        let hi = expf8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+            _mm512_castps_pd(v),
+        )));
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+            _mm256_castps_pd(hi),
+        ))
+    }
+
     /// `exp` 16 values at a time; a vector with a lane outside glibc's fast path (positive
     /// arguments included, which `exp_nonpositive` does not promise) goes scalar. SAFETY: the CPU
     /// has AVX-512 F.
@@ -189,15 +202,7 @@ mod x86 {
                 }
                 continue;
             }
-            let lo = expf8(_mm512_castps512_ps256(v));
-            let hi = expf8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(v),
-            )));
-            let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ));
-            _mm512_storeu_ps(x.as_mut_ptr().add(i), e);
+            _mm512_storeu_ps(x.as_mut_ptr().add(i), expf16(v));
         }
         for e in &mut x[n..] {
             *e = e.exp();
@@ -226,14 +231,7 @@ mod x86 {
                 }
                 continue;
             }
-            let lo = expf8(_mm512_castps512_ps256(v));
-            let hi = expf8(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                _mm512_castps_pd(v),
-            )));
-            let e = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
-                _mm256_castps_pd(hi),
-            ));
+            let e = expf16(v);
             let den = _mm512_add_ps(one, e);
             let sig = _mm512_mask_div_ps(_mm512_div_ps(e, den), ge, one, den);
             let y = _mm512_mul_ps(_mm512_mul_ps(x, sig), _mm512_loadu_ps(u.as_ptr().add(i)));
@@ -249,49 +247,73 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// The vector path equals the scalar one on every 257th f32 bit pattern (16.7 million
-    /// values, both signs, NaNs and infinities included) and on a dense grid where `expf` leaves
-    /// its fast path; where the vector path is not taken this compares the scalar path with
-    /// itself, and says so.
+    /// Every 257th f32 bit pattern (16.7 million values, both signs, NaNs and infinities
+    /// included), then a dense grid where `expf` leaves its fast path.
+    fn sampled_values() -> Vec<f32> {
+        (0..u32::MAX / 257)
+            .map(|i| f32::from_bits(i * 257))
+            .chain((0..20_000).map(|i| -120.0 + i as f32 * 0.012))
+            .collect()
+    }
+
+    /// How many of `x`'s values `vector` (in place) gives other bits than `scalar` (each).
+    fn differing(
+        mut x: Vec<f32>,
+        scalar: impl Fn(f32, usize) -> f32,
+        vector: impl Fn(&mut [f32]),
+    ) -> usize {
+        let want: Vec<u32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| scalar(*v, i).to_bits())
+            .collect();
+        vector(&mut x);
+        x.iter()
+            .zip(&want)
+            .filter(|(v, w)| v.to_bits() != **w)
+            .count()
+    }
+
+    /// `differing` over every f32 bit pattern, 2^16 chunks across the thread pool.
+    fn differing_over_every_f32(
+        scalar: impl Fn(f32, usize) -> f32 + Sync,
+        vector: impl Fn(&mut [f32]) + Sync,
+    ) -> usize {
+        use rayon::prelude::*;
+        (0..1u64 << 16)
+            .into_par_iter()
+            .map(|c| {
+                let x = (0..1u64 << 16).map(|i| f32::from_bits((c << 16 | i) as u32));
+                differing(x.collect(), &scalar, &vector)
+            })
+            .sum()
+    }
+
+    /// `g * u` with `u` cycling through 0.5, 1.5 .. 4.5.
+    fn up(i: usize) -> f32 {
+        0.5 + (i % 5) as f32
+    }
+
+    fn silu_mul_cycled(g: &mut [f32]) {
+        let u: Vec<f32> = (0..g.len()).map(up).collect();
+        silu_mul(g, &u);
+    }
+
+    /// The vector path equals the scalar one on [`sampled_values`]; where the vector path is
+    /// not taken this compares the scalar path with itself, and says so.
     #[test]
     fn the_vector_path_gives_the_scalar_bits() {
         if !vector_is_exact() {
             eprintln!("vector SiLU not taken on this CPU / libm: scalar only");
         }
-        let mut g: Vec<f32> = (0..u32::MAX / 257)
-            .map(|i| f32::from_bits(i * 257))
-            .chain((0..20_000).map(|i| -120.0 + i as f32 * 0.012))
-            .collect();
-        let u: Vec<f32> = (0..g.len()).map(|i| 0.5 + (i % 5) as f32).collect();
-        let want: Vec<u32> = g
-            .iter()
-            .zip(&u)
-            .map(|(g, u)| (silu(*g) * u).to_bits())
-            .collect();
-        silu_mul(&mut g, &u);
-        let bad = g
-            .iter()
-            .zip(&want)
-            .filter(|(v, w)| v.to_bits() != **w)
-            .count();
+        let bad = differing(sampled_values(), |g, i| silu(g) * up(i), silu_mul_cycled);
         assert_eq!(bad, 0, "{bad} values differ from the scalar silu");
     }
 
-    /// `exp_nonpositive` equals `f32::exp` on every 257th bit pattern (either sign, NaNs,
-    /// infinities and the slow path's arguments included).
+    /// `exp_nonpositive` equals `f32::exp` on [`sampled_values`] (positive arguments too).
     #[test]
     fn the_vector_exp_gives_the_scalar_bits() {
-        let mut x: Vec<f32> = (0..u32::MAX / 257)
-            .map(|i| f32::from_bits(i * 257))
-            .chain((0..20_000).map(|i| -120.0 + i as f32 * 0.012))
-            .collect();
-        let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
-        exp_nonpositive(&mut x);
-        let bad = x
-            .iter()
-            .zip(&want)
-            .filter(|(v, w)| v.to_bits() != **w)
-            .count();
+        let bad = differing(sampled_values(), |v, _| v.exp(), exp_nonpositive);
         assert_eq!(bad, 0, "{bad} values differ from f32::exp");
     }
 
@@ -299,45 +321,16 @@ mod tests {
     #[test]
     #[ignore]
     fn every_f32_gives_the_scalar_exp() {
-        use rayon::prelude::*;
-        let bad: usize = (0..1u64 << 16)
-            .into_par_iter()
-            .map(|c| {
-                let mut x: Vec<f32> = (0..1u64 << 16)
-                    .map(|i| f32::from_bits((c << 16 | i) as u32))
-                    .collect();
-                let want: Vec<u32> = x.iter().map(|v| v.exp().to_bits()).collect();
-                exp_nonpositive(&mut x);
-                x.iter()
-                    .zip(&want)
-                    .filter(|(v, w)| v.to_bits() != **w)
-                    .count()
-            })
-            .sum();
+        let bad = differing_over_every_f32(|v, _| v.exp(), exp_nonpositive);
         assert_eq!(bad, 0, "{bad} of 2^32 values differ");
     }
 
-    /// Every f32 bit pattern, in chunks (`cargo test --release -p psy-lm --lib -- --ignored
-    /// every_f32`; about a minute on 2 threads).
+    /// Every f32 bit pattern through `silu_mul` (`cargo test --release -p psy-lm --lib --
+    /// --ignored every_f32`; about a minute on 2 threads).
     #[test]
     #[ignore]
     fn every_f32_gives_the_scalar_bits() {
-        use rayon::prelude::*;
-        let bad: usize = (0..1u64 << 16)
-            .into_par_iter()
-            .map(|c| {
-                let mut g: Vec<f32> = (0..1u64 << 16)
-                    .map(|i| f32::from_bits((c << 16 | i) as u32))
-                    .collect();
-                let u = vec![1.5f32; g.len()];
-                let want: Vec<u32> = g.iter().map(|g| (silu(*g) * 1.5).to_bits()).collect();
-                silu_mul(&mut g, &u);
-                g.iter()
-                    .zip(&want)
-                    .filter(|(v, w)| v.to_bits() != **w)
-                    .count()
-            })
-            .sum();
+        let bad = differing_over_every_f32(|g, i| silu(g) * up(i), silu_mul_cycled);
         assert_eq!(bad, 0, "{bad} of 2^32 values differ");
     }
 }

@@ -184,7 +184,7 @@ def lora(args):
     """Fine-tune the LM's layers [first, last) with LoRA and a head on the mean of the message's
     own tokens after layer `last` (the layers above are dropped), on the training split only, as
     `psy train-screen` trains the MiniLM screen (the three cumulative outputs, helpers asking about
-    someone else as not at risk). Writes every item's probabilities for `evaluate --probabilities`."""
+    someone else as not at risk). Writes the validation items' probabilities, which `evaluate` reads."""
     import random
 
     import torch
@@ -408,7 +408,7 @@ def as_screen(readings, p_by_id, keep=("lexicon",)):
 
 
 def report_probabilities(items, readings, p):
-    """`evaluate --probabilities`: a fine-tuned reader's own probabilities (`lora` writes them)."""
+    """`evaluate` on a file `lora` wrote: a fine-tuned reader's own probabilities."""
     p_by_id = {it["id"]: p[i] for i, it in enumerate(items)}
     alarms, calm = head_alone(items, p)
     print(f"reader alone at 95% acute / 90% elevated recall: false alarms {alarms}/{calm}")

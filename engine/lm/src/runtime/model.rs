@@ -1068,7 +1068,9 @@ impl CausalLm {
     }
 
     /// How many last tokens of a prompt to run again after a prompt-cache hit so that they take
-    /// the paths of a cold prefill of the whole prompt: at least two (one token alone attends on
+    /// the paths of a cold prefill of the whole prompt. One where rows are independent (the
+    /// prompt runs through the engine's pass, [`CausalLm::prefill_logits`]); on the tensor path
+    /// at least two (one token alone attends on
     /// the host, `host_attention.rs`, whose sums run in another order than the prompt's
     /// attention), and more where a short prompt multiplies quantized weights with 8-bit
     /// activations and a long one with f32 ones

@@ -42,8 +42,8 @@ pub fn silu_mul(g: &mut [f32], u: &[f32]) {
 }
 
 /// `x[i] = x[i].exp()` for arguments at most 0 (a softmax's `s - max`), bit for bit
-/// `f32::exp`, 16 values at a time where [`vector_is_exact`] holds (its probe and the exhaustive
-/// test cover every argument at most 0: `silu` takes `exp` of `-|x|`).
+/// `f32::exp`, 16 values at a time where [`vector_is_exact`] holds (its probe checks these
+/// exponentials on their own; the exhaustive test covers every f32).
 pub fn exp_nonpositive(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if vector_is_exact() {
@@ -72,7 +72,8 @@ pub fn vector_is_exact() -> bool {
 }
 
 /// The probe: 2^16 values from every part of the f32 range (each 2^16-th bit pattern, both
-/// signs) and the interval where `expf` leaves its fast path, through both paths.
+/// signs) and the interval where `expf` leaves its fast path, through both paths of `silu_mul`
+/// and of `exp_nonpositive`.
 #[cfg(target_arch = "x86_64")]
 fn probe_matches() -> bool {
     let mut g: Vec<f32> = (0..1u32 << 16)
@@ -85,9 +86,15 @@ fn probe_matches() -> bool {
         .zip(&u)
         .map(|(g, u)| (silu(*g) * u).to_bits())
         .collect();
+    // The exponentials alone too: a matching SiLU could hide an exp one unit off.
+    let mut e = g.clone();
+    let want_exp: Vec<u32> = e.iter().map(|v| v.exp().to_bits()).collect();
     // SAFETY: AVX-512 F was detected by the caller first.
-    unsafe { x86::silu_mul_512(&mut g, &u) };
-    g.iter().map(|v| v.to_bits()).eq(want)
+    unsafe {
+        x86::silu_mul_512(&mut g, &u);
+        x86::exp_512(&mut e);
+    }
+    g.iter().map(|v| v.to_bits()).eq(want) && e.iter().map(|v| v.to_bits()).eq(want_exp)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -67,7 +67,40 @@ const LANES: usize = 16;
 /// single running sum is one long chain of dependent additions the compiler may not reorder
 /// (about 10x slower at 384 dimensions); lanes vectorise. The order of additions differs from a
 /// left-to-right sum by rounding only (~1e-7 on unit vectors).
+///
+/// The same code is compiled for 512- and 256-bit vectors and picked at run time: the crate's
+/// baseline target has 128-bit vectors only, and a plan's exemplar matching is mostly dot
+/// products. Every build gives the same bits (each lane multiplies, then adds, in the same
+/// order; Rust never fuses the two), which `every_width_gives_the_same_bits` checks.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was just detected.
+            return unsafe { dot_avx512(a, b) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the feature was just detected.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
@@ -162,6 +195,50 @@ mod tests {
         assert_eq!(dot(&a, &b), 10660.0);
         assert_eq!(dot(&a[..3], &b[..3]), 0.0 * 40.0 + 39.0 + 2.0 * 38.0);
         assert_eq!(dot(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn every_width_gives_the_same_bits() {
+        // Awkward values (wide exponents, both signs) so that any reordering shows in the bits.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f32::from_bits(((x >> 33) as u32 & 0x807f_ffff) | (((x >> 20) as u32 % 40 + 107) << 23))
+        };
+        for n in [0, 1, 15, 16, 17, 32, 384, 391] {
+            let a: Vec<f32> = (0..n).map(|_| next()).collect();
+            let b: Vec<f32> = (0..n).map(|_| next()).collect();
+            let want = dot_lanes(&a, &b).to_bits();
+            assert_eq!(dot(&a, &b).to_bits(), want, "n {n}");
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: detected.
+                    assert_eq!(unsafe { dot_avx512(&a, &b) }.to_bits(), want, "n {n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: detected.
+                    assert_eq!(unsafe { dot_avx2(&a, &b) }.to_bits(), want, "n {n}");
+                }
+            }
+            // And the plain order the lanes stand for, written out.
+            let mut lanes = [0.0f32; LANES];
+            let whole = n / LANES * LANES;
+            for i in 0..whole {
+                lanes[i % LANES] += a[i] * b[i];
+            }
+            let mut tail = 0.0f32;
+            for i in whole..n {
+                tail += a[i] * b[i];
+            }
+            let mut total = 0.0f32;
+            for l in lanes {
+                total += l;
+            }
+            assert_eq!((total + tail).to_bits(), want, "n {n}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use burn::tensor::Tensor;
 use psy_core::semantic::dot;
 use rayon::prelude::*;
 
-use super::gelu::gelu_value;
+use super::gelu::gelu_slice;
 use super::layer_norm::{normalize_in_place, LayerNorm};
 use super::model::{BertLayer, BertModel};
 use super::pooling::Pooling;
@@ -28,6 +28,7 @@ use super::split_bf16_gemm::SplitBf16Weights;
 use crate::runtime::model::Linear;
 use crate::runtime::quant::quantize::q8_0_matrix;
 use crate::runtime::quant::{IntKernel, IntOrder, QuantMatrix};
+use crate::runtime::silu_mul::exp_nonpositive;
 
 /// GEMMs from this many multiply-adds run on the rayon pool: below it, waking the second
 /// thread costs more than it saves (the threshold of the runtime's fused projection).
@@ -389,11 +390,9 @@ impl HostBert {
         layer.attention_norm.apply(&mut y);
         let mut inner = layer.intermediate.forward(&y, rows);
         if inner.len() >= 16 * 1024 {
-            inner
-                .par_chunks_mut(16 * 1024)
-                .for_each(|c| c.iter_mut().for_each(gelu_in_place));
+            inner.par_chunks_mut(16 * 1024).for_each(gelu_slice);
         } else {
-            inner.iter_mut().for_each(gelu_in_place);
+            gelu_slice(&mut inner);
         }
         let mut out = layer.output.forward(&inner, rows);
         for (o, y) in out.iter_mut().zip(&y) {
@@ -429,11 +428,12 @@ impl HostBert {
                     *s = dot(&q, &qkv[(first + j) * 3 * h + h + head * d..][..d]);
                 }
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
                 for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                    *s -= max;
                 }
+                // `f32::exp`'s bits, 16 at a time; summed in order as before.
+                exp_nonpositive(&mut scores);
+                let sum = scores.iter().fold(0.0f32, |a, s| a + s);
                 let ctx = &mut out[head * d..][..d];
                 ctx.fill(0.0);
                 for (j, s) in scores.iter().enumerate() {
@@ -493,8 +493,4 @@ impl HostBert {
         }
         out
     }
-}
-
-fn gelu_in_place(v: &mut f32) {
-    *v = gelu_value(*v);
 }

@@ -70,6 +70,16 @@ impl<'a> ReplyGuard<'a> {
         self.budget_reached
     }
 
+    /// Whether the text held back is an unfinished sentence: something other than white space
+    /// that does not end as a sentence does (`.`, `!`, `?`, `…`, then closing quotes, brackets
+    /// or emphasis). A last sentence held only because more text might have followed is
+    /// finished.
+    pub fn has_unfinished(&self) -> bool {
+        let closers: &[char] = &['"', '\'', '\u{201d}', '\u{2019}', ')', ']', '*'];
+        let body = self.pending.trim_end().trim_end_matches(closers);
+        !body.trim().is_empty() && !body.ends_with(['.', '!', '?', '\u{2026}'])
+    }
+
     /// Drops the incomplete sentence held back (the draft it came from is abandoned).
     pub fn discard_pending(&mut self) {
         self.pending.clear();

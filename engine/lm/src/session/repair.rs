@@ -23,9 +23,12 @@ use super::crisis_draft::crisis_reply;
 use super::guard::ReplyGuard;
 use super::record::TurnRecord;
 use super::{Delta, DraftRequest, OnDelta, Result, SessionError};
+use crate::runtime::FinishReason;
 
 /// The rule id under which a crisis draft that was not kept is recorded.
 pub(crate) const CRISIS_DRAFT: &str = "crisis-draft";
+/// Repair id of a reply whose last sentence the token cap cut off (dropped).
+pub(crate) const UNFINISHED_SENTENCE: &str = "unfinished-sentence";
 
 /// The repair action of a crisis turn the model did not draft (`[safety] crisis_drafts`).
 pub(crate) const PROTOCOL_ONLY: &str = "protocol-only";
@@ -170,6 +173,22 @@ pub(crate) fn complete_reply(
     on_delta: &mut OnDelta,
 ) -> Result<String> {
     let c = &plan.constraints;
+    // The token cap stopped the draft mid-sentence: a counselor does not send half a sentence,
+    // so the unfinished one is dropped (kept when it is all there is). A crisis reply, held
+    // back whole, is cut the same way by `crisis_reply`.
+    if record.finish == Some(FinishReason::Length)
+        && !guard.budget_reached()
+        && !guard.holds()
+        && guard.has_unfinished()
+        && !guard.emitted().trim().is_empty()
+    {
+        guard.discard_pending();
+        record.repairs.push(Repair {
+            rule: UNFINISHED_SENTENCE.into(),
+            action: "truncate".into(),
+            detail: "dropped the sentence the token cap cut off".into(),
+        });
+    }
     let step = guard.finish();
     if !step.emit.is_empty() && on_delta(Delta::Content(&step.emit)).is_break() {
         return Err(SessionError::Cancelled);
@@ -490,6 +509,46 @@ mod tests {
             record.repairs[0].detail,
             "stopped at a sentence end, 3 words"
         );
+    }
+
+    #[test]
+    fn a_draft_the_token_cap_cut_mid_sentence_loses_only_that_sentence() {
+        let plan = plan_with(vec![max_words(150)]);
+        let finish = |draft: &str, why: Option<FinishReason>| {
+            let mut guard = ReplyGuard::new(&plan.constraints);
+            guard.push(draft, false, true);
+            let mut record = TurnRecord::new(12);
+            record.finish = why;
+            let mut streamed = String::new();
+            let reply = complete_reply(&plan, CLIENT, &mut guard, &mut record, &mut |d| {
+                if let Delta::Content(t) = d {
+                    streamed.push_str(t);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            let repairs: Vec<String> = record.repairs.iter().map(|r| r.rule.clone()).collect();
+            (reply, streamed, repairs)
+        };
+        let draft = "That sounds exhausting. Avoid screens, which can interfere with your";
+        // Cut by the cap: the half sentence is neither streamed nor kept.
+        let (reply, streamed, repairs) = finish(draft, Some(FinishReason::Length));
+        assert_eq!(reply, "That sounds exhausting.");
+        assert_eq!(streamed, "");
+        assert_eq!(repairs, [UNFINISHED_SENTENCE]);
+        // The model stopped there itself: its words stand.
+        let (reply, streamed, repairs) = finish(draft, Some(FinishReason::StopToken));
+        assert_eq!(reply, draft);
+        assert_eq!(streamed, " Avoid screens, which can interfere with your");
+        assert!(repairs.is_empty());
+        // Half a sentence is all there is: better than nothing.
+        let (reply, _, repairs) = finish("Avoid screens, which", Some(FinishReason::Length));
+        assert_eq!(reply, "Avoid screens, which");
+        assert!(repairs.is_empty());
+        // A whole last sentence at the cap: nothing to drop.
+        let (reply, _, repairs) = finish("I hear you. Go on.", Some(FinishReason::Length));
+        assert_eq!(reply, "I hear you. Go on.");
+        assert!(repairs.is_empty());
     }
 
     #[test]

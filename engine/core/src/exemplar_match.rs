@@ -398,6 +398,41 @@ fn prepared(
     Ok(prepared)
 }
 
+/// (List of groups, piece) pairs whose similarities [`similarities`] keeps before it starts
+/// over: a long session's sentences and clauses for every module (a few KB each), not a corpus.
+const REMEMBERED_PIECES: usize = 8192;
+
+/// The cosine of `vector` (the embedding of `text`) with every example of `prepared`, groups
+/// one after another. The planner plans the whole dialogue again on every turn, so the same
+/// pieces meet the same examples turn after turn; their cosines are kept per process (keyed by
+/// the prepared list, the text, and checked against the vector itself, so a text the encoder
+/// embeds again with other bits is compared again), and only new pieces are compared.
+fn similarities(prepared: &Arc<Prepared>, text: &str, vector: &[f32]) -> Arc<Vec<f32>> {
+    type Memo = HashMap<(usize, String), (Vec<f32>, Arc<Vec<f32>>)>;
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    // Prepared lists live for the process (`prepared` keeps them), so the address names one.
+    let key = (Arc::as_ptr(prepared) as usize, text.to_string());
+    if let Some((v, sims)) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if v.as_slice() == vector {
+            return Arc::clone(sims);
+        }
+    }
+    let sims: Arc<Vec<f32>> = Arc::new(
+        prepared
+            .iter()
+            .flatten()
+            .map(|x| cosine(vector, &x.vector))
+            .collect(),
+    );
+    let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if memo.len() >= REMEMBERED_PIECES {
+        memo.clear();
+    }
+    memo.insert(key, (vector.to_vec(), Arc::clone(&sims)));
+    sims
+}
+
 /// Every client sentence or clause (and, with `policy.message`, every message of several
 /// sentences) close enough to an example of a group. `denied(group, message, start, end)`
 /// tells whether the lexicon read a denial of that group in that span; such spans never
@@ -419,8 +454,17 @@ pub fn find(
     if groups.iter().all(|g| g.examples.is_empty()) {
         return Ok(Vec::new());
     }
-    let examples = prepared(embedder, groups)?;
-    let examples = examples.as_slice();
+    let prepared_groups = prepared(embedder, groups)?;
+    let examples = prepared_groups.as_slice();
+    // Where each group's examples start in a piece's similarities.
+    let offsets: Vec<usize> = examples
+        .iter()
+        .scan(0, |at, ex| {
+            let start = *at;
+            *at += ex.len();
+            Some(start)
+        })
+        .collect();
 
     let mut hits = Vec::new();
     for turn in dialogue.client_turns() {
@@ -468,10 +512,15 @@ pub fn find(
             continue;
         }
         let vecs = embedder.embed(&pieces)?;
+        let sims: Vec<Arc<Vec<f32>>> = pieces
+            .iter()
+            .zip(&vecs)
+            .map(|(p, v)| similarities(&prepared_groups, p, v))
+            .collect();
         let mut usable_sentence = [false, false]; // [plain, hypothetical] sentence about client
                                                   // Best piece per (group, sentence): a sentence and its clause count once.
         let mut best_of: HashMap<(usize, usize), ExampleHit> = HashMap::new();
-        for (u, v) in units.iter().zip(&vecs) {
+        for (u, sim) in units.iter().zip(&sims) {
             let r = u.reading;
             if !r.about_client {
                 continue;
@@ -484,13 +533,14 @@ pub fn find(
                 }
                 let best = ex
                     .iter()
-                    .map(|x| {
+                    .zip(&sim[offsets[g]..])
+                    .map(|(x, c)| {
                         let penalty = if x.negative == r.negative {
                             0.0
                         } else {
                             policy.polarity_penalty
                         };
-                        cosine(v, &x.vector) - penalty
+                        c - penalty
                     })
                     .fold(f32::MIN, f32::max);
                 if best < threshold || denied(g, turn.index, u.start, u.end) {
@@ -523,7 +573,7 @@ pub fn find(
         let mut found: Vec<ExampleHit> = best_of.into_values().collect();
         found.sort_by_key(|h| (h.start, h.group));
         hits.extend(found);
-        if let (Some(t), Some(v)) = (whole, vecs.get(units.len())) {
+        if let (Some(t), Some(sim)) = (whole, sims.get(units.len())) {
             let (start, end) = (spans[0].0, spans[spans.len() - 1].1);
             let mut message_hits: Vec<ExampleHit> = Vec::new();
             for (g, (group, ex)) in groups.iter().zip(examples).enumerate() {
@@ -533,9 +583,9 @@ pub fn find(
                 if !usable || already || denied(g, turn.index, start, end) {
                     continue;
                 }
-                let best = ex
+                let best = sim[offsets[g]..][..ex.len()]
                     .iter()
-                    .map(|x| cosine(v, &x.vector))
+                    .copied()
                     .fold(f32::MIN, f32::max);
                 if best >= t {
                     message_hits.push(ExampleHit {

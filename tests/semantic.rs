@@ -301,6 +301,57 @@ fn encoder_criteria(e: &dyn SentenceEmbedder, text: &str, examples_only: bool) -
         .collect()
 }
 
+/// The demo's first message, read whole, lies 0.57-0.64 from five insomnia criteria' examples;
+/// it counted as all five met (insomnia at its threshold, confidence 0.83, from one vague
+/// message). A message read whole is one piece of evidence: at most one criterion of a
+/// condition. Its sentences still meet what they are close to on their own.
+#[test]
+fn a_message_read_whole_meets_at_most_one_criterion_of_a_condition() {
+    let e = embedder();
+    let text =
+        "I've been so tired lately. Work is overwhelming and I can't seem to switch off at night.";
+    let module = Screening::new(System::Dsm5);
+    let a = module.assess_with(
+        &Dialogue::from_message(text),
+        &AssessContext::with_embedder(&*e),
+    );
+    let whole: Vec<&str> = a
+        .symptoms
+        .iter()
+        .filter(|s| s.label.contains("whole message"))
+        .map(|s| s.id.as_str())
+        .collect();
+    let conditions: Vec<&str> = whole
+        .iter()
+        .map(|id| id.split('/').next().unwrap())
+        .collect();
+    let mut distinct = conditions.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        conditions.len(),
+        "whole-message evidence: {whole:?}"
+    );
+    assert!(
+        whole
+            .iter()
+            .filter(|id| id.starts_with("insomnia/"))
+            .count()
+            == 1,
+        "the message still reads as one sleep complaint: {whole:?}"
+    );
+    let insomnia = a
+        .hypotheses
+        .iter()
+        .find(|h| h.id == "insomnia")
+        .expect("insomnia considered");
+    assert!(
+        !insomnia.threshold_met,
+        "one vague message does not meet insomnia's threshold"
+    );
+}
+
 #[test]
 fn the_encoder_finds_new_wording_but_not_denials_others_or_hypotheticals() {
     let e = embedder();

@@ -42,6 +42,7 @@ mod span_attention;
 pub mod tokenize_cli;
 pub mod tokenizer;
 pub mod weights;
+mod word_bans;
 
 pub use assets::{default_model_path, expand_assets};
 pub use batch::{generate_batched, panic_message, BatchRequest, Batcher};

@@ -14,14 +14,15 @@ use super::generation::{
 };
 use super::grammar::{allowed_tokens, JsonRecognizer, TokenTrie};
 use super::load::LoadedModel;
-use super::sampling::{apply_logit_bias, ban_word_completions, Sampler};
+use super::sampling::{apply_logit_bias, Sampler};
+use super::word_bans::WordBans;
 
 /// What a request's configuration fixes before decoding: stop ids, the banned words and the
 /// vocabulary's text they are checked against, the grammar's token bytes, the think tags.
 pub(crate) struct Rules {
     stops: Vec<u32>,
-    banned_words: Vec<String>,
-    vocab_text: Vec<String>,
+    /// The banned words' completions, indexed against the vocabulary's text.
+    word_bans: Option<WordBans>,
     grammar_vocab: Option<Arc<TokenTrie>>,
     think_start: Option<u32>,
     think_end: Option<u32>,
@@ -60,11 +61,11 @@ impl Rules {
         }
         // Each token's text, lower-cased, for the banned-word check (built only when needed).
         let banned_words: Vec<String> = cfg.banned_words.iter().map(|w| w.to_lowercase()).collect();
-        let vocab_text: Vec<String> = match codec {
-            Some(c) if !banned_words.is_empty() => (0..vocab)
-                .map(|id| c.decode_text(&[id]).map(|t| t.to_lowercase()))
-                .collect::<Result<_>>()?,
-            _ => Vec::new(),
+        let word_bans = match codec {
+            Some(c) if !banned_words.is_empty() => {
+                Some(WordBans::new(&banned_words, &c.lowercase_vocab(vocab)?))
+            }
+            _ => None,
         };
         let grammar_vocab = match (&cfg.json_schema, codec) {
             (None, _) => None,
@@ -81,8 +82,7 @@ impl Rules {
         }
         Ok(Rules {
             stops,
-            banned_words,
-            vocab_text,
+            word_bans,
             grammar_vocab,
             think_start: codec.and_then(|c| c.token_id("<think>")),
             think_end: codec.and_then(|c| c.token_id("</think>")),
@@ -187,13 +187,8 @@ impl Sequence {
             return Ok(Step::Done);
         }
         apply_logit_bias(logits, &cfg.logit_bias);
-        if !rules.banned_words.is_empty() {
-            ban_word_completions(
-                logits,
-                &rules.banned_words,
-                &self.emitted.to_lowercase(),
-                &rules.vocab_text,
-            );
+        if let Some(bans) = &rules.word_bans {
+            bans.apply(logits, &self.emitted.to_lowercase());
         }
         if let (Some(rec), Some(vocab)) = (&self.json, &rules.grammar_vocab) {
             let left = (cfg.max_new_tokens - self.generated.len() - 1) as u32;

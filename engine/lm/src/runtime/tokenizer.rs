@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -77,6 +77,8 @@ pub struct Tokenizer {
     /// Every token's bytes for grammar-constrained decoding, built on first use and shared by
     /// clones.
     grammar_vocab: Arc<OnceLock<Arc<TokenTrie>>>,
+    /// Every token's text, lower-cased, for banned words; built on first use, shared by clones.
+    lowercase_vocab: Arc<Mutex<Option<Arc<Vec<String>>>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -146,6 +148,7 @@ impl Tokenizer {
             eos_token: None,
             chat_template: None,
             grammar_vocab: Default::default(),
+            lowercase_vocab: Default::default(),
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         tok.read_hf_configs(dir)?;
@@ -354,6 +357,7 @@ impl Tokenizer {
             eos_token: id_key("eos_token_id").map(|e| tokens[e as usize].to_string()),
             chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
             grammar_vocab: Default::default(),
+            lowercase_vocab: Default::default(),
         };
         tracing::debug!(path = %path.display(), pre, vocab = tok.vocab_size(), "built tokenizer from GGUF");
         Ok(tok)
@@ -463,6 +467,11 @@ impl Tokenizer {
         }
         let text = self.decode(&[id], true).ok()?;
         (!text.contains('\u{FFFD}')).then(|| text.into_bytes())
+    }
+
+    /// The slot [`super::generation::TextCodec::lowercase_vocab`] keeps its result in.
+    pub(crate) fn lowercase_vocab_cache(&self) -> &Mutex<Option<Arc<Vec<String>>>> {
+        &self.lowercase_vocab
     }
 
     /// Every token's bytes in a trie for grammar-constrained decoding; built once (about a

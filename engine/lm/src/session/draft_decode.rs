@@ -13,6 +13,7 @@ use crate::runtime::chat_template::{ChatTemplate, RenderOptions};
 use crate::runtime::tokenizer::Tokenizer;
 use crate::runtime::{GenerationConfig, GenerationOutput, StreamEvent};
 
+use super::drafter::PROSE_BANS;
 use super::{Draft, DraftEvent, DraftRequest, Result, SessionError};
 
 /// The tokenizer (from `tokenizer`, or the model's own) and the chat template it carries.
@@ -80,7 +81,10 @@ pub(super) fn prepare(
             context,
         });
     }
-    let banned = banned_words(&req.banned_phrases);
+    let mut banned = banned_words(&req.banned_phrases);
+    if req.prose {
+        banned.extend(PROSE_BANS.iter().map(|w| w.to_string()));
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     let config = GenerationConfig {
         max_new_tokens: req.max_new_tokens.min(context - ids.len()).max(1),

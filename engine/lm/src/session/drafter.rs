@@ -21,9 +21,22 @@ pub struct DraftRequest {
     pub thinking: bool,
     /// Phrases whose tokens get a banned-token logit bias.
     pub banned_phrases: Vec<String>,
+    /// The draft is the client-facing reply alone (no reasoning in the same generation): the
+    /// markers that start list items, bullets, bold run-in headings and headings
+    /// ([`PROSE_BANS`]) are banned where the drafter bans tokens. The plan asks for
+    /// conversational sentences; the default model wrote numbered advice lists anyway.
+    pub prose: bool,
     pub sampling: SamplingConfig,
     pub stop: Vec<String>,
 }
+
+/// What a [`DraftRequest::prose`] draft may never write at the start of a word: list numbers
+/// (`1.` to `9.`; `10.` and numbers inside words stay), bullets (`-`, `*`, `•`), Markdown
+/// emphasis and headings (`*`, `#`). Read as `GenerationConfig::banned_words`: banned after a
+/// space, a line break or at the start.
+pub const PROSE_BANS: [&str; 13] = [
+    "1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.", "9.", "-", "*", "#", "\u{2022}",
+];
 
 /// A streamed token's text as the drafter sees it.
 #[derive(Clone, Copy, Debug)]
@@ -80,5 +93,59 @@ pub trait Drafter {
     /// A name for `/v1/models` and transcripts.
     fn model_id(&self) -> String {
         "model".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::sampling::ban_word_completions;
+
+    /// Which of `vocab` a prose draft may write after `tail`.
+    fn allowed(tail: &str, vocab: &[&str]) -> Vec<&'static str> {
+        let words: Vec<String> = PROSE_BANS.iter().map(|w| w.to_string()).collect();
+        let vocab: Vec<String> = vocab.iter().map(|v| v.to_string()).collect();
+        let mut logits = vec![0.0f32; vocab.len()];
+        ban_word_completions(&mut logits, &words, &tail.to_lowercase(), &vocab);
+        vocab
+            .iter()
+            .zip(&logits)
+            .filter(|(_, l)| l.is_finite())
+            .map(|(v, _)| *VOCAB.iter().find(|x| **x == v).expect("in VOCAB"))
+            .collect()
+    }
+
+    const VOCAB: [&str; 12] = [
+        "1",
+        "1.",
+        " 1.",
+        ".",
+        "**",
+        " **",
+        " -",
+        "-",
+        "##",
+        " \u{2022}",
+        "10",
+        " Try",
+    ];
+
+    #[test]
+    fn a_prose_draft_cannot_start_a_list_item_a_bullet_or_a_heading() {
+        // At the start of a line: no list number, bullet, bold run-in heading or heading.
+        assert_eq!(
+            allowed("Here is what helps:\n", &VOCAB),
+            ["1", ".", "10", " Try"]
+        );
+        // A bare digit there cannot become an item either: its full stop is banned.
+        let after_digit = allowed("Here is what helps:\n1", &VOCAB);
+        assert!(!after_digit.contains(&"."), "{after_digit:?}");
+        assert!(after_digit.contains(&"10"));
+        // Inside prose a number ends a sentence as usual: "ten." and "it took 10."
+        assert!(allowed("It took 10", &VOCAB).contains(&"."));
+        assert!(
+            allowed("a well", &VOCAB).contains(&"-"),
+            "hyphens inside words stay"
+        );
     }
 }

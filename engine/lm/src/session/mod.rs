@@ -64,7 +64,7 @@ mod fixtures;
 pub use conversation::Session;
 pub use counselor::Counselor;
 pub use crisis_draft::{check_crisis_draft, complete_part, crisis_reply, CrisisReply, DraftFault};
-pub use drafter::{Draft, DraftEvent, DraftRequest, Drafter};
+pub use drafter::{Draft, DraftEvent, DraftRequest, Drafter, PROSE_BANS};
 pub use engine_drafter::EngineDrafter;
 pub use error::{Result, SessionError};
 pub use model_drafter::ModelDrafter;

@@ -167,6 +167,7 @@ impl TurnPrompt {
             max_new_tokens,
             sampling: self.sampling.clone(),
             stop: self.stop.clone(),
+            prose: true,
             ..Default::default()
         }
     }

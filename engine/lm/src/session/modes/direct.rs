@@ -35,6 +35,7 @@ mod tests {
         assert_eq!(req.assistant_prefix, "");
         assert!(!req.thinking);
         assert_eq!(req.stop, ["STOP"]);
+        assert!(req.prose, "the reply alone: list markers banned");
         assert!(Direct.reasoning_request(&t).is_none());
     }
 }

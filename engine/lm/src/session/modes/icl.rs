@@ -51,6 +51,8 @@ impl PromptingStrategy for Icl {
         DraftRequest {
             // The answer is started for the model.
             assistant_prefix: ANSWER_START.into(),
+            // Its reasoning comes first in the same generation, in numbered steps.
+            prose: false,
             ..turn.reply_request(guidance, turn.tokens.reasoning_and_reply())
         }
     }

@@ -11,6 +11,8 @@ impl PromptingStrategy for Native {
     fn reply_request(&self, turn: &TurnPrompt, _: &ReasoningTrace) -> DraftRequest {
         DraftRequest {
             thinking: true,
+            // Its reasoning comes first in the same generation.
+            prose: false,
             ..turn.reply_request(turn.guidance.clone(), turn.tokens.reasoning_and_reply())
         }
     }

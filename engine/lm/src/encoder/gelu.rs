@@ -20,6 +20,13 @@ const CHUNK: usize = 16 * 1024;
 
 /// erf(x), Abramowitz & Stegun 7.1.26: `1 - poly(t) exp(-x^2)` with `t = 1 / (1 + p|x|)`.
 fn erf(x: f32) -> f32 {
+    let (poly, arg) = erf_parts(x.abs());
+    (1.0 - poly * arg.exp()).copysign(x)
+}
+
+/// For `|x|`: the polynomial `poly(t)` of [`erf`] and the exponential's argument `-x^2`.
+#[inline(always)]
+fn erf_parts(ax: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [
         0.254_829_6,
@@ -28,10 +35,9 @@ fn erf(x: f32) -> f32 {
         -1.453_152,
         1.061_405_4,
     ];
-    let ax = x.abs();
     let t = 1.0 / (1.0 + P * ax);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    (1.0 - poly * (-ax * ax).exp()).copysign(x)
+    (poly, -ax * ax)
 }
 
 /// `0.5 x (1 + erf(x / sqrt 2))` of one value.
@@ -74,23 +80,12 @@ unsafe fn gelu_slice_avx2(x: &mut [f32]) {
 /// chunk, its exponentials in one call, then the rest.
 #[inline(always)]
 fn gelu_chunks(x: &mut [f32]) {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152,
-        1.061_405_4,
-    ];
     let mut poly = [0.0f32; SLICE_CHUNK];
     let mut e = [0.0f32; SLICE_CHUNK];
     for c in x.chunks_mut(SLICE_CHUNK) {
         let n = c.len();
         for ((v, p), e) in c.iter().zip(&mut poly[..n]).zip(&mut e[..n]) {
-            let ax = (v * std::f32::consts::FRAC_1_SQRT_2).abs();
-            let t = 1.0 / (1.0 + P * ax);
-            *p = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-            *e = -ax * ax;
+            (*p, *e) = erf_parts((v * std::f32::consts::FRAC_1_SQRT_2).abs());
         }
         exp_nonpositive(&mut e[..n]);
         for ((v, p), e) in c.iter_mut().zip(&poly[..n]).zip(&e[..n]) {

@@ -96,6 +96,20 @@ fn the_main_jobs_model_is_named_under_the_assets_dir() {
     }
 }
 
+/// The main job's 1.5B replies at high risk with the protocol text alone (its drafts read as
+/// judgemental or missed the means; README, "Crisis drafts of the 1.5B"), and keeps the base
+/// manifest's locale.
+#[test]
+fn the_main_job_gives_the_protocol_alone_at_high_risk() {
+    let run = psy_core::manifest::load_run(&root().join("manifests/psyllm-qwen1.5b.toml")).unwrap();
+    assert_eq!(
+        run.manifest.safety.crisis_drafts,
+        psy_core::manifest::CrisisDrafts::ProtocolOnly
+    );
+    let base = psy_core::manifest::load_run(&root().join("manifests/psyllm.toml")).unwrap();
+    assert_eq!(run.manifest.safety.locale, base.manifest.safety.locale);
+}
+
 #[test]
 fn an_unknown_crisis_drafts_policy_names_line_and_choices() {
     let e = err(

@@ -703,6 +703,62 @@ mod tests {
         assert!(hit.label("Sleep").starts_with("Sleep (encoder, cosine "));
     }
 
+    /// An encoder whose vectors change on request (as a text embedded again may come back with
+    /// other bits): after the switch, "sleep" reads as "drink".
+    struct Switching(std::sync::atomic::AtomicBool);
+    impl SentenceEmbedder for Switching {
+        fn name(&self) -> &str {
+            "switching"
+        }
+        fn dim(&self) -> usize {
+            4
+        }
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+            let switched = self.0.load(std::sync::atomic::Ordering::Relaxed);
+            let texts: Vec<String> = texts
+                .iter()
+                .map(|t| match switched {
+                    true => t.to_lowercase().replace("sleep", "drink"),
+                    false => t.to_string(),
+                })
+                .collect();
+            Toy.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        }
+    }
+
+    #[test]
+    fn remembered_similarities_follow_the_pieces_vectors() {
+        let examples = vec!["I can't sleep at all.".to_string()];
+        let groups = [ExampleGroup {
+            examples: &examples,
+            include_hypothetical: false,
+        }];
+        let policy = SemanticPolicy {
+            sentence: Some(0.9),
+            ..Default::default()
+        };
+        let encoder = Switching(std::sync::atomic::AtomicBool::new(false));
+        let run = || {
+            find(
+                &encoder,
+                &groups,
+                &Dialogue::from_message("I still can't sleep."),
+                &policy,
+                SubjectPolicy::NearestSubject,
+                false,
+                &|_, _, _, _| false,
+            )
+            .unwrap()
+        };
+        let first = run();
+        assert_eq!(first.len(), 1);
+        // Planned again: the remembered similarities give the same hits.
+        assert_eq!(run(), first);
+        // The same text now embeds elsewhere: compared again, not remembered.
+        encoder.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(run().is_empty());
+    }
+
     #[test]
     fn clauses_of_a_sentence() {
         let s = "My heart was pounding, I couldn't breathe and I thought I was dying.";

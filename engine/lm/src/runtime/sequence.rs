@@ -22,7 +22,7 @@ use super::word_bans::WordBans;
 pub(crate) struct Rules {
     stops: Vec<u32>,
     /// The banned words' completions, indexed against the vocabulary's text.
-    word_bans: Option<WordBans>,
+    word_bans: Option<Arc<WordBans>>,
     grammar_vocab: Option<Arc<TokenTrie>>,
     think_start: Option<u32>,
     think_end: Option<u32>,
@@ -63,7 +63,7 @@ impl Rules {
         let banned_words: Vec<String> = cfg.banned_words.iter().map(|w| w.to_lowercase()).collect();
         let word_bans = match codec {
             Some(c) if !banned_words.is_empty() => {
-                Some(WordBans::new(&banned_words, &c.lowercase_vocab(vocab)?))
+                Some(WordBans::shared(&banned_words, &c.lowercase_vocab(vocab)?))
             }
             _ => None,
         };

@@ -667,29 +667,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn finds_by_meaning_but_not_denied_or_about_others() {
-        let examples = vec!["I lie awake and can't sleep.".to_string()];
+    /// The hits of one group of `examples` in a one-message dialogue, sentences at cosine 0.9.
+    fn hits(encoder: &dyn SentenceEmbedder, examples: &[String], text: &str) -> Vec<ExampleHit> {
         let groups = [ExampleGroup {
-            examples: &examples,
+            examples,
             include_hypothetical: false,
         }];
         let policy = SemanticPolicy {
             sentence: Some(0.9),
             ..Default::default()
         };
-        let run = |text: &str| {
-            find(
-                &Toy,
-                &groups,
-                &Dialogue::from_message(text),
-                &policy,
-                SubjectPolicy::NearestSubject,
-                false,
-                &|_, _, _, _| false,
-            )
-            .unwrap()
-        };
+        find(
+            encoder,
+            &groups,
+            &Dialogue::from_message(text),
+            &policy,
+            SubjectPolicy::NearestSubject,
+            false,
+            &|_, _, _, _| false,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_by_meaning_but_not_denied_or_about_others() {
+        let examples = vec!["I lie awake and can't sleep.".to_string()];
+        let run = |text: &str| hits(&Toy, &examples, text);
         assert_eq!(
             run("Work is fine. I'm awake all night, can't sleep.").len(),
             1
@@ -729,27 +732,8 @@ mod tests {
     #[test]
     fn remembered_similarities_follow_the_pieces_vectors() {
         let examples = vec!["I can't sleep at all.".to_string()];
-        let groups = [ExampleGroup {
-            examples: &examples,
-            include_hypothetical: false,
-        }];
-        let policy = SemanticPolicy {
-            sentence: Some(0.9),
-            ..Default::default()
-        };
         let encoder = Switching(std::sync::atomic::AtomicBool::new(false));
-        let run = || {
-            find(
-                &encoder,
-                &groups,
-                &Dialogue::from_message("I still can't sleep."),
-                &policy,
-                SubjectPolicy::NearestSubject,
-                false,
-                &|_, _, _, _| false,
-            )
-            .unwrap()
-        };
+        let run = || hits(&encoder, &examples, "I still can't sleep.");
         let first = run();
         assert_eq!(first.len(), 1);
         // Planned again: the remembered similarities give the same hits.

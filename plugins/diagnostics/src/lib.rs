@@ -8,9 +8,9 @@
 pub mod criteria;
 pub mod duration;
 
-use psy_core::dialogue::Dialogue;
 use std::collections::HashMap;
 
+use psy_core::dialogue::Dialogue;
 use psy_core::exemplar_match::{self, ExampleGroup, SemanticPolicy};
 use psy_core::lexicon::{Lexicon, Text};
 use psy_core::module::{
@@ -295,29 +295,25 @@ impl Screening {
         // overwhelming and I can't seem to switch off at night." lay 0.57-0.64 from five
         // insomnia criteria and counted as five of them met. Sentences and clauses still meet
         // every criterion they are close to (one sentence can hold several symptoms).
-        let mut best_whole: HashMap<(usize, usize), f32> = HashMap::new();
-        for h in hits.iter().filter(|h| h.whole_message) {
+        // The closest whole-message hit per (condition, message); on a tie the first, in
+        // criterion order.
+        let mut closest: HashMap<(usize, usize), usize> = HashMap::new();
+        for (i, h) in hits.iter().enumerate().filter(|(_, h)| h.whole_message) {
             if let Some(cond) = cond_of(h) {
-                let best = best_whole.entry((cond, h.message)).or_insert(f32::MIN);
-                *best = best.max(h.similarity);
+                let at = closest.entry((cond, h.message)).or_insert(i);
+                if h.similarity > hits[*at].similarity {
+                    *at = i;
+                }
             }
         }
-        let mut taken: Vec<(usize, usize)> = Vec::new();
         let hits: Vec<exemplar_match::ExampleHit> = hits
-            .into_iter()
-            .filter(|h| {
-                let Some(cond) = cond_of(h).filter(|_| h.whole_message) else {
-                    return true;
-                };
-                let key = (cond, h.message);
-                // The closest; on a tie, the first in criterion order.
-                if best_whole[&key] == h.similarity && !taken.contains(&key) {
-                    taken.push(key);
-                    true
-                } else {
-                    false
-                }
+            .iter()
+            .enumerate()
+            .filter(|&(i, h)| match cond_of(h).filter(|_| h.whole_message) {
+                Some(cond) => closest[&(cond, h.message)] == i,
+                None => true,
             })
+            .map(|(_, h)| h.clone())
             .collect();
         Ok(hits
             .into_iter()

@@ -95,6 +95,16 @@ fn gelu_chunks(x: &mut [f32]) {
     }
 }
 
+/// [`gelu_slice`] in place, split across the rayon pool from [`CHUNK`] values (below it,
+/// waking the pool costs more than it saves).
+pub fn gelu_in_place(x: &mut [f32]) {
+    if x.len() >= CHUNK {
+        x.par_chunks_mut(CHUNK).for_each(gelu_slice);
+    } else {
+        gelu_slice(x);
+    }
+}
+
 /// `0.5 x (1 + erf(x / sqrt 2))` element-wise.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let Ok(prim) = x.clone().try_into_primitive::<Flex>() else {
@@ -105,13 +115,8 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let Some(values) = contiguous.as_slice::<f32>() else {
         return activation::gelu(x);
     };
-    let mut out = vec![0.0f32; values.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(values.par_chunks(CHUNK))
-        .for_each(|(o, v)| {
-            o.copy_from_slice(v);
-            gelu_slice(o);
-        });
+    let mut out = values.to_vec();
+    gelu_in_place(&mut out);
     Tensor::from_data(TensorData::new(out, x.dims()), &x.device())
 }
 

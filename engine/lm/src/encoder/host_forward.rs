@@ -19,7 +19,7 @@ use burn::tensor::Tensor;
 use psy_core::semantic::dot;
 use rayon::prelude::*;
 
-use super::gelu::gelu_slice;
+use super::gelu::gelu_in_place;
 use super::layer_norm::{normalize_in_place, LayerNorm};
 use super::model::{BertLayer, BertModel};
 use super::pooling::Pooling;
@@ -389,11 +389,7 @@ impl HostBert {
         }
         layer.attention_norm.apply(&mut y);
         let mut inner = layer.intermediate.forward(&y, rows);
-        if inner.len() >= 16 * 1024 {
-            inner.par_chunks_mut(16 * 1024).for_each(gelu_slice);
-        } else {
-            gelu_slice(&mut inner);
-        }
+        gelu_in_place(&mut inner);
         let mut out = layer.output.forward(&inner, rows);
         for (o, y) in out.iter_mut().zip(&y) {
             *o += y;

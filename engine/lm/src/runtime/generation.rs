@@ -19,16 +19,13 @@ pub trait TextCodec {
     fn decode_text(&self, ids: &[u32]) -> Result<String>;
     /// Id of a token given by its exact text (e.g. `</think>`).
     fn token_id(&self, token: &str) -> Option<u32>;
-    /// Every token's bytes, for [`GenerationConfig::json_schema`]; codecs that cannot say
-    /// which bytes a token adds do not support constrained decoding.
     /// Every token's text (ids `0..vocab`), lower-cased, for [`GenerationConfig::banned_words`].
     fn lowercase_vocab(&self, vocab: u32) -> Result<Arc<Vec<String>>> {
-        (0..vocab)
-            .map(|id| self.decode_text(&[id]).map(|t| t.to_lowercase()))
-            .collect::<Result<Vec<_>>>()
-            .map(Arc::new)
+        lowercase_texts(self, vocab).map(Arc::new)
     }
 
+    /// Every token's bytes, for [`GenerationConfig::json_schema`]; codecs that cannot say
+    /// which bytes a token adds do not support constrained decoding.
     fn grammar_vocab(&self) -> Result<Arc<TokenTrie>> {
         Err(RuntimeError::Request(
             "json_schema needs a tokenizer that exposes token bytes".into(),
@@ -51,20 +48,23 @@ impl TextCodec for super::tokenizer::Tokenizer {
     }
 
     fn lowercase_vocab(&self, vocab: u32) -> Result<Arc<Vec<String>>> {
-        // Decoding 151,936 tokens took ~60 ms a request; the tokenizer keeps the result.
+        // Decoding Qwen's 151,936 tokens takes ~70 ms: the tokenizer keeps the result.
         let cached = self.lowercase_vocab_cache();
         let mut slot = cached.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = slot.as_ref().filter(|v| v.len() == vocab as usize) {
             return Ok(Arc::clone(v));
         }
-        let v: Arc<Vec<String>> = Arc::new(
-            (0..vocab)
-                .map(|id| self.decode_text(&[id]).map(|t| t.to_lowercase()))
-                .collect::<Result<Vec<_>>>()?,
-        );
+        let v = Arc::new(lowercase_texts(self, vocab)?);
         *slot = Some(Arc::clone(&v));
         Ok(v)
     }
+}
+
+/// Each of the ids `0..vocab` decoded alone, lower-cased.
+fn lowercase_texts<C: TextCodec + ?Sized>(codec: &C, vocab: u32) -> Result<Vec<String>> {
+    (0..vocab)
+        .map(|id| codec.decode_text(&[id]).map(|t| t.to_lowercase()))
+        .collect()
 }
 
 /// What to generate and when to stop.

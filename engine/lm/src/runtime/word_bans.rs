@@ -1,5 +1,5 @@
-//! Banned words indexed once per request: for each word, the tokens that would complete it
-//! after each of its starts, and the tokens that hold it whole.
+//! Banned words indexed once (per process, vocabulary and word list): for each word, the tokens
+//! that would complete it after each of its starts, and the tokens that hold it whole.
 //!
 //! [`ban_word_completions`](super::sampling::ban_word_completions) states the rule and scans
 //! the whole vocabulary for every word at every step: with Qwen's 151,936 tokens and the
@@ -9,9 +9,9 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Indexes kept per process (per vocabulary and list of words). Every reply
-/// bans the same list markers (`session::PROSE_BANS`), which cost 6 ms a request to index for
-/// SmolLM2's 49,152 tokens and 22 ms for Qwen's 151,936.
+/// Indexes kept per process (per vocabulary and list of words). Every reply bans the same list
+/// markers (`session::PROSE_BANS`), which take 6 ms to index for SmolLM2's 49,152 tokens and
+/// 22 ms for Qwen's 151,936.
 const KEPT: usize = 16;
 
 /// The completions of every banned word, ready to apply.

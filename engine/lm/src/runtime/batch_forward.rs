@@ -294,8 +294,10 @@ impl CausalLm {
     }
 
     /// Whether a lone token's row here equals the single-sequence decode step's
-    /// ([`Projection::one_row_is_the_decode_steps`] for every matrix, the head included).
-    fn one_row_is_the_decode_steps(&self) -> bool {
+    /// ([`Projection::one_row_is_the_decode_steps`] for every matrix, the head included). With
+    /// [`Self::rows_are_independent`] too, a request decodes the same bits on the
+    /// single-request path (`psy serve --max-batch 1`, `generate`, sessions) as in any batch.
+    pub fn one_row_is_the_decode_steps(&self) -> bool {
         let layers = self.model.layers.iter().flat_map(|l| l.projections());
         layers
             .map(|(_, p)| p)

@@ -15,8 +15,8 @@ use burn::backend::Flex;
 use burn::tensor::Tensor;
 
 use super::host_attention::{decode_attention, Heads, RopeTables};
-use super::projection::Projection;
-use super::quant::{has_int_kernel, Activations, IntKernel, QuantMatrix};
+use super::projection::{decodes_in_lanes, Projection};
+use super::quant::{has_int_kernel, Activations, IntKernel, IntOrder, QuantMatrix};
 use super::silu_mul::silu_mul;
 
 /// A layer cache's key and value buffers (`[1, kv_heads, capacity, head_dim]`).
@@ -130,6 +130,21 @@ pub(crate) fn add_bias(y: &mut [f32], b: &Option<Vec<f32>>) {
     }
 }
 
+/// Whether one token's products of `mats` take the engine's lane order
+/// ([`decodes_in_lanes`]), as the tensor path's do.
+fn lane_order(mats: &[&QuantMatrix]) -> bool {
+    mats.iter().any(|m| decodes_in_lanes(m.dtype()))
+}
+
+/// One token's product with each of `mats`, in the engine's order (see [`lane_order`]).
+fn products(mats: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]], kernel: IntKernel) {
+    if lane_order(mats) {
+        QuantMatrix::matmul_int_tiled_many(mats, x, 1, ys, kernel, IntOrder::Lanes);
+    } else {
+        QuantMatrix::gemv_int_many(mats, x, ys, kernel);
+    }
+}
+
 /// Runs the hidden state `x` (`[hidden]`) of the token at position `pos` through `layers`,
 /// each with its cache slots, in place; `None` (and `x`, the caches untouched) when a layer
 /// cannot take the host step, for the tensor path.
@@ -156,7 +171,7 @@ pub(crate) fn decode_layers(
             vec![0.0f32; kv * dim],
             vec![0.0f32; kv * dim],
         );
-        QuantMatrix::gemv_int_many(
+        products(
             &[q_m, k_m, v_m],
             &xn,
             &mut [&mut q[..], &mut k[..], &mut v[..]],
@@ -176,7 +191,7 @@ pub(crate) fn decode_layers(
         }
         let heads = decode_attention(&mut q, &mut k, &v, keys, values, pos, layer.heads, rope);
         let mut o = vec![0.0f32; hidden];
-        QuantMatrix::gemv_int_many(&[o_m], &heads, &mut [&mut o[..]], kernel);
+        products(&[o_m], &heads, &mut [&mut o[..]], kernel);
         add_bias(&mut o, &r.biases[3]);
         for (x, o) in x.iter_mut().zip(&o) {
             *x += o;
@@ -184,9 +199,22 @@ pub(crate) fn decode_layers(
         // MLP: norm, gate and up with SiLU in one pass, down.
         rms_norm_as_burn(x, &r.post_norm, layer.post_norm.eps, &mut xn);
         let mut act = vec![0.0f32; gate_m.rows()];
-        QuantMatrix::gemv_int_gated(gate_m, up_m, &xn, &mut act, kernel, silu_mul);
+        if lane_order(&[gate_m, up_m]) {
+            QuantMatrix::matmul_int_tiled_gated(
+                gate_m,
+                up_m,
+                &xn,
+                1,
+                &mut act,
+                kernel,
+                IntOrder::Lanes,
+                silu_mul,
+            );
+        } else {
+            QuantMatrix::gemv_int_gated(gate_m, up_m, &xn, &mut act, kernel, silu_mul);
+        }
         let mut down = vec![0.0f32; hidden];
-        QuantMatrix::gemv_int_many(&[down_m], &act, &mut [&mut down[..]], kernel);
+        products(&[down_m], &act, &mut [&mut down[..]], kernel);
         for (x, d) in x.iter_mut().zip(&down) {
             *x += d;
         }

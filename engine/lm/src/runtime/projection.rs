@@ -166,7 +166,16 @@ fn takes_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
 fn runs_int_gemm(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
     acts == Activations::Int8
         && has_int_kernel(w.dtype())
-        && (tokens > 1 || ROWS_ARE_SEQUENCES.with(Cell::get))
+        && (tokens > 1 || ROWS_ARE_SEQUENCES.with(Cell::get) || decodes_in_lanes(w.dtype()))
+        && quant_prefill() == QuantPrefill::IntTiled
+}
+
+/// Whether one decoded token of `dtype` takes the engine's lane order rather than the GEMV's:
+/// where the 32-value types have their lane kernel, whose sums are not the GEMV's, so that a
+/// sequence decoded alone has the bits of its row beside others (`psy serve --max-batch 1` and
+/// `N` give the same text). The K-quants' lanes are the GEMV's bits, so they keep the GEMV.
+pub(crate) fn decodes_in_lanes(dtype: GgmlDType) -> bool {
+    lane_gemm::has_lane_kernel(IntKernel::detect(), dtype)
         && quant_prefill() == QuantPrefill::IntTiled
 }
 
@@ -176,7 +185,7 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
     acts == Activations::Int8
         && has_int_kernel(w.dtype())
         && tokens == 1
-        && !ROWS_ARE_SEQUENCES.with(Cell::get)
+        && !runs_int_gemm(w, tokens, acts)
 }
 
 /// The order of the integer GEMM on this thread: the engine's lanes during a batched step
@@ -187,8 +196,8 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
 /// GEMV's bits too (the 32-value types through `gemv_lanes`), at ~10-15% of the engine's
 /// throughput with 8 SmolLM2 requests on the AMD host (242-286 vs 283-306 tok/s, alternating
 /// runs): the GEMV's 8 float steps per block against the engine order's one.
-fn int_order() -> IntOrder {
-    if ROWS_ARE_SEQUENCES.with(Cell::get) {
+fn int_order(tokens: usize) -> IntOrder {
+    if ROWS_ARE_SEQUENCES.with(Cell::get) || tokens == 1 {
         IntOrder::Lanes
     } else {
         IntOrder::Amx
@@ -200,7 +209,14 @@ fn host_product(w: &QuantMatrix, xs: &[f32], tokens: usize, acts: Activations) -
     let mut y = vec![0.0f32; tokens * w.rows()];
     if runs_int_gemm(w, tokens, acts) {
         let kernel = IntKernel::detect();
-        QuantMatrix::matmul_int_tiled_many(&[w], xs, tokens, &mut [&mut y], kernel, int_order());
+        QuantMatrix::matmul_int_tiled_many(
+            &[w],
+            xs,
+            tokens,
+            &mut [&mut y],
+            kernel,
+            int_order(tokens),
+        );
     } else {
         w.matmul_with(xs, tokens, &mut y, acts);
     }
@@ -242,7 +258,14 @@ pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec
         if runs_int_gemv(mats[0], tokens, Activations::Int8) {
             QuantMatrix::gemv_int_many(&mats, xs, &mut outs, kernel);
         } else {
-            QuantMatrix::matmul_int_tiled_many(&mats, xs, tokens, &mut outs, kernel, int_order());
+            QuantMatrix::matmul_int_tiled_many(
+                &mats,
+                xs,
+                tokens,
+                &mut outs,
+                kernel,
+                int_order(tokens),
+            );
         }
     });
     let device = x.device();
@@ -329,7 +352,7 @@ pub(crate) fn quant_swiglu(gate: &Projection, up: &Projection, x: &Tensor<3>) ->
                 tokens,
                 &mut hidden,
                 IntKernel::detect(),
-                int_order(),
+                int_order(tokens),
                 silu_mul,
             )
         });
@@ -415,7 +438,8 @@ fn one_row_is_the_decode_steps(quant: Option<&QuantMatrix>, acts: Activations) -
         Some(w) => {
             acts == Activations::Int8
                 && has_int_kernel(w.dtype())
-                && !lane_gemm::has_lane_kernel(IntKernel::detect(), w.dtype())
+                && (decodes_in_lanes(w.dtype())
+                    || !lane_gemm::has_lane_kernel(IntKernel::detect(), w.dtype()))
         }
     }
 }

@@ -650,6 +650,7 @@ fn explain_message() {
             names.push(format!("{}/{}", c.id, k.id));
             groups.push(psy_core::exemplar_match::ExampleGroup {
                 examples: &k.examples,
+                unlike: &k.unlike,
                 include_hypothetical: false,
             });
         }

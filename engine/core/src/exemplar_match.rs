@@ -112,6 +112,10 @@ pub fn check_examples(examples: &[String]) -> Result<(), String> {
 /// A group of examples to match, with what its lexicon allows.
 pub struct ExampleGroup<'a> {
     pub examples: &'a [String],
+    /// Sentences of a look-alike the group must not be read from (insomnia's "I lie awake and
+    /// can't switch off" beside mania's "I barely need sleep"): a piece counts only when it
+    /// lies closer to one of `examples` than to every one of these.
+    pub unlike: &'a [String],
     /// Hypotheticals count for this group (worry: "what if I fail").
     pub include_hypothetical: bool,
 }
@@ -307,8 +311,14 @@ struct Example {
     negative: bool,
 }
 
+/// One group's examples, then its `unlike` sentences.
+struct PreparedGroup {
+    examples: Vec<Example>,
+    unlike: Vec<Example>,
+}
+
 /// A list of example groups ready to compare: vectors and polarities, per group.
-type Prepared = Vec<Vec<Example>>;
+type Prepared = Vec<PreparedGroup>;
 
 /// Example vectors, once per process per encoder and text (the embedder's own cache may drop
 /// them; these stay).
@@ -353,15 +363,19 @@ fn prepared(
     embedder: &dyn SentenceEmbedder,
     groups: &[ExampleGroup],
 ) -> Result<Arc<Prepared>, String> {
-    /// Encoder name, the groups' examples, what they prepare to. A list, not a map: a run has
-    /// one entry per module with examples, and comparing in place allocates nothing.
-    type Entry = (String, Vec<Vec<String>>, Arc<Prepared>);
+    /// Encoder name, the groups' examples and `unlike` sentences, what they prepare to. A
+    /// list, not a map: a run has one entry per module with examples, and comparing in place
+    /// allocates nothing.
+    type Entry = (String, Vec<(Vec<String>, Vec<String>)>, Arc<Prepared>);
     static STORE: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
     let store = STORE.get_or_init(Default::default);
     let same = |(name, texts, _): &Entry| {
         name == embedder.name()
             && texts.len() == groups.len()
-            && texts.iter().zip(groups).all(|(t, g)| t == g.examples)
+            && texts
+                .iter()
+                .zip(groups)
+                .all(|((e, u), g)| e == g.examples && u == g.unlike)
     };
     if let Some(e) = store
         .lock()
@@ -373,26 +387,33 @@ fn prepared(
     }
     let texts: Vec<&str> = groups
         .iter()
-        .flat_map(|g| g.examples.iter().map(String::as_str))
+        .flat_map(|g| g.examples.iter().chain(g.unlike).map(String::as_str))
         .collect();
     let mut vectors = example_vectors(embedder, &texts)?.into_iter();
+    let mut read = |sentences: &[String]| -> Vec<Example> {
+        sentences
+            .iter()
+            .zip(vectors.by_ref())
+            .map(|(e, vector)| Example {
+                vector,
+                negative: read_sentence(e, SubjectPolicy::NearestSubject).negative,
+            })
+            .collect()
+    };
     let prepared: Prepared = groups
         .iter()
-        .map(|g| {
-            g.examples
-                .iter()
-                .zip(vectors.by_ref())
-                .map(|(e, vector)| Example {
-                    vector,
-                    negative: read_sentence(e, SubjectPolicy::NearestSubject).negative,
-                })
-                .collect()
+        .map(|g| PreparedGroup {
+            examples: read(g.examples),
+            unlike: read(g.unlike),
         })
         .collect();
     let prepared = Arc::new(prepared);
     store.lock().unwrap_or_else(|p| p.into_inner()).push((
         embedder.name().to_string(),
-        groups.iter().map(|g| g.examples.to_vec()).collect(),
+        groups
+            .iter()
+            .map(|g| (g.examples.to_vec(), g.unlike.to_vec()))
+            .collect(),
         Arc::clone(&prepared),
     ));
     Ok(prepared)
@@ -403,7 +424,7 @@ fn prepared(
 const REMEMBERED_PIECES: usize = 8192;
 
 /// The cosine of `vector` (the embedding of `text`) with every example of `prepared`, groups
-/// one after another. The planner plans the whole dialogue again on every turn, so the same
+/// one after another (each group's examples, then its `unlike` sentences). The planner plans the whole dialogue again on every turn, so the same
 /// pieces meet the same examples turn after turn; their cosines are kept per process (keyed by
 /// the prepared list, the text, and checked against the vector itself, so a text the encoder
 /// embeds again with other bits is compared again), and only new pieces are compared.
@@ -421,7 +442,7 @@ fn similarities(prepared: &Arc<Prepared>, text: &str, vector: &[f32]) -> Arc<Vec
     let sims: Arc<Vec<f32>> = Arc::new(
         prepared
             .iter()
-            .flatten()
+            .flat_map(|g| g.examples.iter().chain(&g.unlike))
             .map(|x| cosine(vector, &x.vector))
             .collect(),
     );
@@ -459,12 +480,23 @@ pub fn find(
     // Where each group's examples start in a piece's similarities.
     let offsets: Vec<usize> = examples
         .iter()
-        .scan(0, |at, ex| {
+        .scan(0, |at, g| {
             let start = *at;
-            *at += ex.len();
+            *at += g.examples.len() + g.unlike.len();
             Some(start)
         })
         .collect();
+    // The closest of `xs` (whose cosines start at `sims[0]`) to a piece of polarity `negative`,
+    // an example of the other polarity `penalty` further off; `None`: any polarity counts.
+    let closest = |xs: &[Example], sims: &[f32], negative: Option<bool>, penalty: f32| {
+        xs.iter()
+            .zip(sims)
+            .map(|(x, c)| match negative {
+                Some(n) if n != x.negative => c - penalty,
+                _ => *c,
+            })
+            .fold(f32::MIN, f32::max)
+    };
 
     let mut hits = Vec::new();
     for turn in dialogue.client_turns() {
@@ -531,19 +563,11 @@ pub fn find(
                 if r.hypothetical && !group.include_hypothetical {
                     continue;
                 }
-                let best = ex
-                    .iter()
-                    .zip(&sim[offsets[g]..])
-                    .map(|(x, c)| {
-                        let penalty = if x.negative == r.negative {
-                            0.0
-                        } else {
-                            policy.polarity_penalty
-                        };
-                        c - penalty
-                    })
-                    .fold(f32::MIN, f32::max);
-                if best < threshold || denied(g, turn.index, u.start, u.end) {
+                let (own, rival) = sim[offsets[g]..].split_at(ex.examples.len());
+                let polarity = Some(r.negative);
+                let best = closest(&ex.examples, own, polarity, policy.polarity_penalty);
+                let unlike = closest(&ex.unlike, rival, polarity, policy.polarity_penalty);
+                if best < threshold || best <= unlike || denied(g, turn.index, u.start, u.end) {
                     continue;
                 }
                 piece_hits.push(ExampleHit {
@@ -583,11 +607,9 @@ pub fn find(
                 if !usable || already || denied(g, turn.index, start, end) {
                     continue;
                 }
-                let best = sim[offsets[g]..][..ex.len()]
-                    .iter()
-                    .copied()
-                    .fold(f32::MIN, f32::max);
-                if best >= t {
+                let (own, rival) = sim[offsets[g]..].split_at(ex.examples.len());
+                let best = closest(&ex.examples, own, None, 0.0);
+                if best >= t && best > closest(&ex.unlike, rival, None, 0.0) {
                     message_hits.push(ExampleHit {
                         group: g,
                         message: turn.index,
@@ -671,6 +693,7 @@ mod tests {
     fn hits(encoder: &dyn SentenceEmbedder, examples: &[String], text: &str) -> Vec<ExampleHit> {
         let groups = [ExampleGroup {
             examples,
+            unlike: &[],
             include_hypothetical: false,
         }];
         let policy = SemanticPolicy {

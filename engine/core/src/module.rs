@@ -683,6 +683,7 @@ pub fn exemplar_assessment(
         .iter()
         .map(|c| ExampleGroup {
             examples: &c.examples,
+            unlike: &[],
             include_hypothetical: c.include_hypothetical,
         })
         .collect();

@@ -60,6 +60,11 @@ pub struct Criterion {
     /// an encoder (threshold: `[semantic]` of dsm5.toml / icd11.toml). Own words, no quotes.
     #[serde(default)]
     pub examples: Vec<String>,
+    /// Sentences of a look-alike this criterion must not be read from by meaning (another
+    /// condition's symptom the encoder places close by): a sentence counts for the criterion
+    /// only when it lies closer to one of `examples` than to all of these.
+    #[serde(default)]
+    pub unlike: Vec<String>,
     /// Plain client-facing question for when the criterion is unknown (no labels).
     pub follow_up: String,
     /// Systems the criterion belongs to; empty means both.
@@ -219,7 +224,14 @@ fn check(c: &Condition) -> Result<(), String> {
             Pattern::compile(&p).map_err(|e| format!("criterion `{}`: {e}", k.id))?;
         }
         psy_core::exemplar_match::check_examples(&k.examples)
+            .and_then(|()| psy_core::exemplar_match::check_examples(&k.unlike))
             .map_err(|e| format!("criterion `{}`: {e}", k.id))?;
+        if k.examples.is_empty() && !k.unlike.is_empty() {
+            return Err(format!(
+                "criterion `{}`: `unlike` sentences need `examples` to be told apart from",
+                k.id
+            ));
+        }
     }
     for system in [System::Dsm5, System::Icd11] {
         let r = c.rules.get(system);

@@ -34,8 +34,8 @@ pub struct Screening {
     system: System,
     groups: Vec<Group>,
     lexicon: Lexicon,
-    /// Criteria with example sentences: (lexicon group, examples).
-    examples: Vec<(usize, &'static [String])>,
+    /// Criteria with example sentences: (lexicon group, examples, unlike sentences).
+    examples: Vec<(usize, &'static [String], &'static [String])>,
 }
 
 impl Screening {
@@ -62,7 +62,7 @@ impl Screening {
                 let g = groups.len();
                 groups.push(Group::Criterion { cond: ci, crit: ki });
                 if !k.examples.is_empty() {
-                    examples.push((g, k.examples.as_slice()));
+                    examples.push((g, k.examples.as_slice(), k.unlike.as_slice()));
                 }
                 for p in &k.cues {
                     phrases.extend(criteria::expand(p).into_iter().map(|p| (g, p)));
@@ -264,8 +264,9 @@ impl Screening {
         let groups: Vec<ExampleGroup> = self
             .examples
             .iter()
-            .map(|(_, ex)| ExampleGroup {
+            .map(|(_, ex, unlike)| ExampleGroup {
                 examples: ex,
+                unlike,
                 include_hypothetical: false,
             })
             .collect();

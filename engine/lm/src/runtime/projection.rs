@@ -189,7 +189,8 @@ fn runs_int_gemv(w: &QuantMatrix, tokens: usize, acts: Activations) -> bool {
 }
 
 /// The order of the integer GEMM on this thread: the engine's lanes during a batched step
-/// (every row of every step in one order); elsewhere the GEMV's (a prompt's values equal to
+/// (every row of every step in one order) and for one decoded token of the types that take
+/// them ([`decodes_in_lanes`]); elsewhere the GEMV's (a prompt's values equal to
 /// token-by-token decoding, which the single-sequence path mixes with prefill), or the AMX
 /// GEMM's for the prompts it takes (above 16 tokens for the 32-value types, summed per block;
 /// the K-quants' values are the GEMV's). `IntOrder::Gemv` here would give a batched step the

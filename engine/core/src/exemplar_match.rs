@@ -729,6 +729,43 @@ mod tests {
         assert!(hit.label("Sleep").starts_with("Sleep (encoder, cosine "));
     }
 
+    /// A piece counts for a group only when it lies closer to one of its examples than to every
+    /// `unlike` sentence; without them the same piece counts.
+    #[test]
+    fn a_piece_closer_to_an_unlike_sentence_does_not_count() {
+        let examples = vec!["I sleep little and feel awake.".to_string()];
+        let policy = SemanticPolicy {
+            sentence: Some(0.3),
+            ..Default::default()
+        };
+        let run = |unlike: &[String], text: &str| {
+            let groups = [ExampleGroup {
+                examples: &examples,
+                unlike,
+                include_hypothetical: false,
+            }];
+            find(
+                &Toy,
+                &groups,
+                &Dialogue::from_message(text),
+                &policy,
+                SubjectPolicy::NearestSubject,
+                false,
+                &|_, _, _, _| false,
+            )
+            .unwrap()
+            .len()
+        };
+        // The toy encoder counts "sleep", "awake", "sad" and "drink": cosine 0.5 with the
+        // example, 1 with the unlike sentence.
+        let tired = "I sleep badly and I'm sad.";
+        let unlike = vec!["I sleep badly and feel sad.".to_string()];
+        assert_eq!(run(&[], tired), 1);
+        assert_eq!(run(&unlike, tired), 0);
+        // Closer to the example than to the unlike sentence: still found.
+        assert_eq!(run(&unlike, "I hardly sleep and I feel awake."), 1);
+    }
+
     /// An encoder whose vectors change on request (as a text embedded again may come back with
     /// other bits): after the switch, "sleep" reads as "drink".
     struct Switching(std::sync::atomic::AtomicBool);

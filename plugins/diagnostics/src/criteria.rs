@@ -346,4 +346,42 @@ mod tests {
         let err = parse(&bad).unwrap_err();
         assert!(err.contains("exampels") && err.contains("line"), "{err}");
     }
+
+    /// `unlike` sentences are told apart from a criterion's examples, so they need some, and
+    /// they are held to the examples' form.
+    #[test]
+    fn unlike_sentences_need_examples_and_are_short() {
+        let text = r#"
+id = "toy"
+name = "Toy"
+dsm5 = "F00"
+icd11 = "0A00"
+labels = ["toy"]
+duration_question = "How long?"
+[[criteria]]
+id = "one"
+symptom = "a symptom"
+core = true
+cues = ["toy cue"]
+unlike = ["I sleep fine."]
+follow_up = "Any?"
+[rules.dsm5]
+min_count = 1
+min_core = 1
+min_days = 0
+[rules.icd11]
+min_count = 1
+min_core = 1
+min_days = 0
+"#;
+        let err = parse(text).unwrap_err();
+        assert!(err.contains("criterion `one`") && err.contains("unlike"), "{err}");
+        let long = format!("unlike = [\"{}\"]", "word ".repeat(31));
+        let text = text.replace(
+            "unlike = [\"I sleep fine.\"]",
+            &format!("examples = [\"I sleep badly.\"]\n{long}"),
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.contains("criterion `one`") && err.contains("30 words"), "{err}");
+    }
 }

@@ -375,13 +375,19 @@ min_core = 1
 min_days = 0
 "#;
         let err = parse(text).unwrap_err();
-        assert!(err.contains("criterion `one`") && err.contains("unlike"), "{err}");
+        assert!(
+            err.contains("criterion `one`") && err.contains("unlike"),
+            "{err}"
+        );
         let long = format!("unlike = [\"{}\"]", "word ".repeat(31));
         let text = text.replace(
             "unlike = [\"I sleep fine.\"]",
             &format!("examples = [\"I sleep badly.\"]\n{long}"),
         );
         let err = parse(&text).unwrap_err();
-        assert!(err.contains("criterion `one`") && err.contains("30 words"), "{err}");
+        assert!(
+            err.contains("criterion `one`") && err.contains("30 words"),
+            "{err}"
+        );
     }
 }

@@ -59,6 +59,10 @@ const FROZEN: &[(&str, &str)] = &[
         "a8a99c9ad99f590e56d63286496a9ca017bb1c63051def1069e6f38d3bc8afa1",
     ),
     (
+        "counsel-v1.jsonl",
+        "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
+    ),
+    (
         "modality-v2.jsonl",
         "6a6570389ed98fe9f2797944f71a4c01c2b9502c8d075b64e822b221ced14057",
     ),
@@ -327,6 +331,22 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
             ("moderate to high", 55),
             ("at most low", 145),
             ("at most none", 15),
+        ],
+        60,
+    );
+}
+
+#[test]
+fn counsel_v1_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/counsel-v1.md`): 60 sessions, 44
+    // ordinary or look-alike ones to stay at low or below.
+    assert_risk_set(
+        "counsel-v1.jsonl",
+        60,
+        &[
+            ("at least high", 8),
+            ("moderate to high", 8),
+            ("at most low", 44),
         ],
         60,
     );

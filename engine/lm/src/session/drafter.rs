@@ -31,11 +31,13 @@ pub struct DraftRequest {
 }
 
 /// What a [`DraftRequest::prose`] draft may never write at the start of a word: list numbers
-/// (`1.` to `9.`; `10.` and numbers inside words stay), bullets (`-`, `*`, `•`), Markdown
-/// emphasis and headings (`*`, `#`). Read as `GenerationConfig::banned_words`: banned after a
-/// space, a line break or at the start.
-pub const PROSE_BANS: [&str; 13] = [
-    "1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.", "9.", "-", "*", "#", "\u{2022}",
+/// (`1.` to `9.` and `1)` to `9)`, which the 1.5B used once the dots were banned; `10.` and
+/// numbers inside words stay), bullets (`-`, `*`, `•`), Markdown emphasis and headings (`*`,
+/// `#`). Read as `GenerationConfig::banned_words`: banned after a space, a line break or at
+/// the start.
+pub const PROSE_BANS: [&str; 22] = [
+    "1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.", "9.", "1)", "2)", "3)", "4)", "5)", "6)", "7)",
+    "8)", "9)", "-", "*", "#", "\u{2022}",
 ];
 
 /// A streamed token's text as the drafter sees it.
@@ -147,5 +149,9 @@ mod tests {
             allowed("a well", &VOCAB).contains(&"-"),
             "hyphens inside words stay"
         );
+        // Nor can it close a one-digit number with a parenthesis ("1)"); "(for 10)" stays.
+        let after_digit = allowed("Some options:\n1", &[")", " ("]);
+        assert_eq!(after_digit, [" ("]);
+        assert_eq!(allowed("(for 10", &[")"]), [")"]);
     }
 }

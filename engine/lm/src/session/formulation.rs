@@ -15,14 +15,27 @@ use psy_core::planner::DIAGNOSTIC_LINE;
 /// confidence, highest first).
 const KEPT_HYPOTHESES: usize = 2;
 
-/// `paragraph` (the planner's "Case formulation" paragraph) with its diagnostic line replaced
-/// by [`compact_diagnostic_line`]; any other paragraph or line is returned unchanged.
+/// The planner's heading of its case formulation.
+const FORMULATION_HEADING: &str = "Case formulation (private, do not reveal):";
+
+/// What a compact prompt says instead. Under "Case formulation" the 1.5B took the notes for a
+/// colleague's case presentation and answered the counselor ("Thank you for providing the case
+/// details ... your client is experiencing"); these are notes to the counselor about the
+/// person it is talking to.
+pub(super) const NOTES_HEADING: &str = "Private notes for your reply (never repeat them; \
+     answer the client directly, as \"you\"):";
+
+/// `paragraph` (the planner's "Case formulation" paragraph) with its heading replaced by
+/// [`NOTES_HEADING`] and its diagnostic line by [`compact_diagnostic_line`]; any other
+/// paragraph or line is returned unchanged.
 pub(super) fn compact_formulation(paragraph: &str, hypotheses: &[Hypothesis]) -> String {
     paragraph
         .lines()
         .map(|line| {
             if line.starts_with(DIAGNOSTIC_LINE) {
                 compact_diagnostic_line(hypotheses)
+            } else if line == FORMULATION_HEADING {
+                NOTES_HEADING.to_string()
             } else {
                 line.to_string()
             }
@@ -112,7 +125,8 @@ mod tests {
         ];
         assert_eq!(
             compact_formulation(PARAGRAPH, &hs),
-            "Case formulation (private, do not reveal):\n\
+            "Private notes for your reply (never repeat them; answer the client directly, as \
+             \"you\"):\n\
              - Risk: none — No risk indicators in the client's messages.\n\
              - Noticed so far: daytime tiredness; tiring easily\n\
              - Worth asking gently: How long does it take you to fall asleep?\n\

@@ -691,13 +691,24 @@ mod tests {
 
     /// The hits of one group of `examples` in a one-message dialogue, sentences at cosine 0.9.
     fn hits(encoder: &dyn SentenceEmbedder, examples: &[String], text: &str) -> Vec<ExampleHit> {
+        hits_beside(encoder, examples, &[], 0.9, text)
+    }
+
+    /// The same with `unlike` sentences and another sentence threshold.
+    fn hits_beside(
+        encoder: &dyn SentenceEmbedder,
+        examples: &[String],
+        unlike: &[String],
+        sentence: f32,
+        text: &str,
+    ) -> Vec<ExampleHit> {
         let groups = [ExampleGroup {
             examples,
-            unlike: &[],
+            unlike,
             include_hypothetical: false,
         }];
         let policy = SemanticPolicy {
-            sentence: Some(0.9),
+            sentence: Some(sentence),
             ..Default::default()
         };
         find(
@@ -734,28 +745,8 @@ mod tests {
     #[test]
     fn a_piece_closer_to_an_unlike_sentence_does_not_count() {
         let examples = vec!["I sleep little and feel awake.".to_string()];
-        let policy = SemanticPolicy {
-            sentence: Some(0.3),
-            ..Default::default()
-        };
-        let run = |unlike: &[String], text: &str| {
-            let groups = [ExampleGroup {
-                examples: &examples,
-                unlike,
-                include_hypothetical: false,
-            }];
-            find(
-                &Toy,
-                &groups,
-                &Dialogue::from_message(text),
-                &policy,
-                SubjectPolicy::NearestSubject,
-                false,
-                &|_, _, _, _| false,
-            )
-            .unwrap()
-            .len()
-        };
+        let run =
+            |unlike: &[String], text: &str| hits_beside(&Toy, &examples, unlike, 0.3, text).len();
         // The toy encoder counts "sleep", "awake", "sad" and "drink": cosine 0.5 with the
         // example, 1 with the unlike sentence.
         let tired = "I sleep badly and I'm sad.";

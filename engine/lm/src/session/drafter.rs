@@ -31,13 +31,21 @@ pub struct DraftRequest {
 }
 
 /// What a [`DraftRequest::prose`] draft may never write at the start of a word: list numbers
-/// (`1.` to `9.` and `1)` to `9)`, which the 1.5B used once the dots were banned; `10.` and
-/// numbers inside words stay), bullets (`-`, `*`, `•`), Markdown emphasis and headings (`*`,
-/// `#`). Read as `GenerationConfig::banned_words`: banned after a space, a line break or at
-/// the start.
-pub const PROSE_BANS: [&str; 22] = [
-    "1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.", "9.", "1)", "2)", "3)", "4)", "5)", "6)", "7)",
-    "8)", "9)", "-", "*", "#", "\u{2022}",
+/// (`1.` to `9.`, then `1)` to `9)` and the keycap digits `1️⃣` to `9️⃣`, each of which the 1.5B
+/// turned to once the one before was banned; a keycap is banned by its digit and variation
+/// selector, `1\u{fe0f}`, since Qwen's tokenizer splits the enclosing keycap mark into bytes that
+/// decode to no text; and `1\.` to `9\.`, Markdown's escaped list numbers, by the digit and
+/// backslash; `10.` and numbers inside words stay), bullets
+/// (`-`, `*`, `•`), Markdown emphasis and headings (`*`, `#`). Read as
+/// `GenerationConfig::banned_words`: banned after a space, a line break or at the start.
+#[rustfmt::skip]
+pub const PROSE_BANS: [&str; 40] = [
+    "1.", "2.", "3.", "4.", "5.", "6.", "7.", "8.", "9.",
+    "1)", "2)", "3)", "4)", "5)", "6)", "7)", "8)", "9)",
+    "1\u{fe0f}", "2\u{fe0f}", "3\u{fe0f}", "4\u{fe0f}", "5\u{fe0f}", "6\u{fe0f}", "7\u{fe0f}",
+    "8\u{fe0f}", "9\u{fe0f}",
+    "1\\", "2\\", "3\\", "4\\", "5\\", "6\\", "7\\", "8\\", "9\\",
+    "-", "*", "#", "\u{2022}",
 ];
 
 /// A streamed token's text as the drafter sees it.
@@ -153,5 +161,23 @@ mod tests {
         let after_digit = allowed("Some options:\n1", &[")", " ("]);
         assert_eq!(after_digit, [" ("]);
         assert_eq!(allowed("(for 10", &[")"]), [")"]);
+        // Nor a keycap digit ("1️⃣"): Qwen writes the digit, then the variation selector as one
+        // token, then the keycap mark's bytes.
+        let keycaps = ["\u{fe0f}", "1\u{fe0f}", " 1", " Try"];
+        assert_eq!(
+            allowed("Here is how:\n1", &keycaps),
+            ["1\u{fe0f}", " 1", " Try"],
+            "the selector after a lone digit is banned; \"11\u{fe0f}\" is no list marker"
+        );
+        assert_eq!(
+            allowed("Here is how: ", &keycaps),
+            ["\u{fe0f}", " 1", " Try"]
+        );
+        assert_eq!(
+            allowed("Here is how: 1", &keycaps),
+            ["1\u{fe0f}", " 1", " Try"]
+        );
+        // Nor Markdown's escaped list number ("1\\.").
+        assert_eq!(allowed("Here is how: 1", &["\\", "\\.", ","]), [","]);
     }
 }

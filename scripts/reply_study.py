@@ -28,13 +28,12 @@ import urllib.request
 from pathlib import Path
 
 
-def manifest_settings(path):
-    """The persona sentence and decoding settings of a run manifest (following `extends`)."""
+def decoding(path):
+    """The `[decoding]` section of a run manifest, following `extends`."""
     data = tomllib.loads(Path(path).read_text())
     parent = data.get("extends")
-    base = manifest_settings(Path(path).parent / parent) if parent else {}
-    dec = {**base.get("decoding", {}), **data.get("decoding", {})}
-    return {"decoding": dec}
+    base = decoding(Path(path).parent / parent) if parent else {}
+    return {**base, **data.get("decoding", {})}
 
 
 def persona(psy, manifest, script):
@@ -68,7 +67,7 @@ def run(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scripts = sorted(Path(args.scripts).glob("*.txt"))
-    dec = manifest_settings(args.manifest)["decoding"]
+    dec = decoding(args.manifest)
     system = persona(args.psy, args.manifest, scripts[0])
     for s in scripts:
         t0 = time.monotonic()
@@ -155,8 +154,16 @@ def score(args):
     sessions = {"A": 0, "B": 0, "tie": 0}
     for n, k in key.items():
         v = verdicts.get(n)
-        if v is None:
-            sys.exit(f"{args.verdicts}: no verdict for session {n}")
+        a = out / f"A-{n}.jsonl"  # absent where only pairs.md and key.json were kept
+        turns_of = len(transcript(a)) if a.exists() else None
+        if not isinstance(v, dict) or not isinstance(v.get("turns"), list):
+            sys.exit(f"{args.verdicts}: session {n}: no verdict with a list of `turns`")
+        if turns_of is not None and len(v["turns"]) != turns_of:
+            sys.exit(f"{args.verdicts}: session {n}: {len(v['turns'])} verdicts, {turns_of} turns")
+        for i, t in enumerate(v["turns"] + [v.get("overall")]):
+            if t not in ("1", "2", "tie"):
+                where = f"turn {i + 1}" if i < len(v["turns"]) else "overall"
+                sys.exit(f"{args.verdicts}: session {n}, {where}: {t!r} is not \"1\", \"2\" or \"tie\"")
         for t in v["turns"]:
             turns[k.get(t, "tie")] += 1
         sessions[k.get(v["overall"], "tie")] += 1

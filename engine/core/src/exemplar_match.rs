@@ -8,7 +8,10 @@
 //! the lexicon, and closest to examples of the same polarity (an even or odd number of
 //! negators: "I can't sleep" pairs with "I can't fall asleep"). Encoders read negation poorly;
 //! the polarity check and the lexicon's denials keep "I don't have any trouble falling asleep"
-//! from meeting a sleep criterion (measured in tests/semantic.rs).
+//! from meeting a sleep criterion (measured in tests/semantic.rs). Encoders also read words
+//! more than their direction ("so tired" lies near "full of energy"), so a group may name
+//! `unlike` sentences, its look-alikes, which a piece must lie further from than from its
+//! examples.
 //!
 //! Thresholds are data: `[semantic]` in a module manifest, calibrated on the tuned sets only
 //! (tests/clinical/semantic_calibration.txt). Spec modules get this through
@@ -424,8 +427,9 @@ fn prepared(
 const REMEMBERED_PIECES: usize = 8192;
 
 /// The cosine of `vector` (the embedding of `text`) with every example of `prepared`, groups
-/// one after another (each group's examples, then its `unlike` sentences). The planner plans the whole dialogue again on every turn, so the same
-/// pieces meet the same examples turn after turn; their cosines are kept per process (keyed by
+/// one after another (each group's examples, then its `unlike` sentences). The planner plans
+/// the whole dialogue again on every turn, so the same pieces meet the same examples turn after
+/// turn; their cosines are kept per process (keyed by
 /// the prepared list, the text, and checked against the vector itself, so a text the encoder
 /// embeds again with other bits is compared again), and only new pieces are compared.
 fn similarities(prepared: &Arc<Prepared>, text: &str, vector: &[f32]) -> Arc<Vec<f32>> {

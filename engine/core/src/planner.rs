@@ -29,6 +29,10 @@ use crate::words::reserved_words;
 /// client's terms instead.
 pub const DIAGNOSTIC_LINE: &str = "- Diagnostic considerations:";
 
+/// The heading of the case formulation paragraph; a compact session prompt replaces it by
+/// notes addressed to the counselor.
+pub const FORMULATION_HEADING: &str = "Case formulation (private, do not reveal):";
+
 /// A step of the counselor's reasoning, with what the findings say about it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanStep {
@@ -652,7 +656,7 @@ impl Planner {
                 let _ = writeln!(s, "- {g}");
             }
         }
-        let _ = writeln!(s, "\nCase formulation (private, do not reveal):");
+        let _ = writeln!(s, "\n{FORMULATION_HEADING}");
         let _ = writeln!(s, "- Risk: {}", risk_context(risk));
         let _ = writeln!(s, "{DIAGNOSTIC_LINE} {}", diagnostic_context(hypotheses));
         let chosen_names: Vec<String> = modalities

@@ -256,7 +256,12 @@ pub(crate) fn quant_products(projs: &[&Projection], x: &Tensor<3>) -> Option<Vec
     with_host_f32(x, |xs| {
         let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(Vec::as_mut_slice).collect();
         let kernel = IntKernel::detect();
-        if runs_int_gemv(mats[0], tokens, Activations::Int8) {
+        // The GEMV only when every matrix takes it: beside one that decodes in the engine's
+        // lanes, the others' tiles give the GEMV's bits anyway.
+        if mats
+            .iter()
+            .all(|m| runs_int_gemv(m, tokens, Activations::Int8))
+        {
             QuantMatrix::gemv_int_many(&mats, xs, &mut outs, kernel);
         } else {
             QuantMatrix::matmul_int_tiled_many(

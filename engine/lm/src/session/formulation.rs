@@ -9,20 +9,17 @@
 //! approach and held-back lines, the reply constraints and the crisis protocol stay verbatim.
 
 use psy_core::module::Hypothesis;
-use psy_core::planner::DIAGNOSTIC_LINE;
+use psy_core::planner::{DIAGNOSTIC_LINE, FORMULATION_HEADING};
 
 /// How many hypotheses' findings a compact formulation keeps (the planner sorts them by
 /// confidence, highest first).
 const KEPT_HYPOTHESES: usize = 2;
 
-/// The planner's heading of its case formulation.
-const FORMULATION_HEADING: &str = "Case formulation (private, do not reveal):";
-
 /// What a compact prompt says instead. Under "Case formulation" the 1.5B took the notes for a
 /// colleague's case presentation and answered the counselor ("Thank you for providing the case
 /// details ... your client is experiencing"); these are notes to the counselor about the
 /// person it is talking to.
-pub(super) const NOTES_HEADING: &str = "Private notes for your reply (never repeat them; \
+const NOTES_HEADING: &str = "Private notes for your reply (never repeat them; \
      answer the client directly, as \"you\"):";
 
 /// `paragraph` (the planner's "Case formulation" paragraph) with its heading replaced by

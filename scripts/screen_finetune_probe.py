@@ -257,9 +257,10 @@ def export(args, torch, model, head, adapters, tuned, tok):
                               "no bias)", file=sys.stderr)
     adapter_path = os.path.join(out, "adapter.safetensors")
     head_path = os.path.join(out, "head.safetensors")
-    save_file({k: v.float() for k, v in tensors.items()}, adapter_path)
+    # A screen of one member: psy names member i's tensors `member<i>.<name>`.
+    save_file({f"member0.{k}": v.float() for k, v in tensors.items()}, adapter_path)
     save_file({
-        f"{k}.{p}": getattr(head[k], p).detach().float().contiguous()
+        f"member0.{k}.{p}": getattr(head[k], p).detach().float().contiguous()
         for k in ("hidden", "level", "category") for p in ("weight", "bias")
     }, head_path)
     # The adapted encoder's probe, computed with the merged weights as psy will.
@@ -270,11 +271,14 @@ def export(args, torch, model, head, adapters, tuned, tok):
     spec = open(os.path.join(SHIPPED, "screen.toml"), encoding="utf-8").read()
     spec = re.sub(r'weights_sha256 = "[0-9a-f]+"', f'weights_sha256 = "{sha(head_path)}"', spec)
     spec = re.sub(r'adapter_sha256 = "[0-9a-f]+"', f'adapter_sha256 = "{sha(adapter_path)}"', spec)
-    spec = re.sub(r"adapted_probe = \[[^\]]*\]",
-                  "adapted_probe = [" + ", ".join(f"{x:.9g}" for x in probe) + "]", spec)
+    # The shipped ensemble's members give way to this one member (an array of tables may
+    # close the file).
+    spec = re.sub(r"(?m)^\[\[members\]\]\n(?:(?!\[).*\n?)*", "", spec).rstrip("\n")
+    spec += ("\n\n[[members]]\nseed = %d\nadapted_probe = [" % args.seed
+             + ", ".join(f"{x:.9g}" for x in probe) + "]\n")
     for key, value in [("tuned_layers", args.layers), ("rank", args.rank if args.mode == "lora" else 0),
                        ("batch", args.batch), ("epochs", args.epochs),
-                       ("learning_rate", args.lr), ("seed", args.seed), ("hidden", args.hidden)]:
+                       ("learning_rate", args.lr), ("hidden", args.hidden)]:
         spec = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", spec)
     with open(os.path.join(out, "screen.toml"), "w", encoding="utf-8") as f:
         f.write(spec)

@@ -91,8 +91,10 @@ enum Command {
         tuned_layers: Option<usize>,
         #[arg(long)]
         learning_rate: Option<f64>,
-        #[arg(long)]
-        seed: Option<u64>,
+        /// Seeds of the ensemble's members, one member each (default: the shipped screen's
+        /// 7,9,10,11,12,13,14).
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
         /// Train nothing: measure the screen in --out through the whole guard on the
         /// validation split (and on each --set), false alarms by detector and category.
         #[arg(long)]
@@ -496,7 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             hidden,
             tuned_layers,
             learning_rate,
-            seed,
+            seeds,
             report,
             recalibrate,
             sets,
@@ -531,8 +533,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(h) = hidden {
                 o.config.hidden = h;
             }
-            if let Some(s) = seed {
-                o.config.seed = s;
+            if !seeds.is_empty() {
+                o.seeds = seeds;
             }
             if let Some(t) = tuned_layers {
                 o.config.tuned_layers = t;
@@ -544,13 +546,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let v = &r.spec.validation;
             let t = &r.spec.thresholds;
             println!(
-                "trained on {} exemplars ({} held for validation) in {:.1} s; epoch loss {:.4} -> {:.4}",
+                "trained {} members on {} exemplars ({} held for validation) in {:.1} s",
+                r.losses.len(),
                 r.spec.training.examples,
                 r.spec.training.validation_examples,
                 r.seconds,
-                r.first_loss,
-                r.last_loss
             );
+            for (seed, first, last) in &r.losses {
+                println!("  seed {seed}: epoch loss {first:.4} -> {last:.4}");
+            }
             println!(
                 "thresholds: moderate {:.3}, high {:.3}, imminent {:.3}",
                 t.moderate, t.high, t.imminent

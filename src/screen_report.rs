@@ -311,6 +311,20 @@ pub fn read_labelled(path: &Path) -> Result<Vec<LabelledItem>> {
     Ok(out)
 }
 
+/// The space nearest exemplars are found in: the first member's adapted encoder (each member's
+/// space differs; one shows which training exemplars a reading resembles).
+fn neighbour_encoder(
+    screen: &Screen,
+    embedder: &dyn SentenceEmbedder,
+) -> Result<std::sync::Arc<dyn SentenceEmbedder>> {
+    screen
+        .encoders(embedder)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .next()
+        .context("a screen without members")
+}
+
 /// Every detector's reading of each item, with `screen`.
 pub fn read_items(
     screen: &Screen,
@@ -351,9 +365,8 @@ pub fn read_items(
                 if all || (item.level <= RiskLevel::Low && guard > RiskLevel::Low) =>
             {
                 let text = item.turns.last().map(String::as_str).unwrap_or("");
-                let v = screen
-                    .encoder(embedder)
-                    .and_then(|e| e.embed(&[text]))
+                let v = neighbour_encoder(screen, embedder)?
+                    .embed(&[text])
                     .map_err(anyhow::Error::msg)?;
                 v.first()
                     .map(|v| index.nearest(v, NEIGHBOURS))
@@ -496,7 +509,7 @@ pub fn screen_report(o: &ReportOptions) -> Result<String> {
     let index = match &o.readings {
         Some(_) => Some(TrainingIndex::build(
             &o.exemplars,
-            &*screen.encoder(&*embedder).map_err(anyhow::Error::msg)?,
+            &*neighbour_encoder(&screen, &*embedder)?,
         )?),
         None => None,
     };

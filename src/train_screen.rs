@@ -2,9 +2,9 @@
 //!
 //! Reads every `*.jsonl` of the exemplar directory (sorted by name), holds out a validation split
 //! chosen by a hash of each message's text (so adding an exemplar never moves another across the
-//! split), embeds the messages with the run's encoder, trains the head
-//! (`psy_lm::training::screen_head`), calibrates the level thresholds on the validation split
-//! with the guard's own scoring (whole message and each sentence), and writes the weights and
+//! split), trains one member (encoder adapter and head, `psy_lm::training::screen_head`) per
+//! seed, calibrates the level thresholds on the validation split with the guard's own scoring
+//! of the members' combined readings (whole message and each sentence), and writes the weights and
 //! `screen.toml` with their hashes. The frozen held-out sets in `tests/heldout/` are never read.
 
 use std::path::{Path, PathBuf};
@@ -16,9 +16,9 @@ use psy_core::semantic::SentenceEmbedder;
 use psy_lm::training::screen_head::{train_head, HeadConfig, HeadData};
 use psy_safety::screen::exemplars::{parse_exemplars, Exemplar, CATEGORIES};
 use psy_safety::screen::spec::{
-    EncoderCheck, ScreenSpec, Thresholds, TrainingRecord, ValidationFigures,
+    EncoderCheck, MemberSpec, ScreenSpec, Thresholds, TrainingRecord, ValidationFigures, SCHEMA,
 };
-use psy_safety::screen::{sha256_hex, Head, Screen};
+use psy_safety::screen::{member_prefix, read_with, sha256_hex, Head, Member, Screen};
 
 /// The sentence whose embedding ties a screen to its encoder.
 pub const PROBE_TEXT: &str = "I have been feeling low since the winter and I am not sure why.";
@@ -42,6 +42,12 @@ const SENTENCE_EXTRA_ALARMS: usize = 2;
 /// Acute validation messages the high gate may cost their high rating (like the sentence
 /// cut-offs' two extra alarms: a count, so a small split does not make it zero).
 const GATE_ACUTE_LOSS: usize = 2;
+/// A member whose last epoch's loss is not below this share of its first did not learn (one
+/// seed of the a-i + k + k2 data stayed at 2.03 -> 1.96 while the others reached 0.44-0.58 from
+/// ~1.95); training stops with the seed named rather than averaging it in.
+const LEARNT_LOSS_SHARE: f32 = 0.5;
+/// The shipped ensemble's seeds. Seed 8 is not among them: on a-i + k + k2 it did not learn.
+pub const SHIPPED_SEEDS: [u64; 7] = [7, 9, 10, 11, 12, 13, 14];
 
 /// What `psy train-screen` does.
 #[derive(Clone, Debug)]
@@ -52,7 +58,10 @@ pub struct TrainScreenOptions {
     pub out: PathBuf,
     /// Encoder directory (default: all-MiniLM-L6-v2 from the setup step).
     pub encoder: Option<PathBuf>,
+    /// Settings of every member (`config.seed` is replaced by each member's seed).
     pub config: HeadConfig,
+    /// One member is trained per seed; their readings are averaged.
+    pub seeds: Vec<u64>,
 }
 
 impl TrainScreenOptions {
@@ -72,8 +81,9 @@ impl TrainScreenOptions {
                 epochs: 6,
                 learning_rate: 1e-3,
                 weight_decay: 0.01,
-                seed: 7,
+                seed: SHIPPED_SEEDS[0],
             },
+            seeds: SHIPPED_SEEDS.to_vec(),
         }
     }
 }
@@ -82,8 +92,8 @@ impl TrainScreenOptions {
 #[derive(Clone, Debug)]
 pub struct TrainScreenReport {
     pub spec: ScreenSpec,
-    pub first_loss: f32,
-    pub last_loss: f32,
+    /// Each member's first and last epoch loss, in seed order.
+    pub losses: Vec<(u64, f32, f32)>,
     pub seconds: f64,
     pub screen_toml: PathBuf,
 }
@@ -193,7 +203,7 @@ fn head_bytes(tensors: &[psy_lm::encoder::adapter::NamedTensor]) -> Result<Vec<u
 /// Per validation message: its own level outputs, and the maximum of each over its sentences
 /// (equal to its own for a one-sentence message).
 fn piece_scores(
-    head: &Head,
+    members: &[Member],
     embedder: &dyn SentenceEmbedder,
     texts: &[&str],
 ) -> Result<Vec<([f32; 3], [f32; 3])>> {
@@ -205,10 +215,10 @@ fn piece_scores(
             owner.push((i, kind == psy_safety::screen::PieceKind::Message));
         }
     }
-    let vectors = embedder.embed(&pieces).map_err(anyhow::Error::msg)?;
+    let outputs = read_with(members, embedder, &pieces).map_err(anyhow::Error::msg)?;
     let mut out = vec![([0.0f32; 3], [0.0f32; 3]); texts.len()];
-    for (v, (i, whole)) in vectors.iter().zip(owner) {
-        let p = head.apply(v).levels;
+    for (o, (i, whole)) in outputs.iter().zip(owner) {
+        let p = o.levels;
         let (own, best) = &mut out[i];
         if whole {
             *own = p;
@@ -286,11 +296,12 @@ impl Calibration {
     }
 }
 
-/// Sets the cut-offs of a trained head on the validation split (`valid`), scored as the guard
-/// scores a message, and counts what they give there.
+/// Sets the cut-offs of trained members on the validation split (`valid`), scored as the guard
+/// scores a message (`embedder` is the plain encoder; each member adapts it), and counts what
+/// they give there.
 pub fn calibrate(
-    head: &Head,
-    tuned: &dyn SentenceEmbedder,
+    members: &[Member],
+    embedder: &dyn SentenceEmbedder,
     valid: Vec<&Exemplar>,
 ) -> Result<Calibration> {
     let examples = valid.len();
@@ -300,7 +311,7 @@ pub fn calibrate(
         valid.into_iter().partition(|e| !e.turns.is_empty());
     // Thresholds from the validation split, scored as the guard scores a message.
     let vtexts: Vec<&str> = valid.iter().map(|e| e.text.as_str()).collect();
-    let scores = piece_scores(head, tuned, &vtexts)?;
+    let scores = piece_scores(members, embedder, &vtexts)?;
     let pick = |k: usize, keep: &dyn Fn(RiskLevel) -> bool| -> Vec<f32> {
         valid
             .iter()
@@ -338,11 +349,11 @@ pub fn calibrate(
     thresholds.high_gate = high_gate(&thresholds, &acute, GATE_ACUTE_LOSS);
     if !sessions.is_empty() {
         let joined: Vec<&str> = sessions.iter().map(|e| e.text.as_str()).collect();
-        let vectors = tuned.embed(&joined).map_err(anyhow::Error::msg)?;
+        let outputs = read_with(members, embedder, &joined).map_err(anyhow::Error::msg)?;
         let p: Vec<(RiskLevel, [f32; 3])> = sessions
             .iter()
-            .zip(&vectors)
-            .map(|(e, v)| (e.training_level(), head.apply(v).levels))
+            .zip(&outputs)
+            .map(|(e, o)| (e.training_level(), o.levels))
             .collect();
         let at = |k: usize, min: RiskLevel| -> Vec<f32> {
             p.iter()
@@ -430,12 +441,11 @@ pub fn recalibrate(o: &TrainScreenOptions) -> Result<ScreenSpec> {
     let embedder = psy_lm::encoder::shared_embedder(o.encoder.as_deref())
         .map_err(|e| anyhow::anyhow!("sentence encoder: {e}"))?;
     screen.verify(&*embedder).map_err(anyhow::Error::msg)?;
-    let tuned = screen.encoder(&*embedder).map_err(anyhow::Error::msg)?;
     let valid: Vec<&Exemplar> = exemplars
         .iter()
         .filter(|e| in_validation(&e.text))
         .collect();
-    let calibration = calibrate(&screen.head, &*tuned, valid)?;
+    let calibration = calibrate(&screen.members, &*embedder, valid)?;
     calibration.dump()?;
     let mut spec = screen.spec.clone();
     spec.thresholds = calibration.thresholds;
@@ -463,47 +473,101 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
                 .unwrap_or(0)
         })
         .collect();
-    let trained = train_head(
-        embedder.encoder(),
-        &HeadData {
-            texts: &texts,
-            levels: &levels,
-            category: &category,
-            categories: CATEGORIES.len(),
-        },
-        &o.config,
-    )
-    .map_err(anyhow::Error::msg)?;
-    let weights = head_bytes(&trained.tensors)?;
-    let adapter = head_bytes(&trained.adapter)?;
-    let adapter_sha256 = sha256_hex(&adapter);
-    let head = Head::from_safetensors(&weights, "trained head", embedder.dim(), CATEGORIES.len())
+    if o.seeds.is_empty() {
+        bail!("no seeds: the screen needs at least one member");
+    }
+    let mut heads = Vec::new();
+    let mut adapters = Vec::new();
+    let mut members = Vec::new();
+    let mut losses = Vec::new();
+    for (i, &seed) in o.seeds.iter().enumerate() {
+        if o.seeds[..i].contains(&seed) {
+            bail!("seed {seed} is listed twice: members trained alike must differ in their seed");
+        }
+        let member_started = Instant::now();
+        let config = HeadConfig { seed, ..o.config };
+        let trained = train_head(
+            embedder.encoder(),
+            &HeadData {
+                texts: &texts,
+                levels: &levels,
+                category: &category,
+                categories: CATEGORIES.len(),
+            },
+            &config,
+        )
         .map_err(anyhow::Error::msg)?;
-    let tuned = embedder
-        .adapted(&adapter, &adapter_sha256)
-        .map_err(anyhow::Error::msg)?;
+        let first = trained.losses.first().copied().unwrap_or(f32::NAN);
+        let last = trained.losses.last().copied().unwrap_or(f32::NAN);
+        // A NaN loss fails too.
+        let learnt = last.is_finite() && first.is_finite() && last < LEARNT_LOSS_SHARE * first;
+        if !learnt {
+            bail!(
+                "member {i} (seed {seed}) did not learn: epoch loss {first:.4} -> {last:.4} (a \
+                 member must end below {LEARNT_LOSS_SHARE} of its first epoch's loss); train \
+                 with another seed in its place"
+            );
+        }
+        eprintln!(
+            "member {i} (seed {seed}): epoch loss {first:.4} -> {last:.4} in {:.1} s",
+            member_started.elapsed().as_secs_f64()
+        );
+        losses.push((seed, first, last));
+        let prefix = member_prefix(i);
+        let prefixed = |tensors: &[psy_lm::encoder::adapter::NamedTensor]| {
+            tensors
+                .iter()
+                .map(|(n, shape, v)| (format!("{prefix}{n}"), shape.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let adapter = head_bytes(&trained.adapter)?;
+        members.push(Member {
+            seed,
+            head: Head::from_safetensors(
+                &head_bytes(&trained.tensors)?,
+                &format!("trained head of seed {seed}"),
+                embedder.dim(),
+                CATEGORIES.len(),
+            )
+            .map_err(anyhow::Error::msg)?,
+            adapter_sha256: sha256_hex(&adapter),
+            adapter,
+        });
+        heads.extend(prefixed(&trained.tensors));
+        adapters.extend(prefixed(&trained.adapter));
+    }
+    let weights = head_bytes(&heads)?;
+    let adapter = head_bytes(&adapters)?;
 
-    let calibration = calibrate(&head, &*tuned, valid)?;
+    let calibration = calibrate(&members, &*embedder, valid)?;
     calibration.dump()?;
     let probe = embedder.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
-    let adapted_probe = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
+    let members_spec = members
+        .iter()
+        .map(|m| {
+            let tuned = embedder
+                .adapted(&m.adapter, &m.adapter_sha256)
+                .map_err(anyhow::Error::msg)?;
+            let p = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
+            Ok(MemberSpec {
+                seed: m.seed,
+                adapted_probe: p[0].iter().take(PROBE_VALUES).copied().collect(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let spec = ScreenSpec {
-        schema: 1,
+        schema: SCHEMA,
         weights: "head.safetensors".into(),
         weights_sha256: sha256_hex(&weights),
         adapter: "adapter.safetensors".into(),
-        adapter_sha256,
+        adapter_sha256: sha256_hex(&adapter),
         encoder: EncoderCheck {
             name: embedder.name().rsplit('/').next().unwrap_or("").to_string(),
             dim: embedder.dim(),
             probe_text: PROBE_TEXT.into(),
             probe: probe[0].iter().take(PROBE_VALUES).copied().collect(),
-            adapted_probe: adapted_probe[0]
-                .iter()
-                .take(PROBE_VALUES)
-                .copied()
-                .collect(),
         },
+        members: members_spec,
         categories: CATEGORIES.iter().map(|c| c.to_string()).collect(),
         thresholds: calibration.thresholds,
         training: TrainingRecord {
@@ -518,7 +582,6 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
             epochs: o.config.epochs,
             learning_rate: o.config.learning_rate,
             weight_decay: o.config.weight_decay,
-            seed: o.config.seed,
         },
         validation: calibration.figures,
     };
@@ -532,8 +595,7 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
     let toml_path = write_spec(&o.out, &spec)?;
     Ok(TrainScreenReport {
         spec,
-        first_loss: trained.losses.first().copied().unwrap_or(f32::NAN),
-        last_loss: trained.losses.last().copied().unwrap_or(f32::NAN),
+        losses,
         seconds: started.elapsed().as_secs_f64(),
         screen_toml: toml_path,
     })

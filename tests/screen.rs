@@ -48,45 +48,53 @@ fn committed_screen_matches_its_exemplars_and_encoder() {
     s.verify(&*embedder()).unwrap();
 }
 
-/// Retrains from scratch with the shipped settings and checks the same predictions on every
-/// exemplar: levels equal wherever the committed screen's score is not within 0.02 of a
-/// cut-off (float sums may differ in the last bits between machines' GEMM kernels).
+/// Retrains the first member from scratch with the shipped settings (one member: the others
+/// differ only in their seed, and each takes minutes) and checks it reads sampled exemplars as
+/// the committed first member does: levels equal wherever the committed score is not within
+/// 0.02 of a cut-off (float sums may differ in the last bits between machines' GEMM kernels).
 #[test]
 fn train_screen_reproduces_the_committed_screen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut o = TrainScreenOptions::shipped(&root());
-    o.out = dir.path().to_path_buf();
-    let report = train_screen(&o).unwrap();
     let committed = screen::builtin().unwrap();
+    let mut o = TrainScreenOptions::shipped(&root());
+    assert_eq!(
+        o.seeds,
+        committed
+            .spec
+            .members
+            .iter()
+            .map(|m| m.seed)
+            .collect::<Vec<_>>(),
+        "the shipped seeds are the committed members'"
+    );
+    o.out = dir.path().to_path_buf();
+    o.seeds.truncate(1);
+    let report = train_screen(&o).unwrap();
     let retrained = Screen::load(&report.screen_toml).unwrap();
     assert_eq!(retrained.spec.training, committed.spec.training);
-    let (ct, rt) = (&committed.spec.thresholds, &retrained.spec.thresholds);
-    for (a, b) in [
-        (ct.moderate, rt.moderate),
-        (ct.high, rt.high),
-        (ct.imminent, rt.imminent),
-    ] {
-        assert!((a - b).abs() < 0.02, "thresholds {ct:?} vs {rt:?}");
-    }
+    assert_eq!(retrained.spec.members[0], committed.spec.members[0]);
     let e = embedder();
     let (exemplars, _, _) =
         read_exemplar_dir(&root().join("plugins/safety/screen/exemplars")).unwrap();
-    let sample: Vec<_> = exemplars.iter().step_by(7).collect();
-    let mut pairs = Vec::new();
-    let mut worst = 0.0f32;
-    for ex in &sample {
-        let d = Dialogue::from_message(ex.text.as_str());
-        let a = committed.score_dialogue(&*e, &d).unwrap().remove(0);
-        let b = retrained.score_dialogue(&*e, &d).unwrap().remove(0);
-        for (pa, pb) in a.pieces.iter().zip(&b.pieces) {
-            for k in 0..3 {
-                worst = worst.max((pa.output.levels[k] - pb.output.levels[k]).abs());
-            }
-        }
-        pairs.push((ex, a, b));
-    }
+    let texts: Vec<&str> = exemplars
+        .iter()
+        .step_by(7)
+        .flat_map(|ex| {
+            Screen::pieces_of(&ex.text)
+                .into_iter()
+                .map(|(_, s, end)| &ex.text[s..end])
+        })
+        .collect();
+    let a = screen::read_with(&committed.members[..1], &*e, &texts).unwrap();
+    let b = screen::read_with(&retrained.members, &*e, &texts).unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| (0..3).map(|k| (x.levels[k] - y.levels[k]).abs()))
+        .fold(0.0f32, f32::max);
     // Measured 0 on the machine that trained it; other GEMM kernels round differently.
     assert!(worst < 0.02, "retrained scores differ by up to {worst}");
+    let ct = &committed.spec.thresholds;
     let margin = 2.0 * worst + 1e-5;
     let cuts = [
         ct.moderate,
@@ -96,22 +104,45 @@ fn train_screen_reproduces_the_committed_screen() {
         ct.sentence_high,
     ];
     let mut compared = 0;
-    for (ex, a, b) in &pairs {
-        let near = a
-            .pieces
+    for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
+        if !x
+            .levels
             .iter()
-            .flat_map(|p| p.output.levels)
-            .any(|p| cuts.iter().any(|t| (t - p).abs() < margin));
-        if !near {
-            assert_eq!(a.own, b.own, "{}", ex.origin);
+            .any(|p| cuts.iter().any(|t| (t - p).abs() < margin))
+        {
+            assert_eq!(ct.level_of(&x.levels), ct.level_of(&y.levels), "{text}");
             compared += 1;
         }
     }
     assert!(
-        compared * 10 >= pairs.len() * 9,
+        compared * 10 >= texts.len() * 9,
         "only {compared} of {} compared",
-        pairs.len()
+        texts.len()
     );
+}
+
+/// The committed cut-offs are what calibration gives the committed members on the validation
+/// split (`psy train-screen --recalibrate` on a copy).
+#[test]
+fn the_committed_cut_offs_belong_to_the_committed_members() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_screen(dir.path());
+    let mut o = TrainScreenOptions::shipped(&root());
+    o.out = dir.path().to_path_buf();
+    let spec = psy::train_screen::recalibrate(&o).unwrap();
+    let (ct, rt) = (
+        &screen::builtin().unwrap().spec.thresholds,
+        &spec.thresholds,
+    );
+    for (a, b) in [
+        (ct.moderate, rt.moderate),
+        (ct.high, rt.high),
+        (ct.imminent, rt.imminent),
+        (ct.sentence_moderate, rt.sentence_moderate),
+        (ct.sentence_high, rt.sentence_high),
+    ] {
+        assert!((a - b).abs() < 0.02, "thresholds {ct:?} vs {rt:?}");
+    }
 }
 
 #[test]
@@ -236,14 +267,25 @@ fn broken_screen_files_are_refused_with_the_file_named() {
     );
 
     // An adapter whose tensors do not fit the encoder (hash updated, so the shape check speaks).
-    copy_screen(dir.path());
-    let adapter = build_safetensors(&[("encoder.layer.9.output.dense.lora_a", &[2, 3])]);
-    std::fs::write(dir.path().join("adapter.safetensors"), &adapter).unwrap();
-    let text = std::fs::read_to_string(&toml).unwrap();
-    let old = &screen::builtin().unwrap().spec.adapter_sha256;
-    std::fs::write(&toml, text.replace(old.as_str(), &sha256_hex(&adapter))).unwrap();
-    let s = Screen::load(&toml).unwrap();
-    let err = match s.encoder(&*embedder()) {
+    let members = screen::builtin().unwrap().members.len();
+    let write_adapter = |names: &[String]| {
+        copy_screen(dir.path());
+        let shapes: Vec<(&str, &[usize])> = names
+            .iter()
+            .map(|n| (n.as_str(), &[2usize, 3][..]))
+            .collect();
+        let adapter = build_safetensors(&shapes);
+        std::fs::write(dir.path().join("adapter.safetensors"), &adapter).unwrap();
+        let text = std::fs::read_to_string(&toml).unwrap();
+        let old = &screen::builtin().unwrap().spec.adapter_sha256;
+        std::fs::write(&toml, text.replace(old.as_str(), &sha256_hex(&adapter))).unwrap();
+        Screen::load(&toml)
+    };
+    let misfit: Vec<String> = (0..members)
+        .map(|i| format!("member{i}.encoder.layer.9.output.dense.lora_a"))
+        .collect();
+    let s = write_adapter(&misfit).unwrap();
+    let err = match s.encoders(&*embedder()) {
         Err(e) => e,
         Ok(_) => panic!("a misfit adapter was merged"),
     };
@@ -251,6 +293,33 @@ fn broken_screen_files_are_refused_with_the_file_named() {
         err.contains("encoder.layer.9") && err.contains("6 layers"),
         "{err}"
     );
+    // A tensor that belongs to no member of the manifest, and a member with no tensors.
+    let mut stray = misfit.clone();
+    stray.push(format!(
+        "member{members}.encoder.layer.5.output.dense.lora_a"
+    ));
+    let err = write_adapter(&stray).unwrap_err();
+    assert!(
+        err.contains("adapter.safetensors") && err.contains(&format!("member{members}.")),
+        "{err}"
+    );
+    let err = write_adapter(&misfit[1..]).unwrap_err();
+    assert!(err.contains("member 0 has no tensors"), "{err}");
+
+    // Two members with one seed.
+    copy_screen(dir.path());
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let seeds = &screen::builtin().unwrap().spec.members;
+    let (first, second) = (seeds[0].seed, seeds[1].seed);
+    let twice = text.replacen(
+        &format!("seed = {second}\n"),
+        &format!("seed = {first}\n"),
+        1,
+    );
+    assert_ne!(twice, text);
+    std::fs::write(&toml, twice).unwrap();
+    let err = Screen::load(&toml).unwrap_err();
+    assert!(err.contains("members[1] repeats seed"), "{err}");
 }
 
 fn build_safetensors(tensors: &[(&str, &[usize])]) -> Vec<u8> {

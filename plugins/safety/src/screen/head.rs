@@ -156,14 +156,76 @@ impl Head {
 
     /// Runs the head on one embedding.
     pub fn apply(&self, embedding: &[f32]) -> HeadOutput {
+        HeadOutput::combine(&[self.reading(embedding)])
+    }
+
+    /// The head's raw reading of one embedding: the level log-odds and the category
+    /// probabilities (what an ensemble averages).
+    pub fn reading(&self, embedding: &[f32]) -> Reading {
         let mut h = self.hidden.apply(embedding);
         for v in &mut h {
             *v = v.max(0.0);
         }
         let l = self.level.apply(&h);
-        HeadOutput {
-            levels: [sigmoid(l[0]), sigmoid(l[1]), sigmoid(l[2])],
+        Reading {
+            level_logits: [l[0], l[1], l[2]],
             categories: softmax(&self.category.apply(&h)),
         }
+    }
+}
+
+/// One head's reading of one text, before the members of an ensemble are combined.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub level_logits: [f32; LEVELS],
+    pub categories: Vec<f32>,
+}
+
+impl HeadOutput {
+    /// Combines the members' readings of one text: the mean of their level log-odds (heads
+    /// trained from different seeds disagree most on the look-alikes, and a confident member
+    /// should not be outvoted by averaging its probability near 1 with others near 0.5) and the
+    /// mean of their category probabilities. One reading gives that head's own output, bit for
+    /// bit.
+    pub fn combine(readings: &[Reading]) -> HeadOutput {
+        let n = readings.len().max(1) as f32;
+        let mut levels = [0.0f32; LEVELS];
+        for (k, level) in levels.iter_mut().enumerate() {
+            let sum: f32 = readings.iter().map(|r| r.level_logits[k]).sum();
+            *level = sigmoid(sum / n);
+        }
+        let width = readings.first().map_or(0, |r| r.categories.len());
+        let categories = (0..width)
+            .map(|c| readings.iter().map(|r| r.categories[c]).sum::<f32>() / n)
+            .collect();
+        HeadOutput { levels, categories }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_combine_by_their_mean_log_odds() {
+        let a = Reading {
+            level_logits: [0.0, -4.0, 3.0],
+            categories: vec![0.2, 0.8],
+        };
+        let b = Reading {
+            level_logits: [2.0, -2.0, -3.0],
+            categories: vec![0.6, 0.4],
+        };
+        let out = HeadOutput::combine(&[a.clone(), b]);
+        // Hand-computed: sigmoid(1) = 0.7310586, sigmoid(-3) = 0.04742587, sigmoid(0) = 0.5.
+        for (got, want) in out.levels.iter().zip([0.7310586f32, 0.04742587, 0.5]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", out.levels);
+        }
+        assert!((out.categories[0] - 0.4).abs() < 1e-6 && (out.categories[1] - 0.6).abs() < 1e-6);
+        // Not the mean of the probabilities (0.5 and 0.88 would give 0.69 for the first output).
+        // One member alone reads as its own head, bit for bit.
+        let alone = HeadOutput::combine(std::slice::from_ref(&a));
+        assert_eq!(alone.levels, [0.5, sigmoid(-4.0), sigmoid(3.0)]);
+        assert_eq!(alone.categories, a.categories);
     }
 }

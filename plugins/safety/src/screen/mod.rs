@@ -1,4 +1,5 @@
-//! The crisis guard's second detector: a classifier trained over sentence embeddings, so that
+//! The crisis guard's second detector: classifiers trained over sentence embeddings (an
+//! ensemble of members trained alike from different seeds, their readings averaged), so that
 //! risk written in words no lexicon lists ("the pills are counted out for tonight", "I'm on the
 //! bridge right now") is still recognised. `psy train-screen` trains it from the labelled
 //! exemplars beside this code; `screen.toml` records the thresholds calibrated on a validation
@@ -18,7 +19,7 @@ use std::sync::OnceLock;
 use psy_core::semantic::SentenceEmbedder;
 use sha2::{Digest, Sha256};
 
-pub use head::{Head, HeadOutput};
+pub use head::{Head, HeadOutput, Reading};
 pub use score::{Piece, PieceKind, TurnScore};
 pub use spec::ScreenSpec;
 
@@ -27,13 +28,22 @@ pub use spec::ScreenSpec;
 /// sentence-transformers); a different model differs by far more than this.
 pub const PROBE_TOLERANCE: f32 = 1e-4;
 
-/// A loaded screen: its manifest and its head.
+/// One member of the ensemble: its head, and the adapter its encoder is fine-tuned with.
 #[derive(Clone, Debug)]
-pub struct Screen {
-    pub spec: ScreenSpec,
+pub struct Member {
+    pub seed: u64,
     pub head: Head,
     /// The encoder adapter's bytes (merged by the embedder, see `SentenceEmbedder::adapted`).
     pub adapter: Vec<u8>,
+    /// sha256 of `adapter`: the adapted encoder's identity.
+    pub adapter_sha256: String,
+}
+
+/// A loaded screen: its manifest and its members.
+#[derive(Clone, Debug)]
+pub struct Screen {
+    pub spec: ScreenSpec,
+    pub members: Vec<Member>,
     /// Where the manifest came from, for errors.
     pub origin: String,
 }
@@ -43,6 +53,50 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The prefix of member `i`'s tensors in the screen's weights and adapter files.
+pub fn member_prefix(i: usize) -> String {
+    format!("member{i}.")
+}
+
+/// Splits a safetensors file whose tensors are named `member<i>.<name>` into one file per
+/// member (names without the prefix). Every tensor must belong to a member below `members`,
+/// and every member must have tensors.
+pub fn split_members(bytes: &[u8], origin: &str, members: usize) -> Result<Vec<Vec<u8>>, String> {
+    use safetensors::tensor::TensorView;
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("{origin}: not a safetensors file: {e}"))?;
+    let mut groups: Vec<Vec<(String, TensorView<'_>)>> = vec![Vec::new(); members];
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    for name in names {
+        let member = name
+            .strip_prefix("member")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(i, rest)| Some((i.parse::<usize>().ok()?, rest)))
+            .filter(|(i, rest)| *i < members && !rest.is_empty());
+        let Some((i, rest)) = member else {
+            return Err(format!(
+                "{origin}: tensor `{name}` belongs to no member (expected `member<i>.<name>` \
+                 with i below {members}, the members in the manifest)"
+            ));
+        };
+        let view = st
+            .tensor(&name)
+            .map_err(|e| format!("{origin}: tensor `{name}`: {e}"))?;
+        groups[i].push((rest.to_string(), view));
+    }
+    groups
+        .into_iter()
+        .enumerate()
+        .map(|(i, group)| {
+            if group.is_empty() {
+                return Err(format!("{origin}: member {i} has no tensors"));
+            }
+            safetensors::serialize(group, None).map_err(|e| format!("{origin}: member {i}: {e}"))
+        })
         .collect()
 }
 
@@ -68,17 +122,33 @@ impl Screen {
                 ));
             }
         }
+        let n = spec.members.len();
         let weights_origin = format!("{origin} -> {}", spec.weights);
-        let head = Head::from_safetensors(
-            weights,
-            &weights_origin,
-            spec.encoder.dim,
-            spec.categories.len(),
-        )?;
+        let heads = split_members(weights, &weights_origin, n)?;
+        let adapters = split_members(adapter, &format!("{origin} -> {}", spec.adapter), n)?;
+        let members = spec
+            .members
+            .iter()
+            .zip(heads.iter().zip(adapters))
+            .enumerate()
+            .map(|(i, (m, (head, adapter)))| {
+                let head = Head::from_safetensors(
+                    head,
+                    &format!("{weights_origin}, member {i}"),
+                    spec.encoder.dim,
+                    spec.categories.len(),
+                )?;
+                Ok(Member {
+                    seed: m.seed,
+                    head,
+                    adapter_sha256: sha256_hex(&adapter),
+                    adapter,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Screen {
             spec,
-            head,
-            adapter: adapter.to_vec(),
+            members,
             origin: origin.to_string(),
         })
     }
@@ -99,8 +169,9 @@ impl Screen {
         Screen::from_parts(&text, &origin, &read(&spec.weights)?, &read(&spec.adapter)?)
     }
 
-    /// Checks that `embedder` is the encoder the head was trained over: same dimension, and the
-    /// probe sentence embeds to the recorded values.
+    /// Checks that `embedder` is the encoder the heads were trained over: same dimension, and
+    /// the probe sentence embeds to the recorded values, plain and through each member's
+    /// adapter.
     pub fn verify(&self, embedder: &dyn SentenceEmbedder) -> Result<(), String> {
         let e = &self.spec.encoder;
         if embedder.dim() != e.dim {
@@ -114,11 +185,17 @@ impl Screen {
                 embedder.dim()
             ));
         }
-        let adapted = self.encoder(embedder)?;
-        for (which, enc, want) in [
-            ("encoder", embedder, &e.probe),
-            ("adapted encoder", &*adapted, &e.adapted_probe),
-        ] {
+        let adapted = self.encoders(embedder)?;
+        let mut checks: Vec<(String, &dyn SentenceEmbedder, &[f32])> =
+            vec![("encoder".into(), embedder, &e.probe)];
+        for ((i, m), enc) in self.spec.members.iter().enumerate().zip(&adapted) {
+            checks.push((
+                format!("adapted encoder of member {i} (seed {})", m.seed),
+                &**enc,
+                &m.adapted_probe,
+            ));
+        }
+        for (which, enc, want) in checks {
             let got = enc
                 .embed(&[e.probe_text.as_str()])
                 .map_err(|err| format!("{}: {which} {}: {err}", self.origin, enc.name()))?;
@@ -144,15 +221,66 @@ impl Screen {
         Ok(())
     }
 
-    /// The screen's fine-tuned encoder: `embedder` with the screen's adapter merged in.
-    pub fn encoder(
+    /// The members' fine-tuned encoders: `embedder` with each member's adapter merged in.
+    pub fn encoders(
         &self,
         embedder: &dyn SentenceEmbedder,
-    ) -> Result<std::sync::Arc<dyn SentenceEmbedder>, String> {
-        embedder
-            .adapted(&self.adapter, &self.spec.adapter_sha256)
-            .map_err(|err| format!("{}: {err}", self.origin))
+    ) -> Result<Vec<std::sync::Arc<dyn SentenceEmbedder>>, String> {
+        self.members
+            .iter()
+            .map(|m| {
+                embedder
+                    .adapted(&m.adapter, &m.adapter_sha256)
+                    .map_err(|err| format!("{}: {err}", self.origin))
+            })
+            .collect()
     }
+
+    /// The ensemble's output for each text: every member reads it through its own encoder and
+    /// head, and the readings are combined (`HeadOutput::combine`).
+    pub fn read(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+        texts: &[&str],
+    ) -> Result<Vec<HeadOutput>, String> {
+        read_with(&self.members, embedder, texts)
+    }
+}
+
+/// [`Screen::read`] for members not yet in a screen (training calibrates them).
+pub fn read_with(
+    members: &[Member],
+    embedder: &dyn SentenceEmbedder,
+    texts: &[&str],
+) -> Result<Vec<HeadOutput>, String> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut readings: Vec<Vec<Reading>> = vec![Vec::with_capacity(members.len()); texts.len()];
+    for (i, m) in members.iter().enumerate() {
+        let encoder = embedder.adapted(&m.adapter, &m.adapter_sha256)?;
+        let vectors = encoder.embed(texts)?;
+        if vectors.len() != texts.len() {
+            return Err(format!(
+                "encoder {} returned {} embeddings for {} texts",
+                encoder.name(),
+                vectors.len(),
+                texts.len()
+            ));
+        }
+        for (r, v) in readings.iter_mut().zip(&vectors) {
+            if v.len() != m.head.dim() {
+                return Err(format!(
+                    "encoder {} gave a {}-dimensional embedding; member {i} of the screen takes {}",
+                    encoder.name(),
+                    v.len(),
+                    m.head.dim()
+                ));
+            }
+            r.push(m.head.reading(v));
+        }
+    }
+    Ok(readings.iter().map(|r| HeadOutput::combine(r)).collect())
 }
 
 /// The screen shipped with psy (`plugins/safety/screen/screen.toml` and its weights, compiled

@@ -189,19 +189,7 @@ impl Screen {
             }
         }
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let vectors = if refs.is_empty() {
-            Vec::new()
-        } else {
-            self.encoder(embedder)?.embed(&refs)?
-        };
-        if vectors.len() != refs.len() {
-            return Err(format!(
-                "encoder {} returned {} embeddings for {} texts",
-                embedder.name(),
-                vectors.len(),
-                refs.len()
-            ));
-        }
+        let outputs = self.read(embedder, &refs)?;
         let mut out: Vec<TurnScore> = turns
             .iter()
             .map(|t| TurnScore {
@@ -211,16 +199,7 @@ impl Screen {
                 pieces: Vec::new(),
             })
             .collect();
-        for ((pos, kind, start, end), v) in layout.into_iter().zip(vectors) {
-            if v.len() != self.head.dim() {
-                return Err(format!(
-                    "encoder {} gave a {}-dimensional embedding; the screen takes {}",
-                    embedder.name(),
-                    v.len(),
-                    self.head.dim()
-                ));
-            }
-            let output = self.head.apply(&v);
+        for ((pos, kind, start, end), output) in layout.into_iter().zip(outputs) {
             let level = match kind {
                 PieceKind::Sentence => self.sentence_level_of(&output.levels),
                 PieceKind::Context => self.context_level_of(&output.levels),

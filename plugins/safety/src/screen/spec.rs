@@ -4,19 +4,28 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The `screen.toml` schema this psy reads: 2 since screens are ensembles.
+pub const SCHEMA: u32 = 2;
+
 /// The screen's manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScreenSpec {
     pub schema: u32,
-    /// The head's weights, relative to this file.
+    /// The members' heads, relative to this file (one safetensors file; member `i`'s tensors
+    /// are named `member<i>.<tensor>`).
     pub weights: String,
     /// sha256 of the weights file: a head that does not match its manifest is refused.
     pub weights_sha256: String,
-    /// The encoder's fine-tuning (low-rank adapter on its upper blocks), relative to this file.
+    /// The members' encoder fine-tunings (low-rank adapters on the upper blocks), relative to
+    /// this file, named like the heads.
     pub adapter: String,
     pub adapter_sha256: String,
     pub encoder: EncoderCheck,
+    /// The ensemble: heads and adapters trained alike from different seeds, whose readings are
+    /// averaged (`HeadOutput::combine`). One seed's screen moved with the seed more than with
+    /// the data; their average does not.
+    pub members: Vec<MemberSpec>,
     /// Categories of the category head, in output order.
     pub categories: Vec<String>,
     pub thresholds: Thresholds,
@@ -35,7 +44,16 @@ pub struct EncoderCheck {
     /// A fixed sentence and the first values of its embedding under the training encoder.
     pub probe_text: String,
     pub probe: Vec<f32>,
-    /// The same probe through the adapted encoder: proves the adapter merged as it trained.
+}
+
+/// One member of the ensemble.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// The training seed (initial weights, dropout, batch order).
+    pub seed: u64,
+    /// The encoder's probe through this member's adapted encoder: proves the adapter merged as
+    /// it trained.
     pub adapted_probe: Vec<f32>,
 }
 
@@ -86,7 +104,6 @@ pub struct TrainingRecord {
     pub epochs: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
-    pub seed: u64,
 }
 
 /// Recall and false alarms on the validation split, per level band.
@@ -105,11 +122,32 @@ impl ScreenSpec {
     /// Parses `text`, read from `origin` (named in errors).
     pub fn parse(text: &str, origin: &str) -> Result<ScreenSpec, String> {
         let spec: ScreenSpec = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-        if spec.schema != 1 {
+        if spec.schema != SCHEMA {
             return Err(format!(
-                "{origin}: schema {} is not supported (this psy reads schema 1)",
+                "{origin}: schema {} is not supported (this psy reads schema {SCHEMA}, an \
+                 ensemble of members; retrain with `psy train-screen`)",
                 spec.schema
             ));
+        }
+        if spec.members.is_empty() {
+            return Err(format!("{origin}: `members` is empty"));
+        }
+        for (i, m) in spec.members.iter().enumerate() {
+            if spec.members[..i].iter().any(|o| o.seed == m.seed) {
+                return Err(format!(
+                    "{origin}: members[{i}] repeats seed {}: members trained alike must differ \
+                     in their seed",
+                    m.seed
+                ));
+            }
+            if m.adapted_probe.is_empty() || m.adapted_probe.len() > spec.encoder.dim {
+                return Err(format!(
+                    "{origin}: members[{i}].adapted_probe has {} values for an encoder of \
+                     dimension {}",
+                    m.adapted_probe.len(),
+                    spec.encoder.dim
+                ));
+            }
         }
         let t = &spec.thresholds;
         for (name, v) in [

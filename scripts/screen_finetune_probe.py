@@ -10,8 +10,10 @@ of one hidden layer with three cumulative level outputs trained with binary cros
 24-way category output with half weight, AdamW, batches of similar length in a seeded order),
 and writes the result as a screen directory in psy's own format:
 
-  head.safetensors     the head (`hidden.*`, `level.*`, `category.*`);
-  adapter.safetensors  `encoder.layer.N.<projection>.lora_a/.lora_b` with the scale folded in;
+  head.safetensors     the head (`member0.hidden.*`, `member0.level.*`, `member0.category.*`:
+                       a screen of one member);
+  adapter.safetensors  `member0.encoder.layer.N.<projection>.lora_a/.lora_b` with the scale
+                       folded in;
                        a full fine-tune of the blocks' linear weights is written exactly, as a
                        "full-rank adapter" (lora_a the identity, lora_b the weight's change),
                        which psy merges as `W += lora_b · lora_a`;

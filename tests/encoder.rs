@@ -153,9 +153,11 @@ fn the_host_forward_matches_the_burn_model() {
     }
 }
 
+/// The first member's adapter of the shipped screen (its file holds every member's tensors).
 fn screen_adapter() -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/safety/screen/adapter.safetensors");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    psy_safety::screen::builtin().unwrap().members[0]
+        .adapter
+        .clone()
 }
 
 #[test]

@@ -346,6 +346,37 @@ fn build_safetensors(tensors: &[(&str, &[usize])]) -> Vec<u8> {
     safetensors::serialize(views, None).unwrap()
 }
 
+/// A member that does not learn stops the run with its seed named (one seed of a-i + k + k2 stayed
+/// at loss 2.03 -> 1.96): here a learning rate of zero, on a few exemplars.
+#[test]
+fn a_member_that_does_not_learn_stops_training_with_its_seed_named() {
+    let ex = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..24)
+        .map(|i| {
+            let (level, category) = if i % 2 == 0 {
+                ("none", "ordinary")
+            } else {
+                ("high", "ideation-plan")
+            };
+            format!(
+                "{{\"text\": \"message number {i} of a small set\", \"level\": \"{level}\", \
+                 \"category\": \"{category}\", \"writer\": \"t\"}}"
+            )
+        })
+        .collect();
+    std::fs::write(ex.path().join("x.jsonl"), lines.join("\n") + "\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut o = TrainScreenOptions::shipped(&root());
+    o.exemplars = ex.path().to_path_buf();
+    o.out = out.path().to_path_buf();
+    o.seeds = vec![3];
+    o.config.epochs = 2;
+    o.config.learning_rate = 0.0;
+    let err = train_screen(&o).unwrap_err().to_string();
+    assert!(err.contains("member 0 (seed 3) did not learn"), "{err}");
+    assert!(!out.path().join("screen.toml").exists(), "nothing written");
+}
+
 #[test]
 fn exemplar_files_with_bad_lines_are_refused_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

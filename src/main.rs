@@ -91,10 +91,14 @@ enum Command {
         tuned_layers: Option<usize>,
         #[arg(long)]
         learning_rate: Option<f64>,
-        /// Seeds of the ensemble's members, one member each (default: the shipped screen's
-        /// 7,9,10,11,12,13,14).
+        /// Seeds of the ensemble's members, one member each, comma-separated (default: the
+        /// shipped screen's, 7).
         #[arg(long, value_delimiter = ',')]
         seeds: Vec<u64>,
+        /// Distil: a screen directory whose combined level readings of the training texts are
+        /// the members' level targets instead of the labels.
+        #[arg(long)]
+        teacher: Option<PathBuf>,
         /// Train nothing: measure the screen in --out through the whole guard on the
         /// validation split (and on each --set), false alarms by detector and category.
         #[arg(long)]
@@ -499,6 +503,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tuned_layers,
             learning_rate,
             seeds,
+            teacher,
             report,
             recalibrate,
             sets,
@@ -536,6 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !seeds.is_empty() {
                 o.seeds = seeds;
             }
+            o.teacher = teacher;
             if let Some(t) = tuned_layers {
                 o.config.tuned_layers = t;
             }

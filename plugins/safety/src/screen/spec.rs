@@ -104,6 +104,11 @@ pub struct TrainingRecord {
     pub epochs: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    /// The teacher screen whose combined level readings were the members' level targets (a
+    /// student distilled from an ensemble), by the sha256 of its `screen.toml`; absent: the
+    /// labels were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
 }
 
 /// Recall and false alarms on the validation split, per level band.

@@ -566,9 +566,7 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
     let members_spec = members
         .iter()
         .map(|m| {
-            let tuned = embedder
-                .adapted(&m.adapter, &m.adapter_sha256)
-                .map_err(anyhow::Error::msg)?;
+            let tuned = m.encoder(&*embedder).map_err(anyhow::Error::msg)?;
             let p = tuned.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
             Ok(MemberSpec {
                 seed: m.seed,

@@ -39,6 +39,17 @@ pub struct Member {
     pub adapter_sha256: String,
 }
 
+impl Member {
+    /// This member's fine-tuned encoder: `embedder` with its adapter merged in (kept by the
+    /// embedder per adapter, so merged once per process).
+    pub fn encoder(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+    ) -> Result<std::sync::Arc<dyn SentenceEmbedder>, String> {
+        embedder.adapted(&self.adapter, &self.adapter_sha256)
+    }
+}
+
 /// A loaded screen: its manifest and its members.
 #[derive(Clone, Debug)]
 pub struct Screen {
@@ -229,8 +240,7 @@ impl Screen {
         self.members
             .iter()
             .map(|m| {
-                embedder
-                    .adapted(&m.adapter, &m.adapter_sha256)
+                m.encoder(embedder)
                     .map_err(|err| format!("{}: {err}", self.origin))
             })
             .collect()
@@ -258,7 +268,7 @@ pub fn read_with(
     }
     let mut readings: Vec<Vec<Reading>> = vec![Vec::with_capacity(members.len()); texts.len()];
     for (i, m) in members.iter().enumerate() {
-        let encoder = embedder.adapted(&m.adapter, &m.adapter_sha256)?;
+        let encoder = m.encoder(embedder)?;
         let vectors = encoder.embed(texts)?;
         if vectors.len() != texts.len() {
             return Err(format!(

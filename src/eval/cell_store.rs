@@ -12,6 +12,16 @@ use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Writes `text` to a sibling temp file and renames it over `path`: a run killed mid-write
+/// leaves no empty `inputs.json` for the resumed run to read as "other inputs".
+pub fn write_whole(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
 pub struct CellStore {
     pub dir: PathBuf,
 }
@@ -37,8 +47,7 @@ impl CellStore {
                 );
             }
         } else {
-            std::fs::write(&path, want + "\n")
-                .with_context(|| format!("{}: cannot write", path.display()))?;
+            write_whole(&path, &(want + "\n"))?;
         }
         Ok(CellStore { dir })
     }

@@ -177,8 +177,7 @@ pub fn train_cell(cell_dir: &Path, name: &str, train: &ResolvedTrain) -> Result<
             dir.display()
         ),
         Ok(_) => {}
-        Err(_) => std::fs::write(&inputs, want + "\n")
-            .with_context(|| format!("{}: cannot write", inputs.display()))?,
+        Err(_) => super::cell_store::write_whole(&inputs, &(want + "\n"))?,
     }
     let manifest = dir.join("train.toml");
     let adapter = dir.join("export").join("adapter");

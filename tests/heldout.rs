@@ -59,6 +59,10 @@ const FROZEN: &[(&str, &str)] = &[
         "a8a99c9ad99f590e56d63286496a9ca017bb1c63051def1069e6f38d3bc8afa1",
     ),
     (
+        "risk-v10.jsonl",
+        "aab41f7b2af8d4d41d0e1d14ad55aed915bb0772534d87c9a01ea5d851161def",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -333,6 +337,24 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
             ("at most none", 15),
         ],
         60,
+    );
+}
+
+#[test]
+fn risk_v10_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v10.md`): 102 of the 300 are
+    // sessions, among them crises followed by the client reporting safety (at most low).
+    assert_risk_set(
+        "risk-v10.jsonl",
+        300,
+        &[
+            ("at least imminent", 28),
+            ("at least high", 62),
+            ("moderate to high", 45),
+            ("at most low", 150),
+            ("at most none", 15),
+        ],
+        102,
     );
 }
 

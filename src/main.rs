@@ -542,6 +542,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 o.seeds = seeds;
             }
             o.teacher = teacher;
+            o.member_cache = Some(psy::screen_member_cache::cache_root());
             if let Some(t) = tuned_layers {
                 o.config.tuned_layers = t;
             }

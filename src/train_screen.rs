@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::screen_member_cache::{load as load_member, member_key, store as store_member};
 use anyhow::{bail, Context, Result};
 use psy_core::module::RiskLevel;
 use psy_core::semantic::SentenceEmbedder;
@@ -67,6 +68,9 @@ pub struct TrainScreenOptions {
     /// labels as level targets (distilling an ensemble into fewer members); categories stay
     /// the labels.
     pub teacher: Option<PathBuf>,
+    /// Where finished members are kept so a rerun reuses them (`screen_member_cache`); `None`
+    /// trains every member afresh (tests that check a retrain reproduces the screen).
+    pub member_cache: Option<PathBuf>,
 }
 
 impl TrainScreenOptions {
@@ -90,6 +94,7 @@ impl TrainScreenOptions {
             },
             seeds: SHIPPED_SEEDS.to_vec(),
             teacher: None,
+            member_cache: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct TrainScreenReport {
     pub losses: Vec<(u64, f32, f32)>,
     pub seconds: f64,
     pub screen_toml: PathBuf,
+    /// Seeds of the members taken from the member cache instead of trained.
+    pub reused: Vec<u64>,
 }
 
 /// FNV-1a over the folded text: a split that depends on the message alone.
@@ -497,27 +504,37 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
     if o.seeds.is_empty() {
         bail!("no seeds: the screen needs at least one member");
     }
+    // The encoder's own reading of the probe: part of each member's cache key.
+    let base_probe = embedder.embed(&[PROBE_TEXT]).map_err(anyhow::Error::msg)?;
     let mut heads = Vec::new();
     let mut adapters = Vec::new();
     let mut members = Vec::new();
     let mut losses = Vec::new();
+    let mut reused_seeds = Vec::new();
     for (i, &seed) in o.seeds.iter().enumerate() {
         if o.seeds[..i].contains(&seed) {
             bail!("seed {seed} is listed twice: members trained alike must differ in their seed");
         }
         let member_started = Instant::now();
         let config = HeadConfig { seed, ..o.config };
-        let trained = train_head(
-            embedder.encoder(),
-            &HeadData {
-                texts: &texts,
-                levels: &levels,
-                category: &category,
-                categories: CATEGORIES.len(),
-            },
-            &config,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let data = HeadData {
+            texts: &texts,
+            levels: &levels,
+            category: &category,
+            categories: CATEGORIES.len(),
+        };
+        let cache = o.member_cache.as_deref();
+        let key = match cache {
+            Some(_) => member_key(embedder.name(), &base_probe[0], &config, &data)?,
+            None => String::new(),
+        };
+        let (trained, reused) = match cache.and_then(|c| load_member(c, &key)) {
+            Some(t) => (t, true),
+            None => (
+                train_head(embedder.encoder(), &data, &config).map_err(anyhow::Error::msg)?,
+                false,
+            ),
+        };
         let first = trained.losses.first().copied().unwrap_or(f32::NAN);
         let last = trained.losses.last().copied().unwrap_or(f32::NAN);
         // A NaN loss fails too.
@@ -529,10 +546,29 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
                  with another seed in its place"
             );
         }
-        eprintln!(
-            "member {i} (seed {seed}): epoch loss {first:.4} -> {last:.4} in {:.1} s",
-            member_started.elapsed().as_secs_f64()
-        );
+        match cache {
+            Some(c) if reused => eprintln!(
+                "member {i} (seed {seed}): epoch loss {first:.4} -> {last:.4}, trained by an \
+                 earlier run of this binary on the same data (kept in {})",
+                c.display()
+            ),
+            Some(c) => {
+                let kept = store_member(c, &key, &trained)?;
+                eprintln!(
+                    "member {i} (seed {seed}): epoch loss {first:.4} -> {last:.4} in {:.1} s \
+                     (kept in {} for a rerun)",
+                    member_started.elapsed().as_secs_f64(),
+                    kept.display()
+                );
+            }
+            None => eprintln!(
+                "member {i} (seed {seed}): epoch loss {first:.4} -> {last:.4} in {:.1} s",
+                member_started.elapsed().as_secs_f64()
+            ),
+        }
+        if reused {
+            reused_seeds.push(seed);
+        }
         losses.push((seed, first, last));
         let prefix = member_prefix(i);
         let prefixed = |tensors: &[psy_lm::encoder::adapter::NamedTensor]| {
@@ -618,6 +654,7 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         losses,
         seconds: started.elapsed().as_secs_f64(),
         screen_toml: toml_path,
+        reused: reused_seeds,
     })
 }
 

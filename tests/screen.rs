@@ -385,6 +385,68 @@ fn a_member_that_does_not_learn_stops_training_with_its_seed_named() {
 }
 
 #[test]
+fn a_rerun_reuses_finished_members_and_retrains_a_damaged_one() {
+    // A small separable set trains in seconds; the cache must give back the very member a
+    // fresh training gives, and a damaged cache file must be trained again, not half used.
+    let ex = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let (text, level, category) = if i % 2 == 0 {
+                (format!("what a lovely sunny day for a walk in the park, number {i}"), "none", "ordinary")
+            } else {
+                (format!("i have the pills counted out and tonight i will take them all, number {i}"), "imminent", "preparatory")
+            };
+            format!(
+                "{{\"text\": \"{text}\", \"level\": \"{level}\", \"category\": \"{category}\", \"writer\": \"t\"}}"
+            )
+        })
+        .collect();
+    std::fs::write(ex.path().join("x.jsonl"), lines.join("\n") + "\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let train = |out: &Path| {
+        let mut o = TrainScreenOptions::shipped(&root());
+        o.exemplars = ex.path().to_path_buf();
+        o.out = out.to_path_buf();
+        o.seeds = vec![5];
+        o.config.epochs = 30;
+        o.config.learning_rate = 1e-2;
+        o.member_cache = Some(cache.path().to_path_buf());
+        let r = train_screen(&o).unwrap();
+        (
+            r.reused,
+            std::fs::read(out.join("head.safetensors")).unwrap(),
+            std::fs::read(out.join("adapter.safetensors")).unwrap(),
+        )
+    };
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let first = train(a.path());
+    assert!(first.0.is_empty(), "nothing to reuse on the first run");
+    let kept: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let second = train(b.path());
+    assert_eq!(second.0, [5]);
+    assert!(
+        second.1 == first.1 && second.2 == first.2,
+        "a reused member is the trained one"
+    );
+    let bytes = std::fs::read(&kept[0]).unwrap();
+    std::fs::write(&kept[0], &bytes[..bytes.len() / 2]).unwrap();
+    let third = train(c.path());
+    assert!(third.0.is_empty(), "a damaged file is trained again");
+    assert!(
+        third.1 == first.1 && third.2 == first.2,
+        "training is deterministic"
+    );
+}
+
+#[test]
 fn exemplar_files_with_bad_lines_are_refused_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("x.jsonl");

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod clinical_report;
 pub mod eval;
+pub mod f32_safetensors;
 pub mod screen_member_cache;
 pub mod screen_report;
 pub mod serve;

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::f32_safetensors::f32_safetensors;
 use anyhow::{Context, Result};
 use psy_lm::encoder::adapter::NamedTensor;
 use psy_lm::training::screen_head::{HeadConfig, HeadData, TrainedHead};
@@ -83,11 +84,11 @@ pub fn load(root: &Path, key: &str) -> Option<TrainedHead> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let t = (String::new(), view.shape().to_vec(), values);
+        let shape = view.shape().to_vec();
         if let Some(n) = name.strip_prefix("head.") {
-            tensors.push((n.to_string(), t.1, t.2));
+            tensors.push((n.to_string(), shape, values));
         } else if let Some(n) = name.strip_prefix("adapter.") {
-            adapter.push((n.to_string(), t.1, t.2));
+            adapter.push((n.to_string(), shape, values));
         } else {
             return None;
         }
@@ -116,32 +117,16 @@ fn order_as(mut tensors: Vec<NamedTensor>, order: &str) -> Option<Vec<NamedTenso
 
 /// Keeps a trained member under `key` (written whole, then renamed into place).
 pub fn store(root: &Path, key: &str, trained: &TrainedHead) -> Result<PathBuf> {
-    use safetensors::tensor::TensorView;
     std::fs::create_dir_all(root).with_context(|| format!("{}: cannot create", root.display()))?;
     let path = root.join(format!("{key}.safetensors"));
     let tmp = root.join(format!("{key}.safetensors.tmp"));
-    let raw: Vec<(String, &Vec<usize>, Vec<u8>)> =
-        [("head.", &trained.tensors), ("adapter.", &trained.adapter)]
-            .into_iter()
-            .flat_map(|(prefix, ts)| {
-                ts.iter().map(move |(n, shape, v)| {
-                    (
-                        format!("{prefix}{n}"),
-                        shape,
-                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    )
-                })
-            })
-            .collect();
-    let views = raw
-        .iter()
-        .map(|(n, shape, b)| {
-            Ok((
-                n.clone(),
-                TensorView::new(safetensors::Dtype::F32, shape.to_vec(), b)?,
-            ))
+    let prefixed: Vec<NamedTensor> = [("head.", &trained.tensors), ("adapter.", &trained.adapter)]
+        .into_iter()
+        .flat_map(|(prefix, ts)| {
+            ts.iter()
+                .map(move |(n, shape, v)| (format!("{prefix}{n}"), shape.clone(), v.clone()))
         })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        .collect();
     let names =
         |ts: &[NamedTensor]| serde_json::to_string(&ts.iter().map(|t| &t.0).collect::<Vec<_>>());
     let meta = std::collections::HashMap::from([
@@ -152,7 +137,7 @@ pub fn store(root: &Path, key: &str, trained: &TrainedHead) -> Result<PathBuf> {
         ("head_order".to_string(), names(&trained.tensors)?),
         ("adapter_order".to_string(), names(&trained.adapter)?),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta))?;
+    let bytes = f32_safetensors(&prefixed, Some(meta))?;
     std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(path)

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::f32_safetensors::f32_safetensors;
 use crate::screen_member_cache::{load as load_member, member_key, store as store_member};
 use anyhow::{bail, Context, Result};
 use psy_core::module::RiskLevel;
@@ -186,31 +187,6 @@ fn threshold_for(mut scores: Vec<f32>, recall: f64) -> f32 {
     scores.sort_by(|a, b| a.total_cmp(b));
     let misses = ((1.0 - recall) * scores.len() as f64).floor() as usize;
     scores[misses.min(scores.len() - 1)].clamp(0.02, 0.98)
-}
-
-/// Serialises the head's tensors as safetensors (f32, little-endian).
-fn head_bytes(tensors: &[psy_lm::encoder::adapter::NamedTensor]) -> Result<Vec<u8>> {
-    use safetensors::tensor::TensorView;
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views = raw
-        .iter()
-        .map(|(n, s, b)| {
-            Ok((
-                n.clone(),
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
-            ))
-        })
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    Ok(safetensors::serialize(views, None)?)
 }
 
 /// Per validation message: its own level outputs, and the maximum of each over its sentences
@@ -577,11 +553,11 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
                 .map(|(n, shape, v)| (format!("{prefix}{n}"), shape.clone(), v.clone()))
                 .collect::<Vec<_>>()
         };
-        let adapter = head_bytes(&trained.adapter)?;
+        let adapter = f32_safetensors(&trained.adapter, None)?;
         members.push(Member {
             seed,
             head: Head::from_safetensors(
-                &head_bytes(&trained.tensors)?,
+                &f32_safetensors(&trained.tensors, None)?,
                 &format!("trained head of seed {seed}"),
                 embedder.dim(),
                 CATEGORIES.len(),
@@ -593,8 +569,8 @@ pub fn train_screen(o: &TrainScreenOptions) -> Result<TrainScreenReport> {
         heads.extend(prefixed(&trained.tensors));
         adapters.extend(prefixed(&trained.adapter));
     }
-    let weights = head_bytes(&heads)?;
-    let adapter = head_bytes(&adapters)?;
+    let weights = f32_safetensors(&heads, None)?;
+    let adapter = f32_safetensors(&adapters, None)?;
 
     let calibration = calibrate(&members, &*embedder, valid)?;
     calibration.dump()?;

@@ -221,6 +221,31 @@ fn risk_follows_the_conversation() {
         .any(|s| s.id == "safety-planning"));
 }
 
+/// The session settles on the client's own word that they are safe, never on a protective
+/// factor, and never when the same turn still names the means and the time.
+#[test]
+fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
+    let crisis = "I'm standing on the bridge right now. I don't know why I'm typing this.";
+    for (reply, at_least) in [
+        (
+            "I'm only still here because of my kids. I called my therapist.",
+            RiskLevel::Moderate,
+        ),
+        (
+            "I'm safe but I still have the pills in my drawer and tonight I'm going to take them all.",
+            RiskLevel::High,
+        ),
+    ] {
+        let r = risk(&[crisis, reply]);
+        assert!(r.level >= at_least, "{reply}: {:?}", r.trajectory);
+    }
+    let safe = risk(&[
+        crisis,
+        "ok. i am safe. my flatmate came to get me and we're home",
+    ]);
+    assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
+}
+
 #[test]
 fn a_run_refuses_an_encoder_the_screen_was_not_trained_with() {
     struct Other;

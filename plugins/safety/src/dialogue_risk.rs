@@ -5,9 +5,9 @@
 //! - **screen**: the trained classifier over sentence embeddings ([`crate::screen`]), on each
 //!   turn, its sentences, and the turn read with the client's previous turns;
 //! - **session**: after a turn at high or above the level stays at least moderate until the
-//!   client reports being safe (a protective statement in a turn the detectors rate below
-//!   moderate, or that the lexicon rates below moderate and the screen's category head reads as
-//!   no crisis), or until the screen, reading a later turn together with the alarming one
+//!   client reports being safe (their own word, `safe-now` in `rules.toml`, not a protective
+//!   factor, in a turn the detectors rate below moderate, or that the lexicon rates below
+//!   moderate and the screen's category head reads as no crisis), or until the screen, reading a later turn together with the alarming one
 //!   (within its context window), rates them below moderate (a past crisis told as background).
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
@@ -168,7 +168,7 @@ fn assess_with(
             });
             (reading, None)
         };
-        let (lex_level, protective_now) = (reading.level, reading.protective_now);
+        let lex_level = reading.level;
         // The client says they are safe ("I'm safe", not a protective factor such as "my
         // counsellor"), the lexicon finds no risk in the turn, and the screen's own category
         // head reads the message and each of its sentences as no crisis: the screen's levels
@@ -189,7 +189,9 @@ fn assess_with(
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
             .unwrap_or((RiskLevel::None, RiskLevel::None));
-        let safe_now = protective_now && own < RiskLevel::Moderate;
+        // Only the client's own word that they are safe ends the carry; a protective factor
+        // ("I'm only here because of my kids") after "I'm on the bridge" does not.
+        let safe_now = reading.reports_safe_now && own < RiskLevel::Moderate;
         let mut level = lex_level;
         let mut why = None;
         if own > level {
@@ -356,8 +358,6 @@ fn assess_with(
 #[derive(Clone)]
 struct PrefixReading {
     level: RiskLevel,
-    /// A protective statement in the prefix's last turn.
-    protective_now: bool,
     /// The client's own word in the last turn that they are safe or will not act (`safe-now`).
     reports_safe_now: bool,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
@@ -368,7 +368,6 @@ impl PrefixReading {
     fn of(lex: &crate::LexiconScreen, turn: usize) -> Self {
         PrefixReading {
             level: lex.level,
-            protective_now: lex.protective.iter().any(|e| e.message == turn),
             reports_safe_now: lex
                 .protective
                 .iter()

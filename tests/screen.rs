@@ -222,7 +222,7 @@ fn risk_follows_the_conversation() {
 }
 
 /// The session settles on the client's own word that they are safe, never on a protective
-/// factor, and never when the same turn still names the means and the time.
+/// factor, and never when the same turn still names the means and the time or the place.
 #[test]
 fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
     let crisis = "I'm standing on the bridge right now. I don't know why I'm typing this.";
@@ -233,6 +233,12 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
         ),
         (
             "I'm safe but I still have the pills in my drawer and tonight I'm going to take them all.",
+            RiskLevel::High,
+        ),
+        // Still at the place: the twenty-fourth session's candidate ensemble, with a rule that
+        // trusted its category head ("ordinary") after "I'm safe", rated this low.
+        (
+            "I'm safe. I'm just sitting on the edge for a bit, I'll go when I'm ready.",
             RiskLevel::High,
         ),
     ] {

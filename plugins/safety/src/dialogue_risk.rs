@@ -6,8 +6,7 @@
 //!   turn, its sentences, and the turn read with the client's previous turns;
 //! - **session**: after a turn at high or above the level stays at least moderate until the
 //!   client reports being safe (their own word, `safe-now` in `rules.toml`, not a protective
-//!   factor, in a turn the detectors rate below moderate, or that the lexicon rates below
-//!   moderate and the screen's category head reads as no crisis), or until the screen, reading a later turn together with the alarming one
+//!   factor, in a turn the detectors rate below moderate), or until the screen, reading a later turn together with the alarming one
 //!   (within its context window), rates them below moderate (a past crisis told as background).
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
@@ -123,7 +122,7 @@ fn assess_with(
     let rules = rules();
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut failure: Option<String> = None;
-    let mut scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
+    let scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
         None => None,
         Some(loaded) => match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?))) {
             Ok(v) => Some(v),
@@ -169,22 +168,6 @@ fn assess_with(
             (reading, None)
         };
         let lex_level = reading.level;
-        // The client says they are safe ("I'm safe", not a protective factor such as "my
-        // counsellor"), the lexicon finds no risk in the turn, and the screen's own category
-        // head reads the message and each of its sentences as no crisis: the screen's levels
-        // for the turn do not count (nor does its evidence). Its level head, trained on
-        // sessions where such words come right after a crisis, rated "I walked home and my
-        // sister is here with me now. I'm safe." high after the bridge while its category head
-        // said `ordinary`. "I'm safe, but the pills are still in the drawer" keeps a crisis
-        // category on a sentence and stays.
-        if reading.reports_safe_now && lex_level < RiskLevel::Moderate {
-            if let Some((screen, s)) = scored.as_mut() {
-                if screen.reads_no_crisis(&s[k]) {
-                    s[k].own = RiskLevel::None;
-                    s[k].context = RiskLevel::None;
-                }
-            }
-        }
         let (own, context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))

@@ -39,22 +39,6 @@ pub const CATEGORIES: &[&str] = &[
     "ordinary",
 ];
 
-/// The categories that name no crisis: the look-alikes and ordinary conversation (everything
-/// after `hopelessness` in [`CATEGORIES`]).
-pub const NON_CRISIS: &[&str] = &[
-    "idiom-hyperbole",
-    "game",
-    "fiction",
-    "news",
-    "grief",
-    "medical-question",
-    "professional",
-    "helper-asking",
-    "past-resolved",
-    "everyday-distress",
-    "ordinary",
-];
-
 /// One labelled message, or one labelled session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {

@@ -233,14 +233,6 @@ impl Screen {
             .or_else(|| turn.strongest(level, &[PieceKind::Message, PieceKind::Sentence]))
     }
 
-    /// Whether the category head reads the turn's message, and every one of its sentences, as no
-    /// crisis (a look-alike or ordinary talk). False when the turn has no message piece.
-    pub fn reads_no_crisis(&self, turn: &TurnScore) -> bool {
-        let own = || turn.pieces.iter().filter(|p| p.kind != PieceKind::Context);
-        own().any(|p| p.kind == PieceKind::Message)
-            && own().all(|p| super::exemplars::NON_CRISIS.contains(&self.category_of(p)))
-    }
-
     /// The most likely category of a piece.
     pub fn category_of(&self, piece: &Piece) -> &str {
         let best = piece

@@ -91,6 +91,9 @@ enum Command {
         tuned_layers: Option<usize>,
         #[arg(long)]
         learning_rate: Option<f64>,
+        /// Optimizer steps of linear learning-rate warm-up (default 0, as the shipped screen)
+        #[arg(long)]
+        warmup_steps: Option<usize>,
         /// Seeds of the ensemble's members, one member each, comma-separated (default: the
         /// shipped screen's, 7).
         #[arg(long, value_delimiter = ',')]
@@ -502,6 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             hidden,
             tuned_layers,
             learning_rate,
+            warmup_steps,
             seeds,
             teacher,
             report,
@@ -548,6 +552,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(l) = learning_rate {
                 o.config.learning_rate = l;
+            }
+            if let Some(w) = warmup_steps {
+                o.config.warmup_steps = w;
             }
             let r = psy::train_screen::train_screen(&o)?;
             let v = &r.spec.validation;

@@ -434,13 +434,14 @@ fn a_rerun_reuses_finished_members_and_retrains_a_damaged_one() {
         .collect();
     std::fs::write(ex.path().join("x.jsonl"), lines.join("\n") + "\n").unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let train = |out: &Path| {
+    let train_with = |out: &Path, warmup: usize| {
         let mut o = TrainScreenOptions::shipped(&root());
         o.exemplars = ex.path().to_path_buf();
         o.out = out.to_path_buf();
         o.seeds = vec![5];
         o.config.epochs = 30;
         o.config.learning_rate = 1e-2;
+        o.config.warmup_steps = warmup;
         o.member_cache = Some(cache.path().to_path_buf());
         let r = train_screen(&o).unwrap();
         (
@@ -449,6 +450,7 @@ fn a_rerun_reuses_finished_members_and_retrains_a_damaged_one() {
             std::fs::read(out.join("adapter.safetensors")).unwrap(),
         )
     };
+    let train = |out: &Path| train_with(out, 0);
     let (a, b, c) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
@@ -475,6 +477,15 @@ fn a_rerun_reuses_finished_members_and_retrains_a_damaged_one() {
         third.1 == first.1 && third.2 == first.2,
         "training is deterministic"
     );
+    // A learning-rate warm-up is another setting: its own member, other weights, and recorded
+    // in screen.toml (absent when there is none, so older screen files read as before).
+    let d = tempfile::tempdir().unwrap();
+    let warmed = train_with(d.path(), 3);
+    assert!(warmed.0.is_empty(), "no member of these settings was kept");
+    assert!(warmed.1 != first.1, "the warm-up changed the trajectory");
+    let toml = |dir: &Path| std::fs::read_to_string(dir.join("screen.toml")).unwrap();
+    assert!(toml(d.path()).contains("warmup_steps = 3"));
+    assert!(!toml(a.path()).contains("warmup_steps"));
 }
 
 #[test]

@@ -81,7 +81,21 @@ pub struct HeadConfig {
     pub epochs: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    /// Optimizer steps over which the learning rate rises linearly to `learning_rate` (0: the
+    /// full rate from the first step, as the shipped screen was trained). Members whose adapted
+    /// blocks collapse in the first steps end at the prior's loss; a warm-up is the usual cure.
+    pub warmup_steps: usize,
     pub seed: u64,
+}
+
+/// The share of the learning rate at optimizer step `step` (counted from 1) under a linear
+/// warm-up of `warmup` steps.
+pub fn warmup_share(step: u64, warmup: usize) -> f64 {
+    if warmup == 0 {
+        1.0
+    } else {
+        (step as f64 / warmup as f64).min(1.0)
+    }
 }
 
 /// Labelled texts: `levels[i]` are the three cumulative targets (0 or 1), `category[i]` an
@@ -247,7 +261,8 @@ pub fn train_head(
             let mut g = loss.backward();
             let mut grads = NamedGrads::new();
             accumulate_grads(&model, &mut g, &mut grads, 1.0);
-            model = opt.step(model, &mut grads, config.learning_rate);
+            let lr = config.learning_rate * warmup_share(step, config.warmup_steps);
+            model = opt.step(model, &mut grads, lr);
         }
         losses.push((total / batches.len() as f64) as f32);
     }
@@ -277,4 +292,18 @@ pub fn train_head(
         adapter,
         losses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warmup_share;
+
+    #[test]
+    fn the_warm_up_rises_linearly_then_holds() {
+        assert_eq!(warmup_share(1, 0), 1.0);
+        assert_eq!(warmup_share(1, 4), 0.25);
+        assert_eq!(warmup_share(3, 4), 0.75);
+        assert_eq!(warmup_share(4, 4), 1.0);
+        assert_eq!(warmup_share(900, 4), 1.0);
+    }
 }

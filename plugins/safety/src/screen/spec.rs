@@ -104,11 +104,18 @@ pub struct TrainingRecord {
     pub epochs: usize,
     pub learning_rate: f64,
     pub weight_decay: f64,
+    /// Steps of linear learning-rate warm-up (absent: none, as the shipped screen).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_steps: usize,
     /// The teacher screen whose combined level readings were the members' level targets (a
     /// student distilled from an ensemble), by the sha256 of its `screen.toml`; absent: the
     /// labels were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Recall and false alarms on the validation split, per level band.

@@ -252,6 +252,28 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
     assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
 }
 
+/// A farewell after means or thoughts of suicide earlier in the session is the warning sign that
+/// a calm is not safety; a farewell alone is ordinary talk.
+#[test]
+fn a_farewell_after_means_is_high_and_alone_is_nothing() {
+    let lexicon = |turns: &[&str]| psy_safety::assess_risk(&dialogue(turns), "US", &[], None);
+    let after = lexicon(&[
+        "there's a rope in the garage and I keep going out there to look at it",
+        "it's fine. anyway, I love you all",
+    ]);
+    assert!(after.level >= RiskLevel::High, "{:?}", after.evidence);
+    assert!(
+        after
+            .evidence
+            .iter()
+            .any(|e| e.rule == "farewell-with-means-or-ideation"),
+        "{:?}",
+        after.evidence
+    );
+    let alone = lexicon(&["off to the airport now, love you all, see you at christmas"]);
+    assert!(alone.level < RiskLevel::Moderate, "{:?}", alone.evidence);
+}
+
 #[test]
 fn a_run_refuses_an_encoder_the_screen_was_not_trained_with() {
     struct Other;

@@ -191,8 +191,8 @@ impl Pattern {
     }
 
     /// Token index ranges `[start, end)` where this pattern matches.
-    fn match_at(&self, tokens: &[Token], at: usize, fuzzy: bool) -> Option<usize> {
-        fn go(parts: &[Part], tokens: &[Token], i: usize, fuzzy: bool) -> Option<usize> {
+    fn match_at(&self, tokens: &[Token], at: usize, fuzzy: Leniency) -> Option<usize> {
+        fn go(parts: &[Part], tokens: &[Token], i: usize, fuzzy: Leniency) -> Option<usize> {
             let Some(first) = parts.first() else {
                 return Some(i);
             };
@@ -200,7 +200,8 @@ impl Pattern {
             match first {
                 Part::Word(w) => {
                     let t = tokens.get(i)?;
-                    (t.norm == *w || fuzzy && typo_of(&t.norm, w))
+                    let norm = fuzzy.word(&t.norm);
+                    (t.norm == *w || norm == w || fuzzy.typos && typo_of(norm, w))
                         .then(|| go(rest, tokens, i + 1, fuzzy))
                         .flatten()
                 }
@@ -229,6 +230,26 @@ impl Pattern {
             }
         }
         go(&self.parts, tokens, at, fuzzy)
+    }
+}
+
+/// How loosely a lexicon's literal words match a text's words.
+#[derive(Clone, Copy, Debug, Default)]
+struct Leniency {
+    /// One-letter typos in long words ([`typo_of`]).
+    typos: bool,
+    /// A word with a clitic `'s` ("gun's" in "the gun's in the drawer") also counts as the
+    /// word without it.
+    clitics: bool,
+}
+
+impl Leniency {
+    /// The form of a text's word compared with a phrase's word besides the word itself.
+    fn word<'t>(&self, norm: &'t str) -> &'t str {
+        match norm.strip_suffix("'s") {
+            Some(stem) if self.clitics && !stem.is_empty() => stem,
+            _ => norm,
+        }
     }
 }
 
@@ -431,7 +452,7 @@ pub struct Lexicon {
     by_first_word: std::collections::HashMap<String, Vec<usize>>,
     /// Entries whose first part is a `word*` prefix.
     by_prefix: Vec<(String, usize)>,
-    fuzzy: bool,
+    fuzzy: Leniency,
 }
 
 impl Lexicon {
@@ -454,33 +475,45 @@ impl Lexicon {
             entries,
             by_first_word,
             by_prefix,
-            fuzzy: false,
+            fuzzy: Leniency::default(),
         })
     }
 
     /// Entries that may match at a token, in entry order.
     fn candidates(&self, token: &str) -> Vec<usize> {
         let mut c: Vec<usize> = self.by_first_word.get(token).cloned().unwrap_or_default();
+        let stem = self.fuzzy.word(token);
+        if stem != token {
+            c.extend(self.by_first_word.get(stem).into_iter().flatten());
+        }
         c.extend(
             self.by_prefix
                 .iter()
                 .filter(|(p, _)| token.starts_with(p.as_str()))
                 .map(|(_, i)| *i),
         );
-        if self.fuzzy {
+        if self.fuzzy.typos {
             for (w, list) in &self.by_first_word {
-                if w != token && typo_of(token, w) {
+                if w != token && w != stem && typo_of(stem, w) {
                     c.extend(list);
                 }
             }
         }
         c.sort_unstable();
+        c.dedup();
         c
     }
 
     /// Tolerate one-letter typos in long words (used by the crisis guard).
     pub fn with_typo_tolerance(mut self) -> Lexicon {
-        self.fuzzy = true;
+        self.fuzzy.typos = true;
+        self
+    }
+
+    /// Let a word with a clitic `'s` match the word without it ("the gun's in the drawer"
+    /// meets `gun`; used by the crisis guard).
+    pub fn with_clitics(mut self) -> Lexicon {
+        self.fuzzy.clitics = true;
         self
     }
 
@@ -707,6 +740,33 @@ mod tests {
         assert_eq!(fuzzy.find(&Text::new("feeling suicdal")).len(), 1);
         let short = Lexicon::new([(0, "die")]).unwrap().with_typo_tolerance();
         assert!(short.find(&Text::new("a dye job")).is_empty());
+    }
+
+    #[test]
+    fn clitics_are_opt_in_and_only_s() {
+        let strict = Lexicon::new([(0, "gun"), (1, "the rope")]).unwrap();
+        assert!(strict
+            .find(&Text::new("the gun's in the drawer"))
+            .is_empty());
+        let lenient = strict.with_clitics();
+        let hits = lenient.find(&Text::new(
+            "the gun\u{2019}s in the drawer, the rope's in my bag",
+        ));
+        assert_eq!(
+            hits.iter().map(|h| h.entry).collect::<Vec<_>>(),
+            [0, 1],
+            "{hits:?}"
+        );
+        // Other contractions and a bare "'s" stay as they are.
+        assert!(lenient.find(&Text::new("the gun'll do")).is_empty());
+        let fuzzy = Lexicon::new([(0, "painkillers")])
+            .unwrap()
+            .with_typo_tolerance()
+            .with_clitics();
+        assert_eq!(
+            fuzzy.find(&Text::new("the painkiller's in my bag")).len(),
+            1
+        );
     }
 
     #[test]

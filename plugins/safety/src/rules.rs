@@ -322,8 +322,9 @@ impl Rules {
                     .flat_map(|(i, c)| c.phrases.iter().map(move |p| (i, p.as_str()))),
             )
         };
-        let strict = cat_lex(false)?;
-        let fuzzy = cat_lex(true)?.with_typo_tolerance();
+        // "the gun's in the drawer" holds the means `gun`.
+        let strict = cat_lex(false)?.with_clitics();
+        let fuzzy = cat_lex(true)?.with_typo_tolerance().with_clitics();
         let masks = Lexicon::new(
             file.masks
                 .iter()

@@ -270,6 +270,9 @@ fn a_farewell_after_means_is_high_and_alone_is_nothing() {
         "{:?}",
         after.evidence
     );
+    // The means behind a clitic ("the knife's") count too.
+    let clitic = lexicon(&["the knife's under my pillow", "goodnight everyone"]);
+    assert!(clitic.level >= RiskLevel::High, "{:?}", clitic.evidence);
     let alone = lexicon(&["off to the airport now, love you all, see you at christmas"]);
     assert!(alone.level < RiskLevel::Moderate, "{:?}", alone.evidence);
 }

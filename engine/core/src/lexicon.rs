@@ -191,8 +191,8 @@ impl Pattern {
     }
 
     /// Token index ranges `[start, end)` where this pattern matches.
-    fn match_at(&self, tokens: &[Token], at: usize, fuzzy: Leniency) -> Option<usize> {
-        fn go(parts: &[Part], tokens: &[Token], i: usize, fuzzy: Leniency) -> Option<usize> {
+    fn match_at(&self, tokens: &[Token], at: usize, lenient: Leniency) -> Option<usize> {
+        fn go(parts: &[Part], tokens: &[Token], i: usize, lenient: Leniency) -> Option<usize> {
             let Some(first) = parts.first() else {
                 return Some(i);
             };
@@ -200,36 +200,36 @@ impl Pattern {
             match first {
                 Part::Word(w) => {
                     let t = tokens.get(i)?;
-                    let norm = fuzzy.word(&t.norm);
-                    (t.norm == *w || norm == w || fuzzy.typos && typo_of(norm, w))
-                        .then(|| go(rest, tokens, i + 1, fuzzy))
+                    let norm = lenient.word(&t.norm);
+                    (t.norm == *w || norm == w || lenient.typos && typo_of(norm, w))
+                        .then(|| go(rest, tokens, i + 1, lenient))
                         .flatten()
                 }
                 Part::Prefix(p) => {
                     let t = tokens.get(i)?;
                     t.norm
                         .starts_with(p.as_str())
-                        .then(|| go(rest, tokens, i + 1, fuzzy))
+                        .then(|| go(rest, tokens, i + 1, lenient))
                         .flatten()
                 }
                 Part::Any => {
                     tokens.get(i)?;
-                    go(rest, tokens, i + 1, fuzzy)
+                    go(rest, tokens, i + 1, lenient)
                 }
-                Part::Optional => go(rest, tokens, i, fuzzy).or_else(|| {
+                Part::Optional => go(rest, tokens, i, lenient).or_else(|| {
                     tokens.get(i)?;
-                    go(rest, tokens, i + 1, fuzzy)
+                    go(rest, tokens, i + 1, lenient)
                 }),
                 Part::Gap(n) => (0..=*n).find_map(|k| {
                     if i + k <= tokens.len() {
-                        go(rest, tokens, i + k, fuzzy)
+                        go(rest, tokens, i + k, lenient)
                     } else {
                         None
                     }
                 }),
             }
         }
-        go(&self.parts, tokens, at, fuzzy)
+        go(&self.parts, tokens, at, lenient)
     }
 }
 
@@ -452,7 +452,7 @@ pub struct Lexicon {
     by_first_word: std::collections::HashMap<String, Vec<usize>>,
     /// Entries whose first part is a `word*` prefix.
     by_prefix: Vec<(String, usize)>,
-    fuzzy: Leniency,
+    lenient: Leniency,
 }
 
 impl Lexicon {
@@ -475,14 +475,14 @@ impl Lexicon {
             entries,
             by_first_word,
             by_prefix,
-            fuzzy: Leniency::default(),
+            lenient: Leniency::default(),
         })
     }
 
     /// Entries that may match at a token, in entry order.
     fn candidates(&self, token: &str) -> Vec<usize> {
         let mut c: Vec<usize> = self.by_first_word.get(token).cloned().unwrap_or_default();
-        let stem = self.fuzzy.word(token);
+        let stem = self.lenient.word(token);
         if stem != token {
             c.extend(self.by_first_word.get(stem).into_iter().flatten());
         }
@@ -492,7 +492,7 @@ impl Lexicon {
                 .filter(|(p, _)| token.starts_with(p.as_str()))
                 .map(|(_, i)| *i),
         );
-        if self.fuzzy.typos {
+        if self.lenient.typos {
             for (w, list) in &self.by_first_word {
                 if w != token && w != stem && typo_of(stem, w) {
                     c.extend(list);
@@ -506,14 +506,14 @@ impl Lexicon {
 
     /// Tolerate one-letter typos in long words (used by the crisis guard).
     pub fn with_typo_tolerance(mut self) -> Lexicon {
-        self.fuzzy.typos = true;
+        self.lenient.typos = true;
         self
     }
 
     /// Let a word with a clitic `'s` match the word without it ("the gun's in the drawer"
     /// meets `gun`; used by the crisis guard).
     pub fn with_clitics(mut self) -> Lexicon {
-        self.fuzzy.clitics = true;
+        self.lenient.clitics = true;
         self
     }
 
@@ -534,7 +534,7 @@ impl Lexicon {
                     continue;
                 }
                 let (group, pattern) = &self.entries[index];
-                if let Some(end) = pattern.match_at(toks, at, self.fuzzy) {
+                if let Some(end) = pattern.match_at(toks, at, self.lenient) {
                     // A cue phrase never spans two sentences.
                     if end > at && toks[at].sentence == toks[end - 1].sentence {
                         hits.push(context_hit(text, *group, at, end - 1));
@@ -757,7 +757,7 @@ mod tests {
             [0, 1],
             "{hits:?}"
         );
-        // Other contractions and a bare "'s" stay as they are.
+        // Other contractions stay as they are.
         assert!(lenient.find(&Text::new("the gun'll do")).is_empty());
         let fuzzy = Lexicon::new([(0, "painkillers")])
             .unwrap()

@@ -6,8 +6,9 @@
 //!   turn, its sentences, and the turn read with the client's previous turns;
 //! - **session**: after a turn at high or above the level stays at least moderate until the
 //!   client reports being safe (their own word, `safe-now` in `rules.toml`, not a protective
-//!   factor, in a turn the detectors rate below moderate), or until the screen, reading a later turn together with the alarming one
-//!   (within its context window), rates them below moderate (a past crisis told as background).
+//!   factor, in a turn the detectors rate below moderate), or until the screen, reading a later
+//!   turn together with the alarming one (within its context window), rates them below moderate
+//!   (a past crisis told as background).
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
 
@@ -354,7 +355,7 @@ impl PrefixReading {
             reports_safe_now: lex
                 .protective
                 .iter()
-                .any(|e| e.message == turn && e.id == "safe-now"),
+                .any(|e| e.message == turn && e.id == crate::rules::SAFE_NOW),
             with_screen: lex.with_screen.clone(),
         }
     }

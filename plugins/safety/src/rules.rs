@@ -253,6 +253,10 @@ pub struct Rules {
     pub current: Lexicon,
 }
 
+/// The category of the client's own report of being safe: the only protective statement that
+/// ends the session's carry after a crisis (`dialogue_risk.rs`), so a rule file must have it.
+pub const SAFE_NOW: &str = "safe-now";
+
 impl Rules {
     /// Parses and checks a rule file; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Rules, String> {
@@ -273,6 +277,16 @@ impl Rules {
             if let Some(s) = &c.past_signal {
                 signals.insert(s);
             }
+        }
+        if !file
+            .categories
+            .iter()
+            .any(|c| c.id == SAFE_NOW && c.protective)
+        {
+            return Err(format!(
+                "no protective category `{SAFE_NOW}`: without the client's own report of being \
+                 safe the session could never settle after a crisis"
+            ));
         }
         for m in &file.masks {
             if !ids.insert(m.id.as_str()) {
@@ -382,6 +396,14 @@ mod tests {
         );
         // Negative categories stand for nothing.
         assert!(!rules.file.screen_signals.contains_key("past-resolved"));
+    }
+
+    #[test]
+    fn a_rule_file_without_the_safe_now_category_is_refused() {
+        let err = Rules::parse(&SHIPPED.replace("id = \"safe-now\"", "id = \"safe-soon\""))
+            .err()
+            .unwrap();
+        assert!(err.contains("no protective category `safe-now`"), "{err}");
     }
 
     #[test]

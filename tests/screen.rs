@@ -252,6 +252,31 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
     assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
 }
 
+/// After an attempt under way (on the bridge) the bare "I'm safe" does not end the session's
+/// carry; a change the client names (came down, someone with them), in that turn or an earlier
+/// one, does. After a high turn that is not under way the word alone still settles.
+#[test]
+fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
+    let bridge = "I'm standing on the bridge right now. I don't know why I'm typing this.";
+    let still_there = "I'm safe, I'm just going to stand here a bit longer and look at the water.";
+    let r = risk(&[bridge, still_there]);
+    assert_eq!(r.trajectory[0].level, RiskLevel::Imminent, "{:?}", r.trajectory);
+    assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
+    let r = risk(&[
+        bridge,
+        "ok I came down. my neighbour took me into her flat",
+        "I'm safe now. she made me a cup of tea",
+    ]);
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+    let r = risk(&[bridge, "im in a&e now, my mums here"]);
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+    // A high turn that is not under way: the word alone settles.
+    let gun = "Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code.";
+    let r = risk(&[gun, "I'm safe. Thanks for listening."]);
+    assert_eq!(r.trajectory[0].level, RiskLevel::High, "{:?}", r.trajectory);
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+}
+
 /// A farewell after means or thoughts of suicide earlier in the session is the warning sign that
 /// a calm is not safety; a farewell alone is ordinary talk.
 #[test]

@@ -140,6 +140,8 @@ fn assess_with(
     let mut carry_turn: Option<usize> = None;
     // The highest level of the turns the carry has held since it started.
     let mut carry_level: Option<RiskLevel> = None;
+    // Whether a turn since the carry's last high turn named a change that made the client safe.
+    let mut change_since_carry = false;
     let mut decider: Option<Decider> = None;
     let mut last_lexicon = None;
     let mut prefix_hash = Sha256::new();
@@ -173,9 +175,17 @@ fn assess_with(
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
             .unwrap_or((RiskLevel::None, RiskLevel::None));
-        // Only the client's own word that they are safe ends the carry; a protective factor
-        // ("I'm only here because of my kids") after "I'm on the bridge" does not.
-        let safe_now = reading.reports_safe_now && own < RiskLevel::Moderate;
+        // Only the client's own report that they are safe ends the carry; a protective factor
+        // ("I'm only here because of my kids") after "I'm on the bridge" does not. After an
+        // attempt under way or means in hand the bare word is not enough ("I'm safe, I'm just
+        // going to stand here a bit longer"): the client must name a change (left the place,
+        // someone with them, the means taken away, help arrived).
+        // The change may come in an earlier turn than the word ("I came down, my neighbour took
+        // me in" ... "I'm safe now").
+        let safe_now = own < RiskLevel::Moderate
+            && (reading.reports_change
+                || reading.reports_safe_now
+                    && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
         let mut level = lex_level;
         let mut why = None;
         if own > level {
@@ -217,6 +227,7 @@ fn assess_with(
                 carry_since = None;
                 carry_turn = None;
                 carry_level = None;
+                change_since_carry = false;
             }
             Some(since) if level < RiskLevel::Moderate => {
                 level = RiskLevel::Moderate;
@@ -228,6 +239,9 @@ fn assess_with(
             carry_since = Some(turn.index);
             carry_turn = Some(k);
             carry_level = carry_level.max(Some(level));
+            change_since_carry = reading.reports_change;
+        } else if carry_since.is_some() && reading.reports_change {
+            change_since_carry = true;
         }
         trajectory.push(TurnRisk {
             message: turn.index,
@@ -344,6 +358,8 @@ struct PrefixReading {
     level: RiskLevel,
     /// The client's own word in the last turn that they are safe or will not act (`safe-now`).
     reports_safe_now: bool,
+    /// A concrete change the last turn reports after a crisis (`safe-change`).
+    reports_change: bool,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,
 }
@@ -356,6 +372,10 @@ impl PrefixReading {
                 .protective
                 .iter()
                 .any(|e| e.message == turn && e.id == crate::rules::SAFE_NOW),
+            reports_change: lex
+                .protective
+                .iter()
+                .any(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE),
             with_screen: lex.with_screen.clone(),
         }
     }

@@ -243,7 +243,11 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
                 text: h.text.clone(),
             };
             if cat.protective {
-                protective.push(evidence);
+                // "If my mum came to get me" is not a report that she did.
+                let report = cat.id == rules::SAFE_NOW || cat.id == rules::SAFE_CHANGE;
+                if !(report && h.hypothetical) {
+                    protective.push(evidence);
+                }
                 continue;
             }
             let subject = subject_of(&text, h);

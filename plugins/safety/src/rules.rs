@@ -257,6 +257,11 @@ pub struct Rules {
 /// ends the session's carry after a crisis (`dialogue_risk.rs`), so a rule file must have it.
 pub const SAFE_NOW: &str = "safe-now";
 
+/// The category of a concrete change the client reports after a crisis (left the place,
+/// someone with them, the means taken away, help arrived): after an attempt under way or means
+/// in hand, the bare word "I'm safe" does not end the carry; such a change does.
+pub const SAFE_CHANGE: &str = "safe-change";
+
 impl Rules {
     /// Parses and checks a rule file; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Rules, String> {
@@ -278,15 +283,13 @@ impl Rules {
                 signals.insert(s);
             }
         }
-        if !file
-            .categories
-            .iter()
-            .any(|c| c.id == SAFE_NOW && c.protective)
-        {
-            return Err(format!(
-                "no protective category `{SAFE_NOW}`: without the client's own report of being \
-                 safe the session could never settle after a crisis"
-            ));
+        for id in [SAFE_NOW, SAFE_CHANGE] {
+            if !file.categories.iter().any(|c| c.id == id && c.protective) {
+                return Err(format!(
+                    "no protective category `{id}`: without the client's own report of being \
+                     safe the session could never settle after a crisis"
+                ));
+            }
         }
         for m in &file.masks {
             if !ids.insert(m.id.as_str()) {
@@ -404,6 +407,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.contains("no protective category `safe-now`"), "{err}");
+        let err = Rules::parse(&SHIPPED.replace("id = \"safe-change\"", "id = \"changed\""))
+            .err()
+            .unwrap();
+        assert!(err.contains("no protective category `safe-change`"), "{err}");
     }
 
     #[test]

@@ -449,3 +449,26 @@ fn the_turn_after_the_protocol_gets_it_in_other_words() {
         "{repair_once}"
     );
 }
+
+/// A change the client reports after a crisis (`safe-change`, which can end the session's carry)
+/// is read only when it happened: not in a conditional, not negated.
+#[test]
+fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
+    let changes = |text: &str| -> Vec<String> {
+        assess(text)
+            .risk
+            .unwrap()
+            .evidence
+            .iter()
+            .filter(|e| e.rule == "protective" && e.category == "safe-change")
+            .map(|e| e.evidence.text.clone())
+            .collect()
+    };
+    assert_eq!(
+        changes("ok. my mum came to get me, we're at hers"),
+        ["came to get me"]
+    );
+    assert_eq!(changes("im in a&e now"), ["in a&e"]);
+    assert!(changes("if my mum came to get me i'd be ok").is_empty());
+    assert!(changes("nobody is with me").is_empty());
+}

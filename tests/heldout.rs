@@ -63,6 +63,10 @@ const FROZEN: &[(&str, &str)] = &[
         "aab41f7b2af8d4d41d0e1d14ad55aed915bb0772534d87c9a01ea5d851161def",
     ),
     (
+        "risk-v11.jsonl",
+        "ce932ac03d49bcaf1f76c445b4c5710f399ead80ac66158dce691a6d2a52e150",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -355,6 +359,22 @@ fn risk_v10_reads_as_the_expectations_it_promises() {
             ("at most none", 15),
         ],
         102,
+    );
+}
+
+#[test]
+fn risk_v11_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's own table (`tests/heldout/risk-v11.md`): 120 sessions after a
+    // crisis, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
+    assert_risk_set(
+        "risk-v11.jsonl",
+        120,
+        &[
+            ("at least high", 30),
+            ("at least moderate", 30),
+            ("at most low", 60),
+        ],
+        120,
     );
 }
 

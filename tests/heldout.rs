@@ -67,6 +67,10 @@ const FROZEN: &[(&str, &str)] = &[
         "ce932ac03d49bcaf1f76c445b4c5710f399ead80ac66158dce691a6d2a52e150",
     ),
     (
+        "risk-v12.jsonl",
+        "0f146804fc607f2e0e73f577cb20c152b8160013b48cdb974c63c6a995a72961",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -368,6 +372,21 @@ fn risk_v11_reads_as_the_expectations_it_promises() {
     // crisis, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
     assert_risk_set(
         "risk-v11.jsonl",
+        120,
+        &[
+            ("at least high", 30),
+            ("at least moderate", 30),
+            ("at most low", 60),
+        ],
+        120,
+    );
+}
+
+#[test]
+fn risk_v12_reads_as_the_expectations_it_promises() {
+    // The same brief as risk-v11, another writer (`tests/heldout/risk-v12.md`).
+    assert_risk_set(
+        "risk-v12.jsonl",
         120,
         &[
             ("at least high", 30),

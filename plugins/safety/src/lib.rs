@@ -243,9 +243,17 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
                 text: h.text.clone(),
             };
             if cat.protective {
-                // "If my mum came to get me" is not a report that she did.
+                // "If my mum came to get me" is not a report that she did; "I'm home now where
+                // the pills are" names the means beside the change (means inside the change
+                // itself, "took the pills off me", do not count).
                 let report = cat.id == rules::SAFE_NOW || cat.id == rules::SAFE_CHANGE;
-                if !(report && h.hypothetical) {
+                let means_beside = cat.id == rules::SAFE_CHANGE
+                    && hits.iter().any(|o| {
+                        matches!(file.categories[o.entry].signal.as_str(), "means" | "means-at-hand")
+                            && sentence_of(o) == sentence_of(h)
+                            && (o.end <= h.start || o.start >= h.end)
+                    });
+                if !(report && h.hypothetical || means_beside) {
                     protective.push(evidence);
                 }
                 continue;

@@ -471,4 +471,10 @@ fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
     assert_eq!(changes("im in a&e now"), ["in a&e"]);
     assert!(changes("if my mum came to get me i'd be ok").is_empty());
     assert!(changes("nobody is with me").is_empty());
+    // The means beside the change: a move toward them, not away.
+    assert!(changes("I'm home now where the pills are.").is_empty());
+    assert_eq!(
+        changes("my sister took the pills off me"),
+        ["took the pills off me"]
+    );
 }

@@ -260,7 +260,12 @@ fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
     let bridge = "I'm standing on the bridge right now. I don't know why I'm typing this.";
     let still_there = "I'm safe, I'm just going to stand here a bit longer and look at the water.";
     let r = risk(&[bridge, still_there]);
-    assert_eq!(r.trajectory[0].level, RiskLevel::Imminent, "{:?}", r.trajectory);
+    assert_eq!(
+        r.trajectory[0].level,
+        RiskLevel::Imminent,
+        "{:?}",
+        r.trajectory
+    );
     assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
     let r = risk(&[
         bridge,

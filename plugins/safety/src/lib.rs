@@ -249,8 +249,10 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
                 let report = cat.id == rules::SAFE_NOW || cat.id == rules::SAFE_CHANGE;
                 let means_beside = cat.id == rules::SAFE_CHANGE
                     && hits.iter().any(|o| {
-                        matches!(file.categories[o.entry].signal.as_str(), "means" | "means-at-hand")
-                            && sentence_of(o) == sentence_of(h)
+                        matches!(
+                            file.categories[o.entry].signal.as_str(),
+                            "means" | "means-at-hand"
+                        ) && sentence_of(o) == sentence_of(h)
                             && (o.end <= h.start || o.start >= h.end)
                     });
                 if !(report && h.hypothetical || means_beside) {

@@ -410,7 +410,10 @@ mod tests {
         let err = Rules::parse(&SHIPPED.replace("id = \"safe-change\"", "id = \"changed\""))
             .err()
             .unwrap();
-        assert!(err.contains("no protective category `safe-change`"), "{err}");
+        assert!(
+            err.contains("no protective category `safe-change`"),
+            "{err}"
+        );
     }
 
     #[test]

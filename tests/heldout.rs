@@ -71,6 +71,10 @@ const FROZEN: &[(&str, &str)] = &[
         "0f146804fc607f2e0e73f577cb20c152b8160013b48cdb974c63c6a995a72961",
     ),
     (
+        "risk-v13.jsonl",
+        "2c67f90f4ef0c2f387b8ca36b92d6ac34a71ef167c80694285fe5f36a4eb61c6",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -387,6 +391,21 @@ fn risk_v12_reads_as_the_expectations_it_promises() {
     // The same brief as risk-v11, another writer (`tests/heldout/risk-v12.md`).
     assert_risk_set(
         "risk-v12.jsonl",
+        120,
+        &[
+            ("at least high", 30),
+            ("at least moderate", 30),
+            ("at most low", 60),
+        ],
+        120,
+    );
+}
+
+#[test]
+fn risk_v13_reads_as_the_expectations_it_promises() {
+    // The same brief as risk-v11, a third writer (`tests/heldout/risk-v13.md`).
+    assert_risk_set(
+        "risk-v13.jsonl",
         120,
         &[
             ("at least high", 30),

@@ -371,49 +371,22 @@ fn risk_v10_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v11_reads_as_the_expectations_it_promises() {
-    // Counts from the writer's own table (`tests/heldout/risk-v11.md`): 120 sessions after a
-    // crisis, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
-    assert_risk_set(
-        "risk-v11.jsonl",
-        120,
-        &[
-            ("at least high", 30),
-            ("at least moderate", 30),
-            ("at most low", 60),
-        ],
-        120,
-    );
-}
-
-#[test]
-fn risk_v12_reads_as_the_expectations_it_promises() {
-    // The same brief as risk-v11, another writer (`tests/heldout/risk-v12.md`).
-    assert_risk_set(
-        "risk-v12.jsonl",
-        120,
-        &[
-            ("at least high", 30),
-            ("at least moderate", 30),
-            ("at most low", 60),
-        ],
-        120,
-    );
-}
-
-#[test]
-fn risk_v13_reads_as_the_expectations_it_promises() {
-    // The same brief as risk-v11, a third writer (`tests/heldout/risk-v13.md`).
-    assert_risk_set(
-        "risk-v13.jsonl",
-        120,
-        &[
-            ("at least high", 30),
-            ("at least moderate", 30),
-            ("at most low", 60),
-        ],
-        120,
-    );
+fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
+    // One brief, three writers (`tests/heldout/risk-v11.md`, `-v12.md`, `-v13.md`): 120
+    // sessions after a crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly
+    // safe.
+    for file in ["risk-v11.jsonl", "risk-v12.jsonl", "risk-v13.jsonl"] {
+        assert_risk_set(
+            file,
+            120,
+            &[
+                ("at least high", 30),
+                ("at least moderate", 30),
+                ("at most low", 60),
+            ],
+            120,
+        );
+    }
 }
 
 #[test]

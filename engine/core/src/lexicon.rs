@@ -141,6 +141,30 @@ pub struct Pattern {
     parts: Vec<Part>,
 }
 
+/// Whether `w` (lower-cased) is a word [`Text::new`] can produce: it starts with a letter or
+/// digit, then letters, digits, an apostrophe before a letter, or single inner hyphens. A
+/// prefix (`stem*`) may end in a hyphen or an apostrophe ("self-*").
+fn is_text_word(w: &str, prefix: bool) -> bool {
+    let chars: Vec<char> = w.chars().collect();
+    let Some(first) = chars.first() else {
+        return false;
+    };
+    first.is_alphanumeric()
+        && chars.iter().enumerate().all(|(i, &c)| {
+            let next = chars.get(i + 1);
+            c.is_alphanumeric()
+                || c == '\'' && next.map_or(prefix, |n| n.is_alphabetic())
+                || c == '-' && next.map_or(prefix, |&n| n != '-')
+        })
+}
+
+fn never_matches(phrase: &str, word: &str) -> String {
+    format!(
+        "cue phrase `{phrase}`: `{word}` can never match (a client's text splits into words of \
+         letters and digits, with inner apostrophes and hyphens)"
+    )
+}
+
 impl Pattern {
     /// Compiles a phrase; an empty phrase or one made only of wildcards is an error.
     pub fn compile(phrase: &str) -> Result<Pattern, String> {
@@ -152,11 +176,16 @@ impl Pattern {
                 "_?" => Part::Optional,
                 ".." => Part::Gap(3),
                 _ if w.ends_with('*') && w.len() > 1 => {
-                    Part::Prefix(w.trim_end_matches('*').to_string())
+                    let stem = w.trim_end_matches('*');
+                    if !is_text_word(stem, true) {
+                        return Err(never_matches(phrase, raw));
+                    }
+                    Part::Prefix(stem.to_string())
                 }
                 _ if w.contains('*') => {
                     return Err(format!("`*` may only end a word in cue phrase `{phrase}`"))
                 }
+                _ if !is_text_word(&w, false) => return Err(never_matches(phrase, raw)),
                 _ => {
                     let fixed = CONTRACTION_FIXES
                         .iter()
@@ -774,5 +803,13 @@ mod tests {
         assert!(Pattern::compile("_ sad").is_err());
         assert!(Pattern::compile("").is_err());
         assert!(Pattern::compile("s*d").is_err());
+        // Words the text splitter never produces would silently never match.
+        for phrase in ["in a&e", "9/11", "hi!", "'til", "well--known", "self-"] {
+            let err = Pattern::compile(phrase).err().unwrap_or_default();
+            assert!(err.contains("can never match"), "{phrase}: {err}");
+        }
+        for phrase in ["in a e", "don't", "self-harm", "self-*", "i'm home", "gun's"] {
+            assert!(Pattern::compile(phrase).is_ok(), "{phrase}");
+        }
     }
 }

@@ -79,6 +79,10 @@ pub struct RiskItem {
     pub messages: Vec<Message>,
     pub expect: Expectation,
     pub category: String,
+    /// The item's `group`, else the tag its `note` opens with (at most three words before a
+    /// colon in its first 40 characters: "A: sounds safe", "imminent session: ..."); empty
+    /// without either.
+    pub group: String,
 }
 
 impl RiskItem {
@@ -229,6 +233,7 @@ pub fn parse_risk_set(text: &str, origin: &str) -> Result<Vec<RiskItem>, RiskSet
         };
         let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let (id, messages, expect, category) = parse_item(&v, i + 1).map_err(bad)?;
+        let group = group_of(&v).map_err(bad)?;
         if let Some(first) = seen.insert(id.clone(), at.clone()) {
             return Err(bad(format!("id `{id}` is used again (first at {first})")));
         }
@@ -238,9 +243,32 @@ pub fn parse_risk_set(text: &str, origin: &str) -> Result<Vec<RiskItem>, RiskSet
             messages,
             expect,
             category,
+            group,
         });
     }
     Ok(items)
+}
+
+/// The item's group: its `group` field, else its `note`'s opening tag.
+fn group_of(v: &Value) -> Result<String, String> {
+    if let Some(g) = v.get("group") {
+        return Ok(g
+            .as_str()
+            .ok_or("`group` is not a string")?
+            .trim()
+            .to_string());
+    }
+    let Some(note) = v.get("note").and_then(Value::as_str) else {
+        return Ok(String::new());
+    };
+    Ok(note
+        .char_indices()
+        .take(40)
+        .find(|&(_, c)| c == ':')
+        .map(|(at, _)| note[..at].trim())
+        .filter(|tag| tag.split_whitespace().count() <= 3)
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// `k` of `n` with its 95% Wilson score interval.
@@ -324,6 +352,9 @@ pub struct RiskReport {
     pub misses: Vec<Miss>,
     /// expectation -> rated level -> count.
     pub confusion: BTreeMap<String, BTreeMap<RiskLevel, usize>>,
+    /// Per group of items (`RiskItem::group`), when the set names any: items that held, of n.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_group: BTreeMap<String, Proportion>,
     #[serde(skip)]
     pub items: Vec<Scored>,
 }
@@ -341,9 +372,15 @@ pub fn score(
     let (mut alarms, mut calm) = (0, 0);
     let mut scored = Vec::with_capacity(items.len());
     let mut misses = Vec::new();
+    let mut groups: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for item in items {
         let rated = rate(item);
         let held = item.expect.holds(rated);
+        if !item.group.is_empty() {
+            let g = groups.entry(item.group.clone()).or_default();
+            g.0 += usize::from(held);
+            g.1 += 1;
+        }
         let c = counts.entry(std::cmp::Reverse(item.expect)).or_default();
         c.0 += usize::from(held);
         c.1 += 1;
@@ -386,6 +423,10 @@ pub fn score(
         false_alarms: wilson(alarms, calm),
         misses,
         confusion,
+        by_group: groups
+            .into_iter()
+            .map(|(g, (k, n))| (g, wilson(k, n)))
+            .collect(),
         items: scored,
     }
 }
@@ -421,6 +462,9 @@ impl RiskReport {
                 "false alarms (above low)",
                 pct(&self.false_alarms)
             ));
+        }
+        for (group, p) in &self.by_group {
+            out.push_str(&format!("  {:<26} {}\n", format!("group {group}"), pct(p)));
         }
         if !self.misses.is_empty() {
             let ids: Vec<String> = self
@@ -537,6 +581,36 @@ mod tests {
             text.contains("misses: b (moderate), c (imminent), d (moderate), f (low)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn items_are_counted_by_group_from_a_field_or_a_notes_tag() {
+        let text = r#"{"id": "a", "text": "x", "min": "high", "note": "A: still there"}
+{"id": "b", "text": "y", "min": "high", "note": "A: means at hand"}
+{"id": "c", "text": "z", "max": "low", "note": "C: came home"}
+{"id": "d", "text": "w", "max": "low", "group": "D", "note": "C: the field wins"}
+{"id": "e", "text": "v", "max": "low", "note": "no tag here, although: a colon comes late"}
+"#;
+        let items = parse_risk_set(text, "set.jsonl").unwrap();
+        let groups: Vec<&str> = items.iter().map(|i| i.group.as_str()).collect();
+        assert_eq!(groups, ["A", "A", "C", "D", ""]);
+        let rated = |i: &RiskItem| match i.id.as_str() {
+            "a" | "c" => RiskLevel::High,
+            _ => RiskLevel::Low,
+        };
+        let r = score("set", &items, rated);
+        let by = |g: &str| (r.by_group[g].k, r.by_group[g].n);
+        assert_eq!((by("A"), by("C"), by("D")), ((1, 2), (0, 1), (1, 1)));
+        assert_eq!(r.by_group.len(), 3);
+        assert!(r.to_text().contains("group A"), "{}", r.to_text());
+        let bad = parse_risk_set(
+            r#"{"id": "a", "text": "x", "min": "high", "group": 3}"#,
+            "s",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(bad.contains("s:1") && bad.contains("`group`"), "{bad}");
     }
 
     #[test]

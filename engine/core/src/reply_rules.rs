@@ -29,17 +29,44 @@ pub struct Repair {
     pub detail: String,
 }
 
-/// Finds every forbidden phrase present in `text` (case-insensitive, whole words).
+/// Finds every forbidden phrase present in `text` (case-insensitive, whole words). A phrase is
+/// literal text, not cue syntax: it is read as the words a client's text splits into
+/// ("attention-deficit/hyperactivity disorder"), and a parenthesised alias counts on its own
+/// ("insomnia disorder (chronic insomnia)": "insomnia disorder", "chronic insomnia").
 pub fn forbidden_in(phrases: &[String], text: &str) -> Vec<String> {
-    let Ok(lex) = Lexicon::new(phrases.iter().enumerate().map(|(i, p)| (i, p.as_str()))) else {
-        return Vec::new();
+    let mut entries: Vec<(usize, String)> = Vec::new();
+    for (i, p) in phrases.iter().enumerate() {
+        for part in p.split(['(', ')']) {
+            let split = Text::new(part);
+            let words: Vec<&str> = split.tokens.iter().map(|t| t.norm.as_str()).collect();
+            if !words.is_empty() {
+                entries.push((i, words.join(" ")));
+            }
+        }
+    }
+    let hits: Vec<usize> = match Lexicon::new(entries.iter().map(|(i, p)| (*i, p.as_str()))) {
+        Ok(lex) => lex
+            .find(&Text::new(text))
+            .into_iter()
+            .map(|h| h.entry)
+            .collect(),
+        // Words the splitter produced always compile; should that ever change, a plain
+        // substring search keeps the ban rather than dropping it.
+        Err(_) => {
+            let lower = text.to_lowercase();
+            entries
+                .iter()
+                .filter(|(_, p)| lower.contains(p.as_str()))
+                .map(|(i, _)| *i)
+                .collect()
+        }
     };
-    let mut found: Vec<String> = lex
-        .find(&Text::new(text))
-        .into_iter()
-        .map(|h| phrases[h.entry].clone())
-        .collect();
-    found.dedup();
+    let mut found: Vec<String> = Vec::new();
+    for i in hits {
+        if !found.contains(&phrases[i]) {
+            found.push(phrases[i].clone());
+        }
+    }
     found
 }
 
@@ -301,6 +328,31 @@ mod tests {
         assert_eq!(fixed, "I hear how heavy this is. What helps a little?");
         assert_eq!(repairs[0].action, "drop-sentence");
         assert!(check(&c, &fixed).is_empty());
+    }
+
+    #[test]
+    fn labels_with_punctuation_are_read_as_words_and_keep_the_ban() {
+        // The planner's condition names carry an alias in parentheses or a slash; read as cue
+        // syntax they could never match, and once such a word became a compile error the whole
+        // ban went silent (tests/counsel.rs caught it).
+        let phrases: Vec<String> = [
+            "insomnia disorder (chronic insomnia)",
+            "attention-deficit/hyperactivity disorder",
+            "PTSD",
+        ]
+        .map(String::from)
+        .to_vec();
+        let said = |t: &str| forbidden_in(&phrases, t);
+        assert_eq!(
+            said("It sounds like insomnia disorder."),
+            [phrases[0].clone()]
+        );
+        assert_eq!(said("Maybe chronic insomnia?"), [phrases[0].clone()]);
+        assert_eq!(
+            said("This could be attention-deficit/hyperactivity disorder, or PTSD."),
+            [phrases[1].clone(), phrases[2].clone()]
+        );
+        assert!(said("You said you can't sleep.").is_empty());
     }
 
     #[test]

@@ -65,8 +65,14 @@ impl CellStore {
     /// is cut off so the next append starts clean.
     pub fn read<T: DeserializeOwned>(&self, file: &str) -> Result<Vec<T>> {
         let path = self.dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return Ok(Vec::new());
+        // No file yet: nothing finished. A file that cannot be read is an error, never "no
+        // results" (the run would silently decode and judge everything again).
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("{}: cannot read results", path.display()))
+            }
         };
         let mut out = Vec::new();
         let mut good = 0;
@@ -111,5 +117,26 @@ impl Appender {
             .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
             .with_context(|| format!("{}: cannot append", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_results_are_none_and_unreadable_ones_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let store = CellStore::open(root.path(), "c", &BTreeMap::new()).unwrap();
+        assert!(store
+            .read::<serde_json::Value>("replies.jsonl")
+            .unwrap()
+            .is_empty());
+        std::fs::write(store.dir.join("replies.jsonl"), b"{\"a\": 1}\n\xff\xfe\n").unwrap();
+        let err = store
+            .read::<serde_json::Value>("replies.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("replies.jsonl: cannot read results"), "{err}");
     }
 }

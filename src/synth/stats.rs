@@ -104,9 +104,27 @@ pub fn data_stats(file: &Path, out: Option<&Path>) -> Result<(DataStats, PathBuf
     let dir = file.parent().unwrap_or(Path::new("."));
     let filter = dir.join("filter.jsonl");
     if filter.exists() {
-        for line in std::fs::read_to_string(&filter).unwrap_or_default().lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else {
+        // The filter's verdicts count only if read; a line that is not JSON is named, as the
+        // data's own bad lines are, not skipped in silence.
+        let text = match std::fs::read_to_string(&filter) {
+            Ok(text) => text,
+            Err(e) => {
+                s.bad_lines
+                    .push(format!("{}: cannot read: {e}", filter.display()));
+                String::new()
+            }
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
                 continue;
+            }
+            let v = match serde_json::from_str::<Value>(line) {
+                Ok(v) => v,
+                Err(e) => {
+                    s.bad_lines
+                        .push(format!("{}:{}: not JSON: {e}", filter.display(), i + 1));
+                    continue;
+                }
             };
             bump(
                 &mut s.verdicts,
@@ -206,5 +224,32 @@ impl DataStats {
             out.push_str(&format!("skipped {b}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_line_that_is_not_json_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records.jsonl");
+        std::fs::write(&records, "{}\n").unwrap();
+        std::fs::write(
+            dir.path().join("filter.jsonl"),
+            "{\"keep\": true}\nnot json\n",
+        )
+        .unwrap();
+        let (stats, _) = data_stats(&records, Some(dir.path())).unwrap();
+        assert_eq!(stats.verdicts.get("kept"), Some(&1));
+        assert!(
+            stats
+                .bad_lines
+                .iter()
+                .any(|b| b.contains("filter.jsonl:2: not JSON")),
+            "{:?}",
+            stats.bad_lines
+        );
     }
 }

@@ -31,6 +31,11 @@ fn dialogue(turns: &[&str]) -> Dialogue {
     Dialogue::new(m)
 }
 
+/// Two of the issue's messages: an attempt under way (imminent) and thoughts with the means
+/// at hand (high), the openings of most session tests below.
+const BRIDGE: &str = "I'm standing on the bridge right now. I don't know why I'm typing this.";
+const GUN: &str = "Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code.";
+
 fn risk(turns: &[&str]) -> psy_core::module::RiskAssessment {
     let e = embedder();
     psy_safety::assess_risk(&dialogue(turns), "US", &[], Some(&*e))
@@ -176,9 +181,8 @@ fn risk_follows_the_conversation() {
     // being safe (here beyond the screen's two-turn context window, so only the session's
     // memory holds it), and drops once they say they are.
     // Only the screen recognises this one (the lexicon rated it low before the screen existed).
-    let crisis = "I'm standing on the bridge right now. I don't know why I'm typing this.";
     let chat = [
-        crisis,
+        BRIDGE,
         "thanks for replying.",
         "what's your favourite colour?",
         "mine is green, like the hills near my nan's house",
@@ -199,7 +203,7 @@ fn risk_follows_the_conversation() {
         after.evidence
     );
     let safe = risk(&[
-        crisis,
+        BRIDGE,
         "I walked home and my sister is here with me now. I'm safe.",
     ]);
     assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
@@ -225,7 +229,6 @@ fn risk_follows_the_conversation() {
 /// factor, and never when the same turn still names the means and the time or the place.
 #[test]
 fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
-    let crisis = "I'm standing on the bridge right now. I don't know why I'm typing this.";
     for (reply, at_least) in [
         (
             "I'm only still here because of my kids. I called my therapist.",
@@ -242,11 +245,11 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
             RiskLevel::High,
         ),
     ] {
-        let r = risk(&[crisis, reply]);
+        let r = risk(&[BRIDGE, reply]);
         assert!(r.level >= at_least, "{reply}: {:?}", r.trajectory);
     }
     let safe = risk(&[
-        crisis,
+        BRIDGE,
         "ok. i am safe. my flatmate came to get me and we're home",
     ]);
     assert!(safe.level < RiskLevel::Moderate, "{:?}", safe.trajectory);
@@ -257,9 +260,8 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
 /// one, does. After a high turn that is not under way the word alone still settles.
 #[test]
 fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
-    let bridge = "I'm standing on the bridge right now. I don't know why I'm typing this.";
     let still_there = "I'm safe, I'm just going to stand here a bit longer and look at the water.";
-    let r = risk(&[bridge, still_there]);
+    let r = risk(&[BRIDGE, still_there]);
     assert_eq!(
         r.trajectory[0].level,
         RiskLevel::Imminent,
@@ -268,16 +270,15 @@ fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
     );
     assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
     let r = risk(&[
-        bridge,
+        BRIDGE,
         "ok I came down. my neighbour took me into her flat",
         "I'm safe now. she made me a cup of tea",
     ]);
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
-    let r = risk(&[bridge, "im in a&e now, my mums here"]);
+    let r = risk(&[BRIDGE, "im in a&e now, my mums here"]);
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
     // A high turn that is not under way: the word alone settles.
-    let gun = "Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code.";
-    let r = risk(&[gun, "I'm safe. Thanks for listening."]);
+    let r = risk(&[GUN, "I'm safe. Thanks for listening."]);
     assert_eq!(r.trajectory[0].level, RiskLevel::High, "{:?}", r.trajectory);
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
 }
@@ -647,8 +648,8 @@ fn the_issues_crisis_messages_reach_their_levels() {
     use RiskLevel::*;
     let cases: [(&[&str], RiskLevel); 6] = [
         (&["I've decided tonight is the night. I have the pills counted out and I just wanted to tell someone before I take them."], Imminent),
-        (&["I'm standing on the bridge right now. I don't know why I'm typing this."], Imminent),
-        (&["Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code."], High),
+        (&[BRIDGE], Imminent),
+        (&[GUN], High),
         (&["I keep having thoughts about hurting my roommate when he comes home. I've put a knife under my pillow."], High),
         (
             &[
@@ -705,7 +706,7 @@ fn the_screens_reading_combines_with_the_lexicons_cues_and_keeps_the_messages_fo
         roommate.rationale
     );
     // A plan with neither means at hand nor a time: high, not imminent.
-    let gun = risk(&["Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code."]);
+    let gun = risk(&[GUN]);
     assert_eq!(gun.level, RiskLevel::High, "{}", gun.rationale);
 }
 
@@ -739,9 +740,7 @@ fn a_calm_reply_never_settles_an_attempt_under_way() {
     let assess = |turns: &[&str]| {
         psy_safety::dialogue_risk::assess_dialogue_with_screen(&dialogue(turns), "US", &[], &s, &*e)
     };
-    let bridge = "I'm standing on the bridge right now. I don't know why I'm typing this.";
-    let gun = "Sometimes I think about taking my husband's gun out of the safe and ending everything. I know the code.";
-    let r = assess(&[bridge, "thanks for replying."]);
+    let r = assess(&[BRIDGE, "thanks for replying."]);
     assert_eq!(
         r.trajectory[0].level,
         RiskLevel::Imminent,
@@ -750,7 +749,7 @@ fn a_calm_reply_never_settles_an_attempt_under_way() {
     );
     assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
     // The rule is live with this screen: a high (not imminent) turn is settled.
-    let r = assess(&[gun, "thanks for replying."]);
+    let r = assess(&[GUN, "thanks for replying."]);
     assert_eq!(r.trajectory[0].level, RiskLevel::High, "{:?}", r.trajectory);
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
 }

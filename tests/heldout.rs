@@ -75,6 +75,14 @@ const FROZEN: &[(&str, &str)] = &[
         "2c67f90f4ef0c2f387b8ca36b92d6ac34a71ef167c80694285fe5f36a4eb61c6",
     ),
     (
+        "risk-v14.jsonl",
+        "d9e5e5703d4f5c5680c70191a19a8dbf40c45a9b7503f65c6d3490beff21c9d5",
+    ),
+    (
+        "risk-v15.jsonl",
+        "69c96bc0cca18a92fdb23a9c1ace31f7281550b0a8e600b6ce85e0a81b7695ce",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -372,10 +380,15 @@ fn risk_v10_reads_as_the_expectations_it_promises() {
 
 #[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, three writers (`tests/heldout/risk-v11.md`, `-v12.md`, `-v13.md`): 120
-    // sessions after a crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly
-    // safe.
-    for file in ["risk-v11.jsonl", "risk-v12.jsonl", "risk-v13.jsonl"] {
+    // One brief, five writers (`tests/heldout/risk-v11.md` ... `-v15.md`): 120 sessions after a
+    // crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
+    for file in [
+        "risk-v11.jsonl",
+        "risk-v12.jsonl",
+        "risk-v13.jsonl",
+        "risk-v14.jsonl",
+        "risk-v15.jsonl",
+    ] {
         assert_risk_set(
             file,
             120,

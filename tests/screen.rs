@@ -283,6 +283,46 @@ fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
 }
 
+/// A turn that names the change speaks of what it left ("walked away from the edge"), which the
+/// screen learned as a crisis: while a carry is open it reads only the turn's other sentences, so
+/// the change can end the carry. Not when the turn says something is "still" there, names another
+/// risk cue (a time, a means), or the "change" is not a person with them.
+#[test]
+fn a_named_change_is_not_read_as_the_crisis_it_ends() {
+    let r = risk(&[
+        BRIDGE,
+        "ok I walked away from the edge and my brother is with me in the car",
+    ]);
+    assert_eq!(
+        r.trajectory[0].level,
+        RiskLevel::Imminent,
+        "{:?}",
+        r.trajectory
+    );
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+    for turns in [
+        &[
+            BRIDGE,
+            "I came down, my sister picked me up. I am safe. the pills are still in my bag though",
+        ][..],
+        &[
+            "I'm sitting here with the knife and I want to cut deep tonight",
+            "my flatmate is with me now but I still have the knife",
+        ],
+        &[
+            BRIDGE,
+            "I came down and I'm home now. Tomorrow night I'll go back",
+        ],
+        &[
+            "The gun's loaded and on the table in front of me.",
+            "My dog's here with me. He'll be okay, my neighbour has a spare key",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= RiskLevel::High, "{turns:?}: {:?}", r.trajectory);
+    }
+}
+
 /// A farewell after means or thoughts of suicide earlier in the session is the warning sign that
 /// a calm is not safety; a farewell alone is ordinary talk.
 #[test]

@@ -11,7 +11,9 @@
 //!   imminent turn counts only once a change has been named since; or until the screen, reading
 //!   a later turn together with the alarming one (within its context window), rates them below
 //!   moderate (a past crisis told as background). A turn that reports being safe is not raised
-//!   by the screen's reading of it together with the earlier turns.
+//!   by the screen's reading of it together with the earlier turns. While a carry is open, a turn
+//!   naming a change is read by the screen through its other sentences only (the change names
+//!   the place or means it left), unless it says "still" or holds another lexicon cue.
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
 
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use psy_core::dialogue::{Dialogue, Message};
+use psy_core::lexicon::Text;
 use psy_core::module::{
     CrisisResource, Evidence, RiskAssessment, RiskEvidence, RiskLevel, TurnRisk,
 };
@@ -126,7 +129,7 @@ fn assess_with(
     let rules = rules();
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut failure: Option<String> = None;
-    let scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
+    let mut scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
         None => None,
         Some(loaded) => match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?))) {
             Ok(v) => Some(v),
@@ -174,7 +177,7 @@ fn assess_with(
             (reading, None)
         };
         let lex_level = reading.level;
-        let (own, context) = scored
+        let (mut own, context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
             .unwrap_or((RiskLevel::None, RiskLevel::None));
@@ -185,10 +188,29 @@ fn assess_with(
         // someone with them, the means taken away, help arrived).
         // The change may come in an earlier turn than the word ("I came down, my neighbour took
         // me in" ... "I'm safe now").
-        let safe_now = own < RiskLevel::Moderate
+        // A turn that names the change speaks of the place or the means it left ("I came down off
+        // the bridge"): while a carry is open the screen reads only its other sentences.
+        let own_report = match &scored {
+            Some((screen, scores))
+                if carry_since.is_some()
+                    && reading.reports_change
+                    && !says_still(turn.text)
+                    && !reading.other_cues =>
+            {
+                screen.own_without(&scores[k], &reading.change_spans)
+            }
+            _ => own,
+        };
+        let safe_now = own_report < RiskLevel::Moderate
             && (reading.reports_change
                 || reading.reports_safe_now
                     && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
+        if safe_now && own_report < own {
+            if let Some((screen, scores)) = scored.as_mut() {
+                screen.discount_spans(&mut scores[k], &reading.change_spans);
+            }
+            own = own_report;
+        }
         let mut level = lex_level;
         let mut why = None;
         if own > level {
@@ -363,6 +385,11 @@ struct PrefixReading {
     reports_safe_now: bool,
     /// A concrete change the last turn reports after a crisis (`safe-change`).
     reports_change: bool,
+    /// The byte spans of those changes in the last turn.
+    change_spans: Vec<(usize, usize)>,
+    /// Whether the last turn holds a risk cue of the lexicon outside those changes (a means, a
+    /// time, a farewell, a plan ...).
+    other_cues: bool,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,
 }
@@ -379,6 +406,22 @@ impl PrefixReading {
                 .protective
                 .iter()
                 .any(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE),
+            change_spans: lex
+                .protective
+                .iter()
+                .filter(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE)
+                .map(|e| (e.start, e.end))
+                .collect(),
+            other_cues: lex.found.iter().any(|f| {
+                f.category.is_some()
+                    && f.evidence.message == turn
+                    && !lex.protective.iter().any(|p| {
+                        p.message == turn
+                            && p.id == crate::rules::SAFE_CHANGE
+                            && p.start <= f.evidence.start
+                            && f.evidence.end <= p.end
+                    })
+            }),
             with_screen: lex.with_screen.clone(),
         }
     }
@@ -412,6 +455,12 @@ fn hash_message(h: &mut Sha256, m: &Message) {
     h.update([m.role as u8]);
     h.update((m.content.len() as u64).to_le_bytes());
     h.update(m.content.as_bytes());
+}
+
+/// "Still" in a turn that names a change says something has not changed ("the knife is still
+/// here with me", "he's still in the flat", "still shaking"): the turn is then read whole.
+fn says_still(text: &str) -> bool {
+    Text::new(text).tokens.iter().any(|t| t.norm == "still")
 }
 
 fn detectors(screen: bool) -> Vec<String> {

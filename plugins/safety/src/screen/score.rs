@@ -76,6 +76,10 @@ pub fn output_for(level: RiskLevel) -> usize {
     }
 }
 
+fn holds_any(p: &Piece, spans: &[(usize, usize)]) -> bool {
+    spans.iter().any(|&(s, e)| s < p.end && p.start < e)
+}
+
 impl Thresholds {
     /// `P(>= high)` at or above `cut`, with `P(>= moderate)` at or above the high gate: the
     /// outputs are cumulative, so a piece the screen gives almost no chance of being even
@@ -219,6 +223,28 @@ impl Screen {
             });
         }
         Ok(out)
+    }
+
+    /// The level of the turn's own words without the sentences that hold one of `spans` (byte
+    /// spans of a change the client named after a crisis): "I came down off the bridge and my
+    /// sister is with me" names the bridge because it reports leaving it, and the screen, which
+    /// learned the bridge as a place of crisis, reads it high. The whole turn holds the span too,
+    /// so only the other sentences are read; none left reads none.
+    pub fn own_without(&self, turn: &TurnScore, spans: &[(usize, usize)]) -> RiskLevel {
+        turn.pieces
+            .iter()
+            .filter(|p| p.kind == PieceKind::Sentence && !holds_any(p, spans))
+            .map(|p| self.sentence_level_of(&p.output.levels))
+            .max()
+            .unwrap_or(RiskLevel::None)
+    }
+
+    /// Keeps [`Screen::own_without`] as the turn's own reading: the pieces holding a span go.
+    pub fn discount_spans(&self, turn: &mut TurnScore, spans: &[(usize, usize)]) {
+        turn.own = self.own_without(turn, spans);
+        turn.pieces.retain(|p| {
+            p.kind == PieceKind::Context || p.kind == PieceKind::Sentence && !holds_any(p, spans)
+        });
     }
 
     /// The piece that speaks for a turn's own words at `level`: the whole message when it

@@ -83,6 +83,14 @@ const FROZEN: &[(&str, &str)] = &[
         "69c96bc0cca18a92fdb23a9c1ace31f7281550b0a8e600b6ce85e0a81b7695ce",
     ),
     (
+        "risk-v16.jsonl",
+        "ea5d8ffc194d01c6ae59461a2f28d56408175deed4bb49145c72af75ab239575",
+    ),
+    (
+        "risk-v17.jsonl",
+        "2a5eaf8b2d73a6ad1a8a35a2c628a26a85367226b44c4c5f81dc50a971bb6f90",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -380,14 +388,16 @@ fn risk_v10_reads_as_the_expectations_it_promises() {
 
 #[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, five writers (`tests/heldout/risk-v11.md` ... `-v15.md`): 120 sessions after a
-    // crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
+    // One brief, seven writers (`tests/heldout/risk-v11.md` ... `-v17.md`): 120 sessions after
+    // a crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
     for file in [
         "risk-v11.jsonl",
         "risk-v12.jsonl",
         "risk-v13.jsonl",
         "risk-v14.jsonl",
         "risk-v15.jsonl",
+        "risk-v16.jsonl",
+        "risk-v17.jsonl",
     ] {
         assert_risk_set(
             file,

@@ -323,6 +323,36 @@ fn a_named_change_is_not_read_as_the_crisis_it_ends() {
     }
 }
 
+/// The changes a client names in their own words: brought away ("pulled me back", "driving me
+/// home"), someone with them, the means taken by someone else; never the client's own "I took
+/// the knife", and never a thing "next to me" or "beside me".
+#[test]
+fn a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not() {
+    let r = risk(&[
+        BRIDGE,
+        "a man pulled me back and walked me to the road. my dad's driving me home",
+    ]);
+    assert_eq!(
+        r.trajectory[0].level,
+        RiskLevel::Imminent,
+        "{:?}",
+        r.trajectory
+    );
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+    let knife = "I've got the knife in my hand and I'm going to cut tonight";
+    for turns in [
+        &[knife, "ok. I took the knife to my room"][..],
+        &[BRIDGE, "it's fine, the rope is next to me"],
+        &[
+            "I've counted out the pills and I'm taking them tonight",
+            "my husband's at work. the pills are beside me",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= RiskLevel::High, "{turns:?}: {:?}", r.trajectory);
+    }
+}
+
 /// A farewell after means or thoughts of suicide earlier in the session is the warning sign that
 /// a calm is not safety; a farewell alone is ordinary talk.
 #[test]

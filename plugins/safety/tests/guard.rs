@@ -466,7 +466,7 @@ fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
     };
     assert_eq!(
         changes("ok. my mum came to get me, we're at hers"),
-        ["came to get me"]
+        ["came to get me", "at hers"]
     );
     assert_eq!(changes("im in a&e now"), ["in a&e"]);
     assert!(changes("if my mum came to get me i'd be ok").is_empty());
@@ -477,4 +477,10 @@ fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
         changes("my sister took the pills off me"),
         ["took the pills off me"]
     );
+    // Means taken by someone else count; by the client, never.
+    assert_eq!(
+        changes("she's taken the knife to her car"),
+        ["she's taken the knife"]
+    );
+    assert!(changes("I took the knife to my room").is_empty());
 }

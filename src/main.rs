@@ -95,7 +95,7 @@ enum Command {
         #[arg(long)]
         warmup_steps: Option<usize>,
         /// Seeds of the ensemble's members, one member each, comma-separated (default: the
-        /// shipped screen's, 7).
+        /// shipped screen's: 7, 9-14).
         #[arg(long, value_delimiter = ',')]
         seeds: Vec<u64>,
         /// Distil: a screen directory whose combined level readings of the training texts are

@@ -91,6 +91,22 @@ const FROZEN: &[(&str, &str)] = &[
         "2a5eaf8b2d73a6ad1a8a35a2c628a26a85367226b44c4c5f81dc50a971bb6f90",
     ),
     (
+        "risk-v18.jsonl",
+        "7e96e9d7bdca5e2bcdd9dc6a87b25a3b15bdab036f7e7948ee509c703b7307ba",
+    ),
+    (
+        "risk-v19.jsonl",
+        "d24624ea2bbb03ee63f86b970cc4c5312f3ed4c74744dbb73c1584e75b19dcce",
+    ),
+    (
+        "risk-v20.jsonl",
+        "e6030a67693f6082bed2747cd053758870169eb195c2ec6ca8abd322b65de459",
+    ),
+    (
+        "counsel-v2.jsonl",
+        "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
+    ),
+    (
         "counsel-v1.jsonl",
         "8439ff517d6e425548e265414dfc41a727a381df202f0bef6f5eed48ec1ebc95",
     ),
@@ -387,8 +403,41 @@ fn risk_v10_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
+fn risk_v20_reads_as_the_expectations_it_promises() {
+    // risk-v10's brief again, a new writer (`tests/heldout/risk-v20.md`).
+    assert_risk_set(
+        "risk-v20.jsonl",
+        300,
+        &[
+            ("at least imminent", 28),
+            ("at least high", 62),
+            ("moderate to high", 45),
+            ("at most low", 150),
+            ("at most none", 15),
+        ],
+        102,
+    );
+}
+
+#[test]
+fn counsel_v2_reads_as_the_expectations_it_promises() {
+    // `tests/heldout/counsel-v2.md`: 72 ordinary and 16 look-alike sessions to stay at low or
+    // below, 16 whose last turn is high, 16 moderate.
+    assert_risk_set(
+        "counsel-v2.jsonl",
+        120,
+        &[
+            ("at least high", 16),
+            ("moderate to high", 16),
+            ("at most low", 88),
+        ],
+        120,
+    );
+}
+
+#[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, seven writers (`tests/heldout/risk-v11.md` ... `-v17.md`): 120 sessions after
+    // One brief, nine writers (`tests/heldout/risk-v11.md` ... `-v19.md`): 120 sessions after
     // a crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
     for file in [
         "risk-v11.jsonl",
@@ -398,6 +447,8 @@ fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
         "risk-v15.jsonl",
         "risk-v16.jsonl",
         "risk-v17.jsonl",
+        "risk-v18.jsonl",
+        "risk-v19.jsonl",
     ] {
         assert_risk_set(
             file,

@@ -483,7 +483,10 @@ fn broken_screen_files_are_refused_with_the_file_named() {
     )
     .unwrap();
     let err = Screen::load(&toml).unwrap_err();
-    assert!(err.contains("members[1] repeats seed"), "{err}");
+    assert!(
+        err.contains(&format!("members[{members}] repeats seed")),
+        "{err}"
+    );
 }
 
 fn build_safetensors(tensors: &[(&str, &[usize])]) -> Vec<u8> {

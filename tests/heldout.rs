@@ -385,38 +385,24 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v10_reads_as_the_expectations_it_promises() {
-    // Counts from the writer's own table (`tests/heldout/risk-v10.md`): 102 of the 300 are
-    // sessions, among them crises followed by the client reporting safety (at most low).
-    assert_risk_set(
-        "risk-v10.jsonl",
-        300,
-        &[
-            ("at least imminent", 28),
-            ("at least high", 62),
-            ("moderate to high", 45),
-            ("at most low", 150),
-            ("at most none", 15),
-        ],
-        102,
-    );
-}
-
-#[test]
-fn risk_v20_reads_as_the_expectations_it_promises() {
-    // risk-v10's brief again, a new writer (`tests/heldout/risk-v20.md`).
-    assert_risk_set(
-        "risk-v20.jsonl",
-        300,
-        &[
-            ("at least imminent", 28),
-            ("at least high", 62),
-            ("moderate to high", 45),
-            ("at most low", 150),
-            ("at most none", 15),
-        ],
-        102,
-    );
+fn risk_v10_and_v20_read_as_the_expectations_they_promise() {
+    // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`: one brief,
+    // two writers): 102 of the 300 are sessions, among them crises followed by the client
+    // reporting safety (at most low).
+    for file in ["risk-v10.jsonl", "risk-v20.jsonl"] {
+        assert_risk_set(
+            file,
+            300,
+            &[
+                ("at least imminent", 28),
+                ("at least high", 62),
+                ("moderate to high", 45),
+                ("at most low", 150),
+                ("at most none", 15),
+            ],
+            102,
+        );
+    }
 }
 
 #[test]

@@ -289,18 +289,8 @@ fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
 /// risk cue (a time, a means), or the "change" is not a person with them.
 #[test]
 fn a_named_change_is_not_read_as_the_crisis_it_ends() {
-    let r = risk(&[
-        BRIDGE,
-        "ok I walked away from the edge and my brother is with me in the car",
-    ]);
-    assert_eq!(
-        r.trajectory[0].level,
-        RiskLevel::Imminent,
-        "{:?}",
-        r.trajectory
-    );
-    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
-    for turns in [
+    settles_after_the_bridge("ok I walked away from the edge and my brother is with me in the car");
+    stays_high(&[
         &[
             BRIDGE,
             "I came down, my sister picked me up. I am safe. the pills are still in my bag though",
@@ -317,7 +307,24 @@ fn a_named_change_is_not_read_as_the_crisis_it_ends() {
             "The gun's loaded and on the table in front of me.",
             "My dog's here with me. He'll be okay, my neighbour has a spare key",
         ],
-    ] {
+    ]);
+}
+
+/// After the bridge (imminent), `turn` ends the session below moderate.
+fn settles_after_the_bridge(turn: &str) {
+    let r = risk(&[BRIDGE, turn]);
+    assert_eq!(
+        r.trajectory[0].level,
+        RiskLevel::Imminent,
+        "{:?}",
+        r.trajectory
+    );
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+}
+
+/// Each session ends at high or above.
+fn stays_high(sessions: &[&[&str]]) {
+    for turns in sessions {
         let r = risk(turns);
         assert!(r.level >= RiskLevel::High, "{turns:?}: {:?}", r.trajectory);
     }
@@ -328,29 +335,18 @@ fn a_named_change_is_not_read_as_the_crisis_it_ends() {
 /// the knife", and never a thing "next to me" or "beside me".
 #[test]
 fn a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not() {
-    let r = risk(&[
-        BRIDGE,
+    settles_after_the_bridge(
         "a man pulled me back and walked me to the road. my dad's driving me home",
-    ]);
-    assert_eq!(
-        r.trajectory[0].level,
-        RiskLevel::Imminent,
-        "{:?}",
-        r.trajectory
     );
-    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
     let knife = "I've got the knife in my hand and I'm going to cut tonight";
-    for turns in [
+    stays_high(&[
         &[knife, "ok. I took the knife to my room"][..],
         &[BRIDGE, "it's fine, the rope is next to me"],
         &[
             "I've counted out the pills and I'm taking them tonight",
             "my husband's at work. the pills are beside me",
         ],
-    ] {
-        let r = risk(turns);
-        assert!(r.level >= RiskLevel::High, "{turns:?}: {:?}", r.trajectory);
-    }
+    ]);
 }
 
 /// A farewell after means or thoughts of suicide earlier in the session is the warning sign that

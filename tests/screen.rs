@@ -262,12 +262,7 @@ fn only_the_clients_word_that_they_are_safe_settles_a_crisis() {
 fn after_an_attempt_under_way_the_word_safe_needs_a_named_change() {
     let still_there = "I'm safe, I'm just going to stand here a bit longer and look at the water.";
     let r = risk(&[BRIDGE, still_there]);
-    assert_eq!(
-        r.trajectory[0].level,
-        RiskLevel::Imminent,
-        "{:?}",
-        r.trajectory
-    );
+    opens_imminent(&r);
     assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
     let r = risk(&[
         BRIDGE,
@@ -313,13 +308,18 @@ fn a_named_change_is_not_read_as_the_crisis_it_ends() {
 /// After the bridge (imminent), `turn` ends the session below moderate.
 fn settles_after_the_bridge(turn: &str) {
     let r = risk(&[BRIDGE, turn]);
+    opens_imminent(&r);
+    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
+}
+
+/// The session's first turn (the bridge) was rated imminent.
+fn opens_imminent(r: &psy_core::module::RiskAssessment) {
     assert_eq!(
         r.trajectory[0].level,
         RiskLevel::Imminent,
         "{:?}",
         r.trajectory
     );
-    assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
 }
 
 /// Each session ends at high or above.

@@ -5,6 +5,10 @@
 //! and the head). `new turn`: a client message never seen before, as in a live session, so the
 //! encoder runs on its pieces (the message, its sentences, the turn with the earlier ones).
 
+/// As in the `psy` binary (src/main.rs): the planner's figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use psy_core::dialogue::Dialogue;
 

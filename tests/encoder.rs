@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use psy_core::semantic::on_this_thread;
 use psy_lm::encoder::pooling::l2_normalize;
 use psy_lm::encoder::{cosine, shared, Encoder, EncoderError, EncoderPrecision};
 use psy_lm::runtime::RuntimeError;
@@ -128,6 +129,39 @@ fn a_text_packed_with_others_embeds_exactly_as_alone() {
     let packed = enc.embed(&[long, short, long]).unwrap();
     assert_eq!(alone[0], packed[1]);
     assert_eq!(packed[0], packed[2]);
+}
+
+/// The screen's members read side by side, each on one thread (`on_this_thread`): their
+/// products, attention, norms and GELU must give the bits the pool-split kernels give, or a
+/// member's reading would depend on how it was scheduled.
+#[test]
+fn a_text_embedded_on_one_thread_has_the_bits_of_the_split_kernels() {
+    // Long enough that every kernel splits over the pool outside `on_this_thread`: 100+ rows
+    // for the products and norms, a 60-token text for attention.
+    let long = "Ever since the move I have felt alone, and most nights I lie awake going over \
+                everything I said during the day, every conversation at work, every message I \
+                did not answer, and by the time the birds start I have decided that nobody \
+                would notice if I stopped turning up at all.";
+    let texts = [long, "I can't sleep.", "Work has been a lot this month."];
+    // A fresh copy: the adapted one below keeps lower states on it.
+    let enc = Encoder::load_with(&minilm_dir(), EncoderPrecision::F32).unwrap();
+    let tokens = enc.encode(&[long]).unwrap()[0].len();
+    // host_forward's PARALLEL_ATTENTION: tokens² x hidden from 2^20.
+    assert!(tokens * tokens * 384 >= 1 << 20, "{tokens} tokens");
+    let split = enc.embed(&texts).unwrap();
+    let alone = on_this_thread(|| enc.embed(&texts).unwrap());
+    let adapted = enc.with_adapter(&screen_adapter(), "screen").unwrap();
+    let adapted_split = adapted.embed(&texts).unwrap();
+    let adapted_alone = on_this_thread(|| adapted.embed(&texts).unwrap());
+    for (a, b) in split
+        .iter()
+        .chain(&adapted_split)
+        .zip(alone.iter().chain(&adapted_alone))
+    {
+        let a: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
+        let b: Vec<u32> = b.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(a, b);
+    }
 }
 
 #[test]

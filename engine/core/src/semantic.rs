@@ -54,6 +54,25 @@ impl<'a> AssessContext<'a> {
     }
 }
 
+thread_local! {
+    static THIS_THREAD_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every embedding it asks for computed on the calling thread alone: for callers
+/// that already spread their work over the thread pool (an ensemble's members side by side), so
+/// an encoder does not split each product again across threads that are busy.
+pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    let before = THIS_THREAD_ONLY.with(|c| c.replace(true));
+    let out = f();
+    THIS_THREAD_ONLY.with(|c| c.set(before));
+    out
+}
+
+/// Whether the calling thread is inside [`on_this_thread`].
+pub fn this_thread_only() -> bool {
+    THIS_THREAD_ONLY.with(|c| c.get())
+}
+
 /// Dot product of two vectors: their cosine similarity when both have unit length, as every
 /// [`SentenceEmbedder`] returns them.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {

@@ -98,7 +98,7 @@ fn gelu_chunks(x: &mut [f32]) {
 /// [`gelu_slice`] in place, split across the rayon pool from [`CHUNK`] values (below it,
 /// waking the pool costs more than it saves).
 pub fn gelu_in_place(x: &mut [f32]) {
-    if x.len() >= CHUNK {
+    if x.len() >= CHUNK && !psy_core::semantic::this_thread_only() {
         x.par_chunks_mut(CHUNK).for_each(gelu_slice);
     } else {
         gelu_slice(x);

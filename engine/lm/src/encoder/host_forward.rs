@@ -16,10 +16,11 @@ use std::sync::Arc;
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::tensor::Tensor;
-use psy_core::semantic::dot;
+use psy_core::semantic::this_thread_only;
 use rayon::prelude::*;
 
 use super::gelu::gelu_in_place;
+use super::key_major::KeyMajor;
 use super::layer_norm::{normalize_in_place, LayerNorm};
 use super::model::{BertLayer, BertModel};
 use super::pooling::Pooling;
@@ -175,7 +176,7 @@ impl Dense {
         if rows == 0 {
             return out;
         }
-        let parallelism = if rows * n * k >= PARALLEL_MACS {
+        let parallelism = if rows * n * k >= PARALLEL_MACS && !this_thread_only() {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
@@ -229,7 +230,7 @@ impl Norm {
     fn apply(&self, x: &mut [f32]) {
         let h = self.weight.len();
         let norm = |row: &mut [f32]| normalize_in_place(row, &self.weight, &self.bias, self.eps);
-        if x.len() >= 64 * h {
+        if x.len() >= 64 * h && !this_thread_only() {
             x.par_chunks_mut(h).for_each(norm);
         } else {
             x.chunks_mut(h).for_each(norm);
@@ -404,25 +405,41 @@ impl HostBert {
         let (h, d) = (self.hidden, self.head_dim);
         let scale = 1.0 / (d as f64).sqrt();
         let scale = scale as f32;
-        // The text (its first row and length) of every row.
+        // The text (its index, first row and length) of every row.
         let mut spans = Vec::with_capacity(qkv.len() / (3 * h));
         let mut start = 0;
-        for &len in lengths {
-            spans.extend(std::iter::repeat_n((start, len), len));
+        for (t, &len) in lengths.iter().enumerate() {
+            spans.extend(std::iter::repeat_n((t, start, len), len));
             start += len;
         }
+        // Every text's keys per head, transposed once for all its query rows.
+        let mut firsts = Vec::with_capacity(lengths.len());
+        let mut first = 0;
+        for &len in lengths {
+            firsts.push(first);
+            first += len;
+        }
+        let keys: Vec<Vec<KeyMajor>> = firsts
+            .iter()
+            .zip(lengths)
+            .map(|(&first, &len)| {
+                (0..self.heads)
+                    .map(|head| {
+                        KeyMajor::new(len, d, |j| &qkv[(first + j) * 3 * h + h + head * d..][..d])
+                    })
+                    .collect()
+            })
+            .collect();
         let row = |(i, out): (usize, &mut [f32])| {
-            let (first, len) = spans[i];
+            let (text, first, len) = spans[i];
             let mut scores = vec![0.0f32; len];
             let mut q = vec![0.0f32; d];
             for head in 0..self.heads {
                 for (q, v) in q.iter_mut().zip(&qkv[i * 3 * h + head * d..][..d]) {
                     *q = v * scale;
                 }
-                for (j, s) in scores.iter_mut().enumerate() {
-                    // Summed in independent lanes: a plain sum is one chain of dependent adds.
-                    *s = dot(&q, &qkv[(first + j) * 3 * h + h + head * d..][..d]);
-                }
+                // Each score as `dot` sums it, 16 keys at a time.
+                keys[text][head].scores(&q, &mut scores);
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 for s in scores.iter_mut() {
                     *s -= max;
@@ -444,7 +461,7 @@ impl HostBert {
         let rows = spans.len();
         let mut context = vec![0.0f32; rows * h];
         let work: usize = lengths.iter().map(|l| l * l).sum::<usize>() * h;
-        if work >= PARALLEL_ATTENTION {
+        if work >= PARALLEL_ATTENTION && !this_thread_only() {
             context.par_chunks_mut(h).enumerate().for_each(row);
         } else {
             context.chunks_mut(h).enumerate().for_each(row);

@@ -13,6 +13,7 @@ pub mod embedder;
 pub mod error;
 pub mod gelu;
 pub mod host_forward;
+pub mod key_major;
 pub mod layer_norm;
 pub mod model;
 pub mod modules;

@@ -161,7 +161,7 @@ impl SplitBf16Weights {
             unsafe { self.pair_product(&xh, &xl, m_pad, p, target.ptr()) };
         };
         let pairs = n_pad / PAIR_N;
-        if rows * n * k >= PARALLEL_MACS {
+        if rows * n * k >= PARALLEL_MACS && !psy_core::semantic::this_thread_only() {
             (0..pairs).into_par_iter().for_each(pair);
         } else {
             (0..pairs).for_each(pair);

@@ -16,7 +16,8 @@ pub mod spec;
 
 use std::sync::OnceLock;
 
-use psy_core::semantic::SentenceEmbedder;
+use psy_core::semantic::{on_this_thread, SentenceEmbedder};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 pub use head::{Head, HeadOutput, Reading};
@@ -266,8 +267,7 @@ pub fn read_with(
     if texts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut readings: Vec<Vec<Reading>> = vec![Vec::with_capacity(members.len()); texts.len()];
-    for (i, m) in members.iter().enumerate() {
+    let read = |(i, m): (usize, &Member)| -> Result<Vec<Reading>, String> {
         let encoder = m.encoder(embedder)?;
         let vectors = encoder.embed(texts)?;
         if vectors.len() != texts.len() {
@@ -278,18 +278,40 @@ pub fn read_with(
                 texts.len()
             ));
         }
-        for (r, v) in readings.iter_mut().zip(&vectors) {
-            if v.len() != m.head.dim() {
-                return Err(format!(
-                    "encoder {} gave a {}-dimensional embedding; member {i} of the screen takes {}",
-                    encoder.name(),
-                    v.len(),
-                    m.head.dim()
-                ));
-            }
-            r.push(m.head.reading(v));
-        }
+        vectors
+            .iter()
+            .map(|v| {
+                if v.len() != m.head.dim() {
+                    return Err(format!(
+                        "encoder {} gave a {}-dimensional embedding; member {i} of the screen takes {}",
+                        encoder.name(),
+                        v.len(),
+                        m.head.dim()
+                    ));
+                }
+                Ok(m.head.reading(v))
+            })
+            .collect()
+    };
+    // The first member reads alone, its products split over the pool: it leaves the states of
+    // the lower blocks the members share for the others. The others then read side by side, one
+    // per thread, each product on its own thread (a member's products on a few short texts are
+    // too small to split well, and its attention and norms do not split at all).
+    let Some((first, rest)) = members.split_first() else {
+        return Ok(texts.iter().map(|_| HeadOutput::combine(&[])).collect());
+    };
+    let mut by_member = vec![read((0, first))?];
+    let others: Vec<Result<Vec<Reading>, String>> = rest
+        .par_iter()
+        .enumerate()
+        .map(|(i, m)| on_this_thread(|| read((i + 1, m))))
+        .collect();
+    for r in others {
+        by_member.push(r?);
     }
+    let readings: Vec<Vec<Reading>> = (0..texts.len())
+        .map(|t| by_member.iter().map(|m| m[t].clone()).collect())
+        .collect();
     Ok(readings.iter().map(|r| HeadOutput::combine(r)).collect())
 }
 

@@ -103,6 +103,14 @@ const FROZEN: &[(&str, &str)] = &[
         "e6030a67693f6082bed2747cd053758870169eb195c2ec6ca8abd322b65de459",
     ),
     (
+        "risk-v23.jsonl",
+        "46ce5a82538724e3876c0d6d19cd21f1961db4ed7003b7250e3b64558105bf6c",
+    ),
+    (
+        "risk-v24.jsonl",
+        "374241b115e9005f71c1a77e3cc743ec965dde36fafefa63706eee872520248c",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -385,11 +393,17 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v10_and_v20_read_as_the_expectations_they_promise() {
-    // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`: one brief,
-    // two writers): 102 of the 300 are sessions, among them crises followed by the client
-    // reporting safety (at most low).
-    for file in ["risk-v10.jsonl", "risk-v20.jsonl"] {
+fn risk_v10_v20_v23_v24_read_as_the_expectations_they_promise() {
+    // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`,
+    // `risk-v23.md`, `risk-v24.md`: one brief, four writers): 102 of the 300 are sessions, among
+    // them crises followed by the client reporting safety (at most low) and crises followed by
+    // calm but unsafe turns.
+    for file in [
+        "risk-v10.jsonl",
+        "risk-v20.jsonl",
+        "risk-v23.jsonl",
+        "risk-v24.jsonl",
+    ] {
         assert_risk_set(
             file,
             300,

@@ -179,28 +179,36 @@ fn risk_follows_the_conversation() {
 
     // After a high turn the level stays at least moderate while the client says nothing of
     // being safe (here beyond the screen's two-turn context window, so only the session's
-    // memory holds it), and drops once they say they are.
-    // Only the screen recognises this one (the lexicon rated it low before the screen existed).
-    let chat = [
-        BRIDGE,
+    // memory holds it), and drops once they say they are. After an imminent turn (the bridge) it
+    // stays imminent.
+    let small_talk = [
         "thanks for replying.",
         "what's your favourite colour?",
         "mine is green, like the hills near my nan's house",
     ];
+    let on_the_bridge: Vec<&str> = std::iter::once(BRIDGE).chain(small_talk).collect();
+    let bridge = risk(&on_the_bridge);
+    assert_eq!(bridge.trajectory[0].level, RiskLevel::Imminent);
+    assert_eq!(bridge.level, RiskLevel::Imminent, "{:?}", bridge.trajectory);
+    // The gun (high) and two turns of small talk: still moderate (a third settles, read with the
+    // gun no more: a past crisis told as background).
+    let chat: Vec<&str> = std::iter::once(GUN).chain(small_talk).take(3).collect();
     let after = risk(&chat);
-    assert!(
-        after.trajectory[0].level >= RiskLevel::High,
+    assert_eq!(
+        after.trajectory[0].level,
+        RiskLevel::High,
         "{:?}",
         after.trajectory
     );
     assert!(after.level >= RiskLevel::Moderate, "{:?}", after.trajectory);
+    assert!(after.level < RiskLevel::High, "{:?}", after.trajectory);
     assert!(
-        after
+        bridge
             .evidence
             .iter()
-            .any(|e| e.detector == "session" && e.evidence.message < 6),
+            .any(|e| e.detector == "session" && e.evidence.message == 0),
         "{:?}",
-        after.evidence
+        bridge.evidence
     );
     let safe = risk(&[
         BRIDGE,
@@ -328,6 +336,29 @@ fn stays_high(sessions: &[&[&str]]) {
         let r = risk(turns);
         assert!(r.level >= RiskLevel::High, "{turns:?}: {:?}", r.trajectory);
     }
+}
+
+/// After the bridge (imminent), calm turns that name no change keep the session imminent (the
+/// session detector cites the bridge); a named change and then "I'm safe" still end it.
+#[test]
+fn an_attempt_under_way_stays_imminent_through_a_calm_goodbye() {
+    for calm in [
+        "thanks for trying okay bye",
+        "don't worry about me. just talk to me about something nice",
+    ] {
+        let r = risk(&[BRIDGE, calm]);
+        opens_imminent(&r);
+        assert_eq!(r.level, RiskLevel::Imminent, "{calm}: {:?}", r.trajectory);
+        assert!(
+            r.evidence
+                .iter()
+                .any(|e| e.detector == "session" && e.evidence.message == 0),
+            "{calm}: the session detector cites the bridge"
+        );
+    }
+    settles_after_the_bridge(
+        "a man pulled me back and walked me to the road. my dad's driving me home",
+    );
 }
 
 /// The changes a client names in their own words: brought away ("pulled me back", "driving me

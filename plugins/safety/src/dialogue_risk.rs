@@ -4,8 +4,9 @@
 //! - **lexicon**: the phrase rules of `rules.toml` (combinations may span turns);
 //! - **screen**: the trained classifier over sentence embeddings ([`crate::screen`]), on each
 //!   turn, its sentences, and the turn read with the client's previous turns;
-//! - **session**: after a turn at high or above the level stays at least moderate until the
-//!   client reports being safe in a turn the screen rates below moderate: a change they name
+//! - **session**: after a turn at high or above the level stays at least moderate (after an
+//!   imminent turn, imminent) until the client reports being safe in a turn the screen rates
+//!   below moderate: a change they name
 //!   (`safe-change` in `rules.toml`: left the place, someone with them, the means taken away,
 //!   help arrived), or their own word (`safe-now`; not a protective factor), which after an
 //!   imminent turn counts only once a change has been named since; or until the screen, reading
@@ -42,6 +43,10 @@ enum Decider {
         context: bool,
     },
     Session {
+        since: usize,
+    },
+    /// An imminent turn's carry, still open: the level stays imminent.
+    Ongoing {
         since: usize,
     },
     /// A combination of `rules.toml` completed by the screen's reading of the turn (its
@@ -148,6 +153,8 @@ fn assess_with(
     let mut carry_level: Option<RiskLevel> = None;
     // Whether a turn since the carry's last high turn named a change that made the client safe.
     let mut change_since_carry = false;
+    // The message of the carry's last imminent turn.
+    let mut imminent_since: Option<usize> = None;
     let mut decider: Option<Decider> = None;
     let mut last_lexicon = None;
     let mut prefix_hash = Sha256::new();
@@ -253,6 +260,7 @@ fn assess_with(
                 carry_turn = None;
                 carry_level = None;
                 change_since_carry = false;
+                imminent_since = None;
             }
             Some(since) if level < RiskLevel::Moderate => {
                 level = RiskLevel::Moderate;
@@ -267,6 +275,25 @@ fn assess_with(
             change_since_carry = reading.reports_change;
         } else if carry_since.is_some() && reading.reports_change {
             change_since_carry = true;
+        }
+        // Self-injury and harm to others are not an attempt on the client's life under way: a
+        // cut "last night" the screen reads as imminent does not hold the session there.
+        let on_the_ladder = match &why {
+            Some(Decider::Screen { category, .. } | Decider::Combined { category, .. }) => {
+                !matches!(category.as_str(), "self-harm" | "harm-others")
+            }
+            _ => true,
+        };
+        if level == RiskLevel::Imminent && on_the_ladder {
+            imminent_since = Some(turn.index);
+        }
+        // An attempt under way, or a person at a height or with the means in hand, does not end
+        // because the client turns calm ("thanks for everything", "don't worry, I'm comfy"):
+        // until the carry ends (a named change, then their word) the level stays imminent. Set
+        // after the carry's bookkeeping, which it does not touch.
+        if let Some(since) = imminent_since.filter(|_| level < RiskLevel::Imminent) {
+            level = RiskLevel::Imminent;
+            why = Some(Decider::Ongoing { since });
         }
         trajectory.push(TurnRisk {
             message: turn.index,
@@ -356,6 +383,27 @@ fn assess_with(
                     "session".to_string(),
                     format!(
                         "message {since} was rated high or above and the client has not said they are safe since"
+                    ),
+                    Focus::Myself,
+                )
+            }
+            Decider::Ongoing { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "earlier-imminent".into(),
+                    level: RiskLevel::Imminent,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "an earlier turn rated imminent (an attempt under way or the means at hand)",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "message {since} was rated imminent and the client has named no change that made them safe since"
                     ),
                     Focus::Myself,
                 )

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use psy_core::semantic::on_this_thread;
+use psy_core::semantic::{on_this_thread, SentenceEmbedder};
 use psy_lm::encoder::pooling::l2_normalize;
-use psy_lm::encoder::{cosine, shared, Encoder, EncoderError, EncoderPrecision};
+use psy_lm::encoder::{cosine, shared, CachedEmbedder, Encoder, EncoderError, EncoderPrecision};
 use psy_lm::runtime::RuntimeError;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
@@ -162,6 +162,18 @@ fn a_text_embedded_on_one_thread_has_the_bits_of_the_split_kernels() {
         let b: Vec<u32> = b.iter().map(|v| v.to_bits()).collect();
         assert_eq!(a, b);
     }
+}
+
+/// The screen reads its members in turn, not side by side, when every member remembers the
+/// texts: `knows` must say so only for texts already embedded.
+#[test]
+fn the_cache_knows_a_text_once_it_has_embedded_it() {
+    let cache = CachedEmbedder::new(minilm());
+    let text = ["a sentence only this test embeds"];
+    assert!(!cache.knows(&text));
+    cache.embed(&text).unwrap();
+    assert!(cache.knows(&text));
+    assert!(!cache.knows(&[text[0], "and one it never saw"]));
 }
 
 #[test]

@@ -111,6 +111,10 @@ const FROZEN: &[(&str, &str)] = &[
         "374241b115e9005f71c1a77e3cc743ec965dde36fafefa63706eee872520248c",
     ),
     (
+        "risk-v25.jsonl",
+        "f4279d42f6b924a586eed1dffac0a8f704932012878556d756581e450b2ea6c3",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -417,6 +421,22 @@ fn risk_v10_v20_v23_v24_read_as_the_expectations_they_promise() {
             102,
         );
     }
+}
+
+#[test]
+fn risk_v25_reads_as_the_expectations_it_promises() {
+    // The writer's table (`tests/heldout/risk-v25.md`): someone else's crisis (at most low), the
+    // client's own alone or beside another's (at least high), a passive wish beside another's.
+    assert_risk_set(
+        "risk-v25.jsonl",
+        150,
+        &[
+            ("at most low", 75),
+            ("at least high", 55),
+            ("moderate to high", 20),
+        ],
+        40,
+    );
 }
 
 #[test]

@@ -30,6 +30,13 @@ pub trait SentenceEmbedder: Send + Sync {
         self.embed(texts)
     }
 
+    /// Whether the vectors of all `texts` are already at hand (remembered from an earlier call),
+    /// so that [`Self::embed`] does no encoder work. Default: not known, `false`.
+    fn knows(&self, texts: &[&str]) -> bool {
+        let _ = texts;
+        false
+    }
+
     /// This encoder with a low-rank adapter (safetensors bytes) merged in: a fine-tuned
     /// variant such as the crisis guard's screen encoder. `id` (the adapter's sha256) keys a
     /// cache, so asking again is cheap. Default: encoders that cannot take adapters say so.

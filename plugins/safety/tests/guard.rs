@@ -167,6 +167,28 @@ fn third_party_is_elevated_and_oriented_to_the_friend() {
     assert!(repair.contains("they help people who are worried about someone else"));
 }
 
+/// "end his life", "take her own life": the phrase names whose life, so it is about that person
+/// even without "he said"; the client's own act on someone else's pills stays the client's.
+#[test]
+fn a_life_named_as_someone_elses_is_theirs_and_their_pills_are_not() {
+    for other in [
+        "A patient told me today he'd been planning to end his life; I've reported it.",
+        "my sister tried to take her own life last night",
+    ] {
+        let r = assess(other).risk.unwrap();
+        assert_eq!(
+            psy_safety::focus_of(psy_safety::rules(), &r),
+            Focus::ThirdParty,
+            "{other}: {r:?}"
+        );
+    }
+    assert!(level("I want to end my life today") >= RiskLevel::High);
+    assert_eq!(
+        level("I took all her pills an hour ago"),
+        RiskLevel::Imminent
+    );
+}
+
 #[test]
 fn reply_rule_at_high_risk_has_question_resources_and_a_standalone_repair() {
     let a = assess(

@@ -111,6 +111,11 @@ impl SentenceEmbedder for CachedEmbedder {
         Ok(texts.iter().map(|t| known[t].clone()).collect())
     }
 
+    fn knows(&self, texts: &[&str]) -> bool {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        texts.iter().all(|t| cache.contains_key(*t))
+    }
+
     fn embed_fixed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
         let Some(identity) = self.identity() else {
             return self.embed(texts);

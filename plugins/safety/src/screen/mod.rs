@@ -267,8 +267,12 @@ pub fn read_with(
     if texts.is_empty() {
         return Ok(Vec::new());
     }
+    let encoders = members
+        .iter()
+        .map(|m| m.encoder(embedder))
+        .collect::<Result<Vec<_>, String>>()?;
     let read = |(i, m): (usize, &Member)| -> Result<Vec<Reading>, String> {
-        let encoder = m.encoder(embedder)?;
+        let encoder = &encoders[i];
         let vectors = encoder.embed(texts)?;
         if vectors.len() != texts.len() {
             return Err(format!(
@@ -297,15 +301,22 @@ pub fn read_with(
     // the lower blocks the members share for the others. The others then read side by side, one
     // per thread, each product on its own thread (a member's products on a few short texts are
     // too small to split well, and its attention and norms do not split at all).
+    // Vectors every member remembers are read in turn: waking the pool would cost more.
     let Some((first, rest)) = members.split_first() else {
         return Ok(texts.iter().map(|_| HeadOutput::combine(&[])).collect());
     };
     let mut by_member = vec![read((0, first))?];
-    let others: Vec<Result<Vec<Reading>, String>> = rest
-        .par_iter()
-        .enumerate()
-        .map(|(i, m)| on_this_thread(|| read((i + 1, m))))
-        .collect();
+    let others: Vec<Result<Vec<Reading>, String>> = if encoders.iter().all(|e| e.knows(texts)) {
+        rest.iter()
+            .enumerate()
+            .map(|(i, m)| read((i + 1, m)))
+            .collect()
+    } else {
+        rest.par_iter()
+            .enumerate()
+            .map(|(i, m)| on_this_thread(|| read((i + 1, m))))
+            .collect()
+    };
     for r in others {
         by_member.push(r?);
     }

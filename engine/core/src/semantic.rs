@@ -69,10 +69,15 @@ thread_local! {
 /// that already spread their work over the thread pool (an ensemble's members side by side), so
 /// an encoder does not split each product again across threads that are busy.
 pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
-    let before = THIS_THREAD_ONLY.with(|c| c.replace(true));
-    let out = f();
-    THIS_THREAD_ONLY.with(|c| c.set(before));
-    out
+    /// Puts the thread's setting back, also when `f` unwinds (a pool worker outlives it).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THIS_THREAD_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THIS_THREAD_ONLY.with(|c| c.replace(true)));
+    f()
 }
 
 /// Whether the calling thread is inside [`on_this_thread`].
@@ -221,6 +226,19 @@ mod tests {
         assert_eq!(dot(&a, &b), 10660.0);
         assert_eq!(dot(&a[..3], &b[..3]), 0.0 * 40.0 + 39.0 + 2.0 * 38.0);
         assert_eq!(dot(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn on_this_thread_is_undone_after_its_closure_even_when_it_panics() {
+        assert!(!this_thread_only());
+        assert!(on_this_thread(this_thread_only));
+        assert!(on_this_thread(
+            || on_this_thread(|| true) && this_thread_only()
+        ));
+        assert!(!this_thread_only());
+        let unwound = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
+        assert!(unwound.is_err());
+        assert!(!this_thread_only());
     }
 
     #[test]

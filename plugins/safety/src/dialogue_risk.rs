@@ -5,16 +5,16 @@
 //! - **screen**: the trained classifier over sentence embeddings ([`crate::screen`]), on each
 //!   turn, its sentences, and the turn read with the client's previous turns;
 //! - **session**: after a turn at high or above the level stays at least moderate (after an
-//!   imminent turn, imminent) until the client reports being safe in a turn the screen rates
-//!   below moderate: a change they name
-//!   (`safe-change` in `rules.toml`: left the place, someone with them, the means taken away,
-//!   help arrived), or their own word (`safe-now`; not a protective factor), which after an
-//!   imminent turn counts only once a change has been named since; or until the screen, reading
-//!   a later turn together with the alarming one (within its context window), rates them below
-//!   moderate (a past crisis told as background). A turn that reports being safe is not raised
-//!   by the screen's reading of it together with the earlier turns. While a carry is open, a turn
-//!   naming a change is read by the screen through its other sentences only (the change names
-//!   the place or means it left), unless it says "still" or holds another lexicon cue.
+//!   imminent turn on the suicide ladder, imminent) until the client reports being safe in a
+//!   turn the screen rates below moderate: a change they name (`safe-change` in `rules.toml`:
+//!   left the place, someone with them, the means taken away, help arrived), or their own word
+//!   (`safe-now`; not a protective factor), which after an imminent turn counts only once a
+//!   change has been named since; or until the screen, reading a later turn together with the
+//!   alarming one (within its context window), rates them below moderate (a past crisis told as
+//!   background). A turn that reports being safe is not raised by the screen's reading of it
+//!   together with the earlier turns. While a carry is open, a turn naming a change is read by
+//!   the screen through its other sentences only (the change names the place or means it left),
+//!   unless it says "still" or holds another lexicon cue.
 //!
 //! The level is the highest any detector gives; no detector can lower another's.
 

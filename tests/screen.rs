@@ -177,10 +177,10 @@ fn risk_follows_the_conversation() {
         .iter()
         .any(|e| e.detector == "screen" && e.score.is_some()));
 
-    // After a high turn the level stays at least moderate while the client says nothing of
-    // being safe (here beyond the screen's two-turn context window, so only the session's
-    // memory holds it), and drops once they say they are. After an imminent turn (the bridge) it
-    // stays imminent.
+    // After an imminent turn (the bridge) the level stays imminent while the client says nothing
+    // of being safe, beyond the screen's two-turn context window (only the session's memory holds
+    // it), and drops once they say they are. After a high turn (the gun) it stays at least
+    // moderate.
     let small_talk = [
         "thanks for replying.",
         "what's your favourite colour?",
@@ -339,7 +339,8 @@ fn stays_high(sessions: &[&[&str]]) {
 }
 
 /// After the bridge (imminent), calm turns that name no change keep the session imminent (the
-/// session detector cites the bridge); a named change and then "I'm safe" still end it.
+/// session detector cites the bridge). A named change still ends it: see
+/// `a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not`.
 #[test]
 fn an_attempt_under_way_stays_imminent_through_a_calm_goodbye() {
     for calm in [
@@ -356,9 +357,6 @@ fn an_attempt_under_way_stays_imminent_through_a_calm_goodbye() {
             "{calm}: the session detector cites the bridge"
         );
     }
-    settles_after_the_bridge(
-        "a man pulled me back and walked me to the road. my dad's driving me home",
-    );
 }
 
 /// The changes a client names in their own words: brought away ("pulled me back", "driving me

@@ -190,12 +190,13 @@ fn subject_of(text: &Text, hit: &Hit) -> Subject {
     }
     // "end his life", "take her own life": the life is the person's whose act it is. (Not for
     // other possessions: "I took all her pills" is the client's own overdose.)
-    let norms: Vec<&str> = words.iter().map(|t| t.norm.as_str()).collect();
-    let owner = |w: &str| matches!(w, "his" | "her" | "their");
-    if norms.windows(2).any(|w| owner(w[0]) && w[1] == "life")
-        || norms
+    let owner = |t: &psy_core::lexicon::Token| matches!(t.norm.as_str(), "his" | "her" | "their");
+    if words
+        .windows(2)
+        .any(|w| owner(&w[0]) && w[1].norm == "life")
+        || words
             .windows(3)
-            .any(|w| owner(w[0]) && w[1] == "own" && w[2] == "life")
+            .any(|w| owner(&w[0]) && w[1].norm == "own" && w[2].norm == "life")
     {
         return Subject::Other;
     }

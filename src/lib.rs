@@ -178,7 +178,13 @@ pub fn eval_risk(manifest: &Path, set: &Path) -> Result<psy_core::risk_eval::Ris
     Ok(psy_core::risk_eval::score(
         &set.display().to_string(),
         &items,
-        |item| planner.plan(&item.dialogue()).risk.level,
+        |item| {
+            let risk = planner.plan(&item.dialogue()).risk;
+            psy_core::risk_eval::Rating {
+                client: risk.client_level(),
+                reply: risk.level,
+            }
+        },
     ))
 }
 

@@ -38,9 +38,9 @@ pub struct ItemReading {
     pub id: String,
     pub category: String,
     pub level: RiskLevel,
-    /// The whole guard.
+    /// The whole guard (the client's own risk).
     pub guard: RiskLevel,
-    /// The lexicon (and the session rule over its levels) without the screen.
+    /// The lexicon (and the session rule over its levels) without the screen (the same).
     pub lexicon: RiskLevel,
     /// The screen on the whole last turn, on its best sentence, and on the turn read with the
     /// earlier ones.
@@ -335,8 +335,11 @@ pub fn read_items(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let dialogue = Dialogue::new(item.turns.iter().map(Message::user).collect());
-        let guard = assess_dialogue_with_screen(&dialogue, "US", &[], screen, embedder).level;
-        let lexicon = psy_safety::assess_risk(&dialogue, "US", &[], None).level;
+        // The client's own risk, as `psy eval risk` scores it: the labels are the writer's own
+        // risk (helpers asking about a friend are trained as `none`).
+        let guard =
+            assess_dialogue_with_screen(&dialogue, "US", &[], screen, embedder).client_level();
+        let lexicon = psy_safety::assess_risk(&dialogue, "US", &[], None).client_level();
         let scores = screen
             .score_dialogue(embedder, &dialogue)
             .map_err(anyhow::Error::msg)?;

@@ -115,6 +115,14 @@ const FROZEN: &[(&str, &str)] = &[
         "f4279d42f6b924a586eed1dffac0a8f704932012878556d756581e450b2ea6c3",
     ),
     (
+        "risk-v26.jsonl",
+        "0fe48d4bffb85f166f2aa46173460f712b5e02bf666e4ed523d3e85c2b1eec6a",
+    ),
+    (
+        "risk-v27.jsonl",
+        "d1bf482f1d7130b27b115bc65837e3cbac75fcb46daf2fa6ff7615b0a1041949",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -397,16 +405,17 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v10_v20_v23_v24_read_as_the_expectations_they_promise() {
+fn risk_v10_v20_v23_v24_v26_read_as_the_expectations_they_promise() {
     // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`,
-    // `risk-v23.md`, `risk-v24.md`: one brief, four writers): 102 of the 300 are sessions, among
-    // them crises followed by the client reporting safety (at most low) and crises followed by
-    // calm but unsafe turns.
+    // `risk-v23.md`, `risk-v24.md`, `risk-v26.md`: one brief, five writers): 102 of the 300 are
+    // sessions, among them crises followed by the client reporting safety (at most low) and
+    // crises followed by calm but unsafe turns.
     for file in [
         "risk-v10.jsonl",
         "risk-v20.jsonl",
         "risk-v23.jsonl",
         "risk-v24.jsonl",
+        "risk-v26.jsonl",
     ] {
         assert_risk_set(
             file,
@@ -424,19 +433,22 @@ fn risk_v10_v20_v23_v24_read_as_the_expectations_they_promise() {
 }
 
 #[test]
-fn risk_v25_reads_as_the_expectations_it_promises() {
-    // The writer's table (`tests/heldout/risk-v25.md`): someone else's crisis (at most low), the
-    // client's own alone or beside another's (at least high), a passive wish beside another's.
-    assert_risk_set(
-        "risk-v25.jsonl",
-        150,
-        &[
-            ("at most low", 75),
-            ("at least high", 55),
-            ("moderate to high", 20),
-        ],
-        40,
-    );
+fn risk_v25_v27_read_as_the_expectations_they_promise() {
+    // The writers' tables (`tests/heldout/risk-v25.md`, `risk-v27.md`): someone else's crisis
+    // (at most low), the client's own alone or beside another's (at least high), a passive wish
+    // beside another's.
+    for file in ["risk-v25.jsonl", "risk-v27.jsonl"] {
+        assert_risk_set(
+            file,
+            150,
+            &[
+                ("at most low", 75),
+                ("at least high", 55),
+                ("moderate to high", 20),
+            ],
+            40,
+        );
+    }
 }
 
 #[test]

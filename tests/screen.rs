@@ -338,6 +338,45 @@ fn stays_high(sessions: &[&[&str]]) {
     }
 }
 
+/// The level the reply answers and the client's own risk: a helper whose friend plans to act
+/// tonight gets the helper protocol (high, about someone the client knows) while their own
+/// risk stays low, through a follow-up turn too; a client who then says the same of themselves
+/// is at high or above on their own account.
+#[test]
+fn a_friends_crisis_is_answered_but_is_not_the_clients_own_risk() {
+    let friend = "My best friend told me tonight she has a plan to end her life. What do I do?";
+    let r = risk(&[friend]);
+    assert!(r.level >= RiskLevel::High, "{r:?}");
+    assert!(r.client_level() <= RiskLevel::Low, "{r:?}");
+    assert_eq!(
+        psy_safety::focus_of(psy_safety::rules(), &r),
+        psy_safety::Focus::ThirdParty
+    );
+    assert!(
+        r.rationale.contains("The client's own risk"),
+        "{}",
+        r.rationale
+    );
+    let r = risk(&[
+        friend,
+        "ok. i'll ring her mum now and stay on the phone with her",
+    ]);
+    assert!(r.level >= RiskLevel::Moderate, "{r:?}");
+    assert!(r.client_level() <= RiskLevel::Low, "{r:?}");
+    let r = risk(&[
+        friend,
+        "honestly i get it. i've got my own pills saved and i was going to take them tonight too",
+    ]);
+    assert!(r.client_level() >= RiskLevel::High, "{r:?}");
+    assert_eq!(r.client_level, Some(r.client_level()));
+    // The client's own crisis alone: both levels agree.
+    let r = risk(&[BRIDGE]);
+    assert_eq!(
+        (r.level, r.client_level),
+        (RiskLevel::Imminent, Some(RiskLevel::Imminent))
+    );
+}
+
 /// After the bridge (imminent), calm turns that name no change keep the session imminent (the
 /// session detector cites the bridge). A named change still ends it: see
 /// `a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not`.

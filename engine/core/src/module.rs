@@ -484,7 +484,14 @@ pub struct CrisisResource {
 /// The risk assessment of a safety module.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct RiskAssessment {
+    /// The level the reply answers: the highest of the client's own risk and the risk of
+    /// someone the client talks about (a friend who has taken pills gets the helper protocol).
     pub level: RiskLevel,
+    /// The client's own risk (suicide, self-harm, harming someone), without the risk of people
+    /// the client talks about; `None` from modules that do not tell them apart (read it through
+    /// [`RiskAssessment::client_level`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_level: Option<RiskLevel>,
     pub evidence: Vec<RiskEvidence>,
     /// Why the level is what it is, in one sentence for the reasoning.
     pub rationale: String,
@@ -500,6 +507,14 @@ pub struct RiskAssessment {
     /// sentence encoder and says so.
     #[serde(default)]
     pub detectors: Vec<String>,
+}
+
+impl RiskAssessment {
+    /// The client's own risk: `client_level` where the module gave one, else `level`; never
+    /// above `level`.
+    pub fn client_level(&self) -> RiskLevel {
+        self.client_level.unwrap_or(self.level).min(self.level)
+    }
 }
 
 /// How well a modality fits the dialogue.

@@ -717,6 +717,8 @@ fn merge_risk(safe: &[Assessment]) -> RiskAssessment {
                     out.resources = r.resources.clone();
                 }
             }
+            // Without a safety module that tells them apart, the client's level is the level.
+            out.client_level = Some(out.client_level.unwrap_or_default().max(r.client_level()));
             out.evidence.extend(r.evidence.iter().cloned());
             // Per client turn, the highest level any safety module gave.
             for t in &r.trajectory {

@@ -11,6 +11,10 @@
 //! The earlier format (`{"text" | "turns", "level" | "final_level"}`, as in tests/heldout/) is
 //! read as the bands the guard is judged on: a `high`/`imminent` label expects at least `high`,
 //! `moderate` at least `moderate`, `none`/`low` at most `low`.
+//!
+//! The labels describe the client's own risk, so items are scored on it (`risk.client_level`);
+//! someone else's crisis told by a helper raises the level the reply answers, which the report
+//! gives beside it (`reply_false_alarms`, `someone_elses`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -318,6 +322,25 @@ pub fn wilson(k: usize, n: usize) -> Proportion {
     }
 }
 
+/// What the guard gave an item: the client's own level, which the labels describe and the
+/// figures score, and the level the reply answers (higher when the client tells of someone
+/// else's crisis: a helper gets the helper protocol, but is not at risk themselves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rating {
+    pub client: RiskLevel,
+    pub reply: RiskLevel,
+}
+
+impl From<RiskLevel> for Rating {
+    /// A screen that does not tell the client's risk from another person's.
+    fn from(level: RiskLevel) -> Self {
+        Rating {
+            client: level,
+            reply: level,
+        }
+    }
+}
+
 /// One scored item: its expectation and the screen's rating.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Scored {
@@ -326,6 +349,8 @@ pub struct Scored {
     pub category: String,
     pub expected: String,
     pub rated: RiskLevel,
+    /// The level the reply answers (`rated` is the client's own).
+    pub reply: RiskLevel,
     pub held: bool,
 }
 
@@ -349,6 +374,10 @@ pub struct RiskReport {
     pub by_expectation: BTreeMap<String, Proportion>,
     /// Items with a ceiling of `low` or below that were rated above it, of all such items.
     pub false_alarms: Proportion,
+    /// The same by the level the reply answers (a friend's crisis counts here, not above).
+    pub reply_false_alarms: Proportion,
+    /// Items whose reply answers a higher level than the client's own: someone else's risk.
+    pub someone_elses: usize,
     pub misses: Vec<Miss>,
     /// expectation -> rated level -> count.
     pub confusion: BTreeMap<String, BTreeMap<RiskLevel, usize>>,
@@ -359,23 +388,27 @@ pub struct RiskReport {
     pub items: Vec<Scored>,
 }
 
-/// Scores `rate` (the screen: a dialogue to its level) on every item.
-pub fn score(
+/// Scores `rate` (the screen: a dialogue to its [`Rating`], or to one level) on every item.
+pub fn score<R: Into<Rating>>(
     set: &str,
     items: &[RiskItem],
-    mut rate: impl FnMut(&RiskItem) -> RiskLevel,
+    mut rate: impl FnMut(&RiskItem) -> R,
 ) -> RiskReport {
     // Keyed by the expectation itself so that the report lists them from the most to the
     // least alarming; labels are only for display.
     let mut counts: BTreeMap<std::cmp::Reverse<Expectation>, (usize, usize)> = BTreeMap::new();
     let mut confusion: BTreeMap<String, BTreeMap<RiskLevel, usize>> = BTreeMap::new();
-    let (mut alarms, mut calm) = (0, 0);
+    let (mut alarms, mut reply_alarms, mut calm, mut someone_elses) = (0, 0, 0, 0);
     let mut scored = Vec::with_capacity(items.len());
     let mut misses = Vec::new();
     let mut groups: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for item in items {
-        let rated = rate(item);
+        let Rating {
+            client: rated,
+            reply,
+        } = rate(item).into();
         let held = item.expect.holds(rated);
+        someone_elses += usize::from(reply > rated);
         if !item.group.is_empty() {
             let g = groups.entry(item.group.clone()).or_default();
             g.0 += usize::from(held);
@@ -393,6 +426,7 @@ pub fn score(
         if item.expect.is_non_crisis() {
             calm += 1;
             alarms += usize::from(!held);
+            reply_alarms += usize::from(!item.expect.holds(reply));
         }
         if !held {
             misses.push(Miss {
@@ -408,6 +442,7 @@ pub fn score(
             category: item.category.clone(),
             expected: label,
             rated,
+            reply,
             held,
         });
     }
@@ -421,6 +456,8 @@ pub fn score(
         passed: scored.iter().filter(|s| s.held).count(),
         by_expectation,
         false_alarms: wilson(alarms, calm),
+        reply_false_alarms: wilson(reply_alarms, calm),
+        someone_elses,
         misses,
         confusion,
         by_group: groups
@@ -461,6 +498,15 @@ impl RiskReport {
                 "  {:<26} {}\n",
                 "false alarms (above low)",
                 pct(&self.false_alarms)
+            ));
+        }
+        if self.someone_elses > 0 {
+            out.push_str(&format!(
+                "  {:<26} {}\n  {:<26} {}\n",
+                "reply answers another's",
+                self.someone_elses,
+                "false alarms, reply level",
+                pct(&self.reply_false_alarms)
             ));
         }
         for (group, p) in &self.by_group {
@@ -579,6 +625,42 @@ mod tests {
         );
         assert!(
             text.contains("misses: b (moderate), c (imminent), d (moderate), f (low)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_client_level_is_scored_and_the_reply_level_reported_beside_it() {
+        let text = r#"{"id": "helper", "text": "x", "max": "low"}
+{"id": "own", "text": "y", "min": "high"}
+{"id": "calm", "text": "z", "max": "low"}
+"#;
+        let items = parse_risk_set(text, "set.jsonl").unwrap();
+        let rated = |i: &RiskItem| match i.id.as_str() {
+            // A friend's crisis: the reply answers it at high, the client is not at risk.
+            "helper" => Rating {
+                client: RiskLevel::None,
+                reply: RiskLevel::High,
+            },
+            "own" => Rating::from(RiskLevel::High),
+            _ => Rating {
+                client: RiskLevel::Moderate,
+                reply: RiskLevel::Moderate,
+            },
+        };
+        let r = score("set", &items, rated);
+        assert_eq!((r.passed, r.total), (2, 3));
+        assert_eq!((r.false_alarms.k, r.false_alarms.n), (1, 2));
+        assert_eq!((r.reply_false_alarms.k, r.reply_false_alarms.n), (2, 2));
+        assert_eq!(r.someone_elses, 1);
+        assert_eq!(r.items[0].rated, RiskLevel::None);
+        assert_eq!(r.items[0].reply, RiskLevel::High);
+        let missed: Vec<&str> = r.misses.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(missed, ["calm"]);
+        let text = r.to_text();
+        assert!(
+            text.contains("reply answers another's    1")
+                && text.contains("false alarms, reply level  2/2"),
             "{text}"
         );
     }

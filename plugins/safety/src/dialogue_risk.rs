@@ -145,165 +145,48 @@ fn assess_with(
         },
     };
 
-    let mut trajectory = Vec::with_capacity(turns.len());
-    let mut carry_since: Option<usize> = None;
-    // The client-turn position of the turn that started the carry.
-    let mut carry_turn: Option<usize> = None;
-    // The highest level of the turns the carry has held since it started.
-    let mut carry_level: Option<RiskLevel> = None;
-    // Whether a turn since the carry's last high turn named a change that made the client safe.
-    let mut change_since_carry = false;
-    // The message of the carry's last imminent turn.
-    let mut imminent_since: Option<usize> = None;
-    let mut decider: Option<Decider> = None;
+    // The lexicon's reading of each prefix ending at a client turn.
+    let mut readings = Vec::with_capacity(turns.len());
     let mut last_lexicon = None;
     let mut prefix_hash = Sha256::new();
     let mut hashed = 0;
-    for (k, turn) in turns.iter().enumerate() {
-        let last = k + 1 == turns.len();
+    for turn in &turns {
+        let last = readings.len() + 1 == turns.len();
         for m in &dialogue.messages[hashed..=turn.index] {
             hash_message(&mut prefix_hash, m);
         }
         hashed = turn.index + 1;
         // Earlier turns' lexicon readings come from the memo (the planner is given the whole
         // dialogue every turn); the last turn's full reading is always computed.
-        let (reading, lex) = if last {
+        let reading = if last {
             let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
             let lex = lexicon_screen(rules, &prefix);
             let reading = PrefixReading::of(&lex, turn.index);
             remember(prefix_hash.clone().finalize().into(), reading.clone());
-            (reading, Some(lex))
+            last_lexicon = Some(lex);
+            reading
         } else {
             let key: [u8; 32] = prefix_hash.clone().finalize().into();
-            let reading = recall(&key).unwrap_or_else(|| {
+            recall(&key).unwrap_or_else(|| {
                 let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
                 let reading = PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index);
                 remember(key, reading.clone());
                 reading
-            });
-            (reading, None)
+            })
         };
-        let lex_level = reading.level;
-        let (mut own, context) = scored
-            .as_ref()
-            .map(|(_, s)| (s[k].own, s[k].context))
-            .unwrap_or((RiskLevel::None, RiskLevel::None));
-        // Only the client's own report that they are safe ends the carry; a protective factor
-        // ("I'm only here because of my kids") after "I'm on the bridge" does not. After an
-        // attempt under way or means in hand the bare word is not enough ("I'm safe, I'm just
-        // going to stand here a bit longer"): the client must name a change (left the place,
-        // someone with them, the means taken away, help arrived).
-        // The change may come in an earlier turn than the word ("I came down, my neighbour took
-        // me in" ... "I'm safe now").
-        // A turn that names the change speaks of the place or the means it left ("I came down off
-        // the bridge"): while a carry is open the screen reads only its other sentences.
-        let own_report = match &scored {
-            Some((screen, scores))
-                if carry_since.is_some()
-                    && reading.reports_change
-                    && !says_still(turn.text)
-                    && !reading.other_cues =>
-            {
-                screen.own_without(&scores[k], &reading.change_spans)
-            }
-            _ => own,
-        };
-        let safe_now = own_report < RiskLevel::Moderate
-            && (reading.reports_change
-                || reading.reports_safe_now
-                    && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
-        if safe_now && own_report < own {
-            if let Some((screen, scores)) = scored.as_mut() {
-                screen.discount_spans(&mut scores[k], &reading.change_spans);
-            }
-            own = own_report;
-        }
-        let mut level = lex_level;
-        let mut why = None;
-        if own > level {
-            level = own;
-            why = screen_decider(&scored, k, own, false);
-        }
-        if let Some(c) = screen_combination(&scored, k, &reading.with_screen) {
-            if c.level > level {
-                level = c.level;
-                why = Some(Decider::Combined {
-                    combine: c.combine,
-                    category: c.category.clone(),
-                    message: turn.index,
-                });
-            }
-        }
-        if !safe_now && context > level {
-            level = context;
-            why = screen_decider(&scored, k, context, true);
-        }
-        // The screen read this turn together with the turn that raised the alarm (still inside
-        // its context window) and, like the lexicon and the turn's own words, found nothing
-        // above low: the earlier turn was a past crisis told as background, not an open one.
-        // Only a context view calibrated on labelled sessions may settle: an untrained one
-        // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
-        // Never an attempt under way: screens trained on calm sessions read "thanks for
-        // replying" after "I'm standing on the bridge right now" as calm (measured on the
-        // candidate screens with writer f's sessions); only the client's word that they are
-        // safe ends that carry.
-        let settled_now = scored
-            .as_ref()
-            .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())
-            && carry_level.is_some_and(|l| l < RiskLevel::Imminent)
-            && carry_turn.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS)
-            && level < RiskLevel::Moderate
-            && context < RiskLevel::Moderate;
-        match carry_since {
-            Some(_) if safe_now || settled_now => {
-                carry_since = None;
-                carry_turn = None;
-                carry_level = None;
-                change_since_carry = false;
-                imminent_since = None;
-            }
-            Some(since) if level < RiskLevel::Moderate => {
-                level = RiskLevel::Moderate;
-                why = Some(Decider::Session { since });
-            }
-            _ => {}
-        }
-        if level >= RiskLevel::High {
-            carry_since = Some(turn.index);
-            carry_turn = Some(k);
-            carry_level = carry_level.max(Some(level));
-            change_since_carry = reading.reports_change;
-        } else if carry_since.is_some() && reading.reports_change {
-            change_since_carry = true;
-        }
-        // Self-injury and harm to others are not an attempt on the client's life under way: a
-        // cut "last night" the screen reads as imminent does not hold the session there.
-        let on_the_ladder = match &why {
-            Some(Decider::Screen { category, .. } | Decider::Combined { category, .. }) => {
-                !matches!(category.as_str(), "self-harm" | "harm-others")
-            }
-            _ => true,
-        };
-        if level == RiskLevel::Imminent && on_the_ladder {
-            imminent_since = Some(turn.index);
-        }
-        // An attempt under way, or a person at a height or with the means in hand, does not end
-        // because the client turns calm ("thanks for everything", "don't worry, I'm comfy"):
-        // until the carry ends (a named change, then their word) the level stays imminent. Set
-        // after the carry's bookkeeping, which it does not touch.
-        if let Some(since) = imminent_since.filter(|_| level < RiskLevel::Imminent) {
-            level = RiskLevel::Imminent;
-            why = Some(Decider::Ongoing { since });
-        }
-        trajectory.push(TurnRisk {
-            message: turn.index,
-            level,
-        });
-        if last {
-            decider = why;
-            last_lexicon = lex;
-        }
+        readings.push(reading);
     }
+    // The client's own risk: the session read from the cues about the client alone (on its
+    // own copy of the screen's scores, which the session discounts where a change is named).
+    let client_level = {
+        let mut scores = scored.clone();
+        let run = run_session(View::Client, &turns, &readings, &mut scores);
+        run.trajectory.last().map(|t| t.level).unwrap_or_default()
+    };
+    let SessionRun {
+        trajectory,
+        decider,
+    } = run_session(View::Reply, &turns, &readings, &mut scored);
 
     let Some(mut lex) = last_lexicon else {
         // No client turn: nothing to screen.
@@ -413,6 +296,7 @@ fn assess_with(
         lex.decided_by = Some((id, summary));
         lex.focus = focus;
     }
+    lex.client_level = client_level.min(final_level);
     let mut a = lex.into_assessment(rules, locale, manifest_resources, extra);
     a.trajectory = trajectory;
     a.detectors = detectors(scored.is_some());
@@ -424,11 +308,183 @@ fn assess_with(
     a
 }
 
+/// Which cues the session reads: all of them (the level the reply answers) or the client's own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    Reply,
+    Client,
+}
+
+/// The session's level after each client turn, and what decided the last one.
+struct SessionRun {
+    trajectory: Vec<TurnRisk>,
+    decider: Option<Decider>,
+}
+
+/// The session rules over the lexicon's `readings` of each client turn and the screen's scores
+/// (which it discounts where a turn names a change), for one [`View`].
+fn run_session(
+    view: View,
+    turns: &[psy_core::dialogue::ClientTurn<'_>],
+    readings: &[PrefixReading],
+    scored: &mut Option<(&Screen, Vec<TurnScore>)>,
+) -> SessionRun {
+    let mut trajectory = Vec::with_capacity(turns.len());
+    let mut carry_since: Option<usize> = None;
+    // The client-turn position of the turn that started the carry.
+    let mut carry_turn: Option<usize> = None;
+    // The highest level of the turns the carry has held since it started.
+    let mut carry_level: Option<RiskLevel> = None;
+    // Whether a turn since the carry's last high turn named a change that made the client safe.
+    let mut change_since_carry = false;
+    // The message of the carry's last imminent turn.
+    let mut imminent_since: Option<usize> = None;
+    let mut decider: Option<Decider> = None;
+    for (k, turn) in turns.iter().enumerate() {
+        let reading = &readings[k];
+        let lex_level = match view {
+            View::Reply => reading.level,
+            View::Client => reading.client_level,
+        };
+        let (mut own, context) = scored
+            .as_ref()
+            .map(|(_, s)| (s[k].own, s[k].context))
+            .unwrap_or((RiskLevel::None, RiskLevel::None));
+        // Only the client's own report that they are safe ends the carry; a protective factor
+        // ("I'm only here because of my kids") after "I'm on the bridge" does not. After an
+        // attempt under way or means in hand the bare word is not enough ("I'm safe, I'm just
+        // going to stand here a bit longer"): the client must name a change (left the place,
+        // someone with them, the means taken away, help arrived).
+        // The change may come in an earlier turn than the word ("I came down, my neighbour took
+        // me in" ... "I'm safe now").
+        // A turn that names the change speaks of the place or the means it left ("I came down off
+        // the bridge"): while a carry is open the screen reads only its other sentences.
+        let own_report = match &scored {
+            Some((screen, scores))
+                if carry_since.is_some()
+                    && reading.reports_change
+                    && !says_still(turn.text)
+                    && !reading.other_cues =>
+            {
+                screen.own_without(&scores[k], &reading.change_spans)
+            }
+            _ => own,
+        };
+        let safe_now = own_report < RiskLevel::Moderate
+            && (reading.reports_change
+                || reading.reports_safe_now
+                    && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
+        if safe_now && own_report < own {
+            if let Some((screen, scores)) = scored.as_mut() {
+                screen.discount_spans(&mut scores[k], &reading.change_spans);
+            }
+            own = own_report;
+        }
+        let mut level = lex_level;
+        let mut why = None;
+        if own > level {
+            level = own;
+            why = screen_decider(scored, k, own, false);
+        }
+        if let Some(c) = screen_combination(
+            scored,
+            k,
+            match view {
+                View::Reply => &reading.with_screen,
+                View::Client => &reading.client_with_screen,
+            },
+        ) {
+            if c.level > level {
+                level = c.level;
+                why = Some(Decider::Combined {
+                    combine: c.combine,
+                    category: c.category.clone(),
+                    message: turn.index,
+                });
+            }
+        }
+        if !safe_now && context > level {
+            level = context;
+            why = screen_decider(scored, k, context, true);
+        }
+        // The screen read this turn together with the turn that raised the alarm (still inside
+        // its context window) and, like the lexicon and the turn's own words, found nothing
+        // above low: the earlier turn was a past crisis told as background, not an open one.
+        // Only a context view calibrated on labelled sessions may settle: an untrained one
+        // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
+        // Never an attempt under way: screens trained on calm sessions read "thanks for
+        // replying" after "I'm standing on the bridge right now" as calm (measured on the
+        // candidate screens with writer f's sessions); only the client's word that they are
+        // safe ends that carry.
+        let settled_now = scored
+            .as_ref()
+            .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())
+            && carry_level.is_some_and(|l| l < RiskLevel::Imminent)
+            && carry_turn.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS)
+            && level < RiskLevel::Moderate
+            && context < RiskLevel::Moderate;
+        match carry_since {
+            Some(_) if safe_now || settled_now => {
+                carry_since = None;
+                carry_turn = None;
+                carry_level = None;
+                change_since_carry = false;
+                imminent_since = None;
+            }
+            Some(since) if level < RiskLevel::Moderate => {
+                level = RiskLevel::Moderate;
+                why = Some(Decider::Session { since });
+            }
+            _ => {}
+        }
+        if level >= RiskLevel::High {
+            carry_since = Some(turn.index);
+            carry_turn = Some(k);
+            carry_level = carry_level.max(Some(level));
+            change_since_carry = reading.reports_change;
+        } else if carry_since.is_some() && reading.reports_change {
+            change_since_carry = true;
+        }
+        // Self-injury and harm to others are not an attempt on the client's life under way: a
+        // cut "last night" the screen reads as imminent does not hold the session there.
+        let on_the_ladder = match &why {
+            Some(Decider::Screen { category, .. } | Decider::Combined { category, .. }) => {
+                !matches!(category.as_str(), "self-harm" | "harm-others")
+            }
+            _ => true,
+        };
+        if level == RiskLevel::Imminent && on_the_ladder {
+            imminent_since = Some(turn.index);
+        }
+        // An attempt under way, or a person at a height or with the means in hand, does not end
+        // because the client turns calm ("thanks for everything", "don't worry, I'm comfy"):
+        // until the carry ends (a named change, then their word) the level stays imminent. Set
+        // after the carry's bookkeeping, which it does not touch.
+        if let Some(since) = imminent_since.filter(|_| level < RiskLevel::Imminent) {
+            level = RiskLevel::Imminent;
+            why = Some(Decider::Ongoing { since });
+        }
+        trajectory.push(TurnRisk {
+            message: turn.index,
+            level,
+        });
+        if k + 1 == turns.len() {
+            decider = why;
+        }
+    }
+    SessionRun {
+        trajectory,
+        decider,
+    }
+}
+
 /// What the session loop needs from the lexicon's reading of a dialogue prefix ending at a
 /// client turn.
 #[derive(Clone)]
 struct PrefixReading {
     level: RiskLevel,
+    /// The level of the cues about the client alone.
+    client_level: RiskLevel,
     /// The client's own word in the last turn that they are safe or will not act (`safe-now`).
     reports_safe_now: bool,
     /// A concrete change the last turn reports after a crisis (`safe-change`).
@@ -440,12 +496,15 @@ struct PrefixReading {
     other_cues: bool,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,
+    /// The same for the cues about the client alone.
+    client_with_screen: Vec<crate::ScreenCombination>,
 }
 
 impl PrefixReading {
     fn of(lex: &crate::LexiconScreen, turn: usize) -> Self {
         PrefixReading {
             level: lex.level,
+            client_level: lex.client_level,
             reports_safe_now: lex
                 .protective
                 .iter()
@@ -471,6 +530,7 @@ impl PrefixReading {
                     })
             }),
             with_screen: lex.with_screen.clone(),
+            client_with_screen: lex.client_with_screen.clone(),
         }
     }
 }

@@ -162,6 +162,8 @@ pub(crate) struct ScreenCombination {
 /// The outcome of screening, before it is turned into the engine's types.
 struct LexiconScreen {
     level: RiskLevel,
+    /// The level of the cues about the client alone (not about someone they talk about).
+    client_level: RiskLevel,
     focus: Focus,
     /// Rule (combination or category id) that decided the level, with its summary.
     decided_by: Option<(String, String)>,
@@ -170,6 +172,8 @@ struct LexiconScreen {
     lookalikes: Vec<String>,
     /// What each screen category would add to these cues (see [`ScreenCombination`]).
     with_screen: Vec<ScreenCombination>,
+    /// The same for the cues about the client alone.
+    client_with_screen: Vec<ScreenCombination>,
 }
 
 fn subject_of(text: &Text, hit: &Hit) -> Subject {
@@ -363,13 +367,37 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
         found.extend(turn_found);
     }
 
-    // Level: each cue alone, then the combinations; the highest wins, combinations and the
-    // client's own risk first on ties.
+    let (level, focus, decided_by) = decide(file, &found);
+    let with_screen = screen_combinations(file, &found, level);
+    // The client's own risk: the same reading without the cues about someone else.
+    let mine: Vec<Found> = found
+        .iter()
+        .filter(|f| !(f.subject == Subject::Other && f.mask.is_none() && !f.neutral))
+        .cloned()
+        .collect();
+    let (client_level, _, _) = decide(file, &mine);
+    let client_with_screen = screen_combinations(file, &mine, client_level);
+    LexiconScreen {
+        level,
+        client_level,
+        focus,
+        decided_by,
+        found,
+        protective,
+        lookalikes,
+        with_screen,
+        client_with_screen,
+    }
+}
+
+/// The level of `found`, the focus of the reply and the rule that decided it: each cue alone,
+/// then the combinations; the highest wins, combinations and the client's own risk first on ties.
+fn decide(file: &rules::RuleFile, found: &[Found]) -> (RiskLevel, Focus, Option<(String, String)>) {
     let mut level = RiskLevel::None;
     let mut decided_by: Option<(String, String)> = None;
     let mut focus = Focus::Myself;
     for c in &file.combines {
-        if combine_fires(c, &found) && c.level > level {
+        if combine_fires(c, found) && c.level > level {
             level = c.level;
             decided_by = Some((c.id.clone(), c.summary.clone()));
             focus = match c.subject {
@@ -411,16 +439,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
             decided_by = Some((id, label));
         }
     }
-    let with_screen = screen_combinations(file, &found, level);
-    LexiconScreen {
-        level,
-        focus,
-        decided_by,
-        found,
-        protective,
-        lookalikes,
-        with_screen,
-    }
+    (level, focus, decided_by)
 }
 
 /// Requirement groups of `c` that the lexicon's own cues meet.
@@ -597,7 +616,14 @@ impl LexiconScreen {
                 .then(b.evidence.message.cmp(&a.evidence.message))
                 .then(a.evidence.start.cmp(&b.evidence.start))
         });
-        let rationale = self.rationale(&evidence);
+        let mut rationale = self.rationale(&evidence);
+        let client_level = self.client_level.min(self.level);
+        if client_level < self.level {
+            rationale.push_str(&format!(
+                " The client's own risk: {} (the level is another person's).",
+                client_level.as_str()
+            ));
+        }
         let (protocol, resources) = if self.level >= RiskLevel::High {
             let res = resources_for(locale, manifest_resources);
             let steps = file
@@ -612,6 +638,7 @@ impl LexiconScreen {
         };
         RiskAssessment {
             level: self.level,
+            client_level: Some(client_level),
             evidence,
             rationale,
             protocol,

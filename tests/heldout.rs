@@ -123,6 +123,22 @@ const FROZEN: &[(&str, &str)] = &[
         "d1bf482f1d7130b27b115bc65837e3cbac75fcb46daf2fa6ff7615b0a1041949",
     ),
     (
+        "risk-v28.jsonl",
+        "009097dd8a337a1b9e709592b22d9220a6bd940fb2fefee60a0caf8cf7fbfe81",
+    ),
+    (
+        "risk-v29.jsonl",
+        "71622903f2644f86520bd7dbbbbadd5c7d63e2957f17c72ed4cac9345e419f10",
+    ),
+    (
+        "risk-v30.jsonl",
+        "f523d29e0a81584073424ce7be66a7db5afaa1b85702f3150da483450dbac9a9",
+    ),
+    (
+        "risk-v31.jsonl",
+        "b6a7bf10f86e42ce4b0c059986491e22a36b3e37c0b6745f88641a63b6356d16",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -405,17 +421,18 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v10_v20_v23_v24_v26_read_as_the_expectations_they_promise() {
+fn risk_v10_v20_v23_v24_v26_v28_read_as_the_expectations_they_promise() {
     // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`,
-    // `risk-v23.md`, `risk-v24.md`, `risk-v26.md`: one brief, five writers): 102 of the 300 are
-    // sessions, among them crises followed by the client reporting safety (at most low) and
-    // crises followed by calm but unsafe turns.
+    // `risk-v23.md`, `risk-v24.md`, `risk-v26.md`, `risk-v28.md`: one brief, six writers): 102
+    // of the 300 are sessions, among them crises followed by the client reporting safety (at
+    // most low) and crises followed by calm but unsafe turns.
     for file in [
         "risk-v10.jsonl",
         "risk-v20.jsonl",
         "risk-v23.jsonl",
         "risk-v24.jsonl",
         "risk-v26.jsonl",
+        "risk-v28.jsonl",
     ] {
         assert_risk_set(
             file,
@@ -433,11 +450,12 @@ fn risk_v10_v20_v23_v24_v26_read_as_the_expectations_they_promise() {
 }
 
 #[test]
-fn risk_v25_v27_read_as_the_expectations_they_promise() {
-    // The writers' tables (`tests/heldout/risk-v25.md`, `risk-v27.md`): someone else's crisis
+fn risk_v25_v27_v29_read_as_the_expectations_they_promise() {
+    // The writers' tables (`tests/heldout/risk-v25.md`, `risk-v27.md`, `risk-v29.md`): someone
+    // else's crisis
     // (at most low), the client's own alone or beside another's (at least high), a passive wish
     // beside another's.
-    for file in ["risk-v25.jsonl", "risk-v27.jsonl"] {
+    for file in ["risk-v25.jsonl", "risk-v27.jsonl", "risk-v29.jsonl"] {
         assert_risk_set(
             file,
             150,
@@ -469,8 +487,9 @@ fn counsel_v2_reads_as_the_expectations_it_promises() {
 
 #[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, nine writers (`tests/heldout/risk-v11.md` ... `-v19.md`): 120 sessions after
-    // a crisis each, 30 that sound safe but are not, 30 ambiguous, 60 credibly safe.
+    // One brief, eleven writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md`,
+    // `-v31.md`): 120 sessions after a crisis each, 30 that sound safe but are not, 30
+    // ambiguous, 60 credibly safe.
     for file in [
         "risk-v11.jsonl",
         "risk-v12.jsonl",
@@ -481,6 +500,8 @@ fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
         "risk-v17.jsonl",
         "risk-v18.jsonl",
         "risk-v19.jsonl",
+        "risk-v30.jsonl",
+        "risk-v31.jsonl",
     ] {
         assert_risk_set(
             file,

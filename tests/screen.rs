@@ -377,6 +377,35 @@ fn a_friends_crisis_is_answered_but_is_not_the_clients_own_risk() {
     );
 }
 
+/// Once the client has reported being safe (a change named after the crisis), a calm turn after
+/// it is not raised again by the crisis it ended: the screen's view of that turn with the turns
+/// before it would re-read the roof, and the lexicon's cues of the roof turn are history. A turn
+/// that brings the danger back is read as before.
+#[test]
+fn a_crisis_the_client_reported_safe_from_is_not_read_again_on_the_next_calm_turn() {
+    let roof = "I'm on the roof of my building right now";
+    let down = "ok I came down. I'm in my flat and my sister is here with me";
+    let r = risk(&[
+        roof,
+        down,
+        "we're going to ring the GP together in the morning",
+    ]);
+    let levels: Vec<RiskLevel> = r.trajectory.iter().map(|t| t.level).collect();
+    assert_eq!(levels[0], RiskLevel::Imminent, "{r:?}");
+    assert!(levels[1..].iter().all(|&l| l <= RiskLevel::Low), "{r:?}");
+    assert!(
+        r.rationale.contains("reported being safe in message 2"),
+        "{}",
+        r.rationale
+    );
+    let r = risk(&[
+        roof,
+        down,
+        "but I still have the pills in my bag and I'm going to take them all tonight",
+    ]);
+    assert!(r.level >= RiskLevel::High, "{r:?}");
+}
+
 /// After the bridge (imminent), calm turns that name no change keep the session imminent (the
 /// session detector cites the bridge). A named change still ends it: see
 /// `a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not`.

@@ -15,8 +15,19 @@
 //!   together with the earlier turns. While a carry is open, a turn naming a change is read by
 //!   the screen through its other sentences only (the change names the place or means it left),
 //!   unless it says "still" or holds another lexicon cue.
+//! - **after a named change**: once the client has reported being safe with a change named,
+//!   the crisis is history: the turn naming the change keeps the crisis's level up to moderate
+//!   (a check-in), later turns are read by the lexicon through their own cues, the screen's
+//!   context view does not count while its window still holds the crisis turn, and a turn that
+//!   names the change again is read through its other sentences; a new turn at high or above
+//!   opens a new carry.
 //!
-//! The level is the highest any detector gives; no detector can lower another's.
+//! The level is the highest any detector gives; no detector can lower another's, except that a
+//! crisis the client has reported being safe from (a change named) no longer counts.
+//!
+//! Two views run over the same readings: the reply's (every cue) and the client's own (the
+//! lexicon's cues about someone else left out, `risk.client_level`); the reply's level is at
+//! least the client's at every turn.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -47,6 +58,11 @@ enum Decider {
     },
     /// An imminent turn's carry, still open: the level stays imminent.
     Ongoing {
+        since: usize,
+    },
+    /// The client reported being safe in message `since`: the lexicon's cues of the crisis
+    /// before it count as history, and the level is what the later turns give.
+    Resolved {
         since: usize,
     },
     /// A combination of `rules.toml` completed by the screen's reading of the turn (its
@@ -178,15 +194,34 @@ fn assess_with(
     }
     // The client's own risk: the session read from the cues about the client alone (on its
     // own copy of the screen's scores, which the session discounts where a change is named).
-    let client_level = {
+    let client = {
         let mut scores = scored.clone();
-        let run = run_session(View::Client, &turns, &readings, &mut scores);
-        run.trajectory.last().map(|t| t.level).unwrap_or_default()
+        run_session(View::Client, &turns, &readings, &mut scores)
     };
-    let SessionRun {
-        trajectory,
-        decider,
-    } = run_session(View::Reply, &turns, &readings, &mut scored);
+    let client_level = client
+        .trajectory
+        .last()
+        .map(|t| t.level)
+        .unwrap_or_default();
+    let reply = run_session(View::Reply, &turns, &readings, &mut scored);
+    // The reply answers the higher of the two at every turn: the client's own risk can outlast
+    // a helper's crisis the session read as resolved ("driving home" after a customer's son's
+    // plan, then the client's own wish not to wake up).
+    let trajectory: Vec<TurnRisk> = reply
+        .trajectory
+        .iter()
+        .zip(&client.trajectory)
+        .map(|(r, c)| TurnRisk {
+            message: r.message,
+            level: r.level.max(c.level),
+        })
+        .collect();
+    let reply_level = reply.trajectory.last().map(|t| t.level).unwrap_or_default();
+    let decider = if client_level > reply_level {
+        client.decider
+    } else {
+        reply.decider
+    };
 
     let Some(mut lex) = last_lexicon else {
         // No client turn: nothing to screen.
@@ -270,6 +305,13 @@ fn assess_with(
                     Focus::Myself,
                 )
             }
+            Decider::Resolved { since } => (
+                "session".to_string(),
+                format!(
+                    "the client reported being safe in message {since}, so the crisis cues before it count as history"
+                ),
+                Focus::Myself,
+            ),
             Decider::Ongoing { since } => {
                 extra.push(RiskEvidence {
                     rule: "session".into(),
@@ -339,9 +381,19 @@ fn run_session(
     let mut change_since_carry = false;
     // The message of the carry's last imminent turn.
     let mut imminent_since: Option<usize> = None;
+    // The client-turn position of the crisis whose carry the client's report of safety ended,
+    // until a new carry opens.
+    let mut resolved: Option<usize> = None;
+    // The message in which the client reported being safe from that crisis.
+    let mut resolved_at = 0;
     let mut decider: Option<Decider> = None;
     for (k, turn) in turns.iter().enumerate() {
         let reading = &readings[k];
+        // A risk cue or "still" after the report reopens the crisis: "love you all" after "I'm
+        // home, I'm in bed, I'm safe" is read with the pills in hand again.
+        if reading.risk_cues || says_still(turn.text) {
+            resolved = None;
+        }
         let lex_level = match view {
             View::Reply => reading.level,
             View::Client => reading.client_level,
@@ -361,7 +413,7 @@ fn run_session(
         // the bridge"): while a carry is open the screen reads only its other sentences.
         let own_report = match &scored {
             Some((screen, scores))
-                if carry_since.is_some()
+                if (carry_since.is_some() || resolved.is_some())
                     && reading.reports_change
                     && !says_still(turn.text)
                     && !reading.other_cues =>
@@ -380,8 +432,34 @@ fn run_session(
             }
             own = own_report;
         }
+        // Once the client has reported being safe, the cues of the crisis turns are history:
+        // the lexicon counts the cues of this turn (a time word in "he's staying with me tonight"
+        // does not complete the plan of the crisis it ends).
+        // A bare "I'm safe" after a high turn ends the carry, but the crisis it answers stays in
+        // view (blind writers expect at least moderate); a named change makes it history.
+        let safe_by_change = safe_now && (reading.reports_change || change_since_carry);
+        let prefix_level = lex_level;
+        let lex_level = if resolved.is_some() {
+            reading.last_turn_level[usize::from(view == View::Client)]
+        } else if safe_by_change {
+            // The turn that names the change still gets a safety check-in (moderate) when the
+            // crisis it answers reached it; the crisis is history from the next turn on.
+            let own = reading.last_turn_level[usize::from(view == View::Client)];
+            own.max(lex_level.min(RiskLevel::Moderate))
+        } else {
+            lex_level
+        };
         let mut level = lex_level;
         let mut why = None;
+        if lex_level < prefix_level {
+            why = Some(Decider::Resolved {
+                since: if safe_by_change {
+                    turn.index
+                } else {
+                    resolved_at
+                },
+            });
+        }
         if own > level {
             level = own;
             why = screen_decider(scored, k, own, false);
@@ -403,7 +481,11 @@ fn run_session(
                 });
             }
         }
-        if !safe_now && context > level {
+        // After the client's report of safety the context view would read the resolved crisis
+        // again with each calm turn inside its window ("a nurse is coming to talk to me" read
+        // with "i cut and it's bleeding a lot").
+        let rereads_resolved = resolved.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS);
+        if !safe_now && !rereads_resolved && context > level {
             level = context;
             why = screen_decider(scored, k, context, true);
         }
@@ -425,6 +507,10 @@ fn run_session(
             && context < RiskLevel::Moderate;
         match carry_since {
             Some(_) if safe_now || settled_now => {
+                if safe_by_change {
+                    resolved = carry_turn;
+                    resolved_at = turn.index;
+                }
                 carry_since = None;
                 carry_turn = None;
                 carry_level = None;
@@ -438,6 +524,7 @@ fn run_session(
             _ => {}
         }
         if level >= RiskLevel::High {
+            resolved = None;
             carry_since = Some(turn.index);
             carry_turn = Some(k);
             carry_level = carry_level.max(Some(level));
@@ -485,6 +572,8 @@ struct PrefixReading {
     level: RiskLevel,
     /// The level of the cues about the client alone.
     client_level: RiskLevel,
+    /// The level of the last turn's cues alone (all, the client's own).
+    last_turn_level: [RiskLevel; 2],
     /// The client's own word in the last turn that they are safe or will not act (`safe-now`).
     reports_safe_now: bool,
     /// A concrete change the last turn reports after a crisis (`safe-change`).
@@ -494,6 +583,9 @@ struct PrefixReading {
     /// Whether the last turn holds a risk cue of the lexicon outside those changes (a means, a
     /// time, a farewell, a plan ...).
     other_cues: bool,
+    /// Whether the last turn holds a risk cue of the lexicon other than a time word outside
+    /// those changes: after a crisis the client reported safe from, such a turn reopens it.
+    risk_cues: bool,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,
     /// The same for the cues about the client alone.
@@ -502,9 +594,20 @@ struct PrefixReading {
 
 impl PrefixReading {
     fn of(lex: &crate::LexiconScreen, turn: usize) -> Self {
+        // A cue of the last turn outside the changes it names.
+        let outside = |f: &crate::Found| {
+            f.evidence.message == turn
+                && !lex.protective.iter().any(|p| {
+                    p.message == turn
+                        && p.id == crate::rules::SAFE_CHANGE
+                        && p.start <= f.evidence.start
+                        && f.evidence.end <= p.end
+                })
+        };
         PrefixReading {
             level: lex.level,
             client_level: lex.client_level,
+            last_turn_level: lex.last_turn_level,
             reports_safe_now: lex
                 .protective
                 .iter()
@@ -519,15 +622,12 @@ impl PrefixReading {
                 .filter(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE)
                 .map(|e| (e.start, e.end))
                 .collect(),
-            other_cues: lex.found.iter().any(|f| {
-                f.category.is_some()
-                    && f.evidence.message == turn
-                    && !lex.protective.iter().any(|p| {
-                        p.message == turn
-                            && p.id == crate::rules::SAFE_CHANGE
-                            && p.start <= f.evidence.start
-                            && f.evidence.end <= p.end
-                    })
+            other_cues: lex.found.iter().any(|f| f.category.is_some() && outside(f)),
+            // Any cue but a time word ("he's staying with me tonight").
+            risk_cues: lex.found.iter().any(|f| {
+                f.category
+                    .is_some_and(|c| crate::rules().file.categories[c].signal != "timeline")
+                    && outside(f)
             }),
             with_screen: lex.with_screen.clone(),
             client_with_screen: lex.client_with_screen.clone(),

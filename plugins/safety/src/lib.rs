@@ -164,6 +164,8 @@ struct LexiconScreen {
     level: RiskLevel,
     /// The level of the cues about the client alone (not about someone they talk about).
     client_level: RiskLevel,
+    /// The level of the last turn's cues alone: all of them, and the client's own.
+    last_turn_level: [RiskLevel; 2],
     focus: Focus,
     /// Rule (combination or category id) that decided the level, with its summary.
     decided_by: Option<(String, String)>,
@@ -377,8 +379,16 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
         .collect();
     let (client_level, _, _) = decide(file, &mine);
     let client_with_screen = screen_combinations(file, &mine, client_level);
+    // The last turn's cues alone: what counts once the client has reported being safe from
+    // the crisis of earlier turns.
+    let last = turns.last().map(|t| t.index);
+    let in_last = |f: &&Found| Some(f.evidence.message) == last;
+    let last_found: Vec<Found> = found.iter().filter(in_last).cloned().collect();
+    let last_mine: Vec<Found> = mine.iter().filter(in_last).cloned().collect();
+    let last_turn_level = [decide(file, &last_found).0, decide(file, &last_mine).0];
     LexiconScreen {
         level,
+        last_turn_level,
         client_level,
         focus,
         decided_by,
@@ -675,6 +685,7 @@ impl LexiconScreen {
         };
         let quote = evidence
             .iter()
+            .filter(|_| self.level > RiskLevel::None)
             .find(|e| e.level == self.level)
             .map(|e| {
                 format!(
@@ -683,8 +694,15 @@ impl LexiconScreen {
                 )
             })
             .unwrap_or_default();
-        let mut level = self.level.as_str().to_string();
-        level[..1].make_ascii_uppercase();
+        let level = match self.level {
+            // A session whose crisis the client reported safe from may end with no cue at all.
+            RiskLevel::None => "No".to_string(),
+            l => {
+                let mut level = l.as_str().to_string();
+                level[..1].make_ascii_uppercase();
+                level
+            }
+        };
         format!("{level} risk: {summary}{about}{quote} [rule `{id}`]{protective}.")
     }
 }

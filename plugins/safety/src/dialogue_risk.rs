@@ -351,10 +351,20 @@ fn assess_with(
 }
 
 /// Which cues the session reads: all of them (the level the reply answers) or the client's own.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum View {
     Reply,
     Client,
+}
+
+impl View {
+    /// The reading of this view: `reply` for every cue, `client` for the client's own.
+    fn pick<T>(self, reply: T, client: T) -> T {
+        match self {
+            View::Reply => reply,
+            View::Client => client,
+        }
+    }
 }
 
 /// The session's level after each client turn, and what decided the last one.
@@ -394,10 +404,9 @@ fn run_session(
         if reading.risk_cues || says_still(turn.text) {
             resolved = None;
         }
-        let lex_level = match view {
-            View::Reply => reading.level,
-            View::Client => reading.client_level,
-        };
+        let lex_level = view.pick(reading.level, reading.client_level);
+        let [last_turn, last_turn_client] = reading.last_turn_level;
+        let turn_level = view.pick(last_turn, last_turn_client);
         let (mut own, context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
@@ -410,7 +419,8 @@ fn run_session(
         // The change may come in an earlier turn than the word ("I came down, my neighbour took
         // me in" ... "I'm safe now").
         // A turn that names the change speaks of the place or the means it left ("I came down off
-        // the bridge"): while a carry is open the screen reads only its other sentences.
+        // the bridge"): while a carry is open, or after the client reported being safe from it,
+        // the screen reads only its other sentences.
         let own_report = match &scored {
             Some((screen, scores))
                 if (carry_since.is_some() || resolved.is_some())
@@ -440,12 +450,11 @@ fn run_session(
         let safe_by_change = safe_now && (reading.reports_change || change_since_carry);
         let prefix_level = lex_level;
         let lex_level = if resolved.is_some() {
-            reading.last_turn_level[usize::from(view == View::Client)]
+            turn_level
         } else if safe_by_change {
             // The turn that names the change still gets a safety check-in (moderate) when the
             // crisis it answers reached it; the crisis is history from the next turn on.
-            let own = reading.last_turn_level[usize::from(view == View::Client)];
-            own.max(lex_level.min(RiskLevel::Moderate))
+            turn_level.max(lex_level.min(RiskLevel::Moderate))
         } else {
             lex_level
         };
@@ -467,10 +476,7 @@ fn run_session(
         if let Some(c) = screen_combination(
             scored,
             k,
-            match view {
-                View::Reply => &reading.with_screen,
-                View::Client => &reading.client_with_screen,
-            },
+            view.pick(&reading.with_screen, &reading.client_with_screen),
         ) {
             if c.level > level {
                 level = c.level;

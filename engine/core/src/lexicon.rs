@@ -7,7 +7,9 @@
 //! Phrase syntax (lower case, words separated by spaces):
 //! - `word` matches that word exactly (apostrophes normalised, `dont` == `don't`);
 //! - `word*` matches any word starting with `word` (`hopeless*` matches `hopelessness`);
-//! - `_` matches any one word; `_?` matches zero or one word; `..` matches up to three words.
+//! - `_` matches any one word; `_?` matches zero or one word; `..` matches up to three words;
+//! - `{a|b c|}` is a group of alternatives: the phrase stands for one phrase per choice
+//!   (`{he's|she's} got the {gun|key}` is four phrases; an empty choice leaves the slot out).
 
 use serde::Serialize;
 
@@ -165,9 +167,81 @@ fn never_matches(phrase: &str, word: &str) -> String {
     )
 }
 
+/// Most phrases one phrase's groups may stand for: a slip in a group should be an error, not a
+/// lexicon of millions of patterns.
+const MAX_VARIANTS: usize = 4096;
+
+/// The phrases a cue phrase with `{a|b}` groups stands for, in the order its groups list them
+/// (the leftmost group varies slowest); a phrase without groups stands for itself.
+pub fn expand_groups(phrase: &str) -> Result<Vec<String>, String> {
+    let mut variants = vec![String::new()];
+    let mut rest = phrase;
+    while let Some(open) = rest.find(['{', '}', '|']) {
+        let literal = &rest[..open];
+        if !rest[open..].starts_with('{') {
+            return Err(format!(
+                "cue phrase `{phrase}`: `{}` outside a `{{...}}` group",
+                &rest[open..open + 1]
+            ));
+        }
+        let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+            return Err(format!(
+                "cue phrase `{phrase}`: a `{{` group is never closed"
+            ));
+        };
+        let inner = &rest[open + 1..close];
+        if inner.contains('{') {
+            return Err(format!("cue phrase `{phrase}`: groups cannot nest"));
+        }
+        let choices: Vec<&str> = inner.split('|').collect();
+        if choices.iter().all(|c| c.trim().is_empty()) {
+            return Err(format!(
+                "cue phrase `{phrase}`: an empty group `{{{inner}}}`"
+            ));
+        }
+        if variants.len() * choices.len() > MAX_VARIANTS {
+            return Err(format!(
+                "cue phrase `{phrase}` stands for more than {MAX_VARIANTS} phrases"
+            ));
+        }
+        variants = variants
+            .iter()
+            .flat_map(|v| choices.iter().map(move |c| format!("{v}{literal}{c}")))
+            .collect();
+        rest = &rest[close + 1..];
+    }
+    for v in &mut variants {
+        v.push_str(rest);
+    }
+    Ok(variants)
+}
+
 impl Pattern {
+    /// Compiles every phrase a cue phrase with `{a|b}` groups stands for ([`expand_groups`]).
+    pub fn compile_all(phrase: &str) -> Result<Vec<Pattern>, String> {
+        let variants = expand_groups(phrase)?;
+        let grouped = variants.len() > 1 || variants[0] != phrase;
+        variants
+            .iter()
+            .map(|v| {
+                Pattern::compile(v).map_err(|e| {
+                    if grouped {
+                        format!("{e} (one of the phrases `{phrase}` stands for)")
+                    } else {
+                        e
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Compiles a phrase; an empty phrase or one made only of wildcards is an error.
     pub fn compile(phrase: &str) -> Result<Pattern, String> {
+        if phrase.contains(['{', '}', '|']) {
+            return Err(format!(
+                "cue phrase `{phrase}` has a `{{...}}` group: compile it with Pattern::compile_all"
+            ));
+        }
         let mut parts = Vec::new();
         for raw in phrase.split_whitespace() {
             let w = raw.to_lowercase().replace(['\u{2019}', '\u{2018}'], "'");
@@ -491,14 +565,15 @@ impl Lexicon {
         let mut by_first_word: std::collections::HashMap<String, Vec<usize>> = Default::default();
         let mut by_prefix = Vec::new();
         for (group, phrase) in phrases {
-            let pattern = Pattern::compile(phrase)?;
-            let index = entries.len();
-            match &pattern.parts[0] {
-                Part::Word(w) => by_first_word.entry(w.clone()).or_default().push(index),
-                Part::Prefix(p) => by_prefix.push((p.clone(), index)),
-                _ => unreachable!("compile rejects a leading wildcard"),
+            for pattern in Pattern::compile_all(phrase)? {
+                let index = entries.len();
+                match &pattern.parts[0] {
+                    Part::Word(w) => by_first_word.entry(w.clone()).or_default().push(index),
+                    Part::Prefix(p) => by_prefix.push((p.clone(), index)),
+                    _ => unreachable!("compile rejects a leading wildcard"),
+                }
+                entries.push((group, pattern));
             }
-            entries.push((group, pattern));
         }
         Ok(Lexicon {
             entries,
@@ -796,6 +871,52 @@ mod tests {
             fuzzy.find(&Text::new("the painkiller's in my bag")).len(),
             1
         );
+    }
+
+    #[test]
+    fn groups_stand_for_one_phrase_per_choice() {
+        assert_eq!(
+            expand_groups("{he's|she's} got the {gun|key*}").unwrap(),
+            [
+                "he's got the gun",
+                "he's got the key*",
+                "she's got the gun",
+                "she's got the key*"
+            ]
+        );
+        assert_eq!(
+            expand_groups("took {|it }away").unwrap(),
+            ["took away", "took it away"]
+        );
+        assert_eq!(expand_groups("came down").unwrap(), ["came down"]);
+        let lex = Lexicon::new([(0, "{he|she} {has|had} taken the {knife|pills}")]).unwrap();
+        let hits = lex.find(&Text::new("My sister came. She has taken the pills."));
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].text, "She has taken the pills");
+        assert_eq!(
+            lex.find(&Text::new(
+                "he had taken the knife and she has taken the pills"
+            ))
+            .len(),
+            2
+        );
+        for bad in [
+            "{he|she got",
+            "he} got",
+            "he | she",
+            "{ | } got",
+            "{a|{b}} c",
+            "{a|b|c|d|e|f|g|h} {a|b|c|d|e|f|g|h} {a|b|c|d|e|f|g|h} {a|b|c|d|e|f|g|h} {a|b|c|d|e|f|g|h}",
+        ] {
+            assert!(Pattern::compile_all(bad).is_err(), "{bad}");
+        }
+        // A bad word inside a group names the phrase it came from.
+        let err = Pattern::compile_all("{ok|in a&e} now").unwrap_err();
+        assert!(
+            err.contains("`in a&e now`") && err.contains("`{ok|in a&e} now`"),
+            "{err}"
+        );
+        assert!(Pattern::compile("{a|b} c").is_err());
     }
 
     #[test]

@@ -301,7 +301,7 @@ impl ModuleSpec {
                 ));
             }
             for p in &c.phrases {
-                crate::lexicon::Pattern::compile(p)
+                crate::lexicon::Pattern::compile_all(p)
                     .map_err(|m| field(&format!("cues[{i}].phrases"), m))?;
             }
             crate::exemplar_match::check_examples(&c.examples)

@@ -236,6 +236,10 @@ pub struct RuleFile {
     /// the screen and means or a time found by the lexicon combine.
     #[serde(default)]
     pub screen_signals: BTreeMap<String, Vec<String>>,
+    /// Named word lists a phrase may use as `@name` (`[word_sets]`): one list of the means or of
+    /// the people who may take them, written once and combined in many phrases.
+    #[serde(default)]
+    pub word_sets: BTreeMap<String, Vec<String>>,
     pub protocol: Protocol,
     pub questions: ByFocus,
     pub repair: Repair,
@@ -330,26 +334,36 @@ impl Rules {
                 ));
             }
         }
+        check_word_sets(&file.word_sets)?;
+        let sets = &file.word_sets;
+        // Every phrase with its `@name` word sets written out as `{a|b}` groups.
+        let resolved = |group: usize, phrases: &[String]| -> Result<Vec<(usize, String)>, String> {
+            phrases
+                .iter()
+                .map(|p| Ok((group, with_word_sets(p, sets)?)))
+                .collect()
+        };
+        let lexicon =
+            |pairs: Vec<(usize, String)>| Lexicon::new(pairs.iter().map(|(i, p)| (*i, p.as_str())));
         let cat_lex = |fuzzy: bool| -> Result<Lexicon, String> {
-            Lexicon::new(
-                file.categories
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.typo_tolerant == fuzzy)
-                    .flat_map(|(i, c)| c.phrases.iter().map(move |p| (i, p.as_str()))),
-            )
+            let mut pairs = Vec::new();
+            for (i, c) in file.categories.iter().enumerate() {
+                if c.typo_tolerant == fuzzy {
+                    pairs.extend(resolved(i, &c.phrases)?);
+                }
+            }
+            lexicon(pairs)
         };
         // "the gun's in the drawer" holds the means `gun`.
         let strict = cat_lex(false)?.with_clitics();
         let fuzzy = cat_lex(true)?.with_typo_tolerance().with_clitics();
-        let masks = Lexicon::new(
-            file.masks
-                .iter()
-                .enumerate()
-                .flat_map(|(i, m)| m.phrases.iter().map(move |p| (i, p.as_str()))),
-        )?;
-        let past = Lexicon::new(file.markers.past.iter().map(|p| (0, p.as_str())))?;
-        let current = Lexicon::new(file.markers.current.iter().map(|p| (0, p.as_str())))?;
+        let mut mask_pairs = Vec::new();
+        for (i, m) in file.masks.iter().enumerate() {
+            mask_pairs.extend(resolved(i, &m.phrases)?);
+        }
+        let masks = lexicon(mask_pairs)?;
+        let past = lexicon(resolved(0, &file.markers.past)?)?;
+        let current = lexicon(resolved(0, &file.markers.current)?)?;
         for f in [Focus::Myself, Focus::Others, Focus::ThirdParty] {
             if file.questions.get(f).is_empty()
                 || file.protocol.high.get(f).is_empty()
@@ -377,6 +391,66 @@ impl Rules {
     }
 }
 
+/// A word set's name: lower-case letters, digits and inner hyphens.
+fn is_set_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Word sets are plain choices: a named, non-empty list of words or word sequences, none of
+/// which holds group syntax or another set.
+fn check_word_sets(sets: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
+    for (name, words) in sets {
+        if !is_set_name(name) {
+            return Err(format!(
+                "[word_sets]: `{name}` is not a set name (lower-case letters, digits, hyphens)"
+            ));
+        }
+        if words.is_empty() {
+            return Err(format!("[word_sets]: `{name}` is empty"));
+        }
+        if let Some(w) = words
+            .iter()
+            .find(|w| w.trim().is_empty() || w.contains(['{', '|', '}', '@']))
+        {
+            return Err(format!(
+                "[word_sets]: `{name}` has the entry `{w}` (an entry is a word or words, without `{{`, `|`, `}}` or `@`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `phrase` with each `@name` written out as the group of that word set (`@means` ->
+/// `{knife|knives|...}`); an unknown set is an error naming the phrase.
+fn with_word_sets(phrase: &str, sets: &BTreeMap<String, Vec<String>>) -> Result<String, String> {
+    let mut out = String::with_capacity(phrase.len());
+    let mut rest = phrase;
+    while let Some(at) = rest.find('@') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let len = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .unwrap_or(after.len());
+        let name = after[..len].trim_end_matches('-');
+        let Some(words) = sets.get(name) else {
+            return Err(format!(
+                "cue phrase `{phrase}`: no word set `@{name}` in [word_sets]"
+            ));
+        };
+        out.push('{');
+        out.push_str(&words.join("|"));
+        out.push('}');
+        rest = &after[name.len()..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Rules;
@@ -399,6 +473,54 @@ mod tests {
         );
         // Negative categories stand for nothing.
         assert!(!rules.file.screen_signals.contains_key("past-resolved"));
+    }
+
+    #[test]
+    fn word_sets_are_written_out_and_checked() {
+        let sets = [
+            (
+                "means".to_string(),
+                vec!["gun".to_string(), "the pills".to_string()],
+            ),
+            (
+                "who".to_string(),
+                vec!["he's".to_string(), "my mum's".to_string()],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            super::with_word_sets("@who got @means.", &sets).unwrap(),
+            "{he's|my mum's} got {gun|the pills}."
+        );
+        let err = super::with_word_sets("took @meds", &sets).unwrap_err();
+        assert!(
+            err.contains("`took @meds`") && err.contains("no word set `@meds`"),
+            "{err}"
+        );
+        let file = |line: &str| {
+            SHIPPED.replacen("\n[word_sets]\n", &format!("\n[word_sets]\n{line}\n"), 1)
+        };
+        for (line, says) in [
+            ("Zz = [\"gun\"]", "`Zz` is not a set name"),
+            ("zz = []", "`zz` is empty"),
+            ("zz = [\"gun|rope\"]", "has the entry `gun|rope`"),
+        ] {
+            let err = Rules::parse(&file(line)).err().unwrap();
+            assert!(err.contains(says), "{line}: {err}");
+        }
+        let err = Rules::parse(&SHIPPED.replacen("@means", "@meanz", 1))
+            .err()
+            .unwrap();
+        assert!(err.contains("no word set `@meanz`"), "{err}");
+        // The shipped file's sets are all used and every phrase written out compiles.
+        let rules = Rules::parse(SHIPPED).unwrap();
+        for name in rules.file.word_sets.keys() {
+            assert!(
+                SHIPPED.contains(&format!("@{name}")),
+                "@{name} is never used"
+            );
+        }
     }
 
     #[test]

@@ -139,6 +139,14 @@ const FROZEN: &[(&str, &str)] = &[
         "b6a7bf10f86e42ce4b0c059986491e22a36b3e37c0b6745f88641a63b6356d16",
     ),
     (
+        "risk-v32.jsonl",
+        "061270d65f7bad55e3c77bbab1cc6100ed797d2640cfee5494e9cc026e9a87b2",
+    ),
+    (
+        "risk-v33.jsonl",
+        "9357756195c996d381ffeba6826d6375ba6ec315b4711be44ea7cef97178304f",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -487,8 +495,8 @@ fn counsel_v2_reads_as_the_expectations_it_promises() {
 
 #[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, eleven writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md`,
-    // `-v31.md`): 120 sessions after a crisis each, 30 that sound safe but are not, 30
+    // One brief, thirteen writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md` ...
+    // `-v33.md`): 120 sessions after a crisis each, 30 that sound safe but are not, 30
     // ambiguous, 60 credibly safe.
     for file in [
         "risk-v11.jsonl",
@@ -502,6 +510,8 @@ fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
         "risk-v19.jsonl",
         "risk-v30.jsonl",
         "risk-v31.jsonl",
+        "risk-v32.jsonl",
+        "risk-v33.jsonl",
     ] {
         assert_risk_set(
             file,

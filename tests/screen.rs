@@ -446,6 +446,49 @@ fn a_change_in_other_words_ends_the_carry_and_a_thing_beside_the_client_does_not
     ]);
 }
 
+/// Changes told in more of their wordings (rule 14): someone who came for the client, the client
+/// at someone's place, the means taken with more joined to them ("the razor and all the blades"),
+/// a time word beside the change ("she's sleeping in my room tonight"), then the client's word
+/// once the crisis is history. Means named beside the change as still there keep the crisis.
+#[test]
+fn a_change_told_in_more_words_ends_the_crisis_and_means_left_beside_it_do_not() {
+    let razor = "sitting in the shower with the razor";
+    let pills = "I've counted out the pills and I'm taking them tonight";
+    for turns in [
+        &[BRIDGE, "my mate came up and got me down. we're at his now"][..],
+        &[
+            razor,
+            "my partner came in. he's taken the razor and all the blades, they're in his bag",
+        ],
+        &[
+            pills,
+            "I rang my sister and she came over and took them. she's sleeping in my room tonight",
+        ],
+        &[
+            BRIDGE,
+            "my friend came and got me, im at my friend's",
+            "im safe now",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(
+            r.level < RiskLevel::Moderate,
+            "{turns:?}: {:?}",
+            r.trajectory
+        );
+    }
+    stays_high(&[
+        &[
+            razor,
+            "my partner came in. he's taken the razor and the pills are in my bag",
+        ][..],
+        &[
+            razor,
+            "my partner took the razor but the pills are in my bag",
+        ],
+    ]);
+}
+
 /// A farewell after means or thoughts of suicide earlier in the session is the warning sign that
 /// a calm is not safety; a farewell alone is ordinary talk.
 #[test]

@@ -14,13 +14,14 @@
 //!   background). A turn that reports being safe is not raised by the screen's reading of it
 //!   together with the earlier turns. While a carry is open, a turn naming a change is read by
 //!   the screen through its other sentences only (the change names the place or means it left),
-//!   unless it says "still" or holds another lexicon cue.
+//!   unless it says "still" or holds another lexicon cue (a time word counts only outside the
+//!   sentence that names the change: "he's staying with me tonight" is the change).
 //! - **after a named change**: once the client has reported being safe with a change named,
 //!   the crisis is history: the turn naming the change keeps the crisis's level up to moderate
 //!   (a check-in), later turns are read by the lexicon through their own cues, the screen's
 //!   context view does not count while its window still holds the crisis turn, and a turn that
-//!   names the change again is read through its other sentences; a new turn at high or above
-//!   opens a new carry.
+//!   names the change again, or says the client is safe, is read through its other sentences;
+//!   a new turn at high or above opens a new carry.
 //!
 //! The level is the highest any detector gives; no detector can lower another's, except that a
 //! crisis the client has reported being safe from (a change named) no longer counts.
@@ -37,7 +38,7 @@ use psy_core::lexicon::Text;
 use psy_core::module::{
     CrisisResource, Evidence, RiskAssessment, RiskEvidence, RiskLevel, TurnRisk,
 };
-use psy_core::semantic::SentenceEmbedder;
+use psy_core::semantic::{sentence_spans, SentenceEmbedder};
 
 use sha2::{Digest, Sha256};
 
@@ -177,7 +178,7 @@ fn assess_with(
         let reading = if last {
             let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
             let lex = lexicon_screen(rules, &prefix);
-            let reading = PrefixReading::of(&lex, turn.index);
+            let reading = PrefixReading::of(&lex, turn.index, turn.text);
             remember(prefix_hash.clone().finalize().into(), reading.clone());
             last_lexicon = Some(lex);
             reading
@@ -185,7 +186,8 @@ fn assess_with(
             let key: [u8; 32] = prefix_hash.clone().finalize().into();
             recall(&key).unwrap_or_else(|| {
                 let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
-                let reading = PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index);
+                let reading =
+                    PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index, turn.text);
                 remember(key, reading.clone());
                 reading
             })
@@ -421,14 +423,26 @@ fn run_session(
         // A turn that names the change speaks of the place or the means it left ("I came down off
         // the bridge"): while a carry is open, or after the client reported being safe from it,
         // the screen reads only its other sentences.
+        // Once the crisis is history, the client's word that they are safe is read the same way
+        // ("im safe now" after "my mate came and got me" is not the crisis again).
+        let report_spans: Vec<(usize, usize)> = if resolved.is_some() {
+            reading
+                .change_spans
+                .iter()
+                .chain(&reading.safe_spans)
+                .copied()
+                .collect()
+        } else {
+            reading.change_spans.clone()
+        };
         let own_report = match &scored {
             Some((screen, scores))
-                if (carry_since.is_some() || resolved.is_some())
-                    && reading.reports_change
+                if (carry_since.is_some() && reading.reports_change
+                    || resolved.is_some() && !report_spans.is_empty())
                     && !says_still(turn.text)
                     && !reading.other_cues =>
             {
-                screen.own_without(&scores[k], &reading.change_spans)
+                screen.own_without(&scores[k], &report_spans)
             }
             _ => own,
         };
@@ -438,7 +452,7 @@ fn run_session(
                     && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
         if safe_now && own_report < own {
             if let Some((screen, scores)) = scored.as_mut() {
-                screen.discount_spans(&mut scores[k], &reading.change_spans);
+                screen.discount_spans(&mut scores[k], &report_spans);
             }
             own = own_report;
         }
@@ -586,8 +600,10 @@ struct PrefixReading {
     reports_change: bool,
     /// The byte spans of those changes in the last turn.
     change_spans: Vec<(usize, usize)>,
+    /// The byte spans of the client's word in the last turn that they are safe.
+    safe_spans: Vec<(usize, usize)>,
     /// Whether the last turn holds a risk cue of the lexicon outside those changes (a means, a
-    /// time, a farewell, a plan ...).
+    /// farewell, a plan ..., or a time word in a sentence that names no change).
     other_cues: bool,
     /// Whether the last turn holds a risk cue of the lexicon other than a time word outside
     /// those changes: after a crisis the client reported safe from, such a turn reopens it.
@@ -599,7 +615,7 @@ struct PrefixReading {
 }
 
 impl PrefixReading {
-    fn of(lex: &crate::LexiconScreen, turn: usize) -> Self {
+    fn of(lex: &crate::LexiconScreen, turn: usize, text: &str) -> Self {
         // A cue of the last turn outside the changes it names.
         let outside = |f: &crate::Found| {
             f.evidence.message == turn
@@ -610,6 +626,16 @@ impl PrefixReading {
                         && f.evidence.end <= p.end
                 })
         };
+        let is_time = |f: &crate::Found| {
+            f.category
+                .is_none_or(|c| crate::rules().file.categories[c].signal == "timeline")
+        };
+        let change_spans: Vec<(usize, usize)> = lex
+            .protective
+            .iter()
+            .filter(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE)
+            .map(|e| (e.start, e.end))
+            .collect();
         PrefixReading {
             level: lex.level,
             client_level: lex.client_level,
@@ -622,21 +648,30 @@ impl PrefixReading {
                 .protective
                 .iter()
                 .any(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE),
-            change_spans: lex
+            safe_spans: lex
                 .protective
                 .iter()
-                .filter(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE)
+                .filter(|e| e.message == turn && e.id == crate::rules::SAFE_NOW)
                 .map(|e| (e.start, e.end))
                 .collect(),
-            other_cues: lex.found.iter().any(|f| f.category.is_some() && outside(f)),
-            // Any cue but a time word ("he's staying with me tonight").
-            risk_cues: lex.found.iter().any(|f| {
-                f.category
-                    .is_some_and(|c| crate::rules().file.categories[c].signal != "timeline")
+            // A time word counts unless the change it belongs to holds it ("he's staying with me
+            // tonight"); the screen reads a sentence that names no change alone and misses the
+            // plan in "Tomorrow night I'll go back".
+            other_cues: lex.found.iter().any(|f| {
+                f.category.is_some()
                     && outside(f)
+                    && !(is_time(f)
+                        && sentence_spans(text).iter().any(|&(s, e)| {
+                            s <= f.evidence.start
+                                && f.evidence.end <= e
+                                && change_spans.iter().any(|&(cs, ce)| cs < e && s < ce)
+                        }))
             }),
+            // Any cue but a time word ("he's staying with me tonight").
+            risk_cues: lex.found.iter().any(|f| !is_time(f) && outside(f)),
             with_screen: lex.with_screen.clone(),
             client_with_screen: lex.client_with_screen.clone(),
+            change_spans,
         }
     }
 }

@@ -217,6 +217,39 @@ fn overlaps(a: &Evidence, b: (usize, usize)) -> bool {
     a.start < b.1 && b.0 < a.end
 }
 
+/// Words that join more means to the ones a change names ("the razor and all the blades",
+/// "the gun along with the key").
+const JOINING_WORDS: &[&str] = &[
+    "and", "all", "the", "my", "his", "her", "their", "every", "other", "spare", "spares", "of",
+    "with", "along", "plus", "too", "as", "well",
+];
+
+/// Words after joined means that keep them the object of the change ("the gun and the key to
+/// his house"), unlike a verb that makes them the subject of a new statement ("and the pills
+/// are in my bag").
+const AFTER_JOINED: &[&str] = &[
+    "and", "too", "as", "away", "off", "with", "to", "from", "into", "in", "out", "over", "up",
+    "down", "now",
+];
+
+/// Whether the means hit `means` follows the change `change` with only joining words between,
+/// and ends its clause or goes on as the change's object.
+fn joined_to(text: &Text, change: &Hit, means: &Hit) -> bool {
+    let toks = &text.tokens;
+    let ends_object = match toks.get(means.last_token + 1) {
+        None => true,
+        Some(next) => {
+            next.clause != toks[means.last_token].clause
+                || AFTER_JOINED.contains(&next.norm.as_str())
+        }
+    };
+    means.first_token > change.last_token
+        && ends_object
+        && toks[change.last_token + 1..means.first_token]
+            .iter()
+            .all(|t| JOINING_WORDS.contains(&t.norm.as_str()))
+}
+
 /// Screens the client's turns with `rules`.
 fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
     let file = &rules.file;
@@ -263,17 +296,29 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
             if cat.protective {
                 // "If my mum came to get me" is not a report that she did; "I'm home now where
                 // the pills are" names the means beside the change (means inside the change
-                // itself, "took the pills off me", do not count).
+                // itself, "took the pills off me", or joined to it, "he's taken the razor and all
+                // the blades", do not count).
                 let report = cat.id == rules::SAFE_NOW || cat.id == rules::SAFE_CHANGE;
-                let means_beside = cat.id == rules::SAFE_CHANGE
-                    && hits.iter().any(|o| {
-                        matches!(
+                let means_near = |o: &&Hit| {
+                    cat.id == rules::SAFE_CHANGE
+                        && matches!(
                             file.categories[o.entry].signal.as_str(),
                             "means" | "means-at-hand"
-                        ) && sentence_of(o) == sentence_of(h)
-                            && (o.end <= h.start || o.start >= h.end)
-                    });
+                        )
+                        && sentence_of(o) == sentence_of(h)
+                        && (o.end <= h.start || o.start >= h.end)
+                };
+                let means_beside = hits
+                    .iter()
+                    .filter(means_near)
+                    .any(|o| !joined_to(&text, h, o));
                 if !(report && h.hypothetical || means_beside) {
+                    // The change covers the means joined to it: they went with it.
+                    let mut evidence = evidence;
+                    if let Some(end) = hits.iter().filter(means_near).map(|o| o.end).max() {
+                        evidence.end = evidence.end.max(end);
+                        evidence.text = turn.text[evidence.start..evidence.end].to_string();
+                    }
                     protective.push(evidence);
                 }
                 continue;

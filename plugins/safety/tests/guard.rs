@@ -488,7 +488,7 @@ fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
     };
     assert_eq!(
         changes("ok. my mum came to get me, we're at hers"),
-        ["came to get me", "at hers"]
+        ["mum came", "came to get me", "we're at hers"]
     );
     assert_eq!(changes("im in a&e now"), ["in a&e"]);
     assert!(changes("if my mum came to get me i'd be ok").is_empty());
@@ -497,7 +497,7 @@ fn a_change_that_made_the_client_safe_is_read_only_when_it_happened() {
     assert!(changes("I'm home now where the pills are.").is_empty());
     assert_eq!(
         changes("my sister took the pills off me"),
-        ["took the pills off me"]
+        ["sister took the pills", "took the pills off me"]
     );
     // Means taken by someone else count; by the client, never.
     assert_eq!(

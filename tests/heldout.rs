@@ -147,6 +147,22 @@ const FROZEN: &[(&str, &str)] = &[
         "9357756195c996d381ffeba6826d6375ba6ec315b4711be44ea7cef97178304f",
     ),
     (
+        "risk-v34.jsonl",
+        "68d0cc8bcb1113b6d943e65830c4a67d82c6bba655366a4ef4b00117dab86a94",
+    ),
+    (
+        "risk-v35.jsonl",
+        "8e97b25235be12f4f0b50a14460fa0111fe873b6ed6b08e162deaf7ce0ce2369",
+    ),
+    (
+        "risk-v36.jsonl",
+        "1a9e08a773465a06660514d8b8ba7f68c9829d1d1b681ec333bcd28a41407a2b",
+    ),
+    (
+        "risk-v37.jsonl",
+        "030410253f60f8eaed1a1bfc339825421cfaac5c1221fff79c5b58cd18e45a51",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -429,9 +445,10 @@ fn risk_v9_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v10_v20_v23_v24_v26_v28_read_as_the_expectations_they_promise() {
+fn risk_v10_v20_v23_v24_v26_v28_v34_v35_read_as_the_expectations_they_promise() {
     // Counts from the writers' own tables (`tests/heldout/risk-v10.md`, `risk-v20.md`,
-    // `risk-v23.md`, `risk-v24.md`, `risk-v26.md`, `risk-v28.md`: one brief, six writers): 102
+    // `risk-v23.md`, `risk-v24.md`, `risk-v26.md`, `risk-v28.md`, `risk-v34.md`, `risk-v35.md`:
+    // one brief, eight writers): 102
     // of the 300 are sessions, among them crises followed by the client reporting safety (at
     // most low) and crises followed by calm but unsafe turns.
     for file in [
@@ -441,6 +458,8 @@ fn risk_v10_v20_v23_v24_v26_v28_read_as_the_expectations_they_promise() {
         "risk-v24.jsonl",
         "risk-v26.jsonl",
         "risk-v28.jsonl",
+        "risk-v34.jsonl",
+        "risk-v35.jsonl",
     ] {
         assert_risk_set(
             file,
@@ -495,9 +514,9 @@ fn counsel_v2_reads_as_the_expectations_it_promises() {
 
 #[test]
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
-    // One brief, thirteen writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md` ...
-    // `-v33.md`): 120 sessions after a crisis each, 30 that sound safe but are not, 30
-    // ambiguous, 60 credibly safe.
+    // One brief, fifteen writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md` ...
+    // `-v33.md`, `-v36.md`, `-v37.md`): 120 sessions after a crisis each, 30 that sound safe but
+    // are not, 30 ambiguous, 60 credibly safe.
     for file in [
         "risk-v11.jsonl",
         "risk-v12.jsonl",
@@ -512,6 +531,8 @@ fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
         "risk-v31.jsonl",
         "risk-v32.jsonl",
         "risk-v33.jsonl",
+        "risk-v36.jsonl",
+        "risk-v37.jsonl",
     ] {
         assert_risk_set(
             file,

@@ -636,6 +636,11 @@ impl PrefixReading {
             .filter(|e| e.message == turn && e.id == crate::rules::SAFE_CHANGE)
             .map(|e| (e.start, e.end))
             .collect();
+        // The screen's sentences (the units `Screen::own_without` drops) that name a change.
+        let change_sentences: Vec<(usize, usize)> = sentence_spans(text)
+            .into_iter()
+            .filter(|&(s, e)| change_spans.iter().any(|&(cs, ce)| cs < e && s < ce))
+            .collect();
         PrefixReading {
             level: lex.level,
             client_level: lex.client_level,
@@ -661,11 +666,9 @@ impl PrefixReading {
                 f.category.is_some()
                     && outside(f)
                     && !(is_time(f)
-                        && sentence_spans(text).iter().any(|&(s, e)| {
-                            s <= f.evidence.start
-                                && f.evidence.end <= e
-                                && change_spans.iter().any(|&(cs, ce)| cs < e && s < ce)
-                        }))
+                        && change_sentences
+                            .iter()
+                            .any(|&(s, e)| s <= f.evidence.start && f.evidence.end <= e))
             }),
             // Any cue but a time word ("he's staying with me tonight").
             risk_cues: lex.found.iter().any(|f| !is_time(f) && outside(f)),

@@ -163,6 +163,14 @@ const FROZEN: &[(&str, &str)] = &[
         "030410253f60f8eaed1a1bfc339825421cfaac5c1221fff79c5b58cd18e45a51",
     ),
     (
+        "risk-v38.jsonl",
+        "0144f451a6371cd9d37edbde29b3c6bbf2d4c39a2035fb4ebef01e41aa2abfa2",
+    ),
+    (
+        "risk-v39.jsonl",
+        "4b6b258b3eb0dbdc6eb72b6211a2507297267aa148e5cea3389731f806dad355",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -516,7 +524,8 @@ fn counsel_v2_reads_as_the_expectations_it_promises() {
 fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
     // One brief, fifteen writers (`tests/heldout/risk-v11.md` ... `-v19.md`, `-v30.md` ...
     // `-v33.md`, `-v36.md`, `-v37.md`): 120 sessions after a crisis each, 30 that sound safe but
-    // are not, 30 ambiguous, 60 credibly safe.
+    // are not, 30 ambiguous, 60 credibly safe. risk-v38/v39 have the same shape after a threat to
+    // harm someone else (`risk-v38.md`, `-v39.md`: group A is the person threatened arriving).
     for file in [
         "risk-v11.jsonl",
         "risk-v12.jsonl",
@@ -533,6 +542,8 @@ fn the_after_crisis_sets_read_as_the_expectations_they_promise() {
         "risk-v33.jsonl",
         "risk-v36.jsonl",
         "risk-v37.jsonl",
+        "risk-v38.jsonl",
+        "risk-v39.jsonl",
     ] {
         assert_risk_set(
             file,

@@ -171,6 +171,10 @@ const FROZEN: &[(&str, &str)] = &[
         "4b6b258b3eb0dbdc6eb72b6211a2507297267aa148e5cea3389731f806dad355",
     ),
     (
+        "risk-v40.jsonl",
+        "c799adeb09507af1212b4cb76cba34bcd5322e447aa466a6c8689279558b0369",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -571,5 +575,21 @@ fn counsel_v1_reads_as_the_expectations_it_promises() {
             ("at most low", 44),
         ],
         60,
+    );
+}
+
+#[test]
+fn risk_v40_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v40.md`): 160 items about harming
+    // someone else, 40 sessions among the look-alikes.
+    assert_risk_set(
+        "risk-v40.jsonl",
+        160,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 40),
+            ("at most low", 80),
+        ],
+        40,
     );
 }

@@ -175,6 +175,14 @@ const FROZEN: &[(&str, &str)] = &[
         "c799adeb09507af1212b4cb76cba34bcd5322e447aa466a6c8689279558b0369",
     ),
     (
+        "risk-v41.jsonl",
+        "f5d21680c9dd974a63ae5746f11f5b4141737cd4609ee1587beaeef1a467e944",
+    ),
+    (
+        "risk-v42.jsonl",
+        "ce3c521d3c4b0c11c3bca29720f3d3a707b5524ab27fcaf3906e32ab84861f0e",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -591,5 +599,39 @@ fn risk_v40_reads_as_the_expectations_it_promises() {
             ("at most low", 80),
         ],
         40,
+    );
+}
+
+#[test]
+fn risk_v41_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v41.md`): 160 items that deny or
+    // negate harm, real risk among them; 60 sessions (A 10, B 10, D 40).
+    assert_risk_set(
+        "risk-v41.jsonl",
+        160,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 40),
+            ("at most low", 80),
+        ],
+        60,
+    );
+}
+
+#[test]
+fn risk_v42_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v42.md`, risk-v34's brief in other
+    // words): 300 items, 100 of them sessions.
+    assert_risk_set(
+        "risk-v42.jsonl",
+        300,
+        &[
+            ("at least imminent", 28),
+            ("at least high", 62),
+            ("moderate to high", 45),
+            ("at most low", 150),
+            ("at most none", 15),
+        ],
+        100,
     );
 }

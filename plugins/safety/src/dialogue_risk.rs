@@ -23,6 +23,12 @@
 //!   names the change again, or says the client is safe, is read through its other sentences;
 //!   a new turn at high or above opens a new carry.
 //!
+//! - **a denial of harm** ("I'd never hurt her", "I'm not suicidal", `crate::denial`): the screen,
+//!   which learnt the harm words, reads the turn's own words again with the denial blanked out
+//!   when nothing in the turn speaks against it (a contrast, condition or hedge after it, a
+//!   lexicon cue anywhere in the turn), nothing earlier in the session raised concern, and the
+//!   screen read its piece as the kind of harm denied.
+//!
 //! The level is the highest any detector gives; no detector can lower another's, except that a
 //! crisis the client has reported being safe from (a change named) no longer counts.
 //!
@@ -95,6 +101,54 @@ fn screen_decider(
     })
 }
 
+/// The spans of `denials` whose piece (their sentence, or the whole turn when it is one
+/// sentence) the screen reads as the kind of harm denied: harm to others where someone else's
+/// harm is denied, the suicide ladder, self-harm or hopelessness where the client's own is; any
+/// kind where the words do not say.
+fn denied_spans(
+    screen: &Screen,
+    turn: &TurnScore,
+    denials: &[crate::denial::Denial],
+) -> Vec<(usize, usize)> {
+    use crate::denial::Denied;
+    denials
+        .iter()
+        .filter(|d| {
+            let holding = turn
+                .pieces
+                .iter()
+                .filter(|p| p.kind == PieceKind::Sentence)
+                .find(|p| p.start <= d.start && d.start < p.end)
+                .or_else(|| turn.pieces.iter().find(|p| p.kind == PieceKind::Message));
+            let Some(piece) = holding else {
+                return false;
+            };
+            let category = screen.category_of(piece);
+            let own_harm = matches!(
+                category,
+                "wish-dead"
+                    | "ideation-nonspecific"
+                    | "ideation-method"
+                    | "ideation-intent"
+                    | "ideation-plan"
+                    | "preparatory"
+                    | "attempt-aborted"
+                    | "attempt-interrupted"
+                    | "attempt-actual"
+                    | "attempt-ongoing"
+                    | "self-harm"
+                    | "hopelessness"
+            );
+            match d.denied {
+                Denied::Other => !own_harm,
+                Denied::Myself => category != "harm-others",
+                Denied::Unsaid => true,
+            }
+        })
+        .map(|d| (d.start, d.end))
+        .collect()
+}
+
 /// The combination the screen's reading of turn `k` completes with the lexicon's cues, when it
 /// rates the turn's own words (message or a sentence) high or above.
 fn screen_combination<'a>(
@@ -151,15 +205,22 @@ fn assess_with(
     let rules = rules();
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut failure: Option<String> = None;
+    let mut reader: Option<&dyn SentenceEmbedder> = None;
+    let mut reread_failure: Option<String> = None;
     let mut scored: Option<(&Screen, Vec<TurnScore>)> = match screen {
         None => None,
-        Some(loaded) => match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?))) {
-            Ok(v) => Some(v),
-            Err(err) => {
-                failure = Some(err);
-                None
+        Some(loaded) => {
+            match loaded.and_then(|(s, e)| Ok((s, s.score_dialogue(e, dialogue)?, e))) {
+                Ok((s, scores, e)) => {
+                    reader = Some(e);
+                    Some((s, scores))
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    None
+                }
             }
-        },
+        }
     };
 
     // The lexicon's reading of each prefix ending at a client turn.
@@ -193,6 +254,30 @@ fn assess_with(
             })
         };
         readings.push(reading);
+    }
+    // The client's denial of harm is not the harm: the screen reads each turn's own words
+    // again without the denials it would read as what they deny (`crate::denial`).
+    // Only while nothing earlier in the session raised concern: after a threat or a wish to
+    // die, "I won't do it" is what a check-in is for ("I've got the hammer in my coat pocket"
+    // ... "It's passed, I think. I won't do it.").
+    if let (Some((screen, scores)), Some(e)) = (scored.as_mut(), reader) {
+        for (k, turn) in turns.iter().enumerate() {
+            let concern_before = (0..k).any(|j| {
+                readings[j].level >= RiskLevel::Moderate
+                    || scores[j].own >= RiskLevel::Moderate
+                    || scores[j].context >= RiskLevel::Moderate
+            });
+            if concern_before {
+                break;
+            }
+            let spans = denied_spans(screen, &scores[k], &readings[k].denials);
+            if !spans.is_empty() {
+                if let Err(err) = screen.reread_without(e, &mut scores[k], turn.text, &spans) {
+                    // The first reading stands, and the rationale says so.
+                    reread_failure.get_or_insert(err);
+                }
+            }
+        }
     }
     // The client's own risk: the session read from the cues about the client alone (on its
     // own copy of the screen's scores, which the session discounts where a change is named).
@@ -349,6 +434,12 @@ fn assess_with(
             " The trained screen could not run ({err}); only the lexicon was applied."
         ));
     }
+    if let Some(err) = reread_failure {
+        a.rationale.push_str(&format!(
+            " The trained screen could not read a turn again without the client's denial of \
+             harm ({err}); its first reading stands."
+        ));
+    }
     a
 }
 
@@ -456,6 +547,7 @@ fn run_session(
             }
             own = own_report;
         }
+
         // Once the client has reported being safe, the cues of the crisis turns are history:
         // the lexicon counts the cues of this turn (a time word in "he's staying with me tonight"
         // does not complete the plan of the crisis it ends).
@@ -608,6 +700,9 @@ struct PrefixReading {
     /// Whether the last turn holds a risk cue of the lexicon other than a time word outside
     /// those changes: after a crisis the client reported safe from, such a turn reopens it.
     risk_cues: bool,
+    /// The client's denials of harm in the last turn whose screen sentence holds no lexicon
+    /// cue (`crate::denial`).
+    denials: Vec<crate::denial::Denial>,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,
     /// The same for the cues about the client alone.
@@ -641,7 +736,20 @@ impl PrefixReading {
             .into_iter()
             .filter(|&(s, e)| change_spans.iter().any(|&(cs, ce)| cs < e && s < ce))
             .collect();
+        // A denial counts where the turn holds no cue of the lexicon (a means or a time word
+        // beside "I'm not going to hurt him" is not denied with it: "I bought a gun last week.
+        // I'm not scared of burglars.").
+        let denials = if lex
+            .found
+            .iter()
+            .any(|f| f.category.is_some() && f.evidence.message == turn)
+        {
+            Vec::new()
+        } else {
+            crate::denial::denials(&psy_core::lexicon::Text::new(text))
+        };
         PrefixReading {
+            denials,
             level: lex.level,
             client_level: lex.client_level,
             last_turn_level: lex.last_turn_level,

@@ -6,6 +6,7 @@
 //! look-alike masks, combination rules and texts are data (`rules.toml`, `resources.toml`);
 //! this file applies them. A screen, not a clinician: it supports a human's judgement.
 
+pub mod denial;
 pub mod dialogue_risk;
 pub mod resources;
 pub mod rules;

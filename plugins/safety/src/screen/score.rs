@@ -76,6 +76,10 @@ pub fn output_for(level: RiskLevel) -> usize {
     }
 }
 
+fn holds_any_at(i: usize, spans: &[(usize, usize)]) -> bool {
+    spans.iter().any(|&(s, e)| s <= i && i < e)
+}
+
 fn holds_any(p: &Piece, spans: &[(usize, usize)]) -> bool {
     spans.iter().any(|&(s, e)| s < p.end && p.start < e)
 }
@@ -108,6 +112,22 @@ impl Thresholds {
         if self.is_high(p, self.sentence_high) {
             RiskLevel::High
         } else if p[0] >= self.sentence_moderate {
+            RiskLevel::Moderate
+        } else {
+            RiskLevel::None
+        }
+    }
+
+    /// The level of a message read without the client's denial of harm: the message's
+    /// moderate cut-off (a wish to be dead told beside "I wouldn't do anything" is still the
+    /// wish), and high only as clear as a sentence read alone must be (the message's high
+    /// cut-off, 0.033, rates "I just want him to know how humiliating it was" high once "I
+    /// don't want to hurt him" is gone); never imminent (a turn that says the client will not
+    /// act is no attempt under way; the lexicon reads a place or means of its own).
+    pub fn after_denial_level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
+        if self.is_high(p, self.sentence_high) {
+            RiskLevel::High
+        } else if p[0] >= self.moderate {
             RiskLevel::Moderate
         } else {
             RiskLevel::None
@@ -245,6 +265,63 @@ impl Screen {
         turn.pieces.retain(|p| {
             p.kind == PieceKind::Context || p.kind == PieceKind::Sentence && !holds_any(p, spans)
         });
+    }
+
+    /// Reads the turn's own words again with `spans` blanked out (spaces of the same length, so
+    /// the pieces' offsets still point into `text`), and keeps that reading when it is lower:
+    /// "I wish I could not wake up. I wouldn't do anything, I just wish it" without "I wouldn't
+    /// do anything" is still the wish, where dropping the sentence would lose the whole
+    /// message's reading of it. The whole message is read with
+    /// [`Thresholds::after_denial_level_of`], its sentences as sentences. The context piece
+    /// stays.
+    pub fn reread_without(
+        &self,
+        embedder: &dyn SentenceEmbedder,
+        turn: &mut TurnScore,
+        text: &str,
+        spans: &[(usize, usize)],
+    ) -> Result<(), String> {
+        let masked: String = text
+            .char_indices()
+            .map(|(i, c)| {
+                if holds_any_at(i, spans) {
+                    " ".repeat(c.len_utf8())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        let pieces: Vec<(PieceKind, usize, usize)> = Self::pieces_of(&masked)
+            .into_iter()
+            .filter(|&(_, s, e)| masked[s..e].chars().any(char::is_alphanumeric))
+            .collect();
+        let texts: Vec<&str> = pieces.iter().map(|&(_, s, e)| &masked[s..e]).collect();
+        let outputs = if texts.is_empty() {
+            Vec::new()
+        } else {
+            self.read(embedder, &texts)?
+        };
+        let mut own = RiskLevel::None;
+        let mut read = Vec::with_capacity(pieces.len());
+        for ((kind, start, end), output) in pieces.into_iter().zip(outputs) {
+            own = own.max(match kind {
+                PieceKind::Sentence => self.sentence_level_of(&output.levels),
+                _ => self.spec.thresholds.after_denial_level_of(&output.levels),
+            });
+            read.push(Piece {
+                kind,
+                message: turn.message,
+                start,
+                end,
+                output,
+            });
+        }
+        if own < turn.own {
+            turn.own = own;
+            turn.pieces.retain(|p| p.kind == PieceKind::Context);
+            turn.pieces.extend(read);
+        }
+        Ok(())
     }
 
     /// The piece that speaks for a turn's own words at `level`: the whole message when it

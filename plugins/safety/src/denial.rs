@@ -28,15 +28,34 @@ pub struct Denial {
 const SUBJECTS: &[&str] = &["i", "i'm", "i'd", "i'll", "i've"];
 /// Negators that deny what follows ("can't" does not: "I can't stop myself").
 const NEGATORS: &[&str] = &[
-    "not", "never", "don't", "didn't", "won't", "wouldn't", "ain't",
+    "not", "never", "don't", "didn't", "won't", "wouldn't", "ain't", "haven't", "hasn't",
+];
+/// "no" and its dialect forms deny only as a determiner of one of `NO_NOUNS` ("no intention
+/// of", "nae thoughts o"): alone it is an interjection ("no I'm going to ...").
+const NO: &[&str] = &["no", "nae", "zero"];
+const NO_NOUNS: &[&str] = &[
+    "intention",
+    "intentions",
+    "thought",
+    "thoughts",
+    "urge",
+    "urges",
+    "plan",
+    "plans",
+    "desire",
+    "way",
+    "interest",
 ];
 /// Words that may stand between the subject, the negator and the harm word.
 const BETWEEN: &[&str] = &[
+    "i",
     "am",
     "would",
     "will",
     "do",
     "did",
+    "have",
+    "having",
     "really",
     "honestly",
     "actually",
@@ -53,13 +72,35 @@ const BETWEEN: &[&str] = &[
     "intending",
     "mean",
     "be",
-    "lay",
-    "a",
-    "finger",
-    "on",
     "physically",
+    "any",
+    "thinking",
+    "considering",
+    "of",
+    "o",
+    "about",
+    "on",
+    "intention",
+    "intentions",
+    "thought",
+    "thoughts",
+    "urge",
+    "urges",
+    "plan",
+    "plans",
+    "desire",
+    "way",
+    "interest",
+    "in",
+    "the",
+    "slightest",
+    "lay",
+    "laid",
+    "a",
+    "at",
+    "all",
 ];
-/// Words a clause may open with before its subject ("honestly I'd never ...").
+/// Words a clause may open with before its subject or negator ("honestly I'd never ...").
 const OPENERS: &[&str] = &[
     "and",
     "so",
@@ -81,6 +122,8 @@ const OPENERS: &[&str] = &[
     "swear",
     "course",
     "of",
+    "please",
+    "relax",
 ];
 /// Harm words whose object says who is meant.
 const HARM: &[&str] = &[
@@ -107,13 +150,17 @@ const HARM: &[&str] = &[
     "beat",
     "batter",
     "smack",
+    "finger",
 ];
+/// Ending it: the client's own life ("not thinking of ending it").
+const END: &[&str] = &["end", "ending"];
+const END_OBJECTS: &[&str] = &["it", "things", "everything", "my", "myself", "it-all"];
 /// Harm words that need no object: they name self-harm.
-const HARM_SELF: &[&str] = &["suicidal", "self-harming", "cutting"];
+const HARM_SELF: &[&str] = &["suicidal", "self-harm", "self-harming", "cutting"];
 /// After "do": the unsaid act ("do anything stupid", "do it").
 const DO_OBJECTS: &[&str] = &["anything", "it", "something", "that", "owt", "nothing"];
 /// Objects that are the client.
-const ME: &[&str] = &["myself", "me", "self"];
+const ME: &[&str] = &["myself", "me", "self", "masel", "maself", "mysel", "meself"];
 /// Objects that are someone else.
 const OTHERS: &[&str] = &[
     "her", "him", "them", "anyone", "anybody", "someone", "somebody", "people", "my", "his",
@@ -124,7 +171,6 @@ const OTHERS: &[&str] = &[
 const AGAINST: &[&str] = &[
     "but", "though", "although", "however", "yet", "except", "unless", "until", "till", "if",
 ];
-
 /// Words right after a denial that hedge it: "I'm not suicidal exactly. I'm just done."
 const HEDGES: &[&str] = &["exactly", "really", "technically", "per", "as", "yet"];
 
@@ -132,30 +178,44 @@ const HEDGES: &[&str] = &["exactly", "really", "technically", "per", "as", "yet"
 pub fn denials(text: &Text) -> Vec<Denial> {
     let toks = &text.tokens;
     let mut out = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        if !SUBJECTS.contains(&t.norm.as_str()) || !opens_clause(toks, i) {
-            continue;
-        }
-        let Some((last, denied)) = denial_from(toks, i) else {
+    let mut i = 0;
+    while i < toks.len() {
+        let w = toks[i].norm.as_str();
+        let starts = SUBJECTS.contains(&w) || NEGATORS.contains(&w) || is_no(toks, i);
+        let found = if starts && opens_clause(toks, i) {
+            denial_from(toks, i)
+        } else {
+            None
+        };
+        let Some((last, denied)) = found else {
+            i += 1;
             continue;
         };
-        if toks[last + 1..]
+        let against = toks[last + 1..]
             .iter()
             .any(|w| AGAINST.contains(&w.norm.as_str()))
             || toks[last + 1..]
                 .iter()
                 .take(2)
-                .any(|w| HEDGES.contains(&w.norm.as_str()))
-        {
-            continue;
+                .any(|w| HEDGES.contains(&w.norm.as_str()));
+        if !against {
+            out.push(Denial {
+                start: toks[i].start,
+                end: toks[last].end,
+                denied,
+            });
         }
-        out.push(Denial {
-            start: t.start,
-            end: toks[last].end,
-            denied,
-        });
+        i = last + 1;
     }
     out
+}
+
+/// "no" as the determiner of a noun of intention ("no intention of").
+fn is_no(toks: &[Token], i: usize) -> bool {
+    NO.contains(&toks[i].norm.as_str())
+        && toks
+            .get(i + 1)
+            .is_some_and(|t| t.clause == toks[i].clause && NO_NOUNS.contains(&t.norm.as_str()))
 }
 
 /// Whether token `i` begins its clause, or only openers stand before it there.
@@ -167,30 +227,37 @@ fn opens_clause(toks: &[Token], i: usize) -> bool {
         .all(|w| OPENERS.contains(&w.norm.as_str()))
 }
 
-/// The denial starting at subject `i`: the index of its last token and its target.
+/// The denial starting at `i` (a subject, a negator or a determining "no"): the index of its
+/// last token and its target.
 fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
     let clause = toks[i].clause;
     let mut negated = false;
-    let mut j = i + 1;
-    while j < toks.len() && toks[j].clause == clause && j <= i + 7 {
+    let mut j = i;
+    while j < toks.len() && toks[j].clause == clause && j <= i + 9 {
         let w = toks[j].norm.as_str();
-        if NEGATORS.contains(&w) {
+        if NEGATORS.contains(&w) || is_no(toks, j) {
             negated = true;
+        } else if j == i && SUBJECTS.contains(&w) {
         } else if negated && HARM_SELF.contains(&w) {
             return Some((j, Denied::Myself));
+        } else if negated && w == "finger" {
+            // "lay a finger on my kids"
+            return next_is(toks, j, &["on"]).then(|| with_object(toks, j + 1))?;
         } else if negated && HARM.contains(&w) {
             return with_object(toks, j);
+        } else if negated && END.contains(&w) && next_is(toks, j, END_OBJECTS) {
+            return Some((j + 1, Denied::Myself));
         } else if negated && w == "do" && next_is(toks, j, DO_OBJECTS) {
             return Some((j + 1, Denied::Unsaid));
         } else if negated
             && matches!(w, "near" | "anywhere")
-            && toks[i + 1..j]
+            && toks[i..j]
                 .iter()
                 .any(|t| t.norm == "going" || t.norm == "go")
             && next_is(toks, j, &["her", "him", "them", "near"])
         {
             return with_object(toks, j);
-        } else if !BETWEEN.contains(&w) {
+        } else if !BETWEEN.contains(&w) && !SUBJECTS.contains(&w) && !NO.contains(&w) {
             return None;
         }
         j += 1;
@@ -255,6 +322,30 @@ mod tests {
     }
 
     #[test]
+    fn denials_without_a_subject_as_an_intention_or_in_dialect() {
+        let found = |s: &str| denied(s).into_iter().map(|(_, d)| d).collect::<Vec<_>>();
+        assert_eq!(
+            found("Not suicidal, just had a crappy week"),
+            [Denied::Myself]
+        );
+        assert_eq!(found("no I'm not thinking of ending it"), [Denied::Myself]);
+        assert_eq!(
+            found("I've nae intention o harming masel"),
+            [Denied::Myself]
+        );
+        assert_eq!(
+            found("Never would I harm myself, my faith keeps me"),
+            [Denied::Myself]
+        );
+        assert_eq!(found("I'd never lay a finger on my kids"), [Denied::Other]);
+        assert_eq!(found("I have no thoughts of hurting him"), [Denied::Other]);
+        assert_eq!(
+            found("not gonna do anything to myself dont worry"),
+            [Denied::Unsaid]
+        );
+    }
+
+    #[test]
     fn words_that_speak_against_a_denial_keep_it_out() {
         // A contrast or a condition after it, in the sentence or later.
         assert!(denied("I don't want to hurt myself but the urges are so strong").is_empty());
@@ -267,7 +358,8 @@ mod tests {
         // A hedge after it, or a harm word with no one harmed.
         assert!(denied("I'm not suicidal exactly. I'm just done.").is_empty());
         assert!(denied("I bought a gun. I don't hunt, I don't shoot.").is_empty());
-        // Not a harm word, or no negation: nothing denied.
+        // Not a harm word, or no negation: nothing denied; "no" alone is an interjection.
+        assert!(denied("no I'm going to hurt him tonight").is_empty());
         assert!(denied("I don't want to be here anymore").is_empty());
         assert!(denied("I want to hurt him").is_empty());
         assert!(denied("I can't stop hurting myself").is_empty());

@@ -316,6 +316,15 @@ fn vignettes_and_modality_messages_name_known_labels() {
 
 /// Reads a blind risk set with psy's own reader (`psy eval risk`'s format) and checks it holds
 /// the items, the expectations per label and the sessions its writer's table promises.
+/// The expectations of risk-v10's brief (300 items), which later general sets follow.
+const GENERAL_SET: &[(&str, usize)] = &[
+    ("at least imminent", 28),
+    ("at least high", 62),
+    ("moderate to high", 45),
+    ("at most low", 150),
+    ("at most none", 15),
+];
+
 fn assert_risk_set(file: &str, items: usize, want: &[(&str, usize)], sessions: usize) {
     let read = psy_core::risk_eval::read_risk_set(&dir().join(file)).unwrap();
     assert_eq!(read.len(), items, "{file}");
@@ -485,18 +494,7 @@ fn risk_v10_v20_v23_v24_v26_v28_v34_v35_read_as_the_expectations_they_promise() 
         "risk-v34.jsonl",
         "risk-v35.jsonl",
     ] {
-        assert_risk_set(
-            file,
-            300,
-            &[
-                ("at least imminent", 28),
-                ("at least high", 62),
-                ("moderate to high", 45),
-                ("at most low", 150),
-                ("at most none", 15),
-            ],
-            102,
-        );
+        assert_risk_set(file, 300, GENERAL_SET, 102);
     }
 }
 
@@ -629,16 +627,5 @@ fn risk_v41_v43_read_as_the_expectations_they_promise() {
 fn risk_v42_reads_as_the_expectations_it_promises() {
     // Counts from the writer's table (`tests/heldout/risk-v42.md`, risk-v34's brief in other
     // words): 300 items, 100 of them sessions.
-    assert_risk_set(
-        "risk-v42.jsonl",
-        300,
-        &[
-            ("at least imminent", 28),
-            ("at least high", 62),
-            ("moderate to high", 45),
-            ("at most low", 150),
-            ("at most none", 15),
-        ],
-        100,
-    );
+    assert_risk_set("risk-v42.jsonl", 300, GENERAL_SET, 100);
 }

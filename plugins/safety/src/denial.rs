@@ -1,9 +1,9 @@
 //! The client's denial that they will harm themselves or someone else ("I'd never hurt her",
 //! "I'm not going to do anything stupid", "I'm not suicidal"). The lexicon drops a negated cue;
 //! the screen, which learnt the harm words, reads such a sentence as the harm it denies ("I
-//! don't want to hurt her. I just want to understand" read as harm to others, high). The
-//! session drops a denial's sentence from the screen's reading of the turn
-//! (`dialogue_risk::run_session`) when nothing else in the turn speaks against it.
+//! don't want to hurt her. I just want to understand" read as harm to others, high). The guard
+//! has the screen read such a turn again with the denial blanked out
+//! (`dialogue_risk::assess_with`, `Screen::reread_without`) when nothing speaks against it.
 
 use psy_core::lexicon::{Text, Token};
 

@@ -262,20 +262,18 @@ fn assess_with(
     // ... "It's passed, I think. I won't do it.").
     if let (Some((screen, scores)), Some(e)) = (scored.as_mut(), reader) {
         for (k, turn) in turns.iter().enumerate() {
-            let concern_before = (0..k).any(|j| {
-                readings[j].level >= RiskLevel::Moderate
-                    || scores[j].own >= RiskLevel::Moderate
-                    || scores[j].context >= RiskLevel::Moderate
-            });
-            if concern_before {
-                break;
-            }
             let spans = denied_spans(screen, &scores[k], &readings[k].denials);
             if !spans.is_empty() {
                 if let Err(err) = screen.reread_without(e, &mut scores[k], turn.text, &spans) {
                     // The first reading stands, and the rationale says so.
                     reread_failure.get_or_insert(err);
                 }
+            }
+            let concern = readings[k].level >= RiskLevel::Moderate
+                || scores[k].own >= RiskLevel::Moderate
+                || scores[k].context >= RiskLevel::Moderate;
+            if concern {
+                break;
             }
         }
     }
@@ -547,7 +545,6 @@ fn run_session(
             }
             own = own_report;
         }
-
         // Once the client has reported being safe, the cues of the crisis turns are history:
         // the lexicon counts the cues of this turn (a time word in "he's staying with me tonight"
         // does not complete the plan of the crisis it ends).
@@ -700,8 +697,8 @@ struct PrefixReading {
     /// Whether the last turn holds a risk cue of the lexicon other than a time word outside
     /// those changes: after a crisis the client reported safe from, such a turn reopens it.
     risk_cues: bool,
-    /// The client's denials of harm in the last turn whose screen sentence holds no lexicon
-    /// cue (`crate::denial`).
+    /// The client's denials of harm in the last turn, none when the turn holds a lexicon cue
+    /// (`crate::denial`).
     denials: Vec<crate::denial::Denial>,
     /// What the screen's reading of the last turn could add (`LexiconScreen::with_screen`).
     with_screen: Vec<crate::ScreenCombination>,

@@ -76,10 +76,6 @@ pub fn output_for(level: RiskLevel) -> usize {
     }
 }
 
-fn holds_any_at(i: usize, spans: &[(usize, usize)]) -> bool {
-    spans.iter().any(|&(s, e)| s <= i && i < e)
-}
-
 fn holds_any(p: &Piece, spans: &[(usize, usize)]) -> bool {
     spans.iter().any(|&(s, e)| s < p.end && p.start < e)
 }
@@ -281,16 +277,11 @@ impl Screen {
         text: &str,
         spans: &[(usize, usize)],
     ) -> Result<(), String> {
-        let masked: String = text
-            .char_indices()
-            .map(|(i, c)| {
-                if holds_any_at(i, spans) {
-                    " ".repeat(c.len_utf8())
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect();
+        // The spans are word boundaries, so each range is whole characters.
+        let mut masked = text.to_string();
+        for &(s, e) in spans {
+            masked.replace_range(s..e, &" ".repeat(e - s));
+        }
         let pieces: Vec<(PieceKind, usize, usize)> = Self::pieces_of(&masked)
             .into_iter()
             .filter(|&(_, s, e)| masked[s..e].chars().any(char::is_alphanumeric))

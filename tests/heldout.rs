@@ -187,6 +187,14 @@ const FROZEN: &[(&str, &str)] = &[
         "20e62970ac754cc19ea6f104f2de9034d15f67a989de4edada34d62a5d970c82",
     ),
     (
+        "risk-v44.jsonl",
+        "30274c615bc409edd54ae84bc32b6801253b3eec50e67198d3c1c73ea46111f8",
+    ),
+    (
+        "risk-v45.jsonl",
+        "65a95652c5d03d35c0ddfd76fa8f0188e42c424de4141b007b0155c744256be3",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -628,4 +636,27 @@ fn risk_v42_reads_as_the_expectations_it_promises() {
     // Counts from the writer's table (`tests/heldout/risk-v42.md`, risk-v34's brief in other
     // words): 300 items, 100 of them sessions.
     assert_risk_set("risk-v42.jsonl", 300, GENERAL_SET, 100);
+}
+
+#[test]
+fn risk_v44_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v44.md`, risk-v42's brief, a new
+    // writer): 300 items, 100 of them sessions.
+    assert_risk_set("risk-v44.jsonl", 300, GENERAL_SET, 100);
+}
+
+#[test]
+fn risk_v45_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v45.md`): 160 look-alikes and the
+    // real thing dressed as them; 53 sessions (A 10, B 8, D 35).
+    assert_risk_set(
+        "risk-v45.jsonl",
+        160,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 30),
+            ("at most low", 90),
+        ],
+        53,
+    );
 }

@@ -195,6 +195,10 @@ const FROZEN: &[(&str, &str)] = &[
         "65a95652c5d03d35c0ddfd76fa8f0188e42c424de4141b007b0155c744256be3",
     ),
     (
+        "risk-v46.jsonl",
+        "0a7fc7a6c410c9a0a312aee108f539efce4d13477c257b81df5a8610e9b48740",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -658,5 +662,21 @@ fn risk_v45_reads_as_the_expectations_it_promises() {
             ("at most low", 90),
         ],
         53,
+    );
+}
+
+#[test]
+fn risk_v46_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v46.md`): 120 sessions after a crisis,
+    // 40 not over, 20 over with the thoughts still there, 60 credibly resolved.
+    assert_risk_set(
+        "risk-v46.jsonl",
+        120,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 20),
+            ("at most low", 60),
+        ],
+        120,
     );
 }

@@ -199,6 +199,10 @@ const FROZEN: &[(&str, &str)] = &[
         "0a7fc7a6c410c9a0a312aee108f539efce4d13477c257b81df5a8610e9b48740",
     ),
     (
+        "risk-v47.jsonl",
+        "d3bd644019cd16fbe56af933a238cd53833ba80f19e6877b71e7aa4b317a2d24",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -666,17 +670,20 @@ fn risk_v45_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v46_reads_as_the_expectations_it_promises() {
-    // Counts from the writer's table (`tests/heldout/risk-v46.md`): 120 sessions after a crisis,
-    // 40 not over, 20 over with the thoughts still there, 60 credibly resolved.
-    assert_risk_set(
-        "risk-v46.jsonl",
-        120,
-        &[
-            ("at least high", 40),
-            ("at least moderate", 20),
-            ("at most low", 60),
-        ],
-        120,
-    );
+fn risk_v46_v47_read_as_the_expectations_they_promise() {
+    // Counts from the writers' tables (`tests/heldout/risk-v46.md`, `risk-v47.md`: one brief, two
+    // writers): 120 sessions after a crisis, 40 not over, 20 over with the thoughts still there,
+    // 60 credibly resolved.
+    for file in ["risk-v46.jsonl", "risk-v47.jsonl"] {
+        assert_risk_set(
+            file,
+            120,
+            &[
+                ("at least high", 40),
+                ("at least moderate", 20),
+                ("at most low", 60),
+            ],
+            120,
+        );
+    }
 }

@@ -1045,3 +1045,77 @@ fn a_denied_harm_is_not_the_harm_it_denies() {
         assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
     }
 }
+
+/// A look-alike both detectors read as one (rule 22, thirty-second session): where the screen
+/// reads the whole message as a look-alike with no risk, the lexicon's cues of thoughts alone
+/// are the joke's words and read low. Thoughts told plainly, a means, a time or a reason that
+/// is itself a risk keep the level.
+#[test]
+fn a_look_alike_is_read_as_one() {
+    for turns in [
+        &["lmao if i have to sit through one more group project meeting i'm gonna kill myself"][..],
+        &["ugh i want to die, i just sent the email to the whole department instead of just sarah"],
+        &["I'm a screenwriter and my lead is a detective who's close to ending it all in act one. How do I show his recovery arc without it feeling cheesy?"],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
+    }
+    for (turns, at_least) in [
+        (&["i want to die. thats it. thats the message"][..], RiskLevel::Moderate),
+        (
+            &["ngl i'm kinda ready to unalive myself. already got the cord sorted in my wardrobe lol"],
+            RiskLevel::High,
+        ),
+        (&["wrote my will. the baby will be better off without me"], RiskLevel::High),
+        (
+            &["i'm going to kill myself tonight lol. nobody will even notice"],
+            RiskLevel::High,
+        ),
+        (
+            &[
+                "i did it. cut really deep this time",
+                "anyway how was your weekend lol",
+                "sorry i'm being weird",
+                "it's fine theres just a lot of blood on the floor",
+            ],
+            RiskLevel::Imminent,
+        ),
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
+    }
+}
+
+/// A crisis told together with the change that ended it, when no crisis was open before (rule
+/// 24, thirty-second session): the screen reads the crisis in the retelling; the turn gets the
+/// check-in a change turn gets after an open crisis, not the crisis protocol. A means kept ready
+/// beside the change, or "still" with a means, keeps the level.
+#[test]
+fn a_crisis_told_with_the_change_that_ended_it_gets_a_check_in() {
+    for turns in [
+        &[
+            "I was in the garage with the car running on Sunday.",
+            "My husband found me and took me to the hospital. I'm home with him now.",
+        ][..],
+        &[
+            "just wanted to update you",
+            "my mum took the blades off me after i told her, and she's sitting with me now",
+        ],
+    ] {
+        let r = risk(turns);
+        assert_eq!(r.level, RiskLevel::Moderate, "{turns:?}: {}", r.rationale);
+    }
+    for turns in [
+        &[
+            "I was on the roof of the car park for an hour tonight.",
+            "I came down and I'm in my flat now. Nobody's home till Sunday and I've kept the tablets ready, but don't worry, I'm calm.",
+        ][..],
+        &[
+            "hey it's me from last night",
+            "my brother came and took the pills away. he's gone home now and i've still got the rope",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= RiskLevel::High, "{turns:?}: {}", r.rationale);
+    }
+}

@@ -29,8 +29,23 @@
 //!   lexicon cue anywhere in the turn), nothing earlier in the session raised concern, and the
 //!   screen read its piece as the kind of harm denied.
 //!
+//! - **a crisis told with the change that ended it** (rule 24, thirty-second session): while
+//!   no carry is open, a turn that names a change (`safe-change`), holds no lexicon cue outside
+//!   it (time words included) and no "still", and whose other sentences the screen reads below
+//!   high, gets at most moderate from the screen (own and context view): the check-in a change
+//!   turn gets after an open crisis, not the crisis it retells.
+//!
+//! - **a look-alike both detectors read as one** (rule 22, thirty-second session): where the
+//!   screen reads a turn's whole message as a look-alike (its most likely category an idiom, a
+//!   game, a story, ordinary talk ...) with `P(>= moderate)` below 0.10 and none of the turn's
+//!   pieces at moderate, and every lexicon cue of the turn is a thought alone (ideation, intent,
+//!   a passive wish, a burden, a method named, hopelessness, harm to someone), those cues read
+//!   low: they are the joke's words ("if i have to sit through one more meeting i'm gonna kill
+//!   myself lol"). A means, a time, a plan, a goodbye or an act in the turn keeps them.
+//!
 //! The level is the highest any detector gives; no detector can lower another's, except that a
-//! crisis the client has reported being safe from (a change named) no longer counts.
+//! crisis the client has reported being safe from (a change named) no longer counts, and the
+//! look-alike reading above.
 //!
 //! Two views run over the same readings: the reply's (every cue) and the client's own (the
 //! lexicon's cues about someone else left out, `risk.client_level`); the reply's level is at
@@ -223,6 +238,15 @@ fn assess_with(
         }
     };
 
+    // Turns the screen reads as a look-alike with no risk: their cues of thoughts alone are the
+    // joke's words (`lexicon_screen`).
+    let lookalike: Vec<bool> = match &scored {
+        Some((screen, scores)) => scores
+            .iter()
+            .map(|t| screen.reads_as_plain_lookalike(t))
+            .collect(),
+        _ => vec![false; turns.len()],
+    };
     // The lexicon's reading of each prefix ending at a client turn.
     let mut readings = Vec::with_capacity(turns.len());
     let mut last_lexicon = None;
@@ -233,12 +257,14 @@ fn assess_with(
         for m in &dialogue.messages[hashed..=turn.index] {
             hash_message(&mut prefix_hash, m);
         }
+        // The lexicon's reading depends on the screen's reading of the turn too.
+        prefix_hash.update([u8::from(lookalike[readings.len()])]);
         hashed = turn.index + 1;
         // Earlier turns' lexicon readings come from the memo (the planner is given the whole
         // dialogue every turn); the last turn's full reading is always computed.
         let reading = if last {
             let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
-            let lex = lexicon_screen(rules, &prefix);
+            let lex = lexicon_screen(rules, &prefix, &lookalike);
             let reading = PrefixReading::of(&lex, turn.index, turn.text);
             remember(prefix_hash.clone().finalize().into(), reading.clone());
             last_lexicon = Some(lex);
@@ -247,8 +273,11 @@ fn assess_with(
             let key: [u8; 32] = prefix_hash.clone().finalize().into();
             recall(&key).unwrap_or_else(|| {
                 let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
-                let reading =
-                    PrefixReading::of(&lexicon_screen(rules, &prefix), turn.index, turn.text);
+                let reading = PrefixReading::of(
+                    &lexicon_screen(rules, &prefix, &lookalike),
+                    turn.index,
+                    turn.text,
+                );
                 remember(key, reading.clone());
                 reading
             })
@@ -310,7 +339,7 @@ fn assess_with(
 
     let Some(mut lex) = last_lexicon else {
         // No client turn: nothing to screen.
-        let mut a = lexicon_screen(rules, dialogue).into_assessment(
+        let mut a = lexicon_screen(rules, dialogue, &[]).into_assessment(
             rules,
             locale,
             manifest_resources,
@@ -498,10 +527,28 @@ fn run_session(
         let lex_level = view.pick(reading.level, reading.client_level);
         let [last_turn, last_turn_client] = reading.last_turn_level;
         let turn_level = view.pick(last_turn, last_turn_client);
-        let (mut own, context) = scored
+        let (mut own, mut context) = scored
             .as_ref()
             .map(|(_, s)| (s[k].own, s[k].context))
             .unwrap_or((RiskLevel::None, RiskLevel::None));
+        // A crisis told together with the change that ended it, no crisis open before it ("I
+        // was in the garage with the car running on Sunday" ... "My husband found me and took me
+        // to the hospital"): the screen reads the crisis; the turn gets the check-in the change
+        // turn of an open crisis gets, unless the lexicon finds a cue outside the change (a time
+        // word too), the client says "still", or the turn's other sentences read high alone
+        // ("I've kept the tablets ready, but don't worry, I'm calm").
+        let rest_calm = scored.as_ref().is_some_and(|(screen, scores)| {
+            screen.own_without(&scores[k], &reading.change_spans) < RiskLevel::High
+        });
+        if carry_since.is_none()
+            && reading.reports_change
+            && !reading.other_cues
+            && !says_still(turn.text)
+            && rest_calm
+        {
+            own = own.min(RiskLevel::Moderate);
+            context = context.min(RiskLevel::Moderate);
+        }
         // Only the client's own report that they are safe ends the carry; a protective factor
         // ("I'm only here because of my kids") after "I'm on the bridge" does not. After an
         // attempt under way or means in hand the bare word is not enough ("I'm safe, I'm just

@@ -251,8 +251,27 @@ fn joined_to(text: &Text, change: &Hit, means: &Hit) -> bool {
             .all(|t| JOINING_WORDS.contains(&t.norm.as_str()))
 }
 
-/// Screens the client's turns with `rules`.
-fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
+/// The lexicon categories that speak of thoughts alone (no means, time, plan or act): what a
+/// joke or an exaggeration borrows ("i want to die, i just sent the email to the whole
+/// department").
+const THOUGHT_CATEGORIES: &[&str] = &[
+    "ideation",
+    "intent",
+    "passive",
+    "burden",
+    "method",
+    "hopelessness",
+    "harm-others",
+];
+
+/// How the rationale names a turn both detectors read as a look-alike.
+const JOKE_LABEL: &str = "words of suicide or harm in a message the screen reads as a look-alike";
+
+/// Screens the client's turns with `rules`. `lookalike[pos]`: the screen reads client turn
+/// `pos` as a look-alike with no risk
+/// (`screen::Screen::reads_as_plain_lookalike`); its cues of thoughts alone then read low
+/// when it holds no other cue.
+fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> LexiconScreen {
     let file = &rules.file;
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut found: Vec<Found> = Vec::new();
@@ -283,6 +302,13 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
             })
         });
 
+        // A turn the screen reads as a look-alike, whose cues are all thoughts alone: the
+        // lexicon's words are the joke's ("if the wifi goes out i'm jumping off a bridge").
+        let thoughts_only = lookalike.get(pos).copied().unwrap_or(false)
+            && hits.iter().all(|h| {
+                let cat = &file.categories[h.entry];
+                cat.protective || THOUGHT_CATEGORIES.contains(&cat.id.as_str())
+            });
         let mut turn_found: Vec<Found> = Vec::new();
         for h in &hits {
             let cat = &file.categories[h.entry];
@@ -378,6 +404,13 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue) -> LexiconScreen {
                 if let Some(p) = cat.past_level {
                     level = level.min(p);
                     signal = cat.past_signal.clone();
+                }
+            }
+            if thoughts_only && level > RiskLevel::Low {
+                level = RiskLevel::Low;
+                signal = None;
+                if !lookalikes.iter().any(|l| l == JOKE_LABEL) {
+                    lookalikes.push(JOKE_LABEL.to_string());
                 }
             }
             if h.hypothetical && !cat.neutral {
@@ -749,7 +782,15 @@ impl LexiconScreen {
                 level
             }
         };
-        format!("{level} risk: {summary}{about}{quote} [rule `{id}`]{protective}.")
+        let set_aside = if self.lookalikes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; set aside as look-alike language: {}",
+                self.lookalikes.join(", ")
+            )
+        };
+        format!("{level} risk: {summary}{about}{quote} [rule `{id}`]{set_aside}{protective}.")
     }
 }
 

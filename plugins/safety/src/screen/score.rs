@@ -13,6 +13,10 @@ use super::Screen;
 /// two turns before "they're in my hand", few enough to stay within the encoder's 256 tokens.
 pub const CONTEXT_TURNS: usize = 2;
 
+/// `P(>= moderate)` below which the screen's look-alike reading of a whole message is a
+/// confident no: hyperbole and idioms read 0.002-0.05, thoughts meant 0.7-0.99 (spent sets).
+pub const PLAIN_LOOKALIKE: f32 = 0.10;
+
 /// What part of a turn a piece is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PieceKind {
@@ -325,6 +329,18 @@ impl Screen {
             .iter()
             .find(|p| p.kind == PieceKind::Message && self.level_of(&p.output.levels) >= level)
             .or_else(|| turn.strongest(level, &[PieceKind::Message, PieceKind::Sentence]))
+    }
+
+    /// Whether the screen reads the turn as a look-alike and nothing in it as a risk: the whole
+    /// message's most likely category a look-alike with `P(>= moderate)` below
+    /// [`PLAIN_LOOKALIKE`], and no piece of the turn at moderate or above.
+    pub fn reads_as_plain_lookalike(&self, turn: &TurnScore) -> bool {
+        turn.own == RiskLevel::None
+            && turn.pieces.iter().any(|p| {
+                p.kind == PieceKind::Message
+                    && p.output.levels[0] < PLAIN_LOOKALIKE
+                    && self.reads_as_lookalike(&p.output)
+            })
     }
 
     /// The most likely category of a piece.

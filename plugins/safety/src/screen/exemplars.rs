@@ -39,6 +39,18 @@ pub const CATEGORIES: &[&str] = &[
     "ordinary",
 ];
 
+/// Where the look-alikes begin in [`CATEGORIES`]: everything from idioms on is not a crisis.
+const FIRST_LOOKALIKE: usize = 13;
+
+/// Whether `category` is one of the look-alikes (idiom, game, fiction, news, grief, a medical
+/// question, work, a helper, a past crisis, everyday distress, ordinary talk).
+pub fn is_lookalike(category: &str) -> bool {
+    CATEGORIES
+        .iter()
+        .position(|c| *c == category)
+        .is_some_and(|i| i >= FIRST_LOOKALIKE)
+}
+
 /// One labelled message, or one labelled session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exemplar {
@@ -144,4 +156,18 @@ pub fn read_exemplars(path: &Path) -> Result<Vec<Exemplar>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     parse_exemplars(&text, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lookalikes_begin_after_hopelessness() {
+        assert!(!is_lookalike("hopelessness"));
+        assert!(!is_lookalike("harm-others"));
+        assert!(is_lookalike("idiom-hyperbole"));
+        assert!(is_lookalike("ordinary"));
+        assert!(!is_lookalike("not-a-category"));
+    }
 }

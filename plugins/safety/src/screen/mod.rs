@@ -257,35 +257,25 @@ impl Screen {
         read_with(&self.members, embedder, texts)
     }
 
-    /// Whether the most likely category of `output` is a look-alike (idiom, game, fiction,
-    /// news, grief, a medical question, work, a helper, a past crisis, everyday distress,
-    /// ordinary talk).
-    pub fn reads_as_lookalike(&self, output: &HeadOutput) -> bool {
+    /// The most likely category of `output`.
+    pub fn best_category(&self, output: &HeadOutput) -> &str {
         let best = output
             .categories
             .iter()
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i);
-        best.and_then(|i| self.spec.categories.get(i))
-            .is_some_and(|c| LOOKALIKE_CATEGORIES.contains(&c.as_str()))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        &self.spec.categories[best]
+    }
+
+    /// Whether the most likely category of `output` is a look-alike (idiom, game, fiction,
+    /// news, grief, a medical question, work, a helper, a past crisis, everyday distress,
+    /// ordinary talk).
+    pub fn reads_as_lookalike(&self, output: &HeadOutput) -> bool {
+        exemplars::is_lookalike(self.best_category(output))
     }
 }
-
-/// The screen's categories of messages that look like a crisis and are not.
-pub const LOOKALIKE_CATEGORIES: &[&str] = &[
-    "idiom-hyperbole",
-    "game",
-    "fiction",
-    "news",
-    "grief",
-    "medical-question",
-    "professional",
-    "helper-asking",
-    "past-resolved",
-    "everyday-distress",
-    "ordinary",
-];
 
 /// [`Screen::read`] for members not yet in a screen (training calibrates them).
 pub fn read_with(

@@ -345,14 +345,6 @@ impl Screen {
 
     /// The most likely category of a piece.
     pub fn category_of(&self, piece: &Piece) -> &str {
-        let best = piece
-            .output
-            .categories
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        &self.spec.categories[best]
+        self.best_category(&piece.output)
     }
 }

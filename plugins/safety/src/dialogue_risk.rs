@@ -537,14 +537,13 @@ fn run_session(
         // turn of an open crisis gets, unless the lexicon finds a cue outside the change (a time
         // word too), the client says "still", or the turn's other sentences read high alone
         // ("I've kept the tablets ready, but don't worry, I'm calm").
-        let rest_calm = scored.as_ref().is_some_and(|(screen, scores)| {
-            screen.own_without(&scores[k], &reading.change_spans) < RiskLevel::High
-        });
         if carry_since.is_none()
             && reading.reports_change
             && !reading.other_cues
             && !says_still(turn.text)
-            && rest_calm
+            && scored.as_ref().is_some_and(|(screen, scores)| {
+                screen.own_without(&scores[k], &reading.change_spans) < RiskLevel::High
+            })
         {
             own = own.min(RiskLevel::Moderate);
             context = context.min(RiskLevel::Moderate);

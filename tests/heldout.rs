@@ -211,6 +211,10 @@ const FROZEN: &[(&str, &str)] = &[
         "c9ff749b8314bc1230f544c36985dca334c7da1051007efbc7ee61dd9da69b18",
     ),
     (
+        "risk-v50.jsonl",
+        "5212c830a824c67d124e407f162691dbee02b7f9169d3fa1c78ac8559c196d71",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -645,6 +649,22 @@ fn risk_v41_v43_read_as_the_expectations_they_promise() {
             60,
         );
     }
+}
+
+#[test]
+fn risk_v50_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v50.md`, risk-v43's brief with ten
+    // answers to a counselor's safety question in C): 160 items, 63 sessions (A 10, B 13, D 40).
+    assert_risk_set(
+        "risk-v50.jsonl",
+        160,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 40),
+            ("at most low", 80),
+        ],
+        63,
+    );
 }
 
 #[test]

@@ -89,6 +89,10 @@ const BETWEEN: &[&str] = &[
     "at",
     "all",
 ];
+/// More words between (rule 25b): "I haven't had any", "not been having", "not feeling".
+const BETWEEN_MORE: &[&str] = &["had", "been", "got", "feel", "feeling", "felt", "once"];
+/// More openers (rule 25b): "there are no thoughts of ...".
+const OPENERS_MORE: &[&str] = &["there", "there's", "theres", "are", "is", "was", "were"];
 /// Words a clause may open with before its subject or negator ("honestly I'd never ...").
 const OPENERS: &[&str] = &[
     "and",
@@ -146,6 +150,21 @@ const END: &[&str] = &["end", "ending"];
 const END_OBJECTS: &[&str] = &["it", "things", "everything", "my", "myself", "it-all"];
 /// Harm words that need no object: they name self-harm.
 const HARM_SELF: &[&str] = &["suicidal", "self-harm", "self-harming", "cutting"];
+/// More of them (rule 25b): "no thoughts of suicide", "not planning to overdose".
+const HARM_SELF_MORE: &[&str] = &[
+    "suicide",
+    "overdose",
+    "overdosing",
+    "od",
+    "selfharm",
+    "self-harmed",
+];
+/// Harm words that name self-harm with the client as object ("never had urges to cut myself").
+const HARM_ME: &[&str] = &["cut", "burn", "burning", "starve", "starving"];
+/// Nouns a self-harm word may qualify ("no suicidal thoughts"): the denial runs through them.
+const HARM_NOUNS: &[&str] = &[
+    "thought", "thoughts", "feelings", "ideation", "urge", "urges", "plan", "plans", "intent",
+];
 /// After "do": the unsaid act ("do anything stupid", "do it").
 const DO_OBJECTS: &[&str] = &["anything", "it", "something", "that", "owt", "nothing"];
 /// Objects that are the client.
@@ -160,6 +179,15 @@ const OTHERS: &[&str] = &[
 const AGAINST: &[&str] = &[
     "but", "though", "although", "however", "yet", "except", "unless", "until", "till", "if",
 ];
+/// Times right after a denial that limit it to them (rule 25b).
+const QUALIFIERS: &[&str] = &["tonight", "today", "tomorrow", "this", "right", "yet"];
+/// "I've never had thoughts of killing myself before today" (rule 25b).
+const AGAINST_MORE: &[&str] = &["before"];
+
+/// Rule 25b's wider forms (an experiment gate while it is measured).
+fn more() -> bool {
+    std::env::var("PSY_X25B").is_ok()
+}
 /// Words right after a denial that hedge it: "I'm not suicidal exactly. I'm just done."
 const HEDGES: &[&str] = &["exactly", "really", "technically", "per", "as", "yet"];
 
@@ -180,13 +208,21 @@ pub fn denials(text: &Text) -> Vec<Denial> {
             i += 1;
             continue;
         };
-        let against = toks[last + 1..]
-            .iter()
-            .any(|w| AGAINST.contains(&w.norm.as_str()))
-            || toks[last + 1..]
-                .iter()
-                .take(2)
-                .any(|w| HEDGES.contains(&w.norm.as_str()));
+        let against = toks[last + 1..].iter().any(|w| {
+            AGAINST.contains(&w.norm.as_str())
+                || (more() && AGAINST_MORE.contains(&w.norm.as_str()))
+        })
+            || toks[last + 1..].iter().take(2).any(|w| {
+                HEDGES.contains(&w.norm.as_str())
+                    // "no suicidal thoughts, just really low": "really" hedges its own clause.
+                    && !(more() && w.norm == "really" && w.clause != toks[last].clause)
+            })
+            // "I'm not overdosing tonight, I'm waiting for Friday": a time after the denial
+            // limits it (rule 25b).
+            || (more()
+                && toks[last + 1..].iter().take(2).any(|w| {
+                    w.clause == toks[last].clause && QUALIFIERS.contains(&w.norm.as_str())
+                }));
         if !against {
             out.push(Denial {
                 start: toks[i].start,
@@ -202,9 +238,30 @@ pub fn denials(text: &Text) -> Vec<Denial> {
 /// "no" as the determiner of a noun of intention ("no intention of").
 fn is_no(toks: &[Token], i: usize) -> bool {
     NO.contains(&toks[i].norm.as_str())
-        && toks
-            .get(i + 1)
-            .is_some_and(|t| t.clause == toks[i].clause && NO_NOUNS.contains(&t.norm.as_str()))
+        && toks.get(i + 1).is_some_and(|t| {
+            t.clause == toks[i].clause
+                && (NO_NOUNS.contains(&t.norm.as_str())
+                    || (more() && is_harm_self(toks, i + 1).is_some()))
+        })
+}
+
+/// The last token of a self-harm word at `j` that needs no object ("suicidal", "self harm"),
+/// through a noun it qualifies ("suicidal thoughts").
+fn is_harm_self(toks: &[Token], j: usize) -> Option<usize> {
+    let w = toks[j].norm.as_str();
+    let more = more();
+    let last = if HARM_SELF.contains(&w) || (more && HARM_SELF_MORE.contains(&w)) {
+        j
+    } else if more && w == "self" && next_is(toks, j, &["harm", "harming"]) {
+        j + 1
+    } else {
+        return None;
+    };
+    Some(if more && next_is(toks, last, HARM_NOUNS) {
+        last + 1
+    } else {
+        last
+    })
 }
 
 /// Whether token `i` begins its clause, or only openers stand before it there.
@@ -213,7 +270,10 @@ fn opens_clause(toks: &[Token], i: usize) -> bool {
         .iter()
         .rev()
         .take_while(|w| w.clause == toks[i].clause)
-        .all(|w| OPENERS.contains(&w.norm.as_str()))
+        .all(|w| {
+            OPENERS.contains(&w.norm.as_str())
+                || (more() && OPENERS_MORE.contains(&w.norm.as_str()))
+        })
 }
 
 /// The denial starting at `i` (a subject, a negator or a determining "no"): the index of its
@@ -227,15 +287,54 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         if NEGATORS.contains(&w) || is_no(toks, j) {
             negated = true;
         } else if j == i && SUBJECTS.contains(&w) {
-        } else if negated && HARM_SELF.contains(&w) {
-            return Some((j, Denied::Myself));
+        } else if let Some(last) = is_harm_self(toks, j).filter(|_| negated) {
+            return Some((last, Denied::Myself));
+        } else if negated && more() && HARM_ME.contains(&w) && next_is(toks, j, ME) {
+            return Some((j + 1, Denied::Myself));
+        } else if negated
+            && more()
+            && matches!(w, "take" | "taking")
+            && next_is(toks, j, &["my"])
+            && toks
+                .get(j + 2)
+                .is_some_and(|t| t.clause == clause && t.norm == "life")
+        {
+            return Some((j + 2, Denied::Myself));
+        } else if negated
+            && more()
+            && matches!(w, "take" | "taking")
+            && next_is(toks, j, &["my"])
+            && toks
+                .get(j + 2)
+                .is_some_and(|t| t.clause == clause && t.norm == "own")
+            && toks
+                .get(j + 3)
+                .is_some_and(|t| t.clause == clause && t.norm == "life")
+        {
+            return Some((j + 3, Denied::Myself));
         } else if negated && w == "finger" {
             // "lay a finger on my kids"
             return next_is(toks, j, &["on"]).then(|| with_object(toks, j + 1))?;
         } else if negated && HARM.contains(&w) {
             return with_object(toks, j);
         } else if negated && END.contains(&w) && next_is(toks, j, END_OBJECTS) {
-            return Some((j + 1, Denied::Myself));
+            // "ending my life": the denial runs through "life" (rule 25b).
+            let life = |k: usize| {
+                toks.get(k)
+                    .is_some_and(|t| t.clause == clause && t.norm == "life")
+            };
+            let last = if more() && toks[j + 1].norm == "my" && life(j + 2) {
+                j + 2
+            } else if more()
+                && toks[j + 1].norm == "my"
+                && toks.get(j + 2).is_some_and(|t| t.norm == "own")
+                && life(j + 3)
+            {
+                j + 3
+            } else {
+                j + 1
+            };
+            return Some((last, Denied::Myself));
         } else if negated && w == "do" && next_is(toks, j, DO_OBJECTS) {
             return Some((j + 1, Denied::Unsaid));
         } else if negated
@@ -249,6 +348,7 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         } else if ![BETWEEN, NO_NOUNS, SUBJECTS, NO]
             .iter()
             .any(|l| l.contains(&w))
+            && !(more() && BETWEEN_MORE.contains(&w))
         {
             return None;
         }

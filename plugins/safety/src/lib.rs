@@ -289,6 +289,15 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
         // Negated cues say the opposite ("I'm not suicidal"); a cue inside a longer cue of
         // another category is read as the longer one ("tried to kill myself").
         hits.retain(|h| !h.negated);
+        // A cue inside the client's denial of harm is denied with it, however far its negator
+        // ("I am not having any thoughts of self-harm": the matcher's window is four words).
+        if std::env::var("PSY_X25A").is_ok() {
+            let denied = denial::denials(&text);
+            hits.retain(|h| {
+                file.categories[h.entry].protective
+                    || !denied.iter().any(|d| d.start <= h.start && h.end <= d.end)
+            });
+        }
         let spans: Vec<(usize, usize, usize)> =
             hits.iter().map(|h| (h.entry, h.start, h.end)).collect();
         hits.retain(|h| {

@@ -219,6 +219,10 @@ const FROZEN: &[(&str, &str)] = &[
         "47a4b835f23bec91f80e9eefd60158f522b57dbe2e7fb95f03f13824d0ff0ba6",
     ),
     (
+        "risk-v52.jsonl",
+        "04067127e5bb623bd6bb59073df2a9aa623f6a71c935270c7cdd88ebd399ef2c",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -668,6 +672,22 @@ fn risk_v50_reads_as_the_expectations_it_promises() {
             ("at most low", 80),
         ],
         63,
+    );
+}
+
+#[test]
+fn risk_v52_reads_as_the_expectations_it_promises() {
+    // Counts from the writer's table (`tests/heldout/risk-v52.md`, risk-v50's brief, a new
+    // writer): 160 items, 59 sessions (A 10, B 9, D 40).
+    assert_risk_set(
+        "risk-v52.jsonl",
+        160,
+        &[
+            ("at least high", 40),
+            ("at least moderate", 40),
+            ("at most low", 80),
+        ],
+        59,
     );
 }
 

@@ -1046,6 +1046,56 @@ fn a_denied_harm_is_not_the_harm_it_denies() {
     }
 }
 
+/// A denial however far its negator stands from the harm (rule 25, thirty-third session): the
+/// lexicon's four-word window read "I am not having any thoughts of self-harm" as self-harm, and
+/// the denial reader missed "had", "suicide", "overdose" and "cut myself". A denial limited to a
+/// time, one before a contrast, and thoughts told with a negation keep their level.
+#[test]
+fn a_denial_is_read_whole_however_far_its_negator() {
+    for turns in [
+        &["I am not having any thoughts of self-harm."][..],
+        &["No, I haven't had any thoughts of killing myself."],
+        &["I'm not planning to overdose or anything like that."],
+        &["I have never had any urges to cut myself."],
+        &["There are no thoughts of self harm, I'm just exhausted."],
+        &["Honestly no suicidal thoughts, just really low."],
+        // The turn read with the earlier ones is read without the denial too.
+        &[
+            "my dog died on saturday",
+            "the house feels so empty",
+            "I am not thinking of harming myself. It's just the quiet that gets me",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
+    }
+    for (turns, at_least) in [
+        (
+            &["I'm not overdosing tonight, I'm waiting for Friday when the house is empty"][..],
+            RiskLevel::High,
+        ),
+        (
+            &["No suicidal thoughts today, but yesterday I stood on the bridge"],
+            RiskLevel::High,
+        ),
+        (
+            &["I never thought I'd want to kill myself."],
+            RiskLevel::Moderate,
+        ),
+        (
+            &["I've never had thoughts of killing myself before today"],
+            RiskLevel::Moderate,
+        ),
+        (
+            &["I don't have suicidal thoughts all the time, only at night when I look at the pills"],
+            RiskLevel::Moderate,
+        ),
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
+    }
+}
+
 /// A look-alike both detectors read as one (rule 22, thirty-second session): where the screen
 /// reads the whole message as a look-alike with no risk, the lexicon's cues of thoughts alone
 /// are the joke's words and read low. Thoughts told plainly, a means, a time or a reason that

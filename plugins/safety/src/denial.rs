@@ -1,9 +1,11 @@
 //! The client's denial that they will harm themselves or someone else ("I'd never hurt her",
-//! "I'm not going to do anything stupid", "I'm not suicidal"). The lexicon drops a negated cue;
-//! the screen, which learnt the harm words, reads such a sentence as the harm it denies ("I
-//! don't want to hurt her. I just want to understand" read as harm to others, high). The guard
-//! has the screen read such a turn again with the denial blanked out
-//! (`dialogue_risk::assess_with`, `Screen::reread_without`) when nothing speaks against it.
+//! "I'm not going to do anything stupid", "I'm not suicidal"). The lexicon drops a negated cue,
+//! but its negation window is four words, and the guard drops a cue inside a denial however far
+//! its negator ("I am not having any thoughts of self-harm"; `lexicon_screen`). The screen,
+//! which learnt the harm words, reads such a sentence as the harm it denies ("I don't want to
+//! hurt her. I just want to understand" read as harm to others, high). The guard has the screen
+//! read such a turn again with the denial blanked out (`dialogue_risk::assess_with`,
+//! `Screen::reread_without`) when nothing speaks against it.
 
 use psy_core::lexicon::{Text, Token};
 
@@ -25,7 +27,7 @@ pub struct Denial {
 }
 
 /// The client speaking of themself.
-const SUBJECTS: &[&str] = &["i", "i'm", "i'd", "i'll", "i've"];
+const SUBJECTS: &[&str] = &["i", "i'm", "i'd", "i'll", "i've", "am"];
 /// Negators that deny what follows ("can't" does not: "I can't stop myself").
 const NEGATORS: &[&str] = &[
     "not", "never", "don't", "didn't", "won't", "wouldn't", "ain't", "haven't", "hasn't",
@@ -45,8 +47,12 @@ const NO_NOUNS: &[&str] = &[
     "desire",
     "way",
     "interest",
+    "thinking",
+    "thinkin",
 ];
-/// Words that may stand between the subject, the negator and the harm word (and `NO_NOUNS`).
+/// Words that may stand between the subject, the negator and the harm word (and `NO_NOUNS`):
+/// "I haven't had any", "not been having", "not feeling". Never "thought": "I never thought
+/// I'd want to ..." affirms.
 const BETWEEN: &[&str] = &[
     "i",
     "am",
@@ -88,12 +94,22 @@ const BETWEEN: &[&str] = &[
     "a",
     "at",
     "all",
+    "had",
+    "been",
+    "got",
+    "feel",
+    "feeling",
+    "felt",
+    "once",
+    "gonnae",
+    "wan",
+    "dey",
+    "go",
+    "think",
+    "bad",
 ];
-/// More words between (rule 25b): "I haven't had any", "not been having", "not feeling".
-const BETWEEN_MORE: &[&str] = &["had", "been", "got", "feel", "feeling", "felt", "once"];
-/// More openers (rule 25b): "there are no thoughts of ...".
-const OPENERS_MORE: &[&str] = &["there", "there's", "theres", "are", "is", "was", "were"];
-/// Words a clause may open with before its subject or negator ("honestly I'd never ...").
+/// Words a clause may open with before its subject or negator ("honestly I'd never ...",
+/// "there are no thoughts of ...").
 const OPENERS: &[&str] = &[
     "and",
     "so",
@@ -117,6 +133,13 @@ const OPENERS: &[&str] = &[
     "of",
     "please",
     "relax",
+    "there",
+    "there's",
+    "theres",
+    "are",
+    "is",
+    "was",
+    "were",
 ];
 /// Harm words whose object says who is meant.
 const HARM: &[&str] = &[
@@ -144,14 +167,19 @@ const HARM: &[&str] = &[
     "batter",
     "smack",
     "finger",
+    "hurtin",
+    "harmin",
 ];
 /// Ending it: the client's own life ("not thinking of ending it").
 const END: &[&str] = &["end", "ending"];
 const END_OBJECTS: &[&str] = &["it", "things", "everything", "my", "myself", "it-all"];
-/// Harm words that need no object: they name self-harm.
-const HARM_SELF: &[&str] = &["suicidal", "self-harm", "self-harming", "cutting"];
-/// More of them (rule 25b): "no thoughts of suicide", "not planning to overdose".
-const HARM_SELF_MORE: &[&str] = &[
+/// Harm words that need no object: they name self-harm ("no thoughts of suicide", "not
+/// planning to overdose").
+const HARM_SELF: &[&str] = &[
+    "suicidal",
+    "self-harm",
+    "self-harming",
+    "cutting",
     "suicide",
     "overdose",
     "overdosing",
@@ -166,7 +194,17 @@ const HARM_NOUNS: &[&str] = &[
     "thought", "thoughts", "feelings", "ideation", "urge", "urges", "plan", "plans", "intent",
 ];
 /// After "do": the unsaid act ("do anything stupid", "do it").
-const DO_OBJECTS: &[&str] = &["anything", "it", "something", "that", "owt", "nothing"];
+const DO_OBJECTS: &[&str] = &[
+    "anything",
+    "it",
+    "something",
+    "that",
+    "owt",
+    "nothing",
+    "anythin",
+    "onything",
+    "am",
+];
 /// Objects that are the client.
 const ME: &[&str] = &["myself", "me", "self", "masel", "maself", "mysel", "meself"];
 /// Objects that are someone else.
@@ -179,15 +217,13 @@ const OTHERS: &[&str] = &[
 const AGAINST: &[&str] = &[
     "but", "though", "although", "however", "yet", "except", "unless", "until", "till", "if",
 ];
-/// Times right after a denial that limit it to them (rule 25b).
-const QUALIFIERS: &[&str] = &["tonight", "today", "tomorrow", "this", "right", "yet"];
-/// "I've never had thoughts of killing myself before today" (rule 25b).
-const AGAINST_MORE: &[&str] = &["before"];
-
-/// Rule 25b's wider forms (an experiment gate while it is measured).
-fn more() -> bool {
-    std::env::var("PSY_X25B").is_ok()
-}
+/// Times right after a denial, in its clause, that limit it to them: "I'm not overdosing
+/// tonight, I'm waiting for Friday", "never had thoughts of killing myself before today" (a
+/// "before" in a later clause is no limit: "not gonna hurt her, just need to vent before I say
+/// something I regret").
+const QUALIFIERS: &[&str] = &[
+    "tonight", "today", "tomorrow", "this", "right", "yet", "before",
+];
 /// Words right after a denial that hedge it: "I'm not suicidal exactly. I'm just done."
 const HEDGES: &[&str] = &["exactly", "really", "technically", "per", "as", "yet"];
 
@@ -208,21 +244,19 @@ pub fn denials(text: &Text) -> Vec<Denial> {
             i += 1;
             continue;
         };
-        let against = toks[last + 1..].iter().any(|w| {
-            AGAINST.contains(&w.norm.as_str())
-                || (more() && AGAINST_MORE.contains(&w.norm.as_str()))
-        })
+        let against = toks[last + 1..]
+            .iter()
+            .any(|w| AGAINST.contains(&w.norm.as_str()))
             || toks[last + 1..].iter().take(2).any(|w| {
                 HEDGES.contains(&w.norm.as_str())
                     // "no suicidal thoughts, just really low": "really" hedges its own clause.
-                    && !(more() && w.norm == "really" && w.clause != toks[last].clause)
+                    && !(w.norm == "really" && w.clause != toks[last].clause)
             })
             // "I'm not overdosing tonight, I'm waiting for Friday": a time after the denial
-            // limits it (rule 25b).
-            || (more()
-                && toks[last + 1..].iter().take(2).any(|w| {
-                    w.clause == toks[last].clause && QUALIFIERS.contains(&w.norm.as_str())
-                }));
+            // limits it.
+            || toks[last + 1..].iter().take(2).any(|w| {
+                w.clause == toks[last].clause && QUALIFIERS.contains(&w.norm.as_str())
+            });
         if !against {
             out.push(Denial {
                 start: toks[i].start,
@@ -235,13 +269,19 @@ pub fn denials(text: &Text) -> Vec<Denial> {
     out
 }
 
-/// "no" as the determiner of a noun of intention ("no intention of").
+/// "no" as the determiner of a noun of intention ("no intention of"), or as the verb's
+/// negator right after the subject in Nigerian Pidgin and Scots ("I no wan harm myself", "am no
+/// gonnae dae anythin").
 fn is_no(toks: &[Token], i: usize) -> bool {
+    let after_subject = i > 0
+        && toks[i - 1].clause == toks[i].clause
+        && SUBJECTS.contains(&toks[i - 1].norm.as_str());
     NO.contains(&toks[i].norm.as_str())
         && toks.get(i + 1).is_some_and(|t| {
             t.clause == toks[i].clause
-                && (NO_NOUNS.contains(&t.norm.as_str())
-                    || (more() && is_harm_self(toks, i + 1).is_some()))
+                && (after_subject
+                    || NO_NOUNS.contains(&t.norm.as_str())
+                    || is_harm_self(toks, i + 1).is_some())
         })
 }
 
@@ -249,15 +289,14 @@ fn is_no(toks: &[Token], i: usize) -> bool {
 /// through a noun it qualifies ("suicidal thoughts").
 fn is_harm_self(toks: &[Token], j: usize) -> Option<usize> {
     let w = toks[j].norm.as_str();
-    let more = more();
-    let last = if HARM_SELF.contains(&w) || (more && HARM_SELF_MORE.contains(&w)) {
+    let last = if HARM_SELF.contains(&w) {
         j
-    } else if more && w == "self" && next_is(toks, j, &["harm", "harming"]) {
+    } else if w == "self" && next_is(toks, j, &["harm", "harming"]) {
         j + 1
     } else {
         return None;
     };
-    Some(if more && next_is(toks, last, HARM_NOUNS) {
+    Some(if next_is(toks, last, HARM_NOUNS) {
         last + 1
     } else {
         last
@@ -270,11 +309,13 @@ fn opens_clause(toks: &[Token], i: usize) -> bool {
         .iter()
         .rev()
         .take_while(|w| w.clause == toks[i].clause)
-        .all(|w| {
-            OPENERS.contains(&w.norm.as_str())
-                || (more() && OPENERS_MORE.contains(&w.norm.as_str()))
-        })
+        .all(|w| OPENERS.contains(&w.norm.as_str()))
 }
+
+/// Auxiliaries that put the subject after them in "never would I", "not once did I".
+const INVERTING: &[&str] = &[
+    "would", "will", "do", "did", "have", "had", "could", "shall", "should",
+];
 
 /// The denial starting at `i` (a subject, a negator or a determining "no"): the index of its
 /// last token and its target.
@@ -287,12 +328,18 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         if NEGATORS.contains(&w) || is_no(toks, j) {
             negated = true;
         } else if j == i && SUBJECTS.contains(&w) {
+        } else if negated
+            && SUBJECTS.contains(&w)
+            && !INVERTING.contains(&toks[j - 1].norm.as_str())
+        {
+            // A new subject after the negator opens what the client did not expect, not what
+            // they deny: "I never thought I'd want to kill myself" ("never would I" inverts).
+            return None;
         } else if let Some(last) = is_harm_self(toks, j).filter(|_| negated) {
             return Some((last, Denied::Myself));
-        } else if negated && more() && HARM_ME.contains(&w) && next_is(toks, j, ME) {
+        } else if negated && HARM_ME.contains(&w) && next_is(toks, j, ME) {
             return Some((j + 1, Denied::Myself));
         } else if negated
-            && more()
             && matches!(w, "take" | "taking")
             && next_is(toks, j, &["my"])
             && toks
@@ -301,7 +348,6 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         {
             return Some((j + 2, Denied::Myself));
         } else if negated
-            && more()
             && matches!(w, "take" | "taking")
             && next_is(toks, j, &["my"])
             && toks
@@ -316,17 +362,25 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
             // "lay a finger on my kids"
             return next_is(toks, j, &["on"]).then(|| with_object(toks, j + 1))?;
         } else if negated && HARM.contains(&w) {
-            return with_object(toks, j);
+            // "no thoughts of harm or anything like that": harm as a noun, no one named.
+            let noun = w == "harm"
+                && toks[j - 1].norm == "of"
+                && toks
+                    .get(j + 1)
+                    .is_none_or(|t| t.clause != clause || matches!(t.norm.as_str(), "or" | "and"));
+            return with_object(toks, j).or(noun.then_some((j, Denied::Unsaid)));
+        } else if negated && w == "danger" {
+            // "I am not in any danger."
+            return Some((j, Denied::Unsaid));
         } else if negated && END.contains(&w) && next_is(toks, j, END_OBJECTS) {
-            // "ending my life": the denial runs through "life" (rule 25b).
+            // "ending my life": the denial runs through "life".
             let life = |k: usize| {
                 toks.get(k)
                     .is_some_and(|t| t.clause == clause && t.norm == "life")
             };
-            let last = if more() && toks[j + 1].norm == "my" && life(j + 2) {
+            let last = if toks[j + 1].norm == "my" && life(j + 2) {
                 j + 2
-            } else if more()
-                && toks[j + 1].norm == "my"
+            } else if toks[j + 1].norm == "my"
                 && toks.get(j + 2).is_some_and(|t| t.norm == "own")
                 && life(j + 3)
             {
@@ -335,7 +389,7 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
                 j + 1
             };
             return Some((last, Denied::Myself));
-        } else if negated && w == "do" && next_is(toks, j, DO_OBJECTS) {
+        } else if negated && matches!(w, "do" | "dae") && next_is(toks, j, DO_OBJECTS) {
             return Some((j + 1, Denied::Unsaid));
         } else if negated
             && matches!(w, "near" | "anywhere")
@@ -348,7 +402,6 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         } else if ![BETWEEN, NO_NOUNS, SUBJECTS, NO]
             .iter()
             .any(|l| l.contains(&w))
-            && !(more() && BETWEEN_MORE.contains(&w))
         {
             return None;
         }
@@ -435,6 +488,55 @@ mod tests {
             found("not gonna do anything to myself dont worry"),
             [Denied::Unsaid]
         );
+    }
+
+    #[test]
+    fn denials_with_more_words_between_and_more_harm_words() {
+        let spans = |s: &str| denied(s).into_iter().map(|(t, _)| t).collect::<Vec<_>>();
+        assert_eq!(
+            spans("I am not having any thoughts of self-harm."),
+            ["I am not having any thoughts of self-harm"]
+        );
+        assert_eq!(
+            spans("Never had any thoughts of ending my life."),
+            ["Never had any thoughts of ending my life"]
+        );
+        assert_eq!(
+            spans("I'm not planning to overdose or anything like that"),
+            ["I'm not planning to overdose"]
+        );
+        assert_eq!(
+            spans("I have never had any urges to cut myself."),
+            ["I have never had any urges to cut myself"]
+        );
+        assert_eq!(
+            spans("There are no thoughts of self harm, I'm just exhausted."),
+            ["no thoughts of self harm"]
+        );
+        assert_eq!(
+            spans("Honestly no suicidal thoughts, just really low."),
+            ["no suicidal thoughts"]
+        );
+        assert_eq!(
+            spans("I've never once thought about taking my own life"),
+            ["I've never once thought about taking my own life"]
+        );
+        // Nigerian Pidgin and Scots negators, harm as a noun, danger.
+        let found = |s: &str| denied(s).into_iter().map(|(_, d)| d).collect::<Vec<_>>();
+        assert_eq!(found("I no wan harm myself or her o"), [Denied::Myself]);
+        assert_eq!(found("Am no gonnae dae anythin daft"), [Denied::Unsaid]);
+        assert_eq!(found("No thinkin of hurtin masel"), [Denied::Myself]);
+        assert_eq!(found("I am not in any danger."), [Denied::Unsaid]);
+        assert_eq!(
+            found("No thoughts of harm or anything like that."),
+            [Denied::Unsaid]
+        );
+        assert!(denied("I no reach the cut off").is_empty());
+        assert!(denied("I no go lie, I wan harm myself").is_empty());
+        // Limited to a time, or to before now: no denial.
+        assert!(denied("I'm not going to hurt myself tonight").is_empty());
+        assert!(denied("I've never had thoughts of killing myself before today").is_empty());
+        assert!(denied("I never thought I'd want to kill myself").is_empty());
     }
 
     #[test]

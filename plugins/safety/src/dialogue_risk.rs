@@ -293,7 +293,15 @@ fn assess_with(
         for (k, turn) in turns.iter().enumerate() {
             let spans = denied_spans(screen, &scores[k], &readings[k].denials);
             if !spans.is_empty() {
-                if let Err(err) = screen.reread_without(e, &mut scores[k], turn.text, &spans) {
+                let earlier: Vec<&str> = turns
+                    [k.saturating_sub(crate::screen::score::CONTEXT_TURNS)..k]
+                    .iter()
+                    .rev()
+                    .map(|t| t.text)
+                    .collect();
+                if let Err(err) =
+                    screen.reread_without(e, &mut scores[k], turn.text, &earlier, &spans)
+                {
                     // The first reading stands, and the rationale says so.
                     reread_failure.get_or_insert(err);
                 }

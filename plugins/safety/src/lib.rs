@@ -251,19 +251,6 @@ fn joined_to(text: &Text, change: &Hit, means: &Hit) -> bool {
             .all(|t| JOINING_WORDS.contains(&t.norm.as_str()))
 }
 
-/// The lexicon categories that speak of thoughts alone (no means, time, plan or act): what a
-/// joke or an exaggeration borrows ("i want to die, i just sent the email to the whole
-/// department").
-const THOUGHT_CATEGORIES: &[&str] = &[
-    "ideation",
-    "intent",
-    "passive",
-    "burden",
-    "method",
-    "hopelessness",
-    "harm-others",
-];
-
 /// How the rationale names a turn both detectors read as a look-alike.
 const JOKE_LABEL: &str = "words of suicide or harm in a message the screen reads as a look-alike";
 
@@ -291,13 +278,11 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
         hits.retain(|h| !h.negated);
         // A cue inside the client's denial of harm is denied with it, however far its negator
         // ("I am not having any thoughts of self-harm": the matcher's window is four words).
-        if std::env::var("PSY_X25A").is_ok() {
-            let denied = denial::denials(&text);
-            hits.retain(|h| {
-                file.categories[h.entry].protective
-                    || !denied.iter().any(|d| d.start <= h.start && h.end <= d.end)
-            });
-        }
+        let denied = denial::denials(&text);
+        hits.retain(|h| {
+            file.categories[h.entry].protective
+                || !denied.iter().any(|d| d.start <= h.start && h.end <= d.end)
+        });
         let spans: Vec<(usize, usize, usize)> =
             hits.iter().map(|h| (h.entry, h.start, h.end)).collect();
         hits.retain(|h| {
@@ -316,7 +301,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
         let thoughts_only = lookalike.get(pos).copied().unwrap_or(false)
             && hits.iter().all(|h| {
                 let cat = &file.categories[h.entry];
-                cat.protective || THOUGHT_CATEGORIES.contains(&cat.id.as_str())
+                cat.protective || cat.thoughts
             });
         let mut turn_found: Vec<Found> = Vec::new();
         for h in &hits {

@@ -64,6 +64,11 @@ pub struct Category {
     /// Says nothing about who is at risk (means, time); joins either side in combinations.
     #[serde(default)]
     pub neutral: bool,
+    /// Speaks of thoughts alone (no means, time, plan or act): what a joke or an exaggeration
+    /// borrows ("i want to die, i just sent the email to the whole department"). A turn the
+    /// screen reads as a look-alike whose cues are all such keeps them at low.
+    #[serde(default)]
+    pub thoughts: bool,
     /// Reported as a protective factor; never raises the level.
     #[serde(default)]
     pub protective: bool,
@@ -281,6 +286,13 @@ impl Rules {
             }
             if c.phrases.is_empty() {
                 return Err(format!("category `{}` has no phrases", c.id));
+            }
+            if c.thoughts && (c.protective || c.neutral) {
+                return Err(format!(
+                    "category `{}`: `thoughts` names risk cues of thoughts alone; a protective \
+                     or neutral category cannot be one",
+                    c.id
+                ));
             }
             signals.insert(&c.signal);
             if let Some(s) = &c.past_signal {
@@ -534,6 +546,39 @@ mod tests {
             .unwrap();
         assert!(
             err.contains("no protective category `safe-change`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn thoughts_alone_are_named_in_the_file_and_never_protective() {
+        let rules = Rules::parse(SHIPPED).unwrap();
+        let thoughts: Vec<&str> = rules
+            .file
+            .categories
+            .iter()
+            .filter(|c| c.thoughts)
+            .map(|c| c.id.as_str())
+            .collect();
+        // Means, time, plans, farewells and acts are not what a joke borrows.
+        assert_eq!(
+            thoughts,
+            [
+                "ideation",
+                "intent",
+                "passive",
+                "burden",
+                "hopelessness",
+                "method",
+                "harm-others"
+            ]
+        );
+        let safe_now = SHIPPED.find("id = \"safe-now\"").unwrap();
+        let mut bad = SHIPPED.to_string();
+        bad.insert_str(safe_now, "thoughts = true\n");
+        let err = Rules::parse(&bad).err().unwrap();
+        assert!(
+            err.contains("category `safe-now`") && err.contains("cannot be one"),
             "{err}"
         );
     }

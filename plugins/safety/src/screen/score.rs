@@ -273,12 +273,15 @@ impl Screen {
     /// do anything" is still the wish, where dropping the sentence would lose the whole
     /// message's reading of it. The whole message is read with
     /// [`Thresholds::after_denial_level_of`], its sentences as sentences. The context piece
-    /// stays.
+    /// (`earlier`: the client's previous turns, newest first, as `score_dialogue` joins them) is
+    /// read again with the same spans blanked and kept when lower ("I am not going to harm
+    /// myself, please don't think that" after an engagement broken off read moderate there).
     pub fn reread_without(
         &self,
         embedder: &dyn SentenceEmbedder,
         turn: &mut TurnScore,
         text: &str,
+        earlier: &[&str],
         spans: &[(usize, usize)],
     ) -> Result<(), String> {
         // The spans are word boundaries, so each range is whole characters.
@@ -286,11 +289,24 @@ impl Screen {
         for &(s, e) in spans {
             masked.replace_range(s..e, &" ".repeat(e - s));
         }
-        let pieces: Vec<(PieceKind, usize, usize)> = Self::pieces_of(&masked)
+        let mut pieces: Vec<(PieceKind, usize, usize)> = Self::pieces_of(&masked)
             .into_iter()
             .filter(|&(_, s, e)| masked[s..e].chars().any(char::is_alphanumeric))
             .collect();
-        let texts: Vec<&str> = pieces.iter().map(|&(_, s, e)| &masked[s..e]).collect();
+        let mut texts: Vec<String> = pieces
+            .iter()
+            .map(|&(_, s, e)| masked[s..e].to_string())
+            .collect();
+        if !earlier.is_empty() && turn.pieces.iter().any(|p| p.kind == PieceKind::Context) {
+            let mut joined = masked.clone();
+            for e in earlier {
+                joined.push('\n');
+                joined.push_str(e);
+            }
+            pieces.push((PieceKind::Context, 0, text.len()));
+            texts.push(joined);
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let outputs = if texts.is_empty() {
             Vec::new()
         } else {
@@ -298,7 +314,20 @@ impl Screen {
         };
         let mut own = RiskLevel::None;
         let mut read = Vec::with_capacity(pieces.len());
+        let mut context: Option<(RiskLevel, Piece)> = None;
         for ((kind, start, end), output) in pieces.into_iter().zip(outputs) {
+            if kind == PieceKind::Context {
+                let level = self.context_level_of(&output.levels);
+                let piece = Piece {
+                    kind,
+                    message: turn.message,
+                    start,
+                    end,
+                    output,
+                };
+                context = Some((level, piece));
+                continue;
+            }
             own = own.max(match kind {
                 PieceKind::Sentence => self.sentence_level_of(&output.levels),
                 _ => self.spec.thresholds.after_denial_level_of(&output.levels),
@@ -315,6 +344,11 @@ impl Screen {
             turn.own = own;
             turn.pieces.retain(|p| p.kind == PieceKind::Context);
             turn.pieces.extend(read);
+        }
+        if let Some((level, piece)) = context.filter(|(l, _)| *l < turn.context) {
+            turn.context = level;
+            turn.pieces.retain(|p| p.kind != PieceKind::Context);
+            turn.pieces.push(piece);
         }
         Ok(())
     }

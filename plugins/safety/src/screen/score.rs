@@ -80,6 +80,17 @@ pub fn output_for(level: RiskLevel) -> usize {
     }
 }
 
+/// The context piece's text: the turn, then the earlier turns newest first (so that the
+/// encoder's truncation cuts the oldest words, never the turn itself).
+fn context_text<'a>(turn: &str, earlier: impl Iterator<Item = &'a str>) -> String {
+    let mut joined = turn.to_string();
+    for e in earlier {
+        joined.push('\n');
+        joined.push_str(e);
+    }
+    joined
+}
+
 fn holds_any(p: &Piece, spans: &[(usize, usize)]) -> bool {
     spans.iter().any(|&(s, e)| s < p.end && p.start < e)
 }
@@ -203,12 +214,8 @@ impl Screen {
                 layout.push((pos, kind, s, e));
             }
             if pos > 0 {
-                let mut joined = turn.text.to_string();
-                for earlier in turns[pos.saturating_sub(CONTEXT_TURNS)..pos].iter().rev() {
-                    joined.push('\n');
-                    joined.push_str(earlier.text);
-                }
-                texts.push(joined);
+                let earlier = turns[pos.saturating_sub(CONTEXT_TURNS)..pos].iter().rev();
+                texts.push(context_text(turn.text, earlier.map(|t| t.text)));
                 layout.push((pos, PieceKind::Context, 0, turn.text.len()));
             }
         }
@@ -274,8 +281,8 @@ impl Screen {
     /// message's reading of it. The whole message is read with
     /// [`Thresholds::after_denial_level_of`], its sentences as sentences. The context piece
     /// (`earlier`: the client's previous turns, newest first, as `score_dialogue` joins them) is
-    /// read again with the same spans blanked and kept when lower ("I am not going to harm
-    /// myself, please don't think that" after an engagement broken off read moderate there).
+    /// read again with the same spans blanked and kept when lower ("I am not thinking of harming
+    /// myself" after "my dog died on saturday" read moderate there).
     pub fn reread_without(
         &self,
         embedder: &dyn SentenceEmbedder,
@@ -298,13 +305,8 @@ impl Screen {
             .map(|&(_, s, e)| masked[s..e].to_string())
             .collect();
         if !earlier.is_empty() && turn.pieces.iter().any(|p| p.kind == PieceKind::Context) {
-            let mut joined = masked.clone();
-            for e in earlier {
-                joined.push('\n');
-                joined.push_str(e);
-            }
             pieces.push((PieceKind::Context, 0, text.len()));
-            texts.push(joined);
+            texts.push(context_text(&masked, earlier.iter().copied()));
         }
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let outputs = if texts.is_empty() {

@@ -339,25 +339,10 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
             return Some((last, Denied::Myself));
         } else if negated && HARM_ME.contains(&w) && next_is(toks, j, ME) {
             return Some((j + 1, Denied::Myself));
-        } else if negated
-            && matches!(w, "take" | "taking")
-            && next_is(toks, j, &["my"])
-            && toks
-                .get(j + 2)
-                .is_some_and(|t| t.clause == clause && t.norm == "life")
+        } else if let Some(life) =
+            my_life(toks, j).filter(|_| negated && matches!(w, "take" | "taking"))
         {
-            return Some((j + 2, Denied::Myself));
-        } else if negated
-            && matches!(w, "take" | "taking")
-            && next_is(toks, j, &["my"])
-            && toks
-                .get(j + 2)
-                .is_some_and(|t| t.clause == clause && t.norm == "own")
-            && toks
-                .get(j + 3)
-                .is_some_and(|t| t.clause == clause && t.norm == "life")
-        {
-            return Some((j + 3, Denied::Myself));
+            return Some((life, Denied::Myself));
         } else if negated && w == "finger" {
             // "lay a finger on my kids"
             return next_is(toks, j, &["on"]).then(|| with_object(toks, j + 1))?;
@@ -374,21 +359,7 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
             return Some((j, Denied::Unsaid));
         } else if negated && END.contains(&w) && next_is(toks, j, END_OBJECTS) {
             // "ending my life": the denial runs through "life".
-            let life = |k: usize| {
-                toks.get(k)
-                    .is_some_and(|t| t.clause == clause && t.norm == "life")
-            };
-            let last = if toks[j + 1].norm == "my" && life(j + 2) {
-                j + 2
-            } else if toks[j + 1].norm == "my"
-                && toks.get(j + 2).is_some_and(|t| t.norm == "own")
-                && life(j + 3)
-            {
-                j + 3
-            } else {
-                j + 1
-            };
-            return Some((last, Denied::Myself));
+            return Some((my_life(toks, j).unwrap_or(j + 1), Denied::Myself));
         } else if negated && matches!(w, "do" | "dae") && next_is(toks, j, DO_OBJECTS) {
             return Some((j + 1, Denied::Unsaid));
         } else if negated
@@ -408,6 +379,23 @@ fn denial_from(toks: &[Token], i: usize) -> Option<(usize, Denied)> {
         j += 1;
     }
     None
+}
+
+/// The index of "life" in "my life" or "my own life" right after the verb at `j`, in its clause.
+fn my_life(toks: &[Token], j: usize) -> Option<usize> {
+    let is = |k: usize, word: &str| {
+        toks.get(k)
+            .is_some_and(|t| t.clause == toks[j].clause && t.norm == word)
+    };
+    if !is(j + 1, "my") {
+        None
+    } else if is(j + 2, "life") {
+        Some(j + 2)
+    } else if is(j + 2, "own") && is(j + 3, "life") {
+        Some(j + 3)
+    } else {
+        None
+    }
 }
 
 fn next_is(toks: &[Token], j: usize, words: &[&str]) -> bool {

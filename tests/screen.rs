@@ -1046,6 +1046,25 @@ fn a_denied_harm_is_not_the_harm_it_denies() {
     }
 }
 
+/// A thank-you and goodbye after arrangements settles nothing (rule 27, thirty-third session):
+/// the carry of a high turn used to close when the next turn read calm alone and with its
+/// context, so "Thanks for everything." after letters posted and the dog rehomed read none. A
+/// crisis the client reports a change from still resolves when they thank the counselor.
+#[test]
+fn a_goodbye_after_arrangements_keeps_the_carry_open() {
+    let r = risk(&[
+        "letters are posted, the dog's with my sister",
+        "Thanks for everything.",
+    ]);
+    assert!(r.level >= RiskLevel::Moderate, "{:?}", r.level);
+    let r = risk(&[
+        "I was on the bridge last week",
+        "my sister came and got me and I'm seeing a counsellor now",
+        "thanks for everything, honestly",
+    ]);
+    assert!(r.level <= RiskLevel::Low, "{:?}", r.level);
+}
+
 /// A denial however far its negator stands from the harm (rule 25, thirty-third session): the
 /// lexicon's four-word window read "I am not having any thoughts of self-harm" as self-harm, and
 /// the denial reader missed "had", "suicide", "overdose" and "cut myself". A denial limited to a

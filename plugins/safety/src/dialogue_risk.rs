@@ -667,7 +667,11 @@ fn run_session(
             && carry_level.is_some_and(|l| l < RiskLevel::Imminent)
             && carry_turn.is_some_and(|c| k - c <= screen::score::CONTEXT_TURNS)
             && level < RiskLevel::Moderate
-            && context < RiskLevel::Moderate;
+            && context < RiskLevel::Moderate
+            // A thank-you and goodbye is how a calm farewell after arrangements ends ("letters
+            // are posted, the dog's with my sister" ... "Thanks for everything. Bye"): it
+            // settles nothing; only the client's word that they are safe does.
+            && !takes_leave(turn.text);
         match carry_since {
             Some(_) if safe_now || settled_now => {
                 if safe_by_change {
@@ -872,6 +876,18 @@ fn hash_message(h: &mut Sha256, m: &Message) {
 /// here with me", "he's still in the flat", "still shaking"): the turn is then read whole.
 fn says_still(text: &str) -> bool {
     Text::new(text).tokens.iter().any(|t| t.norm == "still")
+}
+
+/// Leave-taking: "bye", "goodbye", thanks for everything or for all of it.
+fn takes_leave(text: &str) -> bool {
+    let words: Vec<String> = Text::new(text).tokens.into_iter().map(|t| t.norm).collect();
+    let has = |seq: &[&str]| words.windows(seq.len()).any(|w| w.iter().eq(seq.iter()));
+    words
+        .iter()
+        .any(|w| matches!(w.as_str(), "bye" | "goodbye" | "farewell"))
+        || has(&["for", "everything"])
+        || has(&["for", "it", "all"])
+        || has(&["for", "all", "of"])
 }
 
 fn detectors(screen: bool) -> Vec<String> {

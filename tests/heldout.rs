@@ -223,6 +223,10 @@ const FROZEN: &[(&str, &str)] = &[
         "04067127e5bb623bd6bb59073df2a9aa623f6a71c935270c7cdd88ebd399ef2c",
     ),
     (
+        "risk-v53.jsonl",
+        "9dc3319aac288f8550e556926cdbf96c50c807fc33a26dbf5f8fcf3d4ab18e6e",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -724,11 +728,16 @@ fn risk_v45_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v46_v47_v49_read_as_the_expectations_they_promise() {
-    // Counts from the writers' tables (`tests/heldout/risk-v46.md`, `risk-v47.md`, `risk-v49.md`:
-    // one brief, three writers): 120 sessions after a crisis, 40 not over, 20 over with the thoughts still there,
-    // 60 credibly resolved.
-    for file in ["risk-v46.jsonl", "risk-v47.jsonl", "risk-v49.jsonl"] {
+fn risk_v46_v47_v49_v53_read_as_the_expectations_they_promise() {
+    // Counts from the writers' tables (`tests/heldout/risk-v46.md`, `risk-v47.md`, `risk-v49.md`,
+    // `risk-v53.md`: one brief, four writers): 120 sessions after a crisis, 40 not over, 20 over
+    // with the thoughts still there, 60 credibly resolved.
+    for file in [
+        "risk-v46.jsonl",
+        "risk-v47.jsonl",
+        "risk-v49.jsonl",
+        "risk-v53.jsonl",
+    ] {
         assert_risk_set(
             file,
             120,

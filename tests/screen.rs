@@ -1052,17 +1052,62 @@ fn a_denied_harm_is_not_the_harm_it_denies() {
 /// crisis the client reports a change from still resolves when they thank the counselor.
 #[test]
 fn a_goodbye_after_arrangements_keeps_the_carry_open() {
+    // A goodbye while the crisis is open keeps its level (rule 28b, thirty-fourth session).
     let r = risk(&[
         "letters are posted, the dog's with my sister",
         "Thanks for everything.",
     ]);
-    assert!(r.level >= RiskLevel::Moderate, "{:?}", r.level);
+    assert!(r.level >= RiskLevel::High, "{:?}", r.trajectory);
     let r = risk(&[
         "I was on the bridge last week",
         "my sister came and got me and I'm seeing a counsellor now",
         "thanks for everything, honestly",
     ]);
     assert!(r.level <= RiskLevel::Low, "{:?}", r.level);
+}
+
+/// The change that ended a crisis undone (rule 28, thirty-fourth session): a plan to go back,
+/// or the person who came gone and the client alone again, brings the crisis back; before, the
+/// named change silenced everything after it. The person leaving with someone else there, a
+/// nurse going off after treatment, or going to bed with a plan for the morning does not.
+#[test]
+fn a_change_undone_brings_the_crisis_back() {
+    let r = risk(&[
+        "I stood at the edge of the cliff this afternoon",
+        "a walker talked me down and I'm home now",
+        "I think I'll go back there when it's quiet",
+    ]);
+    assert!(r.level >= RiskLevel::High, "{:?}", r.trajectory);
+    assert!(
+        r.evidence.iter().any(|e| e.category == "change-undone"),
+        "{:?}",
+        r.evidence
+    );
+    for turns in [
+        &[
+            "I stood on the bridge last night",
+            "my dad came and got me",
+            "dad's gone to work now but my sister is with me",
+        ][..],
+        &[
+            "I had the belt round my neck in the wardrobe last night",
+            "my girlfriend found me and cut it down, she's staying with me",
+            "she's gone to work now but she'll be back at six and my mum's coming round at lunch",
+        ],
+        &[
+            "I had the knife in my hand in the kitchen an hour ago",
+            "my husband took it off me and he's sitting with me",
+            "he's gone to bed now, I'm going to sleep too, we're seeing the GP in the morning",
+        ],
+        &[
+            "I took a handful of pills an hour ago",
+            "my sister drove me to A&E",
+            "the nurse has gone now, they said I'm medically fine and the mental health team will see me",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.trajectory);
+    }
 }
 
 /// A denial however far its negator stands from the harm (rule 25, thirty-third session): the

@@ -78,6 +78,15 @@ enum Decider {
     Session {
         since: usize,
     },
+    /// A goodbye while the crisis of message `since` is open: the level stays the crisis's.
+    Farewell {
+        since: usize,
+    },
+    /// The change the client named in message `since` no longer holds (the person left, they
+    /// are alone again, they plan to go back): the crisis it had ended is back.
+    Undone {
+        since: usize,
+    },
     /// An imminent turn's carry, still open: the level stays imminent.
     Ongoing {
         since: usize,
@@ -434,6 +443,48 @@ fn assess_with(
                 ),
                 Focus::Myself,
             ),
+            Decider::Farewell { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "farewell-in-crisis".into(),
+                    level: RiskLevel::High,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "an earlier turn rated high or above, then a goodbye",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "message {since} was rated high or above and the client takes leave without saying they are safe"
+                    ),
+                    Focus::Myself,
+                )
+            }
+            Decider::Undone { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "change-undone".into(),
+                    level: RiskLevel::High,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "the change that made the client safe, which no longer holds",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "the client named a change that made them safe in message {since}, and says it no longer holds (the person left, they are alone again, or they plan to go back)"
+                    ),
+                    Focus::Myself,
+                )
+            }
             Decider::Ongoing { since } => {
                 extra.push(RiskEvidence {
                     rule: "session".into(),
@@ -524,12 +575,19 @@ fn run_session(
     let mut resolved: Option<usize> = None;
     // The message in which the client reported being safe from that crisis.
     let mut resolved_at = 0;
+    // The level that crisis had reached.
+    let mut resolved_level = RiskLevel::None;
     let mut decider: Option<Decider> = None;
     for (k, turn) in turns.iter().enumerate() {
         let reading = &readings[k];
+        // The change that ended the crisis no longer holds ("Pastor has gone now" after "my
+        // pastor came", "he's on night shift again tonight", "I'll go back on the weekend"):
+        // the crisis is back at its level (high at most: a plan for later, not one under way).
+        let undone = (reading.undoes_change && resolved.is_some())
+            .then(|| resolved_level.min(RiskLevel::High));
         // A risk cue or "still" after the report reopens the crisis: "love you all" after "I'm
         // home, I'm in bed, I'm safe" is read with the pills in hand again.
-        if reading.risk_cues || says_still(turn.text) {
+        if reading.risk_cues || reading.says_still {
             resolved = None;
         }
         let lex_level = view.pick(reading.level, reading.client_level);
@@ -548,7 +606,7 @@ fn run_session(
         if carry_since.is_none()
             && reading.reports_change
             && !reading.other_cues
-            && !says_still(turn.text)
+            && !reading.says_still
             && scored.as_ref().is_some_and(|(screen, scores)| {
                 screen.own_without(&scores[k], &reading.change_spans) < RiskLevel::High
             })
@@ -582,7 +640,7 @@ fn run_session(
             Some((screen, scores))
                 if (carry_since.is_some() && reading.reports_change
                     || resolved.is_some() && !report_spans.is_empty())
-                    && !says_still(turn.text)
+                    && !reading.says_still
                     && !reading.other_cues =>
             {
                 screen.own_without(&scores[k], &report_spans)
@@ -661,6 +719,10 @@ fn run_session(
         // replying" after "I'm standing on the bridge right now" as calm (measured on the
         // candidate screens with writer f's sessions); only the client's word that they are
         // safe ends that carry.
+        if let Some(crisis) = undone.filter(|&l| l > level) {
+            level = crisis;
+            why = Some(Decider::Undone { since: resolved_at });
+        }
         let settled_now = scored
             .as_ref()
             .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())
@@ -671,18 +733,29 @@ fn run_session(
             // A thank-you and goodbye is how a calm farewell after arrangements ends ("letters
             // are posted, the dog's with my sister" ... "Thanks for everything. Bye"): it
             // settles nothing; only the client's word that they are safe does.
-            && !takes_leave(turn.text);
+            && !reading.takes_leave;
         match carry_since {
             Some(_) if safe_now || settled_now => {
                 if safe_by_change {
                     resolved = carry_turn;
                     resolved_at = turn.index;
+                    resolved_level = carry_level.unwrap_or_default();
                 }
                 carry_since = None;
                 carry_turn = None;
                 carry_level = None;
                 change_since_carry = false;
                 imminent_since = None;
+            }
+            // A goodbye while the crisis is open is a warning of its own (the `farewell` cues):
+            // "Thanks for everything. Bye" after "letters are posted" keeps the crisis's level.
+            Some(since)
+                if reading.takes_leave
+                    && carry_level.is_some_and(|l| l >= RiskLevel::High)
+                    && level < RiskLevel::High =>
+            {
+                level = RiskLevel::High;
+                why = Some(Decider::Farewell { since });
             }
             Some(since) if level < RiskLevel::Moderate => {
                 level = RiskLevel::Moderate;
@@ -755,6 +828,14 @@ struct PrefixReading {
     /// Whether the last turn holds a risk cue of the lexicon other than a time word outside
     /// those changes: after a crisis the client reported safe from, such a turn reopens it.
     risk_cues: bool,
+    /// Whether the last turn says "still" (`says_still`).
+    says_still: bool,
+    /// Whether the last turn takes leave (`takes_leave`).
+    takes_leave: bool,
+    /// Whether the last turn says the change that made the client safe no longer holds (the
+    /// person who came has gone, the client is alone again) and names no other change, or plans
+    /// to go back (`change-undone`, `return-plan`).
+    undoes_change: bool,
     /// The client's denials of harm in the last turn, none when the turn holds a lexicon cue
     /// (`crate::denial`).
     denials: Vec<crate::denial::Denial>,
@@ -776,9 +857,15 @@ impl PrefixReading {
                         && f.evidence.end <= p.end
                 })
         };
+        // Time words, and the cues of a change undone, which act on the session only through
+        // `undoes_change` (a nurse gone after treatment is not the overdose again).
         let is_time = |f: &crate::Found| {
-            f.category
-                .is_none_or(|c| crate::rules().file.categories[c].signal == "timeline")
+            f.category.is_none_or(|c| {
+                let c = &crate::rules().file.categories[c];
+                c.signal == "timeline"
+                    || c.id == crate::rules::CHANGE_UNDONE
+                    || c.id == crate::rules::RETURN_PLAN
+            })
         };
         let change_spans: Vec<(usize, usize)> = lex
             .protective
@@ -801,9 +888,31 @@ impl PrefixReading {
         {
             Vec::new()
         } else {
-            crate::denial::denials(&psy_core::lexicon::Text::new(text))
+            lex.last_turn_denials.clone()
         };
+        let words: Vec<String> = Text::new(text).tokens.into_iter().map(|t| t.norm).collect();
+        let cue_spans = |id: &str| -> Vec<(usize, usize)> {
+            lex.found
+                .iter()
+                .filter(|f| {
+                    f.evidence.message == turn
+                        && f.category
+                            .is_some_and(|c| crate::rules().file.categories[c].id == id)
+                })
+                .map(|f| (f.evidence.start, f.evidence.end))
+                .collect()
+        };
+        let undone = cue_spans(crate::rules::CHANGE_UNDONE);
+        // "I'm home alone" names no change: a change counts only apart from the undoing.
+        let other_change = change_spans
+            .iter()
+            .any(|&(cs, ce)| !undone.iter().any(|&(s, e)| cs < e && s < ce));
+        let undoes_change =
+            !undone.is_empty() && !other_change || !cue_spans(crate::rules::RETURN_PLAN).is_empty();
         PrefixReading {
+            says_still: says_still(&words),
+            takes_leave: takes_leave(&words),
+            undoes_change,
             denials,
             level: lex.level,
             client_level: lex.client_level,
@@ -874,13 +983,12 @@ fn hash_message(h: &mut Sha256, m: &Message) {
 
 /// "Still" in a turn that names a change says something has not changed ("the knife is still
 /// here with me", "he's still in the flat", "still shaking"): the turn is then read whole.
-fn says_still(text: &str) -> bool {
-    Text::new(text).tokens.iter().any(|t| t.norm == "still")
+fn says_still(words: &[String]) -> bool {
+    words.iter().any(|w| w == "still")
 }
 
 /// Leave-taking: "bye", "goodbye", thanks for everything or for all of it.
-fn takes_leave(text: &str) -> bool {
-    let words: Vec<String> = Text::new(text).tokens.into_iter().map(|t| t.norm).collect();
+fn takes_leave(words: &[String]) -> bool {
     let has = |seq: &[&str]| words.windows(seq.len()).any(|w| w.iter().eq(seq.iter()));
     words
         .iter()

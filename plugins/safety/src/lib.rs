@@ -177,6 +177,9 @@ struct LexiconScreen {
     with_screen: Vec<ScreenCombination>,
     /// The same for the cues about the client alone.
     client_with_screen: Vec<ScreenCombination>,
+    /// The client's denials of harm in the last client turn (`denial::denials`), found once
+    /// here for the session's reading too.
+    last_turn_denials: Vec<denial::Denial>,
 }
 
 fn subject_of(text: &Text, hit: &Hit) -> Subject {
@@ -264,6 +267,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
     let mut found: Vec<Found> = Vec::new();
     let mut protective = Vec::new();
     let mut lookalikes: Vec<String> = Vec::new();
+    let mut last_turn_denials = Vec::new();
     for (pos, turn) in turns.iter().enumerate() {
         let text = Text::new(turn.text);
         let sentence_of = |h: &Hit| text.tokens[h.first_token].sentence;
@@ -283,6 +287,9 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
             file.categories[h.entry].protective
                 || !denied.iter().any(|d| d.start <= h.start && h.end <= d.end)
         });
+        if pos + 1 == turns.len() {
+            last_turn_denials = denied;
+        }
         let spans: Vec<(usize, usize, usize)> =
             hits.iter().map(|h| (h.entry, h.start, h.end)).collect();
         hits.retain(|h| {
@@ -470,6 +477,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
         lookalikes,
         with_screen,
         client_with_screen,
+        last_turn_denials,
     }
 }
 

@@ -271,6 +271,15 @@ pub const SAFE_NOW: &str = "safe-now";
 /// in hand, the bare word "I'm safe" does not end the carry; such a change does.
 pub const SAFE_CHANGE: &str = "safe-change";
 
+/// The category of a turn saying the change that made the client safe no longer holds (the
+/// person who came has gone, the client is alone again): after a crisis the client reported safe
+/// from by a named change, it brings the crisis back (`dialogue_risk.rs`). Optional.
+pub const CHANGE_UNDONE: &str = "change-undone";
+
+/// The category of a plan to go back to where the crisis was, or do it again later: after such
+/// a crisis it brings the crisis back even beside a named change. Optional.
+pub const RETURN_PLAN: &str = "return-plan";
+
 impl Rules {
     /// Parses and checks a rule file; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Rules, String> {

@@ -95,6 +95,36 @@ fn negation_does_not_fire() {
     assert!(level("I'm not okay, I want to die.") >= RiskLevel::Moderate);
 }
 
+/// Cues added in the thirty-fourth session (rule 28c, from spent held-out sessions): a wish to
+/// be dead told as what should happen or as disappointment at being alive, pills saved as a
+/// pile; their negations stay quiet.
+#[test]
+fn a_wish_to_be_dead_in_other_words_and_tablets_saved() {
+    for (text, at_least) in [
+        (
+            "The voice keeps telling me I'm useless and should die.",
+            RiskLevel::Moderate,
+        ),
+        (
+            "Honestly I'm kind of disappointed I'm still here.",
+            RiskLevel::Moderate,
+        ),
+        (
+            "I've been saving my sleeping tabs, got a little pile now.",
+            RiskLevel::High,
+        ),
+    ] {
+        assert!(level(text) >= at_least, "{text}: {:?}", level(text));
+    }
+    for text in [
+        "I don't think I should die for one mistake.",
+        "I'm not disappointed I'm still here, I'm relieved.",
+        "I'm saving up for a holiday and got a little pile of books to read.",
+    ] {
+        assert_eq!(level(text), RiskLevel::None, "{text}");
+    }
+}
+
 #[test]
 fn evidence_spans_point_at_the_text() {
     let text = "Work has been awful. Honestly I just want to end it all. I bought a rope.";

@@ -227,6 +227,14 @@ const FROZEN: &[(&str, &str)] = &[
         "9dc3319aac288f8550e556926cdbf96c50c807fc33a26dbf5f8fcf3d4ab18e6e",
     ),
     (
+        "risk-v54.jsonl",
+        "9a2301fb1c0a5ddcf38120fd1f7e0290d7bdba8a69f0c00d39c2c739c30a5eca",
+    ),
+    (
+        "risk-v55.jsonl",
+        "bfce8a6166787be9b591d200c2cef7cc0b4e78f5f16d8a05645ae868d031f406",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -709,6 +717,8 @@ fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
     for file in ["risk-v44.jsonl", "risk-v48.jsonl", "risk-v51.jsonl"] {
         assert_risk_set(file, 300, GENERAL_SET, 100);
     }
+    // `risk-v54.md`, the same brief, a fourth writer: 101 sessions.
+    assert_risk_set("risk-v54.jsonl", 300, GENERAL_SET, 101);
 }
 
 #[test]
@@ -728,15 +738,16 @@ fn risk_v45_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v46_v47_v49_v53_read_as_the_expectations_they_promise() {
+fn risk_v46_v47_v49_v53_v55_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v46.md`, `risk-v47.md`, `risk-v49.md`,
-    // `risk-v53.md`: one brief, four writers): 120 sessions after a crisis, 40 not over, 20 over
+    // `risk-v53.md`, `risk-v55.md`: one brief, five writers): 120 sessions after a crisis, 40 not over, 20 over
     // with the thoughts still there, 60 credibly resolved.
     for file in [
         "risk-v46.jsonl",
         "risk-v47.jsonl",
         "risk-v49.jsonl",
         "risk-v53.jsonl",
+        "risk-v55.jsonl",
     ] {
         assert_risk_set(
             file,

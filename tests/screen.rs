@@ -1079,7 +1079,9 @@ fn a_change_undone_brings_the_crisis_back() {
     ]);
     assert!(r.level >= RiskLevel::High, "{:?}", r.trajectory);
     assert!(
-        r.evidence.iter().any(|e| e.category == "change-undone"),
+        r.evidence
+            .iter()
+            .any(|e| e.category == "change-undone" || e.category == "danger-kept"),
         "{:?}",
         r.evidence
     );
@@ -1103,6 +1105,45 @@ fn a_change_undone_brings_the_crisis_back() {
             "I took a handful of pills an hour ago",
             "my sister drove me to A&E",
             "the nurse has gone now, they said I'm medically fine and the mental health team will see me",
+        ],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.trajectory);
+    }
+}
+
+/// The danger kept past a change (rule 29, thirty-fourth session): a plan to go back made in the
+/// turn that names the change outlasts the later "I'm home now"; thoughts of being a burden
+/// after help came read moderate, not the low they read alone. Resolved sessions and a low week
+/// at work keep their level.
+#[test]
+fn a_plan_to_go_back_outlasts_the_change_and_thoughts_after_a_crisis_count() {
+    let r = risk(&[
+        "I was up on the top of the multi-storey tonight",
+        "I came down cos security walked past. I'll go back another night",
+        "I'm home now, don't worry",
+    ]);
+    assert!(r.level >= RiskLevel::High, "{:?}", r.trajectory);
+    let r = risk(&[
+        "the police brought me to A&E after I walked into the river",
+        "a nurse is with me now. honestly i still feel like such a burden on my family",
+    ]);
+    assert!(r.level >= RiskLevel::Moderate, "{:?}", r.trajectory);
+    for turns in [
+        &[
+            "I had the pills all counted out on the bed",
+            "my mate came over and took them all away with him",
+            "I'm staying at his tonight and we're calling the GP in the morning",
+        ][..],
+        &[
+            "I stood on the bridge last night",
+            "my brother drove me home and he's staying with me this week",
+            "we went for a walk today and I told my GP everything",
+        ],
+        &[
+            "work has been brutal this month",
+            "my manager keeps piling it on",
+            "honestly what's the point of anything, I'm so tired",
         ],
     ] {
         let r = risk(turns);

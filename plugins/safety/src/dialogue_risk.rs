@@ -87,6 +87,14 @@ enum Decider {
     Undone {
         since: usize,
     },
+    /// A plan to go back or put off, or the means kept, after the crisis of message `since`.
+    Kept {
+        since: usize,
+    },
+    /// Thoughts alone after the concern of message `since`: at least moderate.
+    ThoughtsAfter {
+        since: usize,
+    },
     /// An imminent turn's carry, still open: the level stays imminent.
     Ongoing {
         since: usize,
@@ -485,6 +493,48 @@ fn assess_with(
                     Focus::Myself,
                 )
             }
+            Decider::Kept { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "danger-kept".into(),
+                    level: RiskLevel::High,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "an earlier crisis, with the means kept or a plan to go back since",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "message {since} was rated high or above, and the client keeps the means or plans to go back"
+                    ),
+                    Focus::Myself,
+                )
+            }
+            Decider::ThoughtsAfter { since } => {
+                extra.push(RiskEvidence {
+                    rule: "session".into(),
+                    category: "thoughts-after-crisis".into(),
+                    level: RiskLevel::Moderate,
+                    evidence: message_evidence(
+                        dialogue,
+                        *since,
+                        "an earlier turn rated moderate or above",
+                    ),
+                    detector: "session".into(),
+                    score: None,
+                });
+                (
+                    "session".to_string(),
+                    format!(
+                        "message {since} was rated moderate or above, and the client still voices thoughts of death, being a burden or hopelessness"
+                    ),
+                    Focus::Myself,
+                )
+            }
             Decider::Ongoing { since } => {
                 extra.push(RiskEvidence {
                     rule: "session".into(),
@@ -577,6 +627,16 @@ fn run_session(
     let mut resolved_at = 0;
     // The level that crisis had reached.
     let mut resolved_level = RiskLevel::None;
+    // The highest level of the turns so far at high or above, and its message (rule 29).
+    let mut crisis: Option<(RiskLevel, usize)> = None;
+    // The message of the first turn so far at moderate or above.
+    let mut concern_at: Option<usize> = None;
+    // A plan to go back or put off at or after a crisis: the floor it holds for the rest of
+    // the session, and its message.
+    let mut plan_floor: Option<(RiskLevel, usize)> = None;
+    // The means kept at or after a crisis: the floor they hold until a named change makes the
+    // client safe.
+    let mut means_floor: Option<(RiskLevel, usize)> = None;
     let mut decider: Option<Decider> = None;
     for (k, turn) in turns.iter().enumerate() {
         let reading = &readings[k];
@@ -585,6 +645,15 @@ fn run_session(
         // the crisis is back at its level (high at most: a plan for later, not one under way).
         let undone = (reading.undoes_change && resolved.is_some())
             .then(|| resolved_level.min(RiskLevel::High));
+        // A plan to go back, or put off ("I will go back when it is quiet", "I'll wait till
+        // after her birthday"), or the means kept ("I still have everything", "left all the
+        // stuff in the boot"), after a crisis: the crisis is back at its level even beside a
+        // named change (rule 29); a plan holds that floor for the rest of the session.
+        let kept_now = reading.plans_return || reading.keeps_means;
+        let kept = kept_now
+            .then_some(crisis)
+            .flatten()
+            .map(|(l, at)| (l.min(RiskLevel::High), at));
         // A risk cue or "still" after the report reopens the crisis: "love you all" after "I'm
         // home, I'm in bed, I'm safe" is read with the pills in hand again.
         if reading.risk_cues || reading.says_still {
@@ -648,6 +717,7 @@ fn run_session(
             _ => own,
         };
         let safe_now = own_report < RiskLevel::Moderate
+            && kept.is_none()
             && (reading.reports_change
                 || reading.reports_safe_now
                     && (carry_level < Some(RiskLevel::Imminent) || change_since_carry));
@@ -719,9 +789,23 @@ fn run_session(
         // replying" after "I'm standing on the bridge right now" as calm (measured on the
         // candidate screens with writer f's sessions); only the client's word that they are
         // safe ends that carry.
-        if let Some(crisis) = undone.filter(|&l| l > level) {
-            level = crisis;
+        if let Some(back) = undone.filter(|&l| l > level) {
+            level = back;
             why = Some(Decider::Undone { since: resolved_at });
+        }
+        let floor = kept
+            .max(plan_floor)
+            .max(means_floor.filter(|_| !safe_by_change));
+        if let Some((back, at)) = floor.filter(|&(l, _)| l > level) {
+            level = back;
+            why = Some(Decider::Kept { since: at });
+        }
+        // Thoughts after a crisis or a concern are not the low they read alone ("Still dinnae
+        // see the point in anything" after the police took them to A&E).
+        if let Some(at) = concern_at.filter(|_| reading.thought_cues && level < RiskLevel::Moderate)
+        {
+            level = RiskLevel::Moderate;
+            why = Some(Decider::ThoughtsAfter { since: at });
         }
         let settled_now = scored
             .as_ref()
@@ -733,7 +817,10 @@ fn run_session(
             // A thank-you and goodbye is how a calm farewell after arrangements ends ("letters
             // are posted, the dog's with my sister" ... "Thanks for everything. Bye"): it
             // settles nothing; only the client's word that they are safe does.
-            && !reading.takes_leave;
+            && !reading.takes_leave
+            // The means kept or a plan to go back: the screen's calm settles nothing.
+            && floor.is_none()
+            && !kept_now;
         match carry_since {
             Some(_) if safe_now || settled_now => {
                 if safe_by_change {
@@ -791,6 +878,24 @@ fn run_session(
             level = RiskLevel::Imminent;
             why = Some(Decider::Ongoing { since });
         }
+        if safe_by_change {
+            means_floor = None;
+        }
+        if kept_now && level >= RiskLevel::High {
+            let here = Some((level.min(RiskLevel::High), turn.index));
+            if reading.plans_return {
+                plan_floor = plan_floor.max(here);
+            }
+            if reading.keeps_means {
+                means_floor = means_floor.max(here);
+            }
+        }
+        if level >= RiskLevel::High && crisis.is_none_or(|(l, _)| level > l) {
+            crisis = Some((level, turn.index));
+        }
+        if level >= RiskLevel::Moderate {
+            concern_at.get_or_insert(turn.index);
+        }
         trajectory.push(TurnRisk {
             message: turn.index,
             level,
@@ -833,9 +938,16 @@ struct PrefixReading {
     /// Whether the last turn takes leave (`takes_leave`).
     takes_leave: bool,
     /// Whether the last turn says the change that made the client safe no longer holds (the
-    /// person who came has gone, the client is alone again) and names no other change, or plans
-    /// to go back (`change-undone`, `return-plan`).
+    /// person who came has gone, the client is alone again) and names no other change
+    /// (`change-undone`).
     undoes_change: bool,
+    /// Whether the last turn plans to go back or puts the plan off (`return-plan`).
+    plans_return: bool,
+    /// Whether the last turn says the means are kept (`means-kept`).
+    keeps_means: bool,
+    /// Whether the last turn holds a current cue of thoughts alone about the client (a
+    /// `thoughts` category: ideation, a passive wish, a burden, hopelessness ...).
+    thought_cues: bool,
     /// The client's denials of harm in the last turn, none when the turn holds a lexicon cue
     /// (`crate::denial`).
     denials: Vec<crate::denial::Denial>,
@@ -865,6 +977,7 @@ impl PrefixReading {
                 c.signal == "timeline"
                     || c.id == crate::rules::CHANGE_UNDONE
                     || c.id == crate::rules::RETURN_PLAN
+                    || c.id == crate::rules::MEANS_KEPT
             })
         };
         let change_spans: Vec<(usize, usize)> = lex
@@ -907,12 +1020,21 @@ impl PrefixReading {
         let other_change = change_spans
             .iter()
             .any(|&(cs, ce)| !undone.iter().any(|&(s, e)| cs < e && s < ce));
-        let undoes_change =
-            !undone.is_empty() && !other_change || !cue_spans(crate::rules::RETURN_PLAN).is_empty();
+        let undoes_change = !undone.is_empty() && !other_change;
         PrefixReading {
             says_still: says_still(&words),
             takes_leave: takes_leave(&words),
             undoes_change,
+            plans_return: !cue_spans(crate::rules::RETURN_PLAN).is_empty(),
+            keeps_means: !cue_spans(crate::rules::MEANS_KEPT).is_empty(),
+            // (Read low as a joke's words or not, but not told as past.)
+            thought_cues: lex.found.iter().any(|f| {
+                !f.past
+                    && f.subject == crate::Subject::Myself
+                    && outside(f)
+                    && f.category
+                        .is_some_and(|c| crate::rules().file.categories[c].thoughts)
+            }),
             denials,
             level: lex.level,
             client_level: lex.client_level,

@@ -145,6 +145,8 @@ struct Found {
     neutral: bool,
     /// Signal for combinations; `None`: counts alone only (past, conditional, look-alike).
     signal: Option<String>,
+    /// Told in the past tense, with no current marker in its sentence.
+    past: bool,
     level: RiskLevel,
     evidence: Evidence,
 }
@@ -374,6 +376,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
                             && f.evidence.start == m.start
                     }) {
                         turn_found.push(Found {
+                            past: false,
                             category: None,
                             mask: Some(m.entry),
                             subject,
@@ -424,6 +427,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
                 }
             }
             turn_found.push(Found {
+                past: is_past,
                 category: Some(h.entry),
                 mask: None,
                 subject,
@@ -568,6 +572,7 @@ fn screen_combinations(
         .filter_map(|(category, signals)| {
             let mut with: Vec<Found> = found.to_vec();
             with.extend(signals.iter().map(|s| Found {
+                past: false,
                 category: None,
                 mask: None,
                 subject: Subject::Myself,

@@ -280,6 +280,10 @@ pub const CHANGE_UNDONE: &str = "change-undone";
 /// a crisis it brings the crisis back even beside a named change. Optional.
 pub const RETURN_PLAN: &str = "return-plan";
 
+/// The category of the means kept after a crisis ("I still have everything"): like a return
+/// plan, it brings the crisis back even beside a named change. Optional.
+pub const MEANS_KEPT: &str = "means-kept";
+
 impl Rules {
     /// Parses and checks a rule file; the error says what is wrong and where.
     pub fn parse(text: &str) -> Result<Rules, String> {

@@ -113,6 +113,8 @@ fn a_wish_to_be_dead_in_other_words_and_tablets_saved() {
             "I've been saving my sleeping tabs, got a little pile now.",
             RiskLevel::High,
         ),
+        // (rule 29)
+        ("I still feel like a burden on her.", RiskLevel::Moderate),
     ] {
         assert!(level(text) >= at_least, "{text}: {:?}", level(text));
     }
@@ -120,6 +122,7 @@ fn a_wish_to_be_dead_in_other_words_and_tablets_saved() {
         "I don't think I should die for one mistake.",
         "I'm not disappointed I'm still here, I'm relieved.",
         "I'm saving up for a holiday and got a little pile of books to read.",
+        "I don't feel like a burden on her any more.",
     ] {
         assert_eq!(level(text), RiskLevel::None, "{text}");
     }

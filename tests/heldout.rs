@@ -235,6 +235,14 @@ const FROZEN: &[(&str, &str)] = &[
         "bfce8a6166787be9b591d200c2cef7cc0b4e78f5f16d8a05645ae868d031f406",
     ),
     (
+        "risk-v56.jsonl",
+        "dd514d7e2a8aa53f9eb92b86a1f1a992298c906435690bcd98f3aa767fcc950a",
+    ),
+    (
+        "risk-v57.jsonl",
+        "d1880a4f1962938d6fabc363e90fce8da02c77463fa79bafd65d833d86b5e81e",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -713,8 +721,14 @@ fn risk_v42_reads_as_the_expectations_it_promises() {
 #[test]
 fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v44.md`, `risk-v48.md`,
-    // `risk-v51.md`, risk-v42's brief, three new writers): 300 items, 100 of them sessions.
-    for file in ["risk-v44.jsonl", "risk-v48.jsonl", "risk-v51.jsonl"] {
+    // `risk-v51.md`, `risk-v57.md`, risk-v42's brief, four new writers): 300 items, 100 of them
+    // sessions.
+    for file in [
+        "risk-v44.jsonl",
+        "risk-v48.jsonl",
+        "risk-v51.jsonl",
+        "risk-v57.jsonl",
+    ] {
         assert_risk_set(file, 300, GENERAL_SET, 100);
     }
     // `risk-v54.md`, the same brief, a fourth writer: 101 sessions.
@@ -738,9 +752,9 @@ fn risk_v45_reads_as_the_expectations_it_promises() {
 }
 
 #[test]
-fn risk_v46_v47_v49_v53_v55_read_as_the_expectations_they_promise() {
+fn risk_v46_v47_v49_v53_v55_v56_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v46.md`, `risk-v47.md`, `risk-v49.md`,
-    // `risk-v53.md`, `risk-v55.md`: one brief, five writers): 120 sessions after a crisis, 40 not over, 20 over
+    // `risk-v53.md`, `risk-v55.md`, `risk-v56.md`: one brief, six writers): 120 sessions after a crisis, 40 not over, 20 over
     // with the thoughts still there, 60 credibly resolved.
     for file in [
         "risk-v46.jsonl",
@@ -748,6 +762,7 @@ fn risk_v46_v47_v49_v53_v55_read_as_the_expectations_they_promise() {
         "risk-v49.jsonl",
         "risk-v53.jsonl",
         "risk-v55.jsonl",
+        "risk-v56.jsonl",
     ] {
         assert_risk_set(
             file,

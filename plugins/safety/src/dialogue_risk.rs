@@ -43,6 +43,16 @@
 //!   low: they are the joke's words ("if i have to sit through one more meeting i'm gonna kill
 //!   myself lol"). A means, a time, a plan, a goodbye or an act in the turn keeps them.
 //!
+//! - **the danger kept past a change** (rules 28 and 29, thirty-fourth session): after a crisis
+//!   the client reported safe from by a named change, a turn saying the change no longer holds
+//!   (`change-undone` in `rules.toml`: the person who came has gone, the client is alone again)
+//!   brings the crisis back at its level, at most high; a plan to go back or put off
+//!   (`return-plan`) or the means kept (`means-kept`), in or after a crisis turn, does so even
+//!   beside a named change and holds that floor (a plan for the session, the means until a
+//!   named change makes the client safe), and while it holds the screen's calm settles nothing.
+//!   A goodbye while a crisis at high or above is open keeps it at high. After a turn at
+//!   moderate or above, a current cue of thoughts alone reads at least moderate.
+//!
 //! The level is the highest any detector gives; no detector can lower another's, except that a
 //! crisis the client has reported being safe from (a change named) no longer counts, and the
 //! look-alike reading above.
@@ -780,15 +790,6 @@ fn run_session(
             level = context;
             why = screen_decider(scored, k, context, true);
         }
-        // The screen read this turn together with the turn that raised the alarm (still inside
-        // its context window) and, like the lexicon and the turn's own words, found nothing
-        // above low: the earlier turn was a past crisis told as background, not an open one.
-        // Only a context view calibrated on labelled sessions may settle: an untrained one
-        // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
-        // Never an attempt under way: screens trained on calm sessions read "thanks for
-        // replying" after "I'm standing on the bridge right now" as calm (measured on the
-        // candidate screens with writer f's sessions); only the client's word that they are
-        // safe ends that carry.
         if let Some(back) = undone.filter(|&l| l > level) {
             level = back;
             why = Some(Decider::Undone { since: resolved_at });
@@ -807,6 +808,15 @@ fn run_session(
             level = RiskLevel::Moderate;
             why = Some(Decider::ThoughtsAfter { since: at });
         }
+        // The screen read this turn together with the turn that raised the alarm (still inside
+        // its context window) and, like the lexicon and the turn's own words, found nothing
+        // above low: the earlier turn was a past crisis told as background, not an open one.
+        // Only a context view calibrated on labelled sessions may settle: an untrained one
+        // reads "what's your favourite colour?" after "I'm on the bridge" as calm.
+        // Never an attempt under way: screens trained on calm sessions read "thanks for
+        // replying" after "I'm standing on the bridge right now" as calm (measured on the
+        // candidate screens with writer f's sessions); only the client's word that they are
+        // safe ends that carry.
         let settled_now = scored
             .as_ref()
             .is_some_and(|(s, _)| s.spec.thresholds.context_high.is_some())

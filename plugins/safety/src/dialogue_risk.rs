@@ -93,7 +93,7 @@ enum Decider {
         since: usize,
     },
     /// The change the client named in message `since` no longer holds (the person left, they
-    /// are alone again, they plan to go back): the crisis it had ended is back.
+    /// are alone again): the crisis it had ended is back.
     Undone {
         since: usize,
     },
@@ -498,7 +498,7 @@ fn assess_with(
                 (
                     "session".to_string(),
                     format!(
-                        "the client named a change that made them safe in message {since}, and says it no longer holds (the person left, they are alone again, or they plan to go back)"
+                        "the client named a change that made them safe in message {since}, and says it no longer holds (the person left, or they are alone again)"
                     ),
                     Focus::Myself,
                 )
@@ -981,7 +981,7 @@ impl PrefixReading {
         };
         // Time words, and the cues of a change undone, which act on the session only through
         // `undoes_change` (a nurse gone after treatment is not the overdose again).
-        let is_time = |f: &crate::Found| {
+        let not_a_risk_cue = |f: &crate::Found| {
             f.category.is_none_or(|c| {
                 let c = &crate::rules().file.categories[c];
                 c.signal == "timeline"
@@ -1069,13 +1069,13 @@ impl PrefixReading {
             other_cues: lex.found.iter().any(|f| {
                 f.category.is_some()
                     && outside(f)
-                    && !(is_time(f)
+                    && !(not_a_risk_cue(f)
                         && change_sentences
                             .iter()
                             .any(|&(s, e)| s <= f.evidence.start && f.evidence.end <= e))
             }),
             // Any cue but a time word ("he's staying with me tonight").
-            risk_cues: lex.found.iter().any(|f| !is_time(f) && outside(f)),
+            risk_cues: lex.found.iter().any(|f| !not_a_risk_cue(f) && outside(f)),
             with_screen: lex.with_screen.clone(),
             client_with_screen: lex.client_with_screen.clone(),
             change_spans,

@@ -243,6 +243,14 @@ const FROZEN: &[(&str, &str)] = &[
         "d1880a4f1962938d6fabc363e90fce8da02c77463fa79bafd65d833d86b5e81e",
     ),
     (
+        "risk-v58.jsonl",
+        "4647aae644439b13ed0f2ecdb35e9e380eb16aa910a5a672a74f21de84dc81f9",
+    ),
+    (
+        "risk-v59.jsonl",
+        "5d009f68195c0832d5598d33626ac377616a3c783ecaaf156a036529f0ccbe97",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -721,13 +729,15 @@ fn risk_v42_reads_as_the_expectations_it_promises() {
 #[test]
 fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v44.md`, `risk-v48.md`,
-    // `risk-v51.md`, `risk-v57.md`, risk-v42's brief, four new writers): 300 items, 100 of them
-    // sessions.
+    // `risk-v51.md`, `risk-v57.md`, `risk-v58.md`, `risk-v59.md`, risk-v42's brief, six new
+    // writers): 300 items, 100 of them sessions.
     for file in [
         "risk-v44.jsonl",
         "risk-v48.jsonl",
         "risk-v51.jsonl",
         "risk-v57.jsonl",
+        "risk-v58.jsonl",
+        "risk-v59.jsonl",
     ] {
         assert_risk_set(file, 300, GENERAL_SET, 100);
     }

@@ -75,6 +75,8 @@ pub struct PieceReading {
     /// The category head's most likely category and its probability.
     pub category: String,
     pub category_p: f32,
+    /// The probability the category head gives the look-alike categories together.
+    pub lookalike_p: f32,
 }
 
 /// A training exemplar close to an item, with its cosine similarity under the screen's
@@ -393,6 +395,7 @@ pub fn read_items(
                     },
                     category,
                     category_p,
+                    lookalike_p: screen.lookalike_mass(&p.output),
                 }
             })
             .collect();

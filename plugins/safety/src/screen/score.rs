@@ -160,6 +160,18 @@ impl Thresholds {
 }
 
 impl Screen {
+    /// The probability the category head gives the look-alike categories together (reported
+    /// per piece by `psy train-screen --report --readings`).
+    pub fn lookalike_mass(&self, output: &HeadOutput) -> f32 {
+        self.spec
+            .categories
+            .iter()
+            .zip(&output.categories)
+            .filter(|(c, _)| super::exemplars::is_lookalike(c))
+            .map(|(_, p)| p)
+            .sum()
+    }
+
     /// The level the thresholds give to one piece's probabilities.
     pub fn level_of(&self, p: &[f32; LEVELS]) -> RiskLevel {
         self.spec.thresholds.level_of(p)

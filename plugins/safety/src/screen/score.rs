@@ -396,3 +396,34 @@ impl Screen {
         self.best_category(&piece.output)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::builtin;
+    use super::HeadOutput;
+
+    #[test]
+    fn the_lookalike_mass_sums_the_lookalike_categories_only() {
+        let screen = builtin().unwrap();
+        let at = |name: &str| {
+            screen
+                .spec
+                .categories
+                .iter()
+                .position(|c| c == name)
+                .unwrap()
+        };
+        let mut categories = vec![0.0; screen.spec.categories.len()];
+        // Hand-computed: ordinary and grief are look-alikes (0.5 + 0.25); a wish to be dead and
+        // hopelessness are not.
+        categories[at("ordinary")] = 0.5;
+        categories[at("grief")] = 0.25;
+        categories[at("wish-dead")] = 0.125;
+        categories[at("hopelessness")] = 0.125;
+        let out = HeadOutput {
+            levels: [0.0; 3],
+            categories,
+        };
+        assert_eq!(screen.lookalike_mass(&out), 0.75);
+    }
+}

@@ -251,6 +251,14 @@ const FROZEN: &[(&str, &str)] = &[
         "5d009f68195c0832d5598d33626ac377616a3c783ecaaf156a036529f0ccbe97",
     ),
     (
+        "risk-v60.jsonl",
+        "5d5314a0ad47a75e94794d22940664e28ff6e28141ae524d2ce038d0314dc8f3",
+    ),
+    (
+        "risk-v61.jsonl",
+        "3774fa523a4b6c23a6248e9ad414b08efab483cbf1880f605e3397f481ddf496",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -729,7 +737,7 @@ fn risk_v42_reads_as_the_expectations_it_promises() {
 #[test]
 fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v44.md`, `risk-v48.md`,
-    // `risk-v51.md`, `risk-v57.md`, `risk-v58.md`, `risk-v59.md`, risk-v42's brief, six new
+    // `risk-v51.md`, `risk-v57.md`, `risk-v58.md` to `risk-v61.md`, risk-v42's brief, eight new
     // writers): 300 items, 100 of them sessions.
     for file in [
         "risk-v44.jsonl",
@@ -738,6 +746,8 @@ fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
         "risk-v57.jsonl",
         "risk-v58.jsonl",
         "risk-v59.jsonl",
+        "risk-v60.jsonl",
+        "risk-v61.jsonl",
     ] {
         assert_risk_set(file, 300, GENERAL_SET, 100);
     }

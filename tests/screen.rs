@@ -1274,3 +1274,40 @@ fn a_crisis_told_with_the_change_that_ended_it_gets_a_check_in() {
         assert!(r.level >= RiskLevel::High, "{turns:?}: {}", r.rationale);
     }
 }
+
+/// A turn the screen reads as no risk at all (rule 33, thirty-sixth session): where every piece
+/// of the turn reads `P(>= moderate)` below the confident no, the lexicon's cues in it read low
+/// whatever their kind ("said my goodbyes" when leaving a job was `imminent`, a pharmacist at
+/// work `high`). A told or ongoing attempt and a stated intent keep their level, and so does a
+/// turn the screen reads as any risk.
+#[test]
+fn a_turn_the_screen_reads_as_no_risk_keeps_the_lexicons_cues_low() {
+    for turns in [
+        &["Cleared my desk and said my goodbyes to the team today after nine years. Starting at the new firm on Monday!"][..],
+        &["I'm a pharmacist and a customer asked me today how to talk to her son about his self harm. What leaflets are good?"],
+    ] {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
+    }
+    for (turns, at_least) in [
+        (
+            &["I tried to hang myself last month. Next time I'll make sure it works."][..],
+            RiskLevel::High,
+        ),
+        (
+            &["Said goodbye to everyone today. I won't be here tomorrow, I have the pills ready."],
+            RiskLevel::Imminent,
+        ),
+        (
+            &[
+                "I've been saving up my tablets for weeks",
+                "anyway thanks for listening",
+                "bye then",
+            ],
+            RiskLevel::High,
+        ),
+    ] {
+        let r = risk(turns);
+        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
+    }
+}

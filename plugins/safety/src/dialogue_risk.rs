@@ -75,7 +75,7 @@ use sha2::{Digest, Sha256};
 
 use crate::rules::Focus;
 use crate::screen::{self, PieceKind, Screen, TurnScore};
-use crate::{lexicon_screen, rules};
+use crate::{lexicon_screen, rules, ScreenVerdict};
 
 /// Why and where the level rose above what the lexicon found.
 enum Decider {
@@ -265,14 +265,16 @@ fn assess_with(
         }
     };
 
-    // Turns the screen reads as a look-alike with no risk: their cues of thoughts alone are the
-    // joke's words (`lexicon_screen`).
-    let lookalike: Vec<bool> = match &scored {
+    // What the screen read in each turn, as far as the lexicon listens (`ScreenVerdict`).
+    let lookalike: Vec<ScreenVerdict> = match &scored {
         Some((screen, scores)) => scores
             .iter()
-            .map(|t| screen.reads_as_plain_lookalike(t))
+            .map(|t| ScreenVerdict {
+                plain_lookalike: screen.reads_as_plain_lookalike(t),
+                confident_no: screen.reads_as_confident_no(t),
+            })
             .collect(),
-        _ => vec![false; turns.len()],
+        _ => vec![ScreenVerdict::default(); turns.len()],
     };
     // The lexicon's reading of each prefix ending at a client turn.
     let mut readings = Vec::with_capacity(turns.len());
@@ -285,7 +287,7 @@ fn assess_with(
             hash_message(&mut prefix_hash, m);
         }
         // The lexicon's reading depends on the screen's reading of the turn too.
-        prefix_hash.update([u8::from(lookalike[readings.len()])]);
+        prefix_hash.update([lookalike[readings.len()].key()]);
         hashed = turn.index + 1;
         // Earlier turns' lexicon readings come from the memo (the planner is given the whole
         // dialogue every turn); the last turn's full reading is always computed.

@@ -259,11 +259,36 @@ fn joined_to(text: &Text, change: &Hit, means: &Hit) -> bool {
 /// How the rationale names a turn both detectors read as a look-alike.
 const JOKE_LABEL: &str = "words of suicide or harm in a message the screen reads as a look-alike";
 
-/// Screens the client's turns with `rules`. `lookalike[pos]`: the screen reads client turn
-/// `pos` as a look-alike with no risk
-/// (`screen::Screen::reads_as_plain_lookalike`); its cues of thoughts alone then read low
-/// when it holds no other cue.
-fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> LexiconScreen {
+/// How the rationale names a turn whose cues the screen's confident no holds at low.
+const CONFIDENT_NO_LABEL: &str =
+    "words of suicide or harm in a message the screen reads as no risk at all";
+
+/// What the screen said about one client turn, as far as the lexicon listens to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScreenVerdict {
+    /// A look-alike with no risk (`screen::Screen::reads_as_plain_lookalike`): cues of thoughts
+    /// alone read low when the turn holds no other cue.
+    pub plain_lookalike: bool,
+    /// Every piece of the turn a confident no (`screen::Screen::reads_as_confident_no`): its
+    /// cues read low, whatever their kind, except those in [`KEPT_AGAINST_SCREEN`].
+    pub confident_no: bool,
+}
+
+impl ScreenVerdict {
+    /// The bits the lexicon's memo of a turn is keyed by.
+    pub fn key(self) -> u8 {
+        u8::from(self.plain_lookalike) | u8::from(self.confident_no) << 1
+    }
+}
+
+/// Cue categories the screen's confident no never holds at low: an attempt, under way or told,
+/// and a stated intent are acted on whatever the screen reads (it reads "I tried to hang myself
+/// last month. Next time I'll make sure it works." as a crisis that is over).
+pub const KEPT_AGAINST_SCREEN: &[&str] = &["attempt-now", "attempt", "intent"];
+
+/// Screens the client's turns with `rules`. `verdicts[pos]`: what the screen read in client
+/// turn `pos` (see [`ScreenVerdict`]).
+fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, verdicts: &[ScreenVerdict]) -> LexiconScreen {
     let file = &rules.file;
     let turns: Vec<_> = dialogue.client_turns().collect();
     let mut found: Vec<Found> = Vec::new();
@@ -307,7 +332,8 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
 
         // A turn the screen reads as a look-alike, whose cues are all thoughts alone: the
         // lexicon's words are the joke's ("if the wifi goes out i'm jumping off a bridge").
-        let thoughts_only = lookalike.get(pos).copied().unwrap_or(false)
+        let verdict = verdicts.get(pos).copied().unwrap_or_default();
+        let thoughts_only = verdict.plain_lookalike
             && hits.iter().all(|h| {
                 let cat = &file.categories[h.entry];
                 cat.protective || cat.thoughts
@@ -415,6 +441,18 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, lookalike: &[bool]) -> Lex
                 signal = None;
                 if !lookalikes.iter().any(|l| l == JOKE_LABEL) {
                     lookalikes.push(JOKE_LABEL.to_string());
+                }
+            }
+            // The screen reads every piece of the turn as no risk at all: the cue's words are
+            // the look-alike's ("said goodbye to everyone, new job monday").
+            if verdict.confident_no
+                && level > RiskLevel::Low
+                && !KEPT_AGAINST_SCREEN.contains(&cat.id.as_str())
+            {
+                level = RiskLevel::Low;
+                signal = None;
+                if !lookalikes.iter().any(|l| l == CONFIDENT_NO_LABEL) {
+                    lookalikes.push(CONFIDENT_NO_LABEL.to_string());
                 }
             }
             if h.hypothetical && !cat.neutral {

@@ -275,6 +275,18 @@ impl Screen {
     pub fn reads_as_lookalike(&self, output: &HeadOutput) -> bool {
         exemplars::is_lookalike(self.best_category(output))
     }
+
+    /// The probability the category head gives the look-alike categories together (reported
+    /// per piece by `psy train-screen --report --readings`).
+    pub fn lookalike_mass(&self, output: &HeadOutput) -> f32 {
+        self.spec
+            .categories
+            .iter()
+            .zip(&output.categories)
+            .filter(|(c, _)| exemplars::is_lookalike(c))
+            .map(|(_, p)| p)
+            .sum()
+    }
 }
 
 /// [`Screen::read`] for members not yet in a screen (training calibrates them).
@@ -360,4 +372,34 @@ pub fn builtin() -> Result<&'static Screen, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{builtin, HeadOutput};
+
+    #[test]
+    fn the_lookalike_mass_sums_the_lookalike_categories_only() {
+        let screen = builtin().unwrap();
+        let at = |name: &str| {
+            screen
+                .spec
+                .categories
+                .iter()
+                .position(|c| c == name)
+                .unwrap()
+        };
+        let mut categories = vec![0.0; screen.spec.categories.len()];
+        // Hand-computed: ordinary and grief are look-alikes (0.5 + 0.25); a wish to be dead and
+        // hopelessness are not.
+        categories[at("ordinary")] = 0.5;
+        categories[at("grief")] = 0.25;
+        categories[at("wish-dead")] = 0.125;
+        categories[at("hopelessness")] = 0.125;
+        let out = HeadOutput {
+            levels: [0.0; 3],
+            categories,
+        };
+        assert_eq!(screen.lookalike_mass(&out), 0.75);
+    }
 }

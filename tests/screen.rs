@@ -41,6 +41,22 @@ fn risk(turns: &[&str]) -> psy_core::module::RiskAssessment {
     psy_safety::assess_risk(&dialogue(turns), "US", &[], Some(&*e))
 }
 
+/// Each session (client turns) ends at low or below.
+fn read_at_most_low(sessions: &[&[&str]]) {
+    for turns in sessions {
+        let r = risk(turns);
+        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
+    }
+}
+
+/// Each session ends at its level or above.
+fn read_at_least(sessions: &[(&[&str], RiskLevel)]) {
+    for (turns, at_least) in sessions {
+        let r = risk(turns);
+        assert!(r.level >= *at_least, "{turns:?}: {:?}", r.level);
+    }
+}
+
 #[test]
 fn committed_screen_matches_its_exemplars_and_encoder() {
     let s = screen::builtin().unwrap();
@@ -1010,17 +1026,14 @@ fn a_calm_reply_never_settles_an_attempt_under_way() {
 /// contrast, a means or a time the turn keeps its reading, and "anyone else" is no denial.
 #[test]
 fn a_denied_harm_is_not_the_harm_it_denies() {
-    for turns in [
+    read_at_most_low(&[
         &[
             "my brother read my diary out at dinner",
             "I don't want to hurt him. I just want him to know how humiliating it was",
         ][..],
         &["im not suicidal, im just so tired of the night shifts"],
-    ] {
-        let r = risk(turns);
-        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
-    }
-    for (turns, at_least) in [
+    ]);
+    read_at_least(&[
         (
             &["I'm not going to hurt him. But he'll be home at six and the bat is by the door"][..],
             RiskLevel::High,
@@ -1040,10 +1053,7 @@ fn a_denied_harm_is_not_the_harm_it_denies() {
             ],
             RiskLevel::High,
         ),
-    ] {
-        let r = risk(turns);
-        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
-    }
+    ]);
 }
 
 /// A thank-you and goodbye after arrangements settles nothing (rule 27, thirty-third session):
@@ -1157,7 +1167,7 @@ fn a_plan_to_go_back_outlasts_the_change_and_thoughts_after_a_crisis_count() {
 /// time, one before a contrast, and thoughts told with a negation keep their level.
 #[test]
 fn a_denial_is_read_whole_however_far_its_negator() {
-    for turns in [
+    read_at_most_low(&[
         &["I am not having any thoughts of self-harm."][..],
         &["No, I haven't had any thoughts of killing myself."],
         &["I'm not planning to overdose or anything like that."],
@@ -1170,11 +1180,8 @@ fn a_denial_is_read_whole_however_far_its_negator() {
             "the house feels so empty",
             "I am not thinking of harming myself. It's just the quiet that gets me",
         ],
-    ] {
-        let r = risk(turns);
-        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
-    }
-    for (turns, at_least) in [
+    ]);
+    read_at_least(&[
         (
             &["I'm not overdosing tonight, I'm waiting for Friday when the house is empty"][..],
             RiskLevel::High,
@@ -1195,10 +1202,7 @@ fn a_denial_is_read_whole_however_far_its_negator() {
             &["I don't have suicidal thoughts all the time, only at night when I look at the pills"],
             RiskLevel::Moderate,
         ),
-    ] {
-        let r = risk(turns);
-        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
-    }
+    ]);
 }
 
 /// A look-alike both detectors read as one (rule 22, thirty-second session): where the screen
@@ -1207,15 +1211,12 @@ fn a_denial_is_read_whole_however_far_its_negator() {
 /// is itself a risk keep the level.
 #[test]
 fn a_look_alike_is_read_as_one() {
-    for turns in [
+    read_at_most_low(&[
         &["lmao if i have to sit through one more group project meeting i'm gonna kill myself"][..],
         &["ugh i want to die, i just sent the email to the whole department instead of just sarah"],
         &["I'm a screenwriter and my lead is a detective who's close to ending it all in act one. How do I show his recovery arc without it feeling cheesy?"],
-    ] {
-        let r = risk(turns);
-        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
-    }
-    for (turns, at_least) in [
+    ]);
+    read_at_least(&[
         (&["i want to die. thats it. thats the message"][..], RiskLevel::Moderate),
         (
             &["ngl i'm kinda ready to unalive myself. already got the cord sorted in my wardrobe lol"],
@@ -1235,10 +1236,7 @@ fn a_look_alike_is_read_as_one() {
             ],
             RiskLevel::Imminent,
         ),
-    ] {
-        let r = risk(turns);
-        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
-    }
+    ]);
 }
 
 /// A crisis told together with the change that ended it, when no crisis was open before (rule
@@ -1282,14 +1280,11 @@ fn a_crisis_told_with_the_change_that_ended_it_gets_a_check_in() {
 /// turn the screen reads as any risk.
 #[test]
 fn a_turn_the_screen_reads_as_no_risk_keeps_the_lexicons_cues_low() {
-    for turns in [
+    read_at_most_low(&[
         &["Cleared my desk and said my goodbyes to the team today after nine years. Starting at the new firm on Monday!"][..],
         &["I'm a pharmacist and a customer asked me today how to talk to her son about his self harm. What leaflets are good?"],
-    ] {
-        let r = risk(turns);
-        assert!(r.level <= RiskLevel::Low, "{turns:?}: {:?}", r.level);
-    }
-    for (turns, at_least) in [
+    ]);
+    read_at_least(&[
         (
             &["I tried to hang myself last month. Next time I'll make sure it works."][..],
             RiskLevel::High,
@@ -1306,8 +1301,5 @@ fn a_turn_the_screen_reads_as_no_risk_keeps_the_lexicons_cues_low() {
             ],
             RiskLevel::High,
         ),
-    ] {
-        let r = risk(turns);
-        assert!(r.level >= at_least, "{turns:?}: {:?}", r.level);
-    }
+    ]);
 }

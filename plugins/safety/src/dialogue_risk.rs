@@ -266,7 +266,7 @@ fn assess_with(
     };
 
     // What the screen read in each turn, as far as the lexicon listens (`ScreenVerdict`).
-    let lookalike: Vec<ScreenVerdict> = match &scored {
+    let verdicts: Vec<ScreenVerdict> = match &scored {
         Some((screen, scores)) => scores
             .iter()
             .map(|t| ScreenVerdict {
@@ -287,13 +287,13 @@ fn assess_with(
             hash_message(&mut prefix_hash, m);
         }
         // The lexicon's reading depends on the screen's reading of the turn too.
-        prefix_hash.update([lookalike[readings.len()].key()]);
+        prefix_hash.update([verdicts[readings.len()].key()]);
         hashed = turn.index + 1;
         // Earlier turns' lexicon readings come from the memo (the planner is given the whole
         // dialogue every turn); the last turn's full reading is always computed.
         let reading = if last {
             let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
-            let lex = lexicon_screen(rules, &prefix, &lookalike);
+            let lex = lexicon_screen(rules, &prefix, &verdicts);
             let reading = PrefixReading::of(&lex, turn.index, turn.text);
             remember(prefix_hash.clone().finalize().into(), reading.clone());
             last_lexicon = Some(lex);
@@ -303,7 +303,7 @@ fn assess_with(
             recall(&key).unwrap_or_else(|| {
                 let prefix = Dialogue::new(dialogue.messages[..=turn.index].to_vec());
                 let reading = PrefixReading::of(
-                    &lexicon_screen(rules, &prefix, &lookalike),
+                    &lexicon_screen(rules, &prefix, &verdicts),
                     turn.index,
                     turn.text,
                 );

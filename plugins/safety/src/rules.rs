@@ -489,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn the_categories_kept_against_the_screen_are_lexicon_categories() {
+        // A renamed category would silently leave the keep list (rule 33).
+        let rules = Rules::parse(SHIPPED).unwrap();
+        for id in crate::KEPT_AGAINST_SCREEN {
+            assert!(
+                rules.file.categories.iter().any(|c| c.id == *id),
+                "{id} is not a category of rules.toml"
+            );
+        }
+    }
+
+    #[test]
     fn the_shipped_screen_signals_name_screen_categories_and_lexicon_signals() {
         let rules = Rules::parse(SHIPPED).unwrap();
         assert_eq!(rules.file.screen_signals.len(), 12);

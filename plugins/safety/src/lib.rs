@@ -270,7 +270,7 @@ pub struct ScreenVerdict {
     /// alone read low when the turn holds no other cue.
     pub plain_lookalike: bool,
     /// Every piece of the turn a confident no (`screen::Screen::reads_as_confident_no`): its
-    /// cues read low, whatever their kind, except those in [`KEPT_AGAINST_SCREEN`].
+    /// cues read low, whatever their kind, except those of categories `kept_against_screen`.
     pub confident_no: bool,
 }
 
@@ -280,11 +280,6 @@ impl ScreenVerdict {
         u8::from(self.plain_lookalike) | u8::from(self.confident_no) << 1
     }
 }
-
-/// Cue categories the screen's confident no never holds at low: an attempt, under way or told,
-/// and a stated intent are acted on whatever the screen reads (it reads "I tried to hang myself
-/// last month. Next time I'll make sure it works." as a crisis that is over).
-pub const KEPT_AGAINST_SCREEN: &[&str] = &["attempt-now", "attempt", "intent"];
 
 /// Screens the client's turns with `rules`. `verdicts[pos]`: what the screen read in client
 /// turn `pos` (see [`ScreenVerdict`]).
@@ -445,10 +440,7 @@ fn lexicon_screen(rules: &Rules, dialogue: &Dialogue, verdicts: &[ScreenVerdict]
             }
             // The screen reads every piece of the turn as no risk at all: the cue's words are
             // the look-alike's ("said goodbye to everyone, new job monday").
-            if verdict.confident_no
-                && level > RiskLevel::Low
-                && !KEPT_AGAINST_SCREEN.contains(&cat.id.as_str())
-            {
+            if verdict.confident_no && level > RiskLevel::Low && !cat.kept_against_screen {
                 level = RiskLevel::Low;
                 signal = None;
                 if !lookalikes.iter().any(|l| l == CONFIDENT_NO_LABEL) {

@@ -1,6 +1,7 @@
-//! The batch engine's integer GEMM for the 32-value block types (Q4_0, Q4_1, Q8_0), with the
-//! tokens of a step in the 8 lanes of a vector (`lane_gemm_x86.rs`), or, from 2 tokens on CPUs
-//! with AVX-512 BW, 16 rows in the lanes of 512-bit vectors (`lane_gemm512_x86.rs`).
+//! The batch engine's integer GEMM for the 32-value block types (Q4_0, Q4_1, Q8_0 with AVX-512
+//! VNNI; Q4_0 and Q4_1 with AVX2 alone), with the tokens of a step in the 8 lanes of a vector
+//! (`lane_gemm_x86.rs`), or, from 2 tokens on CPUs with AVX-512 BW and VNNI, 16 rows in the
+//! lanes of 512-bit vectors (`lane_gemm512_x86.rs`).
 //!
 //! Why: the tiles of `int_gemm_x86.rs` keep the GEMV's order (8 partial sums per token, each
 //! block's scale applied to all 8), which costs a conversion, two multiplies and an add per
@@ -24,17 +25,22 @@ use super::legacy::f16_at;
 use super::q8::{Q8Activations, Q8Batch};
 use crate::runtime::ggml_type::GgmlDType;
 
-/// Whether the lane GEMM serves `dtype` with `kernel` (the 32-value types, with AVX-512 VNNI;
-/// elsewhere the engine keeps the tiles of [`super::int_gemm`]).
+/// Whether the lane GEMM serves `dtype` with `kernel`: Q4_0, Q4_1 and Q8_0 with AVX-512 VNNI,
+/// Q4_0 and Q4_1 with AVX2 alone (`lane_gemm_x86.rs` says why not Q8_0); elsewhere the engine
+/// keeps the tiles of [`super::int_gemm`].
 pub fn has_lane_kernel(kernel: IntKernel, dtype: GgmlDType) -> bool {
+    use GgmlDType::*;
     #[cfg(target_arch = "x86_64")]
-    let vnni = kernel == IntKernel::Vnni;
-    #[cfg(not(target_arch = "x86_64"))]
-    let vnni = {
-        let _ = kernel;
-        false
+    return match kernel {
+        IntKernel::Vnni => matches!(dtype, Q4_0 | Q4_1 | Q8_0),
+        IntKernel::Avx2 => matches!(dtype, Q4_0 | Q4_1),
+        IntKernel::Scalar => false,
     };
-    vnni && matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q8_0)
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernel, dtype);
+        false
+    }
 }
 
 /// One row times one token in the lane GEMM's order: the portable reference of the SIMD
@@ -100,16 +106,21 @@ pub fn gemm_rows(
         "{dtype} rows vs outputs"
     );
     #[cfg(target_arch = "x86_64")]
-    if takes_512(tokens) {
-        // SAFETY: `has_lane_kernel` holds only with AVX-512 F and VNNI detected, `takes_512`
+    if kernel == IntKernel::Vnni && takes_512(tokens) {
+        // SAFETY: the VNNI kernel is detected only with AVX-512 F and VNNI, `takes_512` holds
         // only with BW too; lengths checked above.
         unsafe { super::lane_gemm512_x86::lane_rows_512(dtype, rows, batch, out) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `has_lane_kernel` holds only with VNNI detected; lengths checked above.
+    // SAFETY: `has_lane_kernel` holds only for a detected x86 kernel (AVX2 and F16C, plus
+    // AVX-512 VNNI for `Vnni`) and, for AVX2, Q4_0 or Q4_1; lengths checked above.
     unsafe {
-        super::lane_gemm_x86::gemm_rows_vnni(dtype, rows, batch, lanes, out)
+        if kernel == IntKernel::Vnni {
+            super::lane_gemm_x86::gemm_rows_vnni(dtype, rows, batch, lanes, out)
+        } else {
+            super::lane_gemm_x86::gemm_rows_avx2(dtype, rows, batch, lanes, out)
+        }
     }
 }
 
@@ -223,25 +234,35 @@ mod tests {
         assert!((want - (0.5 * 240.0 + 0.25 * 32.0)).abs() < 1e-4);
     }
 
-    /// Every (row, token) of the SIMD kernel equals [`dot_row`] bit for bit: whole groups of 8
+    /// Every (row, token) of each SIMD kernel equals [`dot_row`] bit for bit: whole groups of 8
     /// tokens in lanes and the rest one at a time (8 rows at once, or one row at a time), extreme
     /// activations and scales included.
     #[test]
     fn the_kernel_equals_the_reference_order() {
-        let Some(kernel) = IntKernel::available()
+        let kernels: Vec<IntKernel> = IntKernel::available()
             .into_iter()
-            .find(|&k| has_lane_kernel(k, GgmlDType::Q4_1))
-        else {
+            .filter(|&k| has_lane_kernel(k, GgmlDType::Q4_1))
+            .collect();
+        if kernels.is_empty() {
             println!("no lane kernel on this CPU; nothing to compare");
             return;
-        };
+        }
         let k = 320;
         // 5 rows: one at a time; 8 and 21: rows 8 at a time for the tokens past the groups (the
         // 256-bit kernel); 5, 21 and 37: a short pass of 16 rows (the 512-bit one).
-        for (dtype, n) in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0]
-            .into_iter()
-            .flat_map(|d| [(d, 5), (d, 8), (d, 21), (d, 37)])
-        {
+        for (kernel, dtype, n) in kernels.iter().flat_map(|&kernel| {
+            [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0]
+                .into_iter()
+                .filter(move |&d| has_lane_kernel(kernel, d))
+                .flat_map(move |d| {
+                    [
+                        (kernel, d, 5),
+                        (kernel, d, 8),
+                        (kernel, d, 21),
+                        (kernel, d, 37),
+                    ]
+                })
+        }) {
             let rows: Vec<u8> = (0..n)
                 .flat_map(|i| row(dtype, k / 32, 7 + i as u32))
                 .collect();
@@ -257,8 +278,8 @@ mod tests {
                     .collect();
                 let batch = Q8Batch::quantize(&x, k, 32);
                 let lanes = LaneActivations::new(&batch);
-                // What `gemm_rows` takes on this host, and both x86 kernels by name (the
-                // 512-bit one only where the CPU has AVX-512 BW).
+                // What `gemm_rows` takes on this host with `kernel`, and the x86 kernels by
+                // name (the 512-bit one only with VNNI and AVX-512 BW).
                 let mut runs = Vec::new();
                 let mut out = vec![f32::NAN; tokens * n];
                 gemm_rows(kernel, dtype, &rows, &batch, &lanes, &mut out);
@@ -266,14 +287,22 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 {
                     let mut out = vec![f32::NAN; tokens * n];
-                    // SAFETY: a lane kernel exists, so AVX-512 F and VNNI are present.
+                    // SAFETY: `kernel` was detected: AVX2 and F16C, and AVX-512 F and VNNI
+                    // for `Vnni`; `has_lane_kernel` holds for `dtype`.
                     unsafe {
-                        super::super::lane_gemm_x86::gemm_rows_vnni(
-                            dtype, &rows, &batch, &lanes, &mut out,
-                        )
+                        if kernel == IntKernel::Vnni {
+                            super::super::lane_gemm_x86::gemm_rows_vnni(
+                                dtype, &rows, &batch, &lanes, &mut out,
+                            )
+                        } else {
+                            super::super::lane_gemm_x86::gemm_rows_avx2(
+                                dtype, &rows, &batch, &lanes, &mut out,
+                            )
+                        }
                     };
                     runs.push(("256-bit", out));
-                    if std::arch::is_x86_feature_detected!("avx512bw") {
+                    if kernel == IntKernel::Vnni && std::arch::is_x86_feature_detected!("avx512bw")
+                    {
                         let mut out = vec![f32::NAN; tokens * n];
                         // SAFETY: as above, and BW detected.
                         unsafe {
@@ -291,7 +320,7 @@ mod tests {
                             assert_eq!(
                                 out[t * n + r].to_bits(),
                                 want.to_bits(),
-                                "{name}: {dtype} {tokens} tokens, row {r} token {t}: {} vs {want}",
+                                "{name} ({kernel:?}): {dtype} {tokens} tokens, row {r} token {t}: {} vs {want}",
                                 out[t * n + r]
                             );
                         }

@@ -1,5 +1,6 @@
-//! The AVX-512 VNNI kernel of the lane GEMM (`lane_gemm.rs`): 256-bit `vpdpbusd` as inline
-//! assembly (written when its intrinsic, stable from Rust 1.89, was above the workspace's MSRV).
+//! The x86 kernels of the lane GEMM (`lane_gemm.rs`): with AVX-512 VNNI, 256-bit `vpdpbusd` as
+//! inline assembly (written when its intrinsic, stable from Rust 1.89, was above the workspace's
+//! MSRV); with AVX2 alone, `vpmaddubsw` for Q4_0 and Q4_1.
 //!
 //! Each row is decoded once into unsigned bytes (`u = w + c`), then for every whole group of 8
 //! tokens each block is 8 `vpdpbusd` (one 4-weight piece broadcast against the 8 tokens'
@@ -8,10 +9,23 @@
 //! last whole group take 8 rows at a time in the lanes ([`rows8_token`]), the rows past the
 //! last 8 one at a time (an exact horizontal sum and the same scalar steps). Where AVX-512 BW is
 //! present, steps of 2 or more tokens take `lane_gemm512_x86.rs` instead (same bits).
+//!
+//! Without VNNI each piece is one `vpmaddubsw` (pairs of products in i16) and the block's 8
+//! pieces are summed in i16 before one `vpmaddwd` widens them: a 4-bit weight (at most 15)
+//! times an activation (at most 127 in size) is at most 1,905, so a lane's 16 products stay
+//! within 30,480, below i16's 32,767, and the integers are the VNNI kernel's. On the AVX2-only
+//! AMD EPYC Zen 3 host the GEMV-order tiles' float steps per block and token were most of a
+//! batched SmolLM2 step (72% of its samples in `int_gemm_x86::gemm_rows_avx2`). Q8_0 keeps the
+//! tiles without VNNI: its weights as two halves of 4 bits, or by the GEMV's sign trick, gave
+//! the same bits, but a decoded Q8_0 token in the lane order (8 rows side by side) ran 3-22%
+//! slower than the GEMV there (0.6B-shape Q8_0 decode bench, two rounds each), for ~6% more
+//! throughput at 8 SmolLM2 requests.
 
 use std::arch::x86_64::*;
 
-use super::int_x86::{dpbusd, f16_at, hsum_i32, nibbles32, prefetch_line_ahead, prefetch_share};
+use super::int_x86::{
+    dpbusd, f16_at, hsum_i32, mul_sum, nibbles32, prefetch_line_ahead, prefetch_share,
+};
 use super::lane_layout::{block_form, LaneActivations};
 use super::q8::Q8Batch;
 use crate::runtime::ggml_type::GgmlDType;
@@ -39,8 +53,40 @@ unsafe fn times_c(c: i32, s: __m256i) -> __m256i {
     }
 }
 
+/// The exact integer sums of one block for the 8 tokens of a group, token `l` in lane `l`: the
+/// block's 8 pieces of 4 unsigned weights at `up`, each broadcast against the 8 tokens' pieces at
+/// `xp` (`LaneActivations::block_ptr`). Without VNNI the weights must be at most 15 (module
+/// docs: the i16 sums then cannot saturate).
 #[inline(always)]
-unsafe fn gemm_rows_impl(
+unsafe fn block_isums<const VNNI: bool>(up: *const u8, xp: *const i8) -> __m256i {
+    let piece = |g: usize| {
+        (
+            _mm256_set1_epi32((up.add(4 * g) as *const i32).read_unaligned()),
+            _mm256_loadu_si256(xp.add(32 * g) as *const __m256i),
+        )
+    };
+    if VNNI {
+        let mut acc = _mm256_setzero_si256();
+        for g in 0..8 {
+            let (w, x) = piece(g);
+            acc = dpbusd(acc, w, x);
+        }
+        acc
+    } else {
+        // Two chains of 4 dependent adds rather than one of 8.
+        let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for g in (0..8).step_by(2) {
+            let (w0, x0) = piece(g);
+            let (w1, x1) = piece(g + 1);
+            even = _mm256_add_epi16(even, _mm256_maddubs_epi16(w0, x0));
+            odd = _mm256_add_epi16(odd, _mm256_maddubs_epi16(w1, x1));
+        }
+        _mm256_madd_epi16(_mm256_add_epi16(even, odd), _mm256_set1_epi16(1))
+    }
+}
+
+#[inline(always)]
+unsafe fn gemm_rows_impl<const VNNI: bool>(
     dtype: GgmlDType,
     rows: &[u8],
     batch: &Q8Batch,
@@ -66,7 +112,7 @@ unsafe fn gemm_rows_impl(
         let next = &next[..next.len().min(8 * row_bytes)];
         for t in rest.clone() {
             let ahead = if t == rest.start { next } else { &[] };
-            let v = rows8_token(
+            let v = rows8_token::<VNNI>(
                 dtype,
                 rows.as_ptr().add(r0 * blocks * size),
                 blocks,
@@ -94,12 +140,7 @@ unsafe fn gemm_rows_impl(
             let (mut scaled, mut offset) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for b in 0..blocks {
                 let (up, xp) = (u.as_ptr().add(b * 32), lanes.block_ptr(q, b));
-                let mut acc = _mm256_setzero_si256();
-                for g in 0..8 {
-                    let w = _mm256_set1_epi32((up.add(4 * g) as *const i32).read_unaligned());
-                    let x = _mm256_loadu_si256(xp.add(32 * g) as *const __m256i);
-                    acc = dpbusd(acc, w, x);
-                }
+                let acc = block_isums::<VNNI>(up, xp);
                 let s = _mm256_loadu_si256(sums.add(b * 8) as *const __m256i);
                 let isum = _mm256_sub_epi32(acc, times_c(c, s));
                 let dx = _mm256_loadu_ps(d.add(b * 8));
@@ -128,7 +169,7 @@ unsafe fn gemm_rows_impl(
             for b in 0..blocks {
                 let w = _mm256_loadu_si256(u.as_ptr().add(b * 32) as *const __m256i);
                 let x = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
-                let isum = hsum_i32(dpbusd(_mm256_setzero_si256(), w, x)) - c * a.sums[b];
+                let isum = hsum_i32(mul_sum::<VNNI>(w, x)) - c * a.sums[b];
                 let blk = row.add(b * size);
                 scaled += (f16_at(blk) * a.d[b]) * isum as f32;
                 if offsets {
@@ -146,7 +187,7 @@ unsafe fn gemm_rows_impl(
 /// per-row path spends a horizontal sum and a chain of dependent scalar adds per block, this
 /// spends an eighth of the tree and of the vector adds.
 #[inline(always)]
-unsafe fn rows8_token(
+unsafe fn rows8_token<const VNNI: bool>(
     dtype: GgmlDType,
     rows: *const u8,
     blocks: usize,
@@ -173,7 +214,7 @@ unsafe fn rows8_token(
         let mut mw = [0u16; 8];
         for (j, (p, (dw, mw))) in p.iter_mut().zip(dw.iter_mut().zip(&mut mw)).enumerate() {
             let blk = rows.add(j * row_bytes + b * size);
-            *p = dpbusd(_mm256_setzero_si256(), unsigned32(dtype, blk), x);
+            *p = mul_sum::<VNNI>(unsigned32(dtype, blk), x);
             *dw = (blk as *const u16).read_unaligned();
             *mw = (blk.add(2) as *const u16).read_unaligned();
         }
@@ -215,9 +256,26 @@ pub(super) unsafe fn gemm_rows_vnni(
     out: &mut [f32],
 ) {
     match dtype {
-        GgmlDType::Q4_0 => gemm_rows_impl(GgmlDType::Q4_0, rows, batch, lanes, out),
-        GgmlDType::Q4_1 => gemm_rows_impl(GgmlDType::Q4_1, rows, batch, lanes, out),
-        GgmlDType::Q8_0 => gemm_rows_impl(GgmlDType::Q8_0, rows, batch, lanes, out),
+        GgmlDType::Q4_0 => gemm_rows_impl::<true>(GgmlDType::Q4_0, rows, batch, lanes, out),
+        GgmlDType::Q4_1 => gemm_rows_impl::<true>(GgmlDType::Q4_1, rows, batch, lanes, out),
+        GgmlDType::Q8_0 => gemm_rows_impl::<true>(GgmlDType::Q8_0, rows, batch, lanes, out),
         other => unreachable!("no lane kernel for {other}"),
+    }
+}
+
+/// [`gemm_rows_vnni`] with AVX2 alone, the same bits. SAFETY: as [`gemm_rows_vnni`], but the
+/// CPU needs only AVX2 and F16C, and `dtype` is Q4_0 or Q4_1.
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn gemm_rows_avx2(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    lanes: &LaneActivations,
+    out: &mut [f32],
+) {
+    match dtype {
+        GgmlDType::Q4_0 => gemm_rows_impl::<false>(GgmlDType::Q4_0, rows, batch, lanes, out),
+        GgmlDType::Q4_1 => gemm_rows_impl::<false>(GgmlDType::Q4_1, rows, batch, lanes, out),
+        other => unreachable!("no AVX2 lane kernel for {other}"),
     }
 }

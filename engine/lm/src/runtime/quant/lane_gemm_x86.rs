@@ -243,6 +243,25 @@ unsafe fn rows8_token<const VNNI: bool>(
     }
 }
 
+/// [`gemm_rows_impl`] with the type dispatched once (each arm inlines the kernel for a constant
+/// type).
+#[inline(always)]
+unsafe fn gemm_rows_typed<const VNNI: bool>(
+    dtype: GgmlDType,
+    rows: &[u8],
+    batch: &Q8Batch,
+    lanes: &LaneActivations,
+    out: &mut [f32],
+) {
+    // Not Q8_0 without VNNI: its unsigned weights (up to 255) would saturate the i16 sums.
+    match dtype {
+        GgmlDType::Q4_0 => gemm_rows_impl::<VNNI>(GgmlDType::Q4_0, rows, batch, lanes, out),
+        GgmlDType::Q4_1 => gemm_rows_impl::<VNNI>(GgmlDType::Q4_1, rows, batch, lanes, out),
+        GgmlDType::Q8_0 if VNNI => gemm_rows_impl::<VNNI>(GgmlDType::Q8_0, rows, batch, lanes, out),
+        other => unreachable!("no lane kernel for {other}"),
+    }
+}
+
 /// `out[t * n + r] = lane_gemm::dot_row(row r, token t)` for the `n` rows in `rows`.
 /// SAFETY: the CPU has AVX2, F16C, AVX512-VNNI and AVX512-VL; `dtype` is Q4_0, Q4_1 or Q8_0;
 /// `rows` is `out.len() / tokens` whole rows for `batch.cols()` values; `batch` has 32-value
@@ -255,12 +274,7 @@ pub(super) unsafe fn gemm_rows_vnni(
     lanes: &LaneActivations,
     out: &mut [f32],
 ) {
-    match dtype {
-        GgmlDType::Q4_0 => gemm_rows_impl::<true>(GgmlDType::Q4_0, rows, batch, lanes, out),
-        GgmlDType::Q4_1 => gemm_rows_impl::<true>(GgmlDType::Q4_1, rows, batch, lanes, out),
-        GgmlDType::Q8_0 => gemm_rows_impl::<true>(GgmlDType::Q8_0, rows, batch, lanes, out),
-        other => unreachable!("no lane kernel for {other}"),
-    }
+    gemm_rows_typed::<true>(dtype, rows, batch, lanes, out)
 }
 
 /// [`gemm_rows_vnni`] with AVX2 alone, the same bits. SAFETY: as [`gemm_rows_vnni`], but the
@@ -273,9 +287,5 @@ pub(super) unsafe fn gemm_rows_avx2(
     lanes: &LaneActivations,
     out: &mut [f32],
 ) {
-    match dtype {
-        GgmlDType::Q4_0 => gemm_rows_impl::<false>(GgmlDType::Q4_0, rows, batch, lanes, out),
-        GgmlDType::Q4_1 => gemm_rows_impl::<false>(GgmlDType::Q4_1, rows, batch, lanes, out),
-        other => unreachable!("no AVX2 lane kernel for {other}"),
-    }
+    gemm_rows_typed::<false>(dtype, rows, batch, lanes, out)
 }

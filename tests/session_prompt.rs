@@ -68,6 +68,7 @@ fn qwen3_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
 }
 
 #[test]
+#[ignore = "needs the Qwen2.5-Coder 1.5B GGUF, which `scripts/setup.sh --test` (CI) does not fetch: scripts/setup.sh"]
 fn qwen2_5_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
     check(&common::asset(
         "qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",

@@ -14,8 +14,8 @@
 //! The order, for one row and one token (`isum` the block's exact integer dot product):
 //! `scaled += (d_w * d_x) * isum` block by block, for Q4_1 also `offset += (m * d_x) * sum_x`,
 //! and the result `scaled + offset` (Q4_1) or `scaled`. Not the GEMV's bits; but the engine
-//! runs every row of every step through this order (whole groups of 8 tokens in lanes, the
-//! rest one token at a time with the same scalar steps), so a sequence's values are the same
+//! runs every row of every step through this order (groups of 8 tokens in lanes, a last
+//! partial group padded with zero tokens, or one token at a time with the same scalar steps), so a sequence's values are the same
 //! bits alone or in any batch. [`dot_row`] is the portable statement of that order.
 
 use super::int_dot::IntKernel;
@@ -98,6 +98,10 @@ pub fn gemm_rows(
         (lanes.groups, lanes.blocks),
         (tokens / 8, cols / 32),
         "lanes regroup this batch"
+    );
+    assert!(
+        lanes.tail == 0 || lanes.groups * 8 + lanes.tail == tokens,
+        "the padded group holds the last tokens"
     );
     assert_eq!(out.len() % tokens, 0, "output is [tokens, rows]");
     assert_eq!(
@@ -235,8 +239,8 @@ mod tests {
     }
 
     /// Every (row, token) of each SIMD kernel equals [`dot_row`] bit for bit: whole groups of 8
-    /// tokens in lanes and the rest one at a time (8 rows at once, or one row at a time), extreme
-    /// activations and scales included.
+    /// tokens in lanes, a zero-padded last group, and the rest one at a time (8 rows at once, or
+    /// one row at a time), extreme activations and scales included.
     #[test]
     fn the_kernel_equals_the_reference_order() {
         let kernels: Vec<IntKernel> = IntKernel::available()
@@ -267,7 +271,8 @@ mod tests {
                 .flat_map(|i| row(dtype, k / 32, 7 + i as u32))
                 .collect();
             let row_bytes = rows.len() / n;
-            for tokens in [1, 2, 3, 4, 5, 8, 9, 17] {
+            // 1 to 7 tokens past 0, 1 or 2 whole groups.
+            for tokens in [1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 15, 17] {
                 let x: Vec<f32> = (0..tokens * k)
                     .map(|i| match i % 41 {
                         0 => 1e30,
@@ -286,21 +291,26 @@ mod tests {
                 runs.push(("gemm_rows", out));
                 #[cfg(target_arch = "x86_64")]
                 {
-                    let mut out = vec![f32::NAN; tokens * n];
-                    // SAFETY: `kernel` was detected: AVX2 and F16C, and AVX-512 F and VNNI
-                    // for `Vnni`; `has_lane_kernel` holds for `dtype`.
-                    unsafe {
-                        if kernel == IntKernel::Vnni {
-                            super::super::lane_gemm_x86::gemm_rows_vnni(
-                                dtype, &rows, &batch, &lanes, &mut out,
-                            )
-                        } else {
-                            super::super::lane_gemm_x86::gemm_rows_avx2(
-                                dtype, &rows, &batch, &lanes, &mut out,
-                            )
-                        }
-                    };
-                    runs.push(("256-bit", out));
+                    // The tokens past the whole groups as a padded group (from 1 of them) and
+                    // one at a time (a group needs 8).
+                    for (name, min) in [("256-bit padded", 1), ("256-bit one at a time", 8)] {
+                        let lanes = LaneActivations::padding_from(&batch, min);
+                        let mut out = vec![f32::NAN; tokens * n];
+                        // SAFETY: `kernel` was detected: AVX2 and F16C, and AVX-512 F and VNNI
+                        // for `Vnni`; `has_lane_kernel` holds for `dtype`.
+                        unsafe {
+                            if kernel == IntKernel::Vnni {
+                                super::super::lane_gemm_x86::gemm_rows_vnni(
+                                    dtype, &rows, &batch, &lanes, &mut out,
+                                )
+                            } else {
+                                super::super::lane_gemm_x86::gemm_rows_avx2(
+                                    dtype, &rows, &batch, &lanes, &mut out,
+                                )
+                            }
+                        };
+                        runs.push((name, out));
+                    }
                     if kernel == IntKernel::Vnni && std::arch::is_x86_feature_detected!("avx512bw")
                     {
                         let mut out = vec![f32::NAN; tokens * n];

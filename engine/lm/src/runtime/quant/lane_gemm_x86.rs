@@ -5,9 +5,11 @@
 //! Each row is decoded once into unsigned bytes (`u = w + c`), then for every whole group of 8
 //! tokens each block is 8 `vpdpbusd` (one 4-weight piece broadcast against the 8 tokens'
 //! pieces) giving the 8 tokens' exact integer sums in the 8 lanes, and one conversion and
-//! multiply-then-add (as `lane_gemm::dot_row`, lane by lane) apply the scales. Tokens past the
-//! last whole group take 8 rows at a time in the lanes ([`rows8_token`]), the rows past the
-//! last 8 one at a time (an exact horizontal sum and the same scalar steps). Where AVX-512 BW is
+//! multiply-then-add (as `lane_gemm::dot_row`, lane by lane) apply the scales. Four to seven
+//! tokens past the last whole group are a group too, padded with zero tokens whose lanes are
+//! dropped (`LaneActivations::tail`); one to three take 8 rows at a time in the lanes
+//! ([`rows8_token`]), the rows past the last 8 one at a time (an exact horizontal sum and the
+//! same scalar steps). Where AVX-512 BW is
 //! present, steps of 2 or more tokens take `lane_gemm512_x86.rs` instead (same bits).
 //!
 //! Without VNNI each piece is one `vpmaddubsw` (pairs of products in i16) and the block's 8
@@ -101,9 +103,12 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
     // A row's unsigned weights, for the rows that take the per-row paths below (none for one
     // token when the rows are whole groups of 8).
     let mut u = Vec::new();
-    // Tokens past the last whole group of 8: rows 8 at a time in the lanes ([`rows8_token`]),
-    // the rows past the last 8 one at a time below.
-    let rest = lanes.groups * 8..tokens;
+    // The groups of 8 tokens in the lanes, a zero-padded last one included when `lanes` has it
+    // (its padding lanes are computed and dropped).
+    let groups = lanes.groups + usize::from(lanes.tail > 0);
+    // Tokens past them: rows 8 at a time in the lanes ([`rows8_token`]), the rows past the last
+    // 8 one at a time below.
+    let rest = lanes.groups * 8 + lanes.tail..tokens;
     let rows8 = if rest.is_empty() { 0 } else { n / 8 * 8 };
     for r0 in (0..rows8).step_by(8) {
         // The next group of 8 rows, fetched on the first token's pass only.
@@ -124,7 +129,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
         }
     }
     for r in 0..n {
-        if lanes.groups == 0 && r < rows8 {
+        if groups == 0 && r < rows8 {
             continue;
         }
         u.resize(blocks * 32, 0u8);
@@ -134,7 +139,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
             let w = unsigned32(dtype, row.add(b * size));
             _mm256_storeu_si256(u.as_mut_ptr().add(b * 32) as *mut __m256i, w);
         }
-        for q in 0..lanes.groups {
+        for q in 0..groups {
             let d = batch.d.as_ptr().add(batch.d_at(q * 8));
             let sums = batch.sums.as_ptr().add(batch.sums_at(q * 8));
             let (mut scaled, mut offset) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -159,7 +164,7 @@ unsafe fn gemm_rows_impl<const VNNI: bool>(
             };
             let mut lanes_out = [0.0f32; 8];
             _mm256_storeu_ps(lanes_out.as_mut_ptr(), v);
-            for (l, v) in lanes_out.iter().enumerate() {
+            for (l, v) in lanes_out.iter().enumerate().take(tokens - q * 8) {
                 out[(q * 8 + l) * n + r] = *v;
             }
         }

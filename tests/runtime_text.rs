@@ -152,6 +152,41 @@ fn qwen3_chat_template_renderings_match() {
     }
 }
 
+/// The Qwen2.5-Coder GGUF's template (a copy in the fixtures; `the_qwen2_5_gguf_ships_the_fixtures_template`
+/// in `tests/session_prompt.rs` compares it with the file) renders as jinja2 set up as
+/// transformers does (`scripts/reference/make_qwen25_template_fixture.py`, which first checks
+/// jinja2 against transformers' own renderings): a system message, none, a turn's guidance as a
+/// second system message, a history without the generation prompt, tools (`tojson` of non-ASCII).
+#[test]
+fn qwen2_5_chat_template_renderings_match() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2.5-coder");
+    let src = std::fs::read_to_string(dir.join("chat_template.jinja")).unwrap();
+    let refs = fixture("qwen2.5-coder/renders.json");
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(src.as_bytes())
+    );
+    assert_eq!(
+        digest,
+        refs["template_sha256"].as_str().unwrap(),
+        "the renderings' template"
+    );
+    let tmpl = ChatTemplate::from_source(&src, None, Some("<|im_end|>")).unwrap();
+    let cases = refs["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let opts = RenderOptions {
+            add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
+            enable_thinking: None,
+            tools: case["tools"].as_array().cloned(),
+        };
+        let rendered = tmpl.render(&messages, &opts).unwrap();
+        assert_eq!(rendered, case["rendered"].as_str().unwrap(), "{name}");
+    }
+}
+
 #[test]
 fn qwen3_reasoning_content_is_rendered_for_last_turn() {
     // The template keeps reasoning only after the last user query; `reasoning_content`

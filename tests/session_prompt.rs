@@ -9,8 +9,7 @@ use std::path::Path;
 use psy_lm::runtime::chat_template::{ChatMessage, ChatTemplate, RenderOptions};
 use psy_lm::runtime::tokenizer::Tokenizer;
 
-fn render(tok: &Tokenizer, messages: &[ChatMessage]) -> String {
-    let template = ChatTemplate::for_tokenizer(tok).unwrap().unwrap();
+fn render(template: &ChatTemplate, messages: &[ChatMessage]) -> String {
     let opts = RenderOptions {
         add_generation_prompt: true,
         enable_thinking: Some(false),
@@ -23,8 +22,29 @@ fn m(role: &str, content: &str) -> ChatMessage {
     ChatMessage::new(role, content)
 }
 
-fn check(tokenizer: &Path) {
-    let tok = Tokenizer::from_path(tokenizer).unwrap();
+/// The template shipped with the tokenizer (or GGUF) at `path`.
+fn shipped(path: &Path) -> ChatTemplate {
+    let tok = Tokenizer::from_path(path).unwrap();
+    ChatTemplate::for_tokenizer(&tok).unwrap().unwrap()
+}
+
+/// The Qwen2.5-Coder GGUF's template, as `scripts/reference/make_qwen25_template_fixture.py`
+/// copied it into the fixtures (CI has no GGUF of that family).
+fn qwen2_5_fixture() -> (String, ChatTemplate) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qwen2.5-coder/chat_template.jinja");
+    let src = std::fs::read_to_string(&path).unwrap();
+    let template = ChatTemplate::from_named_source(
+        &path.display().to_string(),
+        &src,
+        None,
+        Some("<|im_end|>"),
+    )
+    .unwrap();
+    (src, template)
+}
+
+fn check(template: &ChatTemplate) {
     let turn2 = [
         m("system", "RUN-SYSTEM"),
         m("user", "first message"),
@@ -41,7 +61,7 @@ fn check(tokenizer: &Path) {
         m("system", "GUIDANCE-3"),
         m("user", "third message"),
     ];
-    let (a, b) = (render(&tok, &turn2), render(&tok, &turn3));
+    let (a, b) = (render(template, &turn2), render(template, &turn3));
     // Rendered in place, once each, in order.
     let at = |s: &str, x: &str| {
         assert_eq!(s.matches(x).count(), 1, "{x} in {s}");
@@ -59,18 +79,30 @@ fn check(tokenizer: &Path) {
 
 #[test]
 fn smollm2_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
-    check(&common::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    check(&shipped(&common::asset(
+        "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    )));
 }
 
 #[test]
 fn qwen3_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
-    check(&common::asset("qwen3-tokenizer"));
+    check(&shipped(&common::asset("qwen3-tokenizer")));
+}
+
+#[test]
+fn qwen2_5_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
+    check(&qwen2_5_fixture().1);
 }
 
 #[test]
 #[ignore = "needs the Qwen2.5-Coder 1.5B GGUF, which `scripts/setup.sh --test` (CI) does not fetch: scripts/setup.sh"]
-fn qwen2_5_renders_the_turns_guidance_in_place_and_keeps_the_history_a_prefix() {
-    check(&common::asset(
+fn the_qwen2_5_gguf_ships_the_fixtures_template() {
+    let tok = Tokenizer::from_path(&common::asset(
         "qwen2.5-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-    ));
+    ))
+    .unwrap();
+    assert_eq!(
+        tok.chat_template_source(),
+        Some(qwen2_5_fixture().0.as_str())
+    );
 }

@@ -4,7 +4,8 @@
 //! the throughput in generated tokens per second; one extra run per batch size prints each
 //! request's latency (start to its last token) as p50 / p95.
 //!
-//! Run `scripts/setup.sh` first, then `cargo bench --bench batch`. Record
+//! Run `scripts/setup.sh` first, then `cargo bench --bench batch` (`PSY_BENCH_MODEL=FILE.gguf`
+//! for another model; `-- --list` runs only the latency pass). Record
 //! `lscpu | grep 'Model name'` and `uptime` beside the figures.
 
 use std::time::{Duration, Instant};
@@ -37,8 +38,13 @@ fn requests() -> Vec<BatchRequest> {
         .collect()
 }
 
+/// The test model (SmolLM2), or `PSY_BENCH_MODEL` (a GGUF path) to time another one the same
+/// way, e.g. the main job's Qwen2.5-Coder 1.5B.
 fn model() -> LoadedModel {
-    let path = psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}"));
+    let path = match std::env::var_os("PSY_BENCH_MODEL") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => psy_lm::runtime::default_model_path().unwrap_or_else(|e| panic!("{e}")),
+    };
     load_model_with(&path, &Device::flex(), WeightFormat::from_env().unwrap()).unwrap()
 }
 

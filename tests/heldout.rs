@@ -259,6 +259,14 @@ const FROZEN: &[(&str, &str)] = &[
         "3774fa523a4b6c23a6248e9ad414b08efab483cbf1880f605e3397f481ddf496",
     ),
     (
+        "risk-v62.jsonl",
+        "b1eefbedc3252deea6fdda7e8c5bc3a45a64cf4ceb081df17fa9d7a871b5ce6e",
+    ),
+    (
+        "risk-v63.jsonl",
+        "a8e1c882929fce8b2c5b282b6425b64137edb8d15c11ec0cf2308574b2a9642f",
+    ),
+    (
         "counsel-v2.jsonl",
         "b1e87fff3e7a433c517d1901e58e3643d427527c994f7fe1c0653dc955c480e4",
     ),
@@ -737,7 +745,7 @@ fn risk_v42_reads_as_the_expectations_it_promises() {
 #[test]
 fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
     // Counts from the writers' tables (`tests/heldout/risk-v44.md`, `risk-v48.md`,
-    // `risk-v51.md`, `risk-v57.md`, `risk-v58.md` to `risk-v61.md`, risk-v42's brief, eight new
+    // `risk-v51.md`, `risk-v57.md`, `risk-v58.md` to `risk-v63.md`, risk-v42's brief, ten new
     // writers): 300 items, 100 of them sessions.
     for file in [
         "risk-v44.jsonl",
@@ -748,6 +756,8 @@ fn risk_v44_v48_v51_read_as_the_expectations_they_promise() {
         "risk-v59.jsonl",
         "risk-v60.jsonl",
         "risk-v61.jsonl",
+        "risk-v62.jsonl",
+        "risk-v63.jsonl",
     ] {
         assert_risk_set(file, 300, GENERAL_SET, 100);
     }
